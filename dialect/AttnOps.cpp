@@ -1,0 +1,187 @@
+//===- AttnOps.cpp - attn dialect operations -----------------------------===//
+#include "dialect/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/Transforms/RegionUtils.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+#define GET_OP_CLASSES
+#include "dialect/AttnOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+static int64_t lastDim(Value v) {
+  return cast<MemRefType>(v.getType()).getShape().back();
+}
+
+int64_t AttentionOp::getHeadDim() { return lastDim(getQuery()); }
+int64_t AttentionOp::getValueHeadDim() { return lastDim(getValue()); }
+
+LogicalResult AttentionOp::verify() {
+  auto qType = cast<MemRefType>(getQuery().getType());
+  auto kType = cast<MemRefType>(getKey().getType());
+  auto vType = cast<MemRefType>(getValue().getType());
+  auto oType = cast<MemRefType>(getOut().getType());
+  if (ShapedType::isDynamic(getHeadDim()) ||
+      ShapedType::isDynamic(lastDim(getKey())))
+    return emitOpError("expected a static head dim D on q and k");
+  if (getHeadDim() != lastDim(getKey()))
+    return emitOpError() << "expected q and k to share the head dim, got "
+                         << getHeadDim() << " and " << lastDim(getKey());
+  if (ShapedType::isDynamic(getValueHeadDim()) ||
+      ShapedType::isDynamic(lastDim(getOut())))
+    return emitOpError("expected a static value head dim Dv on v and o");
+  if (getValueHeadDim() != lastDim(getOut()))
+    return emitOpError() << "expected v and o to share the value head dim, got "
+                         << getValueHeadDim() << " and " << lastDim(getOut());
+  if (kType.getElementType() != qType.getElementType() ||
+      vType.getElementType() != qType.getElementType())
+    return emitOpError() << "expected q, k and v of one element type, got "
+                         << qType.getElementType() << ", "
+                         << kType.getElementType() << " and "
+                         << vType.getElementType();
+  (void)oType;
+  Normalize norm = getNormalize();
+  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  if (getLse() && !hasRowSum)
+    return emitOpError() << "expected no lse output with normalize = "
+                         << stringifyNormalize(norm)
+                         << " (lse exists for softmax and softplus only)";
+  if (hasSink() && norm != Normalize::softmax)
+    return emitOpError() << "expected normalize = softmax with a sink, got "
+                         << stringifyNormalize(norm);
+  if (getScale() && hasScaleExpr())
+    return emitOpError("expected either a scale attribute or a scale_expr "
+                       "region, got both");
+  return success();
+}
+
+/// Checks a region's block signature and its yielded type.
+static LogicalResult verifyRegionSignature(AttentionOp op, Region &region,
+                                           StringRef name,
+                                           ArrayRef<Type> argTypes,
+                                           Type yieldType, StringRef argHint) {
+  if (region.empty())
+    return success();
+  Block &block = region.front();
+  if (block.getArgumentTypes() != TypeRange(argTypes))
+    return op.emitOpError()
+           << "expected " << name << " region arguments " << argHint
+           << ", got " << block.getNumArguments() << " arguments ("
+           << block.getArgumentTypes() << ")";
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield)
+    return op.emitOpError() << "expected " << name
+                            << " region to end with attn.yield";
+  if (yield.getValues().size() != 1 ||
+      yield.getValues().front().getType() != yieldType)
+    return op.emitOpError() << "expected " << name << " region to yield one "
+                            << yieldType << ", got ("
+                            << yield.getValues().getTypes() << ")";
+  return success();
+}
+
+LogicalResult AttentionOp::verifyRegions() {
+  MLIRContext *ctx = getContext();
+  Type f32 = Float32Type::get(ctx);
+  Type i32 = IntegerType::get(ctx, 32);
+  Type i1 = IntegerType::get(ctx, 1);
+  if (failed(verifyRegionSignature(*this, getScaleExpr(), "scale_expr", {},
+                                   f32, "()")) ||
+      failed(verifyRegionSignature(*this, getScore(), "score",
+                                   {f32, i32, i32, i32, i32}, f32,
+                                   "(s: f32, b, h, q, kv: i32)")) ||
+      failed(verifyRegionSignature(*this, getMask(), "mask",
+                                   {i32, i32, i32, i32}, i1,
+                                   "(b, h, q, kv: i32); a mask must not read "
+                                   "the score")) ||
+      failed(verifyRegionSignature(*this, getSink(), "sink", {i32}, f32,
+                                   "(h: i32)")))
+    return failure();
+
+  // Regions see only the op's params and captures from outside, so the
+  // tiling pass can inline them anywhere those operands dominate.
+  llvm::SmallPtrSet<Value, 8> allowed;
+  for (Value v : getParams())
+    allowed.insert(v);
+  for (Value v : getCaptures())
+    allowed.insert(v);
+  for (Region *region : getRegions()) {
+    llvm::SetVector<Value> used;
+    getUsedValuesDefinedAbove(*region, used);
+    for (Value v : used)
+      if (!allowed.contains(v))
+        return emitOpError()
+               << "expected regions to use only the op's params and captures "
+                  "from above, got a use of "
+               << v;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LoadOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LoadOp::verify() {
+  int64_t rank = getTensor().getType().getRank();
+  if (static_cast<int64_t>(getIndices().size()) != rank)
+    return emitOpError() << "expected " << rank << " indices for a rank-"
+                         << rank << " tensor, got " << getIndices().size();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FloorDivOp / FloorModOp
+//===----------------------------------------------------------------------===//
+
+namespace mlir::attn {
+int32_t floorDiv(int32_t a, int32_t b) {
+  if (b == 0)
+    return 0;
+  if (b == -1)
+    return static_cast<int32_t>(-static_cast<uint32_t>(a)); // wraps like i32
+  int32_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0)))
+    --q;
+  return q;
+}
+int32_t floorMod(int32_t a, int32_t b) {
+  if (b == 0)
+    return a;
+  if (b == -1)
+    return 0;
+  int32_t r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0)))
+    r += b;
+  return r;
+}
+} // namespace mlir::attn
+
+template <typename Fn>
+static OpFoldResult foldIntBinary(Attribute lhs, Attribute rhs, Type type,
+                                  Fn fn) {
+  auto l = dyn_cast_if_present<IntegerAttr>(lhs);
+  auto r = dyn_cast_if_present<IntegerAttr>(rhs);
+  if (!l || !r)
+    return {};
+  return IntegerAttr::get(type, fn(static_cast<int32_t>(l.getInt()),
+                                   static_cast<int32_t>(r.getInt())));
+}
+
+OpFoldResult FloorDivOp::fold(FoldAdaptor adaptor) {
+  return foldIntBinary(adaptor.getLhs(), adaptor.getRhs(), getType(),
+                       floorDiv);
+}
+
+OpFoldResult FloorModOp::fold(FoldAdaptor adaptor) {
+  return foldIntBinary(adaptor.getLhs(), adaptor.getRhs(), getType(),
+                       floorMod);
+}

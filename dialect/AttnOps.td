@@ -1,0 +1,118 @@
+//===- AttnOps.td - attn dialect operations ----------------*- tablegen -*-===//
+#ifndef ATTN_OPS_TD
+#define ATTN_OPS_TD
+
+include "dialect/AttnBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/IR/RegionKindInterface.td"
+
+def Attn_Float : AnyTypeOf<[F32, F16, BF16]>;
+def Attn_QKVMemRef : MemRefRankOf<[F32, F16, BF16], [4]>;
+def Attn_LseMemRef : MemRefRankOf<[F32], [3]>;
+def Attn_Param : AnyTypeOf<[I32, F32]>;
+def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
+
+def Attn_AttentionOp : Attn_Op<"attention", [
+    AttrSizedOperandSegments,
+    RecursiveMemoryEffects]> {
+  let summary = "one attention computation with a variant's regions";
+  let description = [{
+    Reads `q [B, Hq, Sq, D]`, `k [B, Hkv, Skv, D]`, `v [B, Hkv, Skv, Dv]` and
+    writes `o [B, Hq, Sq, Dv]` and, when present, `lse [B, Hq, Sq]` (natural
+    log). `s = (q . k) * scale` where `scale` is the `scale` attribute, the
+    value yielded by the `scale` region, or `1/sqrt(D)` when neither is given.
+
+    Regions (each may be empty; an empty region means "absent"):
+    - `scale_expr ()`: yields the f32 scale; used when it is not a constant.
+    - `score (s: f32, b, h, q, kv: i32)`: yields the modified f32 score.
+    - `mask (b, h, q, kv: i32)`: yields i1, true keeps the entry.
+    - `sink (h: i32)`: yields an f32 logit joining the softmax denominator.
+
+    Regions may use the op's `params` and `captures` operands (defined above)
+    and `attn.dim`/`attn.load`; nothing else from outside.
+  }];
+  let arguments = (ins Attn_QKVMemRef:$query, Attn_QKVMemRef:$key,
+                       Attn_QKVMemRef:$value, Attn_QKVMemRef:$out,
+                       Optional<Attn_LseMemRef>:$lse,
+                       Variadic<Attn_Param>:$params,
+                       Variadic<Attn_Capture>:$captures,
+                       Attn_NormalizeKind:$normalize,
+                       OptionalAttr<F32Attr>:$scale);
+  let regions = (region MaxSizedRegion<1>:$scaleExpr, MaxSizedRegion<1>:$score,
+                        MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink);
+  let assemblyFormat = [{
+    `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
+    `outs` `(` $out `:` type($out) `)`
+    (`lse` `(` $lse^ `:` type($lse) `)`)?
+    (`params` `(` $params^ `:` type($params) `)`)?
+    (`captures` `(` $captures^ `:` type($captures) `)`)?
+    `normalize` `=` $normalize
+    (`scale` `=` $scale^)?
+    attr-dict
+    (`scale_expr` $scaleExpr^)?
+    (`score` $score^)?
+    (`mask` $mask^)?
+    (`sink` $sink^)?
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getHeadDim();
+    int64_t getValueHeadDim();
+    bool hasScore() { return !getScore().empty(); }
+    bool hasMask() { return !getMask().empty(); }
+    bool hasSink() { return !getSink().empty(); }
+    bool hasScaleExpr() { return !getScaleExpr().empty(); }
+  }];
+}
+
+def Attn_DimOp : Attn_Op<"dim", [Pure]> {
+  let summary = "a problem size (B, Hq, Hkv, Sq, Skv, D, Dv) as i32";
+  let arguments = (ins Attn_SizeKind:$size);
+  let results = (outs I32:$result);
+  let assemblyFormat = "$size attr-dict";
+}
+
+def Attn_LoadOp : Attn_Op<"load", [
+    TypesMatchWith<"result type matches the element type of the tensor",
+                   "tensor", "result",
+                   "::llvm::cast<::mlir::MemRefType>($_self).getElementType()">]> {
+  let summary = "reads one element of a captured tensor with i32 indices";
+  let description = [{
+    Out-of-bounds indices are undefined behaviour on the fast paths, as
+    DSL.md states; the index count must equal the tensor's rank.
+  }];
+  let arguments = (ins Attn_Capture:$tensor, Variadic<I32>:$indices);
+  let results = (outs AnyTypeOf<[I32, F32, F16, BF16]>:$result);
+  let assemblyFormat = "$tensor `[` $indices `]` attr-dict `:` type($tensor)";
+  let hasVerifier = 1;
+}
+
+class Attn_IntBinaryOp<string mnemonic, string summ>
+    : Attn_Op<mnemonic, [Pure, SameOperandsAndResultType]> {
+  let summary = summ;
+  let arguments = (ins I32:$lhs, I32:$rhs);
+  let results = (outs I32:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict";
+}
+
+def Attn_FloorDivOp : Attn_IntBinaryOp<"floordiv",
+    "integer floor division (Python `//`); a zero divisor gives 0"> {
+  let hasFolder = 1;
+}
+def Attn_FloorModOp : Attn_IntBinaryOp<"floormod",
+    "integer floor modulo (Python `%`); a zero divisor gives the dividend"> {
+  let hasFolder = 1;
+}
+
+def Attn_YieldOp : Attn_Op<"yield", [Pure, ReturnLike, Terminator,
+    ParentOneOf<["AttentionOp"]>]> {
+  let summary = "yields a region's value";
+  let arguments = (ins Variadic<AnyType>:$values);
+  let builders = [OpBuilder<(ins), [{ /* nothing */ }]>];
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // ATTN_OPS_TD
