@@ -7,6 +7,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/Transforms/RegionUtils.h"
 
+#include "attn/IntMath.h"
+
 using namespace mlir;
 using namespace mlir::attn;
 
@@ -142,28 +144,6 @@ LogicalResult LoadOp::verify() {
 // FloorDivOp / FloorModOp
 //===----------------------------------------------------------------------===//
 
-namespace mlir::attn {
-int32_t floorDiv(int32_t a, int32_t b) {
-  if (b == 0)
-    return 0;
-  if (b == -1)
-    return static_cast<int32_t>(-static_cast<uint32_t>(a)); // wraps like i32
-  int32_t q = a / b;
-  if ((a % b != 0) && ((a < 0) != (b < 0)))
-    --q;
-  return q;
-}
-int32_t floorMod(int32_t a, int32_t b) {
-  if (b == 0)
-    return a;
-  if (b == -1)
-    return 0;
-  int32_t r = a % b;
-  if (r != 0 && ((r < 0) != (b < 0)))
-    r += b;
-  return r;
-}
-} // namespace mlir::attn
 
 template <typename Fn>
 static OpFoldResult foldIntBinary(Attribute lhs, Attribute rhs, Type type,
@@ -178,10 +158,10 @@ static OpFoldResult foldIntBinary(Attribute lhs, Attribute rhs, Type type,
 
 OpFoldResult FloorDivOp::fold(FoldAdaptor adaptor) {
   return foldIntBinary(adaptor.getLhs(), adaptor.getRhs(), getType(),
-                       floorDiv);
+                       ::attn::floorDiv);
 }
 
 OpFoldResult FloorModOp::fold(FoldAdaptor adaptor) {
   return foldIntBinary(adaptor.getLhs(), adaptor.getRhs(), getType(),
-                       floorMod);
+                       ::attn::floorMod);
 }

@@ -15,10 +15,3 @@
 
 #endif // ATTN_DIALECT_ATTNOPS_H
 
-namespace mlir::attn {
-/// The DSL's integer `/` and `%` (Python floor semantics, i32 wrap-around).
-/// A zero divisor gives 0 for `/` and the dividend for `%`, so user data can
-/// never trap the kernel.
-int32_t floorDiv(int32_t a, int32_t b);
-int32_t floorMod(int32_t a, int32_t b);
-} // namespace mlir::attn

@@ -1,0 +1,489 @@
+//===- Import.cpp - checked AST to the attn dialect -----------------------===//
+#include "lib/Frontend/Import.h"
+
+#include "dialect/AttnOps.h"
+#include "lib/Frontend/Sema.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/Verifier.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace attn::fe {
+
+DType outputDType(const Variant &v, const KernelShape &shape) {
+  return v.outDType ? *v.outDType : shape.dtype;
+}
+
+void registerImportDialects(MLIRContext &ctx) {
+  ctx.loadDialect<mlir::attn::AttnDialect, arith::ArithDialect,
+                  math::MathDialect, memref::MemRefDialect,
+                  func::FuncDialect>();
+}
+
+namespace {
+
+mlir::Type elementType(MLIRContext *ctx, DType t) {
+  switch (t) {
+  case DType::F32: return Float32Type::get(ctx);
+  case DType::F16: return Float16Type::get(ctx);
+  case DType::BF16: return BFloat16Type::get(ctx);
+  case DType::I32: return IntegerType::get(ctx, 32);
+  }
+  return {};
+}
+
+/// q/k/v/o/lse: dynamic sizes and strides except a unit innermost stride,
+/// so any view with contiguous rows can be passed without a copy.
+MemRefType rowStridedType(ArrayRef<int64_t> shape, mlir::Type elt) {
+  SmallVector<int64_t> strides(shape.size(), ShapedType::kDynamic);
+  strides.back() = 1;
+  auto layout = StridedLayoutAttr::get(elt.getContext(), ShapedType::kDynamic,
+                                       strides);
+  return MemRefType::get(shape, elt, layout);
+}
+
+/// Emits the ops of one region body.
+class RegionEmitter {
+public:
+  RegionEmitter(OpBuilder &b, const Variant &v, const KernelShape &shape,
+                const SourceFile &file, ArrayRef<Value> params,
+                ArrayRef<Value> captures)
+      : b(b), v(v), shape(shape), file(file), params(params),
+        captures(captures) {}
+
+  /// Binds an index variable to a block argument.
+  void bind(IndexVar iv, Value value) { indices[static_cast<int>(iv)] = value; }
+
+  /// Materializes the lets `e` needs, then `e` itself, converted to `want`.
+  Value emitRoot(const Expr &e, fe::Type want) {
+    for (int l : letsNeededBy(v, e))
+      lets[l] = emit(*v.lets[l].expr);
+    return convert(emit(e), e.type, want, e.loc);
+  }
+
+private:
+  Location loc(SourceLoc l) {
+    auto [line, col] = file.lineCol(l.offset);
+    return FileLineColLoc::get(b.getContext(), file.name, line, col);
+  }
+  Value i32Const(int32_t x, SourceLoc l) {
+    return arith::ConstantIntOp::create(b, loc(l), x, 32);
+  }
+  Value f32Const(double x, SourceLoc l) {
+    return arith::ConstantFloatOp::create(b, loc(l), b.getF32Type(),
+                                          APFloat(static_cast<float>(x)));
+  }
+  Value convert(Value x, fe::Type from, fe::Type to, SourceLoc l) {
+    if (from == to || to == fe::Type::Invalid)
+      return x;
+    if (from == fe::Type::I32 && to == fe::Type::F32)
+      return b.createOrFold<arith::SIToFPOp>(loc(l), b.getF32Type(), x);
+    return x;
+  }
+  Value index(IndexVar iv, SourceLoc l) {
+    Value &slot = indices[static_cast<int>(iv)];
+    if (!slot && iv == IndexVar::HKV) {
+      // hkv = h / (Hq / Hkv): the kv head a query head reads (GQA/MQA).
+      Value hq = mlir::attn::DimOp::create(b, loc(l), mlir::attn::Size::Hq);
+      Value hkv = mlir::attn::DimOp::create(b, loc(l), mlir::attn::Size::Hkv);
+      Value group = b.createOrFold<mlir::attn::FloorDivOp>(loc(l), hq, hkv);
+      slot = b.createOrFold<mlir::attn::FloorDivOp>(
+          loc(l), index(IndexVar::H, l), group);
+    }
+    return slot;
+  }
+
+  Value emit(const Expr &e);
+  Value emitBinary(const Expr &e);
+  Value emitCall(const Expr &e);
+
+  OpBuilder &b;
+  const Variant &v;
+  const KernelShape &shape;
+  const SourceFile &file;
+  ArrayRef<Value> params, captures;
+  Value indices[kNumIndexVars] = {};
+  std::map<int, Value> lets;
+};
+
+Value RegionEmitter::emit(const Expr &e) {
+  Location l = loc(e.loc);
+  switch (e.kind) {
+  case ExprKind::IntLit:
+    return i32Const(static_cast<int32_t>(static_cast<uint32_t>(e.intValue)),
+                    e.loc);
+  case ExprKind::FloatLit:
+    return f32Const(e.floatValue, e.loc);
+  case ExprKind::BoolLit:
+    return arith::ConstantIntOp::create(b, l, e.boolValue ? 1 : 0, 1);
+  case ExprKind::Name:
+    switch (e.nameKind) {
+    case NameKind::Index:
+      return index(static_cast<IndexVar>(e.ref), e.loc);
+    case NameKind::Size:
+      // D and Dv are static (compile options): constants fold further.
+      if (e.ref == static_cast<int>(SizeVar::D))
+        return i32Const(static_cast<int32_t>(shape.headDim), e.loc);
+      if (e.ref == static_cast<int>(SizeVar::Dv))
+        return i32Const(static_cast<int32_t>(shape.valueHeadDim), e.loc);
+      return mlir::attn::DimOp::create(
+          b, l, static_cast<mlir::attn::Size>(e.ref));
+    case NameKind::Param:
+      return params[e.ref];
+    case NameKind::Const: {
+      const ConstDecl &c = v.consts[e.ref];
+      if (c.type == fe::Type::I32)
+        return i32Const(static_cast<int32_t>(c.value), e.loc);
+      if (c.type == fe::Type::Bool)
+        return arith::ConstantIntOp::create(b, l, c.value != 0, 1);
+      return f32Const(c.value, e.loc);
+    }
+    case NameKind::Let:
+      return lets.at(e.ref);
+    default:
+      break;
+    }
+    break;
+  case ExprKind::Index: {
+    SmallVector<Value> idx;
+    for (const ExprPtr &a : e.args)
+      idx.push_back(emit(*a));
+    Value x = mlir::attn::LoadOp::create(b, l, captures[e.ref], idx);
+    if (!x.getType().isF32() && !x.getType().isInteger(32))
+      x = arith::ExtFOp::create(b, l, b.getF32Type(), x);
+    return x;
+  }
+  case ExprKind::Unary: {
+    Value x = emit(*e.args[0]);
+    if (e.unaryOp == UnaryOp::Not)
+      return b.createOrFold<arith::XOrIOp>(
+          l, x, arith::ConstantIntOp::create(b, l, 1, 1));
+    if (e.type == fe::Type::I32)
+      return b.createOrFold<arith::SubIOp>(l, i32Const(0, e.loc), x);
+    return b.createOrFold<arith::NegFOp>(l, x);
+  }
+  case ExprKind::Binary:
+    return emitBinary(e);
+  case ExprKind::Ternary: {
+    Value c = emit(*e.args[0]);
+    Value x = convert(emit(*e.args[1]), e.args[1]->type, e.type, e.loc);
+    Value y = convert(emit(*e.args[2]), e.args[2]->type, e.type, e.loc);
+    return b.createOrFold<arith::SelectOp>(l, c, x, y);
+  }
+  case ExprKind::Call:
+    return emitCall(e);
+  }
+  return {};
+}
+
+Value RegionEmitter::emitBinary(const Expr &e) {
+  Location l = loc(e.loc);
+  const Expr &lhsE = *e.args[0];
+  const Expr &rhsE = *e.args[1];
+  Value lhs = emit(lhsE), rhs = emit(rhsE);
+  switch (e.binaryOp) {
+  case BinaryOp::And:
+    return b.createOrFold<arith::AndIOp>(l, lhs, rhs);
+  case BinaryOp::Or:
+    return b.createOrFold<arith::OrIOp>(l, lhs, rhs);
+  case BinaryOp::Lt:
+  case BinaryOp::Le:
+  case BinaryOp::Gt:
+  case BinaryOp::Ge:
+  case BinaryOp::Eq:
+  case BinaryOp::Ne: {
+    bool isFloat = lhsE.type == fe::Type::F32 || rhsE.type == fe::Type::F32;
+    if (!isFloat) {
+      arith::CmpIPredicate p;
+      switch (e.binaryOp) {
+      case BinaryOp::Lt: p = arith::CmpIPredicate::slt; break;
+      case BinaryOp::Le: p = arith::CmpIPredicate::sle; break;
+      case BinaryOp::Gt: p = arith::CmpIPredicate::sgt; break;
+      case BinaryOp::Ge: p = arith::CmpIPredicate::sge; break;
+      case BinaryOp::Eq: p = arith::CmpIPredicate::eq; break;
+      default: p = arith::CmpIPredicate::ne; break;
+      }
+      return b.createOrFold<arith::CmpIOp>(l, p, lhs, rhs);
+    }
+    lhs = convert(lhs, lhsE.type, fe::Type::F32, e.loc);
+    rhs = convert(rhs, rhsE.type, fe::Type::F32, e.loc);
+    arith::CmpFPredicate p;
+    switch (e.binaryOp) {
+    case BinaryOp::Lt: p = arith::CmpFPredicate::OLT; break;
+    case BinaryOp::Le: p = arith::CmpFPredicate::OLE; break;
+    case BinaryOp::Gt: p = arith::CmpFPredicate::OGT; break;
+    case BinaryOp::Ge: p = arith::CmpFPredicate::OGE; break;
+    case BinaryOp::Eq: p = arith::CmpFPredicate::OEQ; break;
+    default: p = arith::CmpFPredicate::UNE; break;
+    }
+    return b.createOrFold<arith::CmpFOp>(l, p, lhs, rhs);
+  }
+  default:
+    break;
+  }
+  if (e.type == fe::Type::I32) {
+    switch (e.binaryOp) {
+    case BinaryOp::Add: return b.createOrFold<arith::AddIOp>(l, lhs, rhs);
+    case BinaryOp::Sub: return b.createOrFold<arith::SubIOp>(l, lhs, rhs);
+    case BinaryOp::Mul: return b.createOrFold<arith::MulIOp>(l, lhs, rhs);
+    case BinaryOp::Div:
+      return b.createOrFold<mlir::attn::FloorDivOp>(l, lhs, rhs);
+    default:
+      return b.createOrFold<mlir::attn::FloorModOp>(l, lhs, rhs);
+    }
+  }
+  lhs = convert(lhs, lhsE.type, fe::Type::F32, e.loc);
+  rhs = convert(rhs, rhsE.type, fe::Type::F32, e.loc);
+  switch (e.binaryOp) {
+  case BinaryOp::Add: return b.createOrFold<arith::AddFOp>(l, lhs, rhs);
+  case BinaryOp::Sub: return b.createOrFold<arith::SubFOp>(l, lhs, rhs);
+  case BinaryOp::Mul: return b.createOrFold<arith::MulFOp>(l, lhs, rhs);
+  case BinaryOp::Div: return b.createOrFold<arith::DivFOp>(l, lhs, rhs);
+  default: {
+    // Python's float %: a - floor(a / b) * b.
+    Value q = b.createOrFold<math::FloorOp>(
+        l, b.createOrFold<arith::DivFOp>(l, lhs, rhs));
+    return b.createOrFold<arith::SubFOp>(
+        l, lhs, b.createOrFold<arith::MulFOp>(l, q, rhs));
+  }
+  }
+}
+
+Value RegionEmitter::emitCall(const Expr &e) {
+  Location l = loc(e.loc);
+  SmallVector<Value> a;
+  for (const ExprPtr &arg : e.args)
+    a.push_back(emit(*arg));
+  auto asF32 = [&](unsigned i) {
+    return convert(a[i], e.args[i]->type, fe::Type::F32, e.loc);
+  };
+  auto asResult = [&](unsigned i) {
+    return convert(a[i], e.args[i]->type, e.type, e.loc);
+  };
+  bool isInt = e.type == fe::Type::I32;
+  switch (e.builtin) {
+  case Builtin::Exp: return b.createOrFold<math::ExpOp>(l, asF32(0));
+  case Builtin::Exp2: return b.createOrFold<math::Exp2Op>(l, asF32(0));
+  case Builtin::Log: return b.createOrFold<math::LogOp>(l, asF32(0));
+  case Builtin::Log2: return b.createOrFold<math::Log2Op>(l, asF32(0));
+  case Builtin::Sqrt: return b.createOrFold<math::SqrtOp>(l, asF32(0));
+  case Builtin::Rsqrt: return b.createOrFold<math::RsqrtOp>(l, asF32(0));
+  case Builtin::Tanh: return b.createOrFold<math::TanhOp>(l, asF32(0));
+  case Builtin::Sigmoid: {
+    // 1 / (1 + exp(-x))
+    Value one = f32Const(1.0, e.loc);
+    Value ex = b.createOrFold<math::ExpOp>(
+        l, b.createOrFold<arith::NegFOp>(l, asF32(0)));
+    return b.createOrFold<arith::DivFOp>(
+        l, one, b.createOrFold<arith::AddFOp>(l, one, ex));
+  }
+  case Builtin::Softplus: {
+    // max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|.
+    Value x = asF32(0);
+    Value zero = f32Const(0.0, e.loc);
+    Value pos = b.createOrFold<arith::MaximumFOp>(l, x, zero);
+    Value negAbs = b.createOrFold<arith::NegFOp>(
+        l, b.createOrFold<math::AbsFOp>(l, x));
+    Value tail = b.createOrFold<math::Log1pOp>(
+        l, b.createOrFold<math::ExpOp>(l, negAbs));
+    return b.createOrFold<arith::AddFOp>(l, pos, tail);
+  }
+  case Builtin::Abs:
+    return isInt ? b.createOrFold<math::AbsIOp>(l, a[0])
+                 : b.createOrFold<math::AbsFOp>(l, a[0]);
+  case Builtin::Min:
+    return isInt ? b.createOrFold<arith::MinSIOp>(l, a[0], a[1])
+                 : b.createOrFold<arith::MinimumFOp>(l, asResult(0),
+                                                     asResult(1));
+  case Builtin::Max:
+    return isInt ? b.createOrFold<arith::MaxSIOp>(l, a[0], a[1])
+                 : b.createOrFold<arith::MaximumFOp>(l, asResult(0),
+                                                     asResult(1));
+  case Builtin::Floor:
+    return isInt ? a[0] : b.createOrFold<math::FloorOp>(l, a[0]);
+  case Builtin::Ceil:
+    return isInt ? a[0] : b.createOrFold<math::CeilOp>(l, a[0]);
+  case Builtin::Sign: {
+    if (isInt) {
+      Value zero = i32Const(0, e.loc);
+      Value gt = b.createOrFold<arith::ExtUIOp>(
+          l, b.getI32Type(),
+          b.createOrFold<arith::CmpIOp>(l, arith::CmpIPredicate::sgt, a[0],
+                                        zero));
+      Value lt = b.createOrFold<arith::ExtUIOp>(
+          l, b.getI32Type(),
+          b.createOrFold<arith::CmpIOp>(l, arith::CmpIPredicate::slt, a[0],
+                                        zero));
+      return b.createOrFold<arith::SubIOp>(l, gt, lt);
+    }
+    // 1, -1, or x itself for 0, -0 and NaN.
+    Value zero = f32Const(0.0, e.loc);
+    Value one = f32Const(1.0, e.loc), minusOne = f32Const(-1.0, e.loc);
+    Value gt = b.createOrFold<arith::CmpFOp>(l, arith::CmpFPredicate::OGT,
+                                             a[0], zero);
+    Value lt = b.createOrFold<arith::CmpFOp>(l, arith::CmpFPredicate::OLT,
+                                             a[0], zero);
+    return b.createOrFold<arith::SelectOp>(
+        l, gt, one, b.createOrFold<arith::SelectOp>(l, lt, minusOne, a[0]));
+  }
+  case Builtin::Clamp:
+    if (isInt)
+      return b.createOrFold<arith::MinSIOp>(
+          l, b.createOrFold<arith::MaxSIOp>(l, a[0], a[1]), a[2]);
+    return b.createOrFold<arith::MinimumFOp>(
+        l, b.createOrFold<arith::MaximumFOp>(l, asResult(0), asResult(1)),
+        asResult(2));
+  case Builtin::Where:
+    return b.createOrFold<arith::SelectOp>(l, a[0], asResult(1), asResult(2));
+  case Builtin::Float:
+    return asF32(0);
+  case Builtin::Int:
+    if (e.args[0]->type == fe::Type::I32)
+      return a[0];
+    {
+      // Saturate to the i32 range and map NaN to 0 (as the reference's
+      // truncToInt does): a bare fptosi is undefined out of range.
+      Value x = b.createOrFold<arith::MinimumFOp>(
+          l, b.createOrFold<arith::MaximumFOp>(l, a[0],
+                                               f32Const(-2147483648.0, e.loc)),
+          f32Const(2147483520.0, e.loc));
+      Value isNan = b.createOrFold<arith::CmpFOp>(
+          l, arith::CmpFPredicate::UNO, x, x);
+      x = b.createOrFold<arith::SelectOp>(l, isNan, f32Const(0.0, e.loc), x);
+      return b.createOrFold<arith::FPToSIOp>(l, b.getI32Type(), x);
+    }
+  }
+  return {};
+}
+
+} // namespace
+
+bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
+                   const SourceFile &file, Diagnostics &diags) {
+  MLIRContext *ctx = module.getContext();
+  if (shape.lse && !v.hasRowSum()) {
+    diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
+                std::string("lse exists for softmax and softplus only; "
+                            "variant '") + v.name + "' uses normalize = " +
+                    normalizeName(v.normalize));
+    return false;
+  }
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  auto [line, col] = file.lineCol(v.loc.offset);
+  Location loc = FileLineColLoc::get(ctx, file.name, line, col);
+
+  mlir::Type qkvElt = elementType(ctx, shape.dtype);
+  mlir::Type outElt = elementType(ctx, outputDType(v, shape));
+  int64_t dyn = ShapedType::kDynamic;
+  SmallVector<mlir::Type> argTypes = {
+      rowStridedType({dyn, dyn, dyn, shape.headDim}, qkvElt),
+      rowStridedType({dyn, dyn, dyn, shape.headDim}, qkvElt),
+      rowStridedType({dyn, dyn, dyn, shape.valueHeadDim}, qkvElt),
+      rowStridedType({dyn, dyn, dyn, shape.valueHeadDim}, outElt)};
+  if (shape.lse)
+    argTypes.push_back(rowStridedType({dyn, dyn, dyn}, b.getF32Type()));
+  size_t firstParam = argTypes.size();
+  for (const ParamDecl &p : v.params)
+    argTypes.push_back(p.type == fe::Type::I32 ? mlir::Type(b.getI32Type())
+                                               : b.getF32Type());
+  size_t firstCapture = argTypes.size();
+  for (const TensorDecl &t : v.tensors) {
+    SmallVector<int64_t> dims(t.dims.size(), dyn);
+    argTypes.push_back(MemRefType::get(dims, elementType(ctx, t.dtype)));
+  }
+
+  auto func = func::FuncOp::create(b, loc, v.name,
+                                   b.getFunctionType(argTypes, {}));
+  Block *entry = func.addEntryBlock();
+  // Argument names make the IR readable and tie it back to the source.
+  static const char *fixed[] = {"q", "k", "v", "o", "lse"};
+  for (size_t i = 0; i < firstParam; ++i)
+    func.setArgAttr(i, "attn.name", b.getStringAttr(fixed[i]));
+  for (size_t i = 0; i < v.params.size(); ++i)
+    func.setArgAttr(firstParam + i, "attn.name",
+                    b.getStringAttr(v.params[i].name));
+  for (size_t i = 0; i < v.tensors.size(); ++i)
+    func.setArgAttr(firstCapture + i, "attn.name",
+                    b.getStringAttr(v.tensors[i].name));
+
+  b.setInsertionPointToStart(entry);
+  auto args = entry->getArguments();
+  SmallVector<Value> params(args.begin() + firstParam,
+                            args.begin() + firstCapture);
+  SmallVector<Value> captures(args.begin() + firstCapture, args.end());
+  Value lse = shape.lse ? args[4] : Value();
+  auto op = mlir::attn::AttentionOp::create(
+      b, loc, args[0], args[1], args[2], args[3], lse, params, captures,
+      static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr());
+  func::ReturnOp::create(b, loc);
+
+  auto newRegion = [&](Region &region, ArrayRef<mlir::Type> types) {
+    SmallVector<Location> locs(types.size(), loc);
+    return b.createBlock(&region, {}, types, locs);
+  };
+  mlir::Type i32 = b.getI32Type(), f32 = b.getF32Type();
+
+  // Scale: a constant attribute when it folds, a region otherwise.
+  if (!v.scale) {
+    op.setScaleAttr(b.getF32FloatAttr(
+        static_cast<float>(1.0 / std::sqrt(double(shape.headDim)))));
+  } else {
+    newRegion(op.getScaleExpr(), {});
+    RegionEmitter em(b, v, shape, file, params, captures);
+    Value s = em.emitRoot(*v.scale, fe::Type::F32);
+    mlir::attn::YieldOp::create(b, loc, s);
+    // Built with createOrFold and static D/Dv, a constant scale has folded
+    // to one arith.constant: keep it as the attribute instead.
+    APFloat constant(0.0f);
+    if (matchPattern(s, m_ConstantFloat(&constant))) {
+      op.getScaleExpr().getBlocks().clear();
+      op.setScaleAttr(b.getF32FloatAttr(constant.convertToFloat()));
+    }
+  }
+
+  if (v.score) {
+    Block *blk = newRegion(op.getScore(), {f32, i32, i32, i32, i32});
+    RegionEmitter em(b, v, shape, file, params, captures);
+    em.bind(IndexVar::S, blk->getArgument(0));
+    em.bind(IndexVar::B, blk->getArgument(1));
+    em.bind(IndexVar::H, blk->getArgument(2));
+    em.bind(IndexVar::Q, blk->getArgument(3));
+    em.bind(IndexVar::KV, blk->getArgument(4));
+    Value s = em.emitRoot(*v.score->body, fe::Type::F32);
+    mlir::attn::YieldOp::create(b, loc, s);
+  }
+  if (v.mask) {
+    Block *blk = newRegion(op.getMask(), {i32, i32, i32, i32});
+    RegionEmitter em(b, v, shape, file, params, captures);
+    em.bind(IndexVar::B, blk->getArgument(0));
+    em.bind(IndexVar::H, blk->getArgument(1));
+    em.bind(IndexVar::Q, blk->getArgument(2));
+    em.bind(IndexVar::KV, blk->getArgument(3));
+    Value m = em.emitRoot(*v.mask->body, fe::Type::Bool);
+    mlir::attn::YieldOp::create(b, loc, m);
+  }
+  if (v.sink) {
+    Block *blk = newRegion(op.getSink(), {i32});
+    RegionEmitter em(b, v, shape, file, params, captures);
+    em.bind(IndexVar::H, blk->getArgument(0));
+    Value s = em.emitRoot(*v.sink->body, fe::Type::F32);
+    mlir::attn::YieldOp::create(b, loc, s);
+  }
+  if (failed(verify(func))) {
+    diags.error(v.loc, "internal error: the imported IR of variant '" +
+                           v.name + "' does not verify");
+    return false;
+  }
+  return true;
+}
+
+} // namespace attn::fe

@@ -1,0 +1,36 @@
+//===- Import.h - checked AST to the attn dialect -------------------------===//
+#ifndef ATTN_FRONTEND_IMPORT_H
+#define ATTN_FRONTEND_IMPORT_H
+
+#include "lib/Frontend/AST.h"
+#include "lib/Frontend/Diagnostics.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace attn::fe {
+
+/// The static part of a kernel's signature (DSL.md compile options).
+struct KernelShape {
+  int64_t headDim = 64;      // D
+  int64_t valueHeadDim = 64; // Dv
+  DType dtype = DType::F32;  // q, k, v
+  bool lse = false;          // also write lse
+};
+
+/// Element type of `o` for a variant under `shape`.
+DType outputDType(const Variant &v, const KernelShape &shape);
+
+/// Adds `func.func @<variant>(q, k, v, o, [lse], params..., captures...)`
+/// holding one `attn.attention` to `module`. Returns false (and reports to
+/// `diags`) when the options do not fit the variant.
+bool importVariant(mlir::ModuleOp module, const Variant &v,
+                   const KernelShape &shape, const SourceFile &file,
+                   Diagnostics &diags);
+
+/// Registers the dialects the import produces.
+void registerImportDialects(mlir::MLIRContext &ctx);
+
+} // namespace attn::fe
+
+#endif // ATTN_FRONTEND_IMPORT_H

@@ -1,0 +1,46 @@
+//===- Lexer.h - tokens of the .attn language ----------------------------===//
+#ifndef ATTN_FRONTEND_LEXER_H
+#define ATTN_FRONTEND_LEXER_H
+
+#include "lib/Frontend/Diagnostics.h"
+
+#include <string>
+
+namespace attn::fe {
+
+enum class Tok {
+  Eof, Error, Ident, Int, Float,
+  LBrace, RBrace, LParen, RParen, LBracket, RBracket,
+  Comma, Semi, Colon, Question, Assign,
+  Plus, Minus, Star, Slash, Percent, Bang,
+  Lt, Le, Gt, Ge, EqEq, NotEq, AndAnd, OrOr, Pipe,
+};
+const char *tokSpelling(Tok t);
+
+struct Token {
+  Tok kind = Tok::Eof;
+  SourceLoc loc;
+  std::string text; // identifier or literal spelling
+};
+
+/// Turns any byte sequence into tokens; bad bytes become `Tok::Error`
+/// tokens with a diagnostic, never a crash.
+class Lexer {
+public:
+  Lexer(const SourceFile &file, Diagnostics &diags)
+      : src(file.text), diags(diags) {}
+  Token next();
+
+private:
+  void skipSpaceAndComments();
+  Token make(Tok kind, size_t begin);
+  Token lexNumber(size_t begin);
+
+  const std::string &src;
+  Diagnostics &diags;
+  size_t pos = 0;
+};
+
+} // namespace attn::fe
+
+#endif // ATTN_FRONTEND_LEXER_H

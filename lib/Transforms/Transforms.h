@@ -1,0 +1,29 @@
+//===- Transforms.h - attn transformations as functions -------------------===//
+#ifndef ATTN_TRANSFORMS_TRANSFORMS_H
+#define ATTN_TRANSFORMS_TRANSFORMS_H
+
+#include "dialect/AttnOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/PatternMatch.h"
+
+namespace mlir::attn {
+
+struct TileSizes {
+  int64_t blockQ = 32;
+  int64_t blockKV = 64;
+};
+
+/// Name of the unit attribute marking the (b, h, query tile) loop that the
+/// tiling creates; targets map it to threads or to a grid.
+inline constexpr llvm::StringLiteral kWorkLoopAttr = "attn.work_loop";
+
+/// Rewrites `op` into the online-softmax loop nest (see AttnTilePass).
+FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
+                                         AttentionOp op, TileSizes sizes);
+
+/// attn.floordiv / attn.floormod -> arith.
+void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
+
+} // namespace mlir::attn
+
+#endif // ATTN_TRANSFORMS_TRANSFORMS_H
