@@ -141,3 +141,58 @@ const Variant *Program::find(const std::string &name) const {
 }
 
 } // namespace attn::fe
+
+namespace attn::fe {
+
+std::string printExpr(const Expr &e, const Variant &v) {
+  switch (e.kind) {
+  case ExprKind::IntLit:
+    return std::to_string(e.intValue);
+  case ExprKind::FloatLit: {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%g", e.floatValue);
+    return buf;
+  }
+  case ExprKind::BoolLit:
+    return e.boolValue ? "true" : "false";
+  case ExprKind::Name:
+    return e.name;
+  case ExprKind::Unary:
+    return std::string(e.unaryOp == UnaryOp::Neg ? "-" : "!") +
+           printExpr(*e.args[0], v);
+  case ExprKind::Binary:
+    return "(" + printExpr(*e.args[0], v) + " " +
+           binaryOpSpelling(e.binaryOp) + " " + printExpr(*e.args[1], v) + ")";
+  case ExprKind::Ternary:
+    return "(" + printExpr(*e.args[0], v) + " ? " + printExpr(*e.args[1], v) +
+           " : " + printExpr(*e.args[2], v) + ")";
+  case ExprKind::Call:
+  case ExprKind::Index: {
+    std::string s = e.name + (e.kind == ExprKind::Call ? "(" : "[");
+    for (size_t i = 0; i < e.args.size(); ++i)
+      s += (i ? ", " : "") + printExpr(*e.args[i], v);
+    return s + (e.kind == ExprKind::Call ? ")" : "]");
+  }
+  }
+  return "?";
+}
+
+std::string dimToRpn(const Expr &e, const Variant &v) {
+  switch (e.kind) {
+  case ExprKind::IntLit:
+    return std::to_string(e.intValue);
+  case ExprKind::Name:
+    if (e.nameKind == NameKind::Const)
+      return std::to_string(static_cast<int64_t>(v.consts[e.ref].value));
+    return e.name;
+  case ExprKind::Unary:
+    return dimToRpn(*e.args[0], v) + " neg";
+  case ExprKind::Binary:
+    return dimToRpn(*e.args[0], v) + " " + dimToRpn(*e.args[1], v) + " " +
+           binaryOpSpelling(e.binaryOp);
+  default:
+    return "?";
+  }
+}
+
+} // namespace attn::fe

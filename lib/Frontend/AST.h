@@ -168,3 +168,11 @@ struct Program {
 } // namespace attn::fe
 
 #endif // ATTN_FRONTEND_AST_H
+
+namespace attn::fe {
+/// The expression as source-like text (for messages and metadata).
+std::string printExpr(const Expr &e, const Variant &v);
+/// A checked tensor-dimension expression in reverse Polish notation over
+/// sizes, params and integers, as the runtime evaluates it.
+std::string dimToRpn(const Expr &e, const Variant &v);
+} // namespace attn::fe

@@ -157,9 +157,39 @@ void Sema::checkParams() {
   }
 }
 
+/// The runtime evaluates dimensions itself (no compiler at launch), so they
+/// are restricted to integer arithmetic.
+static const Expr *nonArithmeticDim(const Expr &e) {
+  switch (e.kind) {
+  case ExprKind::IntLit:
+  case ExprKind::Name:
+    return nullptr;
+  case ExprKind::Unary:
+  case ExprKind::Binary:
+    if (e.kind == ExprKind::Unary && e.unaryOp != UnaryOp::Neg)
+      return &e;
+    if (e.kind == ExprKind::Binary &&
+        !(e.binaryOp == BinaryOp::Add || e.binaryOp == BinaryOp::Sub ||
+          e.binaryOp == BinaryOp::Mul || e.binaryOp == BinaryOp::Div ||
+          e.binaryOp == BinaryOp::Mod))
+      return &e;
+    for (const ExprPtr &a : e.args)
+      if (const Expr *bad = nonArithmeticDim(*a))
+        return bad;
+    return nullptr;
+  default:
+    return &e;
+  }
+}
+
 void Sema::checkTensors() {
   for (TensorDecl &t : v.tensors) {
     for (ExprPtr &d : t.dims) {
+      if (const Expr *bad = nonArithmeticDim(*d)) {
+        diags.error(bad->loc, "a tensor dimension may use only + - * / % "
+                              "over sizes, i32 params, consts and integers");
+        continue;
+      }
       Context ctx("a tensor dimension");
       ctx.dimOnly = true;
       ctx.letLimit = static_cast<int>(v.consts.size());

@@ -1,0 +1,354 @@
+//===- Compiler.cpp - the pipeline from .attn text to a kernel ------------===//
+#include "lib/Driver/Compiler.h"
+
+#include "dialect/AttnDialect.h"
+#include "lib/Frontend/Diagnostics.h"
+#include "lib/Frontend/Parser.h"
+#include "lib/Target/CPU/CPUTarget.h"
+#include "lib/Target/CPU/Passes.h"
+#include "lib/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/Func/Extensions/InlinerExtension.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Transforms/Passes.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <mutex>
+
+using namespace mlir;
+
+namespace attn::driver {
+
+const char *compilerVersion() { return ATTNC_VERSION "+mlir22"; }
+
+std::optional<Stage> parseStage(const std::string &name) {
+  if (name == "attn") return Stage::Attn;
+  if (name == "tiled") return Stage::Tiled;
+  if (name == "llvm") return Stage::LLVM;
+  return std::nullopt;
+}
+
+Source::Source(std::string text, std::string filename) {
+  file.name = std::move(filename);
+  file.text = std::move(text);
+  fe::Diagnostics diags(file);
+  program = fe::parseAndCheck(file, diags);
+  if (!diags.hasErrors() && program.variants.empty())
+    diags.error({0, 1}, "no variant in this file; expected 'variant NAME { "
+                        "... }'");
+  if (diags.hasErrors())
+    throw CompileError(diags.renderAll());
+}
+
+namespace {
+
+const char *kKnownTargets[] = {"cpu", "sm_80", "sm_90a", "gfx90a", "gfx942",
+                               "gfx1100"};
+
+fe::DType toFe(DType t) {
+  switch (t) {
+  case DType::f32: return fe::DType::F32;
+  case DType::f16: return fe::DType::F16;
+  case DType::bf16: return fe::DType::BF16;
+  case DType::i32: return fe::DType::I32;
+  }
+  return fe::DType::F32;
+}
+
+DType fromFe(fe::DType t) {
+  switch (t) {
+  case fe::DType::F32: return DType::f32;
+  case fe::DType::F16: return DType::f16;
+  case fe::DType::BF16: return DType::bf16;
+  case fe::DType::I32: return DType::i32;
+  }
+  return DType::f32;
+}
+
+void registerAll(DialectRegistry &registry) {
+  registry.insert<mlir::attn::AttnDialect, arith::ArithDialect,
+                  math::MathDialect, memref::MemRefDialect, func::FuncDialect,
+                  scf::SCFDialect, cf::ControlFlowDialect,
+                  vector::VectorDialect, LLVM::LLVMDialect>();
+  registerAllExtensions(registry);
+  cpu::registerTranslations(registry);
+}
+
+void registerPassesOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mlir::attn::registerAttnPasses();
+    mlir::attn::cpu::registerAttnCPUPasses();
+    // The upstream passes our textual pipelines name.
+    mlir::registerTransformsPasses();
+    mlir::registerConversionPasses();
+    mlir::arith::registerArithPasses();
+    mlir::memref::registerMemRefPasses();
+  });
+}
+
+/// Collects MLIR diagnostics so a failing pass reports as InternalError.
+class DiagnosticCollector {
+public:
+  explicit DiagnosticCollector(MLIRContext &ctx)
+      : handler(&ctx, [this](Diagnostic &d) {
+          llvm::raw_string_ostream os(text);
+          os << d.getLocation() << ": " << d << "\n";
+          return success();
+        }) {}
+  std::string text;
+
+private:
+  ScopedDiagnosticHandler handler;
+};
+
+struct BuiltModule {
+  std::unique_ptr<MLIRContext> ctx;
+  OwningOpRef<ModuleOp> module;
+};
+
+BuiltModule buildModule(const Source &source, const KernelPlan &plan,
+                        Stage stage) {
+  registerPassesOnce();
+  DialectRegistry registry;
+  registerAll(registry);
+  BuiltModule built;
+  built.ctx = std::make_unique<MLIRContext>(registry,
+                                            MLIRContext::Threading::DISABLED);
+  MLIRContext &ctx = *built.ctx;
+  fe::registerImportDialects(ctx);
+  DiagnosticCollector collect(ctx);
+  built.module = ModuleOp::create(UnknownLoc::get(&ctx));
+  fe::Diagnostics diags(source.file);
+  if (!fe::importVariant(*built.module, *plan.variant, plan.shape,
+                         source.file, diags)) {
+    if (diags.hasErrors())
+      throw CompileError(diags.renderAll());
+    throw InternalError("import failed: " + collect.text);
+  }
+  if (stage == Stage::Attn)
+    return built;
+
+  PassManager pm(&ctx);
+  std::string pipeline = "func.func(attn-tile{block-q=" +
+                         std::to_string(plan.blockQ) +
+                         " block-kv=" + std::to_string(plan.blockKV) +
+                         "},canonicalize,cse)";
+  std::string error;
+  llvm::raw_string_ostream errs(error);
+  if (failed(parsePassPipeline(pipeline, pm, errs)))
+    throw InternalError("bad tiling pipeline: " + error);
+  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, error)))
+    throw InternalError("bad CPU pipeline: " + error);
+  if (failed(pm.run(*built.module)))
+    throw InternalError("compiling variant '" + plan.variant->name +
+                        "' failed:\n" + collect.text);
+  return built;
+}
+
+/// Kernel symbols get a prefix so no variant name can collide with a C
+/// library function the generated code calls.
+std::string kernelSymbol(const std::string &variant) {
+  return "attn_kernel_" + variant;
+}
+
+} // namespace
+
+KernelPlan planKernel(const Source &source, const Options &options) {
+  KernelPlan plan;
+  bool knownTarget = false;
+  for (const char *t : kKnownTargets)
+    knownTarget |= options.target == t;
+  if (!knownTarget)
+    throw Error("--target", "unknown target '" + options.target +
+                                "'; expected cpu, sm_80, sm_90a, gfx90a, "
+                                "gfx942 or gfx1100");
+  if (options.target != "cpu")
+    throw Error("--target", "target '" + options.target +
+                                "' is not implemented yet in this build; "
+                                "use --target cpu");
+  if (options.kvDtype != "same") {
+    static const char *known[] = {"int8", "fp8e4m3", "fp8e5m2", "int4"};
+    bool ok = false;
+    for (const char *k : known)
+      ok |= options.kvDtype == k;
+    throw Error("--kv-dtype", ok ? "quantized K/V ('" + options.kvDtype +
+                                       "') is not implemented yet in this "
+                                       "build"
+                                 : "unknown K/V dtype '" + options.kvDtype +
+                                       "'; expected same, int8, fp8e4m3, "
+                                       "fp8e5m2 or int4");
+  }
+  if (options.paged < 0)
+    throw Error("--paged", "expected a positive page size");
+  if (options.paged > 0)
+    throw Error("--paged", "paged K/V is not implemented yet in this build");
+  if (options.splitKv != "auto") {
+    char *end = nullptr;
+    long n = std::strtol(options.splitKv.c_str(), &end, 10);
+    if (options.splitKv.empty() || *end != '\0' || n < 1)
+      throw Error("--split-kv", "expected a positive count or 'auto', got '" +
+                                    options.splitKv + "'");
+  }
+  if (options.headDim <= 0)
+    throw Error("--head-dim", "required: the head dim D of q and k (e.g. "
+                              "--head-dim 64)");
+  if (options.headDim > 1024 || options.valueHeadDim > 1024 ||
+      options.valueHeadDim < 0)
+    throw Error(options.headDim > 1024 ? "--head-dim" : "--v-head-dim",
+                "expected a head dim in 1..1024");
+  auto checkBlock = [](const char *name, int64_t v) {
+    if (v < 0 || v > 1024)
+      throw Error(name, "expected a tile size in 1..1024 or auto");
+  };
+  checkBlock("--block-q", options.blockQ);
+  checkBlock("--block-kv", options.blockKV);
+
+  const fe::Program &program = source.program;
+  if (options.variant.empty()) {
+    if (program.variants.size() > 1) {
+      std::string names;
+      for (const fe::Variant &v : program.variants)
+        names += (names.empty() ? "" : ", ") + v.name;
+      throw Error("--variant", "the file holds several variants (" + names +
+                                   "); pick one with --variant NAME");
+    }
+    plan.variant = &program.variants.front();
+  } else {
+    plan.variant = program.find(options.variant);
+    if (!plan.variant) {
+      std::vector<std::string> names;
+      std::string list;
+      for (const fe::Variant &v : program.variants) {
+        names.push_back(v.name);
+        list += (list.empty() ? "" : ", ") + v.name;
+      }
+      std::string hint = fe::closestName(options.variant, names);
+      throw Error("--variant", "no variant '" + options.variant +
+                                   "' in the file (it has " + list + ")" +
+                                   (hint.empty() ? ""
+                                                 : "; did you mean '" + hint +
+                                                       "'?"));
+    }
+  }
+  const fe::Variant &v = *plan.variant;
+
+  DType dtype = DType::f32;
+  if (!options.dtype.empty()) {
+    auto d = parseDType(options.dtype);
+    if (!d || *d == DType::i32)
+      throw Error("--dtype", "expected f32, f16 or bf16, got '" +
+                                 options.dtype + "'");
+    dtype = *d;
+  }
+  plan.shape.headDim = options.headDim;
+  plan.shape.valueHeadDim =
+      options.valueHeadDim ? options.valueHeadDim : options.headDim;
+  plan.shape.dtype = toFe(dtype);
+  plan.shape.lse = options.lse;
+  if (options.lse && !v.hasRowSum()) {
+    fe::Diagnostics diags(source.file);
+    diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
+                std::string("lse exists for softmax and softplus only; "
+                            "variant '") + v.name + "' uses normalize = " +
+                    fe::normalizeName(v.normalize));
+    throw CompileError(diags.renderAll());
+  }
+  plan.blockQ = options.blockQ ? options.blockQ : 32;
+  plan.blockKV = options.blockKV ? options.blockKV : 64;
+
+  KernelInfo &info = plan.info;
+  info.name = v.name;
+  info.target = options.target;
+  info.dtype = dtype;
+  info.outDType = fromFe(fe::outputDType(v, plan.shape));
+  info.headDim = plan.shape.headDim;
+  info.valueHeadDim = plan.shape.valueHeadDim;
+  info.lse = options.lse;
+  info.normalize = fe::normalizeName(v.normalize);
+  info.blockQ = plan.blockQ;
+  info.blockKV = plan.blockKV;
+  info.compilerVersion = compilerVersion();
+  for (const fe::ParamDecl &p : v.params)
+    info.params.push_back({p.name,
+                           p.type == fe::Type::I32 ? DType::i32 : DType::f32,
+                           p.defaultValue});
+  for (const fe::TensorDecl &t : v.tensors) {
+    CaptureInfo c;
+    c.name = t.name;
+    c.dtype = fromFe(t.dtype);
+    for (const fe::ExprPtr &d : t.dims) {
+      std::string text = fe::printExpr(*d, v);
+      if (text.size() > 2 && text.front() == '(' && text.back() == ')')
+        text = text.substr(1, text.size() - 2);
+      c.dimText.push_back(text);
+      c.dimRpn.push_back(fe::dimToRpn(*d, v));
+    }
+    info.captures.push_back(std::move(c));
+  }
+  return plan;
+}
+
+std::string emitStage(const Source &source, const KernelPlan &plan,
+                      Stage stage) {
+  BuiltModule built = buildModule(source, plan, stage);
+  if (stage == Stage::LLVM) {
+    std::string error;
+    FailureOr<std::string> ir = cpu::optimizedLLVMIR(*built.module, error);
+    if (failed(ir))
+      throw InternalError(error);
+    return *ir;
+  }
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  built.module->print(os);
+  return text;
+}
+
+Kernel compileCpu(const Source &source, const KernelPlan &plan) {
+  BuiltModule built = buildModule(source, plan, Stage::LLVM);
+  std::string symbol = kernelSymbol(plan.variant->name);
+  auto func = built.module->lookupSymbol<LLVM::LLVMFuncOp>(plan.variant->name);
+  if (!func)
+    throw InternalError("lowered module lacks the kernel function");
+  if (failed(SymbolTable::replaceAllSymbolUses(
+          func, StringAttr::get(built.ctx.get(), symbol), *built.module)))
+    throw InternalError("cannot rename the kernel function");
+  SymbolTable::setSymbolName(func, symbol);
+  std::string error;
+  FailureOr<cpu::JitModule> jit = cpu::jitCompile(*built.module, symbol,
+                                                  error);
+  if (failed(jit))
+    throw InternalError("JIT compilation failed: " + error);
+  std::shared_ptr<ExecutionEngine> engine = std::move(jit->engine);
+  return detail::makeCpuKernel(plan.info, jit->entry,
+                               std::static_pointer_cast<void>(engine));
+}
+
+void checkAll(const Source &source) {
+  for (const fe::Variant &v : source.program.variants) {
+    Options options;
+    options.variant = v.name;
+    options.headDim = 64;
+    KernelPlan plan = planKernel(source, options);
+    buildModule(source, plan, Stage::Attn);
+  }
+}
+
+} // namespace attn::driver

@@ -1,0 +1,65 @@
+//===- Compiler.h - the pipeline from .attn text to a kernel --------------===//
+//
+// One place builds every pipeline: `attnc`, `attn::Jit` and the tests all
+// come through here.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_DRIVER_COMPILER_H
+#define ATTN_DRIVER_COMPILER_H
+
+#include "attn/jit.h"
+#include "attn/runtime.h"
+#include "lib/Frontend/AST.h"
+#include "lib/Frontend/Import.h"
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace attn::driver {
+
+/// A compiler bug, not a user error (attnc exits 2).
+class InternalError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Stage { Attn, Tiled, LLVM };
+std::optional<Stage> parseStage(const std::string &name);
+
+/// A parsed and checked source file. Throws CompileError when it has errors.
+struct Source {
+  Source(std::string text, std::string filename);
+  fe::SourceFile file;
+  fe::Program program;
+};
+
+/// One variant with resolved options: what the pipeline compiles.
+struct KernelPlan {
+  const fe::Variant *variant = nullptr;
+  fe::KernelShape shape;
+  int64_t blockQ = 0, blockKV = 0;
+  KernelInfo info;
+};
+
+/// Picks the variant and checks options; throws attn::Error naming the
+/// option, or CompileError for located problems.
+KernelPlan planKernel(const Source &source, const Options &options);
+
+/// The IR (or, for Stage::LLVM, optimized LLVM IR) of `plan` at `stage`.
+std::string emitStage(const Source &source, const KernelPlan &plan,
+                      Stage stage);
+
+/// JIT-compiles `plan` for the CPU.
+Kernel compileCpu(const Source &source, const KernelPlan &plan);
+
+/// Checks every variant of a source through import and verification.
+void checkAll(const Source &source);
+
+/// Compiler version recorded in metadata and cache keys.
+const char *compilerVersion();
+
+} // namespace attn::driver
+
+#endif // ATTN_DRIVER_COMPILER_H

@@ -1,0 +1,163 @@
+//===- attn/runtime.h - launching attnc kernels (attnrt) ------------------===//
+//
+// attnrt links no LLVM or MLIR: an application that only runs kernels
+// (AOT bundles, or kernels handed over by attn::Jit) needs this header only.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_RUNTIME_H
+#define ATTN_RUNTIME_H
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace attn {
+
+/// Element types of tensors crossing the API.
+enum class DType { f32, f16, bf16, i32 };
+const char *dtypeName(DType t);
+size_t dtypeSize(DType t);
+std::optional<DType> parseDType(const std::string &name);
+
+/// A view of caller memory: pointer, element type, shape and strides (in
+/// elements). Empty strides mean contiguous row-major.
+struct TensorRef {
+  void *data = nullptr;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;
+
+  TensorRef() = default;
+  TensorRef(void *data, DType dtype, std::vector<int64_t> shape,
+            std::vector<int64_t> strides = {})
+      : data(data), dtype(dtype), shape(std::move(shape)),
+        strides(std::move(strides)) {}
+
+  int64_t numel() const;
+  /// Strides in elements, computing row-major ones when none were given.
+  std::vector<int64_t> effectiveStrides() const;
+  bool isContiguous() const;
+};
+
+/// A launch error. `argument()` names what was wrong ("q", "k", "window",
+/// "doc", ...) or is empty for errors that are not about one argument.
+class Error : public std::runtime_error {
+public:
+  Error(std::string argument, const std::string &message)
+      : std::runtime_error(argument.empty() ? message
+                                            : argument + ": " + message),
+        arg(std::move(argument)) {}
+  const std::string &argument() const { return arg; }
+
+private:
+  std::string arg;
+};
+
+/// A runtime param value or a captured tensor, passed by name at launch.
+class Arg {
+public:
+  enum class Kind { Int, Float, Tensor };
+  Arg(int v) : kind_(Kind::Int), i_(v) {}
+  Arg(int64_t v) : kind_(Kind::Int), i_(v) {}
+  Arg(float v) : kind_(Kind::Float), f_(v) {}
+  Arg(double v) : kind_(Kind::Float), f_(v) {}
+  Arg(TensorRef t) : kind_(Kind::Tensor), t_(std::move(t)) {}
+
+  Kind kind() const { return kind_; }
+  int64_t asInt() const { return i_; }
+  double asFloat() const { return kind_ == Kind::Int ? double(i_) : f_; }
+  const TensorRef &tensor() const { return t_; }
+
+private:
+  Kind kind_;
+  int64_t i_ = 0;
+  double f_ = 0;
+  TensorRef t_;
+};
+using Params = std::vector<std::pair<std::string, Arg>>;
+
+/// The fixed tensors of a launch (DSL.md conventions).
+struct Tensors {
+  TensorRef q, k, v, o;
+  std::optional<TensorRef> lse;
+};
+
+/// What a compiled kernel expects; stored as JSON in bundles.
+struct ParamInfo {
+  std::string name;
+  DType type = DType::i32; // i32 or f32
+  std::optional<double> defaultValue;
+};
+struct CaptureInfo {
+  std::string name;
+  DType dtype = DType::i32;
+  /// Each dimension as written in the source and in reverse Polish
+  /// notation over sizes, params and integers ("Skv 64 /").
+  std::vector<std::string> dimText;
+  std::vector<std::string> dimRpn;
+};
+struct KernelInfo {
+  std::string name;
+  std::string target = "cpu";
+  DType dtype = DType::f32;
+  DType outDType = DType::f32;
+  int64_t headDim = 0;
+  int64_t valueHeadDim = 0;
+  bool lse = false;
+  std::string normalize = "softmax";
+  int64_t blockQ = 0;
+  int64_t blockKV = 0;
+  std::vector<ParamInfo> params;
+  std::vector<CaptureInfo> captures;
+  std::string compilerVersion;
+};
+
+namespace detail {
+struct KernelState;
+}
+
+/// A launchable kernel. Cheap to copy; copies share the compiled code.
+class Kernel {
+public:
+  Kernel() = default;
+  explicit Kernel(std::shared_ptr<const detail::KernelState> state)
+      : state(std::move(state)) {}
+
+  const KernelInfo &info() const;
+  explicit operator bool() const { return state != nullptr; }
+
+  /// Validates every argument, then runs. On any mismatch throws
+  /// attn::Error naming the argument, before anything is written.
+  void launch(const Tensors &tensors, const Params &params = {},
+              void *stream = nullptr) const;
+
+private:
+  std::shared_ptr<const detail::KernelState> state;
+};
+
+namespace detail {
+/// Packed entry point of a CPU kernel: `void f(void **args)` where args
+/// point at the expanded memref descriptors, params, captures and the
+/// [begin, end) range of work items, in that order.
+using CpuEntry = void (*)(void **);
+
+/// Builds a kernel around CPU code; `owner` keeps that code alive (a JIT
+/// engine or a dlopen handle).
+Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
+                     std::shared_ptr<void> owner);
+
+/// Evaluates a reverse-Polish dimension expression.
+int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
+                   const KernelInfo &info, const Params &params);
+
+/// Threads used for CPU launches (ATTN_NUM_THREADS, else the core count).
+unsigned cpuThreadCount();
+} // namespace detail
+
+} // namespace attn
+
+#endif // ATTN_RUNTIME_H

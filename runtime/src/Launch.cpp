@@ -1,0 +1,483 @@
+//===- Launch.cpp - argument validation and the CPU launcher --------------===//
+#include "attn/runtime.h"
+
+#include "ThreadPool.h"
+#include "attn/IntMath.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <sstream>
+
+namespace attn {
+namespace detail {
+
+struct KernelState {
+  KernelInfo info;
+  CpuEntry cpuEntry = nullptr;
+  std::shared_ptr<void> owner;
+};
+
+} // namespace detail
+
+namespace {
+
+constexpr int64_t kI32Max = std::numeric_limits<int32_t>::max();
+
+enum SizeIdx { kB, kHq, kHkv, kSq, kSkv, kD, kDv };
+const char *kSizeNames[] = {"B", "Hq", "Hkv", "Sq", "Skv", "D", "Dv"};
+
+std::string shapeString(const std::vector<int64_t> &shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+/// Byte range [lo, hi) a view can touch; empty views touch nothing.
+std::pair<uintptr_t, uintptr_t> byteRange(const TensorRef &t) {
+  if (t.numel() == 0)
+    return {0, 0};
+  std::vector<int64_t> s = t.effectiveStrides();
+  int64_t last = 0;
+  for (size_t i = 0; i < t.shape.size(); ++i)
+    last += (t.shape[i] - 1) * s[i];
+  auto lo = reinterpret_cast<uintptr_t>(t.data);
+  return {lo, lo + (last + 1) * dtypeSize(t.dtype)};
+}
+
+bool overlaps(const TensorRef &a, const TensorRef &b) {
+  auto [alo, ahi] = byteRange(a);
+  auto [blo, bhi] = byteRange(b);
+  return alo < bhi && blo < ahi;
+}
+
+/// An output view must not write one element twice (stride 0, or strides
+/// that interleave rows).
+bool selfOverlapping(const TensorRef &t) {
+  if (t.numel() == 0)
+    return false;
+  std::vector<int64_t> s = t.effectiveStrides();
+  std::vector<size_t> order;
+  for (size_t i = 0; i < t.shape.size(); ++i)
+    if (t.shape[i] > 1)
+      order.push_back(i);
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return s[a] < s[b]; });
+  int64_t extent = 1;
+  for (size_t i : order) {
+    if (s[i] < extent)
+      return true;
+    extent = s[i] * t.shape[i];
+  }
+  return false;
+}
+
+/// Rank, dtype, sizes, strides and pointer checks shared by q, k, v, o, lse.
+void checkView(const std::string &name, const TensorRef &t, DType dtype,
+               const std::vector<const char *> &dimNames) {
+  if (t.shape.size() != dimNames.size()) {
+    std::string dims;
+    for (size_t i = 0; i < dimNames.size(); ++i)
+      dims += std::string(i ? ", " : "") + dimNames[i];
+    throw Error(name, "expected " + std::to_string(dimNames.size()) +
+                          " dimensions [" + dims + "], got " +
+                          std::to_string(t.shape.size()) + " " +
+                          shapeString(t.shape));
+  }
+  if (t.dtype != dtype)
+    throw Error(name, std::string("expected dtype ") + dtypeName(dtype) +
+                          ", got " + dtypeName(t.dtype));
+  for (size_t i = 0; i < t.shape.size(); ++i) {
+    if (t.shape[i] < 0)
+      throw Error(name, "negative size in shape " + shapeString(t.shape));
+    if (t.shape[i] > kI32Max)
+      throw Error(name, std::string("size of ") + dimNames[i] +
+                            " exceeds 2^31 - 1");
+  }
+  if (!t.strides.empty() && t.strides.size() != t.shape.size())
+    throw Error(name, "expected " + std::to_string(t.shape.size()) +
+                          " strides, got " + std::to_string(t.strides.size()));
+  std::vector<int64_t> s = t.effectiveStrides();
+  for (int64_t x : s)
+    if (x < 0)
+      throw Error(name, "negative strides are not supported, got " +
+                            shapeString(s));
+  if (t.shape.back() > 1 && s.back() != 1)
+    throw Error(name, "the innermost dimension must be contiguous (stride "
+                      "1), got stride " + std::to_string(s.back()));
+  if (t.numel() > 0) {
+    if (!t.data)
+      throw Error(name, "null data pointer");
+    if (reinterpret_cast<uintptr_t>(t.data) % dtypeSize(t.dtype) != 0)
+      throw Error(name, "data pointer is not aligned to " +
+                            std::to_string(dtypeSize(t.dtype)) + " bytes");
+  }
+}
+
+void expectSize(const std::string &name, const TensorRef &t, size_t dim,
+                const char *dimName, int64_t expected, const char *source) {
+  if (t.shape[dim] != expected)
+    throw Error(name, std::string("dimension ") + std::to_string(dim) + " (" +
+                          dimName + ") is " + std::to_string(t.shape[dim]) +
+                          ", expected " + std::to_string(expected) + " " +
+                          source);
+}
+
+size_t editDistance(const std::string &a, const std::string &b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j)
+    prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1,
+                         prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+/// A launch after validation: everything the backend needs.
+struct LaunchPlan {
+  int64_t sizes[7] = {};
+  std::vector<double> paramValues; // in KernelInfo::params order
+  std::vector<TensorRef> captures; // in KernelInfo::captures order
+};
+
+const Arg *findArg(const Params &params, const std::string &name) {
+  for (const auto &[n, a] : params)
+    if (n == name)
+      return &a;
+  return nullptr;
+}
+
+LaunchPlan validate(const KernelInfo &info, const Tensors &t,
+                    const Params &params) {
+  LaunchPlan plan;
+  checkView("q", t.q, info.dtype, {"B", "Hq", "Sq", "D"});
+  checkView("k", t.k, info.dtype, {"B", "Hkv", "Skv", "D"});
+  checkView("v", t.v, info.dtype, {"B", "Hkv", "Skv", "Dv"});
+  checkView("o", t.o, info.outDType, {"B", "Hq", "Sq", "Dv"});
+  int64_t *sz = plan.sizes;
+  sz[kB] = t.q.shape[0];
+  sz[kHq] = t.q.shape[1];
+  sz[kSq] = t.q.shape[2];
+  sz[kHkv] = t.k.shape[1];
+  sz[kSkv] = t.k.shape[2];
+  sz[kD] = info.headDim;
+  sz[kDv] = info.valueHeadDim;
+  expectSize("q", t.q, 3, "D", info.headDim, "(the kernel's --head-dim)");
+  expectSize("k", t.k, 0, "B", sz[kB], "(B from q)");
+  expectSize("k", t.k, 3, "D", info.headDim, "(the kernel's --head-dim)");
+  if (sz[kHkv] == 0 && sz[kHq] > 0)
+    throw Error("k", "Hkv is 0 but q has " + std::to_string(sz[kHq]) +
+                         " heads");
+  if (sz[kHkv] > 0 && sz[kHq] % sz[kHkv] != 0)
+    throw Error("k", "Hq = " + std::to_string(sz[kHq]) +
+                         " (from q) is not a multiple of Hkv = " +
+                         std::to_string(sz[kHkv]));
+  expectSize("v", t.v, 0, "B", sz[kB], "(B from q)");
+  expectSize("v", t.v, 1, "Hkv", sz[kHkv], "(Hkv from k)");
+  expectSize("v", t.v, 2, "Skv", sz[kSkv], "(Skv from k)");
+  expectSize("v", t.v, 3, "Dv", info.valueHeadDim,
+             "(the kernel's --v-head-dim)");
+  expectSize("o", t.o, 0, "B", sz[kB], "(B from q)");
+  expectSize("o", t.o, 1, "Hq", sz[kHq], "(Hq from q)");
+  expectSize("o", t.o, 2, "Sq", sz[kSq], "(Sq from q)");
+  expectSize("o", t.o, 3, "Dv", info.valueHeadDim,
+             "(the kernel's --v-head-dim)");
+  if (selfOverlapping(t.o))
+    throw Error("o", "its strides make elements overlap; the output needs "
+                     "one element per index");
+  if (overlaps(t.o, t.k) || overlaps(t.o, t.v))
+    throw Error("o", "overlaps k or v; the output must not alias them");
+  // Writing o in place of q is safe only as the very same view: each work
+  // item reads its q rows before it writes the same o rows.
+  bool sameView = t.o.data == t.q.data && t.o.dtype == t.q.dtype &&
+                  t.o.effectiveStrides() == t.q.effectiveStrides() &&
+                  info.headDim == info.valueHeadDim;
+  if (overlaps(t.o, t.q) && !sameView)
+    throw Error("o", "partially overlaps q; pass a separate output or "
+                     "exactly q's view");
+  if (info.lse && !t.lse)
+    throw Error("lse", "the kernel was compiled with lse; pass an lse "
+                       "tensor [B, Hq, Sq] f32");
+  if (!info.lse && t.lse)
+    throw Error("lse", "the kernel was compiled without lse (--lse)");
+  if (t.lse) {
+    checkView("lse", *t.lse, DType::f32, {"B", "Hq", "Sq"});
+    expectSize("lse", *t.lse, 0, "B", sz[kB], "(B from q)");
+    expectSize("lse", *t.lse, 1, "Hq", sz[kHq], "(Hq from q)");
+    expectSize("lse", *t.lse, 2, "Sq", sz[kSq], "(Sq from q)");
+    if (selfOverlapping(*t.lse))
+      throw Error("lse", "its strides make elements overlap");
+    if (overlaps(*t.lse, t.o) || overlaps(*t.lse, t.k) ||
+        overlaps(*t.lse, t.v) || overlaps(*t.lse, t.q))
+      throw Error("lse", "overlaps another tensor of the launch");
+  }
+
+  // Names the caller passed must all exist.
+  for (const auto &[name, arg] : params) {
+    bool known = false;
+    for (const ParamInfo &p : info.params)
+      known |= p.name == name;
+    for (const CaptureInfo &c : info.captures)
+      known |= c.name == name;
+    if (known)
+      continue;
+    std::string best;
+    size_t bestDist = name.size() / 3 + 2;
+    for (const ParamInfo &p : info.params)
+      if (size_t d = editDistance(name, p.name); d < bestDist)
+        bestDist = d, best = p.name;
+    for (const CaptureInfo &c : info.captures)
+      if (size_t d = editDistance(name, c.name); d < bestDist)
+        bestDist = d, best = c.name;
+    throw Error(name, "variant '" + info.name +
+                          "' has no param or tensor of this name" +
+                          (best.empty() ? "" : "; did you mean '" + best +
+                                                   "'?"));
+  }
+  for (const ParamInfo &p : info.params) {
+    const Arg *a = findArg(params, p.name);
+    if (!a) {
+      if (!p.defaultValue)
+        throw Error(p.name, "param has no default; pass a value (attnc: "
+                            "--set " + p.name + "=VALUE)");
+      plan.paramValues.push_back(*p.defaultValue);
+      continue;
+    }
+    if (a->kind() == Arg::Kind::Tensor)
+      throw Error(p.name, std::string("is a ") + dtypeName(p.type) +
+                              " param, got a tensor");
+    double value = a->asFloat();
+    if (p.type == DType::i32) {
+      if (a->kind() == Arg::Kind::Float && value != std::floor(value))
+        throw Error(p.name, "is an i32 param, got the non-integer " +
+                                std::to_string(value));
+      if (a->kind() == Arg::Kind::Int
+              ? (a->asInt() < INT32_MIN || a->asInt() > INT32_MAX)
+              : (value < INT32_MIN || value > INT32_MAX))
+        throw Error(p.name, "does not fit in i32");
+      if (a->kind() == Arg::Kind::Int)
+        value = static_cast<double>(a->asInt());
+    }
+    plan.paramValues.push_back(value);
+  }
+  for (const CaptureInfo &c : info.captures) {
+    const Arg *a = findArg(params, c.name);
+    std::string decl = std::string(dtypeName(c.dtype)) + "[";
+    for (size_t i = 0; i < c.dimText.size(); ++i)
+      decl += (i ? ", " : "") + c.dimText[i];
+    decl += "]";
+    if (!a)
+      throw Error(c.name, "missing captured tensor " + decl);
+    if (a->kind() != Arg::Kind::Tensor)
+      throw Error(c.name, "is a captured tensor " + decl + ", got a number");
+    const TensorRef &ref = a->tensor();
+    if (ref.dtype != c.dtype)
+      throw Error(c.name, std::string("expected dtype ") +
+                              dtypeName(c.dtype) + ", got " +
+                              dtypeName(ref.dtype));
+    if (ref.shape.size() != c.dimRpn.size())
+      throw Error(c.name, "expected " + std::to_string(c.dimRpn.size()) +
+                              " dimensions " + decl + ", got " +
+                              std::to_string(ref.shape.size()));
+    for (size_t i = 0; i < c.dimRpn.size(); ++i) {
+      int64_t want = detail::evalDimRpn(c.dimRpn[i], sz, info, params);
+      if (ref.shape[i] != want)
+        throw Error(c.name, "dimension " + std::to_string(i) + " is " +
+                                std::to_string(ref.shape[i]) + ", expected " +
+                                c.dimText[i] + " = " + std::to_string(want));
+      if (want == 0)
+        throw Error(c.name, "dimension " + std::to_string(i) + " (" +
+                                c.dimText[i] + ") is 0; a kernel cannot read "
+                                               "an empty tensor");
+    }
+    if (!ref.isContiguous())
+      throw Error(c.name, "captured tensors must be contiguous row-major");
+    if (!ref.data)
+      throw Error(c.name, "null data pointer");
+    if (reinterpret_cast<uintptr_t>(ref.data) % dtypeSize(ref.dtype) != 0)
+      throw Error(c.name, "data pointer is not aligned");
+    if (overlaps(ref, t.o) || (t.lse && overlaps(ref, *t.lse)))
+      throw Error(c.name, "overlaps an output of the launch");
+    plan.captures.push_back(ref);
+  }
+  return plan;
+}
+
+/// Argument slots of the packed entry point. A deque keeps the slots at
+/// fixed addresses while they are appended.
+class PackedArgs {
+public:
+  void memref(const TensorRef &t) {
+    pointer(t.data); // allocated
+    pointer(t.data); // aligned
+    scalar(0);       // offset
+    for (int64_t d : t.shape)
+      scalar(d);
+    for (int64_t s : t.effectiveStrides())
+      scalar(s);
+  }
+  void i32(int32_t v) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof v);
+    slot(bits);
+  }
+  void f32(float v) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof v);
+    slot(bits);
+  }
+  void scalar(int64_t v) { slot(static_cast<uint64_t>(v)); }
+  void pointer(void *p) { slot(reinterpret_cast<uintptr_t>(p)); }
+  std::vector<void *> pointers() {
+    std::vector<void *> out;
+    for (uint64_t &s : slots)
+      out.push_back(&s);
+    return out;
+  }
+
+private:
+  void slot(uint64_t v) { slots.push_back(v); }
+  std::deque<uint64_t> slots;
+};
+
+void runCpu(const detail::KernelState &state, const Tensors &t,
+            const LaunchPlan &plan) {
+  const KernelInfo &info = state.info;
+  int64_t qTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  int64_t items = plan.sizes[kB] * plan.sizes[kHq] * qTiles;
+  if (items == 0)
+    return;
+  PackedArgs packed;
+  packed.memref(t.q);
+  packed.memref(t.k);
+  packed.memref(t.v);
+  packed.memref(t.o);
+  if (t.lse)
+    packed.memref(*t.lse);
+  for (size_t i = 0; i < info.params.size(); ++i) {
+    if (info.params[i].type == DType::i32)
+      packed.i32(static_cast<int32_t>(plan.paramValues[i]));
+    else
+      packed.f32(static_cast<float>(plan.paramValues[i]));
+  }
+  for (const TensorRef &c : plan.captures)
+    packed.memref(c);
+  std::vector<void *> base = packed.pointers();
+  detail::ThreadPool &pool = detail::ThreadPool::global();
+  // Small chunks balance uneven rows (causal masks); a few per thread keep
+  // the counter traffic negligible.
+  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 8));
+  detail::CpuEntry entry = state.cpuEntry;
+  pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
+    std::vector<void *> args = base;
+    args.push_back(&begin);
+    args.push_back(&end);
+    entry(args.data());
+  });
+}
+
+} // namespace
+
+const KernelInfo &Kernel::info() const {
+  if (!state)
+    throw Error("", "empty attn::Kernel");
+  return state->info;
+}
+
+void Kernel::launch(const Tensors &tensors, const Params &params,
+                    void *stream) const {
+  if (!state)
+    throw Error("", "launch of an empty attn::Kernel");
+  LaunchPlan plan = validate(state->info, tensors, params);
+  if (state->info.target != "cpu")
+    throw Error("", "target " + state->info.target +
+                        " has no launcher in this build");
+  (void)stream;
+  runCpu(*state, tensors, plan);
+}
+
+namespace detail {
+
+Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
+                     std::shared_ptr<void> owner) {
+  auto state = std::make_shared<KernelState>();
+  state->info = std::move(info);
+  state->cpuEntry = entry;
+  state->owner = std::move(owner);
+  return Kernel(std::move(state));
+}
+
+int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
+                   const KernelInfo &info, const Params &params) {
+  std::vector<int64_t> stack;
+  std::istringstream in(rpn);
+  std::string tok;
+  auto pop = [&]() {
+    if (stack.empty())
+      throw Error("", "malformed dimension expression '" + rpn + "'");
+    int64_t v = stack.back();
+    stack.pop_back();
+    return v;
+  };
+  auto wrap = [](int64_t v) {
+    return static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(v)));
+  };
+  while (in >> tok) {
+    if (tok == "+" || tok == "-" || tok == "*" || tok == "/" || tok == "%") {
+      int64_t b = pop(), a = pop();
+      int32_t a32 = static_cast<int32_t>(a), b32 = static_cast<int32_t>(b);
+      switch (tok[0]) {
+      case '+': stack.push_back(wrap(a + b)); break;
+      case '-': stack.push_back(wrap(a - b)); break;
+      case '*': stack.push_back(wrap(a * b)); break;
+      case '/': stack.push_back(floorDiv(a32, b32)); break;
+      default: stack.push_back(floorMod(a32, b32)); break;
+      }
+      continue;
+    }
+    if (tok == "neg") {
+      stack.push_back(wrap(-pop()));
+      continue;
+    }
+    if (std::isdigit(static_cast<unsigned char>(tok[0]))) {
+      stack.push_back(std::stoll(tok));
+      continue;
+    }
+    bool found = false;
+    for (int i = 0; i < 7; ++i)
+      if (tok == kSizeNames[i]) {
+        stack.push_back(sizes[i]);
+        found = true;
+      }
+    for (const ParamInfo &p : info.params) {
+      if (found || tok != p.name)
+        continue;
+      const Arg *a = findArg(params, p.name);
+      if (a && a->kind() != Arg::Kind::Tensor)
+        stack.push_back(a->asInt());
+      else if (p.defaultValue)
+        stack.push_back(static_cast<int64_t>(*p.defaultValue));
+      else
+        throw Error(p.name, "param has no default; pass a value");
+      found = true;
+    }
+    if (!found)
+      throw Error("", "unknown name '" + tok + "' in dimension expression");
+  }
+  int64_t v = pop();
+  if (!stack.empty())
+    throw Error("", "malformed dimension expression '" + rpn + "'");
+  return v;
+}
+
+} // namespace detail
+} // namespace attn

@@ -1,0 +1,62 @@
+//===- Types.cpp - dtypes and tensor views --------------------------------===//
+#include "attn/runtime.h"
+
+namespace attn {
+
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::f32: return "f32";
+  case DType::f16: return "f16";
+  case DType::bf16: return "bf16";
+  case DType::i32: return "i32";
+  }
+  return "?";
+}
+
+size_t dtypeSize(DType t) {
+  switch (t) {
+  case DType::f16:
+  case DType::bf16:
+    return 2;
+  default:
+    return 4;
+  }
+}
+
+std::optional<DType> parseDType(const std::string &name) {
+  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i32})
+    if (name == dtypeName(t))
+      return t;
+  return std::nullopt;
+}
+
+int64_t TensorRef::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+std::vector<int64_t> TensorRef::effectiveStrides() const {
+  if (!strides.empty())
+    return strides;
+  std::vector<int64_t> s(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;)
+    s[i - 1] = s[i] * shape[i];
+  return s;
+}
+
+bool TensorRef::isContiguous() const {
+  if (strides.empty())
+    return true;
+  std::vector<int64_t> s = effectiveStrides();
+  int64_t expect = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] != 1 && s[i] != expect)
+      return false;
+    expect *= shape[i];
+  }
+  return true;
+}
+
+} // namespace attn

@@ -1,0 +1,73 @@
+//===- CatalogTest.cpp - every catalog variant against the reference ------===//
+#include "test/numerics/Catalog.h"
+
+#include "lib/Driver/Compiler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+using namespace attn;
+using namespace attn::testing;
+
+namespace {
+
+std::string sourceRoot() { return ATTN_SOURCE_ROOT; }
+
+bool hasRowSum(const Problem &p) {
+  driver::Source s(p.source, p.filename);
+  const fe::Variant *v = p.options.variant.empty()
+                             ? &s.program.variants.front()
+                             : s.program.find(p.options.variant);
+  return v && v->hasRowSum();
+}
+
+/// Documented bounds (docs/numerics.md): f32 inputs 2e-4 absolute; f16/bf16
+/// inputs add the rounding of o to the output dtype, one ulp relative.
+double tolerance(DType out, double refMaxAbs) {
+  switch (out) {
+  case DType::f16: return 2e-4 + std::ldexp(refMaxAbs, -10);
+  case DType::bf16: return 2e-4 + std::ldexp(refMaxAbs, -7);
+  default: return 2e-4;
+  }
+}
+
+class Catalog : public ::testing::TestWithParam<CatalogCase> {};
+
+void expectMatches(Problem p) {
+  p.options.lse = hasRowSum(p);
+  Outcome out = runAgainstReference(p);
+  EXPECT_FALSE(out.hasNaN);
+  EXPECT_LE(out.maxErrO, tolerance(out.info.outDType, out.refMaxAbsO))
+      << "reference max |o| = " << out.refMaxAbsO;
+  if (p.options.lse) {
+    EXPECT_FALSE(out.lseInfMismatch);
+    EXPECT_LE(out.maxErrLse, 2e-4);
+  }
+}
+
+TEST_P(Catalog, F32) {
+  expectMatches(catalogProblem(GetParam(), sourceRoot()));
+}
+
+TEST_P(Catalog, F32HeadDim128) {
+  expectMatches(catalogProblem(GetParam(), sourceRoot(), 128));
+}
+
+TEST_P(Catalog, F16) {
+  Problem p = catalogProblem(GetParam(), sourceRoot());
+  p.options.dtype = "f16";
+  expectMatches(p);
+}
+
+TEST_P(Catalog, BF16) {
+  Problem p = catalogProblem(GetParam(), sourceRoot());
+  p.options.dtype = "bf16";
+  expectMatches(p);
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, Catalog,
+                         ::testing::ValuesIn(catalogCases()),
+                         [](const auto &info) { return info.param.name; });
+
+} // namespace

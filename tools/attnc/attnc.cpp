@@ -1,0 +1,410 @@
+//===- attnc.cpp - the attnc command line ---------------------------------===//
+//
+// attnc check | emit | run | bench (DSL.md "attnc subcommands"). Exit 0 ok,
+// 1 user error (message on stderr, nothing written), 2 internal error.
+//
+//===----------------------------------------------------------------------===//
+#include "attn/jit.h"
+#include "attn/npy.h"
+#include "attn/runtime.h"
+#include "lib/Driver/Compiler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <sstream>
+
+using namespace attn;
+
+namespace {
+
+const char *kUsage = R"(usage: attnc <command> FILE.attn [options]
+
+commands:
+  check FILE.attn                 parse and verify every variant
+  emit  FILE.attn --stage=attn|tiled|llvm [opts]
+                                  print the IR at a stage
+  run   FILE.attn [opts] --q q.npy --k k.npy --v v.npy [--set NAME=VALUE|file.npy ...]
+        -o o.npy [--lse-out lse.npy]
+                                  compile and execute once
+  bench FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--json]
+                                  time the kernel on random inputs
+
+options:
+  --target cpu       --dtype f32|f16|bf16     --head-dim D   --v-head-dim Dv
+  --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
+  --kv-dtype same    --paged PAGE             --split-kv N|auto
+)";
+
+/// A user error in the command line itself (exit 1).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct CommandLine {
+  std::string command, file;
+  std::map<std::string, std::string> values;
+  std::vector<std::string> sets;
+  bool lse = false, json = false;
+};
+
+CommandLine parseCommandLine(int argc, char **argv) {
+  static const char *valued[] = {
+      "--target", "--dtype",  "--kv-dtype", "--kv-group", "--head-dim",
+      "--v-head-dim", "--block-q", "--block-kv", "--paged", "--split-kv",
+      "--variant", "--stage", "--q", "--k", "--v", "-o", "--lse-out",
+      "--shape", "--set", "--reps", "--seed"};
+  CommandLine cl;
+  if (argc < 2)
+    throw UsageError("expected a command");
+  cl.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--lse") {
+      cl.lse = true;
+      continue;
+    }
+    if (arg == "--json") {
+      cl.json = true;
+      continue;
+    }
+    if (arg.size() > 1 && arg[0] == '-') {
+      std::string name = arg, value;
+      size_t eq = arg.find('=');
+      bool inlineValue = eq != std::string::npos && arg.rfind("--", 0) == 0;
+      if (inlineValue) {
+        name = arg.substr(0, eq);
+        value = arg.substr(eq + 1);
+      }
+      bool known = false;
+      for (const char *v : valued)
+        known |= name == v;
+      if (!known)
+        throw UsageError("unknown option '" + name + "'");
+      if (!inlineValue) {
+        if (i + 1 >= argc)
+          throw UsageError("option '" + name + "' needs a value");
+        value = argv[++i];
+      }
+      if (name == "--set")
+        cl.sets.push_back(value);
+      else
+        cl.values[name] = value;
+      continue;
+    }
+    if (!cl.file.empty())
+      throw UsageError("unexpected argument '" + arg + "'");
+    cl.file = arg;
+  }
+  return cl;
+}
+
+std::string get(const CommandLine &cl, const std::string &name,
+                const std::string &fallback = "") {
+  auto it = cl.values.find(name);
+  return it == cl.values.end() ? fallback : it->second;
+}
+
+int64_t getInt(const CommandLine &cl, const std::string &name,
+               int64_t fallback) {
+  std::string v = get(cl, name);
+  if (v.empty() || v == "auto")
+    return fallback;
+  char *end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (*end != '\0')
+    throw Error(name, "expected an integer, got '" + v + "'");
+  return x;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error(path, "cannot open the source file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Options optionsFrom(const CommandLine &cl) {
+  Options o;
+  o.target = get(cl, "--target", "cpu");
+  o.dtype = get(cl, "--dtype");
+  o.kvDtype = get(cl, "--kv-dtype", "same");
+  o.headDim = getInt(cl, "--head-dim", 0);
+  o.valueHeadDim = getInt(cl, "--v-head-dim", 0);
+  o.blockQ = getInt(cl, "--block-q", 0);
+  o.blockKV = getInt(cl, "--block-kv", 0);
+  o.lse = cl.lse || !get(cl, "--lse-out").empty();
+  o.variant = get(cl, "--variant");
+  o.paged = getInt(cl, "--paged", 0);
+  o.splitKv = get(cl, "--split-kv", "auto");
+  return o;
+}
+
+/// `--set NAME=VALUE`: a number, or a .npy file for a captured tensor.
+void parseSets(const CommandLine &cl, Params &params,
+               std::vector<std::unique_ptr<NpyArray>> &arrays) {
+  for (const std::string &s : cl.sets) {
+    size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error("--set", "expected NAME=VALUE, got '" + s + "'");
+    std::string name = s.substr(0, eq), value = s.substr(eq + 1);
+    for (const auto &[n, a] : params)
+      if (n == name)
+        throw Error(name, "set twice with --set");
+    if (value.size() > 4 && value.substr(value.size() - 4) == ".npy") {
+      arrays.push_back(std::make_unique<NpyArray>(readNpy(value, name)));
+      params.emplace_back(name, arrays.back()->ref());
+      continue;
+    }
+    char *end = nullptr;
+    long long i = std::strtoll(value.c_str(), &end, 10);
+    if (!value.empty() && *end == '\0') {
+      params.emplace_back(name, static_cast<int64_t>(i));
+      continue;
+    }
+    double f = std::strtod(value.c_str(), &end);
+    if (value.empty() || *end != '\0')
+      throw Error(name, "'" + value + "' is neither a number nor a .npy file");
+    params.emplace_back(name, f);
+  }
+}
+
+int cmdCheck(const CommandLine &cl) {
+  driver::Source source(readFile(cl.file), cl.file);
+  driver::checkAll(source);
+  return 0;
+}
+
+int cmdEmit(const CommandLine &cl) {
+  std::string stageName = get(cl, "--stage");
+  if (stageName.empty())
+    throw Error("--stage", "required: attn, tiled or llvm");
+  if (stageName == "ptx" || stageName == "amdgcn")
+    throw Error("--stage", "'" + stageName + "' needs a GPU target, which "
+                           "this build does not implement yet");
+  auto stage = driver::parseStage(stageName);
+  if (!stage)
+    throw Error("--stage", "expected attn, tiled or llvm, got '" + stageName +
+                               "'");
+  driver::Source source(readFile(cl.file), cl.file);
+  Options options = optionsFrom(cl);
+  if (options.headDim == 0)
+    options.headDim = 64; // emit is for reading IR: any D will do
+  std::vector<std::string> variants;
+  if (!options.variant.empty())
+    variants.push_back(options.variant);
+  else
+    for (const auto &v : source.program.variants)
+      variants.push_back(v.name);
+  for (const std::string &name : variants) {
+    options.variant = name;
+    driver::KernelPlan plan = driver::planKernel(source, options);
+    std::cout << driver::emitStage(source, plan, *stage);
+  }
+  return 0;
+}
+
+NpyArray makeOutput(DType dtype, std::vector<int64_t> shape) {
+  NpyArray a;
+  a.dtype = dtype;
+  a.shape = std::move(shape);
+  a.bytes.assign(a.numel() * dtypeSize(dtype), 0);
+  return a;
+}
+
+int cmdRun(const CommandLine &cl) {
+  for (const char *required : {"--q", "--k", "--v", "-o"})
+    if (get(cl, required).empty())
+      throw Error(required, "required for run");
+  std::string text = readFile(cl.file);
+  Options options = optionsFrom(cl);
+  bool bf16 = options.dtype == "bf16";
+  NpyArray q = readNpy(get(cl, "--q"), "q", bf16);
+  NpyArray k = readNpy(get(cl, "--k"), "k", bf16);
+  NpyArray v = readNpy(get(cl, "--v"), "v", bf16);
+  if (q.shape.size() != 4)
+    throw Error("q", "expected 4 dimensions [B, Hq, Sq, D], got " +
+                         std::to_string(q.shape.size()));
+  if (v.shape.size() != 4)
+    throw Error("v", "expected 4 dimensions [B, Hkv, Skv, Dv], got " +
+                         std::to_string(v.shape.size()));
+  // Unless given, D, Dv and the dtype come from the inputs.
+  if (options.headDim == 0)
+    options.headDim = q.shape[3];
+  if (options.valueHeadDim == 0)
+    options.valueHeadDim = v.shape[3];
+  if (options.dtype.empty())
+    options.dtype = dtypeName(q.dtype);
+
+  Params params;
+  std::vector<std::unique_ptr<NpyArray>> arrays;
+  parseSets(cl, params, arrays);
+
+  Jit jit;
+  Kernel kernel = jit.compile(text, options, cl.file);
+  const KernelInfo &info = kernel.info();
+  NpyArray o = makeOutput(info.outDType,
+                          {q.shape[0], q.shape[1], q.shape[2],
+                           info.valueHeadDim});
+  NpyArray lse = makeOutput(DType::f32, {q.shape[0], q.shape[1], q.shape[2]});
+  Tensors tensors{q.ref(), k.ref(), v.ref(), o.ref(), std::nullopt};
+  if (info.lse)
+    tensors.lse = lse.ref();
+  kernel.launch(tensors, params);
+  writeNpy(get(cl, "-o"), o, "-o");
+  if (!get(cl, "--lse-out").empty())
+    writeNpy(get(cl, "--lse-out"), lse, "--lse-out");
+  return 0;
+}
+
+uint16_t toHalfBits(float f, DType t) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (t == DType::bf16)
+    return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+  _Float16 h = static_cast<_Float16>(f);
+  uint16_t out;
+  std::memcpy(&out, &h, 2);
+  return out;
+}
+
+NpyArray randomArray(DType dtype, std::vector<int64_t> shape,
+                     std::mt19937 &rng) {
+  NpyArray a = makeOutput(dtype, std::move(shape));
+  std::normal_distribution<float> normal;
+  int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    float x = normal(rng);
+    if (dtype == DType::f32)
+      std::memcpy(a.bytes.data() + 4 * i, &x, 4);
+    else {
+      uint16_t h = toHalfBits(x, dtype);
+      std::memcpy(a.bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  return a;
+}
+
+int cmdBench(const CommandLine &cl) {
+  std::string shapeText = get(cl, "--shape");
+  std::vector<int64_t> shape;
+  std::stringstream ss(shapeText);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char *end = nullptr;
+    long long x = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || x <= 0)
+      throw Error("--shape", "expected B,Hq,Hkv,Sq,Skv of positive integers");
+    shape.push_back(x);
+  }
+  if (shape.size() != 5)
+    throw Error("--shape", "expected B,Hq,Hkv,Sq,Skv, got '" + shapeText +
+                               "'");
+  Options options = optionsFrom(cl);
+  if (options.headDim == 0)
+    options.headDim = 64;
+  std::string text = readFile(cl.file);
+  Params params;
+  std::vector<std::unique_ptr<NpyArray>> arrays;
+  parseSets(cl, params, arrays);
+  Jit jit;
+  Kernel kernel = jit.compile(text, options, cl.file);
+  const KernelInfo &info = kernel.info();
+  std::mt19937 rng(static_cast<uint32_t>(getInt(cl, "--seed", 0)));
+  int64_t B = shape[0], Hq = shape[1], Hkv = shape[2], Sq = shape[3],
+          Skv = shape[4];
+  NpyArray q = randomArray(info.dtype, {B, Hq, Sq, info.headDim}, rng);
+  NpyArray k = randomArray(info.dtype, {B, Hkv, Skv, info.headDim}, rng);
+  NpyArray v = randomArray(info.dtype, {B, Hkv, Skv, info.valueHeadDim}, rng);
+  NpyArray o = makeOutput(info.outDType, {B, Hq, Sq, info.valueHeadDim});
+  NpyArray lse = makeOutput(DType::f32, {B, Hq, Sq});
+  Tensors tensors{q.ref(), k.ref(), v.ref(), o.ref(), std::nullopt};
+  if (info.lse)
+    tensors.lse = lse.ref();
+  kernel.launch(tensors, params); // warm-up, and validates the arguments
+  int64_t reps = getInt(cl, "--reps", 0);
+  std::vector<double> times;
+  auto start = std::chrono::steady_clock::now();
+  while (true) {
+    auto t0 = std::chrono::steady_clock::now();
+    kernel.launch(tensors, params);
+    auto t1 = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    double elapsed =
+        std::chrono::duration<double>(t1 - start).count();
+    if (reps > 0 ? (int64_t)times.size() >= reps
+                 : (times.size() >= 5 && elapsed > 1.0) || times.size() >= 200)
+      break;
+  }
+  std::sort(times.begin(), times.end());
+  double ms = times[times.size() / 2];
+  // No block map yet: every entry is computed, so the density is 1.
+  double density = 1.0;
+  double flops = 2.0 * B * Hq * Sq * Skv * (info.headDim + info.valueHeadDim) *
+                 density;
+  double tflops = flops / (ms * 1e-3) / 1e12;
+  if (cl.json)
+    std::printf("{\"ms\": %.4f, \"tflops\": %.6f, \"density\": %.4f}\n", ms,
+                tflops, density);
+  else
+    std::printf("%s: median %.3f ms over %zu runs, %.3f TFLOP/s, density "
+                "%.3f\n",
+                info.name.c_str(), ms, times.size(), tflops, density);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    CommandLine cl = parseCommandLine(argc, argv);
+    if (cl.command == "help" || cl.command == "--help" || cl.command == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (cl.command == "--version" || cl.command == "version") {
+      std::printf("attnc %s\n", driver::compilerVersion());
+      return 0;
+    }
+    if (cl.file.empty())
+      throw UsageError("expected a .attn file");
+    if (cl.command == "check")
+      return cmdCheck(cl);
+    if (cl.command == "emit")
+      return cmdEmit(cl);
+    if (cl.command == "run")
+      return cmdRun(cl);
+    if (cl.command == "bench")
+      return cmdBench(cl);
+    if (cl.command == "compile")
+      throw Error("compile", "AOT bundles are not implemented yet in this "
+                             "build; use 'attnc run' or attn::Jit");
+    throw UsageError("unknown command '" + cl.command + "'");
+  } catch (const CompileError &e) {
+    std::fputs(e.what(), stderr);
+    return 1;
+  } catch (const InternalError &e) {
+    std::fprintf(stderr, "attnc: %s\n", e.what());
+    return 2;
+  } catch (const UsageError &e) {
+    std::fprintf(stderr, "attnc: error: %s\n%s", e.what(), kUsage);
+    return 1;
+  } catch (const Error &e) {
+    std::fprintf(stderr, "attnc: error: %s\n", e.what());
+    return 1;
+  } catch (const driver::InternalError &e) {
+    std::fprintf(stderr, "attnc: internal error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "attnc: internal error: %s\n", e.what());
+    return 2;
+  }
+}
