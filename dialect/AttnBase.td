@@ -16,6 +16,7 @@ def Attn_Dialect : Dialect {
     classification) and inline them into a tiled loop nest.
   }];
   let cppNamespace = "::mlir::attn";
+  let hasConstantMaterializer = 1;
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect"];

@@ -18,3 +18,8 @@ void AttnDialect::initialize() {
 #include "dialect/AttnOps.cpp.inc"
       >();
 }
+
+Operation *AttnDialect::materializeConstant(OpBuilder &builder, Attribute value,
+                                            Type type, Location loc) {
+  return arith::ConstantOp::materialize(builder, value, type, loc);
+}

@@ -128,6 +128,28 @@ LogicalResult AttentionOp::verifyRegions() {
   return success();
 }
 
+void AttentionOp::getAsmBlockArgumentNames(Region &region,
+                                           OpAsmSetValueNameFn setNameFn) {
+  if (region.empty())
+    return;
+  static const char *scoreNames[] = {"s", "b", "h", "q", "kv"};
+  static const char *maskNames[] = {"b", "h", "q", "kv"};
+  static const char *sinkNames[] = {"h"};
+  ArrayRef<const char *> names;
+  if (&region == &getScore())
+    names = scoreNames;
+  else if (&region == &getMask())
+    names = maskNames;
+  else if (&region == &getSink())
+    names = sinkNames;
+  for (auto [arg, name] : llvm::zip(region.front().getArguments(), names))
+    setNameFn(arg, name);
+}
+
+void DimOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), stringifySize(getSize()));
+}
+
 //===----------------------------------------------------------------------===//
 // LoadOp
 //===----------------------------------------------------------------------===//

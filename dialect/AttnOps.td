@@ -7,6 +7,7 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/ControlFlowInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/IR/RegionKindInterface.td"
+include "mlir/IR/OpAsmInterface.td"
 
 def Attn_Float : AnyTypeOf<[F32, F16, BF16]>;
 def Attn_QKVMemRef : MemRefRankOf<[F32, F16, BF16], [4]>;
@@ -16,6 +17,7 @@ def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
 
 def Attn_AttentionOp : Attn_Op<"attention", [
     AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>,
     RecursiveMemoryEffects]> {
   let summary = "one attention computation with a variant's regions";
   let description = [{
@@ -68,7 +70,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
   }];
 }
 
-def Attn_DimOp : Attn_Op<"dim", [Pure]> {
+def Attn_DimOp : Attn_Op<"dim", [Pure,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "a problem size (B, Hq, Hkv, Sq, Skv, D, Dv) as i32";
   let arguments = (ins Attn_SizeKind:$size);
   let results = (outs I32:$result);

@@ -11,6 +11,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <cmath>
 
@@ -477,6 +478,15 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     em.bind(IndexVar::H, blk->getArgument(0));
     Value s = em.emitRoot(*v.sink->body, fe::Type::F32);
     mlir::attn::YieldOp::create(b, loc, s);
+  }
+  // createOrFold leaves the constants it folded away; drop the dead ones.
+  for (Region &region : op->getRegions()) {
+    if (region.empty())
+      continue;
+    Block &block = region.front();
+    for (Operation &o : llvm::make_early_inc_range(llvm::reverse(block)))
+      if (isOpTriviallyDead(&o))
+        o.erase();
   }
   if (failed(verify(func))) {
     diags.error(v.loc, "internal error: the imported IR of variant '" +

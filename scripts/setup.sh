@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the Debian packages attnc builds and tests with (DESIGN.md).
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  cmake ninja-build clang-22 lld-22 llvm-22-dev llvm-22-tools \
+  libmlir-22-dev mlir-22-tools libfmt-dev googletest libgtest-dev \
+  python3 ca-certificates >/dev/null

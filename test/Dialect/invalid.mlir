@@ -1,0 +1,145 @@
+// RUN: attn-opt %s -split-input-file -verify-diagnostics
+
+func.func @mask_reads_score(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected mask region arguments (b, h, q, kv: i32); a mask must not read the score, got 5 arguments}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  mask {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    %c = arith.constant true
+    attn.yield %c : i1
+  }
+  return
+}
+
+// -----
+
+func.func @score_not_f32(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected score region to yield one 'f32', got ('i32')}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %b : i32
+  }
+  return
+}
+
+// -----
+
+func.func @mask_not_bool(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected mask region to yield one 'i1', got ('i32')}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  mask {
+  ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %b : i32
+  }
+  return
+}
+
+// -----
+
+func.func @index_count(%q: memref<?x?x?x64xf32>, %doc: memref<?x?xi32>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) captures(%doc : memref<?x?xi32>) normalize = softmax
+  mask {
+  ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):
+    // expected-error @+1 {{expected 2 indices for a rank-2 tensor, got 3}}
+    %d = attn.load %doc[%b, %qi, %kv] : memref<?x?xi32>
+    %c = arith.cmpi eq, %d, %b : i32
+    attn.yield %c : i1
+  }
+  return
+}
+
+// -----
+
+func.func @head_dims(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xf32>) {
+  // expected-error @+1 {{expected q and k to share the head dim, got 64 and 32}}
+  attn.attention ins(%q, %k, %q : memref<?x?x?x64xf32>, memref<?x?x?x32xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  return
+}
+
+// -----
+
+func.func @dynamic_head_dim(%q: memref<?x?x?x?xf32>) {
+  // expected-error @+1 {{expected a static head dim D on q and k}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x?xf32>, memref<?x?x?x?xf32>, memref<?x?x?x?xf32>)
+      outs(%q : memref<?x?x?x?xf32>) normalize = softmax
+  return
+}
+
+// -----
+
+func.func @mixed_dtypes(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf16>) {
+  // expected-error @+1 {{expected q, k and v of one element type, got 'f32', 'f16' and 'f32'}}
+  attn.attention ins(%q, %k, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf16>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  return
+}
+
+// -----
+
+func.func @lse_with_sigmoid(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>) {
+  // expected-error @+1 {{expected no lse output with normalize = sigmoid (lse exists for softmax and softplus only)}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) normalize = sigmoid
+  return
+}
+
+// -----
+
+func.func @sink_with_relu(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected normalize = softmax with a sink, got relu}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = relu
+  sink {
+  ^bb0(%h: i32):
+    %c = arith.constant 1.0 : f32
+    attn.yield %c : f32
+  }
+  return
+}
+
+// -----
+
+func.func @both_scales(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected either a scale attribute or a scale_expr region, got both}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax scale = 1.0
+  scale_expr {
+    %c = arith.constant 1.0 : f32
+    attn.yield %c : f32
+  }
+  return
+}
+
+// -----
+
+func.func @undeclared_use(%q: memref<?x?x?x64xf32>, %w: i32) {
+  // expected-error @+1 {{expected regions to use only the op's params and captures from above}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  mask {
+  ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):
+    %c = arith.cmpi slt, %kv, %w : i32
+    attn.yield %c : i1
+  }
+  return
+}
+
+// -----
+
+func.func @sink_args(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected sink region arguments (h: i32), got 2 arguments}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  sink {
+  ^bb0(%h: i32, %x: i32):
+    %c = arith.constant 1.0 : f32
+    attn.yield %c : f32
+  }
+  return
+}

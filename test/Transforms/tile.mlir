@@ -1,0 +1,140 @@
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-tile))' | FileCheck %s
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-tile{block-q=16 block-kv=32}))' | FileCheck %s --check-prefix=TILES
+
+// Softmax with a mask and no score region: log2(e) is folded into the scale
+// applied to q, the mask region is inlined into the (query, key) loop, and
+// the recurrence keeps a running max (m) and sum (l).
+
+// CHECK-LABEL: func.func @causal(
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[V:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[O:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[LSE:[a-z0-9]+]]: memref<?x?x?xf32>
+// CHECK-NOT: attn.attention
+// CHECK-DAG: %[[B:.+]] = memref.dim %[[Q]], %c0
+// CHECK-DAG: %[[HQ:.+]] = memref.dim %[[Q]], %c1
+// CHECK-DAG: %[[SQ:.+]] = memref.dim %[[Q]], %c2
+// CHECK-DAG: %[[SKV:.+]] = memref.dim %[[K]], %c2
+// CHECK: %[[NQT:.+]] = arith.ceildivui %[[SQ]], %c32
+// CHECK: %[[LOG2E:.+]] = arith.constant 1.44269502 : f32
+// CHECK: %[[QSCALE:.+]] = arith.mulf %{{.+}}, %[[LOG2E]] : f32
+// CHECK: scf.parallel (%[[BI:.+]], %[[HI:.+]], %[[QT:.+]]) = ({{.*}}) to (%[[B]], %[[HQ]], %[[NQT]])
+// CHECK: memref.alloca_scope
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x64xf32>
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x32xf32>
+//      Query tile, scaled:
+// CHECK: memref.load %[[Q]]
+// CHECK: arith.mulf %{{.+}}, %[[QSCALE]] : f32
+//      Key tiles:
+// CHECK: scf.for %[[K0:.+]] = %c0{{.*}} to %[[SKV]] step %c64
+// CHECK: memref.load %[[K]]
+// CHECK: memref.load %[[V]]
+//      Q.K^T, then per row: inlined mask (kv <= q), running max, exp2.
+// CHECK: arith.addf {{.*}} fastmath<reassoc,contract>
+// CHECK: scf.for {{.*}} iter_args
+// CHECK: arith.cmpi sle
+// CHECK: arith.maximumf
+// CHECK: math.exp2
+// CHECK: scf.for {{.*}} iter_args
+// CHECK: math.exp2
+//      Epilogue: o = acc / l (0 when l == 0), lse = (m + log2 l) * ln 2.
+// CHECK: arith.cmpf oeq
+// CHECK: memref.store %{{.+}}, %[[O]]
+// CHECK: math.log2
+// CHECK: arith.constant 0.693147182 : f32
+// CHECK: memref.store %{{.+}}, %[[LSE]]
+// CHECK: } {attn.work_loop}
+
+// TILES-LABEL: func.func @causal(
+// TILES: arith.ceildivui %{{.+}}, %c16
+// TILES: memref.alloca() {alignment = 64 : i64} : memref<16x64xf32>
+// TILES: step %c32
+func.func @causal(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
+                  %v: memref<?x?x?x32xf32>, %o: memref<?x?x?x32xf32>,
+                  %lse: memref<?x?x?xf32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x32xf32>)
+      outs(%o : memref<?x?x?x32xf32>) lse(%lse : memref<?x?x?xf32>)
+      normalize = softmax scale = 0.125
+  mask {
+  ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):
+    %c = arith.cmpi sle, %kv, %qi : i32
+    attn.yield %c : i1
+  }
+  return
+}
+
+// -----
+
+// A score region keeps the natural-log scale on q and multiplies by log2(e)
+// after the score; the sink initializes m with the sink logit and l with 1;
+// captured-tensor reads clamp their indices into range.
+
+// CHECK-LABEL: func.func @score_sink(
+// CHECK-SAME: %[[BIAS:[a-z0-9]+]]: memref<?xf32>
+// CHECK: %[[NH:.+]] = memref.dim %[[BIAS]], %c0
+// CHECK: scf.parallel
+// CHECK: %[[SINK:.+]] = arith.constant 5.000000e-01 : f32
+// CHECK: %[[M0:.+]] = arith.mulf %[[SINK]], %{{.+}} : f32
+// CHECK: memref.store %[[M0]]
+// CHECK: arith.maxsi
+// CHECK: arith.minsi
+// CHECK: memref.load %[[BIAS]]
+// CHECK: arith.addf
+// CHECK: arith.mulf %{{.+}}, %{{.+}} : f32
+// CHECK: arith.maximumf
+func.func @score_sink(%q: memref<?x?x?x64xf32>, %o: memref<?x?x?x64xf32>,
+                      %bias: memref<?xf32>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%o : memref<?x?x?x64xf32>) captures(%bias : memref<?xf32>)
+      normalize = softmax scale = 0.125
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    %x = attn.load %bias[%h] : memref<?xf32>
+    %y = arith.addf %s, %x : f32
+    attn.yield %y : f32
+  } sink {
+  ^bb0(%h: i32):
+    %c = arith.constant 0.5 : f32
+    attn.yield %c : f32
+  }
+  return
+}
+
+// -----
+
+// Pointwise normalizers need no running max: sigmoid computes
+// 1 / (1 + exp(-t)) per entry and the epilogue stores acc unscaled.
+
+// CHECK-LABEL: func.func @sigmoid(
+// CHECK-NOT: math.exp2
+// CHECK: math.exp
+// CHECK: arith.divf
+// CHECK-NOT: math.log2
+// CHECK: } {attn.work_loop}
+func.func @sigmoid(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf16>, memref<?x?x?x64xf16>, memref<?x?x?x64xf16>)
+      outs(%o : memref<?x?x?x64xf16>) normalize = sigmoid scale = 0.125
+  return
+}
+
+// -----
+
+// A dynamic scale is evaluated once, before the work loop; f16 inputs are
+// widened on load and the output narrowed on store.
+
+// CHECK-LABEL: func.func @dynamic_scale(
+// CHECK: %[[F:.+]] = arith.sitofp %{{.+}} : i32 to f32
+// CHECK: math.rsqrt %[[F]]
+// CHECK: scf.parallel
+// CHECK: arith.extf %{{.+}} : f16 to f32
+// CHECK: arith.truncf %{{.+}} : f32 to f16
+func.func @dynamic_scale(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf16>, memref<?x?x?x64xf16>, memref<?x?x?x64xf16>)
+      outs(%o : memref<?x?x?x64xf16>) normalize = softmax
+  scale_expr {
+    %n = attn.dim Skv
+    %f = arith.sitofp %n : i32 to f32
+    %r = math.rsqrt %f : f32
+    attn.yield %r : f32
+  }
+  return
+}
