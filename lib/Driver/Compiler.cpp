@@ -29,6 +29,8 @@
 
 #include "llvm/Support/raw_ostream.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
 
 using namespace mlir;
@@ -160,6 +162,24 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
     throw InternalError("compiling variant '" + plan.variant->name +
                         "' failed:\n" + collect.text);
   return built;
+}
+
+/// Set when the process starts exiting. An ExecutionEngine destroyed after
+/// that (by a static attn::Jit, say) would run after LLVM's lazily created
+/// statics are gone, which crashes in codegen; at exit the OS reclaims the
+/// code anyway, so the engine is left alone then.
+std::atomic<bool> processExiting{false};
+
+void watchProcessExit() {
+  // Registered at the first compile, so it runs before the destructors of
+  // the objects (Jits, kernel caches) that existed when compiling began.
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit([] { processExiting = true; }); });
+}
+
+void destroyEngine(void *engine) {
+  if (!processExiting.load())
+    delete static_cast<ExecutionEngine *>(engine);
 }
 
 /// Kernel symbols get a prefix so no variant name can collide with a C
@@ -322,6 +342,7 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
 }
 
 Kernel compileCpu(const Source &source, const KernelPlan &plan) {
+  watchProcessExit();
   BuiltModule built = buildModule(source, plan, Stage::LLVM);
   std::string symbol = kernelSymbol(plan.variant->name);
   auto func = built.module->lookupSymbol<LLVM::LLVMFuncOp>(plan.variant->name);
@@ -336,9 +357,9 @@ Kernel compileCpu(const Source &source, const KernelPlan &plan) {
                                                   error);
   if (failed(jit))
     throw InternalError("JIT compilation failed: " + error);
-  std::shared_ptr<ExecutionEngine> engine = std::move(jit->engine);
+  ExecutionEngine *engine = jit->engine.release();
   return detail::makeCpuKernel(plan.info, jit->entry,
-                               std::static_pointer_cast<void>(engine));
+                               std::shared_ptr<void>(engine, destroyEngine));
 }
 
 void checkAll(const Source &source) {

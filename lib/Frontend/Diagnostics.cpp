@@ -54,9 +54,19 @@ std::string Diagnostics::render(const Diagnostic &d) const {
 }
 
 std::string Diagnostics::renderAll() const {
-  std::string out;
+  // Source order reads best, whatever order the checks ran in.
+  std::vector<const Diagnostic *> sorted;
   for (const Diagnostic &d : errors)
-    out += render(d);
+    sorted.push_back(&d);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Diagnostic *a, const Diagnostic *b) {
+              return a->loc.offset != b->loc.offset
+                         ? a->loc.offset < b->loc.offset
+                         : a < b; // report order breaks ties
+            });
+  std::string out;
+  for (const Diagnostic *d : sorted)
+    out += render(*d);
   return out;
 }
 

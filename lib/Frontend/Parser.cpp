@@ -14,7 +14,7 @@ namespace {
 class Parser {
 public:
   Parser(const SourceFile &file, Diagnostics &diags)
-      : lexer(file, diags), diags(diags) {
+      : lexer(file, diags), diags(diags), source(file.text) {
     tok = lexer.next();
   }
 
@@ -22,7 +22,10 @@ public:
 
 private:
   // Token helpers.
-  void advance() { tok = lexer.next(); }
+  void advance() {
+    prevEnd = tok.loc.offset + tok.loc.length;
+    tok = lexer.next();
+  }
   bool is(Tok k) const { return tok.kind == k; }
   bool isKeyword(const char *kw) const {
     return tok.kind == Tok::Ident && tok.text == kw;
@@ -55,7 +58,9 @@ private:
 
   Lexer lexer;
   Diagnostics &diags;
+  const std::string &source;
   Token tok;
+  uint32_t prevEnd = 0; // just past the previous token
   unsigned nesting = 0;
 };
 
@@ -83,6 +88,15 @@ bool Parser::expect(Tok k, const char *context) {
   std::string what = tokSpelling(k);
   if (context && *context)
     what += std::string(" ") + context;
+  // A missing ';' or ')' is best shown where it belongs: right after the
+  // previous token, when the next one is already on another line.
+  bool onNewLine = false;
+  for (uint32_t i = prevEnd; i < tok.loc.offset && i < source.size(); ++i)
+    onNewLine |= source[i] == '\n';
+  if (onNewLine && !is(Tok::Error)) {
+    diags.error({prevEnd, 1}, "expected " + what + ", got " + describe(tok));
+    return false;
+  }
   expected(what);
   return false;
 }

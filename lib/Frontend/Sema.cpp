@@ -673,9 +673,10 @@ Type Sema::checkBinary(Expr &e, Context &ctx) {
 }
 
 void Sema::run() {
+  size_t before = diags.count();
   checkNames();
-  if (diags.hasErrors())
-    return;
+  if (diags.count() != before)
+    return; // names are ambiguous: everything after would cascade
   checkConsts();
   checkParams();
   checkTensors();

@@ -1,2 +1,217 @@
+//===- RuntimeTest.cpp - launch validation and the attnc command line -----===//
+#include "attn/jit.h"
+#include "attn/npy.h"
+#include "attn/runtime.h"
+
 #include <gtest/gtest.h>
-TEST(Runtime, Placeholder) {}
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sys/wait.h>
+
+using namespace attn;
+
+namespace {
+
+/// A small launch whose buffers the tests then break one at a time.
+struct Launch {
+  int64_t B = 1, Hq = 4, Hkv = 2, Sq = 9, Skv = 11, D = 16, Dv = 8;
+  std::vector<float> q, k, v, o, lse, bias;
+  std::vector<int32_t> doc;
+  Kernel kernel;
+
+  Launch() {
+    // A static Jit, destroyed at exit: regression test for engines torn
+    // down after LLVM's own statics (crashed at exit before).
+    static Jit jit;
+    Options opts;
+    opts.headDim = D;
+    opts.valueHeadDim = Dv;
+    opts.lse = true;
+    kernel = jit.compile(R"(variant t {
+      param window: i32; param temp: f32 = 1.0;
+      tensor doc: i32[B, Skv]; tensor bias: f32[Hq];
+      score(s, b, h, q, kv) = s * temp + bias[h];
+      mask(b, h, q, kv) = doc[b, kv] >= 0 && q - kv < window; })",
+                         opts);
+    q.assign(B * Hq * Sq * D, 0.5f);
+    k.assign(B * Hkv * Skv * D, 0.25f);
+    v.assign(B * Hkv * Skv * Dv, 1.0f);
+    o.assign(B * Hq * Sq * Dv, -7.0f); // sentinel: must survive failures
+    lse.assign(B * Hq * Sq, -7.0f);
+    bias.assign(Hq, 0.0f);
+    doc.assign(B * Skv, 0);
+  }
+  Tensors tensors() {
+    return Tensors{TensorRef(q.data(), DType::f32, {B, Hq, Sq, D}),
+                   TensorRef(k.data(), DType::f32, {B, Hkv, Skv, D}),
+                   TensorRef(v.data(), DType::f32, {B, Hkv, Skv, Dv}),
+                   TensorRef(o.data(), DType::f32, {B, Hq, Sq, Dv}),
+                   TensorRef(lse.data(), DType::f32, {B, Hq, Sq})};
+  }
+  Params params() {
+    return {{"window", 4},
+            {"doc", TensorRef(doc.data(), DType::i32, {B, Skv})},
+            {"bias", TensorRef(bias.data(), DType::f32, {Hq})}};
+  }
+  bool untouched() const {
+    for (float x : o)
+      if (x != -7.0f)
+        return false;
+    for (float x : lse)
+      if (x != -7.0f)
+        return false;
+    return true;
+  }
+};
+
+/// Expects launch() to throw attn::Error naming `argument` with `text` in
+/// the message, and nothing written.
+template <typename Fn>
+void expectRejected(Launch &l, Fn breakIt, const std::string &argument,
+                    const std::string &text) {
+  Tensors t = l.tensors();
+  Params p = l.params();
+  breakIt(t, p);
+  try {
+    l.kernel.launch(t, p);
+    ADD_FAILURE() << "expected an error naming " << argument;
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(l.untouched());
+}
+
+TEST(Runtime, ValidLaunchWrites) {
+  Launch l;
+  l.kernel.launch(l.tensors(), l.params());
+  EXPECT_FALSE(l.untouched());
+  EXPECT_NEAR(l.o[0], 1.0f, 1e-6); // every v row is 1
+}
+
+TEST(Runtime, ShapesDTypesAndStrides) {
+  Launch l;
+  expectRejected(l, [&](Tensors &t, Params &) { t.q.dtype = DType::f16; },
+                 "q", "expected dtype f32, got f16");
+  expectRejected(l, [&](Tensors &t, Params &) { t.k.shape = {1, 2, 11}; },
+                 "k", "expected 4 dimensions [B, Hkv, Skv, D], got 3");
+  expectRejected(l, [&](Tensors &t, Params &) { t.k.shape[3] = 8; }, "k",
+                 "dimension 3 (D) is 8, expected 16");
+  expectRejected(l, [&](Tensors &t, Params &) { t.k.shape[1] = 3; }, "k",
+                 "not a multiple of Hkv = 3");
+  expectRejected(l, [&](Tensors &t, Params &) { t.v.shape[2] = 10; }, "v",
+                 "dimension 2 (Skv) is 10, expected 11");
+  expectRejected(l, [&](Tensors &t, Params &) { t.o.shape[2] = 8; }, "o",
+                 "dimension 2 (Sq) is 8, expected 9");
+  expectRejected(l, [&](Tensors &t, Params &) { t.o.dtype = DType::bf16; },
+                 "o", "expected dtype f32, got bf16");
+  expectRejected(l, [&](Tensors &t, Params &) { t.lse->shape = {1, 4, 8}; },
+                 "lse", "dimension 2 (Sq) is 8, expected 9");
+  expectRejected(l, [&](Tensors &t, Params &) { t.lse.reset(); }, "lse",
+                 "compiled with lse");
+  expectRejected(l,
+                 [&](Tensors &t, Params &) {
+                   t.q.strides = {4 * 9 * 32, 9 * 32, 32, 2};
+                 },
+                 "q", "innermost dimension must be contiguous");
+  expectRejected(l,
+                 [&](Tensors &t, Params &) { t.o.strides = {0, 0, 0, 1}; },
+                 "o", "overlap");
+  expectRejected(l, [&](Tensors &t, Params &) { t.o.data = l.k.data(); }, "o",
+                 "overlaps k or v");
+  expectRejected(l, [&](Tensors &t, Params &) { t.q.data = nullptr; }, "q",
+                 "null data pointer");
+  expectRejected(l,
+                 [&](Tensors &t, Params &) {
+                   t.q.data = reinterpret_cast<char *>(l.q.data()) + 1;
+                 },
+                 "q", "not aligned");
+  expectRejected(l, [&](Tensors &t, Params &) { t.k.shape[0] = 2; }, "k",
+                 "dimension 0 (B) is 2, expected 1");
+}
+
+TEST(Runtime, ParamsAndCapturedTensors) {
+  Launch l;
+  expectRejected(l, [&](Tensors &, Params &p) { p.erase(p.begin()); },
+                 "window", "param has no default");
+  expectRejected(l, [&](Tensors &, Params &p) { p.push_back({"windw", 3}); },
+                 "windw", "did you mean 'window'?");
+  expectRejected(l, [&](Tensors &, Params &p) { p[0].second = Arg(2.5); },
+                 "window", "non-integer");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) { p[0].second = Arg(int64_t(1) << 40); },
+                 "window", "does not fit in i32");
+  expectRejected(l, [&](Tensors &, Params &p) { p.erase(p.begin() + 1); },
+                 "doc", "missing captured tensor i32[B, Skv]");
+  expectRejected(l, [&](Tensors &, Params &p) { p[1].second = Arg(3); },
+                 "doc", "got a number");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) {
+                   p[1].second = TensorRef(l.doc.data(), DType::i32, {1, 10});
+                 },
+                 "doc", "dimension 1 is 10, expected Skv = 11");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) {
+                   p[2].second = TensorRef(l.bias.data(), DType::f16, {4});
+                 },
+                 "bias", "expected dtype f32, got f16");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) {
+                   p[0].second = TensorRef(l.bias.data(), DType::f32, {4});
+                 },
+                 "window", "got a tensor");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) {
+                   p[2].second = TensorRef(l.o.data(), DType::f32, {4});
+                 },
+                 "bias", "overlaps an output");
+}
+
+TEST(Runtime, NpyRoundTrip) {
+  NpyArray a;
+  a.dtype = DType::i32;
+  a.shape = {2, 3};
+  a.bytes.resize(24);
+  for (int i = 0; i < 6; ++i)
+    reinterpret_cast<int32_t *>(a.bytes.data())[i] = i * 7 - 5;
+  std::string path = ::testing::TempDir() + "/roundtrip.npy";
+  writeNpy(path, a, "x");
+  NpyArray b = readNpy(path, "x");
+  EXPECT_EQ(b.dtype, DType::i32);
+  EXPECT_EQ(b.shape, a.shape);
+  EXPECT_EQ(b.bytes, a.bytes);
+  EXPECT_THROW(readNpy(::testing::TempDir() + "/missing.npy", "x"), Error);
+}
+
+/// attnc's exit status: 0 ok, 1 user error.
+int runAttnc(const std::string &args) {
+  std::string cmd = std::string(ATTNC_PATH) + " " + args + " >/dev/null 2>&1";
+  int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Runtime, AttncExitCodes) {
+  std::string dir = ::testing::TempDir() + "/attnc_exit";
+  std::filesystem::create_directories(dir);
+  std::string good = dir + "/good.attn", bad = dir + "/bad.attn";
+  std::FILE *f = std::fopen(good.c_str(), "w");
+  std::fputs("variant c { mask(b, h, q, kv) = kv <= q; }\n", f);
+  std::fclose(f);
+  f = std::fopen(bad.c_str(), "w");
+  std::fputs("variant c { mask(b, h, q, kv) = kv <= ; }\n", f);
+  std::fclose(f);
+  EXPECT_EQ(runAttnc("check " + good), 0);
+  EXPECT_EQ(runAttnc("check " + bad), 1);
+  EXPECT_EQ(runAttnc("check " + dir + "/missing.attn"), 1);
+  EXPECT_EQ(runAttnc("emit " + good + " --stage=tiled"), 0);
+  EXPECT_EQ(runAttnc("emit " + good + " --stage=nope"), 1);
+  EXPECT_EQ(runAttnc("bogus " + good), 1);
+  EXPECT_EQ(runAttnc("run " + good + " --q a.npy --k a.npy --v a.npy -o " +
+                     dir + "/o.npy"),
+            1);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/o.npy"));
+}
+
+} // namespace

@@ -226,6 +226,14 @@ int cmdRun(const CommandLine &cl) {
       throw Error(required, "required for run");
   std::string text = readFile(cl.file);
   Options options = optionsFrom(cl);
+  {
+    // Source and option errors come before any input is read.
+    driver::Source source(text, cl.file);
+    Options early = options;
+    if (early.headDim == 0)
+      early.headDim = 64;
+    driver::planKernel(source, early);
+  }
   bool bf16 = options.dtype == "bf16";
   NpyArray q = readNpy(get(cl, "--q"), "q", bf16);
   NpyArray k = readNpy(get(cl, "--k"), "k", bf16);
