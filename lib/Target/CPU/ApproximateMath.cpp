@@ -32,9 +32,14 @@ struct AttnCPUApproximateMathPass final
     RewritePatternSet patterns(ctx);
     populateMathPolynomialApproximationPatterns(
         patterns, [](StringRef name) {
-          return name == "exp" || name == "expm1" || name == "log" ||
-                 name == "log2" || name == "log1p" || name == "tanh" ||
-                 name == "erf" || name == "atan" || name == "atan2";
+          // Op names as upstream spells them ("math.exp").
+          return llvm::is_contained(
+              {math::ExpOp::getOperationName(), math::ExpM1Op::getOperationName(),
+               math::LogOp::getOperationName(), math::Log2Op::getOperationName(),
+               math::Log1pOp::getOperationName(), math::TanhOp::getOperationName(),
+               math::ErfOp::getOperationName(), math::AtanOp::getOperationName(),
+               math::Atan2Op::getOperationName()},
+              name);
         });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();

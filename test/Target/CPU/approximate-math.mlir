@@ -4,11 +4,13 @@
 // no libm calls remain, so loops using them vectorize.
 
 // CHECK-LABEL: func.func @math(
-// CHECK-NOT: math.exp2
 // CHECK-NOT: math.exp
 // CHECK-NOT: math.log
 // CHECK-NOT: math.tanh
-// CHECK: arith.mulf
+// CHECK: math.fma
+// CHECK-NOT: math.exp
+// CHECK-NOT: math.log
+// CHECK-NOT: math.tanh
 // CHECK: return
 func.func @math(%x: f32) -> (f32, f32, f32, f32) {
   %a = math.exp2 %x : f32
