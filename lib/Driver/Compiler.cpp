@@ -25,6 +25,8 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Transforms/Passes.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -87,7 +89,8 @@ void registerAll(DialectRegistry &registry) {
   registry.insert<mlir::attn::AttnDialect, arith::ArithDialect,
                   math::MathDialect, memref::MemRefDialect, func::FuncDialect,
                   scf::SCFDialect, cf::ControlFlowDialect,
-                  vector::VectorDialect, LLVM::LLVMDialect>();
+                  vector::VectorDialect, linalg::LinalgDialect,
+                  LLVM::LLVMDialect>();
   registerAllExtensions(registry);
   cpu::registerTranslations(registry);
 }
@@ -102,6 +105,7 @@ void registerPassesOnce() {
     mlir::registerConversionPasses();
     mlir::arith::registerArithPasses();
     mlir::memref::registerMemRefPasses();
+    mlir::registerLinalgPasses();
   });
 }
 
@@ -156,7 +160,7 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   llvm::raw_string_ostream errs(error);
   if (failed(parsePassPipeline(pipeline, pm, errs)))
     throw InternalError("bad tiling pipeline: " + error);
-  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, error)))
+  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, cpu::hostVectorShape(), error)))
     throw InternalError("bad CPU pipeline: " + error);
   if (failed(pm.run(*built.module)))
     throw InternalError("compiling variant '" + plan.variant->name +
@@ -290,7 +294,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     fe::normalizeName(v.normalize));
     throw CompileError(diags.renderAll());
   }
-  plan.blockQ = options.blockQ ? options.blockQ : 32;
+  plan.blockQ = options.blockQ ? options.blockQ : 64;
   plan.blockKV = options.blockKV ? options.blockKV : 64;
 
   KernelInfo &info = plan.info;

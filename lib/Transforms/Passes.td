@@ -10,17 +10,19 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
     Rewrites each `attn.attention` into the FlashAttention-2 recurrence over
     (query tile, key tile): an `scf.parallel` over (b, h, query tile) whose
     body keeps a running row max and sum and a rescaled f32 accumulator in
-    stack buffers, walks key tiles with `scf.for`, and inlines the score,
-    mask and sink regions into the tile body. Softmax uses `exp2` with
+    stack buffers, walks key tiles with `scf.for`, computes `Q K^T` and
+    `P V` on the tiles with `linalg.matmul` (each target lowers them its own
+    way), and inlines the score, mask and sink regions into the tile body. Softmax uses `exp2` with
     `log2(e)` folded into the scale. Tails of `Sq` and `Skv` that are not a
     tile multiple are padded and masked; rows with every key masked give
     `o = 0` and `lse = -inf`.
   }];
   let options = [
-    Option<"blockQ", "block-q", "int64_t", "32", "query rows per tile">,
+    Option<"blockQ", "block-q", "int64_t", "64", "query rows per tile">,
     Option<"blockKV", "block-kv", "int64_t", "64", "key rows per tile">,
   ];
   let dependentDialects = ["::mlir::scf::SCFDialect",
+                           "::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect"];

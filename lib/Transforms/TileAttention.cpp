@@ -10,12 +10,18 @@
 //   o = acc / l, lse = (m + log2 l) * ln 2;  l == 0 gives o = 0, lse = -inf
 // Without a score region log2(e) is folded into the scale applied to q.
 //
+// The score tile is kept transposed, S^T = K_tile . Q_tile^T (BK x BQ): q is
+// transposed once per work item instead of K once per key tile, and the
+// per-row max and sum become element-wise updates across a row of S^T (one
+// query per lane) instead of horizontal reductions.
+//
 //===----------------------------------------------------------------------===//
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/IRMapping.h"
@@ -51,7 +57,6 @@ public:
 
 private:
   using BodyFn = function_ref<void(OpBuilder &, Value)>;
-  using ReduceFn = function_ref<Value(OpBuilder &, Value, Value)>;
 
   Value cIdx(OpBuilder &b, int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v);
@@ -83,7 +88,6 @@ private:
   void forLoop(OpBuilder &b, int64_t ub, BodyFn body) {
     forLoop(b, cIdx(b, 0), cIdx(b, ub), 1, body);
   }
-  Value reduceLoop(OpBuilder &b, int64_t ub, Value init, ReduceFn body);
 
   Value inlineRegion(OpBuilder &b, Region &region, ValueRange args);
   Value loadCapture(OpBuilder &b, LoadOp load, IRMapping &map);
@@ -91,8 +95,8 @@ private:
   void emitSetup(OpBuilder &b);
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyTile(OpBuilder &b, Value k0);
-  void emitScoresSoftmax(OpBuilder &b, Value i, Value k0, Value kn);
-  void emitScoresPointwise(OpBuilder &b, Value i, Value k0, Value kn);
+  void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn);
+  void emitScoresPointwise(OpBuilder &b, Value k0, Value kn);
   Value emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j, Value k0,
                          Value kn, Value &keep);
   void emitEpilogue(OpBuilder &b);
@@ -113,7 +117,7 @@ private:
 
   // Per work item.
   Value b32, h32, bIdx, hIdx, hkvIdx, q0, qn;
-  Value qTileBuf, kTBuf, vBuf, sBuf, accBuf, mBuf, lBuf;
+  Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -123,16 +127,6 @@ void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
                        body(nb, iv);
                        scf::YieldOp::create(nb, loc);
                      });
-}
-
-Value AttentionTiler::reduceLoop(OpBuilder &b, int64_t ub, Value init,
-                                 ReduceFn body) {
-  auto loop = scf::ForOp::create(
-      b, loc, cIdx(b, 0), cIdx(b, ub), cIdx(b, 1), ValueRange{init},
-      [&](OpBuilder &nb, Location, Value iv, ValueRange acc) {
-        scf::YieldOp::create(nb, loc, body(nb, iv, acc[0]));
-      });
-  return loop.getResult(0);
 }
 
 /// Captured-tensor reads clamp each index into range: DSL.md leaves an
@@ -248,13 +242,15 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     return memref::AllocaOp::create(b, loc, MemRefType::get(shape, f32),
                                     b.getI64IntegerAttr(64));
   };
-  qTileBuf = buffer({BQ, D});
-  kTBuf = buffer({D, BK});
+  qTBuf = buffer({D, BQ});
+  kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
-  sBuf = buffer({BQ, BK});
+  sTBuf = buffer({BK, BQ});
   accBuf = buffer({BQ, Dv});
   mBuf = buffer({BQ});
   lBuf = buffer({BQ});
+  mUseBuf = buffer({BQ});
+  alphaBuf = buffer({BQ});
 
   // Initial running max and sum: the sink logit joins the denominator as
   // one extra entry with p = exp(sink - m), i.e. m = sink, l = 1.
@@ -265,7 +261,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     lInit = cF32(b, 1.0);
   }
 
-  // Load the query tile, scaled; rows past Sq are zero and never stored.
+  // Load the query tile transposed and scaled; rows past Sq are zero and
+  // never stored.
   Value fzero = cF32(b, 0.0);
   forLoop(b, BQ, [&](OpBuilder &b, Value i) {
     Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
@@ -277,7 +274,7 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
           b, loc, op.getQuery(), ValueRange{bIdx, hIdx, row, d});
       x = arith::MulFOp::create(b, loc, toF32(b, x), qScale);
       x = arith::SelectOp::create(b, loc, valid, x, fzero);
-      memref::StoreOp::create(b, loc, x, qTileBuf, ValueRange{i, d});
+      memref::StoreOp::create(b, loc, x, qTBuf, ValueRange{d, i});
     });
     memref::StoreOp::create(b, loc, mInit, mBuf, ValueRange{i});
     memref::StoreOp::create(b, loc, lInit, lBuf, ValueRange{i});
@@ -294,67 +291,46 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
 void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0) {
   Value kn = minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, seqKV, k0));
   Value fzero = cF32(b, 0.0);
-  auto fm = fastMath(b);
 
-  // K transposed (so QK^T runs along contiguous keys) and V, converted to
-  // f32; rows past Skv are zero.
+  // K and V tiles converted to f32; rows past Skv are zero.
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j,
                                         kn);
     Value row = arith::AddIOp::create(b, loc, k0, j);
     row = arith::SelectOp::create(b, loc, valid, row, k0);
-    forLoop(b, D, [&](OpBuilder &b, Value d) {
-      Value x = memref::LoadOp::create(b, loc, op.getKey(),
-                                       ValueRange{bIdx, hkvIdx, row, d});
-      x = arith::SelectOp::create(b, loc, valid, toF32(b, x), fzero);
-      memref::StoreOp::create(b, loc, x, kTBuf, ValueRange{d, j});
-    });
-    forLoop(b, Dv, [&](OpBuilder &b, Value d) {
-      Value x = memref::LoadOp::create(b, loc, op.getValue(),
-                                       ValueRange{bIdx, hkvIdx, row, d});
-      x = arith::SelectOp::create(b, loc, valid, toF32(b, x), fzero);
-      memref::StoreOp::create(b, loc, x, vBuf, ValueRange{j, d});
-    });
-  });
-
-  // S = Q_tile . K_tile^T
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
-    forLoop(b, BK, [&](OpBuilder &b, Value j) {
-      memref::StoreOp::create(b, loc, fzero, sBuf, ValueRange{i, j});
-    });
-    forLoop(b, D, [&](OpBuilder &b, Value d) {
-      Value qd = memref::LoadOp::create(b, loc, qTileBuf, ValueRange{i, d});
-      forLoop(b, BK, [&](OpBuilder &b, Value j) {
-        Value kd = memref::LoadOp::create(b, loc, kTBuf, ValueRange{d, j});
-        Value s = memref::LoadOp::create(b, loc, sBuf, ValueRange{i, j});
-        Value prod = arith::MulFOp::create(b, loc, qd, kd, fm);
-        s = arith::AddFOp::create(b, loc, s, prod, fm);
-        memref::StoreOp::create(b, loc, s, sBuf, ValueRange{i, j});
+    auto copyRow = [&](Value src, Value dst, int64_t width) {
+      forLoop(b, width, [&](OpBuilder &b, Value d) {
+        Value x = memref::LoadOp::create(b, loc, src,
+                                         ValueRange{bIdx, hkvIdx, row, d});
+        x = arith::SelectOp::create(b, loc, valid, toF32(b, x), fzero);
+        memref::StoreOp::create(b, loc, x, dst, ValueRange{j, d});
       });
-    });
+    };
+    copyRow(op.getKey(), kBuf, D);
+    copyRow(op.getValue(), vBuf, Dv);
   });
 
-  // Scores to probabilities, row by row.
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
-    if (norm == Normalize::softmax)
-      emitScoresSoftmax(b, i, k0, kn);
-    else
-      emitScoresPointwise(b, i, k0, kn);
-  });
+  // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
+  // (register-blocked vector code on the CPU).
+  linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{sTBuf});
+  linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qTBuf},
+                           ValueRange{sTBuf});
 
-  // acc += P . V
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
-    forLoop(b, BK, [&](OpBuilder &b, Value j) {
-      Value p = memref::LoadOp::create(b, loc, sBuf, ValueRange{i, j});
-      forLoop(b, Dv, [&](OpBuilder &b, Value d) {
-        Value vd = memref::LoadOp::create(b, loc, vBuf, ValueRange{j, d});
-        Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
-        Value prod = arith::MulFOp::create(b, loc, p, vd, fm);
-        a = arith::AddFOp::create(b, loc, a, prod, fm);
-        memref::StoreOp::create(b, loc, a, accBuf, ValueRange{i, d});
-      });
-    });
-  });
+  if (norm == Normalize::softmax)
+    emitScoresSoftmax(b, k0, kn);
+  else
+    emitScoresPointwise(b, k0, kn);
+
+  // acc += P . V, reading P from the transposed tile.
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  auto maps = b.getAffineMapArrayAttr(
+      {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
+       AffineMap::get(3, 0, {m, n}, ctx)});
+  linalg::MatmulOp::create(b, loc, ValueRange{sTBuf, vBuf},
+                           ValueRange{accBuf},
+                           {b.getNamedAttr("indexing_maps", maps)});
 }
 
 /// Applies the score region and the mask to the raw score `s` of entry
@@ -373,95 +349,117 @@ Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
   return s;
 }
 
-void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value i, Value k0,
-                                       Value kn) {
+void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn) {
   Value negInf = cF32(b, -INFINITY);
   Value log2e = cF32(b, kLog2E);
+  Value fzero = cF32(b, 0.0);
   auto fm = fastMath(b);
-  Value rowMax = reduceLoop(b, BK, negInf, [&](OpBuilder &b, Value j,
-                                               Value mx) {
-    Value s = memref::LoadOp::create(b, loc, sBuf, ValueRange{i, j});
-    Value keep;
-    Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
-    if (op.hasScore())
-      t = arith::MulFOp::create(b, loc, t, log2e);
-    t = arith::SelectOp::create(b, loc, keep, t, negInf);
-    memref::StoreOp::create(b, loc, t, sBuf, ValueRange{i, j});
-    return arith::MaximumFOp::create(b, loc, mx, t).getResult();
+  // New running max: mUse starts as the old max, then takes each row of
+  // modified (and masked) scores element-wise.
+  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, m, mUseBuf, ValueRange{i});
   });
-  Value mOld = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
-  Value mNew = arith::MaximumFOp::create(b, loc, mOld, rowMax);
-  // A row with nothing kept so far has m = -inf; exponentiate against 0
-  // instead so that exp2(-inf - -inf) never makes a NaN.
-  Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                          mNew, negInf);
-  Value mUse = arith::SelectOp::create(b, loc, allMasked, cF32(b, 0.0), mNew);
-  Value alpha = math::Exp2Op::create(
-      b, loc, arith::SubFOp::create(b, loc, mOld, mUse));
-  Value rowSum = reduceLoop(b, BK, cF32(b, 0.0), [&](OpBuilder &b, Value j,
-                                                     Value sum) {
-    Value t = memref::LoadOp::create(b, loc, sBuf, ValueRange{i, j});
-    Value p = math::Exp2Op::create(b, loc,
-                                   arith::SubFOp::create(b, loc, t, mUse));
-    memref::StoreOp::create(b, loc, p, sBuf, ValueRange{i, j});
-    return arith::AddFOp::create(b, loc, sum, p, fm).getResult();
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+      Value keep;
+      Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
+      if (op.hasScore())
+        t = arith::MulFOp::create(b, loc, t, log2e);
+      t = arith::SelectOp::create(b, loc, keep, t, negInf);
+      memref::StoreOp::create(b, loc, t, sTBuf, ValueRange{j, i});
+      Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+      mx = arith::MaximumFOp::create(b, loc, mx, t);
+      memref::StoreOp::create(b, loc, mx, mUseBuf, ValueRange{i});
+    });
   });
-  Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-  l = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, l, alpha),
-                            rowSum);
-  memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
-  memref::StoreOp::create(b, loc, mNew, mBuf, ValueRange{i});
-  forLoop(b, Dv, [&](OpBuilder &b, Value d) {
-    Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
-    a = arith::MulFOp::create(b, loc, a, alpha);
-    memref::StoreOp::create(b, loc, a, accBuf, ValueRange{i, d});
+  // Per query: rescale factor, new max; a row with nothing kept so far has
+  // m = -inf and exponentiates against 0 instead, so that
+  // exp2(-inf - -inf) never makes a NaN.
+  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    Value mOld = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
+    Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+    Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                            mNew, negInf);
+    Value mUse = arith::SelectOp::create(b, loc, allMasked, fzero, mNew);
+    Value alpha = math::Exp2Op::create(
+        b, loc, arith::SubFOp::create(b, loc, mOld, mUse));
+    Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+    l = arith::MulFOp::create(b, loc, l, alpha);
+    memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, mNew, mBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, mUse, mUseBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, alpha, alphaBuf, ValueRange{i});
+  });
+  // p = exp2(t - m), summed per query.
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+      Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+      Value p = math::Exp2Op::create(b, loc,
+                                     arith::SubFOp::create(b, loc, t, mUse));
+      memref::StoreOp::create(b, loc, p, sTBuf, ValueRange{j, i});
+      Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+      l = arith::AddFOp::create(b, loc, l, p, fm);
+      memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+    });
+  });
+  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    Value alpha = memref::LoadOp::create(b, loc, alphaBuf, ValueRange{i});
+    forLoop(b, Dv, [&](OpBuilder &b, Value d) {
+      Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
+      a = arith::MulFOp::create(b, loc, a, alpha);
+      memref::StoreOp::create(b, loc, a, accBuf, ValueRange{i, d});
+    });
   });
 }
 
 /// sigmoid, relu, relu2 and softplus need no running max: each probability
 /// depends on its own score only.
-void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value i, Value k0,
-                                         Value kn) {
+void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value k0, Value kn) {
   Value fzero = cF32(b, 0.0), fone = cF32(b, 1.0);
   auto fm = fastMath(b);
-  Value rowSum = reduceLoop(b, BK, fzero, [&](OpBuilder &b, Value j,
-                                              Value sum) {
-    Value s = memref::LoadOp::create(b, loc, sBuf, ValueRange{i, j});
-    Value keep;
-    Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
-    Value p;
-    switch (norm) {
-    case Normalize::sigmoid: {
-      Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, t));
-      p = arith::DivFOp::create(b, loc, fone,
-                                arith::AddFOp::create(b, loc, fone, e));
-      break;
-    }
-    case Normalize::relu:
-      p = arith::MaximumFOp::create(b, loc, t, fzero);
-      break;
-    case Normalize::relu2: {
-      Value r = arith::MaximumFOp::create(b, loc, t, fzero);
-      p = arith::MulFOp::create(b, loc, r, r);
-      break;
-    }
-    default: { // softplus: max(t, 0) + log1p(exp(-|t|))
-      Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
-      Value e = math::ExpOp::create(
-          b, loc, arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, t)));
-      p = arith::AddFOp::create(b, loc, pos, math::Log1pOp::create(b, loc, e));
-      break;
-    }
-    }
-    p = arith::SelectOp::create(b, loc, keep, p, fzero);
-    memref::StoreOp::create(b, loc, p, sBuf, ValueRange{i, j});
-    return arith::AddFOp::create(b, loc, sum, p, fm).getResult();
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+      Value keep;
+      Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
+      Value p;
+      switch (norm) {
+      case Normalize::sigmoid: {
+        Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, t));
+        p = arith::DivFOp::create(b, loc, fone,
+                                  arith::AddFOp::create(b, loc, fone, e));
+        break;
+      }
+      case Normalize::relu:
+        p = arith::MaximumFOp::create(b, loc, t, fzero);
+        break;
+      case Normalize::relu2: {
+        Value r = arith::MaximumFOp::create(b, loc, t, fzero);
+        p = arith::MulFOp::create(b, loc, r, r);
+        break;
+      }
+      default: { // softplus: max(t, 0) + log1p(exp(-|t|))
+        Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
+        Value e = math::ExpOp::create(
+            b, loc,
+            arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, t)));
+        p = arith::AddFOp::create(b, loc, pos,
+                                  math::Log1pOp::create(b, loc, e));
+        break;
+      }
+      }
+      p = arith::SelectOp::create(b, loc, keep, p, fzero);
+      memref::StoreOp::create(b, loc, p, sTBuf, ValueRange{j, i});
+      if (norm == Normalize::softplus) {
+        Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+        l = arith::AddFOp::create(b, loc, l, p, fm);
+        memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+      }
+    });
   });
-  if (norm == Normalize::softplus) {
-    Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-    l = arith::AddFOp::create(b, loc, l, rowSum);
-    memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
-  }
 }
 
 void AttentionTiler::emitEpilogue(OpBuilder &b) {

@@ -9,7 +9,7 @@
 namespace mlir::attn {
 
 struct TileSizes {
-  int64_t blockQ = 32;
+  int64_t blockQ = 64;
   int64_t blockKV = 64;
 };
 

@@ -2,8 +2,9 @@
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-tile{block-q=16 block-kv=32}))' | FileCheck %s --check-prefix=TILES
 
 // Softmax with a mask and no score region: log2(e) is folded into the scale
-// applied to q, the mask region is inlined into the (query, key) loop, and
-// the recurrence keeps a running max (m) and sum (l).
+// applied to q, the score tile is kept transposed (S^T = K Q^T, one query
+// per column), the mask region is inlined into the (key, query) loop, and
+// the recurrence keeps a running max (m) and sum (l) per query.
 
 // CHECK-LABEL: func.func @causal(
 // CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[V:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[O:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[LSE:[a-z0-9]+]]: memref<?x?x?xf32>
@@ -12,30 +13,32 @@
 // CHECK-DAG: %[[HQ:.+]] = memref.dim %[[Q]], %c1
 // CHECK-DAG: %[[SQ:.+]] = memref.dim %[[Q]], %c2
 // CHECK-DAG: %[[SKV:.+]] = memref.dim %[[K]], %c2
-// CHECK: %[[NQT:.+]] = arith.ceildivui %[[SQ]], %c32
-// CHECK: %[[LOG2E:.+]] = arith.constant 1.44269502 : f32
-// CHECK: %[[QSCALE:.+]] = arith.mulf %{{.+}}, %[[LOG2E]] : f32
+// CHECK: %[[NQT:.+]] = arith.ceildivui %[[SQ]], %c64
+// CHECK: %[[QSCALE:.+]] = arith.mulf %{{.+}}, %{{.+}} : f32
 // CHECK: scf.parallel (%[[BI:.+]], %[[HI:.+]], %[[QT:.+]]) = ({{.*}}) to (%[[B]], %[[HQ]], %[[NQT]])
 // CHECK: memref.alloca_scope
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x64xf32>
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x32xf32>
-//      Query tile, scaled:
+// CHECK: %[[QTB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK: %[[KB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK: %[[VB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
+// CHECK: %[[ST:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK: %[[ACC:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
+//      Query tile, transposed and scaled:
 // CHECK: memref.load %[[Q]]
 // CHECK: arith.mulf %{{.+}}, %[[QSCALE]] : f32
+// CHECK: memref.store %{{.+}}, %[[QTB]][%{{.+}}, %{{.+}}]
 //      Key tiles:
 // CHECK: scf.for %[[K0:.+]] = %c0{{.*}} to %[[SKV]] step %c64
 // CHECK: memref.load %[[K]]
 // CHECK: memref.load %[[V]]
-//      Q.K^T, then per row: inlined mask (kv <= q), running max, exp2.
-// CHECK: arith.addf {{.*}} fastmath<reassoc,contract>
-// CHECK: scf.for {{.*}} iter_args
+// CHECK: linalg.fill ins(%{{.+}} : f32) outs(%[[ST]] : memref<64x64xf32>)
+// CHECK: linalg.matmul ins(%[[KB]], %[[QTB]] : memref<64x64xf32>, memref<64x64xf32>) outs(%[[ST]] : memref<64x64xf32>)
+//      Inlined mask (kv <= q), running max, exp2, rescale, then P V.
 // CHECK: arith.cmpi sle
 // CHECK: arith.maximumf
 // CHECK: math.exp2
-// CHECK: scf.for {{.*}} iter_args
 // CHECK: math.exp2
+// CHECK: arith.addf {{.*}} fastmath<reassoc,contract>
+// CHECK: linalg.matmul indexing_maps = [#{{.+}}, #{{.+}}, #{{.+}}] ins(%[[ST]], %[[VB]] : memref<64x64xf32>, memref<64x32xf32>) outs(%[[ACC]] : memref<64x32xf32>)
 //      Epilogue: o = acc / l (0 when l == 0), lse = (m + log2 l) * ln 2.
 // CHECK: arith.cmpf oeq
 // CHECK: memref.store %{{.+}}, %[[O]]
@@ -46,7 +49,7 @@
 
 // TILES-LABEL: func.func @causal(
 // TILES: arith.ceildivui %{{.+}}, %c16
-// TILES: memref.alloca() {alignment = 64 : i64} : memref<16x64xf32>
+// TILES: memref.alloca() {alignment = 64 : i64} : memref<64x16xf32>
 // TILES: step %c32
 func.func @causal(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
                   %v: memref<?x?x?x32xf32>, %o: memref<?x?x?x32xf32>,

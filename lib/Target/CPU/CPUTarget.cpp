@@ -10,6 +10,7 @@
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/TargetSelect.h"
+#include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 
@@ -19,11 +20,24 @@ using namespace mlir;
 
 namespace attn::cpu {
 
-const char *loweringPipeline() {
-  return "func.func(attn-cpu-work-range,canonicalize,cse,"
+VectorShape hostVectorShape() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  if (features.lookup("avx512f"))
+    return {512, 32};
+  if (features.lookup("avx2"))
+    return {256, 16};
+  return {128, 16};
+}
+
+std::string loweringPipeline(VectorShape shape) {
+  return "func.func(attn-cpu-vectorize-matmul{vector-bits=" +
+         std::to_string(shape.bits) +
+         " registers=" + std::to_string(shape.registers) +
+         "},convert-linalg-to-loops,attn-cpu-work-range,canonicalize,cse,"
          "loop-invariant-code-motion,attn-expand-floordiv,canonicalize,cse),"
          "attn-cpu-approximate-math,"
          "convert-scf-to-cf,"
+         "convert-vector-to-llvm,"
          "arith-expand{include-bf16=true},"
          "expand-strided-metadata,"
          "finalize-memref-to-llvm,"
@@ -36,9 +50,10 @@ const char *loweringPipeline() {
          "reconcile-unrealized-casts";
 }
 
-LogicalResult addLoweringPasses(OpPassManager &pm, std::string &error) {
+LogicalResult addLoweringPasses(OpPassManager &pm, VectorShape shape,
+                                std::string &error) {
   llvm::raw_string_ostream os(error);
-  return parsePassPipeline(loweringPipeline(), pm, os);
+  return parsePassPipeline(loweringPipeline(shape), pm, os);
 }
 
 void registerCPUPipelines() {
@@ -47,7 +62,7 @@ void registerCPUPipelines() {
       "Lower tiled attn IR to the LLVM dialect for the host CPU",
       [](OpPassManager &pm) {
         std::string error;
-        if (failed(addLoweringPasses(pm, error)))
+        if (failed(addLoweringPasses(pm, hostVectorShape(), error)))
           llvm::report_fatal_error(llvm::Twine(error));
       });
 }

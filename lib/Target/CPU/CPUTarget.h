@@ -11,11 +11,20 @@
 
 namespace attn::cpu {
 
-/// Tiled IR (scf/memref/arith/math) -> LLVM dialect for the host. The
-/// textual form is what `attn-opt --attn-cpu-lower-to-llvm` runs.
-const char *loweringPipeline();
+/// The host's vector register file, which sizes the matmul micro-kernels.
+struct VectorShape {
+  int64_t bits = 128;
+  int64_t registers = 16;
+};
+/// AVX-512: 512 x 32; AVX2: 256 x 16; otherwise SSE's 128 x 16.
+VectorShape hostVectorShape();
+
+/// Tiled IR (scf/memref/linalg/arith/math) -> LLVM dialect for a CPU with
+/// `shape` registers. `attn-opt --attn-cpu-lower-to-llvm` runs it for the
+/// host.
+std::string loweringPipeline(VectorShape shape);
 mlir::LogicalResult addLoweringPasses(mlir::OpPassManager &pm,
-                                      std::string &error);
+                                      VectorShape shape, std::string &error);
 
 /// Registers `attn-cpu-lower-to-llvm` as a named pipeline.
 void registerCPUPipelines();

@@ -30,4 +30,27 @@ def AttnCPUApproximateMathPass : Pass<"attn-cpu-approximate-math"> {
                            "::mlir::vector::VectorDialect"];
 }
 
+def AttnCPUVectorizeMatmulPass
+    : Pass<"attn-cpu-vectorize-matmul", "::mlir::func::FuncOp"> {
+  let summary = "Register-blocked vector code for the tile matmuls";
+  let description = [{
+    Rewrites each small static `linalg.matmul` on f32 buffers (the `Q K^T`
+    and `P V` of a tile) into an outer-product micro-kernel: a block of rows
+    of C lives in vector registers across the whole reduction, each step
+    loads one row of B once and broadcasts one element of A per row into a
+    `vector.fma`. Columns are split into chunks and rows into blocks sized
+    to the register file (`vector-bits`, `registers`), so nothing spills.
+  }];
+  let options = [
+    Option<"vectorBits", "vector-bits", "int64_t", "512",
+           "width of one vector register in bits">,
+    Option<"registers", "registers", "int64_t", "32",
+           "number of vector registers">,
+  ];
+  let dependentDialects = ["::mlir::vector::VectorDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // ATTN_TARGET_CPU_PASSES_TD

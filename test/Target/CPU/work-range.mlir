@@ -6,8 +6,8 @@
 
 // CHECK-LABEL: func.func @plain(
 // CHECK-SAME: %[[BEGIN:[a-z0-9]+]]: index {attn.name = "work_begin"}, %[[END:[a-z0-9]+]]: index {attn.name = "work_end"})
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x64xf32>
 // CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64xf32>
 // CHECK-NOT: scf.parallel
 // CHECK-NOT: memref.alloca_scope
 // CHECK: %[[PER_B:.+]] = arith.muli %[[HQ:.+]], %[[NQT:.+]] : index

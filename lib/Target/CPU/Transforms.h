@@ -1,0 +1,17 @@
+//===- Transforms.h - CPU target transformations as functions -------------===//
+#ifndef ATTN_TARGET_CPU_TRANSFORMS_H
+#define ATTN_TARGET_CPU_TRANSFORMS_H
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/IR/PatternMatch.h"
+
+namespace mlir::attn::cpu {
+
+/// Rewrites a static f32 `linalg.matmul` on buffers into register-blocked
+/// vector code for `lanes` f32 per register and `registers` registers.
+LogicalResult vectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
+                              int64_t lanes, int64_t registers);
+
+} // namespace mlir::attn::cpu
+
+#endif // ATTN_TARGET_CPU_TRANSFORMS_H

@@ -1,0 +1,163 @@
+//===- VectorizeMatmul.cpp - tile matmuls as register-blocked vector code -===//
+//
+//   for i0 in rows step R:                      (R rows of C in registers)
+//     acc[r] = C[i0 + r, n0 : n0 + NC]
+//     for k in 0..K:
+//       bk = B[k, n0 : n0 + NC]                  (one load, reused R times)
+//       acc[r] = fma(broadcast(A[i0 + r, k]), bk, acc[r])
+//     C[i0 + r, n0 : n0 + NC] = acc[r]
+//
+//===----------------------------------------------------------------------===//
+#include "lib/Target/CPU/Passes.h"
+#include "lib/Target/CPU/Transforms.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/PatternMatch.h"
+
+namespace mlir::attn::cpu {
+#define GEN_PASS_DEF_ATTNCPUVECTORIZEMATMULPASS
+#include "lib/Target/CPU/Passes.h.inc"
+} // namespace mlir::attn::cpu
+
+using namespace mlir;
+
+namespace {
+
+int64_t powerOfTwoFloor(int64_t x) {
+  int64_t p = 1;
+  while (p * 2 <= x)
+    p *= 2;
+  return p;
+}
+
+/// Emits rows [rowBegin, rowEnd) of C's columns [n0, n0 + nc) in blocks of
+/// `rows` rows.
+void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
+                   Value B, Value C, int64_t K, int64_t n0, int64_t nc,
+                   int64_t rowBegin, int64_t rowEnd, int64_t rows) {
+  if (rowEnd <= rowBegin)
+    return;
+  auto vt = VectorType::get({nc}, b.getF32Type());
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  Value col = cIdx(n0);
+  scf::ForOp::create(
+      b, loc, cIdx(rowBegin), cIdx(rowEnd), cIdx(rows), ValueRange{},
+      [&](OpBuilder &b, Location, Value i0, ValueRange) {
+        SmallVector<Value> rowIdx, init;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value i = r == 0 ? i0
+                           : arith::AddIOp::create(b, loc, i0, cIdx(r))
+                                 .getResult();
+          rowIdx.push_back(i);
+          init.push_back(
+              vector::LoadOp::create(b, loc, vt, C, ValueRange{i, col}));
+        }
+        auto kLoop = scf::ForOp::create(
+            b, loc, cIdx(0), cIdx(K), cIdx(1), init,
+            [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+              Value bk = vector::LoadOp::create(b, loc, vt, B,
+                                                ValueRange{k, col});
+              SmallVector<Value> next;
+              for (int64_t r = 0; r < rows; ++r) {
+                Value a = memref::LoadOp::create(
+                    b, loc, A,
+                    transposedA ? ValueRange{k, rowIdx[r]}
+                                : ValueRange{rowIdx[r], k});
+                Value ab = vector::BroadcastOp::create(b, loc, vt, a);
+                next.push_back(vector::FMAOp::create(b, loc, ab, bk, acc[r]));
+              }
+              scf::YieldOp::create(b, loc, next);
+            });
+        for (int64_t r = 0; r < rows; ++r)
+          vector::StoreOp::create(b, loc, kLoop.getResult(r), C,
+                                  ValueRange{rowIdx[r], col});
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+bool isStaticF32Buffer(Value v) {
+  auto t = dyn_cast<MemRefType>(v.getType());
+  return t && t.getRank() == 2 && t.hasStaticShape() &&
+         t.getElementType().isF32() && t.getLayout().isIdentity();
+}
+
+struct AttnCPUVectorizeMatmulPass final
+    : mlir::attn::cpu::impl::AttnCPUVectorizeMatmulPassBase<
+          AttnCPUVectorizeMatmulPass> {
+  using AttnCPUVectorizeMatmulPassBase::AttnCPUVectorizeMatmulPassBase;
+  void runOnOperation() override {
+    if (vectorBits < 32 || registers < 4) {
+      getOperation().emitError("expected vector-bits >= 32 and registers "
+                               ">= 4");
+      return signalPassFailure();
+    }
+    SmallVector<linalg::MatmulOp> ops;
+    getOperation().walk([&](linalg::MatmulOp op) { ops.push_back(op); });
+    IRRewriter rewriter(&getContext());
+    for (linalg::MatmulOp op : ops)
+      (void)mlir::attn::cpu::vectorizeMatmul(rewriter, op, vectorBits / 32,
+                                             registers);
+  }
+};
+
+} // namespace
+
+LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
+                                               linalg::MatmulOp op,
+                                               int64_t lanes,
+                                               int64_t registers) {
+  if (!op.hasPureBufferSemantics())
+    return rewriter.notifyMatchFailure(op, "expected buffers");
+  // C[m, n] += A[m, k] * B[k, n], or A read as A[k, m].
+  MLIRContext *ctx = op.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  auto map = [&](AffineExpr a, AffineExpr b) {
+    return AffineMap::get(3, 0, {a, b}, ctx);
+  };
+  SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+  bool transposedA;
+  if (maps == SmallVector<AffineMap>{map(m, k), map(k, n), map(m, n)})
+    transposedA = false;
+  else if (maps == SmallVector<AffineMap>{map(k, m), map(k, n), map(m, n)})
+    transposedA = true;
+  else
+    return rewriter.notifyMatchFailure(op, "unsupported indexing maps");
+  Value A = op.getDpsInputs()[0], B = op.getDpsInputs()[1],
+        C = op.getDpsInits()[0];
+  if (!isStaticF32Buffer(A) || !isStaticF32Buffer(B) || !isStaticF32Buffer(C))
+    return rewriter.notifyMatchFailure(op, "expected static f32 buffers");
+  int64_t M = cast<MemRefType>(C.getType()).getDimSize(0);
+  int64_t N = cast<MemRefType>(C.getType()).getDimSize(1);
+  int64_t K = cast<MemRefType>(B.getType()).getDimSize(0);
+
+  // Per column chunk: `v` registers per row of C, R rows, plus one register
+  // for the row of B and one for the broadcast.
+  int64_t maxVecs = std::max<int64_t>(1, registers / 4);
+  int64_t vecsNeeded = (N + lanes - 1) / lanes;
+  int64_t v = std::min(vecsNeeded, maxVecs);
+  int64_t rows = std::clamp<int64_t>(
+      powerOfTwoFloor(std::max<int64_t>(1, (registers - v - 1) / v)), 1, 8);
+  rows = std::min(rows, powerOfTwoFloor(M));
+  int64_t chunk = v * lanes;
+
+  OpBuilder::InsertionGuard guard(rewriter);
+  rewriter.setInsertionPoint(op);
+  Location loc = op.getLoc();
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    int64_t nc = std::min(chunk, N - n0);
+    int64_t mainRows = M - M % rows;
+    emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, 0,
+                  mainRows, rows);
+    emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, mainRows, M,
+                  1);
+  }
+  rewriter.eraseOp(op);
+  return success();
+}

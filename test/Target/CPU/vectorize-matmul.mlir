@@ -1,0 +1,58 @@
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32}))' | FileCheck %s
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16}))' | FileCheck %s --check-prefix=AVX2
+
+// AVX-512, N = 64: 4 registers per row of C, 4 rows per block, the block
+// held in registers across the whole reduction.
+
+// CHECK-LABEL: func.func @plain(
+// CHECK-SAME: %[[A:.+]]: memref<64x32xf32>, %[[B:.+]]: memref<32x64xf32>, %[[C:.+]]: memref<64x64xf32>)
+// CHECK-NOT: linalg.matmul
+// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c64 step %c4 {
+// CHECK-COUNT-4: vector.load %[[C]][%{{.+}}, %c0] : memref<64x64xf32>, vector<64xf32>
+// CHECK: scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args(%{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
+// CHECK: %[[BK:.+]] = vector.load %[[B]][%[[K]], %{{.+}}] : memref<32x64xf32>, vector<64xf32>
+// CHECK: memref.load %[[A]][%[[I0]], %[[K]]]
+// CHECK: vector.broadcast
+// CHECK: vector.fma %{{.+}}, %[[BK]], %{{.+}} : vector<64xf32>
+// CHECK-COUNT-4: vector.store %{{.+}}, %[[C]]
+
+// AVX2, N = 64: two column chunks of 32 floats, 2 rows per block.
+// AVX2-LABEL: func.func @plain(
+// AVX2: scf.for %{{.+}} = %c0{{.*}} to %c64{{.*}} step %c2{{.*}} {
+// AVX2: vector<32xf32>
+// AVX2: scf.for %{{.+}} = %c0{{.*}} to %c64{{.*}} step %c2{{.*}} {
+// AVX2: vector<32xf32>
+func.func @plain(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>) {
+  linalg.matmul ins(%a, %b : memref<64x32xf32>, memref<32x64xf32>) outs(%c : memref<64x64xf32>)
+  return
+}
+
+// -----
+
+// A read transposed (P^T in the P V product); 5 rows: blocks of 4, then a
+// row at a time for the remainder.
+
+// CHECK-LABEL: func.func @transposed_a(
+// CHECK-SAME: %[[A:.+]]: memref<16x5xf32>
+// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c4 step %c4{{.*}} {
+// CHECK: scf.for %[[K:.+]] = {{.*}} iter_args
+// CHECK: memref.load %[[A]][%[[K]], %[[I0]]]
+// CHECK: scf.for %{{.+}} = %c4{{.*}} to %c5 step %c1{{.*}} {
+#mapA = affine_map<(m, n, k) -> (k, m)>
+#mapB = affine_map<(m, n, k) -> (k, n)>
+#mapC = affine_map<(m, n, k) -> (m, n)>
+func.func @transposed_a(%a: memref<16x5xf32>, %b: memref<16x40xf32>, %c: memref<5x40xf32>) {
+  linalg.matmul indexing_maps = [#mapA, #mapB, #mapC]
+      ins(%a, %b : memref<16x5xf32>, memref<16x40xf32>) outs(%c : memref<5x40xf32>)
+  return
+}
+
+// -----
+
+// Dynamic shapes are left for the generic lowering.
+// CHECK-LABEL: func.func @dynamic(
+// CHECK: linalg.matmul
+func.func @dynamic(%a: memref<?x?xf32>, %b: memref<?x?xf32>, %c: memref<?x?xf32>) {
+  linalg.matmul ins(%a, %b : memref<?x?xf32>, memref<?x?xf32>) outs(%c : memref<?x?xf32>)
+  return
+}
