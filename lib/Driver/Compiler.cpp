@@ -294,8 +294,38 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     fe::normalizeName(v.normalize));
     throw CompileError(diags.renderAll());
   }
+  // Tile buffers live on the stack of the calling and worker threads: keep
+  // them well inside a typical 8 MB thread stack (and small enough to stay
+  // cache-resident). Auto tiles shrink until they fit; explicit ones that
+  // do not fit are an error.
+  auto stackBytes = [&](int64_t bq, int64_t bk) {
+    int64_t D = plan.shape.headDim, Dv = plan.shape.valueHeadDim;
+    return 4 * (D * bq + bk * D + bk * Dv + bk * bq + bq * Dv + 4 * bq);
+  };
+  constexpr int64_t kAutoBudget = 512 * 1024, kMaxBudget = 2 * 1024 * 1024;
   plan.blockQ = options.blockQ ? options.blockQ : 64;
   plan.blockKV = options.blockKV ? options.blockKV : 64;
+  while (stackBytes(plan.blockQ, plan.blockKV) > kAutoBudget) {
+    bool shrinkQ = !options.blockQ && plan.blockQ > 8 &&
+                   (plan.blockQ >= plan.blockKV || options.blockKV ||
+                    plan.blockKV <= 8);
+    bool shrinkKV = !options.blockKV && plan.blockKV > 8 && !shrinkQ;
+    if (shrinkQ)
+      plan.blockQ /= 2;
+    else if (shrinkKV)
+      plan.blockKV /= 2;
+    else
+      break;
+  }
+  if (stackBytes(plan.blockQ, plan.blockKV) > kMaxBudget)
+    throw Error(options.blockQ ? "--block-q" : "--block-kv",
+                "tiles of " + std::to_string(plan.blockQ) + " x " +
+                    std::to_string(plan.blockKV) + " need " +
+                    std::to_string(stackBytes(plan.blockQ, plan.blockKV) /
+                                   1024) +
+                    " KiB of buffers per thread (limit " +
+                    std::to_string(kMaxBudget / 1024) +
+                    " KiB); choose smaller tiles");
 
   KernelInfo &info = plan.info;
   info.name = v.name;

@@ -130,7 +130,7 @@ TEST(Numerics, ValueHeadDimDiffers) {
 }
 
 TEST(Numerics, HeadDims) {
-  for (int64_t d : {16, 32, 80, 128, 256}) {
+  for (int64_t d : {16, 32, 80, 128, 256, 512}) { // 512: auto tiles shrink
     Problem p = make("variant c { mask(b, h, q, kv) = kv <= q; }", d);
     p.options.lse = true;
     SCOPED_TRACE(d);
