@@ -35,6 +35,17 @@ static double floorModF(double a, double b) {
   return a - std::floor(a / b) * b;
 }
 
+template <typename T> static bool compare(BinaryOp op, T a, T b) {
+  switch (op) {
+  case BinaryOp::Lt: return a < b;
+  case BinaryOp::Le: return a <= b;
+  case BinaryOp::Gt: return a > b;
+  case BinaryOp::Ge: return a >= b;
+  case BinaryOp::Eq: return a == b;
+  default: return a != b;
+  }
+}
+
 static Scalar evalBinary(const Expr &e, Scalar l, Scalar r) {
   BinaryOp op = e.binaryOp;
   if (op == BinaryOp::And)
@@ -47,26 +58,9 @@ static Scalar evalBinary(const Expr &e, Scalar l, Scalar r) {
   if (isCompare) {
     if (l.type == Type::Bool)
       return Scalar::ofBool(op == BinaryOp::Eq ? l.b == r.b : l.b != r.b);
-    if (l.type == Type::I32 && r.type == Type::I32) {
-      int32_t a = l.i, b = r.i;
-      switch (op) {
-      case BinaryOp::Lt: return Scalar::ofBool(a < b);
-      case BinaryOp::Le: return Scalar::ofBool(a <= b);
-      case BinaryOp::Gt: return Scalar::ofBool(a > b);
-      case BinaryOp::Ge: return Scalar::ofBool(a >= b);
-      case BinaryOp::Eq: return Scalar::ofBool(a == b);
-      default: return Scalar::ofBool(a != b);
-      }
-    }
-    double a = l.asDouble(), b = r.asDouble();
-    switch (op) {
-    case BinaryOp::Lt: return Scalar::ofBool(a < b);
-    case BinaryOp::Le: return Scalar::ofBool(a <= b);
-    case BinaryOp::Gt: return Scalar::ofBool(a > b);
-    case BinaryOp::Ge: return Scalar::ofBool(a >= b);
-    case BinaryOp::Eq: return Scalar::ofBool(a == b);
-    default: return Scalar::ofBool(a != b);
-    }
+    if (l.type == Type::I32 && r.type == Type::I32)
+      return Scalar::ofBool(compare(op, l.i, r.i));
+    return Scalar::ofBool(compare(op, l.asDouble(), r.asDouble()));
   }
   if (e.type == Type::I32) {
     int64_t a = l.i, b = r.i;

@@ -220,6 +220,28 @@ NpyArray makeOutput(DType dtype, std::vector<int64_t> shape) {
   return a;
 }
 
+/// Compiles (a cache hit when `jit` has seen the source), allocates o (and
+/// lse) for q's shape, and returns everything a launch needs.
+struct Prepared {
+  Kernel kernel;
+  NpyArray o, lse;
+  Tensors tensors;
+};
+Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
+                 const Options &options, NpyArray &q, NpyArray &k,
+                 NpyArray &v) {
+  Prepared p;
+  p.kernel = jit.compile(text, options, cl.file);
+  const KernelInfo &info = p.kernel.info();
+  p.o = makeOutput(info.outDType,
+                   {q.shape[0], q.shape[1], q.shape[2], info.valueHeadDim});
+  p.lse = makeOutput(DType::f32, {q.shape[0], q.shape[1], q.shape[2]});
+  p.tensors = Tensors{q.ref(), k.ref(), v.ref(), p.o.ref(), std::nullopt};
+  if (info.lse)
+    p.tensors.lse = p.lse.ref();
+  return p;
+}
+
 int cmdRun(const CommandLine &cl) {
   for (const char *required : {"--q", "--k", "--v", "-o"})
     if (get(cl, required).empty())
@@ -257,19 +279,11 @@ int cmdRun(const CommandLine &cl) {
   parseSets(cl, params, arrays);
 
   Jit jit;
-  Kernel kernel = jit.compile(text, options, cl.file);
-  const KernelInfo &info = kernel.info();
-  NpyArray o = makeOutput(info.outDType,
-                          {q.shape[0], q.shape[1], q.shape[2],
-                           info.valueHeadDim});
-  NpyArray lse = makeOutput(DType::f32, {q.shape[0], q.shape[1], q.shape[2]});
-  Tensors tensors{q.ref(), k.ref(), v.ref(), o.ref(), std::nullopt};
-  if (info.lse)
-    tensors.lse = lse.ref();
-  kernel.launch(tensors, params);
-  writeNpy(get(cl, "-o"), o, "-o");
+  Prepared p = prepare(jit, text, cl, options, q, k, v);
+  p.kernel.launch(p.tensors, params);
+  writeNpy(get(cl, "-o"), p.o, "-o");
   if (!get(cl, "--lse-out").empty())
-    writeNpy(get(cl, "--lse-out"), lse, "--lse-out");
+    writeNpy(get(cl, "--lse-out"), p.lse, "--lse-out");
   return 0;
 }
 
@@ -323,20 +337,18 @@ int cmdBench(const CommandLine &cl) {
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
   parseSets(cl, params, arrays);
+  // Compile once to learn the dtypes, then make inputs of that dtype.
   Jit jit;
-  Kernel kernel = jit.compile(text, options, cl.file);
-  const KernelInfo &info = kernel.info();
+  KernelInfo info = jit.compile(text, options, cl.file).info();
   std::mt19937 rng(static_cast<uint32_t>(getInt(cl, "--seed", 0)));
   int64_t B = shape[0], Hq = shape[1], Hkv = shape[2], Sq = shape[3],
           Skv = shape[4];
   NpyArray q = randomArray(info.dtype, {B, Hq, Sq, info.headDim}, rng);
   NpyArray k = randomArray(info.dtype, {B, Hkv, Skv, info.headDim}, rng);
   NpyArray v = randomArray(info.dtype, {B, Hkv, Skv, info.valueHeadDim}, rng);
-  NpyArray o = makeOutput(info.outDType, {B, Hq, Sq, info.valueHeadDim});
-  NpyArray lse = makeOutput(DType::f32, {B, Hq, Sq});
-  Tensors tensors{q.ref(), k.ref(), v.ref(), o.ref(), std::nullopt};
-  if (info.lse)
-    tensors.lse = lse.ref();
+  Prepared p = prepare(jit, text, cl, options, q, k, v);
+  Kernel &kernel = p.kernel;
+  Tensors &tensors = p.tensors;
   kernel.launch(tensors, params); // warm-up, and validates the arguments
   int64_t reps = getInt(cl, "--reps", 0);
   std::vector<double> times;
