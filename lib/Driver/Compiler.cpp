@@ -130,7 +130,7 @@ struct BuiltModule {
 };
 
 BuiltModule buildModule(const Source &source, const KernelPlan &plan,
-                        Stage stage) {
+                        Stage stage, cpu::VectorShape shape = {}) {
   registerPassesOnce();
   DialectRegistry registry;
   registerAll(registry);
@@ -160,7 +160,7 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   llvm::raw_string_ostream errs(error);
   if (failed(parsePassPipeline(pipeline, pm, errs)))
     throw InternalError("bad tiling pipeline: " + error);
-  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, cpu::hostVectorShape(), error)))
+  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, shape, error)))
     throw InternalError("bad CPU pipeline: " + error);
   if (failed(pm.run(*built.module)))
     throw InternalError("compiling variant '" + plan.variant->name +
@@ -168,28 +168,31 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   return built;
 }
 
-/// Set when the process starts exiting. An ExecutionEngine destroyed after
-/// that (by a static attn::Jit, say) would run after LLVM's lazily created
-/// statics are gone, which crashes in codegen; at exit the OS reclaims the
-/// code anyway, so the engine is left alone then.
+/// Set when the process starts exiting. A JIT torn down after that (by a
+/// static attn::Jit, say) would run after LLVM's lazily created statics are
+/// gone, which crashes in codegen; at exit the OS reclaims the code anyway,
+/// so the JIT is left alone then.
 std::atomic<bool> processExiting{false};
 
 void watchProcessExit() {
-  // Registered at the first compile, so it runs before the destructors of
-  // the objects (Jits, kernel caches) that existed when compiling began.
+  // Registered at the first load, so it runs before the destructors of the
+  // objects (Jits, kernel caches) that existed when loading began.
   static std::once_flag once;
   std::call_once(once, [] { std::atexit([] { processExiting = true; }); });
 }
 
-void destroyEngine(void *engine) {
+void destroyJit(void *jit) {
   if (!processExiting.load())
-    delete static_cast<ExecutionEngine *>(engine);
+    delete static_cast<llvm::orc::LLJIT *>(jit);
 }
 
-/// Kernel symbols get a prefix so no variant name can collide with a C
-/// library function the generated code calls.
-std::string kernelSymbol(const std::string &variant) {
-  return "attn_kernel_" + variant;
+std::unique_ptr<llvm::TargetMachine> targetMachine(const KernelPlan &plan) {
+  std::string error;
+  auto tm = cpu::createTargetMachine(cpu::CodegenTarget::named(plan.cpu),
+                                     error);
+  if (!tm)
+    throw Error("--cpu", error);
+  return tm;
 }
 
 } // namespace
@@ -327,6 +330,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     std::to_string(kMaxBudget / 1024) +
                     " KiB); choose smaller tiles");
 
+  plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;
   info.name = v.name;
   info.target = options.target;
@@ -359,41 +363,69 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   return plan;
 }
 
+std::string entrySymbol(const std::string &variant) {
+  // A prefix keeps variant names from colliding with C library functions
+  // the generated code calls.
+  return "attn_entry_" + variant;
+}
+
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage) {
-  BuiltModule built = buildModule(source, plan, stage);
-  if (stage == Stage::LLVM) {
-    std::string error;
-    FailureOr<std::string> ir = cpu::optimizedLLVMIR(*built.module, error);
-    if (failed(ir))
-      throw InternalError(error);
-    return *ir;
+  if (stage != Stage::LLVM) {
+    BuiltModule built = buildModule(source, plan, stage);
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    built.module->print(os);
+    return text;
   }
+  auto tm = targetMachine(plan);
+  BuiltModule built =
+      buildModule(source, plan, Stage::LLVM, cpu::vectorShape(*tm));
+  std::string error;
+  llvm::LLVMContext llvmCtx;
+  auto llvmModule =
+      cpu::translateAndOptimize(*built.module, llvmCtx, *tm, error);
+  if (!llvmModule)
+    throw InternalError(error);
   std::string text;
   llvm::raw_string_ostream os(text);
-  built.module->print(os);
+  llvmModule->print(os, nullptr);
   return text;
 }
 
-Kernel compileCpu(const Source &source, const KernelPlan &plan) {
-  watchProcessExit();
-  BuiltModule built = buildModule(source, plan, Stage::LLVM);
-  std::string symbol = kernelSymbol(plan.variant->name);
-  auto func = built.module->lookupSymbol<LLVM::LLVMFuncOp>(plan.variant->name);
-  if (!func)
+CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
+  auto tm = targetMachine(plan);
+  BuiltModule built =
+      buildModule(source, plan, Stage::LLVM, cpu::vectorShape(*tm));
+  CpuObject out;
+  out.entry = entrySymbol(plan.variant->name);
+  out.info = plan.info;
+  if (failed(cpu::addPackedEntry(*built.module, plan.variant->name,
+                                 out.entry)))
     throw InternalError("lowered module lacks the kernel function");
-  if (failed(SymbolTable::replaceAllSymbolUses(
-          func, StringAttr::get(built.ctx.get(), symbol), *built.module)))
-    throw InternalError("cannot rename the kernel function");
-  SymbolTable::setSymbolName(func, symbol);
   std::string error;
-  FailureOr<cpu::JitModule> jit = cpu::jitCompile(*built.module, symbol,
-                                                  error);
-  if (failed(jit))
-    throw InternalError("JIT compilation failed: " + error);
-  ExecutionEngine *engine = jit->engine.release();
-  return detail::makeCpuKernel(plan.info, jit->entry,
-                               std::shared_ptr<void>(engine, destroyEngine));
+  llvm::LLVMContext llvmCtx;
+  auto llvmModule =
+      cpu::translateAndOptimize(*built.module, llvmCtx, *tm, error);
+  if (!llvmModule)
+    throw InternalError(error);
+  FailureOr<std::string> object = cpu::emitObject(*llvmModule, *tm, error);
+  if (failed(object))
+    throw InternalError(error);
+  out.object = std::move(*object);
+  return out;
+}
+
+Kernel loadCpuKernel(const CpuObject &object) {
+  watchProcessExit();
+  std::string error;
+  FailureOr<cpu::LoadedObject> loaded =
+      cpu::loadObject(object.object, object.entry, error);
+  if (failed(loaded))
+    throw InternalError("loading the compiled kernel failed: " + error);
+  llvm::orc::LLJIT *jit = loaded->jit.release();
+  return detail::makeCpuKernel(object.info, loaded->entry,
+                               std::shared_ptr<void>(jit, destroyJit));
 }
 
 void checkAll(const Source &source) {

@@ -40,6 +40,15 @@ struct KernelPlan {
   const fe::Variant *variant = nullptr;
   fe::KernelShape shape;
   int64_t blockQ = 0, blockKV = 0;
+  std::string cpu = "native"; // code generation target (--cpu)
+  KernelInfo info;
+};
+
+/// A compiled CPU kernel: an ELF object exporting `entry`, and what a
+/// launch needs to know about it.
+struct CpuObject {
+  std::string object;
+  std::string entry;
   KernelInfo info;
 };
 
@@ -51,8 +60,14 @@ KernelPlan planKernel(const Source &source, const Options &options);
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage);
 
-/// JIT-compiles `plan` for the CPU.
-Kernel compileCpu(const Source &source, const KernelPlan &plan);
+/// Compiles `plan` to an object for the CPU of `plan.cpu`.
+CpuObject compileCpuObject(const Source &source, const KernelPlan &plan);
+
+/// Loads a CPU object into this process (ORC) as a launchable kernel.
+Kernel loadCpuKernel(const CpuObject &object);
+
+/// The exported packed entry of a variant's kernel.
+std::string entrySymbol(const std::string &variant);
 
 /// Checks every variant of a source through import and verification.
 void checkAll(const Source &source);

@@ -1,55 +1,250 @@
-//===- Jit.cpp - attn::Jit ------------------------------------------------===//
+//===- Jit.cpp - attn::Jit: compile from host code, cached ----------------===//
+//
+// Three levels: an in-memory map (a kernel per key, shared by all threads;
+// concurrent requests for one key compile once), an on-disk cache of
+// compiled objects (ATTNC_CACHE_DIR, default ~/.cache/attnc) that a new
+// process loads without running the compiler, and the compiler itself.
+// The key covers the compiler version, the code generation target, every
+// option and the source text.
+//
+//===----------------------------------------------------------------------===//
 #include "attn/jit.h"
 
 #include "lib/Driver/Compiler.h"
+#include "lib/Target/CPU/CPUTarget.h"
+#include "runtime/src/Json.h"
 
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SHA256.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
+#include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace attn {
 
-struct Jit::Impl {
-  std::mutex mutex;
-  std::map<std::string, Kernel> cache;
-};
+namespace {
 
-Jit::Jit() : impl(std::make_unique<Impl>()) {}
-Jit::~Jit() = default;
+std::string defaultCacheDir() {
+  if (const char *env = std::getenv("ATTNC_CACHE_DIR"))
+    return std::string(env) == "off" ? "" : env;
+  if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    return std::string(xdg) + "/attnc";
+  if (const char *home = std::getenv("HOME"); home && *home)
+    return std::string(home) + "/.cache/attnc";
+  return "";
+}
 
-/// Everything that changes the generated code, as one string.
-static std::string cacheKey(const std::string &source, const Options &o) {
+std::string hexDigest(const std::string &text) {
+  auto digest = llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
+      reinterpret_cast<const uint8_t *>(text.data()), text.size()));
+  std::string hex;
+  char buf[3];
+  for (uint8_t byte : digest) {
+    std::snprintf(buf, sizeof buf, "%02x", byte);
+    hex += buf;
+  }
+  return hex;
+}
+
+/// Identifies this build of the compiler: the size and modification time of
+/// the library holding it, so a rebuilt attnc never reuses another build's
+/// objects even when the version number is unchanged.
+const std::string &compilerBuildId() {
+  static const std::string id = [] {
+    Dl_info info;
+    struct stat st;
+    if (dladdr(reinterpret_cast<void *>(&defaultCacheDir), &info) &&
+        info.dli_fname && ::stat(info.dli_fname, &st) == 0)
+      return std::to_string(st.st_size) + "-" +
+             std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec);
+    return std::string("unknown");
+  }();
+  return id;
+}
+
+/// Everything that changes the generated code.
+std::string cacheKey(const std::string &source, const Options &o) {
+  cpu::CodegenTarget target = cpu::CodegenTarget::named(o.cpu);
   std::ostringstream key;
-  key << driver::compilerVersion() << '\n'
+  key << driver::compilerVersion() << '|' << compilerBuildId() << '\n'
+      << target.triple << '|' << target.cpu << '|' << target.features << '\n'
       << o.target << '|' << o.headDim << '|' << o.valueHeadDim << '|'
       << o.dtype << '|' << o.kvDtype << '|' << o.blockQ << '|' << o.blockKV
       << '|' << o.lse << '|' << o.variant << '|' << o.paged << '|'
       << o.splitKv << '\n'
       << source;
-  return key.str();
+  return hexDigest(key.str());
+}
+
+std::string hex64(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+bool readFile(const std::string &path, std::string &out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+/// Writes through a private temporary and a rename, so readers never see a
+/// partial file.
+bool writeAtomically(const std::string &path, const std::string &bytes) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                    std::to_string(std::hash<std::thread::id>()(
+                        std::this_thread::get_id()));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), bytes.size());
+    if (!out) {
+      std::remove(tmp.c_str());
+      return false;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+} // namespace
+
+struct Jit::Impl {
+  std::mutex mutex;
+  std::atomic<uint64_t> memoryHits{0}, diskHits{0}, compiles{0};
+  std::map<std::string, std::shared_future<Kernel>> kernels;
+  std::string cacheDir;
+
+  /// A cached object for `key`, if one is there and intact.
+  std::optional<driver::CpuObject> loadFromDisk(const std::string &key) {
+    if (cacheDir.empty())
+      return std::nullopt;
+    std::string record, object;
+    std::string base = cacheDir + "/" + key;
+    if (!readFile(base + ".json", record) || !readFile(base + ".o", object))
+      return std::nullopt;
+    try {
+      json::Value r = json::parse(record);
+      // Stale (another compiler) or corrupt entries are rebuilt.
+      if (r["compiler"].asString() != driver::compilerVersion() ||
+          r["key"].asString() != key ||
+          r["object_size"].asInt() != static_cast<int64_t>(object.size()) ||
+          r["object_checksum"].asString() !=
+              hex64(detail::checksum(object.data(), object.size())))
+        return std::nullopt;
+      driver::CpuObject o;
+      o.object = std::move(object);
+      o.entry = r["entry"].asString();
+      o.info = json::kernelInfoFrom(r["kernel"]);
+      return o;
+    } catch (const Error &) {
+      return std::nullopt;
+    }
+  }
+
+  void storeToDisk(const std::string &key, const driver::CpuObject &o) {
+    if (cacheDir.empty() || llvm::sys::fs::create_directories(cacheDir))
+      return; // an unwritable cache only costs speed
+    json::Value r = json::Value::object();
+    r.set("format", 1);
+    r.set("compiler", driver::compilerVersion());
+    r.set("key", key);
+    r.set("entry", o.entry);
+    r.set("object_size", static_cast<int64_t>(o.object.size()));
+    r.set("object_checksum",
+          hex64(detail::checksum(o.object.data(), o.object.size())));
+    r.set("kernel", json::toJson(o.info));
+    std::string base = cacheDir + "/" + key;
+    // The record goes last: its presence marks a complete entry.
+    if (writeAtomically(base + ".o", o.object))
+      writeAtomically(base + ".json", r.dump());
+  }
+
+  Kernel build(const std::string &key, const std::string &source,
+               const Options &options, const std::string &filename) {
+    if (auto cached = loadFromDisk(key)) {
+      ++diskHits;
+      return driver::loadCpuKernel(*cached);
+    }
+    ++compiles;
+    driver::Source parsed(source, filename);
+    driver::KernelPlan plan = driver::planKernel(parsed, options);
+    driver::CpuObject object = driver::compileCpuObject(parsed, plan);
+    storeToDisk(key, object);
+    return driver::loadCpuKernel(object);
+  }
+};
+
+Jit::Jit() : impl(std::make_unique<Impl>()) {
+  impl->cacheDir = defaultCacheDir();
+}
+
+Jit::Jit(const std::string &cacheDir) : impl(std::make_unique<Impl>()) {
+  impl->cacheDir = cacheDir;
+}
+
+Jit::~Jit() = default;
+
+const std::string &Jit::cacheDir() const { return impl->cacheDir; }
+
+Jit::Stats Jit::stats() const {
+  return {impl->memoryHits.load(), impl->diskHits.load(),
+          impl->compiles.load()};
 }
 
 Kernel Jit::compile(const std::string &source, const Options &options,
                     const std::string &filename) {
   std::string key = cacheKey(source, options);
+  std::shared_ptr<std::promise<Kernel>> promise;
+  std::shared_future<Kernel> future;
   {
     std::lock_guard<std::mutex> lock(impl->mutex);
-    auto it = impl->cache.find(key);
-    if (it != impl->cache.end())
-      return it->second;
+    auto it = impl->kernels.find(key);
+    if (it != impl->kernels.end()) {
+      future = it->second;
+    } else {
+      promise = std::make_shared<std::promise<Kernel>>();
+      future = promise->get_future().share();
+      impl->kernels.emplace(key, future);
+    }
   }
-  driver::Source parsed(source, filename);
-  driver::KernelPlan plan = driver::planKernel(parsed, options);
-  Kernel kernel;
+  if (!promise) {
+    ++impl->memoryHits;
+    return future.get(); // compiled, or being compiled by another thread
+  }
   try {
-    kernel = driver::compileCpu(parsed, plan);
-  } catch (const driver::InternalError &e) {
-    throw InternalError(e.what());
+    try {
+      promise->set_value(impl->build(key, source, options, filename));
+    } catch (const driver::InternalError &e) {
+      throw InternalError(e.what());
+    }
+  } catch (...) {
+    // Errors are reported to every waiter but not cached.
+    {
+      std::lock_guard<std::mutex> lock(impl->mutex);
+      impl->kernels.erase(key);
+    }
+    promise->set_exception(std::current_exception());
   }
-  std::lock_guard<std::mutex> lock(impl->mutex);
-  impl->cache.emplace(key, kernel);
-  return kernel;
+  return future.get();
 }
 
 Kernel Jit::compileFile(const std::string &path, const Options &options) {

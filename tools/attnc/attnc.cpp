@@ -7,6 +7,7 @@
 #include "attn/jit.h"
 #include "attn/npy.h"
 #include "attn/runtime.h"
+#include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
 
 #include <algorithm>
@@ -35,11 +36,14 @@ commands:
                                   compile and execute once
   bench FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--json]
                                   time the kernel on random inputs
+  compile FILE.attn --head-dim D [opts] -o OUT
+                                  AOT: write OUT.attnpkg and OUT.h (typed launchers)
 
 options:
   --target cpu       --dtype f32|f16|bf16     --head-dim D   --v-head-dim Dv
   --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
   --kv-dtype same    --paged PAGE             --split-kv N|auto
+  --cpu native|NAME  (code generation target, e.g. x86-64-v3, znver4)
 )";
 
 /// A user error in the command line itself (exit 1).
@@ -59,7 +63,7 @@ CommandLine parseCommandLine(int argc, char **argv) {
       "--target", "--dtype",  "--kv-dtype", "--kv-group", "--head-dim",
       "--v-head-dim", "--block-q", "--block-kv", "--paged", "--split-kv",
       "--variant", "--stage", "--q", "--k", "--v", "-o", "--lse-out",
-      "--shape", "--set", "--reps", "--seed"};
+      "--shape", "--set", "--reps", "--seed", "--cpu"};
   CommandLine cl;
   if (argc < 2)
     throw UsageError("expected a command");
@@ -145,6 +149,7 @@ Options optionsFrom(const CommandLine &cl) {
   o.variant = get(cl, "--variant");
   o.paged = getInt(cl, "--paged", 0);
   o.splitKv = get(cl, "--split-kv", "auto");
+  o.cpu = get(cl, "--cpu", "native");
   return o;
 }
 
@@ -180,6 +185,16 @@ void parseSets(const CommandLine &cl, Params &params,
 int cmdCheck(const CommandLine &cl) {
   driver::Source source(readFile(cl.file), cl.file);
   driver::checkAll(source);
+  return 0;
+}
+
+int cmdCompile(const CommandLine &cl) {
+  std::string out = get(cl, "-o");
+  if (out.empty())
+    throw Error("-o", "required for compile (writes OUT.attnpkg and OUT.h)");
+  driver::Source source(readFile(cl.file), cl.file);
+  Options options = optionsFrom(cl);
+  driver::writeBundle(source, options, out);
   return 0;
 }
 
@@ -405,8 +420,7 @@ int main(int argc, char **argv) {
     if (cl.command == "bench")
       return cmdBench(cl);
     if (cl.command == "compile")
-      throw Error("compile", "AOT bundles are not implemented yet in this "
-                             "build; use 'attnc run' or attn::Jit");
+      return cmdCompile(cl);
     throw UsageError("unknown command '" + cl.command + "'");
   } catch (const CompileError &e) {
     std::fputs(e.what(), stderr);

@@ -1,18 +1,25 @@
-//===- CPUTarget.cpp - tiled attn IR to native code on the host -----------===//
+//===- CPUTarget.cpp - tiled attn IR to native code -----------------------===//
 #include "lib/Target/CPU/CPUTarget.h"
 
+#include "attn/runtime.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 
-#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
-#include "llvm/IR/Module.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
 #include "llvm/Support/TargetSelect.h"
-#include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
-#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
 
 #include <mutex>
 
@@ -20,13 +27,79 @@ using namespace mlir;
 
 namespace attn::cpu {
 
-VectorShape hostVectorShape() {
-  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
-  if (features.lookup("avx512f"))
+static void initNativeTarget() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+CodegenTarget CodegenTarget::host() {
+  CodegenTarget t;
+  t.triple = llvm::sys::getProcessTriple();
+  t.cpu = llvm::sys::getHostCPUName().str();
+  std::string features;
+  for (const auto &f : llvm::sys::getHostCPUFeatures())
+    features += std::string(features.empty() ? "" : ",") +
+                (f.second ? "+" : "-") + f.first().str();
+  t.features = features;
+  return t;
+}
+
+CodegenTarget CodegenTarget::named(const std::string &cpu) {
+  if (cpu.empty() || cpu == "native")
+    return host();
+  CodegenTarget t;
+  t.triple = llvm::sys::getProcessTriple();
+  t.cpu = cpu;
+  return t;
+}
+
+std::unique_ptr<llvm::TargetMachine>
+createTargetMachine(const CodegenTarget &target, std::string &error) {
+  initNativeTarget();
+  llvm::Triple triple(target.triple);
+  const llvm::Target *t = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!t)
+    return nullptr;
+  llvm::TargetOptions options;
+  std::unique_ptr<llvm::TargetMachine> tm(t->createTargetMachine(
+      triple, target.cpu, target.features, options, llvm::Reloc::PIC_,
+      llvm::CodeModel::Small, llvm::CodeGenOptLevel::Aggressive));
+  if (!tm) {
+    error = "cannot create a target machine for " + target.cpu;
+    return nullptr;
+  }
+  if (!tm->getMCSubtargetInfo()->isCPUStringValid(target.cpu)) {
+    error = "unknown CPU '" + target.cpu + "'";
+    return nullptr;
+  }
+  return tm;
+}
+
+std::vector<std::string> requiredCpuFeatures(const llvm::TargetMachine &tm) {
+  std::vector<std::string> out;
+  const llvm::MCSubtargetInfo *sti = tm.getMCSubtargetInfo();
+  for (const auto &[name, present] : attn::detail::hostCpuFeatures())
+    if (sti->checkFeatures("+" + name))
+      out.push_back(name);
+  return out;
+}
+
+VectorShape vectorShape(const llvm::TargetMachine &tm) {
+  const llvm::MCSubtargetInfo *sti = tm.getMCSubtargetInfo();
+  if (sti->checkFeatures("+avx512f"))
     return {512, 32};
-  if (features.lookup("avx2"))
+  if (sti->checkFeatures("+avx2"))
     return {256, 16};
   return {128, 16};
+}
+
+VectorShape hostVectorShape() {
+  std::string error;
+  auto tm = createTargetMachine(CodegenTarget::host(), error);
+  return tm ? vectorShape(*tm) : VectorShape{};
 }
 
 std::string loweringPipeline(VectorShape shape) {
@@ -72,81 +145,139 @@ void registerTranslations(DialectRegistry &registry) {
   registerLLVMDialectTranslation(registry);
 }
 
-static void initNativeTarget() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-  });
+LogicalResult addPackedEntry(ModuleOp module, llvm::StringRef kernel,
+                             llvm::StringRef entry) {
+  auto func = module.lookupSymbol<LLVM::LLVMFuncOp>(kernel);
+  if (!func)
+    return failure();
+  MLIRContext *ctx = module.getContext();
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  Location loc = func.getLoc();
+  auto ptr = LLVM::LLVMPointerType::get(ctx);
+  auto voidTy = LLVM::LLVMVoidType::get(ctx);
+  auto wrapper = LLVM::LLVMFuncOp::create(
+      b, loc, entry, LLVM::LLVMFunctionType::get(voidTy, {ptr}));
+  Block *body = wrapper.addEntryBlock(b);
+  b.setInsertionPointToStart(body);
+  SmallVector<Value> args;
+  for (auto [i, type] : llvm::enumerate(func.getArgumentTypes())) {
+    Value slot = LLVM::GEPOp::create(b, loc, ptr, ptr, body->getArgument(0),
+                                     ArrayRef<LLVM::GEPArg>{int32_t(i)});
+    Value valuePtr = LLVM::LoadOp::create(b, loc, ptr, slot);
+    args.push_back(LLVM::LoadOp::create(b, loc, type, valuePtr));
+  }
+  LLVM::CallOp::create(b, loc, func, args);
+  LLVM::ReturnOp::create(b, loc, ValueRange{});
+  // Only the entry is exported; the kernel inlines into it.
+  func.setLinkage(LLVM::Linkage::Internal);
+  return success();
 }
 
-/// A target machine for this host: its CPU and features (AVX2/AVX-512).
-static std::unique_ptr<llvm::TargetMachine> hostTargetMachine(
-    std::string &error) {
-  initNativeTarget();
-  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder) {
-    error = llvm::toString(builder.takeError());
-    return nullptr;
-  }
-  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
-  auto tm = builder->createTargetMachine();
-  if (!tm) {
-    error = llvm::toString(tm.takeError());
-    return nullptr;
-  }
-  return std::move(*tm);
-}
-
-FailureOr<JitModule> jitCompile(ModuleOp module, llvm::StringRef funcName,
-                                std::string &error) {
-  std::unique_ptr<llvm::TargetMachine> tm = hostTargetMachine(error);
-  if (!tm)
-    return failure();
-  auto transformer = makeOptimizingTransformer(3, 0, tm.get());
-  ExecutionEngineOptions options;
-  options.transformer = transformer;
-  options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  options.enableGDBNotificationListener = false;
-  options.enablePerfNotificationListener = false;
-  auto engine = ExecutionEngine::create(module, options);
-  if (!engine) {
-    error = llvm::toString(engine.takeError());
-    return failure();
-  }
-  auto entry = (*engine)->lookupPacked(funcName);
-  if (!entry) {
-    error = llvm::toString(entry.takeError());
-    return failure();
-  }
-  JitModule jit;
-  jit.entry = *entry;
-  jit.engine = std::move(*engine);
-  return jit;
-}
-
-FailureOr<std::string> optimizedLLVMIR(ModuleOp module, std::string &error) {
-  std::unique_ptr<llvm::TargetMachine> tm = hostTargetMachine(error);
-  if (!tm)
-    return failure();
-  llvm::LLVMContext llvmCtx;
+std::unique_ptr<llvm::Module> translateAndOptimize(ModuleOp module,
+                                                   llvm::LLVMContext &ctx,
+                                                   llvm::TargetMachine &tm,
+                                                   std::string &error) {
   std::unique_ptr<llvm::Module> llvmModule =
-      translateModuleToLLVMIR(module, llvmCtx);
+      translateModuleToLLVMIR(module, ctx);
   if (!llvmModule) {
     error = "translation to LLVM IR failed";
+    return nullptr;
+  }
+  llvmModule->setDataLayout(tm.createDataLayout());
+  llvmModule->setTargetTriple(tm.getTargetTriple());
+  // Every function gets the target's CPU and features, so the optimizer's
+  // cost model and the code generator agree on the vector width.
+  for (llvm::Function &f : *llvmModule) {
+    if (f.isDeclaration())
+      continue;
+    f.addFnAttr("target-cpu", tm.getTargetCPU());
+    if (!tm.getTargetFeatureString().empty())
+      f.addFnAttr("target-features", tm.getTargetFeatureString());
+  }
+  auto transformer = makeOptimizingTransformer(3, 0, &tm);
+  if (llvm::Error err = transformer(llvmModule.get())) {
+    error = llvm::toString(std::move(err));
+    return nullptr;
+  }
+  return llvmModule;
+}
+
+FailureOr<std::string> emitObject(llvm::Module &module,
+                                  llvm::TargetMachine &tm,
+                                  std::string &error) {
+  llvm::SmallVector<char, 0> buffer;
+  llvm::raw_svector_ostream os(buffer);
+  llvm::legacy::PassManager pm;
+  if (tm.addPassesToEmitFile(pm, os, nullptr,
+                             llvm::CodeGenFileType::ObjectFile)) {
+    error = "the target cannot emit object files";
     return failure();
   }
-  llvmModule->setDataLayout(tm->createDataLayout());
-  llvmModule->setTargetTriple(tm->getTargetTriple());
-  auto transformer = makeOptimizingTransformer(3, 0, tm.get());
-  if (llvm::Error err = transformer(llvmModule.get())) {
+  pm.run(module);
+  return std::string(buffer.begin(), buffer.end());
+}
+
+FailureOr<LoadedObject> loadObject(llvm::StringRef object,
+                                   llvm::StringRef entry, std::string &error) {
+  initNativeTarget();
+  auto jit = llvm::orc::LLJITBuilder().create();
+  if (!jit) {
+    error = llvm::toString(jit.takeError());
+    return failure();
+  }
+  // libm and libc functions the kernels may call (expf, memset) resolve
+  // against this process.
+  char prefix = (*jit)->getDataLayout().getGlobalPrefix();
+  auto generator =
+      llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(prefix);
+  if (!generator) {
+    error = llvm::toString(generator.takeError());
+    return failure();
+  }
+  (*jit)->getMainJITDylib().addGenerator(std::move(*generator));
+  if (llvm::Error err = (*jit)->addObjectFile(
+          llvm::MemoryBuffer::getMemBufferCopy(object, "attn-kernel.o"))) {
     error = llvm::toString(std::move(err));
     return failure();
   }
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  llvmModule->print(os, nullptr);
-  return text;
+  auto symbol = (*jit)->lookup(entry);
+  if (!symbol) {
+    error = llvm::toString(symbol.takeError());
+    return failure();
+  }
+  LoadedObject loaded;
+  loaded.entry = symbol->toPtr<void (*)(void **)>();
+  loaded.jit = std::move(*jit);
+  return loaded;
+}
+
+LogicalResult linkSharedObject(llvm::ArrayRef<std::string> objects,
+                               const std::string &output,
+                               std::string &error) {
+  std::string lld;
+  if (const char *env = std::getenv("ATTNC_LLD"))
+    lld = env;
+  else if (llvm::sys::fs::can_execute(ATTNC_LLD_PATH))
+    lld = ATTNC_LLD_PATH;
+  else if (auto found = llvm::sys::findProgramByName("ld.lld"))
+    lld = *found;
+  if (lld.empty()) {
+    error = "ld.lld not found (install lld-22 or set ATTNC_LLD)";
+    return failure();
+  }
+  SmallVector<llvm::StringRef> args = {lld, "-shared", "--as-needed",
+                                       "-O1", "-o", output};
+  for (const std::string &o : objects)
+    args.push_back(o);
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(lld, args, std::nullopt, {}, 0, 0,
+                                     &message);
+  if (rc != 0) {
+    error = "ld.lld failed (" + std::to_string(rc) + ") " + message;
+    return failure();
+  }
+  return success();
 }
 
 } // namespace attn::cpu

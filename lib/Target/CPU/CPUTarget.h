@@ -1,10 +1,19 @@
-//===- CPUTarget.h - tiled attn IR to native code on the host -------------===//
+//===- CPUTarget.h - tiled attn IR to native code -------------------------===//
+//
+// One code path for every CPU consumer: the MLIR lowering, a packed entry
+// point, LLVM -O3 and an ELF object. The JIT loads that object with ORC,
+// the disk cache stores it, and AOT bundles link it into a shared object.
+//
+//===----------------------------------------------------------------------===//
 #ifndef ATTN_TARGET_CPU_CPUTARGET_H
 #define ATTN_TARGET_CPU_CPUTARGET_H
 
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/PassManager.h"
+
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Target/TargetMachine.h"
 
 #include <memory>
 #include <string>
@@ -16,7 +25,28 @@ struct VectorShape {
   int64_t bits = 128;
   int64_t registers = 16;
 };
+
+/// What code is generated for: a triple, a CPU and its features.
+struct CodegenTarget {
+  std::string triple;
+  std::string cpu;
+  std::string features; // "+avx2,+fma,..."; empty: the CPU's own
+  /// This machine.
+  static CodegenTarget host();
+  /// A named CPU ("x86-64-v3", "znver4", "native" = host).
+  static CodegenTarget named(const std::string &cpu);
+};
+
+/// A target machine for `target` (PIC, -O3). Empty on error.
+std::unique_ptr<llvm::TargetMachine>
+createTargetMachine(const CodegenTarget &target, std::string &error);
+
+/// Of the CPU features attnrt can check at load time
+/// (attn::detail::hostCpuFeatures), those code for `tm` may use.
+std::vector<std::string> requiredCpuFeatures(const llvm::TargetMachine &tm);
+
 /// AVX-512: 512 x 32; AVX2: 256 x 16; otherwise SSE's 128 x 16.
+VectorShape vectorShape(const llvm::TargetMachine &tm);
 VectorShape hostVectorShape();
 
 /// Tiled IR (scf/memref/linalg/arith/math) -> LLVM dialect for a CPU with
@@ -29,26 +59,40 @@ mlir::LogicalResult addLoweringPasses(mlir::OpPassManager &pm,
 /// Registers `attn-cpu-lower-to-llvm` as a named pipeline.
 void registerCPUPipelines();
 
-/// A JIT-compiled kernel module and its packed entry point
-/// `void _mlir_<name>(void **args)`.
-struct JitModule {
-  std::unique_ptr<mlir::ExecutionEngine> engine;
-  void (*entry)(void **) = nullptr;
-};
-
-/// LLVM-dialect module -> optimized native code for this machine (-O3,
-/// host CPU features).
-mlir::FailureOr<JitModule> jitCompile(mlir::ModuleOp module,
-                                      llvm::StringRef funcName,
-                                      std::string &error);
-
-/// LLVM IR text of an LLVM-dialect module after -O3 for the host, for
-/// `attnc emit --stage=llvm`.
-mlir::FailureOr<std::string> optimizedLLVMIR(mlir::ModuleOp module,
-                                             std::string &error);
-
 /// Registers the translations the CPU path needs on `registry`.
 void registerTranslations(mlir::DialectRegistry &registry);
+
+/// Adds `void <entry>(void **args)`, which loads each argument of `kernel`
+/// from args[i] and calls it, and makes `kernel` internal: the one stable
+/// ABI between generated code and attnrt.
+mlir::LogicalResult addPackedEntry(mlir::ModuleOp module,
+                                   llvm::StringRef kernel,
+                                   llvm::StringRef entry);
+
+/// LLVM-dialect module -> LLVM IR optimized at -O3 for `tm`.
+std::unique_ptr<llvm::Module> translateAndOptimize(mlir::ModuleOp module,
+                                                   llvm::LLVMContext &ctx,
+                                                   llvm::TargetMachine &tm,
+                                                   std::string &error);
+
+/// LLVM IR -> an ELF relocatable object for `tm`.
+mlir::FailureOr<std::string> emitObject(llvm::Module &module,
+                                        llvm::TargetMachine &tm,
+                                        std::string &error);
+
+/// An object loaded into this process by ORC, and its packed entry.
+struct LoadedObject {
+  std::unique_ptr<llvm::orc::LLJIT> jit;
+  void (*entry)(void **) = nullptr;
+};
+mlir::FailureOr<LoadedObject> loadObject(llvm::StringRef object,
+                                         llvm::StringRef entry,
+                                         std::string &error);
+
+/// Links objects into a shared library with ld.lld.
+mlir::LogicalResult linkSharedObject(llvm::ArrayRef<std::string> objects,
+                                     const std::string &output,
+                                     std::string &error);
 
 } // namespace attn::cpu
 

@@ -22,6 +22,7 @@ struct Options {
   std::string variant;      // "" = the file's only variant
   int64_t paged = 0;        // 0 = contiguous K/V
   std::string splitKv = "auto";
+  std::string cpu = "native"; // CPU to generate code for (attnc --cpu)
 };
 
 /// A source that does not compile: `what()` holds the rendered
@@ -39,12 +40,27 @@ public:
       : Error("", "internal compiler error: " + message) {}
 };
 
-/// Compiles variants at run time. Results are cached in memory by source
-/// and options, so compiling the same text twice is a lookup.
+/// Compiles variants at run time. Kernels are cached in memory (the same
+/// source and options twice is a lookup; concurrent requests compile once)
+/// and on disk, so a new process skips the compiler: `ATTNC_CACHE_DIR`
+/// (default `$XDG_CACHE_HOME/attnc` or `~/.cache/attnc`; `off` disables).
+/// Entries are keyed by compiler version, CPU, options and source; stale or
+/// corrupt ones are rebuilt. Safe to use from several threads.
 class Jit {
 public:
   Jit();
+  /// A Jit with its own disk cache directory ("" disables the disk cache).
+  explicit Jit(const std::string &cacheDir);
   ~Jit();
+  const std::string &cacheDir() const;
+
+  /// Where compiled kernels came from so far.
+  struct Stats {
+    uint64_t memoryHits = 0; // same source and options seen by this Jit
+    uint64_t diskHits = 0;   // loaded from the disk cache
+    uint64_t compiles = 0;   // ran the compiler
+  };
+  Stats stats() const;
   Jit(const Jit &) = delete;
   Jit &operator=(const Jit &) = delete;
 

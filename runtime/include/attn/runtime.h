@@ -118,6 +118,7 @@ struct KernelInfo {
 
 namespace detail {
 struct KernelState;
+struct ModuleState;
 }
 
 /// A launchable kernel. Cheap to copy; copies share the compiled code.
@@ -139,6 +140,24 @@ private:
   std::shared_ptr<const detail::KernelState> state;
 };
 
+/// An AOT bundle (`.attnpkg`, written by `attnc compile`) loaded into this
+/// process. Kernels taken from it stay valid after the Module is gone.
+class Module {
+public:
+  Module() = default;
+  /// Loads a bundle; throws attn::Error("bundle", ...) when the file is
+  /// missing, corrupt, from an incompatible compiler, or built for a CPU
+  /// this machine cannot run.
+  static Module load(const std::string &path);
+
+  /// The kernel of a variant; throws attn::Error naming it when absent.
+  Kernel kernel(const std::string &name) const;
+  std::vector<std::string> kernelNames() const;
+
+private:
+  std::shared_ptr<const detail::ModuleState> state;
+};
+
 namespace detail {
 /// Packed entry point of a CPU kernel: `void f(void **args)` where args
 /// point at the expanded memref descriptors, params, captures and the
@@ -156,6 +175,16 @@ int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
 
 /// Threads used for CPU launches (ATTN_NUM_THREADS, else the core count).
 unsigned cpuThreadCount();
+
+/// 64-bit FNV-1a, the checksum of bundle and cache payloads.
+uint64_t checksum(const void *data, size_t size);
+
+/// CPU features a bundle may require, and whether this machine has each.
+const std::vector<std::pair<std::string, bool>> &hostCpuFeatures();
+
+/// Bundle layout: magic, format, manifest size, manifest JSON, payloads.
+inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'};
+inline constexpr uint32_t kBundleFormat = 1;
 } // namespace detail
 
 } // namespace attn

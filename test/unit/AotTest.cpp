@@ -1,0 +1,257 @@
+//===- AotTest.cpp - bundles, the typed header and the JIT caches ---------===//
+#include "attn/jit.h"
+#include "attn/runtime.h"
+#include "lib/Driver/Bundle.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace attn;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char *kSource = R"(
+variant window {
+  param w: i32 = 8;
+  tensor bias: f32[Hq];
+  score(s, b, h, q, kv) = s + bias[h];
+  mask(b, h, q, kv) = kv <= q && q - kv < w;
+}
+variant plain_relu { normalize = relu; }
+)";
+
+std::string freshDir(const std::string &name) {
+  fs::path dir = fs::path(::testing::TempDir()) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+/// Runs `kernel` on fixed inputs and returns o.
+std::vector<float> run(const Kernel &kernel, int window) {
+  int64_t B = 1, H = 2, S = 37, D = 32;
+  std::vector<float> q(B * H * S * D), k(q.size()), v(q.size()), o(q.size());
+  for (size_t i = 0; i < q.size(); ++i) {
+    q[i] = std::sin(0.37 * i);
+    k[i] = std::cos(0.11 * i);
+    v[i] = std::sin(0.05 * i + 2);
+  }
+  std::vector<float> bias = {0.5f, -0.25f};
+  std::vector<int64_t> shape{B, H, S, D};
+  Tensors t{TensorRef(q.data(), DType::f32, shape),
+            TensorRef(k.data(), DType::f32, shape),
+            TensorRef(v.data(), DType::f32, shape),
+            TensorRef(o.data(), DType::f32, shape), std::nullopt};
+  kernel.launch(t, {{"w", window}, {"bias", TensorRef(bias.data(), DType::f32,
+                                                       {H})}});
+  return o;
+}
+
+Options options(const std::string &variant) {
+  Options o;
+  o.headDim = 32;
+  o.variant = variant;
+  return o;
+}
+
+TEST(Jit, DiskCacheServesANewJit) {
+  std::string dir = freshDir("jit-disk");
+  std::vector<float> first;
+  {
+    Jit jit(dir);
+    first = run(jit.compile(kSource, options("window")), 5);
+    EXPECT_EQ(jit.stats().compiles, 1u);
+    jit.compile(kSource, options("window"));
+    EXPECT_EQ(jit.stats().memoryHits, 1u);
+  }
+  size_t files = std::distance(fs::directory_iterator(dir),
+                               fs::directory_iterator());
+  EXPECT_EQ(files, 2u); // the object and its record
+  Jit again(dir);
+  std::vector<float> second = run(again.compile(kSource, options("window")), 5);
+  EXPECT_EQ(again.stats().diskHits, 1u);
+  EXPECT_EQ(again.stats().compiles, 0u);
+  EXPECT_EQ(first, second);
+  // Other options are another entry.
+  again.compile(kSource, options("plain_relu"));
+  EXPECT_EQ(again.stats().compiles, 1u);
+}
+
+TEST(Jit, CorruptOrStaleEntriesAreRebuilt) {
+  std::string dir = freshDir("jit-corrupt");
+  std::vector<float> good;
+  {
+    Jit jit(dir);
+    good = run(jit.compile(kSource, options("window")), 6);
+  }
+  for (const auto &entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".o") {
+      std::fstream f(entry.path(), std::ios::in | std::ios::out |
+                                       std::ios::binary);
+      f.seekp(100);
+      f.write("garbage!", 8);
+    }
+  }
+  {
+    Jit jit(dir);
+    EXPECT_EQ(run(jit.compile(kSource, options("window")), 6), good);
+    EXPECT_EQ(jit.stats().diskHits, 0u);
+    EXPECT_EQ(jit.stats().compiles, 1u);
+  }
+  // A record from another compiler version is stale.
+  for (const auto &entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".json") {
+      std::ifstream in(entry.path());
+      std::stringstream ss;
+      ss << in.rdbuf();
+      std::string text = ss.str();
+      size_t at = text.find("\"compiler\": \"");
+      ASSERT_NE(at, std::string::npos);
+      text.insert(at + 13, "0.0.0-old-");
+      std::ofstream(entry.path()) << text;
+    }
+  }
+  {
+    Jit jit(dir);
+    EXPECT_EQ(run(jit.compile(kSource, options("window")), 6), good);
+    EXPECT_EQ(jit.stats().compiles, 1u);
+  }
+  // A record that is not JSON at all.
+  for (const auto &entry : fs::directory_iterator(dir))
+    if (entry.path().extension() == ".json")
+      std::ofstream(entry.path()) << "{ nonsense";
+  Jit jit(dir);
+  EXPECT_EQ(run(jit.compile(kSource, options("window")), 6), good);
+  EXPECT_EQ(jit.stats().compiles, 1u);
+}
+
+TEST(Jit, ThreadsShareOneCompile) {
+  Jit jit(""); // no disk cache
+  std::vector<std::thread> threads;
+  std::vector<std::vector<float>> results(8);
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&, i] {
+      results[i] = run(jit.compile(kSource, options("window")), 4);
+    });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(jit.stats().compiles, 1u);
+  EXPECT_EQ(jit.stats().memoryHits, 7u);
+  for (int i = 1; i < 8; ++i)
+    EXPECT_EQ(results[i], results[0]);
+}
+
+TEST(Jit, ErrorsAreNotCached) {
+  Jit jit("");
+  EXPECT_THROW(jit.compile("variant v { mask(b, h, q, kv) = x; }",
+                           options("")),
+               CompileError);
+  EXPECT_THROW(jit.compile("variant v { mask(b, h, q, kv) = x; }",
+                           options("")),
+               CompileError);
+  EXPECT_EQ(jit.stats().compiles, 2u);
+}
+
+TEST(Bundle, LoadsAndMatchesTheJit) {
+  std::string dir = freshDir("bundle");
+  driver::Source source(kSource, "two.attn");
+  Options o;
+  o.headDim = 32;
+  driver::writeBundle(source, o, dir + "/two");
+  ASSERT_TRUE(fs::exists(dir + "/two.attnpkg"));
+  ASSERT_TRUE(fs::exists(dir + "/two.h"));
+  Module m = Module::load(dir + "/two.attnpkg");
+  EXPECT_EQ(m.kernelNames(),
+            (std::vector<std::string>{"plain_relu", "window"}));
+  Jit jit("");
+  for (int w : {1, 3, 100})
+    EXPECT_EQ(run(m.kernel("window"), w),
+              run(jit.compile(kSource, options("window")), w));
+  // Kernels outlive their Module.
+  Kernel k = Module::load(dir + "/two.attnpkg").kernel("window");
+  EXPECT_EQ(k.info().headDim, 32);
+  EXPECT_EQ(k.info().params.at(0).defaultValue, 8.0);
+  try {
+    m.kernel("windw");
+    ADD_FAILURE();
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "windw");
+  }
+}
+
+void expectBundleError(const std::string &path, const std::string &text) {
+  try {
+    Module::load(path);
+    ADD_FAILURE() << "expected an error loading " << path;
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "bundle") << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Bundle, BadFilesAreReported) {
+  std::string dir = freshDir("bundle-bad");
+  driver::Source source(kSource, "two.attn");
+  Options o;
+  o.headDim = 32;
+  o.variant = "window";
+  driver::writeBundle(source, o, dir + "/one");
+  std::string path = dir + "/one.attnpkg";
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string bytes = ss.str();
+
+  expectBundleError(dir + "/missing.attnpkg", "cannot open");
+  std::ofstream(dir + "/text.attnpkg") << "hello";
+  expectBundleError(dir + "/text.attnpkg", "not an attnc bundle");
+  std::string flipped = bytes;
+  flipped[flipped.size() - 100] ^= 0x5a;
+  std::ofstream(dir + "/flipped.attnpkg", std::ios::binary) << flipped;
+  expectBundleError(dir + "/flipped.attnpkg", "checksum mismatch");
+  std::ofstream(dir + "/short.attnpkg", std::ios::binary)
+      << bytes.substr(0, bytes.size() / 2);
+  expectBundleError(dir + "/short.attnpkg", "truncated");
+  std::string future = bytes;
+  future[8] = 9; // format 9
+  std::ofstream(dir + "/future.attnpkg", std::ios::binary) << future;
+  expectBundleError(dir + "/future.attnpkg", "bundle format 9");
+  std::string badJson = bytes;
+  badJson[24] = '#';
+  std::ofstream(dir + "/json.attnpkg", std::ios::binary) << badJson;
+  try {
+    Module::load(dir + "/json.attnpkg");
+    ADD_FAILURE();
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "manifest");
+  }
+}
+
+TEST(Bundle, HeaderDeclaresTypedLaunchers) {
+  driver::Source source(kSource, "two.attn");
+  Options o;
+  o.headDim = 32;
+  std::vector<driver::KernelPlan> plans;
+  for (const char *v : {"window", "plain_relu"}) {
+    o.variant = v;
+    plans.push_back(driver::planKernel(source, o));
+  }
+  std::string h = driver::launcherHeader(plans, "two", "two.attnpkg",
+                                         "two.attn");
+  EXPECT_NE(h.find("namespace two {"), std::string::npos);
+  EXPECT_NE(h.find("struct window {"), std::string::npos);
+  EXPECT_NE(h.find("int32_t w = 8;"), std::string::npos);
+  EXPECT_NE(h.find("attn::TensorRef bias; // f32[Hq]"), std::string::npos);
+  EXPECT_NE(h.find("struct plain_relu {"), std::string::npos);
+  EXPECT_NE(h.find("static constexpr int64_t head_dim = 32;"),
+            std::string::npos);
+}
+
+} // namespace
