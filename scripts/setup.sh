@@ -8,4 +8,4 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   cmake ninja-build clang-22 lld-22 llvm-22-dev llvm-22-tools \
   libmlir-22-dev mlir-22-tools libfmt-dev googletest libgtest-dev \
-  python3 ca-certificates >/dev/null
+  python3 python3-numpy ca-certificates >/dev/null

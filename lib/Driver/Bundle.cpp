@@ -126,15 +126,23 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
       }
       h << "  };\n";
     }
+    std::string captureParam =
+        info.captures.empty() ? "" : "const Captures &captures, ";
+    std::string captureArg = info.captures.empty() ? "" : "captures, ";
     h << "\n  attn::Kernel kernel;\n"
       << "  explicit " << info.name
       << "(const attn::Module &module) : kernel(module.kernel(name)) {}\n\n"
+      // A default argument `Params params = {}` is not allowed here (the
+      // nested struct is incomplete), hence the overload.
+      << "  /// Launches with the default params.\n"
+      << "  void operator()(const attn::Tensors &tensors"
+      << (info.captures.empty() ? "" : ", const Captures &captures")
+      << ") const {\n    (*this)(tensors, " << captureArg
+      << "Params{});\n  }\n\n"
       << "  /// Validates every argument (attn::Error names the bad one), "
          "then runs.\n"
-      << "  void operator()(const attn::Tensors &tensors, ";
-    if (!info.captures.empty())
-      h << "const Captures &captures, ";
-    h << "const Params &params = {}, void *stream = nullptr) const {\n"
+      << "  void operator()(const attn::Tensors &tensors, " << captureParam
+      << "const Params &params, void *stream = nullptr) const {\n"
       << "    attn::Params args;\n";
     if (info.params.empty())
       h << "    (void)params;\n";

@@ -1,0 +1,226 @@
+"""attnrt for Python: run attnc bundles on numpy arrays or torch tensors.
+
+    import attnrt
+    mod = attnrt.load("sliding.attnpkg")            # written by `attnc compile`
+    kernel = mod.kernel("sliding_sink")
+    o = kernel(q, k, v, window=1024)                 # numpy in, numpy out
+    o, lse = kernel(q, k, v, doc=doc_ids)            # with lse when compiled --lse
+
+Arrays are passed by pointer (no copies); the innermost dimension must be
+contiguous. bf16 data is given as numpy uint16 arrays (bit patterns) or as
+torch.bfloat16 tensors. Errors raise attnrt.Error whose .argument names the
+bad argument; nothing is written when a launch fails.
+
+The shared library is found through $ATTNRT_LIB, next to this file, one
+folder up (the install tree's lib/attnc/attnrt.py), in ../lib, or on the
+system library path.
+"""
+import ctypes
+import ctypes.util
+import json
+import os
+
+__all__ = ["Error", "Module", "Kernel", "load"]
+
+F32, F16, BF16, I32 = 0, 1, 2, 3
+ARG_INT, ARG_FLOAT, ARG_TENSOR = 0, 1, 2
+
+
+class Error(RuntimeError):
+    """A failed load or launch; .argument names what was wrong."""
+
+    def __init__(self, message, argument=""):
+        super().__init__(message)
+        self.argument = argument
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32),
+                ("rank", ctypes.c_int32),
+                ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64))]
+
+
+class _Arg(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("kind", ctypes.c_int32),
+                ("i", ctypes.c_int64), ("f", ctypes.c_double),
+                ("tensor", _Tensor)]
+
+
+def _find_library():
+    env = os.environ.get("ATTNRT_LIB")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "libattnrt.so"),
+                      os.path.join(here, "..", "libattnrt.so"),
+                      os.path.join(here, "..", "lib", "libattnrt.so")):
+        if os.path.exists(candidate):
+            return candidate
+    found = ctypes.util.find_library("attnrt")
+    if not found:
+        raise Error("libattnrt.so not found; set ATTNRT_LIB")
+    return found
+
+
+_lib = None
+
+
+def _library():
+    global _lib
+    if _lib is None:
+        lib = ctypes.CDLL(_find_library())
+        lib.attn_abi_version.restype = ctypes.c_int
+        if lib.attn_abi_version() != 1:
+            raise Error("libattnrt has C ABI version %d; this module needs 1"
+                        % lib.attn_abi_version())
+        lib.attn_last_error.restype = ctypes.c_char_p
+        lib.attn_last_error_argument.restype = ctypes.c_char_p
+        lib.attn_module_load.argtypes = [ctypes.c_char_p,
+                                         ctypes.POINTER(ctypes.c_void_p)]
+        lib.attn_module_free.argtypes = [ctypes.c_void_p]
+        lib.attn_module_kernel.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                           ctypes.POINTER(ctypes.c_void_p)]
+        lib.attn_module_kernel_names.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_size_t)]
+        lib.attn_kernel_free.argtypes = [ctypes.c_void_p]
+        lib.attn_kernel_info_json.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_size_t)]
+        lib.attn_kernel_launch.argtypes = [
+            ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 5 + [
+            ctypes.POINTER(_Arg), ctypes.c_int32, ctypes.c_void_p]
+        _lib = lib
+    return _lib
+
+
+def _check(status):
+    if status != 0:
+        lib = _library()
+        raise Error(lib.attn_last_error().decode(),
+                    lib.attn_last_error_argument().decode())
+
+
+def _string_out(fn, handle):
+    needed = ctypes.c_size_t(0)
+    _check(fn(handle, None, 0, ctypes.byref(needed)))
+    buffer = ctypes.create_string_buffer(needed.value)
+    _check(fn(handle, buffer, needed.value, None))
+    return buffer.value.decode()
+
+
+_DTYPE_CODES = {"f32": F32, "f16": F16, "bf16": BF16, "i32": I32}
+
+
+def _describe(x, keep):
+    """A _Tensor for a numpy array or torch tensor (kept alive in keep)."""
+    module = type(x).__module__
+    if module.startswith("torch"):
+        import torch
+        codes = {torch.float32: F32, torch.float16: F16,
+                 torch.bfloat16: BF16, torch.int32: I32}
+        if x.dtype not in codes:
+            raise Error("unsupported torch dtype %s" % x.dtype)
+        code, data = codes[x.dtype], x.data_ptr()
+        shape, strides = list(x.shape), list(x.stride())
+    else:
+        import numpy as np
+        x = np.asarray(x)
+        codes = {np.dtype(np.float32): F32, np.dtype(np.float16): F16,
+                 np.dtype(np.uint16): BF16, np.dtype(np.int32): I32}
+        if x.dtype not in codes:
+            raise Error("unsupported numpy dtype %s (float32, float16, "
+                        "int32, or uint16 for bf16)" % x.dtype)
+        code, data = codes[x.dtype], x.ctypes.data
+        shape = list(x.shape)
+        strides = [s // x.itemsize for s in x.strides]
+    shape_arr = (ctypes.c_int64 * len(shape))(*shape)
+    stride_arr = (ctypes.c_int64 * len(strides))(*strides)
+    keep.extend([x, shape_arr, stride_arr])
+    return _Tensor(data, code, len(shape), shape_arr, stride_arr)
+
+
+class Kernel:
+    """One compiled variant; call it to launch."""
+
+    def __init__(self, handle, owner):
+        self._handle = handle
+        self._owner = owner
+        self.info = json.loads(_string_out(_library().attn_kernel_info_json,
+                                           handle))
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.attn_kernel_free(self._handle)
+            self._handle = None
+
+    def _empty_like_out(self, q, shape, dtype):
+        if type(q).__module__.startswith("torch"):
+            import torch
+            tdt = {"f32": torch.float32, "f16": torch.float16,
+                   "bf16": torch.bfloat16}[dtype]
+            return torch.empty(shape, dtype=tdt, device=q.device)
+        import numpy as np
+        ndt = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[dtype]
+        return np.empty(shape, dtype=ndt)
+
+    def __call__(self, q, k, v, o=None, lse=None, stream=None, **args):
+        """Runs the kernel; returns o, or (o, lse) when compiled with lse."""
+        batch, heads, seq = q.shape[0], q.shape[1], q.shape[2]
+        if o is None:
+            o = self._empty_like_out(
+                q, (batch, heads, seq, self.info["value_head_dim"]),
+                self.info["out_dtype"])
+        if lse is None and self.info["lse"]:
+            lse = self._empty_like_out(q, (batch, heads, seq), "f32")
+        keep = []
+        tensors = [_describe(t, keep) for t in (q, k, v, o)]
+        lse_desc = _describe(lse, keep) if lse is not None else None
+        c_args = (_Arg * max(1, len(args)))()
+        for i, (name, value) in enumerate(args.items()):
+            encoded = name.encode()
+            keep.append(encoded)
+            c_args[i].name = encoded
+            if isinstance(value, bool) or isinstance(value, int):
+                c_args[i].kind, c_args[i].i = ARG_INT, int(value)
+            elif isinstance(value, float):
+                c_args[i].kind, c_args[i].f = ARG_FLOAT, value
+            else:
+                c_args[i].kind = ARG_TENSOR
+                c_args[i].tensor = _describe(value, keep)
+        _check(_library().attn_kernel_launch(
+            self._handle, *[ctypes.byref(t) for t in tensors],
+            ctypes.byref(lse_desc) if lse_desc is not None else None,
+            c_args, len(args), stream))
+        return (o, lse) if self.info["lse"] else o
+
+
+class Module:
+    """A loaded bundle (.attnpkg)."""
+
+    def __init__(self, path):
+        handle = ctypes.c_void_p()
+        _check(_library().attn_module_load(os.fsencode(path),
+                                           ctypes.byref(handle)))
+        self._handle = handle
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.attn_module_free(self._handle)
+            self._handle = None
+
+    def names(self):
+        text = _string_out(_library().attn_module_kernel_names, self._handle)
+        return text.split("\n") if text else []
+
+    def kernel(self, name):
+        handle = ctypes.c_void_p()
+        _check(_library().attn_module_kernel(self._handle, name.encode(),
+                                             ctypes.byref(handle)))
+        return Kernel(handle, self)
+
+
+def load(path):
+    """Loads a bundle written by `attnc compile`."""
+    return Module(path)

@@ -1,0 +1,74 @@
+/*===- attn/runtime_c.h - C ABI of attnrt ----------------------------------===
+ *
+ * A stable C interface to load bundles and launch kernels, for other
+ * languages (the Python module in python/attnrt.py uses it through ctypes).
+ * Every function returns 0 on success; on failure it returns nonzero and
+ * attn_last_error() / attn_last_error_argument() describe the problem for
+ * the calling thread. Nothing is written to outputs when a launch fails.
+ *
+ *===----------------------------------------------------------------------===*/
+#ifndef ATTN_RUNTIME_C_H
+#define ATTN_RUNTIME_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 3 };
+enum { ATTN_ARG_INT = 0, ATTN_ARG_FLOAT = 1, ATTN_ARG_TENSOR = 2 };
+
+/* A view of caller memory; strides in elements, NULL for row-major. */
+typedef struct {
+  void *data;
+  int32_t dtype;
+  int32_t rank;
+  const int64_t *shape;
+  const int64_t *strides;
+} attn_tensor;
+
+/* A runtime param (int or float) or a captured tensor, by name. */
+typedef struct {
+  const char *name;
+  int32_t kind;
+  int64_t i;
+  double f;
+  attn_tensor tensor;
+} attn_arg;
+
+typedef struct attn_module attn_module;
+typedef struct attn_kernel attn_kernel;
+
+#define ATTN_C_ABI_VERSION 1
+int attn_abi_version(void);
+
+int attn_module_load(const char *path, attn_module **out);
+void attn_module_free(attn_module *module);
+/* Kernel names separated by '\n'; *needed gets the size with the NUL. */
+int attn_module_kernel_names(const attn_module *module, char *buffer,
+                             size_t size, size_t *needed);
+int attn_module_kernel(const attn_module *module, const char *name,
+                       attn_kernel **out);
+void attn_kernel_free(attn_kernel *kernel);
+
+/* The kernel's metadata as JSON (name, dtypes, head dims, params with
+ * defaults, captured tensors with their dims). */
+int attn_kernel_info_json(const attn_kernel *kernel, char *buffer,
+                          size_t size, size_t *needed);
+
+/* lse may be NULL when the kernel has none. */
+int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
+                       const attn_tensor *k, const attn_tensor *v,
+                       const attn_tensor *o, const attn_tensor *lse,
+                       const attn_arg *args, int32_t num_args, void *stream);
+
+const char *attn_last_error(void);
+const char *attn_last_error_argument(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_RUNTIME_C_H */

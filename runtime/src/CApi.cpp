@@ -1,0 +1,157 @@
+//===- CApi.cpp - the C ABI over attn::Module and attn::Kernel ------------===//
+#include "attn/runtime_c.h"
+
+#include "Json.h"
+#include "attn/runtime.h"
+
+#include <cstring>
+#include <string>
+
+struct attn_module {
+  attn::Module module;
+};
+struct attn_kernel {
+  attn::Kernel kernel;
+};
+
+namespace {
+
+thread_local std::string lastError;
+thread_local std::string lastArgument;
+
+int fail(const std::string &argument, const std::string &message) {
+  lastArgument = argument;
+  lastError = message;
+  return 1;
+}
+
+/// Runs `fn`, turning exceptions into an error code and a message.
+template <typename Fn> int guarded(Fn fn) {
+  lastError.clear();
+  lastArgument.clear();
+  try {
+    fn();
+    return 0;
+  } catch (const attn::Error &e) {
+    return fail(e.argument(), e.what());
+  } catch (const std::exception &e) {
+    return fail("", e.what());
+  }
+}
+
+int copyOut(const std::string &text, char *buffer, size_t size,
+            size_t *needed) {
+  if (needed)
+    *needed = text.size() + 1;
+  if (buffer && size > 0) {
+    size_t n = std::min(size - 1, text.size());
+    std::memcpy(buffer, text.data(), n);
+    buffer[n] = '\0';
+    if (n < text.size())
+      return fail("buffer", "buffer too small: need " +
+                                std::to_string(text.size() + 1) + " bytes");
+  }
+  return 0;
+}
+
+attn::TensorRef toRef(const attn_tensor &t, const char *name) {
+  if (t.dtype < ATTN_F32 || t.dtype > ATTN_I32)
+    throw attn::Error(name, "unknown dtype code " + std::to_string(t.dtype));
+  if (t.rank < 0 || t.rank > 8 || (t.rank > 0 && !t.shape))
+    throw attn::Error(name, "bad rank or shape");
+  static const attn::DType dtypes[] = {attn::DType::f32, attn::DType::f16,
+                                       attn::DType::bf16, attn::DType::i32};
+  std::vector<int64_t> shape(t.shape, t.shape + t.rank);
+  std::vector<int64_t> strides;
+  if (t.strides)
+    strides.assign(t.strides, t.strides + t.rank);
+  return attn::TensorRef(t.data, dtypes[t.dtype], shape, strides);
+}
+
+} // namespace
+
+extern "C" {
+
+int attn_abi_version(void) { return ATTN_C_ABI_VERSION; }
+
+int attn_module_load(const char *path, attn_module **out) {
+  if (!path || !out)
+    return fail("path", "null argument");
+  return guarded([&] {
+    *out = new attn_module{attn::Module::load(path)};
+  });
+}
+
+void attn_module_free(attn_module *module) { delete module; }
+
+int attn_module_kernel_names(const attn_module *module, char *buffer,
+                             size_t size, size_t *needed) {
+  if (!module)
+    return fail("module", "null module");
+  std::string names;
+  for (const std::string &n : module->module.kernelNames())
+    names += (names.empty() ? "" : "\n") + n;
+  lastError.clear();
+  return copyOut(names, buffer, size, needed);
+}
+
+int attn_module_kernel(const attn_module *module, const char *name,
+                       attn_kernel **out) {
+  if (!module || !name || !out)
+    return fail("name", "null argument");
+  return guarded([&] {
+    *out = new attn_kernel{module->module.kernel(name)};
+  });
+}
+
+void attn_kernel_free(attn_kernel *kernel) { delete kernel; }
+
+int attn_kernel_info_json(const attn_kernel *kernel, char *buffer,
+                          size_t size, size_t *needed) {
+  if (!kernel)
+    return fail("kernel", "null kernel");
+  lastError.clear();
+  return copyOut(attn::json::toJson(kernel->kernel.info()).dump(), buffer,
+                 size, needed);
+}
+
+int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
+                       const attn_tensor *k, const attn_tensor *v,
+                       const attn_tensor *o, const attn_tensor *lse,
+                       const attn_arg *args, int32_t num_args, void *stream) {
+  if (!kernel)
+    return fail("kernel", "null kernel");
+  if (!q || !k || !v || !o)
+    return fail(!q ? "q" : !k ? "k" : !v ? "v" : "o", "null tensor");
+  if (num_args < 0 || (num_args > 0 && !args))
+    return fail("args", "bad argument list");
+  return guarded([&] {
+    attn::Tensors t{toRef(*q, "q"), toRef(*k, "k"), toRef(*v, "v"),
+                    toRef(*o, "o"), std::nullopt};
+    if (lse)
+      t.lse = toRef(*lse, "lse");
+    attn::Params params;
+    for (int32_t i = 0; i < num_args; ++i) {
+      const attn_arg &a = args[i];
+      if (!a.name)
+        throw attn::Error("args", "argument " + std::to_string(i) +
+                                      " has no name");
+      switch (a.kind) {
+      case ATTN_ARG_INT: params.emplace_back(a.name, a.i); break;
+      case ATTN_ARG_FLOAT: params.emplace_back(a.name, a.f); break;
+      case ATTN_ARG_TENSOR:
+        params.emplace_back(a.name, toRef(a.tensor, a.name));
+        break;
+      default:
+        throw attn::Error(a.name, "unknown argument kind " +
+                                      std::to_string(a.kind));
+      }
+    }
+    kernel->kernel.launch(t, params, stream);
+  });
+}
+
+const char *attn_last_error(void) { return lastError.c_str(); }
+const char *attn_last_error_argument(void) { return lastArgument.c_str(); }
+
+} // extern "C"
