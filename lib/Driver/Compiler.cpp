@@ -32,6 +32,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -152,6 +154,9 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
     return built;
 
   PassManager pm(&ctx);
+  // ATTNC_TIMING=1 prints MLIR pass times to stderr.
+  if (std::getenv("ATTNC_TIMING"))
+    pm.enableTiming();
   std::string pipeline = "func.func(attn-tile{block-q=" +
                          std::to_string(plan.blockQ) +
                          " block-kv=" + std::to_string(plan.blockKV) +
@@ -394,9 +399,22 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
 }
 
 CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
+  bool timing = std::getenv("ATTNC_TIMING") != nullptr;
+  auto start = std::chrono::steady_clock::now();
+  auto lap = [&](const char *what) {
+    if (!timing)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "attnc timing: %-28s %8.2f ms\n", what,
+                 std::chrono::duration<double, std::milli>(now - start)
+                     .count());
+    start = now;
+  };
   auto tm = targetMachine(plan);
+  lap("target machine");
   BuiltModule built =
       buildModule(source, plan, Stage::LLVM, cpu::vectorShape(*tm));
+  lap("import + MLIR pipeline");
   CpuObject out;
   out.entry = entrySymbol(plan.variant->name);
   out.info = plan.info;
@@ -409,9 +427,11 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
       cpu::translateAndOptimize(*built.module, llvmCtx, *tm, error);
   if (!llvmModule)
     throw InternalError(error);
+  lap("LLVM translate + -O3");
   FailureOr<std::string> object = cpu::emitObject(*llvmModule, *tm, error);
   if (failed(object))
     throw InternalError(error);
+  lap("LLVM codegen");
   out.object = std::move(*object);
   return out;
 }
