@@ -105,11 +105,14 @@ LogicalResult AttentionOp::verifyRegions() {
                                    "(b, h, q, kv: i32); a mask must not read "
                                    "the score")) ||
       failed(verifyRegionSignature(*this, getSink(), "sink", {i32}, f32,
-                                   "(h: i32)")))
+                                   "(h: i32)")) ||
+      failed(verifyRegionSignature(*this, getClassify(), "classify",
+                                   {i32, i32, i32, i32, i32, i32}, i32,
+                                   "(b, h, q_lo, q_hi, kv_lo, kv_hi: i32)")))
     return failure();
 
-  // Regions see only the op's params and captures from outside, so the
-  // tiling pass can inline them anywhere those operands dominate.
+  // Regions see only the op's params and captures (and constants) from
+  // outside, so the tiling pass can inline them anywhere those dominate.
   llvm::SmallPtrSet<Value, 8> allowed;
   for (Value v : getParams())
     allowed.insert(v);
@@ -119,7 +122,10 @@ LogicalResult AttentionOp::verifyRegions() {
     llvm::SetVector<Value> used;
     getUsedValuesDefinedAbove(*region, used);
     for (Value v : used)
-      if (!allowed.contains(v))
+      // Constants may be hoisted out of the regions by canonicalization.
+      if (!allowed.contains(v) &&
+          !(v.getDefiningOp() &&
+            v.getDefiningOp()->hasTrait<OpTrait::ConstantLike>()))
         return emitOpError()
                << "expected regions to use only the op's params and captures "
                   "from above, got a use of "
@@ -135,6 +141,8 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
   static const char *scoreNames[] = {"s", "b", "h", "q", "kv"};
   static const char *maskNames[] = {"b", "h", "q", "kv"};
   static const char *sinkNames[] = {"h"};
+  static const char *classifyNames[] = {"b", "h", "q_lo", "q_hi", "kv_lo",
+                                        "kv_hi"};
   ArrayRef<const char *> names;
   if (&region == &getScore())
     names = scoreNames;
@@ -142,6 +150,8 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
     names = maskNames;
   else if (&region == &getSink())
     names = sinkNames;
+  else if (&region == &getClassify())
+    names = classifyNames;
   for (auto [arg, name] : llvm::zip(region.front().getArguments(), names))
     setNameFn(arg, name);
 }

@@ -17,8 +17,7 @@ def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
 
 def Attn_AttentionOp : Attn_Op<"attention", [
     AttrSizedOperandSegments,
-    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>,
-    RecursiveMemoryEffects]> {
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
   let summary = "one attention computation with a variant's regions";
   let description = [{
     Reads `q [B, Hq, Sq, D]`, `k [B, Hkv, Skv, D]`, `v [B, Hkv, Skv, Dv]` and
@@ -31,19 +30,28 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     - `score (s: f32, b, h, q, kv: i32)`: yields the modified f32 score.
     - `mask (b, h, q, kv: i32)`: yields i1, true keeps the entry.
     - `sink (h: i32)`: yields an f32 logit joining the softmax denominator.
+    - `classify (b, h, q_lo, q_hi, kv_lo, kv_hi: i32)`: added by
+      `attn-classify-mask`; yields the class of the block of entries
+      q in [q_lo, q_hi], kv in [kv_lo, kv_hi]: 0 EMPTY (the mask is false on
+      all of it), 2 FULL (true on all of it), 1 PARTIAL (unknown).
 
     Regions may use the op's `params` and `captures` operands (defined above)
     and `attn.dim`/`attn.load`; nothing else from outside.
   }];
-  let arguments = (ins Attn_QKVMemRef:$query, Attn_QKVMemRef:$key,
-                       Attn_QKVMemRef:$value, Attn_QKVMemRef:$out,
-                       Optional<Attn_LseMemRef>:$lse,
+  // Reads q, k, v and the captures, writes o and lse: the effects keep the
+  // op alive through canonicalization and order it against other accesses.
+  let arguments = (ins Arg<Attn_QKVMemRef, "", [MemRead]>:$query,
+                       Arg<Attn_QKVMemRef, "", [MemRead]>:$key,
+                       Arg<Attn_QKVMemRef, "", [MemRead]>:$value,
+                       Arg<Attn_QKVMemRef, "", [MemWrite]>:$out,
+                       Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
                        Variadic<Attn_Param>:$params,
-                       Variadic<Attn_Capture>:$captures,
+                       Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
                        Attn_NormalizeKind:$normalize,
                        OptionalAttr<F32Attr>:$scale);
   let regions = (region MaxSizedRegion<1>:$scaleExpr, MaxSizedRegion<1>:$score,
-                        MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink);
+                        MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink,
+                        MaxSizedRegion<1>:$classify);
   let assemblyFormat = [{
     `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
     `outs` `(` $out `:` type($out) `)`
@@ -57,6 +65,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`score` $score^)?
     (`mask` $mask^)?
     (`sink` $sink^)?
+    (`classify` $classify^)?
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -67,6 +76,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasMask() { return !getMask().empty(); }
     bool hasSink() { return !getSink().empty(); }
     bool hasScaleExpr() { return !getScaleExpr().empty(); }
+    bool hasClassify() { return !getClassify().empty(); }
   }];
 }
 

@@ -157,7 +157,7 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   // ATTNC_TIMING=1 prints MLIR pass times to stderr.
   if (std::getenv("ATTNC_TIMING"))
     pm.enableTiming();
-  std::string pipeline = "func.func(attn-tile{block-q=" +
+  std::string pipeline = "func.func(attn-classify-mask,attn-tile{block-q=" +
                          std::to_string(plan.blockQ) +
                          " block-kv=" + std::to_string(plan.blockKV) +
                          "},canonicalize,cse)";

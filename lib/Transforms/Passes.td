@@ -38,4 +38,26 @@ def AttnExpandFloorDivPass : Pass<"attn-expand-floordiv"> {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
+def AttnClassifyMaskPass : Pass<"attn-classify-mask", "::mlir::func::FuncOp"> {
+  let summary = "Derive a tile classifier (FULL/PARTIAL/EMPTY) from the mask";
+  let description = [{
+    Adds a `classify` region to each `attn.attention` with a mask. The region
+    is the mask re-evaluated in interval arithmetic: given a block of
+    queries [q_lo, q_hi] and keys [kv_lo, kv_hi] (and exact b, h, params and
+    sizes), every i32 value becomes a range, every i1 a pair (may be true,
+    may be false), and the region yields EMPTY when the mask is false on the
+    whole block, FULL when it is true on all of it, PARTIAL otherwise. The
+    result is sound for any mask: whatever the analysis cannot bound becomes
+    an unknown range, which can only turn FULL or EMPTY into PARTIAL. It is
+    exact for the usual families (causal, windows, sinks, chunks, bands,
+    dilation and neighborhoods with `/` and `%` by params) and costs a few
+    dozen scalar ops, so kernels classify ranges of key tiles at run time
+    and bisect them: EMPTY ranges are never visited, FULL tiles skip the
+    mask. Captured-tensor reads are exact when their indices are exact
+    (`plen[b]`) and unknown otherwise.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 #endif // ATTN_TRANSFORMS_PASSES_TD

@@ -94,11 +94,17 @@ private:
 
   void emitSetup(OpBuilder &b);
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
-  void emitKeyTile(OpBuilder &b, Value k0);
-  void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn);
-  void emitScoresPointwise(OpBuilder &b, Value k0, Value kn);
+  void emitKeyLoop(OpBuilder &b);
+  void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
+  /// Emits body(withMask); when `fullTile` is given, once under
+  /// `scf.if fullTile` without the mask and once with it.
+  void withMaskVariants(OpBuilder &b, Value fullTile,
+                        function_ref<void(OpBuilder &, bool)> body);
+  void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  void emitScoresPointwise(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  void emitPointwiseLoop(OpBuilder &b, Value k0, Value kn, bool withMask);
   Value emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j, Value k0,
-                         Value kn, Value &keep);
+                         Value kn, bool withMask, Value &keep);
   void emitEpilogue(OpBuilder &b);
 
   RewriterBase &rw;
@@ -283,12 +289,121 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     });
   });
 
-  forLoop(b, cIdx(b, 0), seqKV, BK,
-          [&](OpBuilder &b, Value k0) { emitKeyTile(b, k0); });
+  emitKeyLoop(b);
   emitEpilogue(b);
 }
 
-void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0) {
+/// Without a classifier every key tile is visited with the mask applied.
+/// With one, ranges of key tiles are classified and bisected: EMPTY ranges
+/// are dropped whole, FULL ones run without evaluating the mask, and only
+/// single PARTIAL tiles evaluate it. The stack holds at most two ranges per
+/// level of bisection, so 64 entries cover any i32 length.
+void AttentionTiler::emitKeyLoop(OpBuilder &b) {
+  if (!op.hasClassify()) {
+    forLoop(b, cIdx(b, 0), seqKV, BK,
+            [&](OpBuilder &b, Value k0) { emitKeyTile(b, k0, Value()); });
+    return;
+  }
+  Type idx = b.getIndexType();
+  Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  auto stackType = MemRefType::get({64}, idx);
+  Value stackLo = memref::AllocaOp::create(b, loc, stackType);
+  Value stackHi = memref::AllocaOp::create(b, loc, stackType);
+  Value zero = cIdx(b, 0), one = cIdx(b, 1), two = cIdx(b, 2);
+  memref::StoreOp::create(b, loc, zero, stackLo, ValueRange{zero});
+  memref::StoreOp::create(b, loc, numTiles, stackHi, ValueRange{zero});
+  Value haveTiles = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                          numTiles, zero);
+  Value initSp = arith::SelectOp::create(b, loc, haveTiles, one, zero);
+  // Query rows of this tile, for the classifier.
+  Value qLo = toI32(b, q0);
+  Value qHi = toI32(b, arith::SubIOp::create(
+                           b, loc, arith::AddIOp::create(b, loc, q0, qn), one));
+  // The stack pointer lives in memory so the branches need no results.
+  Value spBuf = memref::AllocaOp::create(b, loc, MemRefType::get({}, idx));
+  memref::StoreOp::create(b, loc, initSp, spBuf, ValueRange{});
+  scf::WhileOp::create(
+      b, loc, TypeRange{}, ValueRange{},
+      [&](OpBuilder &b, Location, ValueRange) {
+        Value sp = memref::LoadOp::create(b, loc, spBuf, ValueRange{});
+        Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                           sp, zero);
+        scf::ConditionOp::create(b, loc, more, ValueRange{});
+      },
+      [&](OpBuilder &b, Location, ValueRange) {
+        Value sp = memref::LoadOp::create(b, loc, spBuf, ValueRange{});
+        Value top = arith::SubIOp::create(b, loc, sp, one);
+        memref::StoreOp::create(b, loc, top, spBuf, ValueRange{});
+        Value lo = memref::LoadOp::create(b, loc, stackLo, ValueRange{top});
+        Value hi = memref::LoadOp::create(b, loc, stackHi, ValueRange{top});
+        Value kvLo = arith::MulIOp::create(b, loc, lo, cIdx(b, BK));
+        Value kvEnd = minIdx(b, arith::MulIOp::create(b, loc, hi, cIdx(b, BK)),
+                             seqKV);
+        Value cls = inlineRegion(
+            b, op.getClassify(),
+            {b32, h32, qLo, qHi, toI32(b, kvLo),
+             toI32(b, arith::SubIOp::create(b, loc, kvEnd, one))});
+        auto is = [&](int32_t c) {
+          return arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::eq, cls,
+              arith::ConstantIntOp::create(b, loc, c, 32));
+        };
+        Value full = is(kTileFull), partial = is(kTilePartial);
+        Value single = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::eq,
+            arith::SubIOp::create(b, loc, hi, lo), one);
+        Value visit = arith::OrIOp::create(
+            b, loc, full, arith::AndIOp::create(b, loc, partial, single));
+        Value split = arith::AndIOp::create(
+            b, loc, partial,
+            arith::XOrIOp::create(b, loc, single,
+                                  arith::ConstantIntOp::create(b, loc, 1, 1)));
+        scf::IfOp::create(b, loc, visit, [&](OpBuilder &b, Location) {
+          forLoop(b, lo, hi, 1, [&](OpBuilder &b, Value t) {
+            emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)),
+                        full);
+          });
+          scf::YieldOp::create(b, loc);
+        });
+        // A PARTIAL range of several tiles splits in two, lower half on top
+        // so tiles run in order; an EMPTY range is dropped.
+        scf::IfOp::create(b, loc, split, [&](OpBuilder &b, Location) {
+          Value mid = arith::DivUIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, lo, hi), two);
+          Value next = arith::AddIOp::create(b, loc, top, one);
+          memref::StoreOp::create(b, loc, mid, stackLo, ValueRange{top});
+          memref::StoreOp::create(b, loc, hi, stackHi, ValueRange{top});
+          memref::StoreOp::create(b, loc, lo, stackLo, ValueRange{next});
+          memref::StoreOp::create(b, loc, mid, stackHi, ValueRange{next});
+          memref::StoreOp::create(b, loc,
+                                  arith::AddIOp::create(b, loc, top, two),
+                                  spBuf, ValueRange{});
+          scf::YieldOp::create(b, loc);
+        });
+        scf::YieldOp::create(b, loc, ValueRange{});
+      });
+}
+
+void AttentionTiler::withMaskVariants(
+    OpBuilder &b, Value fullTile,
+    function_ref<void(OpBuilder &, bool)> body) {
+  if (!fullTile || !op.hasMask()) {
+    body(b, op.hasMask());
+    return;
+  }
+  scf::IfOp::create(
+      b, loc, fullTile,
+      [&](OpBuilder &b, Location) {
+        body(b, false);
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        body(b, true);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   Value kn = minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, seqKV, k0));
   Value fzero = cF32(b, 0.0);
 
@@ -317,9 +432,9 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0) {
                            ValueRange{sTBuf});
 
   if (norm == Normalize::softmax)
-    emitScoresSoftmax(b, k0, kn);
+    emitScoresSoftmax(b, k0, kn, fullTile);
   else
-    emitScoresPointwise(b, k0, kn);
+    emitScoresPointwise(b, k0, kn, fullTile);
 
   // acc += P . V, reading P from the transposed tile.
   MLIRContext *ctx = b.getContext();
@@ -336,20 +451,22 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0) {
 /// Applies the score region and the mask to the raw score `s` of entry
 /// (i, j); returns the modified score and sets `keep`.
 Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
-                                       Value k0, Value kn, Value &keep) {
+                                       Value k0, Value kn, bool withMask,
+                                       Value &keep) {
   Value q32 = toI32(b, arith::AddIOp::create(b, loc, q0, i));
   Value kv32 = toI32(b, arith::AddIOp::create(b, loc, k0, j));
   if (op.hasScore())
     s = inlineRegion(b, op.getScore(), {s, b32, h32, q32, kv32});
   keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
-  if (op.hasMask()) {
+  if (withMask) {
     Value m = inlineRegion(b, op.getMask(), {b32, h32, q32, kv32});
     keep = arith::AndIOp::create(b, loc, keep, m);
   }
   return s;
 }
 
-void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn) {
+void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
+                                       Value fullTile) {
   Value negInf = cF32(b, -INFINITY);
   Value log2e = cF32(b, kLog2E);
   Value fzero = cF32(b, 0.0);
@@ -360,18 +477,20 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn) {
     Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
     memref::StoreOp::create(b, loc, m, mUseBuf, ValueRange{i});
   });
-  forLoop(b, BK, [&](OpBuilder &b, Value j) {
-    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
-      Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
-      Value keep;
-      Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
-      if (op.hasScore())
-        t = arith::MulFOp::create(b, loc, t, log2e);
-      t = arith::SelectOp::create(b, loc, keep, t, negInf);
-      memref::StoreOp::create(b, loc, t, sTBuf, ValueRange{j, i});
-      Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
-      mx = arith::MaximumFOp::create(b, loc, mx, t);
-      memref::StoreOp::create(b, loc, mx, mUseBuf, ValueRange{i});
+  withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
+    forLoop(b, BK, [&](OpBuilder &b, Value j) {
+      forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+        Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+        Value keep;
+        Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
+        if (op.hasScore())
+          t = arith::MulFOp::create(b, loc, t, log2e);
+        t = arith::SelectOp::create(b, loc, keep, t, negInf);
+        memref::StoreOp::create(b, loc, t, sTBuf, ValueRange{j, i});
+        Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+        mx = arith::MaximumFOp::create(b, loc, mx, t);
+        memref::StoreOp::create(b, loc, mx, mUseBuf, ValueRange{i});
+      });
     });
   });
   // Per query: rescale factor, new max; a row with nothing kept so far has
@@ -417,14 +536,22 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn) {
 
 /// sigmoid, relu, relu2 and softplus need no running max: each probability
 /// depends on its own score only.
-void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value k0, Value kn) {
+void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value k0, Value kn,
+                                         Value fullTile) {
+  withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
+    emitPointwiseLoop(b, k0, kn, withMask);
+  });
+}
+
+void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
+                                       bool withMask) {
   Value fzero = cF32(b, 0.0), fone = cF32(b, 1.0);
   auto fm = fastMath(b);
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     forLoop(b, BQ, [&](OpBuilder &b, Value i) {
       Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
       Value keep;
-      Value t = emitScoreAndMask(b, s, i, j, k0, kn, keep);
+      Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
       Value p;
       switch (norm) {
       case Normalize::sigmoid: {

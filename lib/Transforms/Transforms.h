@@ -17,6 +17,13 @@ struct TileSizes {
 /// tiling creates; targets map it to threads or to a grid.
 inline constexpr llvm::StringLiteral kWorkLoopAttr = "attn.work_loop";
 
+/// Classes a `classify` region yields for a block of (query, key) entries.
+enum TileClass : int32_t { kTileEmpty = 0, kTilePartial = 1, kTileFull = 2 };
+
+/// Builds `op`'s classify region from its mask (see AttnClassifyMaskPass).
+/// Does nothing for ops without a mask or with a classify region already.
+LogicalResult buildMaskClassifier(RewriterBase &rewriter, AttentionOp op);
+
 /// Rewrites `op` into the online-softmax loop nest (see AttnTilePass).
 FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
                                          AttentionOp op, TileSizes sizes);

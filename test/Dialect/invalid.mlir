@@ -119,7 +119,7 @@ func.func @both_scales(%q: memref<?x?x?x64xf32>) {
 // -----
 
 func.func @undeclared_use(%q: memref<?x?x?x64xf32>, %w: i32) {
-  // expected-error @+1 {{expected regions to use only the op's params and captures from above}}
+  // expected-error @+1 {{expected regions to use only the op's params, captures and constants from above}}
   attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
       outs(%q : memref<?x?x?x64xf32>) normalize = softmax
   mask {
