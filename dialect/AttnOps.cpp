@@ -127,8 +127,8 @@ LogicalResult AttentionOp::verifyRegions() {
           !(v.getDefiningOp() &&
             v.getDefiningOp()->hasTrait<OpTrait::ConstantLike>()))
         return emitOpError()
-               << "expected regions to use only the op's params and captures "
-                  "from above, got a use of "
+               << "expected regions to use only the op's params, captures "
+                  "and constants from above, got a use of "
                << v;
   }
   return success();
