@@ -14,6 +14,7 @@ def Attn_QKVMemRef : MemRefRankOf<[F32, F16, BF16], [4]>;
 def Attn_LseMemRef : MemRefRankOf<[F32], [3]>;
 def Attn_Param : AnyTypeOf<[I32, F32]>;
 def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
+def Attn_BlockMapMemRef : MemRefRankOf<[I8], [4]>;
 
 def Attn_AttentionOp : Attn_Op<"attention", [
     AttrSizedOperandSegments,
@@ -37,6 +38,11 @@ def Attn_AttentionOp : Attn_Op<"attention", [
 
     Regions may use the op's `params` and `captures` operands (defined above)
     and `attn.dim`/`attn.load`; nothing else from outside.
+
+    With a `block_map` operand [B, Hq, query tiles, key tiles] (i8), the op
+    computes no attention: it writes the class of each tile of the tiling
+    that `attn-tile` chooses (0 EMPTY, 1 PARTIAL, 2 FULL), the map a kernel
+    with the same tiling walks.
   }];
   // Reads q, k, v and the captures, writes o and lse: the effects keep the
   // op alive through canonicalization and order it against other accesses.
@@ -45,6 +51,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Arg<Attn_QKVMemRef, "", [MemRead]>:$value,
                        Arg<Attn_QKVMemRef, "", [MemWrite]>:$out,
                        Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
+                       Arg<Optional<Attn_BlockMapMemRef>, "", [MemWrite]>:$blockMap,
                        Variadic<Attn_Param>:$params,
                        Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
                        Attn_NormalizeKind:$normalize,
@@ -56,6 +63,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
     `outs` `(` $out `:` type($out) `)`
     (`lse` `(` $lse^ `:` type($lse) `)`)?
+    (`block_map` `(` $blockMap^ `:` type($blockMap) `)`)?
     (`params` `(` $params^ `:` type($params) `)`)?
     (`captures` `(` $captures^ `:` type($captures) `)`)?
     `normalize` `=` $normalize

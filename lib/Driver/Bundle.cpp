@@ -218,6 +218,8 @@ void writeBundle(const Source &source, const Options &options,
     json::Value k = json::toJson(plans[i].info);
     k.set("binary", int64_t(0));
     k.set("entry", objects[i].entry);
+    if (!objects[i].blockMapEntry.empty())
+      k.set("block_map_entry", objects[i].blockMapEntry);
     kernels.push(std::move(k));
   }
   manifest.set("kernels", std::move(kernels));

@@ -348,6 +348,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.blockQ = plan.blockQ;
   info.blockKV = plan.blockKV;
   info.compilerVersion = compilerVersion();
+  info.hasBlockMap = v.mask.has_value();
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
                            p.type == fe::Type::I32 ? DType::i32 : DType::f32,
@@ -372,6 +373,10 @@ std::string entrySymbol(const std::string &variant) {
   // A prefix keeps variant names from colliding with C library functions
   // the generated code calls.
   return "attn_entry_" + variant;
+}
+
+std::string blockMapSymbol(const std::string &variant) {
+  return "attn_blockmap_" + variant;
 }
 
 std::string emitStage(const Source &source, const KernelPlan &plan,
@@ -421,6 +426,13 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   if (failed(cpu::addPackedEntry(*built.module, plan.variant->name,
                                  out.entry)))
     throw InternalError("lowered module lacks the kernel function");
+  if (plan.variant->mask) {
+    out.blockMapEntry = blockMapSymbol(plan.variant->name);
+    if (failed(cpu::addPackedEntry(
+            *built.module, fe::blockMapFunctionName(plan.variant->name),
+            out.blockMapEntry)))
+      throw InternalError("lowered module lacks the block-map function");
+  }
   std::string error;
   llvm::LLVMContext llvmCtx;
   auto llvmModule =
@@ -443,9 +455,18 @@ Kernel loadCpuKernel(const CpuObject &object) {
       cpu::loadObject(object.object, object.entry, error);
   if (failed(loaded))
     throw InternalError("loading the compiled kernel failed: " + error);
+  detail::CpuEntry blockMap = nullptr;
+  if (!object.blockMapEntry.empty()) {
+    auto symbol = loaded->jit->lookup(object.blockMapEntry);
+    if (!symbol)
+      throw InternalError("the block-map entry is missing: " +
+                          llvm::toString(symbol.takeError()));
+    blockMap = symbol->toPtr<detail::CpuEntry>();
+  }
   llvm::orc::LLJIT *jit = loaded->jit.release();
   return detail::makeCpuKernel(object.info, loaded->entry,
-                               std::shared_ptr<void>(jit, destroyJit));
+                               std::shared_ptr<void>(jit, destroyJit),
+                               blockMap);
 }
 
 void checkAll(const Source &source) {

@@ -49,6 +49,7 @@ struct KernelPlan {
 struct CpuObject {
   std::string object;
   std::string entry;
+  std::string blockMapEntry; // empty without a mask
   KernelInfo info;
 };
 
@@ -66,8 +67,9 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan);
 /// Loads a CPU object into this process (ORC) as a launchable kernel.
 Kernel loadCpuKernel(const CpuObject &object);
 
-/// The exported packed entry of a variant's kernel.
+/// The exported packed entries of a variant's kernel and block map.
 std::string entrySymbol(const std::string &variant);
+std::string blockMapSymbol(const std::string &variant);
 
 /// Checks every variant of a source through import and verification.
 void checkAll(const Source &source);

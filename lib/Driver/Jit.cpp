@@ -153,6 +153,8 @@ struct Jit::Impl {
       driver::CpuObject o;
       o.object = std::move(object);
       o.entry = r["entry"].asString();
+      if (r.has("block_map_entry"))
+        o.blockMapEntry = r["block_map_entry"].asString();
       o.info = json::kernelInfoFrom(r["kernel"]);
       return o;
     } catch (const Error &) {
@@ -168,6 +170,8 @@ struct Jit::Impl {
     r.set("compiler", driver::compilerVersion());
     r.set("key", key);
     r.set("entry", o.entry);
+    if (!o.blockMapEntry.empty())
+      r.set("block_map_entry", o.blockMapEntry);
     r.set("object_size", static_cast<int64_t>(o.object.size()));
     r.set("object_checksum",
           hex64(detail::checksum(o.object.data(), o.object.size())));

@@ -29,6 +29,10 @@ void registerImportDialects(MLIRContext &ctx) {
                   func::FuncDialect>();
 }
 
+std::string blockMapFunctionName(const std::string &variant) {
+  return variant + "__block_map";
+}
+
 namespace {
 
 mlir::Type elementType(MLIRContext *ctx, DType t) {
@@ -377,6 +381,9 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                     normalizeName(v.normalize));
     return false;
   }
+  // The kernel, and for masked variants its block-map function: the same
+  // attention op with a block_map output, which computes only tile classes.
+  auto build = [&](const std::string &name, bool withMap) -> bool {
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(module.getBody());
   auto [line, col] = file.lineCol(v.loc.offset);
@@ -401,8 +408,11 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     SmallVector<int64_t> dims(t.dims.size(), dyn);
     argTypes.push_back(MemRefType::get(dims, elementType(ctx, t.dtype)));
   }
+  size_t endCaptures = argTypes.size();
+  if (withMap)
+    argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
 
-  auto func = func::FuncOp::create(b, loc, v.name,
+  auto func = func::FuncOp::create(b, loc, name,
                                    b.getFunctionType(argTypes, {}));
   Block *entry = func.addEntryBlock();
   // Argument names make the IR readable and tie it back to the source.
@@ -415,15 +425,19 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   for (size_t i = 0; i < v.tensors.size(); ++i)
     func.setArgAttr(firstCapture + i, "attn.name",
                     b.getStringAttr(v.tensors[i].name));
+  if (withMap)
+    func.setArgAttr(endCaptures, "attn.name", b.getStringAttr("block_map"));
 
   b.setInsertionPointToStart(entry);
   auto args = entry->getArguments();
   SmallVector<Value> params(args.begin() + firstParam,
                             args.begin() + firstCapture);
-  SmallVector<Value> captures(args.begin() + firstCapture, args.end());
+  SmallVector<Value> captures(args.begin() + firstCapture,
+                              args.begin() + endCaptures);
   Value lse = shape.lse ? args[4] : Value();
+  Value map = withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
-      b, loc, args[0], args[1], args[2], args[3], lse, params, captures,
+      b, loc, args[0], args[1], args[2], args[3], lse, map, params, captures,
       static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr());
   func::ReturnOp::create(b, loc);
 
@@ -494,6 +508,9 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     return false;
   }
   return true;
+  };
+  return build(v.name, false) &&
+         (!v.mask || build(blockMapFunctionName(v.name), true));
 }
 
 } // namespace attn::fe

@@ -22,11 +22,16 @@ struct KernelShape {
 DType outputDType(const Variant &v, const KernelShape &shape);
 
 /// Adds `func.func @<variant>(q, k, v, o, [lse], params..., captures...)`
-/// holding one `attn.attention` to `module`. Returns false (and reports to
+/// holding one `attn.attention` to `module`, and for a masked variant
+/// `@<variant>__block_map(..., block_map)`. Returns false (and reports to
 /// `diags`) when the options do not fit the variant.
 bool importVariant(mlir::ModuleOp module, const Variant &v,
                    const KernelShape &shape, const SourceFile &file,
                    Diagnostics &diags);
+
+/// The function computing a masked variant's tile classes (see
+/// attn.attention's block_map operand), imported next to the kernel.
+std::string blockMapFunctionName(const std::string &variant);
 
 /// Registers the dialects the import produces.
 void registerImportDialects(mlir::MLIRContext &ctx);

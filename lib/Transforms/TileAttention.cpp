@@ -122,7 +122,7 @@ private:
   Value qScale;
 
   // Per work item.
-  Value b32, h32, bIdx, hIdx, hkvIdx, q0, qn;
+  Value b32, h32, bIdx, hIdx, hkvIdx, q0, qn, qTileIdx;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
 };
 
@@ -243,6 +243,19 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   hkvIdx = arith::DivUIOp::create(b, loc, hI, group);
   q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
   qn = minIdx(b, cIdx(b, BQ), arith::SubIOp::create(b, loc, seqQ, q0));
+  qTileIdx = qTile;
+
+  if (Value map = op.getBlockMap()) {
+    // Block-map mode: every tile starts EMPTY; the walk marks the rest.
+    Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+    Value empty = arith::ConstantIntOp::create(b, loc, kTileEmpty, 8);
+    forLoop(b, cIdx(b, 0), numTiles, 1, [&](OpBuilder &b, Value t) {
+      memref::StoreOp::create(b, loc, empty, map,
+                              ValueRange{bIdx, hIdx, qTile, t});
+    });
+    emitKeyLoop(b);
+    return;
+  }
 
   auto buffer = [&](ArrayRef<int64_t> shape) {
     return memref::AllocaOp::create(b, loc, MemRefType::get(shape, f32),
@@ -360,8 +373,13 @@ void AttentionTiler::emitKeyLoop(OpBuilder &b) {
                                   arith::ConstantIntOp::create(b, loc, 1, 1)));
         scf::IfOp::create(b, loc, visit, [&](OpBuilder &b, Location) {
           forLoop(b, lo, hi, 1, [&](OpBuilder &b, Value t) {
-            emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)),
-                        full);
+            if (Value map = op.getBlockMap())
+              memref::StoreOp::create(
+                  b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), cls),
+                  map, ValueRange{bIdx, hIdx, qTileIdx, t});
+            else
+              emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)),
+                          full);
           });
           scf::YieldOp::create(b, loc);
         });

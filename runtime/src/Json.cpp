@@ -281,6 +281,7 @@ Value toJson(const KernelInfo &info) {
   v.set("block_q", info.blockQ);
   v.set("block_kv", info.blockKV);
   v.set("compiler", info.compilerVersion);
+  v.set("block_map", info.hasBlockMap);
   Value params = Value::array();
   for (const ParamInfo &p : info.params) {
     Value pv = Value::object();
@@ -321,6 +322,7 @@ KernelInfo kernelInfoFrom(const Value &v) {
   info.blockQ = v["block_q"].asInt();
   info.blockKV = v["block_kv"].asInt();
   info.compilerVersion = v["compiler"].asString();
+  info.hasBlockMap = v.has("block_map") && v["block_map"].asBool();
   if (info.headDim <= 0 || info.valueHeadDim <= 0 || info.blockQ <= 0 ||
       info.blockKV <= 0)
     fail("kernel '" + info.name + "' has non-positive sizes");

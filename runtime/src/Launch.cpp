@@ -17,6 +17,7 @@ namespace detail {
 struct KernelState {
   KernelInfo info;
   CpuEntry cpuEntry = nullptr;
+  CpuEntry blockMapEntry = nullptr;
   std::shared_ptr<void> owner;
 };
 
@@ -349,8 +350,11 @@ private:
   std::deque<uint64_t> slots;
 };
 
-void runCpu(const detail::KernelState &state, const Tensors &t,
-            const LaunchPlan &plan) {
+/// Runs `entry` over all work items; `blockMap`, when given, is appended
+/// as the block-map function's output.
+void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
+            const Tensors &t, const LaunchPlan &plan,
+            const TensorRef *blockMap = nullptr) {
   const KernelInfo &info = state.info;
   int64_t qTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
   int64_t items = plan.sizes[kB] * plan.sizes[kHq] * qTiles;
@@ -371,12 +375,13 @@ void runCpu(const detail::KernelState &state, const Tensors &t,
   }
   for (const TensorRef &c : plan.captures)
     packed.memref(c);
+  if (blockMap)
+    packed.memref(*blockMap);
   std::vector<void *> base = packed.pointers();
   detail::ThreadPool &pool = detail::ThreadPool::global();
   // Small chunks balance uneven rows (causal masks); a few per thread keep
   // the counter traffic negligible.
   int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 8));
-  detail::CpuEntry entry = state.cpuEntry;
   pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
     std::vector<void *> args = base;
     args.push_back(&begin);
@@ -402,16 +407,65 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
     throw Error("", "target " + state->info.target +
                         " has no launcher in this build");
   (void)stream;
-  runCpu(*state, tensors, plan);
+  runCpu(*state, state->cpuEntry, tensors, plan);
+}
+
+BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
+  if (!state)
+    throw Error("", "block map of an empty attn::Kernel");
+  const KernelInfo &info = state->info;
+  LaunchPlan plan = validate(info, tensors, params);
+  BlockMap map;
+  map.batch = plan.sizes[kB];
+  map.heads = plan.sizes[kHq];
+  map.blockQ = info.blockQ;
+  map.blockKV = info.blockKV;
+  map.queryTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  map.keyTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
+  // Without a mask every block is computed in full.
+  map.classes.assign(map.batch * map.heads * map.queryTiles * map.keyTiles,
+                     BlockMap::Full);
+  if (state->blockMapEntry && !map.classes.empty()) {
+    TensorRef out(map.classes.data(), DType::i32,
+                  {map.batch, map.heads, map.queryTiles, map.keyTiles});
+    // The packer only needs the pointer, shape and strides of an i8 view.
+    runCpu(*state, state->blockMapEntry, tensors, plan, &out);
+  }
+  return map;
+}
+
+double BlockMap::density() const {
+  return classes.empty() ? 0.0
+                         : double(computedBlocks()) / double(classes.size());
+}
+
+int64_t BlockMap::computedBlocks() const {
+  int64_t n = 0;
+  for (uint8_t c : classes)
+    n += c != Empty;
+  return n;
+}
+
+std::string BlockMap::str(int64_t b, int64_t h) const {
+  std::string out;
+  for (int64_t qt = 0; qt < queryTiles; ++qt) {
+    for (int64_t kt = 0; kt < keyTiles; ++kt) {
+      uint8_t c = at(b, h, qt, kt);
+      out += c == Full ? '#' : c == Partial ? '+' : '.';
+    }
+    out += '\n';
+  }
+  return out;
 }
 
 namespace detail {
 
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
-                     std::shared_ptr<void> owner) {
+                     std::shared_ptr<void> owner, CpuEntry blockMapEntry) {
   auto state = std::make_shared<KernelState>();
   state->info = std::move(info);
   state->cpuEntry = entry;
+  state->blockMapEntry = blockMapEntry;
   state->owner = std::move(owner);
   return Kernel(std::move(state));
 }

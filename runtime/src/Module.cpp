@@ -157,8 +157,17 @@ Module Module::load(const std::string &path) {
     void *fn = dlsym(binaries[index].get(), entry.c_str());
     if (!fn)
       fail("kernel '" + info.name + "' lacks its entry point " + entry);
+    detail::CpuEntry blockMap = nullptr;
+    if (k.has("block_map_entry")) {
+      const std::string &bm = k["block_map_entry"].asString();
+      blockMap = reinterpret_cast<detail::CpuEntry>(
+          dlsym(binaries[index].get(), bm.c_str()));
+      if (!blockMap)
+        fail("kernel '" + info.name + "' lacks its entry point " + bm);
+    }
     state->kernels[info.name] = detail::makeCpuKernel(
-        info, reinterpret_cast<detail::CpuEntry>(fn), binaries[index]);
+        info, reinterpret_cast<detail::CpuEntry>(fn), binaries[index],
+        blockMap);
   }
   Module m;
   m.state = std::move(state);

@@ -66,6 +66,22 @@ TEST_P(Catalog, BF16) {
   expectMatches(p);
 }
 
+/// The kernel's tile classification is sound (never EMPTY over a kept
+/// entry, never FULL over a masked one), with small tiles so each mask
+/// family crosses many tile boundaries.
+TEST_P(Catalog, BlockMapIsSound) {
+  Problem p = catalogProblem(GetParam(), sourceRoot(), 32);
+  p.options.blockQ = 8;
+  p.options.blockKV = 16;
+  Outcome out = runAgainstReference(p);
+  EXPECT_EQ(out.blockMap.wronglyEmpty, 0);
+  EXPECT_EQ(out.blockMap.wronglyFull, 0);
+  EXPECT_LE(out.maxErrO, 2e-4);
+  RecordProperty("blocks", out.blockMap.blocks);
+  RecordProperty("proved", out.blockMap.emptyOrFull);
+  RecordProperty("uniform", out.blockMap.uniform);
+}
+
 INSTANTIATE_TEST_SUITE_P(Examples, Catalog,
                          ::testing::ValuesIn(catalogCases()),
                          [](const auto &info) { return info.param.name; });

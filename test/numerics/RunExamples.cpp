@@ -19,12 +19,16 @@ using namespace attn::testing;
 
 int main(int argc, char **argv) {
   std::string root = argc > 1 ? argv[1] : ".";
-  std::printf("%-16s %-22s %8s %11s %11s %9s %10s\n", "variant", "file",
-              "S", "max|o-ref|", "max|lse-ref|", "ms", "compile ms");
+  std::printf("%-16s %-22s %8s %11s %11s %9s %10s %13s\n", "variant",
+              "file", "S", "max|o-ref|", "max|lse-ref|", "ms", "compile ms",
+              "proved/exact");
   int failures = 0;
   for (const CatalogCase &c : catalogCases()) {
     Problem p = catalogProblem(c, root);
     p.timingReps = 9;
+    // Small tiles so the block classification has work to do.
+    p.options.blockQ = 16;
+    p.options.blockKV = 16;
     p.options.lse = true; // dropped below for normalizers without lse
     Outcome out;
     double compileMs = 0;
@@ -55,9 +59,15 @@ int main(int argc, char **argv) {
     char lse[32] = "-";
     if (out.info.lse)
       std::snprintf(lse, sizeof lse, "%.2e", out.maxErrLse);
-    std::printf("%-16s %-22s %4lldx%-4lld %11.2e %11s %9.3f %10.1f%s\n",
+    // Blocks the classifier proved EMPTY or FULL, of those that are.
+    char proved[32];
+    std::snprintf(proved, sizeof proved, "%lld/%lld",
+                  (long long)out.blockMap.emptyOrFull,
+                  (long long)out.blockMap.uniform);
+    ok = ok && out.blockMap.wronglyEmpty == 0 && out.blockMap.wronglyFull == 0;
+    std::printf("%-16s %-22s %4lldx%-4lld %11.2e %11s %9.3f %10.1f %13s%s\n",
                 c.name.c_str(), c.file.c_str(), (long long)p.Sq,
-                (long long)p.Skv, out.maxErrO, lse, out.ms, compileMs,
+                (long long)p.Skv, out.maxErrO, lse, out.ms, compileMs, proved,
                 ok ? "" : "  <-- FAIL");
   }
   std::printf("%d passed, %d failed\n",

@@ -189,4 +189,20 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
   return r;
 }
 
+std::vector<uint8_t> referenceMask(const fe::Variant &v, const RefProblem &p) {
+  std::vector<uint8_t> keep(p.B * p.Hq * p.Sq * p.Skv, 1);
+  if (!v.mask)
+    return keep;
+  PointEnv env(v, p);
+  size_t i = 0;
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t h = 0; h < p.Hq; ++h)
+      for (int64_t q = 0; q < p.Sq; ++q)
+        for (int64_t kv = 0; kv < p.Skv; ++kv, ++i) {
+          env.at(b, h, q, kv, 0.0);
+          keep[i] = fe::evaluate(*v.mask->body, v, env).b;
+        }
+  return keep;
+}
+
 } // namespace attn::ref

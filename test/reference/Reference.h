@@ -35,6 +35,10 @@ struct RefResult {
 
 RefResult referenceAttention(const fe::Variant &variant, const RefProblem &p);
 
+/// The mask alone, [B, Hq, Sq, Skv] (1 = kept); all ones without a mask.
+std::vector<uint8_t> referenceMask(const fe::Variant &variant,
+                                   const RefProblem &p);
+
 } // namespace attn::ref
 
 #endif // ATTN_TEST_REFERENCE_H

@@ -213,6 +213,31 @@ Outcome runAgainstReference(const Problem &p, Jit *jit) {
     out.ms = times[times.size() / 2];
   }
 
+  // The kernel's block classes against the exact mask.
+  BlockMap map = kernel.blockMap(tensors, params);
+  std::vector<uint8_t> keep = ref::referenceMask(variant, rp);
+  for (int64_t b = 0; b < map.batch; ++b)
+    for (int64_t h = 0; h < map.heads; ++h)
+      for (int64_t qt = 0; qt < map.queryTiles; ++qt)
+        for (int64_t kt = 0; kt < map.keyTiles; ++kt) {
+          bool anyKept = false, anyMasked = false;
+          for (int64_t q = qt * map.blockQ;
+               q < std::min(p.Sq, (qt + 1) * map.blockQ); ++q)
+            for (int64_t kv = kt * map.blockKV;
+                 kv < std::min(p.Skv, (kt + 1) * map.blockKV); ++kv) {
+              bool k = keep[((b * p.Hq + h) * p.Sq + q) * p.Skv + kv];
+              anyKept |= k;
+              anyMasked |= !k;
+            }
+          uint8_t c = map.at(b, h, qt, kt);
+          BlockMapCheck &bc = out.blockMap;
+          ++bc.blocks;
+          bc.wronglyEmpty += c == BlockMap::Empty && anyKept;
+          bc.wronglyFull += c == BlockMap::Full && anyMasked;
+          bc.emptyOrFull += c != BlockMap::Partial;
+          bc.uniform += !(anyKept && anyMasked);
+        }
+
   ref::RefResult r = ref::referenceAttention(variant, rp);
   for (size_t i = 0; i < no; ++i) {
     double o = ob.get(i);

@@ -28,6 +28,15 @@ struct Problem {
   int timingReps = 0;   // > 0: also time the kernel (median ms)
 };
 
+/// How the kernel's block map compares with the exact mask.
+struct BlockMapCheck {
+  int64_t blocks = 0;
+  int64_t wronglyEmpty = 0; // EMPTY but some entry is kept: a wrong answer
+  int64_t wronglyFull = 0;  // FULL but some entry is masked: a wrong answer
+  int64_t emptyOrFull = 0;  // blocks the kernel proved EMPTY or FULL
+  int64_t uniform = 0;      // blocks that are in fact all kept / all masked
+};
+
 struct Outcome {
   double maxErrO = 0;     // max |o - ref|
   double maxErrLse = 0;   // max |lse - ref| over finite values
@@ -36,6 +45,7 @@ struct Outcome {
   double ms = 0;          // median kernel time when timed
   double refMaxAbsO = 0;  // scale of the answer, for context
   KernelInfo info;
+  BlockMapCheck blockMap;
 };
 
 /// Rounds a double through a storage dtype (what the kernel will read).

@@ -36,6 +36,8 @@ commands:
                                   compile and execute once
   bench FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--json]
                                   time the kernel on random inputs
+  blockmap FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--b N] [--h N]
+                                  print which tiles a launch computes
   compile FILE.attn --head-dim D [opts] -o OUT
                                   AOT: write OUT.attnpkg and OUT.h (typed launchers)
 
@@ -63,7 +65,7 @@ CommandLine parseCommandLine(int argc, char **argv) {
       "--target", "--dtype",  "--kv-dtype", "--kv-group", "--head-dim",
       "--v-head-dim", "--block-q", "--block-kv", "--paged", "--split-kv",
       "--variant", "--stage", "--q", "--k", "--v", "-o", "--lse-out",
-      "--shape", "--set", "--reps", "--seed", "--cpu"};
+      "--shape", "--set", "--reps", "--seed", "--cpu", "--b", "--h"};
   CommandLine cl;
   if (argc < 2)
     throw UsageError("expected a command");
@@ -330,7 +332,7 @@ NpyArray randomArray(DType dtype, std::vector<int64_t> shape,
   return a;
 }
 
-int cmdBench(const CommandLine &cl) {
+std::vector<int64_t> parseShape(const CommandLine &cl) {
   std::string shapeText = get(cl, "--shape");
   std::vector<int64_t> shape;
   std::stringstream ss(shapeText);
@@ -345,6 +347,48 @@ int cmdBench(const CommandLine &cl) {
   if (shape.size() != 5)
     throw Error("--shape", "expected B,Hq,Hkv,Sq,Skv, got '" + shapeText +
                                "'");
+  return shape;
+}
+
+/// Random inputs of `shape` for a compiled kernel, ready to launch.
+struct RandomLaunch {
+  NpyArray q, k, v;
+  Prepared p;
+};
+RandomLaunch randomLaunch(Jit &jit, const std::string &text,
+                          const CommandLine &cl, const Options &options,
+                          const std::vector<int64_t> &shape) {
+  KernelInfo info = jit.compile(text, options, cl.file).info();
+  std::mt19937 rng(static_cast<uint32_t>(getInt(cl, "--seed", 0)));
+  int64_t B = shape[0], Hq = shape[1], Hkv = shape[2], Sq = shape[3],
+          Skv = shape[4];
+  RandomLaunch r;
+  r.q = randomArray(info.dtype, {B, Hq, Sq, info.headDim}, rng);
+  r.k = randomArray(info.dtype, {B, Hkv, Skv, info.headDim}, rng);
+  r.v = randomArray(info.dtype, {B, Hkv, Skv, info.valueHeadDim}, rng);
+  r.p = prepare(jit, text, cl, options, r.q, r.k, r.v);
+  return r;
+}
+
+/// FLOPs of the blocks a launch computes (both matmuls, 2 per MAC).
+double computedFlops(const BlockMap &map, const KernelInfo &info, int64_t Sq,
+                     int64_t Skv) {
+  double flops = 0;
+  for (int64_t b = 0; b < map.batch; ++b)
+    for (int64_t h = 0; h < map.heads; ++h)
+      for (int64_t qt = 0; qt < map.queryTiles; ++qt)
+        for (int64_t kt = 0; kt < map.keyTiles; ++kt) {
+          if (map.at(b, h, qt, kt) == BlockMap::Empty)
+            continue;
+          double rows = std::min(map.blockQ, Sq - qt * map.blockQ);
+          double cols = std::min(map.blockKV, Skv - kt * map.blockKV);
+          flops += 2.0 * rows * cols * (info.headDim + info.valueHeadDim);
+        }
+  return flops;
+}
+
+int cmdBlockMap(const CommandLine &cl) {
+  std::vector<int64_t> shape = parseShape(cl);
   Options options = optionsFrom(cl);
   if (options.headDim == 0)
     options.headDim = 64;
@@ -352,18 +396,40 @@ int cmdBench(const CommandLine &cl) {
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
   parseSets(cl, params, arrays);
-  // Compile once to learn the dtypes, then make inputs of that dtype.
   Jit jit;
-  KernelInfo info = jit.compile(text, options, cl.file).info();
-  std::mt19937 rng(static_cast<uint32_t>(getInt(cl, "--seed", 0)));
-  int64_t B = shape[0], Hq = shape[1], Hkv = shape[2], Sq = shape[3],
-          Skv = shape[4];
-  NpyArray q = randomArray(info.dtype, {B, Hq, Sq, info.headDim}, rng);
-  NpyArray k = randomArray(info.dtype, {B, Hkv, Skv, info.headDim}, rng);
-  NpyArray v = randomArray(info.dtype, {B, Hkv, Skv, info.valueHeadDim}, rng);
-  Prepared p = prepare(jit, text, cl, options, q, k, v);
-  Kernel &kernel = p.kernel;
-  Tensors &tensors = p.tensors;
+  RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  BlockMap map = r.p.kernel.blockMap(r.p.tensors, params);
+  int64_t b = getInt(cl, "--b", 0), h = getInt(cl, "--h", 0);
+  if (b < 0 || b >= map.batch)
+    throw Error("--b", "expected 0.." + std::to_string(map.batch - 1));
+  if (h < 0 || h >= map.heads)
+    throw Error("--h", "expected 0.." + std::to_string(map.heads - 1));
+  std::printf("%s: %lld x %lld tiles of %lld x %lld (b=%lld, h=%lld); "
+              "'#' full, '+' partial, '.' skipped\n",
+              r.p.kernel.info().name.c_str(), (long long)map.queryTiles,
+              (long long)map.keyTiles, (long long)map.blockQ,
+              (long long)map.blockKV, (long long)b, (long long)h);
+  std::fputs(map.str(b, h).c_str(), stdout);
+  std::printf("density %.4f (%lld of %zu blocks computed)\n", map.density(),
+              (long long)map.computedBlocks(), map.classes.size());
+  return 0;
+}
+
+int cmdBench(const CommandLine &cl) {
+  std::vector<int64_t> shape = parseShape(cl);
+  Options options = optionsFrom(cl);
+  if (options.headDim == 0)
+    options.headDim = 64;
+  std::string text = readFile(cl.file);
+  Params params;
+  std::vector<std::unique_ptr<NpyArray>> arrays;
+  parseSets(cl, params, arrays);
+  Jit jit;
+  RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  Kernel &kernel = r.p.kernel;
+  Tensors &tensors = r.p.tensors;
+  const KernelInfo &info = kernel.info();
+  int64_t Sq = shape[3], Skv = shape[4];
   kernel.launch(tensors, params); // warm-up, and validates the arguments
   int64_t reps = getInt(cl, "--reps", 0);
   std::vector<double> times;
@@ -381,10 +447,10 @@ int cmdBench(const CommandLine &cl) {
   }
   std::sort(times.begin(), times.end());
   double ms = times[times.size() / 2];
-  // No block map yet: every entry is computed, so the density is 1.
-  double density = 1.0;
-  double flops = 2.0 * B * Hq * Sq * Skv * (info.headDim + info.valueHeadDim) *
-                 density;
+  // FLOPs of the blocks the kernel computes: EMPTY ones are skipped.
+  BlockMap map = kernel.blockMap(tensors, params);
+  double density = map.density();
+  double flops = computedFlops(map, info, Sq, Skv);
   double tflops = flops / (ms * 1e-3) / 1e12;
   if (cl.json)
     std::printf("{\"ms\": %.4f, \"tflops\": %.6f, \"density\": %.4f}\n", ms,
@@ -419,6 +485,8 @@ int main(int argc, char **argv) {
       return cmdRun(cl);
     if (cl.command == "bench")
       return cmdBench(cl);
+    if (cl.command == "blockmap")
+      return cmdBlockMap(cl);
     if (cl.command == "compile")
       return cmdCompile(cl);
     throw UsageError("unknown command '" + cl.command + "'");

@@ -114,6 +114,29 @@ struct KernelInfo {
   std::vector<ParamInfo> params;
   std::vector<CaptureInfo> captures;
   std::string compilerVersion;
+  /// A masked variant's kernel comes with a block-map function.
+  bool hasBlockMap = false;
+};
+
+/// Which (query tile, key tile) blocks a launch computes: the kernel's own
+/// classification of its mask. 0 EMPTY (skipped), 1 PARTIAL (mask
+/// evaluated), 2 FULL (no mask evaluation).
+struct BlockMap {
+  enum : uint8_t { Empty = 0, Partial = 1, Full = 2 };
+  int64_t batch = 0, heads = 0, queryTiles = 0, keyTiles = 0;
+  int64_t blockQ = 0, blockKV = 0;
+  std::vector<uint8_t> classes; // [batch][heads][queryTiles][keyTiles]
+
+  uint8_t at(int64_t b, int64_t h, int64_t qt, int64_t kt) const {
+    return classes[((b * heads + h) * queryTiles + qt) * keyTiles + kt];
+  }
+  /// Fraction of blocks computed (not EMPTY).
+  double density() const;
+  /// Blocks computed, counting partial ones too.
+  int64_t computedBlocks() const;
+  /// One (b, h) as text: a row per query tile, '#' FULL, '+' PARTIAL,
+  /// '.' EMPTY.
+  std::string str(int64_t b = 0, int64_t h = 0) const;
 };
 
 namespace detail {
@@ -135,6 +158,10 @@ public:
   /// attn::Error naming the argument, before anything is written.
   void launch(const Tensors &tensors, const Params &params = {},
               void *stream = nullptr) const;
+
+  /// The blocks a launch with these arguments computes; validates like
+  /// launch() but writes nothing to `tensors`.
+  BlockMap blockMap(const Tensors &tensors, const Params &params = {}) const;
 
 private:
   std::shared_ptr<const detail::KernelState> state;
@@ -167,7 +194,8 @@ using CpuEntry = void (*)(void **);
 /// Builds a kernel around CPU code; `owner` keeps that code alive (a JIT
 /// engine or a dlopen handle).
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
-                     std::shared_ptr<void> owner);
+                     std::shared_ptr<void> owner,
+                     CpuEntry blockMapEntry = nullptr);
 
 /// Evaluates a reverse-Polish dimension expression.
 int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
