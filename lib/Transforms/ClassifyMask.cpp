@@ -13,6 +13,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
 
 #include <cmath>
@@ -34,6 +36,11 @@ struct Abs {
   Kind kind;
   Value lo, hi; // Bool: lo = may be true, hi = may be false
 };
+
+/// Reads of a captured tensor over a range of one index are bounded by a
+/// loop over the range (min and max of the tensor there); longer ranges are
+/// left unknown and get split by the kernel's bisection first.
+constexpr int64_t kMaxRangeRead = 16384;
 
 class Interpreter {
 public:
@@ -314,6 +321,96 @@ public:
   Type i64, f32;
 };
 
+/// Bounds of `load` over the block. Exact indices read one element; a
+/// single varying index reads the range it spans (min and max); anything
+/// else is unknown. Reads clamp indices like the kernels do.
+Abs readCapture(RewriterBase &rewriter, Interpreter &I, LoadOp load,
+                function_ref<Abs(Value)> lookup,
+                const DenseSet<Value> &varies) {
+  Location loc = I.loc;
+  Value tensor = load.getTensor();
+  Type elt = cast<MemRefType>(tensor.getType()).getElementType();
+  Type valueType = elt.isInteger(32) ? elt : I.f32;
+  auto toIndex = [&](Value v64) {
+    return arith::IndexCastOp::create(rewriter, loc, rewriter.getIndexType(),
+                                      v64);
+  };
+  auto widen = [&](Value x) -> Value {
+    if (isa<FloatType>(x.getType()) && !x.getType().isF32())
+      return arith::ExtFOp::create(rewriter, loc, I.f32, x);
+    return x;
+  };
+  auto asAbs = [&](Value lo, Value hi) -> Abs {
+    if (valueType.isInteger(32))
+      return {Kind::Int, I.sext(lo), I.sext(hi)};
+    return {Kind::Float, lo, hi};
+  };
+  // Clamped index bounds per dimension, and which index varies.
+  SmallVector<Value> lo, hi;
+  Value exact = I.cBool(true);
+  int rangeDim = -1, rangeCount = 0;
+  for (auto [d, index] : llvm::enumerate(load.getIndices())) {
+    Abs a = lookup(index);
+    Value dim = I.sext(arith::IndexCastOp::create(
+        rewriter, loc, rewriter.getI32Type(),
+        memref::DimOp::create(rewriter, loc, tensor, d)));
+    Value last = arith::SubIOp::create(rewriter, loc, dim, I.c64(1));
+    lo.push_back(I.minS(I.maxS(a.lo, I.c64(0)), last));
+    hi.push_back(I.minS(I.maxS(a.hi, I.c64(0)), last));
+    if (varies.contains(index)) {
+      rangeDim = static_cast<int>(d);
+      ++rangeCount;
+    } else {
+      exact = I.andI(exact, I.isPoint(a));
+    }
+  }
+  Abs t = I.top(valueType);
+  if (rangeCount > 1)
+    return t;
+  SmallVector<Value> at;
+  for (Value v : lo)
+    at.push_back(toIndex(v));
+  if (rangeCount == 0) {
+    Value x = widen(memref::LoadOp::create(rewriter, loc, tensor, at));
+    Abs p = asAbs(x, x);
+    return {p.kind, I.sel(exact, p.lo, t.lo), I.sel(exact, p.hi, t.hi)};
+  }
+  // min/max over the range of the varying index, when it is short enough.
+  Value length = arith::SubIOp::create(rewriter, loc, hi[rangeDim],
+                                       lo[rangeDim]);
+  Value shortRange = I.cmp(arith::CmpIPredicate::slt, length,
+                           I.c64(kMaxRangeRead));
+  Value first = widen(memref::LoadOp::create(rewriter, loc, tensor, at));
+  Value begin = arith::AddIOp::create(rewriter, loc, toIndex(lo[rangeDim]),
+                                      arith::ConstantIndexOp::create(rewriter,
+                                                                     loc, 1));
+  Value end = arith::AddIOp::create(
+      rewriter, loc,
+      toIndex(I.sel(shortRange, hi[rangeDim], lo[rangeDim])),
+      arith::ConstantIndexOp::create(rewriter, loc, 1));
+  auto loop = scf::ForOp::create(
+      rewriter, loc, begin, end,
+      arith::ConstantIndexOp::create(rewriter, loc, 1),
+      ValueRange{first, first},
+      [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+        SmallVector<Value> idx = at;
+        idx[rangeDim] = i;
+        Value x = widen(memref::LoadOp::create(b, loc, tensor, idx));
+        Value mn, mx;
+        if (valueType.isInteger(32)) {
+          mn = arith::MinSIOp::create(b, loc, acc[0], x);
+          mx = arith::MaxSIOp::create(b, loc, acc[1], x);
+        } else {
+          mn = arith::MinimumFOp::create(b, loc, acc[0], x);
+          mx = arith::MaximumFOp::create(b, loc, acc[1], x);
+        }
+        scf::YieldOp::create(b, loc, ValueRange{mn, mx});
+      });
+  Abs r = asAbs(loop.getResult(0), loop.getResult(1));
+  Value ok = I.andI(exact, shortRange);
+  return {r.kind, I.sel(ok, r.lo, t.lo), I.sel(ok, r.hi, t.hi)};
+}
+
 } // namespace
 
 LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
@@ -329,6 +426,15 @@ LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
   rewriter.setInsertionPointToStart(body);
   Interpreter I(rewriter, op.getLoc());
   DenseMap<Value, Abs> env;
+  // Mask values that depend on q or kv (known statically); everything else
+  // is a function of b, h, params and sizes, hence exact per block.
+  DenseSet<Value> varies;
+  varies.insert(mask.getArgument(2));
+  varies.insert(mask.getArgument(3));
+  for (Operation &o : mask.without_terminator())
+    for (Value operand : o.getOperands())
+      if (varies.contains(operand) && o.getNumResults() == 1)
+        varies.insert(o.getResult(0));
 
   // Region arguments: b and h are exact, q and kv are the block's ranges.
   env[mask.getArgument(0)] = I.pointInt(body->getArgument(0));
@@ -372,22 +478,7 @@ LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
     } else if (isa<DimOp>(o)) {
       out = I.pointInt(rewriter.clone(o)->getResult(0));
     } else if (auto load = dyn_cast<LoadOp>(o)) {
-      // Exact when every index is exact (plen[b], bias[h]); the read
-      // itself clamps, so using the low bounds is always safe.
-      SmallVector<Value> idx;
-      Value exact = I.cBool(true);
-      for (Value index : load.getIndices()) {
-        Abs a = lookup(index);
-        exact = I.andI(exact, I.isPoint(a));
-        idx.push_back(arith::TruncIOp::create(rewriter, I.loc, i32, a.lo));
-      }
-      Value x = LoadOp::create(rewriter, I.loc, load.getTensor(), idx);
-      if (isa<FloatType>(x.getType()) && !x.getType().isF32())
-        x = arith::ExtFOp::create(rewriter, I.loc, I.f32, x);
-      Abs point = x.getType().isInteger(32) ? I.pointInt(x) : I.pointFloat(x);
-      Abs t = I.top(x.getType());
-      out = {point.kind, I.sel(exact, point.lo, t.lo),
-             I.sel(exact, point.hi, t.hi)};
+      out = readCapture(rewriter, I, load, lookup, varies);
     } else if (isa<arith::AddIOp>(o) && rt.isInteger(32)) {
       out = I.add(arg(0), arg(1));
     } else if (isa<arith::SubIOp>(o) && rt.isInteger(32)) {

@@ -54,10 +54,16 @@ def AttnClassifyMaskPass : Pass<"attn-classify-mask", "::mlir::func::FuncOp"> {
     dozen scalar ops, so kernels classify ranges of key tiles at run time
     and bisect them: EMPTY ranges are never visited, FULL tiles skip the
     mask. Captured-tensor reads are exact when their indices are exact
-    (`plen[b]`) and unknown otherwise.
+    (`plen[b]`); a read whose one varying index spans a range (`doc[b, kv]`)
+    is bounded by the min and max of the tensor over that range, read by a
+    loop (ranges over 16384 elements stay unknown until bisection shortens
+    them): sorted document ids then give EMPTY blocks across documents and
+    FULL ones inside them.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect"];
+                           "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect"];
 }
 
 #endif // ATTN_TRANSFORMS_PASSES_TD
