@@ -42,7 +42,11 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     With a `block_map` operand [B, Hq, query tiles, key tiles] (i8), the op
     computes no attention: it writes the class of each tile of the tiling
     that `attn-tile` chooses (0 EMPTY, 1 PARTIAL, 2 FULL), the map a kernel
-    with the same tiling walks.
+    with the same tiling walks. A `tile_classes` operand of that shape (its
+    batch and head dims may be 1 to broadcast) is such a map given to the
+    kernel: when it is not empty, the kernel takes the classes from it
+    instead of evaluating the classifier (a map built once per launch
+    shape and reused, e.g. across layers).
   }];
   // Reads q, k, v and the captures, writes o and lse: the effects keep the
   // op alive through canonicalization and order it against other accesses.
@@ -52,6 +56,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Arg<Attn_QKVMemRef, "", [MemWrite]>:$out,
                        Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
                        Arg<Optional<Attn_BlockMapMemRef>, "", [MemWrite]>:$blockMap,
+                       Arg<Optional<Attn_BlockMapMemRef>, "", [MemRead]>:$tileClasses,
                        Variadic<Attn_Param>:$params,
                        Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
                        Attn_NormalizeKind:$normalize,
@@ -64,6 +69,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `outs` `(` $out `:` type($out) `)`
     (`lse` `(` $lse^ `:` type($lse) `)`)?
     (`block_map` `(` $blockMap^ `:` type($blockMap) `)`)?
+    (`tile_classes` `(` $tileClasses^ `:` type($tileClasses) `)`)?
     (`params` `(` $params^ `:` type($params) `)`)?
     (`captures` `(` $captures^ `:` type($captures) `)`)?
     `normalize` `=` $normalize

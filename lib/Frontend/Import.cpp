@@ -409,7 +409,9 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     argTypes.push_back(MemRefType::get(dims, elementType(ctx, t.dtype)));
   }
   size_t endCaptures = argTypes.size();
-  if (withMap)
+  // Masked kernels read a block map (empty: classify on the fly); their
+  // block-map functions write one.
+  if (v.mask)
     argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
 
   auto func = func::FuncOp::create(b, loc, name,
@@ -425,8 +427,9 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   for (size_t i = 0; i < v.tensors.size(); ++i)
     func.setArgAttr(firstCapture + i, "attn.name",
                     b.getStringAttr(v.tensors[i].name));
-  if (withMap)
-    func.setArgAttr(endCaptures, "attn.name", b.getStringAttr("block_map"));
+  if (v.mask)
+    func.setArgAttr(endCaptures, "attn.name",
+                    b.getStringAttr(withMap ? "block_map" : "tile_classes"));
 
   b.setInsertionPointToStart(entry);
   auto args = entry->getArguments();
@@ -436,9 +439,10 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                               args.begin() + endCaptures);
   Value lse = shape.lse ? args[4] : Value();
   Value map = withMap ? args[endCaptures] : Value();
+  Value classes = v.mask && !withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
-      b, loc, args[0], args[1], args[2], args[3], lse, map, params, captures,
-      static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr());
+      b, loc, args[0], args[1], args[2], args[3], lse, map, classes, params,
+      captures, static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr());
   func::ReturnOp::create(b, loc);
 
   auto newRegion = [&](Region &region, ArrayRef<mlir::Type> types) {

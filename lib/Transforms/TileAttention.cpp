@@ -95,6 +95,8 @@ private:
   void emitSetup(OpBuilder &b);
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyLoop(OpBuilder &b);
+  Value classifyRange(OpBuilder &b, Value lo, Value hi, Value qLo, Value qHi,
+                      Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
   /// Emits body(withMask); when `fullTile` is given, once under
   /// `scf.if fullTile` without the mask and once with it.
@@ -311,6 +313,72 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
 /// are dropped whole, FULL ones run without evaluating the mask, and only
 /// single PARTIAL tiles evaluate it. The stack holds at most two ranges per
 /// level of bisection, so 64 entries cover any i32 length.
+/// The class of key tiles [lo, hi) for this query tile: from the given
+/// block map when there is one (EMPTY if all are, FULL if all are), else
+/// from the classifier on the key range [kvLo, kvEnd).
+Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
+                                    Value qLo, Value qHi, Value kvLo,
+                                    Value kvEnd) {
+  Value one = cIdx(b, 1);
+  auto fromClassifier = [&](OpBuilder &b) {
+    return inlineRegion(
+        b, op.getClassify(),
+        {b32, h32, qLo, qHi, toI32(b, kvLo),
+         toI32(b, arith::SubIOp::create(b, loc, kvEnd, one))});
+  };
+  Value map = op.getTileClasses();
+  if (!map)
+    return fromClassifier(b);
+  Value haveMap = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ugt,
+      memref::DimOp::create(b, loc, map, 3), cIdx(b, 0));
+  auto ifOp = scf::IfOp::create(b, loc, TypeRange{b.getI32Type()}, haveMap,
+                                /*withElseRegion=*/true);
+  {
+    OpBuilder tb = ifOp.getThenBodyBuilder();
+    // A map with one batch or head broadcasts over them.
+    auto clampTo = [&](Value i, unsigned d) {
+      Value last = arith::SubIOp::create(
+          tb, loc, memref::DimOp::create(tb, loc, map, d), one);
+      return minIdx(tb, i, last);
+    };
+    Value mb = clampTo(bIdx, 0), mh = clampTo(hIdx, 1);
+    Value fls = arith::ConstantIntOp::create(tb, loc, 0, 1);
+    Value tru = arith::ConstantIntOp::create(tb, loc, 1, 1);
+    auto scan = scf::ForOp::create(
+        tb, loc, lo, hi, one, ValueRange{fls, tru},
+        [&](OpBuilder &b, Location, Value t, ValueRange acc) {
+          Value c = memref::LoadOp::create(b, loc, map,
+                                           ValueRange{mb, mh, qTileIdx, t});
+          auto eq = [&](int32_t k) {
+            return arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::eq, c,
+                arith::ConstantIntOp::create(b, loc, k, 8));
+          };
+          Value kept = arith::OrIOp::create(
+              b, loc, acc[0],
+              arith::XOrIOp::create(b, loc, eq(kTileEmpty),
+                                    arith::ConstantIntOp::create(b, loc, 1, 1)));
+          Value full = arith::AndIOp::create(b, loc, acc[1], eq(kTileFull));
+          scf::YieldOp::create(b, loc, ValueRange{kept, full});
+        });
+    auto c32 = [&](int32_t k) {
+      return arith::ConstantIntOp::create(tb, loc, k, 32);
+    };
+    Value cls = arith::SelectOp::create(
+        tb, loc, scan.getResult(0),
+        arith::SelectOp::create(tb, loc, scan.getResult(1), c32(kTileFull),
+                                c32(kTilePartial)),
+        c32(kTileEmpty));
+    scf::YieldOp::create(tb, loc, cls);
+  }
+  {
+    OpBuilder eb = ifOp.getElseBodyBuilder();
+    scf::YieldOp::create(eb, loc, fromClassifier(eb));
+  }
+  return ifOp.getResult(0);
+}
+
 void AttentionTiler::emitKeyLoop(OpBuilder &b) {
   if (!op.hasClassify()) {
     forLoop(b, cIdx(b, 0), seqKV, BK,
@@ -352,10 +420,7 @@ void AttentionTiler::emitKeyLoop(OpBuilder &b) {
         Value kvLo = arith::MulIOp::create(b, loc, lo, cIdx(b, BK));
         Value kvEnd = minIdx(b, arith::MulIOp::create(b, loc, hi, cIdx(b, BK)),
                              seqKV);
-        Value cls = inlineRegion(
-            b, op.getClassify(),
-            {b32, h32, qLo, qHi, toI32(b, kvLo),
-             toI32(b, arith::SubIOp::create(b, loc, kvEnd, one))});
+        Value cls = classifyRange(b, lo, hi, qLo, qHi, kvLo, kvEnd);
         auto is = [&](int32_t c) {
           return arith::CmpIOp::create(
               b, loc, arith::CmpIPredicate::eq, cls,

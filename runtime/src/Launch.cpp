@@ -407,7 +407,57 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
     throw Error("", "target " + state->info.target +
                         " has no launcher in this build");
   (void)stream;
-  runCpu(*state, state->cpuEntry, tensors, plan);
+  // A masked kernel takes a block map; an empty one means "classify".
+  static uint8_t none = 0;
+  TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
+  runCpu(*state, state->cpuEntry, tensors, plan,
+         state->info.hasBlockMap ? &noMap : nullptr);
+}
+
+void Kernel::launch(const Tensors &tensors, const Params &params,
+                    const BlockMap &map, void *stream) const {
+  if (!state)
+    throw Error("", "launch of an empty attn::Kernel");
+  const KernelInfo &info = state->info;
+  LaunchPlan plan = validate(info, tensors, params);
+  (void)stream;
+  int64_t qTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  int64_t kTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
+  auto expect = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw Error("block_map", what);
+  };
+  expect(map.blockQ == info.blockQ && map.blockKV == info.blockKV,
+         "built for tiles of " + std::to_string(map.blockQ) + " x " +
+             std::to_string(map.blockKV) + ", the kernel uses " +
+             std::to_string(info.blockQ) + " x " +
+             std::to_string(info.blockKV));
+  expect(map.queryTiles == qTiles && map.keyTiles == kTiles,
+         "has " + std::to_string(map.queryTiles) + " x " +
+             std::to_string(map.keyTiles) + " tiles, this launch needs " +
+             std::to_string(qTiles) + " x " + std::to_string(kTiles));
+  expect(map.batch == plan.sizes[kB] || map.batch == 1,
+         "has batch " + std::to_string(map.batch) + ", expected 1 or " +
+             std::to_string(plan.sizes[kB]));
+  expect(map.heads == plan.sizes[kHq] || map.heads == 1,
+         "has " + std::to_string(map.heads) + " heads, expected 1 or " +
+             std::to_string(plan.sizes[kHq]));
+  expect(static_cast<int64_t>(map.classes.size()) ==
+             map.batch * map.heads * map.queryTiles * map.keyTiles,
+         "its classes do not match its dimensions");
+  if (!info.hasBlockMap) { // unmasked: every block is computed anyway
+    runCpu(*state, state->cpuEntry, tensors, plan);
+    return;
+  }
+  if (map.classes.empty()) {
+    static uint8_t none = 0;
+    TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
+    runCpu(*state, state->cpuEntry, tensors, plan, &noMap);
+    return;
+  }
+  TensorRef classes(const_cast<uint8_t *>(map.classes.data()), DType::i32,
+                    {map.batch, map.heads, map.queryTiles, map.keyTiles});
+  runCpu(*state, state->cpuEntry, tensors, plan, &classes);
 }
 
 BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {

@@ -2,7 +2,8 @@
 //
 //   attn-npy rand  OUT.npy f32|f16|bf16 D0,D1,... [SEED]   unit normal values
 //   attn-npy ints  OUT.npy D0,D1,... LO HI [SEED]           i32 in [LO, HI)
-//   attn-npy range OUT.npy D0,D1,... STEP                   i32 k*STEP... sorted ids
+//   attn-npy range OUT.npy D0,D1,... STEP                   i32 (i % last) / STEP
+//   attn-npy fill  OUT.npy D0,D1,... VALUE                  i32 VALUE everywhere
 //   attn-npy check FILE.attn [--variant V] --q --k --v [--set N=V|f.npy]
 //                  --o o.npy [--lse lse.npy] [--tol T]
 //       recomputes the answer with the float64 reference and compares.
@@ -177,6 +178,13 @@ int main(int argc, char **argv) {
           std::memcpy(&a.bytes[2 * i], &b, 2);
         }
       }
+    } else if (cmd == "fill") {
+      a.dtype = DType::i32;
+      a.shape = parseShape(argv[3]);
+      a.bytes.resize(a.numel() * 4);
+      int32_t value = std::stoi(argv[4]);
+      for (int64_t i = 0; i < a.numel(); ++i)
+        std::memcpy(&a.bytes[4 * i], &value, 4);
     } else if (cmd == "ints" || cmd == "range") {
       a.dtype = DType::i32;
       a.shape = parseShape(argv[3]);

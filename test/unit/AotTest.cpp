@@ -255,3 +255,71 @@ TEST(Bundle, HeaderDeclaresTypedLaunchers) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(BlockMapReuse, PrebuiltMapGivesTheSameAnswer) {
+  Jit jit("");
+  const char *src = R"(variant docs {
+    tensor doc: i32[B, Skv];
+    mask(b, h, q, kv) = doc[b, q] == doc[b, kv] && kv <= q;
+  })";
+  Options o;
+  o.headDim = 16;
+  o.blockQ = 8;
+  o.blockKV = 8;
+  Kernel k = jit.compile(src, o);
+  int64_t B = 2, H = 3, S = 70, D = 16;
+  std::vector<float> q(B * H * S * D), kk(q.size()), v(q.size()),
+      o1(q.size()), o2(q.size()), o3(q.size());
+  for (size_t i = 0; i < q.size(); ++i) {
+    q[i] = std::sin(0.3 * i);
+    kk[i] = std::cos(0.2 * i);
+    v[i] = std::sin(0.1 * i);
+  }
+  std::vector<int32_t> doc(B * S);
+  for (int64_t i = 0; i < B * S; ++i)
+    doc[i] = static_cast<int32_t>((i % S) / 17 + (i / S));
+  std::vector<int64_t> shape{B, H, S, D};
+  auto tensors = [&](std::vector<float> &out) {
+    return Tensors{TensorRef(q.data(), DType::f32, shape),
+                   TensorRef(kk.data(), DType::f32, shape),
+                   TensorRef(v.data(), DType::f32, shape),
+                   TensorRef(out.data(), DType::f32, shape), std::nullopt};
+  };
+  Params params{{"doc", TensorRef(doc.data(), DType::i32, {B, S})}};
+  k.launch(tensors(o1), params);
+  BlockMap map = k.blockMap(tensors(o1), params);
+  EXPECT_EQ(map.queryTiles, 9);
+  EXPECT_EQ(map.keyTiles, 9);
+  EXPECT_LT(map.density(), 0.5);
+  k.launch(tensors(o2), params, map);
+  EXPECT_EQ(o1, o2);
+  // The mask does not read h: one head's map serves all heads.
+  BlockMap oneHead = map;
+  oneHead.heads = 1;
+  oneHead.classes.clear();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t qt = 0; qt < map.queryTiles; ++qt)
+      for (int64_t kt = 0; kt < map.keyTiles; ++kt)
+        oneHead.classes.push_back(map.at(b, 0, qt, kt));
+  k.launch(tensors(o3), params, oneHead);
+  EXPECT_EQ(o1, o3);
+  // A map for other tiles or shapes is refused by name.
+  BlockMap wrong = map;
+  wrong.keyTiles = 8;
+  try {
+    k.launch(tensors(o3), params, wrong);
+    ADD_FAILURE();
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "block_map");
+  }
+  wrong = map;
+  wrong.blockQ = 16;
+  EXPECT_THROW(k.launch(tensors(o3), params, wrong), Error);
+  wrong = map;
+  wrong.heads = 2;
+  EXPECT_THROW(k.launch(tensors(o3), params, wrong), Error);
+}
+
+} // namespace

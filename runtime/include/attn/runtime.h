@@ -159,6 +159,14 @@ public:
   void launch(const Tensors &tensors, const Params &params = {},
               void *stream = nullptr) const;
 
+  /// Launches with a block map built earlier by blockMap() for the same
+  /// mask and shapes (reused, e.g., across layers): the kernel reads the
+  /// classes instead of deriving them. Its batch and head counts may be 1
+  /// to broadcast. A map that does not fit is an attn::Error naming
+  /// "block_map".
+  void launch(const Tensors &tensors, const Params &params,
+              const BlockMap &map, void *stream = nullptr) const;
+
   /// The blocks a launch with these arguments computes; validates like
   /// launch() but writes nothing to `tensors`.
   BlockMap blockMap(const Tensors &tensors, const Params &params = {}) const;
