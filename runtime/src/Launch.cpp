@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <deque>
 #include <limits>
 #include <sstream>
 
@@ -313,18 +312,33 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
   return plan;
 }
 
-/// Argument slots of the packed entry point. A deque keeps the slots at
-/// fixed addresses while they are appended.
+/// Argument slots of the packed entry point, in a fixed-size array: a
+/// launch allocates nothing for its arguments.
 class PackedArgs {
 public:
+  /// Enough for 4 rank-4 views, an lse, 16 params, 12 rank-4 captures, a
+  /// block map and the work range; launches past that are refused.
+  static constexpr size_t kMaxSlots = 256;
+
   void memref(const TensorRef &t) {
     pointer(t.data); // allocated
     pointer(t.data); // aligned
     scalar(0);       // offset
     for (int64_t d : t.shape)
       scalar(d);
-    for (int64_t s : t.effectiveStrides())
-      scalar(s);
+    if (t.strides.empty()) {
+      int64_t stride = 1;
+      size_t first = count;
+      count += t.shape.size();
+      check();
+      for (size_t i = t.shape.size(); i-- > 0;) {
+        slots[first + i] = static_cast<uint64_t>(stride);
+        stride *= t.shape[i];
+      }
+    } else {
+      for (int64_t s : t.strides)
+        scalar(s);
+    }
   }
   void i32(int32_t v) {
     uint64_t bits = 0;
@@ -338,16 +352,28 @@ public:
   }
   void scalar(int64_t v) { slot(static_cast<uint64_t>(v)); }
   void pointer(void *p) { slot(reinterpret_cast<uintptr_t>(p)); }
-  std::vector<void *> pointers() {
-    std::vector<void *> out;
-    for (uint64_t &s : slots)
-      out.push_back(&s);
-    return out;
+
+  /// Pointers to the slots, then to `begin` and `end` (the work range).
+  void pointers(void **out, int64_t *begin, int64_t *end) {
+    for (size_t i = 0; i < count; ++i)
+      out[i] = &slots[i];
+    out[count] = begin;
+    out[count + 1] = end;
   }
+  size_t size() const { return count; }
 
 private:
-  void slot(uint64_t v) { slots.push_back(v); }
-  std::deque<uint64_t> slots;
+  void check() {
+    if (count + 2 > kMaxSlots)
+      throw Error("", "too many kernel arguments for one launch");
+  }
+  void slot(uint64_t v) {
+    ++count;
+    check();
+    slots[count - 1] = v;
+  }
+  uint64_t slots[kMaxSlots];
+  size_t count = 0;
 };
 
 /// Runs `entry` over all work items; `blockMap`, when given, is appended
@@ -377,16 +403,14 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
     packed.memref(c);
   if (blockMap)
     packed.memref(*blockMap);
-  std::vector<void *> base = packed.pointers();
   detail::ThreadPool &pool = detail::ThreadPool::global();
   // Small chunks balance uneven rows (causal masks); a few per thread keep
   // the counter traffic negligible.
   int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 8));
   pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
-    std::vector<void *> args = base;
-    args.push_back(&begin);
-    args.push_back(&end);
-    entry(args.data());
+    void *args[PackedArgs::kMaxSlots];
+    packed.pointers(args, &begin, &end);
+    entry(args);
   });
 }
 
