@@ -406,7 +406,7 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
   detail::ThreadPool &pool = detail::ThreadPool::global();
   // Small chunks balance uneven rows (causal masks); a few per thread keep
   // the counter traffic negligible.
-  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 8));
+  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 64));
   pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
     void *args[PackedArgs::kMaxSlots];
     packed.pointers(args, &begin, &end);

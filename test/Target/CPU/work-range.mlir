@@ -15,7 +15,10 @@
 // CHECK:   %[[BI:.+]] = arith.divui %[[W]], %[[PER_B]]
 // CHECK:   %[[REST:.+]] = arith.remui %[[W]], %[[PER_B]]
 // CHECK:   %[[HI:.+]] = arith.divui %[[REST]], %[[NQT]]
-// CHECK:   %[[QT:.+]] = arith.remui %[[REST]], %[[NQT]]
+//          Query tiles run last first (heaviest first under causal masks).
+// CHECK:   %[[LAST:.+]] = arith.subi %[[NQT]], %{{.+}}
+// CHECK:   %[[R:.+]] = arith.remui %[[REST]], %[[NQT]]
+// CHECK:   %[[QT:.+]] = arith.subi %[[LAST]], %[[R]]
 // CHECK-NOT: memref.alloca(
 // CHECK: return
 func.func @plain(%q: memref<?x?x?x64xf32>, %o: memref<?x?x?x64xf32>) {
