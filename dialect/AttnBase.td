@@ -36,6 +36,15 @@ def Attn_NormalizeKind : I32EnumAttr<"Normalize", "row normalizer", [
   let cppNamespace = "::mlir::attn";
 }
 
+// Rules of DSL.md `select(size = N) = topk(K) | mass(P) | above(T)`.
+def Attn_SelectKind : I32EnumAttr<"SelectKind", "block selection rule", [
+  I32EnumAttrCase<"topk", 0>,
+  I32EnumAttrCase<"mass", 1>,
+  I32EnumAttrCase<"above", 2>
+]> {
+  let cppNamespace = "::mlir::attn";
+}
+
 // Problem sizes a region may read (DSL.md: B, Hq, Hkv, Sq, Skv, D, Dv).
 def Attn_SizeKind : I32EnumAttr<"Size", "attention problem size", [
   I32EnumAttrCase<"B", 0>,

@@ -59,6 +59,10 @@ LogicalResult AttentionOp::verify() {
   if (hasSink() && norm != Normalize::softmax)
     return emitOpError() << "expected normalize = softmax with a sink, got "
                          << stringifyNormalize(norm);
+  if (hasSelect() != !getSelectArg().empty())
+    return emitOpError("expected a select_arg region exactly with select");
+  if (hasSelect() && (!getSelectBlock() || *getSelectBlock() < 1))
+    return emitOpError("expected a positive select block size");
   if (getScale() && hasScaleExpr())
     return emitOpError("expected either a scale attribute or a scale_expr "
                        "region, got both");
@@ -106,6 +110,8 @@ LogicalResult AttentionOp::verifyRegions() {
                                    "the score")) ||
       failed(verifyRegionSignature(*this, getSink(), "sink", {i32}, f32,
                                    "(h: i32)")) ||
+      failed(verifyRegionSignature(*this, getSelectArg(), "select_arg", {},
+                                   f32, "()")) ||
       failed(verifyRegionSignature(*this, getClassify(), "classify",
                                    {i32, i32, i32, i32, i32, i32}, i32,
                                    "(b, h, q_lo, q_hi, kv_lo, kv_hi: i32)")))

@@ -31,6 +31,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     - `score (s: f32, b, h, q, kv: i32)`: yields the modified f32 score.
     - `mask (b, h, q, kv: i32)`: yields i1, true keeps the entry.
     - `sink (h: i32)`: yields an f32 logit joining the softmax denominator.
+    - `select_arg ()`: with `select`, yields its f32 argument (K, P or T).
     - `classify (b, h, q_lo, q_hi, kv_lo, kv_hi: i32)`: added by
       `attn-classify-mask`; yields the class of the block of entries
       q in [q_lo, q_hi], kv in [kv_lo, kv_hi]: 0 EMPTY (the mask is false on
@@ -42,7 +43,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     With a `block_map` operand [B, Hq, query tiles, key tiles] (i8), the op
     computes no attention: it writes the class of each tile of the tiling
     that `attn-tile` chooses (0 EMPTY, 1 PARTIAL, 2 FULL), the map a kernel
-    with the same tiling walks. A `tile_classes` operand of that shape (its
+    with the same tiling walks. With `select`, that map also keeps only the
+    key blocks the rule selects for each query block of `block` tokens
+    (DSL.md `select`), and its tiles divide `block`. A `tile_classes` operand of that shape (its
     batch and head dims may be 1 to broadcast) is such a map given to the
     kernel: when it is not empty, the kernel takes the classes from it
     instead of evaluating the classifier (a map built once per launch
@@ -60,10 +63,13 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Variadic<Attn_Param>:$params,
                        Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
                        Attn_NormalizeKind:$normalize,
-                       OptionalAttr<F32Attr>:$scale);
+                       OptionalAttr<F32Attr>:$scale,
+                       OptionalAttr<Attn_SelectKind>:$select,
+                       OptionalAttr<I64Attr>:$selectBlock);
   let regions = (region MaxSizedRegion<1>:$scaleExpr, MaxSizedRegion<1>:$score,
                         MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink,
-                        MaxSizedRegion<1>:$classify);
+                        MaxSizedRegion<1>:$classify,
+                        MaxSizedRegion<1>:$selectArg);
   let assemblyFormat = [{
     `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
     `outs` `(` $out `:` type($out) `)`
@@ -74,12 +80,14 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`captures` `(` $captures^ `:` type($captures) `)`)?
     `normalize` `=` $normalize
     (`scale` `=` $scale^)?
+    (`select` $select^ `block` $selectBlock)?
     attr-dict
     (`scale_expr` $scaleExpr^)?
     (`score` $score^)?
     (`mask` $mask^)?
     (`sink` $sink^)?
     (`classify` $classify^)?
+    (`select_arg` $selectArg^)?
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -91,6 +99,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasSink() { return !getSink().empty(); }
     bool hasScaleExpr() { return !getScaleExpr().empty(); }
     bool hasClassify() { return !getClassify().empty(); }
+    bool hasSelect() { return getSelect().has_value(); }
   }];
 }
 

@@ -32,6 +32,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
+#include <tuple>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -313,6 +314,22 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   constexpr int64_t kAutoBudget = 512 * 1024, kMaxBudget = 2 * 1024 * 1024;
   plan.blockQ = options.blockQ ? options.blockQ : 64;
   plan.blockKV = options.blockKV ? options.blockKV : 64;
+  if (v.select) {
+    // Tiles divide the select blocks, so a tile is kept or dropped whole.
+    int64_t n = v.select->size, fit = 64;
+    while (n % fit != 0)
+      fit /= 2;
+    for (auto [name, given, tile] :
+         {std::tuple{"--block-q", options.blockQ, &plan.blockQ},
+          std::tuple{"--block-kv", options.blockKV, &plan.blockKV}}) {
+      if (!given)
+        *tile = fit;
+      else if (n % given != 0)
+        throw Error(name, "tiles of " + std::to_string(given) +
+                              " do not divide the select block size " +
+                              std::to_string(n));
+    }
+  }
   while (stackBytes(plan.blockQ, plan.blockKV) > kAutoBudget) {
     bool shrinkQ = !options.blockQ && plan.blockQ > 8 &&
                    (plan.blockQ >= plan.blockKV || options.blockKV ||
@@ -348,7 +365,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.blockQ = plan.blockQ;
   info.blockKV = plan.blockKV;
   info.compilerVersion = compilerVersion();
-  info.hasBlockMap = v.mask.has_value();
+  info.hasBlockMap = v.mask.has_value() || v.select.has_value();
+  info.selectBlock = v.select ? v.select->size : 0;
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
                            p.type == fe::Type::I32 ? DType::i32 : DType::f32,
@@ -426,7 +444,7 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   if (failed(cpu::addPackedEntry(*built.module, plan.variant->name,
                                  out.entry)))
     throw InternalError("lowered module lacks the kernel function");
-  if (plan.variant->mask) {
+  if (plan.variant->mask || plan.variant->select) {
     out.blockMapEntry = blockMapSymbol(plan.variant->name);
     if (failed(cpu::addPackedEntry(
             *built.module, fe::blockMapFunctionName(plan.variant->name),

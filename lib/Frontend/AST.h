@@ -134,6 +134,7 @@ struct SelectDecl {
   ExprPtr blockSize;
   SelectKind kind = SelectKind::TopK;
   ExprPtr argument;
+  int64_t size = 0; // folded by Sema
 };
 
 struct Variant {

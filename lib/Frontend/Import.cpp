@@ -409,9 +409,10 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     argTypes.push_back(MemRefType::get(dims, elementType(ctx, t.dtype)));
   }
   size_t endCaptures = argTypes.size();
-  // Masked kernels read a block map (empty: classify on the fly); their
-  // block-map functions write one.
-  if (v.mask)
+  // Masked and selecting kernels read a block map (empty: classify on the
+  // fly); their block-map functions write one.
+  bool mapped = v.mask || v.select;
+  if (mapped)
     argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
 
   auto func = func::FuncOp::create(b, loc, name,
@@ -427,7 +428,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   for (size_t i = 0; i < v.tensors.size(); ++i)
     func.setArgAttr(firstCapture + i, "attn.name",
                     b.getStringAttr(v.tensors[i].name));
-  if (v.mask)
+  if (mapped)
     func.setArgAttr(endCaptures, "attn.name",
                     b.getStringAttr(withMap ? "block_map" : "tile_classes"));
 
@@ -439,10 +440,11 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                               args.begin() + endCaptures);
   Value lse = shape.lse ? args[4] : Value();
   Value map = withMap ? args[endCaptures] : Value();
-  Value classes = v.mask && !withMap ? args[endCaptures] : Value();
+  Value classes = mapped && !withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
       b, loc, args[0], args[1], args[2], args[3], lse, map, classes, params,
-      captures, static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr());
+      captures, static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
+      mlir::attn::SelectKindAttr(), IntegerAttr());
   func::ReturnOp::create(b, loc);
 
   auto newRegion = [&](Region &region, ArrayRef<mlir::Type> types) {
@@ -490,6 +492,15 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     Value m = em.emitRoot(*v.mask->body, fe::Type::Bool);
     mlir::attn::YieldOp::create(b, loc, m);
   }
+  if (v.select) {
+    op.setSelectAttr(mlir::attn::SelectKindAttr::get(
+        ctx, static_cast<mlir::attn::SelectKind>(v.select->kind)));
+    op.setSelectBlockAttr(b.getI64IntegerAttr(v.select->size));
+    newRegion(op.getSelectArg(), {});
+    RegionEmitter em(b, v, shape, file, params, captures);
+    Value arg = em.emitRoot(*v.select->argument, fe::Type::F32);
+    mlir::attn::YieldOp::create(b, loc, arg);
+  }
   if (v.sink) {
     Block *blk = newRegion(op.getSink(), {i32});
     RegionEmitter em(b, v, shape, file, params, captures);
@@ -514,7 +525,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   return true;
   };
   return build(v.name, false) &&
-         (!v.mask || build(blockMapFunctionName(v.name), true));
+         (!(v.mask || v.select) || build(blockMapFunctionName(v.name), true));
 }
 
 } // namespace attn::fe

@@ -35,6 +35,7 @@ private:
   void checkParams();
   void checkTensors();
   void checkLets();
+  void checkSelect(SelectDecl &sel);
   void checkFunc(std::optional<FuncDef> &f, const char *what,
                  const std::vector<IndexVar> &positional, unsigned extra,
                  Type want);
@@ -672,6 +673,56 @@ Type Sema::checkBinary(Expr &e, Context &ctx) {
   }
 }
 
+/// The block size is a compile-time multiple of 16 (kernel tiles divide
+/// it); the rule's argument may use params, so it can change per launch.
+void Sema::checkSelect(SelectDecl &sel) {
+  Context sizeCtx("a select block size");
+  sizeCtx.constOnly = true;
+  sizeCtx.letLimit = static_cast<int>(v.consts.size());
+  Type t = check(*sel.blockSize, sizeCtx);
+  if (t != Type::Invalid) {
+    double value;
+    Type vt;
+    foldConst(*sel.blockSize, value, vt);
+    if (vt != Type::I32 || value < 16 || int64_t(value) % 16 != 0)
+      diags.error(sel.blockSize->loc,
+                  "expected a select block size that is a positive multiple "
+                  "of 16, got " + printExpr(*sel.blockSize, v));
+    else
+      sel.size = static_cast<int64_t>(value);
+  }
+  Context argCtx("a select rule");
+  argCtx.letLimit = 0;
+  Type at = check(*sel.argument, argCtx);
+  if (at != Type::Invalid && !isNumeric(at)) {
+    diags.error(sel.argument->loc, std::string("expected a number, got ") +
+                                       typeName(at));
+    return;
+  }
+  // Constant arguments are checked here; params at launch are not.
+  bool constant = true;
+  std::vector<const Expr *> stack{sel.argument.get()};
+  while (!stack.empty()) {
+    const Expr *e = stack.back();
+    stack.pop_back();
+    if (e->kind == ExprKind::Name && e->nameKind != NameKind::Const)
+      constant = false;
+    for (const ExprPtr &a : e->args)
+      stack.push_back(a.get());
+  }
+  if (at == Type::Invalid || !constant)
+    return;
+  double value;
+  Type vt;
+  foldConst(*sel.argument, value, vt);
+  if (sel.kind == SelectKind::TopK && (value < 1 || value != std::floor(value)))
+    diags.error(sel.argument->loc, "expected topk of a positive integer, got " +
+                                       printExpr(*sel.argument, v));
+  if (sel.kind == SelectKind::Mass && !(value > 0 && value <= 1))
+    diags.error(sel.argument->loc, "expected mass in (0, 1], got " +
+                                       printExpr(*sel.argument, v));
+}
+
 void Sema::run() {
   size_t before = diags.count();
   checkNames();
@@ -703,9 +754,7 @@ void Sema::run() {
                             "normalize = softmax, got ") +
                     normalizeName(v.normalize));
   if (v.select)
-    diags.error(v.select->loc,
-                "'select' needs block sparsity, which this build of attnc "
-                "does not implement yet");
+    checkSelect(*v.select);
 }
 
 void collectLets(const Expr &e, std::vector<bool> &needed) {

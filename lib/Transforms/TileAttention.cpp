@@ -95,6 +95,10 @@ private:
   void emitSetup(OpBuilder &b);
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyLoop(OpBuilder &b);
+  void emitSelectBlocks(OpBuilder &b, Value qBlock);
+  Value anyKept(OpBuilder &b, Value qs, Value qe, Value ks, Value ke);
+  Value argmaxAvailable(OpBuilder &b, Value numBlocks, Value scores,
+                        Value eligible, Value kept);
   Value classifyRange(OpBuilder &b, Value lo, Value hi, Value qLo, Value qHi,
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
@@ -121,7 +125,8 @@ private:
   Value batch, headsQ, seqQ, headsKV, seqKV, group, numQTiles;
   Value sizeI32[7];
   SmallVector<Value> captureMaxIndex; // per capture, per dim: size - 1 (i32)
-  Value qScale;
+  Value qScale, scaleValue, selectArg;
+  int64_t workRows = 0;
 
   // Per work item.
   Value b32, h32, bIdx, hIdx, hkvIdx, q0, qn, qTileIdx;
@@ -190,7 +195,9 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
   // defined even for a caller that skipped the checks.
   Value safeHkv = arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1));
   group = arith::DivUIOp::create(b, loc, headsQ, safeHkv);
-  numQTiles = arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, BQ));
+  // The select pre-pass works per query block of the rule, not per tile.
+  workRows = op.getBlockMap() && op.hasSelect() ? *op.getSelectBlock() : BQ;
+  numQTiles = arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, workRows));
   Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
   for (int i = 0; i < 5; ++i)
     sizeI32[i] = toI32(b, dims[i]);
@@ -213,6 +220,9 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
                            ? inlineRegion(b, op.getScaleExpr(), {})
                            : cF32(b, 1.0 / std::sqrt(double(D))));
   qScale = scale;
+  scaleValue = scale;
+  if (op.hasSelect())
+    selectArg = inlineRegion(b, op.getSelectArg(), {});
   if (norm == Normalize::softmax && !op.hasScore())
     qScale = arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E));
 }
@@ -247,6 +257,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   qn = minIdx(b, cIdx(b, BQ), arith::SubIOp::create(b, loc, seqQ, q0));
   qTileIdx = qTile;
 
+  if (op.getBlockMap() && op.hasSelect()) {
+    emitSelectBlocks(b, qTile);
+    return;
+  }
   if (Value map = op.getBlockMap()) {
     // Block-map mode: every tile starts EMPTY; the walk marks the rest.
     Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
@@ -313,6 +327,313 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
 /// are dropped whole, FULL ones run without evaluating the mask, and only
 /// single PARTIAL tiles evaluate it. The stack holds at most two ranges per
 /// level of bisection, so 64 entries cover any i32 length.
+/// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke):
+/// the classifier decides most blocks; PARTIAL ones are scanned until the
+/// first kept entry.
+Value AttentionTiler::anyKept(OpBuilder &b, Value qs, Value qe, Value ks,
+                              Value ke) {
+  if (!op.hasMask())
+    return arith::ConstantIntOp::create(b, loc, 1, 1);
+  Value one = cIdx(b, 1);
+  Value cls = inlineRegion(
+      b, op.getClassify(),
+      {b32, h32, toI32(b, qs), toI32(b, arith::SubIOp::create(b, loc, qe, one)),
+       toI32(b, ks), toI32(b, arith::SubIOp::create(b, loc, ke, one))});
+  auto is = [&](int32_t c) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
+                                 arith::ConstantIntOp::create(b, loc, c, 32));
+  };
+  Value nk = arith::SubIOp::create(b, loc, ke, ks);
+  Value total = arith::MulIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, qe, qs), nk);
+  // A scan that runs only for PARTIAL blocks.
+  Value limit = arith::SelectOp::create(b, loc, is(kTilePartial), total,
+                                        cIdx(b, 0));
+  Type idx = b.getIndexType(), i1 = b.getI1Type();
+  auto scan = scf::WhileOp::create(
+      b, loc, TypeRange{idx, i1},
+      ValueRange{cIdx(b, 0), arith::ConstantIntOp::create(b, loc, 0, 1)},
+      [&](OpBuilder &b, Location, ValueRange a) {
+        Value more = arith::AndIOp::create(
+            b, loc,
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, a[0],
+                                  limit),
+            arith::XOrIOp::create(b, loc, a[1],
+                                  arith::ConstantIntOp::create(b, loc, 1, 1)));
+        scf::ConditionOp::create(b, loc, more, a);
+      },
+      [&](OpBuilder &b, Location, ValueRange a) {
+        Value q = arith::AddIOp::create(
+            b, loc, qs, arith::DivUIOp::create(b, loc, a[0], nk));
+        Value kv = arith::AddIOp::create(
+            b, loc, ks, arith::RemUIOp::create(b, loc, a[0], nk));
+        Value keep = inlineRegion(b, op.getMask(),
+                                  {b32, h32, toI32(b, q), toI32(b, kv)});
+        scf::YieldOp::create(
+            b, loc, ValueRange{arith::AddIOp::create(b, loc, a[0], one), keep});
+      });
+  return arith::OrIOp::create(b, loc, is(kTileFull), scan.getResult(1));
+}
+
+/// The eligible, not yet kept block with the largest pooled score (lowest
+/// index on ties), or `numBlocks` when none is left.
+Value AttentionTiler::argmaxAvailable(OpBuilder &b, Value numBlocks,
+                                      Value scores, Value eligible,
+                                      Value kept) {
+  Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
+  auto loop = scf::ForOp::create(
+      b, loc, cIdx(b, 0), numBlocks, cIdx(b, 1),
+      ValueRange{numBlocks, cF32(b, -INFINITY)},
+      [&](OpBuilder &b, Location, Value kb, ValueRange best) {
+        Value e = memref::LoadOp::create(b, loc, eligible, ValueRange{kb});
+        Value k = memref::LoadOp::create(b, loc, kept, ValueRange{kb});
+        Value s = memref::LoadOp::create(b, loc, scores, ValueRange{kb});
+        Value open = arith::AndIOp::create(
+            b, loc,
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, e, zero8),
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, k, zero8));
+        Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                            best[0], numBlocks);
+        Value better = arith::OrIOp::create(
+            b, loc, first,
+            arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
+                                  best[1]));
+        Value take = arith::AndIOp::create(b, loc, open, better);
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::SelectOp::create(b, loc, take, kb, best[0]),
+                       arith::SelectOp::create(b, loc, take, s, best[1])});
+      });
+  return loop.getResult(0);
+}
+
+/// The select pre-pass for one query block (DSL.md `select`): mean-pooled
+/// q and k, pooled scores of the key blocks the mask leaves non-empty, the
+/// rule (topk / mass / above) plus the diagonal block, then the classes of
+/// the block's tiles: EMPTY outside kept key blocks, the mask's class
+/// inside them.
+void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
+  int64_t N = *op.getSelectBlock();
+  Value one = cIdx(b, 1), zero = cIdx(b, 0);
+  Value map = op.getBlockMap();
+  Value qs = arith::MulIOp::create(b, loc, qBlock, cIdx(b, N));
+  Value qe = minIdx(b, arith::AddIOp::create(b, loc, qs, cIdx(b, N)), seqQ);
+  auto rowsOf = [&](Value s, Value e) {
+    return arith::UIToFPOp::create(b, loc, f32,
+                                   arith::IndexCastOp::create(
+                                       b, loc, b.getI64Type(),
+                                       arith::SubIOp::create(b, loc, e, s)));
+  };
+  // Mean of rows [s, e) of `src` (head `head`) into `dst` (D floats).
+  auto pool = [&](OpBuilder &b, Value src, Value head, Value s, Value e,
+                  Value dst) {
+    Value inv = arith::DivFOp::create(b, loc, cF32(b, 1.0), rowsOf(s, e));
+    forLoop(b, D, [&](OpBuilder &b, Value d) {
+      auto sum = scf::ForOp::create(
+          b, loc, s, e, one, ValueRange{cF32(b, 0.0)},
+          [&](OpBuilder &b, Location, Value r, ValueRange acc) {
+            Value x = memref::LoadOp::create(b, loc, src,
+                                             ValueRange{bIdx, head, r, d});
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::AddFOp::create(b, loc, acc[0],
+                                                 toF32(b, x))});
+          });
+      memref::StoreOp::create(
+          b, loc, arith::MulFOp::create(b, loc, sum.getResult(0), inv), dst,
+          ValueRange{d});
+    });
+  };
+  auto vec = MemRefType::get({D}, f32);
+  Value pq = memref::AllocaOp::create(b, loc, vec);
+  Value pk = memref::AllocaOp::create(b, loc, vec);
+  pool(b, op.getQuery(), hIdx, qs, qe, pq);
+
+  Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
+  auto dyn = [&](Type t) {
+    return memref::AllocaOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic}, t),
+        ValueRange{numBlocks});
+  };
+  Value scores = dyn(f32), eligible = dyn(b.getI8Type()),
+        kept = dyn(b.getI8Type());
+  Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
+  Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
+  forLoop(b, zero, numBlocks, 1, [&](OpBuilder &b, Value kb) {
+    Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
+    Value ke = minIdx(b, arith::AddIOp::create(b, loc, ks, cIdx(b, N)), seqKV);
+    Value ok = anyKept(b, qs, qe, ks, ke);
+    memref::StoreOp::create(
+        b, loc, arith::ExtUIOp::create(b, loc, b.getI8Type(), ok), eligible,
+        ValueRange{kb});
+    memref::StoreOp::create(b, loc, zero8, kept, ValueRange{kb});
+    memref::StoreOp::create(b, loc, cF32(b, -INFINITY), scores,
+                            ValueRange{kb});
+    scf::IfOp::create(b, loc, ok, [&](OpBuilder &b, Location) {
+      pool(b, op.getKey(), hkvIdx, ks, ke, pk);
+      auto dot = scf::ForOp::create(
+          b, loc, cIdx(b, 0), cIdx(b, D), one, ValueRange{cF32(b, 0.0)},
+          [&](OpBuilder &b, Location, Value d, ValueRange acc) {
+            Value x = arith::MulFOp::create(
+                b, loc, memref::LoadOp::create(b, loc, pq, ValueRange{d}),
+                memref::LoadOp::create(b, loc, pk, ValueRange{d}));
+            scf::YieldOp::create(
+                b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], x)});
+          });
+      memref::StoreOp::create(
+          b, loc, arith::MulFOp::create(b, loc, dot.getResult(0), scaleValue),
+          scores, ValueRange{kb});
+      scf::YieldOp::create(b, loc);
+    });
+  });
+
+  auto keep = [&](OpBuilder &b, Value kb) {
+    memref::StoreOp::create(b, loc, one8, kept, ValueRange{kb});
+  };
+  switch (*op.getSelect()) {
+  case SelectKind::topk: {
+    // K rounds of "take the best remaining block".
+    Value k = arith::FPToSIOp::create(
+        b, loc, b.getI64Type(),
+        arith::MaximumFOp::create(
+            b, loc, arith::MinimumFOp::create(b, loc, selectArg, cF32(b, 1e9)),
+            cF32(b, 0.0)));
+    Value rounds = minIdx(
+        b, arith::IndexCastOp::create(b, loc, b.getIndexType(), k), numBlocks);
+    forLoop(b, zero, rounds, 1, [&](OpBuilder &b, Value) {
+      Value best = argmaxAvailable(b, numBlocks, scores, eligible, kept);
+      Value found = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                          best, numBlocks);
+      scf::IfOp::create(b, loc, found, [&](OpBuilder &b, Location) {
+        keep(b, best);
+        scf::YieldOp::create(b, loc);
+      });
+    });
+    break;
+  }
+  case SelectKind::mass: {
+    // The fewest best blocks whose softmax mass reaches P.
+    auto reduce = [&](bool sumExp, Value m) {
+      return scf::ForOp::create(
+                 b, loc, zero, numBlocks, one,
+                 ValueRange{cF32(b, sumExp ? 0.0 : -INFINITY)},
+                 [&](OpBuilder &b, Location, Value kb, ValueRange acc) {
+                   Value s = memref::LoadOp::create(b, loc, scores,
+                                                    ValueRange{kb});
+                   Value r;
+                   if (sumExp) {
+                     Value e = math::ExpOp::create(
+                         b, loc, arith::SubFOp::create(b, loc, s, m));
+                     r = arith::AddFOp::create(b, loc, acc[0], e);
+                   } else {
+                     r = arith::MaximumFOp::create(b, loc, acc[0], s);
+                   }
+                   scf::YieldOp::create(b, loc, ValueRange{r});
+                 })
+          .getResult(0);
+    };
+    Value m = reduce(false, Value());
+    Value mSafe = arith::SelectOp::create(
+        b, loc,
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
+                              cF32(b, -INFINITY)),
+        cF32(b, 0.0), m);
+    Value total = reduce(true, mSafe);
+    scf::WhileOp::create(
+        b, loc, TypeRange{f32, b.getI1Type()},
+        ValueRange{cF32(b, 0.0), arith::ConstantIntOp::create(b, loc, 1, 1)},
+        [&](OpBuilder &b, Location, ValueRange a) {
+          Value more = arith::AndIOp::create(
+              b, loc, a[1],
+              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a[0],
+                                    selectArg));
+          scf::ConditionOp::create(b, loc, more, a);
+        },
+        [&](OpBuilder &b, Location, ValueRange a) {
+          Value best = argmaxAvailable(b, numBlocks, scores, eligible, kept);
+          Value found = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::ult, best, numBlocks);
+          Value at = minIdx(b, best,
+                            arith::SubIOp::create(b, loc, numBlocks, one));
+          Value s = memref::LoadOp::create(b, loc, scores, ValueRange{at});
+          Value share = arith::DivFOp::create(
+              b, loc,
+              math::ExpOp::create(b, loc,
+                                  arith::SubFOp::create(b, loc, s, mSafe)),
+              total);
+          scf::IfOp::create(b, loc, found, [&](OpBuilder &b, Location) {
+            keep(b, best);
+            scf::YieldOp::create(b, loc);
+          });
+          Value cum = arith::SelectOp::create(
+              b, loc, found, arith::AddFOp::create(b, loc, a[0], share), a[0]);
+          scf::YieldOp::create(b, loc, ValueRange{cum, found});
+        });
+    break;
+  }
+  case SelectKind::above:
+    forLoop(b, zero, numBlocks, 1, [&](OpBuilder &b, Value kb) {
+      Value e = memref::LoadOp::create(b, loc, eligible, ValueRange{kb});
+      Value s = memref::LoadOp::create(b, loc, scores, ValueRange{kb});
+      Value take = arith::AndIOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, e, zero8),
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
+                                selectArg));
+      scf::IfOp::create(b, loc, take, [&](OpBuilder &b, Location) {
+        keep(b, kb);
+        scf::YieldOp::create(b, loc);
+      });
+    });
+    break;
+  }
+  // The diagonal block (holding the block's last query in key positions)
+  // is always kept.
+  Value qeAbs = arith::AddIOp::create(b, loc, qe, seqKV);
+  Value bias = arith::AddIOp::create(b, loc, seqQ, one);
+  Value lastAbs = arith::SubIOp::create(
+      b, loc, arith::MaxUIOp::create(b, loc, qeAbs, bias), bias);
+  Value diag = arith::DivUIOp::create(b, loc, lastAbs, cIdx(b, N));
+  Value haveBlocks = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                           numBlocks, zero);
+  scf::IfOp::create(b, loc, haveBlocks, [&](OpBuilder &b, Location) {
+    keep(b, minIdx(b, diag, arith::SubIOp::create(b, loc, numBlocks, one)));
+    scf::YieldOp::create(b, loc);
+  });
+
+  // Tile classes for the block's query tiles.
+  Value qtBegin = arith::DivUIOp::create(b, loc, qs, cIdx(b, BQ));
+  Value qtEnd = arith::CeilDivUIOp::create(b, loc, qe, cIdx(b, BQ));
+  Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  forLoop(b, qtBegin, qtEnd, 1, [&](OpBuilder &b, Value qt) {
+    Value tq0 = arith::MulIOp::create(b, loc, qt, cIdx(b, BQ));
+    Value tq1 = minIdx(b, arith::AddIOp::create(b, loc, tq0, cIdx(b, BQ)),
+                       seqQ);
+    forLoop(b, zero, numTiles, 1, [&](OpBuilder &b, Value kt) {
+      Value k0 = arith::MulIOp::create(b, loc, kt, cIdx(b, BK));
+      Value k1 = minIdx(b, arith::AddIOp::create(b, loc, k0, cIdx(b, BK)),
+                        seqKV);
+      Value kb = arith::DivUIOp::create(b, loc, k0, cIdx(b, N));
+      Value isKept = arith::CmpIOp::create(
+          b, loc, arith::CmpIPredicate::ne,
+          memref::LoadOp::create(b, loc, kept, ValueRange{kb}), zero8);
+      Value cls = arith::ConstantIntOp::create(b, loc, kTileFull, 32);
+      if (op.hasMask())
+        cls = inlineRegion(
+            b, op.getClassify(),
+            {b32, h32, toI32(b, tq0),
+             toI32(b, arith::SubIOp::create(b, loc, tq1, one)), toI32(b, k0),
+             toI32(b, arith::SubIOp::create(b, loc, k1, one))});
+      cls = arith::SelectOp::create(
+          b, loc, isKept, cls,
+          arith::ConstantIntOp::create(b, loc, kTileEmpty, 32));
+      memref::StoreOp::create(
+          b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), cls), map,
+          ValueRange{bIdx, hIdx, qt, kt});
+    });
+  });
+}
+
 /// The class of key tiles [lo, hi) for this query tile: from the given
 /// block map when there is one (EMPTY if all are, FULL if all are), else
 /// from the classifier on the key range [kvLo, kvEnd).
@@ -320,7 +641,9 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
                                     Value qLo, Value qHi, Value kvLo,
                                     Value kvEnd) {
   Value one = cIdx(b, 1);
-  auto fromClassifier = [&](OpBuilder &b) {
+  auto fromClassifier = [&](OpBuilder &b) -> Value {
+    if (!op.hasClassify()) // no mask: only a selection can drop blocks
+      return arith::ConstantIntOp::create(b, loc, kTileFull, 32);
     return inlineRegion(
         b, op.getClassify(),
         {b32, h32, qLo, qHi, toI32(b, kvLo),
@@ -380,7 +703,7 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
 }
 
 void AttentionTiler::emitKeyLoop(OpBuilder &b) {
-  if (!op.hasClassify()) {
+  if (!op.hasClassify() && !op.getTileClasses()) {
     forLoop(b, cIdx(b, 0), seqKV, BK,
             [&](OpBuilder &b, Value k0) { emitKeyTile(b, k0, Value()); });
     return;

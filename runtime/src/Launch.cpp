@@ -380,9 +380,12 @@ private:
 /// as the block-map function's output.
 void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
             const Tensors &t, const LaunchPlan &plan,
-            const TensorRef *blockMap = nullptr) {
+            const TensorRef *blockMap = nullptr, int64_t rowsPerItem = 0) {
   const KernelInfo &info = state.info;
-  int64_t qTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  // Work items are (b, h, query tile); the select pre-pass works per query
+  // block of the rule instead.
+  int64_t rows = rowsPerItem ? rowsPerItem : info.blockQ;
+  int64_t qTiles = (plan.sizes[kSq] + rows - 1) / rows;
   int64_t items = plan.sizes[kB] * plan.sizes[kHq] * qTiles;
   if (items == 0)
     return;
@@ -431,6 +434,10 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
     throw Error("", "target " + state->info.target +
                         " has no launcher in this build");
   (void)stream;
+  if (state->info.selectBlock) { // the select pre-pass, then the kernel
+    launch(tensors, params, blockMap(tensors, params), stream);
+    return;
+  }
   // A masked kernel takes a block map; an empty one means "classify".
   static uint8_t none = 0;
   TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
@@ -473,7 +480,7 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
     runCpu(*state, state->cpuEntry, tensors, plan);
     return;
   }
-  if (map.classes.empty()) {
+  if (map.classes.empty() && !info.selectBlock) {
     static uint8_t none = 0;
     TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
     runCpu(*state, state->cpuEntry, tensors, plan, &noMap);
@@ -503,7 +510,8 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
     TensorRef out(map.classes.data(), DType::i32,
                   {map.batch, map.heads, map.queryTiles, map.keyTiles});
     // The packer only needs the pointer, shape and strides of an i8 view.
-    runCpu(*state, state->blockMapEntry, tensors, plan, &out);
+    runCpu(*state, state->blockMapEntry, tensors, plan, &out,
+           info.selectBlock);
   }
   return map;
 }

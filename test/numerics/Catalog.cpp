@@ -161,6 +161,23 @@ const std::vector<CatalogCase> kCases = {
        p.Hq = 4, p.Hkv = 2;
        p.intRange = 2;
      }},
+    {"moba_topk", "select.attn", "moba",
+     [](Problem &p) {
+       p.Sq = p.Skv = 200;
+       p.qScale = 3.0; // spread the pooled scores apart
+       p.params = {{"k", 2}};
+     }},
+    {"flex_prefill_mass", "select.attn", "flex_prefill",
+     [](Problem &p) {
+       p.Sq = p.Skv = 230;
+       p.qScale = 3.0;
+     }},
+    {"block_theta", "select.attn", "block_theta",
+     [](Problem &p) {
+       p.Sq = 150, p.Skv = 270;
+       p.qScale = 3.0;
+       p.params = {{"theta", 0.02}};
+     }},
     {"dilated", "dilated_window.attn", "",
      [](Problem &p) {
        p.Sq = p.Skv = 150;

@@ -78,19 +78,113 @@ double softplus(double x) {
 
 } // namespace
 
+/// DSL.md `select`: which key blocks each query block keeps,
+/// [B][Hq][query blocks][key blocks].
+std::vector<uint8_t> selectedBlocks(const fe::Variant &v, const RefProblem &p,
+                                    PointEnv &env, double scale) {
+  const fe::SelectDecl &sel = *v.select;
+  int64_t N = sel.size;
+  int64_t nqb = (p.Sq + N - 1) / N, nkb = (p.Skv + N - 1) / N;
+  std::vector<uint8_t> kept(p.B * p.Hq * nqb * nkb, 0);
+  env.at(0, 0, 0, 0, 0);
+  double arg = fe::promote(fe::evaluate(*sel.argument, v, env),
+                           fe::Type::F32).asDouble();
+  int64_t group = p.Hq / p.Hkv;
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t h = 0; h < p.Hq; ++h)
+      for (int64_t qb = 0; qb < nqb; ++qb) {
+        int64_t qs = qb * N, qe = std::min(qs + N, p.Sq);
+        std::vector<double> pq(p.D, 0.0);
+        for (int64_t q = qs; q < qe; ++q)
+          for (int64_t d = 0; d < p.D; ++d)
+            pq[d] += p.q[((b * p.Hq + h) * p.Sq + q) * p.D + d] / (qe - qs);
+        std::vector<double> score(nkb, -INFINITY);
+        std::vector<char> eligible(nkb, 0);
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+          int64_t ks = kb * N, ke = std::min(ks + N, p.Skv);
+          bool any = !v.mask;
+          for (int64_t q = qs; q < qe && !any; ++q)
+            for (int64_t kv = ks; kv < ke && !any; ++kv) {
+              env.at(b, h, q, kv, 0.0);
+              any = fe::evaluate(*v.mask->body, v, env).b;
+            }
+          eligible[kb] = any;
+          if (!any)
+            continue;
+          double dot = 0;
+          for (int64_t d = 0; d < p.D; ++d) {
+            double pk = 0;
+            for (int64_t kv = ks; kv < ke; ++kv)
+              pk += p.k[((b * p.Hkv + h / group) * p.Skv + kv) * p.D + d];
+            dot += pq[d] * pk / (ke - ks);
+          }
+          score[kb] = dot * scale;
+        }
+        uint8_t *row = &kept[((b * p.Hq + h) * nqb + qb) * nkb];
+        // Best remaining eligible block, lowest index on ties.
+        auto best = [&]() -> int64_t {
+          int64_t at = -1;
+          for (int64_t kb = 0; kb < nkb; ++kb)
+            if (eligible[kb] && !row[kb] && (at < 0 || score[kb] > score[at]))
+              at = kb;
+          return at;
+        };
+        if (sel.kind == fe::SelectKind::TopK) {
+          int64_t k = static_cast<int64_t>(std::clamp(arg, 0.0, 1e9));
+          for (int64_t i = 0; i < std::min(k, nkb); ++i)
+            if (int64_t at = best(); at >= 0)
+              row[at] = 1;
+        } else if (sel.kind == fe::SelectKind::Mass) {
+          double m = -INFINITY, total = 0;
+          for (int64_t kb = 0; kb < nkb; ++kb)
+            if (eligible[kb])
+              m = std::max(m, score[kb]);
+          if (m == -INFINITY)
+            m = 0;
+          for (int64_t kb = 0; kb < nkb; ++kb)
+            if (eligible[kb])
+              total += std::exp(score[kb] - m);
+          double cum = 0;
+          while (cum < arg) {
+            int64_t at = best();
+            if (at < 0)
+              break;
+            row[at] = 1;
+            cum += std::exp(score[at] - m) / total;
+          }
+        } else {
+          for (int64_t kb = 0; kb < nkb; ++kb)
+            row[kb] = eligible[kb] && score[kb] > arg;
+        }
+        if (nkb > 0)
+          row[std::min(std::max<int64_t>(0, qe - 1 + p.Skv - p.Sq) / N,
+                       nkb - 1)] = 1;
+      }
+  return kept;
+}
+
+double scaleOf(const fe::Variant &v, const RefProblem &p, PointEnv &env) {
+  if (!v.scale)
+    return 1.0 / std::sqrt(double(p.D));
+  env.at(0, 0, 0, 0, 0);
+  return asDouble(fe::evaluate(*v.scale, v, env), fe::Type::F32);
+}
+
 RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
   const double inf = std::numeric_limits<double>::infinity();
   RefResult r;
   r.o.assign(p.B * p.Hq * p.Sq * p.Dv, 0.0);
   r.lse.assign(p.B * p.Hq * p.Sq, -inf);
   PointEnv env(v, p);
-
-  double scale = 1.0 / std::sqrt(double(p.D));
-  if (v.scale) {
-    env.at(0, 0, 0, 0, 0);
-    scale = asDouble(fe::evaluate(*v.scale, v, env), fe::Type::F32);
-  }
+  double scale = scaleOf(v, p, env);
   int64_t group = p.Hq / p.Hkv;
+  std::vector<uint8_t> selected;
+  int64_t nqb = 0, nkb = 0;
+  if (v.select) {
+    selected = selectedBlocks(v, p, env, scale);
+    nqb = (p.Sq + v.select->size - 1) / v.select->size;
+    nkb = (p.Skv + v.select->size - 1) / v.select->size;
+  }
   std::vector<double> t(p.Skv);
   std::vector<char> keep(p.Skv);
   for (int64_t b = 0; b < p.B; ++b)
@@ -115,6 +209,10 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
           bool k = true;
           if (v.mask)
             k = fe::evaluate(*v.mask->body, v, env).b;
+          if (v.select)
+            k = k && selected[((b * p.Hq + h) * nqb + qi / v.select->size) *
+                                  nkb +
+                              kv / v.select->size];
           // A -inf score is a masked entry (DSL.md).
           if (s == -inf)
             k = false;
@@ -191,16 +289,25 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
 
 std::vector<uint8_t> referenceMask(const fe::Variant &v, const RefProblem &p) {
   std::vector<uint8_t> keep(p.B * p.Hq * p.Sq * p.Skv, 1);
-  if (!v.mask)
+  if (!v.mask && !v.select)
     return keep;
   PointEnv env(v, p);
+  std::vector<uint8_t> selected;
+  int64_t N = v.select ? v.select->size : 1;
+  int64_t nqb = (p.Sq + N - 1) / N, nkb = (p.Skv + N - 1) / N;
+  if (v.select)
+    selected = selectedBlocks(v, p, env, scaleOf(v, p, env));
   size_t i = 0;
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t h = 0; h < p.Hq; ++h)
       for (int64_t q = 0; q < p.Sq; ++q)
         for (int64_t kv = 0; kv < p.Skv; ++kv, ++i) {
           env.at(b, h, q, kv, 0.0);
-          keep[i] = fe::evaluate(*v.mask->body, v, env).b;
+          if (v.mask)
+            keep[i] = fe::evaluate(*v.mask->body, v, env).b;
+          if (v.select)
+            keep[i] = keep[i] &&
+                      selected[((b * p.Hq + h) * nqb + q / N) * nkb + kv / N];
         }
   return keep;
 }

@@ -17,11 +17,18 @@ using namespace mlir;
 namespace {
 
 /// Inlines `memref.alloca_scope` bodies: with one item at a time per call
-/// the buffers can live for the whole call.
+/// the buffers can live for the whole call. A scope holding a dynamically
+/// sized buffer stays, so each item frees its own.
 void inlineAllocaScopes(RewriterBase &rw, Operation *root) {
   SmallVector<memref::AllocaScopeOp> scopes;
   root->walk([&](memref::AllocaScopeOp s) { scopes.push_back(s); });
   for (memref::AllocaScopeOp scope : scopes) {
+    bool dynamic = false;
+    scope->walk([&](memref::AllocaOp a) {
+      dynamic |= !a.getType().hasStaticShape();
+    });
+    if (dynamic)
+      continue;
     Block *body = &scope.getBodyRegion().front();
     Operation *ret = body->getTerminator();
     rw.eraseOp(ret);

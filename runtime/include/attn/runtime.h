@@ -116,6 +116,9 @@ struct KernelInfo {
   std::string compilerVersion;
   /// A masked variant's kernel comes with a block-map function.
   bool hasBlockMap = false;
+  /// With `select`, the rule's block size: every launch first builds the
+  /// block map (the select pre-pass), unless one is given.
+  int64_t selectBlock = 0;
 };
 
 /// Which (query tile, key tile) blocks a launch computes: the kernel's own
