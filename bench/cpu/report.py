@@ -22,7 +22,7 @@ def load(name):
 
 r = {n: load(n) for n in ["ort_dense", "ort_causal", "sgemm", "attnc_dense",
                           "attnc_causal", "attnc_window", "attnc_documents",
-                          "attnc_softcap_causal", "check_dense",
+                          "attnc_softcap_causal", "attnc_moba", "check_dense",
                           "check_causal"]}
 ms = {k: v["ms"] for k, v in r.items() if v and "ms" in v}
 
@@ -72,7 +72,8 @@ rows = [("ONNX Runtime Attention, dense", "ort_dense"),
         ("attnc causal", "attnc_causal"),
         (f"attnc sliding window {window}", "attnc_window"),
         (f"attnc {docs}-document mask", "attnc_documents"),
-        ("attnc causal + tanh soft-cap", "attnc_softcap_causal")]
+        ("attnc causal + tanh soft-cap", "attnc_softcap_causal"),
+        ("attnc MoBA: causal, top-8 of 512-token blocks", "attnc_moba")]
 for label, key in rows:
     if key in ms:
         say(f"| {label} | {ms[key]:.1f} | {ms['ort_dense'] / ms[key]:.2f}x |")

@@ -70,6 +70,7 @@ bench causal causal ""
 bench window window "--set window=$WINDOW"
 bench documents documents "--set doc=$OUT/doc.npy"
 bench softcap_causal softcap_causal ""
+bench moba moba ""
 
 # Debian's python3 has the matplotlib just installed.
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
