@@ -112,9 +112,9 @@ LogicalResult AttentionOp::verifyRegions() {
                                    "(h: i32)")) ||
       failed(verifyRegionSignature(*this, getSelectArg(), "select_arg", {},
                                    f32, "()")) ||
-      failed(verifyRegionSignature(*this, getClassify(), "classify",
-                                   {i32, i32, i32, i32, i32, i32}, i32,
-                                   "(b, h, q_lo, q_hi, kv_lo, kv_hi: i32)")))
+      failed(verifyRegionSignature(
+          *this, getClassify(), "classify", {i32, i32, i32, i32, i32, i32, i32},
+          i32, "(b, h_lo, h_hi, q_lo, q_hi, kv_lo, kv_hi: i32)")))
     return failure();
 
   // Regions see only the op's params and captures (and constants) from
@@ -147,8 +147,8 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
   static const char *scoreNames[] = {"s", "b", "h", "q", "kv"};
   static const char *maskNames[] = {"b", "h", "q", "kv"};
   static const char *sinkNames[] = {"h"};
-  static const char *classifyNames[] = {"b", "h", "q_lo", "q_hi", "kv_lo",
-                                        "kv_hi"};
+  static const char *classifyNames[] = {"b",    "h_lo",  "h_hi", "q_lo",
+                                        "q_hi", "kv_lo", "kv_hi"};
   ArrayRef<const char *> names;
   if (&region == &getScore())
     names = scoreNames;

@@ -32,9 +32,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     - `mask (b, h, q, kv: i32)`: yields i1, true keeps the entry.
     - `sink (h: i32)`: yields an f32 logit joining the softmax denominator.
     - `select_arg ()`: with `select`, yields its f32 argument (K, P or T).
-    - `classify (b, h, q_lo, q_hi, kv_lo, kv_hi: i32)`: added by
+    - `classify (b, h_lo, h_hi, q_lo, q_hi, kv_lo, kv_hi: i32)`: added by
       `attn-classify-mask`; yields the class of the block of entries
-      q in [q_lo, q_hi], kv in [kv_lo, kv_hi]: 0 EMPTY (the mask is false on
+      h in [h_lo, h_hi], q in [q_lo, q_hi], kv in [kv_lo, kv_hi]: 0 EMPTY (the mask is false on
       all of it), 2 FULL (true on all of it), 1 PARTIAL (unknown).
 
     Regions may use the op's `params` and `captures` operands (defined above)

@@ -367,6 +367,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.compilerVersion = compilerVersion();
   info.hasBlockMap = v.mask.has_value() || v.select.has_value();
   info.selectBlock = v.select ? v.select->size : 0;
+  info.packedHeads = !v.select; // see attn-tile
+
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
                            p.type == fe::Type::I32 ? DType::i32 : DType::f32,

@@ -420,15 +420,17 @@ LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
   Block &mask = op.getMask().front();
   OpBuilder::InsertionGuard guard(rewriter);
   Type i32 = rewriter.getI32Type();
-  SmallVector<Location> locs(6, op.getLoc());
+  SmallVector<Location> locs(7, op.getLoc());
   Block *body = rewriter.createBlock(&op.getClassify(), {},
-                                     {i32, i32, i32, i32, i32, i32}, locs);
+                                     {i32, i32, i32, i32, i32, i32, i32},
+                                     locs);
   rewriter.setInsertionPointToStart(body);
   Interpreter I(rewriter, op.getLoc());
   DenseMap<Value, Abs> env;
   // Mask values that depend on q or kv (known statically); everything else
   // is a function of b, h, params and sizes, hence exact per block.
   DenseSet<Value> varies;
+  varies.insert(mask.getArgument(1)); // a tile may span query heads
   varies.insert(mask.getArgument(2));
   varies.insert(mask.getArgument(3));
   for (Operation &o : mask.without_terminator())
@@ -436,13 +438,15 @@ LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
       if (varies.contains(operand) && o.getNumResults() == 1)
         varies.insert(o.getResult(0));
 
-  // Region arguments: b and h are exact, q and kv are the block's ranges.
+  // Region arguments: b is exact; h, q and kv are the block's ranges (h
+  // spans several heads when a tile packs a GQA group).
   env[mask.getArgument(0)] = I.pointInt(body->getArgument(0));
-  env[mask.getArgument(1)] = I.pointInt(body->getArgument(1));
-  env[mask.getArgument(2)] = {Kind::Int, I.sext(body->getArgument(2)),
-                              I.sext(body->getArgument(3))};
-  env[mask.getArgument(3)] = {Kind::Int, I.sext(body->getArgument(4)),
-                              I.sext(body->getArgument(5))};
+  env[mask.getArgument(1)] = {Kind::Int, I.sext(body->getArgument(1)),
+                              I.sext(body->getArgument(2))};
+  env[mask.getArgument(2)] = {Kind::Int, I.sext(body->getArgument(3)),
+                              I.sext(body->getArgument(4))};
+  env[mask.getArgument(3)] = {Kind::Int, I.sext(body->getArgument(5)),
+                              I.sext(body->getArgument(6))};
 
   auto lookup = [&](Value v) -> Abs {
     auto it = env.find(v);

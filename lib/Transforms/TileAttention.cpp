@@ -10,6 +10,11 @@
 //   o = acc / l, lse = (m + log2 l) * ln 2;  l == 0 gives o = 0, lse = -inf
 // Without a score region log2(e) is folded into the scale applied to q.
 //
+// Rows: the query heads that share a kv head are packed into one row space
+// per (b, kv head), row r = (head hkv * G + r / Sq, query r % Sq), so each
+// key/value tile is loaded once for the whole group (GQA/MQA decode reads
+// the cache once, not G times). A query tile is BQ consecutive rows.
+//
 // The score tile is kept transposed, S^T = K_tile . Q_tile^T (BK x BQ): q is
 // transposed once per work item instead of K once per key tile, and the
 // per-row max and sum become element-wise updates across a row of S^T (one
@@ -95,6 +100,7 @@ private:
   void emitSetup(OpBuilder &b);
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyLoop(OpBuilder &b);
+  void emitRowTable(OpBuilder &b);
   void emitSelectBlocks(OpBuilder &b, Value qBlock);
   Value anyKept(OpBuilder &b, Value qs, Value qe, Value ks, Value ke);
   Value argmaxAvailable(OpBuilder &b, Value numBlocks, Value scores,
@@ -130,6 +136,12 @@ private:
 
   // Per work item.
   Value b32, h32, bIdx, hIdx, hkvIdx, q0, qn, qTileIdx;
+  // Packed rows: per row of the tile, its query head and position (index
+  // and i32), and the head/position ranges the tile covers.
+  bool packed = false;
+  Value rows, numRowTiles;
+  Value rowHeadBuf, rowQBuf, rowHead32Buf, rowQ32Buf;
+  Value tileHLo, tileHHi, tileQLo, tileQHi; // i32
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
 };
 
@@ -195,9 +207,13 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
   // defined even for a caller that skipped the checks.
   Value safeHkv = arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1));
   group = arith::DivUIOp::create(b, loc, headsQ, safeHkv);
-  // The select pre-pass works per query block of the rule, not per tile.
+  // The select pre-pass works per query block of the rule, not per tile,
+  // and per query head; everything else packs heads of a group into rows.
+  packed = !op.hasSelect();
   workRows = op.getBlockMap() && op.hasSelect() ? *op.getSelectBlock() : BQ;
-  numQTiles = arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, workRows));
+  rows = packed ? arith::MulIOp::create(b, loc, group, seqQ).getResult()
+                : seqQ;
+  numQTiles = arith::CeilDivUIOp::create(b, loc, rows, cIdx(b, workRows));
   Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
   for (int i = 0; i < 5; ++i)
     sizeI32[i] = toI32(b, dims[i]);
@@ -233,7 +249,8 @@ scf::ParallelOp AttentionTiler::build() {
   Value zero = cIdx(b, 0), one = cIdx(b, 1);
   auto par = scf::ParallelOp::create(
       b, loc, ValueRange{zero, zero, zero},
-      ValueRange{batch, headsQ, numQTiles}, ValueRange{one, one, one},
+      ValueRange{batch, packed ? headsKV : headsQ, numQTiles},
+      ValueRange{one, one, one},
       [&](OpBuilder &nb, Location, ValueRange ivs) {
         // The scope frees the per-item stack buffers on every iteration.
         auto scope = memref::AllocaScopeOp::create(nb, loc, TypeRange{});
@@ -249,18 +266,19 @@ scf::ParallelOp AttentionTiler::build() {
 void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                   Value qTile) {
   bIdx = bI;
-  hIdx = hI;
+  hIdx = hI; // the kv head when packed, else the query head
   b32 = toI32(b, bI);
   h32 = toI32(b, hI);
-  hkvIdx = arith::DivUIOp::create(b, loc, hI, group);
+  hkvIdx = packed ? hI : arith::DivUIOp::create(b, loc, hI, group).getResult();
   q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
-  qn = minIdx(b, cIdx(b, BQ), arith::SubIOp::create(b, loc, seqQ, q0));
+  qn = minIdx(b, cIdx(b, BQ), arith::SubIOp::create(b, loc, rows, q0));
   qTileIdx = qTile;
 
   if (op.getBlockMap() && op.hasSelect()) {
     emitSelectBlocks(b, qTile);
     return;
   }
+  emitRowTable(b);
   if (Value map = op.getBlockMap()) {
     // Block-map mode: every tile starts EMPTY; the walk marks the rest.
     Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
@@ -287,26 +305,27 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   mUseBuf = buffer({BQ});
   alphaBuf = buffer({BQ});
 
-  // Initial running max and sum: the sink logit joins the denominator as
-  // one extra entry with p = exp(sink - m), i.e. m = sink, l = 1.
-  Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
-  if (op.hasSink()) {
-    Value sink = inlineRegion(b, op.getSink(), {h32});
-    mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
-    lInit = cF32(b, 1.0);
-  }
-
-  // Load the query tile transposed and scaled; rows past Sq are zero and
-  // never stored.
+  // Load the query tile transposed and scaled; rows past the last are zero
+  // and never stored. Initial running max and sum per row: a sink logit
+  // joins the denominator as one extra entry with p = exp(sink - m), i.e.
+  // m = sink, l = 1.
   Value fzero = cF32(b, 0.0);
   forLoop(b, BQ, [&](OpBuilder &b, Value i) {
     Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
                                         qn);
-    Value row = arith::AddIOp::create(b, loc, q0, i);
-    row = arith::SelectOp::create(b, loc, valid, row, q0);
+    Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
+    Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
+    Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
+    if (op.hasSink()) {
+      Value head32 = memref::LoadOp::create(b, loc, rowHead32Buf,
+                                            ValueRange{i});
+      Value sink = inlineRegion(b, op.getSink(), {head32});
+      mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
+      lInit = cF32(b, 1.0);
+    }
     forLoop(b, D, [&](OpBuilder &b, Value d) {
       Value x = memref::LoadOp::create(
-          b, loc, op.getQuery(), ValueRange{bIdx, hIdx, row, d});
+          b, loc, op.getQuery(), ValueRange{bIdx, head, row, d});
       x = arith::MulFOp::create(b, loc, toF32(b, x), qScale);
       x = arith::SelectOp::create(b, loc, valid, x, fzero);
       memref::StoreOp::create(b, loc, x, qTBuf, ValueRange{d, i});
@@ -327,6 +346,52 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
 /// are dropped whole, FULL ones run without evaluating the mask, and only
 /// single PARTIAL tiles evaluate it. The stack holds at most two ranges per
 /// level of bisection, so 64 entries cover any i32 length.
+/// The head and position of each row of the tile, and the ranges of both
+/// the classifier sees: one head's rows give exact heads and a position
+/// range; rows across heads give the head range and all positions.
+void AttentionTiler::emitRowTable(OpBuilder &b) {
+  auto table = [&](Type t) {
+    return memref::AllocaOp::create(b, loc, MemRefType::get({BQ}, t));
+  };
+  rowHeadBuf = table(b.getIndexType());
+  rowQBuf = table(b.getIndexType());
+  rowHead32Buf = table(b.getI32Type());
+  rowQ32Buf = table(b.getI32Type());
+  Value one = cIdx(b, 1);
+  Value last = arith::SubIOp::create(b, loc, rows, one);
+  auto headAndQ = [&](OpBuilder &b, Value r) -> std::pair<Value, Value> {
+    if (!packed)
+      return {hIdx, r};
+    Value head = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, hIdx, group),
+        arith::DivUIOp::create(b, loc, r, seqQ));
+    return {head, arith::RemUIOp::create(b, loc, r, seqQ)};
+  };
+  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    // Rows past the end repeat the last one (computed, never stored).
+    Value r = minIdx(b, arith::AddIOp::create(b, loc, q0, i), last);
+    auto [head, q] = headAndQ(b, r);
+    memref::StoreOp::create(b, loc, head, rowHeadBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, q, rowQBuf, ValueRange{i});
+    memref::StoreOp::create(b, loc, toI32(b, head), rowHead32Buf,
+                            ValueRange{i});
+    memref::StoreOp::create(b, loc, toI32(b, q), rowQ32Buf, ValueRange{i});
+  });
+  auto [hFirst, qFirst] = headAndQ(b, q0);
+  auto [hLast, qLast] = headAndQ(
+      b, arith::SubIOp::create(b, loc, arith::AddIOp::create(b, loc, q0, qn),
+                               one));
+  Value oneHead = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                        hFirst, hLast);
+  tileHLo = toI32(b, hFirst);
+  tileHHi = toI32(b, hLast);
+  tileQLo = toI32(b, arith::SelectOp::create(b, loc, oneHead, qFirst,
+                                             cIdx(b, 0)));
+  tileQHi = toI32(b, arith::SelectOp::create(
+                         b, loc, oneHead, qLast,
+                         arith::SubIOp::create(b, loc, seqQ, one)));
+}
+
 /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke):
 /// the classifier decides most blocks; PARTIAL ones are scanned until the
 /// first kept entry.
@@ -337,8 +402,9 @@ Value AttentionTiler::anyKept(OpBuilder &b, Value qs, Value qe, Value ks,
   Value one = cIdx(b, 1);
   Value cls = inlineRegion(
       b, op.getClassify(),
-      {b32, h32, toI32(b, qs), toI32(b, arith::SubIOp::create(b, loc, qe, one)),
-       toI32(b, ks), toI32(b, arith::SubIOp::create(b, loc, ke, one))});
+      {b32, h32, h32, toI32(b, qs),
+       toI32(b, arith::SubIOp::create(b, loc, qe, one)), toI32(b, ks),
+       toI32(b, arith::SubIOp::create(b, loc, ke, one))});
   auto is = [&](int32_t c) {
     return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
                                  arith::ConstantIntOp::create(b, loc, c, 32));
@@ -621,7 +687,7 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
       if (op.hasMask())
         cls = inlineRegion(
             b, op.getClassify(),
-            {b32, h32, toI32(b, tq0),
+            {b32, h32, h32, toI32(b, tq0),
              toI32(b, arith::SubIOp::create(b, loc, tq1, one)), toI32(b, k0),
              toI32(b, arith::SubIOp::create(b, loc, k1, one))});
       cls = arith::SelectOp::create(
@@ -646,7 +712,7 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
       return arith::ConstantIntOp::create(b, loc, kTileFull, 32);
     return inlineRegion(
         b, op.getClassify(),
-        {b32, h32, qLo, qHi, toI32(b, kvLo),
+        {b32, tileHLo, tileHHi, qLo, qHi, toI32(b, kvLo),
          toI32(b, arith::SubIOp::create(b, loc, kvEnd, one))});
   };
   Value map = op.getTileClasses();
@@ -720,9 +786,7 @@ void AttentionTiler::emitKeyLoop(OpBuilder &b) {
                                           numTiles, zero);
   Value initSp = arith::SelectOp::create(b, loc, haveTiles, one, zero);
   // Query rows of this tile, for the classifier.
-  Value qLo = toI32(b, q0);
-  Value qHi = toI32(b, arith::SubIOp::create(
-                           b, loc, arith::AddIOp::create(b, loc, q0, qn), one));
+  Value qLo = tileQLo, qHi = tileQHi;
   // The stack pointer lives in memory so the branches need no results.
   Value spBuf = memref::AllocaOp::create(b, loc, MemRefType::get({}, idx));
   memref::StoreOp::create(b, loc, initSp, spBuf, ValueRange{});
@@ -859,13 +923,14 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
                                        Value k0, Value kn, bool withMask,
                                        Value &keep) {
-  Value q32 = toI32(b, arith::AddIOp::create(b, loc, q0, i));
+  Value q32 = memref::LoadOp::create(b, loc, rowQ32Buf, ValueRange{i});
+  Value head32 = memref::LoadOp::create(b, loc, rowHead32Buf, ValueRange{i});
   Value kv32 = toI32(b, arith::AddIOp::create(b, loc, k0, j));
   if (op.hasScore())
-    s = inlineRegion(b, op.getScore(), {s, b32, h32, q32, kv32});
+    s = inlineRegion(b, op.getScore(), {s, b32, head32, q32, kv32});
   keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
   if (withMask) {
-    Value m = inlineRegion(b, op.getMask(), {b32, h32, q32, kv32});
+    Value m = inlineRegion(b, op.getMask(), {b32, head32, q32, kv32});
     keep = arith::AndIOp::create(b, loc, keep, m);
   }
   return s;
@@ -1000,7 +1065,8 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
   Type outElt = cast<MemRefType>(op.getOut().getType()).getElementType();
   Value fzero = cF32(b, 0.0), negInf = cF32(b, -INFINITY);
   forLoop(b, cIdx(b, 0), qn, 1, [&](OpBuilder &b, Value i) {
-    Value row = arith::AddIOp::create(b, loc, q0, i);
+    Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
+    Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
     Value inv, l, empty;
     if (hasRowSum) {
       // l == 0: every key masked (or underflowed); o = 0, lse = -inf.
@@ -1017,7 +1083,7 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
       if (outElt != f32)
         a = arith::TruncFOp::create(b, loc, outElt, a);
       memref::StoreOp::create(b, loc, a, op.getOut(),
-                              ValueRange{bIdx, hIdx, row, d});
+                              ValueRange{bIdx, head, row, d});
     });
     if (Value lse = op.getLse()) {
       Value value;
@@ -1031,7 +1097,7 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
       }
       value = arith::SelectOp::create(b, loc, empty, negInf, value);
       memref::StoreOp::create(b, loc, value, lse,
-                              ValueRange{bIdx, hIdx, row});
+                              ValueRange{bIdx, head, row});
     }
   });
 }

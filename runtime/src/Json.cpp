@@ -283,6 +283,7 @@ Value toJson(const KernelInfo &info) {
   v.set("compiler", info.compilerVersion);
   v.set("block_map", info.hasBlockMap);
   v.set("select_block", info.selectBlock);
+  v.set("packed_heads", info.packedHeads);
   Value params = Value::array();
   for (const ParamInfo &p : info.params) {
     Value pv = Value::object();
@@ -325,6 +326,7 @@ KernelInfo kernelInfoFrom(const Value &v) {
   info.compilerVersion = v["compiler"].asString();
   info.hasBlockMap = v.has("block_map") && v["block_map"].asBool();
   info.selectBlock = v.has("select_block") ? v["select_block"].asInt() : 0;
+  info.packedHeads = !v.has("packed_heads") || v["packed_heads"].asBool();
   if (info.headDim <= 0 || info.valueHeadDim <= 0 || info.blockQ <= 0 ||
       info.blockKV <= 0)
     fail("kernel '" + info.name + "' has non-positive sizes");

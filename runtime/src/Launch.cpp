@@ -376,17 +376,29 @@ private:
   size_t count = 0;
 };
 
+/// The heads and row tiles work runs over (KernelInfo::packedHeads).
+struct WorkShape {
+  int64_t heads, tiles;
+};
+WorkShape workShape(const KernelInfo &info, const int64_t *sizes,
+                    int64_t rowsPerTile) {
+  int64_t hkv = std::max<int64_t>(sizes[kHkv], 1);
+  int64_t rows = info.packedHeads ? sizes[kHq] / hkv * sizes[kSq] : sizes[kSq];
+  return {info.packedHeads ? sizes[kHkv] : sizes[kHq],
+          (rows + rowsPerTile - 1) / rowsPerTile};
+}
+
 /// Runs `entry` over all work items; `blockMap`, when given, is appended
 /// as the block-map function's output.
 void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
             const Tensors &t, const LaunchPlan &plan,
             const TensorRef *blockMap = nullptr, int64_t rowsPerItem = 0) {
   const KernelInfo &info = state.info;
-  // Work items are (b, h, query tile); the select pre-pass works per query
+  // Work items are (b, head, row tile); the select pre-pass works per query
   // block of the rule instead.
   int64_t rows = rowsPerItem ? rowsPerItem : info.blockQ;
-  int64_t qTiles = (plan.sizes[kSq] + rows - 1) / rows;
-  int64_t items = plan.sizes[kB] * plan.sizes[kHq] * qTiles;
+  WorkShape w = workShape(info, plan.sizes, rows);
+  int64_t items = plan.sizes[kB] * w.heads * w.tiles;
   if (items == 0)
     return;
   PackedArgs packed;
@@ -452,7 +464,8 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   const KernelInfo &info = state->info;
   LaunchPlan plan = validate(info, tensors, params);
   (void)stream;
-  int64_t qTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  WorkShape w = workShape(info, plan.sizes, info.blockQ);
+  int64_t qTiles = w.tiles;
   int64_t kTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
   auto expect = [&](bool ok, const std::string &what) {
     if (!ok)
@@ -470,9 +483,9 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   expect(map.batch == plan.sizes[kB] || map.batch == 1,
          "has batch " + std::to_string(map.batch) + ", expected 1 or " +
              std::to_string(plan.sizes[kB]));
-  expect(map.heads == plan.sizes[kHq] || map.heads == 1,
+  expect(map.heads == w.heads || map.heads == 1,
          "has " + std::to_string(map.heads) + " heads, expected 1 or " +
-             std::to_string(plan.sizes[kHq]));
+             std::to_string(w.heads));
   expect(static_cast<int64_t>(map.classes.size()) ==
              map.batch * map.heads * map.queryTiles * map.keyTiles,
          "its classes do not match its dimensions");
@@ -497,11 +510,12 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
   const KernelInfo &info = state->info;
   LaunchPlan plan = validate(info, tensors, params);
   BlockMap map;
+  WorkShape w = workShape(info, plan.sizes, info.blockQ);
   map.batch = plan.sizes[kB];
-  map.heads = plan.sizes[kHq];
+  map.heads = w.heads;
   map.blockQ = info.blockQ;
   map.blockKV = info.blockKV;
-  map.queryTiles = (plan.sizes[kSq] + info.blockQ - 1) / info.blockQ;
+  map.queryTiles = w.tiles;
   map.keyTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
   // Without a mask every block is computed in full.
   map.classes.assign(map.batch * map.heads * map.queryTiles * map.keyTiles,

@@ -10,13 +10,19 @@
 // CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[V:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[O:[a-z0-9]+]]: memref<?x?x?x32xf32>, %[[LSE:[a-z0-9]+]]: memref<?x?x?xf32>
 // CHECK-NOT: attn.attention
 // CHECK-DAG: %[[B:.+]] = memref.dim %[[Q]], %c0
-// CHECK-DAG: %[[HQ:.+]] = memref.dim %[[Q]], %c1
 // CHECK-DAG: %[[SQ:.+]] = memref.dim %[[Q]], %c2
+// CHECK-DAG: %[[HKV:.+]] = memref.dim %[[K]], %c1
 // CHECK-DAG: %[[SKV:.+]] = memref.dim %[[K]], %c2
-// CHECK: %[[NQT:.+]] = arith.ceildivui %[[SQ]], %c64
+//      Rows pack the query heads of each kv head: G * Sq rows per (b, hkv).
+// CHECK: %[[ROWS:.+]] = arith.muli %{{.+}}, %[[SQ]] : index
+// CHECK: %[[NQT:.+]] = arith.ceildivui %[[ROWS]], %c64
 // CHECK: %[[QSCALE:.+]] = arith.mulf %{{.+}}, %{{.+}} : f32
-// CHECK: scf.parallel (%[[BI:.+]], %[[HI:.+]], %[[QT:.+]]) = ({{.*}}) to (%[[B]], %[[HQ]], %[[NQT]])
+// CHECK: scf.parallel (%[[BI:.+]], %[[HI:.+]], %[[QT:.+]]) = ({{.*}}) to (%[[B]], %[[HKV]], %[[NQT]])
 // CHECK: memref.alloca_scope
+//      Each row's query head and position.
+// CHECK: memref.alloca() : memref<64xindex>
+// CHECK: arith.divui %{{.+}}, %[[SQ]]
+// CHECK: arith.remui %{{.+}}, %[[SQ]]
 // CHECK: %[[QTB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
 // CHECK: %[[KB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
 // CHECK: %[[VB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>

@@ -221,11 +221,16 @@ Outcome runAgainstReference(const Problem &p, Jit *jit) {
       for (int64_t qt = 0; qt < map.queryTiles; ++qt)
         for (int64_t kt = 0; kt < map.keyTiles; ++kt) {
           bool anyKept = false, anyMasked = false;
-          for (int64_t q = qt * map.blockQ;
-               q < std::min(p.Sq, (qt + 1) * map.blockQ); ++q)
+          // Packed maps hold rows of all query heads of a kv head's group.
+          int64_t group = info.packedHeads ? p.Hq / p.Hkv : 1;
+          int64_t rowsTotal = group * p.Sq;
+          for (int64_t r = qt * map.blockQ;
+               r < std::min(rowsTotal, (qt + 1) * map.blockQ); ++r)
             for (int64_t kv = kt * map.blockKV;
                  kv < std::min(p.Skv, (kt + 1) * map.blockKV); ++kv) {
-              bool k = keep[((b * p.Hq + h) * p.Sq + q) * p.Skv + kv];
+              int64_t head = info.packedHeads ? h * group + r / p.Sq : h;
+              int64_t q = r % p.Sq;
+              bool k = keep[((b * p.Hq + head) * p.Sq + q) * p.Skv + kv];
               anyKept |= k;
               anyMasked |= !k;
             }

@@ -119,11 +119,17 @@ struct KernelInfo {
   /// With `select`, the rule's block size: every launch first builds the
   /// block map (the select pre-pass), unless one is given.
   int64_t selectBlock = 0;
+  /// Work (and block maps) run over rows that pack the query heads sharing
+  /// a kv head: [B][Hkv][ceil(Hq/Hkv * Sq / blockQ)]. Otherwise (select)
+  /// per query head: [B][Hq][ceil(Sq / blockQ)].
+  bool packedHeads = true;
 };
 
 /// Which (query tile, key tile) blocks a launch computes: the kernel's own
 /// classification of its mask. 0 EMPTY (skipped), 1 PARTIAL (mask
-/// evaluated), 2 FULL (no mask evaluation).
+/// evaluated), 2 FULL (no mask evaluation). With packed heads (see
+/// KernelInfo::packedHeads) `heads` counts kv heads and a query tile holds
+/// rows of all the query heads of a group (head-major, then position).
 struct BlockMap {
   enum : uint8_t { Empty = 0, Partial = 1, Full = 2 };
   int64_t batch = 0, heads = 0, queryTiles = 0, keyTiles = 0;

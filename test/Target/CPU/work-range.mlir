@@ -10,8 +10,8 @@
 // CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<64xf32>
 // CHECK-NOT: scf.parallel
 // CHECK-NOT: memref.alloca_scope
-// CHECK: %[[PER_B:.+]] = arith.muli %[[HQ:.+]], %[[NQT:.+]] : index
-// CHECK: scf.for %[[W:.+]] = %[[BEGIN]] to %[[END]] step %{{.+}} {
+// CHECK: %[[PER_B:.+]] = arith.muli %{{.+}}, %[[NQT:[0-9]+]] : index
+// CHECK-NEXT: scf.for %[[W:.+]] = %[[BEGIN]] to %[[END]] step %{{.+}} {
 // CHECK:   %[[BI:.+]] = arith.divui %[[W]], %[[PER_B]]
 // CHECK:   %[[REST:.+]] = arith.remui %[[W]], %[[PER_B]]
 // CHECK:   %[[HI:.+]] = arith.divui %[[REST]], %[[NQT]]
