@@ -101,6 +101,14 @@ private:
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyLoop(OpBuilder &b);
   void emitRowTable(OpBuilder &b);
+  void withRowWidth(OpBuilder &b,
+                    function_ref<void(OpBuilder &, int64_t)> body);
+  Value columns(OpBuilder &b, Value buf, int64_t width);
+  Value rowsOf(OpBuilder &b, Value buf, int64_t width);
+  /// for i in [0, rowsUsed): the rows a key tile needs to process.
+  void forRows(OpBuilder &b, BodyFn body) {
+    forLoop(b, cIdx(b, 0), rowsUsed, 1, body);
+  }
   void emitSelectBlocks(OpBuilder &b, Value qBlock);
   Value anyKept(OpBuilder &b, Value qs, Value qe, Value ks, Value ke);
   Value argmaxAvailable(OpBuilder &b, Value numBlocks, Value scores,
@@ -142,6 +150,10 @@ private:
   Value rows, numRowTiles;
   Value rowHeadBuf, rowQBuf, rowHead32Buf, rowQ32Buf;
   Value tileHLo, tileHHi, tileQLo, tileQHi; // i32
+  // Tiles with few valid rows (decode: G * Sq rows) run narrow: the first
+  // kNarrowRows query columns of the tile only.
+  static constexpr int64_t kNarrowRows = 16;
+  Value narrow, rowsUsed;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
 };
 
@@ -279,6 +291,14 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     return;
   }
   emitRowTable(b);
+  if (BQ > kNarrowRows) {
+    narrow = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
+                                   cIdx(b, kNarrowRows));
+    rowsUsed = arith::SelectOp::create(b, loc, narrow, cIdx(b, kNarrowRows),
+                                       cIdx(b, BQ));
+  } else {
+    rowsUsed = cIdx(b, BQ);
+  }
   if (Value map = op.getBlockMap()) {
     // Block-map mode: every tile starts EMPTY; the walk marks the rest.
     Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
@@ -896,10 +916,13 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   });
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
-  // (register-blocked vector code on the CPU).
-  linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{sTBuf});
-  linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qTBuf},
-                           ValueRange{sTBuf});
+  // (register-blocked vector code on the CPU); narrow tiles use only the
+  // first query columns.
+  withRowWidth(b, [&](OpBuilder &b, int64_t width) {
+    Value sT = columns(b, sTBuf, width), qT = columns(b, qTBuf, width);
+    linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{sT});
+    linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qT}, ValueRange{sT});
+  });
 
   if (norm == Normalize::softmax)
     emitScoresSoftmax(b, k0, kn, fullTile);
@@ -913,9 +936,54 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
-  linalg::MatmulOp::create(b, loc, ValueRange{sTBuf, vBuf},
-                           ValueRange{accBuf},
-                           {b.getNamedAttr("indexing_maps", maps)});
+  withRowWidth(b, [&](OpBuilder &b, int64_t width) {
+    linalg::MatmulOp::create(
+        b, loc, ValueRange{columns(b, sTBuf, width), vBuf},
+        ValueRange{rowsOf(b, accBuf, width)},
+        {b.getNamedAttr("indexing_maps", maps)});
+  });
+}
+
+void AttentionTiler::withRowWidth(
+    OpBuilder &b, function_ref<void(OpBuilder &, int64_t)> body) {
+  if (!narrow) {
+    body(b, BQ);
+    return;
+  }
+  scf::IfOp::create(
+      b, loc, narrow,
+      [&](OpBuilder &b, Location) {
+        body(b, kNarrowRows);
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        body(b, BQ);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+/// The first `width` columns (or rows) of a 2-D tile buffer as a static
+/// strided view.
+Value AttentionTiler::columns(OpBuilder &b, Value buf, int64_t width) {
+  auto type = cast<MemRefType>(buf.getType());
+  if (width == type.getDimSize(1))
+    return buf;
+  return memref::SubViewOp::create(
+      b, loc, buf, ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(0)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(type.getDimSize(0)),
+                             b.getIndexAttr(width)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+}
+
+Value AttentionTiler::rowsOf(OpBuilder &b, Value buf, int64_t width) {
+  auto type = cast<MemRefType>(buf.getType());
+  if (width == type.getDimSize(0))
+    return buf;
+  return memref::SubViewOp::create(
+      b, loc, buf, ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(0)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(width),
+                             b.getIndexAttr(type.getDimSize(1))},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
 }
 
 /// Applies the score region and the mask to the raw score `s` of entry
@@ -944,13 +1012,13 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   auto fm = fastMath(b);
   // New running max: mUse starts as the old max, then takes each row of
   // modified (and masked) scores element-wise.
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+  forRows(b, [&](OpBuilder &b, Value i) {
     Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
     memref::StoreOp::create(b, loc, m, mUseBuf, ValueRange{i});
   });
   withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
     forLoop(b, BK, [&](OpBuilder &b, Value j) {
-      forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      forRows(b, [&](OpBuilder &b, Value i) {
         Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
         Value keep;
         Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
@@ -967,7 +1035,7 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   // Per query: rescale factor, new max; a row with nothing kept so far has
   // m = -inf and exponentiates against 0 instead, so that
   // exp2(-inf - -inf) never makes a NaN.
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+  forRows(b, [&](OpBuilder &b, Value i) {
     Value mOld = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
     Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
     Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
@@ -984,7 +1052,7 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   });
   // p = exp2(t - m), summed per query.
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
-    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    forRows(b, [&](OpBuilder &b, Value i) {
       Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
       Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
       Value p = math::Exp2Op::create(b, loc,
@@ -995,7 +1063,7 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
     });
   });
-  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+  forRows(b, [&](OpBuilder &b, Value i) {
     Value alpha = memref::LoadOp::create(b, loc, alphaBuf, ValueRange{i});
     forLoop(b, Dv, [&](OpBuilder &b, Value d) {
       Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
@@ -1019,7 +1087,7 @@ void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
   Value fzero = cF32(b, 0.0), fone = cF32(b, 1.0);
   auto fm = fastMath(b);
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
-    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    forRows(b, [&](OpBuilder &b, Value i) {
       Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
       Value keep;
       Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);

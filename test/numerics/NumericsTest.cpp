@@ -290,3 +290,26 @@ TEST(Numerics, EmptyLaunches) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(Numerics, DecodeShapes) {
+  // Few rows per tile (G * Sq <= 16 run narrow), GQA/MQA groups, ragged and
+  // long key ranges, bottom-right causal alignment.
+  struct Shape {
+    int64_t hq, hkv, sq, skv;
+  };
+  for (Shape sh : {Shape{8, 2, 1, 300}, Shape{8, 2, 4, 333}, Shape{6, 1, 2, 70},
+                   Shape{4, 4, 1, 129}, Shape{16, 1, 1, 64}, Shape{8, 1, 3, 90},
+                   Shape{2, 2, 17, 40}}) {
+    Problem p = make("variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); "
+                     "score(s, b, h, q, kv) = s + 0.1 * float(h); }");
+    p.Hq = sh.hq, p.Hkv = sh.hkv, p.Sq = sh.sq, p.Skv = sh.skv, p.B = 2;
+    p.options.lse = true;
+    SCOPED_TRACE(std::to_string(sh.hq) + "/" + std::to_string(sh.hkv) + " " +
+                 std::to_string(sh.sq) + "x" + std::to_string(sh.skv));
+    expectClose(p);
+  }
+}
+
+} // namespace

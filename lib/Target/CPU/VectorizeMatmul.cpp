@@ -81,10 +81,19 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
       });
 }
 
+/// A static 2-D f32 buffer with contiguous rows (a tile, or a static
+/// subview of one), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
   auto t = dyn_cast<MemRefType>(v.getType());
-  return t && t.getRank() == 2 && t.hasStaticShape() &&
-         t.getElementType().isF32() && t.getLayout().isIdentity();
+  if (!t || t.getRank() != 2 || !t.hasStaticShape() ||
+      !t.getElementType().isF32())
+    return false;
+  SmallVector<int64_t> strides;
+  int64_t offset;
+  if (failed(t.getStridesAndOffset(strides, offset)))
+    return false;
+  return strides[1] == 1 && !ShapedType::isDynamic(strides[0]) &&
+         !ShapedType::isDynamic(offset);
 }
 
 struct AttnCPUVectorizeMatmulPass final
