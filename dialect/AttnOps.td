@@ -15,6 +15,8 @@ def Attn_LseMemRef : MemRefRankOf<[F32], [3]>;
 def Attn_Param : AnyTypeOf<[I32, F32]>;
 def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
 def Attn_BlockMapMemRef : MemRefRankOf<[I8], [4]>;
+def Attn_PartialOutMemRef : MemRefRankOf<[F32], [5]>;
+def Attn_PartialLseMemRef : MemRefRankOf<[F32], [4]>;
 
 def Attn_AttentionOp : Attn_Op<"attention", [
     AttrSizedOperandSegments,
@@ -50,6 +52,13 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     kernel: when it is not empty, the kernel takes the classes from it
     instead of evaluating the classifier (a map built once per launch
     shape and reused, e.g. across layers).
+
+    With `splits(%n) partials(%o_part, %lse_part)`, the key range is split
+    into `%n` parts processed independently (decode parallelism): when
+    `%n > 1`, part `i` writes its normalized output and lse to
+    `%o_part[i, b, h, q]` and `%lse_part[i, b, h, q]` (for normalizers
+    without a row sum, its unnormalized sum) and `attn.merge_splits`
+    combines them; with `%n == 1` the op writes `o` and `lse` directly.
   }];
   // Reads q, k, v and the captures, writes o and lse: the effects keep the
   // op alive through canonicalization and order it against other accesses.
@@ -60,6 +69,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
                        Arg<Optional<Attn_BlockMapMemRef>, "", [MemWrite]>:$blockMap,
                        Arg<Optional<Attn_BlockMapMemRef>, "", [MemRead]>:$tileClasses,
+                       Optional<I32>:$numSplits,
+                       Arg<Optional<Attn_PartialOutMemRef>, "", [MemWrite]>:$outPartial,
+                       Arg<Optional<Attn_PartialLseMemRef>, "", [MemWrite]>:$lsePartial,
                        Variadic<Attn_Param>:$params,
                        Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
                        Attn_NormalizeKind:$normalize,
@@ -76,6 +88,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`lse` `(` $lse^ `:` type($lse) `)`)?
     (`block_map` `(` $blockMap^ `:` type($blockMap) `)`)?
     (`tile_classes` `(` $tileClasses^ `:` type($tileClasses) `)`)?
+    (`splits` `(` $numSplits^ `)` `partials` `(` $outPartial `,` $lsePartial `:`
+       type($outPartial) `,` type($lsePartial) `)`)?
     (`params` `(` $params^ `:` type($params) `)`)?
     (`captures` `(` $captures^ `:` type($captures) `)`)?
     `normalize` `=` $normalize
@@ -100,6 +114,27 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasScaleExpr() { return !getScaleExpr().empty(); }
     bool hasClassify() { return !getClassify().empty(); }
     bool hasSelect() { return getSelect().has_value(); }
+  }];
+}
+
+def Attn_MergeSplitsOp : Attn_Op<"merge_splits"> {
+  let summary = "combines split-KV partial results by their lse";
+  let description = [{
+    `o = sum_i exp(lse_i - lse) o_i` with `lse = log sum_i exp(lse_i)` for
+    softmax and softplus (parts with lse = -inf contribute nothing; all of
+    them -inf gives o = 0, lse = -inf); a plain sum of the parts for the
+    normalizers without a row sum.
+  }];
+  let arguments = (ins Arg<Attn_PartialOutMemRef, "", [MemRead]>:$outPartial,
+                       Arg<Attn_PartialLseMemRef, "", [MemRead]>:$lsePartial,
+                       Arg<Attn_QKVMemRef, "", [MemWrite]>:$out,
+                       Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
+                       Attn_NormalizeKind:$normalize);
+  let assemblyFormat = [{
+    `ins` `(` $outPartial `,` $lsePartial `:` type($outPartial) `,` type($lsePartial) `)`
+    `outs` `(` $out `:` type($out) `)`
+    (`lse` `(` $lse^ `:` type($lse) `)`)?
+    `normalize` `=` $normalize attr-dict
   }];
 }
 

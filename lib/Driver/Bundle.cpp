@@ -220,6 +220,7 @@ void writeBundle(const Source &source, const Options &options,
     k.set("entry", objects[i].entry);
     if (!objects[i].blockMapEntry.empty())
       k.set("block_map_entry", objects[i].blockMapEntry);
+    k.set("merge_entry", objects[i].mergeEntry);
     kernels.push(std::move(k));
   }
   manifest.set("kernels", std::move(kernels));

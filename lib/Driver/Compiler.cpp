@@ -368,6 +368,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.hasBlockMap = v.mask.has_value() || v.select.has_value();
   info.selectBlock = v.select ? v.select->size : 0;
   info.packedHeads = !v.select; // see attn-tile
+  info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
@@ -397,6 +398,10 @@ std::string entrySymbol(const std::string &variant) {
 
 std::string blockMapSymbol(const std::string &variant) {
   return "attn_blockmap_" + variant;
+}
+
+std::string mergeSymbol(const std::string &variant) {
+  return "attn_merge_" + variant;
 }
 
 std::string emitStage(const Source &source, const KernelPlan &plan,
@@ -453,6 +458,11 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
             out.blockMapEntry)))
       throw InternalError("lowered module lacks the block-map function");
   }
+  out.mergeEntry = mergeSymbol(plan.variant->name);
+  if (failed(cpu::addPackedEntry(*built.module,
+                                 fe::mergeFunctionName(plan.variant->name),
+                                 out.mergeEntry)))
+    throw InternalError("lowered module lacks the split-KV merge function");
   std::string error;
   llvm::LLVMContext llvmCtx;
   auto llvmModule =
@@ -483,10 +493,14 @@ Kernel loadCpuKernel(const CpuObject &object) {
                           llvm::toString(symbol.takeError()));
     blockMap = symbol->toPtr<detail::CpuEntry>();
   }
+  auto merge = loaded->jit->lookup(object.mergeEntry);
+  if (!merge)
+    throw InternalError("the split-KV merge entry is missing: " +
+                        llvm::toString(merge.takeError()));
   llvm::orc::LLJIT *jit = loaded->jit.release();
   return detail::makeCpuKernel(object.info, loaded->entry,
                                std::shared_ptr<void>(jit, destroyJit),
-                               blockMap);
+                               blockMap, merge->toPtr<detail::CpuEntry>());
 }
 
 void checkAll(const Source &source) {

@@ -50,6 +50,7 @@ struct CpuObject {
   std::string object;
   std::string entry;
   std::string blockMapEntry; // empty without a mask
+  std::string mergeEntry;    // combines split-KV partial results
   KernelInfo info;
 };
 
@@ -70,6 +71,7 @@ Kernel loadCpuKernel(const CpuObject &object);
 /// The exported packed entries of a variant's kernel and block map.
 std::string entrySymbol(const std::string &variant);
 std::string blockMapSymbol(const std::string &variant);
+std::string mergeSymbol(const std::string &variant);
 
 /// Checks every variant of a source through import and verification.
 void checkAll(const Source &source);

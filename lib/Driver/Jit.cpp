@@ -155,6 +155,7 @@ struct Jit::Impl {
       o.entry = r["entry"].asString();
       if (r.has("block_map_entry"))
         o.blockMapEntry = r["block_map_entry"].asString();
+      o.mergeEntry = r["merge_entry"].asString();
       o.info = json::kernelInfoFrom(r["kernel"]);
       return o;
     } catch (const Error &) {
@@ -172,6 +173,7 @@ struct Jit::Impl {
     r.set("entry", o.entry);
     if (!o.blockMapEntry.empty())
       r.set("block_map_entry", o.blockMapEntry);
+    r.set("merge_entry", o.mergeEntry);
     r.set("object_size", static_cast<int64_t>(o.object.size()));
     r.set("object_checksum",
           hex64(detail::checksum(o.object.data(), o.object.size())));

@@ -33,6 +33,10 @@ std::string blockMapFunctionName(const std::string &variant) {
   return variant + "__block_map";
 }
 
+std::string mergeFunctionName(const std::string &variant) {
+  return variant + "__merge";
+}
+
 namespace {
 
 mlir::Type elementType(MLIRContext *ctx, DType t) {
@@ -414,6 +418,15 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   bool mapped = v.mask || v.select;
   if (mapped)
     argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
+  // Kernels split their key range on request (decode): the number of
+  // parts, and where parts write when there are several.
+  size_t splitArgs = argTypes.size();
+  if (!withMap) {
+    argTypes.push_back(b.getI32Type());
+    argTypes.push_back(
+        MemRefType::get({dyn, dyn, dyn, dyn, dyn}, b.getF32Type()));
+    argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type()));
+  }
 
   auto func = func::FuncOp::create(b, loc, name,
                                    b.getFunctionType(argTypes, {}));
@@ -431,6 +444,11 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   if (mapped)
     func.setArgAttr(endCaptures, "attn.name",
                     b.getStringAttr(withMap ? "block_map" : "tile_classes"));
+  if (!withMap) {
+    func.setArgAttr(splitArgs, "attn.name", b.getStringAttr("num_splits"));
+    func.setArgAttr(splitArgs + 1, "attn.name", b.getStringAttr("o_part"));
+    func.setArgAttr(splitArgs + 2, "attn.name", b.getStringAttr("lse_part"));
+  }
 
   b.setInsertionPointToStart(entry);
   auto args = entry->getArguments();
@@ -442,8 +460,11 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   Value map = withMap ? args[endCaptures] : Value();
   Value classes = mapped && !withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
-      b, loc, args[0], args[1], args[2], args[3], lse, map, classes, params,
-      captures, static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
+      b, loc, args[0], args[1], args[2], args[3], lse, map, classes,
+      withMap ? Value() : args[splitArgs],
+      withMap ? Value() : args[splitArgs + 1],
+      withMap ? Value() : args[splitArgs + 2], params, captures,
+      static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
       mlir::attn::SelectKindAttr(), IntegerAttr());
   func::ReturnOp::create(b, loc);
 
@@ -524,8 +545,34 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   }
   return true;
   };
+  // The merge of split-KV parts: o and lse from the parts' results.
+  auto buildMerge = [&]() {
+    OpBuilder b(ctx);
+    b.setInsertionPointToEnd(module.getBody());
+    auto [line, col] = file.lineCol(v.loc.offset);
+    Location loc = FileLineColLoc::get(ctx, file.name, line, col);
+    int64_t dyn = ShapedType::kDynamic;
+    SmallVector<mlir::Type> types = {
+        MemRefType::get({dyn, dyn, dyn, dyn, dyn}, b.getF32Type()),
+        MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type()),
+        rowStridedType({dyn, dyn, dyn, shape.valueHeadDim},
+                       elementType(ctx, outputDType(v, shape)))};
+    if (shape.lse)
+      types.push_back(rowStridedType({dyn, dyn, dyn}, b.getF32Type()));
+    auto func = func::FuncOp::create(b, loc, mergeFunctionName(v.name),
+                                     b.getFunctionType(types, {}));
+    Block *entry = func.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    auto a = entry->getArguments();
+    mlir::attn::MergeSplitsOp::create(
+        b, loc, a[0], a[1], a[2], shape.lse ? a[3] : Value(),
+        static_cast<mlir::attn::Normalize>(v.normalize));
+    func::ReturnOp::create(b, loc);
+    return true;
+  };
   return build(v.name, false) &&
-         (!(v.mask || v.select) || build(blockMapFunctionName(v.name), true));
+         (!(v.mask || v.select) || build(blockMapFunctionName(v.name), true)) &&
+         buildMerge();
 }
 
 } // namespace attn::fe

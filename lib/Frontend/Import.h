@@ -32,6 +32,8 @@ bool importVariant(mlir::ModuleOp module, const Variant &v,
 /// The function computing a masked variant's tile classes (see
 /// attn.attention's block_map operand), imported next to the kernel.
 std::string blockMapFunctionName(const std::string &variant);
+/// The function merging a kernel's split-KV parts (attn.merge_splits).
+std::string mergeFunctionName(const std::string &variant);
 
 /// Registers the dialects the import produces.
 void registerImportDialects(mlir::MLIRContext &ctx);

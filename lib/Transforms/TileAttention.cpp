@@ -154,6 +154,8 @@ private:
   // kNarrowRows query columns of the tile only.
   static constexpr int64_t kNarrowRows = 16;
   Value narrow, rowsUsed;
+  // Split-KV: parts of the key range, this item's part and tile range.
+  Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
 };
 
@@ -226,6 +228,11 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
   rows = packed ? arith::MulIOp::create(b, loc, group, seqQ).getResult()
                 : seqQ;
   numQTiles = arith::CeilDivUIOp::create(b, loc, rows, cIdx(b, workRows));
+  numSplits = cIdx(b, 1);
+  if (Value n = op.getNumSplits())
+    numSplits = arith::MaxUIOp::create(
+        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), n),
+        cIdx(b, 1));
   Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
   for (int i = 0; i < 5; ++i)
     sizeI32[i] = toI32(b, dims[i]);
@@ -261,7 +268,11 @@ scf::ParallelOp AttentionTiler::build() {
   Value zero = cIdx(b, 0), one = cIdx(b, 1);
   auto par = scf::ParallelOp::create(
       b, loc, ValueRange{zero, zero, zero},
-      ValueRange{batch, packed ? headsKV : headsQ, numQTiles},
+      ValueRange{batch, packed ? headsKV : headsQ,
+                 op.getNumSplits()
+                     ? arith::MulIOp::create(b, loc, numQTiles, numSplits)
+                           .getResult()
+                     : numQTiles},
       ValueRange{one, one, one},
       [&](OpBuilder &nb, Location, ValueRange ivs) {
         // The scope frees the per-item stack buffers on every iteration.
@@ -277,6 +288,20 @@ scf::ParallelOp AttentionTiler::build() {
 
 void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                   Value qTile) {
+  Value keyTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  split = cIdx(b, 0);
+  tileBegin = split;
+  tileEnd = keyTiles;
+  if (op.getNumSplits()) {
+    // The third index enumerates (row tile, part of the key range).
+    split = arith::RemUIOp::create(b, loc, qTile, numSplits);
+    qTile = arith::DivUIOp::create(b, loc, qTile, numSplits);
+    Value perSplit = arith::CeilDivUIOp::create(b, loc, keyTiles, numSplits);
+    tileBegin = minIdx(b, arith::MulIOp::create(b, loc, split, perSplit),
+                       keyTiles);
+    tileEnd = minIdx(b, arith::AddIOp::create(b, loc, tileBegin, perSplit),
+                     keyTiles);
+  }
   bIdx = bI;
   hIdx = hI; // the kv head when packed, else the query head
   b32 = toI32(b, bI);
@@ -337,11 +362,20 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
     Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
     if (op.hasSink()) {
+      // With split-KV the sink joins the first part only.
       Value head32 = memref::LoadOp::create(b, loc, rowHead32Buf,
                                             ValueRange{i});
       Value sink = inlineRegion(b, op.getSink(), {head32});
-      mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
-      lInit = cF32(b, 1.0);
+      Value sinkM = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
+      Value sinkL = cF32(b, 1.0);
+      if (op.getNumSplits()) {
+        Value first = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::eq, split, cIdx(b, 0));
+        sinkM = arith::SelectOp::create(b, loc, first, sinkM, mInit);
+        sinkL = arith::SelectOp::create(b, loc, first, sinkL, lInit);
+      }
+      mInit = sinkM;
+      lInit = sinkL;
     }
     forLoop(b, D, [&](OpBuilder &b, Value d) {
       Value x = memref::LoadOp::create(
@@ -790,20 +824,20 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
 
 void AttentionTiler::emitKeyLoop(OpBuilder &b) {
   if (!op.hasClassify() && !op.getTileClasses()) {
-    forLoop(b, cIdx(b, 0), seqKV, BK,
-            [&](OpBuilder &b, Value k0) { emitKeyTile(b, k0, Value()); });
+    forLoop(b, tileBegin, tileEnd, 1, [&](OpBuilder &b, Value t) {
+      emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), Value());
+    });
     return;
   }
   Type idx = b.getIndexType();
-  Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
   auto stackType = MemRefType::get({64}, idx);
   Value stackLo = memref::AllocaOp::create(b, loc, stackType);
   Value stackHi = memref::AllocaOp::create(b, loc, stackType);
   Value zero = cIdx(b, 0), one = cIdx(b, 1), two = cIdx(b, 2);
-  memref::StoreOp::create(b, loc, zero, stackLo, ValueRange{zero});
-  memref::StoreOp::create(b, loc, numTiles, stackHi, ValueRange{zero});
+  memref::StoreOp::create(b, loc, tileBegin, stackLo, ValueRange{zero});
+  memref::StoreOp::create(b, loc, tileEnd, stackHi, ValueRange{zero});
   Value haveTiles = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
-                                          numTiles, zero);
+                                          tileEnd, tileBegin);
   Value initSp = arith::SelectOp::create(b, loc, haveTiles, one, zero);
   // Query rows of this tile, for the classifier.
   Value qLo = tileQLo, qHi = tileQHi;
@@ -1132,28 +1166,37 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
   bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
   Type outElt = cast<MemRefType>(op.getOut().getType()).getElementType();
   Value fzero = cF32(b, 0.0), negInf = cF32(b, -INFINITY);
-  forLoop(b, cIdx(b, 0), qn, 1, [&](OpBuilder &b, Value i) {
-    Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
-    Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
-    Value inv, l, empty;
-    if (hasRowSum) {
-      // l == 0: every key masked (or underflowed); o = 0, lse = -inf.
-      l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-      empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
-                                    fzero);
-      Value r = arith::DivFOp::create(b, loc, cF32(b, 1.0), l);
-      inv = arith::SelectOp::create(b, loc, empty, fzero, r);
-    }
-    forLoop(b, Dv, [&](OpBuilder &b, Value d) {
-      Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
-      if (inv)
-        a = arith::MulFOp::create(b, loc, a, inv);
-      if (outElt != f32)
-        a = arith::TruncFOp::create(b, loc, outElt, a);
-      memref::StoreOp::create(b, loc, a, op.getOut(),
-                              ValueRange{bIdx, head, row, d});
-    });
-    if (Value lse = op.getLse()) {
+  // Writes o (or this part's partial result) and lse for valid rows.
+  auto write = [&](OpBuilder &b, bool partial) {
+    forLoop(b, cIdx(b, 0), qn, 1, [&](OpBuilder &b, Value i) {
+      Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
+      Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
+      Value inv, l, empty;
+      if (hasRowSum) {
+        // l == 0: every key masked (or underflowed); o = 0, lse = -inf.
+        l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+        empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
+                                      fzero);
+        Value r = arith::DivFOp::create(b, loc, cF32(b, 1.0), l);
+        inv = arith::SelectOp::create(b, loc, empty, fzero, r);
+      }
+      forLoop(b, Dv, [&](OpBuilder &b, Value d) {
+        Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
+        if (inv)
+          a = arith::MulFOp::create(b, loc, a, inv);
+        if (partial) {
+          memref::StoreOp::create(b, loc, a, op.getOutPartial(),
+                                  ValueRange{split, bIdx, head, row, d});
+          return;
+        }
+        if (outElt != f32)
+          a = arith::TruncFOp::create(b, loc, outElt, a);
+        memref::StoreOp::create(b, loc, a, op.getOut(),
+                                ValueRange{bIdx, head, row, d});
+      });
+      Value lse = partial ? op.getLsePartial() : op.getLse();
+      if (!lse || !hasRowSum)
+        return;
       Value value;
       if (norm == Normalize::softmax) {
         Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
@@ -1164,10 +1207,138 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
         value = math::LogOp::create(b, loc, l);
       }
       value = arith::SelectOp::create(b, loc, empty, negInf, value);
-      memref::StoreOp::create(b, loc, value, lse,
-                              ValueRange{bIdx, head, row});
-    }
-  });
+      if (partial)
+        memref::StoreOp::create(b, loc, value, lse,
+                                ValueRange{split, bIdx, head, row});
+      else
+        memref::StoreOp::create(b, loc, value, lse,
+                                ValueRange{bIdx, head, row});
+    });
+  };
+  if (!op.getNumSplits()) {
+    write(b, false);
+    return;
+  }
+  Value several = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                        numSplits, cIdx(b, 1));
+  scf::IfOp::create(
+      b, loc, several,
+      [&](OpBuilder &b, Location) {
+        write(b, true);
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        write(b, false);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+/// attn.merge_splits: per (b, h, q) row, the parts' results weighted by
+/// exp(lse_i - lse), or summed for normalizers without a row sum.
+FailureOr<scf::ParallelOp> lowerMergeSplits(RewriterBase &rw,
+                                            MergeSplitsOp op) {
+  Location loc = op.getLoc();
+  OpBuilder::InsertionGuard guard(rw);
+  rw.setInsertionPoint(op);
+  auto c = [&](OpBuilder &b, int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  auto f = [&](OpBuilder &b, double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                          APFloat(static_cast<float>(v)))
+        .getResult();
+  };
+  Value parts = memref::DimOp::create(rw, loc, op.getOutPartial(), 0);
+  Value out = op.getOut();
+  Value B = memref::DimOp::create(rw, loc, out, 0);
+  Value H = memref::DimOp::create(rw, loc, out, 1);
+  Value S = memref::DimOp::create(rw, loc, out, 2);
+  int64_t Dv = cast<MemRefType>(out.getType()).getShape().back();
+  Type outElt = cast<MemRefType>(out.getType()).getElementType();
+  bool weighted = op.getNormalize() == Normalize::softmax ||
+                  op.getNormalize() == Normalize::softplus;
+  Value zero = c(rw, 0), one = c(rw, 1);
+  auto par = scf::ParallelOp::create(
+      rw, loc, ValueRange{zero, zero, zero}, ValueRange{B, H, S},
+      ValueRange{one, one, one},
+      [&](OpBuilder &b, Location, ValueRange ivs) {
+        Value bi = ivs[0], hi = ivs[1], qi = ivs[2];
+        auto lseOf = [&](OpBuilder &b, Value i) {
+          return memref::LoadOp::create(b, loc, op.getLsePartial(),
+                                        ValueRange{i, bi, hi, qi})
+              .getResult();
+        };
+        Value m = f(b, -INFINITY), total = f(b, 1.0), lse;
+        if (weighted) {
+          m = scf::ForOp::create(
+                  b, loc, zero, parts, one, ValueRange{f(b, -INFINITY)},
+                  [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+                    scf::YieldOp::create(
+                        b, loc,
+                        ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
+                                                             lseOf(b, i))});
+                  })
+                  .getResult(0);
+        }
+        Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                           m, f(b, -INFINITY));
+        Value mSafe = arith::SelectOp::create(b, loc, none, f(b, 0.0), m);
+        auto weight = [&](OpBuilder &b, Value i) -> Value {
+          if (!weighted)
+            return f(b, 1.0);
+          return math::ExpOp::create(
+              b, loc, arith::SubFOp::create(b, loc, lseOf(b, i), mSafe));
+        };
+        if (weighted) {
+          total = scf::ForOp::create(
+                      b, loc, zero, parts, one, ValueRange{f(b, 0.0)},
+                      [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+                        scf::YieldOp::create(
+                            b, loc,
+                            ValueRange{arith::AddFOp::create(b, loc, acc[0],
+                                                             weight(b, i))});
+                      })
+                      .getResult(0);
+          Value l = arith::AddFOp::create(b, loc, mSafe,
+                                          math::LogOp::create(b, loc, total));
+          lse = arith::SelectOp::create(b, loc, none, f(b, -INFINITY), l);
+        }
+        Value inv = arith::SelectOp::create(
+            b, loc, none, f(b, 0.0),
+            arith::DivFOp::create(b, loc, f(b, 1.0), total));
+        scf::ForOp::create(
+            b, loc, zero, c(b, Dv), one, ValueRange{},
+            [&](OpBuilder &b, Location, Value d, ValueRange) {
+              Value sum =
+                  scf::ForOp::create(
+                      b, loc, zero, parts, one, ValueRange{f(b, 0.0)},
+                      [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+                        Value x = memref::LoadOp::create(
+                            b, loc, op.getOutPartial(),
+                            ValueRange{i, bi, hi, qi, d});
+                        Value w = arith::MulFOp::create(b, loc, weight(b, i),
+                                                        x);
+                        scf::YieldOp::create(
+                            b, loc,
+                            ValueRange{arith::AddFOp::create(b, loc, acc[0],
+                                                             w)});
+                      })
+                      .getResult(0);
+              if (weighted)
+                sum = arith::MulFOp::create(b, loc, sum, inv);
+              if (outElt != b.getF32Type())
+                sum = arith::TruncFOp::create(b, loc, outElt, sum);
+              memref::StoreOp::create(b, loc, sum, out,
+                                      ValueRange{bi, hi, qi, d});
+              scf::YieldOp::create(b, loc);
+            });
+        // As unsplit: normalizers without a row sum leave lse alone.
+        if (Value l = op.getLse(); l && lse)
+          memref::StoreOp::create(b, loc, lse, l, ValueRange{bi, hi, qi});
+      });
+  par->setAttr(kWorkLoopAttr, rw.getUnitAttr());
+  rw.eraseOp(op);
+  return par;
 }
 
 struct AttnTilePass final
@@ -1182,6 +1353,11 @@ struct AttnTilePass final
     SmallVector<AttentionOp> ops;
     getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
     IRRewriter rewriter(&getContext());
+    SmallVector<MergeSplitsOp> merges;
+    getOperation().walk([&](MergeSplitsOp op) { merges.push_back(op); });
+    for (MergeSplitsOp op : merges)
+      if (failed(lowerMergeSplits(rewriter, op)))
+        return signalPassFailure();
     for (AttentionOp op : ops) {
       rewriter.setInsertionPoint(op);
       if (failed(tileAttention(rewriter, op, TileSizes{blockQ, blockKV})))

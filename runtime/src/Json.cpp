@@ -284,6 +284,7 @@ Value toJson(const KernelInfo &info) {
   v.set("block_map", info.hasBlockMap);
   v.set("select_block", info.selectBlock);
   v.set("packed_heads", info.packedHeads);
+  v.set("split_kv", info.splitKv);
   Value params = Value::array();
   for (const ParamInfo &p : info.params) {
     Value pv = Value::object();
@@ -327,6 +328,7 @@ KernelInfo kernelInfoFrom(const Value &v) {
   info.hasBlockMap = v.has("block_map") && v["block_map"].asBool();
   info.selectBlock = v.has("select_block") ? v["select_block"].asInt() : 0;
   info.packedHeads = !v.has("packed_heads") || v["packed_heads"].asBool();
+  info.splitKv = v.has("split_kv") ? v["split_kv"].asInt() : 0;
   if (info.headDim <= 0 || info.valueHeadDim <= 0 || info.blockQ <= 0 ||
       info.blockKV <= 0)
     fail("kernel '" + info.name + "' has non-positive sizes");

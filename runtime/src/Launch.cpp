@@ -17,6 +17,7 @@ struct KernelState {
   KernelInfo info;
   CpuEntry cpuEntry = nullptr;
   CpuEntry blockMapEntry = nullptr;
+  CpuEntry mergeEntry = nullptr;
   std::shared_ptr<void> owner;
 };
 
@@ -388,19 +389,42 @@ WorkShape workShape(const KernelInfo &info, const int64_t *sizes,
           (rows + rowsPerTile - 1) / rowsPerTile};
 }
 
-/// Runs `entry` over all work items; `blockMap`, when given, is appended
-/// as the block-map function's output.
-void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
-            const Tensors &t, const LaunchPlan &plan,
-            const TensorRef *blockMap = nullptr, int64_t rowsPerItem = 0) {
-  const KernelInfo &info = state.info;
-  // Work items are (b, head, row tile); the select pre-pass works per query
-  // block of the rule instead.
-  int64_t rows = rowsPerItem ? rowsPerItem : info.blockQ;
-  WorkShape w = workShape(info, plan.sizes, rows);
-  int64_t items = plan.sizes[kB] * w.heads * w.tiles;
+/// Split-KV for one launch: the number of parts of the key range and the
+/// buffers the parts write (only when there are several).
+struct Splits {
+  int32_t parts = 1;
+  TensorRef outPartial, lsePartial;
+};
+
+/// Runs `items` work items of `entry` over the pool.
+void runItems(detail::CpuEntry entry, int64_t items, PackedArgs &packed) {
   if (items == 0)
     return;
+  detail::ThreadPool &pool = detail::ThreadPool::global();
+  // Small chunks balance uneven rows (causal masks); a few per thread keep
+  // the counter traffic negligible.
+  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 64));
+  pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
+    void *args[PackedArgs::kMaxSlots];
+    packed.pointers(args, &begin, &end);
+    entry(args);
+  });
+}
+
+/// Runs `entry` over all work items; `blockMap`, when given, is appended
+/// (the kernel's map input, or the block-map function's output), then the
+/// split-KV arguments for kernels.
+void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
+            const Tensors &t, const LaunchPlan &plan,
+            const TensorRef *blockMap = nullptr, int64_t rowsPerItem = 0,
+            const Splits *splits = nullptr) {
+  const KernelInfo &info = state.info;
+  // Work items are (b, head, row tile[, part]); the select pre-pass works
+  // per query block of the rule instead.
+  int64_t rows = rowsPerItem ? rowsPerItem : info.blockQ;
+  WorkShape w = workShape(info, plan.sizes, rows);
+  int64_t items = plan.sizes[kB] * w.heads * w.tiles *
+                  (splits ? splits->parts : 1);
   PackedArgs packed;
   packed.memref(t.q);
   packed.memref(t.k);
@@ -418,15 +442,61 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
     packed.memref(c);
   if (blockMap)
     packed.memref(*blockMap);
-  detail::ThreadPool &pool = detail::ThreadPool::global();
-  // Small chunks balance uneven rows (causal masks); a few per thread keep
-  // the counter traffic negligible.
-  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 64));
-  pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
-    void *args[PackedArgs::kMaxSlots];
-    packed.pointers(args, &begin, &end);
-    entry(args);
-  });
+  if (splits) {
+    packed.i32(splits->parts);
+    packed.memref(splits->outPartial);
+    packed.memref(splits->lsePartial);
+  }
+  runItems(entry, items, packed);
+}
+
+/// How many parts to split the key range into: enough items to keep every
+/// thread busy twice over, never parts smaller than two key tiles.
+int32_t chooseParts(const KernelInfo &info, const int64_t *sizes) {
+  int64_t keyTiles = (sizes[kSkv] + info.blockKV - 1) / info.blockKV;
+  // An explicit count is honoured up to one key tile per part.
+  if (info.splitKv > 0)
+    return static_cast<int32_t>(
+        std::clamp<int64_t>(std::min(info.splitKv, keyTiles), 1, 1 << 16));
+  int64_t maxParts = std::clamp<int64_t>(keyTiles / 2, 1, 64);
+  WorkShape w = workShape(info, sizes, info.blockQ);
+  int64_t items = sizes[kB] * w.heads * w.tiles;
+  int64_t want = 2 * int64_t(detail::ThreadPool::global().size());
+  if (items == 0 || items >= want)
+    return 1;
+  return static_cast<int32_t>(
+      std::min<int64_t>((want + items - 1) / items, maxParts));
+}
+
+/// The kernel, split when that helps, then the merge of the parts.
+void runKernel(const detail::KernelState &state, const Tensors &t,
+               const LaunchPlan &plan, const TensorRef *classes) {
+  const KernelInfo &info = state.info;
+  static float noPartial = 0;
+  Splits splits;
+  splits.outPartial = TensorRef(&noPartial, DType::f32, {0, 0, 0, 0, 0});
+  splits.lsePartial = TensorRef(&noPartial, DType::f32, {0, 0, 0, 0});
+  splits.parts = chooseParts(info, plan.sizes);
+  std::vector<float> outPartial, lsePartial;
+  int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq];
+  if (splits.parts > 1) {
+    outPartial.resize(splits.parts * B * H * S * info.valueHeadDim);
+    lsePartial.resize(splits.parts * B * H * S);
+    splits.outPartial = TensorRef(outPartial.data(), DType::f32,
+                                  {splits.parts, B, H, S, info.valueHeadDim});
+    splits.lsePartial =
+        TensorRef(lsePartial.data(), DType::f32, {splits.parts, B, H, S});
+  }
+  runCpu(state, state.cpuEntry, t, plan, classes, 0, &splits);
+  if (splits.parts == 1)
+    return;
+  PackedArgs packed;
+  packed.memref(splits.outPartial);
+  packed.memref(splits.lsePartial);
+  packed.memref(t.o);
+  if (t.lse)
+    packed.memref(*t.lse);
+  runItems(state.mergeEntry, B * H * S, packed);
 }
 
 } // namespace
@@ -453,8 +523,8 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   // A masked kernel takes a block map; an empty one means "classify".
   static uint8_t none = 0;
   TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
-  runCpu(*state, state->cpuEntry, tensors, plan,
-         state->info.hasBlockMap ? &noMap : nullptr);
+  runKernel(*state, tensors, plan,
+            state->info.hasBlockMap ? &noMap : nullptr);
 }
 
 void Kernel::launch(const Tensors &tensors, const Params &params,
@@ -490,18 +560,18 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
              map.batch * map.heads * map.queryTiles * map.keyTiles,
          "its classes do not match its dimensions");
   if (!info.hasBlockMap) { // unmasked: every block is computed anyway
-    runCpu(*state, state->cpuEntry, tensors, plan);
+    runKernel(*state, tensors, plan, nullptr);
     return;
   }
   if (map.classes.empty() && !info.selectBlock) {
     static uint8_t none = 0;
     TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
-    runCpu(*state, state->cpuEntry, tensors, plan, &noMap);
+    runKernel(*state, tensors, plan, &noMap);
     return;
   }
   TensorRef classes(const_cast<uint8_t *>(map.classes.data()), DType::i32,
                     {map.batch, map.heads, map.queryTiles, map.keyTiles});
-  runCpu(*state, state->cpuEntry, tensors, plan, &classes);
+  runKernel(*state, tensors, plan, &classes);
 }
 
 BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
@@ -557,11 +627,13 @@ std::string BlockMap::str(int64_t b, int64_t h) const {
 namespace detail {
 
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
-                     std::shared_ptr<void> owner, CpuEntry blockMapEntry) {
+                     std::shared_ptr<void> owner, CpuEntry blockMapEntry,
+                     CpuEntry mergeEntry) {
   auto state = std::make_shared<KernelState>();
   state->info = std::move(info);
   state->cpuEntry = entry;
   state->blockMapEntry = blockMapEntry;
+  state->mergeEntry = mergeEntry;
   state->owner = std::move(owner);
   return Kernel(std::move(state));
 }

@@ -165,9 +165,14 @@ Module Module::load(const std::string &path) {
       if (!blockMap)
         fail("kernel '" + info.name + "' lacks its entry point " + bm);
     }
+    const std::string &mergeName = k["merge_entry"].asString();
+    auto merge = reinterpret_cast<detail::CpuEntry>(
+        dlsym(binaries[index].get(), mergeName.c_str()));
+    if (!merge)
+      fail("kernel '" + info.name + "' lacks its entry point " + mergeName);
     state->kernels[info.name] = detail::makeCpuKernel(
         info, reinterpret_cast<detail::CpuEntry>(fn), binaries[index],
-        blockMap);
+        blockMap, merge);
   }
   Module m;
   m.state = std::move(state);

@@ -19,6 +19,7 @@
 // CHECK: %[[QSCALE:.+]] = arith.mulf %{{.+}}, %{{.+}} : f32
 // CHECK: scf.parallel (%[[BI:.+]], %[[HI:.+]], %[[QT:.+]]) = ({{.*}}) to (%[[B]], %[[HKV]], %[[NQT]])
 // CHECK: memref.alloca_scope
+// CHECK: %[[NKT:.+]] = arith.ceildivui %[[SKV]], %c64
 //      Each row's query head and position.
 // CHECK: memref.alloca() : memref<64xindex>
 // CHECK: arith.divui %{{.+}}, %[[SQ]]
@@ -33,7 +34,9 @@
 // CHECK: arith.mulf %{{.+}}, %[[QSCALE]] : f32
 // CHECK: memref.store %{{.+}}, %[[QTB]][%{{.+}}, %{{.+}}]
 //      Key tiles:
-// CHECK: scf.for %[[K0:.+]] = %c0{{.*}} to %[[SKV]] step %c64
+//      Key tiles, by index (a split-KV part walks a sub-range of them):
+// CHECK: scf.for %[[T:.+]] = %c0{{.*}} to %[[NKT]] step %c1
+// CHECK: arith.muli %[[T]], %c64
 // CHECK: memref.load %[[K]]
 // CHECK: memref.load %[[V]]
 // CHECK: linalg.fill ins(%{{.+}} : f32) outs(%[[ST]] : memref<64x64xf32>)
@@ -56,7 +59,8 @@
 // TILES-LABEL: func.func @causal(
 // TILES: arith.ceildivui %{{.+}}, %c16
 // TILES: memref.alloca() {alignment = 64 : i64} : memref<64x16xf32>
-// TILES: step %c32
+// TILES: memref.alloca() {alignment = 64 : i64} : memref<32x64xf32>
+// TILES: arith.muli %{{.+}}, %c32
 func.func @causal(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
                   %v: memref<?x?x?x32xf32>, %o: memref<?x?x?x32xf32>,
                   %lse: memref<?x?x?xf32>) {

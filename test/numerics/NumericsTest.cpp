@@ -313,3 +313,35 @@ TEST(Numerics, DecodeShapes) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(Numerics, SplitKvMatchesTheReference) {
+  // Forced part counts: one part, a few, more parts than key tiles (empty
+  // parts), with sinks (first part only), GQA decode rows, every
+  // normalizer, masks that empty whole parts, and lse through the merge.
+  const char *variants[] = {
+      "variant plain {}",
+      "variant s { sink(h) = 0.5 * float(h); mask(b, h, q, kv) = kv <= q + "
+      "(Skv - Sq); }",
+      "variant w { mask(b, h, q, kv) = kv <= q + (Skv - Sq) && kv > q + "
+      "(Skv - Sq) - 40; }",
+      "variant n { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + (Skv - "
+      "Sq); }",
+      "variant p { normalize = softplus; }",
+  };
+  for (const char *src : variants)
+    for (const char *parts : {"1", "2", "3", "7", "64"})
+      for (auto [hq, sq] : {std::pair{8, 1}, {2, 37}}) {
+        Problem p = make(src);
+        p.Hq = hq, p.Hkv = 2, p.Sq = sq, p.Skv = 301, p.B = 2;
+        p.options.blockKV = 32;
+        p.options.splitKv = parts;
+        p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
+        SCOPED_TRACE(std::string(src) + " parts=" + parts + " hq=" +
+                     std::to_string(hq));
+        expectClose(p);
+      }
+}
+
+} // namespace

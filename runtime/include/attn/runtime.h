@@ -123,6 +123,9 @@ struct KernelInfo {
   /// a kv head: [B][Hkv][ceil(Hq/Hkv * Sq / blockQ)]. Otherwise (select)
   /// per query head: [B][Hq][ceil(Sq / blockQ)].
   bool packedHeads = true;
+  /// Split-KV parts: 0 picks per launch (more parts when there are fewer
+  /// work items than threads, as in decode), N caps the parts at N.
+  int64_t splitKv = 0;
 };
 
 /// Which (query tile, key tile) blocks a launch computes: the kernel's own
@@ -212,7 +215,8 @@ using CpuEntry = void (*)(void **);
 /// engine or a dlopen handle).
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner,
-                     CpuEntry blockMapEntry = nullptr);
+                     CpuEntry blockMapEntry = nullptr,
+                     CpuEntry mergeEntry = nullptr);
 
 /// Evaluates a reverse-Polish dimension expression.
 int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
