@@ -45,6 +45,17 @@ def Attn_SelectKind : I32EnumAttr<"SelectKind", "block selection rule", [
   let cppNamespace = "::mlir::attn";
 }
 
+// Quantized K/V codes (DSL.md --kv-dtype): int8 and int4 integer codes
+// (int4 packed two per byte, low nibble first), fp8 as OCP e4m3/e5m2 bytes.
+def Attn_KVQuantKind : I32EnumAttr<"KVQuant", "quantized K/V code", [
+  I32EnumAttrCase<"int8", 0>,
+  I32EnumAttrCase<"fp8e4m3", 1>,
+  I32EnumAttrCase<"fp8e5m2", 2>,
+  I32EnumAttrCase<"int4", 3>
+]> {
+  let cppNamespace = "::mlir::attn";
+}
+
 // Problem sizes a region may read (DSL.md: B, Hq, Hkv, Sq, Skv, D, Dv).
 def Attn_SizeKind : I32EnumAttr<"Size", "attention problem size", [
   I32EnumAttrCase<"B", 0>,

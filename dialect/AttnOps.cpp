@@ -24,32 +24,54 @@ static int64_t lastDim(Value v) {
 }
 
 int64_t AttentionOp::getHeadDim() { return lastDim(getQuery()); }
-int64_t AttentionOp::getValueHeadDim() { return lastDim(getValue()); }
+int64_t AttentionOp::getValueHeadDim() { return lastDim(getOut()); }
 
 LogicalResult AttentionOp::verify() {
   auto qType = cast<MemRefType>(getQuery().getType());
   auto kType = cast<MemRefType>(getKey().getType());
   auto vType = cast<MemRefType>(getValue().getType());
-  auto oType = cast<MemRefType>(getOut().getType());
   if (ShapedType::isDynamic(getHeadDim()) ||
       ShapedType::isDynamic(lastDim(getKey())))
     return emitOpError("expected a static head dim D on q and k");
-  if (getHeadDim() != lastDim(getKey()))
-    return emitOpError() << "expected q and k to share the head dim, got "
-                         << getHeadDim() << " and " << lastDim(getKey());
   if (ShapedType::isDynamic(getValueHeadDim()) ||
-      ShapedType::isDynamic(lastDim(getOut())))
+      ShapedType::isDynamic(lastDim(getValue())))
     return emitOpError("expected a static value head dim Dv on v and o");
-  if (getValueHeadDim() != lastDim(getOut()))
-    return emitOpError() << "expected v and o to share the value head dim, got "
-                         << getValueHeadDim() << " and " << lastDim(getOut());
-  if (kType.getElementType() != qType.getElementType() ||
-      vType.getElementType() != qType.getElementType())
-    return emitOpError() << "expected q, k and v of one element type, got "
-                         << qType.getElementType() << ", "
-                         << kType.getElementType() << " and "
+  // int4 codes pack two per byte along the head dim.
+  int64_t pack = getKvQuant() == KVQuant::int4 ? 2 : 1;
+  if (getHeadDim() % pack || getValueHeadDim() % pack)
+    return emitOpError("expected even head dims with int4 K/V");
+  if (getHeadDim() / pack != lastDim(getKey()))
+    return emitOpError() << "expected k's last dim to be "
+                         << getHeadDim() / pack << ", got "
+                         << lastDim(getKey());
+  if (getValueHeadDim() / pack != lastDim(getValue()))
+    return emitOpError() << "expected v's last dim to be "
+                         << getValueHeadDim() / pack << ", got "
+                         << lastDim(getValue());
+  Type codeType = IntegerType::get(getContext(), 8);
+  Type kvElt = getKvQuant() ? codeType : qType.getElementType();
+  if (kType.getElementType() != kvElt || vType.getElementType() != kvElt)
+    return emitOpError() << "expected k and v of element type " << kvElt
+                         << ", got " << kType.getElementType() << " and "
                          << vType.getElementType();
-  (void)oType;
+  if (getKvQuant().has_value() != (getKeyScale() != nullptr) ||
+      getKvQuant().has_value() != getKvGroup().has_value())
+    return emitOpError("expected kv_scales and a group exactly with kv_quant");
+  if (getKvGroup() && *getKvGroup() < 1)
+    return emitOpError("expected a positive kv_quant group");
+  if (getKeyScale() && lastDim(getKeyScale()) != getHeadDim() &&
+      !ShapedType::isDynamic(lastDim(getKeyScale())))
+    return emitOpError("expected k_scale's last dim to be D");
+  if (isPaged() != (getPageTable() != nullptr))
+    return emitOpError("expected pages(...) exactly with page_size");
+  if (getPageSize() && *getPageSize() < 1)
+    return emitOpError("expected a positive page_size");
+  if (hasSelect() && (getKvQuant() || isPaged() || getKvIndex()))
+    return emitOpError("select reads keys unquantized and contiguous: "
+                       "expected no kv_quant, pages or kv_index with it");
+  if (getKvIndex() && (hasClassify() || getTileClasses() || getBlockMap()))
+    return emitOpError("kv_index positions are data: expected no tile "
+                       "classification with it");
   Normalize norm = getNormalize();
   bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
   if (getLse() && !hasRowSum)

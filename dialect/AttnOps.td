@@ -11,6 +11,13 @@ include "mlir/IR/OpAsmInterface.td"
 
 def Attn_Float : AnyTypeOf<[F32, F16, BF16]>;
 def Attn_QKVMemRef : MemRefRankOf<[F32, F16, BF16], [4]>;
+// K and V: floats like q, or i8 bytes holding quantized codes.
+def Attn_KVMemRef : MemRefRankOf<[F32, F16, BF16, I8], [4]>;
+def Attn_KScaleMemRef : MemRefRankOf<[F32], [4]>;
+def Attn_VScaleMemRef : MemRefRankOf<[F32], [3]>;
+def Attn_PageTableMemRef : MemRefRankOf<[I32], [2]>;
+def Attn_SeqLensMemRef : MemRefRankOf<[I32], [1]>;
+def Attn_KVIndexMemRef : MemRefRankOf<[I32], [3]>;
 def Attn_LseMemRef : MemRefRankOf<[F32], [3]>;
 def Attn_Param : AnyTypeOf<[I32, F32]>;
 def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
@@ -59,14 +66,35 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `%o_part[i, b, h, q]` and `%lse_part[i, b, h, q]` (for normalizers
     without a row sum, its unnormalized sum) and `attn.merge_splits`
     combines them; with `%n == 1` the op writes `o` and `lse` directly.
+
+    Quantized K/V (`kv_quant`): `k` and `v` hold i8 codes (int4: two per
+    byte, low nibble first, so their last dims are D/2 and Dv/2);
+    `kv_scales(%k_scale [B, Hkv, ceil(Skv/G), D], %v_scale [B, Hkv, Skv])`
+    give `k = code * k_scale[b, hkv, kv / G, d]` (G = `group`) and
+    `v = code * v_scale[b, hkv, kv]`.
+
+    Paged K/V (`page_size = P`): `k` and `v` are pools
+    `[pages, Hkv, P, D]`; `pages(%page_table [B, max_pages], %seq_lens [B])`
+    map key position `kv` of batch `b` to page `page_table[b, kv / P]`,
+    slot `kv % P`, and batch `b` has `Skv = seq_lens[b]` keys (what
+    `attn.dim Skv` reads in the regions). Scales stay indexed by position.
+
+    Sparse K/V (`kv_index(%idx [B, Hkv, N])`): the op attends to the key
+    positions `%idx[b, hkv, 0..N)` only (entries outside [0, Skv) are
+    skipped); regions see those positions as `kv`.
   }];
   // Reads q, k, v and the captures, writes o and lse: the effects keep the
   // op alive through canonicalization and order it against other accesses.
   let arguments = (ins Arg<Attn_QKVMemRef, "", [MemRead]>:$query,
-                       Arg<Attn_QKVMemRef, "", [MemRead]>:$key,
-                       Arg<Attn_QKVMemRef, "", [MemRead]>:$value,
+                       Arg<Attn_KVMemRef, "", [MemRead]>:$key,
+                       Arg<Attn_KVMemRef, "", [MemRead]>:$value,
                        Arg<Attn_QKVMemRef, "", [MemWrite]>:$out,
                        Arg<Optional<Attn_LseMemRef>, "", [MemWrite]>:$lse,
+                       Arg<Optional<Attn_KScaleMemRef>, "", [MemRead]>:$keyScale,
+                       Arg<Optional<Attn_VScaleMemRef>, "", [MemRead]>:$valueScale,
+                       Arg<Optional<Attn_PageTableMemRef>, "", [MemRead]>:$pageTable,
+                       Arg<Optional<Attn_SeqLensMemRef>, "", [MemRead]>:$seqLens,
+                       Arg<Optional<Attn_KVIndexMemRef>, "", [MemRead]>:$kvIndex,
                        Arg<Optional<Attn_BlockMapMemRef>, "", [MemWrite]>:$blockMap,
                        Arg<Optional<Attn_BlockMapMemRef>, "", [MemRead]>:$tileClasses,
                        Optional<I32>:$numSplits,
@@ -77,7 +105,10 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Attn_NormalizeKind:$normalize,
                        OptionalAttr<F32Attr>:$scale,
                        OptionalAttr<Attn_SelectKind>:$select,
-                       OptionalAttr<I64Attr>:$selectBlock);
+                       OptionalAttr<I64Attr>:$selectBlock,
+                       OptionalAttr<Attn_KVQuantKind>:$kvQuant,
+                       OptionalAttr<I64Attr>:$kvGroup,
+                       OptionalAttr<I64Attr>:$pageSize);
   let regions = (region MaxSizedRegion<1>:$scaleExpr, MaxSizedRegion<1>:$score,
                         MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink,
                         MaxSizedRegion<1>:$classify,
@@ -86,6 +117,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
     `outs` `(` $out `:` type($out) `)`
     (`lse` `(` $lse^ `:` type($lse) `)`)?
+    (`kv_scales` `(` $keyScale^ `,` $valueScale `:` type($keyScale) `,` type($valueScale) `)`)?
+    (`pages` `(` $pageTable^ `,` $seqLens `:` type($pageTable) `,` type($seqLens) `)`)?
+    (`kv_index` `(` $kvIndex^ `:` type($kvIndex) `)`)?
     (`block_map` `(` $blockMap^ `:` type($blockMap) `)`)?
     (`tile_classes` `(` $tileClasses^ `:` type($tileClasses) `)`)?
     (`splits` `(` $numSplits^ `)` `partials` `(` $outPartial `,` $lsePartial `:`
@@ -95,6 +129,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `normalize` `=` $normalize
     (`scale` `=` $scale^)?
     (`select` $select^ `block` $selectBlock)?
+    (`kv_quant` $kvQuant^ `group` $kvGroup)?
+    (`page_size` $pageSize^)?
     attr-dict
     (`scale_expr` $scaleExpr^)?
     (`score` $score^)?
@@ -114,6 +150,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasScaleExpr() { return !getScaleExpr().empty(); }
     bool hasClassify() { return !getClassify().empty(); }
     bool hasSelect() { return getSelect().has_value(); }
+    bool isPaged() { return getPageSize().has_value(); }
   }];
 }
 

@@ -74,8 +74,8 @@ fe::DType toFe(DType t) {
   case DType::f16: return fe::DType::F16;
   case DType::bf16: return fe::DType::BF16;
   case DType::i32: return fe::DType::I32;
+  default: return fe::DType::F32; // codes never reach the frontend
   }
-  return fe::DType::F32;
 }
 
 DType fromFe(fe::DType t) {
@@ -216,22 +216,25 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     throw Error("--target", "target '" + options.target +
                                 "' is not implemented yet in this build; "
                                 "use --target cpu");
+  fe::KVQuant kvQuant = fe::KVQuant::None;
   if (options.kvDtype != "same") {
-    static const char *known[] = {"int8", "fp8e4m3", "fp8e5m2", "int4"};
-    bool ok = false;
-    for (const char *k : known)
-      ok |= options.kvDtype == k;
-    throw Error("--kv-dtype", ok ? "quantized K/V ('" + options.kvDtype +
-                                       "') is not implemented yet in this "
-                                       "build"
-                                 : "unknown K/V dtype '" + options.kvDtype +
-                                       "'; expected same, int8, fp8e4m3, "
-                                       "fp8e5m2 or int4");
+    static const std::pair<const char *, fe::KVQuant> known[] = {
+        {"int8", fe::KVQuant::Int8},
+        {"fp8e4m3", fe::KVQuant::Fp8E4M3},
+        {"fp8e5m2", fe::KVQuant::Fp8E5M2},
+        {"int4", fe::KVQuant::Int4}};
+    for (auto [name, kind] : known)
+      if (options.kvDtype == name)
+        kvQuant = kind;
+    if (kvQuant == fe::KVQuant::None)
+      throw Error("--kv-dtype", "unknown K/V dtype '" + options.kvDtype +
+                                    "'; expected same, int8, fp8e4m3, "
+                                    "fp8e5m2 or int4");
   }
-  if (options.paged < 0)
-    throw Error("--paged", "expected a positive page size");
-  if (options.paged > 0)
-    throw Error("--paged", "paged K/V is not implemented yet in this build");
+  if (options.kvGroup < 1 || options.kvGroup > (1 << 20))
+    throw Error("--kv-group", "expected a group of 1..1048576 tokens");
+  if (options.paged < 0 || options.paged > (1 << 20))
+    throw Error("--paged", "expected a page size of 1..1048576 tokens");
   if (options.splitKv != "auto") {
     char *end = nullptr;
     long n = std::strtol(options.splitKv.c_str(), &end, 10);
@@ -295,6 +298,18 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       options.valueHeadDim ? options.valueHeadDim : options.headDim;
   plan.shape.dtype = toFe(dtype);
   plan.shape.lse = options.lse;
+  plan.shape.kvQuant = kvQuant;
+  plan.shape.kvGroup = options.kvGroup;
+  plan.shape.pageSize = options.paged;
+  if (kvQuant == fe::KVQuant::Int4 &&
+      (plan.shape.headDim % 2 || plan.shape.valueHeadDim % 2))
+    throw Error("--kv-dtype", "int4 K/V packs two codes per byte: expected "
+                              "even head dims");
+  if (v.select && (kvQuant != fe::KVQuant::None || options.paged))
+    throw Error(options.paged ? "--paged" : "--kv-dtype",
+                "variant '" + v.name +
+                    "' uses select, whose pre-pass reads contiguous "
+                    "unquantized keys; not supported together yet");
   if (options.lse && !v.hasRowSum()) {
     fe::Diagnostics diags(source.file);
     diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
@@ -369,6 +384,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.selectBlock = v.select ? v.select->size : 0;
   info.packedHeads = !v.select; // see attn-tile
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
+  info.kvDtype = options.kvDtype;
+  info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
+  info.pageSize = options.paged;
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,

@@ -81,7 +81,7 @@ std::string cacheKey(const std::string &source, const Options &o) {
   key << driver::compilerVersion() << '|' << compilerBuildId() << '\n'
       << target.triple << '|' << target.cpu << '|' << target.features << '\n'
       << o.target << '|' << o.headDim << '|' << o.valueHeadDim << '|'
-      << o.dtype << '|' << o.kvDtype << '|' << o.blockQ << '|' << o.blockKV
+      << o.dtype << '|' << o.kvDtype << '|' << o.kvGroup << '|' << o.blockQ << '|' << o.blockKV
       << '|' << o.lse << '|' << o.variant << '|' << o.paged << '|'
       << o.splitKv << '\n'
       << source;

@@ -396,13 +396,33 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   mlir::Type qkvElt = elementType(ctx, shape.dtype);
   mlir::Type outElt = elementType(ctx, outputDType(v, shape));
   int64_t dyn = ShapedType::kDynamic;
+  bool quant = shape.kvQuant != KVQuant::None;
+  bool paged = shape.pageSize > 0;
+  mlir::Type kvElt = quant ? mlir::Type(b.getI8Type()) : qkvElt;
+  int64_t pack = shape.kvQuant == KVQuant::Int4 ? 2 : 1;
   SmallVector<mlir::Type> argTypes = {
       rowStridedType({dyn, dyn, dyn, shape.headDim}, qkvElt),
-      rowStridedType({dyn, dyn, dyn, shape.headDim}, qkvElt),
-      rowStridedType({dyn, dyn, dyn, shape.valueHeadDim}, qkvElt),
+      rowStridedType({dyn, dyn, dyn, shape.headDim / pack}, kvElt),
+      rowStridedType({dyn, dyn, dyn, shape.valueHeadDim / pack}, kvElt),
       rowStridedType({dyn, dyn, dyn, shape.valueHeadDim}, outElt)};
-  if (shape.lse)
+  SmallVector<std::string> names = {"q", "k", "v", "o"};
+  if (shape.lse) {
     argTypes.push_back(rowStridedType({dyn, dyn, dyn}, b.getF32Type()));
+    names.push_back("lse");
+  }
+  size_t quantArgs = argTypes.size();
+  if (quant) {
+    argTypes.push_back(rowStridedType({dyn, dyn, dyn, shape.headDim},
+                                      b.getF32Type()));
+    argTypes.push_back(rowStridedType({dyn, dyn, dyn}, b.getF32Type()));
+    names.append({"k_scale", "v_scale"});
+  }
+  size_t pageArgs = argTypes.size();
+  if (paged) {
+    argTypes.push_back(rowStridedType({dyn, dyn}, b.getI32Type()));
+    argTypes.push_back(rowStridedType({dyn}, b.getI32Type()));
+    names.append({"page_table", "seq_lens"});
+  }
   size_t firstParam = argTypes.size();
   for (const ParamDecl &p : v.params)
     argTypes.push_back(p.type == fe::Type::I32 ? mlir::Type(b.getI32Type())
@@ -432,9 +452,8 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                                    b.getFunctionType(argTypes, {}));
   Block *entry = func.addEntryBlock();
   // Argument names make the IR readable and tie it back to the source.
-  static const char *fixed[] = {"q", "k", "v", "o", "lse"};
   for (size_t i = 0; i < firstParam; ++i)
-    func.setArgAttr(i, "attn.name", b.getStringAttr(fixed[i]));
+    func.setArgAttr(i, "attn.name", b.getStringAttr(names[i]));
   for (size_t i = 0; i < v.params.size(); ++i)
     func.setArgAttr(firstParam + i, "attn.name",
                     b.getStringAttr(v.params[i].name));
@@ -460,12 +479,24 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   Value map = withMap ? args[endCaptures] : Value();
   Value classes = mapped && !withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
-      b, loc, args[0], args[1], args[2], args[3], lse, map, classes,
+      b, loc, args[0], args[1], args[2], args[3], lse,
+      quant ? args[quantArgs] : Value(), quant ? args[quantArgs + 1] : Value(),
+      paged ? args[pageArgs] : Value(), paged ? args[pageArgs + 1] : Value(),
+      /*kvIndex=*/Value(), map, classes,
       withMap ? Value() : args[splitArgs],
       withMap ? Value() : args[splitArgs + 1],
       withMap ? Value() : args[splitArgs + 2], params, captures,
       static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
-      mlir::attn::SelectKindAttr(), IntegerAttr());
+      mlir::attn::SelectKindAttr(), IntegerAttr(), mlir::attn::KVQuantAttr(),
+      IntegerAttr(), IntegerAttr());
+  if (quant) {
+    op.setKvQuantAttr(mlir::attn::KVQuantAttr::get(
+        ctx, static_cast<mlir::attn::KVQuant>(
+                 static_cast<int>(shape.kvQuant) - 1)));
+    op.setKvGroupAttr(b.getI64IntegerAttr(shape.kvGroup));
+  }
+  if (paged)
+    op.setPageSizeAttr(b.getI64IntegerAttr(shape.pageSize));
   func::ReturnOp::create(b, loc);
 
   auto newRegion = [&](Region &region, ArrayRef<mlir::Type> types) {

@@ -10,12 +10,18 @@
 
 namespace attn::fe {
 
+/// Quantized K/V codes (DSL.md --kv-dtype); None keeps K/V in `dtype`.
+enum class KVQuant { None, Int8, Fp8E4M3, Fp8E5M2, Int4 };
+
 /// The static part of a kernel's signature (DSL.md compile options).
 struct KernelShape {
   int64_t headDim = 64;      // D
   int64_t valueHeadDim = 64; // Dv
   DType dtype = DType::F32;  // q, k, v
   bool lse = false;          // also write lse
+  KVQuant kvQuant = KVQuant::None;
+  int64_t kvGroup = 64;  // tokens per K scale group
+  int64_t pageSize = 0;  // > 0: K/V read through a page table
 };
 
 /// Element type of `o` for a variant under `shape`.

@@ -415,7 +415,8 @@ Abs readCapture(RewriterBase &rewriter, Interpreter &I, LoadOp load,
 
 LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
                                               AttentionOp op) {
-  if (!op.hasMask() || op.hasClassify())
+  // kv_index positions are data: every tile evaluates the mask.
+  if (!op.hasMask() || op.hasClassify() || op.getKvIndex())
     return success();
   Block &mask = op.getMask().front();
   OpBuilder::InsertionGuard guard(rewriter);

@@ -98,6 +98,17 @@ private:
   Value loadCapture(OpBuilder &b, LoadOp load, IRMapping &map);
 
   void emitSetup(OpBuilder &b);
+  void emitScale(OpBuilder &b);
+  void emitKeyRows(OpBuilder &b, Value k0, Value kn);
+  Value decodeCode(OpBuilder &b, Value code);
+  /// Quantized V: P's entries for key row j carry that row's V scale (the
+  /// row sums keep the unscaled p).
+  Value scaleByValueScale(OpBuilder &b, Value p, Value j) {
+    if (!vScaleBuf)
+      return p;
+    return arith::MulFOp::create(
+        b, loc, p, memref::LoadOp::create(b, loc, vScaleBuf, ValueRange{j}));
+  }
   void emitWorkItem(OpBuilder &b, Value bIdx, Value hIdx, Value qTile);
   void emitKeyLoop(OpBuilder &b);
   void emitRowTable(OpBuilder &b);
@@ -137,6 +148,8 @@ private:
 
   // Set up once per op.
   Value batch, headsQ, seqQ, headsKV, seqKV, group, numQTiles;
+  // Key slots the loop walks: Skv positions, or kv_index entries.
+  Value keySlots;
   Value sizeI32[7];
   SmallVector<Value> captureMaxIndex; // per capture, per dim: size - 1 (i32)
   Value qScale, scaleValue, selectArg;
@@ -157,6 +170,8 @@ private:
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
+  // Per key tile row: its position (kv_index; -1 when skipped) and V scale.
+  Value posBuf, vScaleBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -216,7 +231,14 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
   headsQ = memref::DimOp::create(b, loc, q, 1);
   seqQ = memref::DimOp::create(b, loc, q, 2);
   headsKV = memref::DimOp::create(b, loc, k, 1);
-  seqKV = memref::DimOp::create(b, loc, k, 2);
+  // A paged pool holds max_pages * P positions per batch; each batch's own
+  // length comes from seq_lens in the work item.
+  seqKV = op.isPaged()
+              ? arith::MulIOp::create(
+                    b, loc, memref::DimOp::create(b, loc, op.getPageTable(), 1),
+                    cIdx(b, *op.getPageSize()))
+                    .getResult()
+              : memref::DimOp::create(b, loc, k, 2).getResult();
   // Launches check Hq % Hkv == 0 and Hkv > 0; max() keeps the division
   // defined even for a caller that skipped the checks.
   Value safeHkv = arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1));
@@ -249,6 +271,12 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
     }
   }
 
+  emitScale(b);
+  if (op.hasSelect())
+    selectArg = inlineRegion(b, op.getSelectArg(), {});
+}
+
+void AttentionTiler::emitScale(OpBuilder &b) {
   Value scale = op.getScale()
                     ? cF32(b, op.getScale()->convertToDouble())
                     : (op.hasScaleExpr()
@@ -256,8 +284,6 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
                            : cF32(b, 1.0 / std::sqrt(double(D))));
   qScale = scale;
   scaleValue = scale;
-  if (op.hasSelect())
-    selectArg = inlineRegion(b, op.getSelectArg(), {});
   if (norm == Normalize::softmax && !op.hasScore())
     qScale = arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E));
 }
@@ -288,7 +314,22 @@ scf::ParallelOp AttentionTiler::build() {
 
 void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                   Value qTile) {
-  Value keyTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  if (op.isPaged()) {
+    // This batch's length, clamped into the table's capacity; regions and a
+    // scale expression see it as Skv.
+    Value len = memref::LoadOp::create(b, loc, op.getSeqLens(), ValueRange{bI});
+    len = arith::MaxSIOp::create(b, loc, len,
+                                 arith::ConstantIntOp::create(b, loc, 0, 32));
+    seqKV = minIdx(b, arith::IndexCastOp::create(b, loc, b.getIndexType(), len),
+                   seqKV);
+    sizeI32[static_cast<int>(Size::Skv)] = toI32(b, seqKV);
+    if (op.hasScaleExpr())
+      emitScale(b);
+  }
+  keySlots = op.getKvIndex()
+                 ? memref::DimOp::create(b, loc, op.getKvIndex(), 2).getResult()
+                 : seqKV;
+  Value keyTiles = arith::CeilDivUIOp::create(b, loc, keySlots, cIdx(b, BK));
   split = cIdx(b, 0);
   tileBegin = split;
   tileEnd = keyTiles;
@@ -349,6 +390,11 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   lBuf = buffer({BQ});
   mUseBuf = buffer({BQ});
   alphaBuf = buffer({BQ});
+  if (op.getKvQuant())
+    vScaleBuf = buffer({BK});
+  if (op.getKvIndex())
+    posBuf = memref::AllocaOp::create(b, loc, MemRefType::get({BK}, i32),
+                                      b.getI64IntegerAttr(64));
 
   // Load the query tile transposed and scaled; rows past the last are zero
   // and never stored. Initial running max and sum per row: a sink logit
@@ -927,27 +973,153 @@ void AttentionTiler::withMaskVariants(
       });
 }
 
-void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
-  Value kn = minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, seqKV, k0));
-  Value fzero = cF32(b, 0.0);
+/// A quantized code byte as f32 (before its scale): int8 directly; fp8 by
+/// moving its exponent and mantissa into an f32's bit positions and
+/// rescaling by the bias difference, which is exact for normal and
+/// subnormal codes alike.
+Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
+  KVQuant kind = *op.getKvQuant();
+  if (kind == KVQuant::int8 || kind == KVQuant::int4)
+    return arith::SIToFPOp::create(b, loc, f32, code);
+  bool e4m3 = kind == KVQuant::fp8e4m3;
+  auto c32 = [&](int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 32).getResult();
+  };
+  Value u = arith::ExtUIOp::create(b, loc, i32, code);
+  Value mag = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, c32(0x7f)),
+      c32(e4m3 ? 20 : 21));
+  Value sign = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, c32(0x80)), c32(24));
+  Value bits = arith::OrIOp::create(b, loc, mag, sign);
+  Value x = arith::BitcastOp::create(b, loc, f32, bits);
+  // 2^(127 - 7) for e4m3, 2^(127 - 15) for e5m2.
+  return arith::MulFOp::create(b, loc, x,
+                               cF32(b, std::ldexp(1.0, e4m3 ? 120 : 112)));
+}
 
-  // K and V tiles converted to f32; rows past Skv are zero.
+/// K and V rows of a key tile in f32: rows past the slots (or skipped by
+/// kv_index) are zero. Paged rows go through the page table; quantized
+/// codes are decoded here, K's per-channel scales applied as the row is
+/// copied and V's per-token scale kept for P.
+void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
+  Value fzero = cF32(b, 0.0);
+  auto quant = op.getKvQuant();
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j,
                                         kn);
-    Value row = arith::AddIOp::create(b, loc, k0, j);
-    row = arith::SelectOp::create(b, loc, valid, row, k0);
-    auto copyRow = [&](Value src, Value dst, int64_t width) {
-      forLoop(b, width, [&](OpBuilder &b, Value d) {
-        Value x = memref::LoadOp::create(b, loc, src,
-                                         ValueRange{bIdx, hkvIdx, row, d});
-        x = arith::SelectOp::create(b, loc, valid, toF32(b, x), fzero);
-        memref::StoreOp::create(b, loc, x, dst, ValueRange{j, d});
+    Value slot = arith::SelectOp::create(
+        b, loc, valid, arith::AddIOp::create(b, loc, k0, j), k0);
+    Value pos = slot;
+    if (Value index = op.getKvIndex()) {
+      Value p32 = memref::LoadOp::create(b, loc, index,
+                                         ValueRange{bIdx, hkvIdx, slot});
+      Value inRange = arith::AndIOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, p32,
+                                arith::ConstantIntOp::create(b, loc, 0, 32)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, p32,
+                                sizeI32[static_cast<int>(Size::Skv)]));
+      valid = arith::AndIOp::create(b, loc, valid, inRange);
+      memref::StoreOp::create(
+          b, loc,
+          arith::SelectOp::create(b, loc, valid, p32,
+                                  arith::ConstantIntOp::create(b, loc, -1, 32)),
+          posBuf, ValueRange{j});
+      pos = arith::IndexCastOp::create(b, loc, b.getIndexType(), p32);
+    }
+    auto zeroRow = [&](OpBuilder &b) {
+      forLoop(b, D, [&](OpBuilder &b, Value d) {
+        memref::StoreOp::create(b, loc, fzero, kBuf, ValueRange{j, d});
       });
+      forLoop(b, Dv, [&](OpBuilder &b, Value d) {
+        memref::StoreOp::create(b, loc, fzero, vBuf, ValueRange{j, d});
+      });
+      if (vScaleBuf)
+        memref::StoreOp::create(b, loc, fzero, vScaleBuf, ValueRange{j});
     };
-    copyRow(op.getKey(), kBuf, D);
-    copyRow(op.getValue(), vBuf, Dv);
+    auto copyRow = [&](OpBuilder &b) {
+      // Where the row lives: (b, hkv, pos), or its page's slot.
+      Value outer = bIdx, row = pos;
+      if (op.isPaged()) {
+        Value P = cIdx(b, *op.getPageSize());
+        Value page32 = memref::LoadOp::create(
+            b, loc, op.getPageTable(),
+            ValueRange{bIdx, arith::DivUIOp::create(b, loc, pos, P)});
+        // Clamped so a bad table entry reads a wrong page, never wild memory.
+        Value lastPage = toI32(
+            b, arith::SubIOp::create(
+                   b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
+                   cIdx(b, 1)));
+        page32 = arith::MinSIOp::create(
+            b, loc,
+            arith::MaxSIOp::create(b, loc, page32,
+                                   arith::ConstantIntOp::create(b, loc, 0, 32)),
+            lastPage);
+        outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
+        row = arith::RemUIOp::create(b, loc, pos, P);
+      }
+      Value group;
+      if (quant)
+        group = arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+      auto store = [&](OpBuilder &b, Value x, Value dst, Value d, bool key) {
+        if (key && quant)
+          x = arith::MulFOp::create(
+              b, loc, x,
+              memref::LoadOp::create(b, loc, op.getKeyScale(),
+                                     ValueRange{bIdx, hkvIdx, group, d}));
+        memref::StoreOp::create(b, loc, x, dst, ValueRange{j, d});
+      };
+      auto copy = [&](Value src, Value dst, int64_t width, bool key) {
+        if (quant == KVQuant::int4) {
+          // Two codes per byte, low nibble first, each sign-extended.
+          forLoop(b, width / 2, [&](OpBuilder &b, Value d2) {
+            Value byte = memref::LoadOp::create(
+                b, loc, src, ValueRange{outer, hkvIdx, row, d2});
+            Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+            Value lo = arith::ShRSIOp::create(
+                b, loc, arith::ShLIOp::create(b, loc, byte, four), four);
+            Value hi = arith::ShRSIOp::create(b, loc, byte, four);
+            Value d = arith::MulIOp::create(b, loc, d2, cIdx(b, 2));
+            store(b, decodeCode(b, lo), dst, d, key);
+            store(b, decodeCode(b, hi), dst,
+                  arith::AddIOp::create(b, loc, d, cIdx(b, 1)), key);
+          });
+          return;
+        }
+        forLoop(b, width, [&](OpBuilder &b, Value d) {
+          Value x = memref::LoadOp::create(b, loc, src,
+                                           ValueRange{outer, hkvIdx, row, d});
+          store(b, quant ? decodeCode(b, x) : toF32(b, x), dst, d, key);
+        });
+      };
+      copy(op.getKey(), kBuf, D, true);
+      copy(op.getValue(), vBuf, Dv, false);
+      if (vScaleBuf)
+        memref::StoreOp::create(
+            b, loc,
+            memref::LoadOp::create(b, loc, op.getValueScale(),
+                                   ValueRange{bIdx, hkvIdx, pos}),
+            vScaleBuf, ValueRange{j});
+    };
+    scf::IfOp::create(
+        b, loc, valid,
+        [&](OpBuilder &b, Location) {
+          copyRow(b);
+          scf::YieldOp::create(b, loc);
+        },
+        [&](OpBuilder &b, Location) {
+          zeroRow(b);
+          scf::YieldOp::create(b, loc);
+        });
   });
+}
+
+void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
+  Value kn =
+      minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, keySlots, k0));
+  Value fzero = cF32(b, 0.0);
+  emitKeyRows(b, k0, kn);
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
   // (register-blocked vector code on the CPU); narrow tiles use only the
@@ -1027,10 +1199,18 @@ Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
                                        Value &keep) {
   Value q32 = memref::LoadOp::create(b, loc, rowQ32Buf, ValueRange{i});
   Value head32 = memref::LoadOp::create(b, loc, rowHead32Buf, ValueRange{i});
-  Value kv32 = toI32(b, arith::AddIOp::create(b, loc, k0, j));
+  Value kv32;
+  if (posBuf) {
+    // kv_index: the slot's position; -1 marks a skipped slot.
+    kv32 = memref::LoadOp::create(b, loc, posBuf, ValueRange{j});
+    keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, kv32,
+                                 arith::ConstantIntOp::create(b, loc, 0, 32));
+  } else {
+    kv32 = toI32(b, arith::AddIOp::create(b, loc, k0, j));
+    keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
+  }
   if (op.hasScore())
     s = inlineRegion(b, op.getScore(), {s, b32, head32, q32, kv32});
-  keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
   if (withMask) {
     Value m = inlineRegion(b, op.getMask(), {b32, head32, q32, kv32});
     keep = arith::AndIOp::create(b, loc, keep, m);
@@ -1091,7 +1271,8 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
       Value p = math::Exp2Op::create(b, loc,
                                      arith::SubFOp::create(b, loc, t, mUse));
-      memref::StoreOp::create(b, loc, p, sTBuf, ValueRange{j, i});
+      memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
+                              ValueRange{j, i});
       Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
       l = arith::AddFOp::create(b, loc, l, p, fm);
       memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
@@ -1152,7 +1333,8 @@ void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
       }
       }
       p = arith::SelectOp::create(b, loc, keep, p, fzero);
-      memref::StoreOp::create(b, loc, p, sTBuf, ValueRange{j, i});
+      memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
+                              ValueRange{j, i});
       if (norm == Normalize::softplus) {
         Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
         l = arith::AddFOp::create(b, loc, l, p, fm);

@@ -55,12 +55,14 @@ int copyOut(const std::string &text, char *buffer, size_t size,
 }
 
 attn::TensorRef toRef(const attn_tensor &t, const char *name) {
-  if (t.dtype < ATTN_F32 || t.dtype > ATTN_I32)
+  if (t.dtype < ATTN_F32 || t.dtype > ATTN_F8E5M2)
     throw attn::Error(name, "unknown dtype code " + std::to_string(t.dtype));
   if (t.rank < 0 || t.rank > 8 || (t.rank > 0 && !t.shape))
     throw attn::Error(name, "bad rank or shape");
-  static const attn::DType dtypes[] = {attn::DType::f32, attn::DType::f16,
-                                       attn::DType::bf16, attn::DType::i32};
+  static const attn::DType dtypes[] = {
+      attn::DType::f32, attn::DType::f16,    attn::DType::bf16,
+      attn::DType::i32, attn::DType::i8,     attn::DType::f8e4m3,
+      attn::DType::f8e5m2};
   std::vector<int64_t> shape(t.shape, t.shape + t.rank);
   std::vector<int64_t> strides;
   if (t.strides)
@@ -126,8 +128,11 @@ int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
   if (num_args < 0 || (num_args > 0 && !args))
     return fail("args", "bad argument list");
   return guarded([&] {
-    attn::Tensors t{toRef(*q, "q"), toRef(*k, "k"), toRef(*v, "v"),
-                    toRef(*o, "o"), std::nullopt};
+    attn::Tensors t;
+    t.q = toRef(*q, "q");
+    t.k = toRef(*k, "k");
+    t.v = toRef(*v, "v");
+    t.o = toRef(*o, "o");
     if (lse)
       t.lse = toRef(*lse, "lse");
     attn::Params params;
@@ -139,9 +144,21 @@ int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
       switch (a.kind) {
       case ATTN_ARG_INT: params.emplace_back(a.name, a.i); break;
       case ATTN_ARG_FLOAT: params.emplace_back(a.name, a.f); break;
-      case ATTN_ARG_TENSOR:
-        params.emplace_back(a.name, toRef(a.tensor, a.name));
+      case ATTN_ARG_TENSOR: {
+        // The quantized and paged K/V inputs travel by reserved names.
+        std::string name = a.name;
+        std::optional<attn::TensorRef> *fixed =
+            name == "k_scale"      ? &t.kScale
+            : name == "v_scale"    ? &t.vScale
+            : name == "page_table" ? &t.pageTable
+            : name == "seq_lens"   ? &t.seqLens
+                                   : nullptr;
+        if (fixed)
+          *fixed = toRef(a.tensor, a.name);
+        else
+          params.emplace_back(a.name, toRef(a.tensor, a.name));
         break;
+      }
       default:
         throw attn::Error(a.name, "unknown argument kind " +
                                       std::to_string(a.kind));

@@ -285,6 +285,9 @@ Value toJson(const KernelInfo &info) {
   v.set("select_block", info.selectBlock);
   v.set("packed_heads", info.packedHeads);
   v.set("split_kv", info.splitKv);
+  v.set("kv_dtype", info.kvDtype);
+  v.set("kv_group", info.kvGroup);
+  v.set("page_size", info.pageSize);
   Value params = Value::array();
   for (const ParamInfo &p : info.params) {
     Value pv = Value::object();
@@ -329,6 +332,9 @@ KernelInfo kernelInfoFrom(const Value &v) {
   info.selectBlock = v.has("select_block") ? v["select_block"].asInt() : 0;
   info.packedHeads = !v.has("packed_heads") || v["packed_heads"].asBool();
   info.splitKv = v.has("split_kv") ? v["split_kv"].asInt() : 0;
+  info.kvDtype = v.has("kv_dtype") ? v["kv_dtype"].asString() : "same";
+  info.kvGroup = v.has("kv_group") ? v["kv_group"].asInt() : 0;
+  info.pageSize = v.has("page_size") ? v["page_size"].asInt() : 0;
   if (info.headDim <= 0 || info.valueHeadDim <= 0 || info.blockQ <= 0 ||
       info.blockKV <= 0)
     fail("kernel '" + info.name + "' has non-positive sizes");

@@ -157,12 +157,90 @@ const Arg *findArg(const Params &params, const std::string &name) {
   return nullptr;
 }
 
+/// Paged K/V: the page table and lengths, read on the host so that a bad
+/// entry is an error naming it rather than a read of someone else's page.
+/// Sets Skv to the table's capacity.
+void validatePages(const KernelInfo &info, const Tensors &t, int64_t *sz) {
+  if (!t.pageTable || !t.seqLens)
+    throw Error(t.pageTable ? "seq_lens" : "page_table",
+                "the kernel reads paged K/V (--paged " +
+                    std::to_string(info.pageSize) +
+                    "); pass page_table [B, max_pages] and seq_lens [B] "
+                    "(i32)");
+  checkView("page_table", *t.pageTable, DType::i32, {"B", "max_pages"});
+  checkView("seq_lens", *t.seqLens, DType::i32, {"B"});
+  expectSize("page_table", *t.pageTable, 0, "B", sz[kB], "(B from q)");
+  expectSize("seq_lens", *t.seqLens, 0, "B", sz[kB], "(B from q)");
+  expectSize("k", t.k, 2, "P", info.pageSize, "(the kernel's --paged)");
+  int64_t maxPages = t.pageTable->shape[1];
+  int64_t capacity = maxPages * info.pageSize;
+  if (capacity > kI32Max)
+    throw Error("page_table", "max_pages * P exceeds 2^31 - 1");
+  sz[kSkv] = capacity;
+  int64_t pages = t.k.shape[0];
+  std::vector<int64_t> ts = t.pageTable->effectiveStrides();
+  int64_t ls = t.seqLens->effectiveStrides()[0];
+  for (int64_t b = 0; b < sz[kB]; ++b) {
+    int32_t len = static_cast<const int32_t *>(t.seqLens->data)[b * ls];
+    if (len < 0 || len > capacity)
+      throw Error("seq_lens", "entry " + std::to_string(b) + " is " +
+                                  std::to_string(len) + "; expected 0.." +
+                                  std::to_string(capacity) +
+                                  " (max_pages * P)");
+    for (int64_t i = 0; i < (len + info.pageSize - 1) / info.pageSize; ++i) {
+      int32_t page = static_cast<const int32_t *>(
+          t.pageTable->data)[b * ts[0] + i * ts[1]];
+      if (page < 0 || page >= pages)
+        throw Error("page_table",
+                    "entry [" + std::to_string(b) + ", " + std::to_string(i) +
+                        "] is " + std::to_string(page) +
+                        "; expected a page of k and v, 0.." +
+                        std::to_string(pages - 1));
+    }
+  }
+}
+
+/// Quantized K/V: the scales, by the logical (unpaged) shape.
+void validateScales(const KernelInfo &info, const Tensors &t,
+                    const int64_t *sz) {
+  bool quant = info.kvDtype != "same";
+  for (auto [name, scale] :
+       {std::pair{"k_scale", &t.kScale}, std::pair{"v_scale", &t.vScale}}) {
+    if (quant && !*scale)
+      throw Error(name, "the kernel reads " + info.kvDtype +
+                            " K/V codes; pass k_scale [B, Hkv, ceil(Skv/" +
+                            std::to_string(info.kvGroup) +
+                            "), D] and v_scale [B, Hkv, Skv] (f32)");
+    if (!quant && *scale)
+      throw Error(name, "the kernel reads unquantized K/V (--kv-dtype same)");
+  }
+  if (!quant)
+    return;
+  checkView("k_scale", *t.kScale, DType::f32, {"B", "Hkv", "groups", "D"});
+  checkView("v_scale", *t.vScale, DType::f32, {"B", "Hkv", "Skv"});
+  int64_t groups = (sz[kSkv] + info.kvGroup - 1) / info.kvGroup;
+  expectSize("k_scale", *t.kScale, 0, "B", sz[kB], "(B from q)");
+  expectSize("k_scale", *t.kScale, 1, "Hkv", sz[kHkv], "(Hkv from k)");
+  expectSize("k_scale", *t.kScale, 2, "groups", groups,
+             ("(ceil(Skv / " + std::to_string(info.kvGroup) + "))").c_str());
+  expectSize("k_scale", *t.kScale, 3, "D", info.headDim, "(the head dim)");
+  expectSize("v_scale", *t.vScale, 0, "B", sz[kB], "(B from q)");
+  expectSize("v_scale", *t.vScale, 1, "Hkv", sz[kHkv], "(Hkv from k)");
+  expectSize("v_scale", *t.vScale, 2, "Skv", sz[kSkv], "(Skv)");
+}
+
 LaunchPlan validate(const KernelInfo &info, const Tensors &t,
                     const Params &params) {
   LaunchPlan plan;
+  bool quant = info.kvDtype != "same";
+  bool paged = info.pageSize > 0;
+  DType kvType = quant ? codeDType(info.kvDtype) : info.dtype;
+  int64_t pack = quant ? codesPerElement(info.kvDtype) : 1;
+  const char *rows = paged ? "pages" : "B";
+  const char *slots = paged ? "P" : "Skv";
   checkView("q", t.q, info.dtype, {"B", "Hq", "Sq", "D"});
-  checkView("k", t.k, info.dtype, {"B", "Hkv", "Skv", "D"});
-  checkView("v", t.v, info.dtype, {"B", "Hkv", "Skv", "Dv"});
+  checkView("k", t.k, kvType, {rows, "Hkv", slots, pack > 1 ? "D/2" : "D"});
+  checkView("v", t.v, kvType, {rows, "Hkv", slots, pack > 1 ? "Dv/2" : "Dv"});
   checkView("o", t.o, info.outDType, {"B", "Hq", "Sq", "Dv"});
   int64_t *sz = plan.sizes;
   sz[kB] = t.q.shape[0];
@@ -173,8 +251,17 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
   sz[kD] = info.headDim;
   sz[kDv] = info.valueHeadDim;
   expectSize("q", t.q, 3, "D", info.headDim, "(the kernel's --head-dim)");
-  expectSize("k", t.k, 0, "B", sz[kB], "(B from q)");
-  expectSize("k", t.k, 3, "D", info.headDim, "(the kernel's --head-dim)");
+  if (paged) {
+    validatePages(info, t, sz);
+  } else {
+    if (t.pageTable || t.seqLens)
+      throw Error(t.pageTable ? "page_table" : "seq_lens",
+                  "the kernel reads contiguous K/V (compiled without "
+                  "--paged)");
+    expectSize("k", t.k, 0, "B", sz[kB], "(B from q)");
+  }
+  expectSize("k", t.k, 3, pack > 1 ? "D/2" : "D", info.headDim / pack,
+             "(the kernel's --head-dim)");
   if (sz[kHkv] == 0 && sz[kHq] > 0)
     throw Error("k", "Hkv is 0 but q has " + std::to_string(sz[kHq]) +
                          " heads");
@@ -182,11 +269,12 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
     throw Error("k", "Hq = " + std::to_string(sz[kHq]) +
                          " (from q) is not a multiple of Hkv = " +
                          std::to_string(sz[kHkv]));
-  expectSize("v", t.v, 0, "B", sz[kB], "(B from q)");
+  expectSize("v", t.v, 0, rows, t.k.shape[0], "(from k)");
   expectSize("v", t.v, 1, "Hkv", sz[kHkv], "(Hkv from k)");
-  expectSize("v", t.v, 2, "Skv", sz[kSkv], "(Skv from k)");
-  expectSize("v", t.v, 3, "Dv", info.valueHeadDim,
+  expectSize("v", t.v, 2, slots, t.k.shape[2], "(from k)");
+  expectSize("v", t.v, 3, pack > 1 ? "Dv/2" : "Dv", info.valueHeadDim / pack,
              "(the kernel's --v-head-dim)");
+  validateScales(info, t, sz);
   expectSize("o", t.o, 0, "B", sz[kB], "(B from q)");
   expectSize("o", t.o, 1, "Hq", sz[kHq], "(Hq from q)");
   expectSize("o", t.o, 2, "Sq", sz[kSq], "(Sq from q)");
@@ -221,6 +309,13 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
         overlaps(*t.lse, t.v) || overlaps(*t.lse, t.q))
       throw Error("lse", "overlaps another tensor of the launch");
   }
+  for (auto [name, extra] :
+       {std::pair{"k_scale", &t.kScale}, std::pair{"v_scale", &t.vScale},
+        std::pair{"page_table", &t.pageTable},
+        std::pair{"seq_lens", &t.seqLens}})
+    if (*extra && (overlaps(**extra, t.o) || (t.lse && overlaps(**extra,
+                                                                  *t.lse))))
+      throw Error(name, "overlaps an output of the launch");
 
   // Names the caller passed must all exist.
   for (const auto &[name, arg] : params) {
@@ -432,6 +527,14 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
   packed.memref(t.o);
   if (t.lse)
     packed.memref(*t.lse);
+  if (t.kScale) {
+    packed.memref(*t.kScale);
+    packed.memref(*t.vScale);
+  }
+  if (t.pageTable) {
+    packed.memref(*t.pageTable);
+    packed.memref(*t.seqLens);
+  }
   for (size_t i = 0; i < info.params.size(); ++i) {
     if (info.params[i].type == DType::i32)
       packed.i32(static_cast<int32_t>(plan.paramValues[i]));

@@ -22,6 +22,9 @@ std::string descrOf(DType t) {
   case DType::f16: return "<f2";
   case DType::bf16: return "<u2";
   case DType::i32: return "<i4";
+  case DType::i8: return "|i1";
+  case DType::f8e4m3: // code bytes, as numpy has no fp8
+  case DType::f8e5m2: return "|u1";
   }
   return "";
 }
@@ -94,6 +97,8 @@ NpyArray readNpy(const std::string &path, const std::string &argument,
     a.dtype = DType::f16;
   else if (descr == "<i4" || descr == "=i4")
     a.dtype = DType::i32;
+  else if (descr == "|i1")
+    a.dtype = DType::i8;
   else if ((descr == "<u2" || descr == "=u2") && uint16IsBF16)
     a.dtype = DType::bf16;
   else

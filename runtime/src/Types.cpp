@@ -9,6 +9,9 @@ const char *dtypeName(DType t) {
   case DType::f16: return "f16";
   case DType::bf16: return "bf16";
   case DType::i32: return "i32";
+  case DType::i8: return "i8";
+  case DType::f8e4m3: return "f8e4m3";
+  case DType::f8e5m2: return "f8e5m2";
   }
   return "?";
 }
@@ -18,13 +21,18 @@ size_t dtypeSize(DType t) {
   case DType::f16:
   case DType::bf16:
     return 2;
+  case DType::i8:
+  case DType::f8e4m3:
+  case DType::f8e5m2:
+    return 1;
   default:
     return 4;
   }
 }
 
 std::optional<DType> parseDType(const std::string &name) {
-  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i32})
+  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i8,
+                 DType::f8e4m3, DType::f8e5m2})
     if (name == dtypeName(t))
       return t;
   return std::nullopt;

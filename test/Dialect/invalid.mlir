@@ -56,7 +56,7 @@ func.func @index_count(%q: memref<?x?x?x64xf32>, %doc: memref<?x?xi32>) {
 // -----
 
 func.func @head_dims(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xf32>) {
-  // expected-error @+1 {{expected q and k to share the head dim, got 64 and 32}}
+  // expected-error @+1 {{expected k's last dim to be 64, got 32}}
   attn.attention ins(%q, %k, %q : memref<?x?x?x64xf32>, memref<?x?x?x32xf32>, memref<?x?x?x64xf32>)
       outs(%q : memref<?x?x?x64xf32>) normalize = softmax
   return
@@ -74,7 +74,7 @@ func.func @dynamic_head_dim(%q: memref<?x?x?x?xf32>) {
 // -----
 
 func.func @mixed_dtypes(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf16>) {
-  // expected-error @+1 {{expected q, k and v of one element type, got 'f32', 'f16' and 'f32'}}
+  // expected-error @+1 {{expected k and v of element type 'f32', got 'f16' and 'f32'}}
   attn.attention ins(%q, %k, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf16>, memref<?x?x?x64xf32>)
       outs(%q : memref<?x?x?x64xf32>) normalize = softmax
   return
@@ -141,5 +141,45 @@ func.func @sink_args(%q: memref<?x?x?x64xf32>) {
     %c = arith.constant 1.0 : f32
     attn.yield %c : f32
   }
+  return
+}
+
+// -----
+
+func.func @codes_without_quant(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>) {
+  // expected-error @+1 {{expected k and v of element type 'f32', got 'i8' and 'i8'}}
+  attn.attention ins(%q, %k, %k : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  return
+}
+
+// -----
+
+func.func @int4_unpacked(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
+                         %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>) {
+  // expected-error @+1 {{expected k's last dim to be 32, got 64}}
+  attn.attention ins(%q, %k, %k : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%q : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      normalize = softmax kv_quant int4 group 64
+  return
+}
+
+// -----
+
+func.func @quant_without_scales(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>) {
+  // expected-error @+1 {{expected kv_scales and a group exactly with kv_quant}}
+  attn.attention ins(%q, %k, %k : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax {kvQuant = 0 : i32}
+  return
+}
+
+// -----
+
+func.func @pages_without_size(%q: memref<?x?x?x64xf32>, %pt: memref<?x?xi32>, %sl: memref<?xi32>) {
+  // expected-error @+1 {{expected pages(...) exactly with page_size}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) pages(%pt, %sl : memref<?x?xi32>, memref<?xi32>)
+      normalize = softmax
   return
 }

@@ -59,3 +59,24 @@ func.func @minimal(%q: memref<2x4x8x64xbf16>, %o: memref<2x4x8x64xf32>) {
   return
 }
 
+
+// Quantized, paged and sparse K/V operands round-trip.
+// CHECK-LABEL: func.func @serving
+// CHECK: attn.attention ins(%{{.*}}, %{{.*}}, %{{.*}} : memref<?x?x?x128xbf16>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+// CHECK-SAME: kv_scales(%{{.*}}, %{{.*}} : memref<?x?x?x128xf32>, memref<?x?x?xf32>)
+// CHECK-SAME: pages(%{{.*}}, %{{.*}} : memref<?x?xi32>, memref<?xi32>)
+// CHECK-SAME: kv_index(%{{.*}} : memref<?x?x?xi32>)
+// CHECK-SAME: kv_quant int4 group 32 page_size 16
+func.func @serving(%q: memref<?x?x?x128xbf16>, %k: memref<?x?x?x64xi8>,
+                   %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x128xbf16>,
+                   %ks: memref<?x?x?x128xf32>, %vs: memref<?x?x?xf32>,
+                   %pt: memref<?x?xi32>, %sl: memref<?xi32>,
+                   %idx: memref<?x?x?xi32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x128xbf16>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%o : memref<?x?x?x128xbf16>)
+      kv_scales(%ks, %vs : memref<?x?x?x128xf32>, memref<?x?x?xf32>)
+      pages(%pt, %sl : memref<?x?xi32>, memref<?xi32>)
+      kv_index(%idx : memref<?x?x?xi32>)
+      normalize = softmax kv_quant int4 group 32 page_size 16
+  return
+}

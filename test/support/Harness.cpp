@@ -66,6 +66,8 @@ struct Buffer {
       std::memcpy(&bytes[4 * i], &v, 4);
       break;
     }
+    default: // code dtypes are produced by attn::KVCache, not here
+      break;
     }
   }
   double get(size_t i) const {
@@ -90,8 +92,9 @@ struct Buffer {
       std::memcpy(&v, &bytes[4 * i], 4);
       return v;
     }
+    default:
+      return 0;
     }
-    return 0;
   }
 };
 
@@ -155,7 +158,13 @@ Outcome runAgainstReference(const Problem &p, Jit *jit) {
   }
 
   // Captured tensors: explicit ones, else generated with the right shape.
-  int64_t sizes[7] = {p.B, p.Hq, p.Hkv, p.Sq, p.Skv, D, Dv};
+  // Paged launches size them by the page table's capacity.
+  int64_t pageSize = p.options.paged;
+  int64_t skvCapacity =
+      pageSize > 0 ? std::max<int64_t>(1, (p.Skv + pageSize - 1) / pageSize) *
+                         pageSize
+                   : p.Skv;
+  int64_t sizes[7] = {p.B, p.Hq, p.Hkv, p.Sq, skvCapacity, D, Dv};
   std::vector<Buffer> captureBufs;
   captureBufs.reserve(info.captures.size());
   for (const CaptureInfo &c : info.captures) {
@@ -196,6 +205,13 @@ Outcome runAgainstReference(const Problem &p, Jit *jit) {
                   std::nullopt};
   if (info.lse)
     tensors.lse = TensorRef(lse.data(), DType::f32, {p.B, p.Hq, p.Sq});
+  // Quantized or paged kernels read the same K/V through attn::KVCache;
+  // the reference keeps the unquantized values.
+  KVCache cache;
+  if (info.kvDtype != "same" || info.pageSize > 0) {
+    cache = KVCache::build(info, tensors.k, tensors.v, p.seed);
+    cache.bind(tensors);
+  }
   kernel.launch(tensors, params);
 
   Outcome out;
@@ -244,13 +260,17 @@ Outcome runAgainstReference(const Problem &p, Jit *jit) {
         }
 
   ref::RefResult r = ref::referenceAttention(variant, rp);
+  double absErrSum = 0, absRefSum = 0;
   for (size_t i = 0; i < no; ++i) {
     double o = ob.get(i);
     if (std::isnan(o))
       out.hasNaN = true;
     out.maxErrO = std::max(out.maxErrO, std::fabs(o - r.o[i]));
     out.refMaxAbsO = std::max(out.refMaxAbsO, std::fabs(r.o[i]));
+    absErrSum += std::fabs(o - r.o[i]);
+    absRefSum += std::fabs(r.o[i]);
   }
+  out.relL1O = absRefSum > 0 ? absErrSum / absRefSum : absErrSum;
   if (info.lse) {
     for (size_t i = 0; i < lse.size(); ++i) {
       double a = lse[i], b = r.lse[i];

@@ -39,6 +39,7 @@ struct BlockMapCheck {
 
 struct Outcome {
   double maxErrO = 0;     // max |o - ref|
+  double relL1O = 0;      // sum |o - ref| / sum |ref| (quantized K/V)
   double maxErrLse = 0;   // max |lse - ref| over finite values
   bool lseInfMismatch = false; // -inf in one, finite in the other
   bool hasNaN = false;

@@ -5,7 +5,9 @@
 //   attn-npy range OUT.npy D0,D1,... STEP                   i32 (i % last) / STEP
 //   attn-npy fill  OUT.npy D0,D1,... VALUE                  i32 VALUE everywhere
 //   attn-npy check FILE.attn [--variant V] --q --k --v [--set N=V|f.npy]
-//                  --o o.npy [--lse lse.npy] [--tol T]
+//                  --o o.npy [--lse lse.npy] [--tol T] [--rel-l1 R]
+//                  (--rel-l1: check sum |o - ref| / sum |ref| <= R instead
+//                  of the max error, for quantized K/V)
 //       recomputes the answer with the float64 reference and compares.
 //
 //===----------------------------------------------------------------------===//
@@ -58,8 +60,11 @@ double elementAt(const NpyArray &a, int64_t i) {
     std::memcpy(&f, &bits, 4);
     return f;
   }
+  case DType::i8:
+    return static_cast<int8_t>(a.bytes[i]);
+  default:
+    return a.bytes[i]; // fp8 code bytes
   }
-  return 0;
 }
 
 std::vector<double> toDoubles(const NpyArray &a) {
@@ -71,7 +76,7 @@ std::vector<double> toDoubles(const NpyArray &a) {
 
 int check(int argc, char **argv) {
   std::string file, variant, qPath, kPath, vPath, oPath, lsePath, dtype;
-  double tol = 2e-4;
+  double tol = 2e-4, relL1 = -1;
   std::vector<std::string> sets;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -88,6 +93,7 @@ int check(int argc, char **argv) {
     else if (a == "--lse") lsePath = next();
     else if (a == "--set") sets.push_back(next());
     else if (a == "--tol") tol = std::stod(next());
+    else if (a == "--rel-l1") relL1 = std::stod(next());
     else if (a == "--dtype") dtype = next();
     else file = a;
   }
@@ -127,6 +133,17 @@ int check(int argc, char **argv) {
     err = std::max(err, std::fabs(elementAt(o, i) - r.o[i]));
   std::printf("max |o - ref| = %.3e\n", err);
   bool ok = err <= tol;
+  if (relL1 >= 0) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < o.numel(); ++i) {
+      num += std::fabs(elementAt(o, i) - r.o[i]);
+      den += std::fabs(r.o[i]);
+    }
+    double rel = den > 0 ? num / den : num;
+    std::printf("rel-L1 |o - ref| = %.3e\n", rel);
+    ok = rel <= relL1;
+    tol = relL1;
+  }
   if (!lsePath.empty()) {
     NpyArray lse = readNpy(lsePath, "lse");
     double lerr = 0;

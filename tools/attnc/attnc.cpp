@@ -45,7 +45,8 @@ commands:
 options:
   --target cpu       --dtype f32|f16|bf16     --head-dim D   --v-head-dim Dv
   --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
-  --kv-dtype same    --paged PAGE             --split-kv N|auto
+  --kv-dtype same|int8|fp8e4m3|fp8e5m2|int4   --kv-group G (default 64)
+  --paged PAGE       --split-kv N|auto
   --cpu native|NAME  (code generation target, e.g. x86-64-v3, znver4)
 )";
 
@@ -151,6 +152,7 @@ Options optionsFrom(const CommandLine &cl) {
   o.lse = cl.lse || !get(cl, "--lse-out").empty();
   o.variant = get(cl, "--variant");
   o.paged = getInt(cl, "--paged", 0);
+  o.kvGroup = getInt(cl, "--kv-group", 64);
   o.splitKv = get(cl, "--split-kv", "auto");
   o.cpu = get(cl, "--cpu", "native");
   return o;
@@ -244,6 +246,7 @@ struct Prepared {
   Kernel kernel;
   NpyArray o, lse;
   Tensors tensors;
+  KVCache cache; // quantized and/or paged K/V (--kv-dtype, --paged)
 };
 Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
                  const Options &options, NpyArray &q, NpyArray &k,
@@ -254,9 +257,30 @@ Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
   p.o = makeOutput(info.outDType,
                    {q.shape[0], q.shape[1], q.shape[2], info.valueHeadDim});
   p.lse = makeOutput(DType::f32, {q.shape[0], q.shape[1], q.shape[2]});
-  p.tensors = Tensors{q.ref(), k.ref(), v.ref(), p.o.ref(), std::nullopt};
+  p.tensors.q = q.ref();
+  p.tensors.k = k.ref();
+  p.tensors.v = v.ref();
+  p.tensors.o = p.o.ref();
   if (info.lse)
     p.tensors.lse = p.lse.ref();
+  if (info.kvDtype != "same" || info.pageSize > 0) {
+    // The f32 inputs go through the runtime's quantizer and/or into a
+    // shuffled page pool, so those paths run on the same data.
+    for (auto [name, a, dim] : {std::tuple{"k", &k, info.headDim},
+                                std::tuple{"v", &v, info.valueHeadDim}}) {
+      if (a->shape.size() != 4 || a->shape[3] != dim)
+        throw Error(name, "expected [B, Hkv, Skv, " + std::to_string(dim) +
+                              "], got " + std::to_string(a->shape.size()) +
+                              " dimensions");
+      if (a->dtype == DType::i32)
+        throw Error(name, "expected floating-point K/V to quantize or page");
+    }
+    if (k.shape[0] != q.shape[0])
+      throw Error("k", "dimension 0 (B) differs from q's");
+    p.cache = KVCache::build(info, k.ref(), v.ref(),
+                             static_cast<uint64_t>(getInt(cl, "--seed", 1)));
+    p.cache.bind(p.tensors);
+  }
   return p;
 }
 

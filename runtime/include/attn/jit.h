@@ -15,7 +15,8 @@ struct Options {
   int64_t headDim = 0;      // D; required
   int64_t valueHeadDim = 0; // Dv; 0 means D
   std::string dtype;        // q/k/v: f32, f16, bf16; "" = f32 on cpu
-  std::string kvDtype = "same";
+  std::string kvDtype = "same"; // same, int8, fp8e4m3, fp8e5m2, int4
+  int64_t kvGroup = 64;         // tokens per K scale group (quantized K/V)
   int64_t blockQ = 0;       // 0 = auto
   int64_t blockKV = 0;      // 0 = auto
   bool lse = false;

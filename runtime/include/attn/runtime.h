@@ -17,8 +17,10 @@
 
 namespace attn {
 
-/// Element types of tensors crossing the API.
-enum class DType { f32, f16, bf16, i32 };
+/// Element types of tensors crossing the API. i8, f8e4m3 and f8e5m2 hold
+/// quantized K/V codes (int8 and int4 codes are i8; int4 packs two per
+/// byte, low nibble first).
+enum class DType { f32, f16, bf16, i32, i8, f8e4m3, f8e5m2 };
 const char *dtypeName(DType t);
 size_t dtypeSize(DType t);
 std::optional<DType> parseDType(const std::string &name);
@@ -84,7 +86,18 @@ using Params = std::vector<std::pair<std::string, Arg>>;
 struct Tensors {
   TensorRef q, k, v, o;
   std::optional<TensorRef> lse;
+  /// Quantized K/V (KernelInfo::kvDtype): k_scale [B, Hkv, ceil(Skv/G), D]
+  /// per channel for each group of G tokens, v_scale [B, Hkv, Skv] per
+  /// token, both f32; x = code * scale.
+  std::optional<TensorRef> kScale = {}, vScale = {};
+  /// Paged K/V (KernelInfo::pageSize P): k and v are pools
+  /// [pages, Hkv, P, D]; page_table [B, max_pages] i32 names the page of
+  /// positions [i*P, (i+1)*P) of batch b, seq_lens [B] i32 its length
+  /// (Skv of batch b; at most max_pages * P, which is the Skv captured
+  /// tensors and scales are sized by).
+  std::optional<TensorRef> pageTable = {}, seqLens = {};
 };
+
 
 /// What a compiled kernel expects; stored as JSON in bundles.
 struct ParamInfo {
@@ -126,6 +139,56 @@ struct KernelInfo {
   /// Split-KV parts: 0 picks per launch (more parts when there are fewer
   /// work items than threads, as in decode), N caps the parts at N.
   int64_t splitKv = 0;
+  /// Quantized K/V ("same" when K/V share q's dtype): codes in k and v,
+  /// scales in Tensors::kScale/vScale with K groups of kvGroup tokens.
+  std::string kvDtype = "same";
+  int64_t kvGroup = 0;
+  /// > 0: k and v are page pools read through Tensors::pageTable/seqLens.
+  int64_t pageSize = 0;
+};
+
+/// Quantizes K or V [B, Hkv, S, D] (f32, f16 or bf16) into `kind`'s codes
+/// (KernelInfo::kvDtype: int8, fp8e4m3, fp8e5m2 or int4) in the layout
+/// kernels read: symmetric, scale = amax / max code (127, 448, 57344, 7),
+/// per channel over groups of `group` tokens for keys (scale
+/// [B, Hkv, ceil(S/group), D]) and per token for values (scale
+/// [B, Hkv, S]). `codes` is [B, Hkv, S, D] (int4: D/2) of the code dtype.
+void quantizeKeys(const TensorRef &k, const std::string &kind, int64_t group,
+                  const TensorRef &codes, const TensorRef &scale);
+void quantizeValues(const TensorRef &v, const std::string &kind,
+                    const TensorRef &codes, const TensorRef &scale);
+/// The dtype of `kind`'s codes, and how many codes share a byte (int4: 2).
+DType codeDType(const std::string &kind);
+int64_t codesPerElement(const std::string &kind);
+
+/// K/V in the layout a kernel reads (its KernelInfo's kvDtype and
+/// pageSize), built on the host from contiguous K [B, Hkv, S, D] and
+/// V [B, Hkv, S, Dv]: quantized with quantizeKeys/quantizeValues, and/or
+/// copied into a pool of pages in a random (seeded) order with the page
+/// table and lengths to match. What `attnc run --kv-dtype/--paged` uses;
+/// tests and benchmarks use it to check those paths on the same inputs.
+class KVCache {
+public:
+  /// `seqLens` (paged only): each batch's length, at most S; empty means S
+  /// for every batch.
+  static KVCache build(const KernelInfo &info, const TensorRef &k,
+                       const TensorRef &v, uint64_t seed = 1,
+                       const std::vector<int32_t> &seqLens = {});
+  /// Points t.k, t.v and the scale and page tensors at this cache.
+  void bind(Tensors &t) const;
+
+  KVCache() = default;
+  KVCache(KVCache &&) = default; // the views keep pointing at the data
+  KVCache &operator=(KVCache &&) = default;
+  KVCache(const KVCache &) = delete;
+  KVCache &operator=(const KVCache &) = delete;
+
+private:
+  bool quantized = false, paged = false;
+  std::vector<uint8_t> kData, vData;
+  std::vector<float> kScale, vScale;
+  std::vector<int32_t> pageTable, seqLens;
+  TensorRef kRef, vRef, kScaleRef, vScaleRef, pageTableRef, seqLensRef;
 };
 
 /// Which (query tile, key tile) blocks a launch computes: the kernel's own

@@ -17,7 +17,10 @@
 extern "C" {
 #endif
 
-enum { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 3 };
+enum {
+  ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 3,
+  ATTN_I8 = 4, ATTN_F8E4M3 = 5, ATTN_F8E5M2 = 6 /* quantized K/V codes */
+};
 enum { ATTN_ARG_INT = 0, ATTN_ARG_FLOAT = 1, ATTN_ARG_TENSOR = 2 };
 
 /* A view of caller memory; strides in elements, NULL for row-major. */
@@ -58,7 +61,9 @@ void attn_kernel_free(attn_kernel *kernel);
 int attn_kernel_info_json(const attn_kernel *kernel, char *buffer,
                           size_t size, size_t *needed);
 
-/* lse may be NULL when the kernel has none. */
+/* lse may be NULL when the kernel has none. Quantized and paged K/V take
+ * their extra tensors as ATTN_ARG_TENSOR args named "k_scale", "v_scale",
+ * "page_table" and "seq_lens" (see attn::Tensors). */
 int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
                        const attn_tensor *k, const attn_tensor *v,
                        const attn_tensor *o, const attn_tensor *lse,

@@ -1,0 +1,68 @@
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-tile))' | FileCheck %s
+
+// Paged, fp8e4m3 K/V: each key row's page comes from the table (clamped to
+// the pool), its slot is the position modulo the page size; codes decode
+// to f32 in the tile copy (exponent/mantissa moved into an f32, times
+// 2^120), K's per-channel scale of the row's group is applied there, and
+// V's per-token scale is kept per row and multiplied into P.
+
+// CHECK-LABEL: func.func @paged_fp8(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>, %{{.+}}: memref<?x?x?x64xf32>, %[[KS:[a-z0-9]+]]: memref<?x?x?x64xf32>, %[[VS:[a-z0-9]+]]: memref<?x?x?xf32>, %[[PT:[a-z0-9]+]]: memref<?x?xi32>, %[[SL:[a-z0-9]+]]: memref<?xi32>
+//      Capacity: max_pages * 16; each batch's length from seq_lens.
+// CHECK: %[[MAXP:.+]] = memref.dim %[[PT]], %c1
+// CHECK: %[[CAP:.+]] = arith.muli %[[MAXP]], %c16
+// CHECK: scf.parallel
+// CHECK: %[[LEN:.+]] = memref.load %[[SL]][
+// CHECK: %[[LENI:.+]] = arith.index_cast %{{.+}} : i32 to index
+// CHECK: %[[SKV:.+]] = arith.minui %[[LENI]], %[[CAP]]
+// CHECK: scf.if
+// CHECK: %[[PAGE:.+]] = memref.load %[[PT]][%{{.+}}, %{{.+}}] : memref<?x?xi32>
+// CHECK: arith.maxsi %[[PAGE]]
+// CHECK: %[[SLOT:.+]] = arith.remui %{{.+}}, %c16
+// CHECK: %[[GROUP:.+]] = arith.divui %{{.+}}, %c32
+// CHECK: %[[CODE:.+]] = memref.load %[[K]][%{{.+}}, %{{.+}}, %[[SLOT]], %{{.+}}]
+// CHECK: arith.extui %[[CODE]] : i8 to i32
+// CHECK: arith.shli %{{.+}}, %c20_i32
+// CHECK: arith.bitcast %{{.+}} : i32 to f32
+// CHECK: arith.mulf %{{.+}}, %cst{{.*}} : f32
+// CHECK: memref.load %[[KS]][%{{.+}}, %{{.+}}, %[[GROUP]], %{{.+}}]
+// CHECK: memref.load %[[V]]
+// CHECK: memref.load %[[VS]]
+// CHECK: memref.store %{{.+}}, %[[VSB:[a-z0-9_]+]][%{{.+}}] : memref<64xf32>
+// CHECK: } else {
+//      P carries V's scale: p * v_scale[row] is what P . V reads.
+// CHECK: math.exp2
+// CHECK: %[[VSJ:.+]] = memref.load %[[VSB]]
+// CHECK: arith.mulf %{{.+}}, %[[VSJ]] : f32
+func.func @paged_fp8(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
+                     %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,
+                     %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>,
+                     %pt: memref<?x?xi32>, %sl: memref<?xi32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      pages(%pt, %sl : memref<?x?xi32>, memref<?xi32>)
+      normalize = softmax kv_quant fp8e4m3 group 32 page_size 16
+  return
+}
+
+// -----
+
+// int4: one byte gives two sign-extended nibbles, low first.
+
+// CHECK-LABEL: func.func @int4(
+// CHECK: %[[BYTE:.+]] = memref.load %{{.+}} : memref<?x?x?x32xi8>
+// CHECK: %[[SHL:.+]] = arith.shli %[[BYTE]], %c4_i8
+// CHECK: %[[LO:.+]] = arith.shrsi %[[SHL]], %c4_i8
+// CHECK: %[[HI:.+]] = arith.shrsi %[[BYTE]], %c4_i8
+// CHECK: arith.sitofp %[[LO]] : i8 to f32
+// CHECK: arith.sitofp %[[HI]] : i8 to f32
+func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
+                %v: memref<?x?x?x32xi8>, %o: memref<?x?x?x64xf32>,
+                %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x32xi8>, memref<?x?x?x32xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      normalize = softmax kv_quant int4 group 64
+  return
+}
