@@ -380,7 +380,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.blockQ = plan.blockQ;
   info.blockKV = plan.blockKV;
   info.compilerVersion = compilerVersion();
-  info.hasBlockMap = v.mask.has_value() || v.select.has_value();
+  info.hasBlockMap = fe::hasBlockMap(v);
   info.selectBlock = v.select ? v.select->size : 0;
   info.packedHeads = !v.select; // see attn-tile
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
@@ -469,7 +469,7 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   if (failed(cpu::addPackedEntry(*built.module, plan.variant->name,
                                  out.entry)))
     throw InternalError("lowered module lacks the kernel function");
-  if (plan.variant->mask || plan.variant->select) {
+  if (plan.info.hasBlockMap) {
     out.blockMapEntry = blockMapSymbol(plan.variant->name);
     if (failed(cpu::addPackedEntry(
             *built.module, fe::blockMapFunctionName(plan.variant->name),

@@ -152,6 +152,12 @@ struct Variant {
   std::optional<DType> outDType;
   SourceLoc outDTypeLoc;
   std::optional<SelectDecl> select;
+  /// `kv_index = NAME;`: attend only to the key positions listed in the
+  /// captured tensor NAME (i32 [B, Hkv, N]); the tensor's index once
+  /// resolved by Sema.
+  std::optional<std::string> kvIndex;
+  SourceLoc kvIndexLoc;
+  int kvIndexTensor = -1;
 
   bool hasRowSum() const {
     return normalize == NormalizeKind::Softmax ||

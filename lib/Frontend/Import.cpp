@@ -375,6 +375,10 @@ Value RegionEmitter::emitCall(const Expr &e) {
 
 } // namespace
 
+bool hasBlockMap(const Variant &v) {
+  return (v.mask || v.select) && !v.kvIndex;
+}
+
 bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                    const SourceFile &file, Diagnostics &diags) {
   MLIRContext *ctx = module.getContext();
@@ -435,7 +439,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   size_t endCaptures = argTypes.size();
   // Masked and selecting kernels read a block map (empty: classify on the
   // fly); their block-map functions write one.
-  bool mapped = v.mask || v.select;
+  bool mapped = hasBlockMap(v);
   if (mapped)
     argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
   // Kernels split their key range on request (decode): the number of
@@ -482,7 +486,8 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
       b, loc, args[0], args[1], args[2], args[3], lse,
       quant ? args[quantArgs] : Value(), quant ? args[quantArgs + 1] : Value(),
       paged ? args[pageArgs] : Value(), paged ? args[pageArgs + 1] : Value(),
-      /*kvIndex=*/Value(), map, classes,
+      v.kvIndexTensor >= 0 ? captures[v.kvIndexTensor] : Value(), map,
+      classes,
       withMap ? Value() : args[splitArgs],
       withMap ? Value() : args[splitArgs + 1],
       withMap ? Value() : args[splitArgs + 2], params, captures,
@@ -602,7 +607,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     return true;
   };
   return build(v.name, false) &&
-         (!(v.mask || v.select) || build(blockMapFunctionName(v.name), true)) &&
+         (!hasBlockMap(v) || build(blockMapFunctionName(v.name), true)) &&
          buildMerge();
 }
 

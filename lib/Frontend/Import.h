@@ -35,6 +35,10 @@ bool importVariant(mlir::ModuleOp module, const Variant &v,
                    const KernelShape &shape, const SourceFile &file,
                    Diagnostics &diags);
 
+/// Whether a variant's kernel walks a block map (masks and select; not
+/// kv_index, whose positions are data).
+bool hasBlockMap(const Variant &v);
+
 /// The function computing a masked variant's tile classes (see
 /// attn.attention's block_map operand), imported next to the kernel.
 std::string blockMapFunctionName(const std::string &variant);

@@ -217,7 +217,7 @@ bool Parser::parseFuncDef(std::optional<FuncDef> &slot, const char *name,
 bool Parser::parseDecl(Variant &v) {
   if (!is(Tok::Ident)) {
     expected("a declaration (param, const, tensor, let, scale, score, mask, "
-             "sink, normalize, select, out_dtype)");
+             "sink, normalize, select, kv_index, out_dtype)");
     return false;
   }
   std::string kw = tok.text;
@@ -382,6 +382,21 @@ bool Parser::parseDecl(Variant &v) {
     v.outDType = dt;
     return expect(Tok::Semi, "after the output type");
   }
+  if (kw == "kv_index") {
+    if (v.kvIndex) {
+      diags.error(kwLoc, "'kv_index' is set twice in this variant");
+      return false;
+    }
+    advance();
+    if (!expect(Tok::Assign, "after 'kv_index'"))
+      return false;
+    std::string name;
+    if (!expectIdent(name, v.kvIndexLoc, "the name of a captured i32 tensor "
+                                         "[B, Hkv, N] of key positions"))
+      return false;
+    v.kvIndex = name;
+    return expect(Tok::Semi, "after the kv_index tensor");
+  }
   if (kw == "select") {
     SelectDecl s;
     s.loc = kwLoc;
@@ -432,12 +447,13 @@ bool Parser::parseDecl(Variant &v) {
   }
   static const std::vector<std::string> keywords = {
       "param", "const",     "tensor", "scale",  "score",    "mask",
-      "sink",  "normalize", "select", "let",    "out_dtype"};
+      "sink",  "normalize", "select", "let",    "out_dtype", "kv_index"};
   std::string hint = closestName(kw, keywords);
   diags.error(kwLoc, "unknown declaration '" + kw + "'" +
                          (hint.empty() ? "; expected param, const, tensor, "
                                          "let, scale, score, mask, sink, "
-                                         "normalize, select or out_dtype"
+                                         "normalize, select, kv_index or "
+                                         "out_dtype"
                                        : "; did you mean '" + hint + "'?"));
   return false;
 }

@@ -36,6 +36,7 @@ private:
   void checkTensors();
   void checkLets();
   void checkSelect(SelectDecl &sel);
+  void checkKvIndex();
   void checkFunc(std::optional<FuncDef> &f, const char *what,
                  const std::vector<IndexVar> &positional, unsigned extra,
                  Type want);
@@ -60,7 +61,7 @@ Type promoted(Type a, Type b) {
 const std::vector<std::string> &reservedWords() {
   static const std::vector<std::string> words = {
       "variant", "param", "const", "tensor", "scale", "score", "mask",
-      "sink", "normalize", "select", "let", "out_dtype", "true", "false",
+      "sink", "normalize", "select", "let", "out_dtype", "kv_index", "true", "false",
       "inf", "s", "b", "h", "q", "kv", "hkv", "i32", "f32", "f16", "bf16"};
   return words;
 }
@@ -755,6 +756,41 @@ void Sema::run() {
                     normalizeName(v.normalize));
   if (v.select)
     checkSelect(*v.select);
+  if (v.kvIndex)
+    checkKvIndex();
+}
+
+/// kv_index names a captured i32 tensor [B, Hkv, N].
+void Sema::checkKvIndex() {
+  int t = v.findTensor(*v.kvIndex);
+  if (t < 0) {
+    std::vector<std::string> names;
+    for (const TensorDecl &d : v.tensors)
+      names.push_back(d.name);
+    std::string hint = closestName(*v.kvIndex, names);
+    diags.error(v.kvIndexLoc,
+                "kv_index names no captured tensor '" + *v.kvIndex + "'" +
+                    (hint.empty() ? "; declare it, e.g. tensor " +
+                                        *v.kvIndex + ": i32[B, Hkv, N];"
+                                  : "; did you mean '" + hint + "'?"));
+    return;
+  }
+  const TensorDecl &d = v.tensors[t];
+  auto isSize = [](const Expr &e, const char *size) {
+    return e.kind == ExprKind::Name && e.name == size;
+  };
+  if (d.dtype != DType::I32 || d.dims.size() != 3 ||
+      !isSize(*d.dims[0], "B") || !isSize(*d.dims[1], "Hkv")) {
+    diags.error(v.kvIndexLoc,
+                "kv_index needs an i32 tensor of shape [B, Hkv, N] (key "
+                "positions per batch and kv head); '" + d.name +
+                    "' is declared differently");
+    return;
+  }
+  if (v.select)
+    diags.error(v.kvIndexLoc, "kv_index and select both choose keys; use "
+                              "one of them");
+  v.kvIndexTensor = t;
 }
 
 void collectLets(const Expr &e, std::vector<bool> &needed) {

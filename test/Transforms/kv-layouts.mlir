@@ -66,3 +66,38 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
       normalize = softmax kv_quant int4 group 64
   return
 }
+
+// -----
+
+// kv_index: the key loop walks the index's N slots; each slot's position
+// (or -1 when outside [0, Skv)) is kept per row and is what the mask sees
+// and what K/V rows are read at.
+
+// CHECK-LABEL: func.func @sparse(
+// CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xf32>, %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[IDX:[a-z0-9]+]]: memref<?x?x?xi32>
+// CHECK: scf.parallel
+// CHECK: %[[N:.+]] = memref.dim %[[IDX]], %c2
+// CHECK: arith.ceildivui %[[N]], %c64
+// CHECK: %[[POS:.+]] = memref.load %[[IDX]][
+// CHECK: %[[INRANGE:.+]] = arith.andi
+// CHECK: %[[VALID:.+]] = arith.andi %{{.+}}, %[[INRANGE]]
+// CHECK: arith.select %[[VALID]], %[[POS]], %c-1_i32
+// CHECK: %[[ROW:.+]] = arith.index_cast %[[POS]] : i32 to index
+// CHECK: scf.if %[[VALID]]
+// CHECK: memref.load %[[K]][%{{.+}}, %{{.+}}, %[[ROW]], %{{.+}}]
+//      The mask reads the slot's position.
+// CHECK: arith.cmpi sge, %[[KV:.+]], %c0_i32
+// CHECK-NEXT: arith.cmpi sle, %[[KV]]
+func.func @sparse(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
+                  %v: memref<?x?x?x64xf32>, %o: memref<?x?x?x64xf32>,
+                  %idx: memref<?x?x?xi32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%o : memref<?x?x?x64xf32>) kv_index(%idx : memref<?x?x?xi32>)
+      captures(%idx : memref<?x?x?xi32>) normalize = softmax
+  mask {
+  ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):
+    %c = arith.cmpi sle, %kv, %qi : i32
+    attn.yield %c : i1
+  }
+  return
+}

@@ -519,3 +519,52 @@ TEST(Numerics, PagedKVWithPerBatchLengths) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(Numerics, SparseKVIndex) {
+  // kv_index: each (b, kv head) attends to its listed positions only;
+  // entries outside [0, Skv) are skipped and a repeated entry counts once
+  // per listing. Masks and scores see the positions.
+  const char *variants[] = {
+      "variant snap { param budget: i32 = 45; tensor keep: i32[B, Hkv, "
+      "budget]; kv_index = keep; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
+      "variant snap_sink { param budget: i32 = 45; tensor keep: i32[B, Hkv, "
+      "budget]; kv_index = keep; sink(h) = 0.25; score(s, b, h, q, kv) = s - "
+      "0.001 * float(Skv - kv); }",
+      "variant snap_sig { param budget: i32 = 45; tensor keep: i32[B, Hkv, "
+      "budget]; kv_index = keep; normalize = sigmoid; }",
+  };
+  std::mt19937 rng(11);
+  for (const char *src : variants)
+    for (const char *parts : {"1", "3"})
+      for (int64_t paged : {0, 16})
+        for (const char *kv : {"same", "int8"}) {
+          Problem p = make(src);
+          p.B = 2, p.Hq = 8, p.Hkv = 2, p.Sq = 2, p.Skv = 300;
+          p.options.splitKv = parts;
+          p.options.paged = paged;
+          p.options.kvDtype = kv;
+          p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
+          ref::RefTensor keep;
+          keep.shape = {p.B, p.Hkv, 45};
+          std::uniform_int_distribution<int> pos(-3, int(p.Skv) + 3);
+          for (int64_t i = 0; i < p.B * p.Hkv * 45; ++i)
+            keep.values.push_back(i % 9 == 0 ? keep.values.empty()
+                                                   ? 0.0
+                                                   : keep.values.back()
+                                             : double(pos(rng)));
+          p.captures["keep"] = keep;
+          SCOPED_TRACE(std::string(src) + " parts " + parts + " paged " +
+                       std::to_string(paged) + " " + kv);
+          if (std::string(kv) == "same") {
+            expectClose(p);
+          } else {
+            Outcome out = runAgainstReference(p);
+            EXPECT_FALSE(out.hasNaN);
+            EXPECT_LE(out.relL1O, 1.5e-2);
+          }
+        }
+}
+
+} // namespace

@@ -187,9 +187,23 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
   }
   std::vector<double> t(p.Skv);
   std::vector<char> keep(p.Skv);
+  // kv_index: how many slots list each position (entries outside [0, Skv)
+  // list nothing); unlisted positions are masked, a listed one counts once
+  // per listing, as the kernel visits it once per slot.
+  std::vector<double> listed(p.Skv, 1.0);
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t h = 0; h < p.Hq; ++h) {
       int64_t hk = h / group;
+      if (v.kvIndexTensor >= 0) {
+        const RefTensor &idx = p.captures[v.kvIndexTensor];
+        int64_t n = idx.shape[2];
+        std::fill(listed.begin(), listed.end(), 0.0);
+        for (int64_t j = 0; j < n; ++j) {
+          double pos = idx.values[(b * p.Hkv + hk) * n + j];
+          if (pos >= 0 && pos < double(p.Skv))
+            listed[static_cast<int64_t>(pos)] += 1.0;
+        }
+      }
       double sink = -inf;
       if (v.sink) {
         env.at(b, h, 0, 0, 0);
@@ -214,7 +228,7 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
                                   nkb +
                               kv / v.select->size];
           // A -inf score is a masked entry (DSL.md).
-          if (s == -inf)
+          if (s == -inf || listed[kv] == 0)
             k = false;
           keep[kv] = k;
           t[kv] = s;
@@ -269,6 +283,19 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
             if (keep[kv])
               pr[kv] = std::max(t[kv], 0.0) * std::max(t[kv], 0.0);
           break;
+        }
+        if (v.kvIndexTensor >= 0) {
+          // Repeated listings weigh in once each, sums included.
+          double scaleSum = 0;
+          for (int64_t kv = 0; kv < p.Skv; ++kv) {
+            scaleSum += pr[kv] * (listed[kv] - 1.0);
+            pr[kv] *= listed[kv];
+          }
+          if (v.hasRowSum() && denom > 0) {
+            denom += scaleSum;
+            double mx = lse - std::log(denom - scaleSum);
+            lse = mx + std::log(denom);
+          }
         }
         double *orow = &r.o[((b * p.Hq + h) * p.Sq + qi) * p.Dv];
         r.lse[(b * p.Hq + h) * p.Sq + qi] = lse;
