@@ -166,7 +166,12 @@ private:
   // Tiles with few valid rows (decode: G * Sq rows) run narrow: the first
   // kNarrowRows query columns of the tile only.
   static constexpr int64_t kNarrowRows = 16;
-  Value narrow, rowsUsed;
+  // With at most kTinyRows valid rows (GQA decode with small groups, MQA),
+  // Q.K^T runs as dot products along D against Q's rows (qRowBuf) instead
+  // of broadcasts into 16-wide query columns, and P.V on those rows only.
+  static constexpr int64_t kTinyRows = 4;
+  Value narrow, tiny, rowsUsed;
+  Value qRowBuf;
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
@@ -362,6 +367,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                    cIdx(b, kNarrowRows));
     rowsUsed = arith::SelectOp::create(b, loc, narrow, cIdx(b, kNarrowRows),
                                        cIdx(b, BQ));
+    tiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
+                                 cIdx(b, kTinyRows));
+    rowsUsed = arith::SelectOp::create(b, loc, tiny, cIdx(b, kTinyRows),
+                                       rowsUsed);
   } else {
     rowsUsed = cIdx(b, BQ);
   }
@@ -382,6 +391,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                     b.getI64IntegerAttr(64));
   };
   qTBuf = buffer({D, BQ});
+  if (tiny)
+    qRowBuf = buffer({kTinyRows, D});
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
   sTBuf = buffer({BK, BQ});
@@ -429,6 +440,14 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
       x = arith::MulFOp::create(b, loc, toF32(b, x), qScale);
       x = arith::SelectOp::create(b, loc, valid, x, fzero);
       memref::StoreOp::create(b, loc, x, qTBuf, ValueRange{d, i});
+      if (qRowBuf) {
+        Value inTiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                             i, cIdx(b, kTinyRows));
+        scf::IfOp::create(b, loc, inTiny, [&](OpBuilder &b, Location) {
+          memref::StoreOp::create(b, loc, x, qRowBuf, ValueRange{i, d});
+          scf::YieldOp::create(b, loc);
+        });
+      }
     });
     memref::StoreOp::create(b, loc, mInit, mBuf, ValueRange{i});
     memref::StoreOp::create(b, loc, lInit, lBuf, ValueRange{i});
@@ -1124,10 +1143,25 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
   // (register-blocked vector code on the CPU); narrow tiles use only the
   // first query columns.
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
   withRowWidth(b, [&](OpBuilder &b, int64_t width) {
-    Value sT = columns(b, sTBuf, width), qT = columns(b, qTBuf, width);
+    Value sT = columns(b, sTBuf, width);
     linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{sT});
-    linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qT}, ValueRange{sT});
+    if (width == kTinyRows && qRowBuf) {
+      // Dot products of K rows with Q rows: S^T[j, i] = K[j, :] . Q[i, :].
+      auto dotMaps = b.getAffineMapArrayAttr(
+          {AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
+           AffineMap::get(3, 0, {m, n}, ctx)});
+      linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qRowBuf},
+                               ValueRange{sT},
+                               {b.getNamedAttr("indexing_maps", dotMaps)});
+      return;
+    }
+    linalg::MatmulOp::create(b, loc,
+                             ValueRange{kBuf, columns(b, qTBuf, width)},
+                             ValueRange{sT});
   });
 
   if (norm == Normalize::softmax)
@@ -1136,9 +1170,6 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
     emitScoresPointwise(b, k0, kn, fullTile);
 
   // acc += P . V, reading P from the transposed tile.
-  MLIRContext *ctx = b.getContext();
-  AffineExpr m, n, k;
-  bindDims(ctx, m, n, k);
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
@@ -1156,14 +1187,26 @@ void AttentionTiler::withRowWidth(
     body(b, BQ);
     return;
   }
+  auto narrowOrFull = [&](OpBuilder &b) {
+    scf::IfOp::create(
+        b, loc, narrow,
+        [&](OpBuilder &b, Location) {
+          body(b, kNarrowRows);
+          scf::YieldOp::create(b, loc);
+        },
+        [&](OpBuilder &b, Location) {
+          body(b, BQ);
+          scf::YieldOp::create(b, loc);
+        });
+  };
   scf::IfOp::create(
-      b, loc, narrow,
+      b, loc, tiny,
       [&](OpBuilder &b, Location) {
-        body(b, kNarrowRows);
+        body(b, kTinyRows);
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
-        body(b, BQ);
+        narrowOrFull(b);
         scf::YieldOp::create(b, loc);
       });
 }

@@ -7,6 +7,16 @@
 //       acc[r] = fma(broadcast(A[i0 + r, k]), bk, acc[r])
 //     C[i0 + r, n0 : n0 + NC] = acc[r]
 //
+// With B given transposed (C[m, n] += A[m, k] * B[n, k]: few columns, as in
+// decode's Q.K^T against a handful of query rows), vectors run along k
+// instead and each C element ends in one horizontal sum:
+//
+//   for i0 in rows step R:
+//     acc[r][n] = 0
+//     for k0 in 0..K step lanes:
+//       acc[r][n] = fma(A[i0 + r, k0 : k0 + lanes], B[n, k0 : k0 + lanes], ..)
+//     C[i0 + r, n] += reduce_add(acc[r][n])
+//
 //===----------------------------------------------------------------------===//
 #include "lib/Target/CPU/Passes.h"
 #include "lib/Target/CPU/Transforms.h"
@@ -81,6 +91,66 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
       });
 }
 
+/// C[m, n] += sum_k A[m, k] * B[n, k] for all rows and columns: dot
+/// products along k (K a multiple of `lanes`).
+void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
+                     int64_t M, int64_t N, int64_t K, int64_t lanes,
+                     int64_t rows) {
+  auto vt = VectorType::get({lanes}, b.getF32Type());
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  auto fm = arith::FastMathFlagsAttr::get(
+      b.getContext(),
+      arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  auto block = [&](OpBuilder &b, Value i0, int64_t R) {
+    SmallVector<Value> rowIdx, init;
+    for (int64_t r = 0; r < R; ++r)
+      rowIdx.push_back(r == 0 ? i0
+                              : arith::AddIOp::create(b, loc, i0, cIdx(r))
+                                    .getResult());
+    Value zero = arith::ConstantOp::create(
+        b, loc, vt, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0f)));
+    init.assign(R * N, zero);
+    auto kLoop = scf::ForOp::create(
+        b, loc, cIdx(0), cIdx(K), cIdx(lanes), init,
+        [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+          SmallVector<Value> a, bv, next;
+          for (int64_t r = 0; r < R; ++r)
+            a.push_back(vector::LoadOp::create(b, loc, vt, A,
+                                               ValueRange{rowIdx[r], k}));
+          for (int64_t n = 0; n < N; ++n)
+            bv.push_back(
+                vector::LoadOp::create(b, loc, vt, B, ValueRange{cIdx(n), k}));
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t n = 0; n < N; ++n)
+              next.push_back(
+                  vector::FMAOp::create(b, loc, a[r], bv[n], acc[r * N + n]));
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        Value sum = vector::ReductionOp::create(
+            b, loc, vector::CombiningKind::ADD, kLoop.getResult(r * N + n),
+            Value(), fm.getValue());
+        Value old =
+            memref::LoadOp::create(b, loc, C, ValueRange{rowIdx[r], cIdx(n)});
+        memref::StoreOp::create(b, loc,
+                                arith::AddFOp::create(b, loc, old, sum), C,
+                                ValueRange{rowIdx[r], cIdx(n)});
+      }
+  };
+  int64_t main = M - M % rows;
+  if (main > 0)
+    scf::ForOp::create(b, loc, cIdx(0), cIdx(main), cIdx(rows), ValueRange{},
+                       [&](OpBuilder &b, Location, Value i0, ValueRange) {
+                         block(b, i0, rows);
+                         scf::YieldOp::create(b, loc);
+                       });
+  for (int64_t i = main; i < M; ++i)
+    block(b, cIdx(i), 1);
+}
+
 /// A static 2-D f32 buffer with contiguous rows (a tile, or a static
 /// subview of one), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
@@ -131,11 +201,13 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     return AffineMap::get(3, 0, {a, b}, ctx);
   };
   SmallVector<AffineMap> maps = op.getIndexingMapsArray();
-  bool transposedA;
+  bool transposedA = false, transposedB = false;
   if (maps == SmallVector<AffineMap>{map(m, k), map(k, n), map(m, n)})
     transposedA = false;
   else if (maps == SmallVector<AffineMap>{map(k, m), map(k, n), map(m, n)})
     transposedA = true;
+  else if (maps == SmallVector<AffineMap>{map(m, k), map(n, k), map(m, n)})
+    transposedB = true;
   else
     return rewriter.notifyMatchFailure(op, "unsupported indexing maps");
   Value A = op.getDpsInputs()[0], B = op.getDpsInputs()[1],
@@ -144,7 +216,21 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     return rewriter.notifyMatchFailure(op, "expected static f32 buffers");
   int64_t M = cast<MemRefType>(C.getType()).getDimSize(0);
   int64_t N = cast<MemRefType>(C.getType()).getDimSize(1);
-  int64_t K = cast<MemRefType>(B.getType()).getDimSize(0);
+  int64_t K = cast<MemRefType>(B.getType()).getDimSize(transposedB ? 1 : 0);
+
+  if (transposedB) {
+    // R rows x N columns of accumulators, R loads of A and N of B live.
+    if (K % lanes != 0 || N * 2 + 2 > registers)
+      return rewriter.notifyMatchFailure(op, "dot form needs K % lanes == 0");
+    int64_t rows = std::clamp<int64_t>(
+        powerOfTwoFloor(std::max<int64_t>(1, (registers - N) / (N + 1))), 1,
+        4);
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPoint(op);
+    emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows);
+    rewriter.eraseOp(op);
+    return success();
+  }
 
   // Per column chunk: `v` registers per row of C, R rows, plus one register
   // for the row of B and one for the broadcast.

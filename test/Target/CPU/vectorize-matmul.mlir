@@ -56,3 +56,24 @@ func.func @dynamic(%a: memref<?x?xf32>, %b: memref<?x?xf32>, %c: memref<?x?xf32>
   linalg.matmul ins(%a, %b : memref<?x?xf32>, memref<?x?xf32>) outs(%c : memref<?x?xf32>)
   return
 }
+
+// -----
+
+// B transposed (decode's Q.K^T against 4 query rows): vectors along k,
+// 4 x 4 accumulators per block of 4 rows, one horizontal sum per element.
+
+// CHECK-LABEL: func.func @dot(
+// CHECK-SAME: %[[A:.+]]: memref<64x128xf32>, %[[B:.+]]: memref<4x128xf32>, %[[C:.+]]: memref<64x4xf32, strided<[16, 1]>>)
+// CHECK-NOT: linalg.matmul
+// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c64{{.*}} step %c4
+// CHECK: scf.for %[[K:.+]] = %c0{{.*}} to %c128{{.*}} step %c16{{.*}} iter_args(
+// CHECK-COUNT-4: vector.load %[[A]][%{{.+}}, %[[K]]] : memref<64x128xf32>, vector<16xf32>
+// CHECK-COUNT-4: vector.load %[[B]][%{{.+}}, %[[K]]] : memref<4x128xf32>, vector<16xf32>
+// CHECK-COUNT-16: vector.fma
+// CHECK: vector.reduction <add>, %{{.+}} fastmath<reassoc,contract> : vector<16xf32> into f32
+// CHECK: memref.store %{{.+}}, %[[C]]
+func.func @dot(%a: memref<64x128xf32>, %b: memref<4x128xf32>, %c: memref<64x4xf32, strided<[16, 1]>>) {
+  linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>]
+      ins(%a, %b : memref<64x128xf32>, memref<4x128xf32>) outs(%c : memref<64x4xf32, strided<[16, 1]>>)
+  return
+}
