@@ -127,6 +127,8 @@ private:
   Value classifyRange(OpBuilder &b, Value lo, Value hi, Value qLo, Value qHi,
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
+  /// Scores, normalizer and P.V of a staged key tile.
+  void emitTileCompute(OpBuilder &b, Value k0, Value kn, Value fullTile);
   /// Emits body(withMask); when `fullTile` is given, once under
   /// `scf.if fullTile` without the mask and once with it.
   void withMaskVariants(OpBuilder &b, Value fullTile,
@@ -172,6 +174,8 @@ private:
   static constexpr int64_t kTinyRows = 4;
   Value narrow, tiny, rowsUsed;
   Value qRowBuf;
+  // Inside the tiny branch of a key tile: its static row count.
+  int64_t forcedWidth = 0;
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
@@ -1057,26 +1061,51 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
       if (vScaleBuf)
         memref::StoreOp::create(b, loc, fzero, vScaleBuf, ValueRange{j});
     };
+    // Where position `p` lives: (b, hkv, p), or its page's slot.
+    auto locate = [&](OpBuilder &b, Value p) -> std::pair<Value, Value> {
+      if (!op.isPaged())
+        return {bIdx, p};
+      Value P = cIdx(b, *op.getPageSize());
+      Value page32 = memref::LoadOp::create(
+          b, loc, op.getPageTable(),
+          ValueRange{bIdx, arith::DivUIOp::create(b, loc, p, P)});
+      // Clamped so a bad table entry reads a wrong page, never wild memory.
+      Value lastPage = toI32(
+          b, arith::SubIOp::create(
+                 b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
+                 cIdx(b, 1)));
+      page32 = arith::MinSIOp::create(
+          b, loc,
+          arith::MaxSIOp::create(b, loc, page32,
+                                 arith::ConstantIntOp::create(b, loc, 0, 32)),
+          lastPage);
+      return {arith::IndexCastOp::create(b, loc, b.getIndexType(), page32),
+              arith::RemUIOp::create(b, loc, p, P)};
+    };
     auto copyRow = [&](OpBuilder &b) {
-      // Where the row lives: (b, hkv, pos), or its page's slot.
-      Value outer = bIdx, row = pos;
-      if (op.isPaged()) {
-        Value P = cIdx(b, *op.getPageSize());
-        Value page32 = memref::LoadOp::create(
-            b, loc, op.getPageTable(),
-            ValueRange{bIdx, arith::DivUIOp::create(b, loc, pos, P)});
-        // Clamped so a bad table entry reads a wrong page, never wild memory.
-        Value lastPage = toI32(
-            b, arith::SubIOp::create(
-                   b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
-                   cIdx(b, 1)));
-        page32 = arith::MinSIOp::create(
-            b, loc,
-            arith::MaxSIOp::create(b, loc, page32,
-                                   arith::ConstantIntOp::create(b, loc, 0, 32)),
-            lastPage);
-        outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
-        row = arith::RemUIOp::create(b, loc, pos, P);
+      auto [outer, row] = locate(b, pos);
+      if (op.isPaged() && !op.getKvIndex()) {
+        // Pages sit in any order, which defeats the hardware prefetcher:
+        // ask for the same row of the next key tile while this one runs.
+        Value next = arith::AddIOp::create(b, loc, pos, cIdx(b, BK));
+        Value ahead = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                            next, seqKV);
+        scf::IfOp::create(b, loc, ahead, [&](OpBuilder &b, Location) {
+          auto [nOuter, nRow] = locate(b, next);
+          for (Value src : {op.getKey(), op.getValue()}) {
+            auto type = cast<MemRefType>(src.getType());
+            int64_t bytes = type.getShape().back() *
+                            type.getElementTypeBitWidth() / 8;
+            int64_t perLine = std::max<int64_t>(
+                1, 64 / std::max<int64_t>(1, type.getElementTypeBitWidth() / 8));
+            for (int64_t off = 0; off < bytes; off += 64)
+              memref::PrefetchOp::create(
+                  b, loc, src,
+                  ValueRange{nOuter, hkvIdx, nRow, cIdx(b, off / 64 * perLine)},
+                  /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
+          }
+          scf::YieldOp::create(b, loc);
+        });
       }
       Value group;
       if (quant)
@@ -1137,8 +1166,33 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
 void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   Value kn =
       minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, keySlots, k0));
-  Value fzero = cF32(b, 0.0);
   emitKeyRows(b, k0, kn);
+  if (!tiny) {
+    emitTileCompute(b, k0, kn, fullTile);
+    return;
+  }
+  // Few rows: the whole tile (scores, softmax, P.V) on kTinyRows static
+  // rows, so the row loops have constant trip counts LLVM vectorizes.
+  scf::IfOp::create(
+      b, loc, tiny,
+      [&](OpBuilder &b, Location) {
+        Value dynamicRows = rowsUsed;
+        rowsUsed = cIdx(b, kTinyRows);
+        forcedWidth = kTinyRows;
+        emitTileCompute(b, k0, kn, fullTile);
+        forcedWidth = 0;
+        rowsUsed = dynamicRows;
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        emitTileCompute(b, k0, kn, fullTile);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
+                                     Value fullTile) {
+  Value fzero = cF32(b, 0.0);
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
   // (register-blocked vector code on the CPU); narrow tiles use only the
@@ -1183,30 +1237,22 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 
 void AttentionTiler::withRowWidth(
     OpBuilder &b, function_ref<void(OpBuilder &, int64_t)> body) {
+  if (forcedWidth) {
+    body(b, forcedWidth);
+    return;
+  }
   if (!narrow) {
     body(b, BQ);
     return;
   }
-  auto narrowOrFull = [&](OpBuilder &b) {
-    scf::IfOp::create(
-        b, loc, narrow,
-        [&](OpBuilder &b, Location) {
-          body(b, kNarrowRows);
-          scf::YieldOp::create(b, loc);
-        },
-        [&](OpBuilder &b, Location) {
-          body(b, BQ);
-          scf::YieldOp::create(b, loc);
-        });
-  };
   scf::IfOp::create(
-      b, loc, tiny,
+      b, loc, narrow,
       [&](OpBuilder &b, Location) {
-        body(b, kTinyRows);
+        body(b, kNarrowRows);
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
-        narrowOrFull(b);
+        body(b, BQ);
         scf::YieldOp::create(b, loc);
       });
 }

@@ -128,11 +128,46 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                   vector::FMAOp::create(b, loc, a[r], bv[n], acc[r * N + n]));
           scf::YieldOp::create(b, loc, next);
         });
+    SmallVector<Value> accs(kLoop.getResults().begin(),
+                            kLoop.getResults().end());
+    if (int64_t(accs.size()) == lanes) {
+      // As many accumulators as lanes: halve them pairwise, each level
+      // adding the two halves of every lane group, until one vector holds
+      // all the sums in accumulator order (r * N + n) -- log2(lanes)
+      // levels of two shuffles and an add instead of a horizontal sum each.
+      for (int64_t group = lanes / 2; group >= 1; group /= 2) {
+        SmallVector<Value> next;
+        for (size_t p = 0; p < accs.size(); p += 2) {
+          SmallVector<int64_t> lo, hi;
+          for (int64_t base = 0; base < 2 * lanes; base += 2 * group)
+            for (int64_t l = 0; l < group; ++l) {
+              lo.push_back(base + l);
+              hi.push_back(base + group + l);
+            }
+          Value a = vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], lo);
+          Value c =
+              vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], hi);
+          next.push_back(arith::AddFOp::create(b, loc, a, c, fm));
+        }
+        accs = std::move(next);
+      }
+      auto nt = VectorType::get({N}, b.getF32Type());
+      for (int64_t r = 0; r < R; ++r) {
+        Value sums = vector::ExtractStridedSliceOp::create(
+            b, loc, accs[0], ArrayRef<int64_t>{r * N}, ArrayRef<int64_t>{N},
+            ArrayRef<int64_t>{1});
+        Value old =
+            vector::LoadOp::create(b, loc, nt, C, ValueRange{rowIdx[r], cIdx(0)});
+        vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sums),
+                                C, ValueRange{rowIdx[r], cIdx(0)});
+      }
+      return;
+    }
     for (int64_t r = 0; r < R; ++r)
       for (int64_t n = 0; n < N; ++n) {
         Value sum = vector::ReductionOp::create(
-            b, loc, vector::CombiningKind::ADD, kLoop.getResult(r * N + n),
-            Value(), fm.getValue());
+            b, loc, vector::CombiningKind::ADD, accs[r * N + n], Value(),
+            fm.getValue());
         Value old =
             memref::LoadOp::create(b, loc, C, ValueRange{rowIdx[r], cIdx(n)});
         memref::StoreOp::create(b, loc,
@@ -225,6 +260,10 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     int64_t rows = std::clamp<int64_t>(
         powerOfTwoFloor(std::max<int64_t>(1, (registers - N) / (N + 1))), 1,
         4);
+    // Prefer exactly `lanes` accumulators: their sums reduce together.
+    if (lanes % N == 0 && lanes / N <= rows * 2 &&
+        (lanes / N) * (N + 1) + N <= registers)
+      rows = lanes / N;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
     emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows);

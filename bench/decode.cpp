@@ -1,0 +1,176 @@
+//===- decode.cpp - decode throughput against a memory copy ---------------===//
+//
+// Decode reads the whole K/V cache once per step, so its speed is a
+// bandwidth: bytes of K/V (codes and scales) read per second. This times
+// GQA decode (causal, Sq = 1) over long caches for each K/V layout and, in
+// the same run, a multi-threaded memcpy of the same number of bytes with
+// the same thread count, and prints both and their ratio.
+//
+//   attn-bench-decode [--skv N] [--hq N] [--hkv N] [--d N] [--reps N]
+//                     [--json FILE]
+//
+//===----------------------------------------------------------------------===//
+#include "attn/jit.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace attn;
+
+namespace {
+
+double medianMs(int reps, const std::function<void()> &fn) {
+  fn(); // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    auto t1 = std::chrono::steady_clock::now();
+    t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+/// memcpy of `bytes` split over `threads` threads.
+double copyMs(size_t bytes, unsigned threads, int reps) {
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  return medianMs(reps, [&] {
+    std::vector<std::thread> pool;
+    size_t chunk = (bytes + threads - 1) / threads;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        size_t lo = std::min(bytes, t * chunk),
+               hi = std::min(bytes, lo + chunk);
+        std::memcpy(dst.data() + lo, src.data() + lo, hi - lo);
+      });
+    for (std::thread &th : pool)
+      th.join();
+  });
+}
+
+struct Config {
+  const char *name;
+  const char *dtype;   // q/o (and K/V when not quantized)
+  const char *kvDtype; // same or a code
+  int64_t paged;
+};
+
+} // namespace
+
+int main(int argc, char **argv) {
+  int64_t Skv = 65536, Hq = 32, Hkv = 8, D = 128;
+  int reps = 20;
+  std::string json;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    int64_t v = std::atoll(argv[i + 1]);
+    if (a == "--skv") Skv = v;
+    else if (a == "--hq") Hq = v;
+    else if (a == "--hkv") Hkv = v;
+    else if (a == "--d") D = v;
+    else if (a == "--reps") reps = int(v);
+    else if (a == "--json") json = argv[i + 1];
+    else {
+      std::fprintf(stderr, "unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  const char *source =
+      "variant decode { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
+  const Config configs[] = {
+      {"f32", "f32", "same", 0},          {"bf16", "bf16", "same", 0},
+      {"bf16 paged 16", "bf16", "same", 16}, {"int8", "bf16", "int8", 0},
+      {"int8 paged 16", "bf16", "int8", 16}, {"fp8e4m3", "bf16", "fp8e4m3", 0},
+      {"int4", "bf16", "int4", 0},
+  };
+  unsigned threads = detail::cpuThreadCount();
+  std::printf("decode: B=1 Hq=%lld Hkv=%lld Sq=1 Skv=%lld D=%lld, %u "
+              "threads\n",
+              (long long)Hq, (long long)Hkv, (long long)Skv, (long long)D,
+              threads);
+  std::printf("%-16s %9s %10s %10s %11s %7s\n", "K/V", "ms", "MB read",
+              "GB/s", "copy GB/s", "ratio");
+  Jit jit;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(Hq * D), k(Hkv * Skv * D), v(Hkv * Skv * D);
+  for (float &x : q) x = normal(rng);
+  for (float &x : k) x = normal(rng);
+  for (float &x : v) x = normal(rng);
+  std::vector<uint16_t> qb(q.size()), kb(k.size()), vb(v.size());
+  auto toBf16 = [](const std::vector<float> &a, std::vector<uint16_t> &b) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &a[i], 4);
+      b[i] = uint16_t((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+    }
+  };
+  toBf16(q, qb);
+  toBf16(k, kb);
+  toBf16(v, vb);
+  std::string rows;
+  double bf16Ms = 0, int8Ms = 0;
+  for (const Config &c : configs) {
+    Options o;
+    o.headDim = D;
+    o.dtype = c.dtype;
+    o.kvDtype = c.kvDtype;
+    o.paged = c.paged;
+    Kernel kernel = jit.compile(source, o);
+    bool bf = std::string(c.dtype) == "bf16";
+    DType dt = bf ? DType::bf16 : DType::f32;
+    void *qp = bf ? static_cast<void *>(qb.data()) : q.data();
+    void *kp = bf ? static_cast<void *>(kb.data()) : k.data();
+    void *vp = bf ? static_cast<void *>(vb.data()) : v.data();
+    std::vector<float> out(Hq * D * 2);
+    Tensors t;
+    t.q = TensorRef(qp, dt, {1, Hq, 1, D});
+    t.o = TensorRef(out.data(), dt, {1, Hq, 1, D});
+    KVCache cache = KVCache::build(kernel.info(),
+                                   TensorRef(kp, dt, {1, Hkv, Skv, D}),
+                                   TensorRef(vp, dt, {1, Hkv, Skv, D}));
+    cache.bind(t);
+    size_t bytes = 0;
+    for (const TensorRef *r : {&t.k, &t.v})
+      bytes += r->numel() * dtypeSize(r->dtype);
+    for (const std::optional<TensorRef> *r : {&t.kScale, &t.vScale})
+      if (*r)
+        bytes += (*r)->numel() * 4;
+    double ms = medianMs(reps, [&] { kernel.launch(t); });
+    double copy = copyMs(bytes, threads, reps);
+    double gbs = bytes / (ms * 1e6), copyGbs = bytes / (copy * 1e6);
+    std::printf("%-16s %9.3f %10.1f %10.2f %11.2f %7.2f\n", c.name, ms,
+                bytes / 1e6, gbs, copyGbs, gbs / copyGbs);
+    if (std::string(c.name) == "bf16")
+      bf16Ms = ms;
+    if (std::string(c.name) == "int8")
+      int8Ms = ms;
+    char row[256];
+    std::snprintf(row, sizeof row,
+                  "%s{\"kv\": \"%s\", \"ms\": %.4f, \"bytes\": %zu, "
+                  "\"gbps\": %.3f, \"copy_gbps\": %.3f}",
+                  rows.empty() ? "" : ", ", c.name, ms, bytes, gbs, copyGbs);
+    rows += row;
+  }
+  std::printf("int8 / bf16 decode time: %.2f\n", int8Ms / bf16Ms);
+  if (!json.empty()) {
+    FILE *f = std::fopen(json.c_str(), "w");
+    if (!f)
+      return 1;
+    std::fprintf(f,
+                 "{\"skv\": %lld, \"hq\": %lld, \"hkv\": %lld, \"d\": %lld, "
+                 "\"threads\": %u, \"rows\": [%s]}\n",
+                 (long long)Skv, (long long)Hq, (long long)Hkv, (long long)D,
+                 threads, rows.c_str());
+    std::fclose(f);
+  }
+  return 0;
+}
