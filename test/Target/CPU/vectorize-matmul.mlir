@@ -60,7 +60,9 @@ func.func @dynamic(%a: memref<?x?xf32>, %b: memref<?x?xf32>, %c: memref<?x?xf32>
 // -----
 
 // B transposed (decode's Q.K^T against 4 query rows): vectors along k,
-// 4 x 4 accumulators per block of 4 rows, one horizontal sum per element.
+// 4 x 4 accumulators per block of 4 rows (as many as lanes), summed
+// together by a tree of shuffles and adds (8 + 4 + 2 + 1 vectors) into one
+// vector holding the block's 16 dot products.
 
 // CHECK-LABEL: func.func @dot(
 // CHECK-SAME: %[[A:.+]]: memref<64x128xf32>, %[[B:.+]]: memref<4x128xf32>, %[[C:.+]]: memref<64x4xf32, strided<[16, 1]>>)
@@ -70,8 +72,11 @@ func.func @dynamic(%a: memref<?x?xf32>, %b: memref<?x?xf32>, %c: memref<?x?xf32>
 // CHECK-COUNT-4: vector.load %[[A]][%{{.+}}, %[[K]]] : memref<64x128xf32>, vector<16xf32>
 // CHECK-COUNT-4: vector.load %[[B]][%{{.+}}, %[[K]]] : memref<4x128xf32>, vector<16xf32>
 // CHECK-COUNT-16: vector.fma
-// CHECK: vector.reduction <add>, %{{.+}} fastmath<reassoc,contract> : vector<16xf32> into f32
-// CHECK: memref.store %{{.+}}, %[[C]]
+// CHECK-COUNT-30: vector.shuffle
+// CHECK-NOT: vector.reduction
+// CHECK: vector.extract_strided_slice %{{.+}} {offsets = [0], sizes = [4], strides = [1]} : vector<16xf32> to vector<4xf32>
+// CHECK: vector.load %[[C]][%[[I0]], %c0{{.*}}] : memref<64x4xf32, strided<[16, 1]>>, vector<4xf32>
+// CHECK: vector.store %{{.+}}, %[[C]]
 func.func @dot(%a: memref<64x128xf32>, %b: memref<4x128xf32>, %c: memref<64x4xf32, strided<[16, 1]>>) {
   linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>]
       ins(%a, %b : memref<64x128xf32>, memref<4x128xf32>) outs(%c : memref<64x4xf32, strided<[16, 1]>>)
