@@ -174,8 +174,6 @@ private:
   static constexpr int64_t kTinyRows = 4;
   Value narrow, tiny, rowsUsed;
   Value qRowBuf;
-  // Inside the tiny branch of a key tile: its static row count.
-  int64_t forcedWidth = 0;
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
@@ -1167,27 +1165,7 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   Value kn =
       minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, keySlots, k0));
   emitKeyRows(b, k0, kn);
-  if (!tiny) {
-    emitTileCompute(b, k0, kn, fullTile);
-    return;
-  }
-  // Few rows: the whole tile (scores, softmax, P.V) on kTinyRows static
-  // rows, so the row loops have constant trip counts LLVM vectorizes.
-  scf::IfOp::create(
-      b, loc, tiny,
-      [&](OpBuilder &b, Location) {
-        Value dynamicRows = rowsUsed;
-        rowsUsed = cIdx(b, kTinyRows);
-        forcedWidth = kTinyRows;
-        emitTileCompute(b, k0, kn, fullTile);
-        forcedWidth = 0;
-        rowsUsed = dynamicRows;
-        scf::YieldOp::create(b, loc);
-      },
-      [&](OpBuilder &b, Location) {
-        emitTileCompute(b, k0, kn, fullTile);
-        scf::YieldOp::create(b, loc);
-      });
+  emitTileCompute(b, k0, kn, fullTile);
 }
 
 void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
@@ -1237,22 +1215,30 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::withRowWidth(
     OpBuilder &b, function_ref<void(OpBuilder &, int64_t)> body) {
-  if (forcedWidth) {
-    body(b, forcedWidth);
-    return;
-  }
   if (!narrow) {
     body(b, BQ);
     return;
   }
+  auto narrowOrFull = [&](OpBuilder &b) {
+    scf::IfOp::create(
+        b, loc, narrow,
+        [&](OpBuilder &b, Location) {
+          body(b, kNarrowRows);
+          scf::YieldOp::create(b, loc);
+        },
+        [&](OpBuilder &b, Location) {
+          body(b, BQ);
+          scf::YieldOp::create(b, loc);
+        });
+  };
   scf::IfOp::create(
-      b, loc, narrow,
+      b, loc, tiny,
       [&](OpBuilder &b, Location) {
-        body(b, kNarrowRows);
+        body(b, kTinyRows);
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
-        body(b, BQ);
+        narrowOrFull(b);
         scf::YieldOp::create(b, loc);
       });
 }
