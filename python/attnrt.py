@@ -22,7 +22,7 @@ import os
 
 __all__ = ["Error", "Module", "Kernel", "load"]
 
-F32, F16, BF16, I32 = 0, 1, 2, 3
+F32, F16, BF16, I32, I8, F8E4M3, F8E5M2 = 0, 1, 2, 3, 4, 5, 6
 ARG_INT, ARG_FLOAT, ARG_TENSOR = 0, 1, 2
 
 
@@ -111,15 +111,22 @@ def _string_out(fn, handle):
 
 
 _DTYPE_CODES = {"f32": F32, "f16": F16, "bf16": BF16, "i32": I32}
+# numpy has no fp8: uint8 arrays hold fp8 codes of the kernel's kv_dtype.
+_BYTE_CODES = {"fp8e4m3": F8E4M3, "fp8e5m2": F8E5M2}
 
 
-def _describe(x, keep):
+def _describe(x, keep, byte_code=F8E4M3):
     """A _Tensor for a numpy array or torch tensor (kept alive in keep)."""
     module = type(x).__module__
     if module.startswith("torch"):
         import torch
         codes = {torch.float32: F32, torch.float16: F16,
-                 torch.bfloat16: BF16, torch.int32: I32}
+                 torch.bfloat16: BF16, torch.int32: I32, torch.int8: I8,
+                 torch.uint8: byte_code}
+        for name, code in (("float8_e4m3fn", F8E4M3),
+                           ("float8_e5m2", F8E5M2)):
+            if hasattr(torch, name):
+                codes[getattr(torch, name)] = code
         if x.dtype not in codes:
             raise Error("unsupported torch dtype %s" % x.dtype)
         code, data = codes[x.dtype], x.data_ptr()
@@ -128,10 +135,12 @@ def _describe(x, keep):
         import numpy as np
         x = np.asarray(x)
         codes = {np.dtype(np.float32): F32, np.dtype(np.float16): F16,
-                 np.dtype(np.uint16): BF16, np.dtype(np.int32): I32}
+                 np.dtype(np.uint16): BF16, np.dtype(np.int32): I32,
+                 np.dtype(np.int8): I8, np.dtype(np.uint8): byte_code}
         if x.dtype not in codes:
             raise Error("unsupported numpy dtype %s (float32, float16, "
-                        "int32, or uint16 for bf16)" % x.dtype)
+                        "int32, uint16 for bf16, int8 or uint8 for K/V "
+                        "codes)" % x.dtype)
         code, data = codes[x.dtype], x.ctypes.data
         shape = list(x.shape)
         strides = [s // x.itemsize for s in x.strides]
@@ -166,7 +175,10 @@ class Kernel:
         return np.empty(shape, dtype=ndt)
 
     def __call__(self, q, k, v, o=None, lse=None, stream=None, **args):
-        """Runs the kernel; returns o, or (o, lse) when compiled with lse."""
+        """Runs the kernel; returns o, or (o, lse) when compiled with lse.
+
+        Quantized or paged kernels take k_scale, v_scale, page_table and
+        seq_lens as keyword arguments (attn::Tensors)."""
         batch, heads, seq = q.shape[0], q.shape[1], q.shape[2]
         if o is None:
             o = self._empty_like_out(
@@ -175,7 +187,8 @@ class Kernel:
         if lse is None and self.info["lse"]:
             lse = self._empty_like_out(q, (batch, heads, seq), "f32")
         keep = []
-        tensors = [_describe(t, keep) for t in (q, k, v, o)]
+        byte_code = _BYTE_CODES.get(self.info.get("kv_dtype", "same"), F8E4M3)
+        tensors = [_describe(t, keep, byte_code) for t in (q, k, v, o)]
         lse_desc = _describe(lse, keep) if lse is not None else None
         c_args = (_Arg * max(1, len(args)))()
         for i, (name, value) in enumerate(args.items()):
@@ -188,7 +201,7 @@ class Kernel:
                 c_args[i].kind, c_args[i].f = ARG_FLOAT, value
             else:
                 c_args[i].kind = ARG_TENSOR
-                c_args[i].tensor = _describe(value, keep)
+                c_args[i].tensor = _describe(value, keep, byte_code)
         _check(_library().attn_kernel_launch(
             self._handle, *[ctypes.byref(t) for t in tensors],
             ctypes.byref(lse_desc) if lse_desc is not None else None,

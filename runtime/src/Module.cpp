@@ -86,12 +86,25 @@ std::shared_ptr<void> openSharedObject(const std::string &bytes,
   }
   void *handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   std::string error = handle ? "" : dlerror();
-  if (file.rfind("/tmp/", 0) == 0)
+  bool temporary = file.rfind("/tmp/", 0) == 0;
+  if (temporary)
     ::unlink(file.c_str());
-  ::close(fd);
-  if (!handle)
+  if (!handle) {
+    ::close(fd);
     fail("cannot load the kernel code of '" + path + "': " + error);
-  return std::shared_ptr<void>(handle, [](void *h) { dlclose(h); });
+  }
+  if (temporary) {
+    ::close(fd);
+    return std::shared_ptr<void>(handle, [](void *h) { dlclose(h); });
+  }
+  // The memfd stays open while the code is loaded: the loader knows a
+  // library by its path, and a closed descriptor's number (so the next
+  // bundle's "/proc/self/fd/N") would be reused, making dlopen hand back
+  // this library instead of loading the next one.
+  return std::shared_ptr<void>(handle, [fd](void *h) {
+    dlclose(h);
+    ::close(fd);
+  });
 }
 
 } // namespace

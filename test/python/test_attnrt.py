@@ -75,4 +75,55 @@ try:
     raise AssertionError("expected an error")
 except attnrt.Error as e:
     assert e.argument == "bundle"
+
+# A paged int8 bundle: codes, scales, page table and lengths from numpy.
+out8 = os.path.join(work, "decode8")
+subprocess.run([attnc, "compile", os.path.join(examples, "causal.attn"),
+                "--head-dim", "32", "--kv-dtype", "int8", "--kv-group", "8",
+                "--paged", "4", "-o", out8], check=True)
+k8 = attnrt.load(out8 + ".attnpkg").kernel("causal")
+assert k8.info["kv_dtype"] == "int8" and k8.info["page_size"] == 4
+G, P, Sk = 8, 4, 22
+kf = rng.standard_normal((B, H, Sk, D), dtype=np.float32)
+vf = rng.standard_normal((B, H, Sk, D), dtype=np.float32)
+groups = -(-Sk // G)
+pad = groups * G - Sk
+kp = np.concatenate([kf, np.zeros((B, H, pad, D), np.float32)], axis=2)
+k_scale = np.abs(kp.reshape(B, H, groups, G, D)).max(3) / 127
+k_codes = np.rint(kp / np.repeat(k_scale, G, axis=2)).astype(np.int8)[:, :, :Sk]
+v_scale = np.abs(vf).max(-1) / 127
+v_codes = np.rint(vf / v_scale[..., None]).astype(np.int8)
+pages_per = -(-Sk // P)
+order = rng.permutation(B * pages_per).astype(np.int32)
+table = order.reshape(B, pages_per)
+k_pool = np.zeros((B * pages_per, H, P, D), np.int8)
+v_pool = np.zeros_like(k_pool)
+for b in range(B):
+    for s in range(Sk):
+        k_pool[table[b, s // P], :, s % P] = k_codes[b, :, s]
+        v_pool[table[b, s // P], :, s % P] = v_codes[b, :, s]
+cap = pages_per * P
+cap_groups = -(-cap // G)
+ks = np.zeros((B, H, cap_groups, D), np.float32)
+ks[:, :, :groups] = k_scale
+vs = np.zeros((B, H, cap), np.float32)
+vs[:, :, :Sk] = v_scale
+q1 = q[:, :, :3]
+o8 = k8(q1, k_pool, v_pool, k_scale=ks, v_scale=vs, page_table=table,
+        seq_lens=np.full((B,), Sk, np.int32))
+s8 = np.einsum("bhqd,bhkd->bhqk", q1.astype(np.float64),
+               kf.astype(np.float64)) / np.sqrt(D)
+keep8 = np.arange(Sk)[None, :] <= np.arange(3)[:, None] + (Sk - 3)
+s8 = np.where(keep8, s8, -np.inf)
+p8 = np.exp(s8 - s8.max(-1, keepdims=True))
+ref8 = np.einsum("bhqk,bhkd->bhqd", p8 / p8.sum(-1, keepdims=True), vf)
+rel = np.abs(o8 - ref8).sum() / np.abs(ref8).sum()
+print("paged int8 rel-L1 = %.3e" % rel)
+assert rel < 1.5e-2, rel
+try:
+    k8(q1, k_pool, v_pool, k_scale=ks, v_scale=vs, page_table=table + 100,
+       seq_lens=np.full((B,), Sk, np.int32))
+    raise AssertionError("expected an error")
+except attnrt.Error as e:
+    assert e.argument == "page_table", e
 print("attnrt.py OK")

@@ -185,6 +185,29 @@ TEST(Bundle, LoadsAndMatchesTheJit) {
   }
 }
 
+TEST(Bundle, SeveralBundlesStayLoadedAtOnce) {
+  // Regression: bundles were loaded through /proc/self/fd/N of a memfd
+  // closed right after dlopen, so the next bundle reused the path and the
+  // loader handed back the first library ("lacks its entry point").
+  std::string dir = freshDir("bundle-many");
+  Options o;
+  o.headDim = 32;
+  driver::writeBundle(driver::Source(kSource, "two.attn"), o, dir + "/two");
+  const char *other =
+      "variant other { param w: i32 = 8; tensor bias: f32[Hq]; "
+      "score(s, b, h, q, kv) = 0.5 * s - bias[h]; mask(b, h, q, kv) = kv <= "
+      "q + w; }";
+  driver::writeBundle(driver::Source(other, "other.attn"), o, dir + "/other");
+  Module first = Module::load(dir + "/two.attnpkg");
+  Module second = Module::load(dir + "/other.attnpkg");
+  Module third = Module::load(dir + "/two.attnpkg");
+  EXPECT_EQ(second.kernelNames(), std::vector<std::string>{"other"});
+  Jit jit("");
+  EXPECT_EQ(run(first.kernel("window"), 3), run(third.kernel("window"), 3));
+  EXPECT_EQ(run(second.kernel("other"), 0),
+            run(jit.compile(other, o), 0));
+}
+
 void expectBundleError(const std::string &path, const std::string &text) {
   try {
     Module::load(path);
