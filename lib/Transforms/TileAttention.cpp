@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Transforms/Passes.h"
+#include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -94,8 +95,9 @@ private:
     forLoop(b, cIdx(b, 0), cIdx(b, ub), 1, body);
   }
 
-  Value inlineRegion(OpBuilder &b, Region &region, ValueRange args);
-  Value loadCapture(OpBuilder &b, LoadOp load, IRMapping &map);
+  Value inlineRegion(OpBuilder &b, Region &region, ValueRange args) {
+    return regions.inlineRegion(b, region, args);
+  }
 
   void emitSetup(OpBuilder &b);
   void emitScale(OpBuilder &b);
@@ -152,8 +154,8 @@ private:
   Value batch, headsQ, seqQ, headsKV, seqKV, group, numQTiles;
   // Key slots the loop walks: Skv positions, or kv_index entries.
   Value keySlots;
-  Value sizeI32[7];
-  SmallVector<Value> captureMaxIndex; // per capture, per dim: size - 1 (i32)
+  RegionInliner regions{op};
+  Value *sizeI32 = regions.sizes;
   Value qScale, scaleValue, selectArg;
   int64_t workRows = 0;
 
@@ -188,48 +190,6 @@ void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
                        body(nb, iv);
                        scf::YieldOp::create(nb, loc);
                      });
-}
-
-/// Captured-tensor reads clamp each index into range: DSL.md leaves an
-/// out-of-range index undefined, and clamping keeps "undefined" from ever
-/// meaning a crash (padded tail rows evaluate the mask past Sq and Skv).
-Value AttentionTiler::loadCapture(OpBuilder &b, LoadOp load, IRMapping &map) {
-  unsigned captureIdx = 0;
-  for (auto [i, c] : llvm::enumerate(op.getCaptures()))
-    if (c == load.getTensor())
-      captureIdx = i;
-  unsigned base = 0;
-  for (unsigned i = 0; i < captureIdx; ++i)
-    base += cast<MemRefType>(op.getCaptures()[i].getType()).getRank();
-  SmallVector<Value> indices;
-  Value zero = arith::ConstantIntOp::create(b, loc, 0, 32);
-  for (auto [d, idx] : llvm::enumerate(load.getIndices())) {
-    Value x = map.lookupOrDefault(idx);
-    x = arith::MaxSIOp::create(b, loc, x, zero);
-    x = arith::MinSIOp::create(b, loc, x, captureMaxIndex[base + d]);
-    indices.push_back(
-        arith::IndexCastOp::create(b, loc, b.getIndexType(), x));
-  }
-  return memref::LoadOp::create(b, load.getLoc(), load.getTensor(), indices);
-}
-
-Value AttentionTiler::inlineRegion(OpBuilder &b, Region &region,
-                                   ValueRange args) {
-  Block &block = region.front();
-  IRMapping map;
-  for (auto [arg, value] : llvm::zip(block.getArguments(), args))
-    map.map(arg, value);
-  for (Operation &o : block.without_terminator()) {
-    if (auto dim = dyn_cast<DimOp>(o)) {
-      map.map(dim.getResult(), sizeI32[static_cast<int>(dim.getSize())]);
-    } else if (auto load = dyn_cast<LoadOp>(o)) {
-      map.map(load.getResult(), loadCapture(b, load, map));
-    } else {
-      b.clone(o, map);
-    }
-  }
-  auto yield = cast<YieldOp>(block.getTerminator());
-  return map.lookupOrDefault(yield.getValues().front());
 }
 
 void AttentionTiler::emitSetup(OpBuilder &b) {
@@ -269,14 +229,7 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
       arith::ConstantIntOp::create(b, loc, D, 32);
   sizeI32[static_cast<int>(Size::Dv)] =
       arith::ConstantIntOp::create(b, loc, Dv, 32);
-  Value one32 = arith::ConstantIntOp::create(b, loc, 1, 32);
-  for (Value c : op.getCaptures()) {
-    auto type = cast<MemRefType>(c.getType());
-    for (int64_t d = 0; d < type.getRank(); ++d) {
-      Value size = toI32(b, memref::DimOp::create(b, loc, c, d));
-      captureMaxIndex.push_back(arith::SubIOp::create(b, loc, size, one32));
-    }
-  }
+  regions.computeCaptureBounds(b, loc);
 
   emitScale(b);
   if (op.hasSelect())

@@ -1,0 +1,46 @@
+//===- RegionInliner.h - attn.attention regions inlined into kernels ------===//
+#ifndef ATTN_TRANSFORMS_REGIONINLINER_H
+#define ATTN_TRANSFORMS_REGIONINLINER_H
+
+#include "dialect/AttnOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+
+namespace mlir::attn {
+
+/// Copies the body of one of an attention op's regions (score, mask,
+/// sink, ...) to a builder, as every target's kernel does per element:
+/// block arguments take the given values, `attn.dim` the kernel's sizes,
+/// and `attn.load` becomes a memref.load of the capture with each index
+/// clamped into range (DSL.md leaves an out-of-range index undefined;
+/// clamping keeps "undefined" from ever meaning a crash, e.g. for padded
+/// tail rows that evaluate the mask past Sq and Skv).
+class RegionInliner {
+public:
+  /// `outside` maps the op's params and captures to the values the kernel
+  /// uses for them (empty: the op's own operands).
+  RegionInliner(AttentionOp op, IRMapping outside = {})
+      : op(op), outside(std::move(outside)) {}
+
+  /// i32 problem sizes B, Hq, Hkv, Sq, Skv, D, Dv (indexed by attn::Size);
+  /// set before inlining, and changed where a size varies (paged Skv).
+  Value sizes[7];
+
+  /// Computes each capture's last valid index per dimension; call once at
+  /// a point that dominates all inlined regions.
+  void computeCaptureBounds(OpBuilder &b, Location loc);
+
+  /// The value the region yields for `args`.
+  Value inlineRegion(OpBuilder &b, Region &region, ValueRange args);
+
+private:
+  Value loadCapture(OpBuilder &b, LoadOp load, IRMapping &map);
+
+  AttentionOp op;
+  IRMapping outside;
+  SmallVector<Value> captureMaxIndex; // per capture, per dim (i32)
+};
+
+} // namespace mlir::attn
+
+#endif // ATTN_TRANSFORMS_REGIONINLINER_H
