@@ -6,6 +6,12 @@
 #include "lib/Frontend/Parser.h"
 #include "lib/Target/CPU/CPUTarget.h"
 #include "lib/Target/CPU/Passes.h"
+#include "lib/Target/NVPTX/NVPTXTarget.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "lib/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -48,6 +54,7 @@ std::optional<Stage> parseStage(const std::string &name) {
   if (name == "attn") return Stage::Attn;
   if (name == "tiled") return Stage::Tiled;
   if (name == "llvm") return Stage::LLVM;
+  if (name == "ptx") return Stage::PTX;
   return std::nullopt;
 }
 
@@ -93,9 +100,12 @@ void registerAll(DialectRegistry &registry) {
                   math::MathDialect, memref::MemRefDialect, func::FuncDialect,
                   scf::SCFDialect, cf::ControlFlowDialect,
                   vector::VectorDialect, linalg::LinalgDialect,
-                  LLVM::LLVMDialect>();
+                  LLVM::LLVMDialect, gpu::GPUDialect, NVVM::NVVMDialect>();
   registerAllExtensions(registry);
   cpu::registerTranslations(registry);
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerGPUDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
 }
 
 void registerPassesOnce() {
@@ -212,10 +222,11 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     throw Error("--target", "unknown target '" + options.target +
                                 "'; expected cpu, sm_80, sm_90a, gfx90a, "
                                 "gfx942 or gfx1100");
-  if (options.target != "cpu")
+  if (options.target != "cpu" && options.target != "sm_80" &&
+      options.target != "sm_90a")
     throw Error("--target", "target '" + options.target +
                                 "' is not implemented yet in this build; "
-                                "use --target cpu");
+                                "use --target cpu, sm_80 or sm_90a");
   fe::KVQuant kvQuant = fe::KVQuant::None;
   if (options.kvDtype != "same") {
     static const std::pair<const char *, fe::KVQuant> known[] = {
@@ -285,7 +296,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   }
   const fe::Variant &v = *plan.variant;
 
-  DType dtype = DType::f32;
+  // DSL.md: f32 on the CPU, bf16 on GPUs unless given.
+  DType dtype = isGpuTarget(options.target) ? DType::bf16 : DType::f32;
   if (!options.dtype.empty()) {
     auto d = parseDType(options.dtype);
     if (!d || *d == DType::i32)
@@ -367,6 +379,19 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     std::to_string(kMaxBudget / 1024) +
                     " KiB); choose smaller tiles");
 
+  if (isGpuTarget(options.target)) {
+    // Tensor-core tiles: 4 warps of 16 query rows; key tiles of 16-key
+    // multiples small enough for registers (S and O fragments) and 48 KiB
+    // of shared memory.
+    int64_t widest = std::max(plan.shape.headDim, plan.shape.valueHeadDim);
+    if (options.blockQ && options.blockQ != 64)
+      throw Error("--block-q", "GPU kernels use query tiles of 64 rows");
+    if (options.blockKV && (options.blockKV % 16 || options.blockKV > 64))
+      throw Error("--block-kv", "GPU kernels take key tiles of 16, 32, 48 "
+                                "or 64");
+    plan.blockQ = 64;
+    plan.blockKV = options.blockKV ? options.blockKV : widest > 64 ? 32 : 64;
+  }
   plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;
   info.name = v.name;
@@ -422,8 +447,96 @@ std::string mergeSymbol(const std::string &variant) {
   return "attn_merge_" + variant;
 }
 
+bool isGpuTarget(const std::string &target) {
+  return target.rfind("sm_", 0) == 0 || target.rfind("gfx", 0) == 0;
+}
+
+namespace {
+
+/// The variant's kernel classified, and its GPU kernel built next to it in
+/// `host` (a gpu.module); returns the launch geometry.
+mlir::attn::nvptx::KernelInfo buildGpuModule(BuiltModule &built, const KernelPlan &plan,
+                                 ModuleOp host) {
+  PassManager pm(built.ctx.get());
+  std::string error;
+  llvm::raw_string_ostream errs(error);
+  if (failed(parsePassPipeline("func.func(attn-classify-mask)", pm, errs)) ||
+      failed(pm.run(*built.module)))
+    throw InternalError("classifying the mask failed: " + error);
+  mlir::attn::AttentionOp op;
+  built.module->walk([&](func::FuncOp f) {
+    if (f.getSymName() == plan.variant->name)
+      f.walk([&](mlir::attn::AttentionOp a) { op = a; });
+  });
+  if (!op)
+    throw InternalError("imported module lacks the kernel");
+  mlir::attn::nvptx::KernelConfig cfg;
+  cfg.chip = plan.info.target;
+  cfg.blockKV = plan.blockKV;
+  auto info = mlir::attn::nvptx::buildGpuKernel(host, op, entrySymbol(plan.variant->name),
+                                    cfg, error);
+  if (failed(info))
+    throw Error("--target", error);
+  return *info;
+}
+
+} // namespace
+
+GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
+                           bool assemble) {
+  BuiltModule built = buildModule(source, plan, Stage::Attn);
+  OwningOpRef<ModuleOp> host = ModuleOp::create(UnknownLoc::get(built.ctx.get()));
+  mlir::attn::nvptx::KernelInfo geometry = buildGpuModule(built, plan, *host);
+  mlir::attn::nvptx::KernelConfig cfg;
+  cfg.chip = plan.info.target;
+  std::string error;
+  FailureOr<std::string> ptx = mlir::attn::nvptx::lowerToPtx(*host, cfg, error);
+  if (failed(ptx))
+    throw InternalError(error);
+  GpuObject out;
+  out.ptx = std::move(*ptx);
+  out.entry = geometry.name;
+  out.blockThreads = geometry.blockThreads;
+  out.rowsPerBlock = geometry.rowsPerBlock;
+  out.sharedBytes = geometry.sharedBytes;
+  out.info = plan.info;
+  if (assemble) {
+    auto cubin = mlir::attn::nvptx::runPtxas(out.ptx, cfg.chip, error);
+    if (failed(cubin))
+      throw InternalError(error);
+    out.cubin = std::move(cubin->cubin);
+    out.ptxasReport = std::move(cubin->report);
+    out.registers = cubin->registers;
+    out.spillStoreBytes = cubin->spillStoreBytes;
+    out.spillLoadBytes = cubin->spillLoadBytes;
+  }
+  return out;
+}
+
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage) {
+  if (isGpuTarget(plan.info.target)) {
+    if (stage == Stage::PTX)
+      return compileGpuObject(source, plan, /*assemble=*/false).ptx;
+    if (stage == Stage::LLVM)
+      throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module) "
+                             "or ptx");
+    BuiltModule built = buildModule(source, plan, Stage::Attn);
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    if (stage == Stage::Attn) {
+      built.module->print(os);
+      return text;
+    }
+    OwningOpRef<ModuleOp> host =
+        ModuleOp::create(UnknownLoc::get(built.ctx.get()));
+    buildGpuModule(built, plan, *host);
+    host->print(os);
+    return text;
+  }
+  if (stage == Stage::PTX)
+    throw Error("--stage", "ptx needs a GPU target (--target sm_80 or "
+                           "sm_90a)");
   if (stage != Stage::LLVM) {
     BuiltModule built = buildModule(source, plan, stage);
     std::string text;

@@ -25,7 +25,7 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-enum class Stage { Attn, Tiled, LLVM };
+enum class Stage { Attn, Tiled, LLVM, PTX };
 std::optional<Stage> parseStage(const std::string &name);
 
 /// A parsed and checked source file. Throws CompileError when it has errors.
@@ -64,6 +64,25 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
 
 /// Compiles `plan` to an object for the CPU of `plan.cpu`.
 CpuObject compileCpuObject(const Source &source, const KernelPlan &plan);
+
+/// A compiled GPU kernel: PTX, the cubin ptxas made of it (empty when no
+/// ptxas is installed; the driver then compiles the PTX at load), ptxas's
+/// report, and the launch geometry.
+struct GpuObject {
+  std::string ptx, cubin, ptxasReport;
+  std::string entry;
+  int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
+  int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
+  KernelInfo info;
+};
+
+/// Compiles `plan` (an sm_80/sm_90a target) to PTX and, when `assemble`,
+/// to a cubin with ptxas.
+GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
+                           bool assemble = true);
+
+/// Whether a target name is a GPU (sm_*, gfx*).
+bool isGpuTarget(const std::string &target);
 
 /// Loads a CPU object into this process (ORC) as a launchable kernel.
 Kernel loadCpuKernel(const CpuObject &object);

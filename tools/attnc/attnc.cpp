@@ -30,7 +30,7 @@ const char *kUsage = R"(usage: attnc <command> FILE.attn [options]
 
 commands:
   check FILE.attn                 parse and verify every variant
-  emit  FILE.attn --stage=attn|tiled|llvm [opts]
+  emit  FILE.attn --stage=attn|tiled|llvm|ptx [opts]
                                   print the IR at a stage
   run   FILE.attn [opts] --q q.npy --k k.npy --v v.npy [--set NAME=VALUE|file.npy ...]
         -o o.npy [--lse-out lse.npy]
@@ -140,6 +140,16 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
+/// run, bench and blockmap execute here, on the CPU.
+void requireHostTarget(const Options &o) {
+  if (o.target != "cpu" && driver::isGpuTarget(o.target) &&
+      (o.target == "sm_80" || o.target == "sm_90a"))
+    throw Error("--target", "attnc run, bench and blockmap execute CPU "
+                            "kernels on .npy data; " + o.target +
+                            " kernels are launched by attnrt on device "
+                            "memory (attnc compile, bench/gpu)");
+}
+
 Options optionsFrom(const CommandLine &cl) {
   Options o;
   o.target = get(cl, "--target", "cpu");
@@ -206,14 +216,14 @@ int cmdCompile(const CommandLine &cl) {
 int cmdEmit(const CommandLine &cl) {
   std::string stageName = get(cl, "--stage");
   if (stageName.empty())
-    throw Error("--stage", "required: attn, tiled or llvm");
-  if (stageName == "ptx" || stageName == "amdgcn")
-    throw Error("--stage", "'" + stageName + "' needs a GPU target, which "
-                           "this build does not implement yet");
+    throw Error("--stage", "required: attn, tiled, llvm or ptx");
+  if (stageName == "amdgcn")
+    throw Error("--stage", "'amdgcn' needs an AMD GPU target, which this "
+                           "build does not implement yet");
   auto stage = driver::parseStage(stageName);
   if (!stage)
-    throw Error("--stage", "expected attn, tiled or llvm, got '" + stageName +
-                               "'");
+    throw Error("--stage", "expected attn, tiled, llvm or ptx, got '" +
+                               stageName + "'");
   driver::Source source(readFile(cl.file), cl.file);
   Options options = optionsFrom(cl);
   if (options.headDim == 0)
@@ -290,6 +300,7 @@ int cmdRun(const CommandLine &cl) {
       throw Error(required, "required for run");
   std::string text = readFile(cl.file);
   Options options = optionsFrom(cl);
+  requireHostTarget(options);
   {
     // Source and option errors come before any input is read.
     driver::Source source(text, cl.file);
@@ -415,6 +426,7 @@ double computedFlops(const BlockMap &map, const KernelInfo &info, int64_t Sq,
 int cmdBlockMap(const CommandLine &cl) {
   std::vector<int64_t> shape = parseShape(cl);
   Options options = optionsFrom(cl);
+  requireHostTarget(options);
   if (options.headDim == 0)
     options.headDim = 64;
   std::string text = readFile(cl.file);
@@ -443,6 +455,7 @@ int cmdBlockMap(const CommandLine &cl) {
 int cmdBench(const CommandLine &cl) {
   std::vector<int64_t> shape = parseShape(cl);
   Options options = optionsFrom(cl);
+  requireHostTarget(options);
   if (options.headDim == 0)
     options.headDim = 64;
   std::string text = readFile(cl.file);

@@ -1,0 +1,221 @@
+//===- NVPTXTarget.cpp - gpu.module to PTX, PTX to cubin ------------------===//
+#include "lib/Target/NVPTX/NVPTXTarget.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Pipelines/Passes.h"
+#include "lib/Transforms/Transforms.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Approximation.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <regex>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// Math without libdevice, so the PTX is self-contained whether or not a
+/// CUDA toolkit is installed where compiling happens: exp2/log2/rsqrt to
+/// the SFU's approximate instructions, sqrt/floor/ceil/fabs to LLVM
+/// intrinsics the NVPTX backend selects, and the rest (exp, log, tanh,
+/// erf, atan, ...) to MLIR's polynomial approximations.
+LogicalResult prepareMath(ModuleOp host) {
+  MLIRContext *ctx = host.getContext();
+  {
+    RewritePatternSet patterns(ctx);
+    math::populateExpansionPatterns(patterns, {"tan", "sinh", "cosh", "asinh",
+                                               "acosh", "atanh", "powf",
+                                               "fpowi"});
+    if (failed(applyPatternsGreedily(host, std::move(patterns))))
+      return failure();
+  }
+  {
+    RewritePatternSet patterns(ctx);
+    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+      return llvm::is_contained(
+          {math::ExpOp::getOperationName(), math::ExpM1Op::getOperationName(),
+           math::LogOp::getOperationName(), math::Log1pOp::getOperationName(),
+           math::TanhOp::getOperationName(), math::ErfOp::getOperationName(),
+           math::AtanOp::getOperationName(),
+           math::Atan2Op::getOperationName()},
+          name);
+    });
+    if (failed(applyPatternsGreedily(host, std::move(patterns))))
+      return failure();
+  }
+  SmallVector<Operation *> ops;
+  host.walk([&](Operation *op) {
+    if (isa<math::Exp2Op, math::Log2Op, math::RsqrtOp, math::SqrtOp,
+            math::FloorOp, math::CeilOp, math::AbsFOp, math::FmaOp,
+            math::RoundEvenOp, math::RoundOp, math::TruncOp,
+            math::CopySignOp>(op) &&
+        op->getResult(0).getType().isF32())
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    StringRef intrinsic =
+        llvm::TypeSwitch<Operation *, StringRef>(op)
+            .Case([](math::Exp2Op) { return "llvm.nvvm.ex2.approx.f32"; })
+            .Case([](math::Log2Op) { return "llvm.nvvm.lg2.approx.f"; })
+            .Case([](math::RsqrtOp) { return "llvm.nvvm.rsqrt.approx.f"; })
+            .Case([](math::SqrtOp) { return "llvm.sqrt.f32"; })
+            .Case([](math::FloorOp) { return "llvm.floor.f32"; })
+            .Case([](math::CeilOp) { return "llvm.ceil.f32"; })
+            .Case([](math::FmaOp) { return "llvm.fma.f32"; })
+            .Case([](math::RoundEvenOp) { return "llvm.roundeven.f32"; })
+            .Case([](math::RoundOp) { return "llvm.round.f32"; })
+            .Case([](math::TruncOp) { return "llvm.trunc.f32"; })
+            .Case([](math::CopySignOp) { return "llvm.copysign.f32"; })
+            .Default([](Operation *) { return "llvm.fabs.f32"; });
+    OpBuilder b(op);
+    auto call = LLVM::CallIntrinsicOp::create(
+        b, op->getLoc(), b.getF32Type(), b.getStringAttr(intrinsic),
+        op->getOperands());
+    op->getResult(0).replaceAllUsesWith(call.getResult(0));
+    op->erase();
+  }
+  return success();
+}
+
+} // namespace
+
+FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
+                                         std::string &error) {
+  static std::once_flag initOnce;
+  std::call_once(initOnce, [] {
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTarget();
+    LLVMInitializeNVPTXTargetMC();
+    LLVMInitializeNVPTXAsmPrinter();
+  });
+  // The regions' integer floor division and modulo become arith first.
+  RewritePatternSet floorDiv(host.getContext());
+  populateExpandFloorDivPatterns(floorDiv);
+  if (failed(applyPatternsGreedily(host, std::move(floorDiv))) ||
+      failed(prepareMath(host))) {
+    error = "preparing the kernel's arithmetic failed";
+    return failure();
+  }
+  PassManager pm(host.getContext());
+  gpu::GPUToNVVMPipelineOptions options;
+  options.cubinChip = cfg.chip;
+  // PTX ISA 8.0 (CUDA 12.0+): sm_90a's wgmma and TMA need it; CUDA 13's
+  // ptxas reads it for sm_80 too.
+  options.cubinFeatures = "+ptx80";
+  options.cubinFormat = "isa";
+  options.optLevel = 3;
+  gpu::buildLowerToNVVMPassPipeline(pm, options);
+  std::string diagnostics;
+  {
+    ScopedDiagnosticHandler handler(host.getContext(), [&](Diagnostic &d) {
+      llvm::raw_string_ostream os(diagnostics);
+      os << d << "\n";
+      return success();
+    });
+    if (failed(pm.run(host))) {
+      error = "lowering to PTX failed: " + diagnostics;
+      return failure();
+    }
+  }
+  std::string ptx;
+  host.walk([&](gpu::BinaryOp binary) {
+    for (Attribute object : binary.getObjects())
+      if (auto o = dyn_cast<gpu::ObjectAttr>(object))
+        ptx = o.getObject().str();
+  });
+  if (ptx.empty()) {
+    error = "lowering to PTX produced no assembly";
+    return failure();
+  }
+  return ptx;
+}
+
+namespace {
+
+std::string findPtxas() {
+  if (const char *env = std::getenv("ATTNC_PTXAS"))
+    return env;
+  for (const char *var : {"CUDA_HOME", "CUDA_PATH"})
+    if (const char *root = std::getenv(var)) {
+      std::string path = std::string(root) + "/bin/ptxas";
+      if (llvm::sys::fs::can_execute(path))
+        return path;
+    }
+  if (llvm::sys::fs::can_execute("/usr/local/cuda/bin/ptxas"))
+    return "/usr/local/cuda/bin/ptxas";
+  if (auto found = llvm::sys::findProgramByName("ptxas"))
+    return *found;
+  return "";
+}
+
+std::string readFile(const std::string &path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  return buffer ? (*buffer)->getBuffer().str() : std::string();
+}
+
+} // namespace
+
+FailureOr<nvptx::PtxasResult> nvptx::runPtxas(const std::string &ptx,
+                                              const std::string &chip,
+                                              std::string &error) {
+  std::string ptxas = findPtxas();
+  if (ptxas.empty()) {
+    error = "ptxas not found (install the CUDA toolkit or set ATTNC_PTXAS)";
+    return failure();
+  }
+  llvm::SmallString<128> input, output, report;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("attnc", "ptx", fd, input) ||
+      llvm::sys::fs::createTemporaryFile("attnc", "cubin", output) ||
+      llvm::sys::fs::createTemporaryFile("attnc", "log", report)) {
+    error = "cannot create temporary files for ptxas";
+    return failure();
+  }
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << ptx;
+  }
+  std::string arch = "-arch=" + chip;
+  SmallVector<llvm::StringRef> args = {ptxas, arch, "-v", "-O3", input,
+                                       "-o", output};
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt,
+                                                llvm::StringRef(report),
+                                                llvm::StringRef(report)};
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, redirects, 0,
+                                     0, &message);
+  PtxasResult result;
+  result.report = readFile(report.str().str());
+  result.cubin = readFile(output.str().str());
+  for (const auto &path : {input, output, report})
+    llvm::sys::fs::remove(path);
+  if (rc != 0) {
+    error = "ptxas rejected the kernel (" + std::to_string(rc) + "): " +
+            message + result.report;
+    return failure();
+  }
+  std::smatch m;
+  static const std::regex spills(
+      R"((\d+) bytes spill stores, (\d+) bytes spill loads)");
+  static const std::regex regs(R"(Used (\d+) registers)");
+  if (std::regex_search(result.report, m, spills)) {
+    result.spillStoreBytes = std::stoll(m[1]);
+    result.spillLoadBytes = std::stoll(m[2]);
+  }
+  if (std::regex_search(result.report, m, regs))
+    result.registers = std::stoll(m[1]);
+  return result;
+}

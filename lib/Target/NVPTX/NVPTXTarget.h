@@ -1,0 +1,55 @@
+//===- NVPTXTarget.h - attn kernels for NVIDIA GPUs -----------------------===//
+#ifndef ATTN_TARGET_NVPTX_NVPTXTARGET_H
+#define ATTN_TARGET_NVPTX_NVPTXTARGET_H
+
+#include "dialect/AttnOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+
+namespace mlir::attn::nvptx {
+
+struct KernelConfig {
+  std::string chip = "sm_80"; // sm_80 or sm_90a
+  int64_t blockKV = 64;       // keys per tile
+};
+
+/// Launch geometry of a generated kernel: grid (ceil(Sq / rowsPerBlock),
+/// Hq, B) of blockThreads threads, sharedBytes of static shared memory.
+struct KernelInfo {
+  std::string name;
+  int64_t blockThreads = 0;
+  int64_t rowsPerBlock = 0;
+  int64_t sharedBytes = 0;
+};
+
+/// Adds `gpu.module @attn_gpu { gpu.func @name(q, k, v, o, [lse], params...,
+/// captures...) kernel }` computing `op` (classified by attn-classify-mask)
+/// to `host`. Fails with `error` for what GPU kernels do not support.
+FailureOr<KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
+                                     StringRef name, const KernelConfig &cfg,
+                                     std::string &error);
+
+/// Lowers the gpu.module in `host` to PTX text for `chip` (MLIR's NVVM
+/// pipeline and LLVM's NVPTX backend).
+FailureOr<std::string> lowerToPtx(ModuleOp host, const KernelConfig &cfg,
+                                  std::string &error);
+
+/// ptxas -arch=<chip> -v: the cubin, and ptxas's report (registers,
+/// spills). Fails when ptxas is missing ($ATTNC_PTXAS, $CUDA_HOME/bin,
+/// /usr/local/cuda/bin) or rejects the PTX.
+struct PtxasResult {
+  std::string cubin;
+  std::string report;
+  int64_t spillStoreBytes = 0, spillLoadBytes = 0, registers = 0;
+};
+FailureOr<PtxasResult> runPtxas(const std::string &ptx, const std::string &chip,
+                                std::string &error);
+
+/// A vector<2xf16|bf16> as the i32 register an mma operand takes.
+Value bitcastPair(OpBuilder &b, Value pair);
+
+} // namespace mlir::attn::nvptx
+
+#endif // ATTN_TARGET_NVPTX_NVPTXTARGET_H
