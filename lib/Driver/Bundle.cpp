@@ -163,24 +163,29 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
   return h.str();
 }
 
-void writeBundle(const Source &source, const Options &options,
-                 const std::string &out) {
-  std::vector<std::string> names;
-  if (!options.variant.empty())
-    names.push_back(options.variant);
-  else
-    for (const fe::Variant &v : source.program.variants)
-      names.push_back(v.name);
-  std::vector<KernelPlan> plans;
-  std::vector<CpuObject> objects;
-  for (const std::string &name : names) {
-    Options o = options;
-    o.variant = name;
-    plans.push_back(planKernel(source, o));
-    objects.push_back(compileCpuObject(source, plans.back()));
-  }
+namespace {
 
-  TempFiles temps;
+/// Binary payloads after the manifest, with their JSON descriptions.
+struct Payloads {
+  std::vector<std::string> bytes;
+  std::vector<json::Value> descriptions;
+  int64_t add(std::string data, json::Value description) {
+    description.set("size", int64_t(data.size()));
+    description.set("checksum",
+                    hex64(detail::checksum(data.data(), data.size())));
+    bytes.push_back(std::move(data));
+    descriptions.push_back(std::move(description));
+    return int64_t(bytes.size()) - 1;
+  }
+};
+
+/// The CPU kernels of `plans`, linked into one shared object.
+json::Value addCpuKernels(const Source &source, const Options &options,
+                          std::vector<KernelPlan> &plans, Payloads &payloads,
+                          TempFiles &temps) {
+  std::vector<CpuObject> objects;
+  for (const KernelPlan &plan : plans)
+    objects.push_back(compileCpuObject(source, plan));
   std::vector<std::string> objectFiles;
   for (const CpuObject &o : objects) {
     objectFiles.push_back(temps.make("o"));
@@ -190,18 +195,11 @@ void writeBundle(const Source &source, const Options &options,
   std::string error;
   if (mlir::failed(cpu::linkSharedObject(objectFiles, soPath, error)))
     throw InternalError(error);
-  std::string so = readFile(soPath);
-
   std::string tmError;
   auto tm = cpu::createTargetMachine(cpu::CodegenTarget::named(options.cpu),
                                      tmError);
   if (!tm)
     throw Error("--cpu", tmError);
-
-  json::Value manifest = json::Value::object();
-  manifest.set("format", int64_t(detail::kBundleFormat));
-  manifest.set("compiler", compilerVersion());
-  manifest.set("source", source.file.name);
   json::Value binary = json::Value::object();
   binary.set("target", "cpu");
   binary.set("kind", "elf-shared-object");
@@ -210,31 +208,90 @@ void writeBundle(const Source &source, const Options &options,
   for (const std::string &f : cpu::requiredCpuFeatures(*tm))
     features.push(f);
   binary.set("cpu_features", std::move(features));
-  binary.set("offset", int64_t(0)); // patched below
-  binary.set("size", int64_t(so.size()));
-  binary.set("checksum", hex64(detail::checksum(so.data(), so.size())));
+  int64_t index = payloads.add(readFile(soPath), std::move(binary));
   json::Value kernels = json::Value::array();
   for (size_t i = 0; i < plans.size(); ++i) {
     json::Value k = json::toJson(plans[i].info);
-    k.set("binary", int64_t(0));
+    k.set("binary", index);
     k.set("entry", objects[i].entry);
     if (!objects[i].blockMapEntry.empty())
       k.set("block_map_entry", objects[i].blockMapEntry);
     k.set("merge_entry", objects[i].mergeEntry);
     kernels.push(std::move(k));
   }
-  manifest.set("kernels", std::move(kernels));
-  // The payload offset depends on the manifest's length, which depends on
-  // the offset's digits: settle it in two rounds.
+  return kernels;
+}
+
+/// Each GPU kernel as a cubin and its PTX.
+json::Value addGpuKernels(const Source &source,
+                          std::vector<KernelPlan> &plans, Payloads &payloads) {
+  json::Value kernels = json::Value::array();
+  for (const KernelPlan &plan : plans) {
+    GpuObject g = compileGpuObject(source, plan);
+    auto describe = [&](const char *kind) {
+      json::Value b = json::Value::object();
+      b.set("target", plan.info.target);
+      b.set("kind", kind);
+      return b;
+    };
+    int64_t cubin = payloads.add(g.cubin, describe("cubin"));
+    int64_t ptx = payloads.add(g.ptx, describe("ptx"));
+    json::Value k = json::toJson(plan.info);
+    k.set("binary", cubin);
+    k.set("ptx_binary", ptx);
+    k.set("entry", g.entry);
+    k.set("block_threads", g.blockThreads);
+    k.set("rows_per_block", g.rowsPerBlock);
+    k.set("shared_bytes", g.sharedBytes);
+    k.set("registers", g.registers);
+    kernels.push(std::move(k));
+  }
+  return kernels;
+}
+
+} // namespace
+
+void writeBundle(const Source &source, const Options &options,
+                 const std::string &out) {
+  std::vector<std::string> names;
+  if (!options.variant.empty())
+    names.push_back(options.variant);
+  else
+    for (const fe::Variant &v : source.program.variants)
+      names.push_back(v.name);
+  std::vector<KernelPlan> plans;
+  for (const std::string &name : names) {
+    Options o = options;
+    o.variant = name;
+    plans.push_back(planKernel(source, o));
+  }
+
+  TempFiles temps;
+  Payloads payloads;
+  json::Value manifest = json::Value::object();
+  manifest.set("format", int64_t(detail::kBundleFormat));
+  manifest.set("compiler", compilerVersion());
+  manifest.set("source", source.file.name);
+  manifest.set("kernels", isGpuTarget(options.target)
+                              ? addGpuKernels(source, plans, payloads)
+                              : addCpuKernels(source, options, plans,
+                                              payloads, temps));
+  // Payload offsets depend on the manifest's length, which depends on the
+  // offsets' digits: settle them in a few rounds.
   std::string text;
-  int64_t offset = 0;
-  for (int round = 0; round < 3; ++round) {
+  int64_t base = 0;
+  for (int round = 0; round < 4; ++round) {
     json::Value bins = json::Value::array();
-    binary.set("offset", offset);
-    bins.push(binary);
+    int64_t offset = base;
+    for (size_t i = 0; i < payloads.bytes.size(); ++i) {
+      json::Value b = payloads.descriptions[i];
+      b.set("offset", offset);
+      offset += int64_t(payloads.bytes[i].size());
+      bins.push(std::move(b));
+    }
     manifest.set("binaries", std::move(bins));
     text = manifest.dump();
-    offset = 24 + static_cast<int64_t>(text.size());
+    base = 24 + static_cast<int64_t>(text.size());
   }
   std::string bundle(detail::kBundleMagic, 8);
   uint32_t format = detail::kBundleFormat, reserved = 0;
@@ -243,9 +300,10 @@ void writeBundle(const Source &source, const Options &options,
   bundle.append(reinterpret_cast<const char *>(&reserved), 4);
   bundle.append(reinterpret_cast<const char *>(&manifestSize), 8);
   bundle += text;
-  if (static_cast<int64_t>(bundle.size()) != offset)
+  if (static_cast<int64_t>(bundle.size()) != base)
     throw InternalError("bundle layout does not settle");
-  bundle += so;
+  for (const std::string &b : payloads.bytes)
+    bundle += b;
 
   std::string stem = llvm::sys::path::stem(out).str();
   std::string bundleFile = llvm::sys::path::filename(out).str() + ".attnpkg";

@@ -409,6 +409,13 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.selectBlock = v.select ? v.select->size : 0;
   info.packedHeads = !v.select; // see attn-tile
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
+  if (isGpuTarget(options.target)) {
+    // GPU kernels classify their tiles themselves and run one query head
+    // per block; split-KV is CPU-only so far.
+    info.hasBlockMap = false;
+    info.packedHeads = false;
+    info.splitKv = 1;
+  }
   info.kvDtype = options.kvDtype;
   info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
   info.pageSize = options.paged;

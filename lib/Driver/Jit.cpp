@@ -127,6 +127,20 @@ bool writeAtomically(const std::string &path, const std::string &bytes) {
 
 } // namespace
 
+namespace {
+detail::GpuCode gpuCode(const driver::GpuObject &g) {
+  detail::GpuCode c;
+  c.chip = g.info.target;
+  c.entry = g.entry;
+  c.cubin = g.cubin;
+  c.ptx = g.ptx;
+  c.blockThreads = g.blockThreads;
+  c.rowsPerBlock = g.rowsPerBlock;
+  c.sharedBytes = g.sharedBytes;
+  return c;
+}
+} // namespace
+
 struct Jit::Impl {
   std::mutex mutex;
   std::atomic<uint64_t> memoryHits{0}, diskHits{0}, compiles{0};
@@ -186,6 +200,14 @@ struct Jit::Impl {
 
   Kernel build(const std::string &key, const std::string &source,
                const Options &options, const std::string &filename) {
+    if (driver::isGpuTarget(options.target)) {
+      // GPU code is cached in memory only (ptxas takes ~0.2 s).
+      ++compiles;
+      driver::Source parsed(source, filename);
+      driver::KernelPlan plan = driver::planKernel(parsed, options);
+      driver::GpuObject g = driver::compileGpuObject(parsed, plan);
+      return detail::makeGpuKernel(g.info, gpuCode(g));
+    }
     if (auto cached = loadFromDisk(key)) {
       ++diskHits;
       return driver::loadCpuKernel(*cached);

@@ -1,6 +1,7 @@
 //===- Launch.cpp - argument validation and the CPU launcher --------------===//
 #include "attn/runtime.h"
 
+#include "Cuda.h"
 #include "ThreadPool.h"
 #include "attn/IntMath.h"
 
@@ -19,6 +20,7 @@ struct KernelState {
   CpuEntry blockMapEntry = nullptr;
   CpuEntry mergeEntry = nullptr;
   std::shared_ptr<void> owner;
+  std::shared_ptr<CudaFunction> gpu; // GPU targets
 };
 
 } // namespace detail
@@ -449,6 +451,11 @@ public:
   void scalar(int64_t v) { slot(static_cast<uint64_t>(v)); }
   void pointer(void *p) { slot(reinterpret_cast<uintptr_t>(p)); }
 
+  /// Pointers to the slots (a GPU kernel's parameters).
+  void pointers(void **out) {
+    for (size_t i = 0; i < count; ++i)
+      out[i] = &slots[i];
+  }
   /// Pointers to the slots, then to `begin` and `end` (the work range).
   void pointers(void **out, int64_t *begin, int64_t *end) {
     for (size_t i = 0; i < count; ++i)
@@ -571,6 +578,57 @@ int32_t chooseParts(const KernelInfo &info, const int64_t *sizes) {
       std::min<int64_t>((want + items - 1) / items, maxParts));
 }
 
+/// GPU kernels read q, k and v 16 bytes at a time and write o in pairs:
+/// rows must start on those boundaries.
+void checkGpuAlignment(const std::string &name, const TensorRef &t,
+                       size_t bytes) {
+  size_t elements = bytes / dtypeSize(t.dtype);
+  if (reinterpret_cast<uintptr_t>(t.data) % bytes != 0)
+    throw Error(name, "GPU kernels need " + std::to_string(bytes) +
+                          "-byte aligned data");
+  std::vector<int64_t> s = t.effectiveStrides();
+  for (size_t i = 0; i + 1 < s.size(); ++i)
+    if (t.shape[i] > 1 && s[i] % int64_t(elements) != 0)
+      throw Error(name, "GPU kernels need row strides that are multiples of " +
+                            std::to_string(elements) + " elements, got " +
+                            std::to_string(s[i]) + " in dimension " +
+                            std::to_string(i));
+}
+
+/// One grid over (query tiles, heads, batch); arguments q, k, v, o, [lse],
+/// params, captures as the generated kernel declares them. Tensors are
+/// device memory (the caller's, on `stream`).
+void launchGpu(const detail::KernelState &state, const Tensors &t,
+               const LaunchPlan &plan, void *stream) {
+  const KernelInfo &info = state.info;
+  for (auto [name, ref] : {std::pair{"q", &t.q}, std::pair{"k", &t.k},
+                           std::pair{"v", &t.v}})
+    checkGpuAlignment(name, *ref, 16);
+  checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype));
+  if (t.kScale || t.pageTable)
+    throw Error(t.kScale ? "k_scale" : "page_table",
+                "GPU kernels take contiguous unquantized K/V");
+  PackedArgs packed;
+  packed.memref(t.q);
+  packed.memref(t.k);
+  packed.memref(t.v);
+  packed.memref(t.o);
+  if (t.lse)
+    packed.memref(*t.lse);
+  for (size_t i = 0; i < info.params.size(); ++i) {
+    if (info.params[i].type == DType::i32)
+      packed.i32(static_cast<int32_t>(plan.paramValues[i]));
+    else
+      packed.f32(static_cast<float>(plan.paramValues[i]));
+  }
+  for (const TensorRef &c : plan.captures)
+    packed.memref(c);
+  void *args[PackedArgs::kMaxSlots];
+  packed.pointers(args);
+  state.gpu->launch(plan.sizes[kB], plan.sizes[kHq], plan.sizes[kSq], args,
+                    stream);
+}
+
 /// The kernel, split when that helps, then the merge of the parts.
 void runKernel(const detail::KernelState &state, const Tensors &t,
                const LaunchPlan &plan, const TensorRef *classes) {
@@ -615,10 +673,13 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   if (!state)
     throw Error("", "launch of an empty attn::Kernel");
   LaunchPlan plan = validate(state->info, tensors, params);
+  if (state->gpu) {
+    launchGpu(*state, tensors, plan, stream);
+    return;
+  }
   if (state->info.target != "cpu")
     throw Error("", "target " + state->info.target +
                         " has no launcher in this build");
-  (void)stream;
   if (state->info.selectBlock) { // the select pre-pass, then the kernel
     launch(tensors, params, blockMap(tensors, params), stream);
     return;
@@ -728,6 +789,13 @@ std::string BlockMap::str(int64_t b, int64_t h) const {
 }
 
 namespace detail {
+
+Kernel makeGpuKernel(KernelInfo info, GpuCode code) {
+  auto state = std::make_shared<KernelState>();
+  state->info = std::move(info);
+  state->gpu = std::make_shared<CudaFunction>(std::move(code));
+  return Kernel(std::move(state));
+}
 
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner, CpuEntry blockMapEntry,

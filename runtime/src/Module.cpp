@@ -132,11 +132,8 @@ Module Module::load(const std::string &path) {
   json::Value manifest = json::parse(data.substr(24, manifestSize));
 
   std::vector<std::shared_ptr<void>> binaries;
+  std::vector<std::string> gpuImages; // cubin / PTX payloads by index
   for (const json::Value &b : manifest["binaries"].asArray()) {
-    if (b["target"].asString() != "cpu") {
-      binaries.push_back(nullptr); // GPU code: loaded by its launcher
-      continue;
-    }
     int64_t offset = b["offset"].asInt(), size = b["size"].asInt();
     if (offset < 0 || size < 0 || uint64_t(offset) > data.size() ||
         uint64_t(size) > data.size() - uint64_t(offset))
@@ -148,6 +145,13 @@ Module Module::load(const std::string &path) {
                       detail::checksum(bytes.data(), bytes.size())));
     if (b["checksum"].asString() != sum)
       fail("'" + path + "' is corrupt (checksum mismatch)");
+    if (b["target"].asString() != "cpu") {
+      // GPU code: handed to the CUDA driver at the first launch.
+      binaries.push_back(nullptr);
+      gpuImages.push_back(std::move(bytes));
+      continue;
+    }
+    gpuImages.emplace_back();
     for (const json::Value &f : b["cpu_features"].asArray())
       for (const auto &[name, present] : detail::hostCpuFeatures())
         if (name == f.asString() && !present)
@@ -164,9 +168,27 @@ Module Module::load(const std::string &path) {
     int64_t index = k["binary"].asInt();
     if (index < 0 || size_t(index) >= binaries.size())
       fail("kernel '" + info.name + "' names a missing binary");
-    if (!binaries[index])
-      continue;
     const std::string &entry = k["entry"].asString();
+    if (!binaries[index]) {
+      int64_t ptx = k.has("ptx_binary") ? k["ptx_binary"].asInt() : -1;
+      if (ptx < 0 || size_t(ptx) >= gpuImages.size())
+        fail("kernel '" + info.name + "' names a missing PTX payload");
+      detail::GpuCode code;
+      code.chip = info.target;
+      code.entry = entry;
+      code.cubin = gpuImages[index];
+      code.ptx = gpuImages[ptx];
+      code.blockThreads = k["block_threads"].asInt();
+      code.rowsPerBlock = k["rows_per_block"].asInt();
+      code.sharedBytes = k["shared_bytes"].asInt();
+      if (code.blockThreads <= 0 || code.rowsPerBlock <= 0)
+        fail("kernel '" + info.name + "' has no launch geometry");
+      // C++17 evaluates the right side of `=` first: keep the name.
+      std::string name = info.name;
+      state->kernels[name] =
+          detail::makeGpuKernel(std::move(info), std::move(code));
+      continue;
+    }
     void *fn = dlsym(binaries[index].get(), entry.c_str());
     if (!fn)
       fail("kernel '" + info.name + "' lacks its entry point " + entry);

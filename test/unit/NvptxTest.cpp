@@ -8,7 +8,9 @@
 //===----------------------------------------------------------------------===//
 #include "test/numerics/Catalog.h"
 
+#include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
+#include "attn/jit.h"
 
 #include <gtest/gtest.h>
 
@@ -171,6 +173,84 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   Options tiles = o;
   tiles.blockKV = 24;
   expectError(tiles, "--block-kv", "16, 32, 48 or 64");
+}
+
+} // namespace
+
+namespace {
+
+TEST(Nvptx, LaunchValidatesThenNeedsTheDriver) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  Jit jit("");
+  Options o;
+  o.target = "sm_80";
+  o.headDim = 64;
+  Kernel k = jit.compile("variant c { mask(b, h, q, kv) = kv <= q; }", o);
+  EXPECT_EQ(k.info().target, "sm_80");
+  EXPECT_EQ(k.info().dtype, DType::bf16); // the GPU default
+  alignas(64) static uint16_t q[2 * 64 * 64], kv[2 * 64 * 64], out[2 * 64 * 64];
+  auto tensors = [&](void *qp) {
+    Tensors t;
+    t.q = TensorRef(qp, DType::bf16, {1, 2, 64, 64});
+    t.k = TensorRef(kv, DType::bf16, {1, 2, 64, 64});
+    t.v = TensorRef(kv, DType::bf16, {1, 2, 64, 64});
+    t.o = TensorRef(out, DType::bf16, {1, 2, 64, 64});
+    return t;
+  };
+  auto expectError = [&](const Tensors &t, const std::string &arg) {
+    try {
+      k.launch(t);
+      ADD_FAILURE() << "expected an error naming " << arg;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), arg) << e.what();
+    }
+  };
+  Tensors wrong = tensors(q);
+  wrong.k.shape[3] = 32;
+  expectError(wrong, "k");              // shapes first
+  expectError(tensors(q + 1), "q");     // 16-byte rows for vector loads
+  Tensors strided = tensors(q);
+  strided.q.strides = {2 * 64 * 68, 64 * 68, 68, 1};
+  expectError(strided, "q");
+  // Everything fits: without a GPU the driver is what is missing.
+  if (!std::filesystem::exists("/dev/nvidia0")) {
+    try {
+      k.launch(tensors(q));
+      ADD_FAILURE() << "expected no CUDA driver here";
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), "target");
+      EXPECT_NE(std::string(e.what()).find("GPU"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+} // namespace
+
+namespace {
+
+TEST(Nvptx, BundlesCarryCubinAndPtx) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / "nvptx-bundle";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  driver::Source source("variant a { mask(b, h, q, kv) = kv <= q; }\n"
+                        "variant z { normalize = sigmoid; }\n",
+                        "two.attn");
+  Options o;
+  o.target = "sm_80";
+  o.headDim = 128;
+  driver::writeBundle(source, o, (dir / "two").string());
+  Module m = Module::load((dir / "two.attnpkg").string());
+  EXPECT_EQ(m.kernelNames(), (std::vector<std::string>{"a", "z"}));
+  Kernel a = m.kernel("a");
+  EXPECT_EQ(a.info().target, "sm_80");
+  EXPECT_EQ(a.info().headDim, 128);
+  // The typed header is the same as for CPU bundles.
+  EXPECT_TRUE(std::filesystem::exists(dir / "two.h"));
 }
 
 } // namespace

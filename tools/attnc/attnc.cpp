@@ -43,7 +43,10 @@ commands:
                                   AOT: write OUT.attnpkg and OUT.h (typed launchers)
 
 options:
-  --target cpu       --dtype f32|f16|bf16     --head-dim D   --v-head-dim Dv
+  --target cpu|sm_80|sm_90a                   (GPU targets: emit and compile only;
+                                               run and bench need the CPU target)
+  --dtype f32|f16|bf16 (GPU: f16|bf16, default bf16)
+  --head-dim D       --v-head-dim Dv
   --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
   --kv-dtype same|int8|fp8e4m3|fp8e5m2|int4   --kv-group G (default 64)
   --paged PAGE       --split-kv N|auto

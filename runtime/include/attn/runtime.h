@@ -276,6 +276,18 @@ using CpuEntry = void (*)(void **);
 
 /// Builds a kernel around CPU code; `owner` keeps that code alive (a JIT
 /// engine or a dlopen handle).
+/// A compiled GPU kernel: its cubin for `chip`, its PTX (which the driver
+/// compiles for other GPUs), and its launch geometry: a grid of
+/// (ceil(Sq / rowsPerBlock), Hq, B) blocks of blockThreads threads.
+struct GpuCode {
+  std::string chip, entry, cubin, ptx;
+  int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
+};
+
+/// Builds a kernel around GPU code, launched through the CUDA driver
+/// (libcuda.so.1, opened at the first launch).
+Kernel makeGpuKernel(KernelInfo info, GpuCode code);
+
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner,
                      CpuEntry blockMapEntry = nullptr,

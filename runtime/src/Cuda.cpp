@@ -1,0 +1,154 @@
+//===- Cuda.cpp - the CUDA driver API through dlopen ----------------------===//
+#include "Cuda.h"
+
+#include "attn/runtime.h"
+
+#include <dlfcn.h>
+
+namespace attn::detail {
+namespace {
+
+// The few driver API types and entry points used, declared here so attnrt
+// builds without the CUDA headers.
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = void *;
+using CUmodule = void *;
+using CUfunction = void *;
+using CUstream = void *;
+constexpr int kAttrComputeMajor = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+constexpr int kAttrComputeMinor = 76;
+
+struct Driver {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuCtxGetCurrent)(CUcontext *);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuCtxGetDevice)(CUdevice *);
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, unsigned, CUstream,
+                             void **, void **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  std::string error; // why the driver is unusable, if it is
+};
+
+const Driver &driver() {
+  static const Driver d = [] {
+    Driver d{};
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const char *why = dlerror();
+      d.error = std::string("no CUDA driver (libcuda.so.1: ") +
+                (why ? why : "not found") +
+                "); GPU kernels need an NVIDIA GPU and its driver";
+      return d;
+    }
+    bool missing = false;
+    auto sym = [&](auto &fn, const char *name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(
+          dlsym(lib, name));
+      if (!fn && d.error.empty())
+        d.error = std::string("the CUDA driver lacks ") + name;
+      missing |= !fn;
+    };
+    sym(d.cuInit, "cuInit");
+    sym(d.cuDeviceGet, "cuDeviceGet");
+    sym(d.cuDeviceGetAttribute, "cuDeviceGetAttribute");
+    sym(d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+    sym(d.cuCtxGetCurrent, "cuCtxGetCurrent");
+    sym(d.cuCtxSetCurrent, "cuCtxSetCurrent");
+    sym(d.cuCtxGetDevice, "cuCtxGetDevice");
+    sym(d.cuModuleLoadData, "cuModuleLoadData");
+    sym(d.cuModuleGetFunction, "cuModuleGetFunction");
+    sym(d.cuLaunchKernel, "cuLaunchKernel");
+    sym(d.cuGetErrorString, "cuGetErrorString");
+    if (missing)
+      return d;
+    if (CUresult r = d.cuInit(0); r != 0)
+      d.error = "cuInit failed (CUDA error " + std::to_string(r) +
+                "): no usable GPU";
+    return d;
+  }();
+  return d;
+}
+
+std::string message(const Driver &d, CUresult r) {
+  const char *text = nullptr;
+  if (d.cuGetErrorString)
+    d.cuGetErrorString(r, &text);
+  return "CUDA error " + std::to_string(r) + (text ? std::string(": ") + text
+                                                   : std::string());
+}
+
+void check(const Driver &d, CUresult r, const std::string &what) {
+  if (r != 0)
+    throw Error("", what + " failed: " + message(d, r));
+}
+
+} // namespace
+
+void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
+                          void **params, void *stream) const {
+  const Driver &d = driver();
+  if (!d.error.empty())
+    throw Error("target", "cannot run " + code.chip + " kernel '" +
+                              code.entry + "': " + d.error);
+  // Kernels run in the caller's current context, else device 0's primary
+  // context (what the CUDA runtime and PyTorch use).
+  CUcontext ctx = nullptr;
+  check(d, d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+  if (!ctx) {
+    CUdevice dev = 0;
+    check(d, d.cuDeviceGet(&dev, 0), "cuDeviceGet");
+    check(d, d.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
+    check(d, d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  }
+  std::call_once(loadOnce, [&] {
+    CUdevice dev = 0;
+    int major = 0, minor = 0;
+    if (d.cuCtxGetDevice(&dev) != 0 ||
+        d.cuDeviceGetAttribute(&major, kAttrComputeMajor, dev) != 0 ||
+        d.cuDeviceGetAttribute(&minor, kAttrComputeMinor, dev) != 0) {
+      loadError = "cannot query the GPU";
+      return;
+    }
+    // A cubin runs on its own architecture family only ("sm_80" on 8.x,
+    // "sm_90a" on 9.0); elsewhere the driver compiles the PTX.
+    int cubinMajor = code.chip.size() > 3 ? code.chip[3] - '0' : -1;
+    bool exact = code.chip.back() == 'a'
+                     ? std::to_string(major) + std::to_string(minor) ==
+                           code.chip.substr(3, 2)
+                     : major == cubinMajor;
+    const std::string &image =
+        exact && !code.cubin.empty() ? code.cubin : code.ptx;
+    CUmodule module = nullptr;
+    if (CUresult r = d.cuModuleLoadData(&module, image.c_str()); r != 0) {
+      loadError = "loading " + code.entry + " for sm_" +
+                  std::to_string(major) + std::to_string(minor) +
+                  " failed: " + message(d, r);
+      return;
+    }
+    if (CUresult r = d.cuModuleGetFunction(&function, module,
+                                           code.entry.c_str());
+        r != 0)
+      loadError = "kernel " + code.entry + " not found: " + message(d, r);
+  });
+  if (!loadError.empty())
+    throw Error("target", loadError);
+  if (batch == 0 || heads == 0 || seqQ == 0)
+    return;
+  unsigned gridX =
+      static_cast<unsigned>((seqQ + code.rowsPerBlock - 1) / code.rowsPerBlock);
+  check(d,
+        d.cuLaunchKernel(function, gridX, static_cast<unsigned>(heads),
+                         static_cast<unsigned>(batch),
+                         static_cast<unsigned>(code.blockThreads), 1, 1, 0,
+                         stream, params, nullptr),
+        "launching " + code.entry);
+}
+
+} // namespace attn::detail

@@ -1,0 +1,39 @@
+//===- Cuda.h - kernels on NVIDIA GPUs through the CUDA driver API --------===//
+//
+// libcuda.so.1 is opened with dlopen at the first GPU launch, so attnrt
+// loads and validates everywhere and a machine without a GPU gets an
+// attn::Error saying so.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_RUNTIME_CUDA_H
+#define ATTN_RUNTIME_CUDA_H
+
+#include "attn/runtime.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace attn::detail {
+
+/// Loaded into the current CUDA context on first use.
+class CudaFunction {
+public:
+  explicit CudaFunction(GpuCode code) : code(std::move(code)) {}
+  const GpuCode &gpuCode() const { return code; }
+  /// Launches a grid of (ceil(Sq / rowsPerBlock), Hq, B) blocks with
+  /// `params` (pointers to each argument) on `stream` (a CUstream, or null
+  /// for the default stream). Throws attn::Error with the driver's message.
+  void launch(int64_t batch, int64_t heads, int64_t seqQ, void **params,
+              void *stream) const;
+
+private:
+  GpuCode code;
+  mutable std::once_flag loadOnce;
+  mutable void *function = nullptr; // CUfunction
+  mutable std::string loadError;
+};
+
+} // namespace attn::detail
+
+#endif // ATTN_RUNTIME_CUDA_H
