@@ -390,7 +390,10 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw Error("--block-kv", "GPU kernels take key tiles of 16, 32, 48 "
                                 "or 64");
     plan.blockQ = 64;
-    plan.blockKV = options.blockKV ? options.blockKV : widest > 64 ? 32 : 64;
+    // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
+    // registers for 64-key tiles at D = 128; mma.sync would spill.
+    bool wideTiles = widest <= 64 || options.target == "sm_90a";
+    plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
   }
   plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;

@@ -126,4 +126,27 @@ try:
     raise AssertionError("expected an error")
 except attnrt.Error as e:
     assert e.argument == "page_table", e
+# numpy scalars are params too.
+o3 = kernel(q, k, v, window=np.int32(9), sinks=np.int64(2))[0]
+assert np.abs(o3 - ref_o).max() < 2e-4
+
+# A GPU bundle refuses host memory before anything reaches the driver (no
+# GPU needed); skipped where attnc cannot find ptxas.
+gpu_out = os.path.join(work, "sliding_sm80")
+built = subprocess.run([attnc, "compile",
+                        os.path.join(examples, "sliding_sink.attn"),
+                        "--target", "sm_80", "--head-dim", "32",
+                        "-o", gpu_out], capture_output=True, text=True)
+if built.returncode == 0:
+    gk = attnrt.load(gpu_out + ".attnpkg").kernel("sliding_sink")
+    assert gk.info["target"] == "sm_80", gk.info
+    qb = np.zeros((B, H, S, D), np.uint16)
+    try:
+        gk(qb, qb, qb, window=9)
+        raise AssertionError("expected an error")
+    except attnrt.Error as e:
+        assert e.argument == "q" and "CUDA tensors" in str(e), e
+else:
+    assert "ptxas" in built.stderr, built.stderr
+    print("GPU bundle check skipped: " + built.stderr.strip())
 print("attnrt.py OK")

@@ -1,9 +1,11 @@
 //===- NvptxTest.cpp - GPU kernels of every variant through ptxas ---------===//
 //
 // No GPU in CI: every catalog variant and every language feature is
-// compiled for sm_80 at D = 64 and 128 and handed to ptxas (CUDA 13): the
-// PTX must assemble, use tensor cores (mma.sync m16n8k16) and spill
-// nothing. Running the kernels is bench/gpu's job on a GPU machine.
+// compiled for sm_80 and sm_90a at D = 64 and 128 and handed to ptxas
+// (CUDA 13): the PTX must assemble, use the target's tensor-core
+// instruction (mma.sync m16n8k16 on sm_80, wgmma.mma_async on sm_90a,
+// which ptxas must not serialize) and spill nothing. Running the kernels
+// is bench/gpu's job on a GPU machine.
 //
 //===----------------------------------------------------------------------===//
 #include "test/numerics/Catalog.h"
@@ -38,8 +40,18 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   driver::Source parsed(source, what + ".attn");
   driver::KernelPlan plan = driver::planKernel(parsed, o);
   driver::GpuObject g = driver::compileGpuObject(parsed, plan);
-  EXPECT_NE(g.ptx.find("mma.sync.aligned.m16n8k16.row.col.f32"),
-            std::string::npos);
+  if (o.target == "sm_90a") {
+    EXPECT_NE(g.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
+              std::string::npos);
+    EXPECT_EQ(g.ptx.find("mma.sync.aligned"), std::string::npos);
+    // ptxas falls back to serialized wgmma when it cannot keep the
+    // pipeline (e.g. accumulators touched between issue and wait).
+    EXPECT_EQ(g.ptxasReport.find("serialized"), std::string::npos)
+        << g.ptxasReport;
+  } else {
+    EXPECT_NE(g.ptx.find("mma.sync.aligned.m16n8k16.row.col.f32"),
+              std::string::npos);
+  }
   // Self-contained: no libdevice calls left to link.
   EXPECT_EQ(g.ptx.find(".extern .func"), std::string::npos);
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;
@@ -59,9 +71,10 @@ TEST_P(NvptxCatalog, AssemblesWithoutSpills) {
                              ? &parsed.program.variants.front()
                              : parsed.program.find(p.options.variant);
   ASSERT_TRUE(v);
-  for (int64_t d : {64, 128}) {
+  for (auto [chip, d] : {std::pair{"sm_80", 64}, std::pair{"sm_80", 128},
+                         std::pair{"sm_90a", 64}, std::pair{"sm_90a", 128}}) {
     Options o;
-    o.target = "sm_80";
+    o.target = chip;
     o.headDim = d;
     o.variant = v->name;
     o.lse = v->hasRowSum();
@@ -76,8 +89,9 @@ TEST_P(NvptxCatalog, AssemblesWithoutSpills) {
       }
       continue;
     }
-    expectTensorCoreKernel(p.source, o, GetParam().name + " D=" +
-                                            std::to_string(d));
+    expectTensorCoreKernel(p.source, o,
+                           GetParam().name + " " + chip + " D=" +
+                               std::to_string(d));
   }
 }
 
@@ -130,15 +144,16 @@ TEST(Nvptx, LanguageFeatures) {
                    "floor(s) + sign(s); }",
        64, 64, "bf16", true},
   };
-  for (const Case &c : cases) {
-    Options o;
-    o.target = "sm_80";
-    o.headDim = c.d;
-    o.valueHeadDim = c.dv;
-    o.dtype = c.dtype;
-    o.lse = c.lse;
-    expectTensorCoreKernel(c.source, o, c.name);
-  }
+  for (const Case &c : cases)
+    for (const char *chip : {"sm_80", "sm_90a"}) {
+      Options o;
+      o.target = chip;
+      o.headDim = c.d;
+      o.valueHeadDim = c.dv;
+      o.dtype = c.dtype;
+      o.lse = c.lse;
+      expectTensorCoreKernel(c.source, o, std::string(c.name) + " " + chip);
+    }
 }
 
 TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {

@@ -1,7 +1,10 @@
 //===- NVPTXKernel.cpp - attn.attention as a tensor-core CUDA kernel ------===//
 //
-// FlashAttention-2 on `mma.sync.m16n8k16` (f16/bf16 in, f32 accumulate), the
-// sm_80 instruction that sm_90a also runs:
+// FlashAttention-2 on tensor cores (f16/bf16 in, f32 accumulate): on sm_80
+// `mma.sync.m16n8k16` per warp; on sm_90a `wgmma.mma_async.m64nNk16` per
+// warpgroup (the CTA's 4 warps), whose accumulator and A-register layouts
+// are the mma.sync ones stacked over the 4 warps, so everything between
+// the two matmuls is shared:
 //
 //   one CTA of 4 warps per (query tile of 64 rows, query head, batch);
 //   Q tile staged in shared memory once, each warp owns 16 of its rows;
@@ -17,6 +20,15 @@
 // Fragment layouts (PTX ISA, mma.m16n8k16): lane l holds rows l/4 and
 // l/4 + 8 and columns 2 (l % 4) + {0, 1} (+ 8 for A's upper half) of A and
 // C; B (k x n) holds k = 2 (l % 4) + {0, 1} (+ 8) of column n = l/4.
+//
+// wgmma reads B (and Q as A of S = Q K^T) from shared memory through
+// matrix descriptors in the no-swizzle canonical layout: 8 rows x 16 bytes
+// "core matrices", stored here as 16-byte chunks indexed
+// (column chunk) * rows + row. For K and Q (K-major) that makes the
+// leading (K-direction) byte offset rows * 16 and the stride (8-row) offset
+// 128; V is read N-major (imm-trans-b = 1) from the same layout, so its
+// K direction is the key rows (LBO = 128) and N the Dv chunks
+// (SBO = rows * 16). P stays in registers as the A operand of O += P V.
 // Everything kept in registers is indexed statically: the per-tile code is
 // fully unrolled over the fragments, and only the key-tile loop is a loop.
 //
@@ -59,7 +71,8 @@ public:
                       IRMapping outside)
       : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
         D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
-        BK(cfg.blockKV), norm(op.getNormalize()) {}
+        BK(cfg.blockKV), norm(op.getNormalize()),
+        wgmma(nvptx::usesWgmma(cfg.chip)) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -92,6 +105,16 @@ private:
   Value quadReduce(OpBuilder &b, Value x, bool isMax);
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst);
+  Value sharedAddress(OpBuilder &b, Value mem);
+  Value descriptor(OpBuilder &b, Value base, int64_t offset, int64_t lbo,
+                   int64_t sbo);
+  SmallVector<Value> warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
+                                  ArrayRef<SmallVector<Value>> aPerStep,
+                                  ArrayRef<Value> bPerStep, bool transB);
+  SmallVector<Frag> qkMmaSync(OpBuilder &b);
+  void pvMmaSync(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
+  SmallVector<Frag> qkWgmma(OpBuilder &b);
+  void pvWgmma(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
   SmallVector<Value> emitKeyTile(OpBuilder &b, Value k0, Value cls,
                                  ValueRange carried);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
@@ -103,8 +126,10 @@ private:
   IRMapping outside;
   int64_t D, Dv, BQ, BK;
   Normalize norm;
+  bool wgmma;
   Type elt;
   Value q, k, v, o, lse, qS, kS, vS;
+  Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
   Value seqQ, seqKV, b32, h32, bIdx, hIdx, hkvIdx, lane, quadRow, quadCol,
       rowA, sScale;
   Value qi32[2]; // the two query rows of this lane
@@ -161,7 +186,9 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
 
 /// rows x cols of src[i0, i1, rowBase + r, c] into the shared tile dst,
 /// 8 elements (16 bytes) per thread and step; rows at or past rowLimit are
-/// zero.
+/// zero. For wgmma, dst holds 16-byte chunks at (c / 8) * rows + r and
+/// consecutive threads take consecutive rows, so each 8 threads store one
+/// contiguous core matrix.
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
                                    Value rowLimit, Value dst) {
@@ -172,10 +199,15 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
   scf::ForOp::create(
       b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
-        Value row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
-        Value col = arith::MulIOp::create(
-            b, loc, arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow)),
-            cIdx(b, 8));
+        Value row, chunk;
+        if (wgmma) {
+          row = arith::RemUIOp::create(b, loc, c, cIdx(b, rows));
+          chunk = arith::DivUIOp::create(b, loc, c, cIdx(b, rows));
+        } else {
+          row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
+          chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
+        }
+        Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
         Value grow = arith::AddIOp::create(b, loc, rowBase, row);
         Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                              grow, rowLimit);
@@ -192,10 +224,147 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                   b, loc, vt, DenseElementsAttr::get(vt, b.getZeroAttr(elt)));
               scf::YieldOp::create(b, loc, zero);
             });
-        vector::StoreOp::create(b, loc, ifOp.getResult(0), dst,
-                                ValueRange{row, col}, false, align);
+        SmallVector<Value> at = {row, col};
+        if (wgmma)
+          at = {arith::AddIOp::create(
+                    b, loc,
+                    arith::MulIOp::create(b, loc, chunk, cIdx(b, rows)), row),
+                cIdx(b, 0)};
+        vector::StoreOp::create(b, loc, ifOp.getResult(0), dst, at, false,
+                                align);
         scf::YieldOp::create(b, loc);
       });
+}
+
+/// The shared-window address of a workgroup buffer, as i64.
+Value GpuAttentionBuilder::sharedAddress(OpBuilder &b, Value mem) {
+  Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, mem);
+  return arith::IndexCastUIOp::create(b, loc, b.getI64Type(), index);
+}
+
+/// A wgmma matrix descriptor (PTX ISA "Matrix Descriptor Format"): start
+/// address, leading and stride byte offsets, each >> 4; no swizzle.
+Value GpuAttentionBuilder::descriptor(OpBuilder &b, Value base, int64_t offset,
+                                      int64_t lbo, int64_t sbo) {
+  auto c64 = [&](int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 64).getResult();
+  };
+  Value addr = arith::AddIOp::create(b, loc, base, c64(offset));
+  Value start = arith::ShRUIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, addr, c64(0x3FFFF)), c64(4));
+  int64_t fields = ((lbo >> 4) << 16) | ((sbo >> 4) << 32);
+  return arith::OrIOp::create(b, loc, start, c64(fields));
+}
+
+/// acc = sum over steps of A_s B_s on one warpgroup, as one asm statement:
+/// wgmma.fence, the wgmma.mma_async chain, commit and wait. Accumulators are
+/// pending between mma_async and wait_group, so no compiler-visible code may
+/// run in between; keeping the whole chain in one statement guarantees it.
+/// A is a descriptor (one i64) or four i32 registers per step.
+SmallVector<Value>
+GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
+                                  ArrayRef<SmallVector<Value>> aPerStep,
+                                  ArrayRef<Value> bPerStep, bool transB) {
+  int64_t nAcc = int64_t(acc.size()); // n / 2 f32 per thread
+  std::string type = isa<BFloat16Type>(elt) ? "bf16" : "f16";
+  std::string text, constraints;
+  llvm::raw_string_ostream asmText(text), cons(constraints);
+  SmallVector<Value> operands(acc.begin(), acc.end());
+  for (int64_t i = 0; i < nAcc; ++i)
+    cons << (i ? "," : "") << "=f";
+  for (int64_t i = 0; i < nAcc; ++i)
+    cons << "," << i;
+  int64_t next = 2 * nAcc;
+  operands.push_back(cI32(b, 1));
+  cons << ",r";
+  int64_t scaleOperand = next++;
+  asmText << "{\n.reg .pred p;\nsetp.ne.b32 p, $" << scaleOperand
+          << ", 0;\nwgmma.fence.sync.aligned;\n";
+  for (size_t step = 0; step < bPerStep.size(); ++step) {
+    asmText << "wgmma.mma_async.sync.aligned.m64n" << n << "k16.f32." << type
+            << "." << type << " {";
+    for (int64_t i = 0; i < nAcc; ++i)
+      asmText << (i ? ", " : "") << "$" << i;
+    asmText << "}, ";
+    const SmallVector<Value> &a = aPerStep[step];
+    if (a.size() == 1) {
+      operands.push_back(a[0]);
+      cons << ",l";
+      asmText << "$" << next++;
+    } else {
+      asmText << "{";
+      for (size_t i = 0; i < a.size(); ++i) {
+        operands.push_back(a[i]);
+        cons << ",r";
+        asmText << (i ? ", " : "") << "$" << next++;
+      }
+      asmText << "}";
+    }
+    operands.push_back(bPerStep[step]);
+    cons << ",l";
+    asmText << ", $" << next++ << ", p, 1, 1";
+    if (a.size() == 1)
+      asmText << ", 0"; // imm-trans-a: K-major
+    asmText << ", " << (transB ? 1 : 0) << ";\n";
+  }
+  asmText << "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned "
+             "0;\n}";
+  Type f32 = b.getF32Type();
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), SmallVector<Type>(nAcc, f32));
+  auto inlineAsm = LLVM::InlineAsmOp::create(
+      b, loc, resultType, operands, text, constraints,
+      /*has_side_effects=*/true, /*is_align_stack=*/false,
+      LLVM::tailcallkind::TailCallKind::None,
+      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+      ArrayAttr());
+  SmallVector<Value> out;
+  for (int64_t i = 0; i < nAcc; ++i)
+    out.push_back(LLVM::ExtractValueOp::create(b, loc, inlineAsm.getRes(),
+                                               ArrayRef<int64_t>{i}));
+  return out;
+}
+
+/// S = Q K^T for the key tile in shared memory, both operands through
+/// descriptors, one k16 step per 16 columns of D.
+SmallVector<Frag> GpuAttentionBuilder::qkWgmma(OpBuilder &b) {
+  Value fzero = cF32(b, 0.0);
+  SmallVector<Value> acc(BK / 2, fzero);
+  SmallVector<SmallVector<Value>> aSteps;
+  SmallVector<Value> bSteps;
+  for (int64_t kc = 0; kc < D / 16; ++kc) {
+    aSteps.push_back({descriptor(b, qAddr, 2 * kc * BQ * 16, BQ * 16, 128)});
+    bSteps.push_back(descriptor(b, kAddr, 2 * kc * BK * 16, BK * 16, 128));
+  }
+  SmallVector<Value> d = warpgroupMma(b, BK, acc, aSteps, bSteps, false);
+  SmallVector<Frag> s(BK / 8);
+  for (int64_t nb = 0; nb < BK / 8; ++nb)
+    for (int i = 0; i < 4; ++i)
+      s[nb][i] = d[nb * 4 + i];
+  return s;
+}
+
+/// O += P V: P's accumulators are the register A operand of each 16-key
+/// step as they are; V is read N-major from shared memory.
+void GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<Value> p,
+                                  SmallVector<Value> &next) {
+  SmallVector<SmallVector<Value>> aSteps;
+  SmallVector<Value> bSteps;
+  auto reg = [&](Value lo, Value hi) {
+    Value pair = pack(b, lo, hi);
+    return isa<VectorType>(pair.getType()) ? bitcastPair(b, pair) : pair;
+  };
+  for (int64_t kc = 0; kc < BK / 16; ++kc) {
+    auto at = [&](int64_t nb, int i) { return p[nb * 4 + i]; };
+    aSteps.push_back({reg(at(2 * kc, 0), at(2 * kc, 1)),
+                      reg(at(2 * kc, 2), at(2 * kc, 3)),
+                      reg(at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
+                      reg(at(2 * kc + 1, 2), at(2 * kc + 1, 3))});
+    bSteps.push_back(descriptor(b, vAddr, kc * 256, 128, BK * 16));
+  }
+  SmallVector<Value> acc(next.begin() + 4, next.end());
+  SmallVector<Value> d = warpgroupMma(b, Dv, acc, aSteps, bSteps, true);
+  std::copy(d.begin(), d.end(), next.begin() + 4);
 }
 
 /// The normalizer's input for every accumulator element: masked entries
@@ -259,18 +428,9 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
   return out;
 }
 
-/// One key tile; `carried` is (m0, m1, l0, l1, O fragments...).
-SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
-                                                    Value cls,
-                                                    ValueRange carried) {
-  Type f32 = b.getF32Type();
-  gpu::BarrierOp::create(b, loc); // the previous tile's readers are done
-  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS);
-  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS);
-  gpu::BarrierOp::create(b, loc);
-
-  // S = Q K^T: per 16-wide slice of D, the warp's A fragment once, then
-  // one mma per 8 keys.
+/// S = Q K^T on mma.sync: per 16-wide slice of D, the warp's A fragment
+/// once, then one mma per 8 keys.
+SmallVector<Frag> GpuAttentionBuilder::qkMmaSync(OpBuilder &b) {
   Value fzero = cF32(b, 0.0);
   SmallVector<Frag> s(BK / 8, Frag{fzero, fzero, fzero, fzero});
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
@@ -285,6 +445,62 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
       s[nb] = mma(b, a, bf, s[nb]);
     }
   }
+  return s;
+}
+
+/// O += P V on mma.sync: P's accumulators are the A operand of a 16-key
+/// slice as they are; V's B fragment is two keys apart per register.
+void GpuAttentionBuilder::pvMmaSync(OpBuilder &b, ArrayRef<Value> p,
+                                    SmallVector<Value> &next) {
+  Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
+  for (int64_t kc = 0; kc < BK / 16; ++kc) {
+    auto at = [&](int64_t nb, int i) { return p[nb * 4 + i]; };
+    Value a[4] = {pack(b, at(2 * kc, 0), at(2 * kc, 1)),
+                  pack(b, at(2 * kc, 2), at(2 * kc, 3)),
+                  pack(b, at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
+                  pack(b, at(2 * kc + 1, 2), at(2 * kc + 1, 3))};
+    Value key0 = add(b, pairCol, kc * 16);
+    for (int64_t nb = 0; nb < Dv / 8; ++nb) {
+      Value col = add(b, quadRow, nb * 8);
+      auto scalar = [&](Value key) {
+        return memref::LoadOp::create(b, loc, vS, ValueRange{key, col})
+            .getResult();
+      };
+      Value bf[2] = {
+          operand(b, vector::FromElementsOp::create(
+                         b, loc, VectorType::get({2}, elt),
+                         ValueRange{scalar(key0), scalar(add(b, key0, 1))})),
+          operand(b, vector::FromElementsOp::create(
+                         b, loc, VectorType::get({2}, elt),
+                         ValueRange{scalar(add(b, key0, 8)),
+                                    scalar(add(b, key0, 9))}))};
+      Frag c;
+      for (int i = 0; i < 4; ++i)
+        c[i] = next[4 + nb * 4 + i];
+      Frag d = mma(b, a, bf, c);
+      for (int i = 0; i < 4; ++i)
+        next[4 + nb * 4 + i] = d[i];
+    }
+  }
+}
+
+/// One key tile; `carried` is (m0, m1, l0, l1, O fragments...).
+SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
+                                                    Value cls,
+                                                    ValueRange carried) {
+  gpu::BarrierOp::create(b, loc); // the previous tile's readers are done
+  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS);
+  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS);
+  if (wgmma) // generic-proxy stores, read next by the async proxy (wgmma)
+    NVVM::FenceProxyOp::create(
+        b, loc, NVVM::ProxyKindAttr::get(b.getContext(),
+                                         NVVM::ProxyKind::async_shared),
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
+  gpu::BarrierOp::create(b, loc);
+
+  Value fzero = cF32(b, 0.0);
+  SmallVector<Frag> s = wgmma ? qkWgmma(b) : qkMmaSync(b);
 
   // Scores, with the mask only where the classifier could not decide.
   SmallVector<Value> t;
@@ -347,37 +563,10 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
       }
   }
 
-  // O += P V: P's accumulators are the A operand of a 16-key slice as
-  // they are; V's B fragment is two keys apart per register.
-  for (int64_t kc = 0; kc < BK / 16; ++kc) {
-    auto at = [&](int64_t nb, int i) { return p[nb * 4 + i]; };
-    Value a[4] = {pack(b, at(2 * kc, 0), at(2 * kc, 1)),
-                  pack(b, at(2 * kc, 2), at(2 * kc, 3)),
-                  pack(b, at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
-                  pack(b, at(2 * kc + 1, 2), at(2 * kc + 1, 3))};
-    Value key0 = add(b, pairCol, kc * 16);
-    for (int64_t nb = 0; nb < Dv / 8; ++nb) {
-      Value col = add(b, quadRow, nb * 8);
-      auto scalar = [&](Value key) {
-        return memref::LoadOp::create(b, loc, vS, ValueRange{key, col})
-            .getResult();
-      };
-      Value bf[2] = {
-          operand(b, vector::FromElementsOp::create(
-                         b, loc, VectorType::get({2}, elt),
-                         ValueRange{scalar(key0), scalar(add(b, key0, 1))})),
-          operand(b, vector::FromElementsOp::create(
-                         b, loc, VectorType::get({2}, elt),
-                         ValueRange{scalar(add(b, key0, 8)),
-                                    scalar(add(b, key0, 9))}))};
-      Frag c;
-      for (int i = 0; i < 4; ++i)
-        c[i] = next[4 + nb * 4 + i];
-      Frag d = mma(b, a, bf, c);
-      for (int i = 0; i < 4; ++i)
-        next[4 + nb * 4 + i] = d[i];
-    }
-  }
+  if (wgmma)
+    pvWgmma(b, p, next);
+  else
+    pvMmaSync(b, p, next);
   return next;
 }
 
@@ -440,6 +629,11 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   qi32[1] = toI32(b, qiIdx[1]);
 
   copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS);
+  if (wgmma) {
+    qAddr = sharedAddress(b, qS);
+    kAddr = sharedAddress(b, kS);
+    vAddr = sharedAddress(b, vS);
+  }
   gpu::BarrierOp::create(b, loc);
 
   // Running max and (per-lane partial) sum of both rows; a sink logit is
@@ -552,6 +746,8 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
 
 } // namespace
 
+bool mlir::attn::nvptx::usesWgmma(StringRef chip) { return chip == "sm_90a"; }
+
 Value mlir::attn::nvptx::bitcastPair(OpBuilder &b, Value pair) {
   Location loc = pair.getLoc();
   Value word = vector::BitCastOp::create(
@@ -610,12 +806,15 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   KernelConfig config = cfg;
   auto smem = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   int64_t BQ = kWarps * kRowsPerWarp;
-  SmallVector<Type> workgroup = {
-      MemRefType::get({BQ, D}, elt, MemRefLayoutAttrInterface{}, smem),
-      MemRefType::get({config.blockKV, D}, elt, MemRefLayoutAttrInterface{},
-                      smem),
-      MemRefType::get({config.blockKV, Dv}, elt, MemRefLayoutAttrInterface{},
-                      smem)};
+  bool chunked = usesWgmma(config.chip);
+  auto tile = [&](int64_t rows, int64_t cols) {
+    SmallVector<int64_t> shape = {rows, cols};
+    if (chunked) // 16-byte chunks in core-matrix order, see copyTile
+      shape = {rows * cols / 8, 8};
+    return MemRefType::get(shape, elt, MemRefLayoutAttrInterface{}, smem);
+  };
+  SmallVector<Type> workgroup = {tile(BQ, D), tile(config.blockKV, D),
+                                 tile(config.blockKV, Dv)};
   auto func = gpu::GPUFuncOp::create(b, loc, name,
                                      b.getFunctionType(argTypes, {}),
                                      workgroup);
@@ -624,6 +823,11 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
       b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
   func->setAttr("nvvm.maxntid",
                 b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
+  // wgmma descriptors need 16-byte aligned core matrices; 128 also keeps
+  // the tiles on distinct bank rows.
+  for (unsigned i = 0; i < workgroup.size(); ++i)
+    func.setWorkgroupAttributionAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
+                                     b.getI64IntegerAttr(128));
   IRMapping outside;
   for (auto [value, arg] : llvm::zip(outsideValues, func.getArguments()))
     outside.map(value, arg);

@@ -47,6 +47,9 @@ struct PtxasResult {
 FailureOr<PtxasResult> runPtxas(const std::string &ptx, const std::string &chip,
                                 std::string &error);
 
+/// Whether kernels for `chip` use warpgroup MMA (wgmma, sm_90a).
+bool usesWgmma(StringRef chip);
+
 /// A vector<2xf16|bf16> as the i32 register an mma operand takes.
 Value bitcastPair(OpBuilder &b, Value pair);
 
