@@ -18,6 +18,10 @@ using CUfunction = void *;
 using CUstream = void *;
 constexpr int kAttrComputeMajor = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 constexpr int kAttrComputeMinor = 76;
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+constexpr int kFuncAttrMaxDynamicShared = 8;
+// Launches get this much dynamic shared memory without opting in.
+constexpr int64_t kDefaultDynamicShared = 48 * 1024;
 
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -32,6 +36,7 @@ struct Driver {
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
+  CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   std::string error; // why the driver is unusable, if it is
 };
@@ -65,6 +70,7 @@ const Driver &driver() {
     sym(d.cuModuleLoadData, "cuModuleLoadData");
     sym(d.cuModuleGetFunction, "cuModuleGetFunction");
     sym(d.cuLaunchKernel, "cuLaunchKernel");
+    sym(d.cuFuncSetAttribute, "cuFuncSetAttribute");
     sym(d.cuGetErrorString, "cuGetErrorString");
     if (missing)
       return d;
@@ -134,8 +140,18 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
     }
     if (CUresult r = d.cuModuleGetFunction(&function, module,
                                            code.entry.c_str());
-        r != 0)
+        r != 0) {
       loadError = "kernel " + code.entry + " not found: " + message(d, r);
+      return;
+    }
+    // Tiles live in dynamic shared memory; past 48 KiB the kernel must
+    // opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
+    if (code.sharedBytes > kDefaultDynamicShared)
+      if (CUresult r = d.cuFuncSetAttribute(function, kFuncAttrMaxDynamicShared,
+                                            static_cast<int>(code.sharedBytes));
+          r != 0)
+        loadError = code.entry + " needs " + std::to_string(code.sharedBytes) +
+                    " bytes of shared memory: " + message(d, r);
   });
   if (!loadError.empty())
     throw Error("target", loadError);
@@ -146,8 +162,9 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
   check(d,
         d.cuLaunchKernel(function, gridX, static_cast<unsigned>(heads),
                          static_cast<unsigned>(batch),
-                         static_cast<unsigned>(code.blockThreads), 1, 1, 0,
-                         stream, params, nullptr),
+                         static_cast<unsigned>(code.blockThreads), 1, 1,
+                         static_cast<unsigned>(code.sharedBytes), stream,
+                         params, nullptr),
         "launching " + code.entry);
 }
 

@@ -45,6 +45,7 @@
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
@@ -64,6 +65,39 @@ constexpr int64_t kRowsPerWarp = 16;
 
 /// One accumulator fragment: the 4 f32 a lane holds of a 16 x 8 tile.
 using Frag = std::array<Value, 4>;
+
+/// Q and two buffers each of K and V in dynamic shared memory: memref
+/// shapes and 128-byte aligned byte offsets.
+struct SharedLayout {
+  SmallVector<int64_t> q, k, v;
+  int64_t kOffset = 0, vOffset = 0, bytes = 0;
+};
+
+SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
+                          bool chunked) {
+  constexpr int64_t BQ = kWarps * kRowsPerWarp;
+  SharedLayout l;
+  if (chunked) { // wgmma: 16-byte chunks in core-matrix order
+    l.q = {BQ * D / 8, 8};
+    l.k = {2, BK * D / 8, 8};
+    l.v = {2, BK * Dv / 8, 8};
+  } else { // ldmatrix: rows padded by 16 bytes, so the 8 row addresses of
+           // one 8x8 matrix fall in distinct bank groups
+    l.q = {BQ, D + 8};
+    l.k = {2, BK, D + 8};
+    l.v = {2, BK, Dv + 8};
+  }
+  auto bytes = [&](ArrayRef<int64_t> shape) {
+    int64_t n = elt.getIntOrFloatBitWidth() / 8;
+    for (int64_t d : shape)
+      n *= d;
+    return (n + 127) / 128 * 128;
+  };
+  l.kOffset = bytes(l.q);
+  l.vOffset = l.kOffset + bytes(l.k);
+  l.bytes = l.vOffset + bytes(l.v);
+  return l;
+}
 
 class GpuAttentionBuilder {
 public:
@@ -104,8 +138,15 @@ private:
            const Frag &c);
   Value quadReduce(OpBuilder &b, Value x, bool isMax);
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
-                int64_t rows, int64_t cols, Value rowLimit, Value dst);
+                int64_t rows, int64_t cols, Value rowLimit, Value dst,
+                Value stage);
+  Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
+                 Value regs[4]);
+  Value classifyTile(OpBuilder &b, Value k0);
+  void issueKeyTile(OpBuilder &b, Value k0, Value stage);
   Value sharedAddress(OpBuilder &b, Value mem);
+  Value stageAddress(OpBuilder &b, Value base, int64_t tileBytes);
+  int64_t elementBytes() const { return 2; } // f16 and bf16
   Value descriptor(OpBuilder &b, Value base, int64_t offset, int64_t lbo,
                    int64_t sbo);
   SmallVector<Value> warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
@@ -116,7 +157,7 @@ private:
   SmallVector<Frag> qkWgmma(OpBuilder &b);
   void pvWgmma(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
   SmallVector<Value> emitKeyTile(OpBuilder &b, Value k0, Value cls,
-                                 ValueRange carried);
+                                 Value stage, ValueRange carried);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);
 
@@ -130,6 +171,11 @@ private:
   Type elt;
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
+  Value stage;               // the K/V buffer of the tile being computed
+  Value q0, qLast;
+  // ldmatrix row/column offsets of this lane: row l % 8 (+ 8) of matrix
+  // l / 8, whose low or high bit picks the second row or column block.
+  Value warpRow, ldRowLo, ldRowHi, ldColLo, ldColHi;
   Value seqQ, seqKV, b32, h32, bIdx, hIdx, hkvIdx, lane, quadRow, quadCol,
       rowA, sScale;
   Value qi32[2]; // the two query rows of this lane
@@ -184,18 +230,18 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
   return x;
 }
 
-/// rows x cols of src[i0, i1, rowBase + r, c] into the shared tile dst,
-/// 8 elements (16 bytes) per thread and step; rows at or past rowLimit are
-/// zero. For wgmma, dst holds 16-byte chunks at (c / 8) * rows + r and
-/// consecutive threads take consecutive rows, so each 8 threads store one
-/// contiguous core matrix.
+/// Starts copying rows x cols of src[i0, i1, rowBase + r, c] into the
+/// shared tile dst[stage] with cp.async, 16 bytes per thread and step; rows
+/// at or past rowLimit (>= 1) read nothing and are zero-filled. For wgmma,
+/// dst holds 16-byte chunks at (c / 8) * rows + r and consecutive threads
+/// take consecutive rows, so each 8 threads fill one core matrix; for
+/// mma.sync, dst is row-major with padded rows (see sharedRowElements).
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
-                                   Value rowLimit, Value dst) {
-  auto vt = VectorType::get({8}, elt);
+                                   Value rowLimit, Value dst, Value stage) {
   int64_t chunksPerRow = cols / 8;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  auto align = b.getI64IntegerAttr(16);
+  Value lastRow = arith::SubIOp::create(b, loc, rowLimit, cIdx(b, 1));
   scf::ForOp::create(
       b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
@@ -211,35 +257,73 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
         Value grow = arith::AddIOp::create(b, loc, rowBase, row);
         Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                              grow, rowLimit);
-        auto ifOp = scf::IfOp::create(
-            b, loc, inside,
-            [&](OpBuilder &b, Location) {
-              Value x = vector::LoadOp::create(
-                  b, loc, vt, src, ValueRange{i0, i1, grow, col},
-                  /*nontemporal=*/false, align);
-              scf::YieldOp::create(b, loc, x);
-            },
-            [&](OpBuilder &b, Location) {
-              Value zero = arith::ConstantOp::create(
-                  b, loc, vt, DenseElementsAttr::get(vt, b.getZeroAttr(elt)));
-              scf::YieldOp::create(b, loc, zero);
-            });
+        // Past the end: a valid address, zero bytes read.
+        Value srcRow = arith::MinUIOp::create(b, loc, grow, lastRow);
+        Value srcElements =
+            arith::SelectOp::create(b, loc, inside, cIdx(b, 8), cIdx(b, 0));
         SmallVector<Value> at = {row, col};
         if (wgmma)
           at = {arith::AddIOp::create(
                     b, loc,
                     arith::MulIOp::create(b, loc, chunk, cIdx(b, rows)), row),
                 cIdx(b, 0)};
-        vector::StoreOp::create(b, loc, ifOp.getResult(0), dst, at, false,
-                                align);
+        if (stage)
+          at.insert(at.begin(), stage);
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, loc, dst, at, src, ValueRange{i0, i1, srcRow, col},
+            b.getIndexAttr(8), srcElements, b.getUnitAttr());
         scf::YieldOp::create(b, loc);
       });
+}
+
+/// Four 8x8 matrices of a shared tile with ldmatrix.x4 (lane l gives row
+/// l % 8 of matrix l / 8 at `at`); regs[j] is this lane's pair of matrix j
+/// as an mma operand.
+Value GpuAttentionBuilder::ldmatrix(OpBuilder &b, Value mem, ValueRange at,
+                                    bool transpose, Value regs[4]) {
+  auto type = VectorType::get({4, 2}, elt);
+  Value x = nvgpu::LdMatrixOp::create(b, loc, type, mem, at,
+                                      b.getBoolAttr(transpose),
+                                      b.getI32IntegerAttr(4));
+  for (int64_t j = 0; j < 4; ++j)
+    regs[j] = operand(b, vector::ExtractOp::create(b, loc, x,
+                                                   ArrayRef<int64_t>{j}));
+  return x;
+}
+
+/// The mask classifier's verdict on the key tile at k0 for this CTA's
+/// query tile (FULL without a mask).
+Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
+  if (!op.hasClassify())
+    return cI32(b, kTileFull);
+  Value kLast = toI32(
+      b, arith::SubIOp::create(
+             b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
+             cIdx(b, 1)));
+  return regions.inlineRegion(
+      b, op.getClassify(),
+      {b32, h32, h32, toI32(b, q0), qLast, toI32(b, k0), kLast});
+}
+
+/// Starts the K and V tiles at k0 into buffer `stage`.
+void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value stage) {
+  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS, stage);
+  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS, stage);
 }
 
 /// The shared-window address of a workgroup buffer, as i64.
 Value GpuAttentionBuilder::sharedAddress(OpBuilder &b, Value mem) {
   Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, mem);
   return arith::IndexCastUIOp::create(b, loc, b.getI64Type(), index);
+}
+
+/// base + stage * tileBytes: the buffer of the tile being computed.
+Value GpuAttentionBuilder::stageAddress(OpBuilder &b, Value base,
+                                        int64_t tileBytes) {
+  Value offset = arith::MulIOp::create(
+      b, loc, arith::IndexCastUIOp::create(b, loc, b.getI64Type(), stage),
+      arith::ConstantIntOp::create(b, loc, tileBytes, 64));
+  return arith::AddIOp::create(b, loc, base, offset);
 }
 
 /// A wgmma matrix descriptor (PTX ISA "Matrix Descriptor Format"): start
@@ -332,9 +416,10 @@ SmallVector<Frag> GpuAttentionBuilder::qkWgmma(OpBuilder &b) {
   SmallVector<Value> acc(BK / 2, fzero);
   SmallVector<SmallVector<Value>> aSteps;
   SmallVector<Value> bSteps;
+  Value kBase = stageAddress(b, kAddr, BK * D * elementBytes());
   for (int64_t kc = 0; kc < D / 16; ++kc) {
     aSteps.push_back({descriptor(b, qAddr, 2 * kc * BQ * 16, BQ * 16, 128)});
-    bSteps.push_back(descriptor(b, kAddr, 2 * kc * BK * 16, BK * 16, 128));
+    bSteps.push_back(descriptor(b, kBase, 2 * kc * BK * 16, BK * 16, 128));
   }
   SmallVector<Value> d = warpgroupMma(b, BK, acc, aSteps, bSteps, false);
   SmallVector<Frag> s(BK / 8);
@@ -350,6 +435,7 @@ void GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<Value> p,
                                   SmallVector<Value> &next) {
   SmallVector<SmallVector<Value>> aSteps;
   SmallVector<Value> bSteps;
+  Value vBase = stageAddress(b, vAddr, BK * Dv * elementBytes());
   auto reg = [&](Value lo, Value hi) {
     Value pair = pack(b, lo, hi);
     return isa<VectorType>(pair.getType()) ? bitcastPair(b, pair) : pair;
@@ -360,7 +446,7 @@ void GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<Value> p,
                       reg(at(2 * kc, 2), at(2 * kc, 3)),
                       reg(at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
                       reg(at(2 * kc + 1, 2), at(2 * kc + 1, 3))});
-    bSteps.push_back(descriptor(b, vAddr, kc * 256, 128, BK * 16));
+    bSteps.push_back(descriptor(b, vBase, kc * 256, 128, BK * 16));
   }
   SmallVector<Value> acc(next.begin() + 4, next.end());
   SmallVector<Value> d = warpgroupMma(b, Dv, acc, aSteps, bSteps, true);
@@ -429,69 +515,63 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
 }
 
 /// S = Q K^T on mma.sync: per 16-wide slice of D, the warp's A fragment
-/// once, then one mma per 8 keys.
+/// by one ldmatrix.x4, then one ldmatrix.x4 per two blocks of 8 keys.
 SmallVector<Frag> GpuAttentionBuilder::qkMmaSync(OpBuilder &b) {
   Value fzero = cF32(b, 0.0);
   SmallVector<Frag> s(BK / 8, Frag{fzero, fzero, fzero, fzero});
-  Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
-  Value rowB = add(b, rowA, 8);
+  Value aRow = arith::AddIOp::create(b, loc, warpRow, ldRowLo);
   for (int64_t kc = 0; kc < D / 16; ++kc) {
-    Value c0 = add(b, pairCol, kc * 16), c1 = add(b, pairCol, kc * 16 + 8);
-    Value a[4] = {loadPair(b, qS, rowA, c0), loadPair(b, qS, rowB, c0),
-                  loadPair(b, qS, rowA, c1), loadPair(b, qS, rowB, c1)};
-    for (int64_t nb = 0; nb < BK / 8; ++nb) {
-      Value keyRow = add(b, quadRow, nb * 8);
-      Value bf[2] = {loadPair(b, kS, keyRow, c0), loadPair(b, kS, keyRow, c1)};
-      s[nb] = mma(b, a, bf, s[nb]);
+    Value a[4];
+    ldmatrix(b, qS, {aRow, add(b, ldColHi, kc * 16)}, false, a);
+    for (int64_t nb = 0; nb < BK / 8; nb += 2) {
+      Value bf[4];
+      ldmatrix(b, kS, {stage, add(b, ldRowHi, nb * 8), add(b, ldColLo, kc * 16)},
+               false, bf);
+      s[nb] = mma(b, a, {bf[0], bf[1]}, s[nb]);
+      s[nb + 1] = mma(b, a, {bf[2], bf[3]}, s[nb + 1]);
     }
   }
   return s;
 }
 
 /// O += P V on mma.sync: P's accumulators are the A operand of a 16-key
-/// slice as they are; V's B fragment is two keys apart per register.
+/// slice as they are; V's B fragments (two keys per register) come from
+/// row-major V by ldmatrix.x4.trans, two blocks of 8 columns at a time.
 void GpuAttentionBuilder::pvMmaSync(OpBuilder &b, ArrayRef<Value> p,
                                     SmallVector<Value> &next) {
-  Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
   for (int64_t kc = 0; kc < BK / 16; ++kc) {
     auto at = [&](int64_t nb, int i) { return p[nb * 4 + i]; };
     Value a[4] = {pack(b, at(2 * kc, 0), at(2 * kc, 1)),
                   pack(b, at(2 * kc, 2), at(2 * kc, 3)),
                   pack(b, at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
                   pack(b, at(2 * kc + 1, 2), at(2 * kc + 1, 3))};
-    Value key0 = add(b, pairCol, kc * 16);
-    for (int64_t nb = 0; nb < Dv / 8; ++nb) {
-      Value col = add(b, quadRow, nb * 8);
-      auto scalar = [&](Value key) {
-        return memref::LoadOp::create(b, loc, vS, ValueRange{key, col})
-            .getResult();
-      };
-      Value bf[2] = {
-          operand(b, vector::FromElementsOp::create(
-                         b, loc, VectorType::get({2}, elt),
-                         ValueRange{scalar(key0), scalar(add(b, key0, 1))})),
-          operand(b, vector::FromElementsOp::create(
-                         b, loc, VectorType::get({2}, elt),
-                         ValueRange{scalar(add(b, key0, 8)),
-                                    scalar(add(b, key0, 9))}))};
-      Frag c;
-      for (int i = 0; i < 4; ++i)
-        c[i] = next[4 + nb * 4 + i];
-      Frag d = mma(b, a, bf, c);
-      for (int i = 0; i < 4; ++i)
-        next[4 + nb * 4 + i] = d[i];
+    for (int64_t nb = 0; nb < Dv / 8; nb += 2) {
+      Value bf[4];
+      ldmatrix(b, vS, {stage, add(b, ldRowLo, kc * 16), add(b, ldColHi, nb * 8)},
+               true, bf);
+      for (int64_t half = 0; half < 2; ++half) {
+        Frag c;
+        for (int i = 0; i < 4; ++i)
+          c[i] = next[4 + (nb + half) * 4 + i];
+        Frag d = mma(b, a, {bf[2 * half], bf[2 * half + 1]}, c);
+        for (int i = 0; i < 4; ++i)
+          next[4 + (nb + half) * 4 + i] = d[i];
+      }
     }
   }
 }
 
-/// One key tile; `carried` is (m0, m1, l0, l1, O fragments...).
+/// One key tile whose K and V copies are in flight in buffer `tileStage`
+/// (with the next tile's behind them); `carried` is (m0, m1, l0, l1,
+/// O fragments...).
 SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
                                                     Value cls,
+                                                    Value tileStage,
                                                     ValueRange carried) {
-  gpu::BarrierOp::create(b, loc); // the previous tile's readers are done
-  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS);
-  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS);
-  if (wgmma) // generic-proxy stores, read next by the async proxy (wgmma)
+  stage = tileStage;
+  // All but the newest cp.async group (the next tile's) have landed.
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, b.getI32IntegerAttr(1));
+  if (wgmma) // cp.async writes are generic-proxy; wgmma reads async-proxy
     NVVM::FenceProxyOp::create(
         b, loc, NVVM::ProxyKindAttr::get(b.getContext(),
                                          NVVM::ProxyKind::async_shared),
@@ -578,16 +658,39 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   o = outside.lookup(op.getOut());
   lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
   elt = cast<MemRefType>(q.getType()).getElementType();
-  auto wg = func.getWorkgroupAttributions();
-  qS = wg[0];
-  kS = wg[1];
-  vS = wg[2];
+  // Q, then two buffers each of K and V, carved from dynamic shared memory
+  // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
+  SharedLayout layout = sharedLayout(elt, D, Dv, BK, wgmma);
+  auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
+                                         gpu::AddressSpace::Workgroup);
+  Value dynamic = gpu::DynamicSharedMemoryOp::create(
+      b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                              MemRefLayoutAttrInterface{}, smem));
+  auto view = [&](int64_t offset, ArrayRef<int64_t> shape) {
+    return memref::ViewOp::create(
+        b, loc, MemRefType::get(shape, elt, MemRefLayoutAttrInterface{}, smem),
+        dynamic, cIdx(b, offset), ValueRange{});
+  };
+  qS = view(0, layout.q);
+  kS = view(layout.kOffset, layout.k);
+  vS = view(layout.vOffset, layout.v);
 
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value warp = arith::DivUIOp::create(b, loc, tid, cIdx(b, 32));
   lane = arith::RemUIOp::create(b, loc, tid, cIdx(b, 32));
   quadRow = arith::DivUIOp::create(b, loc, lane, cIdx(b, 4));
   quadCol = arith::RemUIOp::create(b, loc, lane, cIdx(b, 4));
+  warpRow = arith::MulIOp::create(b, loc, warp, cIdx(b, kRowsPerWarp));
+  {
+    Value matrix = arith::DivUIOp::create(b, loc, lane, cIdx(b, 8));
+    Value row = arith::RemUIOp::create(b, loc, lane, cIdx(b, 8));
+    Value lowBit = arith::RemUIOp::create(b, loc, matrix, cIdx(b, 2));
+    Value highBit = arith::DivUIOp::create(b, loc, matrix, cIdx(b, 2));
+    ldColLo = arith::MulIOp::create(b, loc, lowBit, cIdx(b, 8));
+    ldColHi = arith::MulIOp::create(b, loc, highBit, cIdx(b, 8));
+    ldRowLo = arith::AddIOp::create(b, loc, row, ldColLo);
+    ldRowHi = arith::AddIOp::create(b, loc, row, ldColHi);
+  }
   Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
   bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
@@ -619,22 +722,18 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
                      .getResult()
                : scale;
 
-  Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
-  rowA = arith::AddIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, warp, cIdx(b, kRowsPerWarp)),
-      quadRow);
+  q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
+  rowA = arith::AddIOp::create(b, loc, warpRow, quadRow);
   Value qiIdx[2] = {arith::AddIOp::create(b, loc, q0, rowA),
                     arith::AddIOp::create(b, loc, q0, add(b, rowA, 8))};
   qi32[0] = toI32(b, qiIdx[0]);
   qi32[1] = toI32(b, qiIdx[1]);
 
-  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS);
   if (wgmma) {
     qAddr = sharedAddress(b, qS);
     kAddr = sharedAddress(b, kS);
     vAddr = sharedAddress(b, vS);
   }
-  gpu::BarrierOp::create(b, loc);
 
   // Running max and (per-lane partial) sum of both rows; a sink logit is
   // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
@@ -650,40 +749,77 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   SmallVector<Value> init = {mInit, mInit, lInit, lInit};
   init.append(Dv / 8 * 4, cF32(b, 0.0));
 
+  // Double-buffered key tiles: while tile t is computed from buffer s,
+  // tile t + 1 (the next one the classifier keeps) streams into 1 - s with
+  // cp.async. One cp.async group per iteration (empty when there is no
+  // next tile), so "all but the newest group" is always tile t's.
   Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
-  Value qLast = toI32(
+  qLast = toI32(
       b, arith::SubIOp::create(
              b, loc,
              arith::MinUIOp::create(b, loc, add(b, q0, BQ), seqQ), cIdx(b, 1)));
+  auto isVisited = [&](OpBuilder &b, Value cls) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
+                                 cI32(b, kTileEmpty))
+        .getResult();
+  };
+  // The class of tile `t`, EMPTY past the last tile.
+  auto classifyAt = [&](OpBuilder &b, Value t) {
+    Value exists =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
+    auto ifOp = scf::IfOp::create(
+        b, loc, exists,
+        [&](OpBuilder &b, Location) {
+          scf::YieldOp::create(
+              b, loc,
+              classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
+        },
+        [&](OpBuilder &b, Location) {
+          scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
+        });
+    return ifOp.getResult(0);
+  };
+  // The class is the same for the whole CTA, so every barrier under these
+  // conditions is reached by all threads or none.
+  auto prefetch = [&](OpBuilder &b, Value t, Value cls, Value buffer) {
+    scf::IfOp::create(b, loc, isVisited(b, cls), [&](OpBuilder &b, Location) {
+      issueKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), buffer);
+      scf::YieldOp::create(b, loc);
+    });
+    NVVM::CpAsyncCommitGroupOp::create(b, loc);
+  };
+  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value());
+  Value firstCls = classifyAt(b, cIdx(b, 0));
+  prefetch(b, cIdx(b, 0), firstCls, cIdx(b, 0));
+
+  SmallVector<Value> loopInit = {firstCls, cIdx(b, 0)};
+  loopInit.append(init);
   auto loop = scf::ForOp::create(
-      b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), init,
-      [&](OpBuilder &b, Location, Value tIdx, ValueRange carried) {
+      b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), loopInit,
+      [&](OpBuilder &b, Location, Value tIdx, ValueRange iter) {
+        Value cls = iter[0], buffer = iter[1];
+        ValueRange carried = iter.drop_front(2);
+        // Buffer 1 - s was last read by tile t - 1: everyone is past it.
+        gpu::BarrierOp::create(b, loc);
+        Value nextT = add(b, tIdx, 1);
+        Value nextCls = classifyAt(b, nextT);
+        Value other = arith::SubIOp::create(b, loc, cIdx(b, 1), buffer);
+        prefetch(b, nextT, nextCls, other);
         Value k0 = arith::MulIOp::create(b, loc, tIdx, cIdx(b, BK));
-        Value cls = cI32(b, kTileFull);
-        if (op.hasClassify()) {
-          Value kLast = toI32(
-              b, arith::SubIOp::create(
-                     b, loc,
-                     arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
-                     cIdx(b, 1)));
-          cls = regions.inlineRegion(
-              b, op.getClassify(),
-              {b32, h32, h32, toI32(b, q0), qLast, toI32(b, k0), kLast});
-        }
-        // The class is the same for the whole CTA, so the barriers inside
-        // are reached by every thread or by none.
-        Value visit = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                            cls, cI32(b, kTileEmpty));
         auto ifOp = scf::IfOp::create(
-            b, loc, visit,
+            b, loc, isVisited(b, cls),
             [&](OpBuilder &b, Location) {
-              scf::YieldOp::create(b, loc, emitKeyTile(b, k0, cls, carried));
+              scf::YieldOp::create(b, loc,
+                                   emitKeyTile(b, k0, cls, buffer, carried));
             },
             [&](OpBuilder &b, Location) {
               scf::YieldOp::create(b, loc, carried);
             });
-        scf::YieldOp::create(b, loc, ifOp.getResults());
+        SmallVector<Value> yield = {nextCls, other};
+        yield.append(ifOp.getResults().begin(), ifOp.getResults().end());
+        scf::YieldOp::create(b, loc, yield);
       });
+  auto state = [&](int64_t i) { return loop.getResult(2 + i); };
 
   // Epilogue: sums across the quad, o = O / l, lse.
   bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
@@ -691,8 +827,8 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   Value fzero = cF32(b, 0.0);
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
   for (int r = 0; r < 2; ++r) {
-    Value m = loop.getResult(r);
-    Value l = quadReduce(b, loop.getResult(2 + r), false);
+    Value m = state(r);
+    Value l = quadReduce(b, state(2 + r), false);
     Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
                                         fzero);
     Value inv = cF32(b, 1.0);
@@ -705,9 +841,9 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
       for (int64_t nb = 0; nb < Dv / 8; ++nb) {
         Value x0 = arith::MulFOp::create(
-            b, loc, loop.getResult(4 + nb * 4 + 2 * r), inv);
+            b, loc, state(4 + nb * 4 + 2 * r), inv);
         Value x1 = arith::MulFOp::create(
-            b, loc, loop.getResult(4 + nb * 4 + 2 * r + 1), inv);
+            b, loc, state(4 + nb * 4 + 2 * r + 1), inv);
         if (outElt != f32) {
           x0 = arith::TruncFOp::create(b, loc, outElt, x0);
           x1 = arith::TruncFOp::create(b, loc, outElt, x1);
@@ -778,7 +914,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     return failure();
   }
   MLIRContext *ctx = op.getContext();
-  ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect,
+  ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, nvgpu::NVGPUDialect,
+                   LLVM::LLVMDialect,
                    vector::VectorDialect, scf::SCFDialect, math::MathDialect,
                    memref::MemRefDialect, arith::ArithDialect>();
   OpBuilder b(ctx);
@@ -804,30 +941,13 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     argTypes.push_back(v.getType());
 
   KernelConfig config = cfg;
-  auto smem = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
-  int64_t BQ = kWarps * kRowsPerWarp;
-  bool chunked = usesWgmma(config.chip);
-  auto tile = [&](int64_t rows, int64_t cols) {
-    SmallVector<int64_t> shape = {rows, cols};
-    if (chunked) // 16-byte chunks in core-matrix order, see copyTile
-      shape = {rows * cols / 8, 8};
-    return MemRefType::get(shape, elt, MemRefLayoutAttrInterface{}, smem);
-  };
-  SmallVector<Type> workgroup = {tile(BQ, D), tile(config.blockKV, D),
-                                 tile(config.blockKV, Dv)};
   auto func = gpu::GPUFuncOp::create(b, loc, name,
-                                     b.getFunctionType(argTypes, {}),
-                                     workgroup);
+                                     b.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   func.setKnownBlockSizeAttr(
       b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
   func->setAttr("nvvm.maxntid",
                 b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
-  // wgmma descriptors need 16-byte aligned core matrices; 128 also keeps
-  // the tiles on distinct bank rows.
-  for (unsigned i = 0; i < workgroup.size(); ++i)
-    func.setWorkgroupAttributionAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
-                                     b.getI64IntegerAttr(128));
   IRMapping outside;
   for (auto [value, arg] : llvm::zip(outsideValues, func.getArguments()))
     outside.map(value, arg);
@@ -844,8 +964,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   KernelInfo info;
   info.name = name.str();
   info.blockThreads = kThreads;
-  info.rowsPerBlock = BQ;
-  info.sharedBytes = (BQ * D + config.blockKV * (D + Dv)) *
-                     int64_t(elt.getIntOrFloatBitWidth() / 8);
+  info.rowsPerBlock = kWarps * kRowsPerWarp;
+  info.sharedBytes =
+      sharedLayout(elt, D, Dv, config.blockKV, usesWgmma(config.chip)).bytes;
   return info;
 }

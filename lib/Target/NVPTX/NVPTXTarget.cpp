@@ -8,6 +8,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Math/Transforms/Approximation.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Pass/PassInstrumentation.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
@@ -92,6 +93,27 @@ LogicalResult prepareMath(ModuleOp host) {
 
 } // namespace
 
+namespace {
+
+/// convert-gpu-to-nvvm declares gpu.dynamic_shared_memory's base as an
+/// internal zero-length array, which NVPTX prints as a 1-byte static
+/// .shared variable; the dynamic region then merely happens to follow it.
+/// Made external before serialization it is the `.extern .shared ... []`
+/// declaration CUDA C++ emits for `extern __shared__`.
+struct ExternDynamicShared : public PassInstrumentation {
+  void runBeforePass(Pass *pass, Operation *op) override {
+    if (pass->getArgument() != "gpu-module-to-binary")
+      return;
+    op->walk([](LLVM::GlobalOp global) {
+      auto array = dyn_cast<LLVM::LLVMArrayType>(global.getGlobalType());
+      if (global.getAddrSpace() == 3 && array && array.getNumElements() == 0)
+        global.setLinkage(LLVM::Linkage::External);
+    });
+  }
+};
+
+} // namespace
+
 FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
                                          std::string &error) {
   static std::once_flag initOnce;
@@ -118,6 +140,7 @@ FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
   options.cubinFormat = "isa";
   options.optLevel = 3;
   gpu::buildLowerToNVVMPassPipeline(pm, options);
+  pm.addInstrumentation(std::make_unique<ExternDynamicShared>());
   std::string diagnostics;
   {
     ScopedDiagnosticHandler handler(host.getContext(), [&](Diagnostic &d) {

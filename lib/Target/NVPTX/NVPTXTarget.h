@@ -16,7 +16,7 @@ struct KernelConfig {
 };
 
 /// Launch geometry of a generated kernel: grid (ceil(Sq / rowsPerBlock),
-/// Hq, B) of blockThreads threads, sharedBytes of static shared memory.
+/// Hq, B) of blockThreads threads, sharedBytes of dynamic shared memory.
 struct KernelInfo {
   std::string name;
   int64_t blockThreads = 0;
