@@ -11,6 +11,12 @@ contiguous. bf16 data is given as numpy uint16 arrays (bit patterns) or as
 torch.bfloat16 tensors. Errors raise attnrt.Error whose .argument names the
 bad argument; nothing is written when a launch fails.
 
+Kernels compiled for a GPU (sm_80, sm_90a) take torch CUDA tensors only,
+captured tensors included, and run on the tensors' device. They launch on
+`stream=` (a CUstream handle as an int, or a torch.cuda.Stream), by default
+on torch's current stream, so they order with the surrounding torch work;
+outputs they allocate are on q's device.
+
 The shared library is found through $ATTNRT_LIB, next to this file, one
 folder up (the install tree's lib/attnc/attnrt.py), in ../lib, or on the
 system library path.
@@ -18,6 +24,7 @@ system library path.
 import ctypes
 import ctypes.util
 import json
+import numbers
 import os
 
 __all__ = ["Error", "Module", "Kernel", "load"]
@@ -150,6 +157,14 @@ def _describe(x, keep, byte_code=F8E4M3):
     return _Tensor(data, code, len(shape), shape_arr, stride_arr)
 
 
+def _is_torch(x):
+    return type(x).__module__.startswith("torch")
+
+
+def _on_gpu(x):
+    return _is_torch(x) and bool(getattr(x, "is_cuda", False))
+
+
 class Kernel:
     """One compiled variant; call it to launch."""
 
@@ -165,7 +180,7 @@ class Kernel:
             self._handle = None
 
     def _empty_like_out(self, q, shape, dtype):
-        if type(q).__module__.startswith("torch"):
+        if _is_torch(q):
             import torch
             tdt = {"f32": torch.float32, "f16": torch.float16,
                    "bf16": torch.bfloat16}[dtype]
@@ -179,6 +194,17 @@ class Kernel:
 
         Quantized or paged kernels take k_scale, v_scale, page_table and
         seq_lens as keyword arguments (attn::Tensors)."""
+        gpu = self.info.get("target", "cpu") != "cpu"
+        # A host pointer in a GPU kernel (or the reverse) would fault, not
+        # fail cleanly: check where every tensor lives before launching.
+        named = [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse)]
+        named += [(n, a) for n, a in args.items()
+                  if not isinstance(a, numbers.Number)]
+        for name, t in named:
+            if t is not None and _on_gpu(t) != gpu:
+                raise Error(("%s kernels take torch CUDA tensors" if gpu else
+                             "%s kernels take host memory, not CUDA tensors")
+                            % self.info.get("target", "cpu"), name)
         batch, heads, seq = q.shape[0], q.shape[1], q.shape[2]
         if o is None:
             o = self._empty_like_out(
@@ -195,17 +221,31 @@ class Kernel:
             encoded = name.encode()
             keep.append(encoded)
             c_args[i].name = encoded
-            if isinstance(value, bool) or isinstance(value, int):
+            # numbers.* also covers numpy scalars (np.int32, np.float32).
+            if isinstance(value, numbers.Integral):
                 c_args[i].kind, c_args[i].i = ARG_INT, int(value)
-            elif isinstance(value, float):
-                c_args[i].kind, c_args[i].f = ARG_FLOAT, value
+            elif isinstance(value, numbers.Real):
+                c_args[i].kind, c_args[i].f = ARG_FLOAT, float(value)
             else:
                 c_args[i].kind = ARG_TENSOR
                 c_args[i].tensor = _describe(value, keep, byte_code)
-        _check(_library().attn_kernel_launch(
-            self._handle, *[ctypes.byref(t) for t in tensors],
-            ctypes.byref(lse_desc) if lse_desc is not None else None,
-            c_args, len(args), stream))
+
+        def launch(on_stream):
+            _check(_library().attn_kernel_launch(
+                self._handle, *[ctypes.byref(t) for t in tensors],
+                ctypes.byref(lse_desc) if lse_desc is not None else None,
+                c_args, len(args), on_stream))
+
+        if not gpu:
+            launch(stream)
+        else:
+            import torch
+            # attnrt launches in the calling thread's current CUDA context:
+            # make it q's device's primary context (the one torch uses).
+            with torch.cuda.device(q.device):
+                if stream is None:
+                    stream = torch.cuda.current_stream(q.device)
+                launch(getattr(stream, "cuda_stream", stream))
         return (o, lse) if self.info["lse"] else o
 
 

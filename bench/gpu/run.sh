@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU benchmark, one command on the GPU machine, from the repository root
+# (Python with torch >= 2.5 and Triton; no LLVM/MLIR needed):
+#
+#   bash bench/gpu/run.sh                 # the full table, under 10 minutes
+#   bash bench/gpu/run.sh --quick         # tiny shapes: a smoke run
+#   bash bench/gpu/run.sh --only dense,causal,dense_16k
+#
+# Needs bench/gpu/out from bench/gpu/prepare.sh, run where attnc is built.
+# Writes results.md, results.json and log.txt to $OUT if set, else to
+# bench/gpu/out/results. BUDGET_S (default 540) bounds the run: past it no
+# new work starts and flex compilation is skipped when little time is left.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PREP=bench/gpu/out
+PY=${PYTHON:-python3}
+if [ ! -f "$PREP/PREPARED" ]; then
+  echo "run.sh: $PREP is missing: run bench/gpu/prepare.sh where attnc is built, then carry $PREP" >&2
+  exit 1
+fi
+RESULTS=${OUT:-$PREP/results}
+mkdir -p "$RESULTS"
+
+# sm_90a cubins run on compute capability 9.0; anything else gets the sm_80
+# bundle (its cubin on 8.x, its PTX compiled by the driver elsewhere).
+CC=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+case $CC in
+  9.*) ARCH=sm_90a ;;
+  *) ARCH=sm_80 ;;
+esac
+echo "== GPU compute capability $CC: $ARCH bundles; $(tr '\n' ';' < "$PREP/PREPARED")"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>/dev/null || true
+
+export ATTNRT_LIB=$PWD/$PREP/libattnrt.so
+"$PY" bench/gpu/bench.py --arch "$ARCH" --prepared "$PREP" --out "$RESULTS" \
+  --budget-s "${BUDGET_S:-540}" "$@" 2>&1 | tee "$RESULTS/log.txt"
