@@ -243,6 +243,7 @@ json::Value addGpuKernels(const Source &source,
     k.set("block_threads", g.blockThreads);
     k.set("rows_per_block", g.rowsPerBlock);
     k.set("shared_bytes", g.sharedBytes);
+    k.set("tensor_maps", g.tensorMaps); // key tiles: the info's block_kv
     k.set("registers", g.registers);
     kernels.push(std::move(k));
   }

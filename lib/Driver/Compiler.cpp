@@ -26,6 +26,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/InitAllExtensions.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Conversion/Passes.h"
@@ -253,6 +254,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw Error("--split-kv", "expected a positive count or 'auto', got '" +
                                     options.splitKv + "'");
   }
+  if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
+    throw Error("--gpu-loads", "applies to GPU targets only");
   if (options.headDim <= 0)
     throw Error("--head-dim", "required: the head dim D of q and k (e.g. "
                               "--head-dim 64)");
@@ -390,6 +393,13 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw Error("--block-kv", "GPU kernels take key tiles of 16, 32, 48 "
                                 "or 64");
     plan.blockQ = 64;
+    if (options.gpuLoads != "auto" && options.gpuLoads != "tma" &&
+        options.gpuLoads != "cp.async")
+      throw Error("--gpu-loads", "expected auto, tma or cp.async, got '" +
+                                     options.gpuLoads + "'");
+    if (options.gpuLoads == "tma" && options.target != "sm_90a")
+      throw Error("--gpu-loads", "TMA needs --target sm_90a");
+    plan.tma = options.target == "sm_90a" && options.gpuLoads != "cp.async";
     // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
     // registers for 64-key tiles at D = 128; mma.sync would spill.
     bool wideTiles = widest <= 64 || options.target == "sm_90a";
@@ -483,10 +493,25 @@ mlir::attn::nvptx::KernelInfo buildGpuModule(BuiltModule &built, const KernelPla
   mlir::attn::nvptx::KernelConfig cfg;
   cfg.chip = plan.info.target;
   cfg.blockKV = plan.blockKV;
+  cfg.tma = plan.tma;
   auto info = mlir::attn::nvptx::buildGpuKernel(host, op, entrySymbol(plan.variant->name),
                                     cfg, error);
   if (failed(info))
     throw Error("--target", error);
+  // The NVVM pipeline does not verify its input: catch malformed kernels
+  // here rather than as wrong PTX.
+  std::string diagnostics;
+  {
+    mlir::ScopedDiagnosticHandler handler(host.getContext(),
+                                          [&](mlir::Diagnostic &d) {
+                                            llvm::raw_string_ostream os(
+                                                diagnostics);
+                                            os << d << "\n";
+                                            return mlir::success();
+                                          });
+    if (mlir::failed(mlir::verify(host)))
+      throw InternalError("the GPU kernel does not verify: " + diagnostics);
+  }
   return *info;
 }
 
@@ -509,6 +534,8 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
   out.blockThreads = geometry.blockThreads;
   out.rowsPerBlock = geometry.rowsPerBlock;
   out.sharedBytes = geometry.sharedBytes;
+  out.tensorMaps = geometry.tensorMaps;
+  out.blockKV = geometry.blockKV;
   out.info = plan.info;
   if (assemble) {
     auto cubin = mlir::attn::nvptx::runPtxas(out.ptx, cfg.chip, error);

@@ -41,6 +41,7 @@ struct KernelPlan {
   fe::KernelShape shape;
   int64_t blockQ = 0, blockKV = 0;
   std::string cpu = "native"; // code generation target (--cpu)
+  bool tma = false;           // sm_90a K/V by TMA (--gpu-loads)
   KernelInfo info;
 };
 
@@ -72,6 +73,8 @@ struct GpuObject {
   std::string ptx, cubin, ptxasReport;
   std::string entry;
   int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
+  bool tensorMaps = false; // takes q/k/v TMA tensor maps (see NVPTXTarget.h)
+  int64_t blockKV = 0;
   int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
   KernelInfo info;
 };

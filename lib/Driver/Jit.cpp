@@ -83,7 +83,7 @@ std::string cacheKey(const std::string &source, const Options &o) {
       << o.target << '|' << o.headDim << '|' << o.valueHeadDim << '|'
       << o.dtype << '|' << o.kvDtype << '|' << o.kvGroup << '|' << o.blockQ << '|' << o.blockKV
       << '|' << o.lse << '|' << o.variant << '|' << o.paged << '|'
-      << o.splitKv << '\n'
+      << o.splitKv << '|' << o.gpuLoads << '\n'
       << source;
   return hexDigest(key.str());
 }
@@ -137,6 +137,8 @@ detail::GpuCode gpuCode(const driver::GpuObject &g) {
   c.blockThreads = g.blockThreads;
   c.rowsPerBlock = g.rowsPerBlock;
   c.sharedBytes = g.sharedBytes;
+  c.tensorMaps = g.tensorMaps;
+  c.blockKV = g.blockKV;
   return c;
 }
 } // namespace

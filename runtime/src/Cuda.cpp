@@ -5,6 +5,10 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
 namespace attn::detail {
 namespace {
 
@@ -23,6 +27,15 @@ constexpr int kFuncAttrMaxDynamicShared = 8;
 // Launches get this much dynamic shared memory without opting in.
 constexpr int64_t kDefaultDynamicShared = 48 * 1024;
 
+using CUdeviceptr = unsigned long long;
+/// CUtensorMap: 128 opaque bytes.
+struct alignas(128) TensorMap {
+  uint64_t opaque[16];
+};
+// CUtensorMapDataType: TMA copies bits, so 16-bit elements are UINT16.
+constexpr int kTensorMapUint16 = 1;
+constexpr int kTensorMapL2Promotion128B = 2;
+
 struct Driver {
   CUresult (*cuInit)(unsigned);
   CUresult (*cuDeviceGet)(CUdevice *, int);
@@ -37,6 +50,13 @@ struct Driver {
                              unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
   CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+  CUresult (*cuTensorMapEncodeTiled)(TensorMap *, int, uint32_t, void *,
+                                     const uint64_t *, const uint64_t *,
+                                     const uint32_t *, const uint32_t *, int,
+                                     int, int, int);
+  CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
+  CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+  CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   std::string error; // why the driver is unusable, if it is
 };
@@ -71,6 +91,10 @@ const Driver &driver() {
     sym(d.cuModuleGetFunction, "cuModuleGetFunction");
     sym(d.cuLaunchKernel, "cuLaunchKernel");
     sym(d.cuFuncSetAttribute, "cuFuncSetAttribute");
+    sym(d.cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled");
+    sym(d.cuMemAllocAsync, "cuMemAllocAsync");
+    sym(d.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+    sym(d.cuMemFreeAsync, "cuMemFreeAsync");
     sym(d.cuGetErrorString, "cuGetErrorString");
     if (missing)
       return d;
@@ -97,8 +121,45 @@ void check(const Driver &d, CUresult r, const std::string &what) {
 
 } // namespace
 
+namespace {
+
+/// The tensor map of a [B, H, S, D] tensor read in boxes of 8 columns x
+/// `rows` rows (no swizzle, zero fill past the edges).
+TensorMap encodeTensorMap(const Driver &d, const char *name,
+                          const TensorRef &t, int64_t rows) {
+  TensorMap map{};
+  // Innermost first; empty dims never get read but must be encodable.
+  uint64_t dims[4], strides[3];
+  for (int i = 0; i < 4; ++i)
+    dims[i] = static_cast<uint64_t>(std::max<int64_t>(t.shape[3 - i], 1));
+  int64_t size = dtypeSize(t.dtype);
+  std::vector<int64_t> elementStride = t.effectiveStrides();
+  uint64_t contiguous = dims[0] * size;
+  for (int i = 0; i < 3; ++i) {
+    // A dimension of extent 1 is never stepped: give it a valid stride.
+    strides[i] = t.shape[2 - i] > 1
+                     ? static_cast<uint64_t>(elementStride[2 - i] * size)
+                     : contiguous;
+    contiguous = strides[i] * dims[i + 1];
+  }
+  uint32_t box[4] = {8, static_cast<uint32_t>(rows), 1, 1};
+  uint32_t elementStrides[4] = {1, 1, 1, 1};
+  if (CUresult r = d.cuTensorMapEncodeTiled(
+          &map, kTensorMapUint16, 4, const_cast<void *>(t.data), dims,
+          strides, box, elementStrides, /*interleave=*/0, /*swizzle=*/0,
+          kTensorMapL2Promotion128B, /*oobFill=*/0);
+      r != 0)
+    throw Error(name, "cannot describe it to TMA (strides must be "
+                      "multiples of 16 bytes): " + message(d, r));
+  return map;
+}
+
+} // namespace
+
 void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
-                          void **params, void *stream) const {
+                          std::vector<void *> params,
+                          std::array<const TensorRef *, 3> qkv,
+                          void *stream) const {
   const Driver &d = driver();
   if (!d.error.empty())
     throw Error("target", "cannot run " + code.chip + " kernel '" +
@@ -159,13 +220,33 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
     return;
   unsigned gridX =
       static_cast<unsigned>((seqQ + code.rowsPerBlock - 1) / code.rowsPerBlock);
-  check(d,
-        d.cuLaunchKernel(function, gridX, static_cast<unsigned>(heads),
-                         static_cast<unsigned>(batch),
-                         static_cast<unsigned>(code.blockThreads), 1, 1,
-                         static_cast<unsigned>(code.sharedBytes), stream,
-                         params, nullptr),
-        "launching " + code.entry);
+  // TMA kernels read q, k and v through tensor maps in device memory,
+  // allocated and freed in stream order around the launch.
+  CUdeviceptr maps = 0;
+  CUdeviceptr mapPointers[3];
+  if (code.tensorMaps) {
+    TensorMap host[3] = {
+        encodeTensorMap(d, "q", *qkv[0], code.rowsPerBlock),
+        encodeTensorMap(d, "k", *qkv[1], code.blockKV),
+        encodeTensorMap(d, "v", *qkv[2], code.blockKV)};
+    check(d, d.cuMemAllocAsync(&maps, sizeof(host), stream),
+          "allocating tensor maps");
+    check(d, d.cuMemcpyHtoDAsync(maps, host, sizeof(host), stream),
+          "copying tensor maps");
+    for (int i = 0; i < 3; ++i) {
+      mapPointers[i] = maps + i * sizeof(TensorMap);
+      params.push_back(&mapPointers[i]);
+    }
+  }
+  CUresult launched =
+      d.cuLaunchKernel(function, gridX, static_cast<unsigned>(heads),
+                       static_cast<unsigned>(batch),
+                       static_cast<unsigned>(code.blockThreads), 1, 1,
+                       static_cast<unsigned>(code.sharedBytes), stream,
+                       params.data(), nullptr);
+  if (maps)
+    d.cuMemFreeAsync(maps, stream);
+  check(d, launched, "launching " + code.entry);
 }
 
 } // namespace attn::detail

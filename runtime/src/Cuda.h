@@ -10,9 +10,11 @@
 
 #include "attn/runtime.h"
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace attn::detail {
 
@@ -23,9 +25,11 @@ public:
   const GpuCode &gpuCode() const { return code; }
   /// Launches a grid of (ceil(Sq / rowsPerBlock), Hq, B) blocks with
   /// `params` (pointers to each argument) on `stream` (a CUstream, or null
-  /// for the default stream). Throws attn::Error with the driver's message.
-  void launch(int64_t batch, int64_t heads, int64_t seqQ, void **params,
-              void *stream) const;
+  /// for the default stream); kernels with tensor maps get those of `qkv`
+  /// appended. Throws attn::Error with the driver's message.
+  void launch(int64_t batch, int64_t heads, int64_t seqQ,
+              std::vector<void *> params,
+              std::array<const TensorRef *, 3> qkv, void *stream) const;
 
 private:
   GpuCode code;

@@ -623,10 +623,10 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   }
   for (const TensorRef &c : plan.captures)
     packed.memref(c);
-  void *args[PackedArgs::kMaxSlots];
-  packed.pointers(args);
-  state.gpu->launch(plan.sizes[kB], plan.sizes[kHq], plan.sizes[kSq], args,
-                    stream);
+  std::vector<void *> args(packed.size());
+  packed.pointers(args.data());
+  state.gpu->launch(plan.sizes[kB], plan.sizes[kHq], plan.sizes[kSq],
+                    std::move(args), {&t.q, &t.k, &t.v}, stream);
 }
 
 /// The kernel, split when that helps, then the merge of the parts.

@@ -181,6 +181,10 @@ Module Module::load(const std::string &path) {
       code.blockThreads = k["block_threads"].asInt();
       code.rowsPerBlock = k["rows_per_block"].asInt();
       code.sharedBytes = k["shared_bytes"].asInt();
+      code.tensorMaps = k.has("tensor_maps") && k["tensor_maps"].asBool();
+      code.blockKV = info.blockKV;
+      if (code.tensorMaps && code.blockKV <= 0)
+        fail("kernel '" + info.name + "' has no key tile size");
       if (code.blockThreads <= 0 || code.rowsPerBlock <= 0)
         fail("kernel '" + info.name + "' has no launch geometry");
       // C++17 evaluates the right side of `=` first: keep the name.

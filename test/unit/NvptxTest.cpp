@@ -18,6 +18,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 using namespace attn;
 using namespace attn::testing;
@@ -40,6 +41,13 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   driver::Source parsed(source, what + ".attn");
   driver::KernelPlan plan = driver::planKernel(parsed, o);
   driver::GpuObject g = driver::compileGpuObject(parsed, plan);
+  // K/V tiles stream asynchronously: TMA boxes completing on mbarriers
+  // (sm_90a) or cp.async groups.
+  bool tma = o.target == "sm_90a" && o.gpuLoads != "cp.async";
+  EXPECT_EQ(g.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
+  EXPECT_EQ(g.ptx.find("cp.async.cg.shared.global") != std::string::npos,
+            !tma);
+  EXPECT_EQ(g.blockThreads, tma ? 160 : 128);
   if (o.target == "sm_90a") {
     EXPECT_NE(g.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
               std::string::npos);
@@ -145,14 +153,18 @@ TEST(Nvptx, LanguageFeatures) {
        64, 64, "bf16", true},
   };
   for (const Case &c : cases)
-    for (const char *chip : {"sm_80", "sm_90a"}) {
+    for (auto [chip, loads] : {std::pair{"sm_80", "auto"},
+                               std::pair{"sm_90a", "tma"},
+                               std::pair{"sm_90a", "cp.async"}}) {
       Options o;
       o.target = chip;
+      o.gpuLoads = loads;
       o.headDim = c.d;
       o.valueHeadDim = c.dv;
       o.dtype = c.dtype;
       o.lse = c.lse;
-      expectTensorCoreKernel(c.source, o, std::string(c.name) + " " + chip);
+      expectTensorCoreKernel(c.source, o,
+                             std::string(c.name) + " " + chip + " " + loads);
     }
 }
 
@@ -188,6 +200,12 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   Options tiles = o;
   tiles.blockKV = 24;
   expectError(tiles, "--block-kv", "16, 32, 48 or 64");
+  Options tmaOnAmpere = o;
+  tmaOnAmpere.gpuLoads = "tma";
+  expectError(tmaOnAmpere, "--gpu-loads", "sm_90a");
+  Options badLoads = o;
+  badLoads.gpuLoads = "dma";
+  expectError(badLoads, "--gpu-loads", "auto, tma or cp.async");
 }
 
 } // namespace
@@ -266,6 +284,18 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
   EXPECT_EQ(a.info().headDim, 128);
   // The typed header is the same as for CPU bundles.
   EXPECT_TRUE(std::filesystem::exists(dir / "two.h"));
+  // sm_90a kernels take TMA tensor maps; the bundle says so.
+  o.target = "sm_90a";
+  driver::writeBundle(source, o, (dir / "hopper").string());
+  std::string manifest;
+  {
+    std::ifstream in(dir / "hopper.attnpkg", std::ios::binary);
+    manifest.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_NE(manifest.find("\"tensor_maps\": true"), std::string::npos);
+  EXPECT_NE(manifest.find("\"block_threads\": 160"), std::string::npos);
+  EXPECT_EQ(Module::load((dir / "hopper.attnpkg").string()).kernelNames(),
+            (std::vector<std::string>{"a", "z"}));
 }
 
 } // namespace

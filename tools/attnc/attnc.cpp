@@ -50,6 +50,8 @@ options:
   --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
   --kv-dtype same|int8|fp8e4m3|fp8e5m2|int4   --kv-group G (default 64)
   --paged PAGE       --split-kv N|auto
+  --gpu-loads auto|tma|cp.async  (sm_90a: TMA producer warp, the default,
+                                  or cp.async by every thread)
   --cpu native|NAME  (code generation target, e.g. x86-64-v3, znver4)
 )";
 
@@ -69,6 +71,7 @@ CommandLine parseCommandLine(int argc, char **argv) {
   static const char *valued[] = {
       "--target", "--dtype",  "--kv-dtype", "--kv-group", "--head-dim",
       "--v-head-dim", "--block-q", "--block-kv", "--paged", "--split-kv",
+      "--gpu-loads",
       "--variant", "--stage", "--q", "--k", "--v", "-o", "--lse-out",
       "--shape", "--set", "--reps", "--seed", "--cpu", "--b", "--h"};
   CommandLine cl;
@@ -167,6 +170,7 @@ Options optionsFrom(const CommandLine &cl) {
   o.paged = getInt(cl, "--paged", 0);
   o.kvGroup = getInt(cl, "--kv-group", 64);
   o.splitKv = get(cl, "--split-kv", "auto");
+  o.gpuLoads = get(cl, "--gpu-loads", "auto");
   o.cpu = get(cl, "--cpu", "native");
   return o;
 }

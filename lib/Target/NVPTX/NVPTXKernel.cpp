@@ -106,7 +106,7 @@ public:
       : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
         D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
         BK(cfg.blockKV), norm(op.getNormalize()),
-        wgmma(nvptx::usesWgmma(cfg.chip)) {}
+        wgmma(nvptx::usesWgmma(cfg.chip)), tma(wgmma && cfg.tma) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -158,6 +158,14 @@ private:
   void pvWgmma(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
   SmallVector<Value> emitKeyTile(OpBuilder &b, Value k0, Value cls,
                                  Value stage, ValueRange carried);
+  SmallVector<Value> asyncCopyLoop(OpBuilder &b, ValueRange init);
+  void tmaPipeline(OpBuilder &b, ValueRange init, ValueRange tensorMaps);
+  void tmaLoad(OpBuilder &b, Value map, Value barriers, int64_t barrier,
+               int64_t smemOffset, int64_t rows, int64_t cols, Value row0,
+               Value head);
+  void epilogue(OpBuilder &b, ValueRange state);
+  Value classifyAt(OpBuilder &b, Value t);
+  Value isVisited(OpBuilder &b, Value cls);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);
 
@@ -167,8 +175,12 @@ private:
   IRMapping outside;
   int64_t D, Dv, BQ, BK;
   Normalize norm;
-  bool wgmma;
+  bool wgmma, tma;
   Type elt;
+  Value dynamicShared;
+  SharedLayout layout;
+  Value numTiles;
+  Value qiIdx[2];
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
   Value stage;               // the K/V buffer of the tile being computed
@@ -569,15 +581,18 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
                                                     Value tileStage,
                                                     ValueRange carried) {
   stage = tileStage;
-  // All but the newest cp.async group (the next tile's) have landed.
-  NVVM::CpAsyncWaitGroupOp::create(b, loc, b.getI32IntegerAttr(1));
-  if (wgmma) // cp.async writes are generic-proxy; wgmma reads async-proxy
-    NVVM::FenceProxyOp::create(
-        b, loc, NVVM::ProxyKindAttr::get(b.getContext(),
-                                         NVVM::ProxyKind::async_shared),
-        NVVM::SharedSpaceAttr::get(b.getContext(),
-                                   NVVM::SharedSpace::shared_cta));
-  gpu::BarrierOp::create(b, loc);
+  if (!tma) {
+    // All but the newest cp.async group (the next tile's) have landed.
+    NVVM::CpAsyncWaitGroupOp::create(b, loc, b.getI32IntegerAttr(1));
+    if (wgmma) // cp.async writes are generic-proxy; wgmma reads async-proxy
+      NVVM::FenceProxyOp::create(
+          b, loc,
+          NVVM::ProxyKindAttr::get(b.getContext(),
+                                   NVVM::ProxyKind::async_shared),
+          NVVM::SharedSpaceAttr::get(b.getContext(),
+                                     NVVM::SharedSpace::shared_cta));
+    gpu::BarrierOp::create(b, loc);
+  }
 
   Value fzero = cF32(b, 0.0);
   SmallVector<Frag> s = wgmma ? qkWgmma(b) : qkMmaSync(b);
@@ -650,135 +665,34 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
   return next;
 }
 
-void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
-  Type f32 = b.getF32Type();
-  q = outside.lookup(op.getQuery());
-  k = outside.lookup(op.getKey());
-  v = outside.lookup(op.getValue());
-  o = outside.lookup(op.getOut());
-  lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
-  elt = cast<MemRefType>(q.getType()).getElementType();
-  // Q, then two buffers each of K and V, carved from dynamic shared memory
-  // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
-  SharedLayout layout = sharedLayout(elt, D, Dv, BK, wgmma);
-  auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
-                                         gpu::AddressSpace::Workgroup);
-  Value dynamic = gpu::DynamicSharedMemoryOp::create(
-      b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                              MemRefLayoutAttrInterface{}, smem));
-  auto view = [&](int64_t offset, ArrayRef<int64_t> shape) {
-    return memref::ViewOp::create(
-        b, loc, MemRefType::get(shape, elt, MemRefLayoutAttrInterface{}, smem),
-        dynamic, cIdx(b, offset), ValueRange{});
-  };
-  qS = view(0, layout.q);
-  kS = view(layout.kOffset, layout.k);
-  vS = view(layout.vOffset, layout.v);
+Value GpuAttentionBuilder::isVisited(OpBuilder &b, Value cls) {
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
+                               cI32(b, kTileEmpty));
+}
 
-  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value warp = arith::DivUIOp::create(b, loc, tid, cIdx(b, 32));
-  lane = arith::RemUIOp::create(b, loc, tid, cIdx(b, 32));
-  quadRow = arith::DivUIOp::create(b, loc, lane, cIdx(b, 4));
-  quadCol = arith::RemUIOp::create(b, loc, lane, cIdx(b, 4));
-  warpRow = arith::MulIOp::create(b, loc, warp, cIdx(b, kRowsPerWarp));
-  {
-    Value matrix = arith::DivUIOp::create(b, loc, lane, cIdx(b, 8));
-    Value row = arith::RemUIOp::create(b, loc, lane, cIdx(b, 8));
-    Value lowBit = arith::RemUIOp::create(b, loc, matrix, cIdx(b, 2));
-    Value highBit = arith::DivUIOp::create(b, loc, matrix, cIdx(b, 2));
-    ldColLo = arith::MulIOp::create(b, loc, lowBit, cIdx(b, 8));
-    ldColHi = arith::MulIOp::create(b, loc, highBit, cIdx(b, 8));
-    ldRowLo = arith::AddIOp::create(b, loc, row, ldColLo);
-    ldRowHi = arith::AddIOp::create(b, loc, row, ldColHi);
-  }
-  Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+/// The class of key tile `t`, EMPTY past the last tile.
+Value GpuAttentionBuilder::classifyAt(OpBuilder &b, Value t) {
+  Value exists =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
+  auto ifOp = scf::IfOp::create(
+      b, loc, exists,
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(
+            b, loc,
+            classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
+      },
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
+      });
+  return ifOp.getResult(0);
+}
 
-  Value batch = memref::DimOp::create(b, loc, q, 0);
-  Value headsQ = memref::DimOp::create(b, loc, q, 1);
-  seqQ = memref::DimOp::create(b, loc, q, 2);
-  Value headsKV = memref::DimOp::create(b, loc, k, 1);
-  seqKV = memref::DimOp::create(b, loc, k, 2);
-  Value group = arith::DivUIOp::create(
-      b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
-  hkvIdx = arith::DivUIOp::create(b, loc, hIdx, group);
-  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
-  for (int i = 0; i < 5; ++i)
-    regions.sizes[i] = toI32(b, dims[i]);
-  regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
-  regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
-  regions.computeCaptureBounds(b, loc);
-  b32 = toI32(b, bIdx);
-  h32 = toI32(b, hIdx);
-
-  Value scale = op.getScale()
-                    ? cF32(b, op.getScale()->convertToDouble())
-                    : (op.hasScaleExpr()
-                           ? regions.inlineRegion(b, op.getScaleExpr(), {})
-                           : cF32(b, 1.0 / std::sqrt(double(D))));
-  sScale = norm == Normalize::softmax && !op.hasScore()
-               ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
-                     .getResult()
-               : scale;
-
-  q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
-  rowA = arith::AddIOp::create(b, loc, warpRow, quadRow);
-  Value qiIdx[2] = {arith::AddIOp::create(b, loc, q0, rowA),
-                    arith::AddIOp::create(b, loc, q0, add(b, rowA, 8))};
-  qi32[0] = toI32(b, qiIdx[0]);
-  qi32[1] = toI32(b, qiIdx[1]);
-
-  if (wgmma) {
-    qAddr = sharedAddress(b, qS);
-    kAddr = sharedAddress(b, kS);
-    vAddr = sharedAddress(b, vS);
-  }
-
-  // Running max and (per-lane partial) sum of both rows; a sink logit is
-  // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
-  // per quad.
-  Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
-  if (op.hasSink()) {
-    Value sink = regions.inlineRegion(b, op.getSink(), {h32});
-    mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
-    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                        quadCol, cIdx(b, 0));
-    lInit = arith::SelectOp::create(b, loc, first, cF32(b, 1.0), lInit);
-  }
-  SmallVector<Value> init = {mInit, mInit, lInit, lInit};
-  init.append(Dv / 8 * 4, cF32(b, 0.0));
-
-  // Double-buffered key tiles: while tile t is computed from buffer s,
-  // tile t + 1 (the next one the classifier keeps) streams into 1 - s with
-  // cp.async. One cp.async group per iteration (empty when there is no
-  // next tile), so "all but the newest group" is always tile t's.
-  Value numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
-  qLast = toI32(
-      b, arith::SubIOp::create(
-             b, loc,
-             arith::MinUIOp::create(b, loc, add(b, q0, BQ), seqQ), cIdx(b, 1)));
-  auto isVisited = [&](OpBuilder &b, Value cls) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                                 cI32(b, kTileEmpty))
-        .getResult();
-  };
-  // The class of tile `t`, EMPTY past the last tile.
-  auto classifyAt = [&](OpBuilder &b, Value t) {
-    Value exists =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
-    auto ifOp = scf::IfOp::create(
-        b, loc, exists,
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(
-              b, loc,
-              classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
-        },
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
-        });
-    return ifOp.getResult(0);
-  };
+/// Double-buffered key tiles: while tile t is computed from buffer s,
+/// tile t + 1 (the next one the classifier keeps) streams into 1 - s with
+/// cp.async. One cp.async group per iteration (empty when there is no
+/// next tile), so "all but the newest group" is always tile t's.
+SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
+                                                      ValueRange init) {
   // The class is the same for the whole CTA, so every barrier under these
   // conditions is reached by all threads or none.
   auto prefetch = [&](OpBuilder &b, Value t, Value cls, Value buffer) {
@@ -793,7 +707,7 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   prefetch(b, cIdx(b, 0), firstCls, cIdx(b, 0));
 
   SmallVector<Value> loopInit = {firstCls, cIdx(b, 0)};
-  loopInit.append(init);
+  loopInit.append(init.begin(), init.end());
   auto loop = scf::ForOp::create(
       b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), loopInit,
       [&](OpBuilder &b, Location, Value tIdx, ValueRange iter) {
@@ -819,9 +733,194 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
         yield.append(ifOp.getResults().begin(), ifOp.getResults().end());
         scf::YieldOp::create(b, loc, yield);
       });
-  auto state = [&](int64_t i) { return loop.getResult(2 + i); };
+  return SmallVector<Value>(loop.getResults().drop_front(2));
+}
 
-  // Epilogue: sums across the quad, o = O / l, lse.
+/// rows x cols of a [B, H, S, cols] tensor (rows from row0, zero past S)
+/// into dynamic shared memory at smemOffset as 16-byte column chunks: one
+/// TMA box of rows x 8 elements per chunk lands as rows x 16 contiguous
+/// bytes, the core-matrix layout the wgmma descriptors read.
+void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
+                                  int64_t barrier, int64_t smemOffset,
+                                  int64_t rows, int64_t cols, Value row0,
+                                  Value head) {
+  auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
+                                         gpu::AddressSpace::Workgroup);
+  // The map is 4-D ([B, H, S, D]); its box is 1 x 1 x rows x 8.
+  auto boxType = MemRefType::get({1, 1, rows, 8}, elt,
+                                 MemRefLayoutAttrInterface{}, smem);
+  for (int64_t c = 0; c < cols / 8; ++c) {
+    Value dst = memref::ViewOp::create(
+        b, loc, boxType, dynamicShared, cIdx(b, smemOffset + c * rows * 16),
+        ValueRange{});
+    // Coordinates innermost first: column, row, head, batch.
+    nvgpu::TmaAsyncLoadOp::create(b, loc, dst, barriers, map,
+                                  ValueRange{cIdx(b, c * 8), row0, head, bIdx},
+                                  cIdx(b, barrier), Value(), Value());
+  }
+}
+
+/// sm_90a with TMA: warp specialization. Warps 0-3 (one warpgroup) compute;
+/// one thread of warp 4 is the producer, streaming K/V tiles by TMA into
+/// two buffers. mbarriers: 0 = Q landed, 1 + s = buffer s full (its TMA
+/// bytes arrived), 3 + s = buffer s empty (all 128 consumers are done with
+/// it). The n-th kept tile uses buffer n % 2 for the (n / 2)-th time, so
+/// its full phase has parity (n / 2) % 2, and the producer refilling it
+/// waits for the previous use's empty phase (the opposite parity; a fresh
+/// barrier passes that wait at once). Both sides walk the same tiles, the
+/// classifier skipping EMPTY ones.
+void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
+                                      ValueRange tensorMaps) {
+  // The kernel takes plain pointers (a gpu.func signature cannot carry
+  // nvgpu types through the NVVM lowering); the casts fold away once
+  // nvgpu is lowered to the same pointers.
+  auto mapOf = [&](Value pointer, int64_t rows) {
+    auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
+                                           gpu::AddressSpace::Workgroup);
+    Type type = nvgpu::TensorMapDescriptorType::get(
+        b.getContext(),
+        MemRefType::get({1, 1, rows, 8}, elt, MemRefLayoutAttrInterface{},
+                        smem),
+        nvgpu::TensorMapSwizzleKind::SWIZZLE_NONE,
+        nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
+        nvgpu::TensorMapOOBKind::OOB_ZERO,
+        nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
+    return UnrealizedConversionCastOp::create(b, loc, type, pointer)
+        .getResult(0);
+  };
+  Value qMap = mapOf(tensorMaps[0], BQ), kMap = mapOf(tensorMaps[1], BK),
+        vMap = mapOf(tensorMaps[2], BK);
+  auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
+                                         gpu::AddressSpace::Workgroup);
+  auto groupType = nvgpu::MBarrierGroupType::get(b.getContext(), smem, 5);
+  Value barriers = nvgpu::MBarrierCreateOp::create(b, loc, groupType);
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
+                                      cIdx(b, 0));
+  scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
+    for (int64_t i = 0; i < 5; ++i)
+      nvgpu::MBarrierInitOp::create(b, loc, barriers,
+                                    cIdx(b, i < 3 ? 1 : kThreads), cIdx(b, i),
+                                    Value());
+    scf::YieldOp::create(b, loc);
+  });
+  gpu::BarrierOp::create(b, loc); // the only CTA-wide barrier
+  auto parityOf = [&](OpBuilder &b, Value n, bool flip) {
+    Value use = arith::DivUIOp::create(b, loc, n, cIdx(b, 2));
+    Value bit = arith::RemUIOp::create(b, loc, use, cIdx(b, 2));
+    Value parity = arith::IndexCastUIOp::create(b, loc, b.getI1Type(), bit);
+    return flip ? arith::XOrIOp::create(
+                      b, loc, parity,
+                      arith::ConstantIntOp::create(b, loc, 1, 1))
+                      .getResult()
+                : parity;
+  };
+  auto bufferOf = [&](OpBuilder &b, Value n) {
+    return arith::RemUIOp::create(b, loc, n, cIdx(b, 2)).getResult();
+  };
+  Value ticks = cIdx(b, 10000000);
+  int64_t kvBytes = BK * (D + Dv) * elementBytes();
+  int64_t kTile = BK * D * elementBytes(), vTile = BK * Dv * elementBytes();
+  Value consumer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                         tid, cIdx(b, kThreads));
+  scf::IfOp::create(
+      b, loc, consumer,
+      [&](OpBuilder &b, Location) {
+        nvgpu::MBarrierTryWaitParityOp::create(
+            b, loc, barriers, arith::ConstantIntOp::create(b, loc, 0, 1),
+            ticks, cIdx(b, 0));
+        SmallVector<Value> loopInit = {cIdx(b, 0)};
+        loopInit.append(init.begin(), init.end());
+        auto loop = scf::ForOp::create(
+            b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), loopInit,
+            [&](OpBuilder &b, Location, Value t, ValueRange iter) {
+              Value n = iter[0];
+              ValueRange carried = iter.drop_front(1);
+              Value cls = classifyAt(b, t);
+              Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
+              auto ifOp = scf::IfOp::create(
+                  b, loc, isVisited(b, cls),
+                  [&](OpBuilder &b, Location) {
+                    Value buffer = bufferOf(b, n);
+                    nvgpu::MBarrierTryWaitParityOp::create(
+                        b, loc, barriers, parityOf(b, n, false), ticks,
+                        add(b, buffer, 1));
+                    SmallVector<Value> next =
+                        emitKeyTile(b, k0, cls, buffer, carried);
+                    // wgmma has finished reading the buffer.
+                    nvgpu::MBarrierArriveOp::create(
+                        b, loc, nvgpu::MBarrierTokenType::get(b.getContext()),
+                        barriers, add(b, buffer, 3));
+                    next.insert(next.begin(), add(b, n, 1));
+                    scf::YieldOp::create(b, loc, next);
+                  },
+                  [&](OpBuilder &b, Location) {
+                    scf::YieldOp::create(b, loc, iter);
+                  });
+              scf::YieldOp::create(b, loc, ifOp.getResults());
+            });
+        epilogue(b, loop.getResults().drop_front(1));
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        Value producer = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::eq, tid, cIdx(b, kThreads));
+        scf::IfOp::create(b, loc, producer, [&](OpBuilder &b, Location) {
+          nvgpu::MBarrierArriveExpectTxOp::create(
+              b, loc, barriers, cIdx(b, BQ * D * elementBytes()), cIdx(b, 0),
+              Value());
+          tmaLoad(b, qMap, barriers, 0, 0, BQ, D, q0, hIdx);
+          auto loop = scf::ForOp::create(
+              b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), ValueRange{cIdx(b, 0)},
+              [&](OpBuilder &b, Location, Value t, ValueRange iter) {
+                Value n = iter[0];
+                Value cls = classifyAt(b, t);
+                auto ifOp = scf::IfOp::create(
+                    b, loc, isVisited(b, cls),
+                    [&](OpBuilder &b, Location) {
+                      Value buffer = bufferOf(b, n);
+                      nvgpu::MBarrierTryWaitParityOp::create(
+                          b, loc, barriers, parityOf(b, n, true), ticks,
+                          add(b, buffer, 3));
+                      Value full = add(b, buffer, 1);
+                      nvgpu::MBarrierArriveExpectTxOp::create(
+                          b, loc, barriers, cIdx(b, kvBytes), full, Value());
+                      Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
+                      // Buffer offsets depend on the buffer: two branches
+                      // keep every view's offset static.
+                      for (int64_t which = 0; which < 2; ++which) {
+                        Value isThis = arith::CmpIOp::create(
+                            b, loc, arith::CmpIPredicate::eq, buffer,
+                            cIdx(b, which));
+                        scf::IfOp::create(
+                            b, loc, isThis, [&](OpBuilder &b, Location) {
+                              tmaLoad(b, kMap, barriers, 1 + which,
+                                      layout.kOffset + which * kTile, BK, D,
+                                      k0, hkvIdx);
+                              tmaLoad(b, vMap, barriers, 1 + which,
+                                      layout.vOffset + which * vTile, BK, Dv,
+                                      k0, hkvIdx);
+                              scf::YieldOp::create(b, loc);
+                            });
+                      }
+                      scf::YieldOp::create(b, loc, add(b, n, 1));
+                    },
+                    [&](OpBuilder &b, Location) {
+                      scf::YieldOp::create(b, loc, n);
+                    });
+                scf::YieldOp::create(b, loc, ifOp.getResults());
+              });
+          (void)loop;
+          scf::YieldOp::create(b, loc);
+        });
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+/// Sums across the quad, o = O / l, lse; `state` is (m0, m1, l0, l1, O...).
+void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
+  Type f32 = b.getF32Type();
+  auto state = [&](int64_t i) { return finalState[i]; };
   bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value fzero = cF32(b, 0.0);
@@ -877,6 +976,115 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
       scf::YieldOp::create(b, loc);
     });
   }
+}
+
+void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
+  q = outside.lookup(op.getQuery());
+  k = outside.lookup(op.getKey());
+  v = outside.lookup(op.getValue());
+  o = outside.lookup(op.getOut());
+  lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
+  elt = cast<MemRefType>(q.getType()).getElementType();
+  // Q, then two buffers each of K and V, carved from dynamic shared memory
+  // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
+  layout = sharedLayout(elt, D, Dv, BK, wgmma);
+  auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
+                                         gpu::AddressSpace::Workgroup);
+  dynamicShared = gpu::DynamicSharedMemoryOp::create(
+      b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                              MemRefLayoutAttrInterface{}, smem));
+  auto view = [&](int64_t offset, ArrayRef<int64_t> shape) {
+    return memref::ViewOp::create(
+        b, loc, MemRefType::get(shape, elt, MemRefLayoutAttrInterface{}, smem),
+        dynamicShared, cIdx(b, offset), ValueRange{});
+  };
+  qS = view(0, layout.q);
+  kS = view(layout.kOffset, layout.k);
+  vS = view(layout.vOffset, layout.v);
+
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value warp = arith::DivUIOp::create(b, loc, tid, cIdx(b, 32));
+  lane = arith::RemUIOp::create(b, loc, tid, cIdx(b, 32));
+  quadRow = arith::DivUIOp::create(b, loc, lane, cIdx(b, 4));
+  quadCol = arith::RemUIOp::create(b, loc, lane, cIdx(b, 4));
+  warpRow = arith::MulIOp::create(b, loc, warp, cIdx(b, kRowsPerWarp));
+  {
+    Value matrix = arith::DivUIOp::create(b, loc, lane, cIdx(b, 8));
+    Value row = arith::RemUIOp::create(b, loc, lane, cIdx(b, 8));
+    Value lowBit = arith::RemUIOp::create(b, loc, matrix, cIdx(b, 2));
+    Value highBit = arith::DivUIOp::create(b, loc, matrix, cIdx(b, 2));
+    ldColLo = arith::MulIOp::create(b, loc, lowBit, cIdx(b, 8));
+    ldColHi = arith::MulIOp::create(b, loc, highBit, cIdx(b, 8));
+    ldRowLo = arith::AddIOp::create(b, loc, row, ldColLo);
+    ldRowHi = arith::AddIOp::create(b, loc, row, ldColHi);
+  }
+  Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+
+  Value batch = memref::DimOp::create(b, loc, q, 0);
+  Value headsQ = memref::DimOp::create(b, loc, q, 1);
+  seqQ = memref::DimOp::create(b, loc, q, 2);
+  Value headsKV = memref::DimOp::create(b, loc, k, 1);
+  seqKV = memref::DimOp::create(b, loc, k, 2);
+  Value group = arith::DivUIOp::create(
+      b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
+  hkvIdx = arith::DivUIOp::create(b, loc, hIdx, group);
+  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
+  for (int i = 0; i < 5; ++i)
+    regions.sizes[i] = toI32(b, dims[i]);
+  regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
+  regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
+  regions.computeCaptureBounds(b, loc);
+  b32 = toI32(b, bIdx);
+  h32 = toI32(b, hIdx);
+
+  Value scale = op.getScale()
+                    ? cF32(b, op.getScale()->convertToDouble())
+                    : (op.hasScaleExpr()
+                           ? regions.inlineRegion(b, op.getScaleExpr(), {})
+                           : cF32(b, 1.0 / std::sqrt(double(D))));
+  sScale = norm == Normalize::softmax && !op.hasScore()
+               ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
+                     .getResult()
+               : scale;
+
+  q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
+  rowA = arith::AddIOp::create(b, loc, warpRow, quadRow);
+  qiIdx[0] = arith::AddIOp::create(b, loc, q0, rowA);
+  qiIdx[1] = arith::AddIOp::create(b, loc, q0, add(b, rowA, 8));
+  qi32[0] = toI32(b, qiIdx[0]);
+  qi32[1] = toI32(b, qiIdx[1]);
+
+  if (wgmma) {
+    qAddr = sharedAddress(b, qS);
+    kAddr = sharedAddress(b, kS);
+    vAddr = sharedAddress(b, vS);
+  }
+
+  // Running max and (per-lane partial) sum of both rows; a sink logit is
+  // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
+  // per quad.
+  Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
+  if (op.hasSink()) {
+    Value sink = regions.inlineRegion(b, op.getSink(), {h32});
+    mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
+    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                        quadCol, cIdx(b, 0));
+    lInit = arith::SelectOp::create(b, loc, first, cF32(b, 1.0), lInit);
+  }
+  SmallVector<Value> init = {mInit, mInit, lInit, lInit};
+  init.append(Dv / 8 * 4, cF32(b, 0.0));
+
+  numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  qLast = toI32(
+      b, arith::SubIOp::create(
+             b, loc,
+             arith::MinUIOp::create(b, loc, add(b, q0, BQ), seqQ), cIdx(b, 1)));
+  if (tma)
+    tmaPipeline(b, init, func.getArguments().take_back(3));
+  else
+    epilogue(b, asyncCopyLoop(b, init));
   gpu::ReturnOp::create(b, loc);
 }
 
@@ -941,13 +1149,16 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     argTypes.push_back(v.getType());
 
   KernelConfig config = cfg;
+  bool tma = usesWgmma(config.chip) && config.tma;
+  if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
+    argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
+  // With TMA, a fifth warp produces.
+  int32_t threads = int32_t(kThreads + (tma ? 32 : 0));
   auto func = gpu::GPUFuncOp::create(b, loc, name,
                                      b.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
-  func->setAttr("nvvm.maxntid",
-                b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+  func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({threads, 1, 1}));
   IRMapping outside;
   for (auto [value, arg] : llvm::zip(outsideValues, func.getArguments()))
     outside.map(value, arg);
@@ -963,8 +1174,10 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
 
   KernelInfo info;
   info.name = name.str();
-  info.blockThreads = kThreads;
+  info.blockThreads = threads;
   info.rowsPerBlock = kWarps * kRowsPerWarp;
+  info.tensorMaps = tma;
+  info.blockKV = config.blockKV;
   info.sharedBytes =
       sharedLayout(elt, D, Dv, config.blockKV, usesWgmma(config.chip)).bytes;
   return info;

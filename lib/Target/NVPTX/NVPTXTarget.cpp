@@ -99,15 +99,19 @@ namespace {
 /// internal zero-length array, which NVPTX prints as a 1-byte static
 /// .shared variable; the dynamic region then merely happens to follow it.
 /// Made external before serialization it is the `.extern .shared ... []`
-/// declaration CUDA C++ emits for `extern __shared__`.
+/// declaration CUDA C++ emits for `extern __shared__`, whose alignment
+/// places the dynamic region.
 struct ExternDynamicShared : public PassInstrumentation {
   void runBeforePass(Pass *pass, Operation *op) override {
     if (pass->getArgument() != "gpu-module-to-binary")
       return;
     op->walk([](LLVM::GlobalOp global) {
       auto array = dyn_cast<LLVM::LLVMArrayType>(global.getGlobalType());
-      if (global.getAddrSpace() == 3 && array && array.getNumElements() == 0)
+      if (global.getAddrSpace() == 3 && array && array.getNumElements() == 0) {
         global.setLinkage(LLVM::Linkage::External);
+        // TMA writes 128-byte aligned boxes; 1024 also suits swizzled ones.
+        global.setAlignment(1024);
+      }
     });
   }
 };

@@ -13,6 +13,9 @@ namespace mlir::attn::nvptx {
 struct KernelConfig {
   std::string chip = "sm_80"; // sm_80 or sm_90a
   int64_t blockKV = 64;       // keys per tile
+  /// sm_90a: TMA loads by a producer warp (mbarrier pipeline) instead of
+  /// cp.async by all threads.
+  bool tma = true;
 };
 
 /// Launch geometry of a generated kernel: grid (ceil(Sq / rowsPerBlock),
@@ -22,6 +25,12 @@ struct KernelInfo {
   int64_t blockThreads = 0;
   int64_t rowsPerBlock = 0;
   int64_t sharedBytes = 0;
+  /// The kernel takes three more arguments: pointers to TMA tensor maps
+  /// (CUtensorMap, in device memory) of q, k and v, as 4-D [B, H, S, D]
+  /// tensors with boxes of 8 columns x rowsPerBlock (q) or blockKV (k, v)
+  /// rows, no swizzle, zero fill.
+  bool tensorMaps = false;
+  int64_t blockKV = 0;
 };
 
 /// Adds `gpu.module @attn_gpu { gpu.func @name(q, k, v, o, [lse], params...,

@@ -23,6 +23,7 @@ struct Options {
   std::string variant;      // "" = the file's only variant
   int64_t paged = 0;        // 0 = contiguous K/V
   std::string splitKv = "auto";
+  std::string gpuLoads = "auto"; // sm_90a K/V loads: auto (tma), tma, cp.async
   std::string cpu = "native"; // CPU to generate code for (attnc --cpu)
 };
 

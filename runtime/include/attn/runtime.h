@@ -282,6 +282,10 @@ using CpuEntry = void (*)(void **);
 struct GpuCode {
   std::string chip, entry, cubin, ptx;
   int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
+  /// The kernel takes TMA tensor maps of q, k and v after its arguments
+  /// (boxes of 8 columns x rowsPerBlock or blockKV rows).
+  bool tensorMaps = false;
+  int64_t blockKV = 0;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
