@@ -226,8 +226,10 @@ json::Value addCpuKernels(const Source &source, const Options &options,
 json::Value addGpuKernels(const Source &source,
                           std::vector<KernelPlan> &plans, Payloads &payloads) {
   json::Value kernels = json::Value::array();
-  for (const KernelPlan &plan : plans) {
+  for (KernelPlan &plan : plans) {
     GpuObject g = compileGpuObject(source, plan);
+    plan.info = g.info; // the key tile ptxas settled on
+    plan.blockKV = g.info.blockKV;
     auto describe = [&](const char *kind) {
       json::Value b = json::Value::object();
       b.set("target", plan.info.target);

@@ -404,6 +404,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     // registers for 64-key tiles at D = 128; mma.sync would spill.
     bool wideTiles = widest <= 64 || options.target == "sm_90a";
     plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
+    plan.autoBlockKV = !options.blockKV;
   }
   plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;
@@ -517,8 +518,10 @@ mlir::attn::nvptx::KernelInfo buildGpuModule(BuiltModule &built, const KernelPla
 
 } // namespace
 
-GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
-                           bool assemble) {
+namespace {
+
+GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
+                               bool assemble) {
   BuiltModule built = buildModule(source, plan, Stage::Attn);
   OwningOpRef<ModuleOp> host = ModuleOp::create(UnknownLoc::get(built.ctx.get()));
   mlir::attn::nvptx::KernelInfo geometry = buildGpuModule(built, plan, *host);
@@ -550,15 +553,40 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
   return out;
 }
 
+} // namespace
+
+GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
+                           bool assemble) {
+  // Register pressure depends on the variant's regions (a 2-D neighborhood
+  // mask needs far more than a causal one): let ptxas decide.
+  KernelPlan p = plan;
+  while (true) {
+    GpuObject g = compileGpuObjectOnce(source, p, assemble);
+    bool spills = g.spillStoreBytes > 0 || g.spillLoadBytes > 0;
+    if (!assemble || !spills || !p.autoBlockKV || p.blockKV <= 16)
+      return g;
+    p.blockKV /= 2;
+    p.info.blockKV = p.blockKV;
+  }
+}
+
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage) {
   if (isGpuTarget(plan.info.target)) {
+    // The PTX a bundle would get, tile fallback included, when ptxas is
+    // here to decide it.
+    bool assemble = mlir::attn::nvptx::havePtxas();
     if (stage == Stage::PTX)
-      return compileGpuObject(source, plan, /*assemble=*/false).ptx;
+      return compileGpuObject(source, plan, assemble).ptx;
     if (stage == Stage::LLVM)
       throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module) "
                              "or ptx");
-    BuiltModule built = buildModule(source, plan, Stage::Attn);
+    KernelPlan fitted = plan;
+    if (stage != Stage::Attn && assemble && plan.autoBlockKV) {
+      fitted.blockKV = compileGpuObject(source, plan, true).info.blockKV;
+      fitted.info.blockKV = fitted.blockKV;
+    }
+    BuiltModule built = buildModule(source, fitted, Stage::Attn);
     std::string text;
     llvm::raw_string_ostream os(text);
     if (stage == Stage::Attn) {
@@ -567,7 +595,7 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
     }
     OwningOpRef<ModuleOp> host =
         ModuleOp::create(UnknownLoc::get(built.ctx.get()));
-    buildGpuModule(built, plan, *host);
+    buildGpuModule(built, fitted, *host);
     host->print(os);
     return text;
   }

@@ -42,6 +42,7 @@ struct KernelPlan {
   int64_t blockQ = 0, blockKV = 0;
   std::string cpu = "native"; // code generation target (--cpu)
   bool tma = false;           // sm_90a K/V by TMA (--gpu-loads)
+  bool autoBlockKV = false;   // GPU: halve the key tile while ptxas spills
   KernelInfo info;
 };
 
@@ -80,7 +81,8 @@ struct GpuObject {
 };
 
 /// Compiles `plan` (an sm_80/sm_90a target) to PTX and, when `assemble`,
-/// to a cubin with ptxas.
+/// to a cubin with ptxas. A key tile chosen automatically is halved (down
+/// to 16) while ptxas reports spills; the object's info has the tile used.
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble = true);
 

@@ -168,6 +168,37 @@ TEST(Nvptx, LanguageFeatures) {
     }
 }
 
+// A 2-D neighborhood mask needs many more registers than a causal one:
+// the automatic key tile shrinks until ptxas stops spilling, and the
+// kernel's info (which sizes TMA boxes at launch) says which tile it got.
+TEST(Nvptx, SpillingKeyTilesShrink) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  const CatalogCase *na2d = nullptr;
+  for (const CatalogCase &c : catalogCases())
+    if (c.name == "na2d")
+      na2d = &c;
+  ASSERT_TRUE(na2d);
+  Problem p = catalogProblem(*na2d, ATTN_SOURCE_ROOT);
+  driver::Source parsed(p.source, p.filename);
+  Options o;
+  o.target = "sm_90a";
+  o.headDim = 64;
+  o.variant = parsed.program.variants.front().name;
+  driver::KernelPlan plan = driver::planKernel(parsed, o);
+  EXPECT_EQ(plan.blockKV, 64);
+  driver::GpuObject fitted = driver::compileGpuObject(parsed, plan);
+  EXPECT_EQ(fitted.spillStoreBytes, 0) << fitted.ptxasReport;
+  EXPECT_LT(fitted.info.blockKV, 64);
+  EXPECT_EQ(fitted.blockKV, fitted.info.blockKV);
+  // An explicit tile is kept, spills and all.
+  o.blockKV = 64;
+  driver::GpuObject forced =
+      driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
+  EXPECT_EQ(forced.info.blockKV, 64);
+  EXPECT_GT(forced.spillStoreBytes, 0) << forced.ptxasReport;
+}
+
 TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   auto expectError = [](Options o, const std::string &arg,
                         const std::string &text) {

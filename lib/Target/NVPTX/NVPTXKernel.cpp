@@ -151,11 +151,25 @@ private:
                    int64_t sbo);
   SmallVector<Value> warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
                                   ArrayRef<SmallVector<Value>> aPerStep,
-                                  ArrayRef<Value> bPerStep, bool transB);
+                                  ArrayRef<Value> bPerStep, bool transB,
+                                  bool wait);
+  SmallVector<Value> waitWarpgroup(OpBuilder &b, ValueRange pending,
+                                   int64_t groups);
   SmallVector<Frag> qkMmaSync(OpBuilder &b);
   void pvMmaSync(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
-  SmallVector<Frag> qkWgmma(OpBuilder &b);
-  void pvWgmma(OpBuilder &b, ArrayRef<Value> p, SmallVector<Value> &next);
+  SmallVector<Value> qkWgmma(OpBuilder &b, Value buffer, bool wait);
+  SmallVector<SmallVector<Value>> pOperands(OpBuilder &b, ArrayRef<Value> p);
+  SmallVector<Value> pvWgmma(OpBuilder &b, ArrayRef<SmallVector<Value>> a,
+                             Value buffer, ValueRange acc, bool wait);
+  SmallVector<Value> softmaxStep(OpBuilder &b, ArrayRef<Frag> s, Value k0,
+                                 Value cls, ValueRange ml,
+                                 SmallVector<Value> &p, Value alpha[2]);
+  void rescale(OpBuilder &b, MutableArrayRef<Value> acc, Value alpha[2]);
+  SmallVector<Value> tmaConsumer(OpBuilder &b, Value barriers,
+                                 ValueRange init);
+  static SmallVector<Frag> fragments(ArrayRef<Value> acc);
+  Value bufferOf(OpBuilder &b, Value n);
+  Value useParity(OpBuilder &b, Value n, bool previousUse);
   SmallVector<Value> emitKeyTile(OpBuilder &b, Value k0, Value cls,
                                  Value stage, ValueRange carried);
   SmallVector<Value> asyncCopyLoop(OpBuilder &b, ValueRange init);
@@ -353,14 +367,16 @@ Value GpuAttentionBuilder::descriptor(OpBuilder &b, Value base, int64_t offset,
 }
 
 /// acc = sum over steps of A_s B_s on one warpgroup, as one asm statement:
-/// wgmma.fence, the wgmma.mma_async chain, commit and wait. Accumulators are
-/// pending between mma_async and wait_group, so no compiler-visible code may
-/// run in between; keeping the whole chain in one statement guarantees it.
-/// A is a descriptor (one i64) or four i32 registers per step.
+/// wgmma.fence, the wgmma.mma_async chain, commit and (with `wait`) wait.
+/// Accumulators are pending between mma_async and wait_group, so no
+/// compiler-visible code may touch them in between: without `wait` the
+/// results may only be handed to waitWarpgroup. A is a descriptor (one
+/// i64) or four i32 registers per step.
 SmallVector<Value>
 GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
                                   ArrayRef<SmallVector<Value>> aPerStep,
-                                  ArrayRef<Value> bPerStep, bool transB) {
+                                  ArrayRef<Value> bPerStep, bool transB,
+                                  bool wait) {
   int64_t nAcc = int64_t(acc.size()); // n / 2 f32 per thread
   std::string type = isa<BFloat16Type>(elt) ? "bf16" : "f16";
   std::string text, constraints;
@@ -403,8 +419,10 @@ GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
       asmText << ", 0"; // imm-trans-a: K-major
     asmText << ", " << (transB ? 1 : 0) << ";\n";
   }
-  asmText << "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned "
-             "0;\n}";
+  asmText << "wgmma.commit_group.sync.aligned;\n";
+  if (wait)
+    asmText << "wgmma.wait_group.sync.aligned 0;\n";
+  asmText << "}";
   Type f32 = b.getF32Type();
   auto resultType = LLVM::LLVMStructType::getLiteral(
       b.getContext(), SmallVector<Type>(nAcc, f32));
@@ -421,11 +439,48 @@ GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
   return out;
 }
 
-/// S = Q K^T for the key tile in shared memory, both operands through
+/// Waits until at most `groups` wgmma groups are in flight; `pending` (the
+/// accumulators of the groups that must be done) pass through the asm
+/// statement, so their uses cannot move above the wait.
+SmallVector<Value> GpuAttentionBuilder::waitWarpgroup(OpBuilder &b,
+                                                      ValueRange pending,
+                                                      int64_t groups) {
+  std::string constraints;
+  llvm::raw_string_ostream cons(constraints);
+  for (size_t i = 0; i < pending.size(); ++i)
+    cons << (i ? "," : "") << "=f";
+  for (size_t i = 0; i < pending.size(); ++i)
+    cons << "," << i;
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), SmallVector<Type>(pending.size(), b.getF32Type()));
+  auto inlineAsm = LLVM::InlineAsmOp::create(
+      b, loc, resultType, pending,
+      "wgmma.wait_group.sync.aligned " + std::to_string(groups) + ";",
+      constraints, /*has_side_effects=*/true, /*is_align_stack=*/false,
+      LLVM::tailcallkind::TailCallKind::None,
+      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+      ArrayAttr());
+  SmallVector<Value> out;
+  for (size_t i = 0; i < pending.size(); ++i)
+    out.push_back(LLVM::ExtractValueOp::create(
+        b, loc, inlineAsm.getRes(), ArrayRef<int64_t>{int64_t(i)}));
+  return out;
+}
+
+SmallVector<Frag> GpuAttentionBuilder::fragments(ArrayRef<Value> acc) {
+  SmallVector<Frag> s(acc.size() / 4);
+  for (size_t nb = 0; nb < s.size(); ++nb)
+    for (int i = 0; i < 4; ++i)
+      s[nb][i] = acc[nb * 4 + i];
+  return s;
+}
+
+/// S = Q K^T for the key tile in `buffer`, both operands through
 /// descriptors, one k16 step per 16 columns of D.
-SmallVector<Frag> GpuAttentionBuilder::qkWgmma(OpBuilder &b) {
-  Value fzero = cF32(b, 0.0);
-  SmallVector<Value> acc(BK / 2, fzero);
+SmallVector<Value> GpuAttentionBuilder::qkWgmma(OpBuilder &b, Value buffer,
+                                                bool wait) {
+  stage = buffer;
+  SmallVector<Value> acc(BK / 2, cF32(b, 0.0));
   SmallVector<SmallVector<Value>> aSteps;
   SmallVector<Value> bSteps;
   Value kBase = stageAddress(b, kAddr, BK * D * elementBytes());
@@ -433,36 +488,38 @@ SmallVector<Frag> GpuAttentionBuilder::qkWgmma(OpBuilder &b) {
     aSteps.push_back({descriptor(b, qAddr, 2 * kc * BQ * 16, BQ * 16, 128)});
     bSteps.push_back(descriptor(b, kBase, 2 * kc * BK * 16, BK * 16, 128));
   }
-  SmallVector<Value> d = warpgroupMma(b, BK, acc, aSteps, bSteps, false);
-  SmallVector<Frag> s(BK / 8);
-  for (int64_t nb = 0; nb < BK / 8; ++nb)
-    for (int i = 0; i < 4; ++i)
-      s[nb][i] = d[nb * 4 + i];
-  return s;
+  return warpgroupMma(b, BK, acc, aSteps, bSteps, false, wait);
 }
 
-/// O += P V: P's accumulators are the register A operand of each 16-key
-/// step as they are; V is read N-major from shared memory.
-void GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<Value> p,
-                                  SmallVector<Value> &next) {
-  SmallVector<SmallVector<Value>> aSteps;
-  SmallVector<Value> bSteps;
-  Value vBase = stageAddress(b, vAddr, BK * Dv * elementBytes());
+/// P's accumulators as the register A operand of each 16-key step of
+/// O += P V, as they are (the accumulator and A layouts agree).
+SmallVector<SmallVector<Value>>
+GpuAttentionBuilder::pOperands(OpBuilder &b, ArrayRef<Value> p) {
   auto reg = [&](Value lo, Value hi) {
     Value pair = pack(b, lo, hi);
     return isa<VectorType>(pair.getType()) ? bitcastPair(b, pair) : pair;
   };
+  SmallVector<SmallVector<Value>> a;
   for (int64_t kc = 0; kc < BK / 16; ++kc) {
     auto at = [&](int64_t nb, int i) { return p[nb * 4 + i]; };
-    aSteps.push_back({reg(at(2 * kc, 0), at(2 * kc, 1)),
-                      reg(at(2 * kc, 2), at(2 * kc, 3)),
-                      reg(at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
-                      reg(at(2 * kc + 1, 2), at(2 * kc + 1, 3))});
-    bSteps.push_back(descriptor(b, vBase, kc * 256, 128, BK * 16));
+    a.push_back({reg(at(2 * kc, 0), at(2 * kc, 1)),
+                 reg(at(2 * kc, 2), at(2 * kc, 3)),
+                 reg(at(2 * kc + 1, 0), at(2 * kc + 1, 1)),
+                 reg(at(2 * kc + 1, 2), at(2 * kc + 1, 3))});
   }
-  SmallVector<Value> acc(next.begin() + 4, next.end());
-  SmallVector<Value> d = warpgroupMma(b, Dv, acc, aSteps, bSteps, true);
-  std::copy(d.begin(), d.end(), next.begin() + 4);
+  return a;
+}
+
+/// acc += P V for the V tile in `buffer`, read N-major from shared memory.
+SmallVector<Value>
+GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<SmallVector<Value>> a,
+                             Value buffer, ValueRange acc, bool wait) {
+  stage = buffer;
+  SmallVector<Value> bSteps;
+  Value vBase = stageAddress(b, vAddr, BK * Dv * elementBytes());
+  for (int64_t kc = 0; kc < BK / 16; ++kc)
+    bSteps.push_back(descriptor(b, vBase, kc * 256, 128, BK * 16));
+  return warpgroupMma(b, Dv, acc, a, bSteps, true, wait);
 }
 
 /// The normalizer's input for every accumulator element: masked entries
@@ -594,9 +651,41 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
     gpu::BarrierOp::create(b, loc);
   }
 
-  Value fzero = cF32(b, 0.0);
-  SmallVector<Frag> s = wgmma ? qkWgmma(b) : qkMmaSync(b);
+  SmallVector<Frag> s =
+      wgmma ? fragments(qkWgmma(b, tileStage, true)) : qkMmaSync(b);
+  SmallVector<Value> p;
+  Value alpha[2];
+  SmallVector<Value> next =
+      softmaxStep(b, s, k0, cls, carried.take_front(4), p, alpha);
+  next.append(carried.begin() + 4, carried.end());
+  rescale(b, MutableArrayRef<Value>(next).drop_front(4), alpha);
+  if (wgmma) {
+    SmallVector<Value> o = pvWgmma(b, pOperands(b, p), tileStage,
+                                   ValueRange(next).drop_front(4), true);
+    std::copy(o.begin(), o.end(), next.begin() + 4);
+  } else {
+    stage = tileStage;
+    pvMmaSync(b, p, next);
+  }
+  return next;
+}
 
+/// O *= alpha (per row; null factors for normalizers without a running max).
+void GpuAttentionBuilder::rescale(OpBuilder &b, MutableArrayRef<Value> acc,
+                                  Value alpha[2]) {
+  if (!alpha[0])
+    return;
+  for (size_t i = 0; i < acc.size(); ++i)
+    acc[i] = arith::MulFOp::create(b, loc, acc[i], alpha[(i % 4) / 2]);
+}
+
+/// The scores of S and the online-softmax update: returns the new
+/// (m0, m1, l0, l1) from `ml`, the normalized entries in `p` and, for
+/// softmax, the factors O must be rescaled by in `alpha`.
+SmallVector<Value> GpuAttentionBuilder::softmaxStep(
+    OpBuilder &b, ArrayRef<Frag> s, Value k0, Value cls, ValueRange ml,
+    SmallVector<Value> &p, Value alpha[2]) {
+  Value fzero = cF32(b, 0.0);
   // Scores, with the mask only where the classifier could not decide.
   SmallVector<Value> t;
   if (op.hasMask()) {
@@ -615,12 +704,12 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
     t = scores(b, s, k0, false);
   }
 
-  SmallVector<Value> next(carried.begin(), carried.end());
-  SmallVector<Value> p(t.size());
+  SmallVector<Value> next(ml.begin(), ml.end());
+  p.assign(t.size(), Value());
+  alpha[0] = alpha[1] = Value();
   if (norm == Normalize::softmax) {
-    Value alpha[2];
     for (int r = 0; r < 2; ++r) {
-      Value mx = carried[r];
+      Value mx = ml[r];
       for (int64_t nb = 0; nb < BK / 8; ++nb)
         for (int i = 2 * r; i < 2 * r + 2; ++i)
           mx = arith::MaximumFOp::create(b, loc, mx, t[nb * 4 + i]);
@@ -630,8 +719,8 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
                                          cF32(b, -INFINITY));
       Value mUse = arith::SelectOp::create(b, loc, none, fzero, mx);
       alpha[r] = math::Exp2Op::create(
-          b, loc, arith::SubFOp::create(b, loc, carried[r], mUse));
-      Value l = arith::MulFOp::create(b, loc, carried[2 + r], alpha[r]);
+          b, loc, arith::SubFOp::create(b, loc, ml[r], mUse));
+      Value l = arith::MulFOp::create(b, loc, ml[2 + r], alpha[r]);
       for (int64_t nb = 0; nb < BK / 8; ++nb)
         for (int i = 2 * r; i < 2 * r + 2; ++i) {
           Value e = math::Exp2Op::create(
@@ -642,15 +731,11 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
       next[r] = mx;
       next[2 + r] = l;
     }
-    for (int64_t nb = 0; nb < Dv / 8; ++nb)
-      for (int i = 0; i < 4; ++i)
-        next[4 + nb * 4 + i] = arith::MulFOp::create(
-            b, loc, carried[4 + nb * 4 + i], alpha[i / 2]);
   } else {
     p = t;
     if (norm == Normalize::softplus)
       for (int r = 0; r < 2; ++r) {
-        Value l = carried[2 + r];
+        Value l = ml[2 + r];
         for (int64_t nb = 0; nb < BK / 8; ++nb)
           for (int i = 2 * r; i < 2 * r + 2; ++i)
             l = arith::AddFOp::create(b, loc, l, p[nb * 4 + i]);
@@ -658,10 +743,6 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
       }
   }
 
-  if (wgmma)
-    pvWgmma(b, p, next);
-  else
-    pvMmaSync(b, p, next);
   return next;
 }
 
@@ -736,6 +817,156 @@ SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
   return SmallVector<Value>(loop.getResults().drop_front(2));
 }
 
+/// The buffer of the n-th kept tile.
+Value GpuAttentionBuilder::bufferOf(OpBuilder &b, Value n) {
+  return arith::RemUIOp::create(b, loc, n, cIdx(b, 2));
+}
+
+/// The phase parity that completes when the n-th kept tile's buffer is
+/// full (its (n / 2)-th use), or, with previousUse, when the use before it
+/// released the buffer; a fresh barrier counts that one as complete.
+Value GpuAttentionBuilder::useParity(OpBuilder &b, Value n, bool previousUse) {
+  Value use = arith::DivUIOp::create(b, loc, n, cIdx(b, 2));
+  Value bit = arith::RemUIOp::create(b, loc, use, cIdx(b, 2));
+  Value parity = arith::IndexCastUIOp::create(b, loc, b.getI1Type(), bit);
+  if (!previousUse)
+    return parity;
+  return arith::XOrIOp::create(b, loc, parity,
+                               arith::ConstantIntOp::create(b, loc, 1, 1));
+}
+
+/// The consumer warpgroup of the TMA kernel, software-pipelined as in
+/// FlashAttention-3: while tile j's softmax runs on the CUDA cores, the
+/// tensor cores compute O += P_{j-1} V_{j-1}, issued together with
+/// S_j = Q K_j^T. Per kept tile j: wait for its buffer; issue S_j and
+/// P_{j-1} V_{j-1} (two wgmma groups); wait for S_j only; softmax; wait
+/// for O; release tile j-1's buffer; rescale O. The first kept tile is
+/// peeled (it has no previous P) and the last P V drains after the loop,
+/// so no pending accumulator ever meets a branch.
+SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
+                                                    Value barriers,
+                                                    ValueRange init) {
+  Value ticks = cIdx(b, 10000000);
+  auto waitFull = [&](OpBuilder &b, Value n) {
+    Value buffer = bufferOf(b, n);
+    nvgpu::MBarrierTryWaitParityOp::create(b, loc, barriers,
+                                           useParity(b, n, false), ticks,
+                                           add(b, buffer, 1));
+    return buffer;
+  };
+  auto release = [&](OpBuilder &b, Value buffer) {
+    nvgpu::MBarrierArriveOp::create(
+        b, loc, nvgpu::MBarrierTokenType::get(b.getContext()), barriers,
+        add(b, buffer, 3));
+  };
+  auto flatten = [](ArrayRef<SmallVector<Value>> steps) {
+    SmallVector<Value> flat;
+    for (const SmallVector<Value> &step : steps)
+      flat.append(step.begin(), step.end());
+    return flat;
+  };
+  auto regroup = [](ValueRange flat) {
+    SmallVector<SmallVector<Value>> steps;
+    for (size_t i = 0; i < flat.size(); i += 4)
+      steps.push_back(SmallVector<Value>(flat.begin() + i,
+                                         flat.begin() + i + 4));
+    return steps;
+  };
+  int64_t numP = BK / 16 * 4;
+  ValueRange initMl = init.take_front(4), initO = init.drop_front(4);
+
+  // Q has landed.
+  nvgpu::MBarrierTryWaitParityOp::create(
+      b, loc, barriers, arith::ConstantIntOp::create(b, loc, 0, 1), ticks,
+      cIdx(b, 0));
+  // The first kept tile (numTiles when there is none).
+  auto find = scf::WhileOp::create(
+      b, loc, TypeRange{b.getIndexType()}, ValueRange{cIdx(b, 0)},
+      [&](OpBuilder &b, Location, ValueRange args) {
+        Value t = args[0];
+        Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                              t, numTiles);
+        Value skipped = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                              classifyAt(b, t),
+                                              cI32(b, kTileEmpty));
+        scf::ConditionOp::create(
+            b, loc, arith::AndIOp::create(b, loc, inRange, skipped), t);
+      },
+      [&](OpBuilder &b, Location, ValueRange args) {
+        scf::YieldOp::create(b, loc, add(b, args[0], 1));
+      });
+  Value t0 = find.getResult(0);
+  Value any =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t0, numTiles);
+  auto top = scf::IfOp::create(
+      b, loc, any,
+      [&](OpBuilder &b, Location) {
+        Value first = waitFull(b, cIdx(b, 0));
+        Value k0 = arith::MulIOp::create(b, loc, t0, cIdx(b, BK));
+        SmallVector<Value> p;
+        Value alpha[2];
+        SmallVector<Value> ml =
+            softmaxStep(b, fragments(qkWgmma(b, first, true)), k0,
+                        classifyAt(b, t0), initMl, p, alpha);
+        // O is still zero: nothing to rescale.
+        SmallVector<Value> loopInit = {cIdx(b, 1), first};
+        loopInit.append(ml);
+        loopInit.append(flatten(pOperands(b, p)));
+        loopInit.append(initO.begin(), initO.end());
+        auto loop = scf::ForOp::create(
+            b, loc, add(b, t0, 1), numTiles, cIdx(b, 1), loopInit,
+            [&](OpBuilder &b, Location, Value t, ValueRange it) {
+              Value n = it[0], previous = it[1];
+              ValueRange ml = it.slice(2, 4), pRegs = it.slice(6, numP),
+                         o = it.drop_front(6 + numP);
+              Value cls = classifyAt(b, t);
+              auto ifOp = scf::IfOp::create(
+                  b, loc, isVisited(b, cls),
+                  [&](OpBuilder &b, Location) {
+                    Value buffer = waitFull(b, n);
+                    SmallVector<Value> sPending = qkWgmma(b, buffer, false);
+                    SmallVector<Value> oPending =
+                        pvWgmma(b, regroup(pRegs), previous, o, false);
+                    SmallVector<Value> sReady =
+                        waitWarpgroup(b, sPending, 1);
+                    SmallVector<Value> p;
+                    Value alpha[2];
+                    SmallVector<Value> nextMl = softmaxStep(
+                        b, fragments(sReady),
+                        arith::MulIOp::create(b, loc, t, cIdx(b, BK)), cls,
+                        ml, p, alpha);
+                    SmallVector<Value> nextO = waitWarpgroup(b, oPending, 0);
+                    // Packed only now: the carried P registers are still
+                    // being read by the P V in flight until the wait.
+                    SmallVector<Value> nextP = flatten(pOperands(b, p));
+                    release(b, previous);
+                    rescale(b, nextO, alpha);
+                    SmallVector<Value> yield = {add(b, n, 1), buffer};
+                    yield.append(nextMl);
+                    yield.append(nextP);
+                    yield.append(nextO);
+                    scf::YieldOp::create(b, loc, yield);
+                  },
+                  [&](OpBuilder &b, Location) {
+                    scf::YieldOp::create(b, loc, it);
+                  });
+              scf::YieldOp::create(b, loc, ifOp.getResults());
+            });
+        // The last tile's P V.
+        ValueRange done = loop.getResults();
+        Value last = done[1];
+        SmallVector<Value> o =
+            pvWgmma(b, regroup(done.slice(6, numP)), last,
+                    done.drop_front(6 + numP), true);
+        release(b, last);
+        SmallVector<Value> result(done.slice(2, 4));
+        result.append(o);
+        scf::YieldOp::create(b, loc, result);
+      },
+      [&](OpBuilder &b, Location) { scf::YieldOp::create(b, loc, init); });
+  return SmallVector<Value>(top.getResults());
+}
+
 /// rows x cols of a [B, H, S, cols] tensor (rows from row0, zero past S)
 /// into dynamic shared memory at smemOffset as 16-byte column chunks: one
 /// TMA box of rows x 8 elements per chunk lands as rows x 16 contiguous
@@ -805,19 +1036,6 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
     scf::YieldOp::create(b, loc);
   });
   gpu::BarrierOp::create(b, loc); // the only CTA-wide barrier
-  auto parityOf = [&](OpBuilder &b, Value n, bool flip) {
-    Value use = arith::DivUIOp::create(b, loc, n, cIdx(b, 2));
-    Value bit = arith::RemUIOp::create(b, loc, use, cIdx(b, 2));
-    Value parity = arith::IndexCastUIOp::create(b, loc, b.getI1Type(), bit);
-    return flip ? arith::XOrIOp::create(
-                      b, loc, parity,
-                      arith::ConstantIntOp::create(b, loc, 1, 1))
-                      .getResult()
-                : parity;
-  };
-  auto bufferOf = [&](OpBuilder &b, Value n) {
-    return arith::RemUIOp::create(b, loc, n, cIdx(b, 2)).getResult();
-  };
   Value ticks = cIdx(b, 10000000);
   int64_t kvBytes = BK * (D + Dv) * elementBytes();
   int64_t kTile = BK * D * elementBytes(), vTile = BK * Dv * elementBytes();
@@ -826,40 +1044,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
   scf::IfOp::create(
       b, loc, consumer,
       [&](OpBuilder &b, Location) {
-        nvgpu::MBarrierTryWaitParityOp::create(
-            b, loc, barriers, arith::ConstantIntOp::create(b, loc, 0, 1),
-            ticks, cIdx(b, 0));
-        SmallVector<Value> loopInit = {cIdx(b, 0)};
-        loopInit.append(init.begin(), init.end());
-        auto loop = scf::ForOp::create(
-            b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), loopInit,
-            [&](OpBuilder &b, Location, Value t, ValueRange iter) {
-              Value n = iter[0];
-              ValueRange carried = iter.drop_front(1);
-              Value cls = classifyAt(b, t);
-              Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
-              auto ifOp = scf::IfOp::create(
-                  b, loc, isVisited(b, cls),
-                  [&](OpBuilder &b, Location) {
-                    Value buffer = bufferOf(b, n);
-                    nvgpu::MBarrierTryWaitParityOp::create(
-                        b, loc, barriers, parityOf(b, n, false), ticks,
-                        add(b, buffer, 1));
-                    SmallVector<Value> next =
-                        emitKeyTile(b, k0, cls, buffer, carried);
-                    // wgmma has finished reading the buffer.
-                    nvgpu::MBarrierArriveOp::create(
-                        b, loc, nvgpu::MBarrierTokenType::get(b.getContext()),
-                        barriers, add(b, buffer, 3));
-                    next.insert(next.begin(), add(b, n, 1));
-                    scf::YieldOp::create(b, loc, next);
-                  },
-                  [&](OpBuilder &b, Location) {
-                    scf::YieldOp::create(b, loc, iter);
-                  });
-              scf::YieldOp::create(b, loc, ifOp.getResults());
-            });
-        epilogue(b, loop.getResults().drop_front(1));
+        epilogue(b, tmaConsumer(b, barriers, init));
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
@@ -880,7 +1065,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                     [&](OpBuilder &b, Location) {
                       Value buffer = bufferOf(b, n);
                       nvgpu::MBarrierTryWaitParityOp::create(
-                          b, loc, barriers, parityOf(b, n, true), ticks,
+                          b, loc, barriers, useParity(b, n, true), ticks,
                           add(b, buffer, 3));
                       Value full = add(b, buffer, 1);
                       nvgpu::MBarrierArriveExpectTxOp::create(

@@ -195,6 +195,8 @@ std::string readFile(const std::string &path) {
 
 } // namespace
 
+bool nvptx::havePtxas() { return !findPtxas().empty(); }
+
 FailureOr<nvptx::PtxasResult> nvptx::runPtxas(const std::string &ptx,
                                               const std::string &chip,
                                               std::string &error) {

@@ -56,6 +56,9 @@ struct PtxasResult {
 FailureOr<PtxasResult> runPtxas(const std::string &ptx, const std::string &chip,
                                 std::string &error);
 
+/// Whether runPtxas can find ptxas.
+bool havePtxas();
+
 /// Whether kernels for `chip` use warpgroup MMA (wgmma, sm_90a).
 bool usesWgmma(StringRef chip);
 
