@@ -2,18 +2,21 @@
 """The GPU benchmark: attnc kernels against FlexAttention and SDPA.
 
 For each variant of the catalog below, on the same bf16 inputs [B, H, S, D]:
-attnc (an AOT bundle from bench/gpu/prepare.sh, launched through attnrt),
-torch.compile(flex_attention) with the same math as score_mod/mask_mod, and
-F.scaled_dot_product_attention where it computes the variant (dense,
-causal). Every output is first compared with a float32 reference, then timed
-with CUDA events (median). See docs/benchmarks.md, "GPU (bench/gpu)".
+attnc (an AOT bundle from bench/gpu/prepare.sh, launched through attnrt; on
+compute capability 9.x two, TMA loads as "attnc" and cp.async loads as
+"attnc cp.async"), torch.compile(flex_attention) with the same math as
+score_mod/mask_mod, and F.scaled_dot_product_attention where it computes the
+variant (dense, causal). Every output is first compared with a float32
+reference, then timed with CUDA events (median). See docs/benchmarks.md,
+"GPU (bench/gpu)".
 
     bash bench/gpu/run.sh [--quick] [--only causal,alibi]   # on the GPU machine
     python3 bench/gpu/bench.py --list                       # anywhere, no torch
 
 The driver process needs no torch: it runs the variants in a worker process
-and starts a new one after a crash, a hang or a lost CUDA context, so one
-broken kernel costs one row, not the run.
+and starts a new one after a crash, a hang or a lost CUDA context, which
+goes on with that variant's later stages, so one broken kernel costs its own
+column of one row, not the row or the run.
 """
 import argparse
 import dataclasses
@@ -377,7 +380,86 @@ def check_catalog():
 
 
 # ----------------------------------------------------------------------------
-# The worker: inputs, reference, the three implementations, timing.
+# What a row measures: the stages of a variant, in the order they run, each
+# output checked before it is timed. "attnc" is the bundle in
+# bundles/<--arch>/ (on sm_90a: TMA loads by a producer warp, prepare.sh's
+# --gpu-loads tma); "cpasync" the one in bundles/<--cpasync-bundles>/ (sm_90a
+# with --gpu-loads cp.async: every thread copies), run.sh's second attnc
+# column on compute capability 9.x.
+
+KERNELS = ("attnc", "cpasync")        # attnc's kernels: they make a row's status
+LABEL = dict(attnc="attnc", cpasync="attnc cp.async", flex="flex", sdpa="sdpa",
+             setup="setup")
+SHORT = dict(attnc="attnc", cpasync="cp.async")
+BEST = dict(attnc="TMA", cpasync="cp.async")  # which kernel, in a 9.x table
+KERNEL_STAGES = ("attnc", "cpasync", "sdpa")  # bounded by --kernel-timeout-s
+BAD = ("FAIL", "CRASH", "TIMEOUT", "ERROR")
+CPASYNC_DIR = "sm_90a-cpasync"  # prepare.sh's folder; run.sh passes it on 9.x
+LOADS = {"sm_90a": True, CPASYNC_DIR: False}  # folder: tensor_maps expected
+
+
+def bundle_path(prepared, folder, D, variant):
+    return os.path.join(prepared, "bundles", folder, "d%d" % D,
+                        variant + ".attnpkg")
+
+
+def bundle_kernel(path, variant):
+    """The manifest entry of `variant` in an .attnpkg (no torch, no attnrt):
+    magic, format and manifest size, then the JSON manifest."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+        if len(head) < 24 or head[:8] != b"ATTNPKG1":
+            raise RuntimeError("%s: not an attnc bundle" % path)
+        size = int.from_bytes(head[16:24], "little")
+        manifest = json.loads(f.read(size).decode())
+    for k in manifest.get("kernels", []):
+        if k.get("name") == variant:
+            return k
+    raise RuntimeError("%s has no kernel %s" % (path, variant))
+
+
+def check_loads(folder, desc):
+    """A bundle in the TMA folder must use TMA and one in the cp.async folder
+    must not: the columns are labelled by folder."""
+    want = LOADS.get(folder)
+    if want is None or "tensor_maps" not in desc:
+        return None
+    if bool(desc["tensor_maps"]) != want:
+        return "%s holds a %s kernel (tensor_maps %s): prepare.sh builds it " \
+               "with --gpu-loads %s" % (folder, desc.get("target"),
+                                         desc["tensor_maps"],
+                                         "tma" if want else "cp.async")
+    return None
+
+
+def check_prepared(prepared):
+    """prepare.sh's last step: every bundle folder has every variant, and
+    the sm_90a folders hold the loads their column is named after."""
+    bad, count = [], 0
+    variants = sorted(set(s.variant for s in CATALOG))
+    root = os.path.join(prepared, "bundles")
+    for folder in sorted(os.listdir(root)):
+        for dd in sorted(os.listdir(os.path.join(root, folder))):
+            for variant in variants:
+                path = os.path.join(root, folder, dd, variant + ".attnpkg")
+                try:
+                    desc = bundle_kernel(path, variant)
+                    if "d%d" % desc.get("head_dim", -1) != dd:
+                        raise RuntimeError("head_dim %s" % desc.get("head_dim"))
+                    why = check_loads(folder, desc)
+                    if why:
+                        raise RuntimeError(why)
+                    count += 1
+                except (OSError, ValueError, RuntimeError) as e:
+                    bad.append("%s/%s/%s: %s" % (folder, dd, variant, e))
+    for line in bad:
+        print("error: " + line, file=sys.stderr)
+    print("check-prepared: %d bundles checked, %d bad" % (count, len(bad)))
+    return 1 if bad or not count else 0
+
+
+# ----------------------------------------------------------------------------
+# The worker: inputs, reference, attnc's kernels, flex, SDPA, timing.
 
 def reference(case, q, k, v):
     """float32 attention on the GPU, chunked over queries; also the number of
@@ -510,6 +592,8 @@ class Worker:
                     sms=props.multi_processor_count,
                     torch=torch.__version__, cuda=torch.version.cuda,
                     arch=self.args.arch)
+        if self.args.cpasync_bundles:
+            info["cpasync_bundles"] = self.args.cpasync_bundles
         try:
             import triton
             info["triton"] = triton.__version__
@@ -517,14 +601,23 @@ class Worker:
             pass
         return info
 
-    def run(self, spec, deadline):
-        """One row; never raises."""
+    def run(self, spec, stages, deadline):
+        """One job: inputs and reference, then `stages` in order; never
+        raises. When a stage leaves the process unfit to go on (CUDA context
+        lost, inputs overwritten), row["unfinished"] lists the stages a new
+        worker must run."""
+        row = self.run_stages(spec, stages, deadline)
+        torch.cuda.empty_cache()
+        return row
+
+    def run_stages(self, spec, stages, deadline):
         a = self.args
         B, H, S = shape_of(spec, a)
         D = a.head_dim
         row = dict(name=spec.name, priority=spec.priority, source=spec.source,
                    variant=spec.variant, B=B, H=H, S=S, D=D, errors={},
-                   notes=[], status="ok")
+                   notes=[])
+        self.emit(dict(event="stage", stage="setup"))
         try:
             ctx = Ctx(B, H, S, D, seed=1 + CATALOG.index(spec))
             g = torch.Generator(device="cuda").manual_seed(0)
@@ -535,132 +628,184 @@ class Worker:
             t = time.time()
             ref, density = reference(case, q, k, v)
             row["reference_s"] = round(time.time() - t, 2)
+            # Copies that tell whether a kernel wrote outside its output.
+            guarded = [q, k, v, ref] + [x for x in case.captures.values()
+                                        if torch.is_tensor(x)]
+            copies = [x.clone() for x in guarded]
         except Exception as e:
-            return self.failed(row, "setup", e)
+            self.failed(row, "setup", e)
+            row["status_setup"] = "FAIL"
+            return row
         ref_max = ref.abs().max().item()
         bound = a.tol * max(ref_max, 1e-30)
         flops = 2 * (D + D) * B * H * S * S * density
         row.update(density=density, flops=flops,
                    dense_flops=2 * (D + D) * B * H * S * S,
                    ref_max=ref_max, bound=bound)
-        runs = {}
+        env = dict(spec=spec, case=case, q=q, k=k, v=v, ref=ref, bound=bound,
+                   flops=flops, deadline=deadline,
+                   intact=lambda: all(torch.equal(x, c)
+                                      for x, c in zip(guarded, copies)))
+        self.emit(dict(event="partial", **row))
+        for i, stage in enumerate(stages):
+            self.emit(dict(event="stage", stage=stage))
+            if stage in KERNELS:
+                lost = self.kernel_stage(stage, row, env)
+            else:
+                lost = getattr(self, stage + "_stage")(row, env)
+            self.emit(dict(event="partial", **row))
+            if lost:
+                rest = list(stages[i + 1:])
+                row["notes"].append(lost + ("; %s in a new worker" % ", ".join(
+                    LABEL[s] for s in rest) if rest else ""))
+                row["unfinished"] = rest
+                break
+        return row
 
-        # attnc
+    def kernel_stage(self, key, row, env):
+        """attnc's kernel from one bundle folder: check, then time. Returns
+        why the process cannot go on, or None."""
+        a, spec, q, k, v = (self.args, env["spec"], env["q"], env["k"],
+                            env["v"])
+        label = LABEL[key]
+        folder = a.arch if key == "attnc" else a.cpasync_bundles
+        what = label
+        row["status_" + key] = "FAIL"  # until it passes
         try:
-            path = os.path.join(a.prepared, "bundles", a.arch, "d%d" % D,
-                                spec.variant + ".attnpkg")
+            path = bundle_path(a.prepared, folder, a.head_dim, spec.variant)
+            desc = bundle_kernel(path, spec.variant)
+            row[key + "_kernel"] = dict(
+                (f, desc.get(f)) for f in ("target", "block_threads",
+                                           "registers", "shared_bytes",
+                                           "tensor_maps") if f in desc)
+            why = check_loads(folder, desc)
+            if why:
+                raise RuntimeError(why)
             kernel = self.attnrt.load(path).kernel(spec.variant)
-            if kernel.info["head_dim"] != D:
+            if kernel.info["head_dim"] != a.head_dim:
                 raise RuntimeError(
                     "%s was compiled for D=%d; run prepare.sh with HEAD_DIMS=%d"
-                    % (path, kernel.info["head_dim"], D))
-            o = torch.empty(B, H, S, kernel.info["value_head_dim"],
+                    % (path, kernel.info["head_dim"], a.head_dim))
+            o = torch.empty(q.shape[0], q.shape[1], q.shape[2],
+                            kernel.info["value_head_dim"],
                             dtype=torch.bfloat16, device="cuda")
             stream = torch.cuda.current_stream().cuda_stream
-            kwargs = dict(case.params, **case.captures)
+            kwargs = dict(env["case"].params, **env["case"].captures)
 
-            def run_attnc():
+            def run_kernel():
                 return kernel(q, k, v, o=o, stream=stream, **kwargs)
             o.fill_(float("nan"))  # a kernel that writes nothing must not pass
-            run_attnc()
+            run_kernel()
             torch.cuda.synchronize()
-            row["err_attnc"] = max_error(o, ref)
-            runs["attnc"] = run_attnc
+            err = max_error(o, env["ref"])
+            row["err_" + key] = err
+            correct = math.isfinite(err) and err <= env["bound"]
+            if not correct:
+                row["notes"].append("%s error %.3g above the bound %.3g"
+                                    % (label, err, env["bound"]))
             self.emit(dict(event="partial", **row))
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference" % label
+            what = label + " timing"
+            ms = median_ms(run_kernel, a.warmup, a.iters)
+            row[key + "_ms"] = ms
+            row[key + "_tflops"] = env["flops"] / (ms * 1e-3) / 1e12
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference while timed" \
+                    % label
+            row["status_" + key] = "ok" if correct else "FAIL"
         except Exception as e:
-            self.failed(row, "attnc", e)
+            self.failed(row, what, e)
             if not cuda_alive():
-                row["notes"].append("CUDA context lost after the attnc launch")
-                return row
+                row["status_" + key] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
 
-        # flex: block mask and compilation outside the timing
+    def flex_stage(self, row, env):
+        """flex: block mask and compilation outside the timing."""
+        a, spec, case = self.args, env["spec"], env["case"]
+        q, k, v = env["q"], env["k"], env["v"]
+        deadline = env["deadline"]
         left = deadline - time.time() if deadline else float("inf")
         if not spec.flex:
             row["notes"].append("flex: not expressible (normalizer or sink)")
-        elif a.no_flex:
-            pass
-        elif self.flex is None:
+            return None
+        if a.no_flex:
+            return None
+        if self.flex is None:
             row["notes"].append("flex unavailable: " + self.flex_error)
-        elif left < a.flex_reserve_s:
-            row["notes"].append("flex skipped: %.0f s left of the time budget" % left)
-        else:
-            try:
-                torch._dynamo.reset()
-                block_mask = None
-                if case.mask is not None:
-                    t = time.time()
-                    block_mask = make_block_mask(case.mask, B, H, S)
-                    torch.cuda.synchronize()
-                    row["block_mask_s"] = round(time.time() - t, 2)
-
-                def run_flex():
-                    return self.flex(q, k, v, score_mod=case.score,
-                                     block_mask=block_mask)
+            return None
+        if left < a.flex_reserve_s:
+            row["notes"].append("flex skipped: %.0f s left of the time budget"
+                                % left)
+            return None
+        what = "flex"
+        try:
+            torch._dynamo.reset()
+            block_mask = None
+            B, H, S = q.shape[0], q.shape[1], q.shape[2]
+            if case.mask is not None:
                 t = time.time()
-                out = run_flex()
+                block_mask = make_block_mask(case.mask, B, H, S)
                 torch.cuda.synchronize()
-                row["flex_compile_s"] = round(time.time() - t, 2)
-                row["err_flex"] = max_error(out, ref)
-                del out
-                runs["flex"] = run_flex
-            except Exception as e:
-                self.failed(row, "flex", e, fails_row=False)
+                row["block_mask_s"] = round(time.time() - t, 2)
 
-        # SDPA: its causal is top-left; the same as ours at Sq == Skv.
-        if spec.sdpa:
-            try:
-                causal = spec.sdpa == "causal"
+            def run_flex():
+                return self.flex(q, k, v, score_mod=case.score,
+                                 block_mask=block_mask)
+            t = time.time()
+            out = run_flex()
+            torch.cuda.synchronize()
+            row["flex_compile_s"] = round(time.time() - t, 2)
+            self.check_other("flex", out, row, env)
+            del out
+            what = "flex timing"
+            self.time_other("flex", run_flex, row, env)
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                return "CUDA context lost in " + what
+        return None
 
-                def run_sdpa():
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                out = run_sdpa()
-                torch.cuda.synchronize()
-                row["err_sdpa"] = max_error(out, ref)
-                del out
-                runs["sdpa"] = run_sdpa
-            except Exception as e:
-                self.failed(row, "sdpa", e, fails_row=False)
-        del ref
-        self.emit(dict(event="partial", **row))  # what a crash below keeps
+    def sdpa_stage(self, row, env):
+        """SDPA: its causal is top-left; the same as ours at Sq == Skv."""
+        q, k, v = env["q"], env["k"], env["v"]
+        causal = env["spec"].sdpa == "causal"
+        what = "sdpa"
+        try:
+            def run_sdpa():
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            out = run_sdpa()
+            torch.cuda.synchronize()
+            self.check_other("sdpa", out, row, env)
+            del out
+            what = "sdpa timing"
+            self.time_other("sdpa", run_sdpa, row, env)
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                return "CUDA context lost in " + what
+        return None
 
-        for name, fn in runs.items():
-            try:
-                ms = median_ms(fn, a.warmup, a.iters)
-                row[name + "_ms"] = ms
-                row[name + "_tflops"] = flops / (ms * 1e-3) / 1e12
-                self.emit(dict(event="partial", **row))
-            except Exception as e:
-                self.failed(row, name + " timing", e, fails_row=name == "attnc")
-                if not cuda_alive():
-                    row["notes"].append("CUDA context lost while timing " + name)
-                    return row
-        if row.get("attnc_ms") and row.get("flex_ms"):
-            row["attnc_vs_flex"] = row["flex_ms"] / row["attnc_ms"]
-        if row.get("attnc_ms") and row.get("sdpa_ms"):
-            row["attnc_vs_sdpa"] = row["sdpa_ms"] / row["attnc_ms"]
+    def check_other(self, name, out, row, env):
+        e = max_error(out, env["ref"])
+        row["err_" + name] = e
+        if not (math.isfinite(e) and e <= env["bound"]):
+            row["notes"].append("%s error %.3g above the bound %.3g"
+                                % (name, e, env["bound"]))
+        self.emit(dict(event="partial", **row))
 
-        err = row.get("err_attnc")
-        if err is None or not math.isfinite(err) or err > bound:
-            row["status"] = "FAIL"
-            if err is not None:
-                row["notes"].append("attnc error %.3g above the bound %.3g"
-                                    % (err, bound))
-        for other in ("flex", "sdpa"):
-            e = row.get("err_" + other)
-            if e is not None and not (math.isfinite(e) and e <= bound):
-                row["notes"].append("%s error %.3g above the bound %.3g"
-                                    % (other, e, bound))
-        torch.cuda.empty_cache()
-        return row
+    def time_other(self, name, fn, row, env):
+        ms = median_ms(fn, self.args.warmup, self.args.iters)
+        row[name + "_ms"] = ms
+        row[name + "_tflops"] = env["flops"] / (ms * 1e-3) / 1e12
 
     @staticmethod
-    def failed(row, what, e, fails_row=True):
+    def failed(row, what, e):
         traceback.print_exc()
         argument = getattr(e, "argument", "")  # attnrt.Error names it
         row["errors"][what] = "%s: %s%s" % (
             type(e).__name__, e, " (argument %s)" % argument if argument else "")
-        if fails_row:
-            row["status"] = "FAIL"
         return row
 
 
@@ -676,6 +821,8 @@ def worker_main(a):
     def emit(record):
         with open(a.rows_file, "a") as f:
             f.write(json.dumps(record) + "\n")
+    with open(a.jobs_file) as f:
+        jobs = json.load(f)
     try:
         w = Worker(a, emit)
         emit(dict(event="meta", **w.meta()))
@@ -683,75 +830,285 @@ def worker_main(a):
         traceback.print_exc()
         emit(dict(event="fatal", error="%s: %s" % (type(e).__name__, e)))
         return 1
-    for spec in select(a.only):
-        emit(dict(event="start", name=spec.name))
+    for j, job in enumerate(jobs):
+        spec = BY_NAME[job["name"]]
+        emit(dict(event="start", job=j, name=spec.name))
         if a.deadline and time.time() > a.deadline - 10:
-            row = dict(placeholder(spec.name, a), status="skipped",
-                       notes=["not run: time budget spent"])
+            row = dict(placeholder(spec.name, a), skipped=job["stages"])
         else:
-            row = w.run(spec, a.deadline)
-        emit(dict(event="row", **row))
-        print(one_line(row), flush=True)
-        if not cuda_alive():
+            row = w.run(spec, job["stages"], a.deadline)
+        emit(dict(event="row", job=j, **row))
+        if "unfinished" in row or not cuda_alive():
             return EXIT_CUDA_LOST
     return 0
 
 
 # ----------------------------------------------------------------------------
-# The driver: workers, time limits, results.
+# The driver: a queue of jobs (a variant and the stages still to run), one
+# worker process at a time, results. Runs and the functions before it need
+# no torch and no processes: `--list` checks them.
+
+def plan_jobs(specs, cpasync):
+    """One job per variant with its stages in order; with a cp.async column,
+    cp.async runs right after attnc for P0 variants and, for P1 variants,
+    in jobs of their own after every variant's job: when time runs short
+    those are the first thing the budget cuts, after flex of every variant."""
+    jobs, later = [], []
+    for s in specs:
+        stages = ["attnc"]
+        if cpasync and s.priority == "P0":
+            stages.append("cpasync")
+        stages.append("flex")
+        if s.sdpa:
+            stages.append("sdpa")
+        jobs.append(dict(name=s.name, stages=stages))
+        if cpasync and s.priority != "P0":
+            later.append(dict(name=s.name, stages=["cpasync"]))
+    return jobs + later
+
+
+def merge(base, new):
+    """A row from what earlier jobs measured and what this one did."""
+    out = dict(base)
+    for key, value in new.items():
+        if key == "errors":
+            out[key] = dict(base.get(key, {}), **value)
+        elif key == "notes":
+            old = base.get(key, [])
+            out[key] = old + [n for n in value if n not in old]
+        elif key not in ("unfinished", "skipped", "status", "job"):
+            out[key] = value
+    return out
+
+
+def skipped_row(row, stages, why, whole=True):
+    """Marks `stages` of a row not run; a row that ran nothing yet says so
+    as a whole unless `whole` is False."""
+    row = dict(row, notes=list(row.get("notes", [])))
+    fresh = whole and "density" not in row and not any(
+        row.get("status_" + k) for k in KERNELS)
+    for s in stages:
+        if s in KERNELS and not row.get("status_" + s):
+            row["status_" + s] = "skipped"
+    row["notes"].append("not run: " + why if fresh else "%s not run: %s" % (
+        ", ".join(LABEL[s] for s in stages), why))
+    return row
+
+
+def summarize(row):
+    """The row's status from its kernels' and the speedups of the best
+    correct attnc kernel (the faster of TMA and cp.async on 9.x)."""
+    kernels = [(k, row["status_" + k]) for k in KERNELS
+               if row.get("status_" + k)]
+    if row.get("status_setup"):
+        row["status"] = row["status_setup"]
+    elif not kernels:
+        row["status"] = "-"
+    elif len(set(s for _, s in kernels)) == 1:
+        row["status"] = kernels[0][1]
+    else:
+        row["status"] = ", ".join("%s %s" % (SHORT[k], s) for k, s in kernels)
+    good = sorted((row[k + "_ms"], k) for k, s in kernels
+                  if s == "ok" and row.get(k + "_ms"))
+    for key in ("attnc_best", "attnc_best_ms", "attnc_vs_flex",
+                "attnc_vs_sdpa", "tma_vs_cpasync"):
+        row.pop(key, None)
+    if good:
+        ms, best = good[0]
+        row["attnc_best"], row["attnc_best_ms"] = best, ms
+        for other in ("flex", "sdpa"):
+            if row.get(other + "_ms"):
+                row["attnc_vs_" + other] = row[other + "_ms"] / ms
+    if len(good) == 2:
+        row["tma_vs_cpasync"] = row["cpasync_ms"] / row["attnc_ms"]
+    return row
+
+
+def row_failed(row):
+    return row.get("status_setup") is not None or any(
+        row.get("status_" + k) in BAD for k in KERNELS)
+
+
+class Runs:
+    """The queue and the rows. A worker runs the queue's jobs in order; a
+    finished job leaves it; a crash or a kill in a stage records that stage
+    and puts the job's later stages first, for a new worker (a new CUDA
+    context); a kernel that hung or crashed in --give-up-after variants is
+    not run for the rest."""
+
+    def __init__(self, a, jobs):
+        self.a = a
+        self.queue = list(jobs)
+        self.order = []
+        for job in jobs:
+            if job["name"] not in self.order:
+                self.order.append(job["name"])
+        self.rows, self.job, self.base = {}, None, None
+        self.failures = dict((k, []) for k in KERNELS)
+        self.given_up = []
+
+    def row(self, name):
+        return self.rows.get(name) or placeholder(name, self.a)
+
+    def ordered(self):
+        return [self.rows[n] for n in self.order if n in self.rows]
+
+    def put(self, row):
+        self.rows[row["name"]] = summarize(row)
+        return row
+
+    def start(self, job):
+        self.job, self.base = job, self.row(job["name"])
+
+    def partial(self, event):
+        self.put(merge(self.base, event))
+
+    def replace(self, job, stages):
+        i = next(i for i, j in enumerate(self.queue) if j is job)
+        if stages:
+            self.queue[i] = dict(name=job["name"], stages=list(stages))
+        else:
+            del self.queue[i]
+
+    def finish(self, event):
+        """The worker finished the current job."""
+        row = merge(self.base, event)
+        if "skipped" in event:  # the worker found the time budget spent
+            row = skipped_row(self.base, event["skipped"], "time budget spent")
+        self.replace(self.job, event.get("unfinished"))
+        self.job = None
+        self.put(row)
+        self.count(row)
+        return row
+
+    def crash(self, stage, partial, status, why, requeue=True):
+        """The worker died (CRASH) or was killed (TIMEOUT) in `stage` of the
+        current job; its later stages go first in the queue."""
+        job = self.job
+        row = merge(self.base, partial or {})
+        row["errors"] = dict(row["errors"])
+        if stage in (None, "setup"):
+            row["status_setup"] = status
+            row["errors"]["setup"] = "%s: %s" % (status, why)
+            rest = []
+        else:
+            if stage in KERNELS:
+                row["status_" + stage] = status
+            row["errors"][LABEL[stage]] = "%s: %s" % (status, why)
+            rest = job["stages"][job["stages"].index(stage) + 1:]
+            if rest and requeue:
+                row["notes"] = row["notes"] + ["%s in a new worker after the "
+                                               "%s %s" % (", ".join(
+                                                   LABEL[s] for s in rest),
+                                                   LABEL[stage], status)]
+        if not requeue:
+            row = skipped_row(row, rest, why) if rest else row
+            rest = []
+        self.replace(job, rest)
+        self.job = None
+        self.put(row)
+        if requeue:
+            self.count(row)
+        return row
+
+    def count(self, row):
+        for k in KERNELS:
+            if row.get("status_" + k) not in ("CRASH", "TIMEOUT") \
+                    or row["name"] in self.failures[k]:
+                continue
+            self.failures[k].append(row["name"])
+            n = self.a.give_up_after
+            if n and len(self.failures[k]) >= n and k not in self.given_up:
+                self.given_up.append(k)
+                self.drop(k, "it hung or crashed in %s" % ", ".join(
+                    self.failures[k]))
+
+    def drop(self, stage, why):
+        """Takes `stage` out of every queued job."""
+        kept = []
+        for job in self.queue:
+            if stage in job["stages"]:
+                self.put(skipped_row(self.row(job["name"]), [stage], why,
+                                     whole=False))
+                job = dict(name=job["name"],
+                           stages=[s for s in job["stages"] if s != stage])
+            if job["stages"]:
+                kept.append(job)
+        self.queue = kept
+
+    def skip_rest(self, why):
+        stages = {}
+        for job in self.queue:
+            stages.setdefault(job["name"], []).extend(job["stages"])
+        for name, rest in stages.items():
+            self.put(skipped_row(self.row(name), rest, why))
+        self.queue = []
+
+    def fatal(self, why):
+        for job in self.queue:
+            row = dict(self.row(job["name"]))
+            row["status_setup"] = "ERROR"
+            row["notes"] = row["notes"] + ([] if why in row["notes"] else [why])
+            self.put(row)
+        self.queue = []
+
 
 def drive(a):
     os.makedirs(a.out, exist_ok=True)
     started = time.time()
     deadline = started + a.budget_s if a.budget_s else None
-    pending = [s.name for s in select(a.only)]
-    rows, meta = [], {}
+    runs = Runs(a, plan_jobs(select(a.only), bool(a.cpasync_bundles)))
+    meta = {}
     rows_file = os.path.join(a.out, "events.jsonl")  # worker -> driver
+    jobs_file = os.path.join(a.out, "jobs.json")     # driver -> worker
 
-    def record(row):
-        rows.append(row)
-        pending.remove(row["name"])
-        write_results(a, meta, rows, started)
+    def save():
+        write_results(a, meta, runs.ordered(), started)
 
-    while pending:
+    while runs.queue:
         if deadline and time.time() > deadline - 10:
-            for name in list(pending):
-                record(dict(placeholder(name, a), status="skipped",
-                            notes=["not run: time budget spent"]))
+            runs.skip_rest("time budget spent")
             break
+        jobs = list(runs.queue)
+        with open(jobs_file, "w") as f:
+            json.dump(jobs, f)
         open(rows_file, "w").close()
         cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-               "--rows-file", rows_file, "--only", ",".join(pending)]
+               "--rows-file", rows_file, "--jobs-file", jobs_file]
         cmd += forwarded(a, deadline)
         proc = subprocess.Popen(cmd, start_new_session=True)
         try:
-            current, partial, killed, progressed = watch(a, proc, rows_file,
-                                                        deadline, meta, record)
+            stage, partial, killed, progressed = watch(
+                a, proc, rows_file, deadline, meta, runs, jobs, save)
         except BaseException:  # Ctrl-C: the worker has its own session
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
-        if current:  # the worker died or was killed inside this variant
+        if runs.job is not None:  # the worker died or was killed in a job
+            budget = killed == KILLED_BUDGET
             why = killed or "worker died, exit status %s" % proc.returncode
-            partial["notes"] = partial.get("notes", []) + [why]
-            record(dict(partial, status="TIMEOUT" if killed else "CRASH"))
-        elif not killed and not progressed:
-            for name in list(pending):  # it cannot start: do not loop
-                record(dict(placeholder(name, a), status="ERROR",
-                            notes=["worker failed: %s" % meta.get(
-                                "fatal", "exit status %s" % proc.returncode)]))
-    write_results(a, meta, rows, started)
+            row = runs.crash(stage, partial, "TIMEOUT" if killed else "CRASH",
+                             why, requeue=not budget)
+            print(one_line(row), flush=True)
+            save()
+        elif not killed and not progressed:  # it cannot start: do not loop
+            runs.fatal("worker failed: %s" % meta.get(
+                "fatal", "exit status %s" % proc.returncode))
+    save()
     print()
-    print(markdown(a, meta, rows, started))
-    return 1 if any(r["status"] not in ("ok", "skipped") for r in rows) else 0
+    print(markdown(a, meta, runs.ordered(), started))
+    return 1 if any(row_failed(r) for r in runs.ordered()) else 0
 
 
-def watch(a, proc, rows_file, deadline, meta, record):
-    """Follows one worker until it exits or is killed; returns the variant
-    it was in (None between variants), that variant's partial row, why it
-    was killed, and whether it finished any variant."""
-    current, since, seen, progressed = None, 0.0, 0, False
-    partial, killed = {}, None
+KILLED_BUDGET = "killed: time budget spent"
+
+
+def watch(a, proc, rows_file, deadline, meta, runs, jobs, save):
+    """Follows one worker until it exits or is killed; returns the stage it
+    was in, that job's partial row, why it was killed, and whether it
+    finished any job."""
+    stage, since, stage_since, seen, progressed = None, 0.0, 0.0, 0, False
+    partial, killed = None, None
     while True:
         done = proc.poll() is not None
         with open(rows_file) as f:
@@ -764,25 +1121,34 @@ def watch(a, proc, rows_file, deadline, meta, record):
             elif kind == "fatal":
                 meta["fatal"] = event["error"]
             elif kind == "start":
-                current, since = event["name"], time.time()
-                partial = placeholder(current, a)
+                runs.start(jobs[event["job"]])
+                stage, partial = "setup", None
+                since = stage_since = time.time()
+            elif kind == "stage":
+                stage, stage_since = event["stage"], time.time()
             elif kind == "partial":
                 partial = event
+                runs.partial(event)
             elif kind == "row":
-                record(event)
-                current, progressed = None, True
+                print(one_line(runs.finish(event)), flush=True)
+                save()
+                stage, progressed = None, True
         seen = len(lines)
         if done:
-            return current, partial, killed, progressed
+            return stage, partial, killed, progressed
         now = time.time()
-        if current and now - since > a.variant_timeout_s:
+        if runs.job is not None and stage in KERNEL_STAGES \
+                and now - stage_since > a.kernel_timeout_s:
+            killed = "killed after %d s in %s" % (a.kernel_timeout_s,
+                                                  LABEL[stage])
+        elif runs.job is not None and now - since > a.variant_timeout_s:
             killed = "killed after %d s" % a.variant_timeout_s
         elif deadline and now > deadline + 20:
-            killed = "killed: time budget spent"
+            killed = KILLED_BUDGET
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return current, partial, killed, progressed
+            return stage, partial, killed, progressed
         time.sleep(0.5)
 
 
@@ -791,6 +1157,8 @@ def forwarded(a, deadline):
            "--head-dim", str(a.head_dim), "--iters", str(a.iters),
            "--warmup", str(a.warmup), "--tol", str(a.tol),
            "--flex-reserve-s", str(a.flex_reserve_s)]
+    if a.cpasync_bundles:
+        out += ["--cpasync-bundles", a.cpasync_bundles]
     if deadline:
         out += ["--deadline", repr(deadline)]
     if a.quick:
@@ -821,13 +1189,27 @@ def fmt(x, spec):
 
 
 def one_line(r):
-    return ("%-16s %-8s attnc %s ms (err %s)  flex %s ms (err %s)  sdpa %s ms"
-            % (r["name"], r["status"], fmt(r.get("attnc_ms"), ".3f"),
-               fmt(r.get("err_attnc"), ".2e"), fmt(r.get("flex_ms"), ".3f"),
-               fmt(r.get("err_flex"), ".2e"), fmt(r.get("sdpa_ms"), ".3f")))
+    parts = ["%-16s %-8s" % (r["name"], r.get("status", "-"))]
+    for k in ("attnc", "cpasync", "flex", "sdpa"):
+        if k != "attnc" and not (r.get("status_" + k) or r.get("err_" + k)
+                                 or r.get(k + "_ms")):
+            continue
+        parts.append("%s %s ms (err %s)" % (SHORT.get(k, k),
+                                            fmt(r.get(k + "_ms"), ".3f"),
+                                            fmt(r.get("err_" + k), ".2e")))
+    return "  ".join(parts)
+
+
+def speedup(r, key, two):
+    x = r.get(key)
+    if not x:
+        return "-"
+    label = " (%s)" % BEST[r["attnc_best"]] if two else ""
+    return "%.2fx%s" % (x, label)
 
 
 def markdown(a, meta, rows, started):
+    two = bool(a.cpasync_bundles) or any(r.get("status_cpasync") for r in rows)
     lines = ["# GPU benchmark: attnc vs FlexAttention vs SDPA", ""]
     if meta:
         lines.append("Device: %s (sm %s, %s SMs); torch %s, CUDA %s, Triton %s; "
@@ -844,31 +1226,55 @@ def markdown(a, meta, rows, started):
               "launches after %d warm-up; TFLOP/s count 4*B*H*S*S*D * density "
               "(the fraction of unmasked entries); errors are max |o - ref| "
               "against float32 math, FAIL above %.0e * max|ref|."
-              % (a.head_dim, a.iters, a.warmup, a.tol), "",
-              "| variant | B,H,S | density | attnc ms | flex ms | sdpa ms | "
-              "attnc TFLOP/s | flex TFLOP/s | attnc/flex | max err attnc | "
-              "max err flex | max err sdpa | flex compile s | status |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              % (a.head_dim, a.iters, a.warmup, a.tol)]
+    if two:
+        lines += ["",
+                  "attnc: bundles/%s (TMA loads by a producer warp); attnc "
+                  "cp.async: bundles/%s (--gpu-loads cp.async, every thread "
+                  "copies). attnc/flex and attnc/sdpa use the faster correct "
+                  "one of the two, named in parentheses; TMA/cp.async is "
+                  "cp.async's time over TMA's (above 1: TMA is faster), both "
+                  "correct." % (a.arch, a.cpasync_bundles or CPASYNC_DIR)]
+    cols = [("variant", lambda r: r["name"]),
+            ("B,H,S", lambda r: "%d,%d,%d" % (r["B"], r["H"], r["S"])),
+            ("density", lambda r: fmt(r.get("density"), ".3f")),
+            ("attnc ms", lambda r: fmt(r.get("attnc_ms"), ".3f"))]
+    if two:
+        cols.append(("attnc cp.async ms",
+                     lambda r: fmt(r.get("cpasync_ms"), ".3f")))
+    cols += [("flex ms", lambda r: fmt(r.get("flex_ms"), ".3f")),
+             ("sdpa ms", lambda r: fmt(r.get("sdpa_ms"), ".3f")),
+             ("attnc TFLOP/s", lambda r: fmt(r.get("attnc_tflops"), ".1f"))]
+    if two:
+        cols.append(("cp.async TFLOP/s",
+                     lambda r: fmt(r.get("cpasync_tflops"), ".1f")))
+    cols += [("flex TFLOP/s", lambda r: fmt(r.get("flex_tflops"), ".1f")),
+             ("attnc/flex", lambda r: speedup(r, "attnc_vs_flex", two)),
+             ("attnc/sdpa", lambda r: speedup(r, "attnc_vs_sdpa", two))]
+    if two:
+        cols.append(("TMA/cp.async",
+                     lambda r: fmt(r.get("tma_vs_cpasync"), ".2f")
+                     + ("x" if r.get("tma_vs_cpasync") else "")))
+    cols.append(("max err attnc", lambda r: fmt(r.get("err_attnc"), ".2e")))
+    if two:
+        cols.append(("max err cp.async",
+                     lambda r: fmt(r.get("err_cpasync"), ".2e")))
+    cols += [("max err flex", lambda r: fmt(r.get("err_flex"), ".2e")),
+             ("max err sdpa", lambda r: fmt(r.get("err_sdpa"), ".2e")),
+             ("flex compile s", lambda r: fmt(r.get("flex_compile_s"), ".1f")),
+             ("status", lambda r: r.get("status", "-"))]
+    lines += ["", "| " + " | ".join(c for c, _ in cols) + " |",
+              "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| %s | %d,%d,%d | %s | %s | %s | %s | %s | %s | %s | %s "
-                     "| %s | %s | %s | %s |" % (
-                         r["name"], r["B"], r["H"], r["S"],
-                         fmt(r.get("density"), ".3f"),
-                         fmt(r.get("attnc_ms"), ".3f"), fmt(r.get("flex_ms"), ".3f"),
-                         fmt(r.get("sdpa_ms"), ".3f"),
-                         fmt(r.get("attnc_tflops"), ".1f"),
-                         fmt(r.get("flex_tflops"), ".1f"),
-                         fmt(r.get("attnc_vs_flex"), ".2f")
-                         + ("x" if r.get("attnc_vs_flex") else ""),
-                         fmt(r.get("err_attnc"), ".2e"), fmt(r.get("err_flex"), ".2e"),
-                         fmt(r.get("err_sdpa"), ".2e"),
-                         fmt(r.get("flex_compile_s"), ".1f"), r["status"]))
-    target = [r for r in rows if r["name"] == "dense_16k" and r.get("attnc_tflops")]
+        lines.append("| " + " | ".join(f(r) for _, f in cols) + " |")
+    target = [r for r in rows if r["name"] == "dense_16k" and r.get("attnc_best")]
     if target:
         t = target[0]
+        best = t["attnc_best"]
         lines += ["", "Issue 6 target, dense D=128 at S=16384 >= 700 TFLOP/s on "
-                  "an H200: attnc %.0f TFLOP/s here (D=%d, S=%d)"
-                  % (t["attnc_tflops"], t["D"], t["S"])]
+                  "an H200: attnc%s %.0f TFLOP/s here (D=%d, S=%d)"
+                  % (" " + BEST[best] if two else "", t[best + "_tflops"],
+                     t["D"], t["S"])]
     notes = [r for r in rows if r.get("errors") or r.get("notes") or r.get("params")]
     if notes:
         lines += ["", "Notes:", ""]
@@ -891,11 +1297,119 @@ def write_results(a, meta, rows, started):
         if isinstance(x, list):
             return [clean(v) for v in x]
         return x
+    bundles = dict(attnc=a.arch)
+    if a.cpasync_bundles:
+        bundles["cpasync"] = a.cpasync_bundles
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(clean(dict(meta=meta, head_dim=a.head_dim, iters=a.iters,
-                             warmup=a.warmup, tol=a.tol, rows=rows)), f, indent=1)
+        json.dump(clean(dict(meta=meta, bundles=bundles, head_dim=a.head_dim,
+                             iters=a.iters, warmup=a.warmup, tol=a.tol,
+                             rows=rows)), f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(markdown(a, meta, rows, started) + "\n")
+
+
+def self_test():
+    """Part of --list: the driver's plan and bookkeeping, without torch or
+    processes: what happens to a variant's other stages when one hangs,
+    crashes or loses the CUDA context, giving up, the time budget, the best
+    attnc kernel, the tables."""
+    bad = []
+
+    def expect(cond, what):
+        if not cond:
+            bad.append("self-test: " + what)
+    a = parse_args(["--cpasync-bundles", CPASYNC_DIR])
+    jobs = plan_jobs(CATALOG, True)
+    p1 = [s.name for s in CATALOG if s.priority != "P0"]
+    n = len(CATALOG)
+    expect([j["name"] for j in jobs[n:]] == p1
+           and all(j["stages"] == ["cpasync"] for j in jobs[n:]),
+           "P1 variants' cp.async jobs come after every variant's job")
+    expect(jobs[0] == dict(name="dense",
+                           stages=["attnc", "cpasync", "flex", "sdpa"]),
+           "dense runs attnc, cp.async, flex, sdpa")
+    expect(all("cpasync" not in j["stages"]
+               for j in plan_jobs(CATALOG, False)),
+           "no cp.async jobs without --cpasync-bundles")
+
+    def measured(name, **fields):
+        return dict(placeholder(name, a), density=1.0, bound=0.01, **fields)
+    runs = Runs(a, jobs)
+    # dense: the TMA kernel hangs; the rest runs in a new worker.
+    runs.start(runs.queue[0])
+    runs.partial(measured("dense", status_attnc="FAIL", err_attnc=0.5))
+    runs.crash("attnc", measured("dense", err_attnc=0.5), "TIMEOUT",
+               "killed after 30 s in attnc")
+    expect(runs.queue[0] == dict(name="dense",
+                                 stages=["cpasync", "flex", "sdpa"]),
+           "a hang in attnc puts cp.async, flex and sdpa first")
+    runs.start(runs.queue[0])
+    runs.finish(measured("dense", status_cpasync="ok", cpasync_ms=2.0,
+                         err_cpasync=1e-3, flex_ms=3.0, sdpa_ms=1.0))
+    r = runs.rows["dense"]
+    expect(r["status"] == "attnc TIMEOUT, cp.async ok" and row_failed(r)
+           and r.get("err_attnc") == 0.5,
+           "dense keeps both columns: %s" % r["status"])
+    expect(r.get("attnc_best") == "cpasync"
+           and abs(r.get("attnc_vs_flex", 0) - 1.5) < 1e-9
+           and abs(r.get("attnc_vs_sdpa", 0) - 0.5) < 1e-9
+           and "tma_vs_cpasync" not in r,
+           "dense: speedups from the correct kernel only")
+    # causal: the TMA kernel loses the context, the worker survives it.
+    runs.start(runs.queue[0])
+    runs.finish(measured("causal", status_attnc="CRASH",
+                         unfinished=["cpasync", "flex", "sdpa"]))
+    expect(runs.queue[0] == dict(name="causal",
+                                 stages=["cpasync", "flex", "sdpa"]),
+           "a lost context in attnc puts cp.async, flex and sdpa first")
+    expect(runs.given_up == ["attnc"]
+           and all("attnc" not in j["stages"] for j in runs.queue)
+           and runs.rows["sliding_sink"]["status_attnc"] == "skipped"
+           and len(runs.queue) == len(jobs) - 1,
+           "attnc given up after --give-up-after (2) hangs or crashes")
+    # causal again: cp.async crashes the worker, flex and sdpa go on.
+    runs.start(runs.queue[0])
+    runs.crash("cpasync", measured("causal"), "CRASH",
+               "worker died, exit status -11")
+    expect(runs.queue[0] == dict(name="causal", stages=["flex", "sdpa"])
+           and runs.rows["causal"]["status"] == "CRASH",
+           "a crash in cp.async puts flex and sdpa first")
+    # sliding_sink: flex crashes: a note, not a failed row.
+    runs.start(runs.queue[1])
+    runs.crash("flex", measured("sliding_sink", status_cpasync="ok",
+                                cpasync_ms=1.0), "CRASH", "worker died")
+    r = runs.rows["sliding_sink"]
+    expect(r["status"] == "attnc skipped, cp.async ok" and not row_failed(r)
+           and "CRASH" in r["errors"].get("flex", ""),
+           "a flex crash is noted: %s" % r["status"])
+    runs.skip_rest("time budget spent")
+    r = runs.rows[p1[0]]
+    expect(not runs.queue and r["status_cpasync"] == "skipped"
+           and "flex, attnc cp.async not run: time budget spent"
+           in r["notes"],
+           "the budget skips what is queued")
+    r = summarize(measured("alibi", status_attnc="ok", attnc_ms=1.0,
+                           status_cpasync="ok", cpasync_ms=1.25, flex_ms=2.0))
+    expect(r["status"] == "ok" and r["attnc_best"] == "attnc"
+           and r["tma_vs_cpasync"] == 1.25 and r["attnc_vs_flex"] == 2.0,
+           "both correct: the faster one, and TMA/cp.async")
+    r = summarize(measured("alibi", status_attnc="FAIL", attnc_ms=0.5,
+                           status_cpasync="ok", cpasync_ms=1.0, flex_ms=2.0))
+    expect(r["status"] == "attnc FAIL, cp.async ok"
+           and r["attnc_best"] == "cpasync" and r["attnc_vs_flex"] == 2.0,
+           "a wrong kernel is never the best")
+    rows = runs.ordered() + [r]
+    text = markdown(a, {}, rows, time.time())
+    expect("| attnc cp.async ms |" in text and "2.00x (cp.async)" in text
+           and "1.50x (cp.async)" in text, "the sm_90a table")
+    a.cpasync_bundles = ""
+    text = markdown(a, {}, [summarize(measured(
+        "dense", status_attnc="ok", attnc_ms=1.0, flex_ms=2.0))], time.time())
+    expect("cp.async" not in text and "| 2.00x |" in text, "the sm_80 table")
+    for f in ("prepare.sh", "run.sh"):
+        expect(CPASYNC_DIR in open(os.path.join(HERE, f)).read(),
+               "%s names bundles/%s" % (f, CPASYNC_DIR))
+    return bad
 
 
 def list_catalog():
@@ -905,24 +1419,38 @@ def list_catalog():
         print("| %s | %s | %s | %s | %s | %s | %s |" % (
             s.name, s.priority, s.source, s.variant, "yes" if s.flex else "no",
             s.sdpa or "-", ",".join(map(str, s.shape or DEFAULT_SHAPE))))
-    bad = check_catalog()
+    print()
+    print("attnc columns: on 9.x, attnc = bundles/sm_90a (--gpu-loads tma) and "
+          "attnc cp.async = bundles/%s (P1 variants' cp.async last); "
+          "elsewhere attnc = bundles/sm_80." % CPASYNC_DIR)
+    bad = check_catalog() + self_test()
     for line in bad:
         print("error: " + line, file=sys.stderr)
+    print("catalog and driver self-test: %s" % ("FAILED" if bad else "ok"))
     return 1 if bad else 0
 
 
-def main():
+def make_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--list", action="store_true",
-                   help="print the catalog and check its .attn files (no torch)")
+                   help="print the catalog, check its .attn files and the "
+                   "driver's bookkeeping (no torch)")
     p.add_argument("--bundles", action="store_true",
                    help="print 'variant source' per bundle to build (prepare.sh)")
+    p.add_argument("--check-prepared", metavar="DIR",
+                   help="check prepare.sh's bundles in DIR (no torch)")
     p.add_argument("--only", action="append", help="variants, comma-separated")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few iterations: a smoke run")
     p.add_argument("--shape", help="B,H,S for every variant")
     p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--arch", default="sm_90a", help="bundle folder: sm_90a|sm_80")
+    p.add_argument("--arch", default="sm_90a",
+                   help="bundle folder of the attnc column: sm_90a|sm_80")
+    p.add_argument("--cpasync-bundles", default="", metavar="FOLDER",
+                   help="bundle folder of the 'attnc cp.async' column "
+                   "(run.sh: %s on 9.x); empty: no such column" % CPASYNC_DIR)
+    p.add_argument("--no-cpasync", action="store_true",
+                   help="no 'attnc cp.async' column")
     p.add_argument("--prepared", default=os.path.join(HERE, "out"),
                    help="prepare.sh's output (bundles, libattnrt.so, attnrt.py)")
     p.add_argument("--out", default=os.path.join(HERE, "out", "results"))
@@ -935,19 +1463,40 @@ def main():
                    help="torch.compile mode for flex, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--budget-s", type=float, default=0,
                    help="stop starting work after this many seconds (0: none)")
-    p.add_argument("--variant-timeout-s", type=float, default=240)
+    p.add_argument("--variant-timeout-s", type=float, default=240,
+                   help="kill a worker this long in one job")
+    p.add_argument("--kernel-timeout-s", type=float, default=30,
+                   help="kill a worker this long in one attnc kernel's or "
+                   "SDPA's check and timing (a hang)")
+    p.add_argument("--give-up-after", type=int, default=2,
+                   help="stop running an attnc kernel after it hung or "
+                   "crashed in this many variants (0: never)")
     p.add_argument("--flex-reserve-s", type=float, default=90,
                    help="skip flex when less than this is left of the budget")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rows-file", help=argparse.SUPPRESS)
+    p.add_argument("--jobs-file", help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
-    a = p.parse_args()
+    return p
+
+
+def parse_args(argv=None):
+    a = make_parser().parse_args(argv)
+    if a.no_cpasync:
+        a.cpasync_bundles = ""
     if a.iters is None:
         a.iters = 3 if a.quick else 20
     if a.warmup is None:
         a.warmup = 1 if a.quick else 5
+    return a
+
+
+def main():
+    a = parse_args()
     if a.list:
         return list_catalog()
+    if a.check_prepared:
+        return check_prepared(a.check_prepared)
     if a.bundles:
         for variant, source in dict((s.variant, s.source) for s in CATALOG).items():
             print(variant, source)

@@ -10,6 +10,9 @@
 # Writes results.md, results.json and log.txt to $OUT if set, else to
 # bench/gpu/out/results. BUDGET_S (default 540) bounds the run: past it no
 # new work starts and flex compilation is skipped when little time is left.
+# On compute capability 9.x the sm_90a kernels run twice: TMA loads ("attnc",
+# bundles/sm_90a) and cp.async loads ("attnc cp.async",
+# bundles/sm_90a-cpasync; --no-cpasync leaves that column out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PREP=bench/gpu/out
@@ -24,13 +27,20 @@ mkdir -p "$RESULTS"
 # sm_90a cubins run on compute capability 9.0; anything else gets the sm_80
 # bundle (its cubin on 8.x, its PTX compiled by the driver elsewhere).
 CC=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+CPASYNC=
 case $CC in
-  9.*) ARCH=sm_90a ;;
+  9.*) ARCH=sm_90a
+       if [ -d "$PREP/bundles/sm_90a-cpasync" ]; then
+         CPASYNC=sm_90a-cpasync
+       else
+         echo "run.sh: no $PREP/bundles/sm_90a-cpasync (an older prepare.sh): TMA kernels only" >&2
+       fi ;;
   *) ARCH=sm_80 ;;
 esac
-echo "== GPU compute capability $CC: $ARCH bundles; $(tr '\n' ';' < "$PREP/PREPARED")"
+echo "== GPU compute capability $CC: $ARCH${CPASYNC:+ (TMA) and $CPASYNC} bundles; $(tr '\n' ';' < "$PREP/PREPARED")"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>/dev/null || true
 
 export ATTNRT_LIB=$PWD/$PREP/libattnrt.so
-"$PY" bench/gpu/bench.py --arch "$ARCH" --prepared "$PREP" --out "$RESULTS" \
-  --budget-s "${BUDGET_S:-540}" "$@" 2>&1 | tee "$RESULTS/log.txt"
+"$PY" bench/gpu/bench.py --arch "$ARCH" ${CPASYNC:+--cpasync-bundles "$CPASYNC"} \
+  --prepared "$PREP" --out "$RESULTS" --budget-s "${BUDGET_S:-540}" "$@" 2>&1 \
+  | tee "$RESULTS/log.txt"
