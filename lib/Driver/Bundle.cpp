@@ -236,16 +236,16 @@ json::Value addGpuKernels(const Source &source,
       b.set("kind", kind);
       return b;
     };
-    int64_t cubin = payloads.add(g.cubin, describe("cubin"));
-    int64_t ptx = payloads.add(g.ptx, describe("ptx"));
+    int64_t cubin = payloads.add(g.code.cubin, describe("cubin"));
+    int64_t ptx = payloads.add(g.code.ptx, describe("ptx"));
     json::Value k = json::toJson(plan.info);
     k.set("binary", cubin);
     k.set("ptx_binary", ptx);
-    k.set("entry", g.entry);
-    k.set("block_threads", g.blockThreads);
-    k.set("rows_per_block", g.rowsPerBlock);
-    k.set("shared_bytes", g.sharedBytes);
-    k.set("tensor_maps", g.tensorMaps); // key tiles: the info's block_kv
+    k.set("entry", g.code.entry);
+    k.set("block_threads", g.code.blockThreads);
+    k.set("rows_per_block", g.code.rowsPerBlock);
+    k.set("shared_bytes", g.code.sharedBytes);
+    k.set("tensor_maps", g.code.tensorMaps); // key tiles: the info's block_kv
     k.set("registers", g.registers);
     kernels.push(std::move(k));
   }

@@ -532,19 +532,21 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   if (failed(ptx))
     throw InternalError(error);
   GpuObject out;
-  out.ptx = std::move(*ptx);
-  out.entry = geometry.name;
-  out.blockThreads = geometry.blockThreads;
-  out.rowsPerBlock = geometry.rowsPerBlock;
-  out.sharedBytes = geometry.sharedBytes;
-  out.tensorMaps = geometry.tensorMaps;
-  out.blockKV = geometry.blockKV;
+  detail::GpuCode &code = out.code;
+  code.chip = plan.info.target;
+  code.ptx = std::move(*ptx);
+  code.entry = geometry.name;
+  code.blockThreads = geometry.blockThreads;
+  code.rowsPerBlock = geometry.rowsPerBlock;
+  code.sharedBytes = geometry.sharedBytes;
+  code.tensorMaps = geometry.tensorMaps;
+  code.blockKV = geometry.blockKV;
   out.info = plan.info;
   if (assemble) {
-    auto cubin = mlir::attn::nvptx::runPtxas(out.ptx, cfg.chip, error);
+    auto cubin = mlir::attn::nvptx::runPtxas(code.ptx, cfg.chip, error);
     if (failed(cubin))
       throw InternalError(error);
-    out.cubin = std::move(cubin->cubin);
+    code.cubin = std::move(cubin->cubin);
     out.ptxasReport = std::move(cubin->report);
     out.registers = cubin->registers;
     out.spillStoreBytes = cubin->spillStoreBytes;
@@ -577,7 +579,7 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
     // here to decide it.
     bool assemble = mlir::attn::nvptx::havePtxas();
     if (stage == Stage::PTX)
-      return compileGpuObject(source, plan, assemble).ptx;
+      return compileGpuObject(source, plan, assemble).code.ptx;
     if (stage == Stage::LLVM)
       throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module) "
                              "or ptx");

@@ -71,11 +71,9 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan);
 /// ptxas is installed; the driver then compiles the PTX at load), ptxas's
 /// report, and the launch geometry.
 struct GpuObject {
-  std::string ptx, cubin, ptxasReport;
-  std::string entry;
-  int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
-  bool tensorMaps = false; // takes q/k/v TMA tensor maps (see NVPTXTarget.h)
-  int64_t blockKV = 0;
+  /// Chip, entry, cubin, PTX and launch geometry: what attnrt launches.
+  detail::GpuCode code;
+  std::string ptxasReport;
   int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
   KernelInfo info;
 };

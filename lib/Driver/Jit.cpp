@@ -127,21 +127,6 @@ bool writeAtomically(const std::string &path, const std::string &bytes) {
 
 } // namespace
 
-namespace {
-detail::GpuCode gpuCode(const driver::GpuObject &g) {
-  detail::GpuCode c;
-  c.chip = g.info.target;
-  c.entry = g.entry;
-  c.cubin = g.cubin;
-  c.ptx = g.ptx;
-  c.blockThreads = g.blockThreads;
-  c.rowsPerBlock = g.rowsPerBlock;
-  c.sharedBytes = g.sharedBytes;
-  c.tensorMaps = g.tensorMaps;
-  c.blockKV = g.blockKV;
-  return c;
-}
-} // namespace
 
 struct Jit::Impl {
   std::mutex mutex;
@@ -208,7 +193,7 @@ struct Jit::Impl {
       driver::Source parsed(source, filename);
       driver::KernelPlan plan = driver::planKernel(parsed, options);
       driver::GpuObject g = driver::compileGpuObject(parsed, plan);
-      return detail::makeGpuKernel(g.info, gpuCode(g));
+      return detail::makeGpuKernel(g.info, g.code);
     }
     if (auto cached = loadFromDisk(key)) {
       ++diskHits;

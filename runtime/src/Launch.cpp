@@ -479,6 +479,20 @@ private:
   size_t count = 0;
 };
 
+/// Runtime params (i32 or f32 as declared), then captured tensors: the
+/// arguments every kernel takes after its fixed ones.
+void packParamsAndCaptures(PackedArgs &packed, const KernelInfo &info,
+                           const LaunchPlan &plan) {
+  for (size_t i = 0; i < info.params.size(); ++i) {
+    if (info.params[i].type == DType::i32)
+      packed.i32(static_cast<int32_t>(plan.paramValues[i]));
+    else
+      packed.f32(static_cast<float>(plan.paramValues[i]));
+  }
+  for (const TensorRef &c : plan.captures)
+    packed.memref(c);
+}
+
 /// The heads and row tiles work runs over (KernelInfo::packedHeads).
 struct WorkShape {
   int64_t heads, tiles;
@@ -542,14 +556,7 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
     packed.memref(*t.pageTable);
     packed.memref(*t.seqLens);
   }
-  for (size_t i = 0; i < info.params.size(); ++i) {
-    if (info.params[i].type == DType::i32)
-      packed.i32(static_cast<int32_t>(plan.paramValues[i]));
-    else
-      packed.f32(static_cast<float>(plan.paramValues[i]));
-  }
-  for (const TensorRef &c : plan.captures)
-    packed.memref(c);
+  packParamsAndCaptures(packed, info, plan);
   if (blockMap)
     packed.memref(*blockMap);
   if (splits) {
@@ -615,14 +622,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   packed.memref(t.o);
   if (t.lse)
     packed.memref(*t.lse);
-  for (size_t i = 0; i < info.params.size(); ++i) {
-    if (info.params[i].type == DType::i32)
-      packed.i32(static_cast<int32_t>(plan.paramValues[i]));
-    else
-      packed.f32(static_cast<float>(plan.paramValues[i]));
-  }
-  for (const TensorRef &c : plan.captures)
-    packed.memref(c);
+  packParamsAndCaptures(packed, info, plan);
   std::vector<void *> args(packed.size());
   packed.pointers(args.data());
   state.gpu->launch(plan.sizes[kB], plan.sizes[kHq], plan.sizes[kSq],

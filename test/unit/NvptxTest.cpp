@@ -44,28 +44,28 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   // K/V tiles stream asynchronously: TMA boxes completing on mbarriers
   // (sm_90a) or cp.async groups.
   bool tma = o.target == "sm_90a" && o.gpuLoads != "cp.async";
-  EXPECT_EQ(g.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
-  EXPECT_EQ(g.ptx.find("cp.async.cg.shared.global") != std::string::npos,
+  EXPECT_EQ(g.code.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
+  EXPECT_EQ(g.code.ptx.find("cp.async.cg.shared.global") != std::string::npos,
             !tma);
-  EXPECT_EQ(g.blockThreads, tma ? 160 : 128);
+  EXPECT_EQ(g.code.blockThreads, tma ? 160 : 128);
   if (o.target == "sm_90a") {
-    EXPECT_NE(g.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
+    EXPECT_NE(g.code.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
               std::string::npos);
-    EXPECT_EQ(g.ptx.find("mma.sync.aligned"), std::string::npos);
+    EXPECT_EQ(g.code.ptx.find("mma.sync.aligned"), std::string::npos);
     // ptxas falls back to serialized wgmma when it cannot keep the
     // pipeline (e.g. accumulators touched between issue and wait).
     EXPECT_EQ(g.ptxasReport.find("serialized"), std::string::npos)
         << g.ptxasReport;
   } else {
-    EXPECT_NE(g.ptx.find("mma.sync.aligned.m16n8k16.row.col.f32"),
+    EXPECT_NE(g.code.ptx.find("mma.sync.aligned.m16n8k16.row.col.f32"),
               std::string::npos);
   }
   // Self-contained: no libdevice calls left to link.
-  EXPECT_EQ(g.ptx.find(".extern .func"), std::string::npos);
+  EXPECT_EQ(g.code.ptx.find(".extern .func"), std::string::npos);
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;
   EXPECT_EQ(g.spillLoadBytes, 0) << g.ptxasReport;
   EXPECT_GT(g.registers, 0) << g.ptxasReport;
-  EXPECT_FALSE(g.cubin.empty());
+  EXPECT_FALSE(g.code.cubin.empty());
 }
 
 class NvptxCatalog : public ::testing::TestWithParam<CatalogCase> {};
@@ -190,7 +190,7 @@ TEST(Nvptx, SpillingKeyTilesShrink) {
   driver::GpuObject fitted = driver::compileGpuObject(parsed, plan);
   EXPECT_EQ(fitted.spillStoreBytes, 0) << fitted.ptxasReport;
   EXPECT_LT(fitted.info.blockKV, 64);
-  EXPECT_EQ(fitted.blockKV, fitted.info.blockKV);
+  EXPECT_EQ(fitted.code.blockKV, fitted.info.blockKV);
   // An explicit tile is kept, spills and all.
   o.blockKV = 64;
   driver::GpuObject forced =
