@@ -565,10 +565,22 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
   while (true) {
     GpuObject g = compileGpuObjectOnce(source, p, assemble);
     bool spills = g.spillStoreBytes > 0 || g.spillLoadBytes > 0;
-    if (!assemble || !spills || !p.autoBlockKV || p.blockKV <= 16)
-      return g;
-    p.blockKV /= 2;
-    p.info.blockKV = p.blockKV;
+    if (spills && p.autoBlockKV && p.blockKV > 16) {
+      p.blockKV /= 2;
+      p.info.blockKV = p.blockKV;
+      continue;
+    }
+    // Head dims past 128 are offered only where they fit in registers.
+    int64_t widest = std::max(p.info.headDim, p.info.valueHeadDim);
+    if (spills && widest > 128)
+      throw Error("--head-dim",
+                  "D = " + std::to_string(p.info.headDim) + ", Dv = " +
+                      std::to_string(p.info.valueHeadDim) + " does not fit "
+                      "in registers for this variant on " + p.info.target +
+                      " (ptxas spills " + std::to_string(g.spillStoreBytes) +
+                      " bytes even with " + std::to_string(p.blockKV) +
+                      "-key tiles); head dims up to 128 always fit");
+    return g;
   }
 }
 

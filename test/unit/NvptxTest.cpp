@@ -199,6 +199,44 @@ TEST(Nvptx, SpillingKeyTilesShrink) {
   EXPECT_GT(forced.spillStoreBytes, 0) << forced.ptxasReport;
 }
 
+// D = 256 where it fits in registers (the tile shrinking as needed), a
+// clear error naming --head-dim where it does not.
+TEST(Nvptx, HeadDim256WhereItFits) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  for (const char *name : {"causal", "sliding_sink", "packed_docs", "alibi",
+                           "softcap", "prefix_lm", "na2d"}) {
+    const CatalogCase *c = nullptr;
+    for (const CatalogCase &k : catalogCases())
+      if (k.name == name)
+        c = &k;
+    ASSERT_TRUE(c) << name;
+    Problem p = catalogProblem(*c, ATTN_SOURCE_ROOT);
+    driver::Source parsed(p.source, p.filename);
+    for (const char *chip : {"sm_80", "sm_90a"}) {
+      Options o;
+      o.target = chip;
+      o.headDim = 256;
+      o.variant = c->variant.empty() ? parsed.program.variants.front().name
+                                     : c->variant;
+      o.lse = true;
+      std::string what = std::string(name) + " " + chip;
+      if (std::string(name) == "na2d" && std::string(chip) == "sm_90a") {
+        try {
+          driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
+          ADD_FAILURE() << what << ": expected it not to fit";
+        } catch (const Error &e) {
+          EXPECT_EQ(e.argument(), "--head-dim") << e.what();
+          EXPECT_NE(std::string(e.what()).find("does not fit"),
+                    std::string::npos) << e.what();
+        }
+        continue;
+      }
+      expectTensorCoreKernel(p.source, o, what + " D=256");
+    }
+  }
+}
+
 TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   auto expectError = [](Options o, const std::string &arg,
                         const std::string &text) {
@@ -220,8 +258,8 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   f32.dtype = "f32";
   expectError(f32, "--target", "f16 or bf16");
   Options wide = o;
-  wide.headDim = 256;
-  expectError(wide, "--target", "multiples of 16 up to 128");
+  wide.headDim = 272;
+  expectError(wide, "--target", "multiples of 16 up to 256");
   Options odd = o;
   odd.headDim = 40;
   expectError(odd, "--target", "multiples of 16");

@@ -1295,9 +1295,9 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
             "or --dtype f16 for GPU targets";
     return failure();
   }
-  if (D % 16 || Dv % 16 || D > 128 || Dv > 128) {
+  if (D % 16 || Dv % 16 || D > 256 || Dv > 256) {
     error = "GPU kernels support head dims that are multiples of 16 up to "
-            "128 (got D = " + std::to_string(D) + ", Dv = " +
+            "256 (got D = " + std::to_string(D) + ", Dv = " +
             std::to_string(Dv) + ")";
     return failure();
   }
