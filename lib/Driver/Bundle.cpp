@@ -246,6 +246,7 @@ json::Value addGpuKernels(const Source &source,
     k.set("rows_per_block", g.code.rowsPerBlock);
     k.set("shared_bytes", g.code.sharedBytes);
     k.set("tensor_maps", g.code.tensorMaps); // key tiles: the info's block_kv
+    k.set("merge_entry", g.code.mergeEntry);
     k.set("registers", g.registers);
     kernels.push(std::move(k));
   }

@@ -425,10 +425,10 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
   if (isGpuTarget(options.target)) {
     // GPU kernels classify their tiles themselves and run one query head
-    // per block; split-KV is CPU-only so far.
+    // per block; split-KV parts are chosen at launch (from the SM count
+    // for auto).
     info.hasBlockMap = false;
     info.packedHeads = false;
-    info.splitKv = 1;
   }
   info.kvDtype = options.kvDtype;
   info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
@@ -541,6 +541,7 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.sharedBytes = geometry.sharedBytes;
   code.tensorMaps = geometry.tensorMaps;
   code.blockKV = geometry.blockKV;
+  code.mergeEntry = geometry.mergeName;
   out.info = plan.info;
   if (assemble) {
     auto cubin = mlir::attn::nvptx::runPtxas(code.ptx, cfg.chip, error);

@@ -22,6 +22,7 @@ using CUfunction = void *;
 using CUstream = void *;
 constexpr int kAttrComputeMajor = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 constexpr int kAttrComputeMinor = 76;
+constexpr int kAttrMultiprocessors = 16; // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 constexpr int kFuncAttrMaxDynamicShared = 8;
 // Launches get this much dynamic shared memory without opting in.
@@ -156,10 +157,7 @@ TensorMap encodeTensorMap(const Driver &d, const char *name,
 
 } // namespace
 
-void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
-                          std::vector<void *> params,
-                          std::array<const TensorRef *, 3> qkv,
-                          void *stream) const {
+void CudaFunction::ensureLoaded() const {
   const Driver &d = driver();
   if (!d.error.empty())
     throw Error("target", "cannot run " + code.chip + " kernel '" +
@@ -176,13 +174,15 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
   }
   std::call_once(loadOnce, [&] {
     CUdevice dev = 0;
-    int major = 0, minor = 0;
+    int major = 0, minor = 0, sms = 0;
     if (d.cuCtxGetDevice(&dev) != 0 ||
         d.cuDeviceGetAttribute(&major, kAttrComputeMajor, dev) != 0 ||
-        d.cuDeviceGetAttribute(&minor, kAttrComputeMinor, dev) != 0) {
+        d.cuDeviceGetAttribute(&minor, kAttrComputeMinor, dev) != 0 ||
+        d.cuDeviceGetAttribute(&sms, kAttrMultiprocessors, dev) != 0) {
       loadError = "cannot query the GPU";
       return;
     }
+    smCount = sms;
     // A cubin runs on its own architecture family only ("sm_80" on 8.x,
     // "sm_90a" on 9.0); elsewhere the driver compiles the PTX.
     int cubinMajor = code.chip.size() > 3 ? code.chip[3] - '0' : -1;
@@ -199,12 +199,13 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
                   " failed: " + message(d, r);
       return;
     }
-    if (CUresult r = d.cuModuleGetFunction(&function, module,
-                                           code.entry.c_str());
-        r != 0) {
-      loadError = "kernel " + code.entry + " not found: " + message(d, r);
-      return;
-    }
+    for (auto [fn, name] : {std::pair{&function, &code.entry},
+                            std::pair{&merge, &code.mergeEntry}})
+      if (CUresult r = d.cuModuleGetFunction(fn, module, name->c_str());
+          r != 0) {
+        loadError = "kernel " + *name + " not found: " + message(d, r);
+        return;
+      }
     // Tiles live in dynamic shared memory; past 48 KiB the kernel must
     // opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
     if (code.sharedBytes > kDefaultDynamicShared)
@@ -216,10 +217,44 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
   });
   if (!loadError.empty())
     throw Error("target", loadError);
+}
+
+int64_t CudaFunction::multiprocessors() const {
+  ensureLoaded();
+  return smCount;
+}
+
+void *CudaFunction::allocate(size_t bytes, void *stream) const {
+  ensureLoaded();
+  const Driver &d = driver();
+  CUdeviceptr memory = 0;
+  check(d, d.cuMemAllocAsync(&memory, bytes, stream),
+        "allocating " + std::to_string(bytes) + " bytes of split-KV scratch");
+  return reinterpret_cast<void *>(memory);
+}
+
+void CudaFunction::release(void *memory, void *stream) const {
+  driver().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(memory), stream);
+}
+
+void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
+                          std::vector<void *> params,
+                          std::array<const TensorRef *, 3> qkv,
+                          void *stream) const {
+  launchSplit(batch, heads, seqQ, 0, 1, std::move(params), {}, qkv, stream);
+}
+
+void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
+                               int64_t valueHeadDim, int64_t parts,
+                               std::vector<void *> params,
+                               std::vector<void *> mergeParams,
+                               std::array<const TensorRef *, 3> qkv,
+                               void *stream) const {
+  ensureLoaded();
+  const Driver &d = driver();
   if (batch == 0 || heads == 0 || seqQ == 0)
     return;
-  unsigned gridX =
-      static_cast<unsigned>((seqQ + code.rowsPerBlock - 1) / code.rowsPerBlock);
+  int64_t qTiles = (seqQ + code.rowsPerBlock - 1) / code.rowsPerBlock;
   // TMA kernels read q, k and v through tensor maps in device memory,
   // allocated and freed in stream order around the launch.
   CUdeviceptr maps = 0;
@@ -238,15 +273,25 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
       params.push_back(&mapPointers[i]);
     }
   }
-  CUresult launched =
-      d.cuLaunchKernel(function, gridX, static_cast<unsigned>(heads),
-                       static_cast<unsigned>(batch),
-                       static_cast<unsigned>(code.blockThreads), 1, 1,
-                       static_cast<unsigned>(code.sharedBytes), stream,
-                       params.data(), nullptr);
+  CUresult launched = d.cuLaunchKernel(
+      function, static_cast<unsigned>(qTiles * parts),
+      static_cast<unsigned>(heads), static_cast<unsigned>(batch),
+      static_cast<unsigned>(code.blockThreads), 1, 1,
+      static_cast<unsigned>(code.sharedBytes), stream, params.data(), nullptr);
   if (maps)
     d.cuMemFreeAsync(maps, stream);
   check(d, launched, "launching " + code.entry);
+  if (parts <= 1)
+    return;
+  constexpr int64_t kMergeThreads = 128;
+  int64_t mergeBlocks =
+      (seqQ * valueHeadDim + kMergeThreads - 1) / kMergeThreads;
+  check(d,
+        d.cuLaunchKernel(merge, static_cast<unsigned>(mergeBlocks),
+                         static_cast<unsigned>(heads),
+                         static_cast<unsigned>(batch), kMergeThreads, 1, 1, 0,
+                         stream, mergeParams.data(), nullptr),
+        "launching " + code.mergeEntry);
 }
 
 } // namespace attn::detail

@@ -30,11 +30,25 @@ public:
   void launch(int64_t batch, int64_t heads, int64_t seqQ,
               std::vector<void *> params,
               std::array<const TensorRef *, 3> qkv, void *stream) const;
+  /// Split-KV: `parts` CTAs per query tile writing partial results, then
+  /// the merge kernel over `mergeParams` (grid (ceil(Sq Dv / 128), Hq, B)).
+  void launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
+                   int64_t valueHeadDim, int64_t parts,
+                   std::vector<void *> params, std::vector<void *> mergeParams,
+                   std::array<const TensorRef *, 3> qkv, void *stream) const;
+  /// The device's multiprocessor count (loads the kernel first).
+  int64_t multiprocessors() const;
+  /// Stream-ordered device memory for the partial results.
+  void *allocate(size_t bytes, void *stream) const;
+  void release(void *memory, void *stream) const;
 
 private:
   GpuCode code;
   mutable std::once_flag loadOnce;
+  void ensureLoaded() const;
   mutable void *function = nullptr; // CUfunction
+  mutable void *merge = nullptr;    // CUfunction
+  mutable int64_t smCount = 0;
   mutable std::string loadError;
 };
 

@@ -569,7 +569,11 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
 
 /// How many parts to split the key range into: enough items to keep every
 /// thread busy twice over, never parts smaller than two key tiles.
-int32_t chooseParts(const KernelInfo &info, const int64_t *sizes) {
+/// Split-KV parts: an explicit count, or (auto) enough work items for two
+/// per worker (CPU threads or GPU multiprocessors) while each part keeps
+/// at least two key tiles.
+int32_t chooseParts(const KernelInfo &info, const int64_t *sizes,
+                    int64_t workers) {
   int64_t keyTiles = (sizes[kSkv] + info.blockKV - 1) / info.blockKV;
   // An explicit count is honoured up to one key tile per part.
   if (info.splitKv > 0)
@@ -578,7 +582,7 @@ int32_t chooseParts(const KernelInfo &info, const int64_t *sizes) {
   int64_t maxParts = std::clamp<int64_t>(keyTiles / 2, 1, 64);
   WorkShape w = workShape(info, sizes, info.blockQ);
   int64_t items = sizes[kB] * w.heads * w.tiles;
-  int64_t want = 2 * int64_t(detail::ThreadPool::global().size());
+  int64_t want = 2 * workers;
   if (items == 0 || items >= want)
     return 1;
   return static_cast<int32_t>(
@@ -615,6 +619,25 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   if (t.kScale || t.pageTable)
     throw Error(t.kScale ? "k_scale" : "page_table",
                 "GPU kernels take contiguous unquantized K/V");
+  const detail::CudaFunction &gpu = *state.gpu;
+  int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
+          Dv = info.valueHeadDim;
+  int32_t parts =
+      B * H * S == 0 ? 1 : chooseParts(info, plan.sizes, gpu.multiprocessors());
+  // Split-KV partials in device memory, allocated in stream order.
+  void *scratch = nullptr;
+  static float none = 0;
+  TensorRef oPart(&none, DType::f32, {0, 0, 0, 0, Dv});
+  TensorRef lsePart(&none, DType::f32, {0, 0, 0, 0});
+  if (parts > 1) {
+    size_t oElements = size_t(parts * B * H * S * Dv);
+    scratch = gpu.allocate((oElements + size_t(parts * B * H * S)) *
+                               sizeof(float),
+                           stream);
+    oPart = TensorRef(scratch, DType::f32, {parts, B, H, S, Dv});
+    lsePart = TensorRef(static_cast<float *>(scratch) + oElements, DType::f32,
+                        {parts, B, H, S});
+  }
   PackedArgs packed;
   packed.memref(t.q);
   packed.memref(t.k);
@@ -623,10 +646,29 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   if (t.lse)
     packed.memref(*t.lse);
   packParamsAndCaptures(packed, info, plan);
+  packed.memref(oPart);
+  packed.memref(lsePart);
+  packed.i32(parts);
   std::vector<void *> args(packed.size());
   packed.pointers(args.data());
-  state.gpu->launch(plan.sizes[kB], plan.sizes[kHq], plan.sizes[kSq],
-                    std::move(args), {&t.q, &t.k, &t.v}, stream);
+  PackedArgs mergePacked;
+  mergePacked.memref(oPart);
+  mergePacked.memref(lsePart);
+  mergePacked.memref(t.o);
+  if (t.lse)
+    mergePacked.memref(*t.lse);
+  std::vector<void *> mergeArgs(mergePacked.size());
+  mergePacked.pointers(mergeArgs.data());
+  try {
+    gpu.launchSplit(B, H, S, Dv, parts, std::move(args), std::move(mergeArgs),
+                    {&t.q, &t.k, &t.v}, stream);
+  } catch (...) {
+    if (scratch)
+      gpu.release(scratch, stream);
+    throw;
+  }
+  if (scratch)
+    gpu.release(scratch, stream);
 }
 
 /// The kernel, split when that helps, then the merge of the parts.
@@ -637,7 +679,8 @@ void runKernel(const detail::KernelState &state, const Tensors &t,
   Splits splits;
   splits.outPartial = TensorRef(&noPartial, DType::f32, {0, 0, 0, 0, 0});
   splits.lsePartial = TensorRef(&noPartial, DType::f32, {0, 0, 0, 0});
-  splits.parts = chooseParts(info, plan.sizes);
+  splits.parts = chooseParts(info, plan.sizes,
+                             int64_t(detail::ThreadPool::global().size()));
   std::vector<float> outPartial, lsePartial;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq];
   if (splits.parts > 1) {

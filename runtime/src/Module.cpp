@@ -183,6 +183,10 @@ Module Module::load(const std::string &path) {
       code.sharedBytes = k["shared_bytes"].asInt();
       code.tensorMaps = k.has("tensor_maps") && k["tensor_maps"].asBool();
       code.blockKV = info.blockKV;
+      code.mergeEntry =
+          k.has("merge_entry") ? k["merge_entry"].asString() : std::string();
+      if (code.mergeEntry.empty())
+        fail("kernel '" + info.name + "' lacks its split-KV merge entry");
       if (code.tensorMaps && code.blockKV <= 0)
         fail("kernel '" + info.name + "' has no key tile size");
       if (code.blockThreads <= 0 || code.rowsPerBlock <= 0)

@@ -60,6 +60,10 @@ void expectTensorCoreKernel(const std::string &source, Options o,
     EXPECT_NE(g.code.ptx.find("mma.sync.aligned.m16n8k16.row.col.f32"),
               std::string::npos);
   }
+  // Every kernel comes with its split-KV merge.
+  EXPECT_FALSE(g.code.mergeEntry.empty());
+  EXPECT_NE(g.code.ptx.find(".entry " + g.code.mergeEntry + "("),
+            std::string::npos);
   // Self-contained: no libdevice calls left to link.
   EXPECT_EQ(g.code.ptx.find(".extern .func"), std::string::npos);
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;

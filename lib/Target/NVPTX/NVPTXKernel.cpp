@@ -193,7 +193,10 @@ private:
   Type elt;
   Value dynamicShared;
   SharedLayout layout;
-  Value numTiles;
+  // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's
+  // share under split-KV.
+  Value tileBegin, numTiles;
+  Value oPart, lsePart, parts, part; // split-KV partial results
   Value qiIdx[2];
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -784,13 +787,13 @@ SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
     NVVM::CpAsyncCommitGroupOp::create(b, loc);
   };
   copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value());
-  Value firstCls = classifyAt(b, cIdx(b, 0));
-  prefetch(b, cIdx(b, 0), firstCls, cIdx(b, 0));
+  Value firstCls = classifyAt(b, tileBegin);
+  prefetch(b, tileBegin, firstCls, cIdx(b, 0));
 
   SmallVector<Value> loopInit = {firstCls, cIdx(b, 0)};
   loopInit.append(init.begin(), init.end());
   auto loop = scf::ForOp::create(
-      b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), loopInit,
+      b, loc, tileBegin, numTiles, cIdx(b, 1), loopInit,
       [&](OpBuilder &b, Location, Value tIdx, ValueRange iter) {
         Value cls = iter[0], buffer = iter[1];
         ValueRange carried = iter.drop_front(2);
@@ -881,7 +884,7 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
       cIdx(b, 0));
   // The first kept tile (numTiles when there is none).
   auto find = scf::WhileOp::create(
-      b, loc, TypeRange{b.getIndexType()}, ValueRange{cIdx(b, 0)},
+      b, loc, TypeRange{b.getIndexType()}, ValueRange{tileBegin},
       [&](OpBuilder &b, Location, ValueRange args) {
         Value t = args[0];
         Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
@@ -1056,7 +1059,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
               Value());
           tmaLoad(b, qMap, barriers, 0, 0, BQ, D, q0, hIdx);
           auto loop = scf::ForOp::create(
-              b, loc, cIdx(b, 0), numTiles, cIdx(b, 1), ValueRange{cIdx(b, 0)},
+              b, loc, tileBegin, numTiles, cIdx(b, 1), ValueRange{cIdx(b, 0)},
               [&](OpBuilder &b, Location, Value t, ValueRange iter) {
                 Value n = iter[0];
                 Value cls = classifyAt(b, t);
@@ -1110,6 +1113,10 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value fzero = cF32(b, 0.0);
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
+  Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                      parts, cIdx(b, 1));
+  Value firstInQuad = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                            quadCol, cIdx(b, 0));
   for (int r = 0; r < 2; ++r) {
     Value m = state(r);
     Value l = quadReduce(b, state(2 + r), false);
@@ -1120,44 +1127,70 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
       inv = arith::SelectOp::create(
           b, loc, empty, fzero,
           arith::DivFOp::create(b, loc, cF32(b, 1.0), l));
+    // The row's log-sum (natural log), -inf for a row with nothing kept.
+    Value rowLse = fzero;
+    if (hasRowSum) {
+      rowLse = norm == Normalize::softmax
+                   ? arith::MulFOp::create(
+                         b, loc,
+                         arith::AddFOp::create(b, loc, m,
+                                               math::Log2Op::create(b, loc, l)),
+                         cF32(b, kLn2))
+                         .getResult()
+                   : math::LogOp::create(b, loc, l).getResult();
+      rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY),
+                                       rowLse);
+    }
+    SmallVector<Value> pairs[2];
+    for (int64_t nb = 0; nb < Dv / 8; ++nb)
+      for (int e = 0; e < 2; ++e)
+        pairs[e].push_back(arith::MulFOp::create(
+            b, loc, state(4 + nb * 4 + 2 * r + e), inv));
+    auto store = [&](OpBuilder &b, Type type, Value mem, ValueRange at0,
+                     int64_t nb) {
+      Value x0 = pairs[0][nb], x1 = pairs[1][nb];
+      if (type != f32) {
+        x0 = arith::TruncFOp::create(b, loc, type, x0);
+        x1 = arith::TruncFOp::create(b, loc, type, x1);
+      }
+      Value pair = vector::FromElementsOp::create(
+          b, loc, VectorType::get({2}, type), ValueRange{x0, x1});
+      SmallVector<Value> at(at0.begin(), at0.end());
+      at.push_back(add(b, pairCol, nb * 8));
+      vector::StoreOp::create(b, loc, pair, mem, at);
+    };
     Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                          qiIdx[r], seqQ);
     scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
-      for (int64_t nb = 0; nb < Dv / 8; ++nb) {
-        Value x0 = arith::MulFOp::create(
-            b, loc, state(4 + nb * 4 + 2 * r), inv);
-        Value x1 = arith::MulFOp::create(
-            b, loc, state(4 + nb * 4 + 2 * r + 1), inv);
-        if (outElt != f32) {
-          x0 = arith::TruncFOp::create(b, loc, outElt, x0);
-          x1 = arith::TruncFOp::create(b, loc, outElt, x1);
-        }
-        Value pair = vector::FromElementsOp::create(
-            b, loc, VectorType::get({2}, outElt), ValueRange{x0, x1});
-        vector::StoreOp::create(b, loc, pair, o,
-                                ValueRange{bIdx, hIdx, qiIdx[r],
-                                           add(b, pairCol, nb * 8)});
-      }
-      if (lse && hasRowSum) {
-        Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                            quadCol, cIdx(b, 0));
-        scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
-          Value value =
-              norm == Normalize::softmax
-                  ? arith::MulFOp::create(
-                        b, loc,
-                        arith::AddFOp::create(b, loc, m,
-                                              math::Log2Op::create(b, loc, l)),
-                        cF32(b, kLn2))
-                        .getResult()
-                  : math::LogOp::create(b, loc, l).getResult();
-          value = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY),
-                                          value);
-          memref::StoreOp::create(b, loc, value, lse,
-                                  ValueRange{bIdx, hIdx, qiIdx[r]});
-          scf::YieldOp::create(b, loc);
-        });
-      }
+      scf::IfOp::create(
+          b, loc, split,
+          [&](OpBuilder &b, Location) {
+            // This part's normalized O and log-sum, combined by the merge
+            // kernel.
+            for (int64_t nb = 0; nb < Dv / 8; ++nb)
+              store(b, f32, oPart, {part, bIdx, hIdx, qiIdx[r]}, nb);
+            scf::IfOp::create(b, loc, firstInQuad,
+                              [&](OpBuilder &b, Location) {
+                                memref::StoreOp::create(
+                                    b, loc, rowLse, lsePart,
+                                    ValueRange{part, bIdx, hIdx, qiIdx[r]});
+                                scf::YieldOp::create(b, loc);
+                              });
+            scf::YieldOp::create(b, loc);
+          },
+          [&](OpBuilder &b, Location) {
+            for (int64_t nb = 0; nb < Dv / 8; ++nb)
+              store(b, outElt, o, {bIdx, hIdx, qiIdx[r]}, nb);
+            if (lse && hasRowSum)
+              scf::IfOp::create(b, loc, firstInQuad,
+                                [&](OpBuilder &b, Location) {
+                                  memref::StoreOp::create(
+                                      b, loc, rowLse, lse,
+                                      ValueRange{bIdx, hIdx, qiIdx[r]});
+                                  scf::YieldOp::create(b, loc);
+                                });
+            scf::YieldOp::create(b, loc);
+          });
       scf::YieldOp::create(b, loc);
     });
   }
@@ -1170,6 +1203,18 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   o = outside.lookup(op.getOut());
   lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
   elt = cast<MemRefType>(q.getType()).getElementType();
+  {
+    // After the op's values: the split-KV partials and part count, then
+    // (TMA) the tensor maps.
+    ValueRange args = func.getArguments();
+    ValueRange splitArgs =
+        args.drop_back(tma ? 3 : 0).take_back(3);
+    oPart = splitArgs[0];
+    lsePart = splitArgs[1];
+    parts = arith::IndexCastUIOp::create(
+        b, loc, b.getIndexType(),
+        arith::MaxUIOp::create(b, loc, splitArgs[2], cI32(b, 1)));
+  }
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
   layout = sharedLayout(elt, D, Dv, BK, wgmma);
@@ -1203,7 +1248,10 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     ldRowLo = arith::AddIOp::create(b, loc, row, ldColLo);
     ldRowHi = arith::AddIOp::create(b, loc, row, ldColHi);
   }
-  Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  // Split-KV: blockIdx.x = query tile * parts + part.
+  Value blockX = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value qTile = arith::DivUIOp::create(b, loc, blockX, parts);
+  part = arith::RemUIOp::create(b, loc, blockX, parts);
   hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
   bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
 
@@ -1250,18 +1298,30 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // Running max and (per-lane partial) sum of both rows; a sink logit is
   // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
   // per quad.
+  // Under split-KV only part 0 counts the sink.
   Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
   if (op.hasSink()) {
     Value sink = regions.inlineRegion(b, op.getSink(), {h32});
-    mInit = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
+    Value partZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                           part, cIdx(b, 0));
+    mInit = arith::SelectOp::create(
+        b, loc, partZero,
+        arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)), mInit);
     Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                         quadCol, cIdx(b, 0));
-    lInit = arith::SelectOp::create(b, loc, first, cF32(b, 1.0), lInit);
+    lInit = arith::SelectOp::create(
+        b, loc, arith::AndIOp::create(b, loc, first, partZero),
+        cF32(b, 1.0), lInit);
   }
   SmallVector<Value> init = {mInit, mInit, lInit, lInit};
   init.append(Dv / 8 * 4, cF32(b, 0.0));
 
-  numTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  Value allTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  Value perPart = arith::CeilDivUIOp::create(b, loc, allTiles, parts);
+  tileBegin = arith::MinUIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, part, perPart), allTiles);
+  numTiles = arith::MinUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, tileBegin, perPart), allTiles);
   qLast = toI32(
       b, arith::SubIOp::create(
              b, loc,
@@ -1270,6 +1330,131 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     tmaPipeline(b, init, func.getArguments().take_back(3));
   else
     epilogue(b, asyncCopyLoop(b, init));
+  gpu::ReturnOp::create(b, loc);
+}
+
+/// The split-KV merge: o (and lse) from the parts' normalized partial
+/// results, one thread per (query, column) of a (head, batch) in a grid of
+/// (ceil(Sq Dv / 128), Hq, B). Softmax and softplus parts are weighted by
+/// their row sums, exp(lse_p - max lse); other normalizers add up.
+void buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name) {
+  Location loc = op.getLoc();
+  FloatType f32 = b.getF32Type();
+  int64_t Dv = op.getValueHeadDim();
+  int64_t dyn = ShapedType::kDynamic;
+  Value outArg = op.getOut();
+  SmallVector<Type> argTypes = {
+      MemRefType::get({dyn, dyn, dyn, dyn, Dv}, f32),
+      MemRefType::get({dyn, dyn, dyn, dyn}, f32), outArg.getType()};
+  if (op.getLse())
+    argTypes.push_back(op.getLse().getType());
+  auto func =
+      gpu::GPUFuncOp::create(b, loc, name, b.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
+  func->setAttr("nvvm.maxntid",
+                b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&func.getBody().front());
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  auto cF32 = [&](double v) {
+    return arith::ConstantFloatOp::create(b, loc, f32,
+                                          APFloat(static_cast<float>(v)))
+        .getResult();
+  };
+  Value oPart = func.getArgument(0), lsePart = func.getArgument(1),
+        o = func.getArgument(2);
+  Value lse = op.getLse() ? func.getArgument(3) : Value();
+  Normalize norm = op.getNormalize();
+  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value x = arith::AddIOp::create(
+      b, loc,
+      arith::MulIOp::create(b, loc,
+                            gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+                            cIdx(kThreads)),
+      tid);
+  Value hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value seqQ = memref::DimOp::create(b, loc, o, 2);
+  Value numParts = memref::DimOp::create(b, loc, oPart, 0);
+  Value qi = arith::DivUIOp::create(b, loc, x, cIdx(Dv));
+  Value col = arith::RemUIOp::create(b, loc, x, cIdx(Dv));
+  Value inside =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qi, seqQ);
+  scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
+    auto partLse = [&](Value p) {
+      return memref::LoadOp::create(b, loc, lsePart,
+                                    ValueRange{p, bIdx, hIdx, qi})
+          .getResult();
+    };
+    auto partO = [&](Value p) {
+      return memref::LoadOp::create(b, loc, oPart,
+                                    ValueRange{p, bIdx, hIdx, qi, col})
+          .getResult();
+    };
+    Value result, rowLse;
+    if (hasRowSum) {
+      auto maxLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(-INFINITY)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
+                                                     partLse(p))});
+          });
+      Value m = maxLoop.getResult(0);
+      Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
+                                         cF32(-INFINITY));
+      Value mUse = arith::SelectOp::create(b, loc, none, cF32(0.0), m);
+      auto sumLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1),
+          ValueRange{cF32(0.0), cF32(0.0)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            Value w = math::ExpOp::create(
+                b, loc, arith::SubFOp::create(b, loc, partLse(p), mUse));
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::AddFOp::create(b, loc, acc[0], w),
+                           arith::AddFOp::create(
+                               b, loc, acc[1],
+                               arith::MulFOp::create(b, loc, w, partO(p)))});
+          });
+      Value wsum = sumLoop.getResult(0);
+      result = arith::SelectOp::create(
+          b, loc, none, cF32(0.0),
+          arith::DivFOp::create(b, loc, sumLoop.getResult(1), wsum));
+      rowLse = arith::SelectOp::create(
+          b, loc, none, cF32(-INFINITY),
+          arith::AddFOp::create(b, loc, m, math::LogOp::create(b, loc, wsum)));
+    } else {
+      auto sumLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(0.0)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::AddFOp::create(b, loc, acc[0], partO(p))});
+          });
+      result = sumLoop.getResult(0);
+    }
+    Type outElt = cast<MemRefType>(o.getType()).getElementType();
+    if (outElt != f32)
+      result = arith::TruncFOp::create(b, loc, outElt, result);
+    memref::StoreOp::create(b, loc, result, o,
+                            ValueRange{bIdx, hIdx, qi, col});
+    if (lse && hasRowSum) {
+      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                          col, cIdx(0));
+      scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
+        memref::StoreOp::create(b, loc, rowLse, lse,
+                                ValueRange{bIdx, hIdx, qi});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    scf::YieldOp::create(b, loc);
+  });
   gpu::ReturnOp::create(b, loc);
 }
 
@@ -1335,6 +1520,12 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
 
   KernelConfig config = cfg;
   bool tma = usesWgmma(config.chip) && config.tma;
+  // Split-KV partial results [parts, B, Hq, Sq, Dv] and [parts, B, Hq, Sq]
+  // (f32, contiguous) and the part count; with one part they are unused.
+  int64_t dyn = ShapedType::kDynamic;
+  argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn, Dv}, b.getF32Type()));
+  argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type()));
+  argTypes.push_back(b.getI32Type());
   if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
     argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
   // With TMA, a fifth warp produces.
@@ -1357,8 +1548,11 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   GpuAttentionBuilder builder(op, config, outside);
   builder.emit(body, func);
 
+  buildMergeKernel(b, op, (name + "_merge").str());
+
   KernelInfo info;
   info.name = name.str();
+  info.mergeName = (name + "_merge").str();
   info.blockThreads = threads;
   info.rowsPerBlock = kWarps * kRowsPerWarp;
   info.tensorMaps = tma;

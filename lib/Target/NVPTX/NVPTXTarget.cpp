@@ -236,15 +236,19 @@ FailureOr<nvptx::PtxasResult> nvptx::runPtxas(const std::string &ptx,
             message + result.report;
     return failure();
   }
-  std::smatch m;
+  // One block per kernel in the module (the attention kernel and its
+  // merge): spills add up, registers are the largest use.
   static const std::regex spills(
       R"((\d+) bytes spill stores, (\d+) bytes spill loads)");
   static const std::regex regs(R"(Used (\d+) registers)");
-  if (std::regex_search(result.report, m, spills)) {
-    result.spillStoreBytes = std::stoll(m[1]);
-    result.spillLoadBytes = std::stoll(m[2]);
+  const std::string &text = result.report;
+  for (std::sregex_iterator it(text.begin(), text.end(), spills), end;
+       it != end; ++it) {
+    result.spillStoreBytes += std::stoll((*it)[1]);
+    result.spillLoadBytes += std::stoll((*it)[2]);
   }
-  if (std::regex_search(result.report, m, regs))
-    result.registers = std::stoll(m[1]);
+  for (std::sregex_iterator it(text.begin(), text.end(), regs), end;
+       it != end; ++it)
+    result.registers = std::max<int64_t>(result.registers, std::stoll((*it)[1]));
   return result;
 }

@@ -22,6 +22,7 @@ struct KernelConfig {
 /// Hq, B) of blockThreads threads, sharedBytes of dynamic shared memory.
 struct KernelInfo {
   std::string name;
+  std::string mergeName; // split-KV: combines the parts' results
   int64_t blockThreads = 0;
   int64_t rowsPerBlock = 0;
   int64_t sharedBytes = 0;
@@ -34,8 +35,13 @@ struct KernelInfo {
 };
 
 /// Adds `gpu.module @attn_gpu { gpu.func @name(q, k, v, o, [lse], params...,
-/// captures...) kernel }` computing `op` (classified by attn-classify-mask)
-/// to `host`. Fails with `error` for what GPU kernels do not support.
+/// captures..., o_part, lse_part, parts, [q/k/v tensor maps]) kernel;
+/// gpu.func @name_merge(o_part, lse_part, o, [lse]) kernel }` computing `op`
+/// (classified by attn-classify-mask) to `host`. With parts > 1, the grid's
+/// x is query tiles x parts, each part covers an equal share of the key
+/// tiles and writes o_part/lse_part, and the merge kernel (grid
+/// (ceil(Sq Dv / blockThreads of 128), Hq, B)) combines them into o and lse.
+/// Fails with `error` for what GPU kernels do not support.
 FailureOr<KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
                                      StringRef name, const KernelConfig &cfg,
                                      std::string &error);

@@ -286,6 +286,8 @@ struct GpuCode {
   /// (boxes of 8 columns x rowsPerBlock or blockKV rows).
   bool tensorMaps = false;
   int64_t blockKV = 0;
+  /// Split-KV: combines the parts' partial results (see NVPTXTarget.h).
+  std::string mergeEntry;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
