@@ -947,29 +947,8 @@ void AttentionTiler::withMaskVariants(
       });
 }
 
-/// A quantized code byte as f32 (before its scale): int8 directly; fp8 by
-/// moving its exponent and mantissa into an f32's bit positions and
-/// rescaling by the bias difference, which is exact for normal and
-/// subnormal codes alike.
 Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
-  KVQuant kind = *op.getKvQuant();
-  if (kind == KVQuant::int8 || kind == KVQuant::int4)
-    return arith::SIToFPOp::create(b, loc, f32, code);
-  bool e4m3 = kind == KVQuant::fp8e4m3;
-  auto c32 = [&](int64_t v) {
-    return arith::ConstantIntOp::create(b, loc, v, 32).getResult();
-  };
-  Value u = arith::ExtUIOp::create(b, loc, i32, code);
-  Value mag = arith::ShLIOp::create(
-      b, loc, arith::AndIOp::create(b, loc, u, c32(0x7f)),
-      c32(e4m3 ? 20 : 21));
-  Value sign = arith::ShLIOp::create(
-      b, loc, arith::AndIOp::create(b, loc, u, c32(0x80)), c32(24));
-  Value bits = arith::OrIOp::create(b, loc, mag, sign);
-  Value x = arith::BitcastOp::create(b, loc, f32, bits);
-  // 2^(127 - 7) for e4m3, 2^(127 - 15) for e5m2.
-  return arith::MulFOp::create(b, loc, x,
-                               cF32(b, std::ldexp(1.0, e4m3 ? 120 : 112)));
+  return decodeKVCode(b, loc, *op.getKvQuant(), code);
 }
 
 /// K and V rows of a key tile in f32: rows past the slots (or skipped by
@@ -1587,4 +1566,33 @@ FailureOr<scf::ParallelOp> mlir::attn::tileAttention(RewriterBase &rewriter,
   scf::ParallelOp par = tiler.build();
   rewriter.eraseOp(op);
   return par;
+}
+
+/// A quantized code byte as f32 (before its scale): int8 directly; fp8 by
+/// moving its exponent and mantissa into an f32's bit positions and
+/// rescaling by the bias difference, which is exact for normal and
+/// subnormal codes alike.
+Value mlir::attn::decodeKVCode(OpBuilder &b, Location loc, KVQuant kind,
+                               Value code) {
+  Type f32 = b.getF32Type();
+  if (kind == KVQuant::int8 || kind == KVQuant::int4)
+    return arith::SIToFPOp::create(b, loc, f32, code);
+  bool e4m3 = kind == KVQuant::fp8e4m3;
+  auto c32 = [&](int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 32).getResult();
+  };
+  Value u = arith::ExtUIOp::create(b, loc, b.getI32Type(), code);
+  Value mag = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, c32(0x7f)),
+      c32(e4m3 ? 20 : 21));
+  Value sign = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, c32(0x80)), c32(24));
+  Value bits = arith::OrIOp::create(b, loc, mag, sign);
+  Value x = arith::BitcastOp::create(b, loc, f32, bits);
+  // 2^(127 - 7) for e4m3, 2^(127 - 15) for e5m2.
+  return arith::MulFOp::create(
+      b, loc, x,
+      arith::ConstantFloatOp::create(
+          b, loc, b.getF32Type(),
+          APFloat(static_cast<float>(std::ldexp(1.0, e4m3 ? 120 : 112)))));
 }

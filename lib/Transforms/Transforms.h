@@ -31,6 +31,10 @@ FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 
+/// A quantized K/V code (i8: an int8, a sign-extended int4 nibble, or fp8
+/// bits) as f32, before its scale.
+Value decodeKVCode(OpBuilder &b, Location loc, KVQuant kind, Value code);
+
 } // namespace mlir::attn
 
 #endif // ATTN_TRANSFORMS_TRANSFORMS_H

@@ -616,9 +616,8 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
                            std::pair{"v", &t.v}})
     checkGpuAlignment(name, *ref, 16);
   checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype));
-  if (t.kScale || t.pageTable)
-    throw Error(t.kScale ? "k_scale" : "page_table",
-                "GPU kernels take contiguous unquantized K/V");
+  if (t.pageTable)
+    throw Error("page_table", "GPU kernels take contiguous K/V");
   const detail::CudaFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
           Dv = info.valueHeadDim;
@@ -646,6 +645,10 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   if (t.lse)
     packed.memref(*t.lse);
   packParamsAndCaptures(packed, info, plan);
+  if (t.kScale) {
+    packed.memref(*t.kScale);
+    packed.memref(*t.vScale);
+  }
   packed.memref(oPart);
   packed.memref(lsePart);
   packed.i32(parts);

@@ -43,7 +43,8 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   driver::GpuObject g = driver::compileGpuObject(parsed, plan);
   // K/V tiles stream asynchronously: TMA boxes completing on mbarriers
   // (sm_90a) or cp.async groups.
-  bool tma = o.target == "sm_90a" && o.gpuLoads != "cp.async";
+  bool tma = o.target == "sm_90a" && o.gpuLoads != "cp.async" &&
+             o.kvDtype == "same";
   EXPECT_EQ(g.code.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
   EXPECT_EQ(g.code.ptx.find("cp.async.cg.shared.global") != std::string::npos,
             !tma);
@@ -203,6 +204,30 @@ TEST(Nvptx, SpillingKeyTilesShrink) {
   EXPECT_GT(forced.spillStoreBytes, 0) << forced.ptxasReport;
 }
 
+// Quantized K/V: code rows stream by cp.async and are dequantized per tile
+// (K's per-channel group scales, V's per-token scales) into the matmul
+// layout; every code type on both chips, for masked variants.
+TEST(Nvptx, QuantizedKV) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  const char *source =
+      "variant w { param window: i32 = 512; sink(h) = 0.25; "
+      "mask(b, h, q, kv) = kv <= q && q - kv < window; }";
+  for (const char *kv : {"int8", "fp8e4m3", "fp8e5m2", "int4"})
+    for (const char *chip : {"sm_80", "sm_90a"})
+      for (int64_t d : {64, 128}) {
+        Options o;
+        o.target = chip;
+        o.headDim = d;
+        o.kvDtype = kv;
+        o.kvGroup = 32;
+        o.lse = true;
+        expectTensorCoreKernel(source, o,
+                               std::string(kv) + " " + chip + " D=" +
+                                   std::to_string(d));
+      }
+}
+
 // D = 256 where it fits in registers (the tile shrinking as needed), a
 // clear error naming --head-dim where it does not.
 TEST(Nvptx, HeadDim256WhereItFits) {
@@ -267,9 +292,14 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   Options odd = o;
   odd.headDim = 40;
   expectError(odd, "--target", "multiples of 16");
-  Options quant = o;
-  quant.kvDtype = "int8";
-  expectError(quant, "--target", "not implemented for GPU targets");
+  Options paged = o;
+  paged.paged = 16;
+  expectError(paged, "--target", "not implemented for GPU targets");
+  Options quantTma = o;
+  quantTma.target = "sm_90a";
+  quantTma.kvDtype = "int8";
+  quantTma.gpuLoads = "tma";
+  expectError(quantTma, "--gpu-loads", "unquantized");
   Options tiles = o;
   tiles.blockKV = 24;
   expectError(tiles, "--block-kv", "16, 32, 48 or 64");

@@ -71,10 +71,15 @@ using Frag = std::array<Value, 4>;
 struct SharedLayout {
   SmallVector<int64_t> q, k, v;
   int64_t kOffset = 0, vOffset = 0, bytes = 0;
+  // Quantized K/V: two buffers of raw code rows each, dequantized into
+  // the k/v tiles (buffer 0) before the matmuls.
+  SmallVector<int64_t> kCodes, vCodes;
+  int64_t kCodeOffset = 0, vCodeOffset = 0;
 };
 
 SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
-                          bool chunked) {
+                          bool chunked, int64_t kCodeBytes = 0,
+                          int64_t vCodeBytes = 0) {
   constexpr int64_t BQ = kWarps * kRowsPerWarp;
   SharedLayout l;
   if (chunked) { // wgmma: 16-byte chunks in core-matrix order
@@ -96,6 +101,19 @@ SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
   l.kOffset = bytes(l.q);
   l.vOffset = l.kOffset + bytes(l.k);
   l.bytes = l.vOffset + bytes(l.v);
+  if (kCodeBytes) {
+    auto codeBytes = [](ArrayRef<int64_t> shape) {
+      int64_t n = 1;
+      for (int64_t d : shape)
+        n *= d;
+      return (n + 127) / 128 * 128;
+    };
+    l.kCodes = {2, BK, kCodeBytes};
+    l.vCodes = {2, BK, vCodeBytes};
+    l.kCodeOffset = l.bytes;
+    l.vCodeOffset = l.kCodeOffset + codeBytes(l.kCodes);
+    l.bytes = l.vCodeOffset + codeBytes(l.vCodes);
+  }
   return l;
 }
 
@@ -106,7 +124,8 @@ public:
       : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
         D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
         BK(cfg.blockKV), norm(op.getNormalize()),
-        wgmma(nvptx::usesWgmma(cfg.chip)), tma(wgmma && cfg.tma) {}
+        wgmma(nvptx::usesWgmma(cfg.chip)),
+        tma(wgmma && cfg.tma && !op.getKvQuant()), quant(op.getKvQuant()) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -139,7 +158,9 @@ private:
   Value quadReduce(OpBuilder &b, Value x, bool isMax);
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
-                Value stage);
+                Value stage, bool rowMajor = false);
+  void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
+                      int64_t width, Value dst, bool key);
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
                  Value regs[4]);
   Value classifyTile(OpBuilder &b, Value k0);
@@ -197,6 +218,9 @@ private:
   // share under split-KV.
   Value tileBegin, numTiles;
   Value oPart, lsePart, parts, part; // split-KV partial results
+  // Quantized K/V: k/v hold codes (i8), staged raw and dequantized per tile.
+  std::optional<KVQuant> quant;
+  Value kScale, vScale, kCodes, vCodes;
   Value qiIdx[2];
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -267,31 +291,36 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
 /// mma.sync, dst is row-major with padded rows (see sharedRowElements).
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
-                                   Value rowLimit, Value dst, Value stage) {
-  int64_t chunksPerRow = cols / 8;
+                                   Value rowLimit, Value dst, Value stage,
+                                   bool rowMajor) {
+  // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
+  int64_t perChunk =
+      16 / (cast<MemRefType>(src.getType()).getElementTypeBitWidth() / 8);
+  int64_t chunksPerRow = cols / perChunk;
+  bool coreMatrices = wgmma && !rowMajor;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value lastRow = arith::SubIOp::create(b, loc, rowLimit, cIdx(b, 1));
   scf::ForOp::create(
       b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
         Value row, chunk;
-        if (wgmma) {
+        if (coreMatrices) {
           row = arith::RemUIOp::create(b, loc, c, cIdx(b, rows));
           chunk = arith::DivUIOp::create(b, loc, c, cIdx(b, rows));
         } else {
           row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
           chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
         }
-        Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
+        Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, perChunk));
         Value grow = arith::AddIOp::create(b, loc, rowBase, row);
         Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                              grow, rowLimit);
         // Past the end: a valid address, zero bytes read.
         Value srcRow = arith::MinUIOp::create(b, loc, grow, lastRow);
-        Value srcElements =
-            arith::SelectOp::create(b, loc, inside, cIdx(b, 8), cIdx(b, 0));
+        Value srcElements = arith::SelectOp::create(
+            b, loc, inside, cIdx(b, perChunk), cIdx(b, 0));
         SmallVector<Value> at = {row, col};
-        if (wgmma)
+        if (coreMatrices)
           at = {arith::AddIOp::create(
                     b, loc,
                     arith::MulIOp::create(b, loc, chunk, cIdx(b, rows)), row),
@@ -300,7 +329,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
           at.insert(at.begin(), stage);
         nvgpu::DeviceAsyncCopyOp::create(
             b, loc, dst, at, src, ValueRange{i0, i1, srcRow, col},
-            b.getIndexAttr(8), srcElements, b.getUnitAttr());
+            b.getIndexAttr(perChunk), srcElements, b.getUnitAttr());
         scf::YieldOp::create(b, loc);
       });
 }
@@ -336,8 +365,102 @@ Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
 
 /// Starts the K and V tiles at k0 into buffer `stage`.
 void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value stage) {
+  if (quant) { // raw code rows; dequantized when the tile is computed
+    int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
+    int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
+    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, seqKV, kCodes, stage, true);
+    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, seqKV, vCodes, stage, true);
+    return;
+  }
   copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS, stage);
   copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS, stage);
+}
+
+/// The staged codes of buffer `stage` as f16/bf16 in the k/v tile's
+/// buffer 0 (its matmul layout), scaled: K by its per-channel scale of
+/// the row's token group, V by its per-token scale. Rows past Skv hold
+/// zero codes (and read the last row's scales).
+void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
+                                         Value stage, Value k0, int64_t width,
+                                         Value dst, bool key) {
+  Type f32 = b.getF32Type();
+  int64_t chunksPerRow = width / 8;
+  bool int4 = *quant == KVQuant::int4;
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value lastRow = arith::SubIOp::create(b, loc, seqKV, cIdx(b, 1));
+  scf::ForOp::create(
+      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
+      ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
+        Value row, chunk;
+        if (wgmma) {
+          row = arith::RemUIOp::create(b, loc, c, cIdx(b, BK));
+          chunk = arith::DivUIOp::create(b, loc, c, cIdx(b, BK));
+        } else {
+          row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
+          chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
+        }
+        Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
+        Value pos = arith::MinUIOp::create(
+            b, loc, arith::AddIOp::create(b, loc, k0, row), lastRow);
+        // Eight codes: eight bytes, or four bytes of two nibbles each
+        // (low first, sign-extended).
+        SmallVector<Value> values;
+        Type i8 = b.getI8Type();
+        if (int4) {
+          Value bytes = vector::LoadOp::create(
+              b, loc, VectorType::get({4}, i8), codes,
+              ValueRange{stage, row,
+                         arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
+          Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+          for (int64_t e = 0; e < 4; ++e) {
+            Value byte = vector::ExtractOp::create(b, loc, bytes,
+                                                   ArrayRef<int64_t>{e});
+            values.push_back(arith::ShRSIOp::create(
+                b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
+            values.push_back(arith::ShRSIOp::create(b, loc, byte, four));
+          }
+        } else {
+          Value bytes = vector::LoadOp::create(
+              b, loc, VectorType::get({8}, i8), codes,
+              ValueRange{stage, row, col});
+          for (int64_t e = 0; e < 8; ++e)
+            values.push_back(vector::ExtractOp::create(b, loc, bytes,
+                                                       ArrayRef<int64_t>{e}));
+        }
+        Value scales;
+        Value tokenScale;
+        if (key) {
+          Value group = arith::DivUIOp::create(
+              b, loc, pos, cIdx(b, *op.getKvGroup()));
+          scales = vector::LoadOp::create(b, loc, VectorType::get({8}, f32),
+                                          kScale,
+                                          ValueRange{bIdx, hkvIdx, group, col});
+        } else {
+          tokenScale = memref::LoadOp::create(b, loc, vScale,
+                                              ValueRange{bIdx, hkvIdx, pos});
+        }
+        SmallVector<Value> out;
+        for (int64_t e = 0; e < 8; ++e) {
+          Value x = decodeKVCode(b, loc, *quant, values[e]);
+          Value s = key ? vector::ExtractOp::create(b, loc, scales,
+                                                    ArrayRef<int64_t>{e})
+                              .getResult()
+                        : tokenScale;
+          out.push_back(arith::TruncFOp::create(
+              b, loc, elt, arith::MulFOp::create(b, loc, x, s)));
+        }
+        Value tile = vector::FromElementsOp::create(
+            b, loc, VectorType::get({8}, elt), out);
+        SmallVector<Value> at = {cIdx(b, 0), row, col};
+        if (wgmma)
+          at = {cIdx(b, 0),
+                arith::AddIOp::create(
+                    b, loc, arith::MulIOp::create(b, loc, chunk, cIdx(b, BK)),
+                    row),
+                cIdx(b, 0)};
+        vector::StoreOp::create(b, loc, tile, dst, at);
+        scf::YieldOp::create(b, loc);
+      });
 }
 
 /// The shared-window address of a workgroup buffer, as i64.
@@ -644,7 +767,16 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
   if (!tma) {
     // All but the newest cp.async group (the next tile's) have landed.
     NVVM::CpAsyncWaitGroupOp::create(b, loc, b.getI32IntegerAttr(1));
-    if (wgmma) // cp.async writes are generic-proxy; wgmma reads async-proxy
+    if (quant) {
+      // Everyone's codes are in: dequantize into buffer 0, then compute
+      // from it.
+      gpu::BarrierOp::create(b, loc);
+      dequantizeTile(b, kCodes, tileStage, k0, D, kS, true);
+      dequantizeTile(b, vCodes, tileStage, k0, Dv, vS, false);
+      tileStage = cIdx(b, 0);
+      stage = tileStage;
+    }
+    if (wgmma) // generic-proxy shared writes; wgmma reads async-proxy
       NVVM::FenceProxyOp::create(
           b, loc,
           NVVM::ProxyKindAttr::get(b.getContext(),
@@ -1217,7 +1349,10 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   }
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
-  layout = sharedLayout(elt, D, Dv, BK, wgmma);
+  layout = sharedLayout(
+      elt, D, Dv, BK, wgmma,
+      quant ? cast<MemRefType>(k.getType()).getShape().back() : 0,
+      quant ? cast<MemRefType>(v.getType()).getShape().back() : 0);
   auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                          gpu::AddressSpace::Workgroup);
   dynamicShared = gpu::DynamicSharedMemoryOp::create(
@@ -1231,6 +1366,19 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   qS = view(0, layout.q);
   kS = view(layout.kOffset, layout.k);
   vS = view(layout.vOffset, layout.v);
+  if (quant) {
+    auto codeView = [&](int64_t offset, ArrayRef<int64_t> shape) {
+      return memref::ViewOp::create(
+          b, loc,
+          MemRefType::get(shape, b.getI8Type(), MemRefLayoutAttrInterface{},
+                          smem),
+          dynamicShared, cIdx(b, offset), ValueRange{});
+    };
+    kCodes = codeView(layout.kCodeOffset, layout.kCodes);
+    vCodes = codeView(layout.vCodeOffset, layout.vCodes);
+    kScale = outside.lookup(op.getKeyScale());
+    vScale = outside.lookup(op.getValueScale());
+  }
 
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value warp = arith::DivUIOp::create(b, loc, tid, cIdx(b, 32));
@@ -1486,8 +1634,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
             std::to_string(Dv) + ")";
     return failure();
   }
-  if (op.getKvQuant() || op.isPaged() || op.getKvIndex() || op.hasSelect()) {
-    error = "quantized, paged and sparse K/V and select are not implemented "
+  if (op.isPaged() || op.getKvIndex() || op.hasSelect()) {
+    error = "paged and sparse K/V and select are not implemented "
             "for GPU targets yet";
     return failure();
   }
@@ -1514,12 +1662,16 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     outsideValues.push_back(op.getLse());
   outsideValues.append(op.getParams().begin(), op.getParams().end());
   outsideValues.append(op.getCaptures().begin(), op.getCaptures().end());
+  if (op.getKvQuant()) {
+    outsideValues.push_back(op.getKeyScale());
+    outsideValues.push_back(op.getValueScale());
+  }
   SmallVector<Type> argTypes;
   for (Value v : outsideValues)
     argTypes.push_back(v.getType());
 
   KernelConfig config = cfg;
-  bool tma = usesWgmma(config.chip) && config.tma;
+  bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant();
   // Split-KV partial results [parts, B, Hq, Sq, Dv] and [parts, B, Hq, Sq]
   // (f32, contiguous) and the part count; with one part they are unused.
   int64_t dyn = ShapedType::kDynamic;
@@ -1557,7 +1709,17 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   info.rowsPerBlock = kWarps * kRowsPerWarp;
   info.tensorMaps = tma;
   info.blockKV = config.blockKV;
+  bool quantized = op.getKvQuant().has_value();
   info.sharedBytes =
-      sharedLayout(elt, D, Dv, config.blockKV, usesWgmma(config.chip)).bytes;
+      sharedLayout(elt, D, Dv, config.blockKV, usesWgmma(config.chip),
+                   quantized ? cast<MemRefType>(op.getKey().getType())
+                                   .getShape()
+                                   .back()
+                             : 0,
+                   quantized ? cast<MemRefType>(op.getValue().getType())
+                                   .getShape()
+                                   .back()
+                             : 0)
+          .bytes;
   return info;
 }
