@@ -127,7 +127,8 @@ namespace {
 /// The tensor map of a [B, H, S, D] tensor read in boxes of 8 columns x
 /// `rows` rows (no swizzle, zero fill past the edges).
 TensorMap encodeTensorMap(const Driver &d, const char *name,
-                          const TensorRef &t, int64_t rows) {
+                          const TensorRef &t, int64_t rows,
+                          int64_t heads = 1) {
   TensorMap map{};
   // Innermost first; empty dims never get read but must be encodable.
   uint64_t dims[4], strides[3];
@@ -143,7 +144,8 @@ TensorMap encodeTensorMap(const Driver &d, const char *name,
                      : contiguous;
     contiguous = strides[i] * dims[i + 1];
   }
-  uint32_t box[4] = {8, static_cast<uint32_t>(rows), 1, 1};
+  uint32_t box[4] = {8, static_cast<uint32_t>(rows),
+                     static_cast<uint32_t>(heads), 1};
   uint32_t elementStrides[4] = {1, 1, 1, 1};
   if (CUresult r = d.cuTensorMapEncodeTiled(
           &map, kTensorMapUint16, 4, const_cast<void *>(t.data), dims,
@@ -241,11 +243,13 @@ void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
                           std::vector<void *> params,
                           std::array<const TensorRef *, 3> qkv,
                           void *stream) const {
-  launchSplit(batch, heads, seqQ, 0, 1, std::move(params), {}, qkv, stream);
+  launchSplit(batch, heads, seqQ, 0, 1, 1, std::move(params), {}, qkv,
+              stream);
 }
 
 void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                                int64_t valueHeadDim, int64_t parts,
+                               int64_t pack,
                                std::vector<void *> params,
                                std::vector<void *> mergeParams,
                                std::array<const TensorRef *, 3> qkv,
@@ -254,14 +258,15 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
   const Driver &d = driver();
   if (batch == 0 || heads == 0 || seqQ == 0)
     return;
-  int64_t qTiles = (seqQ + code.rowsPerBlock - 1) / code.rowsPerBlock;
+  int64_t rowsPerHead = code.rowsPerBlock / pack;
+  int64_t qTiles = (seqQ + rowsPerHead - 1) / rowsPerHead;
   // TMA kernels read q, k and v through tensor maps in device memory,
   // allocated and freed in stream order around the launch.
   CUdeviceptr maps = 0;
   CUdeviceptr mapPointers[3];
   if (code.tensorMaps) {
     TensorMap host[3] = {
-        encodeTensorMap(d, "q", *qkv[0], code.rowsPerBlock),
+        encodeTensorMap(d, "q", *qkv[0], rowsPerHead, pack),
         encodeTensorMap(d, "k", *qkv[1], code.blockKV),
         encodeTensorMap(d, "v", *qkv[2], code.blockKV)};
     check(d, d.cuMemAllocAsync(&maps, sizeof(host), stream),
@@ -275,7 +280,7 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
   }
   CUresult launched = d.cuLaunchKernel(
       function, static_cast<unsigned>(qTiles * parts),
-      static_cast<unsigned>(heads), static_cast<unsigned>(batch),
+      static_cast<unsigned>(heads / pack), static_cast<unsigned>(batch),
       static_cast<unsigned>(code.blockThreads), 1, 1,
       static_cast<unsigned>(code.sharedBytes), stream, params.data(), nullptr);
   if (maps)

@@ -32,8 +32,10 @@ public:
               std::array<const TensorRef *, 3> qkv, void *stream) const;
   /// Split-KV: `parts` CTAs per query tile writing partial results, then
   /// the merge kernel over `mergeParams` (grid (ceil(Sq Dv / 128), Hq, B)).
+  /// With `pack` > 1, each CTA holds `pack` query heads of one K/V head
+  /// (rowsPerBlock / pack queries each): the grid's y is heads / pack.
   void launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
-                   int64_t valueHeadDim, int64_t parts,
+                   int64_t valueHeadDim, int64_t parts, int64_t pack,
                    std::vector<void *> params, std::vector<void *> mergeParams,
                    std::array<const TensorRef *, 3> qkv, void *stream) const;
   /// The device's multiprocessor count (loads the kernel first).

@@ -589,6 +589,21 @@ int32_t chooseParts(const KernelInfo &info, const int64_t *sizes,
       std::min<int64_t>((want + items - 1) / items, maxParts));
 }
 
+/// GPU split-KV parts: an explicit count up to one key tile per part, or
+/// (auto) two CTAs per multiprocessor, each part keeping >= 2 key tiles.
+int32_t chooseGpuParts(int64_t requested, int64_t keyTiles, int64_t ctas,
+                       int64_t multiprocessors) {
+  if (requested > 0)
+    return static_cast<int32_t>(
+        std::clamp<int64_t>(std::min(requested, keyTiles), 1, 1 << 16));
+  int64_t maxParts = std::clamp<int64_t>(keyTiles / 2, 1, 64);
+  int64_t want = 2 * multiprocessors;
+  if (ctas == 0 || ctas >= want)
+    return 1;
+  return static_cast<int32_t>(
+      std::min<int64_t>((want + ctas - 1) / ctas, maxParts));
+}
+
 /// GPU kernels read q, k and v 16 bytes at a time and write o in pairs:
 /// rows must start on those boundaries.
 void checkGpuAlignment(const std::string &name, const TensorRef &t,
@@ -621,8 +636,22 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   const detail::CudaFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
           Dv = info.valueHeadDim;
-  int32_t parts =
-      B * H * S == 0 ? 1 : chooseParts(info, plan.sizes, gpu.multiprocessors());
+  // GQA packing for short query blocks: up to 64 / Sq query heads of one
+  // K/V head share a CTA (a power of two dividing the group), so each K/V
+  // tile is read once for all of them.
+  int64_t group = plan.sizes[kHkv] > 0 ? H / plan.sizes[kHkv] : 1;
+  int64_t pack = 1;
+  while (pack * 2 <= 64 && group % (pack * 2) == 0 &&
+         S * pack * 2 <= 64)
+    pack *= 2;
+  int32_t parts = 1;
+  if (B * H * S > 0) {
+    int64_t keyTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
+    int64_t rowsPerHead = gpu.gpuCode().rowsPerBlock / pack;
+    int64_t ctas = B * (H / pack) * ((S + rowsPerHead - 1) / rowsPerHead);
+    parts = chooseGpuParts(info.splitKv, keyTiles, ctas,
+                           gpu.multiprocessors());
+  }
   // Split-KV partials in device memory, allocated in stream order.
   void *scratch = nullptr;
   static float none = 0;
@@ -652,6 +681,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   packed.memref(oPart);
   packed.memref(lsePart);
   packed.i32(parts);
+  packed.i32(static_cast<int32_t>(pack));
   std::vector<void *> args(packed.size());
   packed.pointers(args.data());
   PackedArgs mergePacked;
@@ -663,7 +693,8 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   std::vector<void *> mergeArgs(mergePacked.size());
   mergePacked.pointers(mergeArgs.data());
   try {
-    gpu.launchSplit(B, H, S, Dv, parts, std::move(args), std::move(mergeArgs),
+    gpu.launchSplit(B, H, S, Dv, parts, pack, std::move(args),
+                    std::move(mergeArgs),
                     {&t.q, &t.k, &t.v}, stream);
   } catch (...) {
     if (scratch)

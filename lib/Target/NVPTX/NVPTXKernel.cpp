@@ -158,7 +158,8 @@ private:
   Value quadReduce(OpBuilder &b, Value x, bool isMax);
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
-                Value stage, bool rowMajor = false);
+                Value stage, bool rowMajor = false,
+                Value rowsPerSrcHead = Value());
   void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
                       int64_t width, Value dst, bool key);
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
@@ -232,6 +233,10 @@ private:
   Value seqQ, seqKV, b32, h32, bIdx, hIdx, hkvIdx, lane, quadRow, quadCol,
       rowA, sScale;
   Value qi32[2]; // the two query rows of this lane
+  // GQA packing: the CTA's 64 rows are `pack` query heads of one K/V head
+  // (h0 ...) x rowsPerHead queries, row r = head (r / rowsPerHead),
+  // query q0 + r % rowsPerHead; without packing pack = 1.
+  Value packedHeads, rowsPerHead, hRow[2], hRow32[2], hLast32;
 };
 
 Value GpuAttentionBuilder::pack(OpBuilder &b, Value lo, Value hi) {
@@ -292,7 +297,7 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
                                    Value rowLimit, Value dst, Value stage,
-                                   bool rowMajor) {
+                                   bool rowMajor, Value rowsPerSrcHead) {
   // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
   int64_t perChunk =
       16 / (cast<MemRefType>(src.getType()).getElementTypeBitWidth() / 8);
@@ -312,7 +317,14 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
           chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
         }
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, perChunk));
-        Value grow = arith::AddIOp::create(b, loc, rowBase, row);
+        // Packed heads: tile row r reads head i1 + r / n, row r % n.
+        Value head = i1, srcTileRow = row;
+        if (rowsPerSrcHead) {
+          head = arith::AddIOp::create(
+              b, loc, i1, arith::DivUIOp::create(b, loc, row, rowsPerSrcHead));
+          srcTileRow = arith::RemUIOp::create(b, loc, row, rowsPerSrcHead);
+        }
+        Value grow = arith::AddIOp::create(b, loc, rowBase, srcTileRow);
         Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                              grow, rowLimit);
         // Past the end: a valid address, zero bytes read.
@@ -328,7 +340,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
         if (stage)
           at.insert(at.begin(), stage);
         nvgpu::DeviceAsyncCopyOp::create(
-            b, loc, dst, at, src, ValueRange{i0, i1, srcRow, col},
+            b, loc, dst, at, src, ValueRange{i0, head, srcRow, col},
             b.getIndexAttr(perChunk), srcElements, b.getUnitAttr());
         scf::YieldOp::create(b, loc);
       });
@@ -360,7 +372,7 @@ Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
              cIdx(b, 1)));
   return regions.inlineRegion(
       b, op.getClassify(),
-      {b32, h32, h32, toI32(b, q0), qLast, toI32(b, k0), kLast});
+      {b32, h32, hLast32, toI32(b, q0), qLast, toI32(b, k0), kLast});
 }
 
 /// Starts the K and V tiles at k0 into buffer `stage`.
@@ -664,7 +676,8 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
       Value qi = qi32[i / 2];
       Value t = arith::MulFOp::create(b, loc, frag[i], sScale);
       if (op.hasScore()) {
-        t = regions.inlineRegion(b, op.getScore(), {t, b32, h32, qi, kv32});
+        t = regions.inlineRegion(b, op.getScore(),
+                                 {t, b32, hRow32[i / 2], qi, kv32});
         if (norm == Normalize::softmax)
           t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
       }
@@ -673,7 +686,8 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
       if (withMask)
         keep = arith::AndIOp::create(
             b, loc, keep,
-            regions.inlineRegion(b, op.getMask(), {b32, h32, qi, kv32}));
+            regions.inlineRegion(b, op.getMask(),
+                                 {b32, hRow32[i / 2], qi, kv32}));
       if (norm == Normalize::softmax) {
         // A -inf score is a masked entry; max() with it changes nothing.
         out.push_back(arith::SelectOp::create(b, loc, keep, t, negInf));
@@ -918,7 +932,8 @@ SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
     });
     NVVM::CpAsyncCommitGroupOp::create(b, loc);
   };
-  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value());
+  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value(), false,
+           rowsPerHead);
   Value firstCls = classifyAt(b, tileBegin);
   prefetch(b, tileBegin, firstCls, cIdx(b, 0));
 
@@ -1300,25 +1315,25 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
             // This part's normalized O and log-sum, combined by the merge
             // kernel.
             for (int64_t nb = 0; nb < Dv / 8; ++nb)
-              store(b, f32, oPart, {part, bIdx, hIdx, qiIdx[r]}, nb);
+              store(b, f32, oPart, {part, bIdx, hRow[r], qiIdx[r]}, nb);
             scf::IfOp::create(b, loc, firstInQuad,
                               [&](OpBuilder &b, Location) {
                                 memref::StoreOp::create(
                                     b, loc, rowLse, lsePart,
-                                    ValueRange{part, bIdx, hIdx, qiIdx[r]});
+                                    ValueRange{part, bIdx, hRow[r], qiIdx[r]});
                                 scf::YieldOp::create(b, loc);
                               });
             scf::YieldOp::create(b, loc);
           },
           [&](OpBuilder &b, Location) {
             for (int64_t nb = 0; nb < Dv / 8; ++nb)
-              store(b, outElt, o, {bIdx, hIdx, qiIdx[r]}, nb);
+              store(b, outElt, o, {bIdx, hRow[r], qiIdx[r]}, nb);
             if (lse && hasRowSum)
               scf::IfOp::create(b, loc, firstInQuad,
                                 [&](OpBuilder &b, Location) {
                                   memref::StoreOp::create(
                                       b, loc, rowLse, lse,
-                                      ValueRange{bIdx, hIdx, qiIdx[r]});
+                                      ValueRange{bIdx, hRow[r], qiIdx[r]});
                                   scf::YieldOp::create(b, loc);
                                 });
             scf::YieldOp::create(b, loc);
@@ -1340,12 +1355,17 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     // (TMA) the tensor maps.
     ValueRange args = func.getArguments();
     ValueRange splitArgs =
-        args.drop_back(tma ? 3 : 0).take_back(3);
+        args.drop_back(tma ? 3 : 0).take_back(4);
     oPart = splitArgs[0];
     lsePart = splitArgs[1];
-    parts = arith::IndexCastUIOp::create(
-        b, loc, b.getIndexType(),
-        arith::MaxUIOp::create(b, loc, splitArgs[2], cI32(b, 1)));
+    auto positive = [&](Value x) {
+      return arith::IndexCastUIOp::create(
+          b, loc, b.getIndexType(),
+          arith::MaxUIOp::create(b, loc, x, cI32(b, 1)));
+    };
+    parts = positive(splitArgs[2]);
+    packedHeads = positive(splitArgs[3]);
+    rowsPerHead = arith::DivUIOp::create(b, loc, cIdx(b, BQ), packedHeads);
   }
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
@@ -1400,7 +1420,9 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   Value blockX = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value qTile = arith::DivUIOp::create(b, loc, blockX, parts);
   part = arith::RemUIOp::create(b, loc, blockX, parts);
-  hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  // The first of the CTA's query heads (grid y = Hq / pack).
+  hIdx = arith::MulIOp::create(
+      b, loc, gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), packedHeads);
   bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
 
   Value batch = memref::DimOp::create(b, loc, q, 0);
@@ -1419,6 +1441,9 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   regions.computeCaptureBounds(b, loc);
   b32 = toI32(b, bIdx);
   h32 = toI32(b, hIdx);
+  hLast32 = toI32(b, arith::SubIOp::create(
+                         b, loc, arith::AddIOp::create(b, loc, hIdx, packedHeads),
+                         cIdx(b, 1)));
 
   Value scale = op.getScale()
                     ? cF32(b, op.getScale()->convertToDouble())
@@ -1430,12 +1455,17 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
                      .getResult()
                : scale;
 
-  q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
+  q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
   rowA = arith::AddIOp::create(b, loc, warpRow, quadRow);
-  qiIdx[0] = arith::AddIOp::create(b, loc, q0, rowA);
-  qiIdx[1] = arith::AddIOp::create(b, loc, q0, add(b, rowA, 8));
-  qi32[0] = toI32(b, qiIdx[0]);
-  qi32[1] = toI32(b, qiIdx[1]);
+  for (int r = 0; r < 2; ++r) {
+    Value row = add(b, rowA, 8 * r);
+    qiIdx[r] = arith::AddIOp::create(
+        b, loc, q0, arith::RemUIOp::create(b, loc, row, rowsPerHead));
+    hRow[r] = arith::AddIOp::create(
+        b, loc, hIdx, arith::DivUIOp::create(b, loc, row, rowsPerHead));
+    qi32[r] = toI32(b, qiIdx[r]);
+    hRow32[r] = toI32(b, hRow[r]);
+  }
 
   if (wgmma) {
     qAddr = sharedAddress(b, qS);
@@ -1447,21 +1477,24 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
   // per quad.
   // Under split-KV only part 0 counts the sink.
-  Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
+  Value mInit[2] = {cF32(b, -INFINITY), cF32(b, -INFINITY)};
+  Value lInit[2] = {cF32(b, 0.0), cF32(b, 0.0)};
   if (op.hasSink()) {
-    Value sink = regions.inlineRegion(b, op.getSink(), {h32});
     Value partZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                            part, cIdx(b, 0));
-    mInit = arith::SelectOp::create(
-        b, loc, partZero,
-        arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)), mInit);
     Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                         quadCol, cIdx(b, 0));
-    lInit = arith::SelectOp::create(
-        b, loc, arith::AndIOp::create(b, loc, first, partZero),
-        cF32(b, 1.0), lInit);
+    for (int r = 0; r < 2; ++r) { // per row: packed rows differ in head
+      Value sink = regions.inlineRegion(b, op.getSink(), {hRow32[r]});
+      mInit[r] = arith::SelectOp::create(
+          b, loc, partZero,
+          arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)), mInit[r]);
+      lInit[r] = arith::SelectOp::create(
+          b, loc, arith::AndIOp::create(b, loc, first, partZero),
+          cF32(b, 1.0), lInit[r]);
+    }
   }
-  SmallVector<Value> init = {mInit, mInit, lInit, lInit};
+  SmallVector<Value> init = {mInit[0], mInit[1], lInit[0], lInit[1]};
   init.append(Dv / 8 * 4, cF32(b, 0.0));
 
   Value allTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
@@ -1473,7 +1506,9 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   qLast = toI32(
       b, arith::SubIOp::create(
              b, loc,
-             arith::MinUIOp::create(b, loc, add(b, q0, BQ), seqQ), cIdx(b, 1)));
+             arith::MinUIOp::create(
+                 b, loc, arith::AddIOp::create(b, loc, q0, rowsPerHead), seqQ),
+             cIdx(b, 1)));
   if (tma)
     tmaPipeline(b, init, func.getArguments().take_back(3));
   else
@@ -1678,6 +1713,7 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn, Dv}, b.getF32Type()));
   argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type()));
   argTypes.push_back(b.getI32Type());
+  argTypes.push_back(b.getI32Type()); // GQA heads packed per CTA
   if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
     argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
   // With TMA, a fifth warp produces.
