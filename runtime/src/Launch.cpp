@@ -179,6 +179,10 @@ void validatePages(const KernelInfo &info, const Tensors &t, int64_t *sz) {
   if (capacity > kI32Max)
     throw Error("page_table", "max_pages * P exceeds 2^31 - 1");
   sz[kSkv] = capacity;
+  // GPU tables live in device memory: the kernel clamps lengths and pages
+  // instead (a bad entry reads a wrong page, never wild memory).
+  if (info.target != "cpu")
+    return;
   int64_t pages = t.k.shape[0];
   std::vector<int64_t> ts = t.pageTable->effectiveStrides();
   int64_t ls = t.seqLens->effectiveStrides()[0];
@@ -631,8 +635,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
                            std::pair{"v", &t.v}})
     checkGpuAlignment(name, *ref, 16);
   checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype));
-  if (t.pageTable)
-    throw Error("page_table", "GPU kernels take contiguous K/V");
+
   const detail::CudaFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
           Dv = info.valueHeadDim;
@@ -677,6 +680,10 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   if (t.kScale) {
     packed.memref(*t.kScale);
     packed.memref(*t.vScale);
+  }
+  if (t.pageTable) {
+    packed.memref(*t.pageTable);
+    packed.memref(*t.seqLens);
   }
   packed.memref(oPart);
   packed.memref(lsePart);

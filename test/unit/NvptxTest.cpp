@@ -44,7 +44,7 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   // K/V tiles stream asynchronously: TMA boxes completing on mbarriers
   // (sm_90a) or cp.async groups.
   bool tma = o.target == "sm_90a" && o.gpuLoads != "cp.async" &&
-             o.kvDtype == "same";
+             o.kvDtype == "same" && o.paged == 0;
   EXPECT_EQ(g.code.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
   EXPECT_EQ(g.code.ptx.find("cp.async.cg.shared.global") != std::string::npos,
             !tma);
@@ -228,6 +228,30 @@ TEST(Nvptx, QuantizedKV) {
       }
 }
 
+// Paged K/V: rows found through the batch's page table by cp.async (page
+// ids clamped into the pool), the batch's own length as Skv; with and
+// without quantized codes.
+TEST(Nvptx, PagedKV) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  const char *source =
+      "variant w { param window: i32 = 512; scale = 1.0 / sqrt(float(Skv)); "
+      "mask(b, h, q, kv) = kv <= q + Skv - Sq && q + Skv - Sq - kv < window; }";
+  for (const char *kv : {"same", "int8"})
+    for (const char *chip : {"sm_80", "sm_90a"})
+      for (int64_t d : {64, 128}) {
+        Options o;
+        o.target = chip;
+        o.headDim = d;
+        o.kvDtype = kv;
+        o.paged = 16;
+        o.lse = true;
+        expectTensorCoreKernel(source, o,
+                               std::string("paged ") + kv + " " + chip +
+                                   " D=" + std::to_string(d));
+      }
+}
+
 // D = 256 where it fits in registers (the tile shrinking as needed), a
 // clear error naming --head-dim where it does not.
 TEST(Nvptx, HeadDim256WhereItFits) {
@@ -292,9 +316,11 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   Options odd = o;
   odd.headDim = 40;
   expectError(odd, "--target", "multiples of 16");
-  Options paged = o;
-  paged.paged = 16;
-  expectError(paged, "--target", "not implemented for GPU targets");
+  Options pagedTma = o;
+  pagedTma.target = "sm_90a";
+  pagedTma.paged = 16;
+  pagedTma.gpuLoads = "tma";
+  expectError(pagedTma, "--gpu-loads", "pages stream with cp.async");
   Options quantTma = o;
   quantTma.target = "sm_90a";
   quantTma.kvDtype = "int8";

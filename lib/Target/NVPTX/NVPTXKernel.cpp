@@ -125,7 +125,8 @@ public:
         D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
         BK(cfg.blockKV), norm(op.getNormalize()),
         wgmma(nvptx::usesWgmma(cfg.chip)),
-        tma(wgmma && cfg.tma && !op.getKvQuant()), quant(op.getKvQuant()) {}
+        tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged()),
+        quant(op.getKvQuant()) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -159,7 +160,7 @@ private:
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
                 Value stage, bool rowMajor = false,
-                Value rowsPerSrcHead = Value());
+                Value rowsPerSrcHead = Value(), bool pagedRows = false);
   void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
                       int64_t width, Value dst, bool key);
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
@@ -222,6 +223,9 @@ private:
   // Quantized K/V: k/v hold codes (i8), staged raw and dequantized per tile.
   std::optional<KVQuant> quant;
   Value kScale, vScale, kCodes, vCodes;
+  // Paged K/V: k/v are page pools [pages, Hkv, P, D], rows found through
+  // the batch's page table; seqKV is the batch's own length.
+  Value pageTable, seqLens;
   Value qiIdx[2];
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -297,7 +301,8 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
                                    Value rowLimit, Value dst, Value stage,
-                                   bool rowMajor, Value rowsPerSrcHead) {
+                                   bool rowMajor, Value rowsPerSrcHead,
+                                   bool pagedRows) {
   // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
   int64_t perChunk =
       16 / (cast<MemRefType>(src.getType()).getElementTypeBitWidth() / 8);
@@ -339,8 +344,25 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                 cIdx(b, 0)};
         if (stage)
           at.insert(at.begin(), stage);
+        Value outer = i0;
+        if (pagedRows) {
+          // Logical row -> (page from the table, row in the page); page
+          // ids clamped into the pool.
+          Value P = cIdx(b, *op.getPageSize());
+          Value page32 = memref::LoadOp::create(
+              b, loc, pageTable,
+              ValueRange{bIdx, arith::DivUIOp::create(b, loc, srcRow, P)});
+          Value lastPage = toI32(
+              b, arith::SubIOp::create(
+                     b, loc, memref::DimOp::create(b, loc, src, 0), cIdx(b, 1)));
+          page32 = arith::MinSIOp::create(
+              b, loc, arith::MaxSIOp::create(b, loc, page32, cI32(b, 0)),
+              lastPage);
+          outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
+          srcRow = arith::RemUIOp::create(b, loc, srcRow, P);
+        }
         nvgpu::DeviceAsyncCopyOp::create(
-            b, loc, dst, at, src, ValueRange{i0, head, srcRow, col},
+            b, loc, dst, at, src, ValueRange{outer, head, srcRow, col},
             b.getIndexAttr(perChunk), srcElements, b.getUnitAttr());
         scf::YieldOp::create(b, loc);
       });
@@ -380,12 +402,16 @@ void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value stage) {
   if (quant) { // raw code rows; dequantized when the tile is computed
     int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
     int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
-    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, seqKV, kCodes, stage, true);
-    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, seqKV, vCodes, stage, true);
+    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, seqKV, kCodes, stage, true,
+             Value(), pageTable != nullptr);
+    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, seqKV, vCodes, stage, true,
+             Value(), pageTable != nullptr);
     return;
   }
-  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS, stage);
-  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS, stage);
+  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS, stage, false, Value(),
+           pageTable != nullptr);
+  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS, stage, false, Value(),
+           pageTable != nullptr);
 }
 
 /// The staged codes of buffer `stage` as f16/bf16 in the k/v tile's
@@ -1429,7 +1455,16 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   Value headsQ = memref::DimOp::create(b, loc, q, 1);
   seqQ = memref::DimOp::create(b, loc, q, 2);
   Value headsKV = memref::DimOp::create(b, loc, k, 1);
-  seqKV = memref::DimOp::create(b, loc, k, 2);
+  if (op.isPaged()) {
+    pageTable = outside.lookup(op.getPageTable());
+    seqLens = outside.lookup(op.getSeqLens());
+    // Captures and scales are sized by the table's capacity.
+    seqKV = arith::MulIOp::create(b, loc,
+                                  memref::DimOp::create(b, loc, pageTable, 1),
+                                  cIdx(b, *op.getPageSize()));
+  } else {
+    seqKV = memref::DimOp::create(b, loc, k, 2);
+  }
   Value group = arith::DivUIOp::create(
       b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
   hkvIdx = arith::DivUIOp::create(b, loc, hIdx, group);
@@ -1439,6 +1474,16 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
   regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
   regions.computeCaptureBounds(b, loc);
+  if (pageTable) {
+    // This batch's length, clamped into the capacity: what regions, the
+    // scale and the key loop see as Skv.
+    Value len = memref::LoadOp::create(b, loc, seqLens, ValueRange{bIdx});
+    len = arith::MaxSIOp::create(b, loc, len, cI32(b, 0));
+    seqKV = arith::MinUIOp::create(
+        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), len),
+        seqKV);
+    regions.sizes[static_cast<int>(Size::Skv)] = toI32(b, seqKV);
+  }
   b32 = toI32(b, bIdx);
   h32 = toI32(b, hIdx);
   hLast32 = toI32(b, arith::SubIOp::create(
@@ -1669,8 +1714,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
             std::to_string(Dv) + ")";
     return failure();
   }
-  if (op.isPaged() || op.getKvIndex() || op.hasSelect()) {
-    error = "paged and sparse K/V and select are not implemented "
+  if (op.getKvIndex() || op.hasSelect()) {
+    error = "sparse K/V (kv_index) and select are not implemented "
             "for GPU targets yet";
     return failure();
   }
@@ -1701,12 +1746,17 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     outsideValues.push_back(op.getKeyScale());
     outsideValues.push_back(op.getValueScale());
   }
+  if (op.isPaged()) {
+    outsideValues.push_back(op.getPageTable());
+    outsideValues.push_back(op.getSeqLens());
+  }
   SmallVector<Type> argTypes;
   for (Value v : outsideValues)
     argTypes.push_back(v.getType());
 
   KernelConfig config = cfg;
-  bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant();
+  bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant() &&
+             !op.isPaged();
   // Split-KV partial results [parts, B, Hq, Sq, Dv] and [parts, B, Hq, Sq]
   // (f32, contiguous) and the part count; with one part they are unused.
   int64_t dyn = ShapedType::kDynamic;
