@@ -7,10 +7,13 @@ compute capability 9.x two, TMA loads as "attnc" and cp.async loads as
 "attnc cp.async"), torch.compile(flex_attention) with the same math as
 score_mod/mask_mod, and F.scaled_dot_product_attention where it computes the
 variant (dense, causal). Every output is first compared with a float32
-reference, then timed with CUDA events (median). See docs/benchmarks.md,
-"GPU (bench/gpu)".
+reference, then timed with CUDA events (median). Then the decode section
+(issue 8): Sq = 1 over long bf16, int8 and fp8e4m3 K/V caches, as bytes of
+K/V read per second against a device copy of the same bytes in the same
+run. See docs/benchmarks.md, "GPU (bench/gpu)".
 
     bash bench/gpu/run.sh [--quick] [--only causal,alibi]   # on the GPU machine
+    bash bench/gpu/run.sh --only-decode                     # decode only
     python3 bench/gpu/bench.py --list                       # anywhere, no torch
 
 The driver process needs no torch: it runs the variants in a worker process
@@ -354,29 +357,112 @@ CATALOG = [
 BY_NAME = {s.name: s for s in CATALOG}
 
 
-def select(only):
-    if not only:
-        return list(CATALOG)
-    names = [n for part in only for n in part.split(",") if n]
-    unknown = [n for n in names if n not in BY_NAME]
+def select(a):
+    """The catalog variants and decode shapes to run: --only names either
+    ("decode" for every decode shape); --only-decode and --no-decode pick
+    the sections."""
+    names = [n for part in (a.only or []) for n in part.split(",") if n]
+    unknown = [n for n in names if n not in BY_NAME and n != "decode"
+               and n not in DECODE_BY_NAME]
     if unknown:
-        sys.exit("unknown variant(s) %s; known: %s"
-                 % (", ".join(unknown), ", ".join(BY_NAME)))
-    return [BY_NAME[n] for n in names]
+        sys.exit("unknown variant(s) %s; known: %s, decode, %s"
+                 % (", ".join(unknown), ", ".join(BY_NAME),
+                    ", ".join(DECODE_BY_NAME)))
+    if not names:
+        specs, dspecs = list(CATALOG), list(DECODE)
+    else:
+        specs = [BY_NAME[n] for n in names if n in BY_NAME]
+        dspecs = [d for d in DECODE if "decode" in names or d.name in names]
+    if a.only_decode:
+        specs = []
+        dspecs = dspecs or list(DECODE)
+    if a.no_decode:
+        dspecs = []
+    return specs, dspecs
 
 
 def check_catalog():
     """Every entry names an existing .attn file that defines its variant."""
     bad = []
-    for s in CATALOG:
-        path = os.path.join(ROOT, s.source)
+    entries = [(s.name, s.source, s.variant) for s in CATALOG]
+    entries += [(d.name, DECODE_SOURCE, DECODE_VARIANT) for d in DECODE]
+    for name, source, variant in entries:
+        path = os.path.join(ROOT, source)
         if not os.path.exists(path):
-            bad.append("%s: %s does not exist" % (s.name, s.source))
-        elif not re.search(r"\bvariant\s+%s\s*\{" % re.escape(s.variant),
+            bad.append("%s: %s does not exist" % (name, source))
+        elif not re.search(r"\bvariant\s+%s\s*\{" % re.escape(variant),
                            open(path).read()):
-            bad.append("%s: %s has no variant %s" % (s.name, s.source,
-                                                     s.variant))
+            bad.append("%s: %s has no variant %s" % (name, source, variant))
     return bad
+
+
+# ----------------------------------------------------------------------------
+# Decode (issue 8): one query per head over a long K/V cache, the step of
+# autoregressive generation. It reads the whole cache once, so its speed is
+# a bandwidth: bytes of K/V as stored (codes and scales when quantized) read
+# per second, against a device-to-device copy of the same number of bytes
+# timed the same way in the same worker (bench/decode.cpp does the same on
+# the CPU). Targets: >= 0.85 of the copy bandwidth at Skv = 65536, and int8
+# K/V in half of bf16's time.
+
+@dataclasses.dataclass
+class DecodeSpec:
+    name: str
+    shape: tuple               # B, Hq, Hkv, Skv; Sq = 1, D is --head-dim
+    quick_shape: tuple
+
+
+DECODE = [
+    DecodeSpec("decode_64k", (1, 32, 8, 65536), (1, 4, 2, 2048)),
+    DecodeSpec("decode_b8_16k", (8, 32, 8, 16384), (2, 4, 2, 1024)),
+]
+DECODE_BY_NAME = {d.name: d for d in DECODE}
+DECODE_SOURCE, DECODE_VARIANT = "bench/cpu/variants.attn", "dense"
+DECODE_TARGET_SKV, DECODE_TARGET_RATIO = 65536, 0.85
+KV_GROUP = 64
+# prepare.sh's decode bundles (bench.py --decode-bundles): name, whether
+# prepare.sh fails without it, `attnc compile` flags. A bundle that is not
+# needed and does not compile leaves NAME.unsupported (attnc's message)
+# instead: GPU targets reject --kv-dtype for now.
+DECODE_BUNDLES = [
+    ("bf16", True, "--split-kv auto"),
+    ("bf16-split16", True, "--split-kv 16"),
+    ("int8", False, "--kv-dtype int8 --kv-group %d --split-kv auto" % KV_GROUP),
+    ("fp8e4m3", False,
+     "--kv-dtype fp8e4m3 --kv-group %d --split-kv auto" % KV_GROUP),
+]
+# attnc's decode columns: bundle, bundle folder ("attnc": --arch, "cpasync":
+# --cpasync-bundles), K/V dtype, split-KV parts (the manifest's split_kv:
+# 0 for auto).
+DECODE_KERNEL_INFO = {
+    "d_auto": ("bf16", "attnc", "bf16", 0),
+    "d_split16": ("bf16-split16", "attnc", "bf16", 16),
+    "d_cpasync": ("bf16", "cpasync", "bf16", 0),
+    "d_int8": ("int8", "attnc", "int8", 0),
+    "d_fp8e4m3": ("fp8e4m3", "attnc", "fp8e4m3", 0),
+}
+DECODE_KERNELS = tuple(DECODE_KERNEL_INFO)
+DECODE_STAGES = DECODE_KERNELS + ("d_sdpa", "d_flex")
+# relative L1 error bounds against float32 attention on the unquantized
+# bf16 K/V (issue 8's for the quantized caches)
+DECODE_TOL = dict(bf16=5e-3, int8=1.5e-2, fp8e4m3=5e-2)
+UNSUPPORTED = "not supported on GPU yet"
+
+
+def decode_bundle_path(prepared, folder, D, name):
+    return os.path.join(prepared, "decode", folder, "d%d" % D,
+                        name + ".attnpkg")
+
+
+def unsupported_reason(path):
+    """prepare.sh's marker for a bundle attnc would not compile: its
+    message, or None."""
+    marker = path[:-len(".attnpkg")] + ".unsupported"
+    if not os.path.exists(marker):
+        return None
+    lines = [l.strip() for l in open(marker).read().splitlines() if l.strip()]
+    errors = [l for l in lines if "error" in l]
+    return (errors or lines or ["attnc compile failed"])[0]
 
 
 # ----------------------------------------------------------------------------
@@ -389,10 +475,17 @@ def check_catalog():
 
 KERNELS = ("attnc", "cpasync")        # attnc's kernels: they make a row's status
 LABEL = dict(attnc="attnc", cpasync="attnc cp.async", flex="flex", sdpa="sdpa",
-             setup="setup")
-SHORT = dict(attnc="attnc", cpasync="cp.async")
+             setup="setup", d_auto="attnc bf16", d_split16="attnc bf16 split 16",
+             d_cpasync="attnc cp.async bf16", d_int8="attnc int8",
+             d_fp8e4m3="attnc fp8e4m3", d_sdpa="sdpa bf16", d_flex="flex bf16")
+SHORT = dict(attnc="attnc", cpasync="cp.async", d_auto="bf16",
+             d_split16="bf16 split 16", d_cpasync="cp.async bf16",
+             d_int8="int8", d_fp8e4m3="fp8e4m3", d_sdpa="sdpa", d_flex="flex")
 BEST = dict(attnc="TMA", cpasync="cp.async")  # which kernel, in a 9.x table
-KERNEL_STAGES = ("attnc", "cpasync", "sdpa")  # bounded by --kernel-timeout-s
+# bounded by --kernel-timeout-s
+KERNEL_STAGES = ("attnc", "cpasync", "sdpa") + DECODE_KERNELS + ("d_sdpa",)
+ALL_KERNELS = KERNELS + DECODE_KERNELS   # counted for --give-up-after
+STATUS_STAGES = KERNELS + DECODE_STAGES  # stages with a status_<stage>
 BAD = ("FAIL", "CRASH", "TIMEOUT", "ERROR")
 CPASYNC_DIR = "sm_90a-cpasync"  # prepare.sh's folder; run.sh passes it on 9.x
 LOADS = {"sm_90a": True, CPASYNC_DIR: False}  # folder: tensor_maps expected
@@ -432,10 +525,43 @@ def check_loads(folder, desc):
     return None
 
 
+def decode_loads(folder, desc):
+    """check_loads for bf16 K/V; quantized codes always stream by cp.async
+    (attnc refuses TMA for them), whatever the folder."""
+    if desc.get("kv_dtype", "same") != "same":
+        return None
+    return check_loads(folder, desc)
+
+
+def decode_expect(flags):
+    """The manifest fields a decode bundle's compile flags should give."""
+    words = flags.split()
+    opt = dict(zip(words[::2], words[1::2]))
+    split = opt.get("--split-kv", "auto")
+    return dict(split_kv=0 if split == "auto" else int(split),
+                kv_dtype=opt.get("--kv-dtype", "same"))
+
+
+def check_decode_bundle(path, folder, dd, flags):
+    desc = bundle_kernel(path, DECODE_VARIANT)
+    if "d%d" % desc.get("head_dim", -1) != dd:
+        raise RuntimeError("head_dim %s" % desc.get("head_dim"))
+    why = decode_loads(folder, desc)
+    if why:
+        raise RuntimeError(why)
+    for field, want in decode_expect(flags).items():
+        if desc.get(field, want) != want:
+            raise RuntimeError("%s %s, expected %s (attnc compile %s)"
+                               % (field, desc.get(field), want, flags))
+    return desc
+
+
 def check_prepared(prepared):
     """prepare.sh's last step: every bundle folder has every variant, and
-    the sm_90a folders hold the loads their column is named after."""
-    bad, count = [], 0
+    the sm_90a folders hold the loads their column is named after; the
+    decode bundles are there for each folder and head dim (the quantized
+    ones, or prepare.sh's note that attnc does not compile them)."""
+    bad, count, decode, unsupported = [], 0, 0, []
     variants = sorted(set(s.variant for s in CATALOG))
     root = os.path.join(prepared, "bundles")
     for folder in sorted(os.listdir(root)):
@@ -452,9 +578,28 @@ def check_prepared(prepared):
                     count += 1
                 except (OSError, ValueError, RuntimeError) as e:
                     bad.append("%s/%s/%s: %s" % (folder, dd, variant, e))
+            for name, needed, flags in DECODE_BUNDLES:
+                path = os.path.join(prepared, "decode", folder, dd,
+                                    name + ".attnpkg")
+                where = "decode/%s/%s/%s" % (folder, dd, name)
+                try:
+                    why = unsupported_reason(path)
+                    if why is not None and not os.path.exists(path):
+                        if needed:
+                            raise RuntimeError("attnc failed: " + why)
+                        unsupported.append(where)
+                        continue
+                    check_decode_bundle(path, folder, dd, flags)
+                    decode += 1
+                except (OSError, ValueError, RuntimeError) as e:
+                    bad.append("%s: %s" % (where, e))
     for line in bad:
         print("error: " + line, file=sys.stderr)
-    print("check-prepared: %d bundles checked, %d bad" % (count, len(bad)))
+    print("check-prepared: %d bundles checked (%d of them decode), %d bad"
+          % (count + decode, decode, len(bad)))
+    if unsupported:
+        print("check-prepared: %s: %s (bench.py reports them as such)"
+              % (UNSUPPORTED, ", ".join(unsupported)))
     return 1 if bad or not count else 0
 
 
@@ -545,6 +690,58 @@ def max_error(o, ref):
     return (o.float() - ref).abs().max().item()
 
 
+def rel_l1(o, ref):
+    """sum |o - ref| / sum |ref| (issue 8's accuracy measure)."""
+    return ((o.float() - ref).abs().sum() / ref.abs().sum()).item()
+
+
+def decode_reference(q, k, v):
+    """float32 softmax attention of q [B, Hq, 1, D] over k, v
+    [B, Hkv, Skv, D]; query head h reads kv head h / (Hq / Hkv)."""
+    B, Hq, Sq, D = q.shape
+    Hkv, Dv = k.shape[1], v.shape[3]
+    out = torch.empty(B, Hq, Sq, Dv, dtype=torch.float32, device=q.device)
+    for b in range(B):
+        qb = q[b].float().reshape(Hkv, Hq // Hkv * Sq, D)
+        s = torch.matmul(qb, k[b].float().transpose(1, 2)) / math.sqrt(D)
+        o = torch.matmul(torch.softmax(s, -1), v[b].float())
+        out[b] = o.reshape(Hq, Sq, Dv)
+    return out
+
+
+def quantize_kv(k, v, kind, group):
+    """Codes and scales in attnc's layout (docs/language.md): K per channel
+    for each group of `group` tokens, k_scale [B, Hkv, ceil(Skv/group), D];
+    V per token, v_scale [B, Hkv, Skv]; symmetric, scale = amax / max code
+    (127 for int8, 448 for fp8e4m3), x = code * scale. fp8 codes are
+    float8_e4m3fn bytes viewed as uint8 (attnrt passes a uint8 tensor as the
+    kernel's fp8 K/V dtype)."""
+    top = dict(int8=127.0, fp8e4m3=448.0)[kind]
+    B, H, S, D = k.shape
+    groups = -(-S // group)
+    kf = k.float()
+    padded = F.pad(kf, (0, 0, 0, groups * group - S))
+    k_scale = padded.view(B, H, groups, group, D).abs().amax(3) / top
+    k_scale = torch.where(k_scale > 0, k_scale, torch.ones_like(k_scale))
+    k_unit = kf / k_scale.repeat_interleave(group, dim=2)[:, :, :S]
+    v_scale = v.float().abs().amax(-1) / top
+    v_scale = torch.where(v_scale > 0, v_scale, torch.ones_like(v_scale))
+    v_unit = v.float() / v_scale.unsqueeze(-1)
+
+    def codes(x):
+        if kind == "int8":
+            return torch.round(x).clamp(-top, top).to(torch.int8)
+        if not hasattr(torch, "float8_e4m3fn"):
+            raise RuntimeError("this torch has no float8_e4m3fn")
+        return x.clamp(-top, top).to(torch.float8_e4m3fn).view(torch.uint8)
+    return (codes(k_unit).contiguous(), codes(v_unit).contiguous(),
+            k_scale.contiguous(), v_scale.contiguous())
+
+
+def decode_bytes(*tensors):
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def make_block_mask(mask, B, H, S):
     from torch.nn.attention.flex_attention import create_block_mask
     try:  # compiled: never materializes the B*H*S*S mask
@@ -606,7 +803,10 @@ class Worker:
         raises. When a stage leaves the process unfit to go on (CUDA context
         lost, inputs overwritten), row["unfinished"] lists the stages a new
         worker must run."""
-        row = self.run_stages(spec, stages, deadline)
+        if isinstance(spec, DecodeSpec):
+            row = self.run_decode(spec, stages, deadline)
+        else:
+            row = self.run_stages(spec, stages, deadline)
         torch.cuda.empty_cache()
         return row
 
@@ -647,10 +847,17 @@ class Worker:
                    intact=lambda: all(torch.equal(x, c)
                                       for x, c in zip(guarded, copies)))
         self.emit(dict(event="partial", **row))
+        return self.run_each(stages, row, env)
+
+    def run_each(self, stages, row, env):
+        """Runs `stages` in order; stops at one that leaves the process
+        unfit to go on, listing the rest in row["unfinished"]."""
         for i, stage in enumerate(stages):
             self.emit(dict(event="stage", stage=stage))
             if stage in KERNELS:
                 lost = self.kernel_stage(stage, row, env)
+            elif stage in DECODE_KERNELS:
+                lost = self.decode_kernel_stage(stage, row, env)
             else:
                 lost = getattr(self, stage + "_stage")(row, env)
             self.emit(dict(event="partial", **row))
@@ -800,6 +1007,256 @@ class Worker:
         row[name + "_ms"] = ms
         row[name + "_tflops"] = env["flops"] / (ms * 1e-3) / 1e12
 
+    # -- decode -------------------------------------------------------------
+
+    def run_decode(self, spec, stages, deadline):
+        """One decode job: bf16 q, k, v and the float32 reference, then
+        `stages` (attnc's kernels, SDPA, flex), each checked, then timed
+        together with a copy of the bytes it reads."""
+        a = self.args
+        B, Hq, Hkv, Skv = decode_shape(spec, a)
+        D = a.head_dim
+        row = decode_placeholder(spec.name, a)
+        self.emit(dict(event="stage", stage="setup"))
+        try:
+            g = torch.Generator(device="cuda").manual_seed(
+                101 + DECODE.index(spec))
+            q = torch.randn(B, Hq, 1, D, generator=g, device="cuda",
+                            dtype=torch.bfloat16)
+            k, v = (torch.randn(B, Hkv, Skv, D, generator=g, device="cuda",
+                                dtype=torch.bfloat16) for _ in range(2))
+            t = time.time()
+            ref = decode_reference(q, k, v)
+            torch.cuda.synchronize()
+            row["reference_s"] = round(time.time() - t, 2)
+            guarded = [q, k, v, ref]
+            copies = [x.clone() for x in guarded]
+            self.decode_timing_setup(row)
+        except Exception as e:
+            self.failed(row, "setup", e)
+            row["status_setup"] = "FAIL"
+            return row
+        env = dict(q=q, k=k, v=v, ref=ref, deadline=deadline, quantized={},
+                   guarded=guarded, copies=copies,
+                   intact=lambda: all(torch.equal(x, c)
+                                      for x, c in zip(guarded, copies)))
+        self.emit(dict(event="partial", **row))
+        return self.run_each(stages, row, env)
+
+    def decode_timing_setup(self, row):
+        """A buffer of twice the L2 to evict K/V before each launch, and the
+        torch.cuda._sleep cycles that keep the GPU busy for about 1 ms
+        while the CPU queues the launch (its Python and attnrt overhead,
+        tens of microseconds, would otherwise be timed: a decode launch at
+        copy bandwidth takes about 0.1 ms)."""
+        if getattr(self, "flush", None) is None:
+            props = torch.cuda.get_device_properties(0)
+            l2 = getattr(props, "L2_cache_size", 0) or (64 << 20)
+            self.flush = torch.empty(max(2 * l2, 64 << 20) // 4,
+                                     dtype=torch.int32, device="cuda")
+            self.sleep_cycles = 0
+            try:  # private, but in every torch with CUDA
+                torch.cuda._sleep(1000)
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                torch.cuda._sleep(1 << 20)
+                end.record()
+                torch.cuda.synchronize()
+                ms = start.elapsed_time(end)
+                if ms > 0:
+                    self.sleep_cycles = int((1 << 20) / ms)  # ~1 ms
+            except Exception:
+                traceback.print_exc()
+        row["flush_mib"] = self.flush.numel() * 4 >> 20
+        row["sleep_cycles"] = self.sleep_cycles
+        if not self.sleep_cycles:
+            row["notes"].append("torch.cuda._sleep unusable: launch "
+                                "overhead is part of the times")
+
+    def decode_ms(self, fn):
+        """Median CUDA-event time of fn(), each launch after an L2 flush and
+        behind a GPU sleep."""
+        a = self.args
+        for _ in range(a.decode_warmup):
+            fn()
+        torch.cuda.synchronize()
+        events = [(torch.cuda.Event(enable_timing=True),
+                   torch.cuda.Event(enable_timing=True))
+                  for _ in range(a.decode_iters)]
+        for start, end in events:
+            self.flush.zero_()
+            if self.sleep_cycles:
+                torch.cuda._sleep(self.sleep_cycles)
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in events)
+
+    def decode_time(self, key, fn, nbytes, row):
+        """Times fn and, right after, dst.copy_(src) of nbytes (flat uint8
+        device buffers) the same way."""
+        ms = self.decode_ms(fn)
+        src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        copy_ms = self.decode_ms(lambda: dst.copy_(src))
+        del src, dst
+        row[key + "_ms"], row[key + "_copy_ms"] = ms, copy_ms
+        row[key + "_bytes"] = nbytes
+        row[key + "_gbs"] = nbytes / ms / 1e6
+        row[key + "_copy_gbs"] = nbytes / copy_ms / 1e6
+        row[key + "_of_copy"] = copy_ms / ms
+
+    def decode_check(self, key, o, kv, row, env):
+        """Relative L1 error against the reference; True when in bounds."""
+        err = rel_l1(o, env["ref"])
+        bound = DECODE_TOL[kv]
+        row["err_" + key], row[key + "_bound"] = err, bound
+        ok = math.isfinite(err) and err <= bound
+        if not ok:
+            row["notes"].append("%s relative L1 error %.3g above the bound "
+                                "%.3g" % (LABEL[key], err, bound))
+        self.emit(dict(event="partial", **row))
+        return ok
+
+    def quantized(self, env, kind):
+        """K/V codes and scales for `kind`, made once per job on the GPU
+        and guarded like the inputs."""
+        if kind not in env["quantized"]:
+            qkv = quantize_kv(env["k"], env["v"], kind, KV_GROUP)
+            env["quantized"][kind] = qkv
+            env["guarded"].extend(qkv)
+            env["copies"].extend(x.clone() for x in qkv)
+        return env["quantized"][kind]
+
+    def decode_kernel_stage(self, key, row, env):
+        """One of attnc's decode kernels: check, then time with its copy.
+        Returns why the process cannot go on, or None."""
+        a, q = self.args, env["q"]
+        bundle, column, kv, _ = DECODE_KERNEL_INFO[key]
+        folder = a.arch if column == "attnc" else a.cpasync_bundles
+        label = what = LABEL[key]
+        row["status_" + key] = "FAIL"  # until it passes
+        try:
+            path = decode_bundle_path(a.prepared, folder, a.head_dim, bundle)
+            why = unsupported_reason(path)
+            if why is not None and not os.path.exists(path):
+                row["status_" + key] = "unsupported"
+                row.setdefault("unsupported", {})[key] = why
+                return None
+            if not os.path.exists(path):
+                raise RuntimeError("%s is missing: run prepare.sh again (its "
+                                   "output predates the decode section?)"
+                                   % path)
+            desc = bundle_kernel(path, DECODE_VARIANT)
+            row[key + "_kernel"] = dict(
+                (f, desc.get(f)) for f in (
+                    "target", "block_threads", "registers", "shared_bytes",
+                    "tensor_maps", "block_kv", "split_kv", "kv_dtype",
+                    "kv_group") if f in desc)
+            why = decode_loads(folder, desc)
+            if why:
+                raise RuntimeError(why)
+            kernel = self.attnrt.load(path).kernel(DECODE_VARIANT)
+            if kernel.info["head_dim"] != a.head_dim:
+                raise RuntimeError(
+                    "%s was compiled for D=%d; run prepare.sh with HEAD_DIMS=%d"
+                    % (path, kernel.info["head_dim"], a.head_dim))
+            if kv == "bf16":
+                k, v, extra = env["k"], env["v"], {}
+            else:
+                what = label + " quantization"
+                k, v, k_scale, v_scale = self.quantized(env, kv)
+                extra = dict(k_scale=k_scale, v_scale=v_scale)
+                what = label
+            nbytes = decode_bytes(k, v, *extra.values())
+            o = torch.empty(q.shape[0], q.shape[1], 1,
+                            kernel.info["value_head_dim"],
+                            dtype=torch.bfloat16, device="cuda")
+            stream = torch.cuda.current_stream().cuda_stream
+
+            def run_kernel():
+                return kernel(q, k, v, o=o, stream=stream, **extra)
+            o.fill_(float("nan"))  # a kernel that writes nothing must not pass
+            run_kernel()
+            torch.cuda.synchronize()
+            correct = self.decode_check(key, o, kv, row, env)
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference" % label
+            what = label + " timing"
+            self.decode_time(key, run_kernel, nbytes, row)
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference while timed" \
+                    % label
+            row["status_" + key] = "ok" if correct else "FAIL"
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                row["status_" + key] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
+
+    def d_sdpa_stage(self, row, env):
+        """SDPA on the bf16 cache, GQA without repeating K/V."""
+        q, k, v = env["q"], env["k"], env["v"]
+        what = "sdpa"
+        row["status_d_sdpa"] = "ERROR"
+        try:
+            def run_sdpa():
+                return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            out = run_sdpa()
+            torch.cuda.synchronize()
+            correct = self.decode_check("d_sdpa", out, "bf16", row, env)
+            del out
+            what = "sdpa timing"
+            self.decode_time("d_sdpa", run_sdpa, decode_bytes(k, v), row)
+            row["status_d_sdpa"] = "ok" if correct else "FAIL"
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                row["status_d_sdpa"] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
+
+    def d_flex_stage(self, row, env):
+        """torch.compile(flex_attention) with enable_gqa (its decoding
+        kernel at Sq = 1); compilation is not timed."""
+        a, q, k, v = self.args, env["q"], env["k"], env["v"]
+        deadline = env["deadline"]
+        left = deadline - time.time() if deadline else float("inf")
+        if self.flex is None:
+            row["status_d_flex"] = "unavailable"
+            row["notes"].append("flex unavailable: " + self.flex_error)
+            return None
+        if left < a.decode_flex_reserve_s:
+            row["status_d_flex"] = "skipped"
+            row["notes"].append("flex skipped: %.0f s left of the time budget"
+                                % left)
+            return None
+        what = "flex"
+        row["status_d_flex"] = "ERROR"
+        try:
+            torch._dynamo.reset()
+
+            def run_flex():
+                return self.flex(q, k, v, enable_gqa=True)
+            t = time.time()
+            out = run_flex()
+            torch.cuda.synchronize()
+            row["d_flex_compile_s"] = round(time.time() - t, 2)
+            correct = self.decode_check("d_flex", out, "bf16", row, env)
+            del out
+            what = "flex timing"
+            self.decode_time("d_flex", run_flex, decode_bytes(k, v), row)
+            row["status_d_flex"] = "ok" if correct else "FAIL"
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                row["status_d_flex"] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
+
     @staticmethod
     def failed(row, what, e):
         traceback.print_exc()
@@ -817,6 +1274,10 @@ def shape_of(spec, a):
     return spec.shape or DEFAULT_SHAPE
 
 
+def decode_shape(spec, a):
+    return spec.quick_shape if a.quick else spec.shape
+
+
 def worker_main(a):
     def emit(record):
         with open(a.rows_file, "a") as f:
@@ -831,7 +1292,7 @@ def worker_main(a):
         emit(dict(event="fatal", error="%s: %s" % (type(e).__name__, e)))
         return 1
     for j, job in enumerate(jobs):
-        spec = BY_NAME[job["name"]]
+        spec = DECODE_BY_NAME.get(job["name"]) or BY_NAME[job["name"]]
         emit(dict(event="start", job=j, name=spec.name))
         if a.deadline and time.time() > a.deadline - 10:
             row = dict(placeholder(spec.name, a), skipped=job["stages"])
@@ -867,11 +1328,56 @@ def plan_jobs(specs, cpasync):
     return jobs + later
 
 
+def decode_stages(a):
+    """A decode row's columns, in the order they run."""
+    stages = ["d_auto", "d_split16"]
+    if a.cpasync_bundles:
+        stages.append("d_cpasync")
+    stages += ["d_int8", "d_fp8e4m3", "d_sdpa"]
+    if not a.no_flex:
+        stages.append("d_flex")
+    return stages
+
+
+def decode_unsupported(a, key):
+    """prepare.sh's message when attnc would not compile the bundle of
+    decode column `key` (and there is no bundle), else None."""
+    bundle, column = DECODE_KERNEL_INFO[key][:2]
+    folder = a.arch if column == "attnc" else a.cpasync_bundles
+    path = decode_bundle_path(a.prepared, folder, a.head_dim, bundle)
+    return None if os.path.exists(path) else unsupported_reason(path)
+
+
+def plan_decode(a, dspecs, unsupported=None):
+    """One job per decode shape (attnc's kernels, then SDPA), then one per
+    shape for flex, whose compilation is what the time budget cuts first.
+    Columns whose bundle attnc would not compile (prepare.sh's marker) are
+    settled here, nothing run. Returns the jobs and the rows so far."""
+    unsupported = unsupported or (lambda key: decode_unsupported(a, key))
+    jobs, later, rows = [], [], []
+    for d in dspecs:
+        row = decode_placeholder(d.name, a)
+        stages = []
+        for stage in row["stages"]:
+            why = unsupported(stage) if stage in DECODE_KERNELS else None
+            if why:
+                row["status_" + stage] = "unsupported"
+                row.setdefault("unsupported", {})[stage] = why
+            elif stage == "d_flex":
+                later.append(dict(name=d.name, stages=[stage]))
+            else:
+                stages.append(stage)
+        if stages:
+            jobs.append(dict(name=d.name, stages=stages))
+        rows.append(row)
+    return jobs + later, rows
+
+
 def merge(base, new):
     """A row from what earlier jobs measured and what this one did."""
     out = dict(base)
     for key, value in new.items():
-        if key == "errors":
+        if key in ("errors", "unsupported"):
             out[key] = dict(base.get(key, {}), **value)
         elif key == "notes":
             old = base.get(key, [])
@@ -885,10 +1391,10 @@ def skipped_row(row, stages, why, whole=True):
     """Marks `stages` of a row not run; a row that ran nothing yet says so
     as a whole unless `whole` is False."""
     row = dict(row, notes=list(row.get("notes", [])))
-    fresh = whole and "density" not in row and not any(
-        row.get("status_" + k) for k in KERNELS)
+    fresh = whole and "density" not in row and "reference_s" not in row \
+        and not any(row.get("status_" + k) for k in STATUS_STAGES)
     for s in stages:
-        if s in KERNELS and not row.get("status_" + s):
+        if s in STATUS_STAGES and not row.get("status_" + s):
             row["status_" + s] = "skipped"
     row["notes"].append("not run: " + why if fresh else "%s not run: %s" % (
         ", ".join(LABEL[s] for s in stages), why))
@@ -898,6 +1404,8 @@ def skipped_row(row, stages, why, whole=True):
 def summarize(row):
     """The row's status from its kernels' and the speedups of the best
     correct attnc kernel (the faster of TMA and cp.async on 9.x)."""
+    if row.get("kind") == "decode":
+        return summarize_decode(row)
     kernels = [(k, row["status_" + k]) for k in KERNELS
                if row.get("status_" + k)]
     if row.get("status_setup"):
@@ -924,9 +1432,36 @@ def summarize(row):
     return row
 
 
+def summarize_decode(row):
+    """A decode row's status from attnc's kernels (a column GPU targets do
+    not compile yet is no failure), and time ratios between correct ones:
+    int8 / bf16 (issue 8: 0.5), fp8e4m3 / bf16, split 16 / split auto."""
+    kernels = [(k, row["status_" + k]) for k in DECODE_KERNELS
+               if row.get("status_" + k) not in (None, "unsupported")]
+    if row.get("status_setup"):
+        row["status"] = row["status_setup"]
+    elif not kernels:
+        row["status"] = "-"
+    elif len(set(s for _, s in kernels)) == 1:
+        row["status"] = kernels[0][1]
+    else:
+        row["status"] = ", ".join("%s %s" % (SHORT[k], s) for k, s in kernels
+                                  if s != "ok")
+    good = dict((k, row[k + "_ms"]) for k, s in kernels
+                if s == "ok" and row.get(k + "_ms"))
+    for key, over, under in (("int8_vs_bf16", "d_int8", "d_auto"),
+                             ("fp8e4m3_vs_bf16", "d_fp8e4m3", "d_auto"),
+                             ("split16_vs_auto", "d_split16", "d_auto")):
+        row.pop(key, None)
+        if over in good and under in good:
+            row[key] = good[over] / good[under]
+    return row
+
+
 def row_failed(row):
+    kernels = DECODE_KERNELS if row.get("kind") == "decode" else KERNELS
     return row.get("status_setup") is not None or any(
-        row.get("status_" + k) in BAD for k in KERNELS)
+        row.get("status_" + k) in BAD for k in kernels)
 
 
 class Runs:
@@ -936,15 +1471,17 @@ class Runs:
     context); a kernel that hung or crashed in --give-up-after variants is
     not run for the rest."""
 
-    def __init__(self, a, jobs):
+    def __init__(self, a, jobs, rows=()):
         self.a = a
         self.queue = list(jobs)
         self.order = []
-        for job in jobs:
-            if job["name"] not in self.order:
-                self.order.append(job["name"])
+        for name in [r["name"] for r in rows] + [j["name"] for j in jobs]:
+            if name not in self.order:
+                self.order.append(name)
         self.rows, self.job, self.base = {}, None, None
-        self.failures = dict((k, []) for k in KERNELS)
+        for row in rows:  # rows settled before anything runs
+            self.put(row)
+        self.failures = dict((k, []) for k in ALL_KERNELS)
         self.given_up = []
 
     def row(self, name):
@@ -992,7 +1529,7 @@ class Runs:
             row["errors"]["setup"] = "%s: %s" % (status, why)
             rest = []
         else:
-            if stage in KERNELS:
+            if stage in STATUS_STAGES:
                 row["status_" + stage] = status
             row["errors"][LABEL[stage]] = "%s: %s" % (status, why)
             rest = job["stages"][job["stages"].index(stage) + 1:]
@@ -1012,7 +1549,7 @@ class Runs:
         return row
 
     def count(self, row):
-        for k in KERNELS:
+        for k in ALL_KERNELS:
             if row.get("status_" + k) not in ("CRASH", "TIMEOUT") \
                     or row["name"] in self.failures[k]:
                 continue
@@ -1057,14 +1594,37 @@ def drive(a):
     os.makedirs(a.out, exist_ok=True)
     started = time.time()
     deadline = started + a.budget_s if a.budget_s else None
-    runs = Runs(a, plan_jobs(select(a.only), bool(a.cpasync_bundles)))
+    specs, dspecs = select(a)
+    catalog_deadline = section_deadline(a, deadline, specs, dspecs)
+    runs = Runs(a, plan_jobs(specs, bool(a.cpasync_bundles)))
+    druns = Runs(a, *plan_decode(a, dspecs))
     meta = {}
-    rows_file = os.path.join(a.out, "events.jsonl")  # worker -> driver
-    jobs_file = os.path.join(a.out, "jobs.json")     # driver -> worker
 
     def save():
-        write_results(a, meta, runs.ordered(), started)
+        write_results(a, meta, runs.ordered(), started, druns.ordered())
 
+    run_queue(a, runs, catalog_deadline, meta, save)
+    run_queue(a, druns, deadline, meta, save)
+    save()
+    print()
+    print(markdown(a, meta, runs.ordered(), started, druns.ordered()))
+    rows = runs.ordered() + druns.ordered()
+    return 1 if any(row_failed(r) for r in rows) else 0
+
+
+def section_deadline(a, deadline, specs, dspecs):
+    """The catalog's deadline: the decode section runs after it, in the
+    last --decode-budget-s of the budget and whatever the catalog left."""
+    if deadline and specs and dspecs:
+        return deadline - a.decode_budget_s
+    return deadline
+
+
+def run_queue(a, runs, deadline, meta, save):
+    """Runs the queue's jobs in workers, a new one after each crash or
+    kill, until the queue is empty or the deadline is near."""
+    rows_file = os.path.join(a.out, "events.jsonl")  # worker -> driver
+    jobs_file = os.path.join(a.out, "jobs.json")     # driver -> worker
     while runs.queue:
         if deadline and time.time() > deadline - 10:
             runs.skip_rest("time budget spent")
@@ -1095,9 +1655,6 @@ def drive(a):
             runs.fatal("worker failed: %s" % meta.get(
                 "fatal", "exit status %s" % proc.returncode))
     save()
-    print()
-    print(markdown(a, meta, runs.ordered(), started))
-    return 1 if any(row_failed(r) for r in runs.ordered()) else 0
 
 
 KILLED_BUDGET = "killed: time budget spent"
@@ -1156,7 +1713,10 @@ def forwarded(a, deadline):
     out = ["--arch", a.arch, "--prepared", a.prepared,
            "--head-dim", str(a.head_dim), "--iters", str(a.iters),
            "--warmup", str(a.warmup), "--tol", str(a.tol),
-           "--flex-reserve-s", str(a.flex_reserve_s)]
+           "--flex-reserve-s", str(a.flex_reserve_s),
+           "--decode-iters", str(a.decode_iters),
+           "--decode-warmup", str(a.decode_warmup),
+           "--decode-flex-reserve-s", str(a.decode_flex_reserve_s)]
     if a.cpasync_bundles:
         out += ["--cpasync-bundles", a.cpasync_bundles]
     if deadline:
@@ -1173,11 +1733,20 @@ def forwarded(a, deadline):
 
 
 def placeholder(name, a):
+    if name in DECODE_BY_NAME:
+        return decode_placeholder(name, a)
     spec = BY_NAME[name]
     B, H, S = shape_of(spec, a)
     return dict(name=name, priority=spec.priority, source=spec.source,
                 variant=spec.variant, B=B, H=H, S=S, D=a.head_dim,
                 errors={}, notes=[])
+
+
+def decode_placeholder(name, a):
+    B, Hq, Hkv, Skv = decode_shape(DECODE_BY_NAME[name], a)
+    return dict(kind="decode", name=name, source=DECODE_SOURCE,
+                variant=DECODE_VARIANT, B=B, Hq=Hq, Hkv=Hkv, Sq=1, Skv=Skv,
+                D=a.head_dim, stages=decode_stages(a), errors={}, notes=[])
 
 
 def fmt(x, spec):
@@ -1190,6 +1759,11 @@ def fmt(x, spec):
 
 def one_line(r):
     parts = ["%-16s %-8s" % (r["name"], r.get("status", "-"))]
+    if r.get("kind") == "decode":
+        for k in r["stages"]:
+            if r.get("status_" + k):
+                parts.append("%s %s" % (SHORT[k], decode_cell(r, k)))
+        return "  ".join(parts)
     for k in ("attnc", "cpasync", "flex", "sdpa"):
         if k != "attnc" and not (r.get("status_" + k) or r.get("err_" + k)
                                  or r.get(k + "_ms")):
@@ -1208,8 +1782,7 @@ def speedup(r, key, two):
     return "%.2fx%s" % (x, label)
 
 
-def markdown(a, meta, rows, started):
-    two = bool(a.cpasync_bundles) or any(r.get("status_cpasync") for r in rows)
+def markdown(a, meta, rows, started, drows=()):
     lines = ["# GPU benchmark: attnc vs FlexAttention vs SDPA", ""]
     if meta:
         lines.append("Device: %s (sm %s, %s SMs); torch %s, CUDA %s, Triton %s; "
@@ -1221,12 +1794,22 @@ def markdown(a, meta, rows, started):
     if os.path.exists(prepared):
         lines.append("Bundles: " + open(prepared).read().strip()
                      .replace("\n", "; "))
-    lines += ["",
-              "bf16 inputs, D = %d; times are medians of %d CUDA-event-timed "
-              "launches after %d warm-up; TFLOP/s count 4*B*H*S*S*D * density "
-              "(the fraction of unmasked entries); errors are max |o - ref| "
-              "against float32 math, FAIL above %.0e * max|ref|."
-              % (a.head_dim, a.iters, a.warmup, a.tol)]
+    if rows:
+        lines += catalog_markdown(a, rows)
+    if drows:
+        lines += decode_markdown(a, drows)
+    lines += ["", "Wall time %.0f s." % (time.time() - started)]
+    return "\n".join(lines)
+
+
+def catalog_markdown(a, rows):
+    two = bool(a.cpasync_bundles) or any(r.get("status_cpasync") for r in rows)
+    lines = ["",
+             "bf16 inputs, D = %d; times are medians of %d CUDA-event-timed "
+             "launches after %d warm-up; TFLOP/s count 4*B*H*S*S*D * density "
+             "(the fraction of unmasked entries); errors are max |o - ref| "
+             "against float32 math, FAIL above %.0e * max|ref|."
+             % (a.head_dim, a.iters, a.warmup, a.tol)]
     if two:
         lines += ["",
                   "attnc: bundles/%s (TMA loads by a producer warp); attnc "
@@ -1284,11 +1867,120 @@ def markdown(a, meta, rows, started):
             parts += r.get("notes", [])
             parts += ["%s: %s" % kv for kv in r.get("errors", {}).items()]
             lines.append("- %s: %s" % (r["name"], "; ".join(parts)))
-    lines += ["", "Wall time %.0f s." % (time.time() - started)]
-    return "\n".join(lines)
+    return lines
 
 
-def write_results(a, meta, rows, started):
+def decode_cell(r, k):
+    """One decode column of a row, for the progress lines."""
+    status = r.get("status_" + k, "-")
+    if status == "unsupported":
+        return UNSUPPORTED
+    if not r.get(k + "_ms"):
+        return status
+    return "%s %.3f ms %.0f GB/s = %.2f of copy (err %s)" % (
+        status, r[k + "_ms"], r[k + "_gbs"], r[k + "_of_copy"],
+        fmt(r.get("err_" + k), ".2e"))
+
+
+def decode_markdown(a, rows):
+    flush = next((r["flush_mib"] for r in rows if r.get("flush_mib")), None)
+    lines = ["", "## Decode: K/V bytes read per second against a copy", "",
+             "Sq = 1, bf16 queries, D = %d, %s `%s` (softmax, no mask). K "
+             "and V [B, Hkv, Skv, D] as stored: bf16, or int8 / fp8e4m3 "
+             "codes with f32 scales (K per channel for each group of %d "
+             "tokens, V per token; quantized on the GPU, scale = amax / 127 "
+             "or 448; their codes stream by cp.async on every target, attnc "
+             "refuses TMA for them). MB read counts those bytes, codes and "
+             "scales; GB/s = "
+             "MB read / time; copy GB/s is `dst.copy_(src)` of as many bytes "
+             "(flat uint8 device buffers) on the same stream, timed the same "
+             "way right after; of copy = GB/s / copy GB/s. Times are medians "
+             "of %d CUDA-event-timed launches after %d warm-up, each after an "
+             "L2 flush (a write of twice the L2%s) and queued behind a ~1 ms "
+             "GPU sleep, "
+             "so the launch's CPU overhead is not timed. err: relative L1, "
+             "sum |o - ref| / sum |ref|, against float32 attention on the "
+             "unquantized bf16 K/V; an attnc kernel FAILs above %s. split-KV "
+             "auto: parts chosen at launch from the SM count."
+             % (a.head_dim, DECODE_SOURCE, DECODE_VARIANT, KV_GROUP,
+                a.decode_iters, a.decode_warmup,
+                ", %d MiB" % flush if flush else "",
+                ", ".join("%s %s" % kv for kv in DECODE_TOL.items()))]
+    cols = ["B,Hq,Hkv,Skv", "kernel", "K/V", "split-KV", "ms", "MB read",
+            "GB/s", "copy GB/s", "of copy", "rel-L1 err", "status"]
+    lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        shape = "%d,%d,%d,%d" % (r["B"], r["Hq"], r["Hkv"], r["Skv"])
+        for k in r["stages"]:
+            if k in DECODE_KERNEL_INFO:
+                _, column, kv, split = DECODE_KERNEL_INFO[k]
+                kernel = "attnc" if column == "attnc" else "attnc cp.async"
+                split = "auto" if split == 0 else str(split)
+            else:
+                kernel, kv, split = k[2:], "bf16", "-"
+            status = r.get("status_" + k, "-")
+            nbytes = r.get(k + "_bytes")
+            lines.append("| " + " | ".join([
+                shape, kernel, kv, split, fmt(r.get(k + "_ms"), ".4f"),
+                fmt(nbytes / 1e6 if nbytes else None, ".1f"),
+                fmt(r.get(k + "_gbs"), ".0f"),
+                fmt(r.get(k + "_copy_gbs"), ".0f"),
+                fmt(r.get(k + "_of_copy"), ".2f"),
+                fmt(r.get("err_" + k), ".2e"),
+                UNSUPPORTED if status == "unsupported" else status]) + " |")
+    lines += [""] + decode_targets(rows)
+    unsupported = {}
+    for r in rows:
+        for k, why in r.get("unsupported", {}).items():
+            names = unsupported.setdefault(why, [])
+            if LABEL[k] not in names:
+                names.append(LABEL[k])
+    notes = ["%s: %s (%s)" % (", ".join(names), UNSUPPORTED, why)
+             for why, names in unsupported.items()]
+    for r in rows:
+        parts = list(r.get("notes", []))
+        parts += ["%s: %s" % kv for kv in r.get("errors", {}).items()]
+        if r.get("d_flex_compile_s") is not None:
+            parts.append("flex compiled in %.1f s" % r["d_flex_compile_s"])
+        if parts:
+            notes.append("%s: %s" % (r["name"], "; ".join(parts)))
+    if notes:
+        lines += ["", "Notes:", ""] + ["- " + n for n in notes]
+    return lines
+
+
+def decode_targets(rows):
+    """Issue 8's two decode targets, from the B = 1 long-context row."""
+    r = next((r for r in rows if r["name"] == "decode_64k"), None)
+    if r is None:
+        return []
+    here = "" if r["Skv"] == DECODE_TARGET_SKV else " (Skv = %d here)" % r["Skv"]
+    ratios = ["%s %.2f" % (SHORT[k], r[k + "_of_copy"])
+              for k in DECODE_KERNELS
+              if r.get("status_" + k) == "ok" and k in r["stages"]
+              and DECODE_KERNEL_INFO[k][2] == "bf16"]
+    lines = ["Issue 8 targets at B = 1, Skv = %d%s:" % (DECODE_TARGET_SKV,
+                                                        here), "",
+             "- bf16 K/V at >= %.2f of the copy bandwidth: attnc %s"
+             % (DECODE_TARGET_RATIO, ", ".join(ratios) if ratios else
+                "no correct bf16 kernel measured (%s)"
+                % r.get("status_d_auto", "-"))]
+    for kv in ("int8", "fp8e4m3"):
+        key, status = "d_" + kv, r.get("status_d_" + kv, "-")
+        target = " (target 0.5)" if kv == "int8" else ""
+        if r.get(kv + "_vs_bf16"):
+            lines.append("- %s K/V decode time / bf16's: %.2f%s"
+                         % (kv, r[kv + "_vs_bf16"], target))
+        elif status == "unsupported":
+            lines.append("- %s K/V: %s%s" % (kv, UNSUPPORTED, target))
+        else:
+            lines.append("- %s K/V decode time / bf16's: not measured (%s, "
+                         "bf16 %s)%s" % (kv, status,
+                                         r.get("status_d_auto", "-"), target))
+    return lines
+
+
+def write_results(a, meta, rows, started, drows=()):
     def clean(x):  # JSON has no NaN/inf
         if isinstance(x, float) and not math.isfinite(x):
             return str(x)
@@ -1303,9 +1995,13 @@ def write_results(a, meta, rows, started):
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(clean(dict(meta=meta, bundles=bundles, head_dim=a.head_dim,
                              iters=a.iters, warmup=a.warmup, tol=a.tol,
-                             rows=rows)), f, indent=1)
+                             rows=rows, decode=dict(
+                                 iters=a.decode_iters,
+                                 warmup=a.decode_warmup, tol=DECODE_TOL,
+                                 kv_group=KV_GROUP, rows=list(drows)))),
+                  f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(markdown(a, meta, rows, started) + "\n")
+        f.write(markdown(a, meta, rows, started, drows) + "\n")
 
 
 def self_test():
@@ -1409,6 +2105,124 @@ def self_test():
     for f in ("prepare.sh", "run.sh"):
         expect(CPASYNC_DIR in open(os.path.join(HERE, f)).read(),
                "%s names bundles/%s" % (f, CPASYNC_DIR))
+    return bad + self_test_decode()
+
+
+def self_test_decode():
+    """The decode section's plan and bookkeeping: sections picked by --only,
+    its share of the budget, quantized bundles attnc does not compile yet,
+    a hang in one column, ratios and the table."""
+    import tempfile
+    bad = []
+
+    def expect(cond, what):
+        if not cond:
+            bad.append("self-test (decode): " + what)
+
+    def names(section):
+        return [x.name for x in section]
+    a = parse_args(["--cpasync-bundles", CPASYNC_DIR])
+    specs, dspecs = select(a)
+    expect(len(specs) == len(CATALOG) and names(dspecs) == names(DECODE),
+           "a full run has the catalog and the decode section")
+    for argv, want in ((["--only-decode"], ([], names(DECODE))),
+                       (["--only", "dense"], (["dense"], [])),
+                       (["--only", "dense,decode"], (["dense"], names(DECODE))),
+                       (["--only", "decode_64k"], ([], ["decode_64k"])),
+                       (["--no-decode"], (names(CATALOG), []))):
+        got = tuple(names(x) for x in select(parse_args(argv)))
+        expect(got == want, "%s selects %s, not %s" % (argv, want, got))
+    expect(section_deadline(a, 1000.0, specs, dspecs) == 940.0
+           and section_deadline(a, 1000.0, specs, []) == 1000.0
+           and section_deadline(a, None, specs, dspecs) is None,
+           "the catalog leaves the last 60 s to decode")
+
+    # prepare.sh left markers for the quantized bundles: settled, not run.
+    with tempfile.TemporaryDirectory() as prepared:
+        b = parse_args(["--cpasync-bundles", CPASYNC_DIR, "--prepared",
+                        prepared])
+        for name, needed, _ in DECODE_BUNDLES:
+            path = decode_bundle_path(prepared, b.arch, b.head_dim, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if needed:
+                open(path, "w").close()
+            else:
+                with open(path[:-len(".attnpkg")] + ".unsupported", "w") as f:
+                    f.write("attnc: error: --target: no %s yet\n" % name)
+        jobs, rows = plan_decode(b, DECODE)
+    expect([j["stages"] for j in jobs]
+           == [["d_auto", "d_split16", "d_cpasync", "d_sdpa"]] * 2
+           + [["d_flex"]] * 2,
+           "decode jobs: attnc bf16 columns and SDPA per shape, flex last: %s"
+           % [j["stages"] for j in jobs])
+    expect(rows[0]["status_d_int8"] == "unsupported"
+           and rows[0]["unsupported"]["d_fp8e4m3"]
+           == "attnc: error: --target: no fp8e4m3 yet",
+           "a bundle attnc did not compile is not supported, with its reason")
+    runs = Runs(a, jobs, rows)
+    expect(runs.order == names(DECODE) and not row_failed(runs.rows[
+        "decode_64k"]), "unsupported columns are no failure")
+
+    def measured(name, **fields):
+        return dict(decode_placeholder(name, a), reference_s=0.1, **fields)
+
+    def timed(key, ms, of_copy, **fields):
+        return dict({key + "_ms": ms, key + "_bytes": 268435456,
+                     key + "_gbs": 268.435456 / ms,
+                     key + "_copy_gbs": 268.435456 / ms / of_copy,
+                     key + "_of_copy": of_copy, "status_" + key: "ok",
+                     "err_" + key: 2e-3}, **fields)
+    # decode_64k: split 16 hangs; cp.async and SDPA go on in a new worker.
+    runs.start(runs.queue[0])
+    runs.partial(measured("decode_64k", **timed("d_auto", 0.1, 0.9)))
+    runs.crash("d_split16", measured("decode_64k", **timed("d_auto", 0.1, 0.9)),
+               "TIMEOUT", "killed after 30 s in attnc bf16 split 16")
+    expect(runs.queue[0] == dict(name="decode_64k",
+                                 stages=["d_cpasync", "d_sdpa"]),
+           "a hang in split 16 puts cp.async and SDPA first: %s"
+           % runs.queue[0])
+    r = runs.rows["decode_64k"]
+    expect(r["status"] == "bf16 split 16 TIMEOUT" and row_failed(r)
+           and r["status_d_int8"] == "unsupported"
+           and r.get("d_auto_of_copy") == 0.9,
+           "the hang is the row's status: %s" % r["status"])
+    runs.start(runs.queue[0])
+    runs.finish(measured("decode_64k", **dict(
+        timed("d_cpasync", 0.125, 0.72), **timed("d_sdpa", 0.2, 0.45))))
+    r = runs.rows["decode_64k"]
+    expect(r.get("d_auto_ms") == 0.1 and r.get("d_cpasync_ms") == 0.125
+           and "int8_vs_bf16" not in r, "both workers' columns are kept")
+    runs.skip_rest("time budget spent")
+    r, r2 = runs.rows["decode_64k"], runs.rows["decode_b8_16k"]
+    expect(r2["status_d_auto"] == "skipped"
+           and r2["status_d_flex"] == "skipped"
+           and r["status_d_flex"] == "skipped" and not runs.queue,
+           "the budget skips what is queued")
+    text = "\n".join(decode_markdown(a, runs.ordered()))
+    expect("| 1,32,8,65536 | attnc | int8 | auto | - | - | - | - | - | - | "
+           "not supported on GPU yet |" in text
+           and "| 1,32,8,65536 | attnc | bf16 | auto | 0.1000 | 268.4 | 2684 "
+           "| 2983 | 0.90 | 2.00e-03 | ok |" in text
+           and "attnc bf16 0.90, cp.async bf16 0.72" in text
+           and "- int8 K/V: not supported on GPU yet (target 0.5)" in text
+           and "- attnc int8: not supported on GPU yet (attnc: error: "
+           "--target: no int8 yet)" in text,
+           "the decode table:\n" + text)
+    r = summarize(measured("decode_64k", **dict(
+        timed("d_auto", 0.1, 0.9), **timed("d_int8", 0.06, 0.8))))
+    expect(abs(r.get("int8_vs_bf16", 0) - 0.6) < 1e-9 and r["status"] == "ok",
+           "int8 / bf16 time")
+    text = "\n".join(decode_targets([r]))
+    expect("- int8 K/V decode time / bf16's: 0.60 (target 0.5)" in text,
+           "the int8 target line:\n" + text)
+    r = summarize(measured("decode_64k", **dict(
+        timed("d_auto", 0.1, 0.9), **timed("d_int8", 0.06, 0.8,
+                                           status_d_int8="FAIL"))))
+    expect("int8_vs_bf16" not in r and r["status"] == "int8 FAIL"
+           and row_failed(r), "a wrong int8 kernel has no ratio")
+    script = open(os.path.join(HERE, "prepare.sh")).read()
+    expect("--decode-bundles" in script and ".unsupported" in script,
+           "prepare.sh builds the decode bundles, quantized ones optional")
     return bad
 
 
@@ -1423,6 +2237,14 @@ def list_catalog():
     print("attnc columns: on 9.x, attnc = bundles/sm_90a (--gpu-loads tma) and "
           "attnc cp.async = bundles/%s (P1 variants' cp.async last); "
           "elsewhere attnc = bundles/sm_80." % CPASYNC_DIR)
+    print()
+    print("decode (after the catalog; --only-decode, --no-decode): %s `%s`, "
+          "Sq = 1, bf16 q; shapes (B,Hq,Hkv,Skv) %s; attnc columns %s "
+          "(bundles from `bench.py --decode-bundles`), then sdpa and flex"
+          % (DECODE_SOURCE, DECODE_VARIANT,
+             ", ".join("%s %s" % (d.name, ",".join(map(str, d.shape)))
+                       for d in DECODE),
+             ", ".join(LABEL[k] for k in DECODE_KERNELS)))
     bad = check_catalog() + self_test()
     for line in bad:
         print("error: " + line, file=sys.stderr)
@@ -1439,10 +2261,26 @@ def make_parser():
                    help="print 'variant source' per bundle to build (prepare.sh)")
     p.add_argument("--check-prepared", metavar="DIR",
                    help="check prepare.sh's bundles in DIR (no torch)")
-    p.add_argument("--only", action="append", help="variants, comma-separated")
+    p.add_argument("--decode-bundles", action="store_true",
+                   help="print 'name needed|optional source variant flags' "
+                   "per decode bundle to build (prepare.sh)")
+    p.add_argument("--only", action="append",
+                   help="variants, comma-separated; 'decode' or a decode "
+                   "shape (%s) for the decode section" % ", ".join(DECODE_BY_NAME))
+    p.add_argument("--only-decode", action="store_true",
+                   help="the decode section only")
+    p.add_argument("--no-decode", action="store_true",
+                   help="no decode section")
+    p.add_argument("--decode-budget-s", type=float, default=60,
+                   help="the end of --budget-s kept for the decode section")
+    p.add_argument("--decode-iters", type=int, default=None)
+    p.add_argument("--decode-warmup", type=int, default=None)
+    p.add_argument("--decode-flex-reserve-s", type=float, default=30,
+                   help="skip flex in the decode section when less than "
+                   "this is left of the budget")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few iterations: a smoke run")
-    p.add_argument("--shape", help="B,H,S for every variant")
+    p.add_argument("--shape", help="B,H,S for every catalog variant")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--arch", default="sm_90a",
                    help="bundle folder of the attnc column: sm_90a|sm_80")
@@ -1488,6 +2326,10 @@ def parse_args(argv=None):
         a.iters = 3 if a.quick else 20
     if a.warmup is None:
         a.warmup = 1 if a.quick else 5
+    if a.decode_iters is None:
+        a.decode_iters = 5 if a.quick else 100
+    if a.decode_warmup is None:
+        a.decode_warmup = 1 if a.quick else 10
     return a
 
 
@@ -1500,6 +2342,11 @@ def main():
     if a.bundles:
         for variant, source in dict((s.variant, s.source) for s in CATALOG).items():
             print(variant, source)
+        return 0
+    if a.decode_bundles:
+        for name, needed, flags in DECODE_BUNDLES:
+            print(name, "needed" if needed else "optional", DECODE_SOURCE,
+                  DECODE_VARIANT, flags)
         return 0
     if a.worker:
         return worker_main(a)

@@ -10,7 +10,13 @@
 #   ATTNC=/path/to/attnc ATTNRT_LIB=/path/to/libattnrt.so bash bench/gpu/prepare.sh
 #   TARGETS="sm_90a" HEAD_DIMS="64 128" bash bench/gpu/prepare.sh
 #
-# The variants are bench.py's catalog (`bench.py --bundles`).
+# The variants are bench.py's catalog (`bench.py --bundles`). The decode
+# section's bundles (`bench.py --decode-bundles`: bf16 K/V with split-KV
+# auto and 16, int8 and fp8e4m3 K/V) go to decode/<folder>/d<D>/; a
+# quantized one attnc does not compile for the target leaves NAME.unsupported
+# (attnc's message) instead, which bench.py reports as not supported on GPU
+# yet: only the others must compile. Quantized bundles take attnc's own load
+# path (cp.async: TMA loads take unquantized K/V only) in every folder.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ATTNC=${ATTNC:-build/bin/attnc}
@@ -26,6 +32,7 @@ done
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 python3 bench/gpu/bench.py --bundles > "$OUT/bundles.txt"
+python3 bench/gpu/bench.py --decode-bundles > "$OUT/decode-bundles.txt"
 jobs_file=$OUT/jobs.txt
 : > "$jobs_file"
 folders=""
@@ -39,26 +46,49 @@ for target in $TARGETS; do
     folder=${set%%:*} loads=${set#*:}
     folders="$folders $folder"
     for d in $HEAD_DIMS; do
-      mkdir -p "$OUT/bundles/$folder/d$d"
+      mkdir -p "$OUT/bundles/$folder/d$d" "$OUT/decode/$folder/d$d"
       while read -r variant source; do
-        echo "$target $folder $loads $d $variant $source" >> "$jobs_file"
+        echo "catalog $target $folder $loads $d $variant $source" >> "$jobs_file"
       done < "$OUT/bundles.txt"
+      while read -r name need source variant flags; do
+        echo "decode $target $folder $loads $d $name $need $source $variant $flags" \
+          >> "$jobs_file"
+      done < "$OUT/decode-bundles.txt"
     done
   done
 done
 
 # One attnc per bundle (ptxas dominates), as many at once as there are cores.
+# catalog TARGET FOLDER LOADS D VARIANT SOURCE
+# decode TARGET FOLDER LOADS D NAME needed|optional SOURCE VARIANT FLAGS...
 compile_one() {
-  local target=$1 folder=$2 loads=$3 d=$4 variant=$5 source=$6
-  local base=$OUT/bundles/$folder/d$d/$variant
-  local log=$OUT/logs/$folder-d$d-$variant.log
-  local extra=()
+  local kind=$1 target=$2 folder=$3 loads=$4 d=$5 base log what need=needed
+  local variant source extra=()
   [ "$loads" = - ] || extra=(--gpu-loads "$loads")
-  if "$ATTNC" compile "$source" --variant "$variant" --target "$target" \
-      ${extra[@]+"${extra[@]}"} --head-dim "$d" -o "$base" > "$log" 2>&1; then
-    rm -f "$base.h"  # the typed C++ launcher; Python needs only the bundle
+  if [ "$kind" = catalog ]; then
+    variant=$6 source=$7
+    base=$OUT/bundles/$folder/d$d/$variant
+    log=$OUT/logs/$folder-d$d-$variant.log
+    what="$folder D=$d $variant ($source)"
+    shift 7
   else
-    echo "FAILED: $folder D=$d $variant ($source): see $log" >&2
+    need=$7 source=$8 variant=$9
+    base=$OUT/decode/$folder/d$d/$6
+    log=$OUT/logs/decode-$folder-d$d-$6.log
+    shift 9
+    what="decode $folder D=$d $(basename "$base") ($*)"
+    # Quantized codes stream by cp.async (attnc refuses TMA for them): the
+    # folder's load path is for bf16 K/V.
+    case " $* " in *" --kv-dtype "*) extra=() ;; esac
+  fi
+  if "$ATTNC" compile "$source" --variant "$variant" --target "$target" \
+      ${extra[@]+"${extra[@]}"} --head-dim "$d" "$@" -o "$base" > "$log" 2>&1; then
+    rm -f "$base.h"  # the typed C++ launcher; Python needs only the bundle
+  elif [ "$need" = optional ]; then
+    cp "$log" "$base.unsupported"
+    echo "unsupported: $what: $(grep -m1 error "$log" || head -1 "$log")" >&2
+  else
+    echo "FAILED: $what: see $log" >&2
     return 1
   fi
 }
@@ -76,9 +106,13 @@ cp python/attnrt.py "$OUT/attnrt.py"
   echo "compiler $("$ATTNC" --version 2>&1 | head -1)"
   echo "prepared $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "targets $TARGETS (bundle folders$folders); head dims $HEAD_DIMS"
+  unsupported=$(cd "$OUT/decode" && find . -name '*.unsupported' | sed 's|^\./||; s|\.unsupported$||' | sort | paste -sd' ')
+  echo "decode bundles $(cut -d' ' -f1 "$OUT/decode-bundles.txt" | paste -sd' '); not compiled by attnc (unsupported): ${unsupported:-none}"
 } > "$OUT/PREPARED"
 rm -f "$jobs_file"
 
 count=$(find "$OUT/bundles" -name '*.attnpkg' | wc -l)
-echo "prepare.sh: $count bundles ($(wc -l < "$OUT/bundles.txt") variants x folders {${folders# }} x head dims {$HEAD_DIMS}), $(du -sh "$OUT" | cut -f1) in $OUT"
+decode=$(find "$OUT/decode" -name '*.attnpkg' | wc -l)
+unsupported=$(find "$OUT/decode" -name '*.unsupported' | wc -l)
+echo "prepare.sh: $count bundles ($(wc -l < "$OUT/bundles.txt") variants x folders {${folders# }} x head dims {$HEAD_DIMS}) and $decode decode bundles ($unsupported more not supported by attnc for their target), $(du -sh "$OUT" | cut -f1) in $OUT"
 [ "$status" = 0 ] || { echo "prepare.sh: some bundles failed to compile" >&2; exit 1; }

@@ -5,11 +5,15 @@
 #   bash bench/gpu/run.sh                 # the full table, under 10 minutes
 #   bash bench/gpu/run.sh --quick         # tiny shapes: a smoke run
 #   bash bench/gpu/run.sh --only dense,causal,dense_16k
+#   bash bench/gpu/run.sh --only-decode   # the decode section only (~1 minute)
 #
 # Needs bench/gpu/out from bench/gpu/prepare.sh, run where attnc is built.
 # Writes results.md, results.json and log.txt to $OUT if set, else to
 # bench/gpu/out/results. BUDGET_S (default 540) bounds the run: past it no
-# new work starts and flex compilation is skipped when little time is left.
+# new work starts and flex compilation is skipped when little time is left;
+# its last 60 s (--decode-budget-s) are the decode section's, which runs
+# after the catalog: decode throughput in bytes of K/V read per second
+# against a device copy of the same bytes (--no-decode leaves it out).
 # On compute capability 9.x the sm_90a kernels run twice: TMA loads ("attnc",
 # bundles/sm_90a) and cp.async loads ("attnc cp.async",
 # bundles/sm_90a-cpasync; --no-cpasync leaves that column out).
