@@ -163,6 +163,18 @@ private:
                 Value rowsPerSrcHead = Value(), bool pagedRows = false);
   void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
                       int64_t width, Value dst, bool key);
+  /// The (row, 16-byte chunk) a thread handles at step `c` of a tile copy:
+  /// consecutive threads take consecutive rows of one chunk column in the
+  /// core-matrix order (each 8 fill one core matrix), else consecutive
+  /// chunks of a row.
+  std::pair<Value, Value> tileChunk(OpBuilder &b, Value c, int64_t rows,
+                                    int64_t chunksPerRow, bool coreMatrices) {
+    if (coreMatrices)
+      return {arith::RemUIOp::create(b, loc, c, cIdx(b, rows)),
+              arith::DivUIOp::create(b, loc, c, cIdx(b, rows))};
+    return {arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow)),
+            arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow))};
+  }
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
                  Value regs[4]);
   Value classifyTile(OpBuilder &b, Value k0);
@@ -313,14 +325,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
   scf::ForOp::create(
       b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
-        Value row, chunk;
-        if (coreMatrices) {
-          row = arith::RemUIOp::create(b, loc, c, cIdx(b, rows));
-          chunk = arith::DivUIOp::create(b, loc, c, cIdx(b, rows));
-        } else {
-          row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
-          chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
-        }
+        auto [row, chunk] = tileChunk(b, c, rows, chunksPerRow, coreMatrices);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, perChunk));
         // Packed heads: tile row r reads head i1 + r / n, row r % n.
         Value head = i1, srcTileRow = row;
@@ -429,14 +434,7 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
   scf::ForOp::create(
       b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
-        Value row, chunk;
-        if (wgmma) {
-          row = arith::RemUIOp::create(b, loc, c, cIdx(b, BK));
-          chunk = arith::DivUIOp::create(b, loc, c, cIdx(b, BK));
-        } else {
-          row = arith::DivUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
-          chunk = arith::RemUIOp::create(b, loc, c, cIdx(b, chunksPerRow));
-        }
+        auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
         Value pos = arith::MinUIOp::create(
             b, loc, arith::AddIOp::create(b, loc, k0, row), lastRow);
