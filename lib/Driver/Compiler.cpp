@@ -400,10 +400,10 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     if (options.gpuLoads == "tma" && options.target != "sm_90a")
       throw Error("--gpu-loads", "TMA needs --target sm_90a");
     if (options.gpuLoads == "tma" &&
-        (kvQuant != fe::KVQuant::None || options.paged))
+        (kvQuant != fe::KVQuant::None || options.paged || v.kvIndex))
       throw Error("--gpu-loads", "TMA loads take contiguous unquantized "
-                                 "K/V; quantized codes and pages stream with "
-                                 "cp.async");
+                                 "K/V; quantized codes, pages and kv_index "
+                                 "rows stream with cp.async");
     plan.tma = options.target == "sm_90a" && options.gpuLoads != "cp.async";
     // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
     // registers for 64-key tiles at D = 128; mma.sync would spill.

@@ -125,7 +125,8 @@ public:
         D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
         BK(cfg.blockKV), norm(op.getNormalize()),
         wgmma(nvptx::usesWgmma(cfg.chip)),
-        tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged()),
+        tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
+            !op.getKvIndex()),
         quant(op.getKvQuant()) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
@@ -160,7 +161,8 @@ private:
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
                 Value stage, bool rowMajor = false,
-                Value rowsPerSrcHead = Value(), bool pagedRows = false);
+                Value rowsPerSrcHead = Value(), bool pagedRows = false,
+                bool indexedRows = false);
   void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
                       int64_t width, Value dst, bool key);
   /// The (row, 16-byte chunk) a thread handles at step `c` of a tile copy:
@@ -238,6 +240,11 @@ private:
   // Paged K/V: k/v are page pools [pages, Hkv, P, D], rows found through
   // the batch's page table; seqKV is the batch's own length.
   Value pageTable, seqLens;
+  // kv_index: key tiles run over the slots of keep[b, hkv, :]; a slot's
+  // position (valid when in [0, Skv)) picks the row and is the kv the
+  // regions see.
+  Value kvIndex, keySlots;
+  Value positionOf(OpBuilder &b, Value slot);
   Value qiIdx[2];
   Value q, k, v, o, lse, qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -314,7 +321,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
                                    Value rowLimit, Value dst, Value stage,
                                    bool rowMajor, Value rowsPerSrcHead,
-                                   bool pagedRows) {
+                                   bool pagedRows, bool indexedRows) {
   // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
   int64_t perChunk =
       16 / (cast<MemRefType>(src.getType()).getElementTypeBitWidth() / 8);
@@ -349,6 +356,22 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                 cIdx(b, 0)};
         if (stage)
           at.insert(at.begin(), stage);
+        if (indexedRows) {
+          // rowLimit counts slots; the slot's listed position is the row,
+          // and one outside [0, Skv) reads nothing.
+          Value pos32 = positionOf(b, srcRow);
+          Value listed = arith::AndIOp::create(
+              b, loc,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, pos32,
+                                    cI32(b, 0)),
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, pos32,
+                                    toI32(b, seqKV)));
+          srcElements = arith::SelectOp::create(
+              b, loc, listed, srcElements, cIdx(b, 0));
+          srcRow = arith::IndexCastOp::create(
+              b, loc, b.getIndexType(),
+              arith::SelectOp::create(b, loc, listed, pos32, cI32(b, 0)));
+        }
         Value outer = i0;
         if (pagedRows) {
           // Logical row -> (page from the table, row in the page); page
@@ -391,8 +414,10 @@ Value GpuAttentionBuilder::ldmatrix(OpBuilder &b, Value mem, ValueRange at,
 /// The mask classifier's verdict on the key tile at k0 for this CTA's
 /// query tile (FULL without a mask).
 Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
+  // Without a classifier a mask is evaluated everywhere (kv_index: key
+  // positions are data).
   if (!op.hasClassify())
-    return cI32(b, kTileFull);
+    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
   Value kLast = toI32(
       b, arith::SubIOp::create(
              b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
@@ -402,21 +427,32 @@ Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
       {b32, h32, hLast32, toI32(b, q0), qLast, toI32(b, k0), kLast});
 }
 
+/// keep[b, hkv, slot] (an i32 position, any value; callers bound it).
+Value GpuAttentionBuilder::positionOf(OpBuilder &b, Value slot) {
+  Value safe = arith::MinUIOp::create(
+      b, loc, slot,
+      arith::SubIOp::create(
+          b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
+          cIdx(b, 1)));
+  return memref::LoadOp::create(b, loc, kvIndex,
+                                ValueRange{bIdx, hkvIdx, safe});
+}
+
 /// Starts the K and V tiles at k0 into buffer `stage`.
 void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value stage) {
   if (quant) { // raw code rows; dequantized when the tile is computed
     int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
     int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
-    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, seqKV, kCodes, stage, true,
-             Value(), pageTable != nullptr);
-    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, seqKV, vCodes, stage, true,
-             Value(), pageTable != nullptr);
+    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, keySlots, kCodes, stage,
+             true, Value(), pageTable != nullptr, kvIndex != nullptr);
+    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, keySlots, vCodes, stage,
+             true, Value(), pageTable != nullptr, kvIndex != nullptr);
     return;
   }
-  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, seqKV, kS, stage, false, Value(),
-           pageTable != nullptr);
-  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, seqKV, vS, stage, false, Value(),
-           pageTable != nullptr);
+  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, keySlots, kS, stage, false, Value(),
+           pageTable != nullptr, kvIndex != nullptr);
+  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, keySlots, vS, stage, false,
+           Value(), pageTable != nullptr, kvIndex != nullptr);
 }
 
 /// The staged codes of buffer `stage` as f16/bf16 in the k/v tile's
@@ -436,8 +472,21 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
-        Value pos = arith::MinUIOp::create(
-            b, loc, arith::AddIOp::create(b, loc, k0, row), lastRow);
+        Value pos;
+        if (kvIndex) {
+          Value slot = arith::MinUIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, k0, row),
+              arith::SubIOp::create(b, loc, keySlots, cIdx(b, 1)));
+          Value pos32 = arith::MaxSIOp::create(b, loc, positionOf(b, slot),
+                                               cI32(b, 0));
+          pos = arith::MinUIOp::create(
+              b, loc,
+              arith::IndexCastOp::create(b, loc, b.getIndexType(), pos32),
+              lastRow);
+        } else {
+          pos = arith::MinUIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, k0, row), lastRow);
+        }
         // Eight codes: eight bytes, or four bytes of two nibbles each
         // (low first, sign-extended).
         SmallVector<Value> values;
@@ -696,7 +745,14 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
       Value col = arith::AddIOp::create(
           b, loc, arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2)),
           cIdx(b, int64_t(nb) * 8 + i % 2));
-      Value kv32 = toI32(b, arith::AddIOp::create(b, loc, k0, col));
+      Value slot = arith::AddIOp::create(b, loc, k0, col);
+      Value kv32 = toI32(b, slot);
+      Value inSlots;
+      if (kvIndex) {
+        inSlots = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                        slot, keySlots);
+        kv32 = positionOf(b, slot);
+      }
       Value qi = qi32[i / 2];
       Value t = arith::MulFOp::create(b, loc, frag[i], sScale);
       if (op.hasScore()) {
@@ -707,6 +763,11 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
       }
       Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
                                          kv32, skv32);
+      if (kvIndex)
+        keep = arith::AndIOp::create(
+            b, loc, arith::AndIOp::create(b, loc, keep, inSlots),
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, kv32,
+                                  cI32(b, 0)));
       if (withMask)
         keep = arith::AndIOp::create(
             b, loc, keep,
@@ -1540,7 +1601,12 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   SmallVector<Value> init = {mInit[0], mInit[1], lInit[0], lInit[1]};
   init.append(Dv / 8 * 4, cF32(b, 0.0));
 
-  Value allTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  keySlots = seqKV;
+  if (op.getKvIndex()) {
+    kvIndex = outside.lookup(op.getKvIndex());
+    keySlots = memref::DimOp::create(b, loc, kvIndex, 2);
+  }
+  Value allTiles = arith::CeilDivUIOp::create(b, loc, keySlots, cIdx(b, BK));
   Value perPart = arith::CeilDivUIOp::create(b, loc, allTiles, parts);
   tileBegin = arith::MinUIOp::create(
       b, loc, arith::MulIOp::create(b, loc, part, perPart), allTiles);
@@ -1712,8 +1778,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
             std::to_string(Dv) + ")";
     return failure();
   }
-  if (op.getKvIndex() || op.hasSelect()) {
-    error = "sparse K/V (kv_index) and select are not implemented "
+  if (op.hasSelect()) {
+    error = "select is not implemented "
             "for GPU targets yet";
     return failure();
   }
@@ -1754,7 +1820,7 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
 
   KernelConfig config = cfg;
   bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant() &&
-             !op.isPaged();
+             !op.isPaged() && !op.getKvIndex();
   // Split-KV partial results [parts, B, Hq, Sq, Dv] and [parts, B, Hq, Sq]
   // (f32, contiguous) and the part count; with one part they are unused.
   int64_t dyn = ShapedType::kDynamic;
