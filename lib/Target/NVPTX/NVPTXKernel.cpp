@@ -6,16 +6,24 @@
 // are the mma.sync ones stacked over the 4 warps, so everything between
 // the two matmuls is shared:
 //
-//   one CTA of 4 warps per (query tile of 64 rows, query head, batch);
-//   Q tile staged in shared memory once, each warp owns 16 of its rows;
-//   per key tile (skipped when the mask classifier says EMPTY):
-//     K and V tiles -> shared memory (16-byte vector loads, zero past Skv)
-//     S = Q K^T in mma accumulators (16 x BK per warp)
+//   one CTA of 4 warps per (64 rows, query head(s), batch, split part):
+//   rows are 64 queries of one head, or for short query blocks `pack`
+//   query heads of one K/V head (GQA packing); each warp owns 16 rows;
+//   per key tile of the CTA's part (skipped when the classifier says EMPTY):
+//     K and V tiles -> shared memory, double-buffered: cp.async by every
+//     thread (zero-fill past Skv; through the page table when paged, at
+//     the listed positions for kv_index, as raw codes dequantized per tile
+//     when quantized), or on sm_90a TMA boxes from a producer warp
+//     (mbarrier full/empty pipeline)
+//     S = Q K^T in tensor-core accumulators (16 x BK per warp)
 //     score/mask regions per accumulator element (the mask only on
 //     PARTIAL tiles), row max across the 4 lanes sharing a row
 //     (shuffles), p = exp2(t - m), O *= exp2(m_old - m)
-//     O += P V, P reused from the accumulators as the A operand
-//   o = O / l (l summed across the quad), lse = (m + log2 l) ln 2.
+//     O += P V, P reused from the accumulators as the A operand (on
+//     sm_90a with TMA, issued together with the next tile's S so softmax
+//     overlaps the tensor cores)
+//   o = O / l (l summed across the quad), lse = (m + log2 l) ln 2, or with
+//   split-KV each part's normalized partials for the generated merge.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16): lane l holds rows l/4 and
 // l/4 + 8 and columns 2 (l % 4) + {0, 1} (+ 8 for A's upper half) of A and
