@@ -168,10 +168,10 @@ private:
   Value quadReduce(OpBuilder &b, Value x, bool isMax);
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
-                Value stage, bool rowMajor = false,
+                Value buffer, bool rowMajor = false,
                 Value rowsPerSrcHead = Value(), bool pagedRows = false,
                 bool indexedRows = false);
-  void dequantizeTile(OpBuilder &b, Value codes, Value stage, Value k0,
+  void dequantizeTile(OpBuilder &b, Value codes, Value buffer, Value k0,
                       int64_t width, Value dst, bool key);
   /// The (row, 16-byte chunk) a thread handles at step `c` of a tile copy:
   /// consecutive threads take consecutive rows of one chunk column in the
@@ -188,7 +188,7 @@ private:
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
                  Value regs[4]);
   Value classifyTile(OpBuilder &b, Value k0);
-  void issueKeyTile(OpBuilder &b, Value k0, Value stage);
+  void issueKeyTile(OpBuilder &b, Value k0, Value buffer);
   Value sharedAddress(OpBuilder &b, Value mem);
   Value stageAddress(OpBuilder &b, Value base, int64_t tileBytes);
   int64_t elementBytes() const { return 2; } // f16 and bf16
@@ -216,7 +216,7 @@ private:
   Value bufferOf(OpBuilder &b, Value n);
   Value useParity(OpBuilder &b, Value n, bool previousUse);
   SmallVector<Value> emitKeyTile(OpBuilder &b, Value k0, Value cls,
-                                 Value stage, ValueRange carried);
+                                 Value tileStage, ValueRange carried);
   SmallVector<Value> asyncCopyLoop(OpBuilder &b, ValueRange init);
   void tmaPipeline(OpBuilder &b, ValueRange init, ValueRange tensorMaps);
   void tmaLoad(OpBuilder &b, Value map, Value barriers, int64_t barrier,
@@ -327,7 +327,7 @@ Value GpuAttentionBuilder::quadReduce(OpBuilder &b, Value x, bool isMax) {
 /// mma.sync, dst is row-major with padded rows (see sharedRowElements).
 void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
-                                   Value rowLimit, Value dst, Value stage,
+                                   Value rowLimit, Value dst, Value buffer,
                                    bool rowMajor, Value rowsPerSrcHead,
                                    bool pagedRows, bool indexedRows) {
   // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
@@ -362,8 +362,8 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                     b, loc,
                     arith::MulIOp::create(b, loc, chunk, cIdx(b, rows)), row),
                 cIdx(b, 0)};
-        if (stage)
-          at.insert(at.begin(), stage);
+        if (buffer)
+          at.insert(at.begin(), buffer);
         if (indexedRows) {
           // rowLimit counts slots; the slot's listed position is the row,
           // and one outside [0, Skv) reads nothing.
@@ -446,29 +446,29 @@ Value GpuAttentionBuilder::positionOf(OpBuilder &b, Value slot) {
                                 ValueRange{bIdx, hkvIdx, safe});
 }
 
-/// Starts the K and V tiles at k0 into buffer `stage`.
-void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value stage) {
+/// Starts the K and V tiles at k0 into `buffer`.
+void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value buffer) {
   if (quant) { // raw code rows; dequantized when the tile is computed
     int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
     int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
-    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, keySlots, kCodes, stage,
+    copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, keySlots, kCodes, buffer,
              true, Value(), pageTable != nullptr, kvIndex != nullptr);
-    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, keySlots, vCodes, stage,
+    copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, keySlots, vCodes, buffer,
              true, Value(), pageTable != nullptr, kvIndex != nullptr);
     return;
   }
-  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, keySlots, kS, stage, false, Value(),
+  copyTile(b, k, bIdx, hkvIdx, k0, BK, D, keySlots, kS, buffer, false, Value(),
            pageTable != nullptr, kvIndex != nullptr);
-  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, keySlots, vS, stage, false,
+  copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, keySlots, vS, buffer, false,
            Value(), pageTable != nullptr, kvIndex != nullptr);
 }
 
-/// The staged codes of buffer `stage` as f16/bf16 in the k/v tile's
+/// The staged codes of `buffer` as f16/bf16 in the k/v tile's
 /// buffer 0 (its matmul layout), scaled: K by its per-channel scale of
 /// the row's token group, V by its per-token scale. Rows past Skv hold
 /// zero codes (and read the last row's scales).
 void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
-                                         Value stage, Value k0, int64_t width,
+                                         Value buffer, Value k0, int64_t width,
                                          Value dst, bool key) {
   Type f32 = b.getF32Type();
   int64_t chunksPerRow = width / 8;
@@ -502,7 +502,7 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
         if (int4) {
           Value bytes = vector::LoadOp::create(
               b, loc, VectorType::get({4}, i8), codes,
-              ValueRange{stage, row,
+              ValueRange{buffer, row,
                          arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
           Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
           for (int64_t e = 0; e < 4; ++e) {
@@ -515,7 +515,7 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
         } else {
           Value bytes = vector::LoadOp::create(
               b, loc, VectorType::get({8}, i8), codes,
-              ValueRange{stage, row, col});
+              ValueRange{buffer, row, col});
           for (int64_t e = 0; e < 8; ++e)
             values.push_back(vector::ExtractOp::create(b, loc, bytes,
                                                        ArrayRef<int64_t>{e}));
