@@ -593,21 +593,6 @@ int32_t chooseParts(const KernelInfo &info, const int64_t *sizes,
       std::min<int64_t>((want + items - 1) / items, maxParts));
 }
 
-/// GPU split-KV parts: an explicit count up to one key tile per part, or
-/// (auto) two CTAs per multiprocessor, each part keeping >= 2 key tiles.
-int32_t chooseGpuParts(int64_t requested, int64_t keyTiles, int64_t ctas,
-                       int64_t multiprocessors) {
-  if (requested > 0)
-    return static_cast<int32_t>(
-        std::clamp<int64_t>(std::min(requested, keyTiles), 1, 1 << 16));
-  int64_t maxParts = std::clamp<int64_t>(keyTiles / 2, 1, 64);
-  int64_t want = 2 * multiprocessors;
-  if (ctas == 0 || ctas >= want)
-    return 1;
-  return static_cast<int32_t>(
-      std::min<int64_t>((want + ctas - 1) / ctas, maxParts));
-}
-
 /// GPU kernels read q, k and v 16 bytes at a time and write o in pairs:
 /// rows must start on those boundaries.
 void checkGpuAlignment(const std::string &name, const TensorRef &t,
@@ -639,22 +624,12 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   const detail::CudaFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
           Dv = info.valueHeadDim;
-  // GQA packing for short query blocks: up to 64 / Sq query heads of one
-  // K/V head share a CTA (a power of two dividing the group), so each K/V
-  // tile is read once for all of them.
-  int64_t group = plan.sizes[kHkv] > 0 ? H / plan.sizes[kHkv] : 1;
-  int64_t pack = 1;
-  while (pack * 2 <= 64 && group % (pack * 2) == 0 &&
-         S * pack * 2 <= 64)
-    pack *= 2;
-  int32_t parts = 1;
-  if (B * H * S > 0) {
-    int64_t keyTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
-    int64_t rowsPerHead = gpu.gpuCode().rowsPerBlock / pack;
-    int64_t ctas = B * (H / pack) * ((S + rowsPerHead - 1) / rowsPerHead);
-    parts = chooseGpuParts(info.splitKv, keyTiles, ctas,
-                           gpu.multiprocessors());
-  }
+  detail::GpuGrid grid = detail::planGpuGrid(
+      B, H, plan.sizes[kHkv], S, plan.sizes[kSkv], info.blockKV,
+      gpu.gpuCode().rowsPerBlock, info.splitKv,
+      B * H * S > 0 ? gpu.multiprocessors() : 1);
+  int64_t pack = grid.pack;
+  int32_t parts = static_cast<int32_t>(grid.parts);
   // Split-KV partials in device memory, allocated in stream order.
   void *scratch = nullptr;
   static float none = 0;
@@ -958,3 +933,28 @@ int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
 
 } // namespace detail
 } // namespace attn
+
+attn::detail::GpuGrid attn::detail::planGpuGrid(
+    int64_t batch, int64_t heads, int64_t kvHeads, int64_t seqQ,
+    int64_t seqKV, int64_t blockKV, int64_t rowsPerBlock,
+    int64_t requestedParts, int64_t multiprocessors) {
+  GpuGrid g;
+  int64_t group = kvHeads > 0 ? heads / kvHeads : 1;
+  while (g.pack * 2 <= rowsPerBlock && group % (g.pack * 2) == 0 &&
+         seqQ * g.pack * 2 <= rowsPerBlock)
+    g.pack *= 2;
+  int64_t rowsPerHead = rowsPerBlock / g.pack;
+  g.queryTiles = (seqQ + rowsPerHead - 1) / rowsPerHead;
+  int64_t keyTiles = (seqKV + blockKV - 1) / std::max<int64_t>(blockKV, 1);
+  if (requestedParts > 0) {
+    g.parts = std::clamp<int64_t>(std::min(requestedParts, keyTiles), 1,
+                                  1 << 16);
+    return g;
+  }
+  int64_t ctas = batch * (heads / g.pack) * g.queryTiles;
+  int64_t want = 2 * multiprocessors;
+  if (ctas > 0 && ctas < want)
+    g.parts = std::min<int64_t>((want + ctas - 1) / ctas,
+                                std::clamp<int64_t>(keyTiles / 2, 1, 64));
+  return g;
+}

@@ -453,3 +453,42 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
 }
 
 } // namespace
+
+namespace {
+
+// Launch geometry (no GPU needed): decode packs a GQA group per CTA and
+// splits the keys until the SMs are busy; prefill does neither.
+TEST(Nvptx, GpuGridPlanning) {
+  using detail::planGpuGrid;
+  // Decode, Llama-style GQA on an H100 (132 SMs): 4 heads per CTA, 8 CTAs,
+  // 33 parts of the 1024 key tiles.
+  detail::GpuGrid decode =
+      planGpuGrid(1, 32, 8, 1, 65536, 64, 64, /*auto*/ 0, 132);
+  EXPECT_EQ(decode.pack, 4);
+  EXPECT_EQ(decode.queryTiles, 1);
+  EXPECT_EQ(decode.parts, 33);
+  // MQA packs up to the rows: 32 heads x 2 queries.
+  detail::GpuGrid mqa = planGpuGrid(1, 32, 1, 2, 4096, 64, 64, 0, 132);
+  EXPECT_EQ(mqa.pack, 32);
+  EXPECT_EQ(mqa.queryTiles, 1);
+  // 3 queries, group 8: 8 heads x 8 rows each.
+  detail::GpuGrid odd = planGpuGrid(2, 16, 2, 3, 1000, 64, 64, 0, 132);
+  EXPECT_EQ(odd.pack, 8);
+  EXPECT_EQ(odd.queryTiles, 1);
+  EXPECT_EQ(odd.parts, std::min<int64_t>((264 + 3) / 4, 16 / 2));
+  // A group that is not a power of two packs its largest power-of-two
+  // divisor (6 -> 2).
+  EXPECT_EQ(planGpuGrid(1, 12, 2, 1, 4096, 64, 64, 0, 132).pack, 2);
+  // Prefill: one head per CTA, enough CTAs already.
+  detail::GpuGrid prefill = planGpuGrid(4, 16, 16, 4096, 4096, 64, 64, 0, 132);
+  EXPECT_EQ(prefill.pack, 1);
+  EXPECT_EQ(prefill.queryTiles, 64);
+  EXPECT_EQ(prefill.parts, 1);
+  // An explicit split is honoured up to one key tile per part.
+  EXPECT_EQ(planGpuGrid(1, 8, 8, 1, 4096, 64, 64, 16, 132).parts, 16);
+  EXPECT_EQ(planGpuGrid(1, 8, 8, 1, 100, 64, 64, 16, 132).parts, 2);
+  // Short keys never split into parts of under two tiles.
+  EXPECT_EQ(planGpuGrid(1, 8, 8, 1, 128, 64, 64, 0, 132).parts, 1);
+}
+
+} // namespace

@@ -294,6 +294,19 @@ struct GpuCode {
 /// (libcuda.so.1, opened at the first launch).
 Kernel makeGpuKernel(KernelInfo info, GpuCode code);
 
+/// How a GPU launch covers its work: `pack` GQA query heads per CTA (for
+/// short query blocks, a power of two dividing Hq / Hkv with pack x Sq <=
+/// rowsPerBlock), `parts` split-KV parts (an explicit request up to one key
+/// tile each, or auto: two CTAs per multiprocessor, each part keeping two
+/// or more key tiles, at most 64) and query tiles of rowsPerBlock / pack.
+struct GpuGrid {
+  int64_t pack = 1, parts = 1, queryTiles = 0;
+};
+GpuGrid planGpuGrid(int64_t batch, int64_t heads, int64_t kvHeads,
+                    int64_t seqQ, int64_t seqKV, int64_t blockKV,
+                    int64_t rowsPerBlock, int64_t requestedParts,
+                    int64_t multiprocessors);
+
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner,
                      CpuEntry blockMapEntry = nullptr,
