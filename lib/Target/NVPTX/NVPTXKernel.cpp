@@ -1294,6 +1294,10 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
         Value producer = arith::CmpIOp::create(
             b, loc, arith::CmpIPredicate::eq, tid, cIdx(b, kThreads));
         scf::IfOp::create(b, loc, producer, [&](OpBuilder &b, Location) {
+          // The maps were just copied into global memory by the host: make
+          // that write visible to the tensor-map proxy before TMA reads.
+          for (Value map : {qMap, kMap, vMap})
+            nvgpu::TmaFenceOp::create(b, loc, map);
           nvgpu::MBarrierArriveExpectTxOp::create(
               b, loc, barriers, cIdx(b, BQ * D * elementBytes()), cIdx(b, 0),
               Value());

@@ -138,9 +138,9 @@ FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
   PassManager pm(host.getContext());
   gpu::GPUToNVVMPipelineOptions options;
   options.cubinChip = cfg.chip;
-  // PTX ISA 8.0 (CUDA 12.0+): sm_90a's wgmma and TMA need it; CUDA 13's
-  // ptxas reads it for sm_80 too.
-  options.cubinFeatures = "+ptx80";
+  // PTX ISA 8.0 (CUDA 12.0+) for sm_80; sm_90a's wgmma and TMA need 8.0
+  // and the tensor-map proxy fence 8.3 (CUDA 12.3+).
+  options.cubinFeatures = cfg.chip == "sm_90a" ? "+ptx83" : "+ptx80";
   options.cubinFormat = "isa";
   options.optLevel = 3;
   gpu::buildLowerToNVVMPassPipeline(pm, options);
