@@ -1276,6 +1276,13 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
       nvgpu::MBarrierInitOp::create(b, loc, barriers,
                                     cIdx(b, i < 3 ? 1 : kThreads), cIdx(b, i),
                                     Value());
+    // The TMA unit (async proxy) completes transactions on these barriers.
+    NVVM::FenceProxyOp::create(
+        b, loc,
+        NVVM::ProxyKindAttr::get(b.getContext(),
+                                 NVVM::ProxyKind::async_shared),
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
     scf::YieldOp::create(b, loc);
   });
   gpu::BarrierOp::create(b, loc); // the only CTA-wide barrier
