@@ -24,3 +24,13 @@ set -x
 "$BUILD_DIR/bin/attnc" bench examples/sliding_sink.attn --shape 1,8,8,2048,2048 --head-dim 64 --set window=256
 { set +x; } 2>/dev/null
 rm -rf "$tmp"
+
+echo
+echo "== the same variant for NVIDIA GPUs (emitted here; running needs a GPU, see bench/gpu) =="
+for chip in sm_80 sm_90a; do
+  ptx=$("$BUILD_DIR/bin/attnc" emit examples/sliding_sink.attn --stage=ptx --target "$chip" --head-dim 128)
+  echo "$chip: $(printf '%s\n' "$ptx" | wc -l) lines of PTX;" \
+    "mma.sync: $(printf '%s\n' "$ptx" | grep -c 'mma.sync.aligned' || true)," \
+    "wgmma.mma_async: $(printf '%s\n' "$ptx" | grep -c 'wgmma.mma_async' || true)," \
+    "TMA loads: $(printf '%s\n' "$ptx" | grep -c 'cp.async.bulk.tensor' || true)"
+done
