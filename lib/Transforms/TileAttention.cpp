@@ -1306,40 +1306,15 @@ void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
                                        bool withMask) {
-  Value fzero = cF32(b, 0.0), fone = cF32(b, 1.0);
+  Value fzero = cF32(b, 0.0);
   auto fm = fastMath(b);
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     forRows(b, [&](OpBuilder &b, Value i) {
       Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
       Value keep;
       Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
-      Value p;
-      switch (norm) {
-      case Normalize::sigmoid: {
-        Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, t));
-        p = arith::DivFOp::create(b, loc, fone,
-                                  arith::AddFOp::create(b, loc, fone, e));
-        break;
-      }
-      case Normalize::relu:
-        p = arith::MaximumFOp::create(b, loc, t, fzero);
-        break;
-      case Normalize::relu2: {
-        Value r = arith::MaximumFOp::create(b, loc, t, fzero);
-        p = arith::MulFOp::create(b, loc, r, r);
-        break;
-      }
-      default: { // softplus: max(t, 0) + log1p(exp(-|t|))
-        Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
-        Value e = math::ExpOp::create(
-            b, loc,
-            arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, t)));
-        p = arith::AddFOp::create(b, loc, pos,
-                                  math::Log1pOp::create(b, loc, e));
-        break;
-      }
-      }
-      p = arith::SelectOp::create(b, loc, keep, p, fzero);
+      Value p = arith::SelectOp::create(
+          b, loc, keep, normalizeScore(b, loc, norm, t), fzero);
       memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
                               ValueRange{j, i});
       if (norm == Normalize::softplus) {
@@ -1595,4 +1570,33 @@ Value mlir::attn::decodeKVCode(OpBuilder &b, Location loc, KVQuant kind,
       arith::ConstantFloatOp::create(
           b, loc, b.getF32Type(),
           APFloat(static_cast<float>(std::ldexp(1.0, e4m3 ? 120 : 112)))));
+}
+
+Value mlir::attn::normalizeScore(OpBuilder &b, Location loc, Normalize norm,
+                                 Value t) {
+  Type f32 = b.getF32Type();
+  Value fzero = arith::ConstantFloatOp::create(b, loc, cast<FloatType>(f32),
+                                               APFloat(0.0f));
+  switch (norm) {
+  case Normalize::sigmoid: {
+    Value fone = arith::ConstantFloatOp::create(b, loc, cast<FloatType>(f32),
+                                                APFloat(1.0f));
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, t));
+    return arith::DivFOp::create(b, loc, fone,
+                                 arith::AddFOp::create(b, loc, fone, e));
+  }
+  case Normalize::relu:
+    return arith::MaximumFOp::create(b, loc, t, fzero);
+  case Normalize::relu2: {
+    Value r = arith::MaximumFOp::create(b, loc, t, fzero);
+    return arith::MulFOp::create(b, loc, r, r);
+  }
+  default: { // softplus: max(t, 0) + log1p(exp(-|t|))
+    Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
+    Value e = math::ExpOp::create(
+        b, loc,
+        arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, t)));
+    return arith::AddFOp::create(b, loc, pos, math::Log1pOp::create(b, loc, e));
+  }
+  }
 }

@@ -31,6 +31,10 @@ FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 
+/// p for a score t under a normalizer without a running max: sigmoid, relu,
+/// relu2 or softplus (max(t, 0) + log1p(exp(-|t|))).
+Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
+
 /// A quantized K/V code (i8: an int8, a sign-extended int4 nibble, or fp8
 /// bits) as f32, before its scale.
 Value decodeKVCode(OpBuilder &b, Location loc, KVQuant kind, Value code);

@@ -483,6 +483,14 @@ private:
   size_t count = 0;
 };
 
+/// q, k, v, o and (when asked for) lse: every kernel's leading arguments.
+void packAttentionTensors(PackedArgs &packed, const Tensors &t) {
+  for (const TensorRef *x : {&t.q, &t.k, &t.v, &t.o})
+    packed.memref(*x);
+  if (t.lse)
+    packed.memref(*t.lse);
+}
+
 /// Runtime params (i32 or f32 as declared), then captured tensors: the
 /// arguments every kernel takes after its fixed ones.
 void packParamsAndCaptures(PackedArgs &packed, const KernelInfo &info,
@@ -546,12 +554,7 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
   int64_t items = plan.sizes[kB] * w.heads * w.tiles *
                   (splits ? splits->parts : 1);
   PackedArgs packed;
-  packed.memref(t.q);
-  packed.memref(t.k);
-  packed.memref(t.v);
-  packed.memref(t.o);
-  if (t.lse)
-    packed.memref(*t.lse);
+  packAttentionTensors(packed, t);
   if (t.kScale) {
     packed.memref(*t.kScale);
     packed.memref(*t.vScale);
@@ -645,12 +648,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
                         {parts, B, H, S});
   }
   PackedArgs packed;
-  packed.memref(t.q);
-  packed.memref(t.k);
-  packed.memref(t.v);
-  packed.memref(t.o);
-  if (t.lse)
-    packed.memref(*t.lse);
+  packAttentionTensors(packed, t);
   packParamsAndCaptures(packed, info, plan);
   if (t.kScale) {
     packed.memref(*t.kScale);

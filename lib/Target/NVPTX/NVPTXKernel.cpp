@@ -151,6 +151,15 @@ private:
     return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
                                           APFloat(static_cast<float>(v)));
   }
+  /// Orders this thread's generic-proxy shared-memory accesses before
+  /// later async-proxy ones (wgmma operand reads, TMA transactions).
+  void fenceSharedToAsyncProxy(OpBuilder &b) {
+    NVVM::FenceProxyOp::create(
+        b, loc,
+        NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
+  }
   Value toI32(OpBuilder &b, Value index) {
     return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
   }
@@ -786,31 +795,7 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
         out.push_back(arith::SelectOp::create(b, loc, keep, t, negInf));
         continue;
       }
-      Value p;
-      switch (norm) {
-      case Normalize::sigmoid: {
-        Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, t));
-        p = arith::DivFOp::create(b, loc, cF32(b, 1.0),
-                                  arith::AddFOp::create(b, loc, cF32(b, 1.0), e));
-        break;
-      }
-      case Normalize::relu:
-        p = arith::MaximumFOp::create(b, loc, t, fzero);
-        break;
-      case Normalize::relu2: {
-        Value r = arith::MaximumFOp::create(b, loc, t, fzero);
-        p = arith::MulFOp::create(b, loc, r, r);
-        break;
-      }
-      default: { // softplus
-        Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
-        Value e = math::ExpOp::create(
-            b, loc,
-            arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, t)));
-        p = arith::AddFOp::create(b, loc, pos, math::Log1pOp::create(b, loc, e));
-        break;
-      }
-      }
+      Value p = normalizeScore(b, loc, norm, t);
       out.push_back(arith::SelectOp::create(b, loc, keep, p, fzero));
     }
   return out;
@@ -884,12 +869,7 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
       stage = tileStage;
     }
     if (wgmma) // generic-proxy shared writes; wgmma reads async-proxy
-      NVVM::FenceProxyOp::create(
-          b, loc,
-          NVVM::ProxyKindAttr::get(b.getContext(),
-                                   NVVM::ProxyKind::async_shared),
-          NVVM::SharedSpaceAttr::get(b.getContext(),
-                                     NVVM::SharedSpace::shared_cta));
+      fenceSharedToAsyncProxy(b);
     gpu::BarrierOp::create(b, loc);
   }
 
@@ -1277,12 +1257,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                                     cIdx(b, i < 3 ? 1 : kThreads), cIdx(b, i),
                                     Value());
     // The TMA unit (async proxy) completes transactions on these barriers.
-    NVVM::FenceProxyOp::create(
-        b, loc,
-        NVVM::ProxyKindAttr::get(b.getContext(),
-                                 NVVM::ProxyKind::async_shared),
-        NVVM::SharedSpaceAttr::get(b.getContext(),
-                                   NVVM::SharedSpace::shared_cta));
+    fenceSharedToAsyncProxy(b);
     scf::YieldOp::create(b, loc);
   });
   gpu::BarrierOp::create(b, loc); // the only CTA-wide barrier
