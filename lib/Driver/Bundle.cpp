@@ -222,7 +222,7 @@ json::Value addCpuKernels(const Source &source, const Options &options,
   return kernels;
 }
 
-/// Each GPU kernel as a cubin and its PTX.
+/// Each GPU kernel as a cubin and its PTX, or an AMDGPU code object.
 json::Value addGpuKernels(const Source &source,
                           std::vector<KernelPlan> &plans, Payloads &payloads) {
   json::Value kernels = json::Value::array();
@@ -236,11 +236,13 @@ json::Value addGpuKernels(const Source &source,
       b.set("kind", kind);
       return b;
     };
-    int64_t cubin = payloads.add(g.code.cubin, describe("cubin"));
-    int64_t ptx = payloads.add(g.code.ptx, describe("ptx"));
+    bool nvidia = plan.info.target.rfind("sm_", 0) == 0;
+    int64_t binary = payloads.add(
+        g.code.binary, describe(nvidia ? "cubin" : "amdgpu_code_object"));
     json::Value k = json::toJson(plan.info);
-    k.set("binary", cubin);
-    k.set("ptx_binary", ptx);
+    k.set("binary", binary);
+    if (nvidia)
+      k.set("ptx_binary", payloads.add(g.code.ptx, describe("ptx")));
     k.set("entry", g.code.entry);
     k.set("block_threads", g.code.blockThreads);
     k.set("rows_per_block", g.code.rowsPerBlock);

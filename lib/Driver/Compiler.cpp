@@ -6,7 +6,12 @@
 #include "lib/Frontend/Parser.h"
 #include "lib/Target/CPU/CPUTarget.h"
 #include "lib/Target/CPU/Passes.h"
+#include "lib/Target/AMDGPU/AMDGPUTarget.h"
 #include "lib/Target/NVPTX/NVPTXTarget.h"
+#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
+#include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
+#include "mlir/Target/LLVM/ROCDL/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/ROCDL/ROCDLToLLVMIRTranslation.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Target/LLVM/NVVM/Target.h"
@@ -56,6 +61,7 @@ std::optional<Stage> parseStage(const std::string &name) {
   if (name == "tiled") return Stage::Tiled;
   if (name == "llvm") return Stage::LLVM;
   if (name == "ptx") return Stage::PTX;
+  if (name == "amdgcn") return Stage::AMDGCN;
   return std::nullopt;
 }
 
@@ -73,8 +79,12 @@ Source::Source(std::string text, std::string filename) {
 
 namespace {
 
-const char *kKnownTargets[] = {"cpu", "sm_80", "sm_90a", "gfx90a", "gfx942",
-                               "gfx1100"};
+const char *kKnownTargets[] = {"cpu",    "sm_80",  "sm_90a", "gfx90a",
+                               "gfx942", "gfx950", "gfx1100"};
+
+bool isAmdTarget(const std::string &target) {
+  return target.rfind("gfx", 0) == 0;
+}
 
 fe::DType toFe(DType t) {
   switch (t) {
@@ -101,12 +111,15 @@ void registerAll(DialectRegistry &registry) {
                   math::MathDialect, memref::MemRefDialect, func::FuncDialect,
                   scf::SCFDialect, cf::ControlFlowDialect,
                   vector::VectorDialect, linalg::LinalgDialect,
-                  LLVM::LLVMDialect, gpu::GPUDialect, NVVM::NVVMDialect>();
+                  LLVM::LLVMDialect, gpu::GPUDialect, NVVM::NVVMDialect,
+                  amdgpu::AMDGPUDialect, ROCDL::ROCDLDialect>();
   registerAllExtensions(registry);
   cpu::registerTranslations(registry);
   NVVM::registerNVVMTargetInterfaceExternalModels(registry);
   registerGPUDialectTranslation(registry);
   registerNVVMDialectTranslation(registry);
+  ROCDL::registerROCDLTargetInterfaceExternalModels(registry);
+  registerROCDLDialectTranslation(registry);
 }
 
 void registerPassesOnce() {
@@ -222,12 +235,13 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   if (!knownTarget)
     throw Error("--target", "unknown target '" + options.target +
                                 "'; expected cpu, sm_80, sm_90a, gfx90a, "
-                                "gfx942 or gfx1100");
-  if (options.target != "cpu" && options.target != "sm_80" &&
-      options.target != "sm_90a")
+                                "gfx942, gfx950 or gfx1100");
+  if (isAmdTarget(options.target) &&
+      !mlir::attn::rocm::isSupportedChip(options.target))
     throw Error("--target", "target '" + options.target +
-                                "' is not implemented yet in this build; "
-                                "use --target cpu, sm_80 or sm_90a");
+                                "' (RDNA: wave32 WMMA) is not implemented "
+                                "yet; AMD kernels are built for the CDNA "
+                                "chips gfx90a, gfx942 and gfx950");
   fe::KVQuant kvQuant = fe::KVQuant::None;
   if (options.kvDtype != "same") {
     static const std::pair<const char *, fe::KVQuant> known[] = {
@@ -404,12 +418,33 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw Error("--gpu-loads", "TMA loads take contiguous unquantized "
                                  "K/V; quantized codes, pages and kv_index "
                                  "rows stream with cp.async");
+    if (options.gpuLoads == "cp.async" && isAmdTarget(options.target))
+      throw Error("--gpu-loads", "cp.async is NVIDIA's; AMD kernels load "
+                                 "tiles through registers");
     plan.tma = options.target == "sm_90a" && options.gpuLoads != "cp.async";
     // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
     // registers for 64-key tiles at D = 128; mma.sync would spill.
     bool wideTiles = widest <= 64 || options.target == "sm_90a";
     plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
     plan.autoBlockKV = !options.blockKV;
+    if (isAmdTarget(options.target)) {
+      // LDS holds one K and one V^T tile. The widest tile within 32 KiB
+      // leaves room for two workgroups (8 waves) per CU's 64 KiB.
+      auto lds = [&](int64_t blockKV) {
+        return mlir::attn::rocm::ldsBytes(plan.shape.headDim,
+                                          plan.shape.valueHeadDim, blockKV);
+      };
+      if (options.blockKV && lds(options.blockKV) > 64 * 1024)
+        throw Error("--block-kv",
+                    std::to_string(options.blockKV) + "-key tiles need " +
+                        std::to_string(lds(options.blockKV)) +
+                        " bytes of LDS; a workgroup has 65536");
+      if (!options.blockKV) {
+        plan.blockKV = 64;
+        while (plan.blockKV > 16 && lds(plan.blockKV) > 32 * 1024)
+          plan.blockKV /= 2;
+      }
+    }
   }
   plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;
@@ -479,10 +514,18 @@ bool isGpuTarget(const std::string &target) {
 
 namespace {
 
+mlir::attn::rocm::KernelConfig amdConfig(const KernelPlan &plan) {
+  mlir::attn::rocm::KernelConfig cfg;
+  cfg.chip = plan.info.target;
+  cfg.blockKV = plan.blockKV;
+  cfg.lld = cpu::findLld();
+  return cfg;
+}
+
 /// The variant's kernel classified, and its GPU kernel built next to it in
 /// `host` (a gpu.module); returns the launch geometry.
-mlir::attn::nvptx::KernelInfo buildGpuModule(BuiltModule &built, const KernelPlan &plan,
-                                 ModuleOp host) {
+mlir::attn::gpukernel::KernelInfo
+buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   PassManager pm(built.ctx.get());
   std::string error;
   llvm::raw_string_ostream errs(error);
@@ -496,12 +539,18 @@ mlir::attn::nvptx::KernelInfo buildGpuModule(BuiltModule &built, const KernelPla
   });
   if (!op)
     throw InternalError("imported module lacks the kernel");
-  mlir::attn::nvptx::KernelConfig cfg;
-  cfg.chip = plan.info.target;
-  cfg.blockKV = plan.blockKV;
-  cfg.tma = plan.tma;
-  auto info = mlir::attn::nvptx::buildGpuKernel(host, op, entrySymbol(plan.variant->name),
-                                    cfg, error);
+  FailureOr<mlir::attn::gpukernel::KernelInfo> info;
+  if (isAmdTarget(plan.info.target)) {
+    info = mlir::attn::rocm::buildGpuKernel(
+        host, op, entrySymbol(plan.variant->name), amdConfig(plan), error);
+  } else {
+    mlir::attn::nvptx::KernelConfig cfg;
+    cfg.chip = plan.info.target;
+    cfg.blockKV = plan.blockKV;
+    cfg.tma = plan.tma;
+    info = mlir::attn::nvptx::buildGpuKernel(
+        host, op, entrySymbol(plan.variant->name), cfg, error);
+  }
   if (failed(info))
     throw Error("--target", error);
   // The NVVM pipeline does not verify its input: catch malformed kernels
@@ -529,17 +578,11 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
                                bool assemble) {
   BuiltModule built = buildModule(source, plan, Stage::Attn);
   OwningOpRef<ModuleOp> host = ModuleOp::create(UnknownLoc::get(built.ctx.get()));
-  mlir::attn::nvptx::KernelInfo geometry = buildGpuModule(built, plan, *host);
-  mlir::attn::nvptx::KernelConfig cfg;
-  cfg.chip = plan.info.target;
-  std::string error;
-  FailureOr<std::string> ptx = mlir::attn::nvptx::lowerToPtx(*host, cfg, error);
-  if (failed(ptx))
-    throw InternalError(error);
+  mlir::attn::gpukernel::KernelInfo geometry =
+      buildGpuModule(built, plan, *host);
   GpuObject out;
   detail::GpuCode &code = out.code;
   code.chip = plan.info.target;
-  code.ptx = std::move(*ptx);
   code.entry = geometry.name;
   code.blockThreads = geometry.blockThreads;
   code.rowsPerBlock = geometry.rowsPerBlock;
@@ -548,11 +591,31 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.blockKV = geometry.blockKV;
   code.mergeEntry = geometry.mergeName;
   out.info = plan.info;
+  std::string error;
+  if (isAmdTarget(plan.info.target)) {
+    auto object =
+        mlir::attn::rocm::lowerToCodeObject(*host, amdConfig(plan), error);
+    if (failed(object))
+      throw InternalError(error);
+    code.binary = std::move(object->object);
+    out.ptxasReport = std::move(object->report);
+    out.registers = object->vgprs;
+    // Spilled registers live in scratch (private segment) memory; SGPRs
+    // spilled into VGPR lanes cost no memory traffic.
+    out.spillStoreBytes = out.spillLoadBytes = object->scratchBytes;
+    return out;
+  }
+  mlir::attn::nvptx::KernelConfig cfg;
+  cfg.chip = plan.info.target;
+  FailureOr<std::string> ptx = mlir::attn::nvptx::lowerToPtx(*host, cfg, error);
+  if (failed(ptx))
+    throw InternalError(error);
+  code.ptx = std::move(*ptx);
   if (assemble) {
     auto cubin = mlir::attn::nvptx::runPtxas(code.ptx, cfg.chip, error);
     if (failed(cubin))
       throw InternalError(error);
-    code.cubin = std::move(cubin->cubin);
+    code.binary = std::move(cubin->cubin);
     out.ptxasReport = std::move(cubin->report);
     out.registers = cubin->registers;
     out.spillStoreBytes = cubin->spillStoreBytes;
@@ -566,7 +629,8 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble) {
   // Register pressure depends on the variant's regions (a 2-D neighborhood
-  // mask needs far more than a causal one): let ptxas decide.
+  // mask needs far more than a causal one): let ptxas (or LLVM's AMDGPU
+  // register allocator) decide.
   KernelPlan p = plan;
   while (true) {
     GpuObject g = compileGpuObjectOnce(source, p, assemble);
@@ -583,7 +647,7 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                   "D = " + std::to_string(p.info.headDim) + ", Dv = " +
                       std::to_string(p.info.valueHeadDim) + " does not fit "
                       "in registers for this variant on " + p.info.target +
-                      " (ptxas spills " + std::to_string(g.spillStoreBytes) +
+                      " (spills " + std::to_string(g.spillStoreBytes) +
                       " bytes even with " + std::to_string(p.blockKV) +
                       "-key tiles); head dims up to 128 always fit");
     return g;
@@ -593,14 +657,21 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage) {
   if (isGpuTarget(plan.info.target)) {
-    // The PTX a bundle would get, tile fallback included, when ptxas is
-    // here to decide it.
-    bool assemble = mlir::attn::nvptx::havePtxas();
+    // The code a bundle would get, tile fallback included, when ptxas is
+    // here to decide it (AMD code objects are always linked here).
+    bool amd = isAmdTarget(plan.info.target);
+    bool assemble = amd || mlir::attn::nvptx::havePtxas();
+    if (stage == Stage::PTX && amd)
+      throw Error("--stage", "ptx is for NVIDIA targets; AMD targets emit "
+                             "amdgcn (AMDGPU assembly)");
+    if (stage == Stage::AMDGCN && !amd)
+      throw Error("--stage", "amdgcn is AMDGPU assembly; NVIDIA targets "
+                             "emit ptx");
     if (stage == Stage::PTX)
       return compileGpuObject(source, plan, assemble).code.ptx;
     if (stage == Stage::LLVM)
-      throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module) "
-                             "or ptx");
+      throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module), "
+                             "ptx (NVIDIA) or amdgcn (AMD)");
     KernelPlan fitted = plan;
     if (stage != Stage::Attn && assemble && plan.autoBlockKV) {
       fitted.blockKV = compileGpuObject(source, plan, true).info.blockKV;
@@ -616,12 +687,23 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
     OwningOpRef<ModuleOp> host =
         ModuleOp::create(UnknownLoc::get(built.ctx.get()));
     buildGpuModule(built, fitted, *host);
+    if (stage == Stage::AMDGCN) {
+      std::string error;
+      auto isa =
+          mlir::attn::rocm::lowerToAssembly(*host, amdConfig(fitted), error);
+      if (failed(isa))
+        throw InternalError(error);
+      return *isa;
+    }
     host->print(os);
     return text;
   }
   if (stage == Stage::PTX)
     throw Error("--stage", "ptx needs a GPU target (--target sm_80 or "
                            "sm_90a)");
+  if (stage == Stage::AMDGCN)
+    throw Error("--stage", "amdgcn needs an AMD target (--target gfx90a, "
+                           "gfx942 or gfx950)");
   if (stage != Stage::LLVM) {
     BuiltModule built = buildModule(source, plan, stage);
     std::string text;

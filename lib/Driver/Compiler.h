@@ -25,7 +25,7 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-enum class Stage { Attn, Tiled, LLVM, PTX };
+enum class Stage { Attn, Tiled, LLVM, PTX, AMDGCN };
 std::optional<Stage> parseStage(const std::string &name);
 
 /// A parsed and checked source file. Throws CompileError when it has errors.

@@ -1,12 +1,11 @@
-//===- Cuda.cpp - the CUDA driver API through dlopen ----------------------===//
-#include "Cuda.h"
-
-#include "attn/runtime.h"
+//===- Cuda.cpp - kernels on NVIDIA GPUs through the CUDA driver API -----===//
+#include "GpuFunction.h"
 
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace attn::detail {
@@ -157,7 +156,28 @@ TensorMap encodeTensorMap(const Driver &d, const char *name,
   return map;
 }
 
-} // namespace
+
+/// Loaded into the current CUDA context on first use.
+class CudaFunction final : public GpuFunction {
+public:
+  explicit CudaFunction(GpuCode code) : GpuFunction(std::move(code)) {}
+  void launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
+                   int64_t valueHeadDim, int64_t parts, int64_t pack,
+                   std::vector<void *> params, std::vector<void *> mergeParams,
+                   std::array<const TensorRef *, 3> qkv,
+                   void *stream) const override;
+  int64_t multiprocessors() const override;
+  void *allocate(size_t bytes, void *stream) const override;
+  void release(void *memory, void *stream) const override;
+
+private:
+  mutable std::once_flag loadOnce;
+  void ensureLoaded() const;
+  mutable void *function = nullptr; // CUfunction
+  mutable void *merge = nullptr;    // CUfunction
+  mutable int64_t smCount = 0;
+  mutable std::string loadError;
+};
 
 void CudaFunction::ensureLoaded() const {
   const Driver &d = driver();
@@ -193,7 +213,7 @@ void CudaFunction::ensureLoaded() const {
                            code.chip.substr(3, 2)
                      : major == cubinMajor;
     const std::string &image =
-        exact && !code.cubin.empty() ? code.cubin : code.ptx;
+        exact && !code.binary.empty() ? code.binary : code.ptx;
     CUmodule module = nullptr;
     if (CUresult r = d.cuModuleLoadData(&module, image.c_str()); r != 0) {
       loadError = "loading " + code.entry + " for sm_" +
@@ -239,14 +259,6 @@ void CudaFunction::release(void *memory, void *stream) const {
   driver().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(memory), stream);
 }
 
-void CudaFunction::launch(int64_t batch, int64_t heads, int64_t seqQ,
-                          std::vector<void *> params,
-                          std::array<const TensorRef *, 3> qkv,
-                          void *stream) const {
-  launchSplit(batch, heads, seqQ, 0, 1, 1, std::move(params), {}, qkv,
-              stream);
-}
-
 void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                                int64_t valueHeadDim, int64_t parts,
                                int64_t pack,
@@ -288,7 +300,6 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
   check(d, launched, "launching " + code.entry);
   if (parts <= 1)
     return;
-  constexpr int64_t kMergeThreads = 128;
   int64_t mergeBlocks =
       (seqQ * valueHeadDim + kMergeThreads - 1) / kMergeThreads;
   check(d,
@@ -297,6 +308,12 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                          static_cast<unsigned>(batch), kMergeThreads, 1, 1, 0,
                          stream, mergeParams.data(), nullptr),
         "launching " + code.mergeEntry);
+}
+
+} // namespace
+
+std::shared_ptr<GpuFunction> makeCudaFunction(GpuCode code) {
+  return std::make_shared<CudaFunction>(std::move(code));
 }
 
 } // namespace attn::detail

@@ -1,7 +1,7 @@
 //===- Launch.cpp - argument validation and the CPU launcher --------------===//
 #include "attn/runtime.h"
 
-#include "Cuda.h"
+#include "GpuFunction.h"
 #include "ThreadPool.h"
 #include "attn/IntMath.h"
 
@@ -20,7 +20,7 @@ struct KernelState {
   CpuEntry blockMapEntry = nullptr;
   CpuEntry mergeEntry = nullptr;
   std::shared_ptr<void> owner;
-  std::shared_ptr<CudaFunction> gpu; // GPU targets
+  std::shared_ptr<GpuFunction> gpu; // GPU targets
 };
 
 } // namespace detail
@@ -624,7 +624,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
     checkGpuAlignment(name, *ref, 16);
   checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype));
 
-  const detail::CudaFunction &gpu = *state.gpu;
+  const detail::GpuFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
           Dv = info.valueHeadDim;
   detail::GpuGrid grid = detail::planGpuGrid(
@@ -850,7 +850,10 @@ namespace detail {
 Kernel makeGpuKernel(KernelInfo info, GpuCode code) {
   auto state = std::make_shared<KernelState>();
   state->info = std::move(info);
-  state->gpu = std::make_shared<CudaFunction>(std::move(code));
+  // gfx* code objects go through HIP, sm_* cubins/PTX through CUDA.
+  bool amd = code.chip.rfind("gfx", 0) == 0;
+  state->gpu = amd ? makeHipFunction(std::move(code))
+                   : makeCudaFunction(std::move(code));
   return Kernel(std::move(state));
 }
 

@@ -132,7 +132,7 @@ Module Module::load(const std::string &path) {
   json::Value manifest = json::parse(data.substr(24, manifestSize));
 
   std::vector<std::shared_ptr<void>> binaries;
-  std::vector<std::string> gpuImages; // cubin / PTX payloads by index
+  std::vector<std::string> gpuImages; // GPU payloads by index
   for (const json::Value &b : manifest["binaries"].asArray()) {
     int64_t offset = b["offset"].asInt(), size = b["size"].asInt();
     if (offset < 0 || size < 0 || uint64_t(offset) > data.size() ||
@@ -146,7 +146,7 @@ Module Module::load(const std::string &path) {
     if (b["checksum"].asString() != sum)
       fail("'" + path + "' is corrupt (checksum mismatch)");
     if (b["target"].asString() != "cpu") {
-      // GPU code: handed to the CUDA driver at the first launch.
+      // GPU code: handed to the CUDA or HIP runtime at the first launch.
       binaries.push_back(nullptr);
       gpuImages.push_back(std::move(bytes));
       continue;
@@ -170,14 +170,18 @@ Module Module::load(const std::string &path) {
       fail("kernel '" + info.name + "' names a missing binary");
     const std::string &entry = k["entry"].asString();
     if (!binaries[index]) {
+      // NVIDIA kernels carry PTX next to the cubin; AMD code objects are
+      // the whole kernel.
+      bool nvidia = info.target.rfind("sm_", 0) == 0;
       int64_t ptx = k.has("ptx_binary") ? k["ptx_binary"].asInt() : -1;
-      if (ptx < 0 || size_t(ptx) >= gpuImages.size())
+      if (nvidia && (ptx < 0 || size_t(ptx) >= gpuImages.size()))
         fail("kernel '" + info.name + "' names a missing PTX payload");
       detail::GpuCode code;
       code.chip = info.target;
       code.entry = entry;
-      code.cubin = gpuImages[index];
-      code.ptx = gpuImages[ptx];
+      code.binary = gpuImages[index];
+      if (nvidia)
+        code.ptx = gpuImages[ptx];
       code.blockThreads = k["block_threads"].asInt();
       code.rowsPerBlock = k["rows_per_block"].asInt();
       code.sharedBytes = k["shared_bytes"].asInt();

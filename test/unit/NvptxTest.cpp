@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "test/numerics/Catalog.h"
+#include "test/unit/GpuCases.h"
 
 #include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
@@ -71,7 +72,7 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;
   EXPECT_EQ(g.spillLoadBytes, 0) << g.ptxasReport;
   EXPECT_GT(g.registers, 0) << g.ptxasReport;
-  EXPECT_FALSE(g.code.cubin.empty());
+  EXPECT_FALSE(g.code.binary.empty());
 }
 
 class NvptxCatalog : public ::testing::TestWithParam<CatalogCase> {};
@@ -116,49 +117,7 @@ INSTANTIATE_TEST_SUITE_P(Examples, NvptxCatalog,
 TEST(Nvptx, LanguageFeatures) {
   if (!havePtxas())
     GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
-  struct Case {
-    const char *name, *source;
-    int64_t d, dv;
-    const char *dtype;
-    bool lse;
-  };
-  const Case cases[] = {
-      {"plain", "variant p {}", 64, 64, "bf16", true},
-      {"f16", "variant p { mask(b, h, q, kv) = kv <= q; }", 128, 128, "f16",
-       true},
-      {"dv_differs", "variant p { mask(b, h, q, kv) = kv <= q; }", 64, 128,
-       "bf16", true},
-      {"dv_smaller", "variant p {}", 128, 32, "bf16", false},
-      {"d16", "variant p {}", 16, 16, "bf16", true},
-      {"sink", "variant s { param sl: f32 = 1.5; sink(h) = sl * float(h); "
-               "mask(b, h, q, kv) = kv <= q; }",
-       64, 64, "bf16", true},
-      {"sigmoid", "variant n { normalize = sigmoid; mask(b, h, q, kv) = kv "
-                  "<= q; }",
-       128, 128, "bf16", false},
-      {"relu2", "variant n { normalize = relu2; }", 64, 64, "bf16", false},
-      {"softplus", "variant n { normalize = softplus; }", 128, 128, "bf16",
-       true},
-      {"captures", "variant c { tensor a: i32[B, Skv]; tensor w: f16[Hq]; "
-                   "tensor t: f32[32, Hq]; score(s, b, h, q, kv) = s + "
-                   "float(w[h]) + t[min(q - kv, 31), h]; mask(b, h, q, kv) = "
-                   "a[b, kv] == a[b, min(q, Skv - 1)]; }",
-       64, 64, "bf16", true},
-      {"floordiv", "variant f { param n: i32 = 7; mask(b, h, q, kv) = (q / n) "
-                   "== (kv / n) || (kv % n) == 0; }",
-       128, 128, "bf16", true},
-      {"scale_expr", "variant s { scale = 1.0 / log(float(Skv) + 2.0); "
-                     "score(s, b, h, q, kv) = 30.0 * tanh(s / 30.0); }",
-       64, 64, "bf16", true},
-      {"out_f32", "variant o { out_dtype = f32; mask(b, h, q, kv) = kv <= q; "
-                  "}",
-       64, 64, "bf16", true},
-      {"builtins", "variant x { score(s, b, h, q, kv) = clamp(s, -5.0, 5.0) "
-                   "+ sigmoid(s) * exp2(-abs(s)) + rsqrt(1.0 + s * s) + "
-                   "floor(s) + sign(s); }",
-       64, 64, "bf16", true},
-  };
-  for (const Case &c : cases)
+  for (const GpuFeatureCase &c : gpuFeatureCases())
     for (auto [chip, loads] : {std::pair{"sm_80", "auto"},
                                std::pair{"sm_90a", "tma"},
                                std::pair{"sm_90a", "cp.async"}}) {

@@ -30,7 +30,7 @@ const char *kUsage = R"(usage: attnc <command> FILE.attn [options]
 
 commands:
   check FILE.attn                 parse and verify every variant
-  emit  FILE.attn --stage=attn|tiled|llvm|ptx [opts]
+  emit  FILE.attn --stage=attn|tiled|llvm|ptx|amdgcn [opts]
                                   print the IR at a stage
   run   FILE.attn [opts] --q q.npy --k k.npy --v v.npy [--set NAME=VALUE|file.npy ...]
         -o o.npy [--lse-out lse.npy]
@@ -43,7 +43,8 @@ commands:
                                   AOT: write OUT.attnpkg and OUT.h (typed launchers)
 
 options:
-  --target cpu|sm_80|sm_90a                   (GPU targets: emit and compile only;
+  --target cpu|sm_80|sm_90a|gfx90a|gfx942|gfx950
+                                              (GPU targets: emit and compile only;
                                                run and bench need the CPU target)
   --dtype f32|f16|bf16 (GPU: f16|bf16, default bf16)
   --head-dim D       --v-head-dim Dv
@@ -148,8 +149,7 @@ std::string readFile(const std::string &path) {
 
 /// run, bench and blockmap execute here, on the CPU.
 void requireHostTarget(const Options &o) {
-  if (o.target != "cpu" && driver::isGpuTarget(o.target) &&
-      (o.target == "sm_80" || o.target == "sm_90a"))
+  if (driver::isGpuTarget(o.target))
     throw Error("--target", "attnc run, bench and blockmap execute CPU "
                             "kernels on .npy data; " + o.target +
                             " kernels are launched by attnrt on device "
@@ -223,13 +223,10 @@ int cmdCompile(const CommandLine &cl) {
 int cmdEmit(const CommandLine &cl) {
   std::string stageName = get(cl, "--stage");
   if (stageName.empty())
-    throw Error("--stage", "required: attn, tiled, llvm or ptx");
-  if (stageName == "amdgcn")
-    throw Error("--stage", "'amdgcn' needs an AMD GPU target, which this "
-                           "build does not implement yet");
+    throw Error("--stage", "required: attn, tiled, llvm, ptx or amdgcn");
   auto stage = driver::parseStage(stageName);
   if (!stage)
-    throw Error("--stage", "expected attn, tiled, llvm or ptx, got '" +
+    throw Error("--stage", "expected attn, tiled, llvm, ptx or amdgcn, got '" +
                                stageName + "'");
   driver::Source source(readFile(cl.file), cl.file);
   Options options = optionsFrom(cl);

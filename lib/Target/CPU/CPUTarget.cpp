@@ -270,16 +270,20 @@ FailureOr<LoadedObject> loadObject(llvm::StringRef object,
   return loaded;
 }
 
+std::string findLld() {
+  if (const char *env = std::getenv("ATTNC_LLD"))
+    return env;
+  if (llvm::sys::fs::can_execute(ATTNC_LLD_PATH))
+    return ATTNC_LLD_PATH;
+  if (auto found = llvm::sys::findProgramByName("ld.lld"))
+    return *found;
+  return "";
+}
+
 LogicalResult linkSharedObject(llvm::ArrayRef<std::string> objects,
                                const std::string &output,
                                std::string &error) {
-  std::string lld;
-  if (const char *env = std::getenv("ATTNC_LLD"))
-    lld = env;
-  else if (llvm::sys::fs::can_execute(ATTNC_LLD_PATH))
-    lld = ATTNC_LLD_PATH;
-  else if (auto found = llvm::sys::findProgramByName("ld.lld"))
-    lld = *found;
+  std::string lld = findLld();
   if (lld.empty()) {
     error = "ld.lld not found (install lld-22 or set ATTNC_LLD)";
     return failure();

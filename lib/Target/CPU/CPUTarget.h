@@ -89,6 +89,10 @@ mlir::FailureOr<LoadedObject> loadObject(llvm::StringRef object,
                                          llvm::StringRef entry,
                                          std::string &error);
 
+/// ld.lld: $ATTNC_LLD, the one found at configure time, else on PATH;
+/// empty when there is none.
+std::string findLld();
+
 /// Links objects into a shared library with ld.lld.
 mlir::LogicalResult linkSharedObject(llvm::ArrayRef<std::string> objects,
                                      const std::string &output,

@@ -65,8 +65,6 @@ using mlir::attn::nvptx::bitcastPair;
 
 namespace {
 
-constexpr double kLog2E = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 constexpr int64_t kWarps = 4;
 constexpr int64_t kThreads = 32 * kWarps;
 constexpr int64_t kRowsPerWarp = 16;
@@ -125,13 +123,12 @@ SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
   return l;
 }
 
-class GpuAttentionBuilder {
+class GpuAttentionBuilder : public gpukernel::KernelBase {
 public:
   GpuAttentionBuilder(AttentionOp op, const nvptx::KernelConfig &cfg,
                       IRMapping outside)
-      : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
-        D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(kWarps * kRowsPerWarp),
-        BK(cfg.blockKV), norm(op.getNormalize()),
+      : KernelBase(op, std::move(outside), kWarps * kRowsPerWarp,
+                   cfg.blockKV),
         wgmma(nvptx::usesWgmma(cfg.chip)),
         tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
             !op.getKvIndex()),
@@ -140,17 +137,6 @@ public:
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
 private:
-  // Constants and small helpers.
-  Value cIdx(OpBuilder &b, int64_t v) {
-    return arith::ConstantIndexOp::create(b, loc, v);
-  }
-  Value cI32(OpBuilder &b, int64_t v) {
-    return arith::ConstantIntOp::create(b, loc, v, 32);
-  }
-  Value cF32(OpBuilder &b, double v) {
-    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
-                                          APFloat(static_cast<float>(v)));
-  }
   /// Orders this thread's generic-proxy shared-memory accesses before
   /// later async-proxy ones (wgmma operand reads, TMA transactions).
   void fenceSharedToAsyncProxy(OpBuilder &b) {
@@ -159,12 +145,6 @@ private:
         NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
         NVVM::SharedSpaceAttr::get(b.getContext(),
                                    NVVM::SharedSpace::shared_cta));
-  }
-  Value toI32(OpBuilder &b, Value index) {
-    return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
-  }
-  Value add(OpBuilder &b, Value x, int64_t c) {
-    return c == 0 ? x : arith::AddIOp::create(b, loc, x, cIdx(b, c)).getResult();
   }
   Value pack(OpBuilder &b, Value lo, Value hi);
   /// A pair of f16 is an mma operand as is; a pair of bf16 goes as i32.
@@ -178,8 +158,7 @@ private:
   void copyTile(OpBuilder &b, Value src, Value i0, Value i1, Value rowBase,
                 int64_t rows, int64_t cols, Value rowLimit, Value dst,
                 Value buffer, bool rowMajor = false,
-                Value rowsPerSrcHead = Value(), bool pagedRows = false,
-                bool indexedRows = false);
+                Value rowsPerSrcHead = Value(), bool keyRows = false);
   void dequantizeTile(OpBuilder &b, Value codes, Value buffer, Value k0,
                       int64_t width, Value dst, bool key);
   /// The (row, 16-byte chunk) a thread handles at step `c` of a tile copy:
@@ -196,7 +175,6 @@ private:
   }
   Value ldmatrix(OpBuilder &b, Value mem, ValueRange at, bool transpose,
                  Value regs[4]);
-  Value classifyTile(OpBuilder &b, Value k0);
   void issueKeyTile(OpBuilder &b, Value k0, Value buffer);
   Value sharedAddress(OpBuilder &b, Value mem);
   Value stageAddress(OpBuilder &b, Value base, int64_t tileBytes);
@@ -232,51 +210,25 @@ private:
                int64_t smemOffset, int64_t rows, int64_t cols, Value row0,
                Value head);
   void epilogue(OpBuilder &b, ValueRange state);
-  Value classifyAt(OpBuilder &b, Value t);
-  Value isVisited(OpBuilder &b, Value cls);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);
 
-  AttentionOp op;
-  Location loc;
-  RegionInliner regions;
-  IRMapping outside;
-  int64_t D, Dv, BQ, BK;
-  Normalize norm;
   bool wgmma, tma;
-  Type elt;
   Value dynamicShared;
   SharedLayout layout;
-  // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's
-  // share under split-KV.
-  Value tileBegin, numTiles;
-  Value oPart, lsePart, parts, part; // split-KV partial results
   // Quantized K/V: k/v hold codes (i8), staged raw and dequantized per tile.
   std::optional<KVQuant> quant;
   Value kScale, vScale, kCodes, vCodes;
-  // Paged K/V: k/v are page pools [pages, Hkv, P, D], rows found through
-  // the batch's page table; seqKV is the batch's own length.
-  Value pageTable, seqLens;
-  // kv_index: key tiles run over the slots of keep[b, hkv, :]; a slot's
-  // position (valid when in [0, Skv)) picks the row and is the kv the
-  // regions see.
-  Value kvIndex, keySlots;
-  Value positionOf(OpBuilder &b, Value slot);
   Value qiIdx[2];
-  Value q, k, v, o, lse, qS, kS, vS;
+  Value qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
   Value stage;               // the K/V buffer of the tile being computed
-  Value q0, qLast;
   // ldmatrix row/column offsets of this lane: row l % 8 (+ 8) of matrix
   // l / 8, whose low or high bit picks the second row or column block.
   Value warpRow, ldRowLo, ldRowHi, ldColLo, ldColHi;
-  Value seqQ, seqKV, b32, h32, bIdx, hIdx, hkvIdx, lane, quadRow, quadCol,
-      rowA, sScale;
+  Value lane, quadRow, quadCol, rowA;
   Value qi32[2]; // the two query rows of this lane
-  // GQA packing: the CTA's 64 rows are `pack` query heads of one K/V head
-  // (h0 ...) x rowsPerHead queries, row r = head (r / rowsPerHead),
-  // query q0 + r % rowsPerHead; without packing pack = 1.
-  Value packedHeads, rowsPerHead, hRow[2], hRow32[2], hLast32;
+  Value hRow[2], hRow32[2];
 };
 
 Value GpuAttentionBuilder::pack(OpBuilder &b, Value lo, Value hi) {
@@ -338,7 +290,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                                    Value rowBase, int64_t rows, int64_t cols,
                                    Value rowLimit, Value dst, Value buffer,
                                    bool rowMajor, Value rowsPerSrcHead,
-                                   bool pagedRows, bool indexedRows) {
+                                   bool keyRows) {
   // Elements per 16-byte chunk: 8 bf16/f16, 16 codes.
   int64_t perChunk =
       16 / (cast<MemRefType>(src.getType()).getElementTypeBitWidth() / 8);
@@ -359,12 +311,6 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
           srcTileRow = arith::RemUIOp::create(b, loc, row, rowsPerSrcHead);
         }
         Value grow = arith::AddIOp::create(b, loc, rowBase, srcTileRow);
-        Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                             grow, rowLimit);
-        // Past the end: a valid address, zero bytes read.
-        Value srcRow = arith::MinUIOp::create(b, loc, grow, lastRow);
-        Value srcElements = arith::SelectOp::create(
-            b, loc, inside, cIdx(b, perChunk), cIdx(b, 0));
         SmallVector<Value> at = {row, col};
         if (coreMatrices)
           at = {arith::AddIOp::create(
@@ -373,39 +319,22 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
                 cIdx(b, 0)};
         if (buffer)
           at.insert(at.begin(), buffer);
-        if (indexedRows) {
-          // rowLimit counts slots; the slot's listed position is the row,
-          // and one outside [0, Skv) reads nothing.
-          Value pos32 = positionOf(b, srcRow);
-          Value listed = arith::AndIOp::create(
-              b, loc,
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, pos32,
-                                    cI32(b, 0)),
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, pos32,
-                                    toI32(b, seqKV)));
-          srcElements = arith::SelectOp::create(
-              b, loc, listed, srcElements, cIdx(b, 0));
-          srcRow = arith::IndexCastOp::create(
-              b, loc, b.getIndexType(),
-              arith::SelectOp::create(b, loc, listed, pos32, cI32(b, 0)));
+        Value inside, srcRow, outer = i0;
+        if (keyRows) {
+          // Through the page table / at the listed position; a slot
+          // without a key reads nothing.
+          KeyRow r = keyRow(b, grow, src);
+          inside = r.valid;
+          srcRow = r.row;
+          outer = r.outer;
+        } else {
+          // Past the end: a valid address, zero bytes read.
+          inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                         grow, rowLimit);
+          srcRow = arith::MinUIOp::create(b, loc, grow, lastRow);
         }
-        Value outer = i0;
-        if (pagedRows) {
-          // Logical row -> (page from the table, row in the page); page
-          // ids clamped into the pool.
-          Value P = cIdx(b, *op.getPageSize());
-          Value page32 = memref::LoadOp::create(
-              b, loc, pageTable,
-              ValueRange{bIdx, arith::DivUIOp::create(b, loc, srcRow, P)});
-          Value lastPage = toI32(
-              b, arith::SubIOp::create(
-                     b, loc, memref::DimOp::create(b, loc, src, 0), cIdx(b, 1)));
-          page32 = arith::MinSIOp::create(
-              b, loc, arith::MaxSIOp::create(b, loc, page32, cI32(b, 0)),
-              lastPage);
-          outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
-          srcRow = arith::RemUIOp::create(b, loc, srcRow, P);
-        }
+        Value srcElements = arith::SelectOp::create(
+            b, loc, inside, cIdx(b, perChunk), cIdx(b, 0));
         nvgpu::DeviceAsyncCopyOp::create(
             b, loc, dst, at, src, ValueRange{outer, head, srcRow, col},
             b.getIndexAttr(perChunk), srcElements, b.getUnitAttr());
@@ -428,48 +357,21 @@ Value GpuAttentionBuilder::ldmatrix(OpBuilder &b, Value mem, ValueRange at,
   return x;
 }
 
-/// The mask classifier's verdict on the key tile at k0 for this CTA's
-/// query tile (FULL without a mask).
-Value GpuAttentionBuilder::classifyTile(OpBuilder &b, Value k0) {
-  // Without a classifier a mask is evaluated everywhere (kv_index: key
-  // positions are data).
-  if (!op.hasClassify())
-    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
-  Value kLast = toI32(
-      b, arith::SubIOp::create(
-             b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
-             cIdx(b, 1)));
-  return regions.inlineRegion(
-      b, op.getClassify(),
-      {b32, h32, hLast32, toI32(b, q0), qLast, toI32(b, k0), kLast});
-}
-
-/// keep[b, hkv, slot] (an i32 position, any value; callers bound it).
-Value GpuAttentionBuilder::positionOf(OpBuilder &b, Value slot) {
-  Value safe = arith::MinUIOp::create(
-      b, loc, slot,
-      arith::SubIOp::create(
-          b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
-          cIdx(b, 1)));
-  return memref::LoadOp::create(b, loc, kvIndex,
-                                ValueRange{bIdx, hkvIdx, safe});
-}
-
 /// Starts the K and V tiles at k0 into `buffer`.
 void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value buffer) {
   if (quant) { // raw code rows; dequantized when the tile is computed
     int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
     int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
     copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, keySlots, kCodes, buffer,
-             true, Value(), pageTable != nullptr, kvIndex != nullptr);
+             true, Value(), true);
     copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, keySlots, vCodes, buffer,
-             true, Value(), pageTable != nullptr, kvIndex != nullptr);
+             true, Value(), true);
     return;
   }
   copyTile(b, k, bIdx, hkvIdx, k0, BK, D, keySlots, kS, buffer, false, Value(),
-           pageTable != nullptr, kvIndex != nullptr);
+           true);
   copyTile(b, v, bIdx, hkvIdx, k0, BK, Dv, keySlots, vS, buffer, false,
-           Value(), pageTable != nullptr, kvIndex != nullptr);
+           Value(), true);
 }
 
 /// The staged codes of `buffer` as f16/bf16 in the k/v tile's
@@ -755,48 +657,15 @@ GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<SmallVector<Value>> a,
 SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
                                                Value k0, bool withMask) {
   SmallVector<Value> out;
-  Value negInf = cF32(b, -INFINITY), fzero = cF32(b, 0.0);
-  Value skv32 = toI32(b, seqKV);
   for (auto [nb, frag] : llvm::enumerate(s))
     for (int i = 0; i < 4; ++i) {
       Value col = arith::AddIOp::create(
           b, loc, arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2)),
           cIdx(b, int64_t(nb) * 8 + i % 2));
-      Value slot = arith::AddIOp::create(b, loc, k0, col);
-      Value kv32 = toI32(b, slot);
-      Value inSlots;
-      if (kvIndex) {
-        inSlots = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                        slot, keySlots);
-        kv32 = positionOf(b, slot);
-      }
-      Value qi = qi32[i / 2];
-      Value t = arith::MulFOp::create(b, loc, frag[i], sScale);
-      if (op.hasScore()) {
-        t = regions.inlineRegion(b, op.getScore(),
-                                 {t, b32, hRow32[i / 2], qi, kv32});
-        if (norm == Normalize::softmax)
-          t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
-      }
-      Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
-                                         kv32, skv32);
-      if (kvIndex)
-        keep = arith::AndIOp::create(
-            b, loc, arith::AndIOp::create(b, loc, keep, inSlots),
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, kv32,
-                                  cI32(b, 0)));
-      if (withMask)
-        keep = arith::AndIOp::create(
-            b, loc, keep,
-            regions.inlineRegion(b, op.getMask(),
-                                 {b32, hRow32[i / 2], qi, kv32}));
-      if (norm == Normalize::softmax) {
-        // A -inf score is a masked entry; max() with it changes nothing.
-        out.push_back(arith::SelectOp::create(b, loc, keep, t, negInf));
-        continue;
-      }
-      Value p = normalizeScore(b, loc, norm, t);
-      out.push_back(arith::SelectOp::create(b, loc, keep, p, fzero));
+      auto [kv32, keep] =
+          keyPosition(b, arith::AddIOp::create(b, loc, k0, col));
+      out.push_back(scoreEntry(b, frag[i], hRow32[i / 2], qi32[i / 2], kv32,
+                               keep, withMask));
     }
   return out;
 }
@@ -966,28 +835,6 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
   }
 
   return next;
-}
-
-Value GpuAttentionBuilder::isVisited(OpBuilder &b, Value cls) {
-  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                               cI32(b, kTileEmpty));
-}
-
-/// The class of key tile `t`, EMPTY past the last tile.
-Value GpuAttentionBuilder::classifyAt(OpBuilder &b, Value t) {
-  Value exists =
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
-  auto ifOp = scf::IfOp::create(
-      b, loc, exists,
-      [&](OpBuilder &b, Location) {
-        scf::YieldOp::create(
-            b, loc,
-            classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
-      },
-      [&](OpBuilder &b, Location) {
-        scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
-      });
-  return ifOp.getResult(0);
 }
 
 /// Double-buffered key tiles: while tile t is computed from buffer s,
@@ -1337,7 +1184,6 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   auto state = [&](int64_t i) { return finalState[i]; };
   bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
-  Value fzero = cF32(b, 0.0);
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
   Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
                                       parts, cIdx(b, 1));
@@ -1346,27 +1192,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   for (int r = 0; r < 2; ++r) {
     Value m = state(r);
     Value l = quadReduce(b, state(2 + r), false);
-    Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
-                                        fzero);
-    Value inv = cF32(b, 1.0);
-    if (hasRowSum)
-      inv = arith::SelectOp::create(
-          b, loc, empty, fzero,
-          arith::DivFOp::create(b, loc, cF32(b, 1.0), l));
-    // The row's log-sum (natural log), -inf for a row with nothing kept.
-    Value rowLse = fzero;
-    if (hasRowSum) {
-      rowLse = norm == Normalize::softmax
-                   ? arith::MulFOp::create(
-                         b, loc,
-                         arith::AddFOp::create(b, loc, m,
-                                               math::Log2Op::create(b, loc, l)),
-                         cF32(b, kLn2))
-                         .getResult()
-                   : math::LogOp::create(b, loc, l).getResult();
-      rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY),
-                                       rowLse);
-    }
+    auto [rowLse, inv] = finishRow(b, m, l);
     SmallVector<Value> pairs[2];
     for (int64_t nb = 0; nb < Dv / 8; ++nb)
       for (int e = 0; e < 2; ++e)
@@ -1423,29 +1249,8 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
 }
 
 void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
-  q = outside.lookup(op.getQuery());
-  k = outside.lookup(op.getKey());
-  v = outside.lookup(op.getValue());
-  o = outside.lookup(op.getOut());
-  lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
-  elt = cast<MemRefType>(q.getType()).getElementType();
-  {
-    // After the op's values: the split-KV partials and part count, then
-    // (TMA) the tensor maps.
-    ValueRange args = func.getArguments();
-    ValueRange splitArgs =
-        args.drop_back(tma ? 3 : 0).take_back(4);
-    oPart = splitArgs[0];
-    lsePart = splitArgs[1];
-    auto positive = [&](Value x) {
-      return arith::IndexCastUIOp::create(
-          b, loc, b.getIndexType(),
-          arith::MaxUIOp::create(b, loc, x, cI32(b, 1)));
-    };
-    parts = positive(splitArgs[2]);
-    packedHeads = positive(splitArgs[3]);
-    rowsPerHead = arith::DivUIOp::create(b, loc, cIdx(b, BQ), packedHeads);
-  }
+  // After the split-KV arguments, with TMA, the tensor maps.
+  setUp(b, func, tma ? 3 : 0);
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
   layout = sharedLayout(
@@ -1495,65 +1300,6 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     ldRowLo = arith::AddIOp::create(b, loc, row, ldColLo);
     ldRowHi = arith::AddIOp::create(b, loc, row, ldColHi);
   }
-  // Split-KV: blockIdx.x = query tile * parts + part.
-  Value blockX = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  Value qTile = arith::DivUIOp::create(b, loc, blockX, parts);
-  part = arith::RemUIOp::create(b, loc, blockX, parts);
-  // The first of the CTA's query heads (grid y = Hq / pack).
-  hIdx = arith::MulIOp::create(
-      b, loc, gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), packedHeads);
-  bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-
-  Value batch = memref::DimOp::create(b, loc, q, 0);
-  Value headsQ = memref::DimOp::create(b, loc, q, 1);
-  seqQ = memref::DimOp::create(b, loc, q, 2);
-  Value headsKV = memref::DimOp::create(b, loc, k, 1);
-  if (op.isPaged()) {
-    pageTable = outside.lookup(op.getPageTable());
-    seqLens = outside.lookup(op.getSeqLens());
-    // Captures and scales are sized by the table's capacity.
-    seqKV = arith::MulIOp::create(b, loc,
-                                  memref::DimOp::create(b, loc, pageTable, 1),
-                                  cIdx(b, *op.getPageSize()));
-  } else {
-    seqKV = memref::DimOp::create(b, loc, k, 2);
-  }
-  Value group = arith::DivUIOp::create(
-      b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
-  hkvIdx = arith::DivUIOp::create(b, loc, hIdx, group);
-  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
-  for (int i = 0; i < 5; ++i)
-    regions.sizes[i] = toI32(b, dims[i]);
-  regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
-  regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
-  regions.computeCaptureBounds(b, loc);
-  if (pageTable) {
-    // This batch's length, clamped into the capacity: what regions, the
-    // scale and the key loop see as Skv.
-    Value len = memref::LoadOp::create(b, loc, seqLens, ValueRange{bIdx});
-    len = arith::MaxSIOp::create(b, loc, len, cI32(b, 0));
-    seqKV = arith::MinUIOp::create(
-        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), len),
-        seqKV);
-    regions.sizes[static_cast<int>(Size::Skv)] = toI32(b, seqKV);
-  }
-  b32 = toI32(b, bIdx);
-  h32 = toI32(b, hIdx);
-  hLast32 = toI32(b, arith::SubIOp::create(
-                         b, loc, arith::AddIOp::create(b, loc, hIdx, packedHeads),
-                         cIdx(b, 1)));
-
-  Value scale = op.getScale()
-                    ? cF32(b, op.getScale()->convertToDouble())
-                    : (op.hasScaleExpr()
-                           ? regions.inlineRegion(b, op.getScaleExpr(), {})
-                           : cF32(b, 1.0 / std::sqrt(double(D))));
-  sScale = norm == Normalize::softmax && !op.hasScore()
-               ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
-                     .getResult()
-               : scale;
-
-  q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
   rowA = arith::AddIOp::create(b, loc, warpRow, quadRow);
   for (int r = 0; r < 2; ++r) {
     Value row = add(b, rowA, 8 * r);
@@ -1573,174 +1319,27 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
 
   // Running max and (per-lane partial) sum of both rows; a sink logit is
   // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
-  // per quad.
-  // Under split-KV only part 0 counts the sink.
-  Value mInit[2] = {cF32(b, -INFINITY), cF32(b, -INFINITY)};
+  // per quad (and only by part 0 under split-KV).
   Value lInit[2] = {cF32(b, 0.0), cF32(b, 0.0)};
   if (op.hasSink()) {
-    Value partZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                           part, cIdx(b, 0));
-    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                        quadCol, cIdx(b, 0));
-    for (int r = 0; r < 2; ++r) { // per row: packed rows differ in head
-      Value sink = regions.inlineRegion(b, op.getSink(), {hRow32[r]});
-      mInit[r] = arith::SelectOp::create(
-          b, loc, partZero,
-          arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)), mInit[r]);
-      lInit[r] = arith::SelectOp::create(
-          b, loc, arith::AndIOp::create(b, loc, first, partZero),
-          cF32(b, 1.0), lInit[r]);
-    }
+    Value counts = arith::AndIOp::create(
+        b, loc,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, quadCol,
+                              cIdx(b, 0)),
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part,
+                              cIdx(b, 0)));
+    for (int r = 0; r < 2; ++r)
+      lInit[r] = arith::SelectOp::create(b, loc, counts, cF32(b, 1.0),
+                                         lInit[r]);
   }
-  SmallVector<Value> init = {mInit[0], mInit[1], lInit[0], lInit[1]};
+  // Packed rows differ in head, so each row has its own sink.
+  SmallVector<Value> init = {sinkMax(b, hRow32[0]), sinkMax(b, hRow32[1]),
+                             lInit[0], lInit[1]};
   init.append(Dv / 8 * 4, cF32(b, 0.0));
-
-  keySlots = seqKV;
-  if (op.getKvIndex()) {
-    kvIndex = outside.lookup(op.getKvIndex());
-    keySlots = memref::DimOp::create(b, loc, kvIndex, 2);
-  }
-  Value allTiles = arith::CeilDivUIOp::create(b, loc, keySlots, cIdx(b, BK));
-  Value perPart = arith::CeilDivUIOp::create(b, loc, allTiles, parts);
-  tileBegin = arith::MinUIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, part, perPart), allTiles);
-  numTiles = arith::MinUIOp::create(
-      b, loc, arith::AddIOp::create(b, loc, tileBegin, perPart), allTiles);
-  qLast = toI32(
-      b, arith::SubIOp::create(
-             b, loc,
-             arith::MinUIOp::create(
-                 b, loc, arith::AddIOp::create(b, loc, q0, rowsPerHead), seqQ),
-             cIdx(b, 1)));
   if (tma)
     tmaPipeline(b, init, func.getArguments().take_back(3));
   else
     epilogue(b, asyncCopyLoop(b, init));
-  gpu::ReturnOp::create(b, loc);
-}
-
-/// The split-KV merge: o (and lse) from the parts' normalized partial
-/// results, one thread per (query, column) of a (head, batch) in a grid of
-/// (ceil(Sq Dv / 128), Hq, B). Softmax and softplus parts are weighted by
-/// their row sums, exp(lse_p - max lse); other normalizers add up.
-void buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name) {
-  Location loc = op.getLoc();
-  FloatType f32 = b.getF32Type();
-  int64_t Dv = op.getValueHeadDim();
-  int64_t dyn = ShapedType::kDynamic;
-  Value outArg = op.getOut();
-  SmallVector<Type> argTypes = {
-      MemRefType::get({dyn, dyn, dyn, dyn, Dv}, f32),
-      MemRefType::get({dyn, dyn, dyn, dyn}, f32), outArg.getType()};
-  if (op.getLse())
-    argTypes.push_back(op.getLse().getType());
-  auto func =
-      gpu::GPUFuncOp::create(b, loc, name, b.getFunctionType(argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
-  func->setAttr("nvvm.maxntid",
-                b.getDenseI32ArrayAttr({int32_t(kThreads), 1, 1}));
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(&func.getBody().front());
-  auto cIdx = [&](int64_t v) {
-    return arith::ConstantIndexOp::create(b, loc, v).getResult();
-  };
-  auto cF32 = [&](double v) {
-    return arith::ConstantFloatOp::create(b, loc, f32,
-                                          APFloat(static_cast<float>(v)))
-        .getResult();
-  };
-  Value oPart = func.getArgument(0), lsePart = func.getArgument(1),
-        o = func.getArgument(2);
-  Value lse = op.getLse() ? func.getArgument(3) : Value();
-  Normalize norm = op.getNormalize();
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
-  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value x = arith::AddIOp::create(
-      b, loc,
-      arith::MulIOp::create(b, loc,
-                            gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
-                            cIdx(kThreads)),
-      tid);
-  Value hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  Value bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-  Value seqQ = memref::DimOp::create(b, loc, o, 2);
-  Value numParts = memref::DimOp::create(b, loc, oPart, 0);
-  Value qi = arith::DivUIOp::create(b, loc, x, cIdx(Dv));
-  Value col = arith::RemUIOp::create(b, loc, x, cIdx(Dv));
-  Value inside =
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qi, seqQ);
-  scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
-    auto partLse = [&](Value p) {
-      return memref::LoadOp::create(b, loc, lsePart,
-                                    ValueRange{p, bIdx, hIdx, qi})
-          .getResult();
-    };
-    auto partO = [&](Value p) {
-      return memref::LoadOp::create(b, loc, oPart,
-                                    ValueRange{p, bIdx, hIdx, qi, col})
-          .getResult();
-    };
-    Value result, rowLse;
-    if (hasRowSum) {
-      auto maxLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(-INFINITY)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
-                                                     partLse(p))});
-          });
-      Value m = maxLoop.getResult(0);
-      Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
-                                         cF32(-INFINITY));
-      Value mUse = arith::SelectOp::create(b, loc, none, cF32(0.0), m);
-      auto sumLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1),
-          ValueRange{cF32(0.0), cF32(0.0)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            Value w = math::ExpOp::create(
-                b, loc, arith::SubFOp::create(b, loc, partLse(p), mUse));
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::AddFOp::create(b, loc, acc[0], w),
-                           arith::AddFOp::create(
-                               b, loc, acc[1],
-                               arith::MulFOp::create(b, loc, w, partO(p)))});
-          });
-      Value wsum = sumLoop.getResult(0);
-      result = arith::SelectOp::create(
-          b, loc, none, cF32(0.0),
-          arith::DivFOp::create(b, loc, sumLoop.getResult(1), wsum));
-      rowLse = arith::SelectOp::create(
-          b, loc, none, cF32(-INFINITY),
-          arith::AddFOp::create(b, loc, m, math::LogOp::create(b, loc, wsum)));
-    } else {
-      auto sumLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(0.0)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::AddFOp::create(b, loc, acc[0], partO(p))});
-          });
-      result = sumLoop.getResult(0);
-    }
-    Type outElt = cast<MemRefType>(o.getType()).getElementType();
-    if (outElt != f32)
-      result = arith::TruncFOp::create(b, loc, outElt, result);
-    memref::StoreOp::create(b, loc, result, o,
-                            ValueRange{bIdx, hIdx, qi, col});
-    if (lse && hasRowSum) {
-      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                          col, cIdx(0));
-      scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
-        memref::StoreOp::create(b, loc, rowLse, lse,
-                                ValueRange{bIdx, hIdx, qi});
-        scf::YieldOp::create(b, loc);
-      });
-    }
-    scf::YieldOp::create(b, loc);
-  });
   gpu::ReturnOp::create(b, loc);
 }
 
@@ -1792,48 +1391,18 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
     gpuModule.getBodyRegion().emplaceBlock();
   b.setInsertionPointToStart(&gpuModule.getBodyRegion().front());
 
-  // Arguments: q, k, v, o, [lse], params, captures (the CPU kernel's
-  // leading arguments).
-  SmallVector<Value> outsideValues = {op.getQuery(), op.getKey(),
-                                      op.getValue(), op.getOut()};
-  if (op.getLse())
-    outsideValues.push_back(op.getLse());
-  outsideValues.append(op.getParams().begin(), op.getParams().end());
-  outsideValues.append(op.getCaptures().begin(), op.getCaptures().end());
-  if (op.getKvQuant()) {
-    outsideValues.push_back(op.getKeyScale());
-    outsideValues.push_back(op.getValueScale());
-  }
-  if (op.isPaged()) {
-    outsideValues.push_back(op.getPageTable());
-    outsideValues.push_back(op.getSeqLens());
-  }
-  SmallVector<Type> argTypes;
-  for (Value v : outsideValues)
-    argTypes.push_back(v.getType());
-
   KernelConfig config = cfg;
   bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant() &&
              !op.isPaged() && !op.getKvIndex();
-  // Split-KV partial results [parts, B, Hq, Sq, Dv] and [parts, B, Hq, Sq]
-  // (f32, contiguous) and the part count; with one part they are unused.
-  int64_t dyn = ShapedType::kDynamic;
-  argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn, Dv}, b.getF32Type()));
-  argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type()));
-  argTypes.push_back(b.getI32Type());
-  argTypes.push_back(b.getI32Type()); // GQA heads packed per CTA
+  gpukernel::KernelSignature signature = gpukernel::kernelSignature(op);
   if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
-    argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
+    signature.types.append(3, LLVM::LLVMPointerType::get(ctx));
   // With TMA, a fifth warp produces.
   int32_t threads = int32_t(kThreads + (tma ? 32 : 0));
-  auto func = gpu::GPUFuncOp::create(b, loc, name,
-                                     b.getFunctionType(argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
-  func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({threads, 1, 1}));
   IRMapping outside;
-  for (auto [value, arg] : llvm::zip(outsideValues, func.getArguments()))
-    outside.map(value, arg);
+  gpu::GPUFuncOp func = gpukernel::createKernelFunc(
+      b, op, name, signature.types, signature.opValues, threads, outside);
+  func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({threads, 1, 1}));
 
   if (func.getBody().empty()) {
     error = "internal: gpu.func without a body";
@@ -1844,7 +1413,10 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   GpuAttentionBuilder builder(op, config, outside);
   builder.emit(body, func);
 
-  buildMergeKernel(b, op, (name + "_merge").str());
+  gpu::GPUFuncOp merge =
+      gpukernel::buildMergeKernel(b, op, (name + "_merge").str());
+  merge->setAttr("nvvm.maxntid",
+                 b.getDenseI32ArrayAttr({int32_t(gpukernel::kMergeThreads), 1, 1}));
 
   KernelInfo info;
   info.name = name.str();

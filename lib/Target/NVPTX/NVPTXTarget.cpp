@@ -30,65 +30,11 @@ namespace {
 
 /// Math without libdevice, so the PTX is self-contained whether or not a
 /// CUDA toolkit is installed where compiling happens: exp2/log2/rsqrt to
-/// the SFU's approximate instructions, sqrt/floor/ceil/fabs to LLVM
-/// intrinsics the NVPTX backend selects, and the rest (exp, log, tanh,
-/// erf, atan, ...) to MLIR's polynomial approximations.
+/// the SFU's approximate instructions.
 LogicalResult prepareMath(ModuleOp host) {
-  MLIRContext *ctx = host.getContext();
-  {
-    RewritePatternSet patterns(ctx);
-    math::populateExpansionPatterns(patterns, {"tan", "sinh", "cosh", "asinh",
-                                               "acosh", "atanh", "powf",
-                                               "fpowi"});
-    if (failed(applyPatternsGreedily(host, std::move(patterns))))
-      return failure();
-  }
-  {
-    RewritePatternSet patterns(ctx);
-    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-      return llvm::is_contained(
-          {math::ExpOp::getOperationName(), math::ExpM1Op::getOperationName(),
-           math::LogOp::getOperationName(), math::Log1pOp::getOperationName(),
-           math::TanhOp::getOperationName(), math::ErfOp::getOperationName(),
-           math::AtanOp::getOperationName(),
-           math::Atan2Op::getOperationName()},
-          name);
-    });
-    if (failed(applyPatternsGreedily(host, std::move(patterns))))
-      return failure();
-  }
-  SmallVector<Operation *> ops;
-  host.walk([&](Operation *op) {
-    if (isa<math::Exp2Op, math::Log2Op, math::RsqrtOp, math::SqrtOp,
-            math::FloorOp, math::CeilOp, math::AbsFOp, math::FmaOp,
-            math::RoundEvenOp, math::RoundOp, math::TruncOp,
-            math::CopySignOp>(op) &&
-        op->getResult(0).getType().isF32())
-      ops.push_back(op);
-  });
-  for (Operation *op : ops) {
-    StringRef intrinsic =
-        llvm::TypeSwitch<Operation *, StringRef>(op)
-            .Case([](math::Exp2Op) { return "llvm.nvvm.ex2.approx.f32"; })
-            .Case([](math::Log2Op) { return "llvm.nvvm.lg2.approx.f"; })
-            .Case([](math::RsqrtOp) { return "llvm.nvvm.rsqrt.approx.f"; })
-            .Case([](math::SqrtOp) { return "llvm.sqrt.f32"; })
-            .Case([](math::FloorOp) { return "llvm.floor.f32"; })
-            .Case([](math::CeilOp) { return "llvm.ceil.f32"; })
-            .Case([](math::FmaOp) { return "llvm.fma.f32"; })
-            .Case([](math::RoundEvenOp) { return "llvm.roundeven.f32"; })
-            .Case([](math::RoundOp) { return "llvm.round.f32"; })
-            .Case([](math::TruncOp) { return "llvm.trunc.f32"; })
-            .Case([](math::CopySignOp) { return "llvm.copysign.f32"; })
-            .Default([](Operation *) { return "llvm.fabs.f32"; });
-    OpBuilder b(op);
-    auto call = LLVM::CallIntrinsicOp::create(
-        b, op->getLoc(), b.getF32Type(), b.getStringAttr(intrinsic),
-        op->getOperands());
-    op->getResult(0).replaceAllUsesWith(call.getResult(0));
-    op->erase();
-  }
-  return success();
+  return gpukernel::prepareMath(host, {"llvm.nvvm.ex2.approx.f32",
+                                       "llvm.nvvm.lg2.approx.f",
+                                       "llvm.nvvm.rsqrt.approx.f"});
 }
 
 } // namespace

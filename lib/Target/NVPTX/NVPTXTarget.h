@@ -3,6 +3,7 @@
 #define ATTN_TARGET_NVPTX_NVPTXTARGET_H
 
 #include "dialect/AttnOps.h"
+#include "lib/Target/GPU/GpuKernel.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
@@ -18,21 +19,8 @@ struct KernelConfig {
   bool tma = true;
 };
 
-/// Launch geometry of a generated kernel: grid (ceil(Sq / rowsPerBlock),
-/// Hq, B) of blockThreads threads, sharedBytes of dynamic shared memory.
-struct KernelInfo {
-  std::string name;
-  std::string mergeName; // split-KV: combines the parts' results
-  int64_t blockThreads = 0;
-  int64_t rowsPerBlock = 0;
-  int64_t sharedBytes = 0;
-  /// The kernel takes three more arguments: pointers to TMA tensor maps
-  /// (CUtensorMap, in device memory) of q, k and v, as 4-D [B, H, S, D]
-  /// tensors with boxes of 8 columns x rowsPerBlock (q) or blockKV (k, v)
-  /// rows, no swizzle, zero fill.
-  bool tensorMaps = false;
-  int64_t blockKV = 0;
-};
+/// Launch geometry (see GpuKernel.h); tensorMaps only on sm_90a.
+using KernelInfo = gpukernel::KernelInfo;
 
 /// Adds `gpu.module @attn_gpu { gpu.func @name(q, k, v, o, [lse], params...,
 /// captures..., o_part, lse_part, parts, [q/k/v tensor maps]) kernel;

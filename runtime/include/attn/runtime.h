@@ -274,24 +274,24 @@ namespace detail {
 /// [begin, end) range of work items, in that order.
 using CpuEntry = void (*)(void **);
 
-/// Builds a kernel around CPU code; `owner` keeps that code alive (a JIT
-/// engine or a dlopen handle).
-/// A compiled GPU kernel: its cubin for `chip`, its PTX (which the driver
+/// A compiled GPU kernel: its binary for `chip` (an NVIDIA cubin, or for
+/// gfx* chips an AMDGPU code object), for NVIDIA its PTX (which the driver
 /// compiles for other GPUs), and its launch geometry: a grid of
 /// (ceil(Sq / rowsPerBlock), Hq, B) blocks of blockThreads threads.
 struct GpuCode {
-  std::string chip, entry, cubin, ptx;
+  std::string chip, entry, binary, ptx;
   int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
   /// The kernel takes TMA tensor maps of q, k and v after its arguments
   /// (boxes of 8 columns x rowsPerBlock or blockKV rows).
   bool tensorMaps = false;
   int64_t blockKV = 0;
-  /// Split-KV: combines the parts' partial results (see NVPTXTarget.h).
+  /// Split-KV: combines the parts' partial results (see GpuKernel.h).
   std::string mergeEntry;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
-/// (libcuda.so.1, opened at the first launch).
+/// (libcuda.so.1) for sm_* chips or the HIP runtime (libamdhip64) for gfx*
+/// chips, opened at the first launch.
 Kernel makeGpuKernel(KernelInfo info, GpuCode code);
 
 /// How a GPU launch covers its work: `pack` GQA query heads per CTA (for

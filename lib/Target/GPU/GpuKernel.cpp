@@ -1,0 +1,539 @@
+//===- GpuKernel.cpp - what NVIDIA and AMD attention kernels share --------===//
+#include "lib/Target/GPU/GpuKernel.h"
+
+#include "lib/Transforms/Transforms.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Approximation.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+using namespace mlir::attn::gpukernel;
+
+namespace {
+constexpr double kLog2E = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+} // namespace
+
+KernelSignature gpukernel::kernelSignature(AttentionOp op) {
+  KernelSignature s;
+  s.opValues = {op.getQuery(), op.getKey(), op.getValue(), op.getOut()};
+  if (op.getLse())
+    s.opValues.push_back(op.getLse());
+  s.opValues.append(op.getParams().begin(), op.getParams().end());
+  s.opValues.append(op.getCaptures().begin(), op.getCaptures().end());
+  if (op.getKvQuant()) {
+    s.opValues.push_back(op.getKeyScale());
+    s.opValues.push_back(op.getValueScale());
+  }
+  if (op.isPaged()) {
+    s.opValues.push_back(op.getPageTable());
+    s.opValues.push_back(op.getSeqLens());
+  }
+  for (Value v : s.opValues)
+    s.types.push_back(v.getType());
+  MLIRContext *ctx = op.getContext();
+  Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
+  int64_t dyn = ShapedType::kDynamic;
+  s.types.push_back(
+      MemRefType::get({dyn, dyn, dyn, dyn, op.getValueHeadDim()}, f32));
+  s.types.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, f32));
+  s.types.push_back(i32); // parts
+  s.types.push_back(i32); // GQA heads packed per CTA
+  return s;
+}
+
+gpu::GPUFuncOp gpukernel::createKernelFunc(OpBuilder &b, AttentionOp op,
+                                           StringRef name,
+                                           ArrayRef<Type> types,
+                                           ArrayRef<Value> opValues,
+                                           int32_t threads,
+                                           IRMapping &outside) {
+  auto func = gpu::GPUFuncOp::create(b, op.getLoc(), name,
+                                     b.getFunctionType(types, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+  for (auto [value, arg] : llvm::zip(opValues, func.getArguments()))
+    outside.map(value, arg);
+  return func;
+}
+
+gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
+                                           StringRef name) {
+  Location loc = op.getLoc();
+  FloatType f32 = b.getF32Type();
+  int64_t Dv = op.getValueHeadDim();
+  int64_t dyn = ShapedType::kDynamic;
+  Value outArg = op.getOut();
+  SmallVector<Type> argTypes = {
+      MemRefType::get({dyn, dyn, dyn, dyn, Dv}, f32),
+      MemRefType::get({dyn, dyn, dyn, dyn}, f32), outArg.getType()};
+  if (op.getLse())
+    argTypes.push_back(op.getLse().getType());
+  auto func =
+      gpu::GPUFuncOp::create(b, loc, name, b.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      b.getDenseI32ArrayAttr({int32_t(kMergeThreads), 1, 1}));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&func.getBody().front());
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  auto cF32 = [&](double v) {
+    return arith::ConstantFloatOp::create(b, loc, f32,
+                                          APFloat(static_cast<float>(v)))
+        .getResult();
+  };
+  Value oPart = func.getArgument(0), lsePart = func.getArgument(1),
+        o = func.getArgument(2);
+  Value lse = op.getLse() ? func.getArgument(3) : Value();
+  Normalize norm = op.getNormalize();
+  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value x = arith::AddIOp::create(
+      b, loc,
+      arith::MulIOp::create(b, loc,
+                            gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+                            cIdx(kMergeThreads)),
+      tid);
+  Value hIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value seqQ = memref::DimOp::create(b, loc, o, 2);
+  Value numParts = memref::DimOp::create(b, loc, oPart, 0);
+  Value qi = arith::DivUIOp::create(b, loc, x, cIdx(Dv));
+  Value col = arith::RemUIOp::create(b, loc, x, cIdx(Dv));
+  Value inside =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qi, seqQ);
+  scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
+    auto partLse = [&](Value p) {
+      return memref::LoadOp::create(b, loc, lsePart,
+                                    ValueRange{p, bIdx, hIdx, qi})
+          .getResult();
+    };
+    auto partO = [&](Value p) {
+      return memref::LoadOp::create(b, loc, oPart,
+                                    ValueRange{p, bIdx, hIdx, qi, col})
+          .getResult();
+    };
+    Value result, rowLse;
+    if (hasRowSum) {
+      // Softmax and softplus parts are weighted by their row sums,
+      // exp(lse_p - max lse); other normalizers add up.
+      auto maxLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(-INFINITY)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
+                                                     partLse(p))});
+          });
+      Value m = maxLoop.getResult(0);
+      Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
+                                         cF32(-INFINITY));
+      Value mUse = arith::SelectOp::create(b, loc, none, cF32(0.0), m);
+      auto sumLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1),
+          ValueRange{cF32(0.0), cF32(0.0)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            Value w = math::ExpOp::create(
+                b, loc, arith::SubFOp::create(b, loc, partLse(p), mUse));
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::AddFOp::create(b, loc, acc[0], w),
+                           arith::AddFOp::create(
+                               b, loc, acc[1],
+                               arith::MulFOp::create(b, loc, w, partO(p)))});
+          });
+      Value wsum = sumLoop.getResult(0);
+      result = arith::SelectOp::create(
+          b, loc, none, cF32(0.0),
+          arith::DivFOp::create(b, loc, sumLoop.getResult(1), wsum));
+      rowLse = arith::SelectOp::create(
+          b, loc, none, cF32(-INFINITY),
+          arith::AddFOp::create(b, loc, m, math::LogOp::create(b, loc, wsum)));
+    } else {
+      auto sumLoop = scf::ForOp::create(
+          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(0.0)},
+          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::AddFOp::create(b, loc, acc[0], partO(p))});
+          });
+      result = sumLoop.getResult(0);
+    }
+    Type outElt = cast<MemRefType>(o.getType()).getElementType();
+    if (outElt != f32)
+      result = arith::TruncFOp::create(b, loc, outElt, result);
+    memref::StoreOp::create(b, loc, result, o,
+                            ValueRange{bIdx, hIdx, qi, col});
+    if (lse && hasRowSum) {
+      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                          col, cIdx(0));
+      scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
+        memref::StoreOp::create(b, loc, rowLse, lse,
+                                ValueRange{bIdx, hIdx, qi});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    scf::YieldOp::create(b, loc);
+  });
+  gpu::ReturnOp::create(b, loc);
+  return func;
+}
+
+LogicalResult gpukernel::prepareMath(ModuleOp host,
+                                     const MathIntrinsics &intrinsics) {
+  MLIRContext *ctx = host.getContext();
+  {
+    RewritePatternSet patterns(ctx);
+    math::populateExpansionPatterns(patterns, {"tan", "sinh", "cosh", "asinh",
+                                               "acosh", "atanh", "powf",
+                                               "fpowi"});
+    if (failed(applyPatternsGreedily(host, std::move(patterns))))
+      return failure();
+  }
+  {
+    RewritePatternSet patterns(ctx);
+    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+      return llvm::is_contained(
+          {math::ExpOp::getOperationName(), math::ExpM1Op::getOperationName(),
+           math::LogOp::getOperationName(), math::Log1pOp::getOperationName(),
+           math::TanhOp::getOperationName(), math::ErfOp::getOperationName(),
+           math::AtanOp::getOperationName(),
+           math::Atan2Op::getOperationName()},
+          name);
+    });
+    if (failed(applyPatternsGreedily(host, std::move(patterns))))
+      return failure();
+  }
+  SmallVector<Operation *> ops;
+  host.walk([&](Operation *op) {
+    if (isa<math::Exp2Op, math::Log2Op, math::RsqrtOp, math::SqrtOp,
+            math::FloorOp, math::CeilOp, math::AbsFOp, math::FmaOp,
+            math::RoundEvenOp, math::RoundOp, math::TruncOp,
+            math::CopySignOp>(op) &&
+        op->getResult(0).getType().isF32())
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    StringRef intrinsic =
+        llvm::TypeSwitch<Operation *, StringRef>(op)
+            .Case([&](math::Exp2Op) { return intrinsics.exp2; })
+            .Case([&](math::Log2Op) { return intrinsics.log2; })
+            .Case([&](math::RsqrtOp) { return intrinsics.rsqrt; })
+            .Case([](math::SqrtOp) { return "llvm.sqrt.f32"; })
+            .Case([](math::FloorOp) { return "llvm.floor.f32"; })
+            .Case([](math::CeilOp) { return "llvm.ceil.f32"; })
+            .Case([](math::FmaOp) { return "llvm.fma.f32"; })
+            .Case([](math::RoundEvenOp) { return "llvm.roundeven.f32"; })
+            .Case([](math::RoundOp) { return "llvm.round.f32"; })
+            .Case([](math::TruncOp) { return "llvm.trunc.f32"; })
+            .Case([](math::CopySignOp) { return "llvm.copysign.f32"; })
+            .Default([](Operation *) { return "llvm.fabs.f32"; });
+    OpBuilder b(op);
+    auto call = LLVM::CallIntrinsicOp::create(
+        b, op->getLoc(), b.getF32Type(), b.getStringAttr(intrinsic),
+        op->getOperands());
+    op->getResult(0).replaceAllUsesWith(call.getResult(0));
+    op->erase();
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// KernelBase
+//===----------------------------------------------------------------------===//
+
+KernelBase::KernelBase(AttentionOp op, IRMapping outside, int64_t rowsPerBlock,
+                       int64_t blockKV)
+    : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
+      D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(rowsPerBlock),
+      BK(blockKV), norm(op.getNormalize()) {}
+
+Value KernelBase::cIdx(OpBuilder &b, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+Value KernelBase::cI32(OpBuilder &b, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 32);
+}
+Value KernelBase::cF32(OpBuilder &b, double v) {
+  return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                        APFloat(static_cast<float>(v)));
+}
+Value KernelBase::toI32(OpBuilder &b, Value index) {
+  return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
+}
+Value KernelBase::add(OpBuilder &b, Value x, int64_t c) {
+  return c == 0 ? x : arith::AddIOp::create(b, loc, x, cIdx(b, c)).getResult();
+}
+
+void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
+  q = outside.lookup(op.getQuery());
+  k = outside.lookup(op.getKey());
+  v = outside.lookup(op.getValue());
+  o = outside.lookup(op.getOut());
+  lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
+  elt = cast<MemRefType>(q.getType()).getElementType();
+  // (The body's block arguments go on with workgroup attributions.)
+  ValueRange args = func.getArguments().take_front(
+      func.getFunctionType().getNumInputs());
+  ValueRange splitArgs = args.drop_back(extraArgs).take_back(4);
+  oPart = splitArgs[0];
+  lsePart = splitArgs[1];
+  auto positive = [&](Value x) {
+    return arith::IndexCastUIOp::create(
+        b, loc, b.getIndexType(),
+        arith::MaxUIOp::create(b, loc, x, cI32(b, 1)));
+  };
+  parts = positive(splitArgs[2]);
+  packedHeads = positive(splitArgs[3]);
+  rowsPerHead = arith::DivUIOp::create(b, loc, cIdx(b, BQ), packedHeads);
+
+  // Split-KV: blockIdx.x = query tile * parts + part.
+  Value blockX = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value qTile = arith::DivUIOp::create(b, loc, blockX, parts);
+  part = arith::RemUIOp::create(b, loc, blockX, parts);
+  // The first of the CTA's query heads (grid y = Hq / pack).
+  hIdx = arith::MulIOp::create(
+      b, loc, gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), packedHeads);
+  bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+
+  Value batch = memref::DimOp::create(b, loc, q, 0);
+  Value headsQ = memref::DimOp::create(b, loc, q, 1);
+  seqQ = memref::DimOp::create(b, loc, q, 2);
+  Value headsKV = memref::DimOp::create(b, loc, k, 1);
+  if (op.isPaged()) {
+    pageTable = outside.lookup(op.getPageTable());
+    seqLens = outside.lookup(op.getSeqLens());
+    // Captures and scales are sized by the table's capacity.
+    seqKV = arith::MulIOp::create(b, loc,
+                                  memref::DimOp::create(b, loc, pageTable, 1),
+                                  cIdx(b, *op.getPageSize()));
+  } else {
+    seqKV = memref::DimOp::create(b, loc, k, 2);
+  }
+  Value group = arith::DivUIOp::create(
+      b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
+  hkvIdx = arith::DivUIOp::create(b, loc, hIdx, group);
+  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
+  for (int i = 0; i < 5; ++i)
+    regions.sizes[i] = toI32(b, dims[i]);
+  regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
+  regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
+  regions.computeCaptureBounds(b, loc);
+  if (pageTable) {
+    // This batch's length, clamped into the capacity: what regions, the
+    // scale and the key loop see as Skv.
+    Value len = memref::LoadOp::create(b, loc, seqLens, ValueRange{bIdx});
+    len = arith::MaxSIOp::create(b, loc, len, cI32(b, 0));
+    seqKV = arith::MinUIOp::create(
+        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), len),
+        seqKV);
+    regions.sizes[static_cast<int>(Size::Skv)] = toI32(b, seqKV);
+  }
+  b32 = toI32(b, bIdx);
+  h32 = toI32(b, hIdx);
+  hLast32 = toI32(b, arith::SubIOp::create(
+                         b, loc, arith::AddIOp::create(b, loc, hIdx, packedHeads),
+                         cIdx(b, 1)));
+
+  Value scale = op.getScale()
+                    ? cF32(b, op.getScale()->convertToDouble())
+                    : (op.hasScaleExpr()
+                           ? regions.inlineRegion(b, op.getScaleExpr(), {})
+                           : cF32(b, 1.0 / std::sqrt(double(D))));
+  // Softmax runs in the log2 domain; a score region sees the plain scale.
+  sScale = norm == Normalize::softmax && !op.hasScore()
+               ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
+                     .getResult()
+               : scale;
+  q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
+
+  keySlots = seqKV;
+  if (op.getKvIndex()) {
+    kvIndex = outside.lookup(op.getKvIndex());
+    keySlots = memref::DimOp::create(b, loc, kvIndex, 2);
+  }
+  Value allTiles = arith::CeilDivUIOp::create(b, loc, keySlots, cIdx(b, BK));
+  Value perPart = arith::CeilDivUIOp::create(b, loc, allTiles, parts);
+  tileBegin = arith::MinUIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, part, perPart), allTiles);
+  numTiles = arith::MinUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, tileBegin, perPart), allTiles);
+  qLast = toI32(
+      b, arith::SubIOp::create(
+             b, loc,
+             arith::MinUIOp::create(
+                 b, loc, arith::AddIOp::create(b, loc, q0, rowsPerHead), seqQ),
+             cIdx(b, 1)));
+}
+
+Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
+  // Without a classifier a mask is evaluated everywhere (kv_index: key
+  // positions are data).
+  if (!op.hasClassify())
+    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  Value kLast = toI32(
+      b, arith::SubIOp::create(
+             b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
+             cIdx(b, 1)));
+  return regions.inlineRegion(
+      b, op.getClassify(),
+      {b32, h32, hLast32, toI32(b, q0), qLast, toI32(b, k0), kLast});
+}
+
+Value KernelBase::isVisited(OpBuilder &b, Value cls) {
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
+                               cI32(b, kTileEmpty));
+}
+
+Value KernelBase::classifyAt(OpBuilder &b, Value t) {
+  Value exists =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
+  auto ifOp = scf::IfOp::create(
+      b, loc, exists,
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(
+            b, loc,
+            classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
+      },
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
+      });
+  return ifOp.getResult(0);
+}
+
+Value KernelBase::positionOf(OpBuilder &b, Value slot) {
+  Value safe = arith::MinUIOp::create(
+      b, loc, slot,
+      arith::SubIOp::create(
+          b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
+          cIdx(b, 1)));
+  return memref::LoadOp::create(b, loc, kvIndex,
+                                ValueRange{bIdx, hkvIdx, safe});
+}
+
+KernelBase::KeyRow KernelBase::keyRow(OpBuilder &b, Value slot, Value pool) {
+  KeyRow r;
+  r.valid =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, slot, keySlots);
+  Value last = arith::SubIOp::create(
+      b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
+      cIdx(b, 1));
+  r.row = arith::MinUIOp::create(b, loc, slot, last);
+  if (kvIndex) {
+    // The slot's listed position is the row; one outside [0, Skv) holds
+    // no key.
+    Value pos32 = positionOf(b, r.row);
+    Value listed = arith::AndIOp::create(
+        b, loc,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, pos32,
+                              cI32(b, 0)),
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, pos32,
+                              toI32(b, seqKV)));
+    r.valid = arith::AndIOp::create(b, loc, r.valid, listed);
+    r.row = arith::IndexCastOp::create(
+        b, loc, b.getIndexType(),
+        arith::SelectOp::create(b, loc, listed, pos32, cI32(b, 0)));
+  }
+  r.outer = bIdx;
+  if (pageTable) {
+    // Logical row -> (page from the table, row in the page); page ids
+    // clamped into the pool.
+    Value P = cIdx(b, *op.getPageSize());
+    Value page32 = memref::LoadOp::create(
+        b, loc, pageTable,
+        ValueRange{bIdx, arith::DivUIOp::create(b, loc, r.row, P)});
+    Value lastPage = toI32(
+        b, arith::SubIOp::create(b, loc, memref::DimOp::create(b, loc, pool, 0),
+                                 cIdx(b, 1)));
+    page32 = arith::MinSIOp::create(
+        b, loc, arith::MaxSIOp::create(b, loc, page32, cI32(b, 0)), lastPage);
+    r.outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
+    r.row = arith::RemUIOp::create(b, loc, r.row, P);
+  }
+  return r;
+}
+
+std::pair<Value, Value> KernelBase::keyPosition(OpBuilder &b, Value slot) {
+  Value kv32 = toI32(b, slot);
+  Value inSlots;
+  if (kvIndex) {
+    inSlots = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, slot,
+                                    keySlots);
+    kv32 = positionOf(b, slot);
+  }
+  Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, kv32,
+                                     toI32(b, seqKV));
+  if (kvIndex)
+    keep = arith::AndIOp::create(
+        b, loc, arith::AndIOp::create(b, loc, keep, inSlots),
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, kv32,
+                              cI32(b, 0)));
+  return {kv32, keep};
+}
+
+Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
+                             Value kv32, Value keep, bool withMask) {
+  Value t = arith::MulFOp::create(b, loc, s, sScale);
+  if (op.hasScore()) {
+    t = regions.inlineRegion(b, op.getScore(), {t, b32, head32, q32, kv32});
+    if (norm == Normalize::softmax)
+      t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
+  }
+  if (withMask)
+    keep = arith::AndIOp::create(
+        b, loc, keep,
+        regions.inlineRegion(b, op.getMask(), {b32, head32, q32, kv32}));
+  // A -inf score is a masked entry; max() with it changes nothing.
+  if (norm == Normalize::softmax)
+    return arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY));
+  Value p = normalizeScore(b, loc, norm, t);
+  return arith::SelectOp::create(b, loc, keep, p, cF32(b, 0.0));
+}
+
+Value KernelBase::sinkMax(OpBuilder &b, Value head32) {
+  if (!op.hasSink())
+    return cF32(b, -INFINITY);
+  // Under split-KV only part 0 counts the sink.
+  Value partZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                         part, cIdx(b, 0));
+  Value sink = regions.inlineRegion(b, op.getSink(), {head32});
+  return arith::SelectOp::create(
+      b, loc, partZero, arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)),
+      cF32(b, -INFINITY));
+}
+
+std::pair<Value, Value> KernelBase::finishRow(OpBuilder &b, Value m,
+                                              Value l) {
+  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  if (!hasRowSum)
+    return {cF32(b, 0.0), cF32(b, 1.0)};
+  Value empty =
+      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l, cF32(b, 0));
+  Value inv = arith::SelectOp::create(
+      b, loc, empty, cF32(b, 0.0),
+      arith::DivFOp::create(b, loc, cF32(b, 1.0), l));
+  Value rowLse =
+      norm == Normalize::softmax
+          ? arith::MulFOp::create(
+                b, loc,
+                arith::AddFOp::create(b, loc, m,
+                                      math::Log2Op::create(b, loc, l)),
+                cF32(b, kLn2))
+                .getResult()
+          : math::LogOp::create(b, loc, l).getResult();
+  rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY), rowLse);
+  return {rowLse, inv};
+}

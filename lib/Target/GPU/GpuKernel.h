@@ -1,0 +1,158 @@
+//===- GpuKernel.h - what NVIDIA and AMD attention kernels share ----------===//
+//
+// Both GPU backends build one `gpu.func` per variant with the same operand
+// list, the same grid (query tiles x split parts, query heads / GQA pack,
+// batch) and the same per-CTA bookkeeping: problem sizes for the regions,
+// the paged or kv_index key rows, the classifier's verdict per key tile,
+// the scale, and the per-entry score/mask/normalizer code. They differ in
+// how tiles reach the matrix units and in the fragment layouts, which the
+// backends own.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_TARGET_GPU_GPUKERNEL_H
+#define ATTN_TARGET_GPU_GPUKERNEL_H
+
+#include "dialect/AttnOps.h"
+#include "lib/Transforms/RegionInliner.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+
+namespace mlir::attn::gpukernel {
+
+/// Launch geometry of a generated kernel: grid (ceil(Sq / rowsPerBlock) x
+/// parts, Hq / pack, B) of blockThreads threads, sharedBytes of dynamic
+/// shared memory.
+struct KernelInfo {
+  std::string name;
+  std::string mergeName; // split-KV: combines the parts' results
+  int64_t blockThreads = 0;
+  int64_t rowsPerBlock = 0;
+  int64_t sharedBytes = 0;
+  /// The kernel takes three more arguments: pointers to TMA tensor maps
+  /// (CUtensorMap, in device memory) of q, k and v, as 4-D [B, H, S, D]
+  /// tensors with boxes of 8 columns x rowsPerBlock (q) or blockKV (k, v)
+  /// rows, no swizzle, zero fill.
+  bool tensorMaps = false;
+  int64_t blockKV = 0;
+};
+
+/// Threads per block of the split-KV merge kernel.
+constexpr int64_t kMergeThreads = 128;
+
+/// The kernel's operands: the op's values (q, k, v, o, [lse], params,
+/// captures, [k/v scales], [page table, seq lens]) followed by the split-KV
+/// partials o_part [parts, B, Hq, Sq, Dv] and lse_part [parts, B, Hq, Sq]
+/// (f32), the part count and the GQA pack (i32).
+struct KernelSignature {
+  SmallVector<Value> opValues;
+  SmallVector<Type> types;
+};
+KernelSignature kernelSignature(AttentionOp op);
+
+/// `gpu.func @name(types) kernel` of `threads` threads at b's insertion
+/// point, with `outside` mapping signature.opValues to its arguments.
+gpu::GPUFuncOp createKernelFunc(OpBuilder &b, AttentionOp op, StringRef name,
+                                ArrayRef<Type> types, ArrayRef<Value> opValues,
+                                int32_t threads, IRMapping &outside);
+
+/// The split-KV merge kernel `name(o_part, lse_part, o, [lse])`: o (and
+/// lse) from the parts' normalized partial results, one thread per (query,
+/// column) of a (head, batch) in a grid of (ceil(Sq Dv / kMergeThreads),
+/// Hq, B).
+gpu::GPUFuncOp buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name);
+
+/// The chip-specific spellings of the math the kernels use without a
+/// device library: f32 intrinsics for exp2, log2 and rsqrt (the hardware's
+/// approximate instructions); everything else becomes LLVM intrinsics or
+/// MLIR's polynomial approximations.
+struct MathIntrinsics {
+  const char *exp2, *log2, *rsqrt;
+};
+LogicalResult prepareMath(ModuleOp host, const MathIntrinsics &intrinsics);
+
+/// Per-CTA state and helpers shared by the backends' kernel builders.
+class KernelBase {
+protected:
+  KernelBase(AttentionOp op, IRMapping outside, int64_t rowsPerBlock,
+             int64_t blockKV);
+
+  Value cIdx(OpBuilder &b, int64_t v);
+  Value cI32(OpBuilder &b, int64_t v);
+  Value cF32(OpBuilder &b, double v);
+  Value toI32(OpBuilder &b, Value index);
+  Value add(OpBuilder &b, Value x, int64_t c);
+
+  /// Reads the operands (q ... lse, split-KV partials, parts, pack; the
+  /// trailing `extraArgs` arguments are the backend's) and the CTA's place
+  /// in the grid; sets the sizes the regions see, the paged/kv_index key
+  /// slots, the CTA's key tiles and query range, and the score scale.
+  void setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs);
+
+  /// The classifier's verdict on the key tile at k0 (FULL without a mask,
+  /// PARTIAL with a mask but no classifier).
+  Value classifyTile(OpBuilder &b, Value k0);
+  /// The class of key tile `t`, EMPTY past the last tile.
+  Value classifyAt(OpBuilder &b, Value t);
+  Value isVisited(OpBuilder &b, Value cls);
+  /// keep[b, hkv, slot] (an i32 position, any value; callers bound it).
+  Value positionOf(OpBuilder &b, Value slot);
+
+  /// A key slot's source row: (outer index: batch or page, row) and
+  /// whether it holds a key (slot < key slots; for kv_index, a listed
+  /// position in [0, Skv)). Rows of invalid slots are valid addresses.
+  struct KeyRow {
+    Value outer, row, valid;
+  };
+  KeyRow keyRow(OpBuilder &b, Value slot, Value pool);
+
+  /// The key position the regions see for a slot (the listed position for
+  /// kv_index), and whether the entry exists at all.
+  std::pair<Value, Value> keyPosition(OpBuilder &b, Value slot);
+
+  /// The normalizer's input for one score entry s = q.k of query row
+  /// (head32, q32) and key position kv32: scaled, through the score
+  /// region, masked (withMask; `keep` says whether the key exists): -inf
+  /// for softmax, p = 0 otherwise where dropped.
+  Value scoreEntry(OpBuilder &b, Value s, Value head32, Value q32, Value kv32,
+                   Value keep, bool withMask);
+
+  /// The sink's initial running max (log2 domain) for a row of query head
+  /// head32 in part 0; -inf elsewhere and without a sink.
+  Value sinkMax(OpBuilder &b, Value head32);
+
+  /// The row's log-sum (natural log) from the running max and row sum, -inf
+  /// for a row with nothing kept; and 1/l (0 for such rows).
+  std::pair<Value, Value> finishRow(OpBuilder &b, Value m, Value l);
+
+  AttentionOp op;
+  Location loc;
+  RegionInliner regions;
+  IRMapping outside;
+  int64_t D, Dv, BQ, BK;
+  Normalize norm;
+  Type elt;
+  Value q, k, v, o, lse;
+  Value oPart, lsePart, parts, part;
+  // GQA packing: the CTA's BQ rows are `pack` query heads of one K/V head
+  // (hIdx ...) x rowsPerHead queries, row r = head (r / rowsPerHead),
+  // query q0 + r % rowsPerHead; without packing pack = 1.
+  Value packedHeads, rowsPerHead;
+  Value bIdx, hIdx, hkvIdx, b32, h32, hLast32;
+  Value seqQ, seqKV, keySlots, q0, qLast, sScale;
+  // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's
+  // share under split-KV.
+  Value tileBegin, numTiles;
+  // Paged K/V: k/v are page pools [pages, Hkv, P, D], rows found through
+  // the batch's page table; seqKV is the batch's own length.
+  Value pageTable, seqLens;
+  // kv_index: key tiles run over the slots of keep[b, hkv, :].
+  Value kvIndex;
+};
+
+} // namespace mlir::attn::gpukernel
+
+#endif // ATTN_TARGET_GPU_GPUKERNEL_H

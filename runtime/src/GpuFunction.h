@@ -1,0 +1,59 @@
+//===- GpuFunction.h - a GPU kernel behind a vendor runtime ---------------===//
+//
+// Launch.cpp validates and packs arguments the same way for every GPU; a
+// GpuFunction puts them on the device through the CUDA driver (sm_*) or
+// the HIP runtime (gfx*), each opened with dlopen at the first launch so
+// attnrt loads and validates everywhere, and a machine without the GPU
+// gets an attn::Error saying so.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_RUNTIME_GPUFUNCTION_H
+#define ATTN_RUNTIME_GPUFUNCTION_H
+
+#include "attn/runtime.h"
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace attn::detail {
+
+class GpuFunction {
+public:
+  virtual ~GpuFunction() = default;
+  const GpuCode &gpuCode() const { return code; }
+  /// Launches (ceil(Sq / (rowsPerBlock / pack)) x parts, Hq / pack, B)
+  /// blocks with `params` (pointers to each argument) on `stream` (a
+  /// CUstream / hipStream_t, or null for the default stream); with parts
+  /// > 1, then the merge kernel over `mergeParams` (grid (ceil(Sq Dv /
+  /// 128), Hq, B)). Kernels with tensor maps get those of `qkv` appended.
+  /// Throws attn::Error with the runtime's message.
+  virtual void launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
+                           int64_t valueHeadDim, int64_t parts, int64_t pack,
+                           std::vector<void *> params,
+                           std::vector<void *> mergeParams,
+                           std::array<const TensorRef *, 3> qkv,
+                           void *stream) const = 0;
+  /// The device's multiprocessor (compute unit) count; loads the kernel.
+  virtual int64_t multiprocessors() const = 0;
+  /// Stream-ordered device memory for the split-KV partial results.
+  virtual void *allocate(size_t bytes, void *stream) const = 0;
+  virtual void release(void *memory, void *stream) const = 0;
+
+protected:
+  explicit GpuFunction(GpuCode code) : code(std::move(code)) {}
+  GpuCode code;
+};
+
+/// Through the CUDA driver (libcuda.so.1).
+std::shared_ptr<GpuFunction> makeCudaFunction(GpuCode code);
+/// Through the HIP runtime (libamdhip64.so).
+std::shared_ptr<GpuFunction> makeHipFunction(GpuCode code);
+
+/// Blocks of the split-KV merge kernel.
+constexpr int64_t kMergeThreads = 128;
+
+} // namespace attn::detail
+
+#endif // ATTN_RUNTIME_GPUFUNCTION_H

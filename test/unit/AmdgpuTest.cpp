@@ -1,0 +1,296 @@
+//===- AmdgpuTest.cpp - AMD kernels of every variant as code objects ------===//
+//
+// No AMD GPU in CI: every catalog variant and every language feature is
+// compiled for gfx90a and gfx942 at D = 64 and 128 into a linked code
+// object, whose metadata note must report no spills and no scratch and
+// whose disassembly (llvm-objdump) must use the MFMA instruction. Running
+// the kernels needs an AMD GPU and ROCm's HIP runtime.
+//
+//===----------------------------------------------------------------------===//
+#include "test/numerics/Catalog.h"
+#include "test/unit/GpuCases.h"
+
+#include "lib/Driver/Bundle.h"
+#include "lib/Driver/Compiler.h"
+#include "lib/Target/AMDGPU/AMDGPUTarget.h"
+#include "attn/jit.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+using namespace attn;
+using namespace attn::testing;
+
+namespace {
+
+/// llvm-objdump -d of a code object (empty when the tool is missing).
+std::string disassemble(const std::string &object, const std::string &chip) {
+  std::string tool = ATTN_LLVM_OBJDUMP;
+  if (!llvm::sys::fs::can_execute(tool))
+    return "";
+  llvm::SmallString<128> input, output;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("amdgpu", "co", fd, input) ||
+      llvm::sys::fs::createTemporaryFile("amdgpu", "s", output))
+    return "";
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << object;
+  }
+  std::string mcpu = "--mcpu=" + chip;
+  llvm::SmallVector<llvm::StringRef> args = {tool, "-d", mcpu, input};
+  std::optional<llvm::StringRef> redirects[] = {
+      std::nullopt, llvm::StringRef(output), llvm::StringRef(output)};
+  llvm::sys::ExecuteAndWait(tool, args, std::nullopt, redirects);
+  std::ifstream in(output.c_str());
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  llvm::sys::fs::remove(input);
+  llvm::sys::fs::remove(output);
+  return text;
+}
+
+int64_t count(const std::string &text, const std::string &what) {
+  int64_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + what.size()))
+    ++n;
+  return n;
+}
+
+void expectMatrixCoreKernel(const std::string &source, Options o,
+                            const std::string &what) {
+  SCOPED_TRACE(what);
+  driver::Source parsed(source, what + ".attn");
+  driver::KernelPlan plan = driver::planKernel(parsed, o);
+  driver::GpuObject g = driver::compileGpuObject(parsed, plan);
+  ASSERT_GT(g.code.binary.size(), 4u);
+  EXPECT_EQ(g.code.binary.substr(0, 4), "\x7f" "ELF");
+  EXPECT_TRUE(g.code.ptx.empty());
+  EXPECT_EQ(g.code.blockThreads, 256);
+  EXPECT_EQ(g.code.rowsPerBlock, 64);
+  EXPECT_FALSE(g.code.mergeEntry.empty());
+  // The metadata note, read back independently of the compile.
+  std::string error;
+  auto object = mlir::attn::rocm::inspectCodeObject(g.code.binary, error);
+  ASSERT_TRUE(succeeded(object)) << error;
+  EXPECT_EQ(count(object->report, "\n"), 2) << object->report; // + merge
+  // No memory spills: no VGPR spills, no scratch. (Uniform values past
+  // the 102 SGPRs, e.g. a 2-D neighborhood mask's, park in VGPR lanes by
+  // v_writelane: no memory traffic, so allowed.)
+  EXPECT_EQ(object->vgprSpills, 0) << object->report;
+  EXPECT_EQ(object->scratchBytes, 0) << object->report;
+  EXPECT_EQ(g.spillStoreBytes, 0) << object->report;
+  // CDNA: 512 registers per lane across VGPRs and AGPRs.
+  EXPECT_GT(object->vgprs, 0);
+  EXPECT_LE(object->vgprs + object->agprs, 512) << object->report;
+  EXPECT_EQ(object->ldsBytes,
+            mlir::attn::rocm::ldsBytes(g.info.headDim, g.info.valueHeadDim,
+                                       g.info.blockKV))
+      << object->report;
+  EXPECT_LE(object->ldsBytes, 64 * 1024);
+  std::string isa = disassemble(g.code.binary, o.target);
+  if (isa.empty())
+    return; // no llvm-objdump: the metadata checks above still ran
+  // S^T and O^T per key tile: D/16 and Dv/16 MFMAs per 16 keys, each
+  // 16x16x16 (f16 or bf16 in, f32 out).
+  int64_t perTile = g.info.blockKV / 16 * (g.info.headDim / 16 +
+                                           g.info.valueHeadDim / 16);
+  EXPECT_GE(count(isa, "v_mfma_f32_16x16x16"), perTile) << what;
+  EXPECT_NE(isa.find("<" + g.code.mergeEntry + ">:"), std::string::npos);
+  // Self-contained: no calls out of the kernel.
+  EXPECT_EQ(isa.find("s_swappc"), std::string::npos);
+}
+
+class AmdgpuCatalog : public ::testing::TestWithParam<CatalogCase> {};
+
+TEST_P(AmdgpuCatalog, LinksWithoutSpills) {
+  Problem p = catalogProblem(GetParam(), ATTN_SOURCE_ROOT);
+  driver::Source parsed(p.source, p.filename);
+  const fe::Variant *v = p.options.variant.empty()
+                             ? &parsed.program.variants.front()
+                             : parsed.program.find(p.options.variant);
+  ASSERT_TRUE(v);
+  for (auto [chip, d] : {std::pair{"gfx90a", 64}, std::pair{"gfx90a", 128},
+                         std::pair{"gfx942", 64}, std::pair{"gfx942", 128}}) {
+    Options o;
+    o.target = chip;
+    o.headDim = d;
+    o.variant = v->name;
+    o.lse = v->hasRowSum();
+    if (v->select) {
+      try {
+        driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
+        ADD_FAILURE() << "expected select to be refused on GPUs";
+      } catch (const Error &e) {
+        EXPECT_EQ(e.argument(), "--target");
+      }
+      continue;
+    }
+    expectMatrixCoreKernel(p.source, o,
+                           GetParam().name + " " + chip + " D=" +
+                               std::to_string(d));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, AmdgpuCatalog,
+                         ::testing::ValuesIn(catalogCases()),
+                         [](const auto &info) { return info.param.name; });
+
+TEST(Amdgpu, LanguageFeatures) {
+  for (const GpuFeatureCase &c : gpuFeatureCases())
+    for (const char *chip : {"gfx90a", "gfx942"}) {
+      Options o;
+      o.target = chip;
+      o.headDim = c.d;
+      o.valueHeadDim = c.dv;
+      o.dtype = c.dtype;
+      o.lse = c.lse;
+      expectMatrixCoreKernel(c.source, o, std::string(c.name) + " " + chip);
+    }
+}
+
+// Paged pools and kv_index lists: rows found through the page table / at
+// the listed positions while loading into registers.
+TEST(Amdgpu, PagedAndSparseKV) {
+  const char *window =
+      "variant w { param window: i32 = 512; mask(b, h, q, kv) = kv <= q + "
+      "Skv - Sq && q + Skv - Sq - kv < window; }";
+  const char *sparse =
+      "variant s { param budget: i32 = 256; tensor keep: i32[B, Hkv, budget];"
+      " kv_index = keep; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
+  for (const char *source : {window, sparse})
+    for (int64_t paged : {0, 16})
+      for (int64_t d : {64, 128}) {
+        Options o;
+        o.target = "gfx942";
+        o.headDim = d;
+        o.paged = paged;
+        o.lse = true;
+        expectMatrixCoreKernel(source, o,
+                               std::string(source).substr(8, 1) + " paged " +
+                                   std::to_string(paged) + " D=" +
+                                   std::to_string(d));
+      }
+}
+
+// D = 256: narrower key tiles keep K and V^T within 32 KiB of LDS.
+TEST(Amdgpu, HeadDim256) {
+  for (const char *chip : {"gfx90a", "gfx942"}) {
+    Options o;
+    o.target = chip;
+    o.headDim = 256;
+    o.lse = true;
+    expectMatrixCoreKernel("variant c { mask(b, h, q, kv) = kv <= q; }", o,
+                           std::string("D=256 ") + chip);
+  }
+}
+
+TEST(Amdgpu, UnsupportedCombinationsAreClearErrors) {
+  auto expectError = [](const std::string &source, Options o,
+                        const std::string &argument,
+                        const std::string &words) {
+    try {
+      driver::Source parsed(source, "x.attn");
+      driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
+      ADD_FAILURE() << "expected an error naming " << argument;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos)
+          << e.what();
+    }
+  };
+  const char *causal = "variant c { mask(b, h, q, kv) = kv <= q; }";
+  Options o;
+  o.target = "gfx942";
+  o.headDim = 64;
+  Options rdna = o;
+  rdna.target = "gfx1100";
+  expectError(causal, rdna, "--target", "CDNA");
+  Options f32 = o;
+  f32.dtype = "f32";
+  expectError(causal, f32, "--target", "bf16");
+  Options quant = o;
+  quant.kvDtype = "int8";
+  expectError(causal, quant, "--target", "quantized");
+  Options cpAsync = o;
+  cpAsync.gpuLoads = "cp.async";
+  expectError(causal, cpAsync, "--gpu-loads", "NVIDIA");
+  Options tma = o;
+  tma.gpuLoads = "tma";
+  expectError(causal, tma, "--gpu-loads", "sm_90a");
+  Options wide = o;
+  wide.headDim = 256;
+  wide.blockKV = 64;
+  expectError(causal, wide, "--block-kv", "LDS");
+}
+
+// attnrt validates a launch exactly as for other targets, then needs the
+// HIP runtime; a machine without one gets an error naming the target.
+TEST(Amdgpu, LaunchValidatesThenNeedsHip) {
+  Jit jit("");
+  Options o;
+  o.target = "gfx942";
+  o.headDim = 64;
+  Kernel k = jit.compile("variant c { mask(b, h, q, kv) = kv <= q; }", o);
+  EXPECT_EQ(k.info().target, "gfx942");
+  EXPECT_EQ(k.info().dtype, DType::bf16);
+  alignas(64) static uint16_t q[2 * 64 * 64], kv[2 * 64 * 64],
+      out[2 * 64 * 64];
+  Tensors t;
+  t.q = TensorRef(q, DType::bf16, {1, 2, 64, 64});
+  t.k = TensorRef(kv, DType::bf16, {1, 2, 64, 64});
+  t.v = TensorRef(kv, DType::bf16, {1, 2, 64, 64});
+  t.o = TensorRef(out, DType::bf16, {1, 2, 64, 64});
+  Tensors wrong = t;
+  wrong.v.shape[2] = 63;
+  try {
+    k.launch(wrong);
+    ADD_FAILURE() << "expected an error naming v";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "v") << e.what();
+  }
+  if (!std::filesystem::exists("/dev/kfd")) {
+    try {
+      k.launch(t);
+      ADD_FAILURE() << "expected no HIP runtime here";
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), "target");
+      EXPECT_NE(std::string(e.what()).find("HIP"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST(Amdgpu, BundlesCarryCodeObjects) {
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / "amdgpu-bundle";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  driver::Source source("variant a { mask(b, h, q, kv) = kv <= q; }\n"
+                        "variant z { normalize = sigmoid; }\n",
+                        "two.attn");
+  Options o;
+  o.target = "gfx942";
+  o.headDim = 128;
+  driver::writeBundle(source, o, (dir / "two").string());
+  Module m = Module::load((dir / "two.attnpkg").string());
+  EXPECT_EQ(m.kernelNames(), (std::vector<std::string>{"a", "z"}));
+  EXPECT_EQ(m.kernel("a").info().target, "gfx942");
+  std::string manifest;
+  {
+    std::ifstream in(dir / "two.attnpkg", std::ios::binary);
+    manifest.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_EQ(count(manifest, "\"kind\": \"amdgpu_code_object\""), 2);
+  EXPECT_EQ(manifest.find("ptx_binary"), std::string::npos);
+  EXPECT_NE(manifest.find("\"block_threads\": 256"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir / "two.h"));
+}
+
+} // namespace
