@@ -156,8 +156,9 @@ TEST(Amdgpu, LanguageFeatures) {
 }
 
 // Paged pools and kv_index lists: rows found through the page table / at
-// the listed positions while loading into registers.
-TEST(Amdgpu, PagedAndSparseKV) {
+// the listed positions while loading into registers; quantized codes
+// dequantized (scales of the row's position) on their way to LDS.
+TEST(Amdgpu, QuantizedPagedAndSparseKV) {
   const char *window =
       "variant w { param window: i32 = 512; mask(b, h, q, kv) = kv <= q + "
       "Skv - Sq && q + Skv - Sq - kv < window; }";
@@ -165,18 +166,20 @@ TEST(Amdgpu, PagedAndSparseKV) {
       "variant s { param budget: i32 = 256; tensor keep: i32[B, Hkv, budget];"
       " kv_index = keep; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
   for (const char *source : {window, sparse})
-    for (int64_t paged : {0, 16})
-      for (int64_t d : {64, 128}) {
-        Options o;
-        o.target = "gfx942";
-        o.headDim = d;
-        o.paged = paged;
-        o.lse = true;
-        expectMatrixCoreKernel(source, o,
-                               std::string(source).substr(8, 1) + " paged " +
-                                   std::to_string(paged) + " D=" +
-                                   std::to_string(d));
-      }
+    for (const char *kv : {"same", "int8", "fp8e4m3", "int4"})
+      for (int64_t paged : {0, 16})
+        for (int64_t d : {64, 128}) {
+          Options o;
+          o.target = "gfx942";
+          o.headDim = d;
+          o.paged = paged;
+          o.kvDtype = kv;
+          o.lse = true;
+          expectMatrixCoreKernel(source, o,
+                                 std::string(source).substr(8, 1) + " " + kv +
+                                     " paged " + std::to_string(paged) +
+                                     " D=" + std::to_string(d));
+        }
 }
 
 // D = 256: narrower key tiles keep K and V^T within 32 KiB of LDS.
@@ -215,9 +218,6 @@ TEST(Amdgpu, UnsupportedCombinationsAreClearErrors) {
   Options f32 = o;
   f32.dtype = "f32";
   expectError(causal, f32, "--target", "bf16");
-  Options quant = o;
-  quant.kvDtype = "int8";
-  expectError(causal, quant, "--target", "quantized");
   Options cpAsync = o;
   cpAsync.gpuLoads = "cp.async";
   expectError(causal, cpAsync, "--gpu-loads", "NVIDIA");

@@ -99,8 +99,16 @@ private:
   /// This thread's chunks of the tile at k0, K's then V's.
   SmallVector<Value> loadTile(OpBuilder &b, Value k0);
   SmallVector<Value> zeroTile(OpBuilder &b);
-  /// Writes loadTile's registers to LDS (K row-major, V transposed).
-  void storeTile(OpBuilder &b, ValueRange regs);
+  /// A register chunk: 8 elements, or for quantized K/V their raw codes
+  /// (8 bytes; 4 for int4).
+  VectorType chunkType(OpBuilder &b) {
+    if (!quant)
+      return vec(kChunk, elt);
+    return vec(*quant == KVQuant::int4 ? kChunk / 2 : kChunk, b.getI8Type());
+  }
+  /// Writes loadTile's registers for the tile at k0 to LDS (K row-major,
+  /// V transposed), dequantized on the way when quantized.
+  void storeTile(OpBuilder &b, Value k0, ValueRange regs);
   /// The tile's S^T, softmax update and O^T += V^T P^T; `state` is
   /// (m, l, O^T accumulators...).
   SmallVector<Value> computeTile(OpBuilder &b, Value k0, Value cls,
@@ -143,7 +151,7 @@ std::pair<Value, Value> MfmaAttentionBuilder::chunkAt(OpBuilder &b, Value c,
 
 SmallVector<Value> MfmaAttentionBuilder::loadTile(OpBuilder &b, Value k0) {
   SmallVector<Value> regs;
-  VectorType type = vec(kChunk, elt);
+  VectorType type = chunkType(b);
   Value zero = zeros(b, type);
   for (bool key : {true, false}) {
     Value src = key ? k : v;
@@ -160,8 +168,13 @@ SmallVector<Value> MfmaAttentionBuilder::loadTile(OpBuilder &b, Value k0) {
       Value valid = inRange ? arith::AndIOp::create(b, loc, r.valid, inRange)
                                   .getResult()
                             : r.valid;
-      Value x = vector::LoadOp::create(
-          b, loc, type, src, ValueRange{r.outer, hkvIdx, r.row, column});
+      // int4 codes: two per byte.
+      Value at = quant && *quant == KVQuant::int4
+                     ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
+                           .getResult()
+                     : column;
+      Value x = vector::LoadOp::create(b, loc, type, src,
+                                       ValueRange{r.outer, hkvIdx, r.row, at});
       regs.push_back(arith::SelectOp::create(b, loc, valid, x, zero));
     }
   }
@@ -170,10 +183,11 @@ SmallVector<Value> MfmaAttentionBuilder::loadTile(OpBuilder &b, Value k0) {
 
 SmallVector<Value> MfmaAttentionBuilder::zeroTile(OpBuilder &b) {
   return SmallVector<Value>(steps(true) + steps(false),
-                            zeros(b, vec(kChunk, elt)));
+                            zeros(b, chunkType(b)));
 }
 
-void MfmaAttentionBuilder::storeTile(OpBuilder &b, ValueRange regs) {
+void MfmaAttentionBuilder::storeTile(OpBuilder &b, Value k0,
+                                     ValueRange regs) {
   size_t next = 0;
   for (bool key : {true, false})
     for (int64_t s = 0; s < steps(key); ++s) {
@@ -181,6 +195,10 @@ void MfmaAttentionBuilder::storeTile(OpBuilder &b, ValueRange regs) {
       Value c = add(b, tid, s * kThreads);
       auto store = [&](OpBuilder &b) {
         auto [row, column] = chunkAt(b, c, key);
+        if (quant)
+          x = dequantizeChunk(
+              b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
+              column, key);
         if (key) {
           vector::StoreOp::create(b, loc, x, kS, ValueRange{row, column});
           return;
@@ -237,23 +255,10 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
     s.push_back(sum);
   }
 
-  // Scores, with the mask only where the classifier could not decide.
-  SmallVector<Value> t;
-  if (op.hasMask()) {
-    Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                          cls, cI32(b, kTilePartial));
-    auto ifOp = scf::IfOp::create(
-        b, loc, partial,
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(b, loc, scores(b, s, k0, true));
-        },
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(b, loc, scores(b, s, k0, false));
-        });
-    t.assign(ifOp.getResults().begin(), ifOp.getResults().end());
-  } else {
-    t = scores(b, s, k0, false);
-  }
+  SmallVector<Value> t =
+      scoresMaskedWhereNeeded(b, cls, [&](OpBuilder &b, bool withMask) {
+        return scores(b, s, k0, withMask);
+      });
 
   Value m = state[0], l = state[1];
   SmallVector<Value> out(state.begin() + 2, state.end());
@@ -438,7 +443,7 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
         scf::IfOp::create(b, loc, visited, [&](OpBuilder &b, Location) {
           // Everyone is done reading the previous tile.
           gpu::BarrierOp::create(b, loc);
-          storeTile(b, regs);
+          storeTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), regs);
           gpu::BarrierOp::create(b, loc);
           scf::YieldOp::create(b, loc);
         });
@@ -502,11 +507,6 @@ FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
   }
   if (op.hasSelect()) {
     error = "select is not implemented for GPU targets yet";
-    return failure();
-  }
-  if (op.getKvQuant()) {
-    error = "quantized K/V (--kv-dtype) is not implemented for AMD targets "
-            "yet; it runs on cpu, sm_80 and sm_90a";
     return failure();
   }
   MLIRContext *ctx = op.getContext();

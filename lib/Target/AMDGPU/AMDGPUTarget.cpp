@@ -111,29 +111,7 @@ FailureOr<std::string> lower(ModuleOp host, const rocm::KernelConfig &cfg,
   toBinary.compilationTarget = format.str();
   toBinary.toolkitPath = toolkit;
   pm.addPass(createGpuModuleToBinaryPass(toBinary));
-  std::string diagnostics;
-  {
-    ScopedDiagnosticHandler handler(host.getContext(), [&](Diagnostic &d) {
-      llvm::raw_string_ostream os(diagnostics);
-      os << d << "\n";
-      return success();
-    });
-    if (failed(pm.run(host))) {
-      error = "lowering to AMDGPU failed: " + diagnostics;
-      return failure();
-    }
-  }
-  std::string out;
-  host.walk([&](gpu::BinaryOp binary) {
-    for (Attribute object : binary.getObjects())
-      if (auto o = dyn_cast<gpu::ObjectAttr>(object))
-        out = o.getObject().str();
-  });
-  if (out.empty()) {
-    error = "lowering to AMDGPU produced nothing";
-    return failure();
-  }
-  return out;
+  return gpukernel::runToBinary(pm, host, "AMDGPU", error);
 }
 
 int64_t integer(llvm::msgpack::DocNode &map, StringRef key) {

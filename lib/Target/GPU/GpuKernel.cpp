@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #include "llvm/ADT/TypeSwitch.h"
@@ -251,6 +252,34 @@ LogicalResult gpukernel::prepareMath(ModuleOp host,
   return success();
 }
 
+FailureOr<std::string> gpukernel::runToBinary(PassManager &pm, ModuleOp host,
+                                              StringRef what,
+                                              std::string &error) {
+  std::string diagnostics;
+  {
+    ScopedDiagnosticHandler handler(host.getContext(), [&](Diagnostic &d) {
+      llvm::raw_string_ostream os(diagnostics);
+      os << d << "\n";
+      return success();
+    });
+    if (failed(pm.run(host))) {
+      error = ("lowering to " + what + " failed: ").str() + diagnostics;
+      return failure();
+    }
+  }
+  std::string out;
+  host.walk([&](gpu::BinaryOp binary) {
+    for (Attribute object : binary.getObjects())
+      if (auto o = dyn_cast<gpu::ObjectAttr>(object))
+        out = o.getObject().str();
+  });
+  if (out.empty()) {
+    error = ("lowering to " + what + " produced nothing").str();
+    return failure();
+  }
+  return out;
+}
+
 //===----------------------------------------------------------------------===//
 // KernelBase
 //===----------------------------------------------------------------------===//
@@ -259,7 +288,7 @@ KernelBase::KernelBase(AttentionOp op, IRMapping outside, int64_t rowsPerBlock,
                        int64_t blockKV)
     : op(op), loc(op.getLoc()), regions(op, outside), outside(outside),
       D(op.getHeadDim()), Dv(op.getValueHeadDim()), BQ(rowsPerBlock),
-      BK(blockKV), norm(op.getNormalize()) {}
+      BK(blockKV), norm(op.getNormalize()), quant(op.getKvQuant()) {}
 
 Value KernelBase::cIdx(OpBuilder &b, int64_t v) {
   return arith::ConstantIndexOp::create(b, loc, v);
@@ -285,6 +314,10 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
   o = outside.lookup(op.getOut());
   lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
   elt = cast<MemRefType>(q.getType()).getElementType();
+  if (quant) {
+    kScale = outside.lookup(op.getKeyScale());
+    vScale = outside.lookup(op.getValueScale());
+  }
   // (The body's block arguments go on with workgroup attributions.)
   ValueRange args = func.getArguments().take_front(
       func.getFunctionType().getNumInputs());
@@ -501,6 +534,76 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
     return arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY));
   Value p = normalizeScore(b, loc, norm, t);
   return arith::SelectOp::create(b, loc, keep, p, cF32(b, 0.0));
+}
+
+SmallVector<Value> KernelBase::scoresMaskedWhereNeeded(
+    OpBuilder &b, Value cls,
+    llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores) {
+  if (!op.hasMask())
+    return scores(b, false);
+  Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
+                                        cI32(b, kTilePartial));
+  auto ifOp = scf::IfOp::create(
+      b, loc, partial,
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(b, loc, scores(b, true));
+      },
+      [&](OpBuilder &b, Location) {
+        scf::YieldOp::create(b, loc, scores(b, false));
+      });
+  return SmallVector<Value>(ifOp.getResults());
+}
+
+Value KernelBase::scalePosition(OpBuilder &b, Value slot) {
+  Value lastRow = arith::SubIOp::create(b, loc, seqKV, cIdx(b, 1));
+  if (!kvIndex)
+    return arith::MinUIOp::create(b, loc, slot, lastRow);
+  Value safe = arith::MinUIOp::create(
+      b, loc, slot, arith::SubIOp::create(b, loc, keySlots, cIdx(b, 1)));
+  Value pos32 =
+      arith::MaxSIOp::create(b, loc, positionOf(b, safe), cI32(b, 0));
+  return arith::MinUIOp::create(
+      b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), pos32),
+      lastRow);
+}
+
+Value KernelBase::dequantizeChunk(OpBuilder &b, Value codes, Value pos,
+                                  Value col, bool key) {
+  Type f32 = b.getF32Type();
+  SmallVector<Value> values;
+  if (*quant == KVQuant::int4) {
+    // Two sign-extended nibbles per byte, low first.
+    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+    for (int64_t e = 0; e < 4; ++e) {
+      Value byte = vector::ExtractOp::create(b, loc, codes, e);
+      values.push_back(arith::ShRSIOp::create(
+          b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
+      values.push_back(arith::ShRSIOp::create(b, loc, byte, four));
+    }
+  } else {
+    for (int64_t e = 0; e < 8; ++e)
+      values.push_back(vector::ExtractOp::create(b, loc, codes, e));
+  }
+  Value scales, tokenScale;
+  if (key) {
+    Value group =
+        arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+    scales = vector::LoadOp::create(b, loc, VectorType::get({8}, f32), kScale,
+                                    ValueRange{bIdx, hkvIdx, group, col});
+  } else {
+    tokenScale =
+        memref::LoadOp::create(b, loc, vScale, ValueRange{bIdx, hkvIdx, pos});
+  }
+  SmallVector<Value> out;
+  for (int64_t e = 0; e < 8; ++e) {
+    Value x = decodeKVCode(b, loc, *quant, values[e]);
+    Value s = key ? vector::ExtractOp::create(b, loc, scales, e).getResult()
+                  : tokenScale;
+    out.push_back(arith::TruncFOp::create(b, loc, elt,
+                                          arith::MulFOp::create(b, loc, x, s)));
+  }
+  return vector::FromElementsOp::create(b, loc, VectorType::get({8}, elt),
+                                        out);
 }
 
 Value KernelBase::sinkMax(OpBuilder &b, Value head32) {

@@ -18,6 +18,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
 
 #include <string>
 
@@ -74,6 +75,12 @@ struct MathIntrinsics {
 };
 LogicalResult prepareMath(ModuleOp host, const MathIntrinsics &intrinsics);
 
+/// Runs `pm` (ending in gpu-module-to-binary) on `host` and returns the
+/// one object it produced (PTX text, a code object, assembly); `what`
+/// names the lowering in errors.
+FailureOr<std::string> runToBinary(PassManager &pm, ModuleOp host,
+                                   StringRef what, std::string &error);
+
 /// Per-CTA state and helpers shared by the backends' kernel builders.
 class KernelBase {
 protected:
@@ -120,6 +127,21 @@ protected:
   Value scoreEntry(OpBuilder &b, Value s, Value head32, Value q32, Value kv32,
                    Value keep, bool withMask);
 
+  /// A tile's normalizer inputs from `scores(b, withMask)`, the mask
+  /// evaluated only where the classifier said PARTIAL.
+  SmallVector<Value> scoresMaskedWhereNeeded(
+      OpBuilder &b, Value cls,
+      llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores);
+
+  /// Quantized K/V: the position whose scales a key slot's codes take
+  /// (its listed position for kv_index), clamped into [0, Skv).
+  Value scalePosition(OpBuilder &b, Value slot);
+  /// Eight codes of a K or V row at `pos`, columns col .. col + 7, as
+  /// f16/bf16 times their scales: `codes` is vector<8xi8>, or for int4
+  /// vector<4xi8> of nibble pairs (low first).
+  Value dequantizeChunk(OpBuilder &b, Value codes, Value pos, Value col,
+                        bool key);
+
   /// The sink's initial running max (log2 domain) for a row of query head
   /// head32 in part 0; -inf elsewhere and without a sink.
   Value sinkMax(OpBuilder &b, Value head32);
@@ -151,6 +173,10 @@ protected:
   Value pageTable, seqLens;
   // kv_index: key tiles run over the slots of keep[b, hkv, :].
   Value kvIndex;
+  // Quantized K/V: k/v hold codes (i8), scaled per channel and token group
+  // (kScale) and per token (vScale).
+  std::optional<KVQuant> quant;
+  Value kScale, vScale;
 };
 
 } // namespace mlir::attn::gpukernel

@@ -131,8 +131,7 @@ public:
                    cfg.blockKV),
         wgmma(nvptx::usesWgmma(cfg.chip)),
         tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
-            !op.getKvIndex()),
-        quant(op.getKvQuant()) {}
+            !op.getKvIndex()) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -216,9 +215,8 @@ private:
   bool wgmma, tma;
   Value dynamicShared;
   SharedLayout layout;
-  // Quantized K/V: k/v hold codes (i8), staged raw and dequantized per tile.
-  std::optional<KVQuant> quant;
-  Value kScale, vScale, kCodes, vCodes;
+  // Quantized K/V: codes staged raw, dequantized per tile.
+  Value kCodes, vCodes;
   Value qiIdx[2];
   Value qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -381,80 +379,26 @@ void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value buffer) {
 void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
                                          Value buffer, Value k0, int64_t width,
                                          Value dst, bool key) {
-  Type f32 = b.getF32Type();
   int64_t chunksPerRow = width / 8;
   bool int4 = *quant == KVQuant::int4;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value lastRow = arith::SubIOp::create(b, loc, seqKV, cIdx(b, 1));
   scf::ForOp::create(
       b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
-        Value pos;
-        if (kvIndex) {
-          Value slot = arith::MinUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, k0, row),
-              arith::SubIOp::create(b, loc, keySlots, cIdx(b, 1)));
-          Value pos32 = arith::MaxSIOp::create(b, loc, positionOf(b, slot),
-                                               cI32(b, 0));
-          pos = arith::MinUIOp::create(
-              b, loc,
-              arith::IndexCastOp::create(b, loc, b.getIndexType(), pos32),
-              lastRow);
-        } else {
-          pos = arith::MinUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, k0, row), lastRow);
-        }
-        // Eight codes: eight bytes, or four bytes of two nibbles each
-        // (low first, sign-extended).
-        SmallVector<Value> values;
-        Type i8 = b.getI8Type();
-        if (int4) {
-          Value bytes = vector::LoadOp::create(
-              b, loc, VectorType::get({4}, i8), codes,
-              ValueRange{buffer, row,
-                         arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
-          Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
-          for (int64_t e = 0; e < 4; ++e) {
-            Value byte = vector::ExtractOp::create(b, loc, bytes,
-                                                   ArrayRef<int64_t>{e});
-            values.push_back(arith::ShRSIOp::create(
-                b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
-            values.push_back(arith::ShRSIOp::create(b, loc, byte, four));
-          }
-        } else {
-          Value bytes = vector::LoadOp::create(
-              b, loc, VectorType::get({8}, i8), codes,
-              ValueRange{buffer, row, col});
-          for (int64_t e = 0; e < 8; ++e)
-            values.push_back(vector::ExtractOp::create(b, loc, bytes,
-                                                       ArrayRef<int64_t>{e}));
-        }
-        Value scales;
-        Value tokenScale;
-        if (key) {
-          Value group = arith::DivUIOp::create(
-              b, loc, pos, cIdx(b, *op.getKvGroup()));
-          scales = vector::LoadOp::create(b, loc, VectorType::get({8}, f32),
-                                          kScale,
-                                          ValueRange{bIdx, hkvIdx, group, col});
-        } else {
-          tokenScale = memref::LoadOp::create(b, loc, vScale,
-                                              ValueRange{bIdx, hkvIdx, pos});
-        }
-        SmallVector<Value> out;
-        for (int64_t e = 0; e < 8; ++e) {
-          Value x = decodeKVCode(b, loc, *quant, values[e]);
-          Value s = key ? vector::ExtractOp::create(b, loc, scales,
-                                                    ArrayRef<int64_t>{e})
-                              .getResult()
-                        : tokenScale;
-          out.push_back(arith::TruncFOp::create(
-              b, loc, elt, arith::MulFOp::create(b, loc, x, s)));
-        }
-        Value tile = vector::FromElementsOp::create(
-            b, loc, VectorType::get({8}, elt), out);
+        Value pos = scalePosition(b, arith::AddIOp::create(b, loc, k0, row));
+        // Eight codes: eight bytes, or four bytes of two nibbles each.
+        Value bytes =
+            int4 ? vector::LoadOp::create(
+                       b, loc, VectorType::get({4}, b.getI8Type()), codes,
+                       ValueRange{buffer, row,
+                                  arith::MulIOp::create(b, loc, chunk,
+                                                        cIdx(b, 4))})
+                 : vector::LoadOp::create(
+                       b, loc, VectorType::get({8}, b.getI8Type()), codes,
+                       ValueRange{buffer, row, col});
+        Value tile = dequantizeChunk(b, bytes, pos, col, key);
         SmallVector<Value> at = {cIdx(b, 0), row, col};
         if (wgmma)
           at = {cIdx(b, 0),
@@ -778,22 +722,10 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
     SmallVector<Value> &p, Value alpha[2]) {
   Value fzero = cF32(b, 0.0);
   // Scores, with the mask only where the classifier could not decide.
-  SmallVector<Value> t;
-  if (op.hasMask()) {
-    Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                          cls, cI32(b, kTilePartial));
-    auto ifOp = scf::IfOp::create(
-        b, loc, partial,
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(b, loc, scores(b, s, k0, true));
-        },
-        [&](OpBuilder &b, Location) {
-          scf::YieldOp::create(b, loc, scores(b, s, k0, false));
-        });
-    t.assign(ifOp.getResults().begin(), ifOp.getResults().end());
-  } else {
-    t = scores(b, s, k0, false);
-  }
+  SmallVector<Value> t =
+      scoresMaskedWhereNeeded(b, cls, [&](OpBuilder &b, bool withMask) {
+        return scores(b, s, k0, withMask);
+      });
 
   SmallVector<Value> next(ml.begin(), ml.end());
   p.assign(t.size(), Value());
@@ -1280,8 +1212,6 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     };
     kCodes = codeView(layout.kCodeOffset, layout.kCodes);
     vCodes = codeView(layout.vCodeOffset, layout.vCodes);
-    kScale = outside.lookup(op.getKeyScale());
-    vScale = outside.lookup(op.getValueScale());
   }
 
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);

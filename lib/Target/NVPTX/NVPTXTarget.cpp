@@ -91,29 +91,7 @@ FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
   options.optLevel = 3;
   gpu::buildLowerToNVVMPassPipeline(pm, options);
   pm.addInstrumentation(std::make_unique<ExternDynamicShared>());
-  std::string diagnostics;
-  {
-    ScopedDiagnosticHandler handler(host.getContext(), [&](Diagnostic &d) {
-      llvm::raw_string_ostream os(diagnostics);
-      os << d << "\n";
-      return success();
-    });
-    if (failed(pm.run(host))) {
-      error = "lowering to PTX failed: " + diagnostics;
-      return failure();
-    }
-  }
-  std::string ptx;
-  host.walk([&](gpu::BinaryOp binary) {
-    for (Attribute object : binary.getObjects())
-      if (auto o = dyn_cast<gpu::ObjectAttr>(object))
-        ptx = o.getObject().str();
-  });
-  if (ptx.empty()) {
-    error = "lowering to PTX produced no assembly";
-    return failure();
-  }
-  return ptx;
+  return gpukernel::runToBinary(pm, host, "PTX", error);
 }
 
 namespace {
