@@ -34,3 +34,13 @@ for chip in sm_80 sm_90a; do
     "wgmma.mma_async: $(printf '%s\n' "$ptx" | grep -c 'wgmma.mma_async' || true)," \
     "TMA loads: $(printf '%s\n' "$ptx" | grep -c 'cp.async.bulk.tensor' || true)"
 done
+
+echo
+echo "== and for AMD CDNA GPUs (a linked code object; running needs an AMD GPU and ROCm) =="
+for chip in gfx90a gfx942; do
+  isa=$("$BUILD_DIR/bin/attnc" emit examples/sliding_sink.attn --stage=amdgcn --target "$chip" --head-dim 128)
+  echo "$chip: $(printf '%s\n' "$isa" | wc -l) lines of assembly;" \
+    "MFMA: $(printf '%s\n' "$isa" | grep -c 'v_mfma' || true)," \
+    "VGPRs: $(printf '%s\n' "$isa" | grep -m1 '\.vgpr_count:' | awk '{print $2}')," \
+    "scratch bytes: $(printf '%s\n' "$isa" | grep -m1 '\.private_segment_fixed_size:' | awk '{print $2}')"
+done
