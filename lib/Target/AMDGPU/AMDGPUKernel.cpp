@@ -490,23 +490,10 @@ FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
             "'" + cfg.chip + "' is not one";
     return failure();
   }
-  if (!isa<BFloat16Type, Float16Type>(elt)) {
-    error = "matrix cores take f16 or bf16 inputs; compile with --dtype bf16 "
-            "or --dtype f16 for GPU targets";
+  if (failed(checkSupported(op, "matrix cores", error)))
     return failure();
-  }
-  if (D % 16 || Dv % 16 || D > 256 || Dv > 256) {
-    error = "GPU kernels support head dims that are multiples of 16 up to "
-            "256 (got D = " + std::to_string(D) + ", Dv = " +
-            std::to_string(Dv) + ")";
-    return failure();
-  }
   if (cfg.blockKV % 16 || cfg.blockKV < 16) {
     error = "AMD kernels take key tiles of a multiple of 16 keys";
-    return failure();
-  }
-  if (op.hasSelect()) {
-    error = "select is not implemented for GPU targets yet";
     return failure();
   }
   MLIRContext *ctx = op.getContext();

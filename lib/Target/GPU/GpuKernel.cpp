@@ -54,6 +54,29 @@ KernelSignature gpukernel::kernelSignature(AttentionOp op) {
   return s;
 }
 
+LogicalResult gpukernel::checkSupported(AttentionOp op, StringRef units,
+                                        std::string &error) {
+  int64_t D = op.getHeadDim(), Dv = op.getValueHeadDim();
+  Type elt = cast<MemRefType>(op.getQuery().getType()).getElementType();
+  if (!isa<BFloat16Type, Float16Type>(elt)) {
+    error = (units + " take f16 or bf16 inputs; compile with --dtype bf16 "
+                     "or --dtype f16 for GPU targets")
+                .str();
+    return failure();
+  }
+  if (D % 16 || Dv % 16 || D > 256 || Dv > 256) {
+    error = "GPU kernels support head dims that are multiples of 16 up to "
+            "256 (got D = " + std::to_string(D) + ", Dv = " +
+            std::to_string(Dv) + ")";
+    return failure();
+  }
+  if (op.hasSelect()) {
+    error = "select is not implemented for GPU targets yet";
+    return failure();
+  }
+  return success();
+}
+
 gpu::GPUFuncOp gpukernel::createKernelFunc(OpBuilder &b, AttentionOp op,
                                            StringRef name,
                                            ArrayRef<Type> types,

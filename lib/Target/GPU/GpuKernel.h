@@ -54,6 +54,11 @@ struct KernelSignature {
 };
 KernelSignature kernelSignature(AttentionOp op);
 
+/// What neither GPU backend compiles yet (f32 inputs, head dims that are
+/// not multiples of 16 up to 256, select): fails with `error`.
+LogicalResult checkSupported(AttentionOp op, StringRef units,
+                             std::string &error);
+
 /// `gpu.func @name(types) kernel` of `threads` threads at b's insertion
 /// point, with `outside` mapping signature.opValues to its arguments.
 gpu::GPUFuncOp createKernelFunc(OpBuilder &b, AttentionOp op, StringRef name,

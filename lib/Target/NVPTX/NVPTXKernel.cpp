@@ -1290,22 +1290,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
                                   std::string &error) {
   int64_t D = op.getHeadDim(), Dv = op.getValueHeadDim();
   Type elt = cast<MemRefType>(op.getQuery().getType()).getElementType();
-  if (!isa<BFloat16Type, Float16Type>(elt)) {
-    error = "tensor cores take f16 or bf16 inputs; compile with --dtype bf16 "
-            "or --dtype f16 for GPU targets";
+  if (failed(gpukernel::checkSupported(op, "tensor cores", error)))
     return failure();
-  }
-  if (D % 16 || Dv % 16 || D > 256 || Dv > 256) {
-    error = "GPU kernels support head dims that are multiples of 16 up to "
-            "256 (got D = " + std::to_string(D) + ", Dv = " +
-            std::to_string(Dv) + ")";
-    return failure();
-  }
-  if (op.hasSelect()) {
-    error = "select is not implemented "
-            "for GPU targets yet";
-    return failure();
-  }
   MLIRContext *ctx = op.getContext();
   ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, nvgpu::NVGPUDialect,
                    LLVM::LLVMDialect,
