@@ -11,9 +11,10 @@ contiguous. bf16 data is given as numpy uint16 arrays (bit patterns) or as
 torch.bfloat16 tensors. Errors raise attnrt.Error whose .argument names the
 bad argument; nothing is written when a launch fails.
 
-Kernels compiled for a GPU (sm_80, sm_90a) take torch CUDA tensors only,
-captured tensors included, and run on the tensors' device. They launch on
-`stream=` (a CUstream handle as an int, or a torch.cuda.Stream), by default
+Kernels compiled for a GPU (sm_80, sm_90a; gfx90a, gfx942, gfx950 with a
+ROCm build of torch) take torch CUDA tensors only, captured tensors
+included, and run on the tensors' device. They launch on `stream=` (a
+CUstream / hipStream_t handle as an int, or a torch.cuda.Stream), by default
 on torch's current stream, so they order with the surrounding torch work;
 outputs they allocate are on q's device.
 
