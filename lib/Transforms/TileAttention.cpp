@@ -129,8 +129,19 @@ private:
   Value classifyRange(OpBuilder &b, Value lo, Value hi, Value qLo, Value qHi,
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
-  /// Scores, normalizer and P.V of a staged key tile.
-  void emitTileCompute(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  /// Where a tile's matmuls read K, V and Q: the staged f32 tiles, or for
+  /// a whole int8 tile at <= kTinyRows query rows, the codes in the cache
+  /// themselves with K's channel scales folded into Q's rows.
+  struct TileOperands {
+    Value k, v, qRows;
+  };
+  /// Scores, normalizer and P.V of a staged key tile (or one read in
+  /// place: `direct`).
+  void emitTileCompute(OpBuilder &b, Value k0, Value kn, Value fullTile,
+                       const TileOperands *direct = nullptr);
+  /// The in-place int8 tile at k0 (BK keys): V scales per row, Q's rows
+  /// times the tile's K group scales, then the compute on the codes.
+  void emitDirectTile(OpBuilder &b, Value k0, Value kn, Value fullTile);
   /// Emits body(withMask); when `fullTile` is given, once under
   /// `scf.if fullTile` without the mask and once with it.
   void withMaskVariants(OpBuilder &b, Value fullTile,
@@ -181,6 +192,9 @@ private:
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
   // Per key tile row: its position (kv_index; -1 when skipped) and V scale.
   Value posBuf, vScaleBuf;
+  // int8 K/V read in place by decode's dot products (see TileOperands).
+  bool directCodes = false;
+  Value qScaledBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -348,6 +362,11 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   qTBuf = buffer({D, BQ});
   if (tiny)
     qRowBuf = buffer({kTinyRows, D});
+  // The K group must cover whole tiles for its scales to fold into Q.
+  directCodes = tiny && op.getKvQuant() == KVQuant::int8 && !op.isPaged() &&
+                !op.getKvIndex() && *op.getKvGroup() % BK == 0;
+  if (directCodes)
+    qScaledBuf = buffer({kTinyRows, D});
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
   sTBuf = buffer({BK, BQ});
@@ -1096,12 +1115,85 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
 void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   Value kn =
       minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, keySlots, k0));
-  emitKeyRows(b, k0, kn);
-  emitTileCompute(b, k0, kn, fullTile);
+  auto staged = [&](OpBuilder &b) {
+    emitKeyRows(b, k0, kn);
+    emitTileCompute(b, k0, kn, fullTile);
+  };
+  if (!directCodes) {
+    staged(b);
+    return;
+  }
+  // Decode over an int8 cache: whole tiles skip the f32 staging copy (it
+  // costs as much as the dot products); the last, partial one keeps it.
+  Value whole = arith::AndIOp::create(
+      b, loc,
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
+                            cIdx(b, BK)),
+      tiny);
+  scf::IfOp::create(
+      b, loc, whole,
+      [&](OpBuilder &b, Location) {
+        emitDirectTile(b, k0, kn, fullTile);
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        staged(b);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
+void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
+                                    Value fullTile) {
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    memref::StoreOp::create(
+        b, loc,
+        memref::LoadOp::create(
+            b, loc, op.getValueScale(),
+            ValueRange{bIdx, hkvIdx, arith::AddIOp::create(b, loc, k0, j)}),
+        vScaleBuf, ValueRange{j});
+  });
+  Value group = arith::DivUIOp::create(b, loc, k0, cIdx(b, *op.getKvGroup()));
+  forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
+    forLoop(b, D, [&](OpBuilder &b, Value d) {
+      Value scale = memref::LoadOp::create(b, loc, op.getKeyScale(),
+                                           ValueRange{bIdx, hkvIdx, group, d});
+      Value q = memref::LoadOp::create(b, loc, qRowBuf, ValueRange{i, d});
+      memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, q, scale),
+                              qScaledBuf, ValueRange{i, d});
+    });
+  });
+  // The tile's rows of codes as 2-D views of the cache.
+  auto rowsView = [&](Value cache, int64_t width) -> Value {
+    auto type = cast<MemRefType>(cache.getType());
+    SmallVector<OpFoldResult> offsets = {bIdx, hkvIdx, k0, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(BK),
+                                       b.getIndexAttr(width)};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    auto viewType = memref::SubViewOp::inferRankReducedResultType(
+        {BK, width}, type, offsets, sizes, strides);
+    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
+                                     cache, offsets, sizes, strides);
+  };
+  TileOperands direct{rowsView(op.getKey(), D), rowsView(op.getValue(), Dv),
+                      qScaledBuf};
+  emitTileCompute(b, k0, kn, fullTile, &direct);
 }
 
 void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
-                                     Value fullTile) {
+                                     Value fullTile,
+                                     const TileOperands *direct) {
+  // In place, the row count is known to be tiny.
+  auto rowWidths = [&](OpBuilder &b,
+                       function_ref<void(OpBuilder &, int64_t)> body) {
+    if (direct)
+      body(b, kTinyRows);
+    else
+      withRowWidth(b, body);
+  };
+  Value kTile = direct ? direct->k : kBuf;
+  Value vTile = direct ? direct->v : vBuf;
+  Value qRows = direct ? direct->qRows : qRowBuf;
   Value fzero = cF32(b, 0.0);
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
@@ -1110,21 +1202,21 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   MLIRContext *ctx = b.getContext();
   AffineExpr m, n, k;
   bindDims(ctx, m, n, k);
-  withRowWidth(b, [&](OpBuilder &b, int64_t width) {
+  rowWidths(b, [&](OpBuilder &b, int64_t width) {
     Value sT = columns(b, sTBuf, width);
     linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{sT});
-    if (width == kTinyRows && qRowBuf) {
+    if (width == kTinyRows && qRows) {
       // Dot products of K rows with Q rows: S^T[j, i] = K[j, :] . Q[i, :].
       auto dotMaps = b.getAffineMapArrayAttr(
           {AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
            AffineMap::get(3, 0, {m, n}, ctx)});
-      linalg::MatmulOp::create(b, loc, ValueRange{kBuf, qRowBuf},
+      linalg::MatmulOp::create(b, loc, ValueRange{kTile, qRows},
                                ValueRange{sT},
                                {b.getNamedAttr("indexing_maps", dotMaps)});
       return;
     }
     linalg::MatmulOp::create(b, loc,
-                             ValueRange{kBuf, columns(b, qTBuf, width)},
+                             ValueRange{kTile, columns(b, qTBuf, width)},
                              ValueRange{sT});
   });
 
@@ -1137,9 +1229,9 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
-  withRowWidth(b, [&](OpBuilder &b, int64_t width) {
+  rowWidths(b, [&](OpBuilder &b, int64_t width) {
     linalg::MatmulOp::create(
-        b, loc, ValueRange{columns(b, sTBuf, width), vBuf},
+        b, loc, ValueRange{columns(b, sTBuf, width), vTile},
         ValueRange{rowsOf(b, accBuf, width)},
         {b.getNamedAttr("indexing_maps", maps)});
   });

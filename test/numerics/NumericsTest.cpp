@@ -444,6 +444,54 @@ TEST(Numerics, PagedKVEqualsContiguous) {
 
 namespace {
 
+// Decode over an int8 cache reads whole key tiles' codes in place (K's
+// group scales folded into the query rows); paged caches still stage the
+// rows. The same codes through both paths agree to f32 rounding, and the
+// last, partial tile (700 = 10 x 64 + 60) goes through the staging path.
+TEST(Numerics, Int8DecodeInPlaceMatchesStagedRows) {
+  Jit jit;
+  const char *src = "variant d { sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
+                    "q + (Skv - Sq); }";
+  for (int64_t D : {64, 128}) {
+    Options inPlace;
+    inPlace.headDim = D;
+    inPlace.kvDtype = "int8";
+    inPlace.lse = true;
+    inPlace.splitKv = "1";
+    Options staged = inPlace;
+    staged.paged = 64;
+    Kernel kd = jit.compile(src, inPlace), ks = jit.compile(src, staged);
+    int64_t B = 2, Hq = 8, Hkv = 2, Sq = 1, S = 700;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal;
+    std::vector<float> q(B * Hq * Sq * D), k(B * Hkv * S * D), v(k.size());
+    for (float &x : q)
+      x = normal(rng);
+    for (size_t i = 0; i < k.size(); ++i)
+      k[i] = normal(rng), v[i] = normal(rng);
+    TensorRef kt(k.data(), DType::f32, {B, Hkv, S, D}),
+        vt(v.data(), DType::f32, {B, Hkv, S, D});
+    std::vector<float> o[2], lse[2];
+    for (int path = 0; path < 2; ++path) {
+      const Kernel &kernel = path == 0 ? kd : ks;
+      o[path].assign(q.size(), 7.0f);
+      lse[path].assign(B * Hq * Sq, 7.0f);
+      Tensors t;
+      t.q = TensorRef(q.data(), DType::f32, {B, Hq, Sq, D});
+      t.o = TensorRef(o[path].data(), DType::f32, {B, Hq, Sq, D});
+      t.lse = TensorRef(lse[path].data(), DType::f32, {B, Hq, Sq});
+      KVCache cache = KVCache::build(kernel.info(), kt, vt);
+      cache.bind(t);
+      kernel.launch(t);
+    }
+    SCOPED_TRACE("D = " + std::to_string(D));
+    for (size_t i = 0; i < o[0].size(); ++i)
+      ASSERT_NEAR(o[0][i], o[1][i], 2e-4) << i;
+    for (size_t i = 0; i < lse[0].size(); ++i)
+      ASSERT_NEAR(lse[0][i], lse[1][i], 2e-4) << i;
+  }
+}
+
 TEST(Numerics, PagedKVWithPerBatchLengths) {
   // Each batch's own length (seq_lens), one of them empty: every batch
   // equals a contiguous launch on its prefix of K/V, with Skv its length

@@ -118,6 +118,7 @@ std::string loweringPipeline(VectorShape shape) {
          "convert-vector-to-llvm,"
          "arith-expand{include-bf16=true},"
          "expand-strided-metadata,"
+         "lower-affine,"
          "finalize-memref-to-llvm,"
          "convert-math-to-llvm,"
          "convert-math-to-libm,"

@@ -37,6 +37,26 @@ using namespace mlir;
 
 namespace {
 
+/// `type` (f32 lanes) of mem[idx...]: f32 loaded as is, int8 codes
+/// (decode reading a quantized cache in place) loaded and converted.
+Value loadLanes(OpBuilder &b, Location loc, VectorType type, Value mem,
+                ValueRange idx) {
+  Type elt = cast<MemRefType>(mem.getType()).getElementType();
+  if (elt.isF32())
+    return vector::LoadOp::create(b, loc, type, mem, idx);
+  Value codes = vector::LoadOp::create(
+      b, loc, VectorType::get(type.getShape(), elt), mem, idx);
+  return arith::SIToFPOp::create(b, loc, type, codes);
+}
+
+/// One element of mem as f32.
+Value loadScalar(OpBuilder &b, Location loc, Value mem, ValueRange idx) {
+  Value x = memref::LoadOp::create(b, loc, mem, idx);
+  if (x.getType().isF32())
+    return x;
+  return arith::SIToFPOp::create(b, loc, b.getF32Type(), x);
+}
+
 int64_t powerOfTwoFloor(int64_t x) {
   int64_t p = 1;
   while (p * 2 <= x)
@@ -71,14 +91,12 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
         auto kLoop = scf::ForOp::create(
             b, loc, cIdx(0), cIdx(K), cIdx(1), init,
             [&](OpBuilder &b, Location, Value k, ValueRange acc) {
-              Value bk = vector::LoadOp::create(b, loc, vt, B,
-                                                ValueRange{k, col});
+              Value bk = loadLanes(b, loc, vt, B, ValueRange{k, col});
               SmallVector<Value> next;
               for (int64_t r = 0; r < rows; ++r) {
-                Value a = memref::LoadOp::create(
-                    b, loc, A,
-                    transposedA ? ValueRange{k, rowIdx[r]}
-                                : ValueRange{rowIdx[r], k});
+                Value a = loadScalar(b, loc, A,
+                                     transposedA ? ValueRange{k, rowIdx[r]}
+                                                 : ValueRange{rowIdx[r], k});
                 Value ab = vector::BroadcastOp::create(b, loc, vt, a);
                 next.push_back(vector::FMAOp::create(b, loc, ab, bk, acc[r]));
               }
@@ -117,11 +135,9 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           SmallVector<Value> a, bv, next;
           for (int64_t r = 0; r < R; ++r)
-            a.push_back(vector::LoadOp::create(b, loc, vt, A,
-                                               ValueRange{rowIdx[r], k}));
+            a.push_back(loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k}));
           for (int64_t n = 0; n < N; ++n)
-            bv.push_back(
-                vector::LoadOp::create(b, loc, vt, B, ValueRange{cIdx(n), k}));
+            bv.push_back(loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}));
           for (int64_t r = 0; r < R; ++r)
             for (int64_t n = 0; n < N; ++n)
               next.push_back(
@@ -201,6 +217,21 @@ bool isStaticF32Buffer(Value v) {
          !ShapedType::isDynamic(offset);
 }
 
+/// An input operand: a static f32 buffer, or a static-shaped 2-D view of
+/// int8 codes with contiguous rows anywhere in memory (a quantized cache's
+/// tile read in place), converted as it is loaded.
+bool isReadableInput(Value v) {
+  if (isStaticF32Buffer(v))
+    return true;
+  auto t = dyn_cast<MemRefType>(v.getType());
+  if (!t || t.getRank() != 2 || !t.hasStaticShape() ||
+      !t.getElementType().isInteger(8))
+    return false;
+  SmallVector<int64_t> strides;
+  int64_t offset;
+  return succeeded(t.getStridesAndOffset(strides, offset)) && strides[1] == 1;
+}
+
 struct AttnCPUVectorizeMatmulPass final
     : mlir::attn::cpu::impl::AttnCPUVectorizeMatmulPassBase<
           AttnCPUVectorizeMatmulPass> {
@@ -247,7 +278,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     return rewriter.notifyMatchFailure(op, "unsupported indexing maps");
   Value A = op.getDpsInputs()[0], B = op.getDpsInputs()[1],
         C = op.getDpsInits()[0];
-  if (!isStaticF32Buffer(A) || !isStaticF32Buffer(B) || !isStaticF32Buffer(C))
+  if (!isReadableInput(A) || !isReadableInput(B) || !isStaticF32Buffer(C))
     return rewriter.notifyMatchFailure(op, "expected static f32 buffers");
   int64_t M = cast<MemRefType>(C.getType()).getDimSize(0);
   int64_t N = cast<MemRefType>(C.getType()).getDimSize(1);
