@@ -82,3 +82,32 @@ func.func @dot(%a: memref<64x128xf32>, %b: memref<4x128xf32>, %c: memref<64x4xf3
       ins(%a, %b : memref<64x128xf32>, memref<4x128xf32>) outs(%c : memref<64x4xf32, strided<[16, 1]>>)
   return
 }
+
+// -----
+
+// int8 codes read in place (decode over a quantized cache): A is a strided
+// view into the cache and B (P V's V) too; both are loaded as i8 vectors
+// and converted in registers, scalars likewise.
+
+// CHECK-LABEL: func.func @int8_in_place(
+// CHECK-SAME: %[[K:[^:]+]]: memref<32x64xi8, strided<[?, 1], offset: ?>>, %[[Q:[^:]+]]: memref<4x64xf32>
+// CHECK-NOT: linalg.matmul
+// CHECK: %[[KV:.+]] = vector.load %[[K]][%{{.+}}, %{{.+}}] : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<16xi8>
+// CHECK-NEXT: arith.sitofp %[[KV]] : vector<16xi8> to vector<16xf32>
+// CHECK: vector.load %[[Q]][%{{.+}}, %{{.+}}] : memref<4x64xf32>, vector<16xf32>
+// CHECK: vector.fma
+// CHECK: %[[VV:.+]] = vector.load %{{.+}}[%{{.+}}, %{{.+}}] : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<64xi8>
+// CHECK-NEXT: arith.sitofp %[[VV]] : vector<64xi8> to vector<64xf32>
+#dotA = affine_map<(m, n, k) -> (m, k)>
+#dotB = affine_map<(m, n, k) -> (n, k)>
+#dotC = affine_map<(m, n, k) -> (m, n)>
+#pvA = affine_map<(m, n, k) -> (k, m)>
+#pvB = affine_map<(m, n, k) -> (k, n)>
+func.func @int8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memref<4x64xf32>, %s: memref<32x4xf32>,
+                         %v: memref<32x64xi8, strided<[?, 1], offset: ?>>, %o: memref<4x64xf32>) {
+  linalg.matmul indexing_maps = [#dotA, #dotB, #dotC]
+      ins(%k, %q : memref<32x64xi8, strided<[?, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>)
+  linalg.matmul indexing_maps = [#pvA, #pvB, #dotC]
+      ins(%s, %v : memref<32x4xf32>, memref<32x64xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x64xf32>)
+  return
+}
