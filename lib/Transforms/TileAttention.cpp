@@ -130,8 +130,9 @@ private:
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
   /// Where a tile's matmuls read K, V and Q: the staged f32 tiles, or for
-  /// a whole int8 tile at <= kTinyRows query rows, the codes in the cache
-  /// themselves with K's channel scales folded into Q's rows.
+  /// a whole tile at <= kTinyRows query rows, the rows in the cache
+  /// themselves (f32, f16, bf16, or int8 codes with K's channel scales
+  /// folded into Q's rows).
   struct TileOperands {
     Value k, v, qRows;
   };
@@ -139,8 +140,9 @@ private:
   /// place: `direct`).
   void emitTileCompute(OpBuilder &b, Value k0, Value kn, Value fullTile,
                        const TileOperands *direct = nullptr);
-  /// The in-place int8 tile at k0 (BK keys): V scales per row, Q's rows
-  /// times the tile's K group scales, then the compute on the codes.
+  /// The in-place tile at k0 (BK keys): for int8, V scales per row and
+  /// Q's rows times the tile's K group scales; then the compute on the
+  /// cache's rows.
   void emitDirectTile(OpBuilder &b, Value k0, Value kn, Value fullTile);
   /// Emits body(withMask); when `fullTile` is given, once under
   /// `scf.if fullTile` without the mask and once with it.
@@ -362,10 +364,13 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   qTBuf = buffer({D, BQ});
   if (tiny)
     qRowBuf = buffer({kTinyRows, D});
-  // The K group must cover whole tiles for its scales to fold into Q.
-  directCodes = tiny && op.getKvQuant() == KVQuant::int8 && !op.isPaged() &&
-                !op.getKvIndex() && *op.getKvGroup() % BK == 0;
-  if (directCodes)
+  // Unquantized or int8 caches (whose K group must cover whole tiles for
+  // its scales to fold into Q), contiguous rows.
+  directCodes =
+      tiny && !op.isPaged() && !op.getKvIndex() &&
+      (!op.getKvQuant() ||
+       (op.getKvQuant() == KVQuant::int8 && *op.getKvGroup() % BK == 0));
+  if (directCodes && op.getKvQuant())
     qScaledBuf = buffer({kTinyRows, D});
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
@@ -1123,8 +1128,8 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
     staged(b);
     return;
   }
-  // Decode over an int8 cache: whole tiles skip the f32 staging copy (it
-  // costs as much as the dot products); the last, partial one keeps it.
+  // Decode: whole tiles skip the f32 staging copy (it costs as much as the
+  // dot products); the last, partial one keeps it.
   Value whole = arith::AndIOp::create(
       b, loc,
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
@@ -1144,6 +1149,25 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 
 void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
                                     Value fullTile) {
+  auto rowsView = [&](Value cache, int64_t width) -> Value {
+    auto type = cast<MemRefType>(cache.getType());
+    SmallVector<OpFoldResult> offsets = {bIdx, hkvIdx, k0, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(BK),
+                                       b.getIndexAttr(width)};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    auto viewType = memref::SubViewOp::inferRankReducedResultType(
+        {BK, width}, type, offsets, sizes, strides);
+    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
+                                     cache, offsets, sizes, strides);
+  };
+  // The tile's rows as 2-D views of the cache.
+  TileOperands direct{rowsView(op.getKey(), D), rowsView(op.getValue(), Dv),
+                      qRowBuf};
+  if (!op.getKvQuant()) {
+    emitTileCompute(b, k0, kn, fullTile, &direct);
+    return;
+  }
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     memref::StoreOp::create(
         b, loc,
@@ -1162,21 +1186,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
                               qScaledBuf, ValueRange{i, d});
     });
   });
-  // The tile's rows of codes as 2-D views of the cache.
-  auto rowsView = [&](Value cache, int64_t width) -> Value {
-    auto type = cast<MemRefType>(cache.getType());
-    SmallVector<OpFoldResult> offsets = {bIdx, hkvIdx, k0, b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                       b.getIndexAttr(BK),
-                                       b.getIndexAttr(width)};
-    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-    auto viewType = memref::SubViewOp::inferRankReducedResultType(
-        {BK, width}, type, offsets, sizes, strides);
-    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
-                                     cache, offsets, sizes, strides);
-  };
-  TileOperands direct{rowsView(op.getKey(), D), rowsView(op.getValue(), Dv),
-                      qScaledBuf};
+  direct.qRows = qScaledBuf;
   emitTileCompute(b, k0, kn, fullTile, &direct);
 }
 

@@ -75,21 +75,22 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // -----
 
 // int8 with K groups covering whole tiles: for decode-shaped work (at most
-// 4 query rows) a whole key tile is read in place: V scales per row, the
-// 4 query rows times the tile's K group scales, then the dot products and
-// P . V straight on 2-D views of the codes. A partial tile (or more rows)
-// stages decoded rows as before.
+// 4 query rows) a whole key tile is read in place: 2-D views of the codes,
+// V scales per row, the 4 query rows times the tile's K group scales, then
+// the dot products and P . V straight on the views. A partial tile (or
+// more rows) stages decoded rows as before. (Unquantized caches are read
+// in place the same way, without the scales.)
 
 // CHECK-LABEL: func.func @int8_in_place(
 // CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>
 // CHECK: %[[WHOLE:.+]] = arith.andi %{{.+}}, %{{.+}} : i1
 // CHECK-NEXT: scf.if %[[WHOLE]] {
+// CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
 // CHECK: memref.load %{{.+}}[%{{.+}}, %{{.+}}, %{{.+}}] : memref<?x?x?xf32>
 // CHECK: %[[G:.+]] = arith.divui %{{.+}}, %c64
 // CHECK: memref.load %{{.+}}[%{{.+}}, %{{.+}}, %[[G]], %{{.+}}] : memref<?x?x?x64xf32>
 // CHECK: arith.mulf
-// CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
-// CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
 // CHECK: linalg.matmul {{.*}}ins(%[[KT]], %{{.+}} : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xf32>)
 // CHECK: linalg.matmul {{.*}}ins(%{{.+}}, %[[VT]] : {{.+}}, memref<64x64xi8, strided<[64, 1], offset: ?>>)
 // CHECK: } else {

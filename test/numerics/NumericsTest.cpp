@@ -444,18 +444,19 @@ TEST(Numerics, PagedKVEqualsContiguous) {
 
 namespace {
 
-// Decode over an int8 cache reads whole key tiles' codes in place (K's
-// group scales folded into the query rows); paged caches still stage the
-// rows. The same codes through both paths agree to f32 rounding, and the
-// last, partial tile (700 = 10 x 64 + 60) goes through the staging path.
-TEST(Numerics, Int8DecodeInPlaceMatchesStagedRows) {
+// Decode reads whole key tiles in place (int8: K's group scales folded
+// into the query rows); paged caches still stage the rows. The same data
+// through both paths agrees to f32 rounding, and the last, partial tile
+// (700 = 10 x 64 + 60 or 21 x 32 + 28) goes through the staging path.
+TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
   Jit jit;
   const char *src = "variant d { sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
                     "q + (Skv - Sq); }";
+  for (const char *kv : {"int8", "same"})
   for (int64_t D : {64, 128}) {
     Options inPlace;
     inPlace.headDim = D;
-    inPlace.kvDtype = "int8";
+    inPlace.kvDtype = kv;
     inPlace.lse = true;
     inPlace.splitKv = "1";
     Options staged = inPlace;
@@ -484,11 +485,32 @@ TEST(Numerics, Int8DecodeInPlaceMatchesStagedRows) {
       cache.bind(t);
       kernel.launch(t);
     }
-    SCOPED_TRACE("D = " + std::to_string(D));
+    SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
     for (size_t i = 0; i < o[0].size(); ++i)
       ASSERT_NEAR(o[0][i], o[1][i], 2e-4) << i;
     for (size_t i = 0; i < lse[0].size(); ++i)
       ASSERT_NEAR(lse[0][i], lse[1][i], 2e-4) << i;
+    if (std::string(kv) != "same")
+      continue;
+    // Views with padded rows read in place: the same answer.
+    int64_t stride = D + 8;
+    std::vector<float> kp(B * Hkv * S * stride), vp(kp.size());
+    for (int64_t r = 0; r < B * Hkv * S; ++r)
+      for (int64_t d = 0; d < D; ++d) {
+        kp[r * stride + d] = k[r * D + d];
+        vp[r * stride + d] = v[r * D + d];
+      }
+    std::vector<float> os(q.size(), 7.0f), ls(B * Hq * Sq, 7.0f);
+    Tensors t;
+    t.q = TensorRef(q.data(), DType::f32, {B, Hq, Sq, D});
+    t.o = TensorRef(os.data(), DType::f32, {B, Hq, Sq, D});
+    t.lse = TensorRef(ls.data(), DType::f32, {B, Hq, Sq});
+    std::vector<int64_t> strides = {Hkv * S * stride, S * stride, stride, 1};
+    t.k = TensorRef(kp.data(), DType::f32, {B, Hkv, S, D}, strides);
+    t.v = TensorRef(vp.data(), DType::f32, {B, Hkv, S, D}, strides);
+    kd.launch(t);
+    for (size_t i = 0; i < os.size(); ++i)
+      ASSERT_NEAR(os[i], o[0][i], 1e-6) << i;
   }
 }
 

@@ -37,24 +37,30 @@ using namespace mlir;
 
 namespace {
 
-/// `type` (f32 lanes) of mem[idx...]: f32 loaded as is, int8 codes
-/// (decode reading a quantized cache in place) loaded and converted.
+/// x (f16/bf16, or int8 codes) as f32.
+Value toF32(OpBuilder &b, Location loc, Type f32Type, Value x) {
+  Type elt = getElementTypeOrSelf(x.getType());
+  if (elt.isF32())
+    return x;
+  if (isa<FloatType>(elt))
+    return arith::ExtFOp::create(b, loc, f32Type, x);
+  return arith::SIToFPOp::create(b, loc, f32Type, x);
+}
+
+/// `type` (f32 lanes) of mem[idx...]: f32 loaded as is; f16/bf16 or int8
+/// codes (decode reading a cache in place) loaded and converted.
 Value loadLanes(OpBuilder &b, Location loc, VectorType type, Value mem,
                 ValueRange idx) {
   Type elt = cast<MemRefType>(mem.getType()).getElementType();
-  if (elt.isF32())
-    return vector::LoadOp::create(b, loc, type, mem, idx);
-  Value codes = vector::LoadOp::create(
+  Value x = vector::LoadOp::create(
       b, loc, VectorType::get(type.getShape(), elt), mem, idx);
-  return arith::SIToFPOp::create(b, loc, type, codes);
+  return toF32(b, loc, type, x);
 }
 
 /// One element of mem as f32.
 Value loadScalar(OpBuilder &b, Location loc, Value mem, ValueRange idx) {
-  Value x = memref::LoadOp::create(b, loc, mem, idx);
-  if (x.getType().isF32())
-    return x;
-  return arith::SIToFPOp::create(b, loc, b.getF32Type(), x);
+  return toF32(b, loc, b.getF32Type(),
+               memref::LoadOp::create(b, loc, mem, idx));
 }
 
 int64_t powerOfTwoFloor(int64_t x) {
@@ -217,15 +223,16 @@ bool isStaticF32Buffer(Value v) {
          !ShapedType::isDynamic(offset);
 }
 
-/// An input operand: a static f32 buffer, or a static-shaped 2-D view of
-/// int8 codes with contiguous rows anywhere in memory (a quantized cache's
-/// tile read in place), converted as it is loaded.
+/// An input operand: a static f32 buffer, or a static-shaped 2-D view
+/// with contiguous rows anywhere in memory (a cache's key tile read in
+/// place) of f32, f16, bf16 or int8 codes, converted as it is loaded.
 bool isReadableInput(Value v) {
   if (isStaticF32Buffer(v))
     return true;
   auto t = dyn_cast<MemRefType>(v.getType());
+  Type elt = t ? t.getElementType() : Type();
   if (!t || t.getRank() != 2 || !t.hasStaticShape() ||
-      !t.getElementType().isInteger(8))
+      !(elt.isF32() || elt.isF16() || elt.isBF16() || elt.isInteger(8)))
     return false;
   SmallVector<int64_t> strides;
   int64_t offset;
