@@ -110,32 +110,10 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
 class AmdgpuCatalog : public ::testing::TestWithParam<CatalogCase> {};
 
 TEST_P(AmdgpuCatalog, LinksWithoutSpills) {
-  Problem p = catalogProblem(GetParam(), ATTN_SOURCE_ROOT);
-  driver::Source parsed(p.source, p.filename);
-  const fe::Variant *v = p.options.variant.empty()
-                             ? &parsed.program.variants.front()
-                             : parsed.program.find(p.options.variant);
-  ASSERT_TRUE(v);
-  for (auto [chip, d] : {std::pair{"gfx90a", 64}, std::pair{"gfx90a", 128},
-                         std::pair{"gfx942", 64}, std::pair{"gfx942", 128}}) {
-    Options o;
-    o.target = chip;
-    o.headDim = d;
-    o.variant = v->name;
-    o.lse = v->hasRowSum();
-    if (v->select) {
-      try {
-        driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
-        ADD_FAILURE() << "expected select to be refused on GPUs";
-      } catch (const Error &e) {
-        EXPECT_EQ(e.argument(), "--target");
-      }
-      continue;
-    }
-    expectMatrixCoreKernel(p.source, o,
-                           GetParam().name + " " + chip + " D=" +
-                               std::to_string(d));
-  }
+  forEachGpuTarget(
+      GetParam(),
+      {{"gfx90a", 64}, {"gfx90a", 128}, {"gfx942", 64}, {"gfx942", 128}},
+      expectMatrixCoreKernel);
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, AmdgpuCatalog,

@@ -2,10 +2,51 @@
 #ifndef ATTN_TEST_UNIT_GPUCASES_H
 #define ATTN_TEST_UNIT_GPUCASES_H
 
+#include "test/numerics/Catalog.h"
+
+#include "lib/Driver/Compiler.h"
+
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace attn::testing {
+
+/// For each (chip, head dim), `check(source, options, what)` on the
+/// catalog case's variant; select variants (CPU-only so far) must instead
+/// be refused with an error naming --target.
+inline void forEachGpuTarget(
+    const CatalogCase &c, std::vector<std::pair<const char *, int64_t>> targets,
+    const std::function<void(const std::string &, Options,
+                             const std::string &)> &check) {
+  Problem p = catalogProblem(c, ATTN_SOURCE_ROOT);
+  driver::Source parsed(p.source, p.filename);
+  const fe::Variant *v = p.options.variant.empty()
+                             ? &parsed.program.variants.front()
+                             : parsed.program.find(p.options.variant);
+  ASSERT_TRUE(v);
+  for (auto [chip, d] : targets) {
+    Options o;
+    o.target = chip;
+    o.headDim = d;
+    o.variant = v->name;
+    o.lse = v->hasRowSum();
+    if (v->select) {
+      try {
+        driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
+        ADD_FAILURE() << "expected select to be refused on GPUs";
+      } catch (const Error &e) {
+        EXPECT_EQ(e.argument(), "--target");
+      }
+      continue;
+    }
+    check(p.source, o, c.name + " " + chip + " D=" + std::to_string(d));
+  }
+}
 
 /// A small variant exercising one language feature, with the head dims,
 /// input dtype and lse it is compiled with.

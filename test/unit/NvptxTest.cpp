@@ -80,34 +80,10 @@ class NvptxCatalog : public ::testing::TestWithParam<CatalogCase> {};
 TEST_P(NvptxCatalog, AssemblesWithoutSpills) {
   if (!havePtxas())
     GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
-  Problem p = catalogProblem(GetParam(), ATTN_SOURCE_ROOT);
-  driver::Source parsed(p.source, p.filename);
-  const fe::Variant *v = p.options.variant.empty()
-                             ? &parsed.program.variants.front()
-                             : parsed.program.find(p.options.variant);
-  ASSERT_TRUE(v);
-  for (auto [chip, d] : {std::pair{"sm_80", 64}, std::pair{"sm_80", 128},
-                         std::pair{"sm_90a", 64}, std::pair{"sm_90a", 128}}) {
-    Options o;
-    o.target = chip;
-    o.headDim = d;
-    o.variant = v->name;
-    o.lse = v->hasRowSum();
-    if (v->select) {
-      // Documented as CPU-only for now: a clear error, no kernel.
-      try {
-        driver::planKernel(parsed, o);
-        driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
-        ADD_FAILURE() << "expected select to be refused on GPUs";
-      } catch (const Error &e) {
-        EXPECT_EQ(e.argument(), "--target");
-      }
-      continue;
-    }
-    expectTensorCoreKernel(p.source, o,
-                           GetParam().name + " " + chip + " D=" +
-                               std::to_string(d));
-  }
+  forEachGpuTarget(
+      GetParam(),
+      {{"sm_80", 64}, {"sm_80", 128}, {"sm_90a", 64}, {"sm_90a", 128}},
+      expectTensorCoreKernel);
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, NvptxCatalog,
