@@ -144,6 +144,13 @@ private:
   /// Q's rows times the tile's K group scales; then the compute on the
   /// cache's rows.
   void emitDirectTile(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  /// A matmul reading fp8 codes in place says how they decode
+  /// (kKVCodesAttr; int8 codes are plain integers).
+  void markCodes(OpBuilder &b, Operation *matmul, const TileOperands *direct) {
+    auto quant = op.getKvQuant();
+    if (direct && quant && quant != KVQuant::int8)
+      matmul->setAttr(kKVCodesAttr, b.getStringAttr(stringifyKVQuant(*quant)));
+  }
   /// Emits body(withMask); when `fullTile` is given, once under
   /// `scf.if fullTile` without the mask and once with it.
   void withMaskVariants(OpBuilder &b, Value fullTile,
@@ -366,10 +373,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     qRowBuf = buffer({kTinyRows, D});
   // Unquantized or int8 caches (whose K group must cover whole tiles for
   // its scales to fold into Q), contiguous rows.
-  directCodes =
-      tiny && !op.isPaged() && !op.getKvIndex() &&
-      (!op.getKvQuant() ||
-       (op.getKvQuant() == KVQuant::int8 && *op.getKvGroup() % BK == 0));
+  auto quant = op.getKvQuant();
+  directCodes = tiny && !op.isPaged() && !op.getKvIndex() &&
+                (!quant || (quant != KVQuant::int4 &&
+                            *op.getKvGroup() % BK == 0));
   if (directCodes && op.getKvQuant())
     qScaledBuf = buffer({kTinyRows, D});
   kBuf = buffer({BK, D});
@@ -1220,9 +1227,10 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       auto dotMaps = b.getAffineMapArrayAttr(
           {AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
            AffineMap::get(3, 0, {m, n}, ctx)});
-      linalg::MatmulOp::create(b, loc, ValueRange{kTile, qRows},
-                               ValueRange{sT},
-                               {b.getNamedAttr("indexing_maps", dotMaps)});
+      auto matmul = linalg::MatmulOp::create(
+          b, loc, ValueRange{kTile, qRows}, ValueRange{sT},
+          {b.getNamedAttr("indexing_maps", dotMaps)});
+      markCodes(b, matmul, direct);
       return;
     }
     linalg::MatmulOp::create(b, loc,
@@ -1240,10 +1248,11 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
   rowWidths(b, [&](OpBuilder &b, int64_t width) {
-    linalg::MatmulOp::create(
+    auto matmul = linalg::MatmulOp::create(
         b, loc, ValueRange{columns(b, sTBuf, width), vTile},
         ValueRange{rowsOf(b, accBuf, width)},
         {b.getNamedAttr("indexing_maps", maps)});
+    markCodes(b, matmul, direct);
   });
 }
 
@@ -1651,14 +1660,24 @@ FailureOr<scf::ParallelOp> mlir::attn::tileAttention(RewriterBase &rewriter,
 /// subnormal codes alike.
 Value mlir::attn::decodeKVCode(OpBuilder &b, Location loc, KVQuant kind,
                                Value code) {
-  Type f32 = b.getF32Type();
+  // Scalars, or vectors of codes (element-wise, with splat constants).
+  auto like = [&](Type scalar) -> Type {
+    if (auto v = dyn_cast<VectorType>(code.getType()))
+      return v.clone(scalar);
+    return scalar;
+  };
+  Type f32 = like(b.getF32Type()), i32 = like(b.getI32Type());
   if (kind == KVQuant::int8 || kind == KVQuant::int4)
     return arith::SIToFPOp::create(b, loc, f32, code);
   bool e4m3 = kind == KVQuant::fp8e4m3;
   auto c32 = [&](int64_t v) {
-    return arith::ConstantIntOp::create(b, loc, v, 32).getResult();
+    TypedAttr attr = b.getI32IntegerAttr(int32_t(v));
+    if (isa<VectorType>(i32))
+      attr = DenseElementsAttr::get(cast<ShapedType>(i32),
+                                    b.getI32IntegerAttr(int32_t(v)).getValue());
+    return arith::ConstantOp::create(b, loc, i32, attr).getResult();
   };
-  Value u = arith::ExtUIOp::create(b, loc, b.getI32Type(), code);
+  Value u = arith::ExtUIOp::create(b, loc, i32, code);
   Value mag = arith::ShLIOp::create(
       b, loc, arith::AndIOp::create(b, loc, u, c32(0x7f)),
       c32(e4m3 ? 20 : 21));
@@ -1667,11 +1686,14 @@ Value mlir::attn::decodeKVCode(OpBuilder &b, Location loc, KVQuant kind,
   Value bits = arith::OrIOp::create(b, loc, mag, sign);
   Value x = arith::BitcastOp::create(b, loc, f32, bits);
   // 2^(127 - 7) for e4m3, 2^(127 - 15) for e5m2.
-  return arith::MulFOp::create(
-      b, loc, x,
-      arith::ConstantFloatOp::create(
-          b, loc, b.getF32Type(),
-          APFloat(static_cast<float>(std::ldexp(1.0, e4m3 ? 120 : 112)))));
+  FloatAttr scale = b.getF32FloatAttr(
+      static_cast<float>(std::ldexp(1.0, e4m3 ? 120 : 112)));
+  TypedAttr factorAttr = scale;
+  if (isa<VectorType>(f32))
+    factorAttr =
+        DenseElementsAttr::get(cast<ShapedType>(f32), scale.getValue());
+  Value factor = arith::ConstantOp::create(b, loc, f32, factorAttr);
+  return arith::MulFOp::create(b, loc, x, factor);
 }
 
 Value mlir::attn::normalizeScore(OpBuilder &b, Location loc, Normalize norm,

@@ -17,6 +17,10 @@ struct TileSizes {
 /// tiling creates; targets map it to threads or to a grid.
 inline constexpr llvm::StringLiteral kWorkLoopAttr = "attn.work_loop";
 
+/// Names the fp8 format (`fp8e4m3`, `fp8e5m2`) of the i8 operands of a
+/// tile matmul that reads quantized codes in place.
+inline constexpr llvm::StringLiteral kKVCodesAttr = "attn.kv_codes";
+
 /// Classes a `classify` region yields for a block of (query, key) entries.
 enum TileClass : int32_t { kTileEmpty = 0, kTilePartial = 1, kTileFull = 2 };
 

@@ -444,15 +444,16 @@ TEST(Numerics, PagedKVEqualsContiguous) {
 
 namespace {
 
-// Decode reads whole key tiles in place (int8: K's group scales folded
-// into the query rows); paged caches still stage the rows. The same data
+// Decode reads whole key tiles in place (int8/fp8 codes: K's group scales
+// folded into the query rows, fp8 decoded in vector registers); paged
+// caches still stage the rows. The same data
 // through both paths agrees to f32 rounding, and the last, partial tile
 // (700 = 10 x 64 + 60 or 21 x 32 + 28) goes through the staging path.
 TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
   Jit jit;
   const char *src = "variant d { sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
                     "q + (Skv - Sq); }";
-  for (const char *kv : {"int8", "same"})
+  for (const char *kv : {"int8", "fp8e4m3", "fp8e5m2", "same"})
   for (int64_t D : {64, 128}) {
     Options inPlace;
     inPlace.headDim = D;

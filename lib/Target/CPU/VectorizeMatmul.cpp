@@ -20,6 +20,7 @@
 //===----------------------------------------------------------------------===//
 #include "lib/Target/CPU/Passes.h"
 #include "lib/Target/CPU/Transforms.h"
+#include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -37,30 +38,42 @@ using namespace mlir;
 
 namespace {
 
-/// x (f16/bf16, or int8 codes) as f32.
-Value toF32(OpBuilder &b, Location loc, Type f32Type, Value x) {
+/// How i8 operands decode: plain integers, or the fp8 format a matmul
+/// reading codes in place names (kKVCodesAttr).
+mlir::attn::KVQuant codesOf(Operation *op) {
+  if (auto name = op->getAttrOfType<StringAttr>(mlir::attn::kKVCodesAttr))
+    if (auto kind = mlir::attn::symbolizeKVQuant(name.getValue()))
+      return *kind;
+  return mlir::attn::KVQuant::int8;
+}
+
+/// x (f16/bf16, or codes) as f32.
+Value toF32(OpBuilder &b, Location loc, Type f32Type, Value x,
+            mlir::attn::KVQuant codes) {
   Type elt = getElementTypeOrSelf(x.getType());
   if (elt.isF32())
     return x;
   if (isa<FloatType>(elt))
     return arith::ExtFOp::create(b, loc, f32Type, x);
-  return arith::SIToFPOp::create(b, loc, f32Type, x);
+  return mlir::attn::decodeKVCode(b, loc, codes, x);
 }
 
-/// `type` (f32 lanes) of mem[idx...]: f32 loaded as is; f16/bf16 or int8
-/// codes (decode reading a cache in place) loaded and converted.
+/// `type` (f32 lanes) of mem[idx...]: f32 loaded as is; f16/bf16 or codes
+/// (decode reading a cache in place) loaded and converted.
 Value loadLanes(OpBuilder &b, Location loc, VectorType type, Value mem,
-                ValueRange idx) {
+                ValueRange idx,
+                mlir::attn::KVQuant codes = mlir::attn::KVQuant::int8) {
   Type elt = cast<MemRefType>(mem.getType()).getElementType();
   Value x = vector::LoadOp::create(
       b, loc, VectorType::get(type.getShape(), elt), mem, idx);
-  return toF32(b, loc, type, x);
+  return toF32(b, loc, type, x, codes);
 }
 
 /// One element of mem as f32.
-Value loadScalar(OpBuilder &b, Location loc, Value mem, ValueRange idx) {
+Value loadScalar(OpBuilder &b, Location loc, Value mem, ValueRange idx,
+                 mlir::attn::KVQuant codes = mlir::attn::KVQuant::int8) {
   return toF32(b, loc, b.getF32Type(),
-               memref::LoadOp::create(b, loc, mem, idx));
+               memref::LoadOp::create(b, loc, mem, idx), codes);
 }
 
 int64_t powerOfTwoFloor(int64_t x) {
@@ -74,7 +87,8 @@ int64_t powerOfTwoFloor(int64_t x) {
 /// `rows` rows.
 void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
                    Value B, Value C, int64_t K, int64_t n0, int64_t nc,
-                   int64_t rowBegin, int64_t rowEnd, int64_t rows) {
+                   int64_t rowBegin, int64_t rowEnd, int64_t rows,
+                   mlir::attn::KVQuant codes) {
   if (rowEnd <= rowBegin)
     return;
   auto vt = VectorType::get({nc}, b.getF32Type());
@@ -97,12 +111,13 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
         auto kLoop = scf::ForOp::create(
             b, loc, cIdx(0), cIdx(K), cIdx(1), init,
             [&](OpBuilder &b, Location, Value k, ValueRange acc) {
-              Value bk = loadLanes(b, loc, vt, B, ValueRange{k, col});
+              Value bk = loadLanes(b, loc, vt, B, ValueRange{k, col}, codes);
               SmallVector<Value> next;
               for (int64_t r = 0; r < rows; ++r) {
                 Value a = loadScalar(b, loc, A,
                                      transposedA ? ValueRange{k, rowIdx[r]}
-                                                 : ValueRange{rowIdx[r], k});
+                                                 : ValueRange{rowIdx[r], k},
+                                     codes);
                 Value ab = vector::BroadcastOp::create(b, loc, vt, a);
                 next.push_back(vector::FMAOp::create(b, loc, ab, bk, acc[r]));
               }
@@ -119,7 +134,7 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
 /// products along k (K a multiple of `lanes`).
 void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                      int64_t M, int64_t N, int64_t K, int64_t lanes,
-                     int64_t rows) {
+                     int64_t rows, mlir::attn::KVQuant codes) {
   auto vt = VectorType::get({lanes}, b.getF32Type());
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
@@ -141,9 +156,11 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           SmallVector<Value> a, bv, next;
           for (int64_t r = 0; r < R; ++r)
-            a.push_back(loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k}));
+            a.push_back(
+                loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k}, codes));
           for (int64_t n = 0; n < N; ++n)
-            bv.push_back(loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}));
+            bv.push_back(
+                loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}, codes));
           for (int64_t r = 0; r < R; ++r)
             for (int64_t n = 0; n < N; ++n)
               next.push_back(
@@ -304,7 +321,8 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
       rows = lanes / N;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
-    emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows);
+    emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows,
+                    codesOf(op));
     rewriter.eraseOp(op);
     return success();
   }
@@ -326,9 +344,9 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     int64_t nc = std::min(chunk, N - n0);
     int64_t mainRows = M - M % rows;
     emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, 0,
-                  mainRows, rows);
+                  mainRows, rows, codesOf(op));
     emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, mainRows, M,
-                  1);
+                  1, codesOf(op));
   }
   rewriter.eraseOp(op);
   return success();
