@@ -111,3 +111,25 @@ func.func @int8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: m
       ins(%s, %v : memref<32x4xf32>, memref<32x64xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x64xf32>)
   return
 }
+
+// -----
+
+// fp8 codes read in place: the matmul names their format and each loaded
+// vector of codes is decoded by bit moves (e4m3: magnitude << 20, sign
+// << 24, times 2^120).
+
+// CHECK-LABEL: func.func @fp8_in_place(
+// CHECK: %[[C:.+]] = vector.load %{{.+}} : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<16xi8>
+// CHECK-NEXT: %[[U:.+]] = arith.extui %[[C]] : vector<16xi8> to vector<16xi32>
+// CHECK: arith.shli %{{.+}}, %{{.+}} : vector<16xi32>
+// CHECK: arith.bitcast %{{.+}} : vector<16xi32> to vector<16xf32>
+// CHECK: arith.mulf
+// CHECK: vector.fma
+#fp8A = affine_map<(m, n, k) -> (m, k)>
+#fp8B = affine_map<(m, n, k) -> (n, k)>
+#fp8C = affine_map<(m, n, k) -> (m, n)>
+func.func @fp8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memref<4x64xf32>, %s: memref<32x4xf32>) {
+  linalg.matmul indexing_maps = [#fp8A, #fp8B, #fp8C]
+      ins(%k, %q : memref<32x64xi8, strided<[?, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>) {attn.kv_codes = "fp8e4m3"}
+  return
+}
