@@ -98,7 +98,8 @@ FailureOr<std::string> lower(ModuleOp host, const rocm::KernelConfig &cfg,
   PassManager pm(host.getContext());
   GpuROCDLAttachTargetOptions target;
   target.chip = cfg.chip;
-  target.abiVersion = "500"; // code object v5: ROCm 5.x and 6.x load it
+  // Code object v5: what ROCm 6 emits by default (v6 needs newer runtimes).
+  target.abiVersion = "500";
   target.optLevel = 3;
   pm.addPass(createGpuROCDLAttachTarget(target));
   pm.addNestedPass<gpu::GPUModuleOp>(createSCFToControlFlowPass());
