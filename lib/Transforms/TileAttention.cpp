@@ -373,8 +373,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     qRowBuf = buffer({kTinyRows, D});
   // Unquantized or int8 caches (whose K group must cover whole tiles for
   // its scales to fold into Q), contiguous rows.
+  // Pages must hold whole tiles.
   auto quant = op.getKvQuant();
-  directCodes = tiny && !op.isPaged() && !op.getKvIndex() &&
+  directCodes = tiny && !op.getKvIndex() &&
+                (!op.isPaged() || *op.getPageSize() % BK == 0) &&
                 (!quant || (quant != KVQuant::int4 &&
                             *op.getKvGroup() % BK == 0));
   if (directCodes && op.getKvQuant())
@@ -1156,9 +1158,30 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 
 void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
                                     Value fullTile) {
+  // The tile's first row: (batch, k0), or in a paged pool its page (from
+  // the table, clamped into the pool) and slot; the page holds the tile.
+  Value outer = bIdx, row0 = k0;
+  if (op.isPaged()) {
+    Value P = cIdx(b, *op.getPageSize());
+    Value page32 = memref::LoadOp::create(
+        b, loc, op.getPageTable(),
+        ValueRange{bIdx, arith::DivUIOp::create(b, loc, k0, P)});
+    Value lastPage = toI32(
+        b, arith::SubIOp::create(
+               b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
+               cIdx(b, 1)));
+    page32 = arith::MinSIOp::create(
+        b, loc,
+        arith::MaxSIOp::create(b, loc, page32,
+                               arith::ConstantIntOp::create(b, loc, 0, 32)),
+        lastPage);
+    outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
+    row0 = arith::RemUIOp::create(b, loc, k0, P);
+  }
   auto rowsView = [&](Value cache, int64_t width) -> Value {
     auto type = cast<MemRefType>(cache.getType());
-    SmallVector<OpFoldResult> offsets = {bIdx, hkvIdx, k0, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
+                                         b.getIndexAttr(0)};
     SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
                                        b.getIndexAttr(BK),
                                        b.getIndexAttr(width)};

@@ -107,6 +107,30 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 
 // -----
 
+// Pages that hold whole tiles (64 here) are read in place too: the tile's
+// page from the table (clamped into the pool), its slot k0 mod 64.
+
+// CHECK-LABEL: func.func @paged_in_place(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %{{[a-z0-9]+}}: memref<?x?x?x64xi8>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?xf32>, %[[PT:[a-z0-9]+]]: memref<?x?xi32>
+// CHECK: scf.if %{{.+}} {
+// CHECK: %[[PAGE:.+]] = memref.load %[[PT]][%{{.+}}, %{{.+}}] : memref<?x?xi32>
+// CHECK: arith.maxsi %[[PAGE]]
+// CHECK: %[[SLOT:.+]] = arith.remui %{{.+}}, %c64
+// CHECK: memref.subview %[[K]][%{{.+}}, %{{.+}}, %[[SLOT]], 0] [1, 1, 64, 64] [1, 1, 1, 1]
+func.func @paged_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
+                          %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,
+                          %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>,
+                          %pt: memref<?x?xi32>, %sl: memref<?xi32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      pages(%pt, %sl : memref<?x?xi32>, memref<?xi32>)
+      normalize = softmax kv_quant int8 group 64 page_size 64
+  return
+}
+
+// -----
+
 // kv_index: the key loop walks the index's N slots; each slot's position
 // (or -1 when outside [0, Skv)) is kept per row and is what the mask sees
 // and what K/V rows are read at.

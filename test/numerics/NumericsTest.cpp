@@ -460,9 +460,14 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
     inPlace.kvDtype = kv;
     inPlace.lse = true;
     inPlace.splitKv = "1";
+    // Pages of 16 hold no whole tile: staged rows. Pages of 64 hold whole
+    // tiles: read in place from the pool.
     Options staged = inPlace;
-    staged.paged = 64;
-    Kernel kd = jit.compile(src, inPlace), ks = jit.compile(src, staged);
+    staged.paged = 16;
+    Options pagedInPlace = inPlace;
+    pagedInPlace.paged = 64;
+    Kernel kd = jit.compile(src, inPlace), ks = jit.compile(src, staged),
+           kpaged = jit.compile(src, pagedInPlace);
     int64_t B = 2, Hq = 8, Hkv = 2, Sq = 1, S = 700;
     std::mt19937 rng(11);
     std::normal_distribution<float> normal;
@@ -473,9 +478,9 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
       k[i] = normal(rng), v[i] = normal(rng);
     TensorRef kt(k.data(), DType::f32, {B, Hkv, S, D}),
         vt(v.data(), DType::f32, {B, Hkv, S, D});
-    std::vector<float> o[2], lse[2];
-    for (int path = 0; path < 2; ++path) {
-      const Kernel &kernel = path == 0 ? kd : ks;
+    std::vector<float> o[3], lse[3];
+    for (int path = 0; path < 3; ++path) {
+      const Kernel &kernel = path == 0 ? kd : path == 1 ? ks : kpaged;
       o[path].assign(q.size(), 7.0f);
       lse[path].assign(B * Hq * Sq, 7.0f);
       Tensors t;
@@ -487,10 +492,12 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
       kernel.launch(t);
     }
     SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
-    for (size_t i = 0; i < o[0].size(); ++i)
-      ASSERT_NEAR(o[0][i], o[1][i], 2e-4) << i;
-    for (size_t i = 0; i < lse[0].size(); ++i)
-      ASSERT_NEAR(lse[0][i], lse[1][i], 2e-4) << i;
+    for (int path : {1, 2}) {
+      for (size_t i = 0; i < o[0].size(); ++i)
+        ASSERT_NEAR(o[0][i], o[path][i], 2e-4) << path << " " << i;
+      for (size_t i = 0; i < lse[0].size(); ++i)
+        ASSERT_NEAR(lse[0][i], lse[path][i], 2e-4) << path << " " << i;
+    }
     if (std::string(kv) != "same")
       continue;
     // Views with padded rows read in place: the same answer.
