@@ -102,6 +102,9 @@ private:
   void emitSetup(OpBuilder &b);
   void emitScale(OpBuilder &b);
   void emitKeyRows(OpBuilder &b, Value k0, Value kn);
+  /// Where key position `p` lives in K/V: (batch, p), or in a paged pool
+  /// (its page from the table, clamped into the pool; its slot).
+  std::pair<Value, Value> locateRow(OpBuilder &b, Value p);
   Value decodeCode(OpBuilder &b, Value code);
   /// Quantized V: P's entries for key row j carry that row's V scale (the
   /// row sums keep the unscaled p).
@@ -988,6 +991,27 @@ Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
 /// kv_index) are zero. Paged rows go through the page table; quantized
 /// codes are decoded here, K's per-channel scales applied as the row is
 /// copied and V's per-token scale kept for P.
+std::pair<Value, Value> AttentionTiler::locateRow(OpBuilder &b, Value p) {
+  if (!op.isPaged())
+    return {bIdx, p};
+  Value P = cIdx(b, *op.getPageSize());
+  Value page32 = memref::LoadOp::create(
+      b, loc, op.getPageTable(),
+      ValueRange{bIdx, arith::DivUIOp::create(b, loc, p, P)});
+  // Clamped so a bad table entry reads a wrong page, never wild memory.
+  Value lastPage = toI32(
+      b, arith::SubIOp::create(
+             b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
+             cIdx(b, 1)));
+  page32 = arith::MinSIOp::create(
+      b, loc,
+      arith::MaxSIOp::create(b, loc, page32,
+                             arith::ConstantIntOp::create(b, loc, 0, 32)),
+      lastPage);
+  return {arith::IndexCastOp::create(b, loc, b.getIndexType(), page32),
+          arith::RemUIOp::create(b, loc, p, P)};
+}
+
 void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
   Value fzero = cF32(b, 0.0);
   auto quant = op.getKvQuant();
@@ -1024,29 +1048,8 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
       if (vScaleBuf)
         memref::StoreOp::create(b, loc, fzero, vScaleBuf, ValueRange{j});
     };
-    // Where position `p` lives: (b, hkv, p), or its page's slot.
-    auto locate = [&](OpBuilder &b, Value p) -> std::pair<Value, Value> {
-      if (!op.isPaged())
-        return {bIdx, p};
-      Value P = cIdx(b, *op.getPageSize());
-      Value page32 = memref::LoadOp::create(
-          b, loc, op.getPageTable(),
-          ValueRange{bIdx, arith::DivUIOp::create(b, loc, p, P)});
-      // Clamped so a bad table entry reads a wrong page, never wild memory.
-      Value lastPage = toI32(
-          b, arith::SubIOp::create(
-                 b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
-                 cIdx(b, 1)));
-      page32 = arith::MinSIOp::create(
-          b, loc,
-          arith::MaxSIOp::create(b, loc, page32,
-                                 arith::ConstantIntOp::create(b, loc, 0, 32)),
-          lastPage);
-      return {arith::IndexCastOp::create(b, loc, b.getIndexType(), page32),
-              arith::RemUIOp::create(b, loc, p, P)};
-    };
     auto copyRow = [&](OpBuilder &b) {
-      auto [outer, row] = locate(b, pos);
+      auto [outer, row] = locateRow(b, pos);
       if (op.isPaged() && !op.getKvIndex()) {
         // Pages sit in any order, which defeats the hardware prefetcher:
         // ask for the same row of the next key tile while this one runs.
@@ -1054,7 +1057,7 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
         Value ahead = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                             next, seqKV);
         scf::IfOp::create(b, loc, ahead, [&](OpBuilder &b, Location) {
-          auto [nOuter, nRow] = locate(b, next);
+          auto [nOuter, nRow] = locateRow(b, next);
           for (Value src : {op.getKey(), op.getValue()}) {
             auto type = cast<MemRefType>(src.getType());
             int64_t bytes = type.getShape().back() *
@@ -1158,26 +1161,8 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 
 void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
                                     Value fullTile) {
-  // The tile's first row: (batch, k0), or in a paged pool its page (from
-  // the table, clamped into the pool) and slot; the page holds the tile.
-  Value outer = bIdx, row0 = k0;
-  if (op.isPaged()) {
-    Value P = cIdx(b, *op.getPageSize());
-    Value page32 = memref::LoadOp::create(
-        b, loc, op.getPageTable(),
-        ValueRange{bIdx, arith::DivUIOp::create(b, loc, k0, P)});
-    Value lastPage = toI32(
-        b, arith::SubIOp::create(
-               b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
-               cIdx(b, 1)));
-    page32 = arith::MinSIOp::create(
-        b, loc,
-        arith::MaxSIOp::create(b, loc, page32,
-                               arith::ConstantIntOp::create(b, loc, 0, 32)),
-        lastPage);
-    outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
-    row0 = arith::RemUIOp::create(b, loc, k0, P);
-  }
+  // The tile's first row; a paged tile lies within that row's page.
+  auto [outer, row0] = locateRow(b, k0);
   auto rowsView = [&](Value cache, int64_t width) -> Value {
     auto type = cast<MemRefType>(cache.getType());
     SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
