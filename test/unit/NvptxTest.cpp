@@ -36,8 +36,9 @@ bool havePtxas() {
   return std::filesystem::exists("/usr/local/cuda/bin/ptxas");
 }
 
-void expectTensorCoreKernel(const std::string &source, Options o,
-                            const std::string &what) {
+/// The compiled kernel, for further checks.
+driver::GpuObject expectTensorCoreKernel(const std::string &source, Options o,
+                                         const std::string &what) {
   SCOPED_TRACE(what);
   driver::Source parsed(source, what + ".attn");
   driver::KernelPlan plan = driver::planKernel(parsed, o);
@@ -73,6 +74,7 @@ void expectTensorCoreKernel(const std::string &source, Options o,
   EXPECT_EQ(g.spillLoadBytes, 0) << g.ptxasReport;
   EXPECT_GT(g.registers, 0) << g.ptxasReport;
   EXPECT_FALSE(g.code.binary.empty());
+  return g;
 }
 
 class NvptxCatalog : public ::testing::TestWithParam<CatalogCase> {};
@@ -140,9 +142,14 @@ TEST(Nvptx, SpillingKeyTilesShrink) {
   EXPECT_GT(forced.spillStoreBytes, 0) << forced.ptxasReport;
 }
 
-// Quantized K/V: code rows stream by cp.async and are dequantized per tile
-// (K's per-channel group scales, V's per-token scales) into the matmul
-// layout; every code type on both chips, for masked variants.
+// Quantized K/V: code rows stream by cp.async. With token groups that are
+// whole multiples of the key tile, Q.K runs on K's codes: int8 (and int4,
+// unpacked to bytes) on int8 tensor cores on both chips, fp8 on wgmma's
+// e4m3/e5m2 ones (sm_80 has no fp8 mma and decodes fp8 K to bf16), with
+// K's scales folded into Q quantized per row and tile; V is dequantized
+// per tile into the bf16 P.V layout. Smaller groups (scales changing
+// inside a tile) dequantize K too. Every code type on both chips, for a
+// masked variant with a sink.
 TEST(Nvptx, QuantizedKV) {
   if (!havePtxas())
     GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
@@ -151,17 +158,32 @@ TEST(Nvptx, QuantizedKV) {
       "mask(b, h, q, kv) = kv <= q && q - kv < window; }";
   for (const char *kv : {"int8", "fp8e4m3", "fp8e5m2", "int4"})
     for (const char *chip : {"sm_80", "sm_90a"})
-      for (int64_t d : {64, 128}) {
-        Options o;
-        o.target = chip;
-        o.headDim = d;
-        o.kvDtype = kv;
-        o.kvGroup = 32;
-        o.lse = true;
-        expectTensorCoreKernel(source, o,
-                               std::string(kv) + " " + chip + " D=" +
-                                   std::to_string(d));
-      }
+      for (int64_t d : {64, 128})
+        for (int64_t group : {32, 64}) {
+          Options o;
+          o.target = chip;
+          o.headDim = d;
+          o.kvDtype = kv;
+          o.kvGroup = group;
+          o.lse = true;
+          std::string what = std::string(kv) + " " + chip + " D=" +
+                             std::to_string(d) + " group " +
+                             std::to_string(group);
+          driver::GpuObject g = expectTensorCoreKernel(source, o, what);
+          SCOPED_TRACE(what);
+          const std::string &ptx = g.code.ptx;
+          bool sm90 = std::string(chip) == "sm_90a";
+          bool fp8 = std::string(kv).starts_with("fp8");
+          bool onCodes = group % g.code.blockKV == 0 && (sm90 || !fp8);
+          std::string instruction =
+              !sm90  ? "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"
+              : !fp8 ? "k32.s32.s8.s8"
+                     : std::string("k32.f32.e4m3.") + (kv + 3);
+          EXPECT_EQ(ptx.find(instruction) != std::string::npos, onCodes);
+          // Q's codes: e4m3 by cvt, int8 by round-to-nearest-even.
+          EXPECT_EQ(ptx.find("cvt.rn.satfinite.e4m3x2.f32") != std::string::npos,
+                    onCodes && fp8);
+        }
 }
 
 // Paged K/V: rows found through the batch's page table by cp.async (page

@@ -241,13 +241,44 @@ LogicalResult gpukernel::prepareMath(ModuleOp host,
     if (failed(applyPatternsGreedily(host, std::move(patterns))))
       return failure();
   }
+  auto isScalarMath = [](Operation *op) {
+    return isa<math::Exp2Op, math::Log2Op, math::RsqrtOp, math::SqrtOp,
+               math::FloorOp, math::CeilOp, math::AbsFOp, math::FmaOp,
+               math::RoundEvenOp, math::RoundOp, math::TruncOp,
+               math::CopySignOp>(op);
+  };
+  // 1-D f32 vectors of these ops go element by element (the GPU math
+  // lowering would call libdevice for them).
+  SmallVector<Operation *> vectorOps;
+  host.walk([&](Operation *op) {
+    auto type = op->getNumResults() == 1
+                    ? dyn_cast<VectorType>(op->getResult(0).getType())
+                    : VectorType();
+    if (isScalarMath(op) && type && type.getRank() == 1 &&
+        type.getElementType().isF32() && !type.isScalable())
+      vectorOps.push_back(op);
+  });
+  for (Operation *op : vectorOps) {
+    OpBuilder b(op);
+    auto type = cast<VectorType>(op->getResult(0).getType());
+    SmallVector<Value> lanes;
+    for (int64_t i = 0; i < type.getNumElements(); ++i) {
+      SmallVector<Value> operands;
+      for (Value x : op->getOperands())
+        operands.push_back(vector::ExtractOp::create(b, op->getLoc(), x, i));
+      OperationState state(op->getLoc(), op->getName());
+      state.addOperands(operands);
+      state.addTypes(type.getElementType());
+      state.addAttributes(op->getAttrs());
+      lanes.push_back(b.create(state)->getResult(0));
+    }
+    op->getResult(0).replaceAllUsesWith(
+        vector::FromElementsOp::create(b, op->getLoc(), type, lanes));
+    op->erase();
+  }
   SmallVector<Operation *> ops;
   host.walk([&](Operation *op) {
-    if (isa<math::Exp2Op, math::Log2Op, math::RsqrtOp, math::SqrtOp,
-            math::FloorOp, math::CeilOp, math::AbsFOp, math::FmaOp,
-            math::RoundEvenOp, math::RoundOp, math::TruncOp,
-            math::CopySignOp>(op) &&
-        op->getResult(0).getType().isF32())
+    if (isScalarMath(op) && op->getResult(0).getType().isF32())
       ops.push_back(op);
   });
   for (Operation *op : ops) {

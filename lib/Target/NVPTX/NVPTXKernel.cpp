@@ -72,6 +72,16 @@ constexpr int64_t kRowsPerWarp = 16;
 /// One accumulator fragment: the 4 f32 a lane holds of a 16 x 8 tile.
 using Frag = std::array<Value, 4>;
 
+/// The operand types of a wgmma chain: the PTX shape-and-types suffix
+/// after the N size ("k16.f32.bf16.bf16"); integer ones accumulate in s32
+/// and take no scale or transpose immediates, fp8 ones no transpose
+/// (8-bit operands are K-major only).
+struct WgmmaForm {
+  std::string kAndTypes;
+  bool integer = false;
+  bool fp8 = false;
+};
+
 /// Q and two buffers each of K and V in dynamic shared memory: memref
 /// shapes and 128-byte aligned byte offsets.
 struct SharedLayout {
@@ -81,11 +91,28 @@ struct SharedLayout {
   // the k/v tiles (buffer 0) before the matmuls.
   SmallVector<int64_t> kCodes, vCodes;
   int64_t kCodeOffset = 0, vCodeOffset = 0;
+  // int4 K codes feeding int8 Q.K: one tile of them unpacked to bytes.
+  SmallVector<int64_t> kUnpacked;
+  int64_t kUnpackedOffset = 0;
 };
+
+/// Whether Q.K runs on the K codes themselves (int8 tensor cores, and
+/// fp8 ones with wgmma) instead of dequantized f16/bf16 tiles: K's scales
+/// fold into Q per key tile, so every key of a tile must share one token
+/// group (no kv_index, whose rows sit anywhere, and groups that are whole
+/// multiples of the tile). int4 codes are unpacked to int8 in shared memory.
+bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg) {
+  std::optional<KVQuant> quant = op.getKvQuant();
+  if (!quant || op.getKvIndex() || *op.getKvGroup() % cfg.blockKV != 0)
+    return false;
+  bool fp8 = *quant == KVQuant::fp8e4m3 || *quant == KVQuant::fp8e5m2;
+  // mma.sync has fp8 only from sm_89 on; sm_80 decodes fp8 to bf16.
+  return !fp8 || nvptx::usesWgmma(cfg.chip);
+}
 
 SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
                           bool chunked, int64_t kCodeBytes = 0,
-                          int64_t vCodeBytes = 0) {
+                          int64_t vCodeBytes = 0, bool kCodeTiles = false) {
   constexpr int64_t BQ = kWarps * kRowsPerWarp;
   SharedLayout l;
   if (chunked) { // wgmma: 16-byte chunks in core-matrix order
@@ -98,29 +125,57 @@ SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
     l.k = {2, BK, D + 8};
     l.v = {2, BK, Dv + 8};
   }
-  auto bytes = [&](ArrayRef<int64_t> shape) {
-    int64_t n = elt.getIntOrFloatBitWidth() / 8;
+  // K codes feeding Q.K leave the f16/bf16 K tile unused.
+  if (kCodeTiles)
+    l.k = {1, 8, 8};
+  auto bytes = [](ArrayRef<int64_t> shape, int64_t elementBytes) {
+    int64_t n = elementBytes;
     for (int64_t d : shape)
       n *= d;
     return (n + 127) / 128 * 128;
   };
-  l.kOffset = bytes(l.q);
-  l.vOffset = l.kOffset + bytes(l.k);
-  l.bytes = l.vOffset + bytes(l.v);
-  if (kCodeBytes) {
-    auto codeBytes = [](ArrayRef<int64_t> shape) {
-      int64_t n = 1;
-      for (int64_t d : shape)
-        n *= d;
-      return (n + 127) / 128 * 128;
-    };
-    l.kCodes = {2, BK, kCodeBytes};
-    l.vCodes = {2, BK, vCodeBytes};
-    l.kCodeOffset = l.bytes;
-    l.vCodeOffset = l.kCodeOffset + codeBytes(l.kCodes);
-    l.bytes = l.vCodeOffset + codeBytes(l.vCodes);
+  int64_t eltBytes = elt.getIntOrFloatBitWidth() / 8;
+  l.kOffset = bytes(l.q, eltBytes);
+  l.vOffset = l.kOffset + bytes(l.k, eltBytes);
+  l.bytes = l.vOffset + bytes(l.v, eltBytes);
+  if (!kCodeBytes)
+    return l;
+  l.kCodes = {2, BK, kCodeBytes};
+  l.vCodes = {2, BK, vCodeBytes};
+  if (kCodeTiles) {
+    // K codes as the int8/fp8 matmul reads them, one byte per element in
+    // wgmma's core-matrix chunks or ldmatrix's padded rows: the staged
+    // int8/fp8 rows themselves, or one tile that int4 rows unpack into.
+    SmallVector<int64_t> mmaTile =
+        chunked ? SmallVector<int64_t>{BK * D / 16, 16}
+                : SmallVector<int64_t>{BK, D + 16};
+    if (kCodeBytes == D)
+      l.kCodes = {2, mmaTile[0], mmaTile[1]};
+    else
+      l.kUnpacked = {1, mmaTile[0], mmaTile[1]};
+  }
+  l.kCodeOffset = l.bytes;
+  l.vCodeOffset = l.kCodeOffset + bytes(l.kCodes, 1);
+  l.bytes = l.vCodeOffset + bytes(l.vCodes, 1);
+  if (!l.kUnpacked.empty()) {
+    l.kUnpackedOffset = l.bytes;
+    l.bytes += bytes(l.kUnpacked, 1);
   }
   return l;
+}
+
+/// The layout of a kernel for `op` under `cfg`.
+SharedLayout sharedLayoutFor(AttentionOp op, const nvptx::KernelConfig &cfg) {
+  Type elt = cast<MemRefType>(op.getQuery().getType()).getElementType();
+  auto rowBytes = [](Value codes) {
+    return cast<MemRefType>(codes.getType()).getShape().back();
+  };
+  bool quantized = op.getKvQuant().has_value();
+  return sharedLayout(elt, op.getHeadDim(), op.getValueHeadDim(), cfg.blockKV,
+                      nvptx::usesWgmma(cfg.chip),
+                      quantized ? rowBytes(op.getKey()) : 0,
+                      quantized ? rowBytes(op.getValue()) : 0,
+                      codesFeedQK(op, cfg));
 }
 
 class GpuAttentionBuilder : public gpukernel::KernelBase {
@@ -131,7 +186,8 @@ public:
                    cfg.blockKV),
         wgmma(nvptx::usesWgmma(cfg.chip)),
         tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
-            !op.getKvIndex()) {}
+            !op.getKvIndex()),
+        codesQK(codesFeedQK(op, cfg)), config(cfg) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -183,7 +239,18 @@ private:
   SmallVector<Value> warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
                                   ArrayRef<SmallVector<Value>> aPerStep,
                                   ArrayRef<Value> bPerStep, bool transB,
-                                  bool wait);
+                                  bool wait, const WgmmaForm *form = nullptr);
+  // Q.K on K's int8/fp8 codes (codesQK).
+  SmallVector<SmallVector<Value>> quantizedQuery(OpBuilder &b, Value k0,
+                                                 Value rowScale[2]);
+  Value loadQuery4(OpBuilder &b, Value row, Value col);
+  Frag mmaInt8(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf,
+               const Frag &c);
+  SmallVector<Frag> qkCodesMmaSync(OpBuilder &b, Value k0, Value kTile);
+  SmallVector<Frag> qkCodesWgmma(OpBuilder &b, Value k0);
+  SmallVector<Frag> scaledScores(OpBuilder &b, ArrayRef<Value> acc,
+                                 Value rowScale[2]);
+  void unpackInt4Tile(OpBuilder &b, Value buffer);
   SmallVector<Value> waitWarpgroup(OpBuilder &b, ValueRange pending,
                                    int64_t groups);
   SmallVector<Frag> qkMmaSync(OpBuilder &b);
@@ -213,10 +280,15 @@ private:
                             bool withMask);
 
   bool wgmma, tma;
+  // Q.K runs on K's codes (int8 or fp8 tensor cores; see codesFeedQK).
+  bool codesQK;
+  nvptx::KernelConfig config;
   Value dynamicShared;
   SharedLayout layout;
-  // Quantized K/V: codes staged raw, dequantized per tile.
-  Value kCodes, vCodes;
+  // Quantized K/V: codes staged raw, dequantized per tile (V, and K unless
+  // codesQK); int4 K codes unpacked to bytes for int8 Q.K.
+  Value kCodes, vCodes, kUnpacked;
+  Value kCodeAddr; // wgmma descriptors of the K codes
   Value qiIdx[2];
   Value qS, kS, vS;
   Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
@@ -360,8 +432,10 @@ void GpuAttentionBuilder::issueKeyTile(OpBuilder &b, Value k0, Value buffer) {
   if (quant) { // raw code rows; dequantized when the tile is computed
     int64_t kBytes = cast<MemRefType>(k.getType()).getShape().back();
     int64_t vBytes = cast<MemRefType>(v.getType()).getShape().back();
+    // int8/fp8 codes feeding Q.K go straight into wgmma's core matrices.
+    bool kRowMajor = !(codesQK && kBytes == D);
     copyTile(b, k, bIdx, hkvIdx, k0, BK, kBytes, keySlots, kCodes, buffer,
-             true, Value(), true);
+             kRowMajor, Value(), true);
     copyTile(b, v, bIdx, hkvIdx, k0, BK, vBytes, keySlots, vCodes, buffer,
              true, Value(), true);
     return;
@@ -450,14 +524,17 @@ SmallVector<Value>
 GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
                                   ArrayRef<SmallVector<Value>> aPerStep,
                                   ArrayRef<Value> bPerStep, bool transB,
-                                  bool wait) {
-  int64_t nAcc = int64_t(acc.size()); // n / 2 f32 per thread
+                                  bool wait, const WgmmaForm *form) {
+  int64_t nAcc = int64_t(acc.size()); // n / 2 per thread
   std::string type = isa<BFloat16Type>(elt) ? "bf16" : "f16";
+  WgmmaForm half{"k16.f32." + type + "." + type};
+  if (!form)
+    form = &half;
   std::string text, constraints;
   llvm::raw_string_ostream asmText(text), cons(constraints);
   SmallVector<Value> operands(acc.begin(), acc.end());
   for (int64_t i = 0; i < nAcc; ++i)
-    cons << (i ? "," : "") << "=f";
+    cons << (i ? "," : "") << (form->integer ? "=r" : "=f");
   for (int64_t i = 0; i < nAcc; ++i)
     cons << "," << i;
   int64_t next = 2 * nAcc;
@@ -467,8 +544,8 @@ GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
   asmText << "{\n.reg .pred p;\nsetp.ne.b32 p, $" << scaleOperand
           << ", 0;\nwgmma.fence.sync.aligned;\n";
   for (size_t step = 0; step < bPerStep.size(); ++step) {
-    asmText << "wgmma.mma_async.sync.aligned.m64n" << n << "k16.f32." << type
-            << "." << type << " {";
+    asmText << "wgmma.mma_async.sync.aligned.m64n" << n << form->kAndTypes
+            << " {";
     for (int64_t i = 0; i < nAcc; ++i)
       asmText << (i ? ", " : "") << "$" << i;
     asmText << "}, ";
@@ -488,18 +565,23 @@ GpuAttentionBuilder::warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
     }
     operands.push_back(bPerStep[step]);
     cons << ",l";
-    asmText << ", $" << next++ << ", p, 1, 1";
-    if (a.size() == 1)
-      asmText << ", 0"; // imm-trans-a: K-major
-    asmText << ", " << (transB ? 1 : 0) << ";\n";
+    asmText << ", $" << next++ << ", p";
+    if (!form->integer)
+      asmText << ", 1, 1"; // imm-scale-a, imm-scale-b
+    if (!form->integer && !form->fp8) {
+      if (a.size() == 1)
+        asmText << ", 0"; // imm-trans-a: K-major
+      asmText << ", " << (transB ? 1 : 0);
+    }
+    asmText << ";\n";
   }
   asmText << "wgmma.commit_group.sync.aligned;\n";
   if (wait)
     asmText << "wgmma.wait_group.sync.aligned 0;\n";
   asmText << "}";
-  Type f32 = b.getF32Type();
+  Type accType = form->integer ? Type(b.getI32Type()) : Type(b.getF32Type());
   auto resultType = LLVM::LLVMStructType::getLiteral(
-      b.getContext(), SmallVector<Type>(nAcc, f32));
+      b.getContext(), SmallVector<Type>(nAcc, accType));
   auto inlineAsm = LLVM::InlineAsmOp::create(
       b, loc, resultType, operands, text, constraints,
       /*has_side_effects=*/true, /*is_align_stack=*/false,
@@ -634,6 +716,234 @@ SmallVector<Frag> GpuAttentionBuilder::qkMmaSync(OpBuilder &b) {
   return s;
 }
 
+/// Four consecutive elements of Q's row `row` from column `col` (a
+/// multiple of 4) of the shared Q tile.
+Value GpuAttentionBuilder::loadQuery4(OpBuilder &b, Value row, Value col) {
+  SmallVector<Value> at = {row, col};
+  if (wgmma) // 16-byte chunks: chunk col / 8 of the row, half col % 8
+    at = {arith::AddIOp::create(
+              b, loc,
+              arith::MulIOp::create(
+                  b, loc, arith::DivUIOp::create(b, loc, col, cIdx(b, 8)),
+                  cIdx(b, BQ)),
+              row),
+          arith::RemUIOp::create(b, loc, col, cIdx(b, 8))};
+  return vector::LoadOp::create(b, loc, VectorType::get({4}, elt), qS, at);
+}
+
+/// This lane's two Q rows times K's per-channel scales of the token group
+/// of the tile at k0 (one group per tile: codesFeedQK), rounded to int8
+/// (or e4m3 for fp8 codes) with one scale per row per tile, so that
+/// S = rowScale * (Q codes . K codes). Per 32 columns of D, the four
+/// registers of the m16n8k32 / wgmma k32 A fragment: rows quadRow and
+/// quadRow + 8, four bytes from column 4 quadCol and from 16 past it.
+SmallVector<SmallVector<Value>>
+GpuAttentionBuilder::quantizedQuery(OpBuilder &b, Value k0,
+                                    Value rowScale[2]) {
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+  auto v4f32 = VectorType::get({4}, f32);
+  bool fp8 = *quant == KVQuant::fp8e4m3 || *quant == KVQuant::fp8e5m2;
+  double maxCode = fp8 ? 448.0 : 127.0;
+  Value group = arith::DivUIOp::create(b, loc, scalePosition(b, k0),
+                                       cIdx(b, *op.getKvGroup()));
+  Value col4 = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 4));
+  int64_t pieces = D / 16; // 4 columns each, per row
+  SmallVector<Value> x[2];
+  for (int64_t piece = 0; piece < pieces; ++piece) {
+    Value col = add(b, col4, piece * 16);
+    Value scales = vector::LoadOp::create(b, loc, v4f32, kScale,
+                                          ValueRange{bIdx, hkvIdx, group, col});
+    for (int r = 0; r < 2; ++r)
+      x[r].push_back(arith::MulFOp::create(
+          b, loc,
+          arith::ExtFOp::create(b, loc, v4f32,
+                                loadQuery4(b, add(b, rowA, 8 * r), col)),
+          scales));
+  }
+  Value inv[2];
+  for (int r = 0; r < 2; ++r) {
+    Value m = math::AbsFOp::create(b, loc, x[r][0]);
+    for (int64_t piece = 1; piece < pieces; ++piece)
+      m = arith::MaximumFOp::create(b, loc, m,
+                                    math::AbsFOp::create(b, loc, x[r][piece]));
+    Value amax = quadReduce(
+        b,
+        vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXIMUMF, m),
+        true);
+    // A row of zeros (padding past Sq) keeps zero codes and scale.
+    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
+                                          amax, cF32(b, 0.0));
+    inv[r] = arith::SelectOp::create(
+        b, loc, nonzero,
+        arith::DivFOp::create(b, loc, cF32(b, maxCode), amax), cF32(b, 0.0));
+    rowScale[r] = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / maxCode));
+  }
+  auto codes = [&](Value v, Value scale) -> Value {
+    Value y = arith::MulFOp::create(
+        b, loc, v, vector::BroadcastOp::create(b, loc, v4f32, scale));
+    if (!fp8) {
+      Value i = arith::FPToSIOp::create(
+          b, loc, VectorType::get({4}, i32), math::RoundEvenOp::create(b, loc, y));
+      Value bytes = arith::TruncIOp::create(
+          b, loc, VectorType::get({4}, b.getI8Type()), i);
+      Value word = vector::BitCastOp::create(
+          b, loc, VectorType::get({1}, i32), bytes);
+      return vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+    }
+    // cvt.rn.satfinite.e4m3x2.f32 puts its first operand in the high byte.
+    auto pairAt = [&](int64_t e) -> Value {
+      Value lo = vector::ExtractOp::create(b, loc, y, ArrayRef<int64_t>{e});
+      Value hi = vector::ExtractOp::create(b, loc, y, ArrayRef<int64_t>{e + 1});
+      Value pair = NVVM::ConvertF32x2ToF8x2Op::create(
+          b, loc, b.getI16Type(), hi, lo, NVVM::FPRoundingMode::RN,
+          NVVM::SaturationMode::SATFINITE, false,
+          b.getType<Float8E4M3FNType>());
+      return arith::ExtUIOp::create(b, loc, i32, pair);
+    };
+    return arith::OrIOp::create(
+        b, loc, pairAt(0),
+        arith::ShLIOp::create(b, loc, pairAt(2), cI32(b, 16)));
+  };
+  SmallVector<SmallVector<Value>> steps;
+  for (int64_t piece = 0; piece < pieces; piece += 2)
+    steps.push_back({codes(x[0][piece], inv[0]), codes(x[1][piece], inv[1]),
+                     codes(x[0][piece + 1], inv[0]),
+                     codes(x[1][piece + 1], inv[1])});
+  return steps;
+}
+
+Frag GpuAttentionBuilder::mmaInt8(OpBuilder &b, ArrayRef<Value> a,
+                                  ArrayRef<Value> bf, const Frag &c) {
+  Type i32 = b.getI32Type();
+  auto resultType =
+      LLVM::LLVMStructType::getLiteral(b.getContext(), {i32, i32, i32, i32});
+  auto op = NVVM::MmaOp::create(
+      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, 32},
+      std::nullopt, NVVM::MMAIntOverflow::wrapped,
+      std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::s8, NVVM::MMATypes::s8},
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  Frag d;
+  for (int i = 0; i < 4; ++i)
+    d[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(),
+                                        ArrayRef<int64_t>{i});
+  return d;
+}
+
+/// Integer or f32 accumulators of quantized operands as scores: times the
+/// row's Q scale (K's scales are inside the Q codes).
+SmallVector<Frag> GpuAttentionBuilder::scaledScores(OpBuilder &b,
+                                                    ArrayRef<Value> acc,
+                                                    Value rowScale[2]) {
+  SmallVector<Frag> s(acc.size() / 4);
+  for (size_t i = 0; i < acc.size(); ++i) {
+    Value x = acc[i];
+    if (!x.getType().isF32())
+      x = arith::SIToFPOp::create(b, loc, b.getF32Type(), x);
+    s[i / 4][i % 4] =
+        arith::MulFOp::create(b, loc, x, rowScale[(i % 4) / 2]);
+  }
+  return s;
+}
+
+/// S = Q K^T on mma.sync m16n8k32 s8: Q's codes from quantizedQuery, K's
+/// B fragments (4 bytes of D of one key per register) by ldmatrix.x4 of
+/// 8 keys x 16 bytes matrices from `kTile` (buffer `stage`).
+SmallVector<Frag> GpuAttentionBuilder::qkCodesMmaSync(OpBuilder &b, Value k0,
+                                                      Value kTile) {
+  Value rowScale[2];
+  SmallVector<SmallVector<Value>> a = quantizedQuery(b, k0, rowScale);
+  Value zero = cI32(b, 0);
+  SmallVector<Frag> acc(BK / 8, Frag{zero, zero, zero, zero});
+  Value byteColLo = arith::MulIOp::create(b, loc, ldColLo, cIdx(b, 2));
+  auto type = VectorType::get({4, 4}, b.getI8Type());
+  for (int64_t kc = 0; kc < D / 32; ++kc)
+    for (int64_t nb = 0; nb < BK / 8; nb += 2) {
+      Value x = nvgpu::LdMatrixOp::create(
+          b, loc, type, kTile,
+          ValueRange{stage, add(b, ldRowHi, nb * 8), add(b, byteColLo, kc * 32)},
+          b.getBoolAttr(false), b.getI32IntegerAttr(4));
+      Value bf[4];
+      for (int64_t j = 0; j < 4; ++j) {
+        Value word = vector::BitCastOp::create(
+            b, loc, VectorType::get({1}, b.getI32Type()),
+            vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{j}));
+        bf[j] = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+      }
+      acc[nb] = mmaInt8(b, a[kc], {bf[0], bf[1]}, acc[nb]);
+      acc[nb + 1] = mmaInt8(b, a[kc], {bf[2], bf[3]}, acc[nb + 1]);
+    }
+  SmallVector<Value> flat;
+  for (const Frag &f : acc)
+    flat.append(f.begin(), f.end());
+  return scaledScores(b, flat, rowScale);
+}
+
+/// S = Q K^T on wgmma k32 with Q's int8/e4m3 codes in registers and K's
+/// codes (buffer `stage`) through descriptors: K-major core matrices of
+/// 8 keys x 16 bytes, as for f16/bf16 K, 32 bytes of D per step.
+SmallVector<Frag> GpuAttentionBuilder::qkCodesWgmma(OpBuilder &b, Value k0) {
+  Value rowScale[2];
+  SmallVector<SmallVector<Value>> a = quantizedQuery(b, k0, rowScale);
+  WgmmaForm form;
+  if (*quant == KVQuant::int8 || *quant == KVQuant::int4) {
+    form = {"k32.s32.s8.s8", true, false};
+  } else {
+    form = {std::string("k32.f32.e4m3.") +
+                (*quant == KVQuant::fp8e4m3 ? "e4m3" : "e5m2"),
+            false, true};
+  }
+  Value zero = form.integer ? cI32(b, 0) : cF32(b, 0.0);
+  SmallVector<Value> acc(BK / 2, zero);
+  SmallVector<Value> bSteps;
+  Value kBase = stageAddress(b, kCodeAddr, BK * D);
+  for (int64_t kc = 0; kc < D / 32; ++kc)
+    bSteps.push_back(descriptor(b, kBase, 2 * kc * BK * 16, BK * 16, 128));
+  SmallVector<Value> out =
+      warpgroupMma(b, BK, acc, a, bSteps, false, true, &form);
+  return scaledScores(b, out, rowScale);
+}
+
+/// int4 K codes of `buffer` unpacked (sign-extended nibbles, low first)
+/// to one byte each in kUnpacked's matmul layout, unscaled.
+void GpuAttentionBuilder::unpackInt4Tile(OpBuilder &b, Value buffer) {
+  int64_t chunksPerRow = D / 8;
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+  scf::ForOp::create(
+      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
+      ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
+        auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
+        Value packed = vector::LoadOp::create(
+            b, loc, VectorType::get({4}, b.getI8Type()), kCodes,
+            ValueRange{buffer, row,
+                       arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
+        SmallVector<Value> bytes;
+        for (int64_t e = 0; e < 4; ++e) {
+          Value byte = vector::ExtractOp::create(b, loc, packed, e);
+          bytes.push_back(arith::ShRSIOp::create(
+              b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
+          bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
+        }
+        Value tile = vector::FromElementsOp::create(
+            b, loc, VectorType::get({8}, b.getI8Type()), bytes);
+        Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
+        SmallVector<Value> at = {cIdx(b, 0), row, col};
+        if (wgmma) // 16-byte chunks: half col % 16 of chunk col / 16
+          at = {cIdx(b, 0),
+                arith::AddIOp::create(
+                    b, loc,
+                    arith::MulIOp::create(
+                        b, loc,
+                        arith::DivUIOp::create(b, loc, col, cIdx(b, 16)),
+                        cIdx(b, BK)),
+                    row),
+                arith::RemUIOp::create(b, loc, col, cIdx(b, 16))};
+        vector::StoreOp::create(b, loc, tile, kUnpacked, at);
+        scf::YieldOp::create(b, loc);
+      });
+}
+
 /// O += P V on mma.sync: P's accumulators are the A operand of a 16-key
 /// slice as they are; V's B fragments (two keys per register) come from
 /// row-major V by ldmatrix.x4.trans, two blocks of 8 columns at a time.
@@ -669,15 +979,21 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
                                                     Value tileStage,
                                                     ValueRange carried) {
   stage = tileStage;
+  Value kCodeStage;
   if (!tma) {
     // All but the newest cp.async group (the next tile's) have landed.
     NVVM::CpAsyncWaitGroupOp::create(b, loc, b.getI32IntegerAttr(1));
     if (quant) {
       // Everyone's codes are in: dequantize into buffer 0, then compute
-      // from it.
+      // from it. K codes feeding Q.K stay where they are (int4 ones are
+      // unpacked to bytes).
       gpu::BarrierOp::create(b, loc);
-      dequantizeTile(b, kCodes, tileStage, k0, D, kS, true);
+      if (!codesQK)
+        dequantizeTile(b, kCodes, tileStage, k0, D, kS, true);
+      else if (kUnpacked)
+        unpackInt4Tile(b, tileStage);
       dequantizeTile(b, vCodes, tileStage, k0, Dv, vS, false);
+      kCodeStage = kUnpacked ? cIdx(b, 0) : tileStage;
       tileStage = cIdx(b, 0);
       stage = tileStage;
     }
@@ -686,8 +1002,15 @@ SmallVector<Value> GpuAttentionBuilder::emitKeyTile(OpBuilder &b, Value k0,
     gpu::BarrierOp::create(b, loc);
   }
 
-  SmallVector<Frag> s =
-      wgmma ? fragments(qkWgmma(b, tileStage, true)) : qkMmaSync(b);
+  SmallVector<Frag> s;
+  if (codesQK) {
+    stage = kCodeStage;
+    s = wgmma ? qkCodesWgmma(b, k0)
+              : qkCodesMmaSync(b, k0, kUnpacked ? kUnpacked : kCodes);
+    stage = tileStage;
+  } else {
+    s = wgmma ? fragments(qkWgmma(b, tileStage, true)) : qkMmaSync(b);
+  }
   SmallVector<Value> p;
   Value alpha[2];
   SmallVector<Value> next =
@@ -1185,10 +1508,7 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   setUp(b, func, tma ? 3 : 0);
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
-  layout = sharedLayout(
-      elt, D, Dv, BK, wgmma,
-      quant ? cast<MemRefType>(k.getType()).getShape().back() : 0,
-      quant ? cast<MemRefType>(v.getType()).getShape().back() : 0);
+  layout = sharedLayoutFor(op, config);
   auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                          gpu::AddressSpace::Workgroup);
   dynamicShared = gpu::DynamicSharedMemoryOp::create(
@@ -1212,6 +1532,8 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     };
     kCodes = codeView(layout.kCodeOffset, layout.kCodes);
     vCodes = codeView(layout.vCodeOffset, layout.vCodes);
+    if (!layout.kUnpacked.empty())
+      kUnpacked = codeView(layout.kUnpackedOffset, layout.kUnpacked);
   }
 
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
@@ -1245,6 +1567,8 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     qAddr = sharedAddress(b, qS);
     kAddr = sharedAddress(b, kS);
     vAddr = sharedAddress(b, vS);
+    if (codesQK)
+      kCodeAddr = sharedAddress(b, kUnpacked ? kUnpacked : kCodes);
   }
 
   // Running max and (per-lane partial) sum of both rows; a sink logit is
@@ -1288,8 +1612,6 @@ FailureOr<nvptx::KernelInfo>
 mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
                                   StringRef name, const KernelConfig &cfg,
                                   std::string &error) {
-  int64_t D = op.getHeadDim(), Dv = op.getValueHeadDim();
-  Type elt = cast<MemRefType>(op.getQuery().getType()).getElementType();
   if (failed(gpukernel::checkSupported(op, "tensor cores", error)))
     return failure();
   MLIRContext *ctx = op.getContext();
@@ -1341,17 +1663,6 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   info.rowsPerBlock = kWarps * kRowsPerWarp;
   info.tensorMaps = tma;
   info.blockKV = config.blockKV;
-  bool quantized = op.getKvQuant().has_value();
-  info.sharedBytes =
-      sharedLayout(elt, D, Dv, config.blockKV, usesWgmma(config.chip),
-                   quantized ? cast<MemRefType>(op.getKey().getType())
-                                   .getShape()
-                                   .back()
-                             : 0,
-                   quantized ? cast<MemRefType>(op.getValue().getType())
-                                   .getShape()
-                                   .back()
-                             : 0)
-          .bytes;
+  info.sharedBytes = sharedLayoutFor(op, config).bytes;
   return info;
 }
