@@ -7,7 +7,7 @@
 // the same thread count, and prints both and their ratio.
 //
 //   attn-bench-decode [--skv N] [--hq N] [--hkv N] [--d N] [--reps N]
-//                     [--json FILE]
+//                     [--json FILE] [--only NAME]
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
@@ -68,7 +68,7 @@ struct Config {
 int main(int argc, char **argv) {
   int64_t Skv = 65536, Hq = 32, Hkv = 8, D = 128;
   int reps = 20;
-  std::string json;
+  std::string json, only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     int64_t v = std::atoll(argv[i + 1]);
@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
     else if (a == "--d") D = v;
     else if (a == "--reps") reps = int(v);
     else if (a == "--json") json = argv[i + 1];
+    else if (a == "--only") only = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -119,11 +120,15 @@ int main(int argc, char **argv) {
   std::string rows;
   double bf16Ms = 0, int8Ms = 0;
   for (const Config &c : configs) {
+    // --only NAME: one row (and its bf16 baseline for the ratio).
+    if (!only.empty() && only != c.name && std::string(c.name) != "bf16")
+      continue;
     Options o;
     o.headDim = D;
     o.dtype = c.dtype;
     o.kvDtype = c.kvDtype;
     o.paged = c.paged;
+    if (getenv("EXP_BK")) o.blockKV = atoi(getenv("EXP_BK"));
     Kernel kernel = jit.compile(source, o);
     bool bf = std::string(c.dtype) == "bf16";
     DType dt = bf ? DType::bf16 : DType::f32;

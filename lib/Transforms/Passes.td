@@ -25,7 +25,8 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
                            "::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect"];
+                           "::mlir::math::MathDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 def AttnExpandFloorDivPass : Pass<"attn-expand-floordiv"> {

@@ -30,6 +30,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 
 #include <cmath>
@@ -138,6 +139,8 @@ private:
   /// folded into Q's rows).
   struct TileOperands {
     Value k, v, qRows;
+    // int8 Q rows (qRows holds their codes): S^T's columns times these.
+    Value qRowScale;
   };
   /// Scores, normalizer and P.V of a staged key tile (or one read in
   /// place: `direct`).
@@ -147,6 +150,9 @@ private:
   /// Q's rows times the tile's K group scales; then the compute on the
   /// cache's rows.
   void emitDirectTile(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  /// Q's tiny rows times K's scales of `group` (qScaledBuf) and, for int8
+  /// caches, rounded to int8 codes with a scale per row.
+  void emitGroupQueryRows(OpBuilder &b, Value group);
   /// A matmul reading fp8 codes in place says how they decode
   /// (kKVCodesAttr; int8 codes are plain integers).
   void markCodes(OpBuilder &b, Operation *matmul, const TileOperands *direct) {
@@ -158,7 +164,12 @@ private:
   /// `scf.if fullTile` without the mask and once with it.
   void withMaskVariants(OpBuilder &b, Value fullTile,
                         function_ref<void(OpBuilder &, bool)> body);
-  void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn, Value fullTile);
+  /// With `rowVectors` (in-place tiles: kTinyRows rows, whole tiles) the
+  /// per-row state and each key's row entries are handled as vectors of
+  /// kTinyRows lanes, and unmasked tiles without a score region take the
+  /// row max without per-entry code.
+  void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn, Value fullTile,
+                         bool rowVectors = false);
   void emitScoresPointwise(OpBuilder &b, Value k0, Value kn, Value fullTile);
   void emitPointwiseLoop(OpBuilder &b, Value k0, Value kn, bool withMask);
   Value emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j, Value k0,
@@ -207,6 +218,10 @@ private:
   // int8 K/V read in place by decode's dot products (see TileOperands).
   bool directCodes = false;
   Value qScaledBuf;
+  // int8 caches: those rows rounded to int8, one scale per row and tile.
+  Value qCodeBuf, qRowScaleBuf;
+  // The K group qScaledBuf (and the codes) were made for (-1: none yet).
+  Value qGroupBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -382,8 +397,17 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                 (!op.isPaged() || *op.getPageSize() % BK == 0) &&
                 (!quant || (quant != KVQuant::int4 &&
                             *op.getKvGroup() % BK == 0));
-  if (directCodes && op.getKvQuant())
+  if (directCodes && op.getKvQuant()) {
     qScaledBuf = buffer({kTinyRows, D});
+    qGroupBuf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({1}, b.getIndexType()));
+  }
+  if (directCodes && quant == KVQuant::int8) {
+    qCodeBuf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({kTinyRows, D}, b.getI8Type()),
+        b.getI64IntegerAttr(64));
+    qRowScaleBuf = buffer({kTinyRows});
+  }
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
   sTBuf = buffer({BK, BQ});
@@ -447,6 +471,9 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     });
   });
 
+  if (qGroupBuf) // new Q rows: no group's scaled rows yet
+    memref::StoreOp::create(b, loc, cIdx(b, -1), qGroupBuf,
+                            ValueRange{cIdx(b, 0)});
   emitKeyLoop(b);
   emitEpilogue(b);
 }
@@ -1178,7 +1205,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
   };
   // The tile's rows as 2-D views of the cache.
   TileOperands direct{rowsView(op.getKey(), D), rowsView(op.getValue(), Dv),
-                      qRowBuf};
+                      qRowBuf, Value()};
   if (!op.getKvQuant()) {
     emitTileCompute(b, k0, kn, fullTile, &direct);
     return;
@@ -1191,18 +1218,71 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
             ValueRange{bIdx, hkvIdx, arith::AddIOp::create(b, loc, k0, j)}),
         vScaleBuf, ValueRange{j});
   });
+  // Q's rows for this tile's K group, recomputed only when the group
+  // changes (groups span several tiles).
   Value group = arith::DivUIOp::create(b, loc, k0, cIdx(b, *op.getKvGroup()));
+  Value stale = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ne,
+      memref::LoadOp::create(b, loc, qGroupBuf, ValueRange{cIdx(b, 0)}),
+      group);
+  scf::IfOp::create(b, loc, stale, [&](OpBuilder &b, Location) {
+    emitGroupQueryRows(b, group);
+    memref::StoreOp::create(b, loc, group, qGroupBuf, ValueRange{cIdx(b, 0)});
+    scf::YieldOp::create(b, loc);
+  });
+  direct.qRows = qCodeBuf ? qCodeBuf : qScaledBuf;
+  direct.qRowScale = qRowScaleBuf;
+  emitTileCompute(b, k0, kn, fullTile, &direct);
+}
+
+void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
+  Type i32Type = b.getI32Type();
+  Value fzero = cF32(b, 0.0);
   forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
+    // q * K's scales, and for int8 the row's absolute max: |x|'s bits
+    // order like |x| (finite or inf), so it is an unsigned max reduction,
+    // which LLVM vectorizes (a float max with NaN rules it does not).
+    auto scaleLoop = scf::ForOp::create(
+        b, loc, cIdx(b, 0), cIdx(b, D), cIdx(b, 1),
+        ValueRange{arith::ConstantIntOp::create(b, loc, 0, 32)},
+        [&](OpBuilder &b, Location, Value d, ValueRange acc) {
+          Value scale = memref::LoadOp::create(
+              b, loc, op.getKeyScale(), ValueRange{bIdx, hkvIdx, group, d});
+          Value q = memref::LoadOp::create(b, loc, qRowBuf, ValueRange{i, d});
+          Value x = arith::MulFOp::create(b, loc, q, scale);
+          memref::StoreOp::create(b, loc, x, qScaledBuf, ValueRange{i, d});
+          Value magnitude = arith::AndIOp::create(
+              b, loc, arith::BitcastOp::create(b, loc, i32Type, x),
+              arith::ConstantIntOp::create(b, loc, 0x7fffffff, 32));
+          scf::YieldOp::create(
+              b, loc,
+              ValueRange{arith::MaxUIOp::create(b, loc, acc[0], magnitude)});
+        });
+    if (!qCodeBuf)
+      return;
+    // int8 codes times int8 codes (VNNI dot products on the CPU): the row
+    // rounded to int8 against its absolute max; S^T's column is scaled
+    // back by max / 127.
+    Value amax = arith::BitcastOp::create(b, loc, f32, scaleLoop.getResult(0));
+    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
+                                          amax, fzero);
+    Value inv = arith::SelectOp::create(
+        b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, 127.0), amax),
+        fzero);
+    memref::StoreOp::create(
+        b, loc, arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / 127.0)),
+        qRowScaleBuf, ValueRange{i});
     forLoop(b, D, [&](OpBuilder &b, Value d) {
-      Value scale = memref::LoadOp::create(b, loc, op.getKeyScale(),
-                                           ValueRange{bIdx, hkvIdx, group, d});
-      Value q = memref::LoadOp::create(b, loc, qRowBuf, ValueRange{i, d});
-      memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, q, scale),
-                              qScaledBuf, ValueRange{i, d});
+      Value x = memref::LoadOp::create(b, loc, qScaledBuf, ValueRange{i, d});
+      Value code = arith::FPToSIOp::create(
+          b, loc, i32Type,
+          math::RoundEvenOp::create(b, loc,
+                                    arith::MulFOp::create(b, loc, x, inv)));
+      memref::StoreOp::create(
+          b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), code),
+          qCodeBuf, ValueRange{i, d});
     });
   });
-  direct.qRows = qScaledBuf;
-  emitTileCompute(b, k0, kn, fullTile, &direct);
 }
 
 void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
@@ -1239,6 +1319,19 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
           b, loc, ValueRange{kTile, qRows}, ValueRange{sT},
           {b.getNamedAttr("indexing_maps", dotMaps)});
       markCodes(b, matmul, direct);
+      if (direct && direct->qRowScale) {
+        // Each key's kTinyRows scores times their rows' scales.
+        auto rowsF32 = VectorType::get({kTinyRows}, f32);
+        Value scale = vector::LoadOp::create(b, loc, rowsF32, direct->qRowScale,
+                                             ValueRange{cIdx(b, 0)});
+        forLoop(b, BK, [&](OpBuilder &b, Value j) {
+          Value s = vector::LoadOp::create(b, loc, rowsF32, sT,
+                                           ValueRange{j, cIdx(b, 0)});
+          vector::StoreOp::create(b, loc,
+                                  arith::MulFOp::create(b, loc, s, scale), sT,
+                                  ValueRange{j, cIdx(b, 0)});
+        });
+      }
       return;
     }
     linalg::MatmulOp::create(b, loc,
@@ -1247,7 +1340,7 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   });
 
   if (norm == Normalize::softmax)
-    emitScoresSoftmax(b, k0, kn, fullTile);
+    emitScoresSoftmax(b, k0, kn, fullTile, direct != nullptr);
   else
     emitScoresPointwise(b, k0, kn, fullTile);
 
@@ -1345,18 +1438,46 @@ Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
 }
 
 void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
-                                       Value fullTile) {
+                                       Value fullTile, bool rowVectors) {
   Value negInf = cF32(b, -INFINITY);
   Value log2e = cF32(b, kLog2E);
   Value fzero = cF32(b, 0.0);
   auto fm = fastMath(b);
+  auto rowsType = VectorType::get({kTinyRows}, f32);
+  auto loadRows = [&](OpBuilder &b, Value buf, ValueRange at) -> Value {
+    return vector::LoadOp::create(b, loc, rowsType, buf, at);
+  };
+  auto storeRows = [&](OpBuilder &b, Value x, Value buf, ValueRange at) {
+    vector::StoreOp::create(b, loc, x, buf, at);
+  };
+  auto splat = [&](OpBuilder &b, Value x) -> Value {
+    return vector::BroadcastOp::create(b, loc, rowsType, x);
+  };
+  Value c0 = cIdx(b, 0);
   // New running max: mUse starts as the old max, then takes each row of
   // modified (and masked) scores element-wise.
-  forRows(b, [&](OpBuilder &b, Value i) {
-    Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
-    memref::StoreOp::create(b, loc, m, mUseBuf, ValueRange{i});
-  });
+  if (rowVectors)
+    storeRows(b, loadRows(b, mBuf, {c0}), mUseBuf, {c0});
+  else
+    forRows(b, [&](OpBuilder &b, Value i) {
+      Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, m, mUseBuf, ValueRange{i});
+    });
   withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
+    if (rowVectors && !withMask && !op.hasScore()) {
+      // Every entry of a whole unmasked tile is kept as it is.
+      auto maxLoop = scf::ForOp::create(
+          b, loc, c0, cIdx(b, BK), cIdx(b, 1),
+          ValueRange{loadRows(b, mUseBuf, {c0})},
+          [&](OpBuilder &b, Location, Value j, ValueRange acc) {
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::MaximumFOp::create(
+                    b, loc, acc[0], loadRows(b, sTBuf, {j, c0}))});
+          });
+      storeRows(b, maxLoop.getResult(0), mUseBuf, {c0});
+      return;
+    }
     forLoop(b, BK, [&](OpBuilder &b, Value j) {
       forRows(b, [&](OpBuilder &b, Value i) {
         Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
@@ -1375,35 +1496,68 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   // Per query: rescale factor, new max; a row with nothing kept so far has
   // m = -inf and exponentiates against 0 instead, so that
   // exp2(-inf - -inf) never makes a NaN.
-  forRows(b, [&](OpBuilder &b, Value i) {
-    Value mOld = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
-    Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+  auto rescaleState = [&](OpBuilder &b, Value mOld, Value mNew, Value l,
+                          Value zero, Value minusInf) {
     Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                            mNew, negInf);
-    Value mUse = arith::SelectOp::create(b, loc, allMasked, fzero, mNew);
+                                            mNew, minusInf);
+    Value mUse = arith::SelectOp::create(b, loc, allMasked, zero, mNew);
     Value alpha = math::Exp2Op::create(
         b, loc, arith::SubFOp::create(b, loc, mOld, mUse));
-    Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-    l = arith::MulFOp::create(b, loc, l, alpha);
-    memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
-    memref::StoreOp::create(b, loc, mNew, mBuf, ValueRange{i});
-    memref::StoreOp::create(b, loc, mUse, mUseBuf, ValueRange{i});
-    memref::StoreOp::create(b, loc, alpha, alphaBuf, ValueRange{i});
-  });
-  // p = exp2(t - m), summed per query.
-  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    return std::array<Value, 3>{mUse, alpha,
+                                arith::MulFOp::create(b, loc, l, alpha)};
+  };
+  if (rowVectors) {
+    Value mNew = loadRows(b, mUseBuf, {c0});
+    auto [mUse, alpha, l] =
+        rescaleState(b, loadRows(b, mBuf, {c0}), mNew, loadRows(b, lBuf, {c0}),
+                     splat(b, fzero), splat(b, negInf));
+    storeRows(b, mNew, mBuf, {c0});
+    storeRows(b, mUse, mUseBuf, {c0});
+    storeRows(b, alpha, alphaBuf, {c0});
+    // p = exp2(t - m) per key for all rows at once, summed per row.
+    auto sumLoop = scf::ForOp::create(
+        b, loc, c0, cIdx(b, BK), cIdx(b, 1), ValueRange{l},
+        [&](OpBuilder &b, Location, Value j, ValueRange acc) {
+          Value p = math::Exp2Op::create(
+              b, loc,
+              arith::SubFOp::create(b, loc, loadRows(b, sTBuf, {j, c0}), mUse));
+          Value stored = p;
+          if (vScaleBuf)
+            stored = arith::MulFOp::create(
+                b, loc, p,
+                splat(b, memref::LoadOp::create(b, loc, vScaleBuf,
+                                                ValueRange{j})));
+          storeRows(b, stored, sTBuf, {j, c0});
+          scf::YieldOp::create(
+              b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], p, fm)});
+        });
+    storeRows(b, sumLoop.getResult(0), lBuf, {c0});
+  } else {
     forRows(b, [&](OpBuilder &b, Value i) {
-      Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
-      Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
-      Value p = math::Exp2Op::create(b, loc,
-                                     arith::SubFOp::create(b, loc, t, mUse));
-      memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
-                              ValueRange{j, i});
-      Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-      l = arith::AddFOp::create(b, loc, l, p, fm);
+      Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+      auto [mUse, alpha, l] = rescaleState(
+          b, memref::LoadOp::create(b, loc, mBuf, ValueRange{i}), mNew,
+          memref::LoadOp::create(b, loc, lBuf, ValueRange{i}), fzero, negInf);
       memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, mNew, mBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, mUse, mUseBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, alpha, alphaBuf, ValueRange{i});
     });
-  });
+    // p = exp2(t - m), summed per query.
+    forLoop(b, BK, [&](OpBuilder &b, Value j) {
+      forRows(b, [&](OpBuilder &b, Value i) {
+        Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+        Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+        Value p = math::Exp2Op::create(b, loc,
+                                       arith::SubFOp::create(b, loc, t, mUse));
+        memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
+                                ValueRange{j, i});
+        Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+        l = arith::AddFOp::create(b, loc, l, p, fm);
+        memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+      });
+    });
+  }
   forRows(b, [&](OpBuilder &b, Value i) {
     Value alpha = memref::LoadOp::create(b, loc, alphaBuf, ValueRange{i});
     forLoop(b, Dv, [&](OpBuilder &b, Value d) {

@@ -47,6 +47,7 @@ const std::vector<std::pair<std::string, bool>> &hostCpuFeatures() {
         {"avx512bw", bool(__builtin_cpu_supports("avx512bw"))},
         {"avx512dq", bool(__builtin_cpu_supports("avx512dq"))},
         {"avx512vl", bool(__builtin_cpu_supports("avx512vl"))},
+        {"avx512vnni", bool(__builtin_cpu_supports("avx512vnni"))},
     };
   }();
   return features;

@@ -76,10 +76,14 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 
 // int8 with K groups covering whole tiles: for decode-shaped work (at most
 // 4 query rows) a whole key tile is read in place: 2-D views of the codes,
-// V scales per row, the 4 query rows times the tile's K group scales, then
-// the dot products and P . V straight on the views. A partial tile (or
-// more rows) stages decoded rows as before. (Unquantized caches are read
-// in place the same way, without the scales.)
+// V scales per row; when the tile starts a new K group, the 4 query rows
+// times that group's K scales, rounded to int8 against each row's absolute
+// max (found as an unsigned max of the magnitude bits); then int8 x int8
+// dot products on the K view, each key's 4 scores times the rows' scales,
+// the softmax on vectors of the 4 rows, and P . V straight on the V view.
+// A partial tile (or more rows) stages decoded rows as before.
+// (Unquantized caches are read in place the same way, without scales or
+// rounding.)
 
 // CHECK-LABEL: func.func @int8_in_place(
 // CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>
@@ -89,9 +93,20 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
 // CHECK: memref.load %{{.+}}[%{{.+}}, %{{.+}}, %{{.+}}] : memref<?x?x?xf32>
 // CHECK: %[[G:.+]] = arith.divui %{{.+}}, %c64
+// CHECK: %[[STALE:.+]] = arith.cmpi ne, %{{.+}}, %[[G]] : index
+// CHECK-NEXT: scf.if %[[STALE]] {
 // CHECK: memref.load %{{.+}}[%{{.+}}, %{{.+}}, %[[G]], %{{.+}}] : memref<?x?x?x64xf32>
 // CHECK: arith.mulf
-// CHECK: linalg.matmul {{.*}}ins(%[[KT]], %{{.+}} : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xf32>)
+// CHECK: arith.andi %{{.+}}, %c2147483647_i32 : i32
+// CHECK: arith.maxui
+// CHECK: math.roundeven
+// CHECK: arith.trunci %{{.+}} : i32 to i8
+// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<4x64xi8>
+// CHECK: memref.store %[[G]], %{{.+}} : memref<1xindex>
+// CHECK: linalg.matmul {{.*}}ins(%[[KT]], %[[QCODES]] : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8>)
+// CHECK: vector.load %{{.+}} : memref<4xf32>, vector<4xf32>
+// CHECK: arith.maximumf %{{.+}} : vector<4xf32>
+// CHECK: math.exp2 %{{.+}} : vector<4xf32>
 // CHECK: linalg.matmul {{.*}}ins(%{{.+}}, %[[VT]] : {{.+}}, memref<64x64xi8, strided<[64, 1], offset: ?>>)
 // CHECK: } else {
 // CHECK: arith.sitofp %{{.+}} : i8 to f32

@@ -24,6 +24,8 @@ namespace attn::cpu {
 struct VectorShape {
   int64_t bits = 128;
   int64_t registers = 16;
+  /// AVX-512 VNNI: int8 dot products (vpdpbusd) for int8 x int8 matmuls.
+  bool int8Dots = false;
 };
 
 /// What code is generated for: a triple, a CPU and its features.
@@ -45,7 +47,8 @@ createTargetMachine(const CodegenTarget &target, std::string &error);
 /// (attn::detail::hostCpuFeatures), those code for `tm` may use.
 std::vector<std::string> requiredCpuFeatures(const llvm::TargetMachine &tm);
 
-/// AVX-512: 512 x 32; AVX2: 256 x 16; otherwise SSE's 128 x 16.
+/// AVX-512: 512 x 32 (with VNNI's int8 dot products where present); AVX2:
+/// 256 x 16; otherwise SSE's 128 x 16.
 VectorShape vectorShape(const llvm::TargetMachine &tm);
 VectorShape hostVectorShape();
 

@@ -40,17 +40,24 @@ def AttnCPUVectorizeMatmulPass
     loads one row of B once and broadcasts one element of A per row into a
     `vector.fma`. Columns are split into chunks and rows into blocks sized
     to the register file (`vector-bits`, `registers`), so nothing spills.
+    With `int8-dots` (512-bit registers), an int8 x int8 matmul in the dot
+    form (decode's K codes . Q codes) accumulates 4 byte products per i32
+    lane with `vpdpbusd`: K's codes are made unsigned by flipping their
+    sign bit (k + 128), and 128 * sum(q) comes off each sum.
   }];
   let options = [
     Option<"vectorBits", "vector-bits", "int64_t", "512",
            "width of one vector register in bits">,
     Option<"registers", "registers", "int64_t", "32",
            "number of vector registers">,
+    Option<"int8Dots", "int8-dots", "bool", "false",
+           "int8 x int8 dot products with AVX-512 VNNI (vpdpbusd)">,
   ];
   let dependentDialects = ["::mlir::vector::VectorDialect",
                            "::mlir::scf::SCFDialect",
                            "::mlir::memref::MemRefDialect",
-                           "::mlir::arith::ArithDialect"];
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::LLVM::LLVMDialect"];
 }
 
 #endif // ATTN_TARGET_CPU_PASSES_TD

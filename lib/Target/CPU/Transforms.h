@@ -10,7 +10,8 @@ namespace mlir::attn::cpu {
 /// Rewrites a static f32 `linalg.matmul` on buffers into register-blocked
 /// vector code for `lanes` f32 per register and `registers` registers.
 LogicalResult vectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
-                              int64_t lanes, int64_t registers);
+                              int64_t lanes, int64_t registers,
+                              bool int8Dots = false);
 
 } // namespace mlir::attn::cpu
 

@@ -24,6 +24,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -130,89 +131,165 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
       });
 }
 
+/// Sums each of R x N accumulators (order r * N + n) across its lanes and
+/// returns, per row r, the vector of its N sums. With exactly `lanes`
+/// accumulators they halve pairwise, each level adding the two halves of
+/// every lane group, until one vector holds all the sums in accumulator
+/// order: log2(lanes) levels of two shuffles and an add instead of a
+/// horizontal sum each.
+SmallVector<Value> rowSums(OpBuilder &b, Location loc, SmallVector<Value> accs,
+                           int64_t R, int64_t N, int64_t lanes,
+                           function_ref<Value(OpBuilder &, Value, Value)> add) {
+  auto elt = cast<VectorType>(accs[0].getType()).getElementType();
+  auto nt = VectorType::get({N}, elt);
+  SmallVector<Value> out;
+  if (int64_t(accs.size()) == lanes) {
+    for (int64_t group = lanes / 2; group >= 1; group /= 2) {
+      SmallVector<Value> next;
+      for (size_t p = 0; p < accs.size(); p += 2) {
+        SmallVector<int64_t> lo, hi;
+        for (int64_t base = 0; base < 2 * lanes; base += 2 * group)
+          for (int64_t l = 0; l < group; ++l) {
+            lo.push_back(base + l);
+            hi.push_back(base + group + l);
+          }
+        Value x = vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], lo);
+        Value y = vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], hi);
+        next.push_back(add(b, x, y));
+      }
+      accs = std::move(next);
+    }
+    for (int64_t r = 0; r < R; ++r)
+      out.push_back(vector::ExtractStridedSliceOp::create(
+          b, loc, accs[0], ArrayRef<int64_t>{r * N}, ArrayRef<int64_t>{N},
+          ArrayRef<int64_t>{1}));
+    return out;
+  }
+  auto fm = arith::FastMathFlagsAttr::get(
+      b.getContext(),
+      arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  for (int64_t r = 0; r < R; ++r) {
+    SmallVector<Value> sums;
+    for (int64_t n = 0; n < N; ++n)
+      sums.push_back(vector::ReductionOp::create(
+          b, loc, vector::CombiningKind::ADD, accs[r * N + n], Value(),
+          isa<FloatType>(elt) ? fm.getValue() : arith::FastMathFlags::none));
+    out.push_back(vector::FromElementsOp::create(b, loc, nt, sums));
+  }
+  return out;
+}
+
+/// vpdpbusd: acc (i32 lanes) += sum of 4 products u8(a) * s8(b) per lane.
+Value int8Dot(OpBuilder &b, Location loc, Value acc, Value a, Value bytes) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, acc.getType(),
+             b.getStringAttr("llvm.x86.avx512.vpdpbusd.512"),
+             ValueRange{acc, a, bytes})
+      .getResult(0);
+}
+
 /// C[m, n] += sum_k A[m, k] * B[n, k] for all rows and columns: dot
-/// products along k (K a multiple of `lanes`).
+/// products along k (K a multiple of `lanes`, or of 4 * lanes bytes with
+/// int8Dots, where A and B are int8 and each i32 lane takes 4 products).
 void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                      int64_t M, int64_t N, int64_t K, int64_t lanes,
-                     int64_t rows, mlir::attn::KVQuant codes) {
-  auto vt = VectorType::get({lanes}, b.getF32Type());
+                     int64_t rows, mlir::attn::KVQuant codes,
+                     bool int8Dots) {
+  auto vt = VectorType::get({lanes}, int8Dots ? Type(b.getI32Type())
+                                              : Type(b.getF32Type()));
+  auto bytesType = VectorType::get({4 * lanes}, b.getI8Type());
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };
   auto fm = arith::FastMathFlagsAttr::get(
       b.getContext(),
       arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  int64_t step = int8Dots ? 4 * lanes : lanes;
+  Value zero = arith::ConstantOp::create(
+      b, loc, vt,
+      int8Dots ? DenseElementsAttr::get(vt, b.getI32IntegerAttr(0))
+               : DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0f)));
+  // vpdpbusd multiplies unsigned bytes by signed ones: A's codes go in as
+  // a + 128 (sign bit flipped), so every sum carries 128 * sum_k B[n, k],
+  // computed once per column here.
+  Value signBits, offsets;
+  if (int8Dots) {
+    signBits = arith::ConstantOp::create(
+        b, loc, bytesType,
+        DenseElementsAttr::get(bytesType, b.getI8IntegerAttr(-128)));
+    SmallVector<Value> perColumn;
+    for (int64_t n = 0; n < N; ++n) {
+      auto loop = scf::ForOp::create(
+          b, loc, cIdx(0), cIdx(K), cIdx(step), ValueRange{zero},
+          [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+            Value bn = vector::LoadOp::create(b, loc, bytesType, B,
+                                              ValueRange{cIdx(n), k});
+            scf::YieldOp::create(b, loc,
+                                 int8Dot(b, loc, acc[0], signBits, bn));
+          });
+      perColumn.push_back(vector::ReductionOp::create(
+          b, loc, vector::CombiningKind::ADD, loop.getResult(0)));
+    }
+    offsets = vector::FromElementsOp::create(
+        b, loc, VectorType::get({N}, b.getI32Type()), perColumn);
+  }
   auto block = [&](OpBuilder &b, Value i0, int64_t R) {
-    SmallVector<Value> rowIdx, init;
+    SmallVector<Value> rowIdx;
     for (int64_t r = 0; r < R; ++r)
       rowIdx.push_back(r == 0 ? i0
                               : arith::AddIOp::create(b, loc, i0, cIdx(r))
                                     .getResult());
-    Value zero = arith::ConstantOp::create(
-        b, loc, vt, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0f)));
-    init.assign(R * N, zero);
+    SmallVector<Value> init(R * N, zero);
     auto kLoop = scf::ForOp::create(
-        b, loc, cIdx(0), cIdx(K), cIdx(lanes), init,
+        b, loc, cIdx(0), cIdx(K), cIdx(step), init,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           SmallVector<Value> a, bv, next;
           for (int64_t r = 0; r < R; ++r)
             a.push_back(
-                loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k}, codes));
+                int8Dots
+                    ? arith::XOrIOp::create(
+                          b, loc,
+                          vector::LoadOp::create(b, loc, bytesType, A,
+                                                 ValueRange{rowIdx[r], k}),
+                          signBits)
+                          .getResult()
+                    : loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k},
+                                codes));
           for (int64_t n = 0; n < N; ++n)
             bv.push_back(
-                loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}, codes));
+                int8Dots
+                    ? vector::LoadOp::create(b, loc, bytesType, B,
+                                             ValueRange{cIdx(n), k})
+                          .getResult()
+                    : loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}, codes));
           for (int64_t r = 0; r < R; ++r)
             for (int64_t n = 0; n < N; ++n)
               next.push_back(
-                  vector::FMAOp::create(b, loc, a[r], bv[n], acc[r * N + n]));
+                  int8Dots
+                      ? int8Dot(b, loc, acc[r * N + n], a[r], bv[n])
+                      : vector::FMAOp::create(b, loc, a[r], bv[n],
+                                              acc[r * N + n])
+                            .getResult());
           scf::YieldOp::create(b, loc, next);
         });
-    SmallVector<Value> accs(kLoop.getResults().begin(),
-                            kLoop.getResults().end());
-    if (int64_t(accs.size()) == lanes) {
-      // As many accumulators as lanes: halve them pairwise, each level
-      // adding the two halves of every lane group, until one vector holds
-      // all the sums in accumulator order (r * N + n) -- log2(lanes)
-      // levels of two shuffles and an add instead of a horizontal sum each.
-      for (int64_t group = lanes / 2; group >= 1; group /= 2) {
-        SmallVector<Value> next;
-        for (size_t p = 0; p < accs.size(); p += 2) {
-          SmallVector<int64_t> lo, hi;
-          for (int64_t base = 0; base < 2 * lanes; base += 2 * group)
-            for (int64_t l = 0; l < group; ++l) {
-              lo.push_back(base + l);
-              hi.push_back(base + group + l);
-            }
-          Value a = vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], lo);
-          Value c =
-              vector::ShuffleOp::create(b, loc, accs[p], accs[p + 1], hi);
-          next.push_back(arith::AddFOp::create(b, loc, a, c, fm));
-        }
-        accs = std::move(next);
-      }
-      auto nt = VectorType::get({N}, b.getF32Type());
-      for (int64_t r = 0; r < R; ++r) {
-        Value sums = vector::ExtractStridedSliceOp::create(
-            b, loc, accs[0], ArrayRef<int64_t>{r * N}, ArrayRef<int64_t>{N},
-            ArrayRef<int64_t>{1});
-        Value old =
-            vector::LoadOp::create(b, loc, nt, C, ValueRange{rowIdx[r], cIdx(0)});
-        vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sums),
-                                C, ValueRange{rowIdx[r], cIdx(0)});
-      }
-      return;
+    SmallVector<Value> sums = rowSums(
+        b, loc, SmallVector<Value>(kLoop.getResults()), R, N, lanes,
+        [&](OpBuilder &b, Value x, Value y) -> Value {
+          if (int8Dots)
+            return arith::AddIOp::create(b, loc, x, y);
+          return arith::AddFOp::create(b, loc, x, y, fm);
+        });
+    auto nt = VectorType::get({N}, b.getF32Type());
+    for (int64_t r = 0; r < R; ++r) {
+      Value sum = sums[r];
+      if (int8Dots) // exact: the offsets come off in i32
+        sum = arith::SIToFPOp::create(
+            b, loc, nt, arith::SubIOp::create(b, loc, sum, offsets));
+      Value old =
+          vector::LoadOp::create(b, loc, nt, C, ValueRange{rowIdx[r], cIdx(0)});
+      vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum),
+                              C, ValueRange{rowIdx[r], cIdx(0)});
     }
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t n = 0; n < N; ++n) {
-        Value sum = vector::ReductionOp::create(
-            b, loc, vector::CombiningKind::ADD, accs[r * N + n], Value(),
-            fm.getValue());
-        Value old =
-            memref::LoadOp::create(b, loc, C, ValueRange{rowIdx[r], cIdx(n)});
-        memref::StoreOp::create(b, loc,
-                                arith::AddFOp::create(b, loc, old, sum), C,
-                                ValueRange{rowIdx[r], cIdx(n)});
-      }
   };
   int64_t main = M - M % rows;
   if (main > 0)
@@ -271,7 +348,8 @@ struct AttnCPUVectorizeMatmulPass final
     IRRewriter rewriter(&getContext());
     for (linalg::MatmulOp op : ops)
       (void)mlir::attn::cpu::vectorizeMatmul(rewriter, op, vectorBits / 32,
-                                             registers);
+                                             registers,
+                                             int8Dots && vectorBits == 512);
   }
 };
 
@@ -280,7 +358,8 @@ struct AttnCPUVectorizeMatmulPass final
 LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
                                                linalg::MatmulOp op,
                                                int64_t lanes,
-                                               int64_t registers) {
+                                               int64_t registers,
+                                               bool int8Dots) {
   if (!op.hasPureBufferSemantics())
     return rewriter.notifyMatchFailure(op, "expected buffers");
   // C[m, n] += A[m, k] * B[k, n], or A read as A[k, m].
@@ -308,6 +387,9 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   int64_t N = cast<MemRefType>(C.getType()).getDimSize(1);
   int64_t K = cast<MemRefType>(B.getType()).getDimSize(transposedB ? 1 : 0);
 
+  auto isInt8 = [](Value v) {
+    return cast<MemRefType>(v.getType()).getElementType().isInteger(8);
+  };
   if (transposedB) {
     // R rows x N columns of accumulators, R loads of A and N of B live.
     if (K % lanes != 0 || N * 2 + 2 > registers)
@@ -319,10 +401,14 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     if (lanes % N == 0 && lanes / N <= rows * 2 &&
         (lanes / N) * (N + 1) + N <= registers)
       rows = lanes / N;
+    // int8 codes times int8 codes (not fp8, which are not integers).
+    bool dots = int8Dots && isInt8(A) && isInt8(B) &&
+                codesOf(op) == mlir::attn::KVQuant::int8 &&
+                K % (4 * lanes) == 0;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
     emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows,
-                    codesOf(op));
+                    codesOf(op), dots);
     rewriter.eraseOp(op);
     return success();
   }

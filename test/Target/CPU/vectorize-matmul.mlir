@@ -1,5 +1,6 @@
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32}))' | FileCheck %s
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16}))' | FileCheck %s --check-prefix=AVX2
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 int8-dots=1}))' | FileCheck %s --check-prefix=DOTS
 
 // AVX-512, N = 64: 4 registers per row of C, 4 rows per block, the block
 // held in registers across the whole reduction.
@@ -131,5 +132,42 @@ func.func @int8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: m
 func.func @fp8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memref<4x64xf32>, %s: memref<32x4xf32>) {
   linalg.matmul indexing_maps = [#fp8A, #fp8B, #fp8C]
       ins(%k, %q : memref<32x64xi8, strided<[?, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>) {attn.kv_codes = "fp8e4m3"}
+  return
+}
+
+// -----
+
+// int8 codes times int8 codes (decode's K codes . Q's rounded rows) with
+// int8-dots: 64 bytes per step, K made unsigned by flipping its sign bit,
+// four byte products per i32 lane by vpdpbusd; 128 * sum(q) per column
+// comes off in i32 before the sums turn f32. Without int8-dots the codes
+// are converted to f32 as for any int8 operand.
+
+// DOTS-LABEL: func.func @int8_dots(
+// DOTS-SAME: %[[K:[^:]+]]: memref<32x128xi8, strided<[?, 1], offset: ?>>, %[[Q:[^:]+]]: memref<4x128xi8>
+// DOTS-NOT: linalg.matmul
+// DOTS: %[[SIGN:.+]] = arith.constant dense<-128> : vector<64xi8>
+//      The offsets, once per column of Q.
+// DOTS: %[[QB:.+]] = vector.load %[[Q]][%{{.+}}, %{{.+}}] : memref<4x128xi8>, vector<64xi8>
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.+}}, %[[SIGN]], %[[QB]]) : (vector<16xi32>, vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+// DOTS: %[[OFFSETS:.+]] = vector.from_elements {{.+}} : vector<4xi32>
+//      Four rows of K against the four rows of Q.
+// DOTS: %[[KB:.+]] = vector.load %[[K]][%{{.+}}, %{{.+}}] : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<64xi8>
+// DOTS-NEXT: %[[KU:.+]] = arith.xori %[[KB]], %[[SIGN]] : vector<64xi8>
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.+}}, %[[KU]], %{{.+}}) : (vector<16xi32>, vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+//      Sums across lanes, minus the offsets, as f32.
+// DOTS: vector.shuffle {{.+}} : vector<16xi32>, vector<16xi32>
+// DOTS: arith.addi {{.+}} : vector<16xi32>
+// DOTS: %[[EXACT:.+]] = arith.subi %{{.+}}, %[[OFFSETS]] : vector<4xi32>
+// DOTS-NEXT: arith.sitofp %[[EXACT]] : vector<4xi32> to vector<4xf32>
+// CHECK-LABEL: func.func @int8_dots(
+// CHECK-NOT: vpdpbusd
+// CHECK: arith.sitofp {{.+}} : vector<16xi8> to vector<16xf32>
+#i8A = affine_map<(m, n, k) -> (m, k)>
+#i8B = affine_map<(m, n, k) -> (n, k)>
+#i8C = affine_map<(m, n, k) -> (m, n)>
+func.func @int8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memref<4x128xi8>, %s: memref<32x4xf32>) {
+  linalg.matmul indexing_maps = [#i8A, #i8B, #i8C]
+      ins(%k, %q : memref<32x128xi8, strided<[?, 1], offset: ?>>, memref<4x128xi8>) outs(%s : memref<32x4xf32>)
   return
 }
