@@ -89,19 +89,31 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
   // CDNA: 512 registers per lane across VGPRs and AGPRs.
   EXPECT_GT(object->vgprs, 0);
   EXPECT_LE(object->vgprs + object->agprs, 512) << object->report;
+  // int8/int4 K codes whose token groups cover whole tiles stay bytes in
+  // LDS and meet Q's rounded rows on the integer matrix cores.
+  bool codes = (o.kvDtype == "int8" || o.kvDtype == "int4") &&
+               source.find("kv_index") == std::string::npos &&
+               g.info.kvGroup % g.info.blockKV == 0;
   EXPECT_EQ(object->ldsBytes,
             mlir::attn::rocm::ldsBytes(g.info.headDim, g.info.valueHeadDim,
-                                       g.info.blockKV))
+                                       g.info.blockKV, codes))
       << object->report;
   EXPECT_LE(object->ldsBytes, 64 * 1024);
   std::string isa = disassemble(g.code.binary, o.target);
   if (isa.empty())
     return; // no llvm-objdump: the metadata checks above still ran
   // S^T and O^T per key tile: D/16 and Dv/16 MFMAs per 16 keys, each
-  // 16x16x16 (f16 or bf16 in, f32 out).
-  int64_t perTile = g.info.blockKV / 16 * (g.info.headDim / 16 +
-                                           g.info.valueHeadDim / 16);
-  EXPECT_GE(count(isa, "v_mfma_f32_16x16x16"), perTile) << what;
+  // 16x16x16 (f16 or bf16 in, f32 out); S^T on codes: D/32 i8 MFMAs
+  // (16x16x32) per 16 keys, D/16 on gfx90a (16x16x16).
+  int64_t keyBlocks = g.info.blockKV / 16;
+  int64_t codeStep = o.target == "gfx90a" ? 16 : 32;
+  EXPECT_GE(count(isa, "v_mfma_f32_16x16x16"),
+            keyBlocks * ((codes ? 0 : g.info.headDim / 16) +
+                         g.info.valueHeadDim / 16))
+      << what;
+  EXPECT_EQ(count(isa, "v_mfma_i32_16x16x"),
+            codes ? keyBlocks * g.info.headDim / codeStep : 0)
+      << what;
   EXPECT_NE(isa.find("<" + g.code.mergeEntry + ">:"), std::string::npos);
   // Self-contained: no calls out of the kernel.
   EXPECT_EQ(isa.find("s_swappc"), std::string::npos);
@@ -131,6 +143,27 @@ TEST(Amdgpu, LanguageFeatures) {
       o.lse = c.lse;
       expectMatrixCoreKernel(c.source, o, std::string(c.name) + " " + chip);
     }
+}
+
+// int8 and int4 K codes whose token groups cover whole key tiles: Q.K on
+// the integer matrix cores (Q rounded per query and tile with K's scales
+// folded in; expectMatrixCoreKernel counts the i8 MFMAs); smaller groups
+// and fp8 codes (gfx942's fp8 MFMA takes FNUZ, not OCP, formats) are
+// dequantized like V.
+TEST(Amdgpu, QuantizedKeysOnIntegerMatrixCores) {
+  for (const char *chip : {"gfx90a", "gfx942"})
+    for (const char *kv : {"int8", "int4", "fp8e4m3"})
+      for (int64_t group : {32, 64}) {
+        Options o;
+        o.target = chip;
+        o.headDim = 128;
+        o.kvDtype = kv;
+        o.kvGroup = group;
+        o.lse = true;
+        expectMatrixCoreKernel(
+            "variant w { sink(h) = 0.5; mask(b, h, q, kv) = kv <= q; }", o,
+            std::string(chip) + " " + kv + " group " + std::to_string(group));
+      }
 }
 
 // Paged pools and kv_index lists: rows found through the page table / at

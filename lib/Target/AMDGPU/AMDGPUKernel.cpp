@@ -63,11 +63,25 @@ constexpr int64_t kPad = 4;
 // Elements per 16-byte global load.
 constexpr int64_t kChunk = 8;
 
+/// Whether Q.K runs on K's int8 codes (int4 ones unpacked to bytes) on
+/// the integer matrix cores: K's scales fold into Q per key tile, so every
+/// key of a tile must share one token group (no kv_index; groups whole
+/// multiples of the tile). fp8 codes are decoded to f16/bf16: gfx942's
+/// fp8 MFMA takes the FNUZ formats, not the OCP ones the cache holds.
+bool codesFeedQK(AttentionOp op, const rocm::KernelConfig &cfg) {
+  std::optional<KVQuant> quant = op.getKvQuant();
+  return quant && (*quant == KVQuant::int8 || *quant == KVQuant::int4) &&
+         !op.getKvIndex() && *op.getKvGroup() % cfg.blockKV == 0;
+}
+
 class MfmaAttentionBuilder : public KernelBase {
 public:
   MfmaAttentionBuilder(AttentionOp op, const rocm::KernelConfig &cfg,
                        IRMapping outside)
-      : KernelBase(op, std::move(outside), kRows, cfg.blockKV) {}
+      : KernelBase(op, std::move(outside), kRows, cfg.blockKV),
+        codesQK(codesFeedQK(op, cfg)),
+        // v_mfma_i32_16x16x32_i8 from gfx942 on; gfx90a has 16x16x16.
+        codeStep(cfg.chip == "gfx90a" ? 16 : 32) {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -79,11 +93,17 @@ private:
   Value zeros(OpBuilder &b, VectorType type) {
     return arith::ConstantOp::create(b, loc, type, b.getZeroAttr(type));
   }
-  Value mfma(OpBuilder &b, Value a, Value bOp, Value c) {
-    return amdgpu::MFMAOp::create(b, loc, c.getType(), 16, 16, 16, 1, a, bOp,
+  Value mfma(OpBuilder &b, Value a, Value bOp, Value c, int64_t k = 16) {
+    return amdgpu::MFMAOp::create(b, loc, c.getType(), 16, 16, k, 1, a, bOp,
                                   c)
         .getResult();
   }
+  /// The lane's query times K's scales of the tile's group, rounded to
+  /// int8 with one scale per query (rowScale): per codeStep columns of D,
+  /// the MFMA B operand (codeStep / 4 bytes from column codeStep / 4 grp).
+  SmallVector<Value> quantizedQuery(OpBuilder &b, Value k0, Value &rowScale);
+  /// S^T = K Q^T for the tile in LDS, one vector of 4 keys per 16.
+  SmallVector<Value> keyQueryScores(OpBuilder &b);
   /// Sum or max of x over the 4 lane groups that share a query.
   Value acrossGroups(OpBuilder &b, Value x, bool isMax);
 
@@ -106,8 +126,23 @@ private:
       return vec(kChunk, elt);
     return vec(*quant == KVQuant::int4 ? kChunk / 2 : kChunk, b.getI8Type());
   }
+  /// Four bytes of int4 codes as eight sign-extended bytes, low nibble
+  /// first.
+  Value unpackInt4(OpBuilder &b, Value packed) {
+    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+    SmallVector<Value> bytes;
+    for (int64_t e = 0; e < 4; ++e) {
+      Value byte = vector::ExtractOp::create(b, loc, packed, e);
+      bytes.push_back(arith::ShRSIOp::create(
+          b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
+      bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
+    }
+    return vector::FromElementsOp::create(b, loc, vec(8, b.getI8Type()),
+                                          bytes);
+  }
   /// Writes loadTile's registers for the tile at k0 to LDS (K row-major,
-  /// V transposed), dequantized on the way when quantized.
+  /// V transposed), dequantized on the way when quantized (K kept as codes
+  /// with codesQK).
   void storeTile(OpBuilder &b, Value k0, ValueRange regs);
   /// The tile's S^T, softmax update and O^T += V^T P^T; `state` is
   /// (m, l, O^T accumulators...).
@@ -117,10 +152,15 @@ private:
                             bool withMask);
   void epilogue(OpBuilder &b, ValueRange state);
 
-  Value kS, vT; // LDS: K [BK, D + pad], V^T [Dv, BK + pad]
+  Value kS, vT; // LDS: K [BK, D + pad] (codes with codesQK), V^T [Dv, BK + pad]
   Value tid, col, grp;
   Value head, query, head32, query32, queryValid;
   SmallVector<Value> qFrag; // Q^T B operands, one per 16 columns of D
+  // Q.K on K's codes: the lane's query as f32, codeStep / 4 columns from
+  // column codeStep / 4 grp of each codeStep of D.
+  bool codesQK;
+  int64_t codeStep;
+  SmallVector<Value> qRaw;
 };
 
 Value MfmaAttentionBuilder::acrossGroups(OpBuilder &b, Value x, bool isMax) {
@@ -195,10 +235,14 @@ void MfmaAttentionBuilder::storeTile(OpBuilder &b, Value k0,
       Value c = add(b, tid, s * kThreads);
       auto store = [&](OpBuilder &b) {
         auto [row, column] = chunkAt(b, c, key);
-        if (quant)
+        if (key && codesQK) {
+          if (*quant == KVQuant::int4) // sign-extended nibbles, low first
+            x = unpackInt4(b, x);
+        } else if (quant) {
           x = dequantizeChunk(
               b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
               column, key);
+        }
         if (key) {
           vector::StoreOp::create(b, loc, x, kS, ValueRange{row, column});
           return;
@@ -237,22 +281,84 @@ SmallVector<Value> MfmaAttentionBuilder::scores(OpBuilder &b,
   return out;
 }
 
+SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
+                                                        Value k0,
+                                                        Value &rowScale) {
+  Type f32 = b.getF32Type();
+  int64_t width = codeStep / 4;
+  VectorType lanes = vec(width, f32);
+  Value group = arith::DivUIOp::create(b, loc, scalePosition(b, k0),
+                                       cIdx(b, *op.getKvGroup()));
+  Value firstColumn = arith::MulIOp::create(b, loc, grp, cIdx(b, width));
+  SmallVector<Value> x;
+  Value amax = cF32(b, 0.0);
+  for (int64_t kc = 0; kc < D / codeStep; ++kc) {
+    Value scales = vector::LoadOp::create(
+        b, loc, lanes, kScale,
+        ValueRange{bIdx, hkvIdx, group, add(b, firstColumn, kc * codeStep)});
+    x.push_back(arith::MulFOp::create(b, loc, qRaw[kc], scales));
+    amax = arith::MaximumFOp::create(
+        b, loc, amax,
+        vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXIMUMF,
+                                    math::AbsFOp::create(b, loc, x.back())));
+  }
+  amax = acrossGroups(b, amax, true);
+  // A query of zeros (past Sq) keeps zero codes and scale.
+  Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
+                                        amax, cF32(b, 0.0));
+  Value inv = arith::SelectOp::create(
+      b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, 127.0), amax),
+      cF32(b, 0.0));
+  rowScale = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / 127.0));
+  SmallVector<Value> codes;
+  for (Value v : x) {
+    Value rounded = math::RoundEvenOp::create(
+        b, loc, arith::MulFOp::create(b, loc, v, splat(b, lanes, inv)));
+    codes.push_back(arith::TruncIOp::create(
+        b, loc, vec(width, b.getI8Type()),
+        arith::FPToSIOp::create(b, loc, vec(width, b.getI32Type()), rounded)));
+  }
+  return codes;
+}
+
 SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
                                                      Value cls,
                                                      ValueRange state) {
   VectorType acc = vec(4, b.getF32Type()), operand = vec(4, elt);
   Value fourGrp = arith::MulIOp::create(b, loc, grp, cIdx(b, 4));
-  // S^T = K Q^T, 16 keys per accumulator.
   SmallVector<Value> s;
-  for (int64_t nb = 0; nb < BK / 16; ++nb) {
-    Value sum = zeros(b, acc);
-    Value row = add(b, col, nb * 16);
-    for (int64_t kc = 0; kc < D / 16; ++kc) {
-      Value a = vector::LoadOp::create(b, loc, operand, kS,
-                                       ValueRange{row, add(b, fourGrp, kc * 16)});
-      sum = mfma(b, a, qFrag[kc], sum);
+  if (codesQK) {
+    // S^T = rowScale (K codes . Q codes), 16 keys per accumulator.
+    Value rowScale;
+    SmallVector<Value> qCodes = quantizedQuery(b, k0, rowScale);
+    int64_t width = codeStep / 4;
+    Value firstByte = arith::MulIOp::create(b, loc, grp, cIdx(b, width));
+    VectorType sums = vec(4, b.getI32Type());
+    for (int64_t nb = 0; nb < BK / 16; ++nb) {
+      Value sum = zeros(b, sums);
+      Value row = add(b, col, nb * 16);
+      for (int64_t kc = 0; kc < D / codeStep; ++kc) {
+        Value a = vector::LoadOp::create(
+            b, loc, vec(width, b.getI8Type()), kS,
+            ValueRange{row, add(b, firstByte, kc * codeStep)});
+        sum = mfma(b, a, qCodes[kc], sum, codeStep);
+      }
+      s.push_back(arith::MulFOp::create(
+          b, loc, arith::SIToFPOp::create(b, loc, acc, sum),
+          splat(b, acc, rowScale)));
     }
-    s.push_back(sum);
+  } else {
+    // S^T = K Q^T, 16 keys per accumulator.
+    for (int64_t nb = 0; nb < BK / 16; ++nb) {
+      Value sum = zeros(b, acc);
+      Value row = add(b, col, nb * 16);
+      for (int64_t kc = 0; kc < D / 16; ++kc) {
+        Value a = vector::LoadOp::create(
+            b, loc, operand, kS, ValueRange{row, add(b, fourGrp, kc * 16)});
+        sum = mfma(b, a, qFrag[kc], sum);
+      }
+      s.push_back(sum);
+    }
   }
 
   SmallVector<Value> t =
@@ -387,11 +493,23 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
     Value fourGrp = arith::MulIOp::create(b, loc, grp, cIdx(b, 4));
     VectorType type = vec(4, elt);
     Value zero = zeros(b, type);
-    for (int64_t kc = 0; kc < D / 16; ++kc) {
+    for (int64_t kc = 0; kc < D / 16 && !codesQK; ++kc) {
       Value x = vector::LoadOp::create(
           b, loc, type, q,
           ValueRange{bIdx, head, qRow, add(b, fourGrp, kc * 16)});
       qFrag.push_back(arith::SelectOp::create(b, loc, queryValid, x, zero));
+    }
+    // For Q.K on codes: the lane's codeStep / 4 columns of each step, f32.
+    int64_t width = codeStep / 4;
+    Value firstColumn = arith::MulIOp::create(b, loc, grp, cIdx(b, width));
+    for (int64_t kc = 0; kc < D / codeStep && codesQK; ++kc) {
+      Value x = vector::LoadOp::create(
+          b, loc, vec(width, elt), q,
+          ValueRange{bIdx, head, qRow, add(b, firstColumn, kc * codeStep)});
+      x = arith::SelectOp::create(b, loc, queryValid, x,
+                                  zeros(b, vec(width, elt)));
+      qRaw.push_back(
+          arith::ExtFOp::create(b, loc, vec(width, b.getF32Type()), x));
     }
   }
 
@@ -475,8 +593,10 @@ bool rocm::isSupportedChip(StringRef chip) {
 }
 
 int64_t rocm::ldsBytes(int64_t headDim, int64_t valueHeadDim,
-                       int64_t blockKV) {
-  return 2 * (blockKV * (headDim + kPad) + valueHeadDim * (blockKV + kPad));
+                       int64_t blockKV, bool keyCodes) {
+  int64_t keyTile = keyCodes ? blockKV * (headDim + 2 * kPad)
+                             : 2 * blockKV * (headDim + kPad);
+  return keyTile + 2 * valueHeadDim * (blockKV + kPad);
 }
 
 FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
@@ -517,8 +637,11 @@ FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
       createKernelFunc(b, op, name, signature.types, signature.opValues,
                        int32_t(kThreads), outside);
   auto lds = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  // K's codes feeding Q.K stay bytes (rows padded by the same 8 bytes).
+  bool codes = codesFeedQK(op, cfg);
   func.addWorkgroupAttribution(
-      MemRefType::get({cfg.blockKV, D + kPad}, elt,
+      MemRefType::get({cfg.blockKV, codes ? D + 2 * kPad : D + kPad},
+                      codes ? Type(b.getI8Type()) : elt,
                       MemRefLayoutAttrInterface{}, lds),
       loc);
   func.addWorkgroupAttribution(

@@ -18,8 +18,10 @@ struct KernelConfig {
 /// Whether kernels for `chip` are built (CDNA: wave64 with MFMA).
 bool isSupportedChip(StringRef chip);
 
-/// Bytes of LDS a kernel with these head dims and key tiles uses.
-int64_t ldsBytes(int64_t headDim, int64_t valueHeadDim, int64_t blockKV);
+/// Bytes of LDS a kernel with these head dims and key tiles uses; with
+/// `keyCodes`, K's tile holds int8 codes (Q.K on the integer matrix cores).
+int64_t ldsBytes(int64_t headDim, int64_t valueHeadDim, int64_t blockKV,
+                 bool keyCodes = false);
 
 /// Adds `gpu.module @attn_gpu { gpu.func @name(...) kernel; gpu.func
 /// @name_merge(...) kernel }` computing `op` (classified by
