@@ -89,7 +89,8 @@ int main(int argc, char **argv) {
   const Config configs[] = {
       {"f32", "f32", "same", 0},          {"bf16", "bf16", "same", 0},
       {"bf16 paged 16", "bf16", "same", 16}, {"int8", "bf16", "int8", 0},
-      {"int8 paged 16", "bf16", "int8", 16}, {"fp8e4m3", "bf16", "fp8e4m3", 0},
+      {"int8 paged 16", "bf16", "int8", 16}, {"int8 paged 64", "bf16", "int8", 64},
+      {"fp8e4m3", "bf16", "fp8e4m3", 0},
       {"int4", "bf16", "int4", 0},
   };
   unsigned threads = detail::cpuThreadCount();

@@ -106,6 +106,20 @@ private:
   /// Where key position `p` lives in K/V: (batch, p), or in a paged pool
   /// (its page from the table, clamped into the pool; its slot).
   std::pair<Value, Value> locateRow(OpBuilder &b, Value p);
+  /// Prefetches K's and V's row `row` of (page or batch) `outer`, every
+  /// cache line of it.
+  void prefetchRow(OpBuilder &b, Value outer, Value row) {
+    for (Value src : {op.getKey(), op.getValue()}) {
+      auto type = cast<MemRefType>(src.getType());
+      int64_t eltBits = type.getElementTypeBitWidth();
+      int64_t bytes = type.getShape().back() * eltBits / 8;
+      for (int64_t off = 0; off < bytes; off += 64)
+        memref::PrefetchOp::create(
+            b, loc, src,
+            ValueRange{outer, hkvIdx, row, cIdx(b, off * 8 / eltBits)},
+            /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
+    }
+  }
   Value decodeCode(OpBuilder &b, Value code);
   /// Quantized V: P's entries for key row j carry that row's V scale (the
   /// row sums keep the unscaled p).
@@ -138,7 +152,10 @@ private:
   /// themselves (f32, f16, bf16, or int8 codes with K's channel scales
   /// folded into Q's rows).
   struct TileOperands {
-    Value k, v, qRows;
+    // The tile's K and V rows, in parts of equal row counts: one view of
+    // the cache, or one per page when pages are smaller than the tile.
+    SmallVector<Value> k, v;
+    Value qRows;
     // int8 Q rows (qRows holds their codes): S^T's columns times these.
     Value qRowScale;
   };
@@ -157,7 +174,8 @@ private:
   /// (kKVCodesAttr; int8 codes are plain integers).
   void markCodes(OpBuilder &b, Operation *matmul, const TileOperands *direct) {
     auto quant = op.getKvQuant();
-    if (direct && quant && quant != KVQuant::int8)
+    // (int4 tiles are unpacked to int8 before the matmuls.)
+    if (direct && quant && quant != KVQuant::int8 && quant != KVQuant::int4)
       matmul->setAttr(kKVCodesAttr, b.getStringAttr(stringifyKVQuant(*quant)));
   }
   /// Emits body(withMask); when `fullTile` is given, once under
@@ -222,6 +240,8 @@ private:
   Value qCodeBuf, qRowScaleBuf;
   // The K group qScaledBuf (and the codes) were made for (-1: none yet).
   Value qGroupBuf;
+  // int4 tiles read in place: their codes unpacked, one per byte.
+  Value kUnpackedBuf, vUnpackedBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -394,15 +414,25 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   // Pages must hold whole tiles.
   auto quant = op.getKvQuant();
   directCodes = tiny && !op.getKvIndex() &&
-                (!op.isPaged() || *op.getPageSize() % BK == 0) &&
-                (!quant || (quant != KVQuant::int4 &&
-                            *op.getKvGroup() % BK == 0));
+                (!op.isPaged() || *op.getPageSize() % BK == 0 ||
+                 BK % *op.getPageSize() == 0) &&
+                (!quant || *op.getKvGroup() % BK == 0);
   if (directCodes && op.getKvQuant()) {
     qScaledBuf = buffer({kTinyRows, D});
     qGroupBuf = memref::AllocaOp::create(
         b, loc, MemRefType::get({1}, b.getIndexType()));
   }
-  if (directCodes && quant == KVQuant::int8) {
+  bool integerCodes = quant == KVQuant::int8 || quant == KVQuant::int4;
+  if (directCodes && quant == KVQuant::int4) {
+    // int4 tiles are unpacked to one code per byte, then read as int8.
+    kUnpackedBuf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({BK, D}, b.getI8Type()),
+        b.getI64IntegerAttr(64));
+    vUnpackedBuf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({BK, Dv}, b.getI8Type()),
+        b.getI64IntegerAttr(64));
+  }
+  if (directCodes && integerCodes) {
     qCodeBuf = memref::AllocaOp::create(
         b, loc, MemRefType::get({kTinyRows, D}, b.getI8Type()),
         b.getI64IntegerAttr(64));
@@ -1085,18 +1115,7 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
                                             next, seqKV);
         scf::IfOp::create(b, loc, ahead, [&](OpBuilder &b, Location) {
           auto [nOuter, nRow] = locateRow(b, next);
-          for (Value src : {op.getKey(), op.getValue()}) {
-            auto type = cast<MemRefType>(src.getType());
-            int64_t bytes = type.getShape().back() *
-                            type.getElementTypeBitWidth() / 8;
-            int64_t perLine = std::max<int64_t>(
-                1, 64 / std::max<int64_t>(1, type.getElementTypeBitWidth() / 8));
-            for (int64_t off = 0; off < bytes; off += 64)
-              memref::PrefetchOp::create(
-                  b, loc, src,
-                  ValueRange{nOuter, hkvIdx, nRow, cIdx(b, off / 64 * perLine)},
-                  /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
-          }
+          prefetchRow(b, nOuter, nRow);
           scf::YieldOp::create(b, loc);
         });
       }
@@ -1188,24 +1207,81 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
 
 void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
                                     Value fullTile) {
-  // The tile's first row; a paged tile lies within that row's page.
-  auto [outer, row0] = locateRow(b, k0);
-  auto rowsView = [&](Value cache, int64_t width) -> Value {
-    auto type = cast<MemRefType>(cache.getType());
-    SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
-                                         b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                       b.getIndexAttr(BK),
-                                       b.getIndexAttr(width)};
-    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-    auto viewType = memref::SubViewOp::inferRankReducedResultType(
-        {BK, width}, type, offsets, sizes, strides);
-    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
-                                     cache, offsets, sizes, strides);
-  };
-  // The tile's rows as 2-D views of the cache.
-  TileOperands direct{rowsView(op.getKey(), D), rowsView(op.getValue(), Dv),
-                      qRowBuf, Value()};
+  // The tile's rows in parts that each lie within one page: the whole
+  // tile, or one page's rows per part when pages are smaller.
+  int64_t partRows =
+      op.isPaged() ? std::min<int64_t>(BK, *op.getPageSize()) : BK;
+  TileOperands direct;
+  direct.qRows = qRowBuf;
+  if (op.isPaged()) {
+    // Pages sit in any order, which defeats the hardware prefetcher: ask
+    // for the next tile's rows, page by page, while this one runs.
+    Value next = arith::AddIOp::create(b, loc, k0, cIdx(b, BK));
+    Value whole = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ule,
+        arith::AddIOp::create(b, loc, next, cIdx(b, BK)), keySlots);
+    scf::IfOp::create(b, loc, whole, [&](OpBuilder &b, Location) {
+      for (int64_t part = 0; part < BK; part += partRows) {
+        auto [nOuter, nRow] =
+            locateRow(b, arith::AddIOp::create(b, loc, next, cIdx(b, part)));
+        forLoop(b, partRows, [&](OpBuilder &b, Value r) {
+          prefetchRow(b, nOuter, arith::AddIOp::create(b, loc, nRow, r));
+        });
+      }
+      scf::YieldOp::create(b, loc);
+    });
+  }
+  for (int64_t part = 0; part < BK; part += partRows) {
+    auto [outer, row0] = locateRow(b, arith::AddIOp::create(b, loc, k0,
+                                                            cIdx(b, part)));
+    auto rowsView = [&](Value cache, int64_t width) -> Value {
+      auto type = cast<MemRefType>(cache.getType());
+      SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
+                                           b.getIndexAttr(0)};
+      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                         b.getIndexAttr(partRows),
+                                         b.getIndexAttr(width)};
+      SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+      auto viewType = memref::SubViewOp::inferRankReducedResultType(
+          {partRows, width}, type, offsets, sizes, strides);
+      return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
+                                       cache, offsets, sizes, strides);
+    };
+    if (!kUnpackedBuf) {
+      direct.k.push_back(rowsView(op.getKey(), D));
+      direct.v.push_back(rowsView(op.getValue(), Dv));
+      continue;
+    }
+    // int4: the part's rows unpacked into the tile's byte buffers
+    // (sign-extended nibbles, low first).
+    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+    for (auto [cache, dst, width] :
+         {std::tuple{op.getKey(), kUnpackedBuf, D},
+          std::tuple{op.getValue(), vUnpackedBuf, Dv}}) {
+      Value packed = rowsView(cache, width / 2);
+      forLoop(b, partRows, [&](OpBuilder &b, Value r) {
+        Value row = arith::AddIOp::create(b, loc, r, cIdx(b, part));
+        forLoop(b, width / 2, [&](OpBuilder &b, Value c) {
+          Value byte = memref::LoadOp::create(b, loc, packed, ValueRange{r, c});
+          Value col = arith::MulIOp::create(b, loc, c, cIdx(b, 2));
+          memref::StoreOp::create(
+              b, loc,
+              arith::ShRSIOp::create(
+                  b, loc, arith::ShLIOp::create(b, loc, byte, four), four),
+              dst, ValueRange{row, col});
+          memref::StoreOp::create(b, loc,
+                                  arith::ShRSIOp::create(b, loc, byte, four),
+                                  dst,
+                                  ValueRange{row, arith::AddIOp::create(
+                                                      b, loc, col, cIdx(b, 1))});
+        });
+      });
+    }
+  }
+  if (kUnpackedBuf) {
+    direct.k = {kUnpackedBuf};
+    direct.v = {vUnpackedBuf};
+  }
   if (!op.getKvQuant()) {
     emitTileCompute(b, k0, kn, fullTile, &direct);
     return;
@@ -1296,9 +1372,23 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
     else
       withRowWidth(b, body);
   };
-  Value kTile = direct ? direct->k : kBuf;
-  Value vTile = direct ? direct->v : vBuf;
   Value qRows = direct ? direct->qRows : qRowBuf;
+  // K/V row parts and the rows of a 2-D tile buffer each one covers.
+  SmallVector<Value> kParts = direct ? direct->k : SmallVector<Value>{kBuf};
+  SmallVector<Value> vParts = direct ? direct->v : SmallVector<Value>{vBuf};
+  int64_t partRows = BK / int64_t(kParts.size());
+  auto partOf = [&](OpBuilder &b, Value buf, size_t part) -> Value {
+    if (kParts.size() == 1)
+      return buf;
+    auto type = cast<MemRefType>(buf.getType());
+    return memref::SubViewOp::create(
+        b, loc, buf,
+        ArrayRef<OpFoldResult>{b.getIndexAttr(int64_t(part) * partRows),
+                               b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(partRows),
+                               b.getIndexAttr(type.getDimSize(1))},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+  };
   Value fzero = cF32(b, 0.0);
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
@@ -1315,10 +1405,13 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       auto dotMaps = b.getAffineMapArrayAttr(
           {AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
            AffineMap::get(3, 0, {m, n}, ctx)});
-      auto matmul = linalg::MatmulOp::create(
-          b, loc, ValueRange{kTile, qRows}, ValueRange{sT},
-          {b.getNamedAttr("indexing_maps", dotMaps)});
-      markCodes(b, matmul, direct);
+      for (size_t part = 0; part < kParts.size(); ++part) {
+        auto matmul = linalg::MatmulOp::create(
+            b, loc, ValueRange{kParts[part], qRows},
+            ValueRange{partOf(b, sT, part)},
+            {b.getNamedAttr("indexing_maps", dotMaps)});
+        markCodes(b, matmul, direct);
+      }
       if (direct && direct->qRowScale) {
         // Each key's kTinyRows scores times their rows' scales.
         auto rowsF32 = VectorType::get({kTinyRows}, f32);
@@ -1335,7 +1428,7 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       return;
     }
     linalg::MatmulOp::create(b, loc,
-                             ValueRange{kTile, columns(b, qTBuf, width)},
+                             ValueRange{kParts[0], columns(b, qTBuf, width)},
                              ValueRange{sT});
   });
 
@@ -1349,11 +1442,14 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
   rowWidths(b, [&](OpBuilder &b, int64_t width) {
-    auto matmul = linalg::MatmulOp::create(
-        b, loc, ValueRange{columns(b, sTBuf, width), vTile},
-        ValueRange{rowsOf(b, accBuf, width)},
-        {b.getNamedAttr("indexing_maps", maps)});
-    markCodes(b, matmul, direct);
+    for (size_t part = 0; part < vParts.size(); ++part) {
+      auto matmul = linalg::MatmulOp::create(
+          b, loc, ValueRange{partOf(b, columns(b, sTBuf, width), part),
+                             vParts[part]},
+          ValueRange{rowsOf(b, accBuf, width)},
+          {b.getNamedAttr("indexing_maps", maps)});
+      markCodes(b, matmul, direct);
+    }
   });
 }
 

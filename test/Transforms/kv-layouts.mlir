@@ -123,11 +123,14 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 // -----
 
 // Pages that hold whole tiles (64 here) are read in place too: the tile's
-// page from the table (clamped into the pool), its slot k0 mod 64.
+// page from the table (clamped into the pool), its slot k0 mod 64; the next
+// tile's rows are prefetched (pages sit anywhere in the pool).
 
 // CHECK-LABEL: func.func @paged_in_place(
-// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %{{[a-z0-9]+}}: memref<?x?x?x64xi8>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?xf32>, %[[PT:[a-z0-9]+]]: memref<?x?xi32>
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?x64xf32>, %{{.+}}: memref<?x?x?xf32>, %[[PT:[a-z0-9]+]]: memref<?x?xi32>
 // CHECK: scf.if %{{.+}} {
+//      (The next tile's rows are prefetched first.)
+// CHECK: memref.prefetch %[[V]]
 // CHECK: %[[PAGE:.+]] = memref.load %[[PT]][%{{.+}}, %{{.+}}] : memref<?x?xi32>
 // CHECK: arith.maxsi %[[PAGE]]
 // CHECK: %[[SLOT:.+]] = arith.remui %{{.+}}, %c64
@@ -176,5 +179,31 @@ func.func @sparse(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
     %c = arith.cmpi sle, %kv, %qi : i32
     attn.yield %c : i1
   }
+  return
+}
+
+// -----
+
+// Pages smaller than the tile (16 rows, 64-key tiles) are read in place
+// too, page by page: each of the tile's 4 pages from the table, a view of
+// its 16 rows, Q.K and P.V on 16-row parts of the tile; the next tile's
+// pages are prefetched (they sit anywhere in the pool).
+
+// CHECK-LABEL: func.func @small_pages_in_place(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>
+// CHECK: memref.prefetch %[[K]]
+// CHECK: memref.prefetch %[[V]]
+// CHECK-COUNT-4: memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 16, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<16x64xi8, strided<[64, 1], offset: ?>>
+// CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8>) outs(%{{.+}} : memref<16x4xf32, strided<[64, 1]{{.*}}>>)
+// CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x4xf32, strided<[64, 1]{{.*}}>>, memref<16x64xi8, strided<[64, 1], offset: ?>>)
+func.func @small_pages_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
+                                %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,
+                                %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>,
+                                %pt: memref<?x?xi32>, %sl: memref<?xi32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      pages(%pt, %sl : memref<?x?xi32>, memref<?xi32>)
+      normalize = softmax kv_quant int8 group 64 page_size 16
   return
 }

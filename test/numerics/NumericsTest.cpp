@@ -446,11 +446,6 @@ TEST(Numerics, PagedKVEqualsContiguous) {
 
 namespace {
 
-// Decode reads whole key tiles in place (int8/fp8 codes: K's group scales
-// folded into the query rows, fp8 decoded in vector registers); paged
-// caches still stage the rows. The same data
-// through both paths agrees to f32 rounding, and the last, partial tile
-// (700 = 10 x 64 + 60 or 21 x 32 + 28) goes through the staging path.
 // On CPUs with AVX-512 VNNI, int8 K codes meet the rounded query rows in
 // vpdpbusd dot products (codes made unsigned, offsets subtracted in i32);
 // elsewhere the codes are converted to f32. Both sums are exact integers,
@@ -498,25 +493,35 @@ TEST(Numerics, Int8DotProductsMatchConvertedCodes) {
     ASSERT_NEAR(lse[0][i], lse[1][i], 1e-5) << i;
 }
 
+// Decode reads whole key tiles in place (int8/fp8 codes: K's group scales
+// folded into the query rows, fp8 decoded in vector registers), from
+// paged pools too when pages hold whole tiles or divide them; other page
+// sizes stage the rows. The same data through both paths agrees to f32
+// rounding, and the last, partial tile (700 = 10 x 64 + 60 or
+// 21 x 32 + 28) goes through the staging path.
 TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
   Jit jit;
   const char *src = "variant d { sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
                     "q + (Skv - Sq); }";
-  for (const char *kv : {"int8", "fp8e4m3", "fp8e5m2", "same"})
+  for (const char *kv : {"int8", "int4", "fp8e4m3", "fp8e5m2", "same"})
   for (int64_t D : {64, 128}) {
     Options inPlace;
     inPlace.headDim = D;
     inPlace.kvDtype = kv;
     inPlace.lse = true;
     inPlace.splitKv = "1";
-    // Pages of 16 hold no whole tile: staged rows. Pages of 64 hold whole
-    // tiles: read in place from the pool.
+    // Pages of 24 neither hold whole tiles nor divide them: staged rows.
+    // Pages of 64 hold whole tiles, pages of 16 split them: read in place
+    // from the pool (page by page for 16).
     Options staged = inPlace;
-    staged.paged = 16;
+    staged.paged = 24;
     Options pagedInPlace = inPlace;
     pagedInPlace.paged = 64;
+    Options smallPages = inPlace;
+    smallPages.paged = 16;
     Kernel kd = jit.compile(src, inPlace), ks = jit.compile(src, staged),
-           kpaged = jit.compile(src, pagedInPlace);
+           kpaged = jit.compile(src, pagedInPlace),
+           ksmall = jit.compile(src, smallPages);
     int64_t B = 2, Hq = 8, Hkv = 2, Sq = 1, S = 700;
     std::mt19937 rng(11);
     std::normal_distribution<float> normal;
@@ -527,9 +532,12 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
       k[i] = normal(rng), v[i] = normal(rng);
     TensorRef kt(k.data(), DType::f32, {B, Hkv, S, D}),
         vt(v.data(), DType::f32, {B, Hkv, S, D});
-    std::vector<float> o[3], lse[3];
-    for (int path = 0; path < 3; ++path) {
-      const Kernel &kernel = path == 0 ? kd : path == 1 ? ks : kpaged;
+    std::vector<float> o[4], lse[4];
+    for (int path = 0; path < 4; ++path) {
+      const Kernel &kernel = path == 0   ? kd
+                             : path == 1 ? ks
+                             : path == 2 ? kpaged
+                                         : ksmall;
       o[path].assign(q.size(), 7.0f);
       lse[path].assign(B * Hq * Sq, 7.0f);
       Tensors t;
@@ -541,19 +549,20 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
       kernel.launch(t);
     }
     SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
-    // int8 in place also rounds the query rows to int8 (per row and K
-    // group) for int8 x int8 dot products: it differs from the staged rows
-    // by that rounding only, and equals the paged in-place path.
-    bool roundsQuery = std::string(kv) == "int8";
-    for (int path : {1, 2}) {
+    // int8 (and int4, unpacked to bytes) in place also rounds the query
+    // rows to int8 (per row and K group) for int8 x int8 dot products: it
+    // differs from the staged rows by that rounding only, and equals the
+    // paged in-place paths.
+    bool roundsQuery = std::string(kv) == "int8" || std::string(kv) == "int4";
+    for (int path : {1, 2, 3}) {
       if (roundsQuery && path == 1) {
         double diff = 0, norm = 0, lseDiff = 0;
         for (size_t i = 0; i < o[0].size(); ++i)
           diff += std::abs(o[0][i] - o[1][i]), norm += std::abs(o[1][i]);
         for (size_t i = 0; i < lse[0].size(); ++i)
           lseDiff = std::max<double>(lseDiff, std::abs(lse[0][i] - lse[1][i]));
-        std::printf("int8 D=%lld in place vs staged: rel-L1 %.3e, lse %.3e\n",
-                    (long long)D, diff / norm, lseDiff);
+        std::printf("%s D=%lld in place vs staged: rel-L1 %.3e, lse %.3e\n",
+                    kv, (long long)D, diff / norm, lseDiff);
         EXPECT_LE(diff / norm, 1e-2);
         EXPECT_GT(diff / norm, 0.0);
         EXPECT_LE(lseDiff, 2e-2);
