@@ -446,6 +446,42 @@ TEST(Numerics, PagedKVEqualsContiguous) {
 
 namespace {
 
+/// Unit-normal decode data (f32 Q [B, Hq, Sq, D], K and V [B, Hkv, S, D])
+/// and a launch of `kernel` on it through a KVCache in the kernel's K/V
+/// layout, writing o and lse.
+struct DecodeData {
+  int64_t B, Hq, Hkv, Sq, S, D;
+  std::vector<float> q, k, v;
+
+  DecodeData(int64_t B, int64_t Hq, int64_t Hkv, int64_t Sq, int64_t S,
+             int64_t D, unsigned seed)
+      : B(B), Hq(Hq), Hkv(Hkv), Sq(Sq), S(S), D(D), q(B * Hq * Sq * D),
+        k(B * Hkv * S * D), v(k.size()) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal;
+    for (float &x : q)
+      x = normal(rng);
+    for (size_t i = 0; i < k.size(); ++i)
+      k[i] = normal(rng), v[i] = normal(rng);
+  }
+
+  void launch(const Kernel &kernel, std::vector<float> &o,
+              std::vector<float> &lse) const {
+    o.assign(q.size(), 7.0f);
+    lse.assign(B * Hq * Sq, 7.0f);
+    Tensors t;
+    t.q = TensorRef(const_cast<float *>(q.data()), DType::f32, {B, Hq, Sq, D});
+    t.o = TensorRef(o.data(), DType::f32, {B, Hq, Sq, D});
+    t.lse = TensorRef(lse.data(), DType::f32, {B, Hq, Sq});
+    KVCache cache = KVCache::build(
+        kernel.info(),
+        TensorRef(const_cast<float *>(k.data()), DType::f32, {B, Hkv, S, D}),
+        TensorRef(const_cast<float *>(v.data()), DType::f32, {B, Hkv, S, D}));
+    cache.bind(t);
+    kernel.launch(t);
+  }
+};
+
 // On CPUs with AVX-512 VNNI, int8 K codes meet the rounded query rows in
 // vpdpbusd dot products (codes made unsigned, offsets subtracted in i32);
 // elsewhere the codes are converted to f32. Both sums are exact integers,
@@ -464,29 +500,11 @@ TEST(Numerics, Int8DotProductsMatchConvertedCodes) {
   Options plain = vnni;
   plain.cpu = "skylake-avx512";
   Kernel kv = jit.compile(src, vnni), kp = jit.compile(src, plain);
-  int64_t B = 1, Hq = 8, Hkv = 2, Sq = 1, S = 1000, D = 128;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal;
-  std::vector<float> q(B * Hq * Sq * D), k(B * Hkv * S * D), v(k.size());
-  for (float &x : q)
-    x = normal(rng);
-  for (size_t i = 0; i < k.size(); ++i)
-    k[i] = normal(rng), v[i] = normal(rng);
+  DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000,
+                  /*D=*/128, /*seed=*/5);
   std::vector<float> o[2], lse[2];
-  for (int which = 0; which < 2; ++which) {
-    const Kernel &kernel = which == 0 ? kv : kp;
-    o[which].assign(q.size(), 7.0f);
-    lse[which].assign(B * Hq * Sq, 7.0f);
-    Tensors t;
-    t.q = TensorRef(q.data(), DType::f32, {B, Hq, Sq, D});
-    t.o = TensorRef(o[which].data(), DType::f32, {B, Hq, Sq, D});
-    t.lse = TensorRef(lse[which].data(), DType::f32, {B, Hq, Sq});
-    KVCache cache = KVCache::build(
-        kernel.info(), TensorRef(k.data(), DType::f32, {B, Hkv, S, D}),
-        TensorRef(v.data(), DType::f32, {B, Hkv, S, D}));
-    cache.bind(t);
-    kernel.launch(t);
-  }
+  data.launch(kv, o[0], lse[0]);
+  data.launch(kp, o[1], lse[1]);
   for (size_t i = 0; i < o[0].size(); ++i)
     ASSERT_NEAR(o[0][i], o[1][i], 1e-5) << i;
   for (size_t i = 0; i < lse[0].size(); ++i)
@@ -522,32 +540,15 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
     Kernel kd = jit.compile(src, inPlace), ks = jit.compile(src, staged),
            kpaged = jit.compile(src, pagedInPlace),
            ksmall = jit.compile(src, smallPages);
-    int64_t B = 2, Hq = 8, Hkv = 2, Sq = 1, S = 700;
-    std::mt19937 rng(11);
-    std::normal_distribution<float> normal;
-    std::vector<float> q(B * Hq * Sq * D), k(B * Hkv * S * D), v(k.size());
-    for (float &x : q)
-      x = normal(rng);
-    for (size_t i = 0; i < k.size(); ++i)
-      k[i] = normal(rng), v[i] = normal(rng);
-    TensorRef kt(k.data(), DType::f32, {B, Hkv, S, D}),
-        vt(v.data(), DType::f32, {B, Hkv, S, D});
+    DecodeData data(/*B=*/2, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/700, D,
+                    /*seed=*/11);
     std::vector<float> o[4], lse[4];
-    for (int path = 0; path < 4; ++path) {
-      const Kernel &kernel = path == 0   ? kd
-                             : path == 1 ? ks
-                             : path == 2 ? kpaged
-                                         : ksmall;
-      o[path].assign(q.size(), 7.0f);
-      lse[path].assign(B * Hq * Sq, 7.0f);
-      Tensors t;
-      t.q = TensorRef(q.data(), DType::f32, {B, Hq, Sq, D});
-      t.o = TensorRef(o[path].data(), DType::f32, {B, Hq, Sq, D});
-      t.lse = TensorRef(lse[path].data(), DType::f32, {B, Hq, Sq});
-      KVCache cache = KVCache::build(kernel.info(), kt, vt);
-      cache.bind(t);
-      kernel.launch(t);
-    }
+    for (int path = 0; path < 4; ++path)
+      data.launch(path == 0   ? kd
+                  : path == 1 ? ks
+                  : path == 2 ? kpaged
+                              : ksmall,
+                  o[path], lse[path]);
     SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
     // int8 (and int4, unpacked to bytes) in place also rounds the query
     // rows to int8 (per row and K group) for int8 x int8 dot products: it
@@ -576,13 +577,16 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
     if (std::string(kv) != "same")
       continue;
     // Views with padded rows read in place: the same answer.
+    const auto &[B, Hq, Hkv, Sq, S] =
+        std::tuple{data.B, data.Hq, data.Hkv, data.Sq, data.S};
     int64_t stride = D + 8;
     std::vector<float> kp(B * Hkv * S * stride), vp(kp.size());
     for (int64_t r = 0; r < B * Hkv * S; ++r)
       for (int64_t d = 0; d < D; ++d) {
-        kp[r * stride + d] = k[r * D + d];
-        vp[r * stride + d] = v[r * D + d];
+        kp[r * stride + d] = data.k[r * D + d];
+        vp[r * stride + d] = data.v[r * D + d];
       }
+    std::vector<float> q = data.q;
     std::vector<float> os(q.size(), 7.0f), ls(B * Hq * Sq, 7.0f);
     Tensors t;
     t.q = TensorRef(q.data(), DType::f32, {B, Hq, Sq, D});

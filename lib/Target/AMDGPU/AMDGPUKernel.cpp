@@ -126,20 +126,6 @@ private:
       return vec(kChunk, elt);
     return vec(*quant == KVQuant::int4 ? kChunk / 2 : kChunk, b.getI8Type());
   }
-  /// Four bytes of int4 codes as eight sign-extended bytes, low nibble
-  /// first.
-  Value unpackInt4(OpBuilder &b, Value packed) {
-    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
-    SmallVector<Value> bytes;
-    for (int64_t e = 0; e < 4; ++e) {
-      Value byte = vector::ExtractOp::create(b, loc, packed, e);
-      bytes.push_back(arith::ShRSIOp::create(
-          b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
-      bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
-    }
-    return vector::FromElementsOp::create(b, loc, vec(8, b.getI8Type()),
-                                          bytes);
-  }
   /// Writes loadTile's registers for the tile at k0 to LDS (K row-major,
   /// V transposed), dequantized on the way when quantized (K kept as codes
   /// with codesQK).

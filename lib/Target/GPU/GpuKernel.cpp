@@ -621,23 +621,27 @@ Value KernelBase::scalePosition(OpBuilder &b, Value slot) {
       lastRow);
 }
 
+Value KernelBase::unpackInt4(OpBuilder &b, Value packed) {
+  Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+  SmallVector<Value> bytes;
+  for (int64_t e = 0; e < 4; ++e) {
+    Value byte = vector::ExtractOp::create(b, loc, packed, e);
+    bytes.push_back(arith::ShRSIOp::create(
+        b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
+    bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
+  }
+  return vector::FromElementsOp::create(
+      b, loc, VectorType::get({8}, b.getI8Type()), bytes);
+}
+
 Value KernelBase::dequantizeChunk(OpBuilder &b, Value codes, Value pos,
                                   Value col, bool key) {
   Type f32 = b.getF32Type();
+  if (*quant == KVQuant::int4)
+    codes = unpackInt4(b, codes);
   SmallVector<Value> values;
-  if (*quant == KVQuant::int4) {
-    // Two sign-extended nibbles per byte, low first.
-    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
-    for (int64_t e = 0; e < 4; ++e) {
-      Value byte = vector::ExtractOp::create(b, loc, codes, e);
-      values.push_back(arith::ShRSIOp::create(
-          b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
-      values.push_back(arith::ShRSIOp::create(b, loc, byte, four));
-    }
-  } else {
-    for (int64_t e = 0; e < 8; ++e)
-      values.push_back(vector::ExtractOp::create(b, loc, codes, e));
-  }
+  for (int64_t e = 0; e < 8; ++e)
+    values.push_back(vector::ExtractOp::create(b, loc, codes, e));
   Value scales, tokenScale;
   if (key) {
     Value group =

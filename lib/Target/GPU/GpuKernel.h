@@ -144,6 +144,9 @@ protected:
   /// Eight codes of a K or V row at `pos`, columns col .. col + 7, as
   /// f16/bf16 times their scales: `codes` is vector<8xi8>, or for int4
   /// vector<4xi8> of nibble pairs (low first).
+  /// Four bytes of int4 codes as eight sign-extended bytes (vector<8xi8>),
+  /// low nibble first.
+  Value unpackInt4(OpBuilder &b, Value packed);
   Value dequantizeChunk(OpBuilder &b, Value codes, Value pos, Value col,
                         bool key);
 

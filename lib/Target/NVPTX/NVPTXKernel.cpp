@@ -244,8 +244,9 @@ private:
   SmallVector<SmallVector<Value>> quantizedQuery(OpBuilder &b, Value k0,
                                                  Value rowScale[2]);
   Value loadQuery4(OpBuilder &b, Value row, Value col);
-  Frag mmaInt8(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf,
-               const Frag &c);
+  /// mma.sync m16n8k`k` with `type` operands and accumulators.
+  Frag mmaSync(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf,
+               const Frag &c, int64_t k, NVVM::MMATypes type, Type accType);
   SmallVector<Frag> qkCodesMmaSync(OpBuilder &b, Value k0, Value kTile);
   SmallVector<Frag> qkCodesWgmma(OpBuilder &b, Value k0);
   SmallVector<Frag> scaledScores(OpBuilder &b, ArrayRef<Value> acc,
@@ -320,15 +321,22 @@ Value GpuAttentionBuilder::loadPair(OpBuilder &b, Value mem, Value row,
 
 Frag GpuAttentionBuilder::mma(OpBuilder &b, ArrayRef<Value> a,
                               ArrayRef<Value> bf, const Frag &c) {
-  Type f32 = b.getF32Type();
-  auto resultType = LLVM::LLVMStructType::getLiteral(b.getContext(),
-                                                     {f32, f32, f32, f32});
   NVVM::MMATypes type = isa<BFloat16Type>(elt) ? NVVM::MMATypes::bf16
                                                : NVVM::MMATypes::f16;
+  return mmaSync(b, a, bf, c, 16, type, b.getF32Type());
+}
+
+Frag GpuAttentionBuilder::mmaSync(OpBuilder &b, ArrayRef<Value> a,
+                                  ArrayRef<Value> bf, const Frag &c, int64_t k,
+                                  NVVM::MMATypes type, Type accType) {
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), {accType, accType, accType, accType});
+  std::optional<NVVM::MMAIntOverflow> overflow;
+  if (accType.isInteger(32))
+    overflow = NVVM::MMAIntOverflow::wrapped;
   auto op = NVVM::MmaOp::create(
-      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, 16},
-      std::nullopt, std::nullopt,
-      std::array<NVVM::MMATypes, 2>{type, type},
+      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, k},
+      std::nullopt, overflow, std::array<NVVM::MMATypes, 2>{type, type},
       std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
                                      NVVM::MMALayout::col});
   Frag d;
@@ -812,24 +820,6 @@ GpuAttentionBuilder::quantizedQuery(OpBuilder &b, Value k0,
   return steps;
 }
 
-Frag GpuAttentionBuilder::mmaInt8(OpBuilder &b, ArrayRef<Value> a,
-                                  ArrayRef<Value> bf, const Frag &c) {
-  Type i32 = b.getI32Type();
-  auto resultType =
-      LLVM::LLVMStructType::getLiteral(b.getContext(), {i32, i32, i32, i32});
-  auto op = NVVM::MmaOp::create(
-      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, 32},
-      std::nullopt, NVVM::MMAIntOverflow::wrapped,
-      std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::s8, NVVM::MMATypes::s8},
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
-  Frag d;
-  for (int i = 0; i < 4; ++i)
-    d[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(),
-                                        ArrayRef<int64_t>{i});
-  return d;
-}
-
 /// Integer or f32 accumulators of quantized operands as scores: times the
 /// row's Q scale (K's scales are inside the Q codes).
 SmallVector<Frag> GpuAttentionBuilder::scaledScores(OpBuilder &b,
@@ -870,8 +860,11 @@ SmallVector<Frag> GpuAttentionBuilder::qkCodesMmaSync(OpBuilder &b, Value k0,
             vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{j}));
         bf[j] = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
       }
-      acc[nb] = mmaInt8(b, a[kc], {bf[0], bf[1]}, acc[nb]);
-      acc[nb + 1] = mmaInt8(b, a[kc], {bf[2], bf[3]}, acc[nb + 1]);
+      Type i32 = b.getI32Type();
+      acc[nb] = mmaSync(b, a[kc], {bf[0], bf[1]}, acc[nb], 32,
+                        NVVM::MMATypes::s8, i32);
+      acc[nb + 1] = mmaSync(b, a[kc], {bf[2], bf[3]}, acc[nb + 1], 32,
+                            NVVM::MMATypes::s8, i32);
     }
   SmallVector<Value> flat;
   for (const Frag &f : acc)
@@ -909,7 +902,6 @@ SmallVector<Frag> GpuAttentionBuilder::qkCodesWgmma(OpBuilder &b, Value k0) {
 void GpuAttentionBuilder::unpackInt4Tile(OpBuilder &b, Value buffer) {
   int64_t chunksPerRow = D / 8;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
   scf::ForOp::create(
       b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
       ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
@@ -918,15 +910,7 @@ void GpuAttentionBuilder::unpackInt4Tile(OpBuilder &b, Value buffer) {
             b, loc, VectorType::get({4}, b.getI8Type()), kCodes,
             ValueRange{buffer, row,
                        arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
-        SmallVector<Value> bytes;
-        for (int64_t e = 0; e < 4; ++e) {
-          Value byte = vector::ExtractOp::create(b, loc, packed, e);
-          bytes.push_back(arith::ShRSIOp::create(
-              b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
-          bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
-        }
-        Value tile = vector::FromElementsOp::create(
-            b, loc, VectorType::get({8}, b.getI8Type()), bytes);
+        Value tile = unpackInt4(b, packed);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
         SmallVector<Value> at = {cIdx(b, 0), row, col};
         if (wgmma) // 16-byte chunks: half col % 16 of chunk col / 16
