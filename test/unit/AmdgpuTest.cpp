@@ -89,9 +89,12 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
   // CDNA: 512 registers per lane across VGPRs and AGPRs.
   EXPECT_GT(object->vgprs, 0);
   EXPECT_LE(object->vgprs + object->agprs, 512) << object->report;
-  // int8/int4 K codes whose token groups cover whole tiles stay bytes in
-  // LDS and meet Q's rounded rows on the integer matrix cores.
-  bool codes = (o.kvDtype == "int8" || o.kvDtype == "int4") &&
+  // K codes whose token groups cover whole tiles stay bytes in LDS and
+  // meet Q's rounded rows on the matrix cores: int8/int4 on the integer
+  // ones, fp8 on the fp8 ones (not on gfx90a, which has none).
+  bool fp8 = o.kvDtype.rfind("fp8", 0) == 0;
+  bool codes = (o.kvDtype == "int8" || o.kvDtype == "int4" ||
+                (fp8 && o.target != "gfx90a")) &&
                source.find("kv_index") == std::string::npos &&
                g.info.kvGroup % g.info.blockKV == 0;
   EXPECT_EQ(object->ldsBytes,
@@ -103,8 +106,8 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
   if (isa.empty())
     return; // no llvm-objdump: the metadata checks above still ran
   // S^T and O^T per key tile: D/16 and Dv/16 MFMAs per 16 keys, each
-  // 16x16x16 (f16 or bf16 in, f32 out); S^T on codes: D/32 i8 MFMAs
-  // (16x16x32) per 16 keys, D/16 on gfx90a (16x16x16).
+  // 16x16x16 (f16 or bf16 in, f32 out); S^T on codes: D/32 i8 or fp8
+  // MFMAs (16x16x32) per 16 keys, D/16 i8 ones on gfx90a (16x16x16).
   int64_t keyBlocks = g.info.blockKV / 16;
   int64_t codeStep = o.target == "gfx90a" ? 16 : 32;
   EXPECT_GE(count(isa, "v_mfma_f32_16x16x16"),
@@ -112,7 +115,12 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
                          g.info.valueHeadDim / 16))
       << what;
   EXPECT_EQ(count(isa, "v_mfma_i32_16x16x"),
-            codes ? keyBlocks * g.info.headDim / codeStep : 0)
+            codes && !fp8 ? keyBlocks * g.info.headDim / codeStep : 0)
+      << what;
+  std::string fp8Mfma = o.kvDtype == "fp8e5m2" ? "v_mfma_f32_16x16x32_bf8_fp8"
+                                               : "v_mfma_f32_16x16x32_fp8_fp8";
+  EXPECT_EQ(count(isa, fp8Mfma), codes && fp8 ? keyBlocks * g.info.headDim / 32
+                                              : 0)
       << what;
   EXPECT_NE(isa.find("<" + g.code.mergeEntry + ">:"), std::string::npos);
   // Self-contained: no calls out of the kernel.
@@ -145,14 +153,15 @@ TEST(Amdgpu, LanguageFeatures) {
     }
 }
 
-// int8 and int4 K codes whose token groups cover whole key tiles: Q.K on
-// the integer matrix cores (Q rounded per query and tile with K's scales
-// folded in; expectMatrixCoreKernel counts the i8 MFMAs); smaller groups
-// and fp8 codes (gfx942's fp8 MFMA takes FNUZ, not OCP, formats) are
+// K codes whose token groups cover whole key tiles: Q.K on the matrix
+// cores (Q rounded per query and tile with K's scales folded in;
+// expectMatrixCoreKernel counts the MFMAs): int8 and int4 on the integer
+// ones, fp8 on gfx942's (FNUZ: the OCP codes rewritten per tile) and
+// gfx950's (OCP) fp8 ones; smaller groups, and fp8 on gfx90a, are
 // dequantized like V.
-TEST(Amdgpu, QuantizedKeysOnIntegerMatrixCores) {
-  for (const char *chip : {"gfx90a", "gfx942"})
-    for (const char *kv : {"int8", "int4", "fp8e4m3"})
+TEST(Amdgpu, QuantizedKeysOnMatrixCores) {
+  for (const char *chip : {"gfx90a", "gfx942", "gfx950"})
+    for (const char *kv : {"int8", "int4", "fp8e4m3", "fp8e5m2"})
       for (int64_t group : {32, 64}) {
         Options o;
         o.target = chip;

@@ -63,15 +63,20 @@ constexpr int64_t kPad = 4;
 // Elements per 16-byte global load.
 constexpr int64_t kChunk = 8;
 
-/// Whether Q.K runs on K's int8 codes (int4 ones unpacked to bytes) on
-/// the integer matrix cores: K's scales fold into Q per key tile, so every
+bool isFp8(KVQuant kind) {
+  return kind == KVQuant::fp8e4m3 || kind == KVQuant::fp8e5m2;
+}
+
+/// Whether Q.K runs on K's codes on the matrix cores: int8 (int4 ones
+/// unpacked to bytes) on the integer ones, fp8 on the fp8 ones (gfx942,
+/// gfx950; gfx90a has none). K's scales fold into Q per key tile, so every
 /// key of a tile must share one token group (no kv_index; groups whole
-/// multiples of the tile). fp8 codes are decoded to f16/bf16: gfx942's
-/// fp8 MFMA takes the FNUZ formats, not the OCP ones the cache holds.
+/// multiples of the tile).
 bool codesFeedQK(AttentionOp op, const rocm::KernelConfig &cfg) {
   std::optional<KVQuant> quant = op.getKvQuant();
-  return quant && (*quant == KVQuant::int8 || *quant == KVQuant::int4) &&
-         !op.getKvIndex() && *op.getKvGroup() % cfg.blockKV == 0;
+  if (!quant || op.getKvIndex() || *op.getKvGroup() % cfg.blockKV != 0)
+    return false;
+  return !isFp8(*quant) || cfg.chip != "gfx90a";
 }
 
 class MfmaAttentionBuilder : public KernelBase {
@@ -81,7 +86,10 @@ public:
       : KernelBase(op, std::move(outside), kRows, cfg.blockKV),
         codesQK(codesFeedQK(op, cfg)),
         // v_mfma_i32_16x16x32_i8 from gfx942 on; gfx90a has 16x16x16.
-        codeStep(cfg.chip == "gfx90a" ? 16 : 32) {}
+        codeStep(cfg.chip == "gfx90a" ? 16 : 32),
+        // gfx942's fp8 MFMA and conversions use the FNUZ formats; gfx950
+        // the OCP ones the cache holds.
+        fnuz(cfg.chip == "gfx942") {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -146,6 +154,16 @@ private:
   // column codeStep / 4 grp of each codeStep of D.
   bool codesQK;
   int64_t codeStep;
+  bool fnuz;
+  /// The MLIR type of the fp8 codes of `kind` as this chip's MFMA reads
+  /// them.
+  Type fp8Type(OpBuilder &b, KVQuant kind) {
+    if (kind == KVQuant::fp8e4m3)
+      return fnuz ? Type(b.getType<Float8E4M3FNUZType>())
+                  : Type(b.getType<Float8E4M3FNType>());
+    return fnuz ? Type(b.getType<Float8E5M2FNUZType>())
+                : Type(b.getType<Float8E5M2Type>());
+  }
   SmallVector<Value> qRaw;
 };
 
@@ -224,6 +242,19 @@ void MfmaAttentionBuilder::storeTile(OpBuilder &b, Value k0,
         if (key && codesQK) {
           if (*quant == KVQuant::int4) // sign-extended nibbles, low first
             x = unpackInt4(b, x);
+          if (isFp8(*quant) && fnuz) {
+            // OCP bits read as FNUZ are half the value (bias one higher),
+            // which the row scale makes up for, except OCP's -0 (0x80):
+            // FNUZ's NaN, so it becomes +0.
+            VectorType bytes = vec(kChunk, b.getI8Type());
+            Value negZero = splat(
+                b, bytes, arith::ConstantIntOp::create(b, loc, -128, 8));
+            x = arith::SelectOp::create(
+                b, loc,
+                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x,
+                                      negZero),
+                zeros(b, bytes), x);
+          }
         } else if (quant) {
           x = dequantizeChunk(
               b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
@@ -292,11 +323,40 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
   // A query of zeros (past Sq) keeps zero codes and scale.
   Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
                                         amax, cF32(b, 0.0));
+  bool fp8 = isFp8(*quant);
+  // int8: 127 levels; e4m3: its largest finite value (448 OCP, 240 FNUZ).
+  double maxCode = !fp8 ? 127.0 : fnuz ? 240.0 : 448.0;
   Value inv = arith::SelectOp::create(
-      b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, 127.0), amax),
+      b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, maxCode), amax),
       cF32(b, 0.0));
-  rowScale = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / 127.0));
+  rowScale = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / maxCode));
+  if (fp8 && fnuz) // K's OCP codes read as FNUZ are half their value
+    rowScale = arith::MulFOp::create(b, loc, rowScale, cF32(b, 2.0));
   SmallVector<Value> codes;
+  if (fp8) {
+    // e4m3, four at a time by the hardware's round-to-nearest conversion.
+    Type qType = fp8Type(b, KVQuant::fp8e4m3);
+    for (Value v : x) {
+      Value y = arith::MulFOp::create(b, loc, v, splat(b, lanes, inv));
+      SmallVector<Value> quads;
+      for (int64_t q4 = 0; q4 < width; q4 += 4) {
+        Value packed;
+        for (int64_t word = 0; word < 2; ++word) {
+          auto at = [&](int64_t e) {
+            return vector::ExtractOp::create(b, loc, y, q4 + 2 * word + e)
+                .getResult();
+          };
+          packed = amdgpu::PackedTrunc2xFp8Op::create(
+              b, loc, vec(4, qType), at(0), at(1), word, packed);
+        }
+        quads.push_back(packed);
+      }
+      codes.push_back(vector::ShuffleOp::create(
+          b, loc, quads[0], quads[1],
+          ArrayRef<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+    }
+    return codes;
+  }
   for (Value v : x) {
     Value rounded = math::RoundEvenOp::create(
         b, loc, arith::MulFOp::create(b, loc, v, splat(b, lanes, inv)));
@@ -318,8 +378,9 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
     Value rowScale;
     SmallVector<Value> qCodes = quantizedQuery(b, k0, rowScale);
     int64_t width = codeStep / 4;
+    bool fp8 = isFp8(*quant);
     Value firstByte = arith::MulIOp::create(b, loc, grp, cIdx(b, width));
-    VectorType sums = vec(4, b.getI32Type());
+    VectorType sums = fp8 ? acc : vec(4, b.getI32Type());
     for (int64_t nb = 0; nb < BK / 16; ++nb) {
       Value sum = zeros(b, sums);
       Value row = add(b, col, nb * 16);
@@ -327,11 +388,14 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
         Value a = vector::LoadOp::create(
             b, loc, vec(width, b.getI8Type()), kS,
             ValueRange{row, add(b, firstByte, kc * codeStep)});
+        if (fp8)
+          a = vector::BitCastOp::create(
+              b, loc, vec(width, fp8Type(b, *quant)), a);
         sum = mfma(b, a, qCodes[kc], sum, codeStep);
       }
-      s.push_back(arith::MulFOp::create(
-          b, loc, arith::SIToFPOp::create(b, loc, acc, sum),
-          splat(b, acc, rowScale)));
+      Value scores = fp8 ? sum : arith::SIToFPOp::create(b, loc, acc, sum);
+      s.push_back(
+          arith::MulFOp::create(b, loc, scores, splat(b, acc, rowScale)));
     }
   } else {
     // S^T = K Q^T, 16 keys per accumulator.
