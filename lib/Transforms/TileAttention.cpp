@@ -1313,6 +1313,8 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
   Type i32Type = b.getI32Type();
+  bool fp8Codes = op.getKvQuant() == KVQuant::fp8e4m3 ||
+                  op.getKvQuant() == KVQuant::fp8e5m2;
   Value fzero = cF32(b, 0.0);
   forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
     // q * K's scales, and for int8 the row's absolute max: |x|'s bits
@@ -1326,6 +1328,11 @@ void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
               b, loc, op.getKeyScale(), ValueRange{bIdx, hkvIdx, group, d});
           Value q = memref::LoadOp::create(b, loc, qRowBuf, ValueRange{i, d});
           Value x = arith::MulFOp::create(b, loc, q, scale);
+          if (fp8Codes) // as the bf16 dot products read it (CPU, BF16)
+            x = arith::ExtFOp::create(
+                b, loc, Type(f32),
+                arith::TruncFOp::create(b, loc, b.getBF16Type(), x)
+                    .getResult());
           memref::StoreOp::create(b, loc, x, qScaledBuf, ValueRange{i, d});
           Value magnitude = arith::AndIOp::create(
               b, loc, arith::BitcastOp::create(b, loc, i32Type, x),

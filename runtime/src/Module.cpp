@@ -48,6 +48,7 @@ const std::vector<std::pair<std::string, bool>> &hostCpuFeatures() {
         {"avx512dq", bool(__builtin_cpu_supports("avx512dq"))},
         {"avx512vl", bool(__builtin_cpu_supports("avx512vl"))},
         {"avx512vnni", bool(__builtin_cpu_supports("avx512vnni"))},
+        {"avx512bf16", bool(__builtin_cpu_supports("avx512bf16"))},
     };
   }();
   return features;

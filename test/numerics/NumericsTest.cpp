@@ -486,29 +486,40 @@ struct DecodeData {
 // vpdpbusd dot products (codes made unsigned, offsets subtracted in i32);
 // elsewhere the codes are converted to f32. Both sums are exact integers,
 // so code for a CPU without VNNI (skylake-avx512, runnable on this host)
-// gives the same answer.
-TEST(Numerics, Int8DotProductsMatchConvertedCodes) {
+// gives the same answer. With AVX-512 BF16, fp8 codes become bf16 by bit
+// moves and meet the (bf16-rounded) query rows in vdpbf16ps: the same
+// products, summed in another order, and fp8 subnormals (under 2^-6 of a
+// scale) read as zero.
+TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512vnni"))
-    GTEST_SKIP() << "no AVX-512 VNNI on this machine";
-  Jit jit;
   const char *src = "variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
-  Options vnni;
-  vnni.headDim = 128;
-  vnni.kvDtype = "int8";
-  vnni.lse = true;
-  Options plain = vnni;
-  plain.cpu = "skylake-avx512";
-  Kernel kv = jit.compile(src, vnni), kp = jit.compile(src, plain);
-  DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000,
-                  /*D=*/128, /*seed=*/5);
-  std::vector<float> o[2], lse[2];
-  data.launch(kv, o[0], lse[0]);
-  data.launch(kp, o[1], lse[1]);
-  for (size_t i = 0; i < o[0].size(); ++i)
-    ASSERT_NEAR(o[0][i], o[1][i], 1e-5) << i;
-  for (size_t i = 0; i < lse[0].size(); ++i)
-    ASSERT_NEAR(lse[0][i], lse[1][i], 1e-5) << i;
+  bool vnni = __builtin_cpu_supports("avx512vnni"),
+       bf16 = __builtin_cpu_supports("avx512bf16");
+  if (!vnni && !bf16)
+    GTEST_SKIP() << "neither AVX-512 VNNI nor BF16 on this machine";
+  for (auto [kv, present, bound] :
+       {std::tuple{"int8", vnni, 1e-5}, std::tuple{"fp8e4m3", bf16, 1e-4},
+        std::tuple{"fp8e5m2", bf16, 1e-4}}) {
+    if (!present)
+      continue;
+    Jit jit;
+    Options dots;
+    dots.headDim = 128;
+    dots.kvDtype = kv;
+    dots.lse = true;
+    Options plain = dots;
+    plain.cpu = "skylake-avx512";
+    DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000,
+                    /*D=*/128, /*seed=*/5);
+    std::vector<float> o[2], lse[2];
+    data.launch(jit.compile(src, dots), o[0], lse[0]);
+    data.launch(jit.compile(src, plain), o[1], lse[1]);
+    SCOPED_TRACE(kv);
+    for (size_t i = 0; i < o[0].size(); ++i)
+      ASSERT_NEAR(o[0][i], o[1][i], bound) << i;
+    for (size_t i = 0; i < lse[0].size(); ++i)
+      ASSERT_NEAR(lse[0][i], lse[1][i], bound) << i;
+  }
 }
 
 // Decode reads whole key tiles in place (int8/fp8 codes: K's group scales
@@ -550,11 +561,11 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
                               : ksmall,
                   o[path], lse[path]);
     SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
-    // int8 (and int4, unpacked to bytes) in place also rounds the query
-    // rows to int8 (per row and K group) for int8 x int8 dot products: it
-    // differs from the staged rows by that rounding only, and equals the
-    // paged in-place paths.
-    bool roundsQuery = std::string(kv) == "int8" || std::string(kv) == "int4";
+    // Quantized codes in place also round the query rows: int8 (and int4,
+    // unpacked to bytes) to int8 per row and K group for int8 x int8 dot
+    // products, fp8 to bf16 for bf16 ones. That rounding is all that
+    // separates them from the staged rows; the paged in-place paths agree.
+    bool roundsQuery = std::string(kv) != "same";
     for (int path : {1, 2, 3}) {
       if (roundsQuery && path == 1) {
         double diff = 0, norm = 0, lseDiff = 0;

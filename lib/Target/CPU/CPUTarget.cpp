@@ -95,7 +95,8 @@ std::vector<std::string> requiredCpuFeatures(const llvm::TargetMachine &tm) {
 VectorShape vectorShape(const llvm::TargetMachine &tm) {
   const llvm::MCSubtargetInfo *sti = tm.getMCSubtargetInfo();
   if (sti->checkFeatures("+avx512f"))
-    return {512, 32, sti->checkFeatures("+avx512vnni")};
+    return {512, 32, sti->checkFeatures("+avx512vnni"),
+            sti->checkFeatures("+avx512bf16")};
   if (sti->checkFeatures("+avx2"))
     return {256, 16};
   return {128, 16};
@@ -112,6 +113,7 @@ std::string loweringPipeline(VectorShape shape) {
          std::to_string(shape.bits) +
          " registers=" + std::to_string(shape.registers) +
          (shape.int8Dots ? " int8-dots=1" : "") +
+         (shape.bf16Dots ? " bf16-dots=1" : "") +
          "},convert-linalg-to-loops,attn-cpu-work-range,canonicalize,cse,"
          "loop-invariant-code-motion,attn-expand-floordiv,canonicalize,cse),"
          "attn-cpu-approximate-math,"

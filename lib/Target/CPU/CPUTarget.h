@@ -26,6 +26,8 @@ struct VectorShape {
   int64_t registers = 16;
   /// AVX-512 VNNI: int8 dot products (vpdpbusd) for int8 x int8 matmuls.
   bool int8Dots = false;
+  /// AVX-512 BF16: bf16 pair dot products (vdpbf16ps) for fp8 codes.
+  bool bf16Dots = false;
 };
 
 /// What code is generated for: a triple, a CPU and its features.

@@ -43,7 +43,11 @@ def AttnCPUVectorizeMatmulPass
     With `int8-dots` (512-bit registers), an int8 x int8 matmul in the dot
     form (decode's K codes . Q codes) accumulates 4 byte products per i32
     lane with `vpdpbusd`: K's codes are made unsigned by flipping their
-    sign bit (k + 128), and 128 * sum(q) comes off each sum.
+    sign bit (k + 128), and 128 * sum(q) comes off each sum. With
+    `bf16-dots`, fp8 codes (decode's K in place) meet f32 rows as
+    `vdpbf16ps` bf16 pairs: the codes become bf16 by bit moves (value
+    times 2^-bias), the rows are rounded to bf16 once per matmul times
+    2^(bias/2), and the sums are scaled back.
   }];
   let options = [
     Option<"vectorBits", "vector-bits", "int64_t", "512",
@@ -52,6 +56,9 @@ def AttnCPUVectorizeMatmulPass
            "number of vector registers">,
     Option<"int8Dots", "int8-dots", "bool", "false",
            "int8 x int8 dot products with AVX-512 VNNI (vpdpbusd)">,
+    Option<"bf16Dots", "bf16-dots", "bool", "false",
+           "fp8 codes x f32 rows as bf16 dot products (AVX-512 BF16 "
+           "vdpbf16ps)">,
   ];
   let dependentDialects = ["::mlir::vector::VectorDialect",
                            "::mlir::scf::SCFDialect",

@@ -11,7 +11,7 @@ namespace mlir::attn::cpu {
 /// vector code for `lanes` f32 per register and `registers` registers.
 LogicalResult vectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                               int64_t lanes, int64_t registers,
-                              bool int8Dots = false);
+                              bool int8Dots = false, bool bf16Dots = false);
 
 } // namespace mlir::attn::cpu
 

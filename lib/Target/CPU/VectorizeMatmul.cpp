@@ -30,6 +30,8 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/PatternMatch.h"
 
+#include <cmath>
+
 namespace mlir::attn::cpu {
 #define GEN_PASS_DEF_ATTNCPUVECTORIZEMATMULPASS
 #include "lib/Target/CPU/Passes.h.inc"
@@ -188,13 +190,37 @@ Value int8Dot(OpBuilder &b, Location loc, Value acc, Value a, Value bytes) {
       .getResult(0);
 }
 
+/// vdpbf16ps: acc (f32 lanes) += the 2 products of bf16 pairs per lane.
+Value bf16Dot(OpBuilder &b, Location loc, Value acc, Value x, Value y) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, acc.getType(),
+             b.getStringAttr("llvm.x86.avx512bf16.dpbf16ps.512"),
+             ValueRange{acc, x, y})
+      .getResult(0);
+}
+
+/// How an fp8 format's codes become bf16 bits by moving bits only: the
+/// magnitude bits shifted up to bf16's mantissa/exponent boundary and the
+/// sign to bit 15, which reads as the value times 2^-bias (bias: 120 for
+/// e4m3, 112 for e5m2; fp8 subnormals become bf16 subnormals, which
+/// vdpbf16ps reads as zero: values below 2^-6 (e4m3) or 2^-14 (e5m2) of a
+/// scale, under a thousandth of the largest code).
+struct Fp8AsBf16 {
+  int64_t shift, bias;
+};
+Fp8AsBf16 fp8AsBf16(mlir::attn::KVQuant codes) {
+  return codes == mlir::attn::KVQuant::fp8e4m3 ? Fp8AsBf16{4, 120}
+                                                : Fp8AsBf16{5, 112};
+}
+
 /// C[m, n] += sum_k A[m, k] * B[n, k] for all rows and columns: dot
-/// products along k (K a multiple of `lanes`, or of 4 * lanes bytes with
-/// int8Dots, where A and B are int8 and each i32 lane takes 4 products).
+/// products along k (K a multiple of `lanes`; with int8Dots, of 4 * lanes
+/// bytes, A and B int8 and 4 products per i32 lane; with fp8Dots, of
+/// 2 * lanes, A fp8 codes and B f32, 2 bf16 products per f32 lane).
 void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                      int64_t M, int64_t N, int64_t K, int64_t lanes,
                      int64_t rows, mlir::attn::KVQuant codes,
-                     bool int8Dots) {
+                     bool int8Dots, bool fp8Dots = false) {
   auto vt = VectorType::get({lanes}, int8Dots ? Type(b.getI32Type())
                                               : Type(b.getF32Type()));
   auto bytesType = VectorType::get({4 * lanes}, b.getI8Type());
@@ -204,7 +230,50 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
   auto fm = arith::FastMathFlagsAttr::get(
       b.getContext(),
       arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
-  int64_t step = int8Dots ? 4 * lanes : lanes;
+  int64_t step = int8Dots ? 4 * lanes : fp8Dots ? 2 * lanes : lanes;
+  auto pairType = VectorType::get({2 * lanes}, b.getBF16Type());
+  // fp8 dots: B's rows as bf16 once per matmul, times 2^(bias / 2) so the
+  // products of A's codes read as value * 2^-bias stay normal f32; the
+  // other 2^(bias / 2) goes onto the sums.
+  Value bBf16;
+  Fp8AsBf16 format = fp8AsBf16(codes);
+  if (fp8Dots) {
+    bBf16 = memref::AllocaOp::create(
+        b, loc, MemRefType::get({N, K}, b.getBF16Type()),
+        b.getI64IntegerAttr(64));
+    auto f32Pair = VectorType::get({2 * lanes}, b.getF32Type());
+    Value up = arith::ConstantOp::create(
+        b, loc, f32Pair,
+        DenseElementsAttr::get(
+            f32Pair, b.getF32FloatAttr(std::ldexp(1.0f, int(format.bias / 2)))));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k0 = 0; k0 < K; k0 += 2 * lanes) {
+        Value x = vector::LoadOp::create(b, loc, f32Pair, B,
+                                         ValueRange{cIdx(n), cIdx(k0)});
+        vector::StoreOp::create(
+            b, loc,
+            arith::TruncFOp::create(b, loc, pairType,
+                                    arith::MulFOp::create(b, loc, x, up)),
+            bBf16, ValueRange{cIdx(n), cIdx(k0)});
+      }
+  }
+  // A's codes as bf16 bits: magnitude << shift, sign << 8.
+  auto codesAsBf16 = [&](OpBuilder &b, Value bytes) -> Value {
+    auto halfType = VectorType::get({2 * lanes}, b.getI16Type());
+    auto splat16 = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(
+          b, loc, halfType,
+          DenseElementsAttr::get(halfType, b.getI16IntegerAttr(v)));
+    };
+    Value w = arith::ExtUIOp::create(b, loc, halfType, bytes);
+    Value magnitude = arith::ShLIOp::create(
+        b, loc, arith::AndIOp::create(b, loc, w, splat16(0x7F)),
+        splat16(format.shift));
+    Value sign = arith::ShLIOp::create(
+        b, loc, arith::AndIOp::create(b, loc, w, splat16(0x80)), splat16(8));
+    return arith::BitcastOp::create(
+        b, loc, pairType, arith::OrIOp::create(b, loc, magnitude, sign));
+  };
   Value zero = arith::ConstantOp::create(
       b, loc, vt,
       int8Dots ? DenseElementsAttr::get(vt, b.getI32IntegerAttr(0))
@@ -244,32 +313,37 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
         b, loc, cIdx(0), cIdx(K), cIdx(step), init,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           SmallVector<Value> a, bv, next;
+          auto pairBytes = VectorType::get({2 * lanes}, b.getI8Type());
+          for (int64_t r = 0; r < R; ++r) {
+            SmallVector<Value, 2> at = {rowIdx[r], k};
+            if (int8Dots)
+              a.push_back(arith::XOrIOp::create(
+                  b, loc, vector::LoadOp::create(b, loc, bytesType, A, at),
+                  signBits));
+            else if (fp8Dots)
+              a.push_back(codesAsBf16(
+                  b, vector::LoadOp::create(b, loc, pairBytes, A, at)));
+            else
+              a.push_back(loadLanes(b, loc, vt, A, at, codes));
+          }
+          for (int64_t n = 0; n < N; ++n) {
+            SmallVector<Value, 2> at = {cIdx(n), k};
+            if (int8Dots)
+              bv.push_back(vector::LoadOp::create(b, loc, bytesType, B, at));
+            else if (fp8Dots)
+              bv.push_back(vector::LoadOp::create(b, loc, pairType, bBf16, at));
+            else
+              bv.push_back(loadLanes(b, loc, vt, B, at, codes));
+          }
           for (int64_t r = 0; r < R; ++r)
-            a.push_back(
-                int8Dots
-                    ? arith::XOrIOp::create(
-                          b, loc,
-                          vector::LoadOp::create(b, loc, bytesType, A,
-                                                 ValueRange{rowIdx[r], k}),
-                          signBits)
-                          .getResult()
-                    : loadLanes(b, loc, vt, A, ValueRange{rowIdx[r], k},
-                                codes));
-          for (int64_t n = 0; n < N; ++n)
-            bv.push_back(
-                int8Dots
-                    ? vector::LoadOp::create(b, loc, bytesType, B,
-                                             ValueRange{cIdx(n), k})
-                          .getResult()
-                    : loadLanes(b, loc, vt, B, ValueRange{cIdx(n), k}, codes));
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t n = 0; n < N; ++n)
+            for (int64_t n = 0; n < N; ++n) {
+              Value c = acc[r * N + n];
               next.push_back(
-                  int8Dots
-                      ? int8Dot(b, loc, acc[r * N + n], a[r], bv[n])
-                      : vector::FMAOp::create(b, loc, a[r], bv[n],
-                                              acc[r * N + n])
-                            .getResult());
+                  int8Dots  ? int8Dot(b, loc, c, a[r], bv[n])
+                  : fp8Dots ? bf16Dot(b, loc, c, a[r], bv[n])
+                            : vector::FMAOp::create(b, loc, a[r], bv[n], c)
+                                  .getResult());
+            }
           scf::YieldOp::create(b, loc, next);
         });
     SmallVector<Value> sums = rowSums(
@@ -285,6 +359,14 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
       if (int8Dots) // exact: the offsets come off in i32
         sum = arith::SIToFPOp::create(
             b, loc, nt, arith::SubIOp::create(b, loc, sum, offsets));
+      if (fp8Dots)
+        sum = arith::MulFOp::create(
+            b, loc, sum,
+            arith::ConstantOp::create(
+                b, loc, nt,
+                DenseElementsAttr::get(
+                    nt, b.getF32FloatAttr(std::ldexp(
+                            1.0f, int(format.bias - format.bias / 2))))));
       Value old =
           vector::LoadOp::create(b, loc, nt, C, ValueRange{rowIdx[r], cIdx(0)});
       vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum),
@@ -347,9 +429,9 @@ struct AttnCPUVectorizeMatmulPass final
     getOperation().walk([&](linalg::MatmulOp op) { ops.push_back(op); });
     IRRewriter rewriter(&getContext());
     for (linalg::MatmulOp op : ops)
-      (void)mlir::attn::cpu::vectorizeMatmul(rewriter, op, vectorBits / 32,
-                                             registers,
-                                             int8Dots && vectorBits == 512);
+      (void)mlir::attn::cpu::vectorizeMatmul(
+          rewriter, op, vectorBits / 32, registers,
+          int8Dots && vectorBits == 512, bf16Dots && vectorBits == 512);
   }
 };
 
@@ -359,7 +441,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
                                                linalg::MatmulOp op,
                                                int64_t lanes,
                                                int64_t registers,
-                                               bool int8Dots) {
+                                               bool int8Dots, bool bf16Dots) {
   if (!op.hasPureBufferSemantics())
     return rewriter.notifyMatchFailure(op, "expected buffers");
   // C[m, n] += A[m, k] * B[k, n], or A read as A[k, m].
@@ -405,10 +487,18 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     bool dots = int8Dots && isInt8(A) && isInt8(B) &&
                 codesOf(op) == mlir::attn::KVQuant::int8 &&
                 K % (4 * lanes) == 0;
+    // fp8 codes times f32 rows (decode's K codes . Q's rows, which the
+    // tiler rounds to bf16 already) as bf16 dot products.
+    mlir::attn::KVQuant kind = codesOf(op);
+    bool fp8 = bf16Dots && isInt8(A) &&
+               cast<MemRefType>(B.getType()).getElementType().isF32() &&
+               (kind == mlir::attn::KVQuant::fp8e4m3 ||
+                kind == mlir::attn::KVQuant::fp8e5m2) &&
+               K % (2 * lanes) == 0;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
     emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows,
-                    codesOf(op), dots);
+                    kind, dots, fp8);
     rewriter.eraseOp(op);
     return success();
   }

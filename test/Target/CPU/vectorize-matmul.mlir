@@ -1,6 +1,7 @@
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32}))' | FileCheck %s
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16}))' | FileCheck %s --check-prefix=AVX2
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 int8-dots=1}))' | FileCheck %s --check-prefix=DOTS
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 bf16-dots=1}))' | FileCheck %s --check-prefix=BF16
 
 // AVX-512, N = 64: 4 registers per row of C, 4 rows per block, the block
 // held in registers across the whole reduction.
@@ -169,5 +170,32 @@ func.func @fp8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: me
 func.func @int8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memref<4x128xi8>, %s: memref<32x4xf32>) {
   linalg.matmul indexing_maps = [#i8A, #i8B, #i8C]
       ins(%k, %q : memref<32x128xi8, strided<[?, 1], offset: ?>>, memref<4x128xi8>) outs(%s : memref<32x4xf32>)
+  return
+}
+
+// -----
+
+// fp8 codes times f32 rows with bf16-dots: Q's rows become bf16 once (times
+// 2^60 for e4m3), each 32 codes become bf16 by bit moves (magnitude << 4,
+// sign << 8: the value times 2^-120) and vdpbf16ps sums pairs; the sums
+// get the other 2^60 back.
+
+// BF16-LABEL: func.func @fp8_dots(
+// BF16-SAME: %[[K:[^:]+]]: memref<32x128xi8, strided<[?, 1], offset: ?>>, %[[Q:[^:]+]]: memref<4x128xf32>
+// BF16: %[[QB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<4x128xbf16>
+// BF16: arith.constant dense<1.1529215E+18> : vector<32xf32>
+// BF16: arith.truncf {{.+}} : vector<32xf32> to vector<32xbf16>
+// BF16: %[[C:.+]] = vector.load %[[K]][%{{.+}}, %{{.+}}] : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<32xi8>
+// BF16: arith.extui %[[C]] : vector<32xi8> to vector<32xi16>
+// BF16: arith.bitcast %{{.+}} : vector<32xi16> to vector<32xbf16>
+// BF16: vector.load %[[QB]][%{{.+}}, %{{.+}}] : memref<4x128xbf16>, vector<32xbf16>
+// BF16: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"(%{{.+}}, %{{.+}}, %{{.+}}) : (vector<16xf32>, vector<32xbf16>, vector<32xbf16>) -> vector<16xf32>
+// BF16: arith.constant dense<1.1529215E+18> : vector<4xf32>
+#f8A = affine_map<(m, n, k) -> (m, k)>
+#f8B = affine_map<(m, n, k) -> (n, k)>
+#f8C = affine_map<(m, n, k) -> (m, n)>
+func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memref<4x128xf32>, %s: memref<32x4xf32>) {
+  linalg.matmul indexing_maps = [#f8A, #f8B, #f8C]
+      ins(%k, %q : memref<32x128xi8, strided<[?, 1], offset: ?>>, memref<4x128xf32>) outs(%s : memref<32x4xf32>) {attn.kv_codes = "fp8e4m3"}
   return
 }
