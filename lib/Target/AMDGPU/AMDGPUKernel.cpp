@@ -12,7 +12,10 @@
 //     previous tile's math (16 bytes per thread and step, zero past Skv,
 //     through the page table when paged, at the listed positions for
 //     kv_index); they are written to LDS, K row-major and V transposed
-//     S^T = K Q^T in MFMA accumulators (BK x 16 per wave)
+//     S^T = K Q^T in MFMA accumulators (BK x 16 per wave); for int8/int4
+//     (and fp8 on gfx942/gfx950) codes whose token groups cover the tile,
+//     K stays codes in LDS and meets Q rounded per query and tile on the
+//     integer (fp8) matrix cores
 //     score/mask regions per accumulator element (the mask only on
 //     PARTIAL tiles), column max across the 4 lane groups sharing a query
 //     O^T = V^T P^T, P^T taken from the S^T accumulators as they are

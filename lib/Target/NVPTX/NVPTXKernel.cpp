@@ -15,7 +15,10 @@
 //     the listed positions for kv_index, as raw codes dequantized per tile
 //     when quantized), or on sm_90a TMA boxes from a producer warp
 //     (mbarrier full/empty pipeline)
-//     S = Q K^T in tensor-core accumulators (16 x BK per warp)
+//     S = Q K^T in tensor-core accumulators (16 x BK per warp); for int8
+//     / int4 / fp8 codes whose token groups cover the tile, on the codes
+//     themselves (s8 or e4m3/e5m2 MMAs) with Q rounded per row and tile
+//     after K's group scales are folded in (codesFeedQK, quantizedQuery)
 //     score/mask regions per accumulator element (the mask only on
 //     PARTIAL tiles), row max across the 4 lanes sharing a row
 //     (shuffles), p = exp2(t - m), O *= exp2(m_old - m)
