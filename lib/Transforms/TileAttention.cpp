@@ -33,6 +33,8 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 
+#include "llvm/Support/SaveAndRestore.h"
+
 #include <cmath>
 
 namespace mlir::attn {
@@ -231,6 +233,9 @@ private:
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
   Value qTBuf, kBuf, vBuf, sTBuf, accBuf, mBuf, lBuf, mUseBuf, alphaBuf;
+  // In-place tiles' S^T/P ([BK, kTinyRows], contiguous): sTBuf while one is
+  // emitted, so its softmax runs on whole vectors of 4 keys x 4 rows.
+  Value sTTinyBuf;
   // Per key tile row: its position (kv_index; -1 when skipped) and V scale.
   Value posBuf, vScaleBuf;
   // int8 K/V read in place by decode's dot products (see TileOperands).
@@ -441,6 +446,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
   sTBuf = buffer({BK, BQ});
+  if (directCodes) // in-place tiles' scores, rows next to each other
+    sTTinyBuf = buffer({BK, kTinyRows});
   accBuf = buffer({BQ, Dv});
   mBuf = buffer({BQ});
   lBuf = buffer({BQ});
@@ -1282,6 +1289,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
     direct.k = {kUnpackedBuf};
     direct.v = {vUnpackedBuf};
   }
+  llvm::SaveAndRestore<Value> compactScores(sTBuf, sTTinyBuf);
   if (!op.getKvQuant()) {
     emitTileCompute(b, k0, kn, fullTile, &direct);
     return;
@@ -1557,6 +1565,30 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     return vector::BroadcastOp::create(b, loc, rowsType, x);
   };
   Value c0 = cIdx(b, 0);
+  // With rowVectors, sTBuf is the compact [BK, kTinyRows] tile: read as
+  // one row of BK * kTinyRows scores, kQuad (4 keys x 4 rows) at a time.
+  constexpr int64_t kQuad = 16;
+  auto quadType = VectorType::get({kQuad}, f32);
+  auto flatScores = [&](OpBuilder &b) -> Value {
+    return memref::CollapseShapeOp::create(
+        b, loc, sTBuf, ArrayRef<ReassociationIndices>{{0, 1}});
+  };
+  auto loadQuad = [&](OpBuilder &b, Value at) -> Value {
+    return vector::LoadOp::create(b, loc, quadType, flatScores(b),
+                                  ValueRange{at});
+  };
+  auto splatQuad = [&](OpBuilder &b, Value x) -> Value {
+    return vector::BroadcastOp::create(b, loc, quadType, x);
+  };
+  // The 4 keys' rows of a quad, each a vector of kTinyRows.
+  auto quarters = [&](OpBuilder &b, Value quad) {
+    SmallVector<Value> out;
+    for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
+      out.push_back(vector::ExtractStridedSliceOp::create(
+          b, loc, quad, ArrayRef<int64_t>{key * kTinyRows},
+          ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
+    return out;
+  };
   // New running max: mUse starts as the old max, then takes each row of
   // modified (and masked) scores element-wise.
   if (rowVectors)
@@ -1568,17 +1600,21 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     });
   withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
     if (rowVectors && !withMask && !op.hasScore()) {
-      // Every entry of a whole unmasked tile is kept as it is.
+      // Every entry of a whole unmasked tile is kept as it is: the max of
+      // 4 keys x 4 rows at a time, then of the 4 keys.
       auto maxLoop = scf::ForOp::create(
-          b, loc, c0, cIdx(b, BK), cIdx(b, 1),
-          ValueRange{loadRows(b, mUseBuf, {c0})},
-          [&](OpBuilder &b, Location, Value j, ValueRange acc) {
+          b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
+          ValueRange{splatQuad(b, negInf)},
+          [&](OpBuilder &b, Location, Value at, ValueRange acc) {
             scf::YieldOp::create(
                 b, loc,
                 ValueRange{arith::MaximumFOp::create(
-                    b, loc, acc[0], loadRows(b, sTBuf, {j, c0}))});
+                    b, loc, acc[0], loadQuad(b, at))});
           });
-      storeRows(b, maxLoop.getResult(0), mUseBuf, {c0});
+      Value mx = loadRows(b, mUseBuf, {c0});
+      for (Value key : quarters(b, maxLoop.getResult(0)))
+        mx = arith::MaximumFOp::create(b, loc, mx, key);
+      storeRows(b, mx, mUseBuf, {c0});
       return;
     }
     forLoop(b, BK, [&](OpBuilder &b, Value j) {
@@ -1617,24 +1653,41 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     storeRows(b, mNew, mBuf, {c0});
     storeRows(b, mUse, mUseBuf, {c0});
     storeRows(b, alpha, alphaBuf, {c0});
-    // p = exp2(t - m) per key for all rows at once, summed per row.
+    // p = exp2(t - m) for 4 keys x 4 rows at a time, summed per row.
+    SmallVector<int64_t> rowsTimes4, keysTimes4;
+    for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
+      for (int64_t row = 0; row < kTinyRows; ++row) {
+        rowsTimes4.push_back(row);
+        keysTimes4.push_back(key);
+      }
+    Value mUseQuad =
+        vector::ShuffleOp::create(b, loc, mUse, mUse, rowsTimes4);
     auto sumLoop = scf::ForOp::create(
-        b, loc, c0, cIdx(b, BK), cIdx(b, 1), ValueRange{l},
-        [&](OpBuilder &b, Location, Value j, ValueRange acc) {
+        b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
+        ValueRange{splatQuad(b, fzero)},
+        [&](OpBuilder &b, Location, Value at, ValueRange acc) {
           Value p = math::Exp2Op::create(
-              b, loc,
-              arith::SubFOp::create(b, loc, loadRows(b, sTBuf, {j, c0}), mUse));
+              b, loc, arith::SubFOp::create(b, loc, loadQuad(b, at), mUseQuad));
           Value stored = p;
-          if (vScaleBuf)
+          if (vScaleBuf) {
+            // V's scales of the 4 keys, each over its 4 rows.
+            Value key = arith::DivUIOp::create(b, loc, at, cIdx(b, kTinyRows));
+            Value scales = vector::LoadOp::create(
+                b, loc, VectorType::get({kQuad / kTinyRows}, f32), vScaleBuf,
+                ValueRange{key});
             stored = arith::MulFOp::create(
                 b, loc, p,
-                splat(b, memref::LoadOp::create(b, loc, vScaleBuf,
-                                                ValueRange{j})));
-          storeRows(b, stored, sTBuf, {j, c0});
+                vector::ShuffleOp::create(b, loc, scales, scales, keysTimes4));
+          }
+          vector::StoreOp::create(b, loc, stored, flatScores(b),
+                                  ValueRange{at});
           scf::YieldOp::create(
               b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], p, fm)});
         });
-    storeRows(b, sumLoop.getResult(0), lBuf, {c0});
+    Value sum = l;
+    for (Value key : quarters(b, sumLoop.getResult(0)))
+      sum = arith::AddFOp::create(b, loc, sum, key, fm);
+    storeRows(b, sum, lBuf, {c0});
   } else {
     forRows(b, [&](OpBuilder &b, Value i) {
       Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
