@@ -181,22 +181,23 @@ SmallVector<Value> rowSums(OpBuilder &b, Location loc, SmallVector<Value> accs,
   return out;
 }
 
+/// acc += the dot products `intrinsic` takes of x and y per lane of acc.
+Value laneDots(OpBuilder &b, Location loc, StringRef intrinsic, Value acc,
+               Value x, Value y) {
+  return LLVM::CallIntrinsicOp::create(b, loc, acc.getType(),
+                                       b.getStringAttr(intrinsic),
+                                       ValueRange{acc, x, y})
+      .getResult(0);
+}
+
 /// vpdpbusd: acc (i32 lanes) += sum of 4 products u8(a) * s8(b) per lane.
 Value int8Dot(OpBuilder &b, Location loc, Value acc, Value a, Value bytes) {
-  return LLVM::CallIntrinsicOp::create(
-             b, loc, acc.getType(),
-             b.getStringAttr("llvm.x86.avx512.vpdpbusd.512"),
-             ValueRange{acc, a, bytes})
-      .getResult(0);
+  return laneDots(b, loc, "llvm.x86.avx512.vpdpbusd.512", acc, a, bytes);
 }
 
 /// vdpbf16ps: acc (f32 lanes) += the 2 products of bf16 pairs per lane.
 Value bf16Dot(OpBuilder &b, Location loc, Value acc, Value x, Value y) {
-  return LLVM::CallIntrinsicOp::create(
-             b, loc, acc.getType(),
-             b.getStringAttr("llvm.x86.avx512bf16.dpbf16ps.512"),
-             ValueRange{acc, x, y})
-      .getResult(0);
+  return laneDots(b, loc, "llvm.x86.avx512bf16.dpbf16ps.512", acc, x, y);
 }
 
 /// How an fp8 format's codes become bf16 bits by moving bits only: the
