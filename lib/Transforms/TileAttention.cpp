@@ -172,6 +172,9 @@ private:
   /// Q's tiny rows times K's scales of `group` (qScaledBuf) and, for int8
   /// caches, rounded to int8 codes with a scale per row.
   void emitGroupQueryRows(OpBuilder &b, Value group);
+  /// An in-place int8 tile's P (compact sTBuf) rounded to unsigned 8-bit
+  /// codes per row (pCodeBuf) with the rows' scales (pScaleBuf).
+  void emitRoundedProbabilities(OpBuilder &b);
   /// A matmul reading fp8 codes in place says how they decode
   /// (kKVCodesAttr; int8 codes are plain integers).
   void markCodes(OpBuilder &b, Operation *matmul, const TileOperands *direct) {
@@ -247,6 +250,10 @@ private:
   Value qGroupBuf;
   // int4 tiles read in place: their codes unpacked, one per byte.
   Value kUnpackedBuf, vUnpackedBuf;
+  // int8/int4 tiles read in place: P rounded to unsigned 8-bit codes
+  // ([BK, rows], as the compact scores), the rows' scales, and P . V
+  // before those scales.
+  Value pCodeBuf, pScaleBuf, pvBuf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -438,6 +445,11 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
         b.getI64IntegerAttr(64));
   }
   if (directCodes && integerCodes) {
+    pCodeBuf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({BK, kTinyRows}, b.getI8Type()),
+        b.getI64IntegerAttr(64));
+    pScaleBuf = buffer({kTinyRows});
+    pvBuf = buffer({kTinyRows, Dv});
     qCodeBuf = memref::AllocaOp::create(
         b, loc, MemRefType::get({kTinyRows, D}, b.getI8Type()),
         b.getI64IntegerAttr(64));
@@ -1452,19 +1464,101 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   else
     emitScoresPointwise(b, k0, kn, fullTile);
 
-  // acc += P . V, reading P from the transposed tile.
+  // acc += P . V, reading P from the transposed tile (for int8 codes in
+  // place, P rounded to 0..255 per row first: codes times codes).
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
+  bool roundedP = direct && direct->qRowScale && pCodeBuf;
+  if (roundedP) {
+    emitRoundedProbabilities(b);
+    linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{pvBuf});
+  }
   rowWidths(b, [&](OpBuilder &b, int64_t width) {
     for (size_t part = 0; part < vParts.size(); ++part) {
+      Value p = roundedP ? pCodeBuf : columns(b, sTBuf, width);
       auto matmul = linalg::MatmulOp::create(
-          b, loc, ValueRange{partOf(b, columns(b, sTBuf, width), part),
-                             vParts[part]},
-          ValueRange{rowsOf(b, accBuf, width)},
+          b, loc, ValueRange{partOf(b, p, part), vParts[part]},
+          ValueRange{roundedP ? pvBuf : rowsOf(b, accBuf, width)},
           {b.getNamedAttr("indexing_maps", maps)});
       markCodes(b, matmul, direct);
+      if (roundedP)
+        matmul->setAttr(kUnsignedLhsAttr, b.getUnitAttr());
     }
+  });
+  if (!roundedP)
+    return;
+  // acc += (P codes . V codes) * the rows' P scales.
+  forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
+    Value scale = memref::LoadOp::create(b, loc, pScaleBuf, ValueRange{i});
+    forLoop(b, Dv, [&](OpBuilder &b, Value d) {
+      Value x = memref::LoadOp::create(b, loc, pvBuf, ValueRange{i, d});
+      Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
+      memref::StoreOp::create(
+          b, loc,
+          arith::AddFOp::create(b, loc, a,
+                                arith::MulFOp::create(b, loc, x, scale)),
+          accBuf, ValueRange{i, d});
+    });
+  });
+}
+
+void AttentionTiler::emitRoundedProbabilities(OpBuilder &b) {
+  // P (V's scales folded in) is never negative: per row, codes
+  // round(p * 255 / max p), 16 at a time over the compact [BK, 4] tile.
+  constexpr int64_t kQuad = 16;
+  auto quadType = VectorType::get({kQuad}, f32);
+  auto rowsType = VectorType::get({kTinyRows}, f32);
+  Value flat = memref::CollapseShapeOp::create(
+      b, loc, sTBuf, ArrayRef<ReassociationIndices>{{0, 1}});
+  Value flatCodes = memref::CollapseShapeOp::create(
+      b, loc, pCodeBuf, ArrayRef<ReassociationIndices>{{0, 1}});
+  Value c0 = cIdx(b, 0);
+  auto splat = [&](VectorType type, double v) -> Value {
+    return arith::ConstantOp::create(
+        b, loc, type,
+        DenseElementsAttr::get(type, b.getF32FloatAttr(float(v))));
+  };
+  auto maxLoop = scf::ForOp::create(
+      b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
+      ValueRange{splat(quadType, 0.0)},
+      [&](OpBuilder &b, Location, Value at, ValueRange acc) {
+        Value p = vector::LoadOp::create(b, loc, quadType, flat, ValueRange{at});
+        scf::YieldOp::create(
+            b, loc, ValueRange{arith::MaximumFOp::create(b, loc, acc[0], p)});
+      });
+  Value pmax = splat(rowsType, 0.0);
+  for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
+    pmax = arith::MaximumFOp::create(
+        b, loc, pmax,
+        vector::ExtractStridedSliceOp::create(
+            b, loc, maxLoop.getResult(0), ArrayRef<int64_t>{key * kTinyRows},
+            ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
+  Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, pmax,
+                                        splat(rowsType, 0.0));
+  Value inv = arith::SelectOp::create(
+      b, loc, nonzero,
+      arith::DivFOp::create(b, loc, splat(rowsType, 255.0), pmax),
+      splat(rowsType, 0.0));
+  vector::StoreOp::create(
+      b, loc, arith::MulFOp::create(b, loc, pmax, splat(rowsType, 1.0 / 255.0)),
+      pScaleBuf, ValueRange{c0});
+  SmallVector<int64_t> rowsTimes4;
+  for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
+    for (int64_t row = 0; row < kTinyRows; ++row)
+      rowsTimes4.push_back(row);
+  Value invQuad = vector::ShuffleOp::create(b, loc, inv, inv, rowsTimes4);
+  forLoop(b, c0, cIdx(b, BK * kTinyRows), kQuad, [&](OpBuilder &b, Value at) {
+    Value p = vector::LoadOp::create(b, loc, quadType, flat, ValueRange{at});
+    Value code = arith::FPToSIOp::create(
+        b, loc, VectorType::get({kQuad}, b.getI32Type()),
+        math::RoundEvenOp::create(b, loc,
+                                  arith::MulFOp::create(b, loc, p, invQuad)));
+    vector::StoreOp::create(
+        b, loc,
+        arith::TruncIOp::create(
+            b, loc, VectorType::get({kQuad}, b.getI8Type()), code),
+        flatCodes, ValueRange{at});
   });
 }
 

@@ -21,6 +21,10 @@ inline constexpr llvm::StringLiteral kWorkLoopAttr = "attn.work_loop";
 /// tile matmul that reads quantized codes in place.
 inline constexpr llvm::StringLiteral kKVCodesAttr = "attn.kv_codes";
 
+/// Marks a tile matmul whose first (i8) operand holds unsigned 8-bit codes
+/// (decode's probabilities rounded to 0..255), not signed ones.
+inline constexpr llvm::StringLiteral kUnsignedLhsAttr = "attn.unsigned_lhs";
+
 /// Classes a `classify` region yields for a block of (query, key) entries.
 enum TileClass : int32_t { kTileEmpty = 0, kTilePartial = 1, kTileFull = 2 };
 

@@ -81,7 +81,7 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // max (found as an unsigned max of the magnitude bits); then int8 x int8
 // dot products on the K view, each key's 4 scores times the rows' scales,
 // the softmax on 4 keys x 4 rows at a time (the tile's scores are a compact
-// [64, 4] buffer), and P . V straight on the V view.
+// [64, 4] buffer), and P . V as unsigned P codes times the V view's codes.
 // A partial tile (or more rows) stages decoded rows as before.
 // (Unquantized caches are read in place the same way, without scales or
 // rounding.)
@@ -109,7 +109,13 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: memref.collapse_shape %[[ST:.+]] {{\[}}[0, 1]] : memref<64x4xf32> into memref<256xf32>
 // CHECK: arith.maximumf %{{.+}} : vector<16xf32>
 // CHECK: math.exp2 %{{.+}} : vector<16xf32>
-// CHECK: linalg.matmul {{.*}}ins(%{{.+}}, %[[VT]] : {{.+}}, memref<64x64xi8, strided<[64, 1], offset: ?>>)
+//      P (never negative) rounded to 0..255 per row, 16 at a time, times
+//      the V view's codes; the rows' P scales come on when adding to O.
+// CHECK: arith.divf %cst{{.*}} : vector<4xf32>
+// CHECK: math.roundeven %{{.+}} : vector<16xf32>
+// CHECK: arith.trunci %{{.+}} : vector<16xi32> to vector<16xi8>
+// CHECK: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %[[VT]] : memref<64x4xi8>, memref<64x64xi8, strided<[64, 1], offset: ?>>) outs(%[[PV:.+]] : memref<4x64xf32>)
+// CHECK: memref.load %[[PV]]
 // CHECK: } else {
 // CHECK: arith.sitofp %{{.+}} : i8 to f32
 func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
@@ -189,8 +195,8 @@ func.func @sparse(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
 // Pages smaller than the tile (16 rows, 64-key tiles) are read in place
 // too, page by page: each of the tile's 4 pages from the table, a view of
 // its 16 rows, Q.K and P.V on 16-row parts of the tile's compact scores
-// ([64, 4]); the next tile's pages are prefetched (they sit anywhere in
-// the pool).
+// ([64, 4]) and P's codes; the next tile's pages are prefetched (they sit
+// anywhere in the pool).
 
 // CHECK-LABEL: func.func @small_pages_in_place(
 // CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>
@@ -198,7 +204,7 @@ func.func @sparse(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
 // CHECK: memref.prefetch %[[V]]
 // CHECK-COUNT-4: memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 16, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<16x64xi8, strided<[64, 1], offset: ?>>
 // CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8>) outs(%{{.+}} : memref<16x4xf32, strided<[4, 1]{{.*}}>>)
-// CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x4xf32, strided<[4, 1]{{.*}}>>, memref<16x64xi8, strided<[64, 1], offset: ?>>)
+// CHECK-COUNT-4: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %{{.+}} : memref<16x4xi8, strided<[4, 1]{{.*}}>>, memref<16x64xi8, strided<[64, 1], offset: ?>>) outs(%{{.+}} : memref<4x64xf32>)
 func.func @small_pages_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
                                 %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,
                                 %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>,

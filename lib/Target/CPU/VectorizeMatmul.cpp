@@ -72,11 +72,14 @@ Value loadLanes(OpBuilder &b, Location loc, VectorType type, Value mem,
   return toF32(b, loc, type, x, codes);
 }
 
-/// One element of mem as f32.
+/// One element of mem as f32 (unsigned: 8-bit codes read as 0..255).
 Value loadScalar(OpBuilder &b, Location loc, Value mem, ValueRange idx,
-                 mlir::attn::KVQuant codes = mlir::attn::KVQuant::int8) {
-  return toF32(b, loc, b.getF32Type(),
-               memref::LoadOp::create(b, loc, mem, idx), codes);
+                 mlir::attn::KVQuant codes = mlir::attn::KVQuant::int8,
+                 bool isUnsigned = false) {
+  Value x = memref::LoadOp::create(b, loc, mem, idx);
+  if (isUnsigned && x.getType().isInteger(8))
+    return arith::UIToFPOp::create(b, loc, b.getF32Type(), x);
+  return toF32(b, loc, b.getF32Type(), x, codes);
 }
 
 int64_t powerOfTwoFloor(int64_t x) {
@@ -91,7 +94,7 @@ int64_t powerOfTwoFloor(int64_t x) {
 void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
                    Value B, Value C, int64_t K, int64_t n0, int64_t nc,
                    int64_t rowBegin, int64_t rowEnd, int64_t rows,
-                   mlir::attn::KVQuant codes) {
+                   mlir::attn::KVQuant codes, bool unsignedA) {
   if (rowEnd <= rowBegin)
     return;
   auto vt = VectorType::get({nc}, b.getF32Type());
@@ -120,7 +123,7 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
                 Value a = loadScalar(b, loc, A,
                                      transposedA ? ValueRange{k, rowIdx[r]}
                                                  : ValueRange{rowIdx[r], k},
-                                     codes);
+                                     codes, unsignedA);
                 Value ab = vector::BroadcastOp::create(b, loc, vt, a);
                 next.push_back(vector::FMAOp::create(b, loc, ab, bk, acc[r]));
               }
@@ -385,6 +388,109 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
     block(b, cIdx(i), 1);
 }
 
+/// A static 2-D buffer whose rows follow each other without gaps.
+bool isStaticContiguous(Value v) {
+  auto t = cast<MemRefType>(v.getType());
+  SmallVector<int64_t> strides;
+  int64_t offset;
+  return t.hasStaticShape() &&
+         succeeded(t.getStridesAndOffset(strides, offset)) &&
+         strides[1] == 1 && strides[0] == t.getDimSize(1);
+}
+
+/// C[m, n] += sum_k A[k, m] * B[k, n] with A unsigned 8-bit codes (P^T,
+/// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0,
+/// N % (4 * lanes) == 0: per 4 rows of B and 4 * lanes columns, the rows'
+/// bytes are interleaved so each i32 lane holds one column's 4 codes (two
+/// shuffles: bytes of row pairs, then 16-bit pairs of those), and every
+/// column m of A adds vpdpbusd(broadcast of its 4 codes, lane bytes) into
+/// its accumulators; A's 4 x M block is transposed by one byte shuffle.
+void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
+                         Value C, int64_t M, int64_t N, int64_t K,
+                         int64_t lanes) {
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  Type i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type();
+  int64_t width = 4 * lanes; // columns per chunk
+  auto rowBytes = VectorType::get({width}, i8);
+  auto accType = VectorType::get({lanes}, i32);
+  auto f32Lanes = VectorType::get({lanes}, b.getF32Type());
+  Value zero = arith::ConstantOp::create(
+      b, loc, accType, DenseElementsAttr::get(accType, b.getI32IntegerAttr(0)));
+  auto interleave = [&](int64_t n) {
+    SmallVector<int64_t> mask;
+    for (int64_t l = 0; l < n; ++l) {
+      mask.push_back(l);
+      mask.push_back(n + l);
+    }
+    return mask;
+  };
+  SmallVector<int64_t> transpose;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t t = 0; t < 4; ++t)
+      transpose.push_back(t * M + m);
+  for (int64_t n0 = 0; n0 < N; n0 += width) {
+    Value col = cIdx(n0);
+    SmallVector<Value> init(M * 4, zero);
+    auto kLoop = scf::ForOp::create(
+        b, loc, cIdx(0), cIdx(K), cIdx(4), init,
+        [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+          Value rows[4];
+          for (int64_t t = 0; t < 4; ++t)
+            rows[t] = vector::LoadOp::create(
+                b, loc, rowBytes, B,
+                ValueRange{arith::AddIOp::create(b, loc, k, cIdx(t)), col});
+          // Bytes of rows 0/1 and 2/3 interleaved, then their 16-bit
+          // pairs: byte 4 c + t is row t's column c.
+          auto halfType = VectorType::get({width}, i16);
+          Value quads = vector::ShuffleOp::create(
+              b, loc,
+              vector::BitCastOp::create(
+                  b, loc, halfType,
+                  vector::ShuffleOp::create(b, loc, rows[0], rows[1],
+                                            interleave(width))),
+              vector::BitCastOp::create(
+                  b, loc, halfType,
+                  vector::ShuffleOp::create(b, loc, rows[2], rows[3],
+                                            interleave(width))),
+              interleave(width));
+          Value quadBytes = vector::BitCastOp::create(
+              b, loc, VectorType::get({4 * width}, i8), quads);
+          Value block = vector::LoadOp::create(
+              b, loc, VectorType::get({4 * M}, i8), A, ValueRange{k, cIdx(0)});
+          Value words = vector::BitCastOp::create(
+              b, loc, VectorType::get({M}, i32),
+              vector::ShuffleOp::create(b, loc, block, block, transpose));
+          SmallVector<Value> next;
+          for (int64_t m = 0; m < M; ++m) {
+            Value p = vector::BitCastOp::create(
+                b, loc, rowBytes,
+                vector::BroadcastOp::create(
+                    b, loc, accType,
+                    vector::ExtractOp::create(b, loc, words,
+                                              ArrayRef<int64_t>{m})));
+            for (int64_t c = 0; c < 4; ++c)
+              next.push_back(int8Dot(
+                  b, loc, acc[m * 4 + c], p,
+                  vector::ExtractStridedSliceOp::create(
+                      b, loc, quadBytes, ArrayRef<int64_t>{c * width},
+                      ArrayRef<int64_t>{width}, ArrayRef<int64_t>{1})));
+          }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t c = 0; c < 4; ++c) {
+        SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * lanes)};
+        Value old = vector::LoadOp::create(b, loc, f32Lanes, C, at);
+        Value sum = arith::SIToFPOp::create(b, loc, f32Lanes,
+                                            kLoop.getResult(m * 4 + c));
+        vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum),
+                                C, at);
+      }
+  }
+}
+
 /// A static 2-D f32 buffer with contiguous rows (a tile, or a static
 /// subview of one), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
@@ -504,6 +610,17 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     return success();
   }
 
+  bool unsignedA = op->hasAttr(mlir::attn::kUnsignedLhsAttr);
+  if (int8Dots && unsignedA && transposedA && isInt8(A) && isInt8(B) &&
+      isStaticContiguous(A) && codesOf(op) == mlir::attn::KVQuant::int8 &&
+      K % 4 == 0 && N % (4 * lanes) == 0 && M * 4 + 10 <= registers) {
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPoint(op);
+    emitInt8RowProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes);
+    rewriter.eraseOp(op);
+    return success();
+  }
+
   // Per column chunk: `v` registers per row of C, R rows, plus one register
   // for the row of B and one for the broadcast.
   int64_t maxVecs = std::max<int64_t>(1, registers / 4);
@@ -521,9 +638,9 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     int64_t nc = std::min(chunk, N - n0);
     int64_t mainRows = M - M % rows;
     emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, 0,
-                  mainRows, rows, codesOf(op));
+                  mainRows, rows, codesOf(op), unsignedA);
     emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, mainRows, M,
-                  1, codesOf(op));
+                  1, codesOf(op), unsignedA);
   }
   rewriter.eraseOp(op);
   return success();

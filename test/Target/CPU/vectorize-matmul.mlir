@@ -199,3 +199,29 @@ func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memre
       ins(%k, %q : memref<32x128xi8, strided<[?, 1], offset: ?>>, memref<4x128xf32>) outs(%s : memref<32x4xf32>) {attn.kv_codes = "fp8e4m3"}
   return
 }
+
+// -----
+
+// P . V on codes (decode's P rounded to 0..255, marked attn.unsigned_lhs,
+// times V's int8 codes) with int8-dots: per 4 keys and 64 columns, V's
+// rows are interleaved into 4-code lanes by two shuffles, P's 4 x 4 block
+// is transposed by one, and each row's 4 codes (broadcast) meet the lanes
+// in vpdpbusd. Without int8-dots, P's codes convert as unsigned.
+
+// DOTS-LABEL: func.func @int8_p_v(
+// DOTS: vector.shuffle {{.+}} : vector<64xi8>, vector<64xi8>
+// DOTS: vector.shuffle {{.+}} : vector<64xi16>, vector<64xi16>
+// DOTS: %[[P:.+]] = vector.load %{{.+}} : memref<32x4xi8>, vector<16xi8>
+// DOTS: vector.shuffle %[[P]], %[[P]] [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15] : vector<16xi8>, vector<16xi8>
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// DOTS: arith.sitofp {{.+}} : vector<16xi32> to vector<16xf32>
+// CHECK-LABEL: func.func @int8_p_v(
+// CHECK: arith.uitofp %{{.+}} : i8 to f32
+#pvA2 = affine_map<(m, n, k) -> (k, m)>
+#pvB2 = affine_map<(m, n, k) -> (k, n)>
+#pvC2 = affine_map<(m, n, k) -> (m, n)>
+func.func @int8_p_v(%p: memref<32x4xi8>, %v: memref<32x128xi8, strided<[?, 1], offset: ?>>, %o: memref<4x128xf32>) {
+  linalg.matmul indexing_maps = [#pvA2, #pvB2, #pvC2]
+      ins(%p, %v : memref<32x4xi8>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.unsigned_lhs}
+  return
+}
