@@ -231,6 +231,30 @@ private:
   // Q.K^T runs as dot products along D against Q's rows (qRowBuf) instead
   // of broadcasts into 16-wide query columns, and P.V on those rows only.
   static constexpr int64_t kTinyRows = 4;
+  // In-place tiles' compact scores are handled kQuad at a time: 4 keys x
+  // kTinyRows rows.
+  static constexpr int64_t kQuad = 16;
+  /// The compact [BK, kTinyRows] sTBuf as one row of BK * kTinyRows.
+  Value flatScores(OpBuilder &b, Value buf) {
+    return memref::CollapseShapeOp::create(
+        b, loc, buf, ArrayRef<ReassociationIndices>{{0, 1}});
+  }
+  /// The 4 keys' row vectors (kTinyRows each) of a quad.
+  SmallVector<Value> keysOfQuad(OpBuilder &b, Value quad) {
+    SmallVector<Value> out;
+    for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
+      out.push_back(vector::ExtractStridedSliceOp::create(
+          b, loc, quad, ArrayRef<int64_t>{key * kTinyRows},
+          ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
+    return out;
+  }
+  /// A vector of kTinyRows per-row values, repeated for each key of a quad.
+  Value rowsOverQuad(OpBuilder &b, Value rows) {
+    SmallVector<int64_t> mask;
+    for (int64_t at = 0; at < kQuad; ++at)
+      mask.push_back(at % kTinyRows);
+    return vector::ShuffleOp::create(b, loc, rows, rows, mask);
+  }
   Value narrow, tiny, rowsUsed;
   Value qRowBuf;
   // Split-KV: parts of the key range, this item's part and tile range.
@@ -428,7 +452,7 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   directCodes = tiny && !op.getKvIndex() &&
                 (!op.isPaged() || *op.getPageSize() % BK == 0 ||
                  BK % *op.getPageSize() == 0) &&
-                (!quant || *op.getKvGroup() % BK == 0);
+                (!quant || keyScalesFoldPerTile(op, BK));
   if (directCodes && op.getKvQuant()) {
     qScaledBuf = buffer({kTinyRows, D});
     qGroupBuf = memref::AllocaOp::create(
@@ -1155,10 +1179,7 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
           forLoop(b, width / 2, [&](OpBuilder &b, Value d2) {
             Value byte = memref::LoadOp::create(
                 b, loc, src, ValueRange{outer, hkvIdx, row, d2});
-            Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
-            Value lo = arith::ShRSIOp::create(
-                b, loc, arith::ShLIOp::create(b, loc, byte, four), four);
-            Value hi = arith::ShRSIOp::create(b, loc, byte, four);
+            auto [lo, hi] = splitInt4Codes(b, loc, byte);
             Value d = arith::MulIOp::create(b, loc, d2, cIdx(b, 2));
             store(b, decodeCode(b, lo), dst, d, key);
             store(b, decodeCode(b, hi), dst,
@@ -1271,9 +1292,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
       direct.v.push_back(rowsView(op.getValue(), Dv));
       continue;
     }
-    // int4: the part's rows unpacked into the tile's byte buffers
-    // (sign-extended nibbles, low first).
-    Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+    // int4: the part's rows unpacked into the tile's byte buffers.
     for (auto [cache, dst, width] :
          {std::tuple{op.getKey(), kUnpackedBuf, D},
           std::tuple{op.getValue(), vUnpackedBuf, Dv}}) {
@@ -1282,17 +1301,12 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
         Value row = arith::AddIOp::create(b, loc, r, cIdx(b, part));
         forLoop(b, width / 2, [&](OpBuilder &b, Value c) {
           Value byte = memref::LoadOp::create(b, loc, packed, ValueRange{r, c});
+          auto [lo, hi] = splitInt4Codes(b, loc, byte);
           Value col = arith::MulIOp::create(b, loc, c, cIdx(b, 2));
+          memref::StoreOp::create(b, loc, lo, dst, ValueRange{row, col});
           memref::StoreOp::create(
-              b, loc,
-              arith::ShRSIOp::create(
-                  b, loc, arith::ShLIOp::create(b, loc, byte, four), four),
-              dst, ValueRange{row, col});
-          memref::StoreOp::create(b, loc,
-                                  arith::ShRSIOp::create(b, loc, byte, four),
-                                  dst,
-                                  ValueRange{row, arith::AddIOp::create(
-                                                      b, loc, col, cIdx(b, 1))});
+              b, loc, hi, dst,
+              ValueRange{row, arith::AddIOp::create(b, loc, col, cIdx(b, 1))});
         });
       });
     }
@@ -1333,8 +1347,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
   Type i32Type = b.getI32Type();
-  bool fp8Codes = op.getKvQuant() == KVQuant::fp8e4m3 ||
-                  op.getKvQuant() == KVQuant::fp8e5m2;
+  bool fp8Codes = isFp8(*op.getKvQuant());
   Value fzero = cF32(b, 0.0);
   forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
     // q * K's scales, and for int8 the row's absolute max: |x|'s bits
@@ -1506,13 +1519,9 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
 void AttentionTiler::emitRoundedProbabilities(OpBuilder &b) {
   // P (V's scales folded in) is never negative: per row, codes
   // round(p * 255 / max p), 16 at a time over the compact [BK, 4] tile.
-  constexpr int64_t kQuad = 16;
   auto quadType = VectorType::get({kQuad}, f32);
   auto rowsType = VectorType::get({kTinyRows}, f32);
-  Value flat = memref::CollapseShapeOp::create(
-      b, loc, sTBuf, ArrayRef<ReassociationIndices>{{0, 1}});
-  Value flatCodes = memref::CollapseShapeOp::create(
-      b, loc, pCodeBuf, ArrayRef<ReassociationIndices>{{0, 1}});
+  Value flat = flatScores(b, sTBuf), flatCodes = flatScores(b, pCodeBuf);
   Value c0 = cIdx(b, 0);
   auto splat = [&](VectorType type, double v) -> Value {
     return arith::ConstantOp::create(
@@ -1528,12 +1537,8 @@ void AttentionTiler::emitRoundedProbabilities(OpBuilder &b) {
             b, loc, ValueRange{arith::MaximumFOp::create(b, loc, acc[0], p)});
       });
   Value pmax = splat(rowsType, 0.0);
-  for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
-    pmax = arith::MaximumFOp::create(
-        b, loc, pmax,
-        vector::ExtractStridedSliceOp::create(
-            b, loc, maxLoop.getResult(0), ArrayRef<int64_t>{key * kTinyRows},
-            ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
+  for (Value key : keysOfQuad(b, maxLoop.getResult(0)))
+    pmax = arith::MaximumFOp::create(b, loc, pmax, key);
   Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, pmax,
                                         splat(rowsType, 0.0));
   Value inv = arith::SelectOp::create(
@@ -1543,11 +1548,7 @@ void AttentionTiler::emitRoundedProbabilities(OpBuilder &b) {
   vector::StoreOp::create(
       b, loc, arith::MulFOp::create(b, loc, pmax, splat(rowsType, 1.0 / 255.0)),
       pScaleBuf, ValueRange{c0});
-  SmallVector<int64_t> rowsTimes4;
-  for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
-    for (int64_t row = 0; row < kTinyRows; ++row)
-      rowsTimes4.push_back(row);
-  Value invQuad = vector::ShuffleOp::create(b, loc, inv, inv, rowsTimes4);
+  Value invQuad = rowsOverQuad(b, inv);
   forLoop(b, c0, cIdx(b, BK * kTinyRows), kQuad, [&](OpBuilder &b, Value at) {
     Value p = vector::LoadOp::create(b, loc, quadType, flat, ValueRange{at});
     Value code = arith::FPToSIOp::create(
@@ -1660,28 +1661,14 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   };
   Value c0 = cIdx(b, 0);
   // With rowVectors, sTBuf is the compact [BK, kTinyRows] tile: read as
-  // one row of BK * kTinyRows scores, kQuad (4 keys x 4 rows) at a time.
-  constexpr int64_t kQuad = 16;
+  // one row of BK * kTinyRows scores, a quad (4 keys x 4 rows) at a time.
   auto quadType = VectorType::get({kQuad}, f32);
-  auto flatScores = [&](OpBuilder &b) -> Value {
-    return memref::CollapseShapeOp::create(
-        b, loc, sTBuf, ArrayRef<ReassociationIndices>{{0, 1}});
-  };
   auto loadQuad = [&](OpBuilder &b, Value at) -> Value {
-    return vector::LoadOp::create(b, loc, quadType, flatScores(b),
+    return vector::LoadOp::create(b, loc, quadType, flatScores(b, sTBuf),
                                   ValueRange{at});
   };
   auto splatQuad = [&](OpBuilder &b, Value x) -> Value {
     return vector::BroadcastOp::create(b, loc, quadType, x);
-  };
-  // The 4 keys' rows of a quad, each a vector of kTinyRows.
-  auto quarters = [&](OpBuilder &b, Value quad) {
-    SmallVector<Value> out;
-    for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
-      out.push_back(vector::ExtractStridedSliceOp::create(
-          b, loc, quad, ArrayRef<int64_t>{key * kTinyRows},
-          ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
-    return out;
   };
   // New running max: mUse starts as the old max, then takes each row of
   // modified (and masked) scores element-wise.
@@ -1706,7 +1693,7 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
                     b, loc, acc[0], loadQuad(b, at))});
           });
       Value mx = loadRows(b, mUseBuf, {c0});
-      for (Value key : quarters(b, maxLoop.getResult(0)))
+      for (Value key : keysOfQuad(b, maxLoop.getResult(0)))
         mx = arith::MaximumFOp::create(b, loc, mx, key);
       storeRows(b, mx, mUseBuf, {c0});
       return;
@@ -1748,14 +1735,10 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     storeRows(b, mUse, mUseBuf, {c0});
     storeRows(b, alpha, alphaBuf, {c0});
     // p = exp2(t - m) for 4 keys x 4 rows at a time, summed per row.
-    SmallVector<int64_t> rowsTimes4, keysTimes4;
-    for (int64_t key = 0; key < kQuad / kTinyRows; ++key)
-      for (int64_t row = 0; row < kTinyRows; ++row) {
-        rowsTimes4.push_back(row);
-        keysTimes4.push_back(key);
-      }
-    Value mUseQuad =
-        vector::ShuffleOp::create(b, loc, mUse, mUse, rowsTimes4);
+    SmallVector<int64_t> keysTimes4;
+    for (int64_t at = 0; at < kQuad; ++at)
+      keysTimes4.push_back(at / kTinyRows);
+    Value mUseQuad = rowsOverQuad(b, mUse);
     auto sumLoop = scf::ForOp::create(
         b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
         ValueRange{splatQuad(b, fzero)},
@@ -1773,13 +1756,13 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
                 b, loc, p,
                 vector::ShuffleOp::create(b, loc, scales, scales, keysTimes4));
           }
-          vector::StoreOp::create(b, loc, stored, flatScores(b),
+          vector::StoreOp::create(b, loc, stored, flatScores(b, sTBuf),
                                   ValueRange{at});
           scf::YieldOp::create(
               b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], p, fm)});
         });
     Value sum = l;
-    for (Value key : quarters(b, sumLoop.getResult(0)))
+    for (Value key : keysOfQuad(b, sumLoop.getResult(0)))
       sum = arith::AddFOp::create(b, loc, sum, key, fm);
     storeRows(b, sum, lBuf, {c0});
   } else {
@@ -2064,6 +2047,17 @@ FailureOr<scf::ParallelOp> mlir::attn::tileAttention(RewriterBase &rewriter,
   scf::ParallelOp par = tiler.build();
   rewriter.eraseOp(op);
   return par;
+}
+
+std::pair<Value, Value> mlir::attn::splitInt4Codes(OpBuilder &b, Location loc,
+                                                   Value bytes) {
+  Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
+  if (auto v = dyn_cast<VectorType>(bytes.getType()))
+    four = vector::BroadcastOp::create(b, loc, v, four);
+  return {arith::ShRSIOp::create(b, loc,
+                                 arith::ShLIOp::create(b, loc, bytes, four),
+                                 four),
+          arith::ShRSIOp::create(b, loc, bytes, four)};
 }
 
 /// A quantized code byte as f32 (before its scale): int8 directly; fp8 by

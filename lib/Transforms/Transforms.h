@@ -47,6 +47,24 @@ Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
 /// bits) as f32, before its scale.
 Value decodeKVCode(OpBuilder &b, Location loc, KVQuant kind, Value code);
 
+/// Whether `kind` is one of the fp8 code formats.
+inline bool isFp8(KVQuant kind) {
+  return kind == KVQuant::fp8e4m3 || kind == KVQuant::fp8e5m2;
+}
+
+/// Whether `op`'s K codes share one set of scales across every key of a
+/// `blockKV`-key tile (token groups covering whole tiles, keys not gathered
+/// by kv_index), so K's scales can fold into the query once per tile.
+inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
+  return op.getKvQuant() && !op.getKvIndex() &&
+         *op.getKvGroup() % blockKV == 0;
+}
+
+/// The two int4 codes of a byte of packed codes (i8, or a vector of them),
+/// sign-extended: (low nibble, high nibble), the low one first in order.
+std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
+                                       Value bytes);
+
 } // namespace mlir::attn
 
 #endif // ATTN_TRANSFORMS_TRANSFORMS_H

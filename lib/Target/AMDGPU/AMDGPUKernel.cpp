@@ -66,20 +66,14 @@ constexpr int64_t kPad = 4;
 // Elements per 16-byte global load.
 constexpr int64_t kChunk = 8;
 
-bool isFp8(KVQuant kind) {
-  return kind == KVQuant::fp8e4m3 || kind == KVQuant::fp8e5m2;
-}
-
 /// Whether Q.K runs on K's codes on the matrix cores: int8 (int4 ones
 /// unpacked to bytes) on the integer ones, fp8 on the fp8 ones (gfx942,
 /// gfx950; gfx90a has none). K's scales fold into Q per key tile, so every
 /// key of a tile must share one token group (no kv_index; groups whole
 /// multiples of the tile).
 bool codesFeedQK(AttentionOp op, const rocm::KernelConfig &cfg) {
-  std::optional<KVQuant> quant = op.getKvQuant();
-  if (!quant || op.getKvIndex() || *op.getKvGroup() % cfg.blockKV != 0)
-    return false;
-  return !isFp8(*quant) || cfg.chip != "gfx90a";
+  return keyScalesFoldPerTile(op, cfg.blockKV) &&
+         (!isFp8(*op.getKvQuant()) || cfg.chip != "gfx90a");
 }
 
 class MfmaAttentionBuilder : public KernelBase {

@@ -599,8 +599,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     mlir::attn::KVQuant kind = codesOf(op);
     bool fp8 = bf16Dots && isInt8(A) &&
                cast<MemRefType>(B.getType()).getElementType().isF32() &&
-               (kind == mlir::attn::KVQuant::fp8e4m3 ||
-                kind == mlir::attn::KVQuant::fp8e5m2) &&
+               mlir::attn::isFp8(kind) &&
                K % (2 * lanes) == 0;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);

@@ -622,16 +622,10 @@ Value KernelBase::scalePosition(OpBuilder &b, Value slot) {
 }
 
 Value KernelBase::unpackInt4(OpBuilder &b, Value packed) {
-  Value four = arith::ConstantIntOp::create(b, loc, 4, 8);
-  SmallVector<Value> bytes;
-  for (int64_t e = 0; e < 4; ++e) {
-    Value byte = vector::ExtractOp::create(b, loc, packed, e);
-    bytes.push_back(arith::ShRSIOp::create(
-        b, loc, arith::ShLIOp::create(b, loc, byte, four), four));
-    bytes.push_back(arith::ShRSIOp::create(b, loc, byte, four));
-  }
-  return vector::FromElementsOp::create(
-      b, loc, VectorType::get({8}, b.getI8Type()), bytes);
+  // Both nibbles of all 4 bytes at once, then interleaved low, high.
+  auto [lo, hi] = splitInt4Codes(b, loc, packed);
+  return vector::ShuffleOp::create(b, loc, lo, hi,
+                                   ArrayRef<int64_t>{0, 4, 1, 5, 2, 6, 3, 7});
 }
 
 Value KernelBase::dequantizeChunk(OpBuilder &b, Value codes, Value pos,

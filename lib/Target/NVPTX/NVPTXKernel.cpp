@@ -105,12 +105,9 @@ struct SharedLayout {
 /// group (no kv_index, whose rows sit anywhere, and groups that are whole
 /// multiples of the tile). int4 codes are unpacked to int8 in shared memory.
 bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg) {
-  std::optional<KVQuant> quant = op.getKvQuant();
-  if (!quant || op.getKvIndex() || *op.getKvGroup() % cfg.blockKV != 0)
-    return false;
-  bool fp8 = *quant == KVQuant::fp8e4m3 || *quant == KVQuant::fp8e5m2;
   // mma.sync has fp8 only from sm_89 on; sm_80 decodes fp8 to bf16.
-  return !fp8 || nvptx::usesWgmma(cfg.chip);
+  return keyScalesFoldPerTile(op, cfg.blockKV) &&
+         (!isFp8(*op.getKvQuant()) || nvptx::usesWgmma(cfg.chip));
 }
 
 SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
@@ -753,7 +750,7 @@ GpuAttentionBuilder::quantizedQuery(OpBuilder &b, Value k0,
                                     Value rowScale[2]) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   auto v4f32 = VectorType::get({4}, f32);
-  bool fp8 = *quant == KVQuant::fp8e4m3 || *quant == KVQuant::fp8e5m2;
+  bool fp8 = isFp8(*quant);
   double maxCode = fp8 ? 448.0 : 127.0;
   Value group = arith::DivUIOp::create(b, loc, scalePosition(b, k0),
                                        cIdx(b, *op.getKvGroup()));
