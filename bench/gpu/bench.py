@@ -62,6 +62,10 @@ class Case:
     mask: object = None        # mask_mod(b, h, q, kv), True keeps
     normalize: str = "softmax"
     sink: object = None        # [Hq] logits joining the softmax denominator
+    # select: kept(q, k) -> bool [B, H, Sq/N, Skv/N] blocks (DSL.md select,
+    # computed here with torch); the mask then also needs its block kept.
+    select: object = None
+    select_block: int = 0
 
 
 @dataclasses.dataclass
@@ -287,6 +291,77 @@ def b_top_theta(c):
                 mask=_causal)
 
 
+def _select_blocks(q, k, N, rule, arg, eligible):
+    """DSL.md select on the inputs: mean-pooled blocks of N tokens, pooled
+    scores scaled by 1/sqrt(D); among the eligible key blocks (the mask
+    leaves them non-empty) the rule's blocks, plus the diagonal block."""
+    B, H, S, D = q.shape
+    nb = (S + N - 1) // N
+
+    def pool(x):
+        pad = nb * N - S
+        xf = F.pad(x.float(), (0, 0, 0, pad)).view(B, H, nb, N, D).sum(3)
+        counts = torch.full((nb,), float(N), device=x.device)
+        counts[-1] = S - (nb - 1) * N
+        return xf / counts.view(1, 1, nb, 1)
+    scores = torch.matmul(pool(q), pool(k).transpose(-1, -2)) / math.sqrt(D)
+    ok = eligible(nb, q.device).view(1, 1, nb, nb).expand(B, H, nb, nb)
+    scores = scores.masked_fill(~ok, float("-inf"))
+    # Rank order: higher score first, lower index on ties.
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(nb, device=q.device).expand_as(order))
+    if rule == "topk":
+        kept = rank < int(arg)
+    elif rule == "mass":
+        p = torch.softmax(scores, dim=-1)
+        ranked = torch.gather(p, -1, order)
+        before = torch.cumsum(ranked, -1) - ranked
+        kept = torch.gather(before < arg, -1, rank)
+    else:
+        kept = scores > arg
+    kept &= ok
+    diag = torch.arange(nb, device=q.device)
+    kept[:, :, diag, diag] = True
+    return kept
+
+
+def _select_case(N, rule, arg, causal, params):
+    def eligible(nb, dev):
+        qb = torch.arange(nb, device=dev).view(nb, 1)
+        kb = torch.arange(nb, device=dev).view(1, nb)
+        return kb <= qb if causal else torch.ones(nb, nb, dtype=torch.bool,
+                                                   device=dev)
+    return Case(params=params, select_block=N,
+                select=lambda q, k: _select_blocks(q, k, N, rule, arg,
+                                                   eligible),
+                mask=_causal if causal else None)
+
+
+def b_moba(c):  # examples/select.attn: top-4 past 64-token blocks
+    return _select_case(64, "topk", 4, True, {})
+
+
+def b_flex_prefill(c):
+    return _select_case(64, "mass", 0.9, True, {})
+
+
+def b_block_theta(c):
+    return _select_case(64, "above", 0.05, False, {})
+
+
+def with_selection(case, q, k):
+    """The case with its data-dependent blocks folded into the mask."""
+    if case.select is None:
+        return case
+    kept, N, base = case.select(q, k), case.select_block, case.mask
+
+    def mask(b, h, qi, kv):
+        keep = kept[b, h, qi // N, kv // N]
+        return keep if base is None else keep & base(b, h, qi, kv)
+    return dataclasses.replace(case, mask=mask, select=None)
+
+
 def b_sigmoid(c):
     log_n = math.log(float(c.Skv))
     return Case(normalize="sigmoid", score=lambda s, b, h, q, kv: s - log_n)
@@ -346,6 +421,13 @@ CATALOG = [
     Spec("criss_cross", "P1", EX + "criss_cross.attn", "criss_cross",
          b_criss_cross),
     Spec("top_theta", "P1", EX + "top_theta.attn", "top_theta", b_top_theta),
+    # Data-dependent blocks: attnc's time includes its select pre-pass;
+    # flex gets the same blocks as a BlockMask built outside its timing.
+    Spec("moba", "P1", EX + "select.attn", "moba", b_moba),
+    Spec("flex_prefill", "P1", EX + "select.attn", "flex_prefill",
+         b_flex_prefill),
+    Spec("block_theta", "P1", EX + "select.attn", "block_theta",
+         b_block_theta),
     # flex always normalizes with softmax: attnc and the reference only.
     Spec("sigmoid", "P1", EX + "sigmoid.attn", "flash_sigmoid", b_sigmoid,
          flex=False),
@@ -823,7 +905,7 @@ class Worker:
             g = torch.Generator(device="cuda").manual_seed(0)
             q, k, v = (torch.randn(B, H, S, D, generator=g, device="cuda",
                                    dtype=torch.bfloat16) for _ in range(3))
-            case = spec.build(ctx)
+            case = with_selection(spec.build(ctx), q, k)
             row["params"] = case.params
             t = time.time()
             ref, density = reference(case, q, k, v)

@@ -249,6 +249,10 @@ json::Value addGpuKernels(const Source &source,
     k.set("shared_bytes", g.code.sharedBytes);
     k.set("tensor_maps", g.code.tensorMaps); // key tiles: the info's block_kv
     k.set("merge_entry", g.code.mergeEntry);
+    if (!g.code.selectEntry.empty()) {
+      k.set("select_pool_entry", g.code.selectPoolEntry);
+      k.set("select_entry", g.code.selectEntry);
+    }
     k.set("registers", g.registers);
     kernels.push(std::move(k));
   }

@@ -365,8 +365,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     // int8 caches), prefill the same within noise (D = 128 and 256).
     plan.blockKV = 32;
   }
-  if (v.select) {
-    // Tiles divide the select blocks, so a tile is kept or dropped whole.
+  if (v.select && !isGpuTarget(options.target)) {
+    // Tiles divide the select blocks, so a tile is kept or dropped whole
+    // (GPU kernels read a map of select blocks instead).
     int64_t n = v.select->size, fit = 64;
     while (n % fit != 0)
       fit /= 2;
@@ -597,6 +598,8 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.tensorMaps = geometry.tensorMaps;
   code.blockKV = geometry.blockKV;
   code.mergeEntry = geometry.mergeName;
+  code.selectPoolEntry = geometry.selectPoolName;
+  code.selectEntry = geometry.selectName;
   out.info = plan.info;
   std::string error;
   if (isAmdTarget(plan.info.target)) {
@@ -806,6 +809,130 @@ Kernel loadCpuKernel(const CpuObject &object) {
   return detail::makeCpuKernel(object.info, loaded->entry,
                                std::shared_ptr<void>(jit, destroyJit),
                                blockMap, merge->toPtr<detail::CpuEntry>());
+}
+
+namespace {
+
+/// `kernel` as func.func @<name>(<its arguments>, grid x, y, z) running
+/// the grid one block at a time with one thread per block: block ids
+/// become loop counters, thread ids 0, blockDim.x 1, barriers nothing and
+/// workgroup buffers stack buffers. Right for kernels whose threads only
+/// split loops over blockDim.x and meet at barriers between phases, as
+/// select's pre-pass kernels do.
+void emulateOnHost(OpBuilder &b, gpu::GPUFuncOp kernel) {
+  Location loc = kernel.getLoc();
+  Type index = b.getIndexType();
+  unsigned inputs = kernel.getFunctionType().getNumInputs();
+  SmallVector<Type> types(kernel.getFunctionType().getInputs());
+  types.append(3, index);
+  auto f = func::FuncOp::create(b, loc, kernel.getName(),
+                                b.getFunctionType(types, {}));
+  Block *entry = f.addEntryBlock();
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(entry);
+  IRMapping map;
+  for (unsigned i = 0; i < inputs; ++i)
+    map.map(kernel.getArgument(i), entry->getArgument(i));
+  for (BlockArgument buffer : kernel.getWorkgroupAttributions()) {
+    auto type = cast<MemRefType>(buffer.getType());
+    map.map(buffer, memref::AllocaOp::create(
+                        b, loc,
+                        MemRefType::get(type.getShape(),
+                                        type.getElementType())));
+  }
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value ids[3];
+  for (int d = 2; d >= 0; --d) {
+    auto loop = scf::ForOp::create(b, loc, zero, entry->getArgument(inputs + d),
+                                   one);
+    ids[d] = loop.getInductionVar();
+    b.setInsertionPoint(loop.getBody()->getTerminator());
+  }
+  for (Operation &op : kernel.getBody().front().without_terminator())
+    b.clone(op, map);
+  b.setInsertionPointToEnd(entry);
+  func::ReturnOp::create(b, loc);
+  SmallVector<Operation *> rewritten;
+  f.walk([&](Operation *op) {
+    if (isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::BlockDimOp, gpu::BarrierOp>(
+            op))
+      rewritten.push_back(op);
+  });
+  for (Operation *op : rewritten) {
+    OpBuilder at(op);
+    Value with;
+    if (auto id = dyn_cast<gpu::BlockIdOp>(op))
+      with = ids[static_cast<int>(id.getDimension())];
+    else if (isa<gpu::ThreadIdOp>(op))
+      with = arith::ConstantIndexOp::create(at, loc, 0);
+    else if (isa<gpu::BlockDimOp>(op))
+      with = arith::ConstantIndexOp::create(at, loc, 1);
+    if (with)
+      op->getResult(0).replaceAllUsesWith(with);
+    op->erase();
+  }
+}
+
+} // namespace
+
+HostPrePass compileSelectPrePassForHost(const Source &source,
+                                        const KernelPlan &plan) {
+  if (!isGpuTarget(plan.info.target) || !plan.variant->select)
+    throw Error("--target", "expected a GPU plan of a variant with select");
+  BuiltModule built = buildModule(source, plan, Stage::Attn);
+  MLIRContext *ctx = built.ctx.get();
+  OwningOpRef<ModuleOp> host = ModuleOp::create(UnknownLoc::get(ctx));
+  mlir::attn::gpukernel::KernelInfo geometry =
+      buildGpuModule(built, plan, *host);
+  OwningOpRef<ModuleOp> emulated = ModuleOp::create(UnknownLoc::get(ctx));
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(emulated->getBody());
+  std::vector<std::string> names = {geometry.selectPoolName,
+                                    geometry.selectName};
+  for (const std::string &name : names) {
+    gpu::GPUFuncOp kernel;
+    host->walk([&](gpu::GPUFuncOp f) {
+      if (f.getName() == name)
+        kernel = f;
+    });
+    if (!kernel)
+      throw InternalError("the GPU module lacks " + name);
+    emulateOnHost(b, kernel);
+  }
+  DiagnosticCollector collect(*ctx);
+  PassManager pm(ctx);
+  std::string error;
+  if (failed(cpu::addLoweringPasses(pm, cpu::hostVectorShape(), error)) ||
+      failed(pm.run(*emulated)))
+    throw InternalError("lowering the pre-pass for the host failed: " + error +
+                        collect.text);
+  for (const std::string &name : names)
+    if (failed(cpu::addPackedEntry(*emulated, name, name + "_entry")))
+      throw InternalError("the lowered pre-pass lacks " + name);
+  auto tm = cpu::createTargetMachine(cpu::CodegenTarget::host(), error);
+  if (!tm)
+    throw InternalError(error);
+  llvm::LLVMContext llvmCtx;
+  auto llvmModule = cpu::translateAndOptimize(*emulated, llvmCtx, *tm, error);
+  if (!llvmModule)
+    throw InternalError(error);
+  FailureOr<std::string> object = cpu::emitObject(*llvmModule, *tm, error);
+  if (failed(object))
+    throw InternalError(error);
+  FailureOr<cpu::LoadedObject> loaded =
+      cpu::loadObject(*object, names[0] + "_entry", error);
+  if (failed(loaded))
+    throw InternalError("loading the pre-pass failed: " + error);
+  auto select = loaded->jit->lookup(names[1] + "_entry");
+  if (!select)
+    throw InternalError("the select entry is missing: " +
+                        llvm::toString(select.takeError()));
+  HostPrePass out;
+  out.pool = loaded->entry;
+  out.select = select->toPtr<void (*)(void **)>();
+  out.owner = std::shared_ptr<void>(loaded->jit.release(), destroyJit);
+  return out;
 }
 
 void checkAll(const Source &source) {

@@ -64,6 +64,21 @@ KernelPlan planKernel(const Source &source, const Options &options);
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage);
 
+/// select's pre-pass of a GPU plan (its pool and select kernels, see
+/// lib/Target/GPU/GpuKernel.h) compiled for this CPU instead: each is a
+/// packed entry taking the kernel's arguments, then the grid's x, y and z
+/// sizes (index), and runs the grid one block at a time with one thread
+/// per block, which computes what the device does (the kernels split
+/// loops over blockDim.x threads and separate phases by barriers). Lets
+/// machines without a GPU check the device's block selection.
+struct HostPrePass {
+  std::shared_ptr<void> owner; // the loaded code
+  void (*pool)(void **) = nullptr;
+  void (*select)(void **) = nullptr;
+};
+HostPrePass compileSelectPrePassForHost(const Source &source,
+                                        const KernelPlan &plan);
+
 /// Compiles `plan` to an object for the CPU of `plan.cpu`.
 CpuObject compileCpuObject(const Source &source, const KernelPlan &plan);
 

@@ -615,40 +615,12 @@ Value AttentionTiler::anyKept(OpBuilder &b, Value qs, Value qe, Value ks,
       {b32, h32, h32, toI32(b, qs),
        toI32(b, arith::SubIOp::create(b, loc, qe, one)), toI32(b, ks),
        toI32(b, arith::SubIOp::create(b, loc, ke, one))});
-  auto is = [&](int32_t c) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
-                                 arith::ConstantIntOp::create(b, loc, c, 32));
-  };
-  Value nk = arith::SubIOp::create(b, loc, ke, ks);
-  Value total = arith::MulIOp::create(
-      b, loc, arith::SubIOp::create(b, loc, qe, qs), nk);
-  // A scan that runs only for PARTIAL blocks.
-  Value limit = arith::SelectOp::create(b, loc, is(kTilePartial), total,
-                                        cIdx(b, 0));
-  Type idx = b.getIndexType(), i1 = b.getI1Type();
-  auto scan = scf::WhileOp::create(
-      b, loc, TypeRange{idx, i1},
-      ValueRange{cIdx(b, 0), arith::ConstantIntOp::create(b, loc, 0, 1)},
-      [&](OpBuilder &b, Location, ValueRange a) {
-        Value more = arith::AndIOp::create(
-            b, loc,
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, a[0],
-                                  limit),
-            arith::XOrIOp::create(b, loc, a[1],
-                                  arith::ConstantIntOp::create(b, loc, 1, 1)));
-        scf::ConditionOp::create(b, loc, more, a);
-      },
-      [&](OpBuilder &b, Location, ValueRange a) {
-        Value q = arith::AddIOp::create(
-            b, loc, qs, arith::DivUIOp::create(b, loc, a[0], nk));
-        Value kv = arith::AddIOp::create(
-            b, loc, ks, arith::RemUIOp::create(b, loc, a[0], nk));
-        Value keep = inlineRegion(b, op.getMask(),
-                                  {b32, h32, toI32(b, q), toI32(b, kv)});
-        scf::YieldOp::create(
-            b, loc, ValueRange{arith::AddIOp::create(b, loc, a[0], one), keep});
-      });
-  return arith::OrIOp::create(b, loc, is(kTileFull), scan.getResult(1));
+  return anyEntryKept(b, loc, cls, qs, qe, ks, ke,
+                      [&](OpBuilder &b, Value q, Value kv) {
+                        return inlineRegion(
+                            b, op.getMask(),
+                            {b32, h32, toI32(b, q), toI32(b, kv)});
+                      });
 }
 
 /// The eligible, not yet kept block with the largest pooled score (lowest
@@ -769,13 +741,8 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
   switch (*op.getSelect()) {
   case SelectKind::topk: {
     // K rounds of "take the best remaining block".
-    Value k = arith::FPToSIOp::create(
-        b, loc, b.getI64Type(),
-        arith::MaximumFOp::create(
-            b, loc, arith::MinimumFOp::create(b, loc, selectArg, cF32(b, 1e9)),
-            cF32(b, 0.0)));
-    Value rounds = minIdx(
-        b, arith::IndexCastOp::create(b, loc, b.getIndexType(), k), numBlocks);
+    Value rounds =
+        minIdx(b, selectTopkCount(b, loc, selectArg), numBlocks);
     forLoop(b, zero, rounds, 1, [&](OpBuilder &b, Value) {
       Value best = argmaxAvailable(b, numBlocks, scores, eligible, kept);
       Value found = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
@@ -865,15 +832,11 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
   }
   // The diagonal block (holding the block's last query in key positions)
   // is always kept.
-  Value qeAbs = arith::AddIOp::create(b, loc, qe, seqKV);
-  Value bias = arith::AddIOp::create(b, loc, seqQ, one);
-  Value lastAbs = arith::SubIOp::create(
-      b, loc, arith::MaxUIOp::create(b, loc, qeAbs, bias), bias);
-  Value diag = arith::DivUIOp::create(b, loc, lastAbs, cIdx(b, N));
+  Value diag = selectDiagonalBlock(b, loc, qe, seqQ, seqKV, N, numBlocks);
   Value haveBlocks = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
                                            numBlocks, zero);
   scf::IfOp::create(b, loc, haveBlocks, [&](OpBuilder &b, Location) {
-    keep(b, minIdx(b, diag, arith::SubIOp::create(b, loc, numBlocks, one)));
+    keep(b, diag);
     scf::YieldOp::create(b, loc);
   });
 

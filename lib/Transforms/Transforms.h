@@ -65,6 +65,24 @@ inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
 std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
                                        Value bytes);
 
+/// Whether a mask keeps any entry of queries [qs, qe) x keys [ks, ke)
+/// (index values) given the classifier's verdict `cls` on that block: FULL
+/// yes, EMPTY no, PARTIAL scans `maskAt(q, kv)` (i1) up to the first kept
+/// entry. The select pre-pass's eligibility test on every target.
+Value anyEntryKept(
+    OpBuilder &b, Location loc, Value cls, Value qs, Value qe, Value ks,
+    Value ke, llvm::function_ref<Value(OpBuilder &, Value, Value)> maskAt);
+
+/// The select block always kept for the query block ending at `qe`: the one
+/// holding its last query's key position (queries aligned to the end of
+/// the keys), clamped into [0, numBlocks). Index values.
+Value selectDiagonalBlock(OpBuilder &b, Location loc, Value qe, Value seqQ,
+                          Value seqKV, int64_t blockSize, Value numBlocks);
+
+/// topk(K)'s block count from its f32 argument: K clamped into [0, 1e9], 0
+/// for NaN, as an index.
+Value selectTopkCount(OpBuilder &b, Location loc, Value arg);
+
 } // namespace mlir::attn
 
 #endif // ATTN_TRANSFORMS_TRANSFORMS_H

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 namespace attn::detail {
@@ -166,6 +167,11 @@ public:
                    std::vector<void *> params, std::vector<void *> mergeParams,
                    std::array<const TensorRef *, 3> qkv,
                    void *stream) const override;
+  void launchSelect(std::array<int64_t, 3> poolGrid,
+                    std::array<int64_t, 3> selectGrid,
+                    std::vector<void *> poolParams,
+                    std::vector<void *> selectParams,
+                    void *stream) const override;
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
@@ -175,6 +181,7 @@ private:
   void ensureLoaded() const;
   mutable void *function = nullptr; // CUfunction
   mutable void *merge = nullptr;    // CUfunction
+  mutable void *selectPool = nullptr, *selectKernel = nullptr;
   mutable int64_t smCount = 0;
   mutable std::string loadError;
 };
@@ -222,8 +229,12 @@ void CudaFunction::ensureLoaded() const {
       return;
     }
     for (auto [fn, name] : {std::pair{&function, &code.entry},
-                            std::pair{&merge, &code.mergeEntry}})
-      if (CUresult r = d.cuModuleGetFunction(fn, module, name->c_str());
+                            std::pair{&merge, &code.mergeEntry},
+                            std::pair{&selectPool, &code.selectPoolEntry},
+                            std::pair{&selectKernel, &code.selectEntry}})
+      if (CUresult r = name->empty()
+                           ? 0
+                           : d.cuModuleGetFunction(fn, module, name->c_str());
           r != 0) {
         loadError = "kernel " + *name + " not found: " + message(d, r);
         return;
@@ -308,6 +319,30 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                          static_cast<unsigned>(batch), kMergeThreads, 1, 1, 0,
                          stream, mergeParams.data(), nullptr),
         "launching " + code.mergeEntry);
+}
+
+void CudaFunction::launchSelect(std::array<int64_t, 3> poolGrid,
+                                std::array<int64_t, 3> selectGrid,
+                                std::vector<void *> poolParams,
+                                std::vector<void *> selectParams,
+                                void *stream) const {
+  ensureLoaded();
+  const Driver &d = driver();
+  for (auto [fn, grid, params, name] :
+       {std::tuple{selectPool, poolGrid, &poolParams, &code.selectPoolEntry},
+        std::tuple{selectKernel, selectGrid, &selectParams,
+                   &code.selectEntry}}) {
+    if (!fn)
+      throw Error("target", code.entry + " has no select pre-pass");
+    if (grid[0] * grid[1] * grid[2] == 0)
+      continue;
+    check(d,
+          d.cuLaunchKernel(fn, static_cast<unsigned>(grid[0]),
+                           static_cast<unsigned>(grid[1]),
+                           static_cast<unsigned>(grid[2]), kSelectThreads, 1,
+                           1, 0, stream, params->data(), nullptr),
+          "launching " + *name);
+  }
 }
 
 } // namespace

@@ -35,6 +35,13 @@ public:
                            std::vector<void *> mergeParams,
                            std::array<const TensorRef *, 3> qkv,
                            void *stream) const = 0;
+  /// select's pre-pass (GpuCode::selectPoolEntry, then selectEntry) over
+  /// grids of (blocks, heads, batch), kSelectThreads threads each.
+  virtual void launchSelect(std::array<int64_t, 3> poolGrid,
+                            std::array<int64_t, 3> selectGrid,
+                            std::vector<void *> poolParams,
+                            std::vector<void *> selectParams,
+                            void *stream) const = 0;
   /// The device's multiprocessor (compute unit) count; loads the kernel.
   virtual int64_t multiprocessors() const = 0;
   /// Stream-ordered device memory for the split-KV partial results.
@@ -53,6 +60,8 @@ std::shared_ptr<GpuFunction> makeHipFunction(GpuCode code);
 
 /// Blocks of the split-KV merge kernel.
 constexpr int64_t kMergeThreads = 128;
+/// Blocks of the select pre-pass kernels.
+constexpr int64_t kSelectThreads = 128;
 
 } // namespace attn::detail
 

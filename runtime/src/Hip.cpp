@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 namespace attn::detail {
@@ -100,6 +101,11 @@ public:
                    std::vector<void *> params, std::vector<void *> mergeParams,
                    std::array<const TensorRef *, 3> qkv,
                    void *stream) const override;
+  void launchSelect(std::array<int64_t, 3> poolGrid,
+                    std::array<int64_t, 3> selectGrid,
+                    std::vector<void *> poolParams,
+                    std::vector<void *> selectParams,
+                    void *stream) const override;
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
@@ -109,6 +115,7 @@ private:
   void ensureLoaded() const;
   mutable hipFunction_t function = nullptr;
   mutable hipFunction_t merge = nullptr;
+  mutable hipFunction_t selectPool = nullptr, selectKernel = nullptr;
   mutable int64_t cuCount = 0;
   mutable std::string loadError;
 };
@@ -140,8 +147,12 @@ void HipFunction::ensureLoaded() const {
       return;
     }
     for (auto [fn, name] : {std::pair{&function, &code.entry},
-                            std::pair{&merge, &code.mergeEntry}})
-      if (hipError_t e = r.hipModuleGetFunction(fn, module, name->c_str());
+                            std::pair{&merge, &code.mergeEntry},
+                            std::pair{&selectPool, &code.selectPoolEntry},
+                            std::pair{&selectKernel, &code.selectEntry}})
+      if (hipError_t e = name->empty() ? 0
+                                       : r.hipModuleGetFunction(
+                                             fn, module, name->c_str());
           e != 0) {
         loadError = "kernel " + *name + " not found: " + message(r, e);
         return;
@@ -200,6 +211,31 @@ void HipFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                                 static_cast<unsigned>(batch), kMergeThreads,
                                 1, 1, 0, stream, mergeParams.data(), nullptr),
         "launching " + code.mergeEntry);
+}
+
+void HipFunction::launchSelect(std::array<int64_t, 3> poolGrid,
+                               std::array<int64_t, 3> selectGrid,
+                               std::vector<void *> poolParams,
+                               std::vector<void *> selectParams,
+                               void *stream) const {
+  ensureLoaded();
+  const Runtime &r = runtime();
+  for (auto [fn, grid, params, name] :
+       {std::tuple{selectPool, poolGrid, &poolParams, &code.selectPoolEntry},
+        std::tuple{selectKernel, selectGrid, &selectParams,
+                   &code.selectEntry}}) {
+    if (!fn)
+      throw Error("target", code.entry + " has no select pre-pass");
+    if (grid[0] * grid[1] * grid[2] == 0)
+      continue;
+    check(r,
+          r.hipModuleLaunchKernel(fn, static_cast<unsigned>(grid[0]),
+                                  static_cast<unsigned>(grid[1]),
+                                  static_cast<unsigned>(grid[2]),
+                                  kSelectThreads, 1, 1, 0, stream,
+                                  params->data(), nullptr),
+          "launching " + *name);
+  }
 }
 
 } // namespace

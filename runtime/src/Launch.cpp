@@ -626,63 +626,109 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
 
   const detail::GpuFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
+          Hkv = plan.sizes[kHkv], Skv = plan.sizes[kSkv],
           Dv = info.valueHeadDim;
+  // select's kept map is per query head: no GQA packing.
+  int64_t N = info.selectBlock;
   detail::GpuGrid grid = detail::planGpuGrid(
-      B, H, plan.sizes[kHkv], S, plan.sizes[kSkv], info.blockKV,
-      gpu.gpuCode().rowsPerBlock, info.splitKv,
-      B * H * S > 0 ? gpu.multiprocessors() : 1);
+      B, H, N ? H : Hkv, S, Skv, info.blockKV, gpu.gpuCode().rowsPerBlock,
+      info.splitKv, B * H * S > 0 ? gpu.multiprocessors() : 1);
   int64_t pack = grid.pack;
   int32_t parts = static_cast<int32_t>(grid.parts);
-  // Split-KV partials in device memory, allocated in stream order.
-  void *scratch = nullptr;
+  // Scratch in device memory, allocated in stream order: split-KV partials
+  // and select's pooled keys, scores and maps.
+  std::vector<void *> scratch;
+  auto allocate = [&](size_t bytes) {
+    scratch.push_back(gpu.allocate(std::max<size_t>(bytes, 16), stream));
+    return scratch.back();
+  };
+  auto releaseScratch = [&] {
+    for (void *p : scratch)
+      gpu.release(p, stream);
+  };
   static float none = 0;
   TensorRef oPart(&none, DType::f32, {0, 0, 0, 0, Dv});
   TensorRef lsePart(&none, DType::f32, {0, 0, 0, 0});
-  if (parts > 1) {
-    size_t oElements = size_t(parts * B * H * S * Dv);
-    scratch = gpu.allocate((oElements + size_t(parts * B * H * S)) *
-                               sizeof(float),
-                           stream);
-    oPart = TensorRef(scratch, DType::f32, {parts, B, H, S, Dv});
-    lsePart = TensorRef(static_cast<float *>(scratch) + oElements, DType::f32,
-                        {parts, B, H, S});
-  }
-  PackedArgs packed;
-  packAttentionTensors(packed, t);
-  packParamsAndCaptures(packed, info, plan);
-  if (t.kScale) {
-    packed.memref(*t.kScale);
-    packed.memref(*t.vScale);
-  }
-  if (t.pageTable) {
-    packed.memref(*t.pageTable);
-    packed.memref(*t.seqLens);
-  }
-  packed.memref(oPart);
-  packed.memref(lsePart);
-  packed.i32(parts);
-  packed.i32(static_cast<int32_t>(pack));
-  std::vector<void *> args(packed.size());
-  packed.pointers(args.data());
-  PackedArgs mergePacked;
-  mergePacked.memref(oPart);
-  mergePacked.memref(lsePart);
-  mergePacked.memref(t.o);
-  if (t.lse)
-    mergePacked.memref(*t.lse);
-  std::vector<void *> mergeArgs(mergePacked.size());
-  mergePacked.pointers(mergeArgs.data());
+  TensorRef pooledK(&none, DType::f32, {0, 0, 0, info.headDim});
+  TensorRef scores = lsePart, kept(&none, DType::i8, {0, 0, 0, 0}),
+            eligible = kept;
   try {
+    if (parts > 1) {
+      size_t oElements = size_t(parts * B * H * S * Dv);
+      void *p = allocate((oElements + size_t(parts * B * H * S)) *
+                         sizeof(float));
+      oPart = TensorRef(p, DType::f32, {parts, B, H, S, Dv});
+      lsePart = TensorRef(static_cast<float *>(p) + oElements, DType::f32,
+                          {parts, B, H, S});
+    }
+    if (N) {
+      int64_t qBlocks = (S + N - 1) / N, kBlocks = (Skv + N - 1) / N;
+      size_t pooled = size_t(B * Hkv * kBlocks * info.headDim);
+      size_t entries = size_t(B * H * qBlocks * kBlocks);
+      auto *p = static_cast<char *>(
+          allocate((pooled + entries) * sizeof(float) + 2 * entries));
+      pooledK = TensorRef(p, DType::f32, {B, Hkv, kBlocks, info.headDim});
+      p += pooled * sizeof(float);
+      scores = TensorRef(p, DType::f32, {B, H, qBlocks, kBlocks});
+      p += entries * sizeof(float);
+      kept = TensorRef(p, DType::i8, {B, H, qBlocks, kBlocks});
+      eligible = TensorRef(p + entries, DType::i8, {B, H, qBlocks, kBlocks});
+    }
+    // The kernel's arguments (the select kernel takes them too, with one
+    // part and no packing).
+    auto packKernelArgs = [&](PackedArgs &packed, int32_t parts,
+                              int32_t pack) {
+      packAttentionTensors(packed, t);
+      packParamsAndCaptures(packed, info, plan);
+      if (t.kScale) {
+        packed.memref(*t.kScale);
+        packed.memref(*t.vScale);
+      }
+      if (t.pageTable) {
+        packed.memref(*t.pageTable);
+        packed.memref(*t.seqLens);
+      }
+      if (N)
+        packed.memref(kept);
+      packed.memref(oPart);
+      packed.memref(lsePart);
+      packed.i32(parts);
+      packed.i32(pack);
+    };
+    if (N && B * H * S > 0) {
+      PackedArgs poolPacked, selectPacked;
+      poolPacked.memref(t.k);
+      poolPacked.memref(pooledK);
+      packKernelArgs(selectPacked, 1, 1);
+      selectPacked.memref(pooledK);
+      selectPacked.memref(scores);
+      selectPacked.memref(eligible);
+      std::vector<void *> poolArgs(poolPacked.size()),
+          selectArgs(selectPacked.size());
+      poolPacked.pointers(poolArgs.data());
+      selectPacked.pointers(selectArgs.data());
+      gpu.launchSelect({(Skv + N - 1) / N, Hkv, B}, {(S + N - 1) / N, H, B},
+                       std::move(poolArgs), std::move(selectArgs), stream);
+    }
+    PackedArgs packed;
+    packKernelArgs(packed, parts, static_cast<int32_t>(pack));
+    std::vector<void *> args(packed.size());
+    packed.pointers(args.data());
+    PackedArgs mergePacked;
+    mergePacked.memref(oPart);
+    mergePacked.memref(lsePart);
+    mergePacked.memref(t.o);
+    if (t.lse)
+      mergePacked.memref(*t.lse);
+    std::vector<void *> mergeArgs(mergePacked.size());
+    mergePacked.pointers(mergeArgs.data());
     gpu.launchSplit(B, H, S, Dv, parts, pack, std::move(args),
-                    std::move(mergeArgs),
-                    {&t.q, &t.k, &t.v}, stream);
+                    std::move(mergeArgs), {&t.q, &t.k, &t.v}, stream);
   } catch (...) {
-    if (scratch)
-      gpu.release(scratch, stream);
+    releaseScratch();
     throw;
   }
-  if (scratch)
-    gpu.release(scratch, stream);
+  releaseScratch();
 }
 
 /// The kernel, split when that helps, then the merge of the parts.
@@ -754,6 +800,10 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
     throw Error("", "launch of an empty attn::Kernel");
   const KernelInfo &info = state->info;
   LaunchPlan plan = validate(info, tensors, params);
+  if (state->gpu)
+    throw Error("block_map", "GPU kernels classify their tiles (and run "
+                             "select's pre-pass) on the device; launch "
+                             "without a block map");
   (void)stream;
   WorkShape w = workShape(info, plan.sizes, info.blockQ);
   int64_t qTiles = w.tiles;
@@ -800,6 +850,9 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
     throw Error("", "block map of an empty attn::Kernel");
   const KernelInfo &info = state->info;
   LaunchPlan plan = validate(info, tensors, params);
+  if (state->gpu && info.selectBlock)
+    throw Error("block_map", "select's blocks of a GPU kernel are chosen on "
+                             "the device at launch");
   BlockMap map;
   WorkShape w = workShape(info, plan.sizes, info.blockQ);
   map.batch = plan.sizes[kB];

@@ -193,6 +193,16 @@ Module Module::load(const std::string &path) {
           k.has("merge_entry") ? k["merge_entry"].asString() : std::string();
       if (code.mergeEntry.empty())
         fail("kernel '" + info.name + "' lacks its split-KV merge entry");
+      if (info.selectBlock > 0) {
+        for (auto [field, key] :
+             {std::pair{&code.selectPoolEntry, "select_pool_entry"},
+              std::pair{&code.selectEntry, "select_entry"}}) {
+          *field = k.has(key) ? k[key].asString() : std::string();
+          if (field->empty())
+            fail("kernel '" + info.name + "' lacks its select pre-pass entry " +
+                 key);
+        }
+      }
       if (code.tensorMaps && code.blockKV <= 0)
         fail("kernel '" + info.name + "' has no key tile size");
       if (code.blockThreads <= 0 || code.rowsPerBlock <= 0)

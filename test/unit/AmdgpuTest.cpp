@@ -79,7 +79,10 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
   std::string error;
   auto object = mlir::attn::rocm::inspectCodeObject(g.code.binary, error);
   ASSERT_TRUE(succeeded(object)) << error;
-  EXPECT_EQ(count(object->report, "\n"), 2) << object->report; // + merge
+  // The kernel, its merge and with select the two pre-pass kernels.
+  bool select = g.info.selectBlock > 0;
+  EXPECT_EQ(g.code.selectEntry.empty(), !select);
+  EXPECT_EQ(count(object->report, "\n"), select ? 4 : 2) << object->report;
   // No memory spills: no VGPR spills, no scratch. (Uniform values past
   // the 102 SGPRs, e.g. a 2-D neighborhood mask's, park in VGPR lanes by
   // v_writelane: no memory traffic, so allowed.)
@@ -123,6 +126,9 @@ void expectMatrixCoreKernel(const std::string &source, Options o,
                                               : 0)
       << what;
   EXPECT_NE(isa.find("<" + g.code.mergeEntry + ">:"), std::string::npos);
+  for (const std::string &entry : {g.code.selectPoolEntry, g.code.selectEntry})
+    if (!entry.empty())
+      EXPECT_NE(isa.find("<" + entry + ">:"), std::string::npos);
   // Self-contained: no calls out of the kernel.
   EXPECT_EQ(isa.find("s_swappc"), std::string::npos);
 }

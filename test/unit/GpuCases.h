@@ -17,8 +17,7 @@
 namespace attn::testing {
 
 /// For each (chip, head dim), `check(source, options, what)` on the
-/// catalog case's variant; select variants (CPU-only so far) must instead
-/// be refused with an error naming --target.
+/// catalog case's variant.
 inline void forEachGpuTarget(
     const CatalogCase &c, std::vector<std::pair<const char *, int64_t>> targets,
     const std::function<void(const std::string &, Options,
@@ -35,15 +34,6 @@ inline void forEachGpuTarget(
     o.headDim = d;
     o.variant = v->name;
     o.lse = v->hasRowSum();
-    if (v->select) {
-      try {
-        driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
-        ADD_FAILURE() << "expected select to be refused on GPUs";
-      } catch (const Error &e) {
-        EXPECT_EQ(e.argument(), "--target");
-      }
-      continue;
-    }
     check(p.source, o, c.name + " " + chip + " D=" + std::to_string(d));
   }
 }

@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +70,14 @@ driver::GpuObject expectTensorCoreKernel(const std::string &source, Options o,
   EXPECT_FALSE(g.code.mergeEntry.empty());
   EXPECT_NE(g.code.ptx.find(".entry " + g.code.mergeEntry + "("),
             std::string::npos);
+  // select's pre-pass kernels (pool the keys, choose the blocks) come
+  // along exactly with select.
+  bool select = g.info.selectBlock > 0;
+  EXPECT_EQ(g.code.selectEntry.empty(), !select);
+  EXPECT_EQ(g.code.selectPoolEntry.empty(), !select);
+  for (const std::string &entry : {g.code.selectPoolEntry, g.code.selectEntry})
+    if (!entry.empty())
+      EXPECT_NE(g.code.ptx.find(".entry " + entry + "("), std::string::npos);
   // Self-contained: no libdevice calls left to link.
   EXPECT_EQ(g.code.ptx.find(".extern .func"), std::string::npos);
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;
@@ -368,6 +378,44 @@ TEST(Nvptx, LaunchValidatesThenNeedsTheDriver) {
           << e.what();
     }
   }
+}
+
+// select's blocks are chosen on the device: a host block map is refused by
+// name, before anything reaches the driver; validation still comes first.
+TEST(Nvptx, SelectLaunchesValidateAndRefuseHostBlockMaps) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  Jit jit("");
+  Options o;
+  o.target = "sm_90a";
+  o.headDim = 64;
+  Kernel k = jit.compile("variant m { select(size = 48) = topk(2); "
+                         "mask(b, h, q, kv) = kv <= q; }",
+                         o);
+  EXPECT_EQ(k.info().selectBlock, 48); // tiles need not divide it on GPUs
+  alignas(64) static uint16_t q[2 * 100 * 64], kv[2 * 100 * 64],
+      out[2 * 100 * 64];
+  Tensors t;
+  t.q = TensorRef(q, DType::bf16, {1, 2, 100, 64});
+  t.k = TensorRef(kv, DType::bf16, {1, 2, 100, 64});
+  t.v = TensorRef(kv, DType::bf16, {1, 2, 100, 64});
+  t.o = TensorRef(out, DType::bf16, {1, 2, 100, 64});
+  auto expectError = [&](const std::function<void()> &call,
+                         const std::string &arg) {
+    try {
+      call();
+      ADD_FAILURE() << "expected an error naming " << arg;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), arg) << e.what();
+    }
+  };
+  expectError([&] { k.blockMap(t); }, "block_map");
+  expectError([&] { k.launch(t, {}, BlockMap{}); }, "block_map");
+  Tensors wrong = t;
+  wrong.v.shape[2] = 99;
+  expectError([&] { k.launch(wrong); }, "v");
+  if (!std::filesystem::exists("/dev/nvidia0"))
+    expectError([&] { k.launch(t); }, "target");
 }
 
 } // namespace

@@ -703,6 +703,11 @@ FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
   buildMergeKernel(b, op, (name + "_merge").str());
 
   KernelInfo info;
+  if (op.hasSelect()) {
+    auto [pool, select] = buildSelectKernels(b, op, name, signature);
+    info.selectPoolName = pool.getName().str();
+    info.selectName = select.getName().str();
+  }
   info.name = name.str();
   info.mergeName = (name + "_merge").str();
   info.blockThreads = kThreads;

@@ -78,6 +78,7 @@ FailureOr<std::string> lower(ModuleOp host, const rocm::KernelConfig &cfg,
     LLVMInitializeAMDGPUAsmPrinter();
     LLVMInitializeAMDGPUAsmParser();
   });
+  gpukernel::foldKnownBlockDims(host);
   RewritePatternSet floorDiv(host.getContext());
   populateExpandFloorDivPatterns(floorDiv);
   // exp2/log2/rsqrt straight to the hardware's transcendental unit (no

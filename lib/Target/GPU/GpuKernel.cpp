@@ -46,6 +46,9 @@ KernelSignature gpukernel::kernelSignature(AttentionOp op) {
   MLIRContext *ctx = op.getContext();
   Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
   int64_t dyn = ShapedType::kDynamic;
+  if (op.hasSelect())
+    s.types.push_back(
+        MemRefType::get({dyn, dyn, dyn, dyn}, IntegerType::get(ctx, 8)));
   s.types.push_back(
       MemRefType::get({dyn, dyn, dyn, dyn, op.getValueHeadDim()}, f32));
   s.types.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, f32));
@@ -68,10 +71,6 @@ LogicalResult gpukernel::checkSupported(AttentionOp op, StringRef units,
     error = "GPU kernels support head dims that are multiples of 16 up to "
             "256 (got D = " + std::to_string(D) + ", Dv = " +
             std::to_string(Dv) + ")";
-    return failure();
-  }
-  if (op.hasSelect()) {
-    error = "select is not implemented for GPU targets yet";
     return failure();
   }
   return success();
@@ -306,6 +305,23 @@ LogicalResult gpukernel::prepareMath(ModuleOp host,
   return success();
 }
 
+void gpukernel::foldKnownBlockDims(ModuleOp host) {
+  SmallVector<gpu::BlockDimOp> dims;
+  host.walk([&](gpu::BlockDimOp op) { dims.push_back(op); });
+  for (gpu::BlockDimOp op : dims) {
+    auto func = op->getParentOfType<gpu::GPUFuncOp>();
+    std::optional<ArrayRef<int32_t>> known =
+        func ? func.getKnownBlockSize() : std::nullopt;
+    if (!known)
+      continue;
+    OpBuilder b(op);
+    int64_t size = (*known)[static_cast<unsigned>(op.getDimension())];
+    op.replaceAllUsesWith(
+        arith::ConstantIndexOp::create(b, op.getLoc(), size).getResult());
+    op.erase();
+  }
+}
+
 FailureOr<std::string> gpukernel::runToBinary(PassManager &pm, ModuleOp host,
                                               StringRef what,
                                               std::string &error) {
@@ -378,13 +394,16 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
   ValueRange splitArgs = args.drop_back(extraArgs).take_back(4);
   oPart = splitArgs[0];
   lsePart = splitArgs[1];
+  if (op.hasSelect())
+    keptMap = args.drop_back(extraArgs).take_back(5).front();
   auto positive = [&](Value x) {
     return arith::IndexCastUIOp::create(
         b, loc, b.getIndexType(),
         arith::MaxUIOp::create(b, loc, x, cI32(b, 1)));
   };
   parts = positive(splitArgs[2]);
-  packedHeads = positive(splitArgs[3]);
+  // The kept map is per query head: select never packs heads.
+  packedHeads = keptMap ? cIdx(b, 1) : positive(splitArgs[3]);
   rowsPerHead = arith::DivUIOp::create(b, loc, cIdx(b, BQ), packedHeads);
 
   // Split-KV: blockIdx.x = query tile * parts + part.
@@ -435,11 +454,11 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
                          b, loc, arith::AddIOp::create(b, loc, hIdx, packedHeads),
                          cIdx(b, 1)));
 
-  Value scale = op.getScale()
-                    ? cF32(b, op.getScale()->convertToDouble())
-                    : (op.hasScaleExpr()
-                           ? regions.inlineRegion(b, op.getScaleExpr(), {})
-                           : cF32(b, 1.0 / std::sqrt(double(D))));
+  scale = op.getScale()
+              ? cF32(b, op.getScale()->convertToDouble())
+              : (op.hasScaleExpr()
+                     ? regions.inlineRegion(b, op.getScaleExpr(), {})
+                     : cF32(b, 1.0 / std::sqrt(double(D))));
   // Softmax runs in the log2 domain; a score region sees the plain scale.
   sScale = norm == Normalize::softmax && !op.hasScore()
                ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
@@ -467,17 +486,79 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
 }
 
 Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
+  Value kLastIdx = arith::SubIOp::create(
+      b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
+      cIdx(b, 1));
   // Without a classifier a mask is evaluated everywhere (kv_index: key
   // positions are data).
-  if (!op.hasClassify())
-    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
-  Value kLast = toI32(
-      b, arith::SubIOp::create(
-             b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
-             cIdx(b, 1)));
-  return regions.inlineRegion(
-      b, op.getClassify(),
-      {b32, h32, hLast32, toI32(b, q0), qLast, toI32(b, k0), kLast});
+  Value cls = op.hasClassify()
+                  ? regions.inlineRegion(b, op.getClassify(),
+                                         {b32, h32, hLast32, toI32(b, q0),
+                                          qLast, toI32(b, k0),
+                                          toI32(b, kLastIdx)})
+                  : cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  if (!keptMap)
+    return cls;
+  // select: are all / any of the N-token blocks under the tile kept?
+  Value n = cIdx(b, *op.getSelectBlock()), one = cIdx(b, 1);
+  Value qbLo = arith::DivUIOp::create(b, loc, q0, n);
+  Value qbEnd = add(b,
+                    arith::DivUIOp::create(
+                        b, loc,
+                        arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                                   qLast),
+                        n),
+                    1);
+  Value kbLo = arith::DivUIOp::create(b, loc, k0, n);
+  Value kbEnd = add(b, arith::DivUIOp::create(b, loc, kLastIdx, n), 1);
+  Value fls = arith::ConstantIntOp::create(b, loc, 0, 1);
+  Value tru = arith::ConstantIntOp::create(b, loc, 1, 1);
+  auto rows = scf::ForOp::create(
+      b, loc, qbLo, qbEnd, one, ValueRange{fls, tru},
+      [&](OpBuilder &b, Location, Value qb, ValueRange outer) {
+        auto cols = scf::ForOp::create(
+            b, loc, kbLo, kbEnd, one, outer,
+            [&](OpBuilder &b, Location, Value kb, ValueRange acc) {
+              Value kept = arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::ne,
+                  memref::LoadOp::create(b, loc, keptMap,
+                                         ValueRange{bIdx, hIdx, qb, kb}),
+                  arith::ConstantIntOp::create(b, loc, 0, 8));
+              scf::YieldOp::create(
+                  b, loc,
+                  ValueRange{arith::OrIOp::create(b, loc, acc[0], kept),
+                             arith::AndIOp::create(b, loc, acc[1], kept)});
+            });
+        scf::YieldOp::create(b, loc, cols.getResults());
+      });
+  Value anyKept = rows.getResult(0), allKept = rows.getResult(1);
+  Value empty = arith::OrIOp::create(
+      b, loc, arith::XOrIOp::create(b, loc, anyKept, tru),
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
+                            cI32(b, kTileEmpty)));
+  return arith::SelectOp::create(
+      b, loc, empty, cI32(b, kTileEmpty),
+      arith::SelectOp::create(b, loc, allKept, cls, cI32(b, kTilePartial)));
+}
+
+Value KernelBase::keptAt(OpBuilder &b, Value head32, Value q32, Value kv32) {
+  Value n = cIdx(b, *op.getSelectBlock()), one = cIdx(b, 1);
+  auto blockOf = [&](Value pos32, Value size) {
+    Value pos = arith::IndexCastOp::create(
+        b, loc, b.getIndexType(),
+        arith::MaxSIOp::create(b, loc, pos32, cI32(b, 0)));
+    Value last = arith::SubIOp::create(
+        b, loc, arith::MaxUIOp::create(b, loc, size, one), one);
+    return arith::DivUIOp::create(
+        b, loc, arith::MinUIOp::create(b, loc, pos, last), n);
+  };
+  Value head =
+      arith::IndexCastOp::create(b, loc, b.getIndexType(), head32);
+  Value byte = memref::LoadOp::create(
+      b, loc, keptMap,
+      ValueRange{bIdx, head, blockOf(q32, seqQ), blockOf(kv32, seqKV)});
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, byte,
+                               arith::ConstantIntOp::create(b, loc, 0, 8));
 }
 
 Value KernelBase::isVisited(OpBuilder &b, Value cls) {
@@ -579,10 +660,12 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
     if (norm == Normalize::softmax)
       t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
   }
-  if (withMask)
+  if (withMask && op.hasMask())
     keep = arith::AndIOp::create(
         b, loc, keep,
         regions.inlineRegion(b, op.getMask(), {b32, head32, q32, kv32}));
+  if (withMask && keptMap)
+    keep = arith::AndIOp::create(b, loc, keep, keptAt(b, head32, q32, kv32));
   // A -inf score is a masked entry; max() with it changes nothing.
   if (norm == Normalize::softmax)
     return arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY));
@@ -593,7 +676,7 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
 SmallVector<Value> KernelBase::scoresMaskedWhereNeeded(
     OpBuilder &b, Value cls,
     llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores) {
-  if (!op.hasMask())
+  if (!op.hasMask() && !keptMap)
     return scores(b, false);
   Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
                                         cI32(b, kTilePartial));
@@ -691,4 +774,327 @@ std::pair<Value, Value> KernelBase::finishRow(OpBuilder &b, Value m,
           : math::LogOp::create(b, loc, l).getResult();
   rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY), rowLse);
   return {rowLse, inv};
+}
+
+//===----------------------------------------------------------------------===//
+// select's pre-pass
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// for (i = tid; i < end; i += blockDim.x) body(i): the only way the
+/// pre-pass splits work, so the kernels also run right with one thread
+/// (see driver::compileSelectPrePassForHost).
+void forEachStrided(OpBuilder &b, Location loc, Value tid, Value end,
+                    llvm::function_ref<void(OpBuilder &, Value)> body) {
+  Value step = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  scf::ForOp::create(b, loc, tid, end, step, ValueRange{},
+                     [&](OpBuilder &b, Location, Value i, ValueRange) {
+                       body(b, i);
+                       scf::YieldOp::create(b, loc);
+                     });
+}
+
+Value toF32(OpBuilder &b, Location loc, Value x) {
+  return x.getType().isF32()
+             ? x
+             : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
+}
+
+/// dst[d] = mean over rows [s, e) of src[outer, head, row, d] for the
+/// thread's columns d = tid, tid + kSelectThreads, ... < D.
+void poolRows(OpBuilder &b, Location loc, Value tid, int64_t D, Value src,
+              Value outer, Value head, Value s, Value e,
+              llvm::function_ref<void(OpBuilder &, Value, Value)> store) {
+  FloatType f32 = b.getF32Type();
+  Value rows = arith::UIToFPOp::create(
+      b, loc, f32,
+      arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                 arith::SubIOp::create(b, loc, e, s)));
+  Value inv = arith::DivFOp::create(
+      b, loc, arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                             APFloat(1.0f)),
+      rows);
+  forEachStrided(
+      b, loc, tid, arith::ConstantIndexOp::create(b, loc, D),
+      [&](OpBuilder &b, Value d) {
+        auto sum = scf::ForOp::create(
+            b, loc, s, e, arith::ConstantIndexOp::create(b, loc, 1),
+            ValueRange{arith::ConstantFloatOp::create(b, loc, f32,
+                                                      APFloat(0.0f))},
+            [&](OpBuilder &b, Location, Value r, ValueRange acc) {
+              Value x = memref::LoadOp::create(b, loc, src,
+                                               ValueRange{outer, head, r, d});
+              scf::YieldOp::create(
+                  b, loc,
+                  ValueRange{arith::AddFOp::create(b, loc, acc[0],
+                                                   toF32(b, loc, x))});
+            });
+        store(b, d, arith::MulFOp::create(b, loc, sum.getResult(0), inv));
+      });
+}
+
+/// The per-query-block kernel of the pre-pass (see buildSelectKernels).
+class SelectKernelBuilder : public KernelBase {
+public:
+  SelectKernelBuilder(AttentionOp op, IRMapping outside)
+      : KernelBase(op, std::move(outside), *op.getSelectBlock(),
+                   *op.getSelectBlock()) {}
+
+  void emit(OpBuilder &b, gpu::GPUFuncOp func) {
+    setUp(b, func, /*extraArgs=*/3);
+    unsigned inputs = func.getFunctionType().getNumInputs();
+    Value pooledK = func.getArgument(inputs - 3);
+    Value scores = func.getArgument(inputs - 2);
+    Value eligibleMap = func.getArgument(inputs - 1);
+    Value pooledQ = func.getWorkgroupAttributions().front();
+    int64_t N = BQ;
+    Value one = cIdx(b, 1);
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    Value qb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    Value qs = arith::MulIOp::create(b, loc, qb, cIdx(b, N));
+    Value qe = arith::MinUIOp::create(b, loc, add(b, qs, N), seqQ);
+    poolRows(b, loc, tid, D, q, bIdx, hIdx, qs, qe,
+             [&](OpBuilder &b, Value d, Value mean) {
+               memref::StoreOp::create(b, loc, mean, pooledQ, ValueRange{d});
+             });
+    gpu::BarrierOp::create(b, loc);
+
+    // Each key block's eligibility and pooled score.
+    Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
+    auto at = [&](OpBuilder &b, Value map, Value kb) {
+      return memref::LoadOp::create(b, loc, map,
+                                    ValueRange{bIdx, hIdx, qb, kb})
+          .getResult();
+    };
+    auto store = [&](OpBuilder &b, Value x, Value map, Value kb) {
+      memref::StoreOp::create(b, loc, x, map, ValueRange{bIdx, hIdx, qb, kb});
+    };
+    Type i8 = b.getI8Type();
+    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
+      Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
+      Value ke = arith::MinUIOp::create(b, loc, add(b, ks, N), seqKV);
+      Value ok = eligible(b, qs, qe, ks, ke);
+      auto score = scf::IfOp::create(
+          b, loc, ok,
+          [&](OpBuilder &b, Location) {
+            auto dot = scf::ForOp::create(
+                b, loc, cIdx(b, 0), cIdx(b, D), one,
+                ValueRange{cF32(b, 0.0)},
+                [&](OpBuilder &b, Location, Value d, ValueRange acc) {
+                  Value x = arith::MulFOp::create(
+                      b, loc,
+                      memref::LoadOp::create(b, loc, pooledQ, ValueRange{d}),
+                      memref::LoadOp::create(b, loc, pooledK,
+                                             ValueRange{bIdx, hkvIdx, kb, d}));
+                  scf::YieldOp::create(
+                      b, loc,
+                      ValueRange{arith::AddFOp::create(b, loc, acc[0], x)});
+                });
+            scf::YieldOp::create(
+                b, loc,
+                ValueRange{arith::MulFOp::create(b, loc, dot.getResult(0),
+                                                 scale)});
+          },
+          [&](OpBuilder &b, Location) {
+            scf::YieldOp::create(b, loc, cF32(b, -INFINITY));
+          });
+      store(b, score.getResult(0), scores, kb);
+      store(b, arith::ExtUIOp::create(b, loc, i8, ok), eligibleMap, kb);
+    });
+    gpu::BarrierOp::create(b, loc);
+
+    // The rule. A block's rank is the number of eligible blocks ahead of it
+    // (higher score, or the same score and a lower index): the order the
+    // CPU's best-first rounds take them in.
+    Value arg = regions.inlineRegion(b, op.getSelectArg(), {});
+    Value diag = selectDiagonalBlock(b, loc, qe, seqQ, seqKV, N, numBlocks);
+    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
+    auto isEligible = [&](OpBuilder &b, Value kb) {
+      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                   at(b, eligibleMap, kb), zero8)
+          .getResult();
+    };
+    SelectKind kind = *op.getSelect();
+    Value mSafe, total;
+    if (kind == SelectKind::mass) {
+      // Softmax over the pooled scores (ineligible blocks score -inf).
+      auto reduce = [&](bool sumExp) {
+        return scf::ForOp::create(
+                   b, loc, cIdx(b, 0), numBlocks, one,
+                   ValueRange{cF32(b, sumExp ? 0.0 : -INFINITY)},
+                   [&](OpBuilder &b, Location, Value j, ValueRange acc) {
+                     Value s = at(b, scores, j);
+                     Value r =
+                         sumExp ? arith::AddFOp::create(
+                                      b, loc, acc[0],
+                                      math::ExpOp::create(
+                                          b, loc,
+                                          arith::SubFOp::create(b, loc, s,
+                                                                mSafe)))
+                                      .getResult()
+                                : arith::MaximumFOp::create(b, loc, acc[0], s)
+                                      .getResult();
+                     scf::YieldOp::create(b, loc, ValueRange{r});
+                   })
+            .getResult(0);
+      };
+      Value m = reduce(false);
+      mSafe = arith::SelectOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
+                                cF32(b, -INFINITY)),
+          cF32(b, 0.0), m);
+      total = reduce(true);
+    }
+    Value topk;
+    if (kind == SelectKind::topk)
+      topk = selectTopkCount(b, loc, arg);
+    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
+      Value e = isEligible(b, kb);
+      Value s = at(b, scores, kb);
+      Value keep;
+      if (kind == SelectKind::above) {
+        keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
+                                     arg);
+      } else {
+        // Ahead-of-me count (topk) or ahead-of-me softmax mass (mass).
+        Value init = kind == SelectKind::topk ? cIdx(b, 0) : cF32(b, 0.0);
+        auto ahead = scf::ForOp::create(
+            b, loc, cIdx(b, 0), numBlocks, one, ValueRange{init},
+            [&](OpBuilder &b, Location, Value j, ValueRange a) {
+              Value sj = at(b, scores, j);
+              Value better = arith::OrIOp::create(
+                  b, loc,
+                  arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sj,
+                                        s),
+                  arith::AndIOp::create(
+                      b, loc,
+                      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                            sj, s),
+                      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                            j, kb)));
+              better = arith::AndIOp::create(b, loc, better,
+                                             isEligible(b, j));
+              Value next;
+              if (kind == SelectKind::topk)
+                next = arith::AddIOp::create(
+                    b, loc, a[0],
+                    arith::SelectOp::create(b, loc, better, one, cIdx(b, 0)));
+              else
+                next = arith::AddFOp::create(
+                    b, loc, a[0],
+                    arith::SelectOp::create(
+                        b, loc, better,
+                        math::ExpOp::create(
+                            b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
+                        cF32(b, 0.0)));
+              scf::YieldOp::create(b, loc, ValueRange{next});
+            });
+        Value before = ahead.getResult(0);
+        keep = kind == SelectKind::topk
+                   ? arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                           before, topk)
+                         .getResult()
+                   : arith::CmpFOp::create(
+                         b, loc, arith::CmpFPredicate::OLT,
+                         arith::DivFOp::create(b, loc, before, total), arg)
+                         .getResult();
+      }
+      keep = arith::AndIOp::create(b, loc, e, keep);
+      keep = arith::OrIOp::create(
+          b, loc, keep,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kb, diag));
+      store(b, arith::ExtUIOp::create(b, loc, i8, keep), keptMap, kb);
+    });
+  }
+
+private:
+  /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke).
+  Value eligible(OpBuilder &b, Value qs, Value qe, Value ks, Value ke) {
+    if (!op.hasMask())
+      return arith::ConstantIntOp::create(b, loc, 1, 1);
+    Value cls =
+        op.hasClassify()
+            ? regions.inlineRegion(
+                  b, op.getClassify(),
+                  {b32, h32, h32, toI32(b, qs),
+                   toI32(b, arith::SubIOp::create(b, loc, qe, cIdx(b, 1))),
+                   toI32(b, ks),
+                   toI32(b, arith::SubIOp::create(b, loc, ke, cIdx(b, 1)))})
+            : cI32(b, kTilePartial);
+    return anyEntryKept(b, loc, cls, qs, qe, ks, ke,
+                        [&](OpBuilder &b, Value q, Value kv) {
+                          return regions.inlineRegion(
+                              b, op.getMask(),
+                              {b32, h32, toI32(b, q), toI32(b, kv)});
+                        });
+  }
+};
+
+} // namespace
+
+std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
+gpukernel::buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
+                              const KernelSignature &signature) {
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  int64_t N = *op.getSelectBlock(), D = op.getHeadDim();
+  int64_t dyn = ShapedType::kDynamic;
+  Type f32 = b.getF32Type();
+  auto pooledType = MemRefType::get({dyn, dyn, dyn, D}, f32);
+  auto threads = int32_t(kSelectThreads);
+
+  // pool(k, pooled_k): grid (key blocks, Hkv, B).
+  IRMapping poolMapping;
+  gpu::GPUFuncOp pool = createKernelFunc(
+      b, op, (name + "_select_pool").str(),
+      {op.getKey().getType(), pooledType}, {op.getKey()}, threads,
+      poolMapping);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&pool.getBody().front());
+    Value k = pool.getArgument(0), pooled = pool.getArgument(1);
+    Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    Value hkv = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+    Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    Value seqKV = memref::DimOp::create(b, loc, k, 2);
+    Value ks = arith::MulIOp::create(
+        b, loc, kb, arith::ConstantIndexOp::create(b, loc, N));
+    Value ke = arith::MinUIOp::create(
+        b, loc,
+        arith::AddIOp::create(b, loc, ks,
+                              arith::ConstantIndexOp::create(b, loc, N)),
+        seqKV);
+    poolRows(b, loc, tid, D, k, batch, hkv, ks, ke,
+             [&](OpBuilder &b, Value d, Value mean) {
+               memref::StoreOp::create(b, loc, mean, pooled,
+                                       ValueRange{batch, hkv, kb, d});
+             });
+    gpu::ReturnOp::create(b, loc);
+  }
+
+  // select(<the kernel's arguments>, pooled_k, scores, eligible): grid
+  // (query blocks, Hq, B).
+  SmallVector<Type> types(signature.types);
+  types.push_back(pooledType);
+  types.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, f32));
+  types.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
+  IRMapping selectMapping;
+  gpu::GPUFuncOp select =
+      createKernelFunc(b, op, (name + "_select").str(), types,
+                       signature.opValues, threads, selectMapping);
+  select.addWorkgroupAttribution(
+      MemRefType::get({D}, f32, MemRefLayoutAttrInterface{},
+                      gpu::AddressSpaceAttr::get(
+                          ctx, gpu::AddressSpace::Workgroup)),
+      loc);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&select.getBody().front());
+    SelectKernelBuilder(op, selectMapping).emit(b, select);
+    gpu::ReturnOp::create(b, loc);
+  }
+  return {pool, select};
 }

@@ -39,23 +39,30 @@ struct KernelInfo {
   /// rows, no swizzle, zero fill.
   bool tensorMaps = false;
   int64_t blockKV = 0;
+  /// select: the pre-pass kernels launched before this one (see
+  /// buildSelectKernels).
+  std::string selectPoolName, selectName;
 };
 
 /// Threads per block of the split-KV merge kernel.
 constexpr int64_t kMergeThreads = 128;
+/// Threads per block of the select pre-pass kernels.
+constexpr int64_t kSelectThreads = 128;
 
 /// The kernel's operands: the op's values (q, k, v, o, [lse], params,
-/// captures, [k/v scales], [page table, seq lens]) followed by the split-KV
-/// partials o_part [parts, B, Hq, Sq, Dv] and lse_part [parts, B, Hq, Sq]
-/// (f32), the part count and the GQA pack (i32).
+/// captures, [k/v scales], [page table, seq lens]), with select the kept
+/// map [B, Hq, ceil(Sq / N), ceil(Skv / N)] (i8, nonzero = kept) of its
+/// N-token blocks, then the split-KV partials o_part [parts, B, Hq, Sq, Dv]
+/// and lse_part [parts, B, Hq, Sq] (f32), the part count and the GQA pack
+/// (i32).
 struct KernelSignature {
   SmallVector<Value> opValues;
   SmallVector<Type> types;
 };
 KernelSignature kernelSignature(AttentionOp op);
 
-/// What neither GPU backend compiles yet (f32 inputs, head dims that are
-/// not multiples of 16 up to 256, select): fails with `error`.
+/// What neither GPU backend compiles (f32 inputs, head dims that are not
+/// multiples of 16 up to 256): fails with `error`.
 LogicalResult checkSupported(AttentionOp op, StringRef units,
                              std::string &error);
 
@@ -71,6 +78,22 @@ gpu::GPUFuncOp createKernelFunc(OpBuilder &b, AttentionOp op, StringRef name,
 /// Hq, B).
 gpu::GPUFuncOp buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name);
 
+/// select's pre-pass, two kernels of kSelectThreads threads launched before
+/// the attention kernel:
+/// - `pool(k, pooled_k)`: mean of each N-key block, pooled_k
+///   [B, Hkv, ceil(Skv / N), D] (f32); grid (ceil(Skv / N), Hkv, B).
+/// - `select(<the attention kernel's arguments>, pooled_k, scores,
+///   eligible)`: per query block (grid (ceil(Sq / N), Hq, B); the arguments'
+///   part count and pack must be 1) pools the queries, scores the key
+///   blocks the mask leaves non-empty (scores and eligible are scratch
+///   shaped like the kept map, f32 and i8) and writes the kept map: the
+///   rule's blocks (each thread ranks its blocks against all others, which
+///   picks what the CPU's best-first rounds pick) plus the diagonal block.
+/// Returns (pool, select).
+std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
+buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
+                   const KernelSignature &signature);
+
 /// The chip-specific spellings of the math the kernels use without a
 /// device library: f32 intrinsics for exp2, log2 and rsqrt (the hardware's
 /// approximate instructions); everything else becomes LLVM intrinsics or
@@ -79,6 +102,11 @@ struct MathIntrinsics {
   const char *exp2, *log2, *rsqrt;
 };
 LogicalResult prepareMath(ModuleOp host, const MathIntrinsics &intrinsics);
+
+/// blockDim.x of every kernel with a known block size as that constant
+/// (the pre-pass strides loops by it; ROCDL would otherwise read it through
+/// a device-library call).
+void foldKnownBlockDims(ModuleOp host);
 
 /// Runs `pm` (ending in gpu-module-to-binary) on `host` and returns the
 /// one object it produced (PTX text, a code object, assembly); `what`
@@ -105,7 +133,9 @@ protected:
   void setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs);
 
   /// The classifier's verdict on the key tile at k0 (FULL without a mask,
-  /// PARTIAL with a mask but no classifier).
+  /// PARTIAL with a mask but no classifier), with select combined with the
+  /// kept map: EMPTY when no block under the tile is kept, PARTIAL when
+  /// some are not.
   Value classifyTile(OpBuilder &b, Value k0);
   /// The class of key tile `t`, EMPTY past the last tile.
   Value classifyAt(OpBuilder &b, Value t);
@@ -132,8 +162,12 @@ protected:
   Value scoreEntry(OpBuilder &b, Value s, Value head32, Value q32, Value kv32,
                    Value keep, bool withMask);
 
-  /// A tile's normalizer inputs from `scores(b, withMask)`, the mask
-  /// evaluated only where the classifier said PARTIAL.
+  /// select: whether the kept map keeps the block of (head32, q32, kv32)
+  /// (any i32 positions; clamped into the map).
+  Value keptAt(OpBuilder &b, Value head32, Value q32, Value kv32);
+
+  /// A tile's normalizer inputs from `scores(b, withMask)`, the mask (and
+  /// select's kept map) evaluated only where the classifier said PARTIAL.
   SmallVector<Value> scoresMaskedWhereNeeded(
       OpBuilder &b, Value cls,
       llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores);
@@ -173,6 +207,10 @@ protected:
   Value packedHeads, rowsPerHead;
   Value bIdx, hIdx, hkvIdx, b32, h32, hLast32;
   Value seqQ, seqKV, keySlots, q0, qLast, sScale;
+  // The scale as the variant gives it (sScale may carry log2(e)).
+  Value scale;
+  // select: the kept map of N-token blocks.
+  Value keptMap;
   // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's
   // share under split-KV.
   Value tileBegin, numTiles;

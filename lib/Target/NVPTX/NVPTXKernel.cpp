@@ -1641,6 +1641,17 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
                  b.getDenseI32ArrayAttr({int32_t(gpukernel::kMergeThreads), 1, 1}));
 
   KernelInfo info;
+  if (op.hasSelect()) {
+    // (The pre-pass takes the kernel's arguments without the tensor maps.)
+    auto [pool, select] = gpukernel::buildSelectKernels(
+        b, op, name, gpukernel::kernelSignature(op));
+    for (gpu::GPUFuncOp f : {pool, select})
+      f->setAttr("nvvm.maxntid",
+                 b.getDenseI32ArrayAttr(
+                     {int32_t(gpukernel::kSelectThreads), 1, 1}));
+    info.selectPoolName = pool.getName().str();
+    info.selectName = select.getName().str();
+  }
   info.name = name.str();
   info.mergeName = (name + "_merge").str();
   info.blockThreads = threads;

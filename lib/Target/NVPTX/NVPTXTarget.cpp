@@ -74,6 +74,7 @@ FailureOr<std::string> nvptx::lowerToPtx(ModuleOp host, const KernelConfig &cfg,
     LLVMInitializeNVPTXAsmPrinter();
   });
   // The regions' integer floor division and modulo become arith first.
+  gpukernel::foldKnownBlockDims(host);
   RewritePatternSet floorDiv(host.getContext());
   populateExpandFloorDivPatterns(floorDiv);
   if (failed(applyPatternsGreedily(host, std::move(floorDiv))) ||

@@ -287,6 +287,9 @@ struct GpuCode {
   int64_t blockKV = 0;
   /// Split-KV: combines the parts' partial results (see GpuKernel.h).
   std::string mergeEntry;
+  /// select: the pre-pass (pool the keys, then choose the kept blocks)
+  /// launched before the kernel; empty without select.
+  std::string selectPoolEntry, selectEntry;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
