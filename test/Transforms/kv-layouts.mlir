@@ -19,11 +19,13 @@
 // CHECK: %[[PAGE:.+]] = memref.load %[[PT]][%{{.+}}, %{{.+}}] : memref<?x?xi32>
 // CHECK: arith.maxsi %[[PAGE]]
 // CHECK: %[[SLOT:.+]] = arith.remui %{{.+}}, %c16
-//      The same row of the next key tile is prefetched (pages are in any
-//      order, which the hardware prefetcher cannot follow).
+//      The same row of the key tile after next is prefetched into L2
+//      (pages are in any order, which the hardware prefetcher cannot
+//      follow).
+// CHECK: arith.addi %{{.+}}, %c{{(64|128)}}
 // CHECK: scf.if
-// CHECK: memref.prefetch %[[K]][%{{.+}}], read, locality<3>, data
-// CHECK: memref.prefetch %[[V]][%{{.+}}], read, locality<3>, data
+// CHECK: memref.prefetch %[[K]][%{{.+}}], read, locality<2>, data
+// CHECK: memref.prefetch %[[V]][%{{.+}}], read, locality<2>, data
 // CHECK: %[[GROUP:.+]] = arith.divui %{{.+}}, %c32
 // CHECK: %[[CODE:.+]] = memref.load %[[K]][%{{.+}}, %{{.+}}, %[[SLOT]], %{{.+}}]
 // CHECK: arith.extui %[[CODE]] : i8 to i32
