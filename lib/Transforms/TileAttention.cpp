@@ -284,6 +284,9 @@ private:
   // ([BK, rows], as the compact scores), the rows' scales, and P . V
   // before those scales.
   Value pCodeBuf, pScaleBuf, pvBuf;
+  // In-place fp8 tiles: P^T ([BK, kTinyRows]) rounded to bf16, which P.V
+  // multiplies by V's codes as bf16 pairs (vdpbf16ps where there is one).
+  Value pBf16Buf;
 };
 
 void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
@@ -474,6 +477,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
         b, loc, MemRefType::get({BK, Dv}, b.getI8Type()),
         b.getI64IntegerAttr(64));
   }
+  if (directCodes && quant && isFp8(*quant))
+    pBf16Buf = memref::AllocaOp::create(
+        b, loc, MemRefType::get({BK, kTinyRows}, b.getBF16Type()),
+        b.getI64IntegerAttr(64));
   if (directCodes && integerCodes) {
     pCodeBuf = memref::AllocaOp::create(
         b, loc, MemRefType::get({BK, kTinyRows}, b.getI8Type()),
@@ -1450,18 +1457,36 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
     emitScoresPointwise(b, k0, kn, fullTile);
 
   // acc += P . V, reading P from the transposed tile (for int8 codes in
-  // place, P rounded to 0..255 per row first: codes times codes).
+  // place, P rounded to 0..255 per row first: codes times codes; for fp8
+  // codes in place, P rounded to bf16).
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
   bool roundedP = direct && direct->qRowScale && pCodeBuf;
+  bool bf16P = direct && pBf16Buf;
   if (roundedP) {
     emitRoundedProbabilities(b);
     linalg::FillOp::create(b, loc, ValueRange{fzero}, ValueRange{pvBuf});
   }
+  if (bf16P) {
+    Value flat = flatScores(b, sTBuf), flatBf16 = flatScores(b, pBf16Buf);
+    auto quadType = VectorType::get({kQuad}, f32);
+    forLoop(b, cIdx(b, 0), cIdx(b, BK * kTinyRows), kQuad,
+            [&](OpBuilder &b, Value at) {
+              Value p = vector::LoadOp::create(b, loc, quadType, flat,
+                                               ValueRange{at});
+              vector::StoreOp::create(
+                  b, loc,
+                  arith::TruncFOp::create(
+                      b, loc, VectorType::get({kQuad}, b.getBF16Type()), p),
+                  flatBf16, ValueRange{at});
+            });
+  }
   rowWidths(b, [&](OpBuilder &b, int64_t width) {
     for (size_t part = 0; part < vParts.size(); ++part) {
-      Value p = roundedP ? pCodeBuf : columns(b, sTBuf, width);
+      Value p = roundedP ? pCodeBuf
+                : bf16P  ? pBf16Buf
+                         : columns(b, sTBuf, width);
       auto matmul = linalg::MatmulOp::create(
           b, loc, ValueRange{partOf(b, p, part), vParts[part]},
           ValueRange{roundedP ? pvBuf : rowsOf(b, accBuf, width)},

@@ -218,3 +218,23 @@ func.func @small_pages_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8
       normalize = softmax kv_quant int8 group 64 page_size 16
   return
 }
+
+// -----
+
+// fp8 codes read in place: P (V's scales folded in) is rounded to bf16 on
+// its compact [BK, 4] tile, 16 at a time, and P . V multiplies those by
+// V's codes in place (the CPU target pairs them up for vdpbf16ps).
+
+// CHECK-LABEL: func.func @fp8_in_place(
+// CHECK: %[[PB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<[[BK:[0-9]+]]x4xbf16>
+// CHECK: arith.truncf %{{.+}} : vector<16xf32> to vector<16xbf16>
+// CHECK: linalg.matmul {{.+}} {attn.kv_codes = "fp8e4m3"} ins(%[[PB]], %{{.+}} : memref<[[BK]]x4xbf16>, memref<[[BK]]x64xi8, strided<[64, 1], offset: ?>>)
+func.func @fp8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
+                        %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,
+                        %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x64xi8>, memref<?x?x?x64xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      normalize = softmax kv_quant fp8e4m3 group 64
+  return
+}

@@ -491,6 +491,120 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   }
 }
 
+/// C[m, n] += sum_k A[k, m] * B[k, n] with A bf16 (P^T, contiguous [K, M])
+/// and B fp8 codes (V's), K % 2 == 0, N % (4 * lanes) == 0: per key pair
+/// and 4 * lanes columns, the two rows' codes are interleaved column by
+/// column and become bf16 pairs by bit moves (the value times 2^-bias, see
+/// Fp8AsBf16), and each column m of A adds vdpbf16ps(broadcast of its two
+/// P values, pairs) into its accumulators. P goes in times 2^(bias / 2) and
+/// the sums come back by 2^(bias - bias / 2), so products stay normal.
+void emitBf16RowProducts(OpBuilder &b, Location loc, Value A, Value B,
+                         Value C, int64_t M, int64_t N, int64_t K,
+                         int64_t lanes, mlir::attn::KVQuant codes) {
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  Type i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type();
+  Type bf16 = b.getBF16Type();
+  FloatType f32 = b.getF32Type();
+  Fp8AsBf16 format = fp8AsBf16(codes);
+  int64_t width = 4 * lanes; // columns per chunk
+  auto rowBytes = VectorType::get({width}, i8);
+  auto rowWords = VectorType::get({width}, i16);
+  auto pairWords = VectorType::get({2 * width}, i16);
+  auto pairType = VectorType::get({2 * lanes}, bf16);
+  auto accType = VectorType::get({lanes}, f32);
+  auto splat = [&](VectorType type, Attribute value) -> Value {
+    return arith::ConstantOp::create(b, loc, type,
+                                     DenseElementsAttr::get(type, value));
+  };
+  Value zero = splat(accType, b.getF32FloatAttr(0.0f));
+  Value low7 = splat(pairWords, b.getI16IntegerAttr(0x7F));
+  Value sign = splat(pairWords, b.getI16IntegerAttr(0x80));
+  Value shift = splat(pairWords, b.getI16IntegerAttr(format.shift));
+  Value eight = splat(pairWords, b.getI16IntegerAttr(8));
+  auto pType = VectorType::get({2 * M}, f32);
+  Value up = splat(pType, b.getF32FloatAttr(std::ldexp(1.0f, int(format.bias / 2))));
+  Value down = splat(accType, b.getF32FloatAttr(
+                                  std::ldexp(1.0f, int(format.bias - format.bias / 2))));
+  SmallVector<int64_t> interleave, pairOfColumn;
+  for (int64_t l = 0; l < width; ++l) {
+    interleave.push_back(l);
+    interleave.push_back(width + l);
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    pairOfColumn.push_back(m);
+    pairOfColumn.push_back(M + m);
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += width) {
+    Value col = cIdx(n0);
+    SmallVector<Value> init(M * 4, zero);
+    auto kLoop = scf::ForOp::create(
+        b, loc, cIdx(0), cIdx(K), cIdx(2), init,
+        [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+          // Column j's codes of rows k and k + 1 side by side, as bf16.
+          Value rows[2];
+          for (int64_t t = 0; t < 2; ++t)
+            rows[t] = arith::ExtUIOp::create(
+                b, loc, rowWords,
+                vector::LoadOp::create(
+                    b, loc, rowBytes, B,
+                    ValueRange{arith::AddIOp::create(b, loc, k, cIdx(t)),
+                               col}));
+          Value w = vector::ShuffleOp::create(b, loc, rows[0], rows[1],
+                                              interleave);
+          Value bits = arith::OrIOp::create(
+              b, loc,
+              arith::ShLIOp::create(b, loc,
+                                    arith::AndIOp::create(b, loc, w, low7),
+                                    shift),
+              arith::ShLIOp::create(b, loc,
+                                    arith::AndIOp::create(b, loc, w, sign),
+                                    eight));
+          SmallVector<Value> pairs;
+          for (int64_t c = 0; c < 4; ++c)
+            pairs.push_back(vector::BitCastOp::create(
+                b, loc, pairType,
+                vector::ExtractStridedSliceOp::create(
+                    b, loc, bits, ArrayRef<int64_t>{c * 2 * lanes},
+                    ArrayRef<int64_t>{2 * lanes}, ArrayRef<int64_t>{1})));
+          // P[k, m] and P[k + 1, m] side by side, scaled up.
+          Value p = vector::LoadOp::create(
+              b, loc, VectorType::get({2 * M}, bf16), A,
+              ValueRange{k, cIdx(0)});
+          p = arith::TruncFOp::create(
+              b, loc, VectorType::get({2 * M}, bf16),
+              arith::MulFOp::create(
+                  b, loc, arith::ExtFOp::create(b, loc, pType, p), up));
+          Value pWords = vector::BitCastOp::create(
+              b, loc, VectorType::get({M}, i32),
+              vector::ShuffleOp::create(b, loc, p, p, pairOfColumn));
+          SmallVector<Value> next;
+          for (int64_t m = 0; m < M; ++m) {
+            Value pm = vector::BitCastOp::create(
+                b, loc, pairType,
+                vector::BroadcastOp::create(
+                    b, loc, VectorType::get({lanes}, i32),
+                    vector::ExtractOp::create(b, loc, pWords,
+                                              ArrayRef<int64_t>{m})));
+            for (int64_t c = 0; c < 4; ++c)
+              next.push_back(bf16Dot(b, loc, acc[m * 4 + c], pm, pairs[c]));
+          }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t c = 0; c < 4; ++c) {
+        SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * lanes)};
+        Value old = vector::LoadOp::create(b, loc, accType, C, at);
+        vector::StoreOp::create(
+            b, loc,
+            vector::FMAOp::create(b, loc, kLoop.getResult(m * 4 + c), down,
+                                  old),
+            C, at);
+      }
+  }
+}
+
 /// A static 2-D f32 buffer with contiguous rows (a tile, or a static
 /// subview of one), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
@@ -605,6 +719,20 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     rewriter.setInsertionPoint(op);
     emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows,
                     kind, dots, fp8);
+    rewriter.eraseOp(op);
+    return success();
+  }
+
+  auto isBf16 = [](Value v) {
+    return cast<MemRefType>(v.getType()).getElementType().isBF16();
+  };
+  if (bf16Dots && transposedA && isBf16(A) && isInt8(B) &&
+      isStaticContiguous(A) && mlir::attn::isFp8(codesOf(op)) &&
+      K % 2 == 0 && N % (4 * lanes) == 0 && M * 4 + 12 <= registers) {
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPoint(op);
+    emitBf16RowProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes,
+                        codesOf(op));
     rewriter.eraseOp(op);
     return success();
   }

@@ -225,3 +225,34 @@ func.func @int8_p_v(%p: memref<32x4xi8>, %v: memref<32x128xi8, strided<[?, 1], o
       ins(%p, %v : memref<32x4xi8>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.unsigned_lhs}
   return
 }
+
+// -----
+
+// P . V on fp8 codes (decode's P rounded to bf16 times V's e4m3 codes) with
+// bf16-dots: per key pair and 64 columns, the two rows' codes are widened
+// to 16 bits and interleaved column by column, become bf16 pairs by bit
+// moves, and meet each row's two P values (times 2^60, broadcast as one
+// 32-bit pair) in vdpbf16ps; the sums come back by 2^60 into C. Without
+// bf16-dots, P converts from bf16 and the codes decode to f32.
+
+// BF16-LABEL: func.func @fp8_p_v(
+// BF16: %[[R0:.+]] = arith.extui %{{.+}} : vector<64xi8> to vector<64xi16>
+// BF16: %[[R1:.+]] = arith.extui %{{.+}} : vector<64xi8> to vector<64xi16>
+// BF16: vector.shuffle %[[R0]], %[[R1]] [0, 64, 1, 65, 2, 66
+// BF16: vector.bitcast %{{.+}} : vector<32xi16> to vector<32xbf16>
+// BF16: %[[P:.+]] = vector.load %{{.+}} : memref<32x4xbf16>, vector<8xbf16>
+// BF16: arith.extf %[[P]] : vector<8xbf16> to vector<8xf32>
+// BF16: vector.shuffle %{{.+}}, %{{.+}} [0, 4, 1, 5, 2, 6, 3, 7] : vector<8xbf16>, vector<8xbf16>
+// BF16: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"
+// BF16: vector.fma
+// CHECK-LABEL: func.func @fp8_p_v(
+// CHECK: arith.extf %{{.+}} : bf16 to f32
+// CHECK: vector.fma
+#pvA3 = affine_map<(m, n, k) -> (k, m)>
+#pvB3 = affine_map<(m, n, k) -> (k, n)>
+#pvC3 = affine_map<(m, n, k) -> (m, n)>
+func.func @fp8_p_v(%p: memref<32x4xbf16>, %v: memref<32x128xi8, strided<[?, 1], offset: ?>>, %o: memref<4x128xf32>) {
+  linalg.matmul indexing_maps = [#pvA3, #pvB3, #pvC3]
+      ins(%p, %v : memref<32x4xbf16>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.kv_codes = "fp8e4m3"}
+  return
+}
