@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 namespace attn::detail {
@@ -167,11 +166,8 @@ public:
                    std::vector<void *> params, std::vector<void *> mergeParams,
                    std::array<const TensorRef *, 3> qkv,
                    void *stream) const override;
-  void launchSelect(std::array<int64_t, 3> poolGrid,
-                    std::array<int64_t, 3> selectGrid,
-                    std::vector<void *> poolParams,
-                    std::vector<void *> selectParams,
-                    void *stream) const override;
+  void launchPrePass(int which, std::array<int64_t, 3> grid, void **params,
+                     void *stream) const override;
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
@@ -321,28 +317,20 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
         "launching " + code.mergeEntry);
 }
 
-void CudaFunction::launchSelect(std::array<int64_t, 3> poolGrid,
-                                std::array<int64_t, 3> selectGrid,
-                                std::vector<void *> poolParams,
-                                std::vector<void *> selectParams,
-                                void *stream) const {
+void CudaFunction::launchPrePass(int which, std::array<int64_t, 3> grid,
+                              void **params, void *stream) const {
   ensureLoaded();
   const Driver &d = driver();
-  for (auto [fn, grid, params, name] :
-       {std::tuple{selectPool, poolGrid, &poolParams, &code.selectPoolEntry},
-        std::tuple{selectKernel, selectGrid, &selectParams,
-                   &code.selectEntry}}) {
-    if (!fn)
-      throw Error("target", code.entry + " has no select pre-pass");
-    if (grid[0] * grid[1] * grid[2] == 0)
-      continue;
-    check(d,
-          d.cuLaunchKernel(fn, static_cast<unsigned>(grid[0]),
-                           static_cast<unsigned>(grid[1]),
-                           static_cast<unsigned>(grid[2]), kSelectThreads, 1,
-                           1, 0, stream, params->data(), nullptr),
-          "launching " + *name);
-  }
+  void *fn = which ? selectKernel : selectPool;
+  const std::string &name = which ? code.selectEntry : code.selectPoolEntry;
+  if (!fn)
+    throw Error("target", code.entry + " has no select pre-pass");
+  check(d,
+        d.cuLaunchKernel(fn, static_cast<unsigned>(grid[0]),
+                  static_cast<unsigned>(grid[1]),
+                  static_cast<unsigned>(grid[2]), kSelectThreads, 1, 1, 0,
+                  stream, params, nullptr),
+        "launching " + name);
 }
 
 } // namespace

@@ -15,6 +15,7 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace attn::detail {
@@ -37,11 +38,16 @@ public:
                            void *stream) const = 0;
   /// select's pre-pass (GpuCode::selectPoolEntry, then selectEntry) over
   /// grids of (blocks, heads, batch), kSelectThreads threads each.
-  virtual void launchSelect(std::array<int64_t, 3> poolGrid,
-                            std::array<int64_t, 3> selectGrid,
-                            std::vector<void *> poolParams,
-                            std::vector<void *> selectParams,
-                            void *stream) const = 0;
+  void launchSelect(std::array<int64_t, 3> poolGrid,
+                    std::array<int64_t, 3> selectGrid,
+                    std::vector<void *> poolParams,
+                    std::vector<void *> selectParams, void *stream) const {
+    for (auto [which, grid, params] :
+         {std::tuple{0, poolGrid, &poolParams},
+          std::tuple{1, selectGrid, &selectParams}})
+      if (grid[0] * grid[1] * grid[2] > 0)
+        launchPrePass(which, grid, params->data(), stream);
+  }
   /// The device's multiprocessor (compute unit) count; loads the kernel.
   virtual int64_t multiprocessors() const = 0;
   /// Stream-ordered device memory for the split-KV partial results.
@@ -50,6 +56,10 @@ public:
 
 protected:
   explicit GpuFunction(GpuCode code) : code(std::move(code)) {}
+  /// Pre-pass kernel `which` (0: selectPoolEntry, 1: selectEntry) over
+  /// `grid`.
+  virtual void launchPrePass(int which, std::array<int64_t, 3> grid,
+                             void **params, void *stream) const = 0;
   GpuCode code;
 };
 

@@ -493,6 +493,18 @@ void packAttentionTensors(PackedArgs &packed, const Tensors &t) {
 
 /// Runtime params (i32 or f32 as declared), then captured tensors: the
 /// arguments every kernel takes after its fixed ones.
+/// Quantized K/V's scales and paged K/V's table and lengths, when present.
+void packScalesAndPages(PackedArgs &packed, const Tensors &t) {
+  if (t.kScale) {
+    packed.memref(*t.kScale);
+    packed.memref(*t.vScale);
+  }
+  if (t.pageTable) {
+    packed.memref(*t.pageTable);
+    packed.memref(*t.seqLens);
+  }
+}
+
 void packParamsAndCaptures(PackedArgs &packed, const KernelInfo &info,
                            const LaunchPlan &plan) {
   for (size_t i = 0; i < info.params.size(); ++i) {
@@ -555,14 +567,7 @@ void runCpu(const detail::KernelState &state, detail::CpuEntry entry,
                   (splits ? splits->parts : 1);
   PackedArgs packed;
   packAttentionTensors(packed, t);
-  if (t.kScale) {
-    packed.memref(*t.kScale);
-    packed.memref(*t.vScale);
-  }
-  if (t.pageTable) {
-    packed.memref(*t.pageTable);
-    packed.memref(*t.seqLens);
-  }
+  packScalesAndPages(packed, t);
   packParamsAndCaptures(packed, info, plan);
   if (blockMap)
     packed.memref(*blockMap);
@@ -680,14 +685,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
                               int32_t pack) {
       packAttentionTensors(packed, t);
       packParamsAndCaptures(packed, info, plan);
-      if (t.kScale) {
-        packed.memref(*t.kScale);
-        packed.memref(*t.vScale);
-      }
-      if (t.pageTable) {
-        packed.memref(*t.pageTable);
-        packed.memref(*t.seqLens);
-      }
+      packScalesAndPages(packed, t);
       if (N)
         packed.memref(kept);
       packed.memref(oPart);

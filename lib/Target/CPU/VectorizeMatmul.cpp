@@ -398,6 +398,25 @@ bool isStaticContiguous(Value v) {
          strides[1] == 1 && strides[0] == t.getDimSize(1);
 }
 
+/// Shuffle mask interleaving two vectors of n lanes: x0, y0, x1, y1, ...
+SmallVector<int64_t> interleaveMask(int64_t n) {
+  SmallVector<int64_t> mask;
+  for (int64_t l = 0; l < n; ++l) {
+    mask.push_back(l);
+    mask.push_back(n + l);
+  }
+  return mask;
+}
+
+/// Shuffle mask reading a row-major rows x cols block column by column.
+SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
+  SmallVector<int64_t> mask;
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r)
+      mask.push_back(r * cols + c);
+  return mask;
+}
+
 /// C[m, n] += sum_k A[k, m] * B[k, n] with A unsigned 8-bit codes (P^T,
 /// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0,
 /// N % (4 * lanes) == 0: per 4 rows of B and 4 * lanes columns, the rows'
@@ -418,18 +437,8 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   auto f32Lanes = VectorType::get({lanes}, b.getF32Type());
   Value zero = arith::ConstantOp::create(
       b, loc, accType, DenseElementsAttr::get(accType, b.getI32IntegerAttr(0)));
-  auto interleave = [&](int64_t n) {
-    SmallVector<int64_t> mask;
-    for (int64_t l = 0; l < n; ++l) {
-      mask.push_back(l);
-      mask.push_back(n + l);
-    }
-    return mask;
-  };
-  SmallVector<int64_t> transpose;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t t = 0; t < 4; ++t)
-      transpose.push_back(t * M + m);
+  auto interleave = interleaveMask;
+  SmallVector<int64_t> transpose = columnMajorMask(4, M);
   for (int64_t n0 = 0; n0 < N; n0 += width) {
     Value col = cIdx(n0);
     SmallVector<Value> init(M * 4, zero);
@@ -527,15 +536,8 @@ void emitBf16RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   Value up = splat(pType, b.getF32FloatAttr(std::ldexp(1.0f, int(format.bias / 2))));
   Value down = splat(accType, b.getF32FloatAttr(
                                   std::ldexp(1.0f, int(format.bias - format.bias / 2))));
-  SmallVector<int64_t> interleave, pairOfColumn;
-  for (int64_t l = 0; l < width; ++l) {
-    interleave.push_back(l);
-    interleave.push_back(width + l);
-  }
-  for (int64_t m = 0; m < M; ++m) {
-    pairOfColumn.push_back(m);
-    pairOfColumn.push_back(M + m);
-  }
+  SmallVector<int64_t> interleave = interleaveMask(width),
+                       pairOfColumn = columnMajorMask(2, M);
   for (int64_t n0 = 0; n0 < N; n0 += width) {
     Value col = cIdx(n0);
     SmallVector<Value> init(M * 4, zero);
