@@ -66,9 +66,9 @@ LogicalResult AttentionOp::verify() {
     return emitOpError("expected pages(...) exactly with page_size");
   if (getPageSize() && *getPageSize() < 1)
     return emitOpError("expected a positive page_size");
-  if (hasSelect() && (getKvQuant() || isPaged() || getKvIndex()))
-    return emitOpError("select reads keys unquantized and contiguous: "
-                       "expected no kv_quant, pages or kv_index with it");
+  if (hasSelect() && getKvIndex())
+    return emitOpError("select and kv_index both choose keys: expected "
+                       "not both");
   if (getKvIndex() && (hasClassify() || getTileClasses() || getBlockMap()))
     return emitOpError("kv_index positions are data: expected no tile "
                        "classification with it");

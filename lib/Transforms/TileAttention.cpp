@@ -129,6 +129,9 @@ private:
     }
   }
   Value decodeCode(OpBuilder &b, Value code);
+  /// K[position pos, column d] in f32, whatever the layout: through the
+  /// page table, decoded and scaled for quantized codes.
+  Value keyElement(OpBuilder &b, Value pos, Value d);
   /// Quantized V: P's entries for key row j carry that row's V scale (the
   /// row sums keep the unscaled p).
   Value scaleByValueScale(OpBuilder &b, Value p, Value j) {
@@ -685,20 +688,20 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
                                        b, loc, b.getI64Type(),
                                        arith::SubIOp::create(b, loc, e, s)));
   };
-  // Mean of rows [s, e) of `src` (head `head`) into `dst` (D floats).
-  auto pool = [&](OpBuilder &b, Value src, Value head, Value s, Value e,
+  // Mean of rows [s, e) (elements from `element(r, d)`) into `dst` (D
+  // floats).
+  using ElementFn = function_ref<Value(OpBuilder &, Value, Value)>;
+  auto pool = [&](OpBuilder &b, ElementFn element, Value s, Value e,
                   Value dst) {
     Value inv = arith::DivFOp::create(b, loc, cF32(b, 1.0), rowsOf(s, e));
     forLoop(b, D, [&](OpBuilder &b, Value d) {
       auto sum = scf::ForOp::create(
           b, loc, s, e, one, ValueRange{cF32(b, 0.0)},
           [&](OpBuilder &b, Location, Value r, ValueRange acc) {
-            Value x = memref::LoadOp::create(b, loc, src,
-                                             ValueRange{bIdx, head, r, d});
             scf::YieldOp::create(
                 b, loc,
                 ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                                 toF32(b, x))});
+                                                 element(b, r, d))});
           });
       memref::StoreOp::create(
           b, loc, arith::MulFOp::create(b, loc, sum.getResult(0), inv), dst,
@@ -708,7 +711,13 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
   auto vec = MemRefType::get({D}, f32);
   Value pq = memref::AllocaOp::create(b, loc, vec);
   Value pk = memref::AllocaOp::create(b, loc, vec);
-  pool(b, op.getQuery(), hIdx, qs, qe, pq);
+  pool(
+      b,
+      [&](OpBuilder &b, Value r, Value d) {
+        return toF32(b, memref::LoadOp::create(b, loc, op.getQuery(),
+                                               ValueRange{bIdx, hIdx, r, d}));
+      },
+      qs, qe, pq);
 
   Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
   auto dyn = [&](Type t) {
@@ -731,7 +740,10 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
     memref::StoreOp::create(b, loc, cF32(b, -INFINITY), scores,
                             ValueRange{kb});
     scf::IfOp::create(b, loc, ok, [&](OpBuilder &b, Location) {
-      pool(b, op.getKey(), hkvIdx, ks, ke, pk);
+      pool(
+          b,
+          [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+          ks, ke, pk);
       auto dot = scf::ForOp::create(
           b, loc, cIdx(b, 0), cIdx(b, D), one, ValueRange{cF32(b, 0.0)},
           [&](OpBuilder &b, Location, Value d, ValueRange acc) {
@@ -1061,6 +1073,34 @@ void AttentionTiler::withMaskVariants(
 
 Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
   return decodeKVCode(b, loc, *op.getKvQuant(), code);
+}
+
+Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
+  auto [outer, row] = locateRow(b, pos);
+  auto quant = op.getKvQuant();
+  if (!quant)
+    return toF32(b, memref::LoadOp::create(b, loc, op.getKey(),
+                                           ValueRange{outer, hkvIdx, row, d}));
+  Value code;
+  if (*quant == KVQuant::int4) {
+    Value two = cIdx(b, 2);
+    Value byte = memref::LoadOp::create(
+        b, loc, op.getKey(),
+        ValueRange{outer, hkvIdx, row, arith::DivUIOp::create(b, loc, d, two)});
+    auto [lo, hi] = splitInt4Codes(b, loc, byte);
+    Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                      arith::RemUIOp::create(b, loc, d, two),
+                                      cIdx(b, 0));
+    code = arith::SelectOp::create(b, loc, odd, hi, lo);
+  } else {
+    code = memref::LoadOp::create(b, loc, op.getKey(),
+                                  ValueRange{outer, hkvIdx, row, d});
+  }
+  Value group = arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+  return arith::MulFOp::create(
+      b, loc, decodeCode(b, code),
+      memref::LoadOp::create(b, loc, op.getKeyScale(),
+                             ValueRange{bIdx, hkvIdx, group, d}));
 }
 
 /// K and V rows of a key tile in f32: rows past the slots (or skipped by

@@ -411,6 +411,14 @@ TEST(Numerics, QuantizedKVDecodeShapesAndDtypes) {
   }
 }
 
+/// select rules for the serving-layout tests, and a causal variant using one
+/// over 32-token blocks.
+const char *const kSelectRules[] = {"topk(k)", "mass(0.8)", "above(0.02)"};
+std::string selectSource(const char *rule) {
+  return std::string("variant s { param k: i32 = 2; select(size = 32) = ") +
+         rule + "; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
+}
+
 TEST(Numerics, PagedKVEqualsContiguous) {
   // Pages smaller, equal to and larger than key tiles, odd sizes; with
   // masks that read Skv, tensors, split parts and quantized codes.
@@ -440,6 +448,21 @@ TEST(Numerics, PagedKVEqualsContiguous) {
   q.Hq = 4, q.Hkv = 1, q.Sq = 2, q.Skv = 200;
   Outcome out = runAgainstReference(q);
   EXPECT_LE(out.relL1O, 1.5e-2);
+}
+
+// select over paged caches: the pre-pass pools the keys through the page
+// table, so a paged pool selects what the contiguous cache does.
+TEST(Numerics, SelectOverPagedKV) {
+  for (const char *rule : kSelectRules)
+    for (int64_t page : {16, 32, 7}) {
+      Problem p = make(selectSource(rule).c_str());
+      p.Hq = 4, p.Hkv = 2, p.Sq = 70, p.Skv = 300, p.B = 2;
+      p.qScale = 3.0;
+      p.options.paged = page;
+      p.options.splitKv = "3";
+      SCOPED_TRACE(std::string(rule) + " page " + std::to_string(page));
+      expectClose(p);
+    }
 }
 
 } // namespace
@@ -481,6 +504,38 @@ struct DecodeData {
     kernel.launch(t);
   }
 };
+
+// select over quantized (and paged) caches: the blocks are chosen from the
+// dequantized keys (codes times K's scales), the same in a paged pool as in
+// the contiguous cache. (Against the unquantized reference a block near the
+// rule's cut may go the other way, so that comparison is not bounded by
+// the quantization error; attnc run's serving test checks one case.)
+TEST(Numerics, SelectOverQuantizedPagesEqualsContiguous) {
+  Jit jit;
+  DecodeData data(/*B=*/2, /*Hq=*/4, /*Hkv=*/2, /*Sq=*/70, /*S=*/300,
+                  /*D=*/64, /*seed=*/9);
+  for (float &x : data.q)
+    x *= 3.0f; // spread the pooled scores apart
+  for (const char *rule : kSelectRules)
+    for (const char *kv : {"int8", "fp8e4m3", "int4"}) {
+      Options contiguous;
+      contiguous.headDim = 64;
+      contiguous.kvDtype = kv;
+      contiguous.lse = true;
+      std::vector<float> o[2], lse[2];
+      data.launch(jit.compile(selectSource(rule), contiguous), o[0], lse[0]);
+      Options paged = contiguous;
+      paged.paged = 16;
+      paged.splitKv = "3";
+      data.launch(jit.compile(selectSource(rule), paged), o[1], lse[1]);
+      SCOPED_TRACE(std::string(rule) + " " + kv);
+      for (size_t i = 0; i < o[0].size(); ++i)
+        ASSERT_NEAR(o[0][i], o[1][i], 2e-4) << i;
+      for (size_t i = 0; i < lse[0].size(); ++i)
+        if (lse[0][i] != lse[1][i]) // (-inf for rows with nothing kept)
+          ASSERT_NEAR(lse[0][i], lse[1][i], 2e-4) << i;
+    }
+}
 
 // On CPUs with AVX-512 VNNI, int8 K codes meet the rounded query rows in
 // vpdpbusd dot products (codes made unsigned, offsets subtracted in i32);
