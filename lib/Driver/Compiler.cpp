@@ -334,12 +334,6 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       (plan.shape.headDim % 2 || plan.shape.valueHeadDim % 2))
     throw Error("--kv-dtype", "int4 K/V packs two codes per byte: expected "
                               "even head dims");
-  if (v.select && (kvQuant != fe::KVQuant::None || options.paged) &&
-      isGpuTarget(options.target))
-    throw Error(options.paged ? "--paged" : "--kv-dtype",
-                "variant '" + v.name +
-                    "' uses select, whose GPU pre-pass reads contiguous "
-                    "unquantized keys; on GPUs not supported together yet");
   if (options.lse && !v.hasRowSum()) {
     fe::Diagnostics diags(source.file);
     diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,

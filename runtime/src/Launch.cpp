@@ -679,7 +679,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
       kept = TensorRef(p, DType::i8, {B, H, qBlocks, kBlocks});
       eligible = TensorRef(p + entries, DType::i8, {B, H, qBlocks, kBlocks});
     }
-    // The kernel's arguments (the select kernel takes them too, with one
+    // The kernel's arguments (the pre-pass kernels take them too, with one
     // part and no packing).
     auto packKernelArgs = [&](PackedArgs &packed, int32_t parts,
                               int32_t pack) {
@@ -695,7 +695,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
     };
     if (N && B * H * S > 0) {
       PackedArgs poolPacked, selectPacked;
-      poolPacked.memref(t.k);
+      packKernelArgs(poolPacked, 1, 1);
       poolPacked.memref(pooledK);
       packKernelArgs(selectPacked, 1, 1);
       selectPacked.memref(pooledK);

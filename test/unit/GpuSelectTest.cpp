@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -44,6 +45,15 @@ public:
     for (int64_t s : strides)
       slots.push_back(static_cast<uint64_t>(s));
   }
+  void memref(const TensorRef &t) {
+    pointer(const_cast<void *>(t.data));
+    pointer(const_cast<void *>(t.data));
+    slots.push_back(0);
+    for (int64_t d : t.shape)
+      slots.push_back(static_cast<uint64_t>(d));
+    for (int64_t st : t.effectiveStrides())
+      slots.push_back(static_cast<uint64_t>(st));
+  }
   void i32(int32_t v) {
     uint64_t bits = 0;
     std::memcpy(&bits, &v, 4);
@@ -71,16 +81,30 @@ struct Shape {
   int64_t B = 2, Hq = 4, Hkv = 2, Sq, Skv, D;
 };
 
+/// The K/V layout a case runs with.
+struct Layout {
+  const char *kvDtype = "same";
+  int64_t paged = 0;
+  std::string str() const {
+    return std::string(kvDtype) + (paged ? " paged " + std::to_string(paged)
+                                         : std::string());
+  }
+};
+
 void expectDeviceSelectionMatchesCpu(const CatalogCase &c, int64_t D,
-                                     const std::string &target) {
+                                     const std::string &target,
+                                     const Layout &layout) {
   Problem p = catalogProblem(c, ATTN_SOURCE_ROOT, D);
-  SCOPED_TRACE(c.name + " D=" + std::to_string(D) + " " + target);
+  SCOPED_TRACE(c.name + " D=" + std::to_string(D) + " " + target + " " +
+               layout.str());
   // Longer than the catalog's shapes, so mass(0.9) has blocks to drop;
   // not multiples of the block size.
   Shape s{2, 4, 2, p.Sq + 500, p.Skv + 500, D};
   driver::Source parsed(p.source, p.filename);
   Options o = p.options;
   o.dtype = "bf16";
+  o.kvDtype = layout.kvDtype;
+  o.paged = layout.paged;
 
   // The CPU kernel's block map: tiles of the select block size, so a tile
   // is computed exactly where its block is kept (and the mask leaves it
@@ -112,12 +136,19 @@ void expectDeviceSelectionMatchesCpu(const CatalogCase &c, int64_t D,
   t.v = TensorRef(v.data(), DType::bf16, {s.B, s.Hkv, s.Skv, D});
   t.o = TensorRef(out.data(), cpu.info().outDType, {s.B, s.Hq, s.Sq, D});
   ASSERT_EQ(dtypeSize(cpu.info().outDType), 2u);
+  // The same caches (codes, scales, a shuffled page pool) for both.
+  std::optional<KVCache> cache;
+  if (layout.paged || std::string(layout.kvDtype) != "same") {
+    cache.emplace(KVCache::build(cpu.info(), t.k, t.v));
+    cache->bind(t);
+  }
   Params params;
   for (auto [name, value] : p.params)
     params.push_back({name, value});
   BlockMap expected = cpu.blockMap(t, params);
 
-  // The device's pre-pass on the same inputs.
+  // The device's pre-pass on the same inputs, with the attention kernel's
+  // arguments as Launch.cpp packs them (one part, no packing).
   Options gpuOptions = o;
   gpuOptions.target = target;
   driver::HostPrePass pre = driver::compileSelectPrePassForHost(
@@ -126,8 +157,37 @@ void expectDeviceSelectionMatchesCpu(const CatalogCase &c, int64_t D,
   std::vector<float> pooled(s.B * s.Hkv * kBlocks * D, -1.0f);
   std::vector<float> scores(s.B * s.Hq * qBlocks * kBlocks, -1.0f);
   std::vector<int8_t> kept(scores.size(), 7), eligible(scores.size(), 7);
+  float none = 0;
+  auto kernelArgs = [&](Slots &a) {
+    for (const TensorRef *x : {&t.q, &t.k, &t.v, &t.o})
+      a.memref(*x);
+    for (const ParamInfo &info : cpu.info().params) {
+      double value = info.defaultValue.value_or(0.0);
+      for (auto [name, given] : p.params)
+        if (name == info.name)
+          value = given;
+      if (info.type == DType::i32)
+        a.i32(static_cast<int32_t>(value));
+      else
+        a.f32(static_cast<float>(value));
+    }
+    ASSERT_TRUE(cpu.info().captures.empty());
+    if (t.kScale) {
+      a.memref(*t.kScale);
+      a.memref(*t.vScale);
+    }
+    if (t.pageTable) {
+      a.memref(*t.pageTable);
+      a.memref(*t.seqLens);
+    }
+    a.memref(kept.data(), {s.B, s.Hq, qBlocks, kBlocks});
+    a.memref(&none, {0, 0, 0, 0, D});
+    a.memref(&none, {0, 0, 0, 0});
+    a.i32(1); // parts
+    a.i32(1); // pack
+  };
   Slots pool;
-  pool.memref(k.data(), {s.B, s.Hkv, s.Skv, D});
+  kernelArgs(pool);
   pool.memref(pooled.data(), {s.B, s.Hkv, kBlocks, D});
   pool.index(kBlocks);
   pool.index(s.Hkv);
@@ -135,28 +195,8 @@ void expectDeviceSelectionMatchesCpu(const CatalogCase &c, int64_t D,
   std::vector<void *> poolArgs = pool.pointers();
   pre.pool(poolArgs.data());
 
-  float none = 0;
   Slots select;
-  select.memref(q.data(), {s.B, s.Hq, s.Sq, D});
-  select.memref(k.data(), {s.B, s.Hkv, s.Skv, D});
-  select.memref(v.data(), {s.B, s.Hkv, s.Skv, D});
-  select.memref(out.data(), {s.B, s.Hq, s.Sq, D});
-  for (const ParamInfo &info : cpu.info().params) {
-    double value = info.defaultValue.value_or(0.0);
-    for (auto [name, given] : p.params)
-      if (name == info.name)
-        value = given;
-    if (info.type == DType::i32)
-      select.i32(static_cast<int32_t>(value));
-    else
-      select.f32(static_cast<float>(value));
-  }
-  ASSERT_TRUE(cpu.info().captures.empty());
-  select.memref(kept.data(), {s.B, s.Hq, qBlocks, kBlocks});
-  select.memref(&none, {0, 0, 0, 0, D});
-  select.memref(&none, {0, 0, 0, 0});
-  select.i32(1); // parts
-  select.i32(1); // pack
+  kernelArgs(select);
   select.memref(pooled.data(), {s.B, s.Hkv, kBlocks, D});
   select.memref(scores.data(), {s.B, s.Hq, qBlocks, kBlocks});
   select.memref(eligible.data(), {s.B, s.Hq, qBlocks, kBlocks});
@@ -191,8 +231,6 @@ void expectDeviceSelectionMatchesCpu(const CatalogCase &c, int64_t D,
   // The rule dropped something (else this checks little).
   EXPECT_LT(keptBlocks, eligibleBlocks);
   EXPECT_GT(keptBlocks, 0);
-  ::testing::Test::RecordProperty("kept", int(keptBlocks));
-  ::testing::Test::RecordProperty("eligible", int(eligibleBlocks));
 }
 
 class GpuSelect : public ::testing::TestWithParam<CatalogCase> {};
@@ -202,7 +240,15 @@ TEST_P(GpuSelect, DevicePrePassKeepsWhatTheCpuKeeps) {
   // own module.
   for (auto [target, d] : {std::pair{"sm_90a", 64}, std::pair{"sm_90a", 128},
                            std::pair{"gfx942", 128}})
-    expectDeviceSelectionMatchesCpu(GetParam(), d, target);
+    expectDeviceSelectionMatchesCpu(GetParam(), d, target, Layout{});
+}
+
+// Keys pooled through a shuffled page pool and from quantized codes (times
+// K's scales) as the CPU's pre-pass reads them.
+TEST_P(GpuSelect, DevicePrePassReadsPagedAndQuantizedKeys) {
+  for (Layout layout : {Layout{"same", 16}, Layout{"int8", 0},
+                        Layout{"fp8e4m3", 37}, Layout{"int4", 16}})
+    expectDeviceSelectionMatchesCpu(GetParam(), 64, "sm_90a", layout);
 }
 
 std::vector<CatalogCase> selectCases() {

@@ -380,6 +380,29 @@ TEST(Nvptx, LaunchValidatesThenNeedsTheDriver) {
   }
 }
 
+// select over paged and quantized caches: the pre-pass kernels read keys
+// through the page table and decode codes; all of it assembles.
+TEST(Nvptx, SelectOverPagedAndQuantizedKV) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  std::string source = readText(std::string(ATTN_SOURCE_ROOT) +
+                                "/examples/select.attn");
+  for (auto [chip, kv, page] :
+       {std::tuple{"sm_80", "int8", 16}, std::tuple{"sm_90a", "fp8e4m3", 0},
+        std::tuple{"sm_90a", "int4", 32}, std::tuple{"sm_90a", "same", 16}}) {
+    Options o;
+    o.target = chip;
+    o.headDim = 128;
+    o.variant = "moba";
+    o.kvDtype = kv;
+    o.paged = page;
+    o.lse = true;
+    expectTensorCoreKernel(source, o,
+                           std::string("moba ") + chip + " " + kv +
+                               " page " + std::to_string(page));
+  }
+}
+
 // select's blocks are chosen on the device: a host block map is refused by
 // name, before anything reaches the driver; validation still comes first.
 TEST(Nvptx, SelectLaunchesValidateAndRefuseHostBlockMaps) {

@@ -801,10 +801,11 @@ Value toF32(OpBuilder &b, Location loc, Value x) {
              : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
 }
 
-/// dst[d] = mean over rows [s, e) of src[outer, head, row, d] for the
-/// thread's columns d = tid, tid + kSelectThreads, ... < D.
-void poolRows(OpBuilder &b, Location loc, Value tid, int64_t D, Value src,
-              Value outer, Value head, Value s, Value e,
+/// store(d, mean over rows [s, e) of element(row, d)) for the thread's
+/// columns d = tid, tid + blockDim.x, ... < D.
+void poolRows(OpBuilder &b, Location loc, Value tid, int64_t D,
+              llvm::function_ref<Value(OpBuilder &, Value, Value)> element,
+              Value s, Value e,
               llvm::function_ref<void(OpBuilder &, Value, Value)> store) {
   FloatType f32 = b.getF32Type();
   Value rows = arith::UIToFPOp::create(
@@ -823,12 +824,10 @@ void poolRows(OpBuilder &b, Location loc, Value tid, int64_t D, Value src,
             ValueRange{arith::ConstantFloatOp::create(b, loc, f32,
                                                       APFloat(0.0f))},
             [&](OpBuilder &b, Location, Value r, ValueRange acc) {
-              Value x = memref::LoadOp::create(b, loc, src,
-                                               ValueRange{outer, head, r, d});
               scf::YieldOp::create(
                   b, loc,
                   ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                                   toF32(b, loc, x))});
+                                                   element(b, r, d))});
             });
         store(b, d, arith::MulFOp::create(b, loc, sum.getResult(0), inv));
       });
@@ -854,10 +853,17 @@ public:
     Value qb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
     Value qs = arith::MulIOp::create(b, loc, qb, cIdx(b, N));
     Value qe = arith::MinUIOp::create(b, loc, add(b, qs, N), seqQ);
-    poolRows(b, loc, tid, D, q, bIdx, hIdx, qs, qe,
-             [&](OpBuilder &b, Value d, Value mean) {
-               memref::StoreOp::create(b, loc, mean, pooledQ, ValueRange{d});
-             });
+    poolRows(
+        b, loc, tid, D,
+        [&](OpBuilder &b, Value r, Value d) {
+          return toF32(b, loc,
+                       memref::LoadOp::create(b, loc, q,
+                                              ValueRange{bIdx, hIdx, r, d}));
+        },
+        qs, qe,
+        [&](OpBuilder &b, Value d, Value mean) {
+          memref::StoreOp::create(b, loc, mean, pooledQ, ValueRange{d});
+        });
     gpu::BarrierOp::create(b, loc);
 
     // Each key block's eligibility and pooled score.
@@ -1032,6 +1038,73 @@ private:
   }
 };
 
+/// The pool kernel of the pre-pass: grid (key blocks, Hkv, B), each block's
+/// mean key, read through the page table and decoded (codes times K's
+/// scales) as the CPU tiler's pre-pass reads it.
+class PoolKernelBuilder : public KernelBase {
+public:
+  PoolKernelBuilder(AttentionOp op, IRMapping outside)
+      : KernelBase(op, std::move(outside), *op.getSelectBlock(),
+                   *op.getSelectBlock()) {}
+
+  void emit(OpBuilder &b, gpu::GPUFuncOp func) {
+    setUp(b, func, /*extraArgs=*/1);
+    Value pooled =
+        func.getArgument(func.getFunctionType().getNumInputs() - 1);
+    // Here blockIdx.y is the K/V head.
+    hkvIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+    int64_t N = BK;
+    Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
+    Value ke = arith::MinUIOp::create(b, loc, add(b, ks, N), seqKV);
+    // (Paged: blocks past this batch's length are never read.)
+    Value some =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, ks, ke);
+    scf::IfOp::create(b, loc, some, [&](OpBuilder &b, Location) {
+      poolRows(
+          b, loc, tid, D,
+          [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+          ks, ke,
+          [&](OpBuilder &b, Value d, Value mean) {
+            memref::StoreOp::create(b, loc, mean, pooled,
+                                    ValueRange{bIdx, hkvIdx, kb, d});
+          });
+      scf::YieldOp::create(b, loc);
+    });
+  }
+
+private:
+  Value keyElement(OpBuilder &b, Value pos, Value d) {
+    KeyRow at = keyRow(b, pos, k);
+    if (!quant)
+      return toF32(b, loc,
+                   memref::LoadOp::create(
+                       b, loc, k, ValueRange{at.outer, hkvIdx, at.row, d}));
+    Value code;
+    if (*quant == KVQuant::int4) {
+      Value byte = memref::LoadOp::create(
+          b, loc, k,
+          ValueRange{at.outer, hkvIdx, at.row,
+                     arith::DivUIOp::create(b, loc, d, cIdx(b, 2))});
+      auto [lo, hi] = splitInt4Codes(b, loc, byte);
+      Value odd = arith::CmpIOp::create(
+          b, loc, arith::CmpIPredicate::ne,
+          arith::RemUIOp::create(b, loc, d, cIdx(b, 2)), cIdx(b, 0));
+      code = arith::SelectOp::create(b, loc, odd, hi, lo);
+    } else {
+      code = memref::LoadOp::create(b, loc, k,
+                                    ValueRange{at.outer, hkvIdx, at.row, d});
+    }
+    Value group =
+        arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+    return arith::MulFOp::create(
+        b, loc, decodeKVCode(b, loc, *quant, code),
+        memref::LoadOp::create(b, loc, kScale,
+                               ValueRange{bIdx, hkvIdx, group, d}));
+  }
+};
+
 } // namespace
 
 std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
@@ -1039,39 +1112,23 @@ gpukernel::buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
                               const KernelSignature &signature) {
   Location loc = op.getLoc();
   MLIRContext *ctx = op.getContext();
-  int64_t N = *op.getSelectBlock(), D = op.getHeadDim();
+  int64_t D = op.getHeadDim();
   int64_t dyn = ShapedType::kDynamic;
   Type f32 = b.getF32Type();
   auto pooledType = MemRefType::get({dyn, dyn, dyn, D}, f32);
   auto threads = int32_t(kSelectThreads);
 
-  // pool(k, pooled_k): grid (key blocks, Hkv, B).
+  // pool(<the kernel's arguments>, pooled_k): grid (key blocks, Hkv, B).
+  SmallVector<Type> poolTypes(signature.types);
+  poolTypes.push_back(pooledType);
   IRMapping poolMapping;
-  gpu::GPUFuncOp pool = createKernelFunc(
-      b, op, (name + "_select_pool").str(),
-      {op.getKey().getType(), pooledType}, {op.getKey()}, threads,
-      poolMapping);
+  gpu::GPUFuncOp pool =
+      createKernelFunc(b, op, (name + "_select_pool").str(), poolTypes,
+                       signature.opValues, threads, poolMapping);
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&pool.getBody().front());
-    Value k = pool.getArgument(0), pooled = pool.getArgument(1);
-    Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-    Value hkv = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-    Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-    Value seqKV = memref::DimOp::create(b, loc, k, 2);
-    Value ks = arith::MulIOp::create(
-        b, loc, kb, arith::ConstantIndexOp::create(b, loc, N));
-    Value ke = arith::MinUIOp::create(
-        b, loc,
-        arith::AddIOp::create(b, loc, ks,
-                              arith::ConstantIndexOp::create(b, loc, N)),
-        seqKV);
-    poolRows(b, loc, tid, D, k, batch, hkv, ks, ke,
-             [&](OpBuilder &b, Value d, Value mean) {
-               memref::StoreOp::create(b, loc, mean, pooled,
-                                       ValueRange{batch, hkv, kb, d});
-             });
+    PoolKernelBuilder(op, poolMapping).emit(b, pool);
     gpu::ReturnOp::create(b, loc);
   }
 

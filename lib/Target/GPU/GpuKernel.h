@@ -80,16 +80,18 @@ gpu::GPUFuncOp buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name);
 
 /// select's pre-pass, two kernels of kSelectThreads threads launched before
 /// the attention kernel:
-/// - `pool(k, pooled_k)`: mean of each N-key block, pooled_k
-///   [B, Hkv, ceil(Skv / N), D] (f32); grid (ceil(Skv / N), Hkv, B).
+/// - `pool(<the attention kernel's arguments>, pooled_k)`: mean of each
+///   N-key block (through the page table; codes decoded times K's scales),
+///   pooled_k [B, Hkv, ceil(Skv / N), D] (f32); grid (ceil(Skv / N), Hkv,
+///   B).
 /// - `select(<the attention kernel's arguments>, pooled_k, scores,
-///   eligible)`: per query block (grid (ceil(Sq / N), Hq, B); the arguments'
-///   part count and pack must be 1) pools the queries, scores the key
+///   eligible)`: per query block (grid (ceil(Sq / N), Hq, B)) pools the queries, scores the key
 ///   blocks the mask leaves non-empty (scores and eligible are scratch
 ///   shaped like the kept map, f32 and i8) and writes the kept map: the
 ///   rule's blocks (each thread ranks its blocks against all others, which
 ///   picks what the CPU's best-first rounds pick) plus the diagonal block.
-/// Returns (pool, select).
+/// Both take the arguments with a part count and pack of 1. Returns (pool,
+/// select).
 std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
 buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
                    const KernelSignature &signature);
