@@ -3,7 +3,8 @@
 // The CPU tiler and the GPU pre-pass kernels pick blocks differently (the
 // CPU takes the best remaining block round by round; GPU threads rank their
 // blocks in parallel), but must agree on which key blocks are eligible,
-// where the diagonal block is and how many blocks topk(K) keeps.
+// where the diagonal block is, how many blocks topk(K) keeps and what a
+// quantized key is.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Transforms/Transforms.h"
@@ -73,6 +74,26 @@ Value attn::selectDiagonalBlock(OpBuilder &b, Location loc, Value qe,
   Value lastBlock = arith::SubIOp::create(
       b, loc, arith::MaxUIOp::create(b, loc, numBlocks, one), one);
   return arith::MinUIOp::create(b, loc, diag, lastBlock);
+}
+
+Value attn::dequantizedKeyAt(
+    OpBuilder &b, Location loc, KVQuant kind, Value d, Value scale,
+    llvm::function_ref<Value(OpBuilder &, Value)> load) {
+  Value code;
+  if (kind == KVQuant::int4) {
+    Value two = arith::ConstantIndexOp::create(b, loc, 2);
+    auto [lo, hi] = splitInt4Codes(
+        b, loc, load(b, arith::DivUIOp::create(b, loc, d, two)));
+    Value odd = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ne,
+        arith::RemUIOp::create(b, loc, d, two),
+        arith::ConstantIndexOp::create(b, loc, 0));
+    code = arith::SelectOp::create(b, loc, odd, hi, lo);
+  } else {
+    code = load(b, d);
+  }
+  return arith::MulFOp::create(b, loc, decodeKVCode(b, loc, kind, code),
+                               scale);
 }
 
 Value attn::selectTopkCount(OpBuilder &b, Location loc, Value arg) {

@@ -1077,30 +1077,19 @@ Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
 
 Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
   auto [outer, row] = locateRow(b, pos);
+  auto loadAt = [&](OpBuilder &b, Value col) -> Value {
+    return memref::LoadOp::create(b, loc, op.getKey(),
+                                  ValueRange{outer, hkvIdx, row, col});
+  };
   auto quant = op.getKvQuant();
   if (!quant)
-    return toF32(b, memref::LoadOp::create(b, loc, op.getKey(),
-                                           ValueRange{outer, hkvIdx, row, d}));
-  Value code;
-  if (*quant == KVQuant::int4) {
-    Value two = cIdx(b, 2);
-    Value byte = memref::LoadOp::create(
-        b, loc, op.getKey(),
-        ValueRange{outer, hkvIdx, row, arith::DivUIOp::create(b, loc, d, two)});
-    auto [lo, hi] = splitInt4Codes(b, loc, byte);
-    Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                      arith::RemUIOp::create(b, loc, d, two),
-                                      cIdx(b, 0));
-    code = arith::SelectOp::create(b, loc, odd, hi, lo);
-  } else {
-    code = memref::LoadOp::create(b, loc, op.getKey(),
-                                  ValueRange{outer, hkvIdx, row, d});
-  }
+    return toF32(b, loadAt(b, d));
   Value group = arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
-  return arith::MulFOp::create(
-      b, loc, decodeCode(b, code),
+  return dequantizedKeyAt(
+      b, loc, *quant, d,
       memref::LoadOp::create(b, loc, op.getKeyScale(),
-                             ValueRange{bIdx, hkvIdx, group, d}));
+                             ValueRange{bIdx, hkvIdx, group, d}),
+      loadAt);
 }
 
 /// K and V rows of a key tile in f32: rows past the slots (or skipped by

@@ -83,6 +83,13 @@ Value selectDiagonalBlock(OpBuilder &b, Location loc, Value qe, Value seqQ,
 /// for NaN, as an index.
 Value selectTopkCount(OpBuilder &b, Location loc, Value arg);
 
+/// Column `d` (index) of a quantized K row as f32, its code decoded and
+/// times `scale`; `load(col)` reads the row's byte at col (int4: two codes
+/// per byte, low nibble first, so byte d / 2).
+Value dequantizedKeyAt(OpBuilder &b, Location loc, KVQuant kind, Value d,
+                       Value scale,
+                       llvm::function_ref<Value(OpBuilder &, Value)> load);
+
 } // namespace mlir::attn
 
 #endif // ATTN_TRANSFORMS_TRANSFORMS_H

@@ -149,22 +149,10 @@ INSTANTIATE_TEST_SUITE_P(Examples, AmdgpuCatalog,
 // select over paged and quantized caches links too: its pre-pass kernels
 // read keys through the page table and decode codes.
 TEST(Amdgpu, SelectOverPagedAndQuantizedKV) {
-  std::string source = readText(std::string(ATTN_SOURCE_ROOT) +
-                                "/examples/select.attn");
-  for (auto [chip, kv, page] : {std::tuple{"gfx942", "int8", 16},
-                                std::tuple{"gfx90a", "fp8e4m3", 0},
-                                std::tuple{"gfx942", "int4", 32}}) {
-    Options o;
-    o.target = chip;
-    o.headDim = 128;
-    o.variant = "moba";
-    o.kvDtype = kv;
-    o.paged = page;
-    o.lse = true;
-    expectMatrixCoreKernel(source, o,
-                           std::string("moba ") + chip + " " + kv +
-                               " page " + std::to_string(page));
-  }
+  forEachSelectServingCase({{"gfx942", "int8", 16},
+                            {"gfx90a", "fp8e4m3", 0},
+                            {"gfx942", "int4", 32}},
+                           expectMatrixCoreKernel);
 }
 
 TEST(Amdgpu, LanguageFeatures) {

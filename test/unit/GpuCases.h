@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,28 @@ inline void forEachGpuTarget(
     o.variant = v->name;
     o.lse = v->hasRowSum();
     check(p.source, o, c.name + " " + chip + " D=" + std::to_string(d));
+  }
+}
+
+/// examples/select.attn's `moba` over paged and quantized caches, one
+/// (chip, K/V dtype, page size) per case, at D = 128 with lse.
+inline void forEachSelectServingCase(
+    std::vector<std::tuple<const char *, const char *, int64_t>> cases,
+    const std::function<void(const std::string &, Options,
+                             const std::string &)> &check) {
+  std::string source =
+      readText(std::string(ATTN_SOURCE_ROOT) + "/examples/select.attn");
+  for (auto [chip, kv, page] : cases) {
+    Options o;
+    o.target = chip;
+    o.headDim = 128;
+    o.variant = "moba";
+    o.kvDtype = kv;
+    o.paged = page;
+    o.lse = true;
+    check(source, o,
+          std::string("moba ") + chip + " " + kv + " page " +
+              std::to_string(page));
   }
 }
 

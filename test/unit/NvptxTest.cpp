@@ -385,22 +385,11 @@ TEST(Nvptx, LaunchValidatesThenNeedsTheDriver) {
 TEST(Nvptx, SelectOverPagedAndQuantizedKV) {
   if (!havePtxas())
     GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
-  std::string source = readText(std::string(ATTN_SOURCE_ROOT) +
-                                "/examples/select.attn");
-  for (auto [chip, kv, page] :
-       {std::tuple{"sm_80", "int8", 16}, std::tuple{"sm_90a", "fp8e4m3", 0},
-        std::tuple{"sm_90a", "int4", 32}, std::tuple{"sm_90a", "same", 16}}) {
-    Options o;
-    o.target = chip;
-    o.headDim = 128;
-    o.variant = "moba";
-    o.kvDtype = kv;
-    o.paged = page;
-    o.lse = true;
-    expectTensorCoreKernel(source, o,
-                           std::string("moba ") + chip + " " + kv +
-                               " page " + std::to_string(page));
-  }
+  forEachSelectServingCase({{"sm_80", "int8", 16},
+                            {"sm_90a", "fp8e4m3", 0},
+                            {"sm_90a", "int4", 32},
+                            {"sm_90a", "same", 16}},
+                           expectTensorCoreKernel);
 }
 
 // select's blocks are chosen on the device: a host block map is refused by

@@ -1077,31 +1077,19 @@ public:
 private:
   Value keyElement(OpBuilder &b, Value pos, Value d) {
     KeyRow at = keyRow(b, pos, k);
+    auto loadAt = [&](OpBuilder &b, Value col) -> Value {
+      return memref::LoadOp::create(b, loc, k,
+                                    ValueRange{at.outer, hkvIdx, at.row, col});
+    };
     if (!quant)
-      return toF32(b, loc,
-                   memref::LoadOp::create(
-                       b, loc, k, ValueRange{at.outer, hkvIdx, at.row, d}));
-    Value code;
-    if (*quant == KVQuant::int4) {
-      Value byte = memref::LoadOp::create(
-          b, loc, k,
-          ValueRange{at.outer, hkvIdx, at.row,
-                     arith::DivUIOp::create(b, loc, d, cIdx(b, 2))});
-      auto [lo, hi] = splitInt4Codes(b, loc, byte);
-      Value odd = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::ne,
-          arith::RemUIOp::create(b, loc, d, cIdx(b, 2)), cIdx(b, 0));
-      code = arith::SelectOp::create(b, loc, odd, hi, lo);
-    } else {
-      code = memref::LoadOp::create(b, loc, k,
-                                    ValueRange{at.outer, hkvIdx, at.row, d});
-    }
+      return toF32(b, loc, loadAt(b, d));
     Value group =
         arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
-    return arith::MulFOp::create(
-        b, loc, decodeKVCode(b, loc, *quant, code),
+    return dequantizedKeyAt(
+        b, loc, *quant, d,
         memref::LoadOp::create(b, loc, kScale,
-                               ValueRange{bIdx, hkvIdx, group, d}));
+                               ValueRange{bIdx, hkvIdx, group, d}),
+        loadAt);
   }
 };
 
