@@ -953,9 +953,11 @@ public:
           cF32(b, 0.0), m);
       total = reduce(true);
     }
-    Value topk;
-    if (kind == SelectKind::topk)
-      topk = selectTopkCount(b, loc, arg);
+    if (kind == SelectKind::topk) {
+      emitTopkRounds(b, func, tid, numBlocks, selectTopkCount(b, loc, arg),
+                     diag, scores, eligibleMap, at, store);
+      return;
+    }
     forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
       Value e = isEligible(b, kb);
       Value s = at(b, scores, kb);
@@ -964,10 +966,9 @@ public:
         keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
                                      arg);
       } else {
-        // Ahead-of-me count (topk) or ahead-of-me softmax mass (mass).
-        Value init = kind == SelectKind::topk ? cIdx(b, 0) : cF32(b, 0.0);
+        // The softmax mass of the eligible blocks ahead of this one.
         auto ahead = scf::ForOp::create(
-            b, loc, cIdx(b, 0), numBlocks, one, ValueRange{init},
+            b, loc, cIdx(b, 0), numBlocks, one, ValueRange{cF32(b, 0.0)},
             [&](OpBuilder &b, Location, Value j, ValueRange a) {
               Value sj = at(b, scores, j);
               Value better = arith::OrIOp::create(
@@ -982,30 +983,18 @@ public:
                                             j, kb)));
               better = arith::AndIOp::create(b, loc, better,
                                              isEligible(b, j));
-              Value next;
-              if (kind == SelectKind::topk)
-                next = arith::AddIOp::create(
-                    b, loc, a[0],
-                    arith::SelectOp::create(b, loc, better, one, cIdx(b, 0)));
-              else
-                next = arith::AddFOp::create(
-                    b, loc, a[0],
-                    arith::SelectOp::create(
-                        b, loc, better,
-                        math::ExpOp::create(
-                            b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
-                        cF32(b, 0.0)));
+              Value next = arith::AddFOp::create(
+                  b, loc, a[0],
+                  arith::SelectOp::create(
+                      b, loc, better,
+                      math::ExpOp::create(
+                          b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
+                      cF32(b, 0.0)));
               scf::YieldOp::create(b, loc, ValueRange{next});
             });
-        Value before = ahead.getResult(0);
-        keep = kind == SelectKind::topk
-                   ? arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                           before, topk)
-                         .getResult()
-                   : arith::CmpFOp::create(
-                         b, loc, arith::CmpFPredicate::OLT,
-                         arith::DivFOp::create(b, loc, before, total), arg)
-                         .getResult();
+        keep = arith::CmpFOp::create(
+            b, loc, arith::CmpFPredicate::OLT,
+            arith::DivFOp::create(b, loc, ahead.getResult(0), total), arg);
       }
       keep = arith::AndIOp::create(b, loc, e, keep);
       keep = arith::OrIOp::create(
@@ -1016,6 +1005,138 @@ public:
   }
 
 private:
+  using MapAt = llvm::function_ref<Value(OpBuilder &, Value, Value)>;
+  using MapStore = llvm::function_ref<void(OpBuilder &, Value, Value, Value)>;
+
+  /// topk(K) as K rounds of "take the best open block", as the CPU does,
+  /// each round a block-wide argmax: every thread scans its blocks (in
+  /// index order: the first open block, then strictly higher scores), then
+  /// a tree over the threads' candidates in shared memory (the higher score
+  /// wins, then the lower index). O(K (blocks / threads + log threads))
+  /// instead of ranking every block against every other.
+  void emitTopkRounds(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
+                      Value numBlocks, Value count, Value diag, Value scores,
+                      Value eligibleMap, MapAt at, MapStore store) {
+    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
+    Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
+    Value bestScore = func.getWorkgroupAttributions()[1];
+    Value bestIndex = func.getWorkgroupAttributions()[2];
+    Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+    Value none = toI32(b, numBlocks);
+    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
+      store(b, zero8, keptMap, kb);
+    });
+    gpu::BarrierOp::create(b, loc);
+    auto is = [&](OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
+      return arith::CmpIOp::create(b, loc, p, x, y).getResult();
+    };
+    Value rounds = arith::MinUIOp::create(b, loc, count, numBlocks);
+    scf::ForOp::create(
+        b, loc, cIdx(b, 0), rounds, cIdx(b, 1), ValueRange{},
+        [&](OpBuilder &b, Location, Value, ValueRange) {
+          auto local = scf::ForOp::create(
+              b, loc, tid, numBlocks, threads,
+              ValueRange{none, cF32(b, -INFINITY)},
+              [&](OpBuilder &b, Location, Value kb, ValueRange best) {
+                Value open = arith::AndIOp::create(
+                    b, loc,
+                    is(b, arith::CmpIPredicate::ne, at(b, eligibleMap, kb),
+                       zero8),
+                    is(b, arith::CmpIPredicate::eq, at(b, keptMap, kb), zero8));
+                Value s = at(b, scores, kb);
+                Value better = arith::OrIOp::create(
+                    b, loc, is(b, arith::CmpIPredicate::eq, best[0], none),
+                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
+                                          best[1]));
+                Value take = arith::AndIOp::create(b, loc, open, better);
+                scf::YieldOp::create(
+                    b, loc,
+                    ValueRange{arith::SelectOp::create(b, loc, take,
+                                                       toI32(b, kb), best[0]),
+                               arith::SelectOp::create(b, loc, take, s,
+                                                       best[1])});
+              });
+          memref::StoreOp::create(b, loc, local.getResult(0), bestIndex,
+                                  ValueRange{tid});
+          memref::StoreOp::create(b, loc, local.getResult(1), bestScore,
+                                  ValueRange{tid});
+          gpu::BarrierOp::create(b, loc);
+          // Halve the candidates until thread 0 holds the round's winner.
+          scf::WhileOp::create(
+              b, loc, TypeRange{b.getIndexType()},
+              ValueRange{arith::DivUIOp::create(b, loc, threads, cIdx(b, 2))},
+              [&](OpBuilder &b, Location, ValueRange a) {
+                scf::ConditionOp::create(
+                    b, loc, is(b, arith::CmpIPredicate::ugt, a[0], cIdx(b, 0)),
+                    a);
+              },
+              [&](OpBuilder &b, Location, ValueRange a) {
+                Value stride = a[0];
+                scf::IfOp::create(
+                    b, loc, is(b, arith::CmpIPredicate::ult, tid, stride),
+                    [&](OpBuilder &b, Location) {
+                      Value other = arith::AddIOp::create(b, loc, tid, stride);
+                      auto load = [&](Value buf, Value i) {
+                        return memref::LoadOp::create(b, loc, buf,
+                                                      ValueRange{i})
+                            .getResult();
+                      };
+                      Value ia = load(bestIndex, tid), sa = load(bestScore, tid);
+                      Value ic = load(bestIndex, other),
+                            sc = load(bestScore, other);
+                      Value higher = arith::OrIOp::create(
+                          b, loc,
+                          arith::CmpFOp::create(b, loc,
+                                                arith::CmpFPredicate::OGT, sc,
+                                                sa),
+                          arith::AndIOp::create(
+                              b, loc,
+                              arith::CmpFOp::create(
+                                  b, loc, arith::CmpFPredicate::OEQ, sc, sa),
+                              is(b, arith::CmpIPredicate::ult, ic, ia)));
+                      Value wins = arith::AndIOp::create(
+                          b, loc, is(b, arith::CmpIPredicate::ne, ic, none),
+                          arith::OrIOp::create(
+                              b, loc, is(b, arith::CmpIPredicate::eq, ia, none),
+                              higher));
+                      memref::StoreOp::create(
+                          b, loc, arith::SelectOp::create(b, loc, wins, ic, ia),
+                          bestIndex, ValueRange{tid});
+                      memref::StoreOp::create(
+                          b, loc, arith::SelectOp::create(b, loc, wins, sc, sa),
+                          bestScore, ValueRange{tid});
+                      scf::YieldOp::create(b, loc);
+                    });
+                gpu::BarrierOp::create(b, loc);
+                scf::YieldOp::create(
+                    b, loc,
+                    ValueRange{arith::DivUIOp::create(b, loc, stride,
+                                                      cIdx(b, 2))});
+              });
+          Value winner = memref::LoadOp::create(b, loc, bestIndex,
+                                                ValueRange{cIdx(b, 0)});
+          Value write = arith::AndIOp::create(
+              b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
+              is(b, arith::CmpIPredicate::ne, winner, none));
+          scf::IfOp::create(b, loc, write, [&](OpBuilder &b, Location) {
+            store(b, one8,
+                  keptMap,
+                  arith::IndexCastOp::create(b, loc, b.getIndexType(), winner));
+            scf::YieldOp::create(b, loc);
+          });
+          gpu::BarrierOp::create(b, loc);
+          scf::YieldOp::create(b, loc);
+        });
+    // The diagonal block, always.
+    Value write = arith::AndIOp::create(
+        b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
+        is(b, arith::CmpIPredicate::ugt, numBlocks, cIdx(b, 0)));
+    scf::IfOp::create(b, loc, write, [&](OpBuilder &b, Location) {
+      store(b, one8, keptMap, diag);
+      scf::YieldOp::create(b, loc);
+    });
+  }
+
   /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke).
   Value eligible(OpBuilder &b, Value qs, Value qe, Value ks, Value ke) {
     if (!op.hasMask())
@@ -1130,11 +1251,20 @@ gpukernel::buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
   gpu::GPUFuncOp select =
       createKernelFunc(b, op, (name + "_select").str(), types,
                        signature.opValues, threads, selectMapping);
+  auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   select.addWorkgroupAttribution(
-      MemRefType::get({D}, f32, MemRefLayoutAttrInterface{},
-                      gpu::AddressSpaceAttr::get(
-                          ctx, gpu::AddressSpace::Workgroup)),
-      loc);
+      MemRefType::get({D}, f32, MemRefLayoutAttrInterface{}, workgroup), loc);
+  if (*op.getSelect() == SelectKind::topk) {
+    // topk's per-thread candidates (score, block).
+    select.addWorkgroupAttribution(
+        MemRefType::get({kSelectThreads}, f32, MemRefLayoutAttrInterface{},
+                        workgroup),
+        loc);
+    select.addWorkgroupAttribution(
+        MemRefType::get({kSelectThreads}, b.getI32Type(),
+                        MemRefLayoutAttrInterface{}, workgroup),
+        loc);
+  }
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&select.getBody().front());
