@@ -782,6 +782,10 @@ std::pair<Value, Value> KernelBase::finishRow(OpBuilder &b, Value m,
 
 namespace {
 
+/// mass(P) sorts up to this many key blocks per query block in shared
+/// memory (32 KiB: a score and a key each); more fall back to ranking.
+constexpr int64_t kSortBlocks = 4096;
+
 /// for (i = tid; i < end; i += blockDim.x) body(i): the only way the
 /// pre-pass splits work, so the kernels also run right with one thread
 /// (see driver::compileSelectPrePassForHost).
@@ -958,50 +962,75 @@ public:
                      diag, scores, eligibleMap, at, store);
       return;
     }
-    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
-      Value e = isEligible(b, kb);
-      Value s = at(b, scores, kb);
-      Value keep;
-      if (kind == SelectKind::above) {
-        keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
-                                     arg);
-      } else {
-        // The softmax mass of the eligible blocks ahead of this one.
-        auto ahead = scf::ForOp::create(
-            b, loc, cIdx(b, 0), numBlocks, one, ValueRange{cF32(b, 0.0)},
-            [&](OpBuilder &b, Location, Value j, ValueRange a) {
-              Value sj = at(b, scores, j);
-              Value better = arith::OrIOp::create(
-                  b, loc,
-                  arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sj,
-                                        s),
-                  arith::AndIOp::create(
-                      b, loc,
-                      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                            sj, s),
-                      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                            j, kb)));
-              better = arith::AndIOp::create(b, loc, better,
-                                             isEligible(b, j));
-              Value next = arith::AddFOp::create(
-                  b, loc, a[0],
-                  arith::SelectOp::create(
-                      b, loc, better,
-                      math::ExpOp::create(
-                          b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
-                      cF32(b, 0.0)));
-              scf::YieldOp::create(b, loc, ValueRange{next});
-            });
-        keep = arith::CmpFOp::create(
-            b, loc, arith::CmpFPredicate::OLT,
-            arith::DivFOp::create(b, loc, ahead.getResult(0), total), arg);
-      }
-      keep = arith::AndIOp::create(b, loc, e, keep);
-      keep = arith::OrIOp::create(
-          b, loc, keep,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kb, diag));
-      store(b, arith::ExtUIOp::create(b, loc, i8, keep), keptMap, kb);
-    });
+    auto ranked = [&](OpBuilder &b) {
+      forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
+        Value e = isEligible(b, kb);
+        Value s = at(b, scores, kb);
+        Value keep;
+        if (kind == SelectKind::above) {
+          keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
+                                       arg);
+        } else {
+          // The softmax mass of the eligible blocks ahead of this one.
+          auto ahead = scf::ForOp::create(
+              b, loc, cIdx(b, 0), numBlocks, one, ValueRange{cF32(b, 0.0)},
+              [&](OpBuilder &b, Location, Value j, ValueRange a) {
+                Value sj = at(b, scores, j);
+                Value better = arith::OrIOp::create(
+                    b, loc,
+                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sj,
+                                          s),
+                    arith::AndIOp::create(
+                        b, loc,
+                        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                              sj, s),
+                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                              j, kb)));
+                better = arith::AndIOp::create(b, loc, better,
+                                               isEligible(b, j));
+                Value next = arith::AddFOp::create(
+                    b, loc, a[0],
+                    arith::SelectOp::create(
+                        b, loc, better,
+                        math::ExpOp::create(
+                            b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
+                        cF32(b, 0.0)));
+                scf::YieldOp::create(b, loc, ValueRange{next});
+              });
+          keep = arith::CmpFOp::create(
+              b, loc, arith::CmpFPredicate::OLT,
+              arith::DivFOp::create(b, loc, ahead.getResult(0), total), arg);
+        }
+        keep = arith::AndIOp::create(b, loc, e, keep);
+        keep = arith::OrIOp::create(
+            b, loc, keep,
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kb, diag));
+        store(b, arith::ExtUIOp::create(b, loc, i8, keep), keptMap, kb);
+      });
+    };
+    if (kind == SelectKind::mass) {
+      // Sorted in shared memory when the blocks fit, else ranked (which
+      // also covers no blocks at all).
+      Value fits = arith::AndIOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, numBlocks,
+                                cIdx(b, kSortBlocks)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, numBlocks,
+                                cIdx(b, 0)));
+      scf::IfOp::create(
+          b, loc, fits,
+          [&](OpBuilder &b, Location) {
+            emitMassBySort(b, func, tid, numBlocks, arg, mSafe, total, diag,
+                           scores, eligibleMap, at, store);
+            scf::YieldOp::create(b, loc);
+          },
+          [&](OpBuilder &b, Location) {
+            ranked(b);
+            scf::YieldOp::create(b, loc);
+          });
+      return;
+    }
+    ranked(b);
   }
 
 private:
@@ -1137,6 +1166,204 @@ private:
     });
   }
 
+  /// mass(P) (at least one block) from a bitonic sort of the blocks in
+  /// shared memory (eligible
+  /// first, then by score, then by index: the CPU's best-first order,
+  /// padded to a power of two), then thread 0 walks the sorted blocks
+  /// adding their softmax shares while the sum is below P, exactly as the
+  /// CPU's rounds do. O(n log^2 n / threads + n) instead of O(n^2 /
+  /// threads).
+  void emitMassBySort(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
+                      Value numBlocks, Value mass, Value mSafe, Value total,
+                      Value diag, Value scores, Value eligibleMap, MapAt at,
+                      MapStore store) {
+    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
+    Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
+    Value sortScore = func.getWorkgroupAttributions()[1];
+    Value sortKey = func.getWorkgroupAttributions()[2];
+    auto is = [&](OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
+      return arith::CmpIOp::create(b, loc, p, x, y).getResult();
+    };
+    // Keys: (1 << 30 for ineligible blocks and padding) | block index.
+    Value late = cI32(b, 1 << 30), indexBits = cI32(b, (1 << 30) - 1);
+    auto loadAt = [&](OpBuilder &b, Value buf, Value i) {
+      return memref::LoadOp::create(b, loc, buf, ValueRange{i}).getResult();
+    };
+    // The sort's size: the next power of two.
+    Value size = scf::WhileOp::create(
+                     b, loc, TypeRange{b.getIndexType()},
+                     ValueRange{cIdx(b, 1)},
+                     [&](OpBuilder &b, Location, ValueRange a) {
+                       scf::ConditionOp::create(
+                           b, loc,
+                           is(b, arith::CmpIPredicate::ult, a[0], numBlocks),
+                           a);
+                     },
+                     [&](OpBuilder &b, Location, ValueRange a) {
+                       scf::YieldOp::create(
+                           b, loc,
+                           ValueRange{arith::MulIOp::create(b, loc, a[0],
+                                                            cIdx(b, 2))});
+                     })
+                     .getResult(0);
+    forEachStrided(b, loc, tid, size, [&](OpBuilder &b, Value i) {
+      Value real = is(b, arith::CmpIPredicate::ult, i, numBlocks);
+      Value safe = arith::MinUIOp::create(
+          b, loc, i,
+          arith::SubIOp::create(
+              b, loc, arith::MaxUIOp::create(b, loc, numBlocks, cIdx(b, 1)),
+              cIdx(b, 1)));
+      Value e = arith::AndIOp::create(
+          b, loc, real,
+          is(b, arith::CmpIPredicate::ne, at(b, eligibleMap, safe), zero8));
+      Value s = arith::SelectOp::create(b, loc, e, at(b, scores, safe),
+                                        cF32(b, -INFINITY));
+      Value key = arith::OrIOp::create(
+          b, loc, toI32(b, i),
+          arith::SelectOp::create(b, loc, e, cI32(b, 0), late));
+      memref::StoreOp::create(b, loc, s, sortScore, ValueRange{i});
+      memref::StoreOp::create(b, loc, key, sortKey, ValueRange{i});
+      scf::IfOp::create(b, loc, real, [&](OpBuilder &b, Location) {
+        store(b, zero8, keptMap, i);
+        scf::YieldOp::create(b, loc);
+      });
+    });
+    gpu::BarrierOp::create(b, loc);
+    // a goes before c: eligible first, then the higher score, then the
+    // lower index.
+    auto before = [&](OpBuilder &b, Value sa, Value ka, Value sc, Value kc) {
+      Value la = arith::AndIOp::create(b, loc, ka, late),
+            lc = arith::AndIOp::create(b, loc, kc, late);
+      Value byScore = arith::OrIOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sa, sc),
+          arith::AndIOp::create(
+              b, loc,
+              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, sa, sc),
+              is(b, arith::CmpIPredicate::ult,
+                 arith::AndIOp::create(b, loc, ka, indexBits),
+                 arith::AndIOp::create(b, loc, kc, indexBits))));
+      return arith::OrIOp::create(
+                 b, loc, is(b, arith::CmpIPredicate::ult, la, lc),
+                 arith::AndIOp::create(
+                     b, loc, is(b, arith::CmpIPredicate::eq, la, lc), byScore))
+          .getResult();
+    };
+    // Bitonic: for k = 2, 4, ..., size; for j = k / 2, ..., 1.
+    scf::WhileOp::create(
+        b, loc, TypeRange{b.getIndexType()}, ValueRange{cIdx(b, 2)},
+        [&](OpBuilder &b, Location, ValueRange a) {
+          scf::ConditionOp::create(
+              b, loc, is(b, arith::CmpIPredicate::ule, a[0], size), a);
+        },
+        [&](OpBuilder &b, Location, ValueRange a) {
+          Value k = a[0];
+          scf::WhileOp::create(
+              b, loc, TypeRange{b.getIndexType()},
+              ValueRange{arith::DivUIOp::create(b, loc, k, cIdx(b, 2))},
+              [&](OpBuilder &b, Location, ValueRange c) {
+                scf::ConditionOp::create(
+                    b, loc, is(b, arith::CmpIPredicate::ugt, c[0], cIdx(b, 0)),
+                    c);
+              },
+              [&](OpBuilder &b, Location, ValueRange c) {
+                Value j = c[0];
+                forEachStrided(b, loc, tid, size, [&](OpBuilder &b, Value i) {
+                  Value l = arith::XOrIOp::create(b, loc, i, j);
+                  scf::IfOp::create(
+                      b, loc, is(b, arith::CmpIPredicate::ugt, l, i),
+                      [&](OpBuilder &b, Location) {
+                        Value si = loadAt(b, sortScore, i),
+                              ki = loadAt(b, sortKey, i);
+                        Value sl = loadAt(b, sortScore, l),
+                              kl = loadAt(b, sortKey, l);
+                        Value up = is(b, arith::CmpIPredicate::eq,
+                                      arith::AndIOp::create(b, loc, i, k),
+                                      cIdx(b, 0));
+                        // Up: l's entry goes first if it is before i's;
+                        // down: the other way round.
+                        Value swap = arith::SelectOp::create(
+                            b, loc, up, before(b, sl, kl, si, ki),
+                            before(b, si, ki, sl, kl));
+                        scf::IfOp::create(
+                            b, loc, swap, [&](OpBuilder &b, Location) {
+                              for (auto [buf, x, y] :
+                                   {std::tuple{sortScore, si, sl},
+                                    std::tuple{sortKey, ki, kl}}) {
+                                memref::StoreOp::create(b, loc, y, buf,
+                                                        ValueRange{i});
+                                memref::StoreOp::create(b, loc, x, buf,
+                                                        ValueRange{l});
+                              }
+                              scf::YieldOp::create(b, loc);
+                            });
+                        scf::YieldOp::create(b, loc);
+                      });
+                });
+                gpu::BarrierOp::create(b, loc);
+                scf::YieldOp::create(
+                    b, loc,
+                    ValueRange{arith::DivUIOp::create(b, loc, j, cIdx(b, 2))});
+              });
+          scf::YieldOp::create(
+              b, loc, ValueRange{arith::MulIOp::create(b, loc, k, cIdx(b, 2))});
+        });
+    // Thread 0 takes eligible blocks in order while their shares sum below
+    // P, then the diagonal block.
+    scf::IfOp::create(
+        b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
+        [&](OpBuilder &b, Location) {
+          scf::WhileOp::create(
+              b, loc, TypeRange{b.getIndexType(), b.getF32Type()},
+              ValueRange{cIdx(b, 0), cF32(b, 0.0)},
+              [&](OpBuilder &b, Location, ValueRange a) {
+                Value inRange = is(b, arith::CmpIPredicate::ult, a[0], numBlocks);
+                Value p = arith::MinUIOp::create(
+                    b, loc, a[0],
+                    arith::SubIOp::create(
+                        b, loc,
+                        arith::MaxUIOp::create(b, loc, numBlocks, cIdx(b, 1)),
+                        cIdx(b, 1)));
+                Value eligibleHere = is(
+                    b, arith::CmpIPredicate::eq,
+                    arith::AndIOp::create(b, loc, loadAt(b, sortKey, p), late),
+                    cI32(b, 0));
+                Value more = arith::AndIOp::create(
+                    b, loc,
+                    arith::AndIOp::create(b, loc, inRange, eligibleHere),
+                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
+                                          a[1], mass));
+                scf::ConditionOp::create(b, loc, more, a);
+              },
+              [&](OpBuilder &b, Location, ValueRange a) {
+                Value kb = arith::IndexCastOp::create(
+                    b, loc, b.getIndexType(),
+                    arith::AndIOp::create(b, loc, loadAt(b, sortKey, a[0]),
+                                          indexBits));
+                store(b, one8, keptMap, kb);
+                Value share = arith::DivFOp::create(
+                    b, loc,
+                    math::ExpOp::create(
+                        b, loc,
+                        arith::SubFOp::create(b, loc,
+                                              loadAt(b, sortScore, a[0]),
+                                              mSafe)),
+                    total);
+                scf::YieldOp::create(
+                    b, loc,
+                    ValueRange{arith::AddIOp::create(b, loc, a[0], cIdx(b, 1)),
+                               arith::AddFOp::create(b, loc, a[1], share)});
+              });
+          scf::IfOp::create(
+              b, loc, is(b, arith::CmpIPredicate::ugt, numBlocks, cIdx(b, 0)),
+              [&](OpBuilder &b, Location) {
+                store(b, one8, keptMap, diag);
+                scf::YieldOp::create(b, loc);
+              });
+          scf::YieldOp::create(b, loc);
+        });
+  }
+
   /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke).
   Value eligible(OpBuilder &b, Value qs, Value qe, Value ks, Value ke) {
     if (!op.hasMask())
@@ -1254,15 +1481,16 @@ gpukernel::buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   select.addWorkgroupAttribution(
       MemRefType::get({D}, f32, MemRefLayoutAttrInterface{}, workgroup), loc);
-  if (*op.getSelect() == SelectKind::topk) {
-    // topk's per-thread candidates (score, block).
+  if (*op.getSelect() != SelectKind::above) {
+    // topk's per-thread candidates, or mass's sort: (score, key).
+    int64_t n = *op.getSelect() == SelectKind::topk ? kSelectThreads
+                                                    : kSortBlocks;
     select.addWorkgroupAttribution(
-        MemRefType::get({kSelectThreads}, f32, MemRefLayoutAttrInterface{},
-                        workgroup),
+        MemRefType::get({n}, f32, MemRefLayoutAttrInterface{}, workgroup),
         loc);
     select.addWorkgroupAttribution(
-        MemRefType::get({kSelectThreads}, b.getI32Type(),
-                        MemRefLayoutAttrInterface{}, workgroup),
+        MemRefType::get({n}, b.getI32Type(), MemRefLayoutAttrInterface{},
+                        workgroup),
         loc);
   }
   {
