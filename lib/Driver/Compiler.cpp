@@ -18,6 +18,7 @@
 #include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "lib/Transforms/Passes.h"
+#include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
@@ -464,6 +465,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.compilerVersion = compilerVersion();
   info.hasBlockMap = fe::hasBlockMap(v);
   info.selectBlock = v.select ? v.select->size : 0;
+  info.selectRowsPerItem =
+      v.select ? mlir::attn::selectRowsPerWorkItem(v.select->size) : 0;
   info.packedHeads = !v.select; // see attn-tile
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
   if (isGpuTarget(options.target)) {

@@ -151,7 +151,13 @@ private:
   void forRows(OpBuilder &b, BodyFn body) {
     forLoop(b, cIdx(b, 0), rowsUsed, 1, body);
   }
-  void emitSelectBlocks(OpBuilder &b, Value qBlock);
+  void emitSelectBlocks(OpBuilder &b, Value qBlock, Value pooledK);
+  /// Each key block's mean key row (this item's batch and K/V head) into
+  /// pooledK [blocks, D].
+  void emitPooledKeys(OpBuilder &b, Value numBlocks, Value pooledK);
+  void emitMeanRows(OpBuilder &b,
+                    function_ref<Value(OpBuilder &, Value, Value)> element,
+                    Value s, Value e, Value dst, ValueRange prefix);
   Value anyKept(OpBuilder &b, Value qs, Value qe, Value ks, Value ke);
   Value argmaxAvailable(OpBuilder &b, Value numBlocks, Value scores,
                         Value eligible, Value kept);
@@ -322,7 +328,9 @@ void AttentionTiler::emitSetup(OpBuilder &b) {
   // The select pre-pass works per query block of the rule, not per tile,
   // and per query head; everything else packs heads of a group into rows.
   packed = !op.hasSelect();
-  workRows = op.getBlockMap() && op.hasSelect() ? *op.getSelectBlock() : BQ;
+  workRows = op.getBlockMap() && op.hasSelect()
+                 ? selectRowsPerWorkItem(*op.getSelectBlock())
+                 : BQ;
   rows = packed ? arith::MulIOp::create(b, loc, group, seqQ).getResult()
                 : seqQ;
   numQTiles = arith::CeilDivUIOp::create(b, loc, rows, cIdx(b, workRows));
@@ -422,7 +430,23 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   qTileIdx = qTile;
 
   if (op.getBlockMap() && op.hasSelect()) {
-    emitSelectBlocks(b, qTile);
+    // The item's query blocks share one pooled copy of K (on the heap: a
+    // block's mean per row of D floats, for every key block).
+    int64_t N = *op.getSelectBlock();
+    int64_t perItem = selectRowsPerWorkItem(N) / N;
+    Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
+    Value pooledK = memref::AllocOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic, D}, f32),
+        ValueRange{numBlocks});
+    emitPooledKeys(b, numBlocks, pooledK);
+    Value first = arith::MulIOp::create(b, loc, qTile, cIdx(b, perItem));
+    Value last = minIdx(b, arith::AddIOp::create(b, loc, first,
+                                                 cIdx(b, perItem)),
+                        arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, N)));
+    forLoop(b, first, last, 1, [&](OpBuilder &b, Value qBlock) {
+      emitSelectBlocks(b, qBlock, pooledK);
+    });
+    memref::DeallocOp::create(b, loc, pooledK);
     return;
   }
   emitRowTable(b);
@@ -671,57 +695,73 @@ Value AttentionTiler::argmaxAvailable(OpBuilder &b, Value numBlocks,
   return loop.getResult(0);
 }
 
+/// dst[prefix..., d] = mean over rows [s, e) of element(r, d), for d < D.
+/// Rows outside, columns inside: each row is read contiguously (and
+/// vectorizes), while every column still sums its rows in order.
+void AttentionTiler::emitMeanRows(
+    OpBuilder &b, function_ref<Value(OpBuilder &, Value, Value)> element,
+    Value s, Value e, Value dst, ValueRange prefix) {
+  auto at = [&](Value d) {
+    SmallVector<Value> idx(prefix.begin(), prefix.end());
+    idx.push_back(d);
+    return idx;
+  };
+  Value rows = arith::UIToFPOp::create(
+      b, loc, f32,
+      arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                 arith::SubIOp::create(b, loc, e, s)));
+  Value inv = arith::DivFOp::create(b, loc, cF32(b, 1.0), rows);
+  forLoop(b, D, [&](OpBuilder &b, Value d) {
+    memref::StoreOp::create(b, loc, cF32(b, 0.0), dst, at(d));
+  });
+  forLoop(b, s, e, 1, [&](OpBuilder &b, Value r) {
+    forLoop(b, D, [&](OpBuilder &b, Value d) {
+      Value acc = memref::LoadOp::create(b, loc, dst, at(d));
+      memref::StoreOp::create(
+          b, loc, arith::AddFOp::create(b, loc, acc, element(b, r, d)), dst,
+          at(d));
+    });
+  });
+  forLoop(b, D, [&](OpBuilder &b, Value d) {
+    Value sum = memref::LoadOp::create(b, loc, dst, at(d));
+    memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, sum, inv),
+                            dst, at(d));
+  });
+}
+
+void AttentionTiler::emitPooledKeys(OpBuilder &b, Value numBlocks,
+                                    Value pooledK) {
+  int64_t N = *op.getSelectBlock();
+  forLoop(b, cIdx(b, 0), numBlocks, 1, [&](OpBuilder &b, Value kb) {
+    Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
+    Value ke = minIdx(b, arith::AddIOp::create(b, loc, ks, cIdx(b, N)), seqKV);
+    emitMeanRows(
+        b, [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+        ks, ke, pooledK, ValueRange{kb});
+  });
+}
+
 /// The select pre-pass for one query block (DSL.md `select`): mean-pooled
 /// q and k, pooled scores of the key blocks the mask leaves non-empty, the
 /// rule (topk / mass / above) plus the diagonal block, then the classes of
 /// the block's tiles: EMPTY outside kept key blocks, the mask's class
 /// inside them.
-void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
+void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock,
+                                      Value pooledK) {
   int64_t N = *op.getSelectBlock();
   Value one = cIdx(b, 1), zero = cIdx(b, 0);
   Value map = op.getBlockMap();
   Value qs = arith::MulIOp::create(b, loc, qBlock, cIdx(b, N));
   Value qe = minIdx(b, arith::AddIOp::create(b, loc, qs, cIdx(b, N)), seqQ);
-  auto rowsOf = [&](Value s, Value e) {
-    return arith::UIToFPOp::create(b, loc, f32,
-                                   arith::IndexCastOp::create(
-                                       b, loc, b.getI64Type(),
-                                       arith::SubIOp::create(b, loc, e, s)));
-  };
-  // Mean of rows [s, e) (elements from `element(r, d)`) into `dst` (D
-  // floats). Rows outside, columns inside: each row is read contiguously
-  // (and vectorizes), while every column still sums its rows in order.
-  using ElementFn = function_ref<Value(OpBuilder &, Value, Value)>;
-  auto pool = [&](OpBuilder &b, ElementFn element, Value s, Value e,
-                  Value dst) {
-    Value inv = arith::DivFOp::create(b, loc, cF32(b, 1.0), rowsOf(s, e));
-    forLoop(b, D, [&](OpBuilder &b, Value d) {
-      memref::StoreOp::create(b, loc, cF32(b, 0.0), dst, ValueRange{d});
-    });
-    forLoop(b, s, e, 1, [&](OpBuilder &b, Value r) {
-      forLoop(b, D, [&](OpBuilder &b, Value d) {
-        Value acc = memref::LoadOp::create(b, loc, dst, ValueRange{d});
-        memref::StoreOp::create(
-            b, loc, arith::AddFOp::create(b, loc, acc, element(b, r, d)), dst,
-            ValueRange{d});
-      });
-    });
-    forLoop(b, D, [&](OpBuilder &b, Value d) {
-      Value sum = memref::LoadOp::create(b, loc, dst, ValueRange{d});
-      memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, sum, inv),
-                              dst, ValueRange{d});
-    });
-  };
   auto vec = MemRefType::get({D}, f32);
   Value pq = memref::AllocaOp::create(b, loc, vec);
-  Value pk = memref::AllocaOp::create(b, loc, vec);
-  pool(
+  emitMeanRows(
       b,
       [&](OpBuilder &b, Value r, Value d) {
         return toF32(b, memref::LoadOp::create(b, loc, op.getQuery(),
                                                ValueRange{bIdx, hIdx, r, d}));
       },
-      qs, qe, pq);
+      qs, qe, pq, {});
 
   Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
   auto dyn = [&](Type t) {
@@ -744,16 +784,12 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock) {
     memref::StoreOp::create(b, loc, cF32(b, -INFINITY), scores,
                             ValueRange{kb});
     scf::IfOp::create(b, loc, ok, [&](OpBuilder &b, Location) {
-      pool(
-          b,
-          [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
-          ks, ke, pk);
       auto dot = scf::ForOp::create(
           b, loc, cIdx(b, 0), cIdx(b, D), one, ValueRange{cF32(b, 0.0)},
           [&](OpBuilder &b, Location, Value d, ValueRange acc) {
             Value x = arith::MulFOp::create(
                 b, loc, memref::LoadOp::create(b, loc, pq, ValueRange{d}),
-                memref::LoadOp::create(b, loc, pk, ValueRange{d}));
+                memref::LoadOp::create(b, loc, pooledK, ValueRange{kb, d}));
             scf::YieldOp::create(
                 b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], x)});
           });

@@ -65,6 +65,13 @@ inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
 std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
                                        Value bytes);
 
+/// Query rows per work item of the CPU's select pre-pass (the block-map
+/// function): whole select blocks of `blockSize` rows, at least 512 rows,
+/// so the item's pooled keys serve many query blocks.
+inline int64_t selectRowsPerWorkItem(int64_t blockSize) {
+  return blockSize * std::max<int64_t>(1, 512 / blockSize);
+}
+
 /// Whether a mask keeps any entry of queries [qs, qe) x keys [ks, ke)
 /// (index values) given the classifier's verdict `cls` on that block: FULL
 /// yes, EMPTY no, PARTIAL scans `maskAt(q, kv)` (i1) up to the first kept

@@ -283,6 +283,7 @@ Value toJson(const KernelInfo &info) {
   v.set("compiler", info.compilerVersion);
   v.set("block_map", info.hasBlockMap);
   v.set("select_block", info.selectBlock);
+  v.set("select_rows_per_item", info.selectRowsPerItem);
   v.set("packed_heads", info.packedHeads);
   v.set("split_kv", info.splitKv);
   v.set("kv_dtype", info.kvDtype);
@@ -330,6 +331,9 @@ KernelInfo kernelInfoFrom(const Value &v) {
   info.compilerVersion = v["compiler"].asString();
   info.hasBlockMap = v.has("block_map") && v["block_map"].asBool();
   info.selectBlock = v.has("select_block") ? v["select_block"].asInt() : 0;
+  info.selectRowsPerItem = v.has("select_rows_per_item")
+                               ? v["select_rows_per_item"].asInt()
+                               : 0;
   info.packedHeads = !v.has("packed_heads") || v["packed_heads"].asBool();
   info.splitKv = v.has("split_kv") ? v["split_kv"].asInt() : 0;
   info.kvDtype = v.has("kv_dtype") ? v["kv_dtype"].asString() : "same";

@@ -867,7 +867,8 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
                   {map.batch, map.heads, map.queryTiles, map.keyTiles});
     // The packer only needs the pointer, shape and strides of an i8 view.
     runCpu(*state, state->blockMapEntry, tensors, plan, &out,
-           info.selectBlock);
+           info.selectRowsPerItem ? info.selectRowsPerItem
+                                  : info.selectBlock);
   }
   return map;
 }

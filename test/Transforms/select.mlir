@@ -1,26 +1,36 @@
 // RUN: attn-opt %s --pass-pipeline='builtin.module(func.func(attn-classify-mask,attn-tile{block-q=32 block-kv=32}))' | FileCheck %s
 
-// The select pre-pass (a block_map op with `select`) works per query block
-// of the rule: it pools q and each eligible key block's k, scores them,
-// keeps the top k (plus the diagonal block) and writes tile classes: EMPTY
-// outside kept blocks, the mask's class inside them.
+// The select pre-pass (a block_map op with `select`) works on groups of
+// query blocks of the rule (512 rows: 8 blocks of 64): it pools every key
+// block once per work item (on the heap), then per query block pools q,
+// scores the eligible key blocks, keeps the top k (plus the diagonal block)
+// and writes tile classes: EMPTY outside kept blocks, the mask's class
+// inside them.
 
 // CHECK-LABEL: func.func @moba_map(
 // CHECK-SAME: %[[MAP:[a-z0-9]+]]: memref<?x?x?x?xi8>
-//      Work items: one per query block of 64 tokens.
-// CHECK: %[[NQB:.+]] = arith.ceildivui %{{.+}}, %c64
+//      Work items: one per 512 query rows.
+// CHECK: %[[NQB:.+]] = arith.ceildivui %{{.+}}, %c512
 // CHECK: scf.parallel ({{.*}}) to ({{.*}}, %[[NQB]])
-//      Pooled q, then per key block: eligibility, pooled k, the score.
+//      The key blocks' means, once per item.
+// CHECK: %[[PK:.+]] = memref.alloc(%{{.+}}) : memref<?x32xf32>
+// CHECK: memref.store %{{.+}}, %[[PK]]
+//      Its query blocks: pooled q, then per key block eligibility and the
+//      score from the pooled keys.
+// CHECK: %[[FIRST:.+]] = arith.muli %{{.+}}, %c8
+// CHECK: scf.for %{{.+}} = %[[FIRST]]
 // CHECK: memref.alloca() : memref<32xf32>
 // CHECK: memref.alloca(%{{.+}}) : memref<?xf32>
 // CHECK: scf.while
+// CHECK: memref.load %[[PK]]
 // CHECK: arith.mulf
 //      topk: rounds of argmax over eligible, unkept blocks.
 // CHECK: arith.fptosi
 // CHECK: scf.for
 // CHECK: arith.cmpf ogt
-//      Tile classes.
+//      Tile classes; the pooled keys are freed with the item.
 // CHECK: memref.store %{{.+}}, %[[MAP]]
+// CHECK: memref.dealloc %[[PK]]
 func.func @moba_map(%q: memref<?x?x?x32xf32>, %o: memref<?x?x?x32xf32>,
                     %k: i32, %map: memref<?x?x?x?xi8>) {
   attn.attention ins(%q, %q, %q : memref<?x?x?x32xf32>, memref<?x?x?x32xf32>, memref<?x?x?x32xf32>)

@@ -132,6 +132,9 @@ struct KernelInfo {
   /// With `select`, the rule's block size: every launch first builds the
   /// block map (the select pre-pass), unless one is given.
   int64_t selectBlock = 0;
+  /// Query rows per work item of the CPU's select pre-pass (0: selectBlock,
+  /// as bundles before this field have it).
+  int64_t selectRowsPerItem = 0;
   /// Work (and block maps) run over rows that pack the query heads sharing
   /// a kv head: [B][Hkv][ceil(Hq/Hkv * Sq / blockQ)]. Otherwise (select)
   /// per query head: [B][Hq][ceil(Sq / blockQ)].
