@@ -444,7 +444,12 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                                  cIdx(b, perItem)),
                         arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, N)));
     forLoop(b, first, last, 1, [&](OpBuilder &b, Value qBlock) {
-      emitSelectBlocks(b, qBlock, pooledK);
+      // (Each query block's buffers are freed before the next.)
+      auto scope = memref::AllocaScopeOp::create(b, loc, TypeRange{});
+      OpBuilder sb(b.getContext());
+      sb.createBlock(&scope.getBodyRegion());
+      emitSelectBlocks(sb, qBlock, pooledK);
+      memref::AllocaScopeReturnOp::create(sb, loc, ValueRange{});
     });
     memref::DeallocOp::create(b, loc, pooledK);
     return;
@@ -847,35 +852,46 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock,
                               cF32(b, -INFINITY)),
         cF32(b, 0.0), m);
     Value total = reduce(true, mSafe);
-    scf::WhileOp::create(
-        b, loc, TypeRange{f32, b.getI1Type()},
-        ValueRange{cF32(b, 0.0), arith::ConstantIntOp::create(b, loc, 1, 1)},
-        [&](OpBuilder &b, Location, ValueRange a) {
-          Value more = arith::AndIOp::create(
-              b, loc, a[1],
-              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a[0],
-                                    selectArg));
-          scf::ConditionOp::create(b, loc, more, a);
-        },
-        [&](OpBuilder &b, Location, ValueRange a) {
-          Value best = argmaxAvailable(b, numBlocks, scores, eligible, kept);
-          Value found = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::ult, best, numBlocks);
-          Value at = minIdx(b, best,
-                            arith::SubIOp::create(b, loc, numBlocks, one));
-          Value s = memref::LoadOp::create(b, loc, scores, ValueRange{at});
-          Value share = arith::DivFOp::create(
-              b, loc,
-              math::ExpOp::create(b, loc,
-                                  arith::SubFOp::create(b, loc, s, mSafe)),
-              total);
-          scf::IfOp::create(b, loc, found, [&](OpBuilder &b, Location) {
-            keep(b, best);
-            scf::YieldOp::create(b, loc);
-          });
-          Value cum = arith::SelectOp::create(
-              b, loc, found, arith::AddFOp::create(b, loc, a[0], share), a[0]);
-          scf::YieldOp::create(b, loc, ValueRange{cum, found});
+    // Blocks taken best first while their shares sum below P: by a sort
+    // (the GPU's), not by rounds of argmax (O(blocks^2)).
+    Value cap = arith::MulIOp::create(b, loc, numBlocks, cIdx(b, 2));
+    MassSelection sel;
+    sel.numBlocks = numBlocks;
+    sel.mass = selectArg;
+    sel.mSafe = mSafe;
+    sel.total = total;
+    sel.sortScore = memref::AllocaOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic}, f32), ValueRange{cap});
+    sel.sortKey = memref::AllocaOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
+        ValueRange{cap});
+    sel.eligibleAt = [&](OpBuilder &b, Value kb) {
+      return arith::CmpIOp::create(
+                 b, loc, arith::CmpIPredicate::ne,
+                 memref::LoadOp::create(b, loc, eligible, ValueRange{kb}),
+                 zero8)
+          .getResult();
+    };
+    sel.scoreAt = [&](OpBuilder &b, Value kb) {
+      return memref::LoadOp::create(b, loc, scores, ValueRange{kb})
+          .getResult();
+    };
+    sel.keep = keep;
+    sel.forEach = [&](OpBuilder &b, Value end,
+                      function_ref<void(OpBuilder &, Value)> body) {
+      forLoop(b, zero, end, 1, body);
+    };
+    sel.barrier = [](OpBuilder &) {};
+    sel.single = [](OpBuilder &b, function_ref<void(OpBuilder &)> body) {
+      body(b);
+    };
+    scf::IfOp::create(
+        b, loc,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, numBlocks,
+                              zero),
+        [&](OpBuilder &b, Location) {
+          emitMassSelection(b, loc, sel);
+          scf::YieldOp::create(b, loc);
         });
     break;
   }

@@ -6,6 +6,8 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/PatternMatch.h"
 
+#include <functional>
+
 namespace mlir::attn {
 
 struct TileSizes {
@@ -64,6 +66,29 @@ inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
 /// sign-extended: (low nibble, high nibble), the low one first in order.
 std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
                                        Value bytes);
+
+/// mass(P)'s selection over `numBlocks` (>= 1) key blocks in the CPU's
+/// best-first order, done by sorting: the blocks' (score, key) pairs go
+/// into sortScore / sortKey (1-D f32 / i32 buffers of at least the next
+/// power of two of numBlocks entries), a bitonic sort orders them eligible
+/// first, then by score, then by index, and the walk keeps blocks in that
+/// order while the softmax shares exp(s - mSafe) / total kept so far sum
+/// below `mass`, adding in the same order as the CPU's rounds. The
+/// callbacks say how work is shared: forEach(end, body) runs body(i) for
+/// i < end (split over threads on GPUs), barrier separates the phases,
+/// single(body) runs the walk once.
+struct MassSelection {
+  Value numBlocks, mass, mSafe, total, sortScore, sortKey;
+  std::function<Value(OpBuilder &, Value)> eligibleAt, scoreAt;
+  std::function<void(OpBuilder &, Value)> keep;
+  std::function<void(OpBuilder &, Value,
+                     llvm::function_ref<void(OpBuilder &, Value)>)>
+      forEach;
+  std::function<void(OpBuilder &)> barrier;
+  std::function<void(OpBuilder &, llvm::function_ref<void(OpBuilder &)>)>
+      single;
+};
+void emitMassSelection(OpBuilder &b, Location loc, const MassSelection &sel);
 
 /// Query rows per work item of the CPU's select pre-pass (the block-map
 /// function): whole select blocks of `blockSize` rows, at least 512 rows,

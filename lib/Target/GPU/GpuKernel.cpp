@@ -1166,202 +1166,49 @@ private:
     });
   }
 
-  /// mass(P) (at least one block) from a bitonic sort of the blocks in
-  /// shared memory (eligible
-  /// first, then by score, then by index: the CPU's best-first order,
-  /// padded to a power of two), then thread 0 walks the sorted blocks
-  /// adding their softmax shares while the sum is below P, exactly as the
-  /// CPU's rounds do. O(n log^2 n / threads + n) instead of O(n^2 /
-  /// threads).
+  /// mass(P) (at least one block) by emitMassSelection over shared memory:
+  /// threads share the fill and each sort stage; thread 0 walks.
   void emitMassBySort(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
                       Value numBlocks, Value mass, Value mSafe, Value total,
                       Value diag, Value scores, Value eligibleMap, MapAt at,
                       MapStore store) {
     Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
     Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
-    Value sortScore = func.getWorkgroupAttributions()[1];
-    Value sortKey = func.getWorkgroupAttributions()[2];
-    auto is = [&](OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
-      return arith::CmpIOp::create(b, loc, p, x, y).getResult();
-    };
-    // Keys: (1 << 30 for ineligible blocks and padding) | block index.
-    Value late = cI32(b, 1 << 30), indexBits = cI32(b, (1 << 30) - 1);
-    auto loadAt = [&](OpBuilder &b, Value buf, Value i) {
-      return memref::LoadOp::create(b, loc, buf, ValueRange{i}).getResult();
-    };
-    // The sort's size: the next power of two.
-    Value size = scf::WhileOp::create(
-                     b, loc, TypeRange{b.getIndexType()},
-                     ValueRange{cIdx(b, 1)},
-                     [&](OpBuilder &b, Location, ValueRange a) {
-                       scf::ConditionOp::create(
-                           b, loc,
-                           is(b, arith::CmpIPredicate::ult, a[0], numBlocks),
-                           a);
-                     },
-                     [&](OpBuilder &b, Location, ValueRange a) {
-                       scf::YieldOp::create(
-                           b, loc,
-                           ValueRange{arith::MulIOp::create(b, loc, a[0],
-                                                            cIdx(b, 2))});
-                     })
-                     .getResult(0);
-    forEachStrided(b, loc, tid, size, [&](OpBuilder &b, Value i) {
-      Value real = is(b, arith::CmpIPredicate::ult, i, numBlocks);
-      Value safe = arith::MinUIOp::create(
-          b, loc, i,
-          arith::SubIOp::create(
-              b, loc, arith::MaxUIOp::create(b, loc, numBlocks, cIdx(b, 1)),
-              cIdx(b, 1)));
-      Value e = arith::AndIOp::create(
-          b, loc, real,
-          is(b, arith::CmpIPredicate::ne, at(b, eligibleMap, safe), zero8));
-      Value s = arith::SelectOp::create(b, loc, e, at(b, scores, safe),
-                                        cF32(b, -INFINITY));
-      Value key = arith::OrIOp::create(
-          b, loc, toI32(b, i),
-          arith::SelectOp::create(b, loc, e, cI32(b, 0), late));
-      memref::StoreOp::create(b, loc, s, sortScore, ValueRange{i});
-      memref::StoreOp::create(b, loc, key, sortKey, ValueRange{i});
-      scf::IfOp::create(b, loc, real, [&](OpBuilder &b, Location) {
-        store(b, zero8, keptMap, i);
-        scf::YieldOp::create(b, loc);
-      });
+    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
+      store(b, zero8, keptMap, kb);
     });
-    gpu::BarrierOp::create(b, loc);
-    // a goes before c: eligible first, then the higher score, then the
-    // lower index.
-    auto before = [&](OpBuilder &b, Value sa, Value ka, Value sc, Value kc) {
-      Value la = arith::AndIOp::create(b, loc, ka, late),
-            lc = arith::AndIOp::create(b, loc, kc, late);
-      Value byScore = arith::OrIOp::create(
-          b, loc,
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sa, sc),
-          arith::AndIOp::create(
-              b, loc,
-              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, sa, sc),
-              is(b, arith::CmpIPredicate::ult,
-                 arith::AndIOp::create(b, loc, ka, indexBits),
-                 arith::AndIOp::create(b, loc, kc, indexBits))));
-      return arith::OrIOp::create(
-                 b, loc, is(b, arith::CmpIPredicate::ult, la, lc),
-                 arith::AndIOp::create(
-                     b, loc, is(b, arith::CmpIPredicate::eq, la, lc), byScore))
+    MassSelection sel;
+    sel.numBlocks = numBlocks;
+    sel.mass = mass;
+    sel.mSafe = mSafe;
+    sel.total = total;
+    sel.sortScore = func.getWorkgroupAttributions()[1];
+    sel.sortKey = func.getWorkgroupAttributions()[2];
+    sel.eligibleAt = [&](OpBuilder &b, Value kb) {
+      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                   at(b, eligibleMap, kb), zero8)
           .getResult();
     };
-    // Bitonic: for k = 2, 4, ..., size; for j = k / 2, ..., 1.
-    scf::WhileOp::create(
-        b, loc, TypeRange{b.getIndexType()}, ValueRange{cIdx(b, 2)},
-        [&](OpBuilder &b, Location, ValueRange a) {
-          scf::ConditionOp::create(
-              b, loc, is(b, arith::CmpIPredicate::ule, a[0], size), a);
-        },
-        [&](OpBuilder &b, Location, ValueRange a) {
-          Value k = a[0];
-          scf::WhileOp::create(
-              b, loc, TypeRange{b.getIndexType()},
-              ValueRange{arith::DivUIOp::create(b, loc, k, cIdx(b, 2))},
-              [&](OpBuilder &b, Location, ValueRange c) {
-                scf::ConditionOp::create(
-                    b, loc, is(b, arith::CmpIPredicate::ugt, c[0], cIdx(b, 0)),
-                    c);
-              },
-              [&](OpBuilder &b, Location, ValueRange c) {
-                Value j = c[0];
-                forEachStrided(b, loc, tid, size, [&](OpBuilder &b, Value i) {
-                  Value l = arith::XOrIOp::create(b, loc, i, j);
-                  scf::IfOp::create(
-                      b, loc, is(b, arith::CmpIPredicate::ugt, l, i),
-                      [&](OpBuilder &b, Location) {
-                        Value si = loadAt(b, sortScore, i),
-                              ki = loadAt(b, sortKey, i);
-                        Value sl = loadAt(b, sortScore, l),
-                              kl = loadAt(b, sortKey, l);
-                        Value up = is(b, arith::CmpIPredicate::eq,
-                                      arith::AndIOp::create(b, loc, i, k),
-                                      cIdx(b, 0));
-                        // Up: l's entry goes first if it is before i's;
-                        // down: the other way round.
-                        Value swap = arith::SelectOp::create(
-                            b, loc, up, before(b, sl, kl, si, ki),
-                            before(b, si, ki, sl, kl));
-                        scf::IfOp::create(
-                            b, loc, swap, [&](OpBuilder &b, Location) {
-                              for (auto [buf, x, y] :
-                                   {std::tuple{sortScore, si, sl},
-                                    std::tuple{sortKey, ki, kl}}) {
-                                memref::StoreOp::create(b, loc, y, buf,
-                                                        ValueRange{i});
-                                memref::StoreOp::create(b, loc, x, buf,
-                                                        ValueRange{l});
-                              }
-                              scf::YieldOp::create(b, loc);
-                            });
-                        scf::YieldOp::create(b, loc);
-                      });
-                });
-                gpu::BarrierOp::create(b, loc);
-                scf::YieldOp::create(
-                    b, loc,
-                    ValueRange{arith::DivUIOp::create(b, loc, j, cIdx(b, 2))});
-              });
-          scf::YieldOp::create(
-              b, loc, ValueRange{arith::MulIOp::create(b, loc, k, cIdx(b, 2))});
-        });
-    // Thread 0 takes eligible blocks in order while their shares sum below
-    // P, then the diagonal block.
-    scf::IfOp::create(
-        b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
-        [&](OpBuilder &b, Location) {
-          scf::WhileOp::create(
-              b, loc, TypeRange{b.getIndexType(), b.getF32Type()},
-              ValueRange{cIdx(b, 0), cF32(b, 0.0)},
-              [&](OpBuilder &b, Location, ValueRange a) {
-                Value inRange = is(b, arith::CmpIPredicate::ult, a[0], numBlocks);
-                Value p = arith::MinUIOp::create(
-                    b, loc, a[0],
-                    arith::SubIOp::create(
-                        b, loc,
-                        arith::MaxUIOp::create(b, loc, numBlocks, cIdx(b, 1)),
-                        cIdx(b, 1)));
-                Value eligibleHere = is(
-                    b, arith::CmpIPredicate::eq,
-                    arith::AndIOp::create(b, loc, loadAt(b, sortKey, p), late),
-                    cI32(b, 0));
-                Value more = arith::AndIOp::create(
-                    b, loc,
-                    arith::AndIOp::create(b, loc, inRange, eligibleHere),
-                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
-                                          a[1], mass));
-                scf::ConditionOp::create(b, loc, more, a);
-              },
-              [&](OpBuilder &b, Location, ValueRange a) {
-                Value kb = arith::IndexCastOp::create(
-                    b, loc, b.getIndexType(),
-                    arith::AndIOp::create(b, loc, loadAt(b, sortKey, a[0]),
-                                          indexBits));
-                store(b, one8, keptMap, kb);
-                Value share = arith::DivFOp::create(
-                    b, loc,
-                    math::ExpOp::create(
-                        b, loc,
-                        arith::SubFOp::create(b, loc,
-                                              loadAt(b, sortScore, a[0]),
-                                              mSafe)),
-                    total);
-                scf::YieldOp::create(
-                    b, loc,
-                    ValueRange{arith::AddIOp::create(b, loc, a[0], cIdx(b, 1)),
-                               arith::AddFOp::create(b, loc, a[1], share)});
-              });
-          scf::IfOp::create(
-              b, loc, is(b, arith::CmpIPredicate::ugt, numBlocks, cIdx(b, 0)),
-              [&](OpBuilder &b, Location) {
-                store(b, one8, keptMap, diag);
-                scf::YieldOp::create(b, loc);
-              });
-          scf::YieldOp::create(b, loc);
-        });
+    sel.scoreAt = [&](OpBuilder &b, Value kb) { return at(b, scores, kb); };
+    sel.keep = [&](OpBuilder &b, Value kb) { store(b, one8, keptMap, kb); };
+    sel.forEach = [&](OpBuilder &b, Value end,
+                      llvm::function_ref<void(OpBuilder &, Value)> body) {
+      forEachStrided(b, loc, tid, end, body);
+    };
+    sel.barrier = [&](OpBuilder &b) { gpu::BarrierOp::create(b, loc); };
+    sel.single = [&](OpBuilder &b,
+                     llvm::function_ref<void(OpBuilder &)> body) {
+      scf::IfOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
+                                cIdx(b, 0)),
+          [&](OpBuilder &b, Location) {
+            body(b);
+            scf::YieldOp::create(b, loc);
+          });
+    };
+    emitMassSelection(b, loc, sel);
+    sel.single(b, [&](OpBuilder &b) { store(b, one8, keptMap, diag); });
   }
 
   /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke).
