@@ -188,53 +188,43 @@ void attn::emitMassSelection(OpBuilder &b, Location loc,
       },
       [&](OpBuilder &b, Location, ValueRange a) {
         Value k = a[0];
-        scf::WhileOp::create(
-            b, loc, TypeRange{b.getIndexType()},
-            ValueRange{arith::DivUIOp::create(b, loc, k, cIdx(b, 2))},
-            [&](OpBuilder &b, Location, ValueRange c) {
-              scf::ConditionOp::create(
-                  b, loc, is(b, arith::CmpIPredicate::ugt, c[0], cIdx(b, 0)),
-                  c);
-            },
-            [&](OpBuilder &b, Location, ValueRange c) {
-              Value j = c[0];
-              sel.forEach(b, size, [&](OpBuilder &b, Value i) {
-                Value l = arith::XOrIOp::create(b, loc, i, j);
-                scf::IfOp::create(
-                    b, loc, is(b, arith::CmpIPredicate::ugt, l, i),
-                    [&](OpBuilder &b, Location) {
-                      Value si = loadAt(b, sortScore, i),
-                            ki = loadAt(b, sortKey, i);
-                      Value sl = loadAt(b, sortScore, l),
-                            kl = loadAt(b, sortKey, l);
-                      Value up =
-                          is(b, arith::CmpIPredicate::eq,
-                             arith::AndIOp::create(b, loc, i, k), cIdx(b, 0));
-                      // Up: l's entry goes first if it is before i's;
-                      // down: the other way round.
-                      Value swap = arith::SelectOp::create(
-                          b, loc, up, before(b, sl, kl, si, ki),
-                          before(b, si, ki, sl, kl));
-                      scf::IfOp::create(
-                          b, loc, swap, [&](OpBuilder &b, Location) {
-                            for (auto [buf, x, y] :
-                                 {std::tuple{sortScore, si, sl},
-                                  std::tuple{sortKey, ki, kl}}) {
-                              memref::StoreOp::create(b, loc, y, buf,
-                                                      ValueRange{i});
-                              memref::StoreOp::create(b, loc, x, buf,
-                                                      ValueRange{l});
-                            }
-                            scf::YieldOp::create(b, loc);
-                          });
-                      scf::YieldOp::create(b, loc);
-                    });
-              });
-              sel.barrier(b);
-              scf::YieldOp::create(
-                  b, loc,
-                  ValueRange{arith::DivUIOp::create(b, loc, j, cIdx(b, 2))});
-            });
+        forEachHalving(b, loc, arith::DivUIOp::create(b, loc, k, cIdx(b, 2)),
+                       [&](OpBuilder &b, Value j) {
+                         sel.forEach(b, size, [&](OpBuilder &b, Value i) {
+                           Value l = arith::XOrIOp::create(b, loc, i, j);
+                           scf::IfOp::create(
+                               b, loc, is(b, arith::CmpIPredicate::ugt, l, i),
+                               [&](OpBuilder &b, Location) {
+                                 Value si = loadAt(b, sortScore, i),
+                                       ki = loadAt(b, sortKey, i);
+                                 Value sl = loadAt(b, sortScore, l),
+                                       kl = loadAt(b, sortKey, l);
+                                 Value up =
+                                     is(b, arith::CmpIPredicate::eq,
+                                        arith::AndIOp::create(b, loc, i, k),
+                                        cIdx(b, 0));
+                                 // Up: l's entry goes first if it is before
+                                 // i's; down: the other way round.
+                                 Value swap = arith::SelectOp::create(
+                                     b, loc, up, before(b, sl, kl, si, ki),
+                                     before(b, si, ki, sl, kl));
+                                 scf::IfOp::create(
+                                     b, loc, swap, [&](OpBuilder &b, Location) {
+                                       for (auto [buf, x, y] :
+                                            {std::tuple{sortScore, si, sl},
+                                             std::tuple{sortKey, ki, kl}}) {
+                                         memref::StoreOp::create(b, loc, y, buf,
+                                                                 ValueRange{i});
+                                         memref::StoreOp::create(b, loc, x, buf,
+                                                                 ValueRange{l});
+                                       }
+                                       scf::YieldOp::create(b, loc);
+                                     });
+                                 scf::YieldOp::create(b, loc);
+                               });
+                         });
+                         sel.barrier(b);
+                       });
         scf::YieldOp::create(
             b, loc, ValueRange{arith::MulIOp::create(b, loc, k, cIdx(b, 2))});
       });
@@ -280,6 +270,27 @@ void attn::emitMassSelection(OpBuilder &b, Location loc,
                          arith::AddFOp::create(b, loc, a[1], share)});
         });
   });
+}
+
+void attn::forEachHalving(OpBuilder &b, Location loc, Value start,
+                          llvm::function_ref<void(OpBuilder &, Value)> body) {
+  Type idx = b.getIndexType();
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value two = arith::ConstantIndexOp::create(b, loc, 2);
+  scf::WhileOp::create(
+      b, loc, TypeRange{idx}, ValueRange{start},
+      [&](OpBuilder &b, Location, ValueRange a) {
+        scf::ConditionOp::create(
+            b, loc,
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, a[0],
+                                  zero),
+            a);
+      },
+      [&](OpBuilder &b, Location, ValueRange a) {
+        body(b, a[0]);
+        scf::YieldOp::create(
+            b, loc, ValueRange{arith::DivUIOp::create(b, loc, a[0], two)});
+      });
 }
 
 Value attn::selectTopkCount(OpBuilder &b, Location loc, Value arg) {

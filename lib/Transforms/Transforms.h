@@ -67,6 +67,11 @@ inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
 std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
                                        Value bytes);
 
+/// body(x) for x = start, start / 2, ..., 1 (index; none when start is 0):
+/// the stages of tree reductions and bitonic merges.
+void forEachHalving(OpBuilder &b, Location loc, Value start,
+                    llvm::function_ref<void(OpBuilder &, Value)> body);
+
 /// mass(P)'s selection over `numBlocks` (>= 1) key blocks in the CPU's
 /// best-first order, done by sorting: the blocks' (score, key) pairs go
 /// into sortScore / sortKey (1-D f32 / i32 buffers of at least the next

@@ -1091,16 +1091,9 @@ private:
                                   ValueRange{tid});
           gpu::BarrierOp::create(b, loc);
           // Halve the candidates until thread 0 holds the round's winner.
-          scf::WhileOp::create(
-              b, loc, TypeRange{b.getIndexType()},
-              ValueRange{arith::DivUIOp::create(b, loc, threads, cIdx(b, 2))},
-              [&](OpBuilder &b, Location, ValueRange a) {
-                scf::ConditionOp::create(
-                    b, loc, is(b, arith::CmpIPredicate::ugt, a[0], cIdx(b, 0)),
-                    a);
-              },
-              [&](OpBuilder &b, Location, ValueRange a) {
-                Value stride = a[0];
+          forEachHalving(
+              b, loc, arith::DivUIOp::create(b, loc, threads, cIdx(b, 2)),
+              [&](OpBuilder &b, Value stride) {
                 scf::IfOp::create(
                     b, loc, is(b, arith::CmpIPredicate::ult, tid, stride),
                     [&](OpBuilder &b, Location) {
@@ -1137,10 +1130,6 @@ private:
                       scf::YieldOp::create(b, loc);
                     });
                 gpu::BarrierOp::create(b, loc);
-                scf::YieldOp::create(
-                    b, loc,
-                    ValueRange{arith::DivUIOp::create(b, loc, stride,
-                                                      cIdx(b, 2))});
               });
           Value winner = memref::LoadOp::create(b, loc, bestIndex,
                                                 ValueRange{cIdx(b, 0)});
