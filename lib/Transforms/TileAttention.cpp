@@ -194,7 +194,8 @@ private:
   /// (kKVCodesAttr; int8 codes are plain integers).
   void markCodes(OpBuilder &b, Operation *matmul, const TileOperands *direct) {
     auto quant = op.getKvQuant();
-    // (int4 tiles are unpacked to int8 before the matmuls.)
+    // (int4 tiles take their own products: createInt4KeyDots and
+    // createInt4ValueProducts.)
     if (direct && quant && quant != KVQuant::int8 && quant != KVQuant::int4)
       matmul->setAttr(kKVCodesAttr, b.getStringAttr(stringifyKVQuant(*quant)));
   }
@@ -287,8 +288,6 @@ private:
   Value qCodeBuf, qRowScaleBuf;
   // The K group qScaledBuf (and the codes) were made for (-1: none yet).
   Value qGroupBuf;
-  // int4 tiles read in place: their codes unpacked, one per byte.
-  Value kUnpackedBuf, vUnpackedBuf;
   // int8/int4 tiles read in place: P rounded to unsigned 8-bit codes
   // ([BK, rows], as the compact scores), the rows' scales, and P . V
   // before those scales.
@@ -500,15 +499,6 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
         b, loc, MemRefType::get({1}, b.getIndexType()));
   }
   bool integerCodes = quant == KVQuant::int8 || quant == KVQuant::int4;
-  if (directCodes && quant == KVQuant::int4) {
-    // int4 tiles are unpacked to one code per byte, then read as int8.
-    kUnpackedBuf = memref::AllocaOp::create(
-        b, loc, MemRefType::get({BK, D}, b.getI8Type()),
-        b.getI64IntegerAttr(64));
-    vUnpackedBuf = memref::AllocaOp::create(
-        b, loc, MemRefType::get({BK, Dv}, b.getI8Type()),
-        b.getI64IntegerAttr(64));
-  }
   if (directCodes && quant && isFp8(*quant))
     pBf16Buf = memref::AllocaOp::create(
         b, loc, MemRefType::get({BK, kTinyRows}, b.getBF16Type()),
@@ -1351,33 +1341,10 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
       return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
                                        cache, offsets, sizes, strides);
     };
-    if (!kUnpackedBuf) {
-      direct.k.push_back(rowsView(op.getKey(), D));
-      direct.v.push_back(rowsView(op.getValue(), Dv));
-      continue;
-    }
-    // int4: the part's rows unpacked into the tile's byte buffers.
-    for (auto [cache, dst, width] :
-         {std::tuple{op.getKey(), kUnpackedBuf, D},
-          std::tuple{op.getValue(), vUnpackedBuf, Dv}}) {
-      Value packed = rowsView(cache, width / 2);
-      forLoop(b, partRows, [&](OpBuilder &b, Value r) {
-        Value row = arith::AddIOp::create(b, loc, r, cIdx(b, part));
-        forLoop(b, width / 2, [&](OpBuilder &b, Value c) {
-          Value byte = memref::LoadOp::create(b, loc, packed, ValueRange{r, c});
-          auto [lo, hi] = splitInt4Codes(b, loc, byte);
-          Value col = arith::MulIOp::create(b, loc, c, cIdx(b, 2));
-          memref::StoreOp::create(b, loc, lo, dst, ValueRange{row, col});
-          memref::StoreOp::create(
-              b, loc, hi, dst,
-              ValueRange{row, arith::AddIOp::create(b, loc, col, cIdx(b, 1))});
-        });
-      });
-    }
-  }
-  if (kUnpackedBuf) {
-    direct.k = {kUnpackedBuf};
-    direct.v = {vUnpackedBuf};
+    // int4 rows stay packed, two codes per byte.
+    int64_t perByte = op.getKvQuant() == KVQuant::int4 ? 2 : 1;
+    direct.k.push_back(rowsView(op.getKey(), D / perByte));
+    direct.v.push_back(rowsView(op.getValue(), Dv / perByte));
   }
   llvm::SaveAndRestore<Value> compactScores(sTBuf, sTTinyBuf);
   if (!op.getKvQuant()) {
@@ -1494,6 +1461,8 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
         ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
   };
   Value fzero = cF32(b, 0.0);
+  // int4 codes in place: K and V rows packed, two codes per byte.
+  bool int4Codes = direct && op.getKvQuant() == KVQuant::int4;
 
   // S^T = K_tile . Q_tile^T, as a named op each target lowers its own way
   // (register-blocked vector code on the CPU); narrow tiles use only the
@@ -1510,6 +1479,10 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
           {AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
            AffineMap::get(3, 0, {m, n}, ctx)});
       for (size_t part = 0; part < kParts.size(); ++part) {
+        if (int4Codes) {
+          createInt4KeyDots(b, loc, kParts[part], qRows, partOf(b, sT, part));
+          continue;
+        }
         auto matmul = linalg::MatmulOp::create(
             b, loc, ValueRange{kParts[part], qRows},
             ValueRange{partOf(b, sT, part)},
@@ -1572,6 +1545,11 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
       Value p = roundedP ? pCodeBuf
                 : bf16P  ? pBf16Buf
                          : columns(b, sTBuf, width);
+      if (int4Codes) {
+        createInt4ValueProducts(b, loc, partOf(b, p, part), vParts[part],
+                                pvBuf);
+        continue;
+      }
       auto matmul = linalg::MatmulOp::create(
           b, loc, ValueRange{partOf(b, p, part), vParts[part]},
           ValueRange{roundedP ? pvBuf : rowsOf(b, accBuf, width)},
@@ -2140,6 +2118,92 @@ std::pair<Value, Value> mlir::attn::splitInt4Codes(OpBuilder &b, Location loc,
                                  arith::ShLIOp::create(b, loc, bytes, four),
                                  four),
           arith::ShRSIOp::create(b, loc, bytes, four)};
+}
+
+namespace {
+/// The even (parity 0) or odd (parity 1) columns of a 2-D buffer.
+Value strideTwoColumns(OpBuilder &b, Location loc, Value buf, int64_t parity) {
+  auto type = cast<MemRefType>(buf.getType());
+  return memref::SubViewOp::create(
+      b, loc, buf,
+      ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(parity)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(type.getDimSize(0)),
+                             b.getIndexAttr(type.getDimSize(1) / 2)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(2)});
+}
+
+/// A linalg.generic over (m, n, k) reading `ins` through `inMaps` and
+/// writing `outs` at (m, n), marked kInt4PairsAttr.
+Operation *createInt4Product(
+    OpBuilder &b, Location loc, ValueRange ins, ArrayRef<AffineMap> inMaps,
+    ValueRange outs,
+    function_ref<void(OpBuilder &, Location, ValueRange)> body) {
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  SmallVector<AffineMap> maps(inMaps);
+  maps.append(outs.size(), AffineMap::get(3, 0, {m, n}, ctx));
+  auto op = linalg::GenericOp::create(
+      b, loc, TypeRange{}, ins, outs, maps,
+      {utils::IteratorType::parallel, utils::IteratorType::parallel,
+       utils::IteratorType::reduction},
+      body);
+  op->setAttr(kInt4PairsAttr, b.getUnitAttr());
+  return op;
+}
+} // namespace
+
+Operation *mlir::attn::createInt4KeyDots(OpBuilder &b, Location loc,
+                                         Value packedKeys, Value queryCodes,
+                                         Value scoresT) {
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  auto nk = AffineMap::get(3, 0, {n, k}, ctx);
+  return createInt4Product(
+      b, loc,
+      {packedKeys, strideTwoColumns(b, loc, queryCodes, 0),
+       strideTwoColumns(b, loc, queryCodes, 1)},
+      {AffineMap::get(3, 0, {m, k}, ctx), nk, nk}, {scoresT},
+      [](OpBuilder &b, Location loc, ValueRange args) {
+        Type f32 = b.getF32Type();
+        auto [lo, hi] = splitInt4Codes(b, loc, args[0]);
+        auto product = [&](Value x, Value y) {
+          return arith::MulFOp::create(
+              b, loc, arith::SIToFPOp::create(b, loc, f32, x),
+              arith::SIToFPOp::create(b, loc, f32, y));
+        };
+        Value sum = arith::AddFOp::create(b, loc, product(lo, args[1]),
+                                          product(hi, args[2]));
+        linalg::YieldOp::create(
+            b, loc, ValueRange{arith::AddFOp::create(b, loc, args[3], sum)});
+      });
+}
+
+Operation *mlir::attn::createInt4ValueProducts(OpBuilder &b, Location loc,
+                                               Value pCodesT,
+                                               Value packedValues, Value out) {
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  return createInt4Product(
+      b, loc, {pCodesT, packedValues},
+      {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx)},
+      {strideTwoColumns(b, loc, out, 0), strideTwoColumns(b, loc, out, 1)},
+      [](OpBuilder &b, Location loc, ValueRange args) {
+        Type f32 = b.getF32Type();
+        Value p = arith::UIToFPOp::create(b, loc, f32, args[0]);
+        auto [lo, hi] = splitInt4Codes(b, loc, args[1]);
+        auto accumulate = [&](Value acc, Value code) -> Value {
+          return arith::AddFOp::create(
+              b, loc, acc,
+              arith::MulFOp::create(
+                  b, loc, p, arith::SIToFPOp::create(b, loc, f32, code)));
+        };
+        linalg::YieldOp::create(
+            b, loc,
+            ValueRange{accumulate(args[2], lo), accumulate(args[3], hi)});
+      });
 }
 
 /// A quantized code byte as f32 (before its scale): int8 directly; fp8 by

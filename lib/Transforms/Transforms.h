@@ -67,6 +67,25 @@ inline bool keyScalesFoldPerTile(AttentionOp op, int64_t blockKV) {
 std::pair<Value, Value> splitInt4Codes(OpBuilder &b, Location loc,
                                        Value bytes);
 
+/// Marks the two int4 tile products below, which read K's or V's codes
+/// packed two per byte in place (a target may lower them to byte dot
+/// products on the nibbles without unpacking a tile first).
+inline constexpr llvm::StringLiteral kInt4PairsAttr = "attn.int4_pairs";
+
+/// S^T[m, n] += sum over packed columns c of lo(K[m, c]) * Q[n, 2c] +
+/// hi(K[m, c]) * Q[n, 2c + 1]: K's int4 codes packed ([M, D/2] i8), Q's
+/// int8 codes ([N, D] i8) read as stride-2 views of its even and odd
+/// columns, S^T f32 [M, N].
+Operation *createInt4KeyDots(OpBuilder &b, Location loc, Value packedKeys,
+                             Value queryCodes, Value scoresT);
+
+/// C[m, 2c] += sum_k P[k, m] * lo(V[k, c]) and C[m, 2c + 1] += sum_k
+/// P[k, m] * hi(V[k, c]): P's unsigned 8-bit codes [K, M], V's int4 codes
+/// packed ([K, Dv/2] i8), C f32 [M, Dv] written through stride-2 views of
+/// its even and odd columns.
+Operation *createInt4ValueProducts(OpBuilder &b, Location loc, Value pCodesT,
+                                   Value packedValues, Value out);
+
 /// body(x) for x = start, start / 2, ..., 1 (index; none when start is 0):
 /// the stages of tree reductions and bitonic merges.
 void forEachHalving(OpBuilder &b, Location loc, Value start,

@@ -132,6 +132,49 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 
 // -----
 
+// int4 in place: the K and V views stay packed (32 bytes for 64 codes per
+// row) and the tile's products are linalg.generics marked attn.int4_pairs:
+// packed K against the query codes' even and odd columns (stride-2 views),
+// and P codes against packed V into the P.V buffer's even and odd columns;
+// each body splits a byte into its sign-extended nibbles, low first.
+
+// CHECK-LABEL: func.func @int4_in_place(
+// CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x32xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x32xi8>
+// CHECK: scf.if %{{.+}} {
+// CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
+// CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
+// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<4x64xi8>
+// CHECK-NOT: linalg.matmul
+// CHECK: %[[QE:.+]] = memref.subview %[[QCODES]][0, 0] [4, 32] [1, 2] : memref<4x64xi8> to memref<4x32xi8, strided<[64, 2]>>
+// CHECK: %[[QO:.+]] = memref.subview %[[QCODES]][0, 1] [4, 32] [1, 2] : memref<4x64xi8> to memref<4x32xi8, strided<[64, 2], offset: 1>>
+// CHECK: linalg.generic {{.*}} ins(%[[KT]], %[[QE]], %[[QO]] : {{.*}}) outs(%{{.+}} : memref<64x4xf32>) attrs = {attn.int4_pairs} {
+// CHECK: ^bb0(%[[KB:.+]]: i8, %[[QEB:.+]]: i8, %[[QOB:.+]]: i8, %{{.+}}: f32):
+// CHECK: %[[SHL:.+]] = arith.shli %[[KB]], %c4_i8
+// CHECK: %[[LO:.+]] = arith.shrsi %[[SHL]], %c4_i8
+// CHECK: %[[HI:.+]] = arith.shrsi %[[KB]], %c4_i8
+// CHECK: arith.sitofp %[[LO]]
+// CHECK: arith.sitofp %[[QEB]]
+// CHECK: arith.sitofp %[[HI]]
+// CHECK: arith.sitofp %[[QOB]]
+// CHECK: math.exp2 %{{.+}} : vector<16xf32>
+// CHECK: %[[PVE:.+]] = memref.subview %[[PV:.+]][0, 0] [4, 32] [1, 2] : memref<4x64xf32> to memref<4x32xf32, strided<[64, 2]>>
+// CHECK: %[[PVO:.+]] = memref.subview %[[PV]][0, 1] [4, 32] [1, 2] : memref<4x64xf32> to memref<4x32xf32, strided<[64, 2], offset: 1>>
+// CHECK: linalg.generic {{.*}} ins(%{{.+}}, %[[VT]] : memref<64x4xi8>, {{.*}}) outs(%[[PVE]], %[[PVO]] : {{.*}}) attrs = {attn.int4_pairs} {
+// CHECK: arith.uitofp
+// CHECK: linalg.yield %{{.+}}, %{{.+}} : f32, f32
+// CHECK: } else {
+func.func @int4_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
+                         %v: memref<?x?x?x32xi8>, %o: memref<?x?x?x64xf32>,
+                         %ks: memref<?x?x?x64xf32>, %vs: memref<?x?x?xf32>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xf32>, memref<?x?x?x32xi8>, memref<?x?x?x32xi8>)
+      outs(%o : memref<?x?x?x64xf32>)
+      kv_scales(%ks, %vs : memref<?x?x?x64xf32>, memref<?x?x?xf32>)
+      normalize = softmax kv_quant int4 group 64
+  return
+}
+
+// -----
+
 // Pages that hold whole tiles (64 here) are read in place too: the tile's
 // page from the table (clamped into the pool), its slot k0 mod 64; the next
 // tile's rows are prefetched (pages sit anywhere in the pool).

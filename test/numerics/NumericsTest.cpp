@@ -538,8 +538,11 @@ TEST(Numerics, SelectOverQuantizedPagesEqualsContiguous) {
 }
 
 // On CPUs with AVX-512 VNNI, int8 K codes meet the rounded query rows in
-// vpdpbusd dot products (codes made unsigned, offsets subtracted in i32);
-// elsewhere the codes are converted to f32. Both sums are exact integers,
+// vpdpbusd dot products (codes made unsigned, offsets subtracted in i32),
+// and int4 codes do so on their packed nibbles (K: low and high nibbles
+// against the query's even and odd columns; V: a row's nibbles as its
+// even and odd columns, put back in order in the sums); elsewhere the
+// codes are unpacked and converted to f32. Both sums are exact integers,
 // so code for a CPU without VNNI (skylake-avx512, runnable on this host)
 // gives the same answer. With AVX-512 BF16, fp8 codes become bf16 by bit
 // moves and meet the (bf16-rounded) query rows in vdpbf16ps: the same
@@ -553,23 +556,26 @@ TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
   if (!vnni && !bf16)
     GTEST_SKIP() << "neither AVX-512 VNNI nor BF16 on this machine";
   for (auto [kv, present, bound] :
-       {std::tuple{"int8", vnni, 1e-5}, std::tuple{"fp8e4m3", bf16, 1e-4},
-        std::tuple{"fp8e5m2", bf16, 1e-4}}) {
+       {std::tuple{"int8", vnni, 1e-5}, std::tuple{"int4", vnni, 1e-5},
+        std::tuple{"fp8e4m3", bf16, 1e-4}, std::tuple{"fp8e5m2", bf16, 1e-4}})
+  // D = 64: int4's 64 codes per step fill one vector (nibbles side by
+  // side); D = 128: 128 codes per step, the nibbles one vector each.
+  for (int64_t D : {64, 128}) {
     if (!present)
       continue;
     Jit jit;
     Options dots;
-    dots.headDim = 128;
+    dots.headDim = D;
     dots.kvDtype = kv;
     dots.lse = true;
     Options plain = dots;
     plain.cpu = "skylake-avx512";
-    DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000,
-                    /*D=*/128, /*seed=*/5);
+    DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000, D,
+                    /*seed=*/5);
     std::vector<float> o[2], lse[2];
     data.launch(jit.compile(src, dots), o[0], lse[0]);
     data.launch(jit.compile(src, plain), o[1], lse[1]);
-    SCOPED_TRACE(kv);
+    SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
     for (size_t i = 0; i < o[0].size(); ++i)
       ASSERT_NEAR(o[0][i], o[1][i], bound) << i;
     for (size_t i = 0; i < lse[0].size(); ++i)
@@ -616,8 +622,8 @@ TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
                               : ksmall,
                   o[path], lse[path]);
     SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
-    // Quantized codes in place also round the query rows: int8 (and int4,
-    // unpacked to bytes) to int8 per row and K group for int8 x int8 dot
+    // Quantized codes in place also round the query rows: int8 and int4
+    // to int8 per row and K group for integer dot
     // products, fp8 to bf16 for bf16 ones. That rounding is all that
     // separates them from the staged rows; the paged in-place paths agree.
     bool roundsQuery = std::string(kv) != "same";

@@ -217,14 +217,52 @@ Fp8AsBf16 fp8AsBf16(mlir::attn::KVQuant codes) {
                                                 : Fp8AsBf16{5, 112};
 }
 
+/// A splat vector of `type` (i8, i16 or i32 elements).
+Value splatInt(OpBuilder &b, Location loc, VectorType type, int64_t v) {
+  return arith::ConstantOp::create(
+      b, loc, type,
+      DenseElementsAttr::get(
+          type, b.getIntegerAttr(type.getElementType(), v)));
+}
+
+/// Packed int4 bytes (a vector) as their low and high nibbles, each a byte
+/// vector of 0..15 holding code + 8 (the codes' sign bits flipped).
+std::pair<Value, Value> offsetNibbles(OpBuilder &b, Location loc,
+                                      Value bytes) {
+  auto type = cast<VectorType>(bytes.getType());
+  auto words = VectorType::get({type.getNumElements() / 2}, b.getI16Type());
+  Value flipped =
+      arith::XOrIOp::create(b, loc, bytes, splatInt(b, loc, type, 0x88));
+  Value low4 = splatInt(b, loc, type, 0x0F);
+  Value shifted = vector::BitCastOp::create(
+      b, loc, type,
+      arith::ShRUIOp::create(
+          b, loc, vector::BitCastOp::create(b, loc, words, flipped),
+          splatInt(b, loc, words, 4)));
+  return {arith::AndIOp::create(b, loc, flipped, low4),
+          arith::AndIOp::create(b, loc, shifted, low4)};
+}
+
+/// Shuffle mask concatenating two vectors of n lanes.
+SmallVector<int64_t> concatMask(int64_t n) {
+  SmallVector<int64_t> mask;
+  for (int64_t l = 0; l < 2 * n; ++l)
+    mask.push_back(l);
+  return mask;
+}
+
 /// C[m, n] += sum_k A[m, k] * B[n, k] for all rows and columns: dot
 /// products along k (K a multiple of `lanes`; with int8Dots, of 4 * lanes
 /// bytes, A and B int8 and 4 products per i32 lane; with fp8Dots, of
-/// 2 * lanes, A fp8 codes and B f32, 2 bf16 products per f32 lane).
+/// 2 * lanes, A fp8 codes and B f32, 2 bf16 products per f32 lane; with
+/// int4A and int8Dots, A's int4 codes packed two per byte ([M, K / 2]):
+/// each step's packed bytes split into their low and high nibbles, which
+/// meet B's even and odd columns of the step, de-interleaved once per
+/// matmul).
 void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                      int64_t M, int64_t N, int64_t K, int64_t lanes,
                      int64_t rows, mlir::attn::KVQuant codes,
-                     bool int8Dots, bool fp8Dots = false) {
+                     bool int8Dots, bool fp8Dots = false, bool int4A = false) {
   auto vt = VectorType::get({lanes}, int8Dots ? Type(b.getI32Type())
                                               : Type(b.getF32Type()));
   auto bytesType = VectorType::get({4 * lanes}, b.getI8Type());
@@ -235,6 +273,11 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
       b.getContext(),
       arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
   int64_t step = int8Dots ? 4 * lanes : fp8Dots ? 2 * lanes : lanes;
+  // int4: a step of 8 * lanes codes (its low nibbles and its high ones
+  // fill one vector each), or of 4 * lanes (both fill one together).
+  bool wideInt4 = int4A && K % (8 * lanes) == 0;
+  if (wideInt4)
+    step = 8 * lanes;
   auto pairType = VectorType::get({2 * lanes}, b.getBF16Type());
   // fp8 dots: B's rows as bf16 once per matmul, times 2^(bias / 2) so the
   // products of A's codes read as value * 2^-bias stay normal f32; the
@@ -283,28 +326,47 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
       int8Dots ? DenseElementsAttr::get(vt, b.getI32IntegerAttr(0))
                : DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0f)));
   // vpdpbusd multiplies unsigned bytes by signed ones: A's codes go in as
-  // a + 128 (sign bit flipped), so every sum carries 128 * sum_k B[n, k],
-  // computed once per column here.
+  // a + 128 (sign bit flipped; int4: a + 8), so every sum carries
+  // 128 * sum_k B[n, k] (8 * ...), computed once per column here.
   Value signBits, offsets;
   if (int8Dots) {
-    signBits = arith::ConstantOp::create(
-        b, loc, bytesType,
-        DenseElementsAttr::get(bytesType, b.getI8IntegerAttr(-128)));
+    signBits = splatInt(b, loc, bytesType, -128);
+    Value offsetBytes = int4A ? splatInt(b, loc, bytesType, 8) : signBits;
     SmallVector<Value> perColumn;
     for (int64_t n = 0; n < N; ++n) {
       auto loop = scf::ForOp::create(
-          b, loc, cIdx(0), cIdx(K), cIdx(step), ValueRange{zero},
+          b, loc, cIdx(0), cIdx(K), cIdx(4 * lanes), ValueRange{zero},
           [&](OpBuilder &b, Location, Value k, ValueRange acc) {
             Value bn = vector::LoadOp::create(b, loc, bytesType, B,
                                               ValueRange{cIdx(n), k});
             scf::YieldOp::create(b, loc,
-                                 int8Dot(b, loc, acc[0], signBits, bn));
+                                 int8Dot(b, loc, acc[0], offsetBytes, bn));
           });
       perColumn.push_back(vector::ReductionOp::create(
           b, loc, vector::CombiningKind::ADD, loop.getResult(0)));
     }
     offsets = vector::FromElementsOp::create(
         b, loc, VectorType::get({N}, b.getI32Type()), perColumn);
+  }
+  // int4: B's rows with each step's even columns first, then its odd ones
+  // (the order of the nibbles below).
+  Value bRows = B;
+  if (int4A) {
+    bRows = memref::AllocaOp::create(
+        b, loc, MemRefType::get({N, K}, b.getI8Type()),
+        b.getI64IntegerAttr(64));
+    auto stepType = VectorType::get({step}, b.getI8Type());
+    SmallVector<int64_t> evensThenOdds;
+    for (int64_t j = 0; j < step; ++j)
+      evensThenOdds.push_back(j < step / 2 ? 2 * j : 2 * (j - step / 2) + 1);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k0 = 0; k0 < K; k0 += step) {
+        SmallVector<Value, 2> at = {cIdx(n), cIdx(k0)};
+        Value x = vector::LoadOp::create(b, loc, stepType, B, at);
+        vector::StoreOp::create(
+            b, loc, vector::ShuffleOp::create(b, loc, x, x, evensThenOdds),
+            bRows, at);
+      }
   }
   auto block = [&](OpBuilder &b, Value i0, int64_t R) {
     SmallVector<Value> rowIdx;
@@ -318,6 +380,44 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           SmallVector<Value> a, bv, next;
           auto pairBytes = VectorType::get({2 * lanes}, b.getI8Type());
+          if (int4A) {
+            // Per row: the step's packed bytes as nibbles; per column: B's
+            // matching evens and odds. Each accumulator takes the pieces'
+            // dot products in turn.
+            Value packedCol = arith::DivUIOp::create(b, loc, k, cIdx(2));
+            auto packedType = VectorType::get({step / 2}, b.getI8Type());
+            int64_t pieces = wideInt4 ? 2 : 1;
+            for (int64_t r = 0; r < R; ++r) {
+              auto [lo, hi] = offsetNibbles(
+                  b, loc,
+                  vector::LoadOp::create(b, loc, packedType, A,
+                                         ValueRange{rowIdx[r], packedCol}));
+              if (wideInt4) {
+                a.push_back(lo);
+                a.push_back(hi);
+              } else {
+                a.push_back(vector::ShuffleOp::create(b, loc, lo, hi,
+                                                      concatMask(2 * lanes)));
+              }
+            }
+            for (int64_t n = 0; n < N; ++n)
+              for (int64_t piece = 0; piece < pieces; ++piece)
+                bv.push_back(vector::LoadOp::create(
+                    b, loc, bytesType, bRows,
+                    ValueRange{cIdx(n),
+                               arith::AddIOp::create(
+                                   b, loc, k, cIdx(piece * 4 * lanes))}));
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t n = 0; n < N; ++n) {
+                Value c = acc[r * N + n];
+                for (int64_t piece = 0; piece < pieces; ++piece)
+                  c = int8Dot(b, loc, c, a[r * pieces + piece],
+                              bv[n * pieces + piece]);
+                next.push_back(c);
+              }
+            scf::YieldOp::create(b, loc, next);
+            return;
+          }
           for (int64_t r = 0; r < R; ++r) {
             SmallVector<Value, 2> at = {rowIdx[r], k};
             if (int8Dots)
@@ -424,9 +524,12 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
 /// shuffles: bytes of row pairs, then 16-bit pairs of those), and every
 /// column m of A adds vpdpbusd(broadcast of its 4 codes, lane bytes) into
 /// its accumulators; A's 4 x M block is transposed by one byte shuffle.
+/// With int4B, B's int4 codes are packed two per byte ([K, N / 2]): each
+/// row's 2 * lanes packed bytes become its chunk's even columns, then its
+/// odd ones, sign-extended; the sums are put back in column order.
 void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
                          Value C, int64_t M, int64_t N, int64_t K,
-                         int64_t lanes) {
+                         int64_t lanes, bool int4B = false) {
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };
@@ -446,10 +549,24 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
         b, loc, cIdx(0), cIdx(K), cIdx(4), init,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
           Value rows[4];
-          for (int64_t t = 0; t < 4; ++t)
-            rows[t] = vector::LoadOp::create(
-                b, loc, rowBytes, B,
-                ValueRange{arith::AddIOp::create(b, loc, k, cIdx(t)), col});
+          for (int64_t t = 0; t < 4; ++t) {
+            Value row = arith::AddIOp::create(b, loc, k, cIdx(t));
+            if (!int4B) {
+              rows[t] = vector::LoadOp::create(b, loc, rowBytes, B,
+                                               ValueRange{row, col});
+              continue;
+            }
+            auto [lo, hi] = offsetNibbles(
+                b, loc,
+                vector::LoadOp::create(b, loc,
+                                       VectorType::get({width / 2}, i8), B,
+                                       ValueRange{row, cIdx(n0 / 2)}));
+            rows[t] = arith::SubIOp::create(
+                b, loc,
+                vector::ShuffleOp::create(b, loc, lo, hi,
+                                          concatMask(width / 2)),
+                splatInt(b, loc, rowBytes, 8));
+          }
           // Bytes of rows 0/1 and 2/3 interleaved, then their 16-bit
           // pairs: byte 4 c + t is row t's column c.
           auto halfType = VectorType::get({width}, i16);
@@ -488,6 +605,25 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
           }
           scf::YieldOp::create(b, loc, next);
         });
+    if (int4B) {
+      // Accumulators 0 and 1 hold the chunk's even columns, 2 and 3 its
+      // odd ones: interleaved pairwise, they are its columns in order.
+      auto half = VectorType::get({2 * lanes}, b.getF32Type());
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < 2; ++c) {
+          auto sums = [&](int64_t at) -> Value {
+            return arith::SIToFPOp::create(b, loc, f32Lanes,
+                                           kLoop.getResult(m * 4 + at));
+          };
+          SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * 2 * lanes)};
+          Value old = vector::LoadOp::create(b, loc, half, C, at);
+          Value sum = vector::ShuffleOp::create(b, loc, sums(c), sums(c + 2),
+                                                interleaveMask(lanes));
+          vector::StoreOp::create(
+              b, loc, arith::AddFOp::create(b, loc, old, sum), C, at);
+        }
+      continue;
+    }
     for (int64_t m = 0; m < M; ++m)
       for (int64_t c = 0; c < 4; ++c) {
         SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * lanes)};
@@ -607,6 +743,18 @@ void emitBf16RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   }
 }
 
+/// Rows of A per block of the dot form (C[m, n] += A[m, k] * B[n, k]) for
+/// N columns: R x N accumulators and R + N loads live at once.
+int64_t dotRowBlock(int64_t N, int64_t lanes, int64_t registers) {
+  int64_t rows = std::clamp<int64_t>(
+      powerOfTwoFloor(std::max<int64_t>(1, (registers - N) / (N + 1))), 1, 4);
+  // Prefer exactly `lanes` accumulators: their sums reduce together.
+  if (lanes % N == 0 && lanes / N <= rows * 2 &&
+      (lanes / N) * (N + 1) + N <= registers)
+    rows = lanes / N;
+  return rows;
+}
+
 /// A static 2-D f32 buffer with contiguous rows (a tile, or a static
 /// subview of one), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
@@ -638,6 +786,56 @@ bool isReadableInput(Value v) {
   return succeeded(t.getStridesAndOffset(strides, offset)) && strides[1] == 1;
 }
 
+/// The buffer `view` takes every second column of, starting at `parity`
+/// (the views createInt4KeyDots / createInt4ValueProducts read), if it is
+/// one.
+Value strideTwoSource(Value view, int64_t parity) {
+  auto subview = view.getDefiningOp<memref::SubViewOp>();
+  if (!subview)
+    return {};
+  auto source = cast<MemRefType>(subview.getSource().getType());
+  if (source.getRank() != 2 || !source.hasStaticShape() ||
+      subview.getStaticOffsets() != ArrayRef<int64_t>{0, parity} ||
+      subview.getStaticStrides() != ArrayRef<int64_t>{1, 2} ||
+      subview.getStaticSizes() !=
+          ArrayRef<int64_t>{source.getDimSize(0), source.getDimSize(1) / 2})
+    return {};
+  return subview.getSource();
+}
+
+/// packed's int4 codes ([R, C] i8, two per byte) one per byte, sign-
+/// extended, in a new [R, 2C] buffer.
+Value unpackInt4(OpBuilder &b, Location loc, Value packed) {
+  auto type = cast<MemRefType>(packed.getType());
+  int64_t R = type.getDimSize(0), C = type.getDimSize(1);
+  Value out = memref::AllocaOp::create(
+      b, loc, MemRefType::get({R, 2 * C}, b.getI8Type()),
+      b.getI64IntegerAttr(64));
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  auto forTo = [&](OpBuilder &b, int64_t n,
+                   function_ref<void(OpBuilder &, Value)> body) {
+    scf::ForOp::create(b, loc, cIdx(0), cIdx(n), cIdx(1), ValueRange{},
+                       [&](OpBuilder &b, Location, Value i, ValueRange) {
+                         body(b, i);
+                         scf::YieldOp::create(b, loc);
+                       });
+  };
+  forTo(b, R, [&](OpBuilder &b, Value r) {
+    forTo(b, C, [&](OpBuilder &b, Value c) {
+      Value byte = memref::LoadOp::create(b, loc, packed, ValueRange{r, c});
+      auto [lo, hi] = mlir::attn::splitInt4Codes(b, loc, byte);
+      Value col = arith::MulIOp::create(b, loc, c, cIdx(2));
+      memref::StoreOp::create(b, loc, lo, out, ValueRange{r, col});
+      memref::StoreOp::create(
+          b, loc, hi, out,
+          ValueRange{r, arith::AddIOp::create(b, loc, col, cIdx(1))});
+    });
+  });
+  return out;
+}
+
 struct AttnCPUVectorizeMatmulPass final
     : mlir::attn::cpu::impl::AttnCPUVectorizeMatmulPassBase<
           AttnCPUVectorizeMatmulPass> {
@@ -650,9 +848,18 @@ struct AttnCPUVectorizeMatmulPass final
     }
     SmallVector<linalg::MatmulOp> ops;
     getOperation().walk([&](linalg::MatmulOp op) { ops.push_back(op); });
+    SmallVector<linalg::GenericOp> int4Ops;
+    getOperation().walk([&](linalg::GenericOp op) {
+      if (op->hasAttr(mlir::attn::kInt4PairsAttr))
+        int4Ops.push_back(op);
+    });
     IRRewriter rewriter(&getContext());
     for (linalg::MatmulOp op : ops)
       (void)mlir::attn::cpu::vectorizeMatmul(
+          rewriter, op, vectorBits / 32, registers,
+          int8Dots && vectorBits == 512, bf16Dots && vectorBits == 512);
+    for (linalg::GenericOp op : int4Ops)
+      (void)mlir::attn::cpu::vectorizeInt4Product(
           rewriter, op, vectorBits / 32, registers,
           int8Dots && vectorBits == 512, bf16Dots && vectorBits == 512);
   }
@@ -699,13 +906,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     // R rows x N columns of accumulators, R loads of A and N of B live.
     if (K % lanes != 0 || N * 2 + 2 > registers)
       return rewriter.notifyMatchFailure(op, "dot form needs K % lanes == 0");
-    int64_t rows = std::clamp<int64_t>(
-        powerOfTwoFloor(std::max<int64_t>(1, (registers - N) / (N + 1))), 1,
-        4);
-    // Prefer exactly `lanes` accumulators: their sums reduce together.
-    if (lanes % N == 0 && lanes / N <= rows * 2 &&
-        (lanes / N) * (N + 1) + N <= registers)
-      rows = lanes / N;
+    int64_t rows = dotRowBlock(N, lanes, registers);
     // int8 codes times int8 codes (not fp8, which are not integers).
     bool dots = int8Dots && isInt8(A) && isInt8(B) &&
                 codesOf(op) == mlir::attn::KVQuant::int8 &&
@@ -773,4 +974,76 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   }
   rewriter.eraseOp(op);
   return success();
+}
+
+LogicalResult mlir::attn::cpu::vectorizeInt4Product(
+    RewriterBase &rewriter, linalg::GenericOp op, int64_t lanes,
+    int64_t registers, bool int8Dots, bool bf16Dots) {
+  if (!op->hasAttr(mlir::attn::kInt4PairsAttr) || !op.hasPureBufferSemantics())
+    return rewriter.notifyMatchFailure(op, "expected an int4 tile product");
+  auto inputs = op.getDpsInputs();
+  auto inits = op.getDpsInits();
+  MLIRContext *ctx = op.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  auto map = [&](AffineExpr a, AffineExpr b) {
+    return AffineMap::get(3, 0, {a, b}, ctx);
+  };
+  auto dimSize = [](Value v, unsigned d) {
+    return cast<MemRefType>(v.getType()).getDimSize(d);
+  };
+  OpBuilder::InsertionGuard guard(rewriter);
+  rewriter.setInsertionPoint(op);
+  Location loc = op.getLoc();
+  // Where the nibble form does not apply, the packed operand is unpacked
+  // to one code per byte and the tile takes the int8 matmul's way.
+  auto viaUnpacked = [&](ValueRange operands, Value C,
+                         ArrayRef<AffineMap> maps,
+                         bool unsignedLhs) -> LogicalResult {
+    auto matmul = linalg::MatmulOp::create(
+        rewriter, loc, operands, ValueRange{C},
+        {rewriter.getNamedAttr("indexing_maps",
+                               rewriter.getAffineMapArrayAttr(maps))});
+    if (unsignedLhs)
+      matmul->setAttr(mlir::attn::kUnsignedLhsAttr, rewriter.getUnitAttr());
+    rewriter.eraseOp(op);
+    return vectorizeMatmul(rewriter, matmul, lanes, registers, int8Dots,
+                           bf16Dots);
+  };
+
+  if (inputs.size() == 3 && inits.size() == 1) {
+    // S^T = K (packed) . Q^T.
+    Value A = inputs[0], Q = strideTwoSource(inputs[1], 0),
+          C = inits[0];
+    if (!Q || Q != strideTwoSource(inputs[2], 1) || !isReadableInput(A) ||
+        !isStaticContiguous(Q) || !isStaticF32Buffer(C))
+      return rewriter.notifyMatchFailure(op, "unexpected key dot operands");
+    int64_t M = dimSize(C, 0), N = dimSize(C, 1), K = dimSize(Q, 1);
+    SmallVector<AffineMap> maps = {map(m, k), map(n, k), map(m, n)};
+    if (!int8Dots || K % (4 * lanes) != 0 || N * 2 + 2 > registers)
+      return viaUnpacked({unpackInt4(rewriter, loc, A), Q}, C, maps, false);
+    emitDotProducts(rewriter, loc, A, Q, C, M, N, K, lanes,
+                    dotRowBlock(N, lanes, registers),
+                    mlir::attn::KVQuant::int8, /*int8Dots=*/true,
+                    /*fp8Dots=*/false, /*int4A=*/true);
+    rewriter.eraseOp(op);
+    return success();
+  }
+  if (inputs.size() == 2 && inits.size() == 2) {
+    // C = P^T (unsigned codes) . V (packed).
+    Value P = inputs[0], V = inputs[1], C = strideTwoSource(inits[0], 0);
+    if (!C || C != strideTwoSource(inits[1], 1) || !isStaticContiguous(P) ||
+        !isReadableInput(V) || !isStaticF32Buffer(C))
+      return rewriter.notifyMatchFailure(op, "unexpected value operands");
+    int64_t M = dimSize(C, 0), N = dimSize(C, 1), K = dimSize(P, 0);
+    SmallVector<AffineMap> maps = {map(k, m), map(k, n), map(m, n)};
+    if (!int8Dots || K % 4 != 0 || N % (4 * lanes) != 0 ||
+        M * 4 + 10 > registers)
+      return viaUnpacked({P, unpackInt4(rewriter, loc, V)}, C, maps, true);
+    emitInt8RowProducts(rewriter, loc, P, V, C, M, N, K, lanes,
+                        /*int4B=*/true);
+    rewriter.eraseOp(op);
+    return success();
+  }
+  return rewriter.notifyMatchFailure(op, "unexpected int4 product");
 }

@@ -256,3 +256,119 @@ func.func @fp8_p_v(%p: memref<32x4xbf16>, %v: memref<32x128xi8, strided<[?, 1], 
       ins(%p, %v : memref<32x4xbf16>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.kv_codes = "fp8e4m3"}
   return
 }
+
+// -----
+
+// int4 K codes packed two per byte against int8 query codes (the
+// attn.int4_pairs form attn-tile emits) with int8-dots, D = 128: the
+// query rows de-interleaved once (each 128-code step: its 64 even columns,
+// then its 64 odd ones); per step, a K row's 64 packed bytes get both sign
+// bits flipped (xor 0x88: nibbles read as code + 8), the low nibbles by an
+// and, the high ones by a 16-bit shift and an and, and they meet the even
+// and odd query columns in two vpdpbusd; 8 * sum(q) per column comes off.
+// Without int8-dots the tile is unpacked into bytes and converted.
+
+// DOTS-LABEL: func.func @int4_dots(
+// DOTS-SAME: %[[K:[^:]+]]: memref<32x64xi8, strided<[?, 1], offset: ?>>, %[[Q:[^:]+]]: memref<4x128xi8>
+// DOTS-NOT: linalg.generic
+// DOTS: %[[EIGHT:.+]] = arith.constant dense<8> : vector<64xi8>
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.+}}, %[[EIGHT]], %{{.+}})
+// DOTS: %[[OFFSETS:.+]] = vector.from_elements {{.+}} : vector<4xi32>
+// DOTS: %[[QD:.+]] = memref.alloca() {alignment = 64 : i64} : memref<4x128xi8>
+// DOTS: %[[QROW:.+]] = vector.load %[[Q]][%{{.+}}, %{{.+}}] : memref<4x128xi8>, vector<128xi8>
+// DOTS: vector.shuffle %[[QROW]], %[[QROW]] [0, 2, 4,
+// DOTS-SAME: 126, 1, 3,
+// DOTS: scf.for %{{.+}} = %c0{{.*}} to %c128{{.*}} step %c128{{.*}} iter_args(
+// DOTS: %[[PACKED:.+]] = vector.load %[[K]][%{{.+}}, %{{.+}}] : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<64xi8>
+// DOTS: %[[FLIPPED:.+]] = arith.xori %[[PACKED]], %cst{{.*}} : vector<64xi8>
+// DOTS: arith.shrui %{{.+}}, %cst{{.*}} : vector<32xi16>
+// DOTS: %[[LO:.+]] = arith.andi %[[FLIPPED]], %{{.+}} : vector<64xi8>
+// DOTS: %[[HI:.+]] = arith.andi %{{.+}}, %{{.+}} : vector<64xi8>
+// DOTS: %[[QEVEN:.+]] = vector.load %[[QD]][%{{.+}}, %{{.+}}] : memref<4x128xi8>, vector<64xi8>
+// DOTS: %[[QODD:.+]] = vector.load %[[QD]][%{{.+}}, %{{.+}}] : memref<4x128xi8>, vector<64xi8>
+// DOTS: %[[D0:.+]] = llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.+}}, %[[LO]], %[[QEVEN]])
+// DOTS-NEXT: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%[[D0]], %[[HI]], %[[QODD]])
+// DOTS: %[[EXACT:.+]] = arith.subi %{{.+}}, %[[OFFSETS]] : vector<4xi32>
+// DOTS-NEXT: arith.sitofp %[[EXACT]] : vector<4xi32> to vector<4xf32>
+// CHECK-LABEL: func.func @int4_dots(
+// CHECK-NOT: linalg.generic
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<32x128xi8>
+// CHECK: arith.shli %{{.+}}, %c4_i8 : i8
+// CHECK: arith.sitofp {{.+}} : vector<16xi8> to vector<16xf32>
+#k4A = affine_map<(m, n, k) -> (m, k)>
+#k4B = affine_map<(m, n, k) -> (n, k)>
+#k4C = affine_map<(m, n, k) -> (m, n)>
+func.func @int4_dots(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memref<4x128xi8>, %s: memref<32x4xf32>) {
+  %qe = memref.subview %q[0, 0] [4, 64] [1, 2] : memref<4x128xi8> to memref<4x64xi8, strided<[128, 2]>>
+  %qo = memref.subview %q[0, 1] [4, 64] [1, 2] : memref<4x128xi8> to memref<4x64xi8, strided<[128, 2], offset: 1>>
+  linalg.generic {indexing_maps = [#k4A, #k4B, #k4B, #k4C], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%k, %qe, %qo : memref<32x64xi8, strided<[?, 1], offset: ?>>, memref<4x64xi8, strided<[128, 2]>>, memref<4x64xi8, strided<[128, 2], offset: 1>>)
+      outs(%s : memref<32x4xf32>) attrs = {attn.int4_pairs} {
+  ^bb0(%a: i8, %x: i8, %y: i8, %acc: f32):
+    %c4 = arith.constant 4 : i8
+    %shl = arith.shli %a, %c4 : i8
+    %lo = arith.shrsi %shl, %c4 : i8
+    %hi = arith.shrsi %a, %c4 : i8
+    %lof = arith.sitofp %lo : i8 to f32
+    %xf = arith.sitofp %x : i8 to f32
+    %p0 = arith.mulf %lof, %xf : f32
+    %hif = arith.sitofp %hi : i8 to f32
+    %yf = arith.sitofp %y : i8 to f32
+    %p1 = arith.mulf %hif, %yf : f32
+    %sum = arith.addf %p0, %p1 : f32
+    %r = arith.addf %acc, %sum : f32
+    linalg.yield %r : f32
+  }
+  return
+}
+
+// -----
+
+// P codes times int4 V codes packed two per byte, with int8-dots: each V
+// row's 32 packed bytes (64 columns) become the chunk's 32 even columns,
+// then its 32 odd ones, back to signed (- 8), then the int8 path's 4-key
+// interleave and vpdpbusd; the accumulators of even and odd columns are
+// interleaved back into column order as they are added to C.
+
+// DOTS-LABEL: func.func @int4_p_v(
+// DOTS-SAME: %[[P:[^:]+]]: memref<32x4xi8>, %[[V:[^:]+]]: memref<32x64xi8, strided<[?, 1], offset: ?>>, %[[O:[^:]+]]: memref<4x128xf32>
+// DOTS-NOT: linalg.generic
+// DOTS: %[[ROW:.+]] = vector.load %[[V]][%{{.+}}, %c0{{.*}}] : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<32xi8>
+// DOTS: arith.xori %[[ROW]], %{{.+}} : vector<32xi8>
+// DOTS: %[[HALVES:.+]] = vector.shuffle %{{.+}}, %{{.+}} [0, 1, 2,
+// DOTS-SAME: 63] : vector<32xi8>, vector<32xi8>
+// DOTS: arith.subi %[[HALVES]], %{{.+}} : vector<64xi8>
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// DOTS: %[[EVEN:.+]] = arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: %[[ODD:.+]] = arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: vector.shuffle %[[EVEN]], %[[ODD]] [0, 16, 1, 17, 2, 18,
+// DOTS: vector.store %{{.+}}, %[[O]][%{{.+}}, %c0{{.*}}] : memref<4x128xf32>, vector<32xf32>
+// CHECK-LABEL: func.func @int4_p_v(
+// CHECK-NOT: linalg.generic
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<32x128xi8>
+// CHECK: arith.uitofp %{{.+}} : i8 to f32
+#v4A = affine_map<(m, n, k) -> (k, m)>
+#v4B = affine_map<(m, n, k) -> (k, n)>
+#v4C = affine_map<(m, n, k) -> (m, n)>
+func.func @int4_p_v(%p: memref<32x4xi8>, %v: memref<32x64xi8, strided<[?, 1], offset: ?>>, %o: memref<4x128xf32>) {
+  %oe = memref.subview %o[0, 0] [4, 64] [1, 2] : memref<4x128xf32> to memref<4x64xf32, strided<[128, 2]>>
+  %oo = memref.subview %o[0, 1] [4, 64] [1, 2] : memref<4x128xf32> to memref<4x64xf32, strided<[128, 2], offset: 1>>
+  linalg.generic {indexing_maps = [#v4A, #v4B, #v4C, #v4C], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%p, %v : memref<32x4xi8>, memref<32x64xi8, strided<[?, 1], offset: ?>>)
+      outs(%oe, %oo : memref<4x64xf32, strided<[128, 2]>>, memref<4x64xf32, strided<[128, 2], offset: 1>>) attrs = {attn.int4_pairs} {
+  ^bb0(%pc: i8, %b: i8, %ce: f32, %co: f32):
+    %pf = arith.uitofp %pc : i8 to f32
+    %c4 = arith.constant 4 : i8
+    %shl = arith.shli %b, %c4 : i8
+    %lo = arith.shrsi %shl, %c4 : i8
+    %hi = arith.shrsi %b, %c4 : i8
+    %lof = arith.sitofp %lo : i8 to f32
+    %e = arith.mulf %pf, %lof : f32
+    %re = arith.addf %ce, %e : f32
+    %hif = arith.sitofp %hi : i8 to f32
+    %od = arith.mulf %pf, %hif : f32
+    %ro = arith.addf %co, %od : f32
+    linalg.yield %re, %ro : f32, f32
+  }
+  return
+}
