@@ -264,6 +264,29 @@ private:
           ArrayRef<int64_t>{kTinyRows}, ArrayRef<int64_t>{1}));
     return out;
   }
+  /// The element-wise max of `start` and every quad of the compact tile
+  /// `flat` ([BK * kTinyRows]): all quads loaded, then a tree of maxes, so
+  /// the adds do not wait on each other as a running max would. A NaN may
+  /// be dropped by this max (nnan), but then it still reaches p and O.
+  Value maxOfQuads(OpBuilder &b, Value flat, Value start) {
+    auto quadType = VectorType::get({kQuad}, f32);
+    auto flags = arith::FastMathFlagsAttr::get(
+        b.getContext(), arith::FastMathFlags::nnan | arith::FastMathFlags::nsz);
+    SmallVector<Value> level = {start};
+    for (int64_t at = 0; at < BK * kTinyRows; at += kQuad)
+      level.push_back(vector::LoadOp::create(b, loc, quadType, flat,
+                                             ValueRange{cIdx(b, at)}));
+    while (level.size() > 1) {
+      SmallVector<Value> next;
+      for (size_t i = 0; i + 1 < level.size(); i += 2)
+        next.push_back(
+            arith::MaximumFOp::create(b, loc, level[i], level[i + 1], flags));
+      if (level.size() % 2)
+        next.push_back(level.back());
+      level = std::move(next);
+    }
+    return level[0];
+  }
   /// A vector of kTinyRows per-row values, repeated for each key of a quad.
   Value rowsOverQuad(OpBuilder &b, Value rows) {
     SmallVector<int64_t> mask;
@@ -1588,16 +1611,8 @@ void AttentionTiler::emitRoundedProbabilities(OpBuilder &b) {
         b, loc, type,
         DenseElementsAttr::get(type, b.getF32FloatAttr(float(v))));
   };
-  auto maxLoop = scf::ForOp::create(
-      b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
-      ValueRange{splat(quadType, 0.0)},
-      [&](OpBuilder &b, Location, Value at, ValueRange acc) {
-        Value p = vector::LoadOp::create(b, loc, quadType, flat, ValueRange{at});
-        scf::YieldOp::create(
-            b, loc, ValueRange{arith::MaximumFOp::create(b, loc, acc[0], p)});
-      });
   Value pmax = splat(rowsType, 0.0);
-  for (Value key : keysOfQuad(b, maxLoop.getResult(0)))
+  for (Value key : keysOfQuad(b, maxOfQuads(b, flat, splat(quadType, 0.0))))
     pmax = arith::MaximumFOp::create(b, loc, pmax, key);
   Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, pmax,
                                         splat(rowsType, 0.0));
@@ -1743,17 +1758,10 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     if (rowVectors && !withMask && !op.hasScore()) {
       // Every entry of a whole unmasked tile is kept as it is: the max of
       // 4 keys x 4 rows at a time, then of the 4 keys.
-      auto maxLoop = scf::ForOp::create(
-          b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
-          ValueRange{splatQuad(b, negInf)},
-          [&](OpBuilder &b, Location, Value at, ValueRange acc) {
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::MaximumFOp::create(
-                    b, loc, acc[0], loadQuad(b, at))});
-          });
       Value mx = loadRows(b, mUseBuf, {c0});
-      for (Value key : keysOfQuad(b, maxLoop.getResult(0)))
+      for (Value key :
+           keysOfQuad(b, maxOfQuads(b, flatScores(b, sTBuf),
+                                    splatQuad(b, negInf))))
         mx = arith::MaximumFOp::create(b, loc, mx, key);
       storeRows(b, mx, mUseBuf, {c0});
       return;
