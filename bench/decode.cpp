@@ -4,10 +4,13 @@
 // bandwidth: bytes of K/V (codes and scales) read per second. This times
 // GQA decode (causal, Sq = 1) over long caches for each K/V layout and, in
 // the same run, a multi-threaded memcpy of the same number of bytes with
-// the same thread count, and prints both and their ratio.
+// the same thread count, and prints both and their ratio. Paged caches
+// also get a copy of their pages in the order decode reads them (per kv
+// head, each page of the table), which is what the memory system gives
+// that layout: "page copy" and the ratio against it.
 //
 //   attn-bench-decode [--skv N] [--hq N] [--hkv N] [--d N] [--reps N]
-//                     [--json FILE] [--only NAME]
+//                     [--block-kv N] [--json FILE] [--only NAME]
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
@@ -56,6 +59,46 @@ double copyMs(size_t bytes, unsigned threads, int reps) {
   });
 }
 
+/// Copies a paged cache's K/V rows in decode's order (per kv head, split
+/// over `threads`, every page of batch 0's table: its K rows, then its V
+/// rows) plus the scales, into one buffer per thread.
+double pageOrderCopyMs(const Tensors &t, unsigned threads, int reps) {
+  const std::vector<int64_t> &shape = t.k.shape; // [pages, Hkv, page, row]
+  int64_t heads = shape[1];
+  size_t rowBytes = size_t(shape[2] * shape[3] * dtypeSize(t.k.dtype));
+  size_t pageStride = size_t(shape[1]) * rowBytes;
+  const auto *table = static_cast<const int32_t *>(t.pageTable->data);
+  int64_t pages = t.pageTable->shape[1];
+  size_t scaleBytes = 0;
+  for (const std::optional<TensorRef> *r : {&t.kScale, &t.vScale})
+    if (*r)
+      scaleBytes += (*r)->numel() * 4;
+  std::vector<char> scales(scaleBytes, 1);
+  std::vector<std::vector<char>> dst(
+      threads, std::vector<char>(2 * rowBytes * pages + scaleBytes));
+  return medianMs(reps, [&] {
+    std::vector<std::thread> pool;
+    for (unsigned th = 0; th < threads; ++th)
+      pool.emplace_back([&, th] {
+        char *out = dst[th].data();
+        for (int64_t h = th; h < heads; h += threads)
+          for (int64_t p = 0; p < pages; ++p)
+            for (const TensorRef *cache : {&t.k, &t.v}) {
+              const char *page = static_cast<const char *>(cache->data) +
+                                 size_t(table[p]) * pageStride +
+                                 size_t(h) * rowBytes;
+              std::memcpy(out + 2 * rowBytes * p +
+                              (cache == &t.v ? rowBytes : 0),
+                          page, rowBytes);
+            }
+        if (th == 0 && scaleBytes)
+          std::memcpy(out + 2 * rowBytes * pages, scales.data(), scaleBytes);
+      });
+    for (std::thread &th : pool)
+      th.join();
+  });
+}
+
 struct Config {
   const char *name;
   const char *dtype;   // q/o (and K/V when not quantized)
@@ -68,6 +111,7 @@ struct Config {
 int main(int argc, char **argv) {
   int64_t Skv = 65536, Hq = 32, Hkv = 8, D = 128;
   int reps = 20;
+  int64_t blockKV = 0;
   std::string json, only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -77,6 +121,7 @@ int main(int argc, char **argv) {
     else if (a == "--hkv") Hkv = v;
     else if (a == "--d") D = v;
     else if (a == "--reps") reps = int(v);
+    else if (a == "--block-kv") blockKV = v;
     else if (a == "--json") json = argv[i + 1];
     else if (a == "--only") only = argv[i + 1];
     else {
@@ -98,8 +143,8 @@ int main(int argc, char **argv) {
               "threads\n",
               (long long)Hq, (long long)Hkv, (long long)Skv, (long long)D,
               threads);
-  std::printf("%-16s %9s %10s %10s %11s %7s\n", "K/V", "ms", "MB read",
-              "GB/s", "copy GB/s", "ratio");
+  std::printf("%-16s %9s %10s %10s %11s %7s %11s %7s\n", "K/V", "ms",
+              "MB read", "GB/s", "copy GB/s", "ratio", "page copy", "ratio");
   Jit jit;
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
@@ -129,7 +174,7 @@ int main(int argc, char **argv) {
     o.dtype = c.dtype;
     o.kvDtype = c.kvDtype;
     o.paged = c.paged;
-    if (getenv("EXP_BK")) o.blockKV = atoi(getenv("EXP_BK"));
+    o.blockKV = blockKV;
     Kernel kernel = jit.compile(source, o);
     bool bf = std::string(c.dtype) == "bf16";
     DType dt = bf ? DType::bf16 : DType::f32;
@@ -153,8 +198,14 @@ int main(int argc, char **argv) {
     double ms = medianMs(reps, [&] { kernel.launch(t); });
     double copy = copyMs(bytes, threads, reps);
     double gbs = bytes / (ms * 1e6), copyGbs = bytes / (copy * 1e6);
-    std::printf("%-16s %9.3f %10.1f %10.2f %11.2f %7.2f\n", c.name, ms,
+    double pageGbs = 0;
+    if (c.paged)
+      pageGbs = bytes / (pageOrderCopyMs(t, threads, reps) * 1e6);
+    std::printf("%-16s %9.3f %10.1f %10.2f %11.2f %7.2f", c.name, ms,
                 bytes / 1e6, gbs, copyGbs, gbs / copyGbs);
+    if (c.paged)
+      std::printf(" %11.2f %7.2f", pageGbs, gbs / pageGbs);
+    std::printf("\n");
     if (std::string(c.name) == "bf16")
       bf16Ms = ms;
     if (std::string(c.name) == "int8")
@@ -162,8 +213,10 @@ int main(int argc, char **argv) {
     char row[256];
     std::snprintf(row, sizeof row,
                   "%s{\"kv\": \"%s\", \"ms\": %.4f, \"bytes\": %zu, "
-                  "\"gbps\": %.3f, \"copy_gbps\": %.3f}",
-                  rows.empty() ? "" : ", ", c.name, ms, bytes, gbs, copyGbs);
+                  "\"gbps\": %.3f, \"copy_gbps\": %.3f, "
+                  "\"page_copy_gbps\": %.3f}",
+                  rows.empty() ? "" : ", ", c.name, ms, bytes, gbs, copyGbs,
+                  pageGbs);
     rows += row;
   }
   std::printf("int8 / bf16 decode time: %.2f\n", int8Ms / bf16Ms);
