@@ -207,8 +207,10 @@ private:
   /// per-row state and each key's row entries are handled as vectors of
   /// kTinyRows lanes, and unmasked tiles without a score region take the
   /// row max without per-entry code.
+  /// With `deferRescale` the accumulator keeps its old scale: the caller
+  /// multiplies it by alphaBuf when it adds the tile's P . V.
   void emitScoresSoftmax(OpBuilder &b, Value k0, Value kn, Value fullTile,
-                         bool rowVectors = false);
+                         bool rowVectors = false, bool deferRescale = false);
   void emitScoresPointwise(OpBuilder &b, Value k0, Value kn, Value fullTile);
   void emitPointwiseLoop(OpBuilder &b, Value k0, Value kn, bool withMask);
   Value emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j, Value k0,
@@ -1532,8 +1534,11 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
                              ValueRange{sT});
   });
 
+  // Rounded P codes (int8/int4 in place) give P . V in their own buffer:
+  // the accumulator is rescaled as that is added, in one pass.
+  bool roundedP = direct && direct->qRowScale && pCodeBuf;
   if (norm == Normalize::softmax)
-    emitScoresSoftmax(b, k0, kn, fullTile, direct != nullptr);
+    emitScoresSoftmax(b, k0, kn, fullTile, direct != nullptr, roundedP);
   else
     emitScoresPointwise(b, k0, kn, fullTile);
 
@@ -1543,7 +1548,6 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   auto maps = b.getAffineMapArrayAttr(
       {AffineMap::get(3, 0, {k, m}, ctx), AffineMap::get(3, 0, {k, n}, ctx),
        AffineMap::get(3, 0, {m, n}, ctx)});
-  bool roundedP = direct && direct->qRowScale && pCodeBuf;
   bool bf16P = direct && pBf16Buf;
   if (roundedP) {
     emitRoundedProbabilities(b);
@@ -1584,12 +1588,20 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   });
   if (!roundedP)
     return;
-  // acc += (P codes . V codes) * the rows' P scales.
+  // acc = acc * alpha + (P codes . V codes) * the rows' P scales (softmax;
+  // the other normalizers keep no running max and no alpha).
+  bool rescale = norm == Normalize::softmax;
   forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
     Value scale = memref::LoadOp::create(b, loc, pScaleBuf, ValueRange{i});
+    Value alpha = rescale ? memref::LoadOp::create(b, loc, alphaBuf,
+                                                   ValueRange{i})
+                                .getResult()
+                          : Value();
     forLoop(b, Dv, [&](OpBuilder &b, Value d) {
       Value x = memref::LoadOp::create(b, loc, pvBuf, ValueRange{i, d});
       Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
+      if (rescale)
+        a = arith::MulFOp::create(b, loc, a, alpha);
       memref::StoreOp::create(
           b, loc,
           arith::AddFOp::create(b, loc, a,
@@ -1719,7 +1731,8 @@ Value AttentionTiler::emitScoreAndMask(OpBuilder &b, Value s, Value i, Value j,
 }
 
 void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
-                                       Value fullTile, bool rowVectors) {
+                                       Value fullTile, bool rowVectors,
+                                       bool deferRescale) {
   Value negInf = cF32(b, -INFINITY);
   Value log2e = cF32(b, kLog2E);
   Value fzero = cF32(b, 0.0);
@@ -1859,6 +1872,8 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       });
     });
   }
+  if (deferRescale)
+    return;
   forRows(b, [&](OpBuilder &b, Value i) {
     Value alpha = memref::LoadOp::create(b, loc, alphaBuf, ValueRange{i});
     forLoop(b, Dv, [&](OpBuilder &b, Value d) {

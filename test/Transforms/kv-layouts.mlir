@@ -117,7 +117,16 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: math.roundeven %{{.+}} : vector<16xf32>
 // CHECK: arith.trunci %{{.+}} : vector<16xi32> to vector<16xi8>
 // CHECK: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %[[VT]] : memref<64x4xi8>, memref<64x64xi8, strided<[64, 1], offset: ?>>) outs(%[[PV:.+]] : memref<4x64xf32>)
-// CHECK: memref.load %[[PV]]
+//      The accumulator takes its rescale (alpha, per row) in the same pass
+//      that adds the tile's P . V times the rows' P scales.
+// CHECK: %[[PSCALE:.+]] = memref.load %{{.+}}[%[[ROW:.+]]] : memref<4xf32>
+// CHECK: %[[ALPHA:.+]] = memref.load %{{.+}}[%[[ROW]]] : memref<64xf32>
+// CHECK: %[[X:.+]] = memref.load %[[PV]]
+// CHECK: %[[A:.+]] = memref.load %[[ACC:.+]][%[[ROW]], %{{.+}}] : memref<64x64xf32>
+// CHECK: %[[RESCALED:.+]] = arith.mulf %[[A]], %[[ALPHA]]
+// CHECK: %[[SCALED:.+]] = arith.mulf %[[X]], %[[PSCALE]]
+// CHECK: %[[SUM:.+]] = arith.addf %[[RESCALED]], %[[SCALED]]
+// CHECK: memref.store %[[SUM]], %[[ACC]]
 // CHECK: } else {
 // CHECK: arith.sitofp %{{.+}} : i8 to f32
 func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,

@@ -391,21 +391,25 @@ TEST(Numerics, QuantizedKV) {
 }
 
 TEST(Numerics, QuantizedKVDecodeShapesAndDtypes) {
-  // GQA decode rows, D = 128, Dv != D, bf16 queries, lse, split parts.
-  for (QuantBound qb : kQuantBounds) {
-    Problem p = make("variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); "
-                     "}",
-                     128);
+  // GQA decode rows, D = 128, Dv != D, bf16 queries, lse, split parts;
+  // softmax (its running max rescales O as each tile's P . V is added) and
+  // sigmoid (no running max) over tiles read in place.
+  for (QuantBound qb : kQuantBounds)
+  for (const char *src :
+       {"variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
+        "variant s { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + "
+        "(Skv - Sq); }"}) {
+    Problem p = make(src, 128);
     p.options.valueHeadDim = 64;
     p.options.dtype = "bf16";
-    p.options.lse = true;
+    p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
     p.options.kvDtype = qb.kind;
     p.options.splitKv = "3";
     p.Hq = 8, p.Hkv = 2, p.Sq = 1, p.Skv = 700, p.B = 2;
-    SCOPED_TRACE(qb.kind);
+    SCOPED_TRACE(std::string(qb.kind) + " " + src);
     Outcome out = runAgainstReference(p);
     if (std::getenv("ATTN_TEST_VERBOSE"))
-      std::printf("decode %-8s rel-L1 %.3e\n", qb.kind, out.relL1O);
+      std::printf("decode %-8s rel-L1 %.3e  %s\n", qb.kind, out.relL1O, src);
     EXPECT_FALSE(out.hasNaN);
     EXPECT_LE(out.relL1O, qb.bound);
   }

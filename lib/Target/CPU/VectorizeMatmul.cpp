@@ -527,9 +527,12 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
 /// With int4B, B's int4 codes are packed two per byte ([K, N / 2]): each
 /// row's 2 * lanes packed bytes become its chunk's even columns, then its
 /// odd ones, sign-extended; the sums are put back in column order.
+/// With `overwrite` (C was just zero-filled), the sums are stored instead
+/// of added to C.
 void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
                          Value C, int64_t M, int64_t N, int64_t K,
-                         int64_t lanes, bool int4B = false) {
+                         int64_t lanes, bool int4B = false,
+                         bool overwrite = false) {
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };
@@ -616,22 +619,24 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
                                            kLoop.getResult(m * 4 + at));
           };
           SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * 2 * lanes)};
-          Value old = vector::LoadOp::create(b, loc, half, C, at);
           Value sum = vector::ShuffleOp::create(b, loc, sums(c), sums(c + 2),
                                                 interleaveMask(lanes));
-          vector::StoreOp::create(
-              b, loc, arith::AddFOp::create(b, loc, old, sum), C, at);
+          if (!overwrite)
+            sum = arith::AddFOp::create(
+                b, loc, vector::LoadOp::create(b, loc, half, C, at), sum);
+          vector::StoreOp::create(b, loc, sum, C, at);
         }
       continue;
     }
     for (int64_t m = 0; m < M; ++m)
       for (int64_t c = 0; c < 4; ++c) {
         SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * lanes)};
-        Value old = vector::LoadOp::create(b, loc, f32Lanes, C, at);
         Value sum = arith::SIToFPOp::create(b, loc, f32Lanes,
                                             kLoop.getResult(m * 4 + c));
-        vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum),
-                                C, at);
+        if (!overwrite)
+          sum = arith::AddFOp::create(
+              b, loc, vector::LoadOp::create(b, loc, f32Lanes, C, at), sum);
+        vector::StoreOp::create(b, loc, sum, C, at);
       }
   }
 }
@@ -753,6 +758,26 @@ int64_t dotRowBlock(int64_t N, int64_t lanes, int64_t registers) {
       (lanes / N) * (N + 1) + N <= registers)
     rows = lanes / N;
   return rows;
+}
+
+/// Whether `op` is preceded (past views only) by a linalg.fill of zero
+/// into C, which it then erases: `op` may store its sums instead of adding
+/// them.
+bool takeZeroFill(RewriterBase &rewriter, Operation *op, Value C) {
+  for (Operation *prev = op->getPrevNode(); prev; prev = prev->getPrevNode()) {
+    if (isa<memref::SubViewOp>(prev))
+      continue;
+    auto fill = dyn_cast<linalg::FillOp>(prev);
+    if (!fill || fill.getDpsInits()[0] != C)
+      return false;
+    auto zero = fill.getDpsInputs()[0].getDefiningOp<arith::ConstantOp>();
+    auto value = zero ? dyn_cast<FloatAttr>(zero.getValue()) : FloatAttr();
+    if (!value || !value.getValue().isZero())
+      return false;
+    rewriter.eraseOp(fill);
+    return true;
+  }
+  return false;
 }
 
 /// A static 2-D f32 buffer with contiguous rows (a tile, or a static
@@ -946,7 +971,8 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
       K % 4 == 0 && N % (4 * lanes) == 0 && M * 4 + 10 <= registers) {
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
-    emitInt8RowProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes);
+    emitInt8RowProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes,
+                        /*int4B=*/false, takeZeroFill(rewriter, op, C));
     rewriter.eraseOp(op);
     return success();
   }
@@ -1041,7 +1067,7 @@ LogicalResult mlir::attn::cpu::vectorizeInt4Product(
         M * 4 + 10 > registers)
       return viaUnpacked({P, unpackInt4(rewriter, loc, V)}, C, maps, true);
     emitInt8RowProducts(rewriter, loc, P, V, C, M, N, K, lanes,
-                        /*int4B=*/true);
+                        /*int4B=*/true, takeZeroFill(rewriter, op, C));
     rewriter.eraseOp(op);
     return success();
   }

@@ -372,3 +372,27 @@ func.func @int4_p_v(%p: memref<32x4xi8>, %v: memref<32x64xi8, strided<[?, 1], of
   }
   return
 }
+
+// -----
+
+// A zero fill of C right before the P . V codes product goes away: the
+// sums are stored, not added to C's zeros.
+
+// DOTS-LABEL: func.func @int8_p_v_after_zero_fill(
+// DOTS-SAME: %[[O:[^:]+]]: memref<4x128xf32>
+// DOTS-NOT: linalg.fill
+// DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// DOTS-NOT: vector.load %[[O]]
+// DOTS: vector.store %{{.+}}, %[[O]]
+// CHECK-LABEL: func.func @int8_p_v_after_zero_fill(
+// CHECK: linalg.fill
+#pvA5 = affine_map<(m, n, k) -> (k, m)>
+#pvB5 = affine_map<(m, n, k) -> (k, n)>
+#pvC5 = affine_map<(m, n, k) -> (m, n)>
+func.func @int8_p_v_after_zero_fill(%p: memref<32x4xi8>, %v: memref<32x128xi8, strided<[?, 1], offset: ?>>, %o: memref<4x128xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%o : memref<4x128xf32>)
+  linalg.matmul indexing_maps = [#pvA5, #pvB5, #pvC5]
+      ins(%p, %v : memref<32x4xi8>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.unsigned_lhs}
+  return
+}
