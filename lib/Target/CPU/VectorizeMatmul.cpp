@@ -508,6 +508,48 @@ SmallVector<int64_t> interleaveMask(int64_t n) {
   return mask;
 }
 
+/// Shuffle mask of x86's unpack low/high: within each 128-bit lane of two
+/// vectors of n elements (perLane per lane), the lane's low (or high) half
+/// of x and of y, element by element alternately.
+SmallVector<int64_t> unpackMask(int64_t n, int64_t perLane, bool high) {
+  SmallVector<int64_t> mask;
+  for (int64_t lane = 0; lane < n / perLane; ++lane)
+    for (int64_t i = 0; i < perLane / 2; ++i) {
+      int64_t at = lane * perLane + (high ? perLane / 2 : 0) + i;
+      mask.push_back(at);
+      mask.push_back(n + at);
+    }
+  return mask;
+}
+
+/// Four vectors of 16 elements as 4 x 4 blocks of 4: the L-th result holds
+/// block L of each input in turn (a transpose of 128-bit lanes, 8 two-
+/// source shuffles).
+SmallVector<Value> transposeLaneBlocks(OpBuilder &b, Location loc,
+                                       ArrayRef<Value> v) {
+  // (x's block g, y's block g, x's block g + 1, y's block g + 1)
+  auto pairs = [&](Value x, Value y, int64_t g0) -> Value {
+    SmallVector<int64_t> mask;
+    for (int64_t g : {g0, g0 + 1})
+      for (int64_t base : {0, 16})
+        for (int64_t l = 0; l < 4; ++l)
+          mask.push_back(base + 4 * g + l);
+    return vector::ShuffleOp::create(b, loc, x, y, mask);
+  };
+  // (x's half h, y's half h)
+  auto halves = [&](Value x, Value y, int64_t h) -> Value {
+    SmallVector<int64_t> mask;
+    for (int64_t base : {0, 16})
+      for (int64_t l = 0; l < 8; ++l)
+        mask.push_back(base + 8 * h + l);
+    return vector::ShuffleOp::create(b, loc, x, y, mask);
+  };
+  Value lo01 = pairs(v[0], v[1], 0), hi01 = pairs(v[0], v[1], 2),
+        lo23 = pairs(v[2], v[3], 0), hi23 = pairs(v[2], v[3], 2);
+  return {halves(lo01, lo23, 0), halves(lo01, lo23, 1), halves(hi01, hi23, 0),
+          halves(hi01, hi23, 1)};
+}
+
 /// Shuffle mask reading a row-major rows x cols block column by column.
 SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
   SmallVector<int64_t> mask;
@@ -518,12 +560,15 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
 }
 
 /// C[m, n] += sum_k A[k, m] * B[k, n] with A unsigned 8-bit codes (P^T,
-/// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0,
-/// N % (4 * lanes) == 0: per 4 rows of B and 4 * lanes columns, the rows'
-/// bytes are interleaved so each i32 lane holds one column's 4 codes (two
-/// shuffles: bytes of row pairs, then 16-bit pairs of those), and every
-/// column m of A adds vpdpbusd(broadcast of its 4 codes, lane bytes) into
-/// its accumulators; A's 4 x M block is transposed by one byte shuffle.
+/// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0, lanes ==
+/// 16, N % 64 == 0: per 4 rows of B and 64 columns, the rows' bytes are
+/// interleaved within 128-bit lanes (x86 unpacks, which leave their
+/// sources intact: bytes of row pairs, then 16-bit pairs of those) so each
+/// i32 lane holds one column's 4 codes, and every column m of A adds
+/// vpdpbusd(broadcast of its 4 codes, lane bytes) into its accumulators;
+/// A's 4 x M block is transposed by one byte shuffle. Accumulator j ends
+/// with column 16 L + 4 j + i in lane 4 L + i: a transpose of 128-bit lanes
+/// per row of C puts them back in order.
 /// With int4B, B's int4 codes are packed two per byte ([K, N / 2]): each
 /// row's 2 * lanes packed bytes become its chunk's even columns, then its
 /// odd ones, sign-extended; the sums are put back in column order.
@@ -543,7 +588,6 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   auto f32Lanes = VectorType::get({lanes}, b.getF32Type());
   Value zero = arith::ConstantOp::create(
       b, loc, accType, DenseElementsAttr::get(accType, b.getI32IntegerAttr(0)));
-  auto interleave = interleaveMask;
   SmallVector<int64_t> transpose = columnMajorMask(4, M);
   for (int64_t n0 = 0; n0 < N; n0 += width) {
     Value col = cIdx(n0);
@@ -570,22 +614,27 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
                                           concatMask(width / 2)),
                 splatInt(b, loc, rowBytes, 8));
           }
-          // Bytes of rows 0/1 and 2/3 interleaved, then their 16-bit
-          // pairs: byte 4 c + t is row t's column c.
-          auto halfType = VectorType::get({width}, i16);
-          Value quads = vector::ShuffleOp::create(
-              b, loc,
-              vector::BitCastOp::create(
-                  b, loc, halfType,
-                  vector::ShuffleOp::create(b, loc, rows[0], rows[1],
-                                            interleave(width))),
-              vector::BitCastOp::create(
-                  b, loc, halfType,
-                  vector::ShuffleOp::create(b, loc, rows[2], rows[3],
-                                            interleave(width))),
-              interleave(width));
-          Value quadBytes = vector::BitCastOp::create(
-              b, loc, VectorType::get({4 * width}, i8), quads);
+          // Bytes of rows 0/1 and 2/3 interleaved (low and high half of
+          // each 128-bit lane), then 16-bit pairs of those: operand j's
+          // i32 lane 4 L + i holds column 16 L + 4 j + i of the 4 rows.
+          auto halfType = VectorType::get({width / 2}, i16);
+          auto bytePairs = [&](Value x, Value y, bool high) -> Value {
+            return vector::BitCastOp::create(
+                b, loc, halfType,
+                vector::ShuffleOp::create(b, loc, x, y,
+                                          unpackMask(width, 16, high)));
+          };
+          Value lo01 = bytePairs(rows[0], rows[1], false),
+                hi01 = bytePairs(rows[0], rows[1], true),
+                lo23 = bytePairs(rows[2], rows[3], false),
+                hi23 = bytePairs(rows[2], rows[3], true);
+          SmallVector<Value> operands;
+          for (auto [x, y] : {std::pair{lo01, lo23}, std::pair{hi01, hi23}})
+            for (bool high : {false, true})
+              operands.push_back(vector::BitCastOp::create(
+                  b, loc, rowBytes,
+                  vector::ShuffleOp::create(b, loc, x, y,
+                                            unpackMask(width / 2, 8, high))));
           Value block = vector::LoadOp::create(
               b, loc, VectorType::get({4 * M}, i8), A, ValueRange{k, cIdx(0)});
           Value words = vector::BitCastOp::create(
@@ -600,44 +649,38 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
                     vector::ExtractOp::create(b, loc, words,
                                               ArrayRef<int64_t>{m})));
             for (int64_t c = 0; c < 4; ++c)
-              next.push_back(int8Dot(
-                  b, loc, acc[m * 4 + c], p,
-                  vector::ExtractStridedSliceOp::create(
-                      b, loc, quadBytes, ArrayRef<int64_t>{c * width},
-                      ArrayRef<int64_t>{width}, ArrayRef<int64_t>{1})));
+              next.push_back(int8Dot(b, loc, acc[m * 4 + c], p, operands[c]));
           }
           scf::YieldOp::create(b, loc, next);
         });
-    if (int4B) {
-      // Accumulators 0 and 1 hold the chunk's even columns, 2 and 3 its
-      // odd ones: interleaved pairwise, they are its columns in order.
-      auto half = VectorType::get({2 * lanes}, b.getF32Type());
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t c = 0; c < 2; ++c) {
-          auto sums = [&](int64_t at) -> Value {
-            return arith::SIToFPOp::create(b, loc, f32Lanes,
-                                           kLoop.getResult(m * 4 + at));
-          };
-          SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * 2 * lanes)};
-          Value sum = vector::ShuffleOp::create(b, loc, sums(c), sums(c + 2),
-                                                interleaveMask(lanes));
-          if (!overwrite)
-            sum = arith::AddFOp::create(
-                b, loc, vector::LoadOp::create(b, loc, half, C, at), sum);
-          vector::StoreOp::create(b, loc, sum, C, at);
-        }
-      continue;
-    }
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t c = 0; c < 4; ++c) {
-        SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + c * lanes)};
-        Value sum = arith::SIToFPOp::create(b, loc, f32Lanes,
-                                            kLoop.getResult(m * 4 + c));
+    for (int64_t m = 0; m < M; ++m) {
+      SmallVector<Value> sums;
+      for (int64_t c = 0; c < 4; ++c)
+        sums.push_back(arith::SIToFPOp::create(b, loc, f32Lanes,
+                                               kLoop.getResult(m * 4 + c)));
+      // blocks[L]: the chunk's columns 16 L .. 16 L + 15 in order (int4:
+      // of its even columns, then its odd ones).
+      SmallVector<Value> blocks = transposeLaneBlocks(b, loc, sums);
+      auto addTo = [&](Value sum, int64_t column) {
+        SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + column)};
+        auto type = cast<VectorType>(sum.getType());
         if (!overwrite)
           sum = arith::AddFOp::create(
-              b, loc, vector::LoadOp::create(b, loc, f32Lanes, C, at), sum);
+              b, loc, vector::LoadOp::create(b, loc, type, C, at), sum);
         vector::StoreOp::create(b, loc, sum, C, at);
+      };
+      if (!int4B) {
+        for (int64_t L = 0; L < 4; ++L)
+          addTo(blocks[L], 16 * L);
+        continue;
       }
+      // Even columns 2p (blocks 0, 1) and odd ones 2p + 1 (blocks 2, 3)
+      // interleaved.
+      for (int64_t c = 0; c < 2; ++c)
+        addTo(vector::ShuffleOp::create(b, loc, blocks[c], blocks[c + 2],
+                                        interleaveMask(lanes)),
+              32 * c);
+    }
   }
 }
 
@@ -966,7 +1009,8 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   }
 
   bool unsignedA = op->hasAttr(mlir::attn::kUnsignedLhsAttr);
-  if (int8Dots && unsignedA && transposedA && isInt8(A) && isInt8(B) &&
+  if (int8Dots && lanes == 16 && unsignedA && transposedA && isInt8(A) &&
+      isInt8(B) &&
       isStaticContiguous(A) && codesOf(op) == mlir::attn::KVQuant::int8 &&
       K % 4 == 0 && N % (4 * lanes) == 0 && M * 4 + 10 <= registers) {
     OpBuilder::InsertionGuard guard(rewriter);
@@ -1063,7 +1107,7 @@ LogicalResult mlir::attn::cpu::vectorizeInt4Product(
       return rewriter.notifyMatchFailure(op, "unexpected value operands");
     int64_t M = dimSize(C, 0), N = dimSize(C, 1), K = dimSize(P, 0);
     SmallVector<AffineMap> maps = {map(k, m), map(k, n), map(m, n)};
-    if (!int8Dots || K % 4 != 0 || N % (4 * lanes) != 0 ||
+    if (!int8Dots || lanes != 16 || K % 4 != 0 || N % (4 * lanes) != 0 ||
         M * 4 + 10 > registers)
       return viaUnpacked({P, unpackInt4(rewriter, loc, V)}, C, maps, true);
     emitInt8RowProducts(rewriter, loc, P, V, C, M, N, K, lanes,

@@ -204,17 +204,26 @@ func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memre
 
 // P . V on codes (decode's P rounded to 0..255, marked attn.unsigned_lhs,
 // times V's int8 codes) with int8-dots: per 4 keys and 64 columns, V's
-// rows are interleaved into 4-code lanes by two shuffles, P's 4 x 4 block
-// is transposed by one, and each row's 4 codes (broadcast) meet the lanes
-// in vpdpbusd. Without int8-dots, P's codes convert as unsigned.
+// rows are interleaved into 4-code lanes within 128-bit lanes (x86
+// unpacks: bytes of row pairs, then 16-bit pairs), P's 4 x 4 block is
+// transposed by one shuffle, and each row's 4 codes (broadcast) meet the
+// lanes in vpdpbusd; the 4 accumulators of a row of C (column 16 L + 4 j +
+// i in lane 4 L + i of accumulator j) are put back in column order by a
+// transpose of 128-bit blocks. Without int8-dots, P's codes convert as
+// unsigned.
 
 // DOTS-LABEL: func.func @int8_p_v(
-// DOTS: vector.shuffle {{.+}} : vector<64xi8>, vector<64xi8>
-// DOTS: vector.shuffle {{.+}} : vector<64xi16>, vector<64xi16>
+// DOTS-SAME: %[[O:[^:]+]]: memref<4x128xf32>
+// DOTS: vector.shuffle {{.+}} [0, 64, 1, 65, 2, 66, 3, 67, 4, 68, 5, 69, 6, 70, 7, 71, 16, 80, {{.+}} : vector<64xi8>, vector<64xi8>
+// DOTS: vector.shuffle {{.+}} [8, 72, 9, 73, {{.+}} : vector<64xi8>, vector<64xi8>
+// DOTS: vector.shuffle {{.+}} [0, 32, 1, 33, 2, 34, 3, 35, 8, 40, {{.+}} : vector<32xi16>, vector<32xi16>
 // DOTS: %[[P:.+]] = vector.load %{{.+}} : memref<32x4xi8>, vector<16xi8>
 // DOTS: vector.shuffle %[[P]], %[[P]] [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15] : vector<16xi8>, vector<16xi8>
 // DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
-// DOTS: arith.sitofp {{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: %[[S0:.+]] = arith.sitofp {{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: %[[S1:.+]] = arith.sitofp {{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23] : vector<16xf32>, vector<16xf32>
+// DOTS: vector.store %{{.+}}, %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
 // CHECK-LABEL: func.func @int8_p_v(
 // CHECK: arith.uitofp %{{.+}} : i8 to f32
 #pvA2 = affine_map<(m, n, k) -> (k, m)>
@@ -327,8 +336,9 @@ func.func @int4_dots(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memre
 // P codes times int4 V codes packed two per byte, with int8-dots: each V
 // row's 32 packed bytes (64 columns) become the chunk's 32 even columns,
 // then its 32 odd ones, back to signed (- 8), then the int8 path's 4-key
-// interleave and vpdpbusd; the accumulators of even and odd columns are
-// interleaved back into column order as they are added to C.
+// interleave and vpdpbusd; after the int8 path's block transpose, the
+// blocks of even and odd columns are interleaved back into column order
+// as they are added to C.
 
 // DOTS-LABEL: func.func @int4_p_v(
 // DOTS-SAME: %[[P:[^:]+]]: memref<32x4xi8>, %[[V:[^:]+]]: memref<32x64xi8, strided<[?, 1], offset: ?>>, %[[O:[^:]+]]: memref<4x128xf32>
@@ -339,8 +349,9 @@ func.func @int4_dots(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memre
 // DOTS-SAME: 63] : vector<32xi8>, vector<32xi8>
 // DOTS: arith.subi %[[HALVES]], %{{.+}} : vector<64xi8>
 // DOTS: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
-// DOTS: %[[EVEN:.+]] = arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
-// DOTS: %[[ODD:.+]] = arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
+// DOTS: %[[EVEN:.+]] = vector.shuffle %{{.+}}, %{{.+}} [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]
+// DOTS: %[[ODD:.+]] = vector.shuffle %{{.+}}, %{{.+}} [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]
 // DOTS: vector.shuffle %[[EVEN]], %[[ODD]] [0, 16, 1, 17, 2, 18,
 // DOTS: vector.store %{{.+}}, %[[O]][%{{.+}}, %c0{{.*}}] : memref<4x128xf32>, vector<32xf32>
 // CHECK-LABEL: func.func @int4_p_v(
