@@ -101,16 +101,22 @@ if decode:
         f"causal, {decode['threads']} threads; bf16 queries for the "
         "quantized caches. Bandwidth counts the bytes of K/V (codes and "
         "scales) the kernel reads; the copy column is a memcpy of the same "
-        "bytes on as many threads, timed in the same run.")
+        "bytes on as many threads, timed in the same run; for paged caches, "
+        "\"page copy\" is a memcpy of the same pages in the order decode "
+        "reads them (per kv head, page by page, without prefetching).")
     say()
-    say("| K/V | ms | MB read | GB/s | copy GB/s | of copy bandwidth |")
-    say("|---|---|---|---|---|---|")
+    say("| K/V | ms | MB read | GB/s | copy GB/s | of copy bandwidth "
+        "| page copy GB/s | of page copy |")
+    say("|---|---|---|---|---|---|---|---|")
     by = {}
     for row in decode["rows"]:
         by[row["kv"]] = row
+        page = row.get("page_copy_gbps", 0)
+        pageCells = (f"{page:.2f} | {row['gbps'] / page:.2f}" if page
+                     else " | ")
         say(f"| {row['kv']} | {row['ms']:.2f} | {row['bytes'] / 1e6:.1f} | "
             f"{row['gbps']:.2f} | {row['copy_gbps']:.2f} | "
-            f"{row['gbps'] / row['copy_gbps']:.2f} |")
+            f"{row['gbps'] / row['copy_gbps']:.2f} | {pageCells} |")
     if "int8" in by and "bf16" in by:
         say()
         say(f"int8 K/V decode time / bf16 K/V decode time: "
