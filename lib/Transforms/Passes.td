@@ -15,7 +15,10 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
     way), and inlines the score, mask and sink regions into the tile body. Softmax uses `exp2` with
     `log2(e)` folded into the scale. Tails of `Sq` and `Skv` that are not a
     tile multiple are padded and masked; rows with every key masked give
-    `o = 0` and `lse = -inf`.
+    `o = 0` and `lse = -inf`. Decode-shaped work (at most 4 query rows)
+    reads whole key tiles of the cache in place: quantized codes feed the
+    products directly (int8/fp8 through `linalg.matmul`, int4 still packed
+    through two `linalg.generic`s marked `attn.int4_pairs`).
   }];
   let options = [
     Option<"blockQ", "block-q", "int64_t", "64", "query rows per tile">,

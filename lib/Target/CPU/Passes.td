@@ -47,7 +47,13 @@ def AttnCPUVectorizeMatmulPass
     `bf16-dots`, fp8 codes (decode's K in place) meet f32 rows as
     `vdpbf16ps` bf16 pairs: the codes become bf16 by bit moves (value
     times 2^-bias), the rows are rounded to bf16 once per matmul times
-    2^(bias/2), and the sums are scaled back.
+    2^(bias/2), and the sums are scaled back. The int4 tile products
+    (`linalg.generic`s marked `attn.int4_pairs`: packed K codes against the
+    query codes' even and odd columns, P codes against packed V into O's
+    even and odd columns) become `vpdpbusd`s on the packed bytes' nibbles
+    with `int8-dots`, and otherwise unpack the tile to bytes and take the
+    int8 matmul's way. A zero `linalg.fill` of C right before a P . V on
+    codes is folded away: the sums are stored instead of added.
   }];
   let options = [
     Option<"vectorBits", "vector-bits", "int64_t", "512",
