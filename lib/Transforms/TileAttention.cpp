@@ -297,6 +297,14 @@ private:
     return vector::ShuffleOp::create(b, loc, rows, rows, mask);
   }
   Value narrow, tiny, rowsUsed;
+  // At most kTinyRows * kRowGroups valid rows (multi-token decode: Sq up to
+  // 4 with GQA groups of 4): whole key tiles are still read in place, and
+  // their compute runs per group of kTinyRows rows while the tile is in L1.
+  static constexpr int64_t kRowGroups = 4;
+  Value fewRows;
+  /// body() once per group of kTinyRows rows of an in-place tile, with the
+  /// per-row buffers (state, query rows, row table) viewed at the group.
+  void forEachRowGroup(OpBuilder &b, function_ref<void(OpBuilder &)> body);
   Value qRowBuf;
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
@@ -486,6 +494,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                        cIdx(b, BQ));
     tiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
                                  cIdx(b, kTinyRows));
+    fewRows = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
+                                    cIdx(b, kTinyRows * kRowGroups));
     rowsUsed = arith::SelectOp::create(b, loc, tiny, cIdx(b, kTinyRows),
                                        rowsUsed);
   } else {
@@ -509,7 +519,7 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   };
   qTBuf = buffer({D, BQ});
   if (tiny)
-    qRowBuf = buffer({kTinyRows, D});
+    qRowBuf = buffer({kTinyRows * kRowGroups, D});
   // Unquantized or int8 caches (whose K group must cover whole tiles for
   // its scales to fold into Q), contiguous rows.
   // Pages must hold whole tiles.
@@ -519,7 +529,7 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                  BK % *op.getPageSize() == 0) &&
                 (!quant || keyScalesFoldPerTile(op, BK));
   if (directCodes && op.getKvQuant()) {
-    qScaledBuf = buffer({kTinyRows, D});
+    qScaledBuf = buffer({kTinyRows * kRowGroups, D});
     qGroupBuf = memref::AllocaOp::create(
         b, loc, MemRefType::get({1}, b.getIndexType()));
   }
@@ -535,9 +545,9 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     pScaleBuf = buffer({kTinyRows});
     pvBuf = buffer({kTinyRows, Dv});
     qCodeBuf = memref::AllocaOp::create(
-        b, loc, MemRefType::get({kTinyRows, D}, b.getI8Type()),
+        b, loc, MemRefType::get({kTinyRows * kRowGroups, D}, b.getI8Type()),
         b.getI64IntegerAttr(64));
-    qRowScaleBuf = buffer({kTinyRows});
+    qRowScaleBuf = buffer({kTinyRows * kRowGroups});
   }
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
@@ -590,7 +600,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
       memref::StoreOp::create(b, loc, x, qTBuf, ValueRange{d, i});
       if (qRowBuf) {
         Value inTiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                             i, cIdx(b, kTinyRows));
+                                             i,
+                                             cIdx(b, kTinyRows * kRowGroups));
         scf::IfOp::create(b, loc, inTiny, [&](OpBuilder &b, Location) {
           memref::StoreOp::create(b, loc, x, qRowBuf, ValueRange{i, d});
           scf::YieldOp::create(b, loc);
@@ -1310,7 +1321,7 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
       b, loc,
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
                             cIdx(b, BK)),
-      tiny);
+      fewRows);
   scf::IfOp::create(
       b, loc, whole,
       [&](OpBuilder &b, Location) {
@@ -1373,7 +1384,10 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
   }
   llvm::SaveAndRestore<Value> compactScores(sTBuf, sTTinyBuf);
   if (!op.getKvQuant()) {
-    emitTileCompute(b, k0, kn, fullTile, &direct);
+    forEachRowGroup(b, [&](OpBuilder &b) {
+      direct.qRows = qRowBuf;
+      emitTileCompute(b, k0, kn, fullTile, &direct);
+    });
     return;
   }
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
@@ -1396,16 +1410,58 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
     memref::StoreOp::create(b, loc, group, qGroupBuf, ValueRange{cIdx(b, 0)});
     scf::YieldOp::create(b, loc);
   });
-  direct.qRows = qCodeBuf ? qCodeBuf : qScaledBuf;
-  direct.qRowScale = qRowScaleBuf;
-  emitTileCompute(b, k0, kn, fullTile, &direct);
+  forEachRowGroup(b, [&](OpBuilder &b) {
+    direct.qRows = qCodeBuf ? qCodeBuf : qScaledBuf;
+    direct.qRowScale = qRowScaleBuf;
+    emitTileCompute(b, k0, kn, fullTile, &direct);
+  });
+}
+
+void AttentionTiler::forEachRowGroup(OpBuilder &b,
+                                     function_ref<void(OpBuilder &)> body) {
+  Value groups = arith::CeilDivUIOp::create(b, loc, qn, cIdx(b, kTinyRows));
+  forLoop(b, cIdx(b, 0), groups, 1, [&](OpBuilder &b, Value g) {
+    Value r0 = arith::MulIOp::create(b, loc, g, cIdx(b, kTinyRows));
+    // buf's kTinyRows rows from r0 (all columns of a 2-D buffer).
+    auto atGroup = [&](Value buf) -> Value {
+      if (!buf)
+        return buf;
+      auto type = cast<MemRefType>(buf.getType());
+      SmallVector<OpFoldResult> offsets = {r0}, sizes = {
+                                                    b.getIndexAttr(kTinyRows)};
+      SmallVector<OpFoldResult> strides = {b.getIndexAttr(1)};
+      if (type.getRank() == 2) {
+        offsets.push_back(b.getIndexAttr(0));
+        sizes.push_back(b.getIndexAttr(type.getDimSize(1)));
+        strides.push_back(b.getIndexAttr(1));
+      }
+      return memref::SubViewOp::create(b, loc, buf, offsets, sizes, strides);
+    };
+    SmallVector<Value *> perRow = {&mBuf,         &lBuf,        &mUseBuf,
+                                   &alphaBuf,     &accBuf,      &rowHead32Buf,
+                                   &rowQ32Buf,    &qRowBuf,     &qScaledBuf,
+                                   &qCodeBuf,     &qRowScaleBuf};
+    SmallVector<Value> saved;
+    for (Value *v : perRow) {
+      saved.push_back(*v);
+      *v = atGroup(*v);
+    }
+    llvm::SaveAndRestore<Value> groupRows(rowsUsed, cIdx(b, kTinyRows));
+    body(b);
+    for (auto [v, old] : llvm::zip(perRow, saved))
+      *v = old;
+  });
 }
 
 void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
   Type i32Type = b.getI32Type();
   bool fp8Codes = isFp8(*op.getKvQuant());
   Value fzero = cF32(b, 0.0);
-  forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
+  // Every row of the groups the tile's compute will take.
+  Value rowsOfGroups = arith::MulIOp::create(
+      b, loc, arith::CeilDivUIOp::create(b, loc, qn, cIdx(b, kTinyRows)),
+      cIdx(b, kTinyRows));
+  forLoop(b, cIdx(b, 0), rowsOfGroups, 1, [&](OpBuilder &b, Value i) {
     // q * K's scales, and for int8 the row's absolute max: |x|'s bits
     // order like |x| (finite or inf), so it is an unsigned max reduction,
     // which LLVM vectorizes (a float max with NaN rules it does not).
@@ -1468,7 +1524,10 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
     else
       withRowWidth(b, body);
   };
-  Value qRows = direct ? direct->qRows : qRowBuf;
+  // (Staged tiles with at most kTinyRows rows: the first rows of qRowBuf.)
+  Value qRows = direct    ? direct->qRows
+                : qRowBuf ? rowsOf(b, qRowBuf, kTinyRows)
+                          : Value();
   // K/V row parts and the rows of a 2-D tile buffer each one covers.
   SmallVector<Value> kParts = direct ? direct->k : SmallVector<Value>{kBuf};
   SmallVector<Value> vParts = direct ? direct->v : SmallVector<Value>{vBuf};

@@ -104,10 +104,17 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: arith.maxui
 // CHECK: math.roundeven
 // CHECK: arith.trunci %{{.+}} : i32 to i8
-// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<4x64xi8>
+// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<16x64xi8>
 // CHECK: memref.store %[[G]], %{{.+}} : memref<1xindex>
-// CHECK: linalg.matmul {{.*}}ins(%[[KT]], %[[QCODES]] : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8>)
-// CHECK: vector.load %{{.+}} : memref<4xf32>, vector<4xf32>
+//      The tile's compute runs once per group of 4 rows (up to 16 rows, e.g.
+//      GQA groups of 4 at Sq = 4), on views of the per-row buffers at the
+//      group's first row, while the tile's rows are in L1.
+// CHECK: %[[GROUPS:.+]] = arith.ceildivui %{{.+}}, %c4
+// CHECK: scf.for %[[GROUP:.+]] = %{{.+}} to %[[GROUPS]]
+// CHECK: %[[R0:.+]] = arith.muli %[[GROUP]], %c4
+// CHECK: %[[QGROUP:.+]] = memref.subview %[[QCODES]][%[[R0]], 0] [4, 64] [1, 1] : memref<16x64xi8> to memref<4x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: linalg.matmul {{.*}}ins(%[[KT]], %[[QGROUP]] : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8, strided<[64, 1], offset: ?>>)
+// CHECK: vector.load %{{.+}} : memref<4xf32, strided<[1], offset: ?>>, vector<4xf32>
 // CHECK: memref.collapse_shape %[[ST:.+]] {{\[}}[0, 1]] : memref<64x4xf32> into memref<256xf32>
 // CHECK: arith.maximumf %{{.+}} : vector<16xf32>
 // CHECK: math.exp2 %{{.+}} : vector<16xf32>
@@ -120,9 +127,9 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 //      The accumulator takes its rescale (alpha, per row) in the same pass
 //      that adds the tile's P . V times the rows' P scales.
 // CHECK: %[[PSCALE:.+]] = memref.load %{{.+}}[%[[ROW:.+]]] : memref<4xf32>
-// CHECK: %[[ALPHA:.+]] = memref.load %{{.+}}[%[[ROW]]] : memref<64xf32>
+// CHECK: %[[ALPHA:.+]] = memref.load %{{.+}}[%[[ROW]]] : memref<4xf32, strided<[1], offset: ?>>
 // CHECK: %[[X:.+]] = memref.load %[[PV]]
-// CHECK: %[[A:.+]] = memref.load %[[ACC:.+]][%[[ROW]], %{{.+}}] : memref<64x64xf32>
+// CHECK: %[[A:.+]] = memref.load %[[ACC:.+]][%[[ROW]], %{{.+}}] : memref<4x64xf32, strided<[64, 1], offset: ?>>
 // CHECK: %[[RESCALED:.+]] = arith.mulf %[[A]], %[[ALPHA]]
 // CHECK: %[[SCALED:.+]] = arith.mulf %[[X]], %[[PSCALE]]
 // CHECK: %[[SUM:.+]] = arith.addf %[[RESCALED]], %[[SCALED]]
@@ -152,10 +159,11 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 // CHECK: scf.if %{{.+}} {
 // CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
 // CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
-// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<4x64xi8>
+// CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<16x64xi8>
 // CHECK-NOT: linalg.matmul
-// CHECK: %[[QE:.+]] = memref.subview %[[QCODES]][0, 0] [4, 32] [1, 2] : memref<4x64xi8> to memref<4x32xi8, strided<[64, 2]>>
-// CHECK: %[[QO:.+]] = memref.subview %[[QCODES]][0, 1] [4, 32] [1, 2] : memref<4x64xi8> to memref<4x32xi8, strided<[64, 2], offset: 1>>
+// CHECK: %[[QGROUP:.+]] = memref.subview %[[QCODES]][%{{.+}}, 0] [4, 64] [1, 1] : memref<16x64xi8> to memref<4x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: %[[QE:.+]] = memref.subview %[[QGROUP]][0, 0] [4, 32] [1, 2] : memref<4x64xi8, strided<[64, 1], offset: ?>> to memref<4x32xi8, strided<[64, 2], offset: ?>>
+// CHECK: %[[QO:.+]] = memref.subview %[[QGROUP]][0, 1] [4, 32] [1, 2] : memref<4x64xi8, strided<[64, 1], offset: ?>> to memref<4x32xi8, strided<[64, 2], offset: ?>>
 // CHECK: linalg.generic {{.*}} ins(%[[KT]], %[[QE]], %[[QO]] : {{.*}}) outs(%{{.+}} : memref<64x4xf32>) attrs = {attn.int4_pairs} {
 // CHECK: ^bb0(%[[KB:.+]]: i8, %[[QEB:.+]]: i8, %[[QOB:.+]]: i8, %{{.+}}: f32):
 // CHECK: %[[SHL:.+]] = arith.shli %[[KB]], %c4_i8
@@ -257,7 +265,7 @@ func.func @sparse(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xf32>,
 // CHECK: memref.prefetch %[[K]]
 // CHECK: memref.prefetch %[[V]]
 // CHECK-COUNT-4: memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 16, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<16x64xi8, strided<[64, 1], offset: ?>>
-// CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8>) outs(%{{.+}} : memref<16x4xf32, strided<[4, 1]{{.*}}>>)
+// CHECK-COUNT-4: linalg.matmul {{.*}}ins(%{{.+}}, %{{.+}} : memref<16x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8, strided<[64, 1], offset: ?>>) outs(%{{.+}} : memref<16x4xf32, strided<[4, 1]{{.*}}>>)
 // CHECK-COUNT-4: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %{{.+}} : memref<16x4xi8, strided<[4, 1]{{.*}}>>, memref<16x64xi8, strided<[64, 1], offset: ?>>) outs(%{{.+}} : memref<4x64xf32>)
 func.func @small_pages_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
                                 %v: memref<?x?x?x64xi8>, %o: memref<?x?x?x64xf32>,

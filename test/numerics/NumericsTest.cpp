@@ -393,8 +393,14 @@ TEST(Numerics, QuantizedKV) {
 TEST(Numerics, QuantizedKVDecodeShapesAndDtypes) {
   // GQA decode rows, D = 128, Dv != D, bf16 queries, lse, split parts;
   // softmax (its running max rescales O as each tile's P . V is added) and
-  // sigmoid (no running max) over tiles read in place.
+  // sigmoid (no running max) over tiles read in place: one group of 4 rows
+  // (Sq = 1), three (multi-token decode, Sq = 3: 12 rows, causal across
+  // the 3 positions) and a partial second group (6 rows).
+  struct Shape {
+    int64_t hq, hkv, sq;
+  };
   for (QuantBound qb : kQuantBounds)
+  for (Shape sh : {Shape{8, 2, 1}, Shape{8, 2, 3}, Shape{6, 2, 2}})
   for (const char *src :
        {"variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
         "variant s { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + "
@@ -405,11 +411,13 @@ TEST(Numerics, QuantizedKVDecodeShapesAndDtypes) {
     p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
     p.options.kvDtype = qb.kind;
     p.options.splitKv = "3";
-    p.Hq = 8, p.Hkv = 2, p.Sq = 1, p.Skv = 700, p.B = 2;
-    SCOPED_TRACE(std::string(qb.kind) + " " + src);
+    p.Hq = sh.hq, p.Hkv = sh.hkv, p.Sq = sh.sq, p.Skv = 700, p.B = 2;
+    SCOPED_TRACE(std::string(qb.kind) + " " + src + " Hq " +
+                 std::to_string(sh.hq) + " Sq " + std::to_string(sh.sq));
     Outcome out = runAgainstReference(p);
     if (std::getenv("ATTN_TEST_VERBOSE"))
-      std::printf("decode %-8s rel-L1 %.3e  %s\n", qb.kind, out.relL1O, src);
+      std::printf("decode %-8s Hq %lld Sq %lld rel-L1 %.3e  %s\n", qb.kind,
+                  (long long)sh.hq, (long long)sh.sq, out.relL1O, src);
     EXPECT_FALSE(out.hasNaN);
     EXPECT_LE(out.relL1O, qb.bound);
   }
@@ -526,18 +534,37 @@ TEST(Numerics, SelectOverQuantizedPagesEqualsContiguous) {
       contiguous.headDim = 64;
       contiguous.kvDtype = kv;
       contiguous.lse = true;
-      std::vector<float> o[2], lse[2];
+      std::vector<float> o[3], lse[3];
       data.launch(jit.compile(selectSource(rule), contiguous), o[0], lse[0]);
       Options paged = contiguous;
       paged.paged = 16;
-      paged.splitKv = "3";
       data.launch(jit.compile(selectSource(rule), paged), o[1], lse[1]);
+      Options split = paged;
+      split.splitKv = "3";
+      data.launch(jit.compile(selectSource(rule), split), o[2], lse[2]);
       SCOPED_TRACE(std::string(rule) + " " + kv);
-      for (size_t i = 0; i < o[0].size(); ++i)
-        ASSERT_NEAR(o[0][i], o[1][i], 2e-4) << i;
-      for (size_t i = 0; i < lse[0].size(); ++i)
-        if (lse[0][i] != lse[1][i]) // (-inf for rows with nothing kept)
-          ASSERT_NEAR(lse[0][i], lse[1][i], 2e-4) << i;
+      // The last query tile (6 rows) reads whole key tiles in place, where
+      // fp8's P is rounded to bf16 (half ulp: 2^-9 relative) against the
+      // running max, which split parts keep apart: the split result may
+      // differ by up to 2 * 2^-9 * mean|v| = 2^-8 for unit-normal V (2.8e-3
+      // seen; paged alone agrees to 5e-7). A block chosen differently moves
+      // o by a whole block's share.
+      for (int path : {1, 2}) {
+        double bound = path == 2 && std::string(kv) == "fp8e4m3"
+                           ? std::ldexp(1.0, -8)
+                           : 2e-4;
+        double worst = 0;
+        for (size_t i = 0; i < o[0].size(); ++i) {
+          worst = std::max(worst, double(std::fabs(o[0][i] - o[path][i])));
+          ASSERT_NEAR(o[0][i], o[path][i], bound) << path << " " << i;
+        }
+        if (std::getenv("ATTN_TEST_VERBOSE"))
+          std::printf("select %s %s: %s vs contiguous %.3e\n", rule, kv,
+                      path == 1 ? "paged" : "paged + split", worst);
+        for (size_t i = 0; i < lse[0].size(); ++i)
+          if (lse[0][i] != lse[path][i]) // (-inf for rows with nothing kept)
+            ASSERT_NEAR(lse[0][i], lse[path][i], 2e-4) << path << " " << i;
+      }
     }
 }
 

@@ -823,8 +823,8 @@ bool takeZeroFill(RewriterBase &rewriter, Operation *op, Value C) {
   return false;
 }
 
-/// A static 2-D f32 buffer with contiguous rows (a tile, or a static
-/// subview of one), which vector.load reads row by row.
+/// A static 2-D f32 buffer with contiguous rows (a tile, or a subview of
+/// one with static strides), which vector.load reads row by row.
 bool isStaticF32Buffer(Value v) {
   auto t = dyn_cast<MemRefType>(v.getType());
   if (!t || t.getRank() != 2 || !t.hasStaticShape() ||
@@ -834,8 +834,8 @@ bool isStaticF32Buffer(Value v) {
   int64_t offset;
   if (failed(t.getStridesAndOffset(strides, offset)))
     return false;
-  return strides[1] == 1 && !ShapedType::isDynamic(strides[0]) &&
-         !ShapedType::isDynamic(offset);
+  // (Any offset: e.g. one group of rows of an accumulator.)
+  return strides[1] == 1 && !ShapedType::isDynamic(strides[0]);
 }
 
 /// An input operand: a static f32 buffer, or a static-shaped 2-D view
