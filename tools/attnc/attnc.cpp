@@ -411,6 +411,9 @@ RandomLaunch randomLaunch(Jit &jit, const std::string &text,
 }
 
 /// FLOPs of the blocks a launch computes (both matmuls, 2 per MAC).
+/// FLOPs of the blocks `map` computes. `Sq` counts the rows of one of the
+/// map's heads: with packed heads (a map head per kv head), the rows of
+/// all query heads of its group.
 double computedFlops(const BlockMap &map, const KernelInfo &info, int64_t Sq,
                      int64_t Skv) {
   double flops = 0;
@@ -505,14 +508,31 @@ int cmdBench(const CommandLine &cl) {
   // FLOPs of the blocks the kernel computes: EMPTY ones are skipped.
   BlockMap map = kernel.blockMap(tensors, params);
   double density = map.density();
-  double flops = computedFlops(map, info, Sq, Skv);
+  int64_t Hq = shape[1];
+  int64_t rowsPerHead =
+      info.packedHeads && map.heads < Hq ? Sq * (Hq / map.heads) : Sq;
+  double flops = computedFlops(map, info, rowsPerHead, Skv);
   double tflops = flops / (ms * 1e-3) / 1e12;
+  // Decode-shaped launches (one query tile per head) are bound by reading
+  // K/V: the bytes of the cache (codes and scales; for a pool, the pages
+  // it holds) times the fraction of key tiles computed.
+  bool decodeShaped = map.queryTiles == 1;
+  double kvBytes = 0;
+  for (const TensorRef *t : {&tensors.k, &tensors.v})
+    kvBytes += double(t->numel()) * double(dtypeSize(t->dtype));
+  for (const std::optional<TensorRef> *t : {&tensors.kScale, &tensors.vScale})
+    if (*t)
+      kvBytes += double((*t)->numel()) * double(dtypeSize((*t)->dtype));
+  double kvRead = kvBytes * density;
+  double kvGbps = kvRead / (ms * 1e-3) / 1e9;
   if (cl.json) {
     std::printf("{\"ms\": %.4f, \"tflops\": %.6f, \"density\": %.4f",
                 ms, tflops, density);
     if (msWithMap >= 0)
       std::printf(", \"ms_prebuilt_map\": %.4f, \"ms_build_map\": %.4f",
                   msWithMap, msBuildMap);
+    if (decodeShaped)
+      std::printf(", \"kv_bytes\": %.0f, \"kv_gbps\": %.3f", kvRead, kvGbps);
     std::printf("}\n");
   } else {
     std::printf("%s: median %.3f ms, %.3f TFLOP/s on computed blocks, "
@@ -522,6 +542,10 @@ int cmdBench(const CommandLine &cl) {
       std::printf("  with a prebuilt block map: %.3f ms (building it: %.3f "
                   "ms)\n",
                   msWithMap, msBuildMap);
+    if (decodeShaped)
+      std::printf("  K/V read: %.3f MB at %.2f GB/s (decode is bound by "
+                  "it; attn-bench-decode compares with a memory copy)\n",
+                  kvRead / 1e6, kvGbps);
   }
   return 0;
 }
