@@ -268,7 +268,7 @@ private:
   }
   /// The element-wise max of `start` and every quad of the compact tile
   /// `flat` ([BK * kTinyRows]): all quads loaded, then a tree of maxes, so
-  /// the adds do not wait on each other as a running max would. A NaN may
+  /// the maxes do not wait on each other as a running max would. A NaN may
   /// be dropped by this max (nnan), but then it still reaches p and O.
   Value maxOfQuads(OpBuilder &b, Value flat, Value start) {
     auto quadType = VectorType::get({kQuad}, f32);
