@@ -165,9 +165,9 @@ private:
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
   /// Where a tile's matmuls read K, V and Q: the staged f32 tiles, or for
-  /// a whole tile at <= kTinyRows query rows, the rows in the cache
-  /// themselves (f32, f16, bf16, or int8 codes with K's channel scales
-  /// folded into Q's rows).
+  /// a whole tile at <= kTinyRows * kRowGroups query rows (one group of
+  /// kTinyRows at a time), the rows in the cache themselves (f32, f16,
+  /// bf16, or codes with K's channel scales folded into Q's rows).
   struct TileOperands {
     // The tile's K and V rows, in parts of equal row counts: one view of
     // the cache, or one per page when pages are smaller than the tile.
@@ -184,8 +184,8 @@ private:
   /// Q's rows times the tile's K group scales; then the compute on the
   /// cache's rows.
   void emitDirectTile(OpBuilder &b, Value k0, Value kn, Value fullTile);
-  /// Q's tiny rows times K's scales of `group` (qScaledBuf) and, for int8
-  /// caches, rounded to int8 codes with a scale per row.
+  /// The rows of every row group times K's scales of `group` (qScaledBuf)
+  /// and, for int8/int4 caches, rounded to int8 codes with a scale per row.
   void emitGroupQueryRows(OpBuilder &b, Value group);
   /// An in-place int8 tile's P (compact sTBuf) rounded to unsigned 8-bit
   /// codes per row (pCodeBuf) with the rows' scales (pScaleBuf).
@@ -305,6 +305,10 @@ private:
   /// body() once per group of kTinyRows rows of an in-place tile, with the
   /// per-row buffers (state, query rows, row table) viewed at the group.
   void forEachRowGroup(OpBuilder &b, function_ref<void(OpBuilder &)> body);
+  /// How many groups of kTinyRows rows this item's valid rows fill.
+  Value rowGroupCount(OpBuilder &b) {
+    return arith::CeilDivUIOp::create(b, loc, qn, cIdx(b, kTinyRows));
+  }
   Value qRowBuf;
   // Split-KV: parts of the key range, this item's part and tile range.
   Value numSplits, split, tileBegin, tileEnd;
@@ -599,10 +603,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
       x = arith::SelectOp::create(b, loc, valid, x, fzero);
       memref::StoreOp::create(b, loc, x, qTBuf, ValueRange{d, i});
       if (qRowBuf) {
-        Value inTiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                             i,
-                                             cIdx(b, kTinyRows * kRowGroups));
-        scf::IfOp::create(b, loc, inTiny, [&](OpBuilder &b, Location) {
+        Value inRowGroups = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::ult, i,
+            cIdx(b, kTinyRows * kRowGroups));
+        scf::IfOp::create(b, loc, inRowGroups, [&](OpBuilder &b, Location) {
           memref::StoreOp::create(b, loc, x, qRowBuf, ValueRange{i, d});
           scf::YieldOp::create(b, loc);
         });
@@ -1419,8 +1423,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::forEachRowGroup(OpBuilder &b,
                                      function_ref<void(OpBuilder &)> body) {
-  Value groups = arith::CeilDivUIOp::create(b, loc, qn, cIdx(b, kTinyRows));
-  forLoop(b, cIdx(b, 0), groups, 1, [&](OpBuilder &b, Value g) {
+  forLoop(b, cIdx(b, 0), rowGroupCount(b), 1, [&](OpBuilder &b, Value g) {
     Value r0 = arith::MulIOp::create(b, loc, g, cIdx(b, kTinyRows));
     // buf's kTinyRows rows from r0 (all columns of a 2-D buffer).
     auto atGroup = [&](Value buf) -> Value {
@@ -1458,9 +1461,8 @@ void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
   bool fp8Codes = isFp8(*op.getKvQuant());
   Value fzero = cF32(b, 0.0);
   // Every row of the groups the tile's compute will take.
-  Value rowsOfGroups = arith::MulIOp::create(
-      b, loc, arith::CeilDivUIOp::create(b, loc, qn, cIdx(b, kTinyRows)),
-      cIdx(b, kTinyRows));
+  Value rowsOfGroups =
+      arith::MulIOp::create(b, loc, rowGroupCount(b), cIdx(b, kTinyRows));
   forLoop(b, cIdx(b, 0), rowsOfGroups, 1, [&](OpBuilder &b, Value i) {
     // q * K's scales, and for int8 the row's absolute max: |x|'s bits
     // order like |x| (finite or inf), so it is an unsigned max reduction,
