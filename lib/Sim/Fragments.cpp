@@ -191,20 +191,31 @@ uint64_t encodeDescriptor(const MatrixDescriptor &d) {
          mode << 62;
 }
 
-/// ISA 5.5.7 "Swizzling Modes": with each 16-byte chunk numbered within its
-/// 128-byte shared-memory line, line i of the repeating pattern holds chunk
-/// c at position c ^ (i mod swizzleBytes/16) (32B: pairs swap on odd lines;
-/// 64B: four lines; 128B: eight lines). The same XOR patterns are CuTe's
-/// Swizzle<1,4,3>, <2,4,3>, <3,4,3> in ISA 9.7.15.5.1.2.1.3. The pattern
-/// starts on an 8*swizzleBytes boundary unless the base offset says how
-/// many 128-byte lines past one it starts.
-uint32_t swizzleAddress(uint32_t address, int swizzleBytes,
-                        uint32_t baseOffset) {
+namespace {
+
+/// XORs the 16-byte chunk index of `address` with `line` modulo
+/// swizzleBytes/16: ISA 5.5.7's tables (line i of the repeating pattern holds
+/// chunk c at position c ^ i: 32B swaps pairs on odd lines, 64B cycles four
+/// lines, 128B eight) and CuTe's Swizzle<1,4,3>, <2,4,3>, <3,4,3> in ISA
+/// 9.7.15.5.1.2.1.3.
+uint32_t swizzleChunk(uint32_t address, int swizzleBytes, uint32_t line) {
   if (swizzleBytes != 32 && swizzleBytes != 64 && swizzleBytes != 128)
     return address;
   uint32_t mask = uint32_t(swizzleBytes / 16 - 1);
-  uint32_t line = ((address >> 7) - baseOffset) & mask;
-  return address ^ (line << 4);
+  return address ^ ((line & mask) << 4);
+}
+
+} // namespace
+
+/// ISA 5.5.7 "Swizzling Modes". The tables give the pattern from an
+/// 8*swizzleBytes-aligned destination; for other destinations the ISA gives
+/// the pattern a non-zero "swizzle base offset", (dstMem / 128) % 8, which we
+/// read as: TMA keeps the phase of the absolute address rather than
+/// restarting the pattern at dstMem. (Kernel authors report the same of
+/// hardware: misaligned swizzled TMA destinations come out in the absolute
+/// address's phase.)
+uint32_t swizzleAddress(uint32_t address, int swizzleBytes) {
+  return swizzleChunk(address, swizzleBytes, address >> 7);
 }
 
 /// ISA 9.7.15.5.1.2.1 "Major-ness supported by Strides" and
@@ -222,12 +233,17 @@ uint32_t swizzleAddress(uint32_t address, int swizzleBytes,
 ///   MN-major, W swizzle:  ((T,W/16,m),(8,k)):((1,T,LBO),(W/16 T,SBO))
 ///     W contiguous bytes along mn, repeated LBO apart; k rows W bytes
 ///     apart, 8-k groups SBO apart.
-/// Swizzle: ISA 9.7.15.5.1.2.2 puts the pattern's repeat at 8*W-byte
-/// boundaries when the base offset is 0 and otherwise sets base offset =
-/// (pattern start address >> 7) & 7; so the XOR's row phase is counted from
-/// the pattern start: ((address >> 7) - baseOffset) mod W/16. (The ISA does
-/// not spell out this use of the base offset; with base offset 0 it is the
-/// plain address-bit XOR that TMA writes.)
+/// Swizzle (ISA 9.7.15.5.1.2.2): the descriptor carries the start address
+/// and, separately, the base offset, which is 0 when "the repeating pattern"
+/// starts on an 8*W-byte boundary and otherwise "(pattern start addr >> 0x7)
+/// & 0x7" -- the same value ISA 5.5.7 gives as the swizzle base offset of a
+/// TMA destination. The field only has a purpose if the hardware counts the
+/// XOR's line phase from the start address and takes the start's own phase
+/// from the base offset: phase = (address >> 7) - (start >> 7) + baseOffset.
+/// With the base offset set as the ISA says (0 for aligned tiles), the phase
+/// is the absolute address's, which is how TMA wrote the tile. (Advancing the
+/// start within a 128-byte line, as kernels do for K-major k blocks, leaves
+/// the phase alone.)
 uint32_t wgmmaElementAddress(const MatrixDescriptor &d, bool mnMajor,
                              int elemBits, int mn, int k) {
   const uint32_t chunkElems = uint32_t(128 / elemBits);
@@ -257,7 +273,9 @@ uint32_t wgmmaElementAddress(const MatrixDescriptor &d, bool mnMajor,
                kGroup * d.strideByteOffset + inChunk;
     }
   }
-  return swizzleAddress(d.start + offset, d.swizzleBytes, d.baseOffset);
+  uint32_t address = d.start + offset;
+  return swizzleChunk(address, d.swizzleBytes,
+                      (address >> 7) - (d.start >> 7) + d.baseOffset);
 }
 
 } // namespace attn::sim::ptx

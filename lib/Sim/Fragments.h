@@ -63,24 +63,25 @@ uint64_t encodeDescriptor(const MatrixDescriptor &d);
 /// through `d`: mn indexes M (for A) or N (for B), k the reduction
 /// dimension, both relative to the descriptor's start address. `mnMajor` is
 /// imm-trans = 1 (MN-major), false for K-major. The canonical layouts of ISA
-/// 9.7.15.5.1.2.1.3 with LBO/SBO as 9.7.15.5.1.2.1.1-2 define them; the
-/// swizzle (an XOR of address bits, phase shifted by the base offset) is
-/// applied to the final address. For elements narrower than a byte, the
-/// address of the byte holding the element.
+/// 9.7.15.5.1.2.1.3 with LBO/SBO as 9.7.15.5.1.2.1.1-2 define the unswizzled
+/// address; the swizzle then XORs its 16-byte chunk index with its 128-byte
+/// line's phase, counted from the start address, whose own phase is the
+/// base offset (see Fragments.cpp). For a tile whose start address is on an
+/// 8 * swizzleBytes boundary (base offset 0) this is swizzleAddress of the
+/// unswizzled address, so a tile TMA wrote reads back as written. For
+/// elements narrower than a byte, the address of the byte holding it.
 uint32_t wgmmaElementAddress(const MatrixDescriptor &d, bool mnMajor,
                              int elemBits, int mn, int k);
 
 /// The swizzle of TMA (cp.async.bulk.tensor with CU_TENSOR_MAP_SWIZZLE_32B /
 /// 64B / 128B, 16-byte atomicity; ISA 5.5.7 "Swizzling Modes") on a
-/// shared-memory byte address: the 16-byte chunk index within each 128-byte
-/// line is XORed with the line's index in the repeating pattern modulo
-/// swizzleBytes/16 (with baseOffset 0: bits [4, 4+b) ^= bits [7, 7+b), b =
-/// log2(swizzleBytes/16)); the pattern repeats every 8 * swizzleBytes bytes.
-/// `baseOffset` is ISA 5.5.7's swizzle base offset, (dstMem / 128) % 8, for a
-/// pattern that does not start on an 8 * swizzleBytes boundary: lines are
-/// counted from the pattern start. swizzleBytes 0 returns the address.
-uint32_t swizzleAddress(uint32_t address, int swizzleBytes,
-                        uint32_t baseOffset = 0);
+/// shared-memory byte address: the 16-byte chunk index within the address's
+/// 128-byte line is XORed with the line index modulo swizzleBytes/16, i.e.
+/// bits [4, 4+b) ^= bits [7, 7+b), b = log2(swizzleBytes/16); the pattern
+/// repeats every 8 * swizzleBytes bytes of the absolute shared-memory address
+/// (not of the offset from the copy's destination). swizzleBytes 0 returns
+/// the address unchanged.
+uint32_t swizzleAddress(uint32_t address, int swizzleBytes);
 
 } // namespace attn::sim::ptx
 

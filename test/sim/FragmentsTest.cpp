@@ -267,10 +267,12 @@ TEST(Swizzle, TmaTables) {
   EXPECT_EQ(swizzleAddress(1 * 128 + 6 * 16, 32), 1u * 128 + 7 * 16);
   EXPECT_EQ(swizzleAddress(2 * 128 + 1 * 16, 32), 2u * 128 + 1 * 16);
   EXPECT_EQ(swizzleAddress(3 * 128 + 1 * 16, 0), 3u * 128 + 1 * 16);
-  // A pattern starting 3 lines past a 1024-byte boundary (base offset 3)
-  // leaves its own first line in place.
-  EXPECT_EQ(swizzleAddress(3 * 128 + 1 * 16, 128, 3), 3u * 128 + 1 * 16);
-  EXPECT_EQ(swizzleAddress(4 * 128 + 1 * 16, 128, 3), 4u * 128 + 0 * 16);
+  // The phase is the absolute address's: the pattern repeats every
+  // 8 * swizzleBytes bytes wherever a copy starts.
+  EXPECT_EQ(swizzleAddress(0x2000 + 3 * 128 + 1 * 16, 128),
+            0x2000u + 3 * 128 + 2 * 16);
+  EXPECT_EQ(swizzleAddress(0x2200 + 1 * 128 + 1 * 16, 64),
+            0x2200u + 1 * 128 + 0 * 16);
 }
 
 /// A CuTe layout ((s0,s1,s2),(t0,t1)):((d0,d1,d2),(e0,e1)) in elements, as
@@ -453,22 +455,34 @@ TEST(WgmmaAddress, InterleavedCoreMatrices) {
   }
 }
 
-// A 128B-swizzled tile whose pattern starts 2 lines past a 1024-byte
-// boundary: TMA's base offset (5.5.7) and the descriptor's (9.7.15.5.1.2.2)
-// are both (start >> 7) & 7, and the read matches the write.
+// A 128B-swizzled tile TMA wrote 2 lines past a 1024-byte boundary (its
+// swizzle keeps the absolute address's phase): read through descriptors
+// with the ISA's base offset, (start >> 7) & 7 = 2 (9.7.15.5.1.2.2, and
+// 5.5.7's swizzle base offset of the TMA destination), it reads back as
+// written; claiming an aligned pattern (base offset 0) does not.
 TEST(WgmmaAddress, BaseOffset) {
   const uint32_t base = 0x2000 + 2 * 128;
-  const uint32_t bo = (base >> 7) & 7;
   const int rows = 64, cols = 64;
   std::vector<uint16_t> smem(kSmemBytes / 2, 0);
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < cols; ++c)
-      smem[swizzleAddress(base + uint32_t(r * 128 + c * 2), 128, bo) / 2] =
+      smem[swizzleAddress(base + uint32_t(r * 128 + c * 2), 128) / 2] =
           valueOf(r, c);
-  auto descFor = [&](int kb) {
-    return MatrixDescriptor{base + uint32_t(kb * 32), 16, 1024, bo, 128};
-  };
-  EXPECT_EQ(countMismatches(smem, false, rows, cols, descFor), 0);
+  for (uint32_t bo : {2u, 0u}) {
+    auto descFor = [&](int kb) {
+      return MatrixDescriptor{base + uint32_t(kb * 32), 16, 1024, bo, 128};
+    };
+    int bad = countMismatches(smem, false, rows, cols, descFor);
+    if (bo == 2)
+      EXPECT_EQ(bad, 0);
+    else
+      EXPECT_GT(bad, 0);
+  }
+  // A descriptor whose start is aligned needs no base offset, with the start
+  // advanced within the line for each k block.
+  MatrixDescriptor d{0x2000 + 64, 16, 1024, 0, 128};
+  EXPECT_EQ(wgmmaElementAddress(d, false, 16, 3, 1),
+            swizzleAddress(0x2000 + 64 + 3 * 128 + 2, 128));
 }
 
 } // namespace
