@@ -248,7 +248,7 @@ uint32_t wgmmaElementAddress(const MatrixDescriptor &d, bool mnMajor,
                              int elemBits, int mn, int k) {
   const uint32_t chunkElems = uint32_t(128 / elemBits);
   const uint32_t w = uint32_t(d.swizzleBytes);
-  auto bytesOf = [&](uint32_t elems) { return elems * elemBits / 8; };
+  auto bytesOf = [&](uint32_t elems) { return elems * uint32_t(elemBits) / 8; };
   uint32_t offset;
   if (!mnMajor) {
     uint32_t row = uint32_t(mn) % 8, group = uint32_t(mn) / 8;
