@@ -70,6 +70,59 @@ attn::TensorRef toRef(const attn_tensor &t, const char *name) {
   return attn::TensorRef(t.data, dtypes[t.dtype], shape, strides);
 }
 
+/// Converts a launch's C arguments and hands them to `launch`.
+template <typename Fn>
+int launchWith(const attn_kernel *kernel, const attn_tensor *q,
+               const attn_tensor *k, const attn_tensor *v,
+               const attn_tensor *o, const attn_tensor *lse,
+               const attn_arg *args, int32_t num_args, Fn launch) {
+  if (!kernel)
+    return fail("kernel", "null kernel");
+  if (!q || !k || !v || !o)
+    return fail(!q ? "q" : !k ? "k" : !v ? "v" : "o", "null tensor");
+  if (num_args < 0 || (num_args > 0 && !args))
+    return fail("args", "bad argument list");
+  return guarded([&] {
+    attn::Tensors t;
+    t.q = toRef(*q, "q");
+    t.k = toRef(*k, "k");
+    t.v = toRef(*v, "v");
+    t.o = toRef(*o, "o");
+    if (lse)
+      t.lse = toRef(*lse, "lse");
+    attn::Params params;
+    for (int32_t i = 0; i < num_args; ++i) {
+      const attn_arg &a = args[i];
+      if (!a.name)
+        throw attn::Error("args", "argument " + std::to_string(i) +
+                                      " has no name");
+      switch (a.kind) {
+      case ATTN_ARG_INT: params.emplace_back(a.name, a.i); break;
+      case ATTN_ARG_FLOAT: params.emplace_back(a.name, a.f); break;
+      case ATTN_ARG_TENSOR: {
+        // The quantized and paged K/V inputs travel by reserved names.
+        std::string name = a.name;
+        std::optional<attn::TensorRef> *fixed =
+            name == "k_scale"      ? &t.kScale
+            : name == "v_scale"    ? &t.vScale
+            : name == "page_table" ? &t.pageTable
+            : name == "seq_lens"   ? &t.seqLens
+                                   : nullptr;
+        if (fixed)
+          *fixed = toRef(a.tensor, a.name);
+        else
+          params.emplace_back(a.name, toRef(a.tensor, a.name));
+        break;
+      }
+      default:
+        throw attn::Error(a.name, "unknown argument kind " +
+                                      std::to_string(a.kind));
+      }
+    }
+    launch(t, params);
+  });
+}
+
 } // namespace
 
 extern "C" {
@@ -121,50 +174,27 @@ int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
                        const attn_tensor *k, const attn_tensor *v,
                        const attn_tensor *o, const attn_tensor *lse,
                        const attn_arg *args, int32_t num_args, void *stream) {
-  if (!kernel)
-    return fail("kernel", "null kernel");
-  if (!q || !k || !v || !o)
-    return fail(!q ? "q" : !k ? "k" : !v ? "v" : "o", "null tensor");
-  if (num_args < 0 || (num_args > 0 && !args))
-    return fail("args", "bad argument list");
+  return launchWith(kernel, q, k, v, o, lse, args, num_args,
+                    [&](const attn::Tensors &t, const attn::Params &params) {
+                      kernel->kernel.launch(t, params, stream);
+                    });
+}
+
+int attn_kernel_launch_host(const attn_kernel *kernel, const attn_tensor *q,
+                            const attn_tensor *k, const attn_tensor *v,
+                            const attn_tensor *o, const attn_tensor *lse,
+                            const attn_arg *args, int32_t num_args) {
+  return launchWith(kernel, q, k, v, o, lse, args, num_args,
+                    [&](const attn::Tensors &t, const attn::Params &params) {
+                      kernel->kernel.launchHost(t, params);
+                    });
+}
+
+int attn_use_gpu_simulator(const char *cuda_library,
+                           const char *hip_library) {
   return guarded([&] {
-    attn::Tensors t;
-    t.q = toRef(*q, "q");
-    t.k = toRef(*k, "k");
-    t.v = toRef(*v, "v");
-    t.o = toRef(*o, "o");
-    if (lse)
-      t.lse = toRef(*lse, "lse");
-    attn::Params params;
-    for (int32_t i = 0; i < num_args; ++i) {
-      const attn_arg &a = args[i];
-      if (!a.name)
-        throw attn::Error("args", "argument " + std::to_string(i) +
-                                      " has no name");
-      switch (a.kind) {
-      case ATTN_ARG_INT: params.emplace_back(a.name, a.i); break;
-      case ATTN_ARG_FLOAT: params.emplace_back(a.name, a.f); break;
-      case ATTN_ARG_TENSOR: {
-        // The quantized and paged K/V inputs travel by reserved names.
-        std::string name = a.name;
-        std::optional<attn::TensorRef> *fixed =
-            name == "k_scale"      ? &t.kScale
-            : name == "v_scale"    ? &t.vScale
-            : name == "page_table" ? &t.pageTable
-            : name == "seq_lens"   ? &t.seqLens
-                                   : nullptr;
-        if (fixed)
-          *fixed = toRef(a.tensor, a.name);
-        else
-          params.emplace_back(a.name, toRef(a.tensor, a.name));
-        break;
-      }
-      default:
-        throw attn::Error(a.name, "unknown argument kind " +
-                                      std::to_string(a.kind));
-      }
-    }
-    kernel->kernel.launch(t, params, stream);
+    attn::useGpuSimulator(cuda_library ? cuda_library : "",
+                          hip_library ? hip_library : "");
   });
 }
 

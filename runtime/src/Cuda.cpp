@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -26,6 +28,9 @@ constexpr int kAttrMultiprocessors = 16; // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_C
 constexpr int kFuncAttrMaxDynamicShared = 8;
 // Launches get this much dynamic shared memory without opting in.
 constexpr int64_t kDefaultDynamicShared = 48 * 1024;
+// cuModuleLoadData's answers to an image the GPU cannot run.
+constexpr CUresult kInvalidImage = 200;    // CUDA_ERROR_INVALID_IMAGE
+constexpr CUresult kNoBinaryForGpu = 209;  // CUDA_ERROR_NO_BINARY_FOR_GPU
 
 using CUdeviceptr = unsigned long long;
 /// CUtensorMap: 128 opaque bytes.
@@ -44,6 +49,7 @@ struct Driver {
   CUresult (*cuCtxGetCurrent)(CUcontext *);
   CUresult (*cuCtxSetCurrent)(CUcontext);
   CUresult (*cuCtxGetDevice)(CUdevice *);
+  CUresult (*cuCtxSynchronize)();
   CUresult (*cuModuleLoadData)(CUmodule *, const void *);
   CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
@@ -57,53 +63,82 @@ struct Driver {
   CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
   CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  CUresult (*cuMemFree)(CUdeviceptr);
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   std::string error; // why the driver is unusable, if it is
 };
 
-const Driver &driver() {
-  static const Driver d = [] {
-    Driver d{};
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-      const char *why = dlerror();
-      d.error = std::string("no CUDA driver (libcuda.so.1: ") +
-                (why ? why : "not found") +
-                "); GPU kernels need an NVIDIA GPU and its driver";
-      return d;
-    }
-    bool missing = false;
-    auto sym = [&](auto &fn, const char *name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(
-          dlsym(lib, name));
-      if (!fn && d.error.empty())
-        d.error = std::string("the CUDA driver lacks ") + name;
-      missing |= !fn;
-    };
-    sym(d.cuInit, "cuInit");
-    sym(d.cuDeviceGet, "cuDeviceGet");
-    sym(d.cuDeviceGetAttribute, "cuDeviceGetAttribute");
-    sym(d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-    sym(d.cuCtxGetCurrent, "cuCtxGetCurrent");
-    sym(d.cuCtxSetCurrent, "cuCtxSetCurrent");
-    sym(d.cuCtxGetDevice, "cuCtxGetDevice");
-    sym(d.cuModuleLoadData, "cuModuleLoadData");
-    sym(d.cuModuleGetFunction, "cuModuleGetFunction");
-    sym(d.cuLaunchKernel, "cuLaunchKernel");
-    sym(d.cuFuncSetAttribute, "cuFuncSetAttribute");
-    sym(d.cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled");
-    sym(d.cuMemAllocAsync, "cuMemAllocAsync");
-    sym(d.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
-    sym(d.cuMemFreeAsync, "cuMemFreeAsync");
-    sym(d.cuGetErrorString, "cuGetErrorString");
-    if (missing)
-      return d;
-    if (CUresult r = d.cuInit(0); r != 0)
-      d.error = "cuInit failed (CUDA error " + std::to_string(r) +
-                "): no usable GPU";
+/// Opens the CUDA driver, or the simulator at `simulator` exporting its
+/// API, and initializes it.
+std::unique_ptr<Driver> openDriver(const std::string &simulator) {
+  auto d = std::make_unique<Driver>();
+  const char *name = simulator.empty() ? "libcuda.so.1" : simulator.c_str();
+  void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char *why = dlerror();
+    d->error = simulator.empty()
+                   ? std::string("no CUDA driver (libcuda.so.1: ") +
+                         (why ? why : "not found") +
+                         "); GPU kernels need an NVIDIA GPU and its driver"
+                   : "cannot open the GPU simulator '" + simulator +
+                         "' (attn::useGpuSimulator or ATTN_GPU_SIMULATOR): " +
+                         (why ? why : "not found");
     return d;
-  }();
+  }
+  std::string what = simulator.empty() ? std::string("the CUDA driver")
+                                       : "the GPU simulator '" + simulator +
+                                             "'";
+  bool missing = false;
+  auto sym = [&](auto &fn, const char *symbol) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(
+        dlsym(lib, symbol));
+    if (!fn && d->error.empty())
+      d->error = what + " lacks " + symbol;
+    missing |= !fn;
+  };
+  sym(d->cuInit, "cuInit");
+  sym(d->cuDeviceGet, "cuDeviceGet");
+  sym(d->cuDeviceGetAttribute, "cuDeviceGetAttribute");
+  sym(d->cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+  sym(d->cuCtxGetCurrent, "cuCtxGetCurrent");
+  sym(d->cuCtxSetCurrent, "cuCtxSetCurrent");
+  sym(d->cuCtxGetDevice, "cuCtxGetDevice");
+  sym(d->cuCtxSynchronize, "cuCtxSynchronize");
+  sym(d->cuModuleLoadData, "cuModuleLoadData");
+  sym(d->cuModuleGetFunction, "cuModuleGetFunction");
+  sym(d->cuLaunchKernel, "cuLaunchKernel");
+  sym(d->cuFuncSetAttribute, "cuFuncSetAttribute");
+  sym(d->cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled");
+  sym(d->cuMemAllocAsync, "cuMemAllocAsync");
+  sym(d->cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+  sym(d->cuMemFreeAsync, "cuMemFreeAsync");
+  sym(d->cuMemAlloc, "cuMemAlloc_v2");
+  sym(d->cuMemFree, "cuMemFree_v2");
+  sym(d->cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+  sym(d->cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+  sym(d->cuGetErrorString, "cuGetErrorString");
+  if (missing)
+    return d;
+  if (CUresult r = d->cuInit(0); r != 0)
+    d->error = "cuInit of " + what + " failed (CUDA error " +
+               std::to_string(r) + "): no usable GPU";
   return d;
+}
+
+/// The driver launches use now: libcuda.so.1, or the simulator this
+/// process chose. Each is opened once and stays loaded.
+const Driver &driver() {
+  static std::mutex mutex;
+  static std::map<std::string, std::unique_ptr<Driver>> opened;
+  std::string simulator = gpuSimulatorLibrary(GpuVendor::Cuda);
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<Driver> &d = opened[simulator];
+  if (!d)
+    d = openDriver(simulator);
+  return *d;
 }
 
 std::string message(const Driver &d, CUresult r) {
@@ -157,7 +192,8 @@ TensorMap encodeTensorMap(const Driver &d, const char *name,
 }
 
 
-/// Loaded into the current CUDA context on first use.
+/// Loaded into the current CUDA context on first use, once per driver
+/// (the GPU's, or a simulator's).
 class CudaFunction final : public GpuFunction {
 public:
   explicit CudaFunction(GpuCode code) : GpuFunction(std::move(code)) {}
@@ -171,19 +207,30 @@ public:
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
+  void *allocateDevice(size_t bytes) const override;
+  void freeDevice(void *memory) const override;
+  void copyToDevice(void *device, const void *host,
+                    size_t bytes) const override;
+  void copyToHost(void *host, const void *device,
+                  size_t bytes) const override;
+  void synchronize() const override;
 
 private:
-  mutable std::once_flag loadOnce;
-  void ensureLoaded() const;
-  mutable void *function = nullptr; // CUfunction
-  mutable void *merge = nullptr;    // CUfunction
-  mutable void *selectPool = nullptr, *selectKernel = nullptr;
-  mutable int64_t smCount = 0;
-  mutable std::string loadError;
+  /// The kernels of one driver's module.
+  struct Loaded {
+    CUfunction function = nullptr, merge = nullptr;
+    CUfunction selectPool = nullptr, selectKernel = nullptr;
+    int64_t smCount = 0;
+    std::string error;
+  };
+  const Loaded &ensureLoaded(const Driver &d) const;
+  void load(const Driver &d, Loaded &l) const;
+  mutable std::mutex loadMutex;
+  mutable std::map<const Driver *, Loaded> loads;
 };
 
-void CudaFunction::ensureLoaded() const {
-  const Driver &d = driver();
+const CudaFunction::Loaded &
+CudaFunction::ensureLoaded(const Driver &d) const {
   if (!d.error.empty())
     throw Error("target", "cannot run " + code.chip + " kernel '" +
                               code.entry + "': " + d.error);
@@ -197,65 +244,76 @@ void CudaFunction::ensureLoaded() const {
     check(d, d.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
     check(d, d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
   }
-  std::call_once(loadOnce, [&] {
-    CUdevice dev = 0;
-    int major = 0, minor = 0, sms = 0;
-    if (d.cuCtxGetDevice(&dev) != 0 ||
-        d.cuDeviceGetAttribute(&major, kAttrComputeMajor, dev) != 0 ||
-        d.cuDeviceGetAttribute(&minor, kAttrComputeMinor, dev) != 0 ||
-        d.cuDeviceGetAttribute(&sms, kAttrMultiprocessors, dev) != 0) {
-      loadError = "cannot query the GPU";
+  std::lock_guard<std::mutex> lock(loadMutex);
+  auto [it, first] = loads.try_emplace(&d);
+  if (first)
+    load(d, it->second);
+  if (!it->second.error.empty())
+    throw Error("target", it->second.error);
+  return it->second;
+}
+
+void CudaFunction::load(const Driver &d, Loaded &l) const {
+  CUdevice dev = 0;
+  int major = 0, minor = 0, sms = 0;
+  if (d.cuCtxGetDevice(&dev) != 0 ||
+      d.cuDeviceGetAttribute(&major, kAttrComputeMajor, dev) != 0 ||
+      d.cuDeviceGetAttribute(&minor, kAttrComputeMinor, dev) != 0 ||
+      d.cuDeviceGetAttribute(&sms, kAttrMultiprocessors, dev) != 0) {
+    l.error = "cannot query the GPU";
+    return;
+  }
+  l.smCount = sms;
+  // A cubin runs on its own architecture family only ("sm_80" on 8.x,
+  // "sm_90a" on 9.0); elsewhere the driver compiles the PTX. A driver that
+  // takes no cubin for this GPU after all (no binary for it, or an image
+  // it cannot read, as the simulator, which reads PTX only) gets the PTX.
+  int cubinMajor = code.chip.size() > 3 ? code.chip[3] - '0' : -1;
+  bool exact = code.chip.back() == 'a'
+                   ? std::to_string(major) + std::to_string(minor) ==
+                         code.chip.substr(3, 2)
+                   : major == cubinMajor;
+  std::string gpu = "sm_" + std::to_string(major) + std::to_string(minor);
+  CUmodule module = nullptr;
+  CUresult loaded = kNoBinaryForGpu;
+  if (exact && !code.binary.empty())
+    loaded = d.cuModuleLoadData(&module, code.binary.c_str());
+  if ((loaded == kNoBinaryForGpu || loaded == kInvalidImage) &&
+      !code.ptx.empty())
+    loaded = d.cuModuleLoadData(&module, code.ptx.c_str());
+  if (loaded != 0) {
+    l.error = "loading " + code.entry + " for " + gpu +
+              " failed: " + message(d, loaded);
+    return;
+  }
+  for (auto [fn, name] : {std::pair{&l.function, &code.entry},
+                          std::pair{&l.merge, &code.mergeEntry},
+                          std::pair{&l.selectPool, &code.selectPoolEntry},
+                          std::pair{&l.selectKernel, &code.selectEntry}})
+    if (CUresult r = name->empty()
+                         ? 0
+                         : d.cuModuleGetFunction(fn, module, name->c_str());
+        r != 0) {
+      l.error = "kernel " + *name + " not found: " + message(d, r);
       return;
     }
-    smCount = sms;
-    // A cubin runs on its own architecture family only ("sm_80" on 8.x,
-    // "sm_90a" on 9.0); elsewhere the driver compiles the PTX.
-    int cubinMajor = code.chip.size() > 3 ? code.chip[3] - '0' : -1;
-    bool exact = code.chip.back() == 'a'
-                     ? std::to_string(major) + std::to_string(minor) ==
-                           code.chip.substr(3, 2)
-                     : major == cubinMajor;
-    const std::string &image =
-        exact && !code.binary.empty() ? code.binary : code.ptx;
-    CUmodule module = nullptr;
-    if (CUresult r = d.cuModuleLoadData(&module, image.c_str()); r != 0) {
-      loadError = "loading " + code.entry + " for sm_" +
-                  std::to_string(major) + std::to_string(minor) +
-                  " failed: " + message(d, r);
-      return;
-    }
-    for (auto [fn, name] : {std::pair{&function, &code.entry},
-                            std::pair{&merge, &code.mergeEntry},
-                            std::pair{&selectPool, &code.selectPoolEntry},
-                            std::pair{&selectKernel, &code.selectEntry}})
-      if (CUresult r = name->empty()
-                           ? 0
-                           : d.cuModuleGetFunction(fn, module, name->c_str());
-          r != 0) {
-        loadError = "kernel " + *name + " not found: " + message(d, r);
-        return;
-      }
-    // Tiles live in dynamic shared memory; past 48 KiB the kernel must
-    // opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
-    if (code.sharedBytes > kDefaultDynamicShared)
-      if (CUresult r = d.cuFuncSetAttribute(function, kFuncAttrMaxDynamicShared,
-                                            static_cast<int>(code.sharedBytes));
-          r != 0)
-        loadError = code.entry + " needs " + std::to_string(code.sharedBytes) +
-                    " bytes of shared memory: " + message(d, r);
-  });
-  if (!loadError.empty())
-    throw Error("target", loadError);
+  // Tiles live in dynamic shared memory; past 48 KiB the kernel must
+  // opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
+  if (code.sharedBytes > kDefaultDynamicShared)
+    if (CUresult r = d.cuFuncSetAttribute(l.function, kFuncAttrMaxDynamicShared,
+                                          static_cast<int>(code.sharedBytes));
+        r != 0)
+      l.error = code.entry + " needs " + std::to_string(code.sharedBytes) +
+                " bytes of shared memory: " + message(d, r);
 }
 
 int64_t CudaFunction::multiprocessors() const {
-  ensureLoaded();
-  return smCount;
+  return ensureLoaded(driver()).smCount;
 }
 
 void *CudaFunction::allocate(size_t bytes, void *stream) const {
-  ensureLoaded();
   const Driver &d = driver();
+  ensureLoaded(d);
   CUdeviceptr memory = 0;
   check(d, d.cuMemAllocAsync(&memory, bytes, stream),
         "allocating " + std::to_string(bytes) + " bytes of split-KV scratch");
@@ -266,6 +324,39 @@ void CudaFunction::release(void *memory, void *stream) const {
   driver().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(memory), stream);
 }
 
+void *CudaFunction::allocateDevice(size_t bytes) const {
+  const Driver &d = driver();
+  ensureLoaded(d);
+  CUdeviceptr memory = 0;
+  check(d, d.cuMemAlloc(&memory, bytes),
+        "allocating " + std::to_string(bytes) + " bytes of device memory");
+  return reinterpret_cast<void *>(memory);
+}
+
+void CudaFunction::freeDevice(void *memory) const {
+  driver().cuMemFree(reinterpret_cast<CUdeviceptr>(memory));
+}
+
+void CudaFunction::copyToDevice(void *device, const void *host,
+                                size_t bytes) const {
+  const Driver &d = driver();
+  check(d, d.cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(device), host, bytes),
+        "copying " + std::to_string(bytes) + " bytes to the device");
+}
+
+void CudaFunction::copyToHost(void *host, const void *device,
+                              size_t bytes) const {
+  const Driver &d = driver();
+  check(d,
+        d.cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes),
+        "copying " + std::to_string(bytes) + " bytes from the device");
+}
+
+void CudaFunction::synchronize() const {
+  const Driver &d = driver();
+  check(d, d.cuCtxSynchronize(), "running " + code.entry);
+}
+
 void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                                int64_t valueHeadDim, int64_t parts,
                                int64_t pack,
@@ -273,8 +364,8 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
                                std::vector<void *> mergeParams,
                                std::array<const TensorRef *, 3> qkv,
                                void *stream) const {
-  ensureLoaded();
   const Driver &d = driver();
+  const Loaded &l = ensureLoaded(d);
   if (batch == 0 || heads == 0 || seqQ == 0)
     return;
   int64_t rowsPerHead = code.rowsPerBlock / pack;
@@ -298,7 +389,7 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
     }
   }
   CUresult launched = d.cuLaunchKernel(
-      function, static_cast<unsigned>(qTiles * parts),
+      l.function, static_cast<unsigned>(qTiles * parts),
       static_cast<unsigned>(heads / pack), static_cast<unsigned>(batch),
       static_cast<unsigned>(code.blockThreads), 1, 1,
       static_cast<unsigned>(code.sharedBytes), stream, params.data(), nullptr);
@@ -310,7 +401,7 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
   int64_t mergeBlocks =
       (seqQ * valueHeadDim + kMergeThreads - 1) / kMergeThreads;
   check(d,
-        d.cuLaunchKernel(merge, static_cast<unsigned>(mergeBlocks),
+        d.cuLaunchKernel(l.merge, static_cast<unsigned>(mergeBlocks),
                          static_cast<unsigned>(heads),
                          static_cast<unsigned>(batch), kMergeThreads, 1, 1, 0,
                          stream, mergeParams.data(), nullptr),
@@ -319,9 +410,9 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
 
 void CudaFunction::launchPrePass(int which, std::array<int64_t, 3> grid,
                               void **params, void *stream) const {
-  ensureLoaded();
   const Driver &d = driver();
-  void *fn = which ? selectKernel : selectPool;
+  const Loaded &l = ensureLoaded(d);
+  void *fn = which ? l.selectKernel : l.selectPool;
   const std::string &name = which ? code.selectEntry : code.selectPoolEntry;
   if (!fn)
     throw Error("target", code.entry + " has no select pre-pass");

@@ -4,7 +4,8 @@
 // GpuFunction puts them on the device through the CUDA driver (sm_*) or
 // the HIP runtime (gfx*), each opened with dlopen at the first launch so
 // attnrt loads and validates everywhere, and a machine without the GPU
-// gets an attn::Error saying so.
+// gets an attn::Error saying so. attn::useGpuSimulator swaps either for a
+// functional simulator exporting the same API.
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_RUNTIME_GPUFUNCTION_H
@@ -53,6 +54,15 @@ public:
   /// Stream-ordered device memory for the split-KV partial results.
   virtual void *allocate(size_t bytes, void *stream) const = 0;
   virtual void release(void *memory, void *stream) const = 0;
+  /// Host staging (Kernel::launchHost): device memory, synchronous copies
+  /// to and from it, and waiting for the device's work to finish.
+  virtual void *allocateDevice(size_t bytes) const = 0;
+  virtual void freeDevice(void *memory) const = 0;
+  virtual void copyToDevice(void *device, const void *host,
+                            size_t bytes) const = 0;
+  virtual void copyToHost(void *host, const void *device,
+                          size_t bytes) const = 0;
+  virtual void synchronize() const = 0;
 
 protected:
   explicit GpuFunction(GpuCode code) : code(std::move(code)) {}
@@ -67,6 +77,12 @@ protected:
 std::shared_ptr<GpuFunction> makeCudaFunction(GpuCode code);
 /// Through the HIP runtime (libamdhip64.so).
 std::shared_ptr<GpuFunction> makeHipFunction(GpuCode code);
+
+/// The simulator a vendor's launches open instead of its runtime
+/// (attn::useGpuSimulator, else ATTN_GPU_SIMULATOR or
+/// ATTN_GPU_SIMULATOR_HIP read at the first call), or "" for the runtime.
+enum class GpuVendor { Cuda, Hip };
+std::string gpuSimulatorLibrary(GpuVendor vendor);
 
 /// Blocks of the split-KV merge kernel.
 constexpr int64_t kMergeThreads = 128;

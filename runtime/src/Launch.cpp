@@ -602,11 +602,12 @@ int32_t chooseParts(const KernelInfo &info, const int64_t *sizes,
 }
 
 /// GPU kernels read q, k and v 16 bytes at a time and write o in pairs:
-/// rows must start on those boundaries.
+/// rows must start on those boundaries. `pointer`: the data pointer too
+/// (not for host memory that launchHost copies to aligned device memory).
 void checkGpuAlignment(const std::string &name, const TensorRef &t,
-                       size_t bytes) {
+                       size_t bytes, bool pointer = true) {
   size_t elements = bytes / dtypeSize(t.dtype);
-  if (reinterpret_cast<uintptr_t>(t.data) % bytes != 0)
+  if (pointer && reinterpret_cast<uintptr_t>(t.data) % bytes != 0)
     throw Error(name, "GPU kernels need " + std::to_string(bytes) +
                           "-byte aligned data");
   std::vector<int64_t> s = t.effectiveStrides();
@@ -618,16 +619,21 @@ void checkGpuAlignment(const std::string &name, const TensorRef &t,
                             std::to_string(i));
 }
 
+/// The GPU's layout rules for q, k, v and o (checkGpuAlignment).
+void checkGpuLayout(const Tensors &t, bool pointers) {
+  for (auto [name, ref] : {std::pair{"q", &t.q}, std::pair{"k", &t.k},
+                           std::pair{"v", &t.v}})
+    checkGpuAlignment(name, *ref, 16, pointers);
+  checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype), pointers);
+}
+
 /// One grid over (query tiles, heads, batch); arguments q, k, v, o, [lse],
 /// params, captures as the generated kernel declares them. Tensors are
 /// device memory (the caller's, on `stream`).
 void launchGpu(const detail::KernelState &state, const Tensors &t,
                const LaunchPlan &plan, void *stream) {
   const KernelInfo &info = state.info;
-  for (auto [name, ref] : {std::pair{"q", &t.q}, std::pair{"k", &t.k},
-                           std::pair{"v", &t.v}})
-    checkGpuAlignment(name, *ref, 16);
-  checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype));
+  checkGpuLayout(t, /*pointers=*/true);
 
   const detail::GpuFunction &gpu = *state.gpu;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq],
@@ -761,6 +767,42 @@ void runKernel(const detail::KernelState &state, const Tensors &t,
   runItems(state.mergeEntry, B * H * S, packed);
 }
 
+/// Device copies of host tensors for Kernel::launchHost, freed with it.
+class DeviceStaging {
+public:
+  explicit DeviceStaging(const detail::GpuFunction &gpu) : gpu(gpu) {}
+  ~DeviceStaging() {
+    for (void *p : buffers)
+      gpu.freeDevice(p);
+  }
+  DeviceStaging(const DeviceStaging &) = delete;
+  DeviceStaging &operator=(const DeviceStaging &) = delete;
+
+  /// A device view of `t` holding its data: the bytes the view spans are
+  /// copied (outputs too, so that gaps between strided rows survive the
+  /// copy back). Empty views still get a small valid buffer.
+  TensorRef copyIn(const TensorRef &t) {
+    auto [lo, hi] = byteRange(t);
+    size_t bytes = hi - lo;
+    buffers.push_back(gpu.allocateDevice(std::max<size_t>(bytes, 16)));
+    if (bytes)
+      gpu.copyToDevice(buffers.back(), t.data, bytes);
+    TensorRef device = t;
+    device.data = buffers.back();
+    return device;
+  }
+  /// Copies a view staged by copyIn back over the host tensor.
+  void copyOut(const TensorRef &device, const TensorRef &host) {
+    auto [lo, hi] = byteRange(host);
+    if (hi > lo)
+      gpu.copyToHost(host.data, device.data, hi - lo);
+  }
+
+private:
+  const detail::GpuFunction &gpu;
+  std::vector<void *> buffers;
+};
+
 } // namespace
 
 const KernelInfo &Kernel::info() const {
@@ -790,6 +832,43 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
   runKernel(*state, tensors, plan,
             state->info.hasBlockMap ? &noMap : nullptr);
+}
+
+void Kernel::launchHost(const Tensors &tensors, const Params &params) const {
+  if (!state)
+    throw Error("", "launch of an empty attn::Kernel");
+  if (!state->gpu) {
+    launch(tensors, params);
+    return;
+  }
+  // Every check that does not depend on where the data lives comes before
+  // any device memory exists.
+  validate(state->info, tensors, params);
+  checkGpuLayout(tensors, /*pointers=*/false);
+  DeviceStaging staging(*state->gpu);
+  Tensors device = tensors;
+  device.q = staging.copyIn(tensors.q);
+  device.k = staging.copyIn(tensors.k);
+  device.v = staging.copyIn(tensors.v);
+  device.o = staging.copyIn(tensors.o);
+  for (auto [host, staged] :
+       {std::pair{&tensors.lse, &device.lse},
+        std::pair{&tensors.kScale, &device.kScale},
+        std::pair{&tensors.vScale, &device.vScale},
+        std::pair{&tensors.pageTable, &device.pageTable},
+        std::pair{&tensors.seqLens, &device.seqLens}})
+    if (*host)
+      *staged = staging.copyIn(**host);
+  Params deviceParams;
+  for (const auto &[name, arg] : params)
+    deviceParams.emplace_back(name, arg.kind() == Arg::Kind::Tensor
+                                        ? Arg(staging.copyIn(arg.tensor()))
+                                        : arg);
+  launch(device, deviceParams, /*stream=*/nullptr);
+  state->gpu->synchronize();
+  staging.copyOut(device.o, tensors.o);
+  if (tensors.lse)
+    staging.copyOut(*device.lse, *tensors.lse);
 }
 
 void Kernel::launch(const Tensors &tensors, const Params &params,

@@ -245,6 +245,16 @@ public:
   void launch(const Tensors &tensors, const Params &params,
               const BlockMap &map, void *stream = nullptr) const;
 
+  /// launch() on host memory for every target: a GPU kernel gets its
+  /// tensors (q, k, v, o, lse, the K/V scales and pages, and captured
+  /// tensors in `params`) copied into device memory of its runtime (the
+  /// CUDA driver or HIP, or the simulator chosen by useGpuSimulator), runs
+  /// on the default stream, and o and lse are copied back once it has
+  /// finished; the device copies are freed. For CPU kernels this is
+  /// launch(). Arguments are validated before anything is allocated, and
+  /// the outputs are written only when the kernel succeeded.
+  void launchHost(const Tensors &tensors, const Params &params = {}) const;
+
   /// The blocks a launch with these arguments computes; validates like
   /// launch() but writes nothing to `tensors`.
   BlockMap blockMap(const Tensors &tensors, const Params &params = {}) const;
@@ -252,6 +262,21 @@ public:
 private:
   std::shared_ptr<const detail::KernelState> state;
 };
+
+/// Runs this process's GPU kernels on functional simulators instead of
+/// GPUs: sm_* kernels then open `cudaLibrary` (a library exporting the
+/// CUDA driver API, such as attnc's lib/libattnsim_cuda.so) instead of
+/// libcuda.so.1, and gfx* kernels `hipLibrary` (the HIP runtime API)
+/// instead of libamdhip64. An empty path keeps that vendor's real runtime;
+/// two empty paths go back to the GPUs. Launches that start after the
+/// call use the new choice (switch while no GPU launch is in flight: each
+/// runtime has its own device memory). Without a call, the environment
+/// variables ATTN_GPU_SIMULATOR (CUDA) and ATTN_GPU_SIMULATOR_HIP are read
+/// at the first GPU launch. Nothing else selects a simulator. A library
+/// that cannot be opened is an attn::Error naming "target", with its path,
+/// at the first launch that needs it.
+void useGpuSimulator(const std::string &cudaLibrary,
+                     const std::string &hipLibrary = "");
 
 /// An AOT bundle (`.attnpkg`, written by `attnc compile`) loaded into this
 /// process. Kernels taken from it stay valid after the Module is gone.

@@ -69,6 +69,21 @@ int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,
                        const attn_tensor *o, const attn_tensor *lse,
                        const attn_arg *args, int32_t num_args, void *stream);
 
+/* attn_kernel_launch on host memory for every target (see
+ * attn::Kernel::launchHost): a GPU kernel's tensors are copied to device
+ * memory, it runs to completion, and o and lse are copied back. */
+int attn_kernel_launch_host(const attn_kernel *kernel, const attn_tensor *q,
+                            const attn_tensor *k, const attn_tensor *v,
+                            const attn_tensor *o, const attn_tensor *lse,
+                            const attn_arg *args, int32_t num_args);
+
+/* GPU launches of this process then open these functional simulators
+ * instead of libcuda.so.1 / libamdhip64 (see attn::useGpuSimulator); NULL
+ * or "" keeps that vendor's runtime. The environment variables
+ * ATTN_GPU_SIMULATOR and ATTN_GPU_SIMULATOR_HIP do the same without a
+ * call. */
+int attn_use_gpu_simulator(const char *cuda_library, const char *hip_library);
+
 const char *attn_last_error(void);
 const char *attn_last_error_argument(void);
 
