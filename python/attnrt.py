@@ -12,11 +12,17 @@ torch.bfloat16 tensors. Errors raise attnrt.Error whose .argument names the
 bad argument; nothing is written when a launch fails.
 
 Kernels compiled for a GPU (sm_80, sm_90a; gfx90a, gfx942, gfx950 with a
-ROCm build of torch) take torch CUDA tensors only, captured tensors
-included, and run on the tensors' device. They launch on `stream=` (a
-CUstream / hipStream_t handle as an int, or a torch.cuda.Stream), by default
-on torch's current stream, so they order with the surrounding torch work;
-outputs they allocate are on q's device.
+ROCm build of torch) take torch CUDA tensors, captured tensors included,
+and run on the tensors' device. They launch on `stream=` (a CUstream /
+hipStream_t handle as an int, or a torch.cuda.Stream), by default on
+torch's current stream, so they order with the surrounding torch work;
+outputs they allocate are on q's device. Given host arrays instead (all of
+them), a GPU kernel copies them to device memory, runs to completion and
+copies o and lse back (attn::Kernel::launchHost).
+
+use_gpu_simulator(path) (or the environment variable ATTN_GPU_SIMULATOR)
+runs GPU kernels on a functional simulator, such as attnc's
+lib/libattnsim_cuda.so, instead of a GPU: give them host arrays.
 
 The shared library is found through $ATTNRT_LIB, next to this file, one
 folder up (the install tree's lib/attnc/attnrt.py), in ../lib, or on the
@@ -28,7 +34,7 @@ import json
 import numbers
 import os
 
-__all__ = ["Error", "Module", "Kernel", "load"]
+__all__ = ["Error", "Module", "Kernel", "load", "use_gpu_simulator"]
 
 F32, F16, BF16, I32, I8, F8E4M3, F8E5M2 = 0, 1, 2, 3, 4, 5, 6
 ARG_INT, ARG_FLOAT, ARG_TENSOR = 0, 1, 2
@@ -99,6 +105,11 @@ def _library():
         lib.attn_kernel_launch.argtypes = [
             ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 5 + [
             ctypes.POINTER(_Arg), ctypes.c_int32, ctypes.c_void_p]
+        lib.attn_kernel_launch_host.argtypes = [
+            ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 5 + [
+            ctypes.POINTER(_Arg), ctypes.c_int32]
+        lib.attn_use_gpu_simulator.argtypes = [ctypes.c_char_p,
+                                               ctypes.c_char_p]
         _lib = lib
     return _lib
 
@@ -198,12 +209,16 @@ class Kernel:
         gpu = self.info.get("target", "cpu") != "cpu"
         # A host pointer in a GPU kernel (or the reverse) would fault, not
         # fail cleanly: check where every tensor lives before launching.
+        # GPU kernels take host arrays too when all of them are (copied).
         named = [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse)]
         named += [(n, a) for n, a in args.items()
                   if not isinstance(a, numbers.Number)]
+        staged = gpu and not any(_on_gpu(t) for _, t in named
+                                 if t is not None)
         for name, t in named:
-            if t is not None and _on_gpu(t) != gpu:
-                raise Error(("%s kernels take torch CUDA tensors" if gpu else
+            if t is not None and _on_gpu(t) != (gpu and not staged):
+                raise Error(("%s kernels take torch CUDA tensors, or host "
+                             "arrays for all tensors" if gpu else
                              "%s kernels take host memory, not CUDA tensors")
                             % self.info.get("target", "cpu"), name)
         batch, heads, seq = q.shape[0], q.shape[1], q.shape[2]
@@ -237,7 +252,12 @@ class Kernel:
                 ctypes.byref(lse_desc) if lse_desc is not None else None,
                 c_args, len(args), on_stream))
 
-        if not gpu:
+        if staged:
+            _check(_library().attn_kernel_launch_host(
+                self._handle, *[ctypes.byref(t) for t in tensors],
+                ctypes.byref(lse_desc) if lse_desc is not None else None,
+                c_args, len(args)))
+        elif not gpu:
             launch(stream)
         else:
             import torch
@@ -278,3 +298,13 @@ class Module:
 def load(path):
     """Loads a bundle written by `attnc compile`."""
     return Module(path)
+
+
+def use_gpu_simulator(cuda_library, hip_library=None):
+    """Runs this process's GPU kernels on functional simulators (libraries
+    exporting the CUDA driver / HIP runtime API, such as attnc's
+    lib/libattnsim_cuda.so) instead of GPUs; None or "" keeps that vendor's
+    runtime (attn::useGpuSimulator). Launch them on host arrays."""
+    _check(_library().attn_use_gpu_simulator(
+        os.fsencode(cuda_library) if cuda_library else None,
+        os.fsencode(hip_library) if hip_library else None))

@@ -130,8 +130,9 @@ except attnrt.Error as e:
 o3 = kernel(q, k, v, window=np.int32(9), sinks=np.int64(2))[0]
 assert np.abs(o3 - ref_o).max() < 2e-4
 
-# A GPU bundle refuses host memory before anything reaches the driver (no
-# GPU needed); skipped where attnc cannot find ptxas.
+# A GPU bundle takes host arrays by copying them to the device: here the
+# driver (or the simulator asked for) is what is missing; skipped where
+# attnc cannot find ptxas.
 gpu_out = os.path.join(work, "sliding_sm80")
 built = subprocess.run([attnc, "compile",
                         os.path.join(examples, "sliding_sink.attn"),
@@ -142,10 +143,18 @@ if built.returncode == 0:
     assert gk.info["target"] == "sm_80", gk.info
     qb = np.zeros((B, H, S, D), np.uint16)
     try:
+        gk(qb, qb[:, :, :, :16], qb, window=9)
+        raise AssertionError("expected an error")
+    except attnrt.Error as e:
+        assert e.argument == "k" and "expected 32" in str(e), e
+    missing = os.path.join(work, "no", "libattnsim_cuda.so")
+    attnrt.use_gpu_simulator(missing)
+    try:
         gk(qb, qb, qb, window=9)
         raise AssertionError("expected an error")
     except attnrt.Error as e:
-        assert e.argument == "q" and "CUDA tensors" in str(e), e
+        assert e.argument == "target" and missing in str(e), e
+    attnrt.use_gpu_simulator(None)
 else:
     assert "ptxas" in built.stderr, built.stderr
     print("GPU bundle check skipped: " + built.stderr.strip())
