@@ -10,6 +10,10 @@
 #include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
 
+#include "llvm/ADT/SmallString.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,8 +37,9 @@ commands:
   emit  FILE.attn --stage=attn|tiled|llvm|ptx|amdgcn [opts]
                                   print the IR at a stage
   run   FILE.attn [opts] --q q.npy --k k.npy --v v.npy [--set NAME=VALUE|file.npy ...]
-        -o o.npy [--lse-out lse.npy]
-                                  compile and execute once
+        -o o.npy [--lse-out lse.npy] [--simulate]
+                                  compile and execute once (GPU targets with
+                                  --simulate: on a functional simulator)
   bench FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--json]
                                   time the kernel on random inputs
   blockmap FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--b N] [--h N]
@@ -44,8 +49,10 @@ commands:
 
 options:
   --target cpu|sm_80|sm_90a|gfx90a|gfx942|gfx950
-                                              (GPU targets: emit and compile only;
-                                               run and bench need the CPU target)
+                                              (GPU targets: emit, compile and
+                                               run --simulate; bench needs the CPU)
+  --simulate         run a GPU target's kernel on attnc's functional GPU
+                     simulator (lib/libattnsim_cuda.so) instead of a GPU
   --dtype f32|f16|bf16 (GPU: f16|bf16, default bf16)
   --head-dim D       --v-head-dim Dv
   --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
@@ -65,7 +72,7 @@ struct CommandLine {
   std::string command, file;
   std::map<std::string, std::string> values;
   std::vector<std::string> sets;
-  bool lse = false, json = false;
+  bool lse = false, json = false, simulate = false;
 };
 
 CommandLine parseCommandLine(int argc, char **argv) {
@@ -87,6 +94,10 @@ CommandLine parseCommandLine(int argc, char **argv) {
     }
     if (arg == "--json") {
       cl.json = true;
+      continue;
+    }
+    if (arg == "--simulate") {
+      cl.simulate = true;
       continue;
     }
     if (arg.size() > 1 && arg[0] == '-') {
@@ -154,6 +165,41 @@ void requireHostTarget(const Options &o) {
                             "kernels on .npy data; " + o.target +
                             " kernels are launched by attnrt on device "
                             "memory (attnc compile, bench/gpu)");
+}
+
+/// `--simulate`: GPU kernels of this process run on the functional
+/// simulators installed next to attnc (lib/libattnsim_cuda.so and
+/// lib/libattnsim_hip.so beside bin/attnc, in the build and install trees).
+void useSimulatorNextToAttnc(const std::string &target) {
+  if (!driver::isGpuTarget(target))
+    throw Error("--simulate", "needs a GPU target (--target sm_80, sm_90a, "
+                              "gfx90a, gfx942 or gfx950); " + target +
+                                  " kernels run natively");
+  static int anchor;
+  std::string exe = llvm::sys::fs::getMainExecutable("attnc", &anchor);
+  llvm::SmallString<256> lib(llvm::sys::path::parent_path(
+      llvm::sys::path::parent_path(exe)));
+  llvm::sys::path::append(lib, "lib");
+  auto path = [&](const char *name) {
+    llvm::SmallString<256> p(lib);
+    llvm::sys::path::append(p, name);
+    return std::string(p);
+  };
+  std::string cuda = path("libattnsim_cuda.so"),
+              hip = path("libattnsim_hip.so");
+  bool amd = target.rfind("gfx", 0) == 0;
+  const std::string &needed = amd ? hip : cuda;
+  if (!llvm::sys::fs::exists(needed))
+    throw Error("--simulate", "no " + std::string(amd ? "AMD" : "NVIDIA") +
+                                  " GPU simulator at '" + needed +
+                                  "' (it is built and installed with attnc)");
+  useGpuSimulator(cuda, hip);
+}
+
+/// Only `attnc run` launches on the simulator.
+void refuseSimulate(const CommandLine &cl, const std::string &why) {
+  if (cl.simulate)
+    throw Error("--simulate", why);
 }
 
 Options optionsFrom(const CommandLine &cl) {
@@ -304,7 +350,13 @@ int cmdRun(const CommandLine &cl) {
       throw Error(required, "required for run");
   std::string text = readFile(cl.file);
   Options options = optionsFrom(cl);
-  requireHostTarget(options);
+  if (cl.simulate)
+    useSimulatorNextToAttnc(options.target);
+  else
+    requireHostTarget(options);
+  // GPU kernels default to bf16, which the .npy files must then hold.
+  if (driver::isGpuTarget(options.target) && options.dtype.empty())
+    options.dtype = "bf16";
   {
     // Source and option errors come before any input is read.
     driver::Source source(text, cl.file);
@@ -337,7 +389,8 @@ int cmdRun(const CommandLine &cl) {
 
   Jit jit;
   Prepared p = prepare(jit, text, cl, options, q, k, v);
-  p.kernel.launch(p.tensors, params);
+  // GPU kernels (--simulate) get device copies of the host arrays.
+  p.kernel.launchHost(p.tensors, params);
   writeNpy(get(cl, "-o"), p.o, "-o");
   if (!get(cl, "--lse-out").empty())
     writeNpy(get(cl, "--lse-out"), p.lse, "--lse-out");
@@ -431,6 +484,7 @@ double computedFlops(const BlockMap &map, const KernelInfo &info, int64_t Sq,
 }
 
 int cmdBlockMap(const CommandLine &cl) {
+  refuseSimulate(cl, "only attnc run launches kernels on the simulator");
   std::vector<int64_t> shape = parseShape(cl);
   Options options = optionsFrom(cl);
   requireHostTarget(options);
@@ -460,6 +514,8 @@ int cmdBlockMap(const CommandLine &cl) {
 }
 
 int cmdBench(const CommandLine &cl) {
+  refuseSimulate(cl, "attnc bench refuses it: a simulator says nothing "
+                     "about speed");
   std::vector<int64_t> shape = parseShape(cl);
   Options options = optionsFrom(cl);
   requireHostTarget(options);
@@ -565,6 +621,9 @@ int main(int argc, char **argv) {
     }
     if (cl.file.empty())
       throw UsageError("expected a .attn file");
+    if (cl.command == "check" || cl.command == "emit" ||
+        cl.command == "compile")
+      refuseSimulate(cl, "only attnc run launches kernels on the simulator");
     if (cl.command == "check")
       return cmdCheck(cl);
     if (cl.command == "emit")
