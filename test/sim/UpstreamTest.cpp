@@ -211,7 +211,7 @@ std::string printed(float v) {
 //===----------------------------------------------------------------------===//
 
 TEST_F(UpstreamTest, MmaSyncTf32_16x8x4) {
-  load("mma_sync_tf32_16x8x4", "mma_tf32_16x8x4");
+  ASSERT_NO_FATAL_FAILURE(load("mma_sync_tf32_16x8x4", "mma_tf32_16x8x4"));
   std::vector<float> lhs(16 * 4), rhs(4 * 8), acc(16 * 8);
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 4; ++c)
@@ -229,7 +229,7 @@ TEST_F(UpstreamTest, MmaSyncTf32_16x8x4) {
   params.memref(dAcc, {16, 8});
   Launch launch;
   launch.block[0] = 32;
-  run(launch, params);
+  ASSERT_NO_FATAL_FAILURE(run(launch, params));
   std::vector<float> got = download<float>(dAcc, 16 * 8);
 
   // The result memref as upstream printed it after the kernel.
@@ -284,9 +284,7 @@ protected:
   /// Runs `kernel` of `program` on the f16 test's inputs (linspace / 64)
   /// and compares the 16x8 result with the upstream printout.
   void runF16Accum(const std::string &program, const char *kernel) {
-    load(program, kernel);
-    if (HasFatalFailure())
-      return;
+    ASSERT_NO_FATAL_FAILURE(load(program, kernel));
     std::vector<uint16_t> lhs(16 * 16), rhs(16 * 8), acc(16 * 8);
     // compute_linspace_val: (r * stride + c) as f16, divided by 64 in f16.
     auto linspace = [](int r, int c, int stride) {
@@ -309,7 +307,7 @@ protected:
     params.memref(dAcc, {16, 8});
     Launch launch;
     launch.block[0] = 32;
-    run(launch, params);
+    ASSERT_NO_FATAL_FAILURE(run(launch, params));
     std::vector<uint16_t> got = download<uint16_t>(dAcc, 16 * 8);
     for (int r = 0; r < 16; ++r)
       for (int c = 0; c < 8; ++c)
@@ -338,9 +336,8 @@ protected:
     UpstreamTest::SetUp();
     if (HasFatalFailure())
       return;
-    load("tma_load_noswizzle_64x8_8x128", "tma_noswizzle");
-    if (HasFatalFailure())
-      return;
+    ASSERT_NO_FATAL_FAILURE(
+        load("tma_load_noswizzle_64x8_8x128", "tma_noswizzle"));
     std::vector<float> lhs(64 * 8), rhs(8 * 128, 3.0f);
     for (int r = 0; r < 64; ++r)
       for (int c = 0; c < 8; ++c)
@@ -360,7 +357,7 @@ protected:
     params.memref(dBefore, {2});
     Launch launch;
     launch.block[0] = 128;
-    run(launch, params);
+    ASSERT_NO_FATAL_FAILURE(run(launch, params));
     lhsTile = download<float>(dLhsOut, 64 * 8);
     rhsTile = download<float>(dRhsOut, 8 * 128);
     before = download<float>(dBefore, 2);
@@ -397,7 +394,7 @@ TEST_F(TmaNoSwizzleTest, SharedMemoryBeforeTheCopiesAsObserved) {
 //===----------------------------------------------------------------------===//
 
 TEST_F(UpstreamTest, TmaSwizzle128B) {
-  load("tma_load_swizzle128b", "tma_swizzle128b");
+  ASSERT_NO_FATAL_FAILURE(load("tma_load_swizzle128b", "tma_swizzle128b"));
   std::vector<uint16_t> lhs(128 * 64), rhs(64 * 128);
   for (int r = 0; r < 128; ++r)
     for (int c = 0; c < 64; ++c)
@@ -418,7 +415,7 @@ TEST_F(UpstreamTest, TmaSwizzle128B) {
   params.memref(dRhsOut, {8192});
   Launch launch;
   launch.block[0] = 128;
-  run(launch, params);
+  ASSERT_NO_FATAL_FAILURE(run(launch, params));
   std::vector<uint16_t> lhsTile = download<uint16_t>(dLhsOut, 8192);
   std::vector<uint16_t> rhsTile = download<uint16_t>(dRhsOut, 8192);
 
@@ -452,7 +449,7 @@ TEST_F(UpstreamTest, TmaSwizzle128B) {
 //===----------------------------------------------------------------------===//
 
 TEST_F(UpstreamTest, WgmmaTmaGemm_128x128x128) {
-  load("wgmma_tma_gemm_128x128x128", "wgmma_gemm");
+  ASSERT_NO_FATAL_FAILURE(load("wgmma_tma_gemm_128x128x128", "wgmma_gemm"));
   const int n = 128;
   std::vector<uint16_t> a(n * n), b(n * n);
   std::vector<float> aValue(n * n), bValue(n * n);
@@ -475,7 +472,7 @@ TEST_F(UpstreamTest, WgmmaTmaGemm_128x128x128) {
   Launch launch;
   launch.block[0] = 128;
   launch.sharedBytes = 65536;
-  run(launch, params);
+  ASSERT_NO_FATAL_FAILURE(run(launch, params));
   std::vector<float> d = download<float>(dD, n * n);
 
   // Upstream: the host's linalg.matmul (f32 accumulation), and an element
@@ -527,7 +524,7 @@ private:
 };
 
 TEST_F(UpstreamTest, WgmmaWarpSpecializedGemm_512x128x512) {
-  load("wgmma_warp_specialized_gemm", "ws_gemm");
+  ASSERT_NO_FATAL_FAILURE(load("wgmma_warp_specialized_gemm", "ws_gemm"));
   const int m = 512, n = 128, k = 512;
   Normal normal;
   std::vector<uint16_t> a(m * k), b(k * n);
@@ -555,7 +552,7 @@ TEST_F(UpstreamTest, WgmmaWarpSpecializedGemm_512x128x512) {
   launch.grid[1] = n / 128;
   launch.block[0] = 256;
   launch.sharedBytes = 98304; // three stages of A and B
-  run(launch, params);
+  ASSERT_NO_FATAL_FAILURE(run(launch, params));
   std::vector<float> d = download<float>(dD, m * n);
 
   // np.testing.assert_allclose(c, a @ b, rtol=5e-03, atol=1e-01).
