@@ -1,0 +1,83 @@
+//===- Machine.h - the simulated GPU: memory, launches, faults ------------===//
+#ifndef ATTN_SIM_MACHINE_H
+#define ATTN_SIM_MACHINE_H
+
+#include "lib/Sim/Ptx.h"
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+namespace attn::sim {
+
+/// A kernel fault, with the CUDA error code a device would give.
+struct Fault : std::runtime_error {
+  int code;
+  Fault(int code, const std::string &what)
+      : std::runtime_error(what), code(code) {}
+};
+constexpr int kIllegalAddress = 700;     // CUDA_ERROR_ILLEGAL_ADDRESS
+constexpr int kLaunchTimeout = 702;      // deadlock
+constexpr int kIllegalInstruction = 715; // unmodelled instruction
+constexpr int kMisalignedAddress = 716;
+constexpr int kLaunchFailed = 719;
+
+/// Device memory: every allocation the driver stand-in made, so each
+/// global access can be checked against one.
+class Memory {
+public:
+  void *allocate(size_t bytes);
+  bool release(void *p);
+  /// Module variables and other memory the device may address.
+  void add(const void *p, size_t bytes, const std::string &what);
+  void remove(const void *p);
+  /// Whether [address, address + bytes) lies inside one allocation.
+  bool contains(uint64_t address, uint64_t bytes) const;
+  /// "inside allocation 0x.. of N bytes at offset k" / "N bytes past ..."
+  std::string describe(uint64_t address) const;
+
+private:
+  struct Range {
+    uint64_t bytes;
+    std::string what;
+    bool owned;
+  };
+  mutable std::mutex mutex;
+  std::map<uint64_t, Range> ranges;
+};
+
+/// The simulator's CUtensorMap contents (fits the 128 opaque bytes).
+struct TensorMap {
+  uint32_t magic;
+  uint8_t dataType, rank, swizzle /* 0, 32, 64, 128 bytes */, interleave;
+  uint8_t oobFillNan, elementBytes, pad[2];
+  uint64_t address;
+  uint32_t dims[5];
+  uint64_t strides[4]; // bytes, of dimensions 1..rank-1
+  uint8_t boxMinus1[5];
+  uint8_t elementStrides[5];
+};
+static_assert(sizeof(TensorMap) <= 128, "tensor maps are 128 bytes");
+constexpr uint32_t kTensorMapMagic = 0x41544d31; // "ATM1"
+
+struct LaunchConfig {
+  uint32_t grid[3] = {1, 1, 1};
+  uint32_t block[3] = {1, 1, 1};
+  uint32_t dynamicShared = 0;
+  /// The kernel's parameter space, laid out as its .param declarations.
+  const uint8_t *params = nullptr;
+};
+
+struct LaunchStats {
+  uint64_t instructions = 0; // executed, summed over threads
+};
+
+/// Runs every CTA of the grid to completion; throws Fault.
+LaunchStats launch(const ptx::Module &module, const ptx::Function &kernel,
+                   const LaunchConfig &config, Memory &memory);
+
+} // namespace attn::sim
+
+#endif // ATTN_SIM_MACHINE_H
