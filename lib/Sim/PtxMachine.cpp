@@ -889,6 +889,10 @@ uint32_t permute(uint32_t a, uint32_t b, uint32_t c, uint8_t mode) {
 /// Executes `in` for the current thread; false when the thread blocks or
 /// exits (its pc then stays at the instruction it waits in).
 bool Cta::step(const Instr &in, uint32_t &pc) {
+  static const bool trace = getenv("ATTNSIM_TRACE") != nullptr;
+  if (trace && (in.op >= Op::CpAsync || in.op == Op::Ret || in.op == Op::Exit))
+    fprintf(stderr, "[cta %u,%u,%u t%u] %u: %s\n", ctaid[0], ctaid[1],
+            ctaid[2], tid, in.line, f.sourceLine(in).c_str());
   const Operand *o = in.ops;
   Type t = in.type;
   int bits = typeBits(t);
@@ -2220,7 +2224,10 @@ void Cta::warpgroupCollective(const Instr &in, uint32_t group) {
         op.transB = in.ops[7].imm & 1;
       }
     }
-    wg.open.push_back(op);
+    if (getenv("ATTNSIM_WGMMA_EAGER"))
+      executeWgmma(group, op);
+    else
+      wg.open.push_back(op);
     break;
   }
   default: break;
@@ -2393,6 +2400,9 @@ bool Cta::completeBulk() {
       for (size_t i = 0; i < b.addresses.size(); ++i)
         memcpy(shared.data() + b.addresses[i], b.data.data() + 16 * i, 16);
     }
+    if (getenv("ATTNSIM_TRACE"))
+      fprintf(stderr, "[bulk] %zu bytes -> 0x%x, mbarrier 0x%x\n",
+              b.data.size(), b.dst, b.mbarrier);
     mbarrierCompleteTx(b.mbarrier, int64_t(b.data.size()));
   }
   return true;
@@ -2405,8 +2415,8 @@ bool Cta::completeBulk() {
 void Cta::tensorCopy(const Instr &in) {
   int dims = in.dims;
   bool toGlobal = in.bulkToGlobal == 1;
-  // Operands: [dst], [map], c0..c{dims-1}, [mbar]   (load)
-  //           [map], c0..c{dims-1}, [src]            (store)
+  // Operands: [dst], [map], {c0, ..}, [mbar]   (load)
+  //           [map], {c0, ..}, [src]            (store)
   int mapIndex = toGlobal ? 0 : 1;
   uint64_t mapAddr = addressOf(in.ops[mapIndex]);
   const uint8_t *mp = resolve(Space::Generic, mapAddr, 128, in, false);
@@ -2419,9 +2429,12 @@ void Cta::tensorCopy(const Instr &in) {
     fault(kLaunchFailed, "tensor map of rank " + std::to_string(map.rank) +
                              " used by a " + std::to_string(dims) +
                              "d copy", &in);
+  const Operand &coords = in.ops[mapIndex + 1];
+  if (coords.kind != Operand::Vec || int(coords.vecCount) != dims)
+    fault(kLaunchFailed, "tensor copy coordinates do not match its rank", &in);
   int64_t coord[5] = {0, 0, 0, 0, 0};
   for (int i = 0; i < dims; ++i)
-    coord[i] = signExtend(val(in.ops[mapIndex + 1 + i]), 32);
+    coord[i] = signExtend(val(f.pool[coords.vecBegin + i]), 32);
   uint32_t box[5] = {1, 1, 1, 1, 1}, es[5] = {1, 1, 1, 1, 1};
   for (int i = 0; i < dims; ++i) {
     box[i] = map.boxMinus1[i] + 1u;
@@ -2433,7 +2446,7 @@ void Cta::tensorCopy(const Instr &in) {
   for (int i = 0; i < 5; ++i) cnt[i] = (box[i] + es[i] - 1) / es[i];
   uint32_t rowBytes = cnt[0] * eb;
   uint32_t total = rowBytes * cnt[1] * cnt[2] * cnt[3] * cnt[4];
-  const Operand &smemOp = in.ops[toGlobal ? mapIndex + 1 + dims : 0];
+  const Operand &smemOp = in.ops[toGlobal ? mapIndex + 2 : 0];
   uint32_t smem = static_cast<uint32_t>(addressOf(smemOp));
   if (smem % 128)
     fault(kMisalignedAddress, "TMA shared memory address must be 128-byte "
@@ -2485,7 +2498,7 @@ void Cta::tensorCopy(const Instr &in) {
           }
   if (toGlobal)
     return;
-  uint32_t mbar = static_cast<uint32_t>(addressOf(in.ops[mapIndex + 1 + dims]));
+  uint32_t mbar = static_cast<uint32_t>(addressOf(in.ops[mapIndex + 2]));
   mbarrierAt(mbar, in);
   BulkCopy b;
   b.mbarrier = mbar;

@@ -922,6 +922,19 @@ void Parser::parseInstruction(const std::string &stmtIn, uint32_t line) {
 /// Immediates become the bits of the type the instruction reads them as
 /// (ISA 4.5: integer and floating-point constants).
 void Parser::normalizeImmediates(Instr &in) {
+  // Only instructions whose operands are values of their float type; shape
+  // and mode immediates (wgmma's scales, shift counts) stay integers.
+  switch (in.op) {
+  case Op::Add: case Op::Sub: case Op::Mul: case Op::Mad: case Op::Fma:
+  case Op::Div: case Op::Min: case Op::Max: case Op::Abs: case Op::Neg:
+  case Op::Rcp: case Op::Sqrt: case Op::Rsqrt: case Op::Sin: case Op::Cos:
+  case Op::Lg2: case Op::Ex2: case Op::Tanh: case Op::Setp: case Op::Set:
+  case Op::Selp: case Op::Mov: case Op::Cvt: case Op::St: case Op::Copysign:
+  case Op::Testp: case Op::Atom: case Op::Red: case Op::Slct:
+    break;
+  default:
+    return;
+  }
   Type src = in.op == Op::Cvt ? in.type2 : in.type;
   for (int i = 0; i < in.nops; ++i) {
     Operand &o = in.ops[i];
