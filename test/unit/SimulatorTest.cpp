@@ -1,7 +1,7 @@
 //===- SimulatorTest.cpp - GPU launches on a chosen simulator library -----===//
 //
-// attn::useGpuSimulator and Kernel::launchHost against a stand-in CUDA
-// driver (test/support/FakeCudaDriver.cpp): which library is opened, the
+// attn::useGpuSimulator and Kernel::launchHost against stand-in CUDA and
+// HIP runtimes (test/support/FakeGpuRuntimes.cpp): which library is opened, the
 // cubin-to-PTX fallback, device copies in and out, validation before any
 // allocation, and driver errors as attn::Error. The kernels' results on
 // the real simulator are checked by test/Tools/simulate.test.
@@ -36,14 +36,14 @@ struct Counts {
   int cubinTries, ptxLoads, allocations, frees, launches, live;
 };
 Counts fakeCounts() {
-  void *lib = dlopen(ATTN_FAKE_CUDA, RTLD_NOW | RTLD_LOCAL);
+  void *lib = dlopen(ATTN_FAKE_GPU, RTLD_NOW | RTLD_LOCAL);
   auto fn = reinterpret_cast<void (*)(int *)>(dlsym(lib, "fakeCudaCounts"));
   Counts c{};
   fn(&c.cubinTries);
   return c;
 }
 void fakeFailNextLaunch(int code) {
-  void *lib = dlopen(ATTN_FAKE_CUDA, RTLD_NOW | RTLD_LOCAL);
+  void *lib = dlopen(ATTN_FAKE_GPU, RTLD_NOW | RTLD_LOCAL);
   reinterpret_cast<void (*)(int)>(dlsym(lib, "fakeCudaFailNextLaunch"))(code);
 }
 
@@ -122,7 +122,7 @@ TEST_F(Simulator, MissingLibraryIsAnErrorNamingItsPath) {
 
 TEST_F(Simulator, LaunchHostValidatesBeforeAllocating) {
   Kernel k = compileCausal("sm_80", "auto");
-  useGpuSimulator(ATTN_FAKE_CUDA);
+  useGpuSimulator(ATTN_FAKE_GPU);
   Counts before = fakeCounts();
   auto expectError = [&](const Tensors &t, const std::string &arg,
                          const std::string &text, const Params &p = {}) {
@@ -161,7 +161,7 @@ TEST_F(Simulator, LaunchHostValidatesBeforeAllocating) {
 
 TEST_F(Simulator, LaunchHostCopiesInAndOut) {
   Kernel k = compileCausal("sm_80", "auto");
-  useGpuSimulator(ATTN_FAKE_CUDA);
+  useGpuSimulator(ATTN_FAKE_GPU);
   Counts before = fakeCounts();
   HostLaunch l;
   k.launchHost(l.tensors());
@@ -184,7 +184,7 @@ TEST_F(Simulator, LaunchHostCopiesInAndOut) {
 TEST_F(Simulator, Sm90aCubinFallsBackToPtx) {
   for (const char *loads : {"tma", "cp.async"}) {
     Kernel k = compileCausal("sm_90a", loads);
-    useGpuSimulator(ATTN_FAKE_CUDA);
+    useGpuSimulator(ATTN_FAKE_GPU);
     Counts before = fakeCounts();
     HostLaunch l;
     k.launchHost(l.tensors());
@@ -198,7 +198,7 @@ TEST_F(Simulator, Sm90aCubinFallsBackToPtx) {
 
 TEST_F(Simulator, DriverErrorsAreErrorsAndWriteNothing) {
   Kernel k = compileCausal("sm_80", "auto");
-  useGpuSimulator(ATTN_FAKE_CUDA);
+  useGpuSimulator(ATTN_FAKE_GPU);
   fakeFailNextLaunch(700);
   HostLaunch l;
   try {
@@ -216,7 +216,7 @@ TEST_F(Simulator, DriverErrorsAreErrorsAndWriteNothing) {
 
 TEST_F(Simulator, SwitchingBackNeedsTheRealDriver) {
   Kernel k = compileCausal("sm_80", "auto");
-  useGpuSimulator(ATTN_FAKE_CUDA);
+  useGpuSimulator(ATTN_FAKE_GPU);
   HostLaunch l;
   k.launchHost(l.tensors());
   useGpuSimulator("", "");
@@ -232,13 +232,37 @@ TEST_F(Simulator, SwitchingBackNeedsTheRealDriver) {
   }
 }
 
+// gfx* kernels open the HIP library; an empty CUDA path keeps libcuda.
+TEST_F(Simulator, AmdKernelsOpenTheHipLibrary) {
+  Kernel k = compileCausal("gfx942", "auto");
+  HostLaunch l;
+  useGpuSimulator("", "/nonexistent/libattnsim_hip.so");
+  try {
+    k.launchHost(l.tensors());
+    ADD_FAILURE() << "expected an error naming the HIP library";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "target") << e.what();
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/libattnsim_hip.so"),
+              std::string::npos)
+        << e.what();
+  }
+  useGpuSimulator("", ATTN_FAKE_GPU);
+  Counts before = fakeCounts();
+  k.launchHost(l.tensors());
+  EXPECT_TRUE(l.holdsQ());
+  Counts after = fakeCounts();
+  EXPECT_EQ(after.launches, before.launches + 1);
+  EXPECT_EQ(after.allocations - before.allocations, 4);
+  EXPECT_EQ(after.live, 0);
+}
+
 // Without a call, ATTN_GPU_SIMULATOR picks the library at the first GPU
 // launch (in a fresh process: the choice is made once).
 TEST_F(Simulator, EnvironmentVariableChoosesTheLibrary) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
-        setenv("ATTN_GPU_SIMULATOR", ATTN_FAKE_CUDA, 1);
+        setenv("ATTN_GPU_SIMULATOR", ATTN_FAKE_GPU, 1);
         Kernel k = compileCausal("sm_80", "auto");
         HostLaunch l;
         k.launchHost(l.tensors());

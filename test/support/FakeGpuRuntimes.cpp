@@ -1,14 +1,15 @@
-//===- FakeCudaDriver.cpp - a stand-in CUDA driver for attnrt's tests ------===//
+//===- FakeGpuRuntimes.cpp - stand-in CUDA and HIP runtimes for tests -----===//
 //
-// libattn_fake_cuda.so exports the CUDA driver entry points attnrt opens,
-// so the runtime's GPU plumbing (attn::useGpuSimulator, cubin-to-PTX
-// fallback, Kernel::launchHost's device copies) is tested without a GPU or
-// the real simulator. It reports compute capability 9.0 and one
-// multiprocessor, takes PTX text only (a cubin gives 209, as the
-// simulator), and hands out its own heap blocks as device memory. Its
-// "kernel" checks that q, k, v and o point into those blocks, then copies
-// q into o element by element (the tests use D == Dv and one dtype), so a
-// launch shows that data went in and came back.
+// libattn_fake_gpu.so exports the CUDA driver and HIP runtime entry points
+// attnrt opens, so the runtime's GPU plumbing (attn::useGpuSimulator,
+// cubin-to-PTX fallback, Kernel::launchHost's device copies) is tested
+// without a GPU or the real simulator. As CUDA it reports compute
+// capability 9.0 and one multiprocessor and takes PTX text only (a cubin
+// gives 209, as the simulator); as HIP it takes any code object. Device
+// memory is its own heap blocks. Its "kernel" checks that q, k, v and o
+// point into those blocks, then copies q into o element by element (the
+// tests use D == Dv and one dtype), so a launch shows that data went in
+// and came back.
 //
 //===----------------------------------------------------------------------===//
 #include <cstdint>
@@ -194,6 +195,55 @@ int cuGetErrorString(int error, const char **text) {
   *text = error == 209 ? "no kernel image is available for this device"
                        : state().error.c_str();
   return 0;
+}
+
+// HIP: the same machine behind the HIP runtime's names.
+int hipInit(unsigned) { return 0; }
+int hipGetDevice(int *device) {
+  *device = 0;
+  return 0;
+}
+int hipDeviceGetAttribute(int *value, int, int) {
+  *value = 1;
+  return 0;
+}
+int hipModuleLoadData(void **module, const void *) {
+  static int handle;
+  *module = &handle;
+  return 0;
+}
+int hipModuleGetFunction(void **function, void *module, const char *name) {
+  return cuModuleGetFunction(function, module, name);
+}
+int hipModuleLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz,
+                          unsigned bx, unsigned by, unsigned bz,
+                          unsigned shared, void *stream, void **params,
+                          void **extra) {
+  return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params,
+                        extra);
+}
+int hipMalloc(void **pointer, size_t bytes) {
+  return allocate(reinterpret_cast<unsigned long long *>(pointer), bytes);
+}
+int hipFree(void *pointer) {
+  return release(reinterpret_cast<uintptr_t>(pointer));
+}
+int hipMallocAsync(void **pointer, size_t bytes, void *) {
+  return hipMalloc(pointer, bytes);
+}
+int hipFreeAsync(void *pointer, void *) { return hipFree(pointer); }
+int hipMemcpy(void *dst, const void *src, size_t bytes, int kind) {
+  if (kind == 1)
+    return cuMemcpyHtoD_v2(reinterpret_cast<uintptr_t>(dst), src, bytes);
+  if (kind == 2)
+    return cuMemcpyDtoH_v2(dst, reinterpret_cast<uintptr_t>(src), bytes);
+  return 1;
+}
+int hipDeviceSynchronize(void) { return 0; }
+const char *hipGetErrorString(int error) {
+  const char *text = nullptr;
+  cuGetErrorString(error, &text);
+  return text;
 }
 
 /// Test hooks (not CUDA): counters, and an error for the next launch.
