@@ -11,6 +11,9 @@
 #include "lib/Sim/Machine.h"
 #include "lib/Sim/Ptx.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -46,6 +49,8 @@ struct State {
   bool initialized = false;
   std::string lastReport;
   uint64_t instructions = 0;
+  double launchSeconds = 0;
+  uint64_t launches = 0;
   int context = 1; // the one context's handle is its address
 };
 
@@ -218,9 +223,24 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
   config.dynamicShared = sharedBytes;
   config.params = paramSpace.data();
   try {
+    auto start = std::chrono::steady_clock::now();
     LaunchStats stats =
         launch(*f->owner->module, k, config, state().memory);
     state().instructions += stats.instructions;
+    state().launchSeconds += std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count();
+    if (state().launches++ == 0 && getenv("ATTNSIM_STATS"))
+      atexit([] {
+        fprintf(stderr,
+                "attnsim: %llu launches, %llu thread-instructions in %.3f s "
+                "(%.1f M/s)\n",
+                static_cast<unsigned long long>(state().launches),
+                static_cast<unsigned long long>(state().instructions),
+                state().launchSeconds,
+                state().instructions / std::max(state().launchSeconds, 1e-9) /
+                    1e6);
+      });
   } catch (const Fault &fault) {
     return report(fault.code, fault.what());
   }

@@ -534,6 +534,11 @@ void Parser::parseParams(Function &f) {
   for (const std::string &p : splitTop(list, ',')) {
     if (p.empty()) continue;
     VarDecl d = parseVarDecl(p);
+    // `.ptr .align N` states the pointee's alignment; the parameter itself
+    // is aligned to its size (ISA 5.1.6.1).
+    if (p.find(".ptr") != std::string::npos)
+      d.align = d.elementBytes;
+    d.align = std::max(d.align, d.elementBytes);
     Param param;
     param.name = d.name;
     param.size = d.count * d.elementBytes;
@@ -700,6 +705,7 @@ void Parser::parseBody() {
       continue;
     }
     c.i = save;
+    c.line = line;
     if (w == ".loc" || w == ".file" || w == ".pragma") {
       c.statementLine();
       continue;

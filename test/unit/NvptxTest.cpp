@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include "lib/Sim/Ptx.h"
+
 #include <functional>
 
 #include <cstdlib>
@@ -78,6 +80,13 @@ driver::GpuObject expectTensorCoreKernel(const std::string &source, Options o,
   for (const std::string &entry : {g.code.selectPoolEntry, g.code.selectEntry})
     if (!entry.empty())
       EXPECT_NE(g.code.ptx.find(".entry " + entry + "("), std::string::npos);
+  // The functional simulator models every instruction of it (an
+  // unmodelled one is a parse error naming it).
+  try {
+    sim::ptx::parse(g.code.ptx);
+  } catch (const sim::ptx::ParseError &e) {
+    ADD_FAILURE() << "the PTX simulator cannot run this kernel: " << e.what();
+  }
   // Self-contained: no libdevice calls left to link.
   EXPECT_EQ(g.code.ptx.find(".extern .func"), std::string::npos);
   EXPECT_EQ(g.spillStoreBytes, 0) << g.ptxasReport;
