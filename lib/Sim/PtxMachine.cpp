@@ -202,6 +202,10 @@ struct ThreadState {
   uint64_t waitPhase = 0;  // mbarrier: the phase awaited
   std::vector<AsyncCopy> cpOpen;
   std::deque<std::vector<AsyncCopy>> cpGroups;
+  // The last failed mbarrier.test_wait (see MbarTestWait).
+  bool polling = false;
+  uint32_t pollAddr = 0;
+  uint64_t pollPhase = 0;
 };
 
 struct BarrierState {
@@ -507,8 +511,11 @@ void Cta::deadlock() {
     case Wait::Warp: d << "at a warp collective"; break;
     case Wait::Warpgroup: d << "at a warpgroup collective"; break;
     case Wait::Mbar: {
-      d << "on mbarrier 0x" << std::hex << t.waitArg << std::dec
-        << " phase " << t.waitPhase;
+      d << "on mbarrier 0x" << std::hex << t.waitArg << std::dec;
+      if (t.waitPhase >> 63)
+        d << " phase parity " << (t.waitPhase & 1);
+      else
+        d << " phase " << t.waitPhase;
       auto it = mbarriers.find(t.waitArg);
       if (it != mbarriers.end())
         d << " (current phase " << it->second.phase << ": "
@@ -1690,13 +1697,26 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       complete = mb.phase > arg;
       awaited = arg;
     }
+    ThreadState &ts = threads[tid];
     if (complete) {
+      ts.polling = false;
       set(o[0], 1);
       break;
     }
-    // Not complete: the thread waits here until the phase completes (a
-    // legal outcome of try_wait's time limit, and of a spinning test_wait).
-    ThreadState &ts = threads[tid];
+    // test_wait never blocks: the first failed test returns false, so a
+    // thread can do other work (even the arrival itself). A second failed
+    // test of the same phase in a row is a polling loop: the thread then
+    // waits until the phase completes, which is what spinning amounts to.
+    if (in.op == Op::MbarTestWait &&
+        !(ts.polling && ts.pollAddr == addr && ts.pollPhase == mb.phase)) {
+      ts.polling = true;
+      ts.pollAddr = addr;
+      ts.pollPhase = mb.phase;
+      set(o[0], 0);
+      break;
+    }
+    // try_wait: the thread waits here until the phase completes (a legal
+    // outcome of its time limit).
     ts.wait = Wait::Mbar;
     ts.waitArg = addr;
     ts.waitPhase = awaited | ((in.mode & 1) ? 1ull << 63 : 0);
