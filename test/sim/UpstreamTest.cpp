@@ -445,6 +445,56 @@ TEST_F(UpstreamTest, TmaSwizzle128B) {
 }
 
 //===----------------------------------------------------------------------===//
+// sm90/tma_load_128x128_stride_noswizzle.mlir
+//===----------------------------------------------------------------------===//
+
+TEST_F(UpstreamTest, TmaLoad4dStridedNoSwizzle) {
+  ASSERT_NO_FATAL_FAILURE(
+      load("tma_load_4d_strided_noswizzle", "tma_4d_strided"));
+  // Upstream's f16 arithmetic, rounded after every operation.
+  auto f16 = [](float v) { return static_cast<float>(static_cast<_Float16>(v)); };
+  std::vector<uint16_t> src(128 * 128), dst(128 * 128, 0);
+  for (int r = 0; r < 128; ++r)
+    for (int c = 0; c < 128; ++c) {
+      float x = f16(f16(float(r)) + f16(1.123f));
+      float scaled = f16(x * f16(3.12f));
+      float sum = f16(scaled + x);
+      src[r * 128 + c] = halfBits(f16(f16(0.178f) / sum));
+    }
+  CUdeviceptr dSrc = upload(src), dDst = upload(dst);
+  // The memref<2x2x64x64xf16, strided<[8192, 64, 128, 1]>> view of src:
+  // innermost first, dimensions 64, 64, 2, 2 with byte strides 256, 128,
+  // 16384, box [2, 2, 64, 64].
+  uint64_t globalDim[4] = {64, 64, 2, 2};
+  uint64_t globalStrides[3] = {128 * 2, 64 * 2, 8192 * 2};
+  uint32_t boxDim[4] = {64, 64, 2, 2}, elementStrides[4] = {1, 1, 1, 1};
+  alignas(64) unsigned char map[128] = {};
+  CU_ASSERT(cuTensorMapEncodeTiled(map, kTensorMapFloat16, 4,
+                                   reinterpret_cast<void *>(dSrc), globalDim,
+                                   globalStrides, boxDim, elementStrides, 0,
+                                   kSwizzleNone, 0, 0));
+  CUdeviceptr dMap = alloc(sizeof(map));
+  CU_ASSERT(cuMemcpyHtoD_v2(dMap, map, sizeof(map)));
+  Params params;
+  params.pointer(dMap);
+  params.memref(dDst, {128, 128});
+  Launch launch;
+  launch.block[0] = 128;
+  launch.sharedBytes = 32768;
+  ASSERT_NO_FATAL_FAILURE(run(launch, params));
+  std::vector<uint16_t> got = download<uint16_t>(dDst, 128 * 128);
+
+  // Upstream: dst == src over columns 0-63, 8192 correct, 0 incorrect.
+  int correct = 0;
+  for (int r = 0; r < 128; ++r)
+    for (int c = 0; c < 64; ++c)
+      correct += halfValue(got[r * 128 + c]) == halfValue(src[r * 128 + c]);
+  EXPECT_EQ(correct, 8192);
+  for (int i = 0; i < 128 * 128; ++i)
+    EXPECT_EQ(got[i], src[i]) << "dst[" << i / 128 << "][" << i % 128 << "]";
+}
+
+//===----------------------------------------------------------------------===//
 // sm90/gemm_f32_f16_f16_128x128x128.mlir
 //===----------------------------------------------------------------------===//
 
