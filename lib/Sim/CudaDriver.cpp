@@ -222,6 +222,8 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
   config.block[2] = blockZ;
   config.dynamicShared = sharedBytes;
   config.params = paramSpace.data();
+  const char *raceCheck = getenv("ATTNSIM_RACECHECK");
+  config.raceCheck = raceCheck && *raceCheck && *raceCheck != '0';
   try {
     auto start = std::chrono::steady_clock::now();
     LaunchStats stats =

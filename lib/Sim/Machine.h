@@ -68,6 +68,8 @@ struct LaunchConfig {
   uint32_t dynamicShared = 0;
   /// The kernel's parameter space, laid out as its .param declarations.
   const uint8_t *params = nullptr;
+  /// Report shared-memory races (slower; SharedRaces.h).
+  bool raceCheck = false;
 };
 
 struct LaunchStats {

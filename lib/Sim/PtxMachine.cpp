@@ -19,6 +19,7 @@
 #include "lib/Sim/Fragments.h"
 #include "lib/Sim/Machine.h"
 #include "lib/Sim/Numbers.h"
+#include "lib/Sim/SharedRaces.h"
 
 #include <algorithm>
 #include <atomic>
@@ -169,9 +170,14 @@ struct MBarrier {
   int64_t tx = 0;
   uint64_t phase = 0; // completed phases
   bool valid = false;
+  // Race detection: what the current phase's arrivals release, and what
+  // the last completed phase gives a waiter.
+  SharedRaces::Clock release, completed;
 };
 
 struct BulkCopy {
+  SharedRaces::Clock issued; // the issuing thread's clock (race checks)
+  uint32_t line = 0;
   uint32_t mbarrier;
   uint32_t dst;
   std::vector<uint8_t> data; // bytes in shared-memory order
@@ -212,6 +218,7 @@ struct BarrierState {
   uint32_t arrived = 0;
   uint32_t expected = 0; // 0: every live thread
   bool used = false;
+  SharedRaces::Clock release; // joined clocks of the arrivals
 };
 
 class Cta {
@@ -221,7 +228,6 @@ public:
   uint64_t run();
 
 private:
-  const Module &module;
   const Function &f;
   const LaunchConfig &cfg;
   Memory &memory;
@@ -237,6 +243,7 @@ private:
   BarrierState barriers[16];
   uint32_t live;
   uint64_t executed = 0;
+  std::unique_ptr<SharedRaces> races; // when the launch asks for checks
   std::vector<uint64_t> regMask;
 
   // Per-thread execution context.
@@ -270,6 +277,32 @@ private:
                     const char *what);
   Space spaceOf(Space space, uint64_t address) const;
 
+  /// Race detection on an access of shared [address, +bytes).
+  void raceCheck(uint32_t agent, uint32_t address, uint32_t bytes, bool write,
+                 const Instr *in, const SharedRaces::Clock *c = nullptr) {
+    if (!races)
+      return;
+    std::string race = races->access(agent, c ? *c : races->clock(agent),
+                                     address, bytes, write, in ? in->line : 0);
+    if (!race.empty())
+      fault(kLaunchFailed, race, in, agent < nthreads ? agent : ~0u);
+  }
+  /// The lanes of a collective synchronize: each knows what all knew.
+  void syncAgents(const std::vector<uint32_t> &agents) {
+    if (!races)
+      return;
+    SharedRaces::Clock j;
+    for (uint32_t a : agents)
+      SharedRaces::join(j, races->clock(a));
+    for (uint32_t a : agents)
+      races->clock(a) = j;
+  }
+  void tickAgents(const std::vector<uint32_t> &agents) {
+    if (races)
+      for (uint32_t a : agents)
+        races->tick(a);
+  }
+
   // Collectives.
   bool arriveWarp(const Instr &in, uint32_t pc);
   bool arriveWarpgroup(const Instr &in, uint32_t pc);
@@ -280,7 +313,7 @@ private:
   bool recheckCollectives();
 
   // Asynchronous units.
-  void cpAsyncWait(ThreadState &t, size_t keep);
+  void cpAsyncWait(ThreadState &t, size_t keep, uint32_t line = 0);
   MBarrier &mbarrierAt(uint32_t address, const Instr &in);
   void mbarrierArrive(uint32_t address, uint32_t count, const Instr &in);
   void mbarrierCompleteTx(uint32_t address, int64_t bytes);
@@ -298,7 +331,7 @@ private:
 
 Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
          Memory &memory, uint32_t x, uint32_t y, uint32_t z)
-    : module(module), f(f), cfg(config), memory(memory) {
+    : f(f), cfg(config), memory(memory) {
   ctaid[0] = x;
   ctaid[1] = y;
   ctaid[2] = z;
@@ -310,6 +343,9 @@ Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
   local.assign(size_t(nthreads) * f.localBytes, 0);
   warpgroups.resize((nthreads + 127) / 128);
   live = nthreads;
+  if (cfg.raceCheck)
+    races = std::make_unique<SharedRaces>(nthreads,
+                                          static_cast<uint32_t>(shared.size()));
   regMask.resize(nregs);
   for (uint32_t r = 0; r < f.numRegs; ++r)
     regMask[r] = f.regBits[r] == 1 ? 1 : maskBits(f.regBits[r]);
@@ -435,11 +471,13 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
   }
   switch (spaceOf(space, address)) {
   case Space::Shared:
-  case Space::SharedCluster:
-    return sharedAt(static_cast<uint32_t>(address >= kSharedWindow
-                                              ? address - kSharedWindow
-                                              : address),
-                    bytes, in, what);
+  case Space::SharedCluster: {
+    uint32_t off = static_cast<uint32_t>(
+        address >= kSharedWindow ? address - kSharedWindow : address);
+    uint8_t *p = sharedAt(off, bytes, in, what);
+    raceCheck(tid, off, bytes, write, &in);
+    return p;
+  }
   case Space::Local: {
     uint64_t off = address >= kLocalWindow ? address - kLocalWindow : address;
     if (off + bytes > f.localBytes)
@@ -552,11 +590,15 @@ bool Cta::releaseBarriers() {
     uint32_t need = b.expected ? b.expected : live;
     if (b.arrived < need)
       continue;
-    for (ThreadState &t : threads)
+    for (uint32_t i = 0; i < nthreads; ++i) {
+      ThreadState &t = threads[i];
       if (t.wait == Wait::Barrier && t.waitArg == id) {
         t.wait = Wait::Ready;
         ++t.pc;
+        if (races)
+          SharedRaces::join(races->clock(i), b.release);
       }
+    }
     b = BarrierState{};
     any = true;
   }
@@ -571,6 +613,10 @@ bool Cta::arriveBarrier(uint32_t id, uint32_t count, bool wait) {
   b.used = true;
   b.expected = count;
   ++b.arrived;
+  if (races) {
+    SharedRaces::join(b.release, races->clock(tid));
+    races->tick(tid);
+  }
   uint32_t need = count ? count : live;
   if (b.arrived < need) {
     if (wait) {
@@ -580,11 +626,17 @@ bool Cta::arriveBarrier(uint32_t id, uint32_t count, bool wait) {
     return false;
   }
   // The last arrival: everyone waiting goes on.
-  for (ThreadState &t : threads)
+  for (uint32_t i = 0; i < nthreads; ++i) {
+    ThreadState &t = threads[i];
     if (t.wait == Wait::Barrier && t.waitArg == id) {
       t.wait = Wait::Ready;
       ++t.pc;
+      if (races)
+        SharedRaces::join(races->clock(i), b.release);
     }
+  }
+  if (races && wait)
+    SharedRaces::join(races->clock(tid), b.release);
   b = BarrierState{};
   return true;
 }
@@ -1558,7 +1610,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
   }
   case Op::CpAsyncWait: {
     ThreadState &ts = threads[tid];
-    cpAsyncWait(ts, static_cast<size_t>(val(o[0])));
+    cpAsyncWait(ts, static_cast<size_t>(val(o[0])), in.line);
     break;
   }
   case Op::CpAsyncWaitAll: {
@@ -1604,6 +1656,11 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
                                 "between 16-byte aligned addresses", &in);
     sharedAt(dst, size, in, "bulk copy destination");
     BulkCopy b;
+    if (races) {
+      b.issued = races->clock(tid);
+      races->tick(tid);
+    }
+    b.line = in.line;
     b.mbarrier = static_cast<uint32_t>(addressOf(o[3]));
     b.dst = dst;
     b.thread = tid;
@@ -1700,6 +1757,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     ThreadState &ts = threads[tid];
     if (complete) {
       ts.polling = false;
+      if (races)
+        SharedRaces::join(races->clock(tid), mb.completed);
       set(o[0], 1);
       break;
     }
@@ -1846,7 +1905,14 @@ bool Cta::arriveWarp(const Instr &in, uint32_t pc) {
   if (!(mask >> (tid % 32) & 1))
     fault(kLaunchFailed, "a lane outside the member mask executed a "
                          "warp collective", &in);
+  std::vector<uint32_t> lanes;
+  if (races)
+    for (uint32_t l = 0; l < 32; ++l)
+      if (mask >> l & 1)
+        lanes.push_back(lane0 + l);
+  syncAgents(lanes);
   warpCollective(in, warp, mask);
+  tickAgents(lanes);
   for (uint32_t l = 0; l < 32; ++l)
     if ((mask >> l & 1) && lane0 + l != tid) {
       ThreadState &t = threads[lane0 + l];
@@ -1867,7 +1933,13 @@ bool Cta::arriveWarpgroup(const Instr &in, uint32_t pc) {
     if (t.wait != Wait::Warpgroup || t.pc != pc)
       return false;
   }
+  std::vector<uint32_t> members;
+  if (races)
+    for (uint32_t i = 0; i < 128; ++i)
+      members.push_back(first + i);
+  syncAgents(members);
   warpgroupCollective(in, group);
+  tickAgents(members);
   for (uint32_t i = 0; i < 128; ++i)
     if (first + i != tid) {
       ThreadState &t = threads[first + i];
@@ -2302,6 +2374,7 @@ void Cta::executeWgmma(uint32_t group, const WgmmaOp &op) {
     for (int r = 0; r < M; ++r)
       for (int c = 0; c < K; ++c) {
         uint32_t a = ptx::wgmmaElementAddress(d, op.transA, abits, r, c);
+        raceCheck(first, a, std::max(abits / 8, 1), false, &in);
         int sub = abits < 8 ? (c % (8 / abits)) : 0;
         A[r * K + c] = readElement(
             sharedAt(a, std::max(abits / 8, 1), in, "wgmma A read"), abits,
@@ -2313,6 +2386,7 @@ void Cta::executeWgmma(uint32_t group, const WgmmaOp &op) {
     for (int c = 0; c < N; ++c)
       for (int r = 0; r < K; ++r) {
         uint32_t a = ptx::wgmmaElementAddress(d, op.transB, bbits, c, r);
+        raceCheck(first, a, std::max(bbits / 8, 1), false, &in);
         int sub = bbits < 8 ? (r % (8 / bbits)) : 0;
         B[r * N + c] = readElement(
             sharedAt(a, std::max(bbits / 8, 1), in, "wgmma B read"), bbits,
@@ -2362,13 +2436,20 @@ void Cta::executeWgmma(uint32_t group, const WgmmaOp &op) {
 // Asynchronous copies and mbarriers
 //===----------------------------------------------------------------------===//
 
-void Cta::cpAsyncWait(ThreadState &t, size_t keep) {
+void Cta::cpAsyncWait(ThreadState &t, size_t keep, uint32_t line) {
+  uint32_t self = static_cast<uint32_t>(&t - threads.data());
   while (t.cpGroups.size() > keep) {
-    for (const AsyncCopy &c : t.cpGroups.front())
+    for (const AsyncCopy &c : t.cpGroups.front()) {
+      if (races) {
+        std::string race = races->access(self, races->clock(self), c.dst,
+                                         c.bytes, true, line);
+        if (!race.empty())
+          fault(kLaunchFailed, race + " (a cp.async landing at its wait)",
+                nullptr, self);
+      }
       memcpy(shared.data() + c.dst, c.data, c.bytes);
+    }
     t.cpGroups.pop_front();
-  }
-  if (keep == 0 && !t.cpOpen.empty() && false) {
   }
 }
 
@@ -2388,6 +2469,8 @@ void Cta::phaseCompleted(uint32_t address) {
   ++mb.phase;
   mb.pending = mb.expected;
   mb.tx = 0;
+  mb.completed = std::move(mb.release);
+  mb.release.clear();
   for (ThreadState &t : threads)
     if (t.wait == Wait::Mbar && t.waitArg == address)
       t.wait = Wait::Ready; // re-executes its wait, which now succeeds
@@ -2395,6 +2478,10 @@ void Cta::phaseCompleted(uint32_t address) {
 
 void Cta::mbarrierArrive(uint32_t address, uint32_t count, const Instr &in) {
   MBarrier &mb = mbarrierAt(address, in);
+  if (races) {
+    SharedRaces::join(mb.release, races->clock(tid));
+    races->tick(tid);
+  }
   mb.pending -= count;
   if (mb.pending == 0 && mb.tx == 0)
     phaseCompleted(address);
@@ -2414,6 +2501,27 @@ bool Cta::completeBulk() {
   while (!bulkQueue.empty()) {
     BulkCopy b = std::move(bulkQueue.front());
     bulkQueue.pop_front();
+    if (races) {
+      // The engine's writes come after what the issuer knew.
+      uint32_t e = races->engine();
+      SharedRaces::join(races->clock(e), b.issued);
+      races->tick(e);
+      auto check = [&](uint32_t addr, uint32_t bytes) {
+        std::string race =
+            races->access(e, races->clock(e), addr, bytes, true, b.line);
+        if (!race.empty())
+          throw Fault(kLaunchFailed,
+                      where(b.thread) + ": " + race +
+                          " (a bulk copy issued at PTX line " +
+                          std::to_string(b.line) + " landing)");
+      };
+      if (b.addresses.empty())
+        check(b.dst, static_cast<uint32_t>(b.data.size()));
+      else
+        for (uint32_t a : b.addresses)
+          check(a, 16);
+      SharedRaces::join(mbarriers[b.mbarrier].release, races->clock(e));
+    }
     if (b.addresses.empty()) {
       memcpy(shared.data() + b.dst, b.data.data(), b.data.size());
     } else {
@@ -2521,6 +2629,11 @@ void Cta::tensorCopy(const Instr &in) {
   uint32_t mbar = static_cast<uint32_t>(addressOf(in.ops[mapIndex + 2]));
   mbarrierAt(mbar, in);
   BulkCopy b;
+  if (races) {
+    b.issued = races->clock(tid);
+    races->tick(tid);
+  }
+  b.line = in.line;
   b.mbarrier = mbar;
   b.dst = smem;
   b.thread = tid;

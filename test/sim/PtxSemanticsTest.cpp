@@ -425,6 +425,88 @@ TEST(PtxFaults, UnmodelledInstructionIsRefusedAtLoad) {
             std::string::npos) << errorText(r);
 }
 
+/// With ATTNSIM_RACECHECK set for the launch.
+CUresult runCheckingRaces(const std::string &body, unsigned threads,
+                          std::vector<uint32_t> &out) {
+  setenv("ATTNSIM_RACECHECK", "1", 1);
+  CUresult r = run(body, threads, out, 64);
+  unsetenv("ATTNSIM_RACECHECK");
+  return r;
+}
+
+// Thread 0 writes a shared word that warp 1 reads; `sync` goes between.
+std::string producerConsumer(const std::string &sync) {
+  return std::string(kPrologue) + R"(
+  .shared .align 4 .b32 word;
+  mov.u32 %r1, %tid.x;
+  setp.ne.u32 %p1, %r1, 0;
+  @%p1 bra SYNC;
+  mov.b32 %r2, 5;
+  st.shared.b32 [word], %r2;
+SYNC:
+)" + sync + R"(
+  setp.lt.u32 %p2, %r1, 32;
+  @%p2 bra DONE;
+  ld.shared.b32 %r3, [word];
+  st.global.b32 [%rd1], %r3;
+DONE:
+  ret;
+)";
+}
+
+TEST(PtxRaces, UnorderedSharedAccessesAreReported) {
+  std::vector<uint32_t> out;
+  CUresult r = runCheckingRaces(producerConsumer(""), 64, out);
+  EXPECT_EQ(r, 719);
+  std::string text = errorText(r);
+  EXPECT_NE(text.find("shared-memory race"), std::string::npos) << text;
+  EXPECT_NE(text.find("thread 32 reads it, unordered with the write by "
+                      "thread 0"),
+            std::string::npos) << text;
+}
+
+TEST(PtxRaces, BarriersOrderThem) {
+  std::vector<uint32_t> out;
+  CUresult r = runCheckingRaces(producerConsumer("  bar.sync 0;"), 64, out);
+  ASSERT_EQ(r, 0) << errorText(r);
+  EXPECT_EQ(out[0], 5u);
+}
+
+TEST(PtxRaces, MbarrierPhasesOrderThem) {
+  // Thread 0 arrives after its write; warp 1 waits for the phase. Both
+  // warps arrive (count 2 = thread 0 and thread 32).
+  std::vector<uint32_t> out;
+  CUresult r = runCheckingRaces(std::string(kPrologue) + R"(
+  .shared .align 8 .b64 bar;
+  .shared .align 4 .b32 word;
+  mov.u32 %r1, %tid.x;
+  setp.ne.u32 %p1, %r1, 0;
+  @%p1 bra INIT_DONE;
+  mov.b32 %r9, 1;
+  mbarrier.init.shared.b64 [bar], %r9;
+INIT_DONE:
+  bar.sync 0;
+  @%p1 bra CONSUMER;
+  mov.b32 %r2, 9;
+  st.shared.b32 [word], %r2;
+  mbarrier.arrive.shared.b64 %rd5, [bar];
+  bra.uni DONE;
+CONSUMER:
+  setp.ne.u32 %p3, %r1, 32;
+  @%p3 bra DONE;
+WAIT:
+  mbarrier.try_wait.parity.shared.b64 %p2, [bar], 0;
+  @!%p2 bra WAIT;
+  ld.shared.b32 %r3, [word];
+  st.global.b32 [%rd1], %r3;
+DONE:
+  ret;
+)",
+                                64, out);
+  ASSERT_EQ(r, 0) << errorText(r);
+  EXPECT_EQ(out[0], 9u);
+}
+
 TEST(PtxFaults, CubinsAreRefusedSoTheLauncherLoadsPtx) {
   CUmodule module = nullptr;
   const char elf[] = "\x7f" "ELF\x02\x01\x01";
