@@ -303,6 +303,22 @@ private:
         races->tick(a);
   }
 
+  /// Data written over a live mbarrier object is undefined (ISA
+  /// 9.7.13.15.1: only mbarrier instructions may access it until inval).
+  void checkNotMbarrier(uint32_t address, uint32_t bytes, const Instr *in,
+                        const char *what) {
+    if (mbarriers.empty())
+      return;
+    auto it = mbarriers.lower_bound(address >= 7 ? address - 7 : 0);
+    if (it != mbarriers.end() && it->first < address + bytes &&
+        it->second.valid) {
+      std::ostringstream os;
+      os << what << " of " << bytes << " bytes at shared 0x" << std::hex
+         << address << " overwrites the live mbarrier at 0x" << it->first;
+      fault(kIllegalAddress, os.str(), in);
+    }
+  }
+
   // Collectives.
   bool arriveWarp(const Instr &in, uint32_t pc);
   bool arriveWarpgroup(const Instr &in, uint32_t pc);
@@ -476,6 +492,8 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
         address >= kSharedWindow ? address - kSharedWindow : address);
     uint8_t *p = sharedAt(off, bytes, in, what);
     raceCheck(tid, off, bytes, write, &in);
+    if (write)
+      checkNotMbarrier(off, bytes, &in, "a store");
     return p;
   }
   case Space::Local: {
@@ -1679,6 +1697,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     if (addr % 8)
       fault(kMisalignedAddress, "mbarrier objects are 8-byte aligned", &in);
     sharedAt(addr, 8, in, "mbarrier.init");
+    // Initialization is a write every later use must be ordered after.
+    raceCheck(tid, addr, 8, true, &in);
     uint32_t count = uint32_t(val(o[1]));
     if (count == 0 || count > (1u << 20) - 1)
       fault(kLaunchFailed, "mbarrier.init count out of range", &in);
@@ -2447,6 +2467,7 @@ void Cta::cpAsyncWait(ThreadState &t, size_t keep, uint32_t line) {
           fault(kLaunchFailed, race + " (a cp.async landing at its wait)",
                 nullptr, self);
       }
+      checkNotMbarrier(c.dst, c.bytes, nullptr, "a cp.async landing");
       memcpy(shared.data() + c.dst, c.data, c.bytes);
     }
     t.cpGroups.pop_front();
@@ -2461,6 +2482,8 @@ MBarrier &Cta::mbarrierAt(uint32_t address, const Instr &in) {
        << " is used before mbarrier.init";
     fault(kLaunchFailed, os.str(), &in);
   }
+  // Uses read the object mbarrier.init wrote (tid: the thread using it).
+  raceCheck(tid, address, 8, false, &in);
   return it->second;
 }
 
@@ -2522,6 +2545,9 @@ bool Cta::completeBulk() {
           check(a, 16);
       SharedRaces::join(mbarriers[b.mbarrier].release, races->clock(e));
     }
+    tid = b.thread;
+    checkNotMbarrier(b.dst, static_cast<uint32_t>(b.data.size()), nullptr,
+                     "a bulk copy landing");
     if (b.addresses.empty()) {
       memcpy(shared.data() + b.dst, b.data.data(), b.data.size());
     } else {

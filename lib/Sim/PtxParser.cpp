@@ -596,8 +596,9 @@ void Parser::parseFunction(bool isKernel) {
   for (Instr &in : fn->code)
     for (int i = 0; i < in.nops; ++i) {
       Operand &o = in.ops[i];
-      if ((o.kind == Operand::Imm || o.kind == Operand::Addr) &&
-          o.symbolSpace == Space::Shared && o.reg == kNoReg &&
+      bool symbolic = o.kind == Operand::Imm ||
+                      (o.kind == Operand::Addr && o.reg == kNoReg);
+      if (symbolic && o.symbolSpace == Space::Shared &&
           (o.imm >> 40) == 0xFFFFFF)
         o.imm = fn->dynamicSharedOffset + (o.imm & 0xFFFFFFFFFFull);
     }

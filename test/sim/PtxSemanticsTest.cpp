@@ -303,6 +303,67 @@ LOOP:
   EXPECT_EQ(out[1] & 1, 1u);
 }
 
+TEST(PtxSemantics, DynamicSharedMemoryFollowsTheStaticVariables) {
+  // A regression: dynamic shared memory once started at 0, on top of the
+  // kernel's static variables.
+  std::string ptx = R"(.version 8.0
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 dyn[];
+.visible .entry k(.param .u64 out)
+{
+  .reg .b32 %r<8>;
+  .reg .b64 %rd<4>;
+  .shared .align 4 .b32 fixed;
+  ld.param.u64 %rd1, [out];
+  cvta.to.global.u64 %rd1, %rd1;
+  mov.b32 %r1, 11;
+  st.shared.b32 [fixed], %r1;
+  mov.b32 %r2, 22;
+  st.shared.b32 [dyn], %r2;
+  ld.shared.b32 %r3, [fixed];
+  mov.u32 %r4, dyn;
+  mov.u32 %r5, %dynamic_smem_size;
+  st.global.b32 [%rd1], %r3;
+  st.global.b32 [%rd1+4], %r4;
+  st.global.b32 [%rd1+8], %r5;
+  ret;
+}
+)";
+  CUmodule module;
+  ASSERT_EQ(cuModuleLoadData(&module, ptx.c_str()), 0);
+  CUfunction fn;
+  ASSERT_EQ(cuModuleGetFunction(&fn, module, "k"), 0);
+  CUdeviceptr buffer;
+  cuMemAlloc_v2(&buffer, 12);
+  void *params[] = {&buffer};
+  CUresult r = cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 64, nullptr, params,
+                              nullptr);
+  ASSERT_EQ(r, 0) << errorText(r);
+  uint32_t out[3];
+  cuMemcpyDtoH_v2(out, buffer, 12);
+  EXPECT_EQ(out[0], 11u);
+  EXPECT_EQ(out[1], 16u); // after the 4-byte variable, aligned to 16
+  EXPECT_EQ(out[2], 64u);
+  cuMemFree_v2(buffer);
+  cuModuleUnload(module);
+}
+
+TEST(PtxFaults, StoreOverALiveMbarrier) {
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  .shared .align 8 .b64 bar;
+  mov.b32 %r1, 1;
+  mbarrier.init.shared.b64 [bar], %r1;
+  st.shared.b32 [bar+4], %r1;
+  ret;
+)",
+                   1, out, 1);
+  EXPECT_EQ(r, 700);
+  EXPECT_NE(errorText(r).find("overwrites the live mbarrier"),
+            std::string::npos) << errorText(r);
+}
+
 TEST(PtxFaults, OutOfBoundsGlobalStore) {
   std::vector<uint32_t> out;
   CUresult r = run(std::string(kPrologue) + R"(
@@ -505,6 +566,32 @@ DONE:
                                 64, out);
   ASSERT_EQ(r, 0) << errorText(r);
   EXPECT_EQ(out[0], 9u);
+}
+
+TEST(PtxRaces, MbarrierUsedUnorderedWithItsInit) {
+  // Thread 0 initializes; warp 1 waits on it with no barrier between.
+  std::vector<uint32_t> out;
+  CUresult r = runCheckingRaces(std::string(kPrologue) + R"(
+  .shared .align 8 .b64 bar;
+  mov.u32 %r1, %tid.x;
+  setp.ne.u32 %p1, %r1, 0;
+  @%p1 bra USE;
+  mov.b32 %r9, 1;
+  mbarrier.init.shared.b64 [bar], %r9;
+  mbarrier.arrive.shared.b64 %rd5, [bar];
+  bra.uni DONE;
+USE:
+  setp.ne.u32 %p3, %r1, 32;
+  @%p3 bra DONE;
+  mbarrier.try_wait.parity.shared.b64 %p2, [bar], 0;
+DONE:
+  ret;
+)",
+                                64, out);
+  EXPECT_EQ(r, 719);
+  EXPECT_NE(errorText(r).find("thread 32 reads it, unordered with the write "
+                              "by thread 0"),
+            std::string::npos) << errorText(r);
 }
 
 TEST(PtxFaults, CubinsAreRefusedSoTheLauncherLoadsPtx) {
