@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Sim/Ptx.h"
+#include "lib/Sim/Fragments.h"
 
 #include <cctype>
 #include <cstring>
@@ -1035,6 +1036,8 @@ bool parseCmp(const std::string &m, uint8_t &c) {
 }
 
 /// Shape names like m16n8k16.
+void checkModelled(const Instr &in);
+
 bool parseShape(const std::string &m, Instr &in) {
   if (m.size() < 4 || m[0] != 'm') return false;
   unsigned a, b, k;
@@ -1320,6 +1323,75 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
   }
   if (in.op == Op::BarSync && base == "barrier" && !has("aligned"))
     in.uni = false;
+  checkModelled(in);
+}
+
+/// Forms the machine would have to refuse at run time are refused at load,
+/// so a program that loads runs every instruction it contains.
+void checkModelled(const Instr &in) {
+  auto refuse = [](const std::string &why) { throw ParseError(why); };
+  bool half = in.type == Type::F16 || in.type == Type::BF16 ||
+              in.type == Type::F16x2 || in.type == Type::BF16x2;
+  switch (in.op) {
+  case Op::Rem:
+    if (isFloat(in.type)) refuse("rem on a floating-point type");
+    break;
+  case Op::Div:
+    if (half) refuse("half-precision div is not modelled");
+    break;
+  case Op::Sin: case Op::Cos: case Op::Lg2: case Op::Ex2: case Op::Tanh:
+    if (in.type == Type::F64) refuse("this f64 function is not modelled");
+    break;
+  case Op::Dp2a: refuse("dp2a is not modelled"); break;
+  case Op::Call: refuse("call is not modelled (kernels must be inlined)"); break;
+  case Op::BarRed: refuse("bar.red is not modelled"); break;
+  case Op::Setp: case Op::Set:
+    if (in.type == Type::F16x2 || in.type == Type::BF16x2)
+      refuse("packed setp/set is not modelled");
+    break;
+  case Op::Cvt: {
+    Type d = in.type, s = in.type2;
+    bool packedD = d == Type::F16x2 || d == Type::BF16x2 ||
+                   d == Type::E4M3x2 || d == Type::E5M2x2;
+    bool packedS = s == Type::F16x2 || s == Type::BF16x2 ||
+                   s == Type::E4M3x2 || s == Type::E5M2x2;
+    bool ok = !packedD && !packedS;
+    if ((d == Type::F16x2 || d == Type::BF16x2) && s == Type::F32) ok = true;
+    if (d == Type::F16x2 && (s == Type::E4M3x2 || s == Type::E5M2x2)) ok = true;
+    if ((d == Type::E4M3x2 || d == Type::E5M2x2) &&
+        (s == Type::F32 || s == Type::F16x2))
+      ok = true;
+    if (!ok) refuse("this packed conversion is not modelled");
+    break;
+  }
+  case Op::Atom: case Op::Red:
+    if (in.mode > 9) refuse("this atomic operation is not modelled");
+    break;
+  case Op::Redux:
+    if (in.mode == 1 || in.mode == 2 || in.mode > 7)
+      refuse("this redux operation is not modelled");
+    break;
+  case Op::Ldmatrix: case Op::Stmatrix:
+    if (in.m != 8 || in.n != 8 || typeBits(in.type) != 16)
+      refuse("only the m8n8 .b16 shape of ldmatrix/stmatrix is modelled");
+    break;
+  case Op::Mma: {
+    int a = in.type2 == Type::TF32 ? 32 : typeBits(in.type2);
+    int b = in.typeB == Type::TF32 ? 32 : typeBits(in.typeB);
+    if (!mmaFragmentCount(in.m, in.n, in.k, 'a', a) ||
+        !mmaFragmentCount(in.m, in.n, in.k, 'b', b) ||
+        !mmaFragmentCount(in.m, in.n, in.k, 'c', typeBits(in.type3)) ||
+        !mmaFragmentCount(in.m, in.n, in.k, 'd', typeBits(in.type)))
+      refuse("this mma shape and type are not modelled");
+    break;
+  }
+  case Op::WgMma:
+    if (in.m != 64 || !wgmmaFragmentCount('d', in.n, typeBits(in.type)))
+      refuse("this wgmma shape is not modelled");
+    break;
+  default:
+    break;
+  }
 }
 
 } // namespace
