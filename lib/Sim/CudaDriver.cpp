@@ -224,6 +224,12 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
   config.params = paramSpace.data();
   const char *raceCheck = getenv("ATTNSIM_RACECHECK");
   config.raceCheck = raceCheck && *raceCheck && *raceCheck != '0';
+  // ATTNSIM_SCHEDULE=random[:SEED]: random interleavings (Machine.h).
+  if (const char *schedule = getenv("ATTNSIM_SCHEDULE"))
+    if (strncmp(schedule, "random", 6) == 0)
+      config.scheduleSeed =
+          schedule[6] == ':' ? std::max(1ull, strtoull(schedule + 7, nullptr, 10))
+                             : 1;
   try {
     auto start = std::chrono::steady_clock::now();
     LaunchStats stats =

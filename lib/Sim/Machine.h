@@ -70,6 +70,9 @@ struct LaunchConfig {
   const uint8_t *params = nullptr;
   /// Report shared-memory races (slower; SharedRaces.h).
   bool raceCheck = false;
+  /// 0: threads run in order until they block; else a seed for random
+  /// thread orders, preemption points and copy landings.
+  uint64_t scheduleSeed = 0;
 };
 
 struct LaunchStats {

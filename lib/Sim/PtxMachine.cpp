@@ -250,7 +250,7 @@ private:
   uint32_t tid = 0;
   uint64_t *R = nullptr;
 
-  void runThread(uint32_t t);
+  void runThread(uint32_t t, uint32_t quantum);
   bool step(const Instr &in, uint32_t &pc);
 
   [[noreturn]] void fault(int code, const std::string &what,
@@ -334,7 +334,7 @@ private:
   void mbarrierArrive(uint32_t address, uint32_t count, const Instr &in);
   void mbarrierCompleteTx(uint32_t address, int64_t bytes);
   void phaseCompleted(uint32_t address);
-  bool completeBulk();
+  bool completeBulk(size_t most = ~size_t(0));
   void tensorCopy(const Instr &in);
   void retireWgmma(uint32_t group, size_t keep);
   void executeWgmma(uint32_t group, const WgmmaOp &op);
@@ -527,11 +527,31 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
 //===----------------------------------------------------------------------===//
 
 uint64_t Cta::run() {
+  // In order by default; with a schedule seed, each pass visits threads in
+  // a random order, preempts them after a random number of instructions
+  // and lands bulk copies at random points, to shake out ordering bugs.
+  std::vector<uint32_t> order(nthreads);
+  for (uint32_t t = 0; t < nthreads; ++t)
+    order[t] = t;
+  uint64_t rng = cfg.scheduleSeed * 0x9E3779B97F4A7C15ull +
+                 (uint64_t(ctaid[0]) << 32 | ctaid[1] << 16 | ctaid[2]) + 1;
+  auto next = [&] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
   while (true) {
     bool ran = false;
-    for (uint32_t t = 0; t < nthreads; ++t)
+    if (cfg.scheduleSeed) {
+      for (uint32_t i = nthreads; i > 1; --i)
+        std::swap(order[i - 1], order[next() % i]);
+      if (!bulkQueue.empty() && next() % 4 == 0)
+        completeBulk(1);
+    }
+    for (uint32_t t : order)
       if (threads[t].wait == Wait::Ready) {
-        runThread(t);
+        runThread(t, cfg.scheduleSeed ? 1 + next() % 256 : 1u << 20);
         ran = true;
       }
     if (ran)
@@ -681,7 +701,7 @@ bool Cta::recheckCollectives() {
   return false;
 }
 
-void Cta::runThread(uint32_t t) {
+void Cta::runThread(uint32_t t, uint32_t quantum) {
   tid = t;
   R = &regs[size_t(t) * nregs];
   ThreadState &ts = threads[t];
@@ -689,7 +709,7 @@ void Cta::runThread(uint32_t t) {
   const Instr *code = f.code.data();
   uint32_t size = static_cast<uint32_t>(f.code.size());
   // A quantum keeps one spinning thread from starving the others.
-  for (uint32_t n = 0; n < (1u << 20); ++n) {
+  for (uint32_t n = 0; n < quantum; ++n) {
     if (pc >= size)
       fault(kLaunchFailed, "ran past the end of the kernel");
     const Instr &in = code[pc];
@@ -2517,11 +2537,12 @@ void Cta::mbarrierCompleteTx(uint32_t address, int64_t bytes) {
     phaseCompleted(address);
 }
 
-bool Cta::completeBulk() {
+bool Cta::completeBulk(size_t most) {
   if (bulkQueue.empty())
     return false;
-  // Everything issued lands now: nothing else can make progress.
-  while (!bulkQueue.empty()) {
+  // Everything issued lands now (nothing else can make progress), or the
+  // oldest `most` copies.
+  for (size_t n = 0; n < most && !bulkQueue.empty(); ++n) {
     BulkCopy b = std::move(bulkQueue.front());
     bulkQueue.pop_front();
     if (races) {

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -592,6 +593,41 @@ DONE:
   EXPECT_NE(errorText(r).find("thread 32 reads it, unordered with the write "
                               "by thread 0"),
             std::string::npos) << errorText(r);
+}
+
+TEST(PtxSchedule, RandomSchedulesInterleaveThreads) {
+  // Each thread takes a ticket from a shared counter after a barrier. The
+  // default schedule always hands them out in the same order;
+  // ATTNSIM_SCHEDULE=random:SEED gives another permutation.
+  std::string body = std::string(kPrologue) + R"(
+  .shared .align 4 .b32 counter;
+  mov.u32 %r1, %tid.x;
+  setp.ne.u32 %p1, %r1, 0;
+  @%p1 bra GO;
+  mov.b32 %r2, 0;
+  st.shared.b32 [counter], %r2;
+GO:
+  bar.sync 0;
+  mov.u32 %r3, counter;
+  atom.shared.add.u32 %r4, [%r3], 1;
+  mul.wide.u32 %rd2, %r1, 4;
+  add.s64 %rd3, %rd1, %rd2;
+  st.global.b32 [%rd3], %r4;
+  ret;
+)";
+  std::vector<uint32_t> inOrder, shuffled;
+  ASSERT_EQ(run(body, 64, inOrder, 64), 0);
+  setenv("ATTNSIM_SCHEDULE", "random:7", 1);
+  CUresult r = run(body, 64, shuffled, 64);
+  unsetenv("ATTNSIM_SCHEDULE");
+  ASSERT_EQ(r, 0) << errorText(r);
+  // Both are permutations: atomics stay atomic.
+  for (std::vector<uint32_t> tickets : {inOrder, shuffled}) {
+    std::sort(tickets.begin(), tickets.end());
+    for (uint32_t t = 0; t < 64; ++t)
+      EXPECT_EQ(tickets[t], t);
+  }
+  EXPECT_NE(shuffled, inOrder);
 }
 
 TEST(PtxFaults, CubinsAreRefusedSoTheLauncherLoadsPtx) {
