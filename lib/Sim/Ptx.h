@@ -33,7 +33,13 @@ enum class Type : uint8_t {
   F16, F16x2, BF16, BF16x2, TF32, F32, F64,
   E4M3, E5M2, E4M3x2, E5M2x2, S4, U4,
 };
-int typeBits(Type t);
+/// Width in bits (1 for predicates, 0 for None).
+inline int typeBits(Type t) {
+  static constexpr uint8_t bits[] = {0,  1,  8,  16, 32, 64, 128, 8,  16, 32,
+                                     64, 8,  16, 32, 64, 16, 32,  16, 32, 32,
+                                     32, 64, 8,  8,  16, 16, 4,   4};
+  return bits[static_cast<int>(t)];
+}
 bool isFloat(Type t);
 bool isSigned(Type t);
 const char *typeName(Type t);

@@ -240,6 +240,7 @@ private:
   std::map<uint32_t, MBarrier> mbarriers;
   std::deque<BulkCopy> bulkQueue;
   std::vector<Warpgroup> warpgroups;
+  std::vector<uint8_t> warpWaiting; // lanes of each warp at a collective
   BarrierState barriers[16];
   uint32_t live;
   uint64_t executed = 0;
@@ -320,7 +321,7 @@ private:
   }
 
   // Collectives.
-  bool arriveWarp(const Instr &in, uint32_t pc);
+  bool arriveWarp(const Instr &in, uint32_t pc, bool recheck = false);
   bool arriveWarpgroup(const Instr &in, uint32_t pc);
   void warpCollective(const Instr &in, uint32_t warp, uint32_t lanes);
   void warpgroupCollective(const Instr &in, uint32_t group);
@@ -358,6 +359,7 @@ Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
   shared.assign(f.dynamicSharedOffset + cfg.dynamicShared, 0);
   local.assign(size_t(nthreads) * f.localBytes, 0);
   warpgroups.resize((nthreads + 127) / 128);
+  warpWaiting.assign((nthreads + 31) / 32, 0);
   live = nthreads;
   if (cfg.raceCheck)
     races = std::make_unique<SharedRaces>(nthreads,
@@ -690,7 +692,7 @@ bool Cta::recheckCollectives() {
         uint32_t save = tid;
         tid = lane0 + l;
         R = &regs[size_t(tid) * nregs];
-        bool done = arriveWarp(f.code[t.pc], t.pc);
+        bool done = arriveWarp(f.code[t.pc], t.pc, true);
         tid = save;
         if (done)
           return true;
@@ -1874,6 +1876,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
   case Op::Mma: {
     ThreadState &ts = threads[tid];
     ts.wait = Wait::Warp;
+    ++warpWaiting[tid / 32];
     if (arriveWarp(in, pc)) {
       // This thread completed the collective: go on.
       ts.wait = Wait::Ready;
@@ -1911,9 +1914,10 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
 
 /// Marks the current thread as arrived; runs the collective when every lane
 /// it needs has arrived at the same instruction. True when it ran.
-bool Cta::arriveWarp(const Instr &in, uint32_t pc) {
+bool Cta::arriveWarp(const Instr &in, uint32_t pc, bool recheck) {
   uint32_t warp = tid / 32, lane0 = warp * 32;
   uint32_t mask = 0xFFFFFFFF;
+  uint32_t lanesInWarp = std::min<uint32_t>(32, nthreads - lane0);
   // The member mask operand, where the instruction has one.
   switch (in.op) {
   case Op::Shfl: mask = uint32_t(val(in.ops[in.nops - 1])); break;
@@ -1925,6 +1929,11 @@ bool Cta::arriveWarp(const Instr &in, uint32_t pc) {
   }
   if (lane0 + 32 > nthreads)
     mask &= (1u << (nthreads - lane0)) - 1;
+  // Fewer lanes wait than the collective needs: nothing to check yet
+  // (after exits, `recheck` looks at the lanes themselves).
+  if (!recheck && warpWaiting[warp] < uint32_t(__builtin_popcount(mask)) &&
+      warpWaiting[warp] < lanesInWarp)
+    return false;
   uint32_t arrived = 0;
   for (uint32_t l = 0; l < 32 && lane0 + l < nthreads; ++l) {
     const ThreadState &t = threads[lane0 + l];
@@ -1959,6 +1968,7 @@ bool Cta::arriveWarp(const Instr &in, uint32_t pc) {
       t.wait = Wait::Ready;
       ++t.pc;
     }
+  warpWaiting[warp] -= static_cast<uint8_t>(__builtin_popcount(mask));
   return true;
 }
 

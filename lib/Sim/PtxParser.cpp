@@ -20,22 +20,6 @@
 
 namespace attn::sim::ptx {
 
-int typeBits(Type t) {
-  switch (t) {
-  case Type::Pred: return 1;
-  case Type::B8: case Type::U8: case Type::S8: case Type::E4M3:
-  case Type::E5M2: return 8;
-  case Type::S4: case Type::U4: return 4;
-  case Type::B16: case Type::U16: case Type::S16: case Type::F16:
-  case Type::BF16: case Type::E4M3x2: case Type::E5M2x2: return 16;
-  case Type::B32: case Type::U32: case Type::S32: case Type::F32:
-  case Type::F16x2: case Type::BF16x2: case Type::TF32: return 32;
-  case Type::B64: case Type::U64: case Type::S64: case Type::F64: return 64;
-  case Type::B128: return 128;
-  case Type::None: return 0;
-  }
-  return 0;
-}
 bool isFloat(Type t) {
   switch (t) {
   case Type::F16: case Type::F16x2: case Type::BF16: case Type::BF16x2:
