@@ -52,6 +52,9 @@ enum class Space : uint8_t { Generic, Global, Shared, SharedCluster, Local,
 /// user-space pointer, so global (host) addresses pass through unchanged.
 constexpr uint64_t kSharedWindow = 1ull << 48;
 constexpr uint64_t kLocalWindow = 2ull << 48;
+/// Kernel parameters in the generic space (cvta.param, sm_70+), e.g. a
+/// __grid_constant__ tensor map passed by value.
+constexpr uint64_t kParamWindow = 3ull << 48;
 constexpr uint64_t kWindowSize = 1ull << 32;
 
 enum class Special : uint8_t {

@@ -462,6 +462,8 @@ Space Cta::spaceOf(Space space, uint64_t address) const {
     return Space::Shared;
   if (address >= kLocalWindow && address < kLocalWindow + kWindowSize)
     return Space::Local;
+  if (address >= kParamWindow && address < kParamWindow + kWindowSize)
+    return Space::Param;
   return Space::Global;
 }
 
@@ -505,6 +507,8 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
     return local.data() + size_t(tid) * f.localBytes + off;
   }
   case Space::Param:
+    if (address >= kParamWindow)
+      address -= kParamWindow;
     if (write)
       fault(kIllegalAddress, "write to kernel parameter space", &in);
     if (address + bytes > f.paramBytes)
@@ -1504,7 +1508,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     uint64_t a = val(o[1]);
     uint64_t base = in.space == Space::Shared || in.space == Space::SharedCluster
                         ? kSharedWindow
-                    : in.space == Space::Local ? kLocalWindow : 0;
+                    : in.space == Space::Local ? kLocalWindow
+                    : in.space == Space::Param ? kParamWindow : 0;
     uint64_t r;
     if (in.mode == 1)
       r = base && a >= base && a < base + kWindowSize ? a - base

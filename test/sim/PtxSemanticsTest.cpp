@@ -350,6 +350,25 @@ TEST(PtxSemantics, DynamicSharedMemoryFollowsTheStaticVariables) {
   cuModuleUnload(module);
 }
 
+TEST(PtxSemantics, KernelParametersThroughGenericAddresses) {
+  // cvta.param (sm_70+): a parameter read through a generic pointer, as
+  // kernels read a __grid_constant__ tensor map passed by value.
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  mov.u64 %rd2, out;
+  cvta.param.u64 %rd3, %rd2;
+  ld.u64 %rd4, [%rd3];
+  cvta.to.global.u64 %rd4, %rd4;
+  setp.eq.u64 %p1, %rd4, %rd1;
+  selp.b32 %r1, 1, 0, %p1;
+  st.global.b32 [%rd4], %r1;
+  ret;
+)",
+                   1, out, 1);
+  ASSERT_EQ(r, 0) << errorText(r);
+  EXPECT_EQ(out[0], 1u);
+}
+
 TEST(PtxFaults, StoreOverALiveMbarrier) {
   std::vector<uint32_t> out;
   CUresult r = run(std::string(kPrologue) + R"(
