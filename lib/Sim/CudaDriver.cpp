@@ -64,6 +64,50 @@ CUresult report(CUresult code, const std::string &text) {
   return code;
 }
 
+/// One JSON object per launch (ATTNSIM_PROFILE=FILE): the counters the
+/// performance model reads (bench/gpu/model.py).
+void appendProfile(const char *path, const ptx::Function &k,
+                   const LaunchConfig &c, const LaunchStats &s) {
+  FILE *out = fopen(path, "a");
+  if (!out)
+    return;
+  fprintf(out,
+          "{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, "
+          "%u, %u], \"shared_bytes\": %u, \"ctas\": %llu, "
+          "\"thread_instructions\": %llu, \"by_class\": {",
+          k.name.c_str(), c.grid[0], c.grid[1], c.grid[2], c.block[0],
+          c.block[1], c.block[2], k.dynamicSharedOffset + c.dynamicShared,
+          static_cast<unsigned long long>(s.ctas),
+          static_cast<unsigned long long>(s.instructions));
+  for (int i = 0; i < ptx::kInstrClasses; ++i)
+    fprintf(out, "%s\"%s\": %llu", i ? ", " : "",
+            ptx::className(static_cast<ptx::InstrClass>(i)),
+            static_cast<unsigned long long>(s.byClass[i]));
+  fprintf(out, "}, \"warp_instructions\": {");
+  for (int i = 0; i < ptx::kInstrClasses; ++i)
+    fprintf(out, "%s\"%s\": %llu", i ? ", " : "",
+            ptx::className(static_cast<ptx::InstrClass>(i)),
+            static_cast<unsigned long long>(s.warpByClass[i]));
+  fprintf(out,
+          "}, \"tensor_flops\": %llu, \"wgmma_flops\": %llu, "
+          "\"tensor_shared_bytes\": %llu, "
+          "\"shared_bytes\": %llu, \"global_read_bytes\": %llu, "
+          "\"global_write_bytes\": %llu, \"tma_requests\": %llu, "
+          "\"tma_bytes\": %llu, \"cp_async_requests\": %llu, "
+          "\"cp_async_bytes\": %llu}\n",
+          static_cast<unsigned long long>(s.tensorFlops),
+          static_cast<unsigned long long>(s.wgmmaFlops),
+          static_cast<unsigned long long>(s.tensorSharedBytes),
+          static_cast<unsigned long long>(s.sharedBytes),
+          static_cast<unsigned long long>(s.globalReadBytes),
+          static_cast<unsigned long long>(s.globalWriteBytes),
+          static_cast<unsigned long long>(s.tmaRequests),
+          static_cast<unsigned long long>(s.tmaBytes),
+          static_cast<unsigned long long>(s.cpAsyncRequests),
+          static_cast<unsigned long long>(s.cpAsyncBytes));
+  fclose(out);
+}
+
 } // namespace
 
 extern "C" {
@@ -235,6 +279,8 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
     LaunchStats stats =
         launch(*f->owner->module, k, config, state().memory);
     state().instructions += stats.instructions;
+    if (const char *profile = getenv("ATTNSIM_PROFILE"))
+      appendProfile(profile, k, config, stats);
     state().launchSeconds += std::chrono::duration<double>(
                                  std::chrono::steady_clock::now() - start)
                                  .count();

@@ -75,8 +75,23 @@ struct LaunchConfig {
   uint64_t scheduleSeed = 0;
 };
 
+/// What a launch did, for the performance model (bench/gpu/model.py).
+/// Instructions are counted per thread; a warp issues one per 32 when its
+/// lanes run together, which attnc's kernels do.
 struct LaunchStats {
   uint64_t instructions = 0; // executed, summed over threads
+  uint64_t byClass[ptx::kInstrClasses] = {};     // thread-instructions
+  uint64_t warpByClass[ptx::kInstrClasses] = {}; // warp issues (the busiest
+                                                 // lane of each warp)
+  uint64_t tensorFlops = 0;       // 2 m n k per mma.sync / wgmma
+  uint64_t wgmmaFlops = 0;        // the part done by wgmma
+  uint64_t tensorSharedBytes = 0; // shared memory read by wgmma, ldmatrix
+  uint64_t sharedBytes = 0;       // other shared-memory loads and stores
+  uint64_t globalReadBytes = 0, globalWriteBytes = 0;
+  uint64_t tmaRequests = 0, tmaBytes = 0;       // bulk (tensor) copies
+  uint64_t cpAsyncRequests = 0, cpAsyncBytes = 0;
+  uint64_t ctas = 0;
+  void add(const LaunchStats &o);
 };
 
 /// Runs every CTA of the grid to completion; throws Fault.

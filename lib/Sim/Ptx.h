@@ -106,9 +106,20 @@ enum class Op : uint16_t {
   WgFence, WgMma, WgCommit, WgWait,
 };
 
+/// What an instruction occupies, for the performance counters.
+enum class InstrClass : uint8_t {
+  IntAlu, FpAlu, HalfAlu, Sfu, Convert, Move, Compare, Control,
+  GlobalMemory, SharedMemory, OtherMemory, Atomic, AsyncCopy, Mbarrier,
+  Barrier, WarpShuffle, Ldmatrix, TensorCore, Other,
+};
+constexpr int kInstrClasses = static_cast<int>(InstrClass::Other) + 1;
+const char *className(InstrClass c);
+InstrClass classify(const struct Instr &in);
+
 /// Decoded modifiers; which apply depends on the opcode.
 struct Instr {
   Op op{};
+  InstrClass cls = InstrClass::Other;
   Type type = Type::None;  // the instruction type (dst for cvt)
   Type type2 = Type::None; // cvt source, mma/wgmma A/B type
   Type type3 = Type::None; // mma C type, wgmma D type

@@ -208,6 +208,8 @@ struct ThreadState {
   uint64_t waitPhase = 0;  // mbarrier: the phase awaited
   std::vector<AsyncCopy> cpOpen;
   std::deque<std::vector<AsyncCopy>> cpGroups;
+  // Instructions executed, by class (performance counters).
+  uint64_t byClass[ptx::kInstrClasses] = {};
   // The last failed mbarrier.test_wait (see MbarTestWait).
   bool polling = false;
   uint32_t pollAddr = 0;
@@ -226,6 +228,21 @@ public:
   Cta(const Module &module, const Function &f, const LaunchConfig &config,
       Memory &memory, uint32_t x, uint32_t y, uint32_t z);
   uint64_t run();
+  const LaunchStats &counters() {
+    stats.instructions = executed;
+    // A warp issues an instruction once for all the lanes that run it
+    // together: per warp, the busiest lane's count of each class.
+    for (uint32_t w = 0; w * 32 < nthreads; ++w)
+      for (int c = 0; c < ptx::kInstrClasses; ++c) {
+        uint64_t most = 0;
+        for (uint32_t t = w * 32; t < std::min(nthreads, w * 32 + 32); ++t) {
+          most = std::max(most, threads[t].byClass[c]);
+          stats.byClass[c] += threads[t].byClass[c];
+        }
+        stats.warpByClass[c] += most;
+      }
+    return stats;
+  }
 
 private:
   const Function &f;
@@ -244,6 +261,7 @@ private:
   BarrierState barriers[16];
   uint32_t live;
   uint64_t executed = 0;
+  LaunchStats stats;
   std::unique_ptr<SharedRaces> races; // when the launch asks for checks
   std::vector<uint64_t> regMask;
 
@@ -496,6 +514,9 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
         address >= kSharedWindow ? address - kSharedWindow : address);
     uint8_t *p = sharedAt(off, bytes, in, what);
     raceCheck(tid, off, bytes, write, &in);
+    (in.op == Op::Ldmatrix || in.op == Op::Stmatrix ? stats.tensorSharedBytes
+                                                     : stats.sharedBytes) +=
+        bytes;
     if (write)
       checkNotMbarrier(off, bytes, &in, "a store");
     return p;
@@ -523,6 +544,7 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
          << " bytes at " << memory.describe(address);
       fault(kIllegalAddress, os.str(), &in);
     }
+    (write ? stats.globalWriteBytes : stats.globalReadBytes) += bytes;
     return reinterpret_cast<uint8_t *>(address);
   }
   return nullptr;
@@ -720,6 +742,7 @@ void Cta::runThread(uint32_t t, uint32_t quantum) {
       fault(kLaunchFailed, "ran past the end of the kernel");
     const Instr &in = code[pc];
     ++executed;
+    ++ts.byClass[static_cast<int>(in.cls)];
     if (in.guard != kNoReg && ((R[in.guard] & 1) != 0) == in.guardNegate) {
       ++pc;
       continue;
@@ -1645,6 +1668,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       memcpy(c.data, p, srcSize);
     }
     threads[tid].cpOpen.push_back(c);
+    ++stats.cpAsyncRequests;
+    stats.cpAsyncBytes += size;
     break;
   }
   case Op::CpAsyncCommit: {
@@ -1712,6 +1737,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     uint8_t *p = resolve(Space::Global, src, size, in, false);
     b.data.assign(p, p + size);
     mbarrierAt(b.mbarrier, in);
+    ++stats.tmaRequests;
+    stats.tmaBytes += size;
     bulkQueue.push_back(std::move(b));
     break;
   }
@@ -2268,6 +2295,7 @@ void Cta::execMma(const Instr &in, uint32_t warp) {
   }
   std::vector<double> D(m * n);
   bool integer = !isFloat(td);
+  stats.tensorFlops += 2ull * m * n * k;
   for (int r = 0; r < m; ++r)
     for (int c = 0; c < n; ++c) {
       double s = C[r * n + c];
@@ -2459,6 +2487,10 @@ void Cta::executeWgmma(uint32_t group, const WgmmaOp &op) {
     }
   }
   bool integer = !isFloat(td);
+  stats.tensorFlops += 2ull * M * N * K;
+  stats.wgmmaFlops += 2ull * M * N * K;
+  stats.tensorSharedBytes +=
+      uint64_t(op.aInRegisters ? 0 : M * K * abits / 8) + K * N * bbits / 8;
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) {
       double s = 0;
@@ -2686,6 +2718,8 @@ void Cta::tensorCopy(const Instr &in) {
               memcpy(&data[offset], &nan, 4);
             }
           }
+  ++stats.tmaRequests;
+  stats.tmaBytes += total;
   if (toGlobal)
     return;
   uint32_t mbar = static_cast<uint32_t>(addressOf(in.ops[mapIndex + 2]));
@@ -2755,6 +2789,9 @@ LaunchStats launch(const ptx::Module &module, const ptx::Function &kernel,
       try {
         Cta cta(module, kernel, config, memory, x, y, z);
         executed += cta.run();
+        std::lock_guard<std::mutex> lock(faultMutex);
+        stats.add(cta.counters());
+        ++stats.ctas;
       } catch (const Fault &f) {
         std::lock_guard<std::mutex> lock(faultMutex);
         if (!firstFault)
@@ -2776,6 +2813,25 @@ LaunchStats launch(const ptx::Module &module, const ptx::Function &kernel,
     throw *firstFault;
   stats.instructions = executed;
   return stats;
+}
+
+void LaunchStats::add(const LaunchStats &o) {
+  instructions += o.instructions;
+  for (int i = 0; i < ptx::kInstrClasses; ++i) {
+    byClass[i] += o.byClass[i];
+    warpByClass[i] += o.warpByClass[i];
+  }
+  tensorFlops += o.tensorFlops;
+  wgmmaFlops += o.wgmmaFlops;
+  tensorSharedBytes += o.tensorSharedBytes;
+  sharedBytes += o.sharedBytes;
+  globalReadBytes += o.globalReadBytes;
+  globalWriteBytes += o.globalWriteBytes;
+  tmaRequests += o.tmaRequests;
+  tmaBytes += o.tmaBytes;
+  cpAsyncRequests += o.cpAsyncRequests;
+  cpAsyncBytes += o.cpAsyncBytes;
+  ctas += o.ctas;
 }
 
 } // namespace attn::sim

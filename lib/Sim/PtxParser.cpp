@@ -46,6 +46,74 @@ const std::string &Function::sourceLine(const Instr &in) const {
   return in.line >= firstLine && i < lines.size() ? lines[i] : none;
 }
 
+const char *className(InstrClass c) {
+  static const char *names[] = {
+      "int_alu", "fp_alu", "half_alu", "sfu", "convert", "move", "compare",
+      "control", "global_memory", "shared_memory", "other_memory", "atomic",
+      "async_copy", "mbarrier", "barrier", "warp_shuffle", "ldmatrix",
+      "tensor_core", "other"};
+  return names[static_cast<int>(c)];
+}
+
+InstrClass classify(const Instr &in) {
+  bool half = in.type == Type::F16 || in.type == Type::BF16 ||
+              in.type == Type::F16x2 || in.type == Type::BF16x2;
+  switch (in.op) {
+  case Op::Add: case Op::Sub: case Op::Mul: case Op::Mad: case Op::Fma:
+  case Op::Min: case Op::Max: case Op::Abs: case Op::Neg: case Op::Div:
+  case Op::Copysign: case Op::Testp:
+    return half ? InstrClass::HalfAlu
+           : isFloat(in.type) ? InstrClass::FpAlu : InstrClass::IntAlu;
+  case Op::Rem: case Op::Sad: case Op::Mul24: case Op::Mad24: case Op::Popc:
+  case Op::Clz: case Op::Bfind: case Op::Brev: case Op::Bfe: case Op::Bfi:
+  case Op::Prmt: case Op::Shf: case Op::Lop3: case Op::Dp4a: case Op::Dp2a:
+  case Op::And: case Op::Or: case Op::Xor: case Op::Not: case Op::Cnot:
+  case Op::Shl: case Op::Shr:
+    return InstrClass::IntAlu;
+  case Op::Rcp: case Op::Sqrt: case Op::Rsqrt: case Op::Sin: case Op::Cos:
+  case Op::Lg2: case Op::Ex2: case Op::Tanh:
+    return InstrClass::Sfu;
+  case Op::Setp: case Op::Set: case Op::Selp: case Op::Slct:
+    return InstrClass::Compare;
+  case Op::Mov: case Op::Cvta: case Op::Isspacep: case Op::Mapa:
+  case Op::Getctarank: case Op::Activemask:
+    return InstrClass::Move;
+  case Op::Cvt:
+    return InstrClass::Convert;
+  case Op::Ld: case Op::LdU: case Op::St: case Op::Prefetch:
+    return in.space == Space::Global || in.space == Space::Generic
+               ? InstrClass::GlobalMemory
+           : in.space == Space::Shared || in.space == Space::SharedCluster
+               ? InstrClass::SharedMemory
+               : InstrClass::OtherMemory;
+  case Op::Atom: case Op::Red:
+    return InstrClass::Atomic;
+  case Op::CpAsync: case Op::CpAsyncCommit: case Op::CpAsyncWait:
+  case Op::CpAsyncWaitAll: case Op::CpBulkTensor: case Op::CpBulk:
+  case Op::CpBulkCommit: case Op::CpBulkWait:
+    return InstrClass::AsyncCopy;
+  case Op::CpAsyncMbarrierArrive: case Op::MbarInit: case Op::MbarInval:
+  case Op::MbarArrive: case Op::MbarArriveDrop: case Op::MbarExpectTx:
+  case Op::MbarCompleteTx: case Op::MbarTestWait: case Op::MbarTryWait:
+  case Op::MbarPendingCount:
+    return InstrClass::Mbarrier;
+  case Op::Bra: case Op::Ret: case Op::Exit: case Op::Trap: case Op::Call:
+    return InstrClass::Control;
+  case Op::BarSync: case Op::BarArrive: case Op::BarRed: case Op::BarWarpSync:
+  case Op::Membar: case Op::Fence:
+    return InstrClass::Barrier;
+  case Op::Shfl: case Op::Vote: case Op::Match: case Op::Redux: case Op::Elect:
+    return InstrClass::WarpShuffle;
+  case Op::Ldmatrix: case Op::Stmatrix:
+    return InstrClass::Ldmatrix;
+  case Op::Mma: case Op::WgFence: case Op::WgMma: case Op::WgCommit:
+  case Op::WgWait:
+    return InstrClass::TensorCore;
+  default:
+    return InstrClass::Other;
+  }
+}
+
 const Function *Module::find(const std::string &name) const {
   for (const auto &f : functions)
     if (f->name == name)
@@ -908,6 +976,7 @@ void Parser::parseInstruction(const std::string &stmtIn, uint32_t line) {
     fail(std::string(e.what()) + " in '" + trim(stmtIn) + "'", line);
   }
   normalizeImmediates(in);
+  in.cls = classify(in);
   fn->code.push_back(in);
 }
 
