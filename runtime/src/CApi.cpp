@@ -108,6 +108,8 @@ int launchWith(const attn_kernel *kernel, const attn_tensor *q,
             : name == "page_table" ? &t.pageTable
             : name == "seq_lens"   ? &t.seqLens
                                    : nullptr;
+        if (fixed && fixed->has_value())
+          throw attn::Error(name, "is passed twice; pass each tensor once");
         if (fixed)
           *fixed = toRef(a.tensor, a.name);
         else

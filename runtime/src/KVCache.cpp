@@ -2,6 +2,7 @@
 #include "attn/runtime.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -25,15 +26,31 @@ KVCache KVCache::build(const KernelInfo &info, const TensorRef &k,
   DType elt = quant ? codeDType(info.kvDtype) : k.dtype;
   if (!quant && v.dtype != k.dtype)
     throw Error("v", "expected k's dtype");
+  for (auto [name, t] : {std::pair{"k", &k}, std::pair{"v", &v}})
+    for (int64_t d : t->shape)
+      if (d < 0 || d > INT32_MAX)
+        throw Error(name, "expected sizes in 0..2^31 - 1");
   int64_t rowK = k.shape[3] / pack * int64_t(dtypeSize(elt));
   int64_t rowV = v.shape[3] / pack * int64_t(dtypeSize(elt));
+  // Sizes derived from the shapes, in checked arithmetic.
+  auto product = [](const char *name, std::initializer_list<int64_t> fs) {
+    int64_t n = 1;
+    for (int64_t f : fs)
+      if (__builtin_mul_overflow(n, f, &n))
+        throw Error(name, "the cache would hold more bytes than fit in 64 "
+                          "bits");
+    return n;
+  };
 
   // Contiguous rows in the kernel's element type: codes or the inputs.
-  std::vector<uint8_t> kRows(B * H * S * rowK), vRows(B * H * S * rowV);
+  std::vector<uint8_t> kRows(product("k", {B, H, S, rowK})),
+      vRows(product("v", {B, H, S, rowV}));
+  if (quant && info.kvGroup < 1)
+    throw Error("kv_group", "expected a positive group size");
   if (quant) {
     int64_t G = info.kvGroup;
-    c.kScale.resize(B * H * ((S + G - 1) / G) * k.shape[3]);
-    c.vScale.resize(B * H * S);
+    c.kScale.resize(product("k", {B, H, (S + G - 1) / G, k.shape[3], 4}) / 4);
+    c.vScale.resize(product("v", {B, H, S, 4}) / 4);
     TensorRef kCodes(kRows.data(), elt,
                      {B, H, S, k.shape[3] / pack});
     TensorRef vCodes(vRows.data(), elt, {B, H, S, v.shape[3] / pack});
@@ -43,8 +60,11 @@ KVCache KVCache::build(const KernelInfo &info, const TensorRef &k,
     quantizeValues(v, info.kvDtype, vCodes,
                    TensorRef(c.vScale.data(), DType::f32, {B, H, S}));
   } else {
-    std::memcpy(kRows.data(), k.data, kRows.size());
-    std::memcpy(vRows.data(), v.data, vRows.size());
+    // Empty K/V may come with null pointers: memcpy must not see them.
+    if (!kRows.empty())
+      std::memcpy(kRows.data(), k.data, kRows.size());
+    if (!vRows.empty())
+      std::memcpy(vRows.data(), v.data, vRows.size());
   }
 
   if (info.pageSize <= 0) {
@@ -66,6 +86,8 @@ KVCache KVCache::build(const KernelInfo &info, const TensorRef &k,
   int64_t P = info.pageSize;
   int64_t perBatch = std::max<int64_t>(1, (S + P - 1) / P);
   int64_t pages = B * perBatch;
+  if (pages > INT32_MAX)
+    throw Error("k", "the page pool would need more than 2^31 - 1 pages");
   std::vector<int32_t> order(pages);
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(seed);
@@ -77,15 +99,17 @@ KVCache KVCache::build(const KernelInfo &info, const TensorRef &k,
   for (int32_t len : c.seqLens)
     if (len < 0 || len > S)
       throw Error("seq_lens", "expected lengths in 0..S");
-  c.kData.assign(pages * H * P * rowK, 0);
-  c.vData.assign(pages * H * P * rowV, 0);
-  for (int64_t b = 0; b < B; ++b)
+  c.kData.assign(product("k", {pages, H, P, rowK}), 0);
+  c.vData.assign(product("v", {pages, H, P, rowV}), 0);
+  for (int64_t b = 0; b < B && (rowK > 0 || rowV > 0); ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t s = 0; s < S; ++s) {
         int64_t page = c.pageTable[b * perBatch + s / P], slot = s % P;
         int64_t src = (b * H + h) * S + s, dst = (page * H + h) * P + slot;
-        std::memcpy(&c.kData[dst * rowK], &kRows[src * rowK], rowK);
-        std::memcpy(&c.vData[dst * rowV], &vRows[src * rowV], rowV);
+        if (rowK > 0)
+          std::memcpy(&c.kData[dst * rowK], &kRows[src * rowK], rowK);
+        if (rowV > 0)
+          std::memcpy(&c.vData[dst * rowV], &vRows[src * rowV], rowV);
       }
   int64_t cols = int64_t(dtypeSize(elt));
   c.kRef = TensorRef(c.kData.data(), elt, {pages, H, P, rowK / cols});
@@ -97,8 +121,8 @@ KVCache KVCache::build(const KernelInfo &info, const TensorRef &k,
     int64_t G = info.kvGroup, capacity = perBatch * P;
     int64_t groups = (S + G - 1) / G, capGroups = (capacity + G - 1) / G;
     int64_t D = k.shape[3];
-    std::vector<float> ks(B * H * capGroups * D, 0.0f), vs(B * H * capacity,
-                                                            0.0f);
+    std::vector<float> ks(product("k", {B, H, capGroups, D, 4}) / 4, 0.0f),
+        vs(product("v", {B, H, capacity, 4}) / 4, 0.0f);
     for (int64_t bh = 0; bh < B * H; ++bh) {
       std::copy_n(&c.kScale[bh * groups * D], groups * D,
                   &ks[bh * capGroups * D]);

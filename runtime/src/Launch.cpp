@@ -6,6 +6,7 @@
 #include "attn/IntMath.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -41,26 +42,113 @@ std::string shapeString(const std::vector<int64_t> &shape) {
   return os.str();
 }
 
-/// Byte range [lo, hi) a view can touch; empty views touch nothing.
-std::pair<uintptr_t, uintptr_t> byteRange(const TensorRef &t) {
-  if (t.numel() == 0)
-    return {0, 0};
-  std::vector<int64_t> s = t.effectiveStrides();
-  int64_t last = 0;
-  for (size_t i = 0; i < t.shape.size(); ++i)
-    last += (t.shape[i] - 1) * s[i];
-  auto lo = reinterpret_cast<uintptr_t>(t.data);
-  return {lo, lo + (last + 1) * dtypeSize(t.dtype)};
+/// The product of sizes derived from a launch's shapes (scratch buffers,
+/// block maps, work items); an error naming `name` when it does not fit.
+int64_t checkedProduct(const std::string &name,
+                       std::initializer_list<int64_t> factors,
+                       const char *what) {
+  int64_t n = 1;
+  for (int64_t f : factors)
+    if (__builtin_mul_overflow(n, f, &n))
+      throw Error(name, std::string(what) + " has more elements than fit in "
+                                            "64 bits");
+  return n;
 }
 
-bool overlaps(const TensorRef &a, const TensorRef &b) {
-  auto [alo, ahi] = byteRange(a);
-  auto [blo, bhi] = byteRange(b);
-  return alo < bhi && blo < ahi;
+/// The bytes [lo, hi) a view can touch (empty views touch nothing) and the
+/// bytes its elements alone occupy: every extent and offset computed from a
+/// caller's shape and strides goes through here, in checked arithmetic, so
+/// that a view whose addresses do not fit is an error naming it rather than
+/// a wrapped range that passes the overlap checks.
+struct Span {
+  uintptr_t lo = 0, hi = 0;
+  uint64_t dense = 0; // numel * element size
+  /// Bytes the view spans beyond its elements (gaps between rows).
+  uint64_t gaps() const { return (hi - lo) - dense; }
+};
+
+Span checkedSpan(const std::string &name, const TensorRef &t) {
+  auto unfit = [&](const char *what) {
+    return Error(name, std::string(what) + " (shape " + shapeString(t.shape) +
+                           ", strides " +
+                           shapeString(t.effectiveStrides()) + ")");
+  };
+  int64_t numel = 1;
+  for (int64_t d : t.shape) {
+    if (d < 0)
+      throw Error(name, "negative size in shape " + shapeString(t.shape));
+    if (__builtin_mul_overflow(numel, d, &numel))
+      throw unfit("has more elements than fit in 64 bits");
+  }
+  if (numel == 0)
+    return {};
+  std::vector<int64_t> s = t.effectiveStrides();
+  int64_t last = 0; // offset of the last element, in elements
+  for (size_t i = 0; i < t.shape.size(); ++i) {
+    int64_t step;
+    if (s[i] < 0)
+      throw Error(name, "negative strides are not supported, got " +
+                            shapeString(s));
+    if (__builtin_mul_overflow(t.shape[i] - 1, s[i], &step) ||
+        __builtin_add_overflow(last, step, &last))
+      throw unfit("its last element lies at an offset that does not fit in "
+                  "64 bits");
+  }
+  int64_t size = static_cast<int64_t>(dtypeSize(t.dtype)), bytes, dense;
+  if (__builtin_add_overflow(last, 1, &bytes) ||
+      __builtin_mul_overflow(bytes, size, &bytes) ||
+      __builtin_mul_overflow(numel, size, &dense))
+    throw unfit("its elements span a byte range that does not fit in 64 "
+                "bits");
+  Span span;
+  span.lo = reinterpret_cast<uintptr_t>(t.data);
+  if (__builtin_add_overflow(span.lo, static_cast<uintptr_t>(bytes), &span.hi))
+    throw unfit("its elements run past the end of the address space");
+  span.dense = static_cast<uint64_t>(dense);
+  return span;
+}
+
+/// Byte range [lo, hi) of a view that checkedSpan accepted.
+std::pair<uintptr_t, uintptr_t> byteRange(const TensorRef &t) {
+  Span s = checkedSpan("", t);
+  return {s.lo, s.hi};
+}
+
+/// Of two overlapping views, the one to blame: the view with the larger
+/// gaps between its rows, whose strides are the likelier to reach past its
+/// own buffer into the other's (a huge head stride of k reaching o); on a
+/// tie, the first (the output). Views that do not overlap give nullptr.
+const char *overlapCulprit(const char *aName, const TensorRef &a,
+                           const char *bName, const TensorRef &b) {
+  Span sa = checkedSpan(aName, a), sb = checkedSpan(bName, b);
+  if (!(sa.lo < sb.hi && sb.lo < sa.hi))
+    return nullptr;
+  return sb.gaps() > sa.gaps() ? bName : aName;
+}
+
+/// Throws when `view` (an output, or a tensor that must not alias one)
+/// overlaps `other`: `message` naming `name`, or, when `other` is the
+/// culprit, an error naming `other` whose strides reach into `name`.
+void expectApart(const char *name, const TensorRef &view,
+                 const char *otherName, const TensorRef &other,
+                 const std::string &message) {
+  const char *culprit = overlapCulprit(name, view, otherName, other);
+  if (!culprit)
+    return;
+  if (culprit == name)
+    throw Error(name, message);
+  Span s = checkedSpan(otherName, other);
+  throw Error(otherName,
+              "with shape " + shapeString(other.shape) + " and strides " +
+                  shapeString(other.effectiveStrides()) +
+                  " its elements span " + std::to_string(s.hi - s.lo) +
+                  " bytes and reach into " + name +
+                  "; check its strides (a view must stay inside its own "
+                  "buffer)");
 }
 
 /// An output view must not write one element twice (stride 0, or strides
-/// that interleave rows).
+/// that interleave rows). Takes a view checkedSpan accepted.
 bool selfOverlapping(const TensorRef &t) {
   if (t.numel() == 0)
     return false;
@@ -75,7 +163,10 @@ bool selfOverlapping(const TensorRef &t) {
   for (size_t i : order) {
     if (s[i] < extent)
       return true;
-    extent = s[i] * t.shape[i];
+    // Past INT64_MAX no later (larger) stride of an accepted view can
+    // clear the extent: saturate.
+    if (__builtin_mul_overflow(s[i], t.shape[i], &extent))
+      extent = INT64_MAX;
   }
   return false;
 }
@@ -113,7 +204,8 @@ void checkView(const std::string &name, const TensorRef &t, DType dtype,
   if (t.shape.back() > 1 && s.back() != 1)
     throw Error(name, "the innermost dimension must be contiguous (stride "
                       "1), got stride " + std::to_string(s.back()));
-  if (t.numel() > 0) {
+  Span span = checkedSpan(name, t);
+  if (span.hi > span.lo) {
     if (!t.data)
       throw Error(name, "null data pointer");
     if (reinterpret_cast<uintptr_t>(t.data) % dtypeSize(t.dtype) != 0)
@@ -289,16 +381,18 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
   if (selfOverlapping(t.o))
     throw Error("o", "its strides make elements overlap; the output needs "
                      "one element per index");
-  if (overlaps(t.o, t.k) || overlaps(t.o, t.v))
-    throw Error("o", "overlaps k or v; the output must not alias them");
+  for (auto [name, input] : {std::pair{"k", &t.k}, std::pair{"v", &t.v}})
+    expectApart("o", t.o, name, *input,
+                "overlaps k or v; the output must not alias them");
   // Writing o in place of q is safe only as the very same view: each work
   // item reads its q rows before it writes the same o rows.
   bool sameView = t.o.data == t.q.data && t.o.dtype == t.q.dtype &&
                   t.o.effectiveStrides() == t.q.effectiveStrides() &&
                   info.headDim == info.valueHeadDim;
-  if (overlaps(t.o, t.q) && !sameView)
-    throw Error("o", "partially overlaps q; pass a separate output or "
-                     "exactly q's view");
+  if (!sameView)
+    expectApart("o", t.o, "q", t.q,
+                "partially overlaps q; pass a separate output or exactly "
+                "q's view");
   if (info.lse && !t.lse)
     throw Error("lse", "the kernel was compiled with lse; pass an lse "
                        "tensor [B, Hq, Sq] f32");
@@ -311,19 +405,30 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
     expectSize("lse", *t.lse, 2, "Sq", sz[kSq], "(Sq from q)");
     if (selfOverlapping(*t.lse))
       throw Error("lse", "its strides make elements overlap");
-    if (overlaps(*t.lse, t.o) || overlaps(*t.lse, t.k) ||
-        overlaps(*t.lse, t.v) || overlaps(*t.lse, t.q))
-      throw Error("lse", "overlaps another tensor of the launch");
+    for (auto [name, other] : {std::pair{"o", &t.o}, std::pair{"k", &t.k},
+                               std::pair{"v", &t.v}, std::pair{"q", &t.q}})
+      expectApart("lse", *t.lse, name, *other,
+                  "overlaps another tensor of the launch");
   }
   for (auto [name, extra] :
        {std::pair{"k_scale", &t.kScale}, std::pair{"v_scale", &t.vScale},
         std::pair{"page_table", &t.pageTable},
         std::pair{"seq_lens", &t.seqLens}})
-    if (*extra && (overlaps(**extra, t.o) || (t.lse && overlaps(**extra,
-                                                                  *t.lse))))
-      throw Error(name, "overlaps an output of the launch");
+    if (*extra) {
+      expectApart(name, **extra, "o", t.o, "overlaps an output of the launch");
+      if (t.lse)
+        expectApart(name, **extra, "lse", *t.lse,
+                    "overlaps an output of the launch");
+    }
 
-  // Names the caller passed must all exist.
+  // Names the caller passed must all exist, each once.
+  for (size_t i = 0; i < params.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (params[i].first == params[j].first)
+        throw Error(params[i].first, "is passed twice (arguments " +
+                                         std::to_string(j) + " and " +
+                                         std::to_string(i) +
+                                         "); pass each param or tensor once");
   for (const auto &[name, arg] : params) {
     bool known = false;
     for (const ParamInfo &p : info.params)
@@ -401,14 +506,18 @@ LaunchPlan validate(const KernelInfo &info, const Tensors &t,
                                 c.dimText[i] + ") is 0; a kernel cannot read "
                                                "an empty tensor");
     }
+    checkedSpan(c.name, ref);
     if (!ref.isContiguous())
       throw Error(c.name, "captured tensors must be contiguous row-major");
     if (!ref.data)
       throw Error(c.name, "null data pointer");
     if (reinterpret_cast<uintptr_t>(ref.data) % dtypeSize(ref.dtype) != 0)
       throw Error(c.name, "data pointer is not aligned");
-    if (overlaps(ref, t.o) || (t.lse && overlaps(ref, *t.lse)))
-      throw Error(c.name, "overlaps an output of the launch");
+    expectApart(c.name.c_str(), ref, "o", t.o,
+                "overlaps an output of the launch");
+    if (t.lse)
+      expectApart(c.name.c_str(), ref, "lse", *t.lse,
+                  "overlaps an output of the launch");
     plan.captures.push_back(ref);
   }
   return plan;
@@ -665,19 +774,32 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
             eligible = kept;
   try {
     if (parts > 1) {
-      size_t oElements = size_t(parts * B * H * S * Dv);
-      void *p = allocate((oElements + size_t(parts * B * H * S)) *
-                         sizeof(float));
+      int64_t rows = checkedProduct("o", {parts, B, H, S},
+                                    "the split-KV partial lse");
+      int64_t oElements = checkedProduct("o", {rows, Dv},
+                                         "the split-KV partial output");
+      int64_t bytes = checkedProduct("o", {rows, Dv + 1, 4},
+                                     "the split-KV scratch");
+      void *p = allocate(size_t(bytes));
       oPart = TensorRef(p, DType::f32, {parts, B, H, S, Dv});
       lsePart = TensorRef(static_cast<float *>(p) + oElements, DType::f32,
                           {parts, B, H, S});
     }
     if (N) {
       int64_t qBlocks = (S + N - 1) / N, kBlocks = (Skv + N - 1) / N;
-      size_t pooled = size_t(B * Hkv * kBlocks * info.headDim);
-      size_t entries = size_t(B * H * qBlocks * kBlocks);
-      auto *p = static_cast<char *>(
-          allocate((pooled + entries) * sizeof(float) + 2 * entries));
+      int64_t pooled = checkedProduct("k", {B, Hkv, kBlocks, info.headDim},
+                                      "select's pooled keys");
+      int64_t entries = checkedProduct("q", {B, H, qBlocks, kBlocks},
+                                       "select's block scores");
+      int64_t bytes; // pooled keys and scores (f32), two i8 maps
+      if (__builtin_add_overflow(checkedProduct("k", {pooled, 4}, "select's "
+                                                "pooled keys"),
+                                 checkedProduct("q", {entries, 6},
+                                                "select's block scores"),
+                                 &bytes))
+        throw Error("q", "select's scratch has more bytes than fit in 64 "
+                         "bits");
+      auto *p = static_cast<char *>(allocate(size_t(bytes)));
       pooledK = TensorRef(p, DType::f32, {B, Hkv, kBlocks, info.headDim});
       p += pooled * sizeof(float);
       scores = TensorRef(p, DType::f32, {B, H, qBlocks, kBlocks});
@@ -748,8 +870,11 @@ void runKernel(const detail::KernelState &state, const Tensors &t,
   std::vector<float> outPartial, lsePartial;
   int64_t B = plan.sizes[kB], H = plan.sizes[kHq], S = plan.sizes[kSq];
   if (splits.parts > 1) {
-    outPartial.resize(splits.parts * B * H * S * info.valueHeadDim);
-    lsePartial.resize(splits.parts * B * H * S);
+    outPartial.resize(checkedProduct(
+        "o", {splits.parts, B, H, S, info.valueHeadDim},
+        "the split-KV partial output"));
+    lsePartial.resize(checkedProduct("o", {splits.parts, B, H, S},
+                                     "the split-KV partial lse"));
     splits.outPartial = TensorRef(outPartial.data(), DType::f32,
                                   {splits.parts, B, H, S, info.valueHeadDim});
     splits.lsePartial =
@@ -939,7 +1064,10 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
   map.queryTiles = w.tiles;
   map.keyTiles = (plan.sizes[kSkv] + info.blockKV - 1) / info.blockKV;
   // Without a mask every block is computed in full.
-  map.classes.assign(map.batch * map.heads * map.queryTiles * map.keyTiles,
+  map.classes.assign(checkedProduct("block_map",
+                                    {map.batch, map.heads, map.queryTiles,
+                                     map.keyTiles},
+                                    "the block map"),
                      BlockMap::Full);
   if (state->blockMapEntry && !map.classes.empty()) {
     TensorRef out(map.classes.data(), DType::i32,
@@ -1019,21 +1147,29 @@ int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
     if (tok == "+" || tok == "-" || tok == "*" || tok == "/" || tok == "%") {
       int64_t b = pop(), a = pop();
       int32_t a32 = static_cast<int32_t>(a), b32 = static_cast<int32_t>(b);
+      // i32 arithmetic that wraps, done in uint64 so that no operand
+      // (sizes up to 2^31 - 1, a bundle's literals) can overflow int64.
+      uint64_t ua = static_cast<uint64_t>(a), ub = static_cast<uint64_t>(b);
       switch (tok[0]) {
-      case '+': stack.push_back(wrap(a + b)); break;
-      case '-': stack.push_back(wrap(a - b)); break;
-      case '*': stack.push_back(wrap(a * b)); break;
+      case '+': stack.push_back(wrap(static_cast<int64_t>(ua + ub))); break;
+      case '-': stack.push_back(wrap(static_cast<int64_t>(ua - ub))); break;
+      case '*': stack.push_back(wrap(static_cast<int64_t>(ua * ub))); break;
       case '/': stack.push_back(floorDiv(a32, b32)); break;
       default: stack.push_back(floorMod(a32, b32)); break;
       }
       continue;
     }
     if (tok == "neg") {
-      stack.push_back(wrap(-pop()));
+      stack.push_back(wrap(static_cast<int64_t>(0 - uint64_t(pop()))));
       continue;
     }
     if (std::isdigit(static_cast<unsigned char>(tok[0]))) {
-      stack.push_back(std::stoll(tok));
+      char *end = nullptr;
+      errno = 0;
+      unsigned long long v = std::strtoull(tok.c_str(), &end, 10);
+      if (errno == ERANGE || *end != '\0')
+        throw Error("", "malformed dimension expression '" + rpn + "'");
+      stack.push_back(wrap(static_cast<int64_t>(v)));
       continue;
     }
     bool found = false;

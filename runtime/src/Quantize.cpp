@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 namespace attn {
@@ -114,6 +115,21 @@ float loadFloat(const TensorRef &t, int64_t offset) {
   }
 }
 
+/// K or V [B, H, S, D]: sizes a launch accepts (each at most 2^31 - 1) and
+/// an element count that fits, so that no index below can overflow.
+void checkSizes(const TensorRef &t, const char *name) {
+  if (t.shape.size() != 4)
+    throw Error(name, std::string("expected [B, Hkv, S, ") +
+                          (name[0] == 'k' ? "D]" : "Dv]"));
+  for (int64_t d : t.shape)
+    if (d < 0 || d > INT32_MAX)
+      throw Error(name, "expected sizes in 0..2^31 - 1");
+  int64_t n = 1;
+  for (int64_t d : t.shape)
+    if (__builtin_mul_overflow(n, d, &n) || n > INT64_MAX / 4)
+      throw Error(name, "more elements than fit in 64-bit byte offsets");
+}
+
 /// Shared checks: src [B, H, S, D] float, codes [B, H, S, D/pack] of the
 /// code dtype, scale of `scaleShape`, all contiguous rows.
 void checkQuantizeArgs(const TensorRef &src, const char *srcName, Code c,
@@ -189,8 +205,7 @@ void quantizeKeys(const TensorRef &k, const std::string &kind, int64_t group,
   Code c = parseKind(kind);
   if (group < 1)
     throw Error("group", "expected a positive group size");
-  if (k.shape.size() != 4)
-    throw Error("k", "expected [B, Hkv, S, D]");
+  checkSizes(k, "k");
   int64_t B = k.shape[0], H = k.shape[1], S = k.shape[2], D = k.shape[3];
   int64_t groups = (S + group - 1) / group;
   checkQuantizeArgs(k, "k", c, kind, codes, scale, {B, H, groups, D});
@@ -218,8 +233,7 @@ void quantizeKeys(const TensorRef &k, const std::string &kind, int64_t group,
 void quantizeValues(const TensorRef &v, const std::string &kind,
                     const TensorRef &codes, const TensorRef &scale) {
   Code c = parseKind(kind);
-  if (v.shape.size() != 4)
-    throw Error("v", "expected [B, Hkv, S, Dv]");
+  checkSizes(v, "v");
   int64_t B = v.shape[0], H = v.shape[1], S = v.shape[2], D = v.shape[3];
   checkQuantizeArgs(v, "v", c, kind, codes, scale, {B, H, S});
   auto *scales = static_cast<float *>(scale.data);

@@ -1,6 +1,8 @@
 //===- Types.cpp - dtypes and tensor views --------------------------------===//
 #include "attn/runtime.h"
 
+#include <cstdint>
+
 namespace attn {
 
 const char *dtypeName(DType t) {
@@ -38,19 +40,35 @@ std::optional<DType> parseDType(const std::string &name) {
   return std::nullopt;
 }
 
+namespace {
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+} // namespace
+
 int64_t TensorRef::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)
-    n *= d;
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error("", "shape " + shapeText(shape) +
+                          " has more elements than fit in 64 bits");
   return n;
 }
 
 std::vector<int64_t> TensorRef::effectiveStrides() const {
   if (!strides.empty())
     return strides;
+  // Row-major strides; one that does not fit saturates (the view then has
+  // more elements than fit too, which its checks reject).
   std::vector<int64_t> s(shape.size(), 1);
   for (size_t i = shape.size(); i-- > 1;)
-    s[i - 1] = s[i] * shape[i];
+    if (__builtin_mul_overflow(s[i], shape[i], &s[i - 1]))
+      s[i - 1] = INT64_MAX;
   return s;
 }
 
@@ -62,7 +80,8 @@ bool TensorRef::isContiguous() const {
   for (size_t i = shape.size(); i-- > 0;) {
     if (shape[i] != 1 && s[i] != expect)
       return false;
-    expect *= shape[i];
+    if (__builtin_mul_overflow(expect, shape[i], &expect))
+      return false; // no view that large is contiguous memory
   }
   return true;
 }

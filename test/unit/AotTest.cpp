@@ -1,6 +1,7 @@
 //===- AotTest.cpp - bundles, the typed header and the JIT caches ---------===//
 #include "attn/jit.h"
 #include "attn/runtime.h"
+#include "attn/runtime_c.h"
 #include "lib/Driver/Bundle.h"
 
 #include <gtest/gtest.h>
@@ -255,6 +256,49 @@ TEST(Bundle, BadFilesAreReported) {
   } catch (const Error &e) {
     EXPECT_EQ(e.argument(), "manifest");
   }
+}
+
+TEST(Bundle, CArgumentsPassedTwiceAreErrors) {
+  // The C ABI carries K/V scales and pages by reserved names: one given
+  // twice was overwritten silently (and a param twice used the first).
+  std::string dir = freshDir("bundle-c-twice");
+  Options o;
+  o.headDim = 32;
+  o.variant = "window";
+  driver::writeBundle(driver::Source(kSource, "two.attn"), o, dir + "/one");
+  attn_module *module = nullptr;
+  ASSERT_EQ(attn_module_load((dir + "/one.attnpkg").c_str(), &module), 0)
+      << attn_last_error();
+  attn_kernel *kernel = nullptr;
+  ASSERT_EQ(attn_module_kernel(module, "window", &kernel), 0);
+  int64_t shape[4] = {1, 2, 5, 32}, headShape[1] = {2};
+  std::vector<float> q(320, 0.5f), out(320, -7.0f), bias(2, 0.0f);
+  attn_tensor in{q.data(), ATTN_F32, 4, shape, nullptr};
+  attn_tensor o4{out.data(), ATTN_F32, 4, shape, nullptr};
+  attn_tensor b1{bias.data(), ATTN_F32, 1, headShape, nullptr};
+  for (const char *twice : {"k_scale", "w"}) {
+    attn_arg args[3] = {};
+    args[0].name = "bias";
+    args[0].kind = ATTN_ARG_TENSOR;
+    args[0].tensor = b1;
+    for (int i = 1; i < 3; ++i) {
+      args[i].name = twice;
+      args[i].kind = twice[0] == 'w' ? ATTN_ARG_INT : ATTN_ARG_TENSOR;
+      args[i].i = 4;
+      args[i].tensor = b1;
+    }
+    EXPECT_EQ(attn_kernel_launch(kernel, &in, &in, &in, &o4, nullptr, args, 3,
+                                 nullptr),
+              1);
+    EXPECT_STREQ(attn_last_error_argument(), twice);
+    EXPECT_NE(std::string(attn_last_error()).find("twice"),
+              std::string::npos)
+        << attn_last_error();
+  }
+  for (float x : out)
+    ASSERT_EQ(x, -7.0f);
+  attn_kernel_free(kernel);
+  attn_module_free(module);
 }
 
 TEST(Bundle, HeaderDeclaresTypedLaunchers) {

@@ -169,6 +169,148 @@ TEST(Runtime, ParamsAndCapturedTensors) {
                  "bias", "overlaps an output");
 }
 
+/// The reproducers of issue 21 (shape [1, 2, 8, 64] f32, strides
+/// [1024, S, 64, 1]): strides whose byte offsets do not fit in 64 bits, or
+/// that run past the end of the address space, are errors naming the view,
+/// never a wrapped range that passes the overlap checks.
+struct Strided {
+  std::vector<float> q, k, v, o, lse;
+  Kernel kernel;
+  Strided() {
+    static Jit jit;
+    Options opts;
+    opts.headDim = 64;
+    opts.lse = true;
+    kernel = jit.compile("variant plain {}", opts);
+    q.assign(2 * 8 * 64, 0.5f);
+    k = v = q;
+    o.assign(2 * 8 * 64, -7.0f);
+    lse.assign(2 * 8, -7.0f);
+  }
+  static TensorRef view(void *data, int64_t headStride) {
+    return TensorRef(data, DType::f32, {1, 2, 8, 64},
+                     {1024, headStride, 64, 1});
+  }
+  Tensors tensors() {
+    return Tensors{view(q.data(), 512), view(k.data(), 512),
+                   view(v.data(), 512), view(o.data(), 512),
+                   TensorRef(lse.data(), DType::f32, {1, 2, 8})};
+  }
+  /// Launches `t`, expecting an error naming `argument`; o and lse keep
+  /// their sentinels.
+  void expectRejected(const Tensors &t, const std::string &argument,
+                      const std::string &text) {
+    try {
+      kernel.launch(t);
+      ADD_FAILURE() << "expected an error naming " << argument;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
+          << e.what();
+    }
+    for (float x : o)
+      ASSERT_EQ(x, -7.0f);
+    for (float x : lse)
+      ASSERT_EQ(x, -7.0f);
+  }
+};
+
+TEST(Runtime, StridesThatOverflowAreRejected) {
+  Strided l;
+  l.kernel.launch(l.tensors()); // the layout itself is fine
+  l.o.assign(l.o.size(), -7.0f);
+  l.lse.assign(l.lse.size(), -7.0f);
+  // o's head 1 at 2^62 elements = 2^64 bytes: wrapped onto head 0.
+  Tensors t = l.tensors();
+  t.o = Strided::view(l.o.data(), int64_t(1) << 62);
+  l.expectRejected(t, "o", "does not fit in 64 bits");
+  // 2^62 + 2^38 elements: 512 values about 1 TiB past o.
+  t.o = Strided::view(l.o.data(), (int64_t(1) << 62) + (int64_t(1) << 38));
+  l.expectRejected(t, "o", "does not fit in 64 bits");
+  // k's head 1 wrapped around to address 0x10000.
+  t = l.tensors();
+  uint64_t wrapped =
+      (uint64_t(0x10000) - reinterpret_cast<uintptr_t>(l.k.data())) / 4;
+  t.k = Strided::view(l.k.data(), static_cast<int64_t>(wrapped));
+  l.expectRejected(t, "k", "k: ");
+  // Element counts that do not fit in int64.
+  t = l.tensors();
+  t.q.shape = {INT32_MAX, INT32_MAX, INT32_MAX, 64};
+  t.q.strides.clear();
+  l.expectRejected(t, "q", "more elements than fit in 64 bits");
+}
+
+TEST(Runtime, AStrideReachingAnOutputBlamesItsView) {
+  // k with a head stride of 2^40 elements spans 4 TiB and so covers o and
+  // lse wherever they are above it: the error names k (it named o or lse
+  // before, depending on where the heap put the buffers). One allocation
+  // holds them all so that the overlap is certain.
+  Strided l;
+  std::vector<float> pool(8 * 1024, 0.25f);
+  Tensors t = l.tensors();
+  t.k = Strided::view(pool.data(), int64_t(1) << 40);
+  t.o = Strided::view(pool.data() + 2048, 512);
+  t.lse = TensorRef(pool.data() + 4096, DType::f32, {1, 2, 8});
+  try {
+    l.kernel.launch(t);
+    ADD_FAILURE() << "expected an error naming k";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "k") << e.what();
+    EXPECT_NE(std::string(e.what()).find("reach into o"), std::string::npos)
+        << e.what();
+  }
+  // The same k with o in a buffer of its own: whichever output k's span
+  // reaches, the error names k.
+  t.o = Strided::view(l.o.data(), 512);
+  t.lse = TensorRef(pool.data() + 4096, DType::f32, {1, 2, 8});
+  try {
+    l.kernel.launch(t);
+    ADD_FAILURE() << "expected an error naming k";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "k") << e.what();
+  }
+  // An output that truly overlaps an input is still the output's error.
+  t = l.tensors();
+  t.o.data = l.k.data();
+  l.expectRejected(t, "o", "overlaps k or v");
+}
+
+TEST(Runtime, AParamPassedTwiceIsAnError) {
+  Launch l;
+  expectRejected(l, [&](Tensors &, Params &p) { p.push_back({"window", 5}); },
+                 "window", "passed twice");
+  expectRejected(l,
+                 [&](Tensors &, Params &p) {
+                   p.push_back({"bias", TensorRef(l.bias.data(), DType::f32,
+                                                  {4})});
+                 },
+                 "bias", "passed twice");
+}
+
+TEST(Runtime, KVCacheOfEmptyInputs) {
+  // Empty K/V may come with null pointers (memcpy of null was UB, found by
+  // UBSan in KVCache::build).
+  KernelInfo info;
+  info.headDim = info.valueHeadDim = 16;
+  for (int64_t page : {0, 4}) {
+    info.pageSize = page;
+    TensorRef k(nullptr, DType::f32, {1, 2, 0, 16});
+    KVCache cache = KVCache::build(info, k, k);
+    Tensors t;
+    cache.bind(t);
+    EXPECT_EQ(t.k.shape[1], 2);
+  }
+  // Sizes whose products do not fit are errors naming the tensor.
+  TensorRef huge(nullptr, DType::f32, {INT32_MAX, INT32_MAX, INT32_MAX, 16});
+  info.pageSize = 0;
+  try {
+    KVCache::build(info, huge, huge);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "k") << e.what();
+  }
+}
+
 TEST(Runtime, NpyRoundTrip) {
   NpyArray a;
   a.dtype = DType::i32;

@@ -39,8 +39,11 @@ struct TensorRef {
       : data(data), dtype(dtype), shape(std::move(shape)),
         strides(std::move(strides)) {}
 
+  /// Elements of the view; an attn::Error when the count does not fit in
+  /// int64.
   int64_t numel() const;
-  /// Strides in elements, computing row-major ones when none were given.
+  /// Strides in elements, computing row-major ones when none were given
+  /// (saturating at INT64_MAX where they do not fit).
   std::vector<int64_t> effectiveStrides() const;
   bool isContiguous() const;
 };
