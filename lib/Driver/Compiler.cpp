@@ -271,7 +271,11 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   }
   if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
     throw Error("--gpu-loads", "applies to GPU targets only");
-  if (options.headDim <= 0)
+  for (auto [name, dim] : {std::pair{"--head-dim", options.headDim},
+                           std::pair{"--v-head-dim", options.valueHeadDim}})
+    if (dim < 0)
+      throw Error(name, "must be positive, got " + std::to_string(dim));
+  if (options.headDim == 0)
     throw Error("--head-dim", "required: the head dim D of q and k (e.g. "
                               "--head-dim 64)");
   if (options.headDim > 1024 || options.valueHeadDim > 1024 ||

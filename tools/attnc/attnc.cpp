@@ -15,16 +15,19 @@
 #include "llvm/Support/Path.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <random>
 #include <sstream>
+#include <unistd.h>
 
 using namespace attn;
 
@@ -86,18 +89,25 @@ CommandLine parseCommandLine(int argc, char **argv) {
   if (argc < 2)
     throw UsageError("expected a command");
   cl.command = argv[1];
+  // Each option once (--set excepted): a repeated one is an error rather
+  // than the last one silently winning.
+  auto once = [](bool &flag, const std::string &name) {
+    if (flag)
+      throw Error(name, "given twice; pass it once");
+    flag = true;
+  };
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--lse") {
-      cl.lse = true;
+      once(cl.lse, arg);
       continue;
     }
     if (arg == "--json") {
-      cl.json = true;
+      once(cl.json, arg);
       continue;
     }
     if (arg == "--simulate") {
-      cl.simulate = true;
+      once(cl.simulate, arg);
       continue;
     }
     if (arg.size() > 1 && arg[0] == '-') {
@@ -118,10 +128,14 @@ CommandLine parseCommandLine(int argc, char **argv) {
           throw UsageError("option '" + name + "' needs a value");
         value = argv[++i];
       }
-      if (name == "--set")
+      if (name == "--set") {
         cl.sets.push_back(value);
-      else
-        cl.values[name] = value;
+        continue;
+      }
+      auto [it, inserted] = cl.values.emplace(name, value);
+      if (!inserted)
+        throw Error(name, "given twice ('" + it->second + "', then '" +
+                              value + "'); pass it once");
       continue;
     }
     if (!cl.file.empty())
@@ -137,15 +151,27 @@ std::string get(const CommandLine &cl, const std::string &name,
   return it == cl.values.end() ? fallback : it->second;
 }
 
+/// An integer option: `fallback` when absent (or `auto`, where the option
+/// takes it); otherwise an integer that must be positive when `positive`.
 int64_t getInt(const CommandLine &cl, const std::string &name,
-               int64_t fallback) {
-  std::string v = get(cl, name);
-  if (v.empty() || v == "auto")
+               int64_t fallback, bool positive = false) {
+  auto it = cl.values.find(name);
+  if (it == cl.values.end())
+    return fallback;
+  const std::string &v = it->second;
+  bool autoAllowed = name == "--block-q" || name == "--block-kv";
+  if (v == "auto" && autoAllowed)
     return fallback;
   char *end = nullptr;
+  errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (*end != '\0')
-    throw Error(name, "expected an integer, got '" + v + "'");
+  if (v.empty() || *end != '\0' || errno == ERANGE)
+    throw Error(name, std::string("expected ") +
+                          (positive ? "a positive integer" : "an integer") +
+                          (autoAllowed ? " or 'auto'" : "") + ", got '" + v +
+                          "'");
+  if (positive && x <= 0)
+    throw Error(name, "must be positive, got " + v);
   return x;
 }
 
@@ -207,13 +233,16 @@ Options optionsFrom(const CommandLine &cl) {
   o.target = get(cl, "--target", "cpu");
   o.dtype = get(cl, "--dtype");
   o.kvDtype = get(cl, "--kv-dtype", "same");
-  o.headDim = getInt(cl, "--head-dim", 0);
-  o.valueHeadDim = getInt(cl, "--v-head-dim", 0);
-  o.blockQ = getInt(cl, "--block-q", 0);
-  o.blockKV = getInt(cl, "--block-kv", 0);
+  o.headDim = getInt(cl, "--head-dim", 0, true);
+  o.valueHeadDim = getInt(cl, "--v-head-dim", 0, true);
+  o.blockQ = getInt(cl, "--block-q", 0, true);
+  o.blockKV = getInt(cl, "--block-kv", 0, true);
   o.lse = cl.lse || !get(cl, "--lse-out").empty();
   o.variant = get(cl, "--variant");
+  // The compiler names the ranges of these (and --paged 0 is no paging).
   o.paged = getInt(cl, "--paged", 0);
+  if (cl.values.count("--paged") && o.paged == 0)
+    throw Error("--paged", "expected a page size of 1..1048576 tokens");
   o.kvGroup = getInt(cl, "--kv-group", 64);
   o.splitKv = get(cl, "--split-kv", "auto");
   o.gpuLoads = get(cl, "--gpu-loads", "auto");
