@@ -101,6 +101,12 @@ NpyArray readNpy(const std::string &path, const std::string &argument,
     a.dtype = DType::i8;
   else if ((descr == "<u2" || descr == "=u2") && uint16IsBF16)
     a.dtype = DType::bf16;
+  else if (descr == "<u2" || descr == "=u2")
+    throw Error(argument, "'" + path +
+                              "' holds uint16 (<u2) data, which is read as "
+                              "bf16 bit patterns only for bf16 inputs (attnc "
+                              "run: add --dtype bf16); otherwise expected "
+                              "float32 (<f4), float16 (<f2) or int32 (<i4)");
   else
     throw Error(argument,
                 "'" + path + "' holds dtype '" + descr +

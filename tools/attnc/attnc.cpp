@@ -262,7 +262,9 @@ void parseSets(const CommandLine &cl, Params &params,
       if (n == name)
         throw Error(name, "set twice with --set");
     if (value.size() > 4 && value.substr(value.size() - 4) == ".npy") {
-      arrays.push_back(std::make_unique<NpyArray>(readNpy(value, name)));
+      // uint16 data can only be a bf16 tensor's bits.
+      arrays.push_back(
+          std::make_unique<NpyArray>(readNpy(value, name, true)));
       params.emplace_back(name, arrays.back()->ref());
       continue;
     }
@@ -329,6 +331,62 @@ NpyArray makeOutput(DType dtype, std::vector<int64_t> shape) {
   return a;
 }
 
+/// The files `attnc run` writes: each is checked before anything is
+/// computed (a new file is created beside it, so a missing directory or
+/// one without write permission is an error up front), filled in that
+/// temporary file, and renamed into place only once every output is
+/// written. A run that fails leaves none of its outputs.
+class OutputFiles {
+public:
+  OutputFiles() = default;
+  OutputFiles(const OutputFiles &) = delete;
+  OutputFiles &operator=(const OutputFiles &) = delete;
+  ~OutputFiles() {
+    for (const File &f : files)
+      if (!f.committed)
+        std::remove(f.temp.c_str());
+  }
+
+  /// Reserves `path` for option `flag`; returns the index for write().
+  size_t add(const std::string &flag, const std::string &path) {
+    for (const File &f : files)
+      if (f.path == path)
+        throw Error(flag, "'" + path + "' is also the file of " + f.flag);
+    if (llvm::sys::fs::is_directory(path))
+      throw Error(flag, "cannot write '" + path + "': it is a directory");
+    File f{flag, path,
+           path + ".attnc-" + std::to_string(::getpid()) + "-" +
+               std::to_string(files.size()) + ".tmp"};
+    int fd = ::open(f.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    0666);
+    if (fd < 0)
+      throw Error(flag, "cannot write '" + path + "': " +
+                            std::strerror(errno));
+    ::close(fd);
+    files.push_back(std::move(f));
+    return files.size() - 1;
+  }
+  void write(size_t index, const NpyArray &array) {
+    writeNpy(files[index].temp, array, files[index].flag);
+  }
+  /// Moves every written output into place.
+  void commit() {
+    for (File &f : files) {
+      if (std::rename(f.temp.c_str(), f.path.c_str()) != 0)
+        throw Error(f.flag, "cannot write '" + f.path + "': " +
+                                std::strerror(errno));
+      f.committed = true;
+    }
+  }
+
+private:
+  struct File {
+    std::string flag, path, temp;
+    bool committed = false;
+  };
+  std::vector<File> files;
+};
+
 /// Compiles (a cache hit when `jit` has seen the source), allocates o (and
 /// lse) for q's shape, and returns everything a launch needs.
 struct Prepared {
@@ -373,10 +431,76 @@ Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
   return p;
 }
 
+/// `run --paged P`: the kernel sizes captured tensors by the page table's
+/// capacity (Skv = max_pages * P), which run chooses when it builds the
+/// pool, so a tensor the user sized for the inputs' Skv (as an unpaged run
+/// takes it) is copied into one of the pool's size, zero past the keys
+/// (which the kernel never reads: they lie past seq_lens).
+void sizeCapturesToPool(const Prepared &p, const NpyArray &q,
+                        const NpyArray &k, Params &params,
+                        std::vector<std::unique_ptr<NpyArray>> &arrays) {
+  const KernelInfo &info = p.kernel.info();
+  if (info.pageSize <= 0 || !p.tensors.pageTable)
+    return;
+  int64_t unpaged[7] = {q.shape[0], q.shape[1], k.shape[1], q.shape[2],
+                        k.shape[2], info.headDim, info.valueHeadDim};
+  int64_t paged[7];
+  std::copy(unpaged, unpaged + 7, paged);
+  paged[4] = p.tensors.pageTable->shape[1] * info.pageSize;
+  for (const CaptureInfo &c : info.captures)
+    for (auto &[name, arg] : params) {
+      if (name != c.name || arg.kind() != Arg::Kind::Tensor)
+        continue;
+      const TensorRef &given = arg.tensor();
+      std::vector<int64_t> from, to;
+      try {
+        for (const std::string &rpn : c.dimRpn) {
+          from.push_back(detail::evalDimRpn(rpn, unpaged, info, params));
+          to.push_back(detail::evalDimRpn(rpn, paged, info, params));
+        }
+      } catch (const Error &) {
+        continue; // a missing param: the launch reports it
+      }
+      if (to.empty() || given.shape != from || from == to)
+        continue;
+      bool fits = true;
+      for (size_t i = 0; i < to.size(); ++i)
+        fits &= from[i] >= 0 && from[i] <= to[i];
+      if (!fits)
+        continue;
+      // Copy the given box into the pool-sized one, a row at a time.
+      NpyArray padded = makeOutput(given.dtype, to);
+      size_t elt = dtypeSize(given.dtype), rank = to.size();
+      int64_t rows = 1;
+      for (size_t i = 0; i + 1 < rank; ++i)
+        rows *= from[i];
+      int64_t rowBytes = from.back() * int64_t(elt);
+      for (int64_t r = 0; r < rows && rowBytes > 0; ++r) {
+        int64_t rest = r, dst = 0, scale = to.back();
+        for (size_t i = rank - 1; i-- > 0;) {
+          dst += (rest % from[i]) * scale;
+          rest /= from[i];
+          scale *= to[i];
+        }
+        std::memcpy(padded.bytes.data() + dst * elt,
+                    static_cast<const char *>(given.data) + r * rowBytes,
+                    rowBytes);
+      }
+      arrays.push_back(std::make_unique<NpyArray>(std::move(padded)));
+      arg = Arg(arrays.back()->ref());
+    }
+}
+
 int cmdRun(const CommandLine &cl) {
   for (const char *required : {"--q", "--k", "--v", "-o"})
     if (get(cl, required).empty())
       throw Error(required, "required for run");
+  // Every output can be written, before anything is computed.
+  OutputFiles outputs;
+  size_t oFile = outputs.add("-o", get(cl, "-o"));
+  std::optional<size_t> lseFile;
+  if (!get(cl, "--lse-out").empty())
+    lseFile = outputs.add("--lse-out", get(cl, "--lse-out"));
   std::string text = readFile(cl.file);
   Options options = optionsFrom(cl);
   if (cl.simulate)
@@ -418,11 +542,13 @@ int cmdRun(const CommandLine &cl) {
 
   Jit jit;
   Prepared p = prepare(jit, text, cl, options, q, k, v);
+  sizeCapturesToPool(p, q, k, params, arrays);
   // GPU kernels (--simulate) get device copies of the host arrays.
   p.kernel.launchHost(p.tensors, params);
-  writeNpy(get(cl, "-o"), p.o, "-o");
-  if (!get(cl, "--lse-out").empty())
-    writeNpy(get(cl, "--lse-out"), p.lse, "--lse-out");
+  outputs.write(oFile, p.o);
+  if (lseFile)
+    outputs.write(*lseFile, p.lse);
+  outputs.commit();
   return 0;
 }
 
@@ -556,6 +682,7 @@ int cmdBench(const CommandLine &cl) {
   parseSets(cl, params, arrays);
   Jit jit;
   RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  sizeCapturesToPool(r.p, r.q, r.k, params, arrays);
   Kernel &kernel = r.p.kernel;
   Tensors &tensors = r.p.tensors;
   const KernelInfo &info = kernel.info();
