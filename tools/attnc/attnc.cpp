@@ -47,6 +47,8 @@ commands:
                                   time the kernel on random inputs
   blockmap FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--b N] [--h N]
                                   print which tiles a launch computes
+                                  (--h: a query head; under GQA, the tiles
+                                  of its kv head that hold its rows)
   compile FILE.attn --head-dim D [opts] -o OUT
                                   AOT: write OUT.attnpkg and OUT.h (typed launchers)
 
@@ -651,18 +653,43 @@ int cmdBlockMap(const CommandLine &cl) {
   parseSets(cl, params, arrays);
   Jit jit;
   RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  sizeCapturesToPool(r.p, r.q, r.k, params, arrays);
   BlockMap map = r.p.kernel.blockMap(r.p.tensors, params);
+  const KernelInfo &info = r.p.kernel.info();
+  int64_t Hq = shape[1], Sq = shape[3];
   int64_t b = getInt(cl, "--b", 0), h = getInt(cl, "--h", 0);
   if (b < 0 || b >= map.batch)
     throw Error("--b", "expected 0.." + std::to_string(map.batch - 1));
-  if (h < 0 || h >= map.heads)
-    throw Error("--h", "expected 0.." + std::to_string(map.heads - 1));
-  std::printf("%s: %lld x %lld tiles of %lld x %lld (b=%lld, h=%lld); "
+  if (h < 0 || h >= Hq)
+    throw Error("--h", "expected a query head 0.." + std::to_string(Hq - 1));
+  // With packed heads (GQA), a map head is a kv head whose query tiles
+  // stack the rows of its group's query heads (head-major): show the
+  // tiles that hold query head h's rows, and say so.
+  int64_t group = info.packedHeads ? Hq / map.heads : 1;
+  int64_t mapHead = h / group, first = 0, last = map.queryTiles - 1;
+  std::string where = "b=" + std::to_string(b) + ", h=" + std::to_string(h);
+  if (group > 1) {
+    int64_t rowLo = (h % group) * Sq, rowHi = rowLo + Sq - 1;
+    first = rowLo / map.blockQ;
+    last = rowHi / map.blockQ;
+    where += ": kv head " + std::to_string(mapHead) + " computes query "
+             "heads " + std::to_string(mapHead * group) + ".." +
+             std::to_string(mapHead * group + group - 1) + " as one stack "
+             "of " + std::to_string(group * Sq) + " rows, h=" +
+             std::to_string(h) + " being rows " + std::to_string(rowLo) +
+             ".." + std::to_string(rowHi) + ", query tiles " +
+             std::to_string(first) + ".." + std::to_string(last);
+  }
+  std::printf("%s: %lld x %lld tiles of %lld x %lld (%s); "
               "'#' full, '+' partial, '.' skipped\n",
-              r.p.kernel.info().name.c_str(), (long long)map.queryTiles,
+              info.name.c_str(), (long long)(last - first + 1),
               (long long)map.keyTiles, (long long)map.blockQ,
-              (long long)map.blockKV, (long long)b, (long long)h);
-  std::fputs(map.str(b, h).c_str(), stdout);
+              (long long)map.blockKV, where.c_str());
+  std::istringstream rows(map.str(b, mapHead));
+  std::string line;
+  for (int64_t qt = 0; std::getline(rows, line); ++qt)
+    if (qt >= first && qt <= last)
+      std::printf("%s\n", line.c_str());
   std::printf("density %.4f (%lld of %zu blocks computed)\n", map.density(),
               (long long)map.computedBlocks(), map.classes.size());
   return 0;
