@@ -134,8 +134,13 @@ _DTYPE_CODES = {"f32": F32, "f16": F16, "bf16": BF16, "i32": I32}
 _BYTE_CODES = {"fp8e4m3": F8E4M3, "fp8e5m2": F8E5M2}
 
 
-def _describe(x, keep, byte_code=F8E4M3):
-    """A _Tensor for a numpy array or torch tensor (kept alive in keep)."""
+_CASTS = {"float64": "np.float32", "int64": "np.int32", "bool": "np.int32",
+          "uint32": "np.int32", "int16": "np.int32"}
+
+
+def _describe(x, keep, byte_code=F8E4M3, name=""):
+    """A _Tensor for a numpy array or torch tensor (kept alive in keep);
+    errors name the argument `name`."""
     module = type(x).__module__
     if module.startswith("torch"):
         import torch
@@ -147,7 +152,8 @@ def _describe(x, keep, byte_code=F8E4M3):
             if hasattr(torch, name):
                 codes[getattr(torch, name)] = code
         if x.dtype not in codes:
-            raise Error("unsupported torch dtype %s" % x.dtype)
+            raise Error("%s: unsupported torch dtype %s" % (name, x.dtype),
+                        name)
         code, data = codes[x.dtype], x.data_ptr()
         shape, strides = list(x.shape), list(x.stride())
     else:
@@ -157,9 +163,12 @@ def _describe(x, keep, byte_code=F8E4M3):
                  np.dtype(np.uint16): BF16, np.dtype(np.int32): I32,
                  np.dtype(np.int8): I8, np.dtype(np.uint8): byte_code}
         if x.dtype not in codes:
-            raise Error("unsupported numpy dtype %s (float32, float16, "
+            cast = _CASTS.get(str(x.dtype))
+            raise Error("%s: unsupported numpy dtype %s (float32, float16, "
                         "int32, uint16 for bf16, int8 or uint8 for K/V "
-                        "codes)" % x.dtype)
+                        "codes)%s" % (name, x.dtype,
+                                      "; convert with x.astype(%s)" % cast
+                                      if cast else ""), name)
         code, data = codes[x.dtype], x.ctypes.data
         shape = list(x.shape)
         strides = [s // x.itemsize for s in x.strides]
@@ -207,6 +216,17 @@ class Kernel:
         Quantized or paged kernels take k_scale, v_scale, page_table and
         seq_lens as keyword arguments (attn::Tensors)."""
         gpu = self.info.get("target", "cpu") != "cpu"
+        # Arrays or tensors only (a list has no shape or dtype to check).
+        for name, t in [("q", q), ("k", k), ("v", v), ("o", o),
+                        ("lse", lse)] + list(args.items()):
+            if t is None or isinstance(t, numbers.Number):
+                continue
+            if not hasattr(t, "shape") or not hasattr(t, "dtype"):
+                # A list's element type would be a guess (Python floats are
+                # float64): ask for an array of the dtype the kernel takes.
+                raise Error("%s: expected a numpy array or torch tensor, got "
+                            "%s (e.g. np.asarray(x, dtype=np.float32))"
+                            % (name, type(t).__name__), name)
         # A host pointer in a GPU kernel (or the reverse) would fault, not
         # fail cleanly: check where every tensor lives before launching.
         # GPU kernels take host arrays too when all of them are (copied).
@@ -230,8 +250,10 @@ class Kernel:
             lse = self._empty_like_out(q, (batch, heads, seq), "f32")
         keep = []
         byte_code = _BYTE_CODES.get(self.info.get("kv_dtype", "same"), F8E4M3)
-        tensors = [_describe(t, keep, byte_code) for t in (q, k, v, o)]
-        lse_desc = _describe(lse, keep) if lse is not None else None
+        tensors = [_describe(t, keep, byte_code, n)
+                   for n, t in (("q", q), ("k", k), ("v", v), ("o", o))]
+        lse_desc = (_describe(lse, keep, name="lse") if lse is not None
+                    else None)
         c_args = (_Arg * max(1, len(args)))()
         for i, (name, value) in enumerate(args.items()):
             encoded = name.encode()
@@ -244,7 +266,7 @@ class Kernel:
                 c_args[i].kind, c_args[i].f = ARG_FLOAT, float(value)
             else:
                 c_args[i].kind = ARG_TENSOR
-                c_args[i].tensor = _describe(value, keep, byte_code)
+                c_args[i].tensor = _describe(value, keep, byte_code, name)
 
         def launch(on_stream):
             _check(_library().attn_kernel_launch(

@@ -125,10 +125,19 @@ Module Module::load(const std::string &path) {
   uint64_t manifestSize;
   std::memcpy(&format, data.data() + 8, 4);
   std::memcpy(&manifestSize, data.data() + 16, 8);
+  // Formats count up from 1: a 0 is a damaged or hand-made file, not an
+  // old bundle that recompiling would fix.
+  if (format == 0)
+    fail("'" + path + "' is not a valid attnc bundle: its header says "
+         "format 0, which no attnc writes (the file is damaged or was not "
+         "written by attnc compile)");
   if (format != detail::kBundleFormat)
     fail("'" + path + "' has bundle format " + std::to_string(format) +
          "; this attnrt reads format " + std::to_string(detail::kBundleFormat) +
-         " (recompile it with this attnc)");
+         (format < detail::kBundleFormat
+              ? " (recompile it with this attnc)"
+              : " (written by a newer attnc, or damaged: recompile it with "
+                "this attnc)"));
   if (manifestSize > data.size() - 24)
     fail("'" + path + "' is truncated");
   json::Value manifest = json::parse(data.substr(24, manifestSize));

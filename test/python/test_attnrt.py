@@ -76,6 +76,37 @@ try:
 except attnrt.Error as e:
     assert e.argument == "bundle"
 
+# Arguments of the wrong kind name themselves (float64 and int64 arrays
+# raised with an empty argument, a list raised AttributeError).
+for bad, name in ((dict(q=q.astype(np.float64)), "q"),
+                  (dict(k=k.astype(np.int64)), "k"),
+                  (dict(v=v.tolist()), "v"),
+                  (dict(q=q.tolist()), "q")):
+    call = dict(q=q, k=k, v=v)
+    call.update(bad)
+    try:
+        kernel(call["q"], call["k"], call["v"], window=9)
+        raise AssertionError("expected an error")
+    except attnrt.Error as e:
+        assert e.argument == name and str(e).startswith(name + ": "), (
+            e.argument, str(e))
+try:
+    kernel(q, k, v, o=np.zeros((B, H, S, D)), window=9)
+    raise AssertionError("expected an error")
+except attnrt.Error as e:
+    assert e.argument == "o" and "astype(np.float32)" in str(e), str(e)
+# A file with the bundle magic and nothing else is not an old bundle
+# ("format 0; recompile it" before).
+junk = os.path.join(work, "junk.attnpkg")
+with open(junk, "wb") as f:
+    f.write(b"ATTNPKG1" + bytes(64))
+try:
+    attnrt.load(junk)
+    raise AssertionError("expected an error")
+except attnrt.Error as e:
+    assert e.argument == "bundle", e
+    assert "not a valid attnc bundle" in str(e) and "recompile" not in str(e), e
+
 # A paged int8 bundle: codes, scales, page table and lengths from numpy.
 out8 = os.path.join(work, "decode8")
 subprocess.run([attnc, "compile", os.path.join(examples, "causal.attn"),
