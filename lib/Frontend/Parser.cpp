@@ -483,10 +483,11 @@ ExprPtr Parser::finish(ExprPtr e) {
   for (const ExprPtr &a : e->args)
     depth = std::max(depth, a->depth);
   e->depth = depth + 1;
-  if (e->depth > kMaxExprDepth) {
-    diags.error(e->loc, "expression is nested too deeply (more than " +
-                            std::to_string(kMaxExprDepth) +
-                            " levels); split it with 'let'");
+  if (e->depth > kMaxExprHeight) {
+    diags.error(e->loc, "expression is too deep: more than " +
+                            std::to_string(kMaxExprHeight) +
+                            " levels of operators (each operator of a chain "
+                            "like a + b + c adds one); split it with 'let'");
     return nullptr;
   }
   return e;

@@ -14,9 +14,15 @@ Program parseProgram(const SourceFile &file, Diagnostics &diags);
 /// Parse and check: the front end as the driver uses it.
 Program parseAndCheck(const SourceFile &file, Diagnostics &diags);
 
-/// Largest expression tree height accepted; deeper input gets an error, so
-/// recursive walks over the tree stay far from the stack limit.
+/// Deepest syntactic nesting accepted (parentheses, calls, unary operators,
+/// conditionals): the parser's own recursion.
 constexpr unsigned kMaxExprDepth = 256;
+/// Largest expression tree height accepted, which a flat chain such as
+/// `a + b + c + ...` raises by one per operator; taller input gets an
+/// error, so recursive walks over the tree (checks, import, the compiler's
+/// passes) stay far from the stack limit: a 1024-term sum compiles and runs
+/// in about 1 MiB of stack, 8 times less than a thread's default.
+constexpr unsigned kMaxExprHeight = 1024;
 
 } // namespace attn::fe
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 using namespace attn;
@@ -140,7 +141,32 @@ TEST(Frontend, DeepNestingIsAnErrorNotACrash) {
     for (int i = 0; i < depth; ++i)
       chain += " + 1.0";
     d = diagnose("variant v { scale = " + chain + "; }");
-    EXPECT_NE(d.find("nested too deeply"), std::string::npos) << depth;
+    // A flat chain is no nesting, but a tree that tall is still refused.
+    EXPECT_EQ(depth < 1024, d.empty()) << depth;
+    if (depth >= 1024)
+      EXPECT_NE(d.find("more than 1024 levels of operators"),
+                std::string::npos)
+          << depth;
+  }
+}
+
+TEST(Frontend, FlatSumsAreNotNesting) {
+  // A flat sum of 256 terms was "nested too deeply": chains count one
+  // level per operator against a limit of 1024 (which compiles and runs
+  // in about 1 MiB of stack), parentheses and unary operators against 256.
+  for (int terms : {256, 1000}) {
+    std::string sum = "s";
+    for (int i = 1; i < terms; ++i)
+      sum += " + s * " + std::to_string(i % 7) + ".0";
+    std::string text = "variant v { score(s, b, h, q, kv) = " + sum + "; }";
+    EXPECT_EQ(diagnose(text), "") << terms;
+    Options o;
+    o.headDim = 16;
+    driver::Source source(text, "t.attn");
+    driver::KernelPlan plan = driver::planKernel(source, o);
+    EXPECT_NE(driver::emitStage(source, plan, driver::Stage::Attn)
+                  .find("attn.attention"),
+              std::string::npos);
   }
 }
 
