@@ -35,19 +35,50 @@ void Diagnostics::error(SourceLoc loc, std::string message) {
   errors.push_back({loc, std::move(message)});
 }
 
+void Diagnostics::warning(SourceLoc loc, std::string message) {
+  if (warnings.size() >= kMaxErrors)
+    return;
+  warnings.push_back({loc, std::move(message), /*warning=*/true});
+}
+
+namespace {
+
+bool isContinuationByte(char c) {
+  return (static_cast<unsigned char>(c) & 0xc0) == 0x80;
+}
+
+} // namespace
+
 std::string Diagnostics::render(const Diagnostic &d) const {
   auto [line, col] = file.lineCol(d.loc.offset);
   std::string out = file.name + ":" + std::to_string(line) + ":" +
-                    std::to_string(col) + ": error: " + d.message + "\n";
+                    std::to_string(col) + ": " +
+                    (d.warning ? "warning: " : "error: ") + d.message + "\n";
   std::string text = file.lineText(d.loc.offset);
+  size_t at = std::min<size_t>(col - 1, text.size()); // the caret's byte
+  // A long line (a generated file, a 12 KB expression) is shown as a
+  // window of it around the column, cut at character boundaries.
+  size_t begin = 0, end = text.size();
+  if (text.size() > kMaxShownColumns) {
+    begin = at > kMaxShownColumns / 2 ? at - kMaxShownColumns / 2 : 0;
+    end = std::min(text.size(), begin + kMaxShownColumns);
+    begin = end - std::min(end, kMaxShownColumns);
+    while (begin > 0 && begin < text.size() && isContinuationByte(text[begin]))
+      ++begin;
+    while (end < text.size() && isContinuationByte(text[end]))
+      --end;
+  }
+  std::string shown = text.substr(begin, end - begin);
   // Keep the echoed line printable: control bytes would garble terminals.
-  for (char &c : text)
+  for (char &c : shown)
     if ((unsigned char)c < 0x20 && c != '\t')
       c = ' ';
-  out += text + "\n";
-  std::string caret;
-  for (unsigned i = 0; i + 1 < col && i < text.size(); ++i)
-    caret += text[i] == '\t' ? '\t' : ' ';
+  out += (begin > 0 ? "..." : "") + shown +
+         (end < text.size() ? "..." : "") + "\n";
+  std::string caret = begin > 0 ? "   " : "";
+  for (size_t i = begin; i < at && i < end; ++i)
+    if (!isContinuationByte(text[i])) // one column per UTF-8 character
+      caret += text[i] == '\t' ? '\t' : ' ';
   caret += '^';
   out += caret + "\n";
   return out;
@@ -55,17 +86,19 @@ std::string Diagnostics::render(const Diagnostic &d) const {
 
 std::string Diagnostics::renderAll() const {
   // Source order reads best, whatever order the checks ran in.
-  std::vector<const Diagnostic *> sorted;
+  // Report order (errors, then warnings) breaks ties.
+  std::vector<std::pair<const Diagnostic *, size_t>> sorted;
   for (const Diagnostic &d : errors)
-    sorted.push_back(&d);
-  std::sort(sorted.begin(), sorted.end(),
-            [](const Diagnostic *a, const Diagnostic *b) {
-              return a->loc.offset != b->loc.offset
-                         ? a->loc.offset < b->loc.offset
-                         : a < b; // report order breaks ties
-            });
+    sorted.push_back({&d, sorted.size()});
+  for (const Diagnostic &d : warnings)
+    sorted.push_back({&d, sorted.size()});
+  std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
+    return a.first->loc.offset != b.first->loc.offset
+               ? a.first->loc.offset < b.first->loc.offset
+               : a.second < b.second;
+  });
   std::string out;
-  for (const Diagnostic *d : sorted)
+  for (const auto &[d, order] : sorted)
     out += render(*d);
   return out;
 }

@@ -31,6 +31,7 @@ struct SourceFile {
 struct Diagnostic {
   SourceLoc loc;
   std::string message;
+  bool warning = false; // a warning does not stop compilation
 };
 
 class Diagnostics {
@@ -38,22 +39,30 @@ public:
   explicit Diagnostics(const SourceFile &file) : file(file) {}
 
   void error(SourceLoc loc, std::string message);
+  /// Something that compiles but is most likely not meant.
+  void warning(SourceLoc loc, std::string message);
   bool hasErrors() const { return !errors.empty(); }
+  bool hasWarnings() const { return !warnings.empty(); }
   size_t count() const { return errors.size(); }
   const std::vector<Diagnostic> &all() const { return errors; }
   /// Too many errors: callers stop early instead of cascading.
   bool saturated() const { return errors.size() >= kMaxErrors; }
 
-  /// `file:line:col: error: message`, the line, and a caret under the column.
+  /// `file:line:col: error: message` (or `warning:`), the line, and a caret
+  /// under the column. A long line is shown as a window around the column.
   std::string render(const Diagnostic &d) const;
+  /// Errors and warnings, in source order.
   std::string renderAll() const;
 
   const SourceFile &source() const { return file; }
 
+  /// Longest stretch of a source line shown under a message.
+  static constexpr size_t kMaxShownColumns = 120;
+
 private:
   static constexpr size_t kMaxErrors = 20;
   const SourceFile &file;
-  std::vector<Diagnostic> errors;
+  std::vector<Diagnostic> errors, warnings;
 };
 
 /// The closest candidate by edit distance, or "" when none is close enough

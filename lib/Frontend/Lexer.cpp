@@ -121,6 +121,30 @@ Token Lexer::lexNumber(size_t begin) {
   return make(isFloat ? Tok::Float : Tok::Int, begin);
 }
 
+bool Lexer::decodeUtf8(size_t begin, uint32_t &codePoint) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(src[i]); };
+  unsigned char lead = byte(begin);
+  size_t length = lead >= 0xf0 && lead < 0xf5   ? 4
+                  : lead >= 0xe0 && lead < 0xf0 ? 3
+                  : lead >= 0xc2 && lead < 0xe0 ? 2
+                                                : 0;
+  if (length == 0 || begin + length > src.size())
+    return false;
+  codePoint = lead & (0x7f >> length);
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(begin + i) & 0xc0) != 0x80)
+      return false;
+    codePoint = (codePoint << 6) | (byte(begin + i) & 0x3f);
+  }
+  // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+  static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (codePoint < least[length] || codePoint > 0x10ffff ||
+      (codePoint >= 0xd800 && codePoint < 0xe000))
+    return false;
+  pos = begin + length;
+  return true;
+}
+
 Token Lexer::next() {
   skipSpaceAndComments();
   size_t begin = pos;
@@ -172,18 +196,40 @@ Token Lexer::next() {
   default:
     break;
   }
-  Token t = make(Tok::Error, begin);
   std::string shown;
   unsigned char uc = static_cast<unsigned char>(c);
   if (uc >= 0x20 && uc < 0x7f) {
     shown = std::string("'") + c + "'";
     if (c == '&')
       shown += "; did you mean '&&'?";
+  } else if (uint32_t cp = 0; uc >= 0x80 && decodeUtf8(begin, cp)) {
+    // One error for the whole character, not one per byte.
+    char buf[16];
+    snprintf(buf, sizeof buf, "U+%04X", cp);
+    shown = "'" + src.substr(begin, pos - begin) + "' (" + buf +
+            "); names and operators are ASCII";
   } else {
     char buf[8];
     snprintf(buf, sizeof buf, "0x%02x", uc);
     shown = std::string("byte ") + buf;
+    if (uc >= 0x80) {
+      // A run of bytes that are not UTF-8: one error for all of them.
+      while (pos < src.size() &&
+             static_cast<unsigned char>(src[pos]) >= 0x80) {
+        uint32_t ignored;
+        size_t save = pos;
+        if (decodeUtf8(pos, ignored)) {
+          pos = save;
+          break;
+        }
+        pos = save + 1;
+      }
+      shown += pos - begin > 1 ? " (and the " + std::to_string(pos - begin - 1) +
+                                     " after it: not UTF-8 text)"
+                               : " (not UTF-8 text)";
+    }
   }
+  Token t = make(Tok::Error, begin);
   diags.error(t.loc, "unexpected character " + shown);
   return t;
 }

@@ -4,6 +4,7 @@
 
 #include "lib/Frontend/Diagnostics.h"
 
+#include <cstdint>
 #include <string>
 
 namespace attn::fe {
@@ -35,6 +36,10 @@ private:
   void skipSpaceAndComments();
   Token make(Tok kind, size_t begin);
   Token lexNumber(size_t begin);
+  /// The UTF-8 character starting at `begin`: on success its code point,
+  /// and `pos` moves past it; false (and `pos` unchanged) for bytes that
+  /// are not UTF-8.
+  bool decodeUtf8(size_t begin, uint32_t &codePoint);
 
   const std::string &src;
   Diagnostics &diags;

@@ -170,6 +170,44 @@ TEST(Frontend, FlatSumsAreNotNesting) {
   }
 }
 
+TEST(Frontend, LongLinesAreShownAroundTheColumn) {
+  // The "too deep" diagnostic of a 12 KB line echoed all of it.
+  std::string sum = "s";
+  for (int i = 0; i < 1500; ++i)
+    sum += " + s*2.0";
+  std::string line = "variant v { score(s, b, h, q, kv) = " + sum + "; }";
+  ASSERT_GT(line.size(), 10000u);
+  std::string d = diagnose(line);
+  EXPECT_NE(d.find("more than 1024 levels"), std::string::npos) << d;
+  EXPECT_LT(d.size(), 500u) << d;
+  // The window keeps the caret under the operator it names.
+  size_t eol1 = d.find('\n'), eol2 = d.find('\n', eol1 + 1);
+  std::string shown = d.substr(eol1 + 1, eol2 - eol1 - 1);
+  std::string caret = d.substr(eol2 + 1, d.find('\n', eol2 + 1) - eol2 - 1);
+  EXPECT_EQ(shown.substr(0, 3), "...");
+  EXPECT_EQ(shown.substr(shown.size() - 3), "...");
+  ASSERT_EQ(caret.back(), '^');
+  EXPECT_EQ(shown[caret.size() - 1], '+') << shown << "\n" << caret;
+}
+
+TEST(Frontend, ANonAsciiCharacterIsOneError) {
+  // One error per byte before; the caret counts characters.
+  std::string d = diagnose("variant v {\n  mask(b, h, q, kv) = kv <= q\xc3\xa9;\n}");
+  EXPECT_EQ(d, "t.attn:2:30: error: unexpected character '\xc3\xa9' (U+00E9); "
+               "names and operators are ASCII\n"
+               "  mask(b, h, q, kv) = kv <= q\xc3\xa9;\n"
+               "                             ^\n");
+  d = diagnose("variant v { mask(b, h, q, kv) = \xe2\x89\xa4 \xe2\x89\xa4; }");
+  EXPECT_NE(d.find("(U+2264)"), std::string::npos) << d;
+  EXPECT_EQ(std::count(d.begin(), d.end(), '^'), 2) << d;
+  // Bytes that are not UTF-8: one error for the run.
+  d = diagnose("variant v { \xff\xfe\x80 }");
+  EXPECT_EQ(std::count(d.begin(), d.end(), '^'), 1) << d;
+  EXPECT_NE(d.find("byte 0xff (and the 2 after it: not UTF-8 text)"),
+            std::string::npos)
+      << d;
+}
+
 TEST(Frontend, LongLetChainsCompile) {
   // 2000 lets, each doubling the last: linear work, no deep recursion.
   std::string text = "variant v { let a0 = q;";
