@@ -76,6 +76,8 @@ Source::Source(std::string text, std::string filename) {
                         "... }'");
   if (diags.hasErrors())
     throw CompileError(diags.renderAll());
+  if (diags.hasWarnings())
+    warnings = diags.renderAll();
 }
 
 namespace {

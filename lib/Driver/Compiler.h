@@ -33,6 +33,9 @@ struct Source {
   Source(std::string text, std::string filename);
   fe::SourceFile file;
   fe::Program program;
+  /// Rendered `file:line:col: warning:` diagnostics ("" when none); attnc
+  /// prints them.
+  std::string warnings;
 };
 
 /// One variant with resolved options: what the pipeline compiles.

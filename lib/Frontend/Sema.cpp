@@ -4,6 +4,8 @@
 #include "lib/Frontend/Eval.h"
 
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <set>
 
 namespace attn::fe {
@@ -48,6 +50,8 @@ private:
   Type checkBinary(Expr &e, Context &ctx);
   std::vector<std::string> visibleNames(const Context &ctx) const;
   bool foldConst(const Expr &e, double &value, Type &type);
+  void checkFolding();
+  std::optional<Scalar> checkFolded(const Expr &e);
 
   Variant &v;
   Diagnostics &diags;
@@ -724,6 +728,101 @@ void Sema::checkSelect(SelectDecl &sel) {
                                        printExpr(*sel.argument, v));
 }
 
+/// f32 values that stay finite in the kernels (constants are folded in
+/// double precision here, in f32 there).
+static bool finiteF32(const Scalar &s) {
+  return s.type != Type::F32 ||
+         (std::isfinite(s.f) &&
+          std::fabs(s.f) <= double(std::numeric_limits<float>::max()));
+}
+
+/// A constant subexpression (literals and consts) whose f32 value becomes
+/// infinite or NaN at this node from finite operands: `const c = 1.0 / 0.0;`
+/// in a score made every score NaN without a word. NaN is an error (no
+/// score can use it); inf a warning, as `inf` may be meant (then write
+/// `inf`). Returns the node's value when it is constant.
+std::optional<Scalar> Sema::checkFolded(const Expr &e) {
+  bool constant = true, operandsFinite = true;
+  for (const ExprPtr &a : e.args) {
+    std::optional<Scalar> x = checkFolded(*a);
+    constant &= x.has_value();
+    operandsFinite &= x && finiteF32(*x);
+  }
+  NoEnv env;
+  switch (e.kind) {
+  case ExprKind::Name:
+    // A const's own definition was checked where it is declared.
+    if (e.nameKind != NameKind::Const || e.type == Type::Invalid)
+      return std::nullopt;
+    return evaluate(e, v, env);
+  case ExprKind::Index:
+    return std::nullopt;
+  default:
+    if (!constant || e.type == Type::Invalid)
+      return std::nullopt;
+    break;
+  }
+  Scalar s = evaluate(e, v, env);
+  if (finiteF32(s) || !operandsFinite)
+    return s;
+  if (std::isnan(s.f)) {
+    diags.error(e.loc, "this constant folds to NaN (as 0/0, inf - inf, "
+                       "0 * inf, or a builtin outside its domain do); every "
+                       "score it reaches would be NaN");
+    return s;
+  }
+  if (e.kind == ExprKind::FloatLit && std::isinf(s.f))
+    return s; // `inf` itself
+  bool divByZero = e.kind == ExprKind::Binary &&
+                   e.binaryOp == BinaryOp::Div &&
+                   evaluate(*e.args[1], v, env).asDouble() == 0;
+  std::string sign = s.f < 0 ? "-inf" : "inf";
+  diags.warning(e.loc,
+                "this constant " +
+                    std::string(divByZero ? "divides by zero"
+                                          : "overflows f32 (largest "
+                                            "3.4e38)") +
+                    " and folds to " + sign +
+                    "; every score it reaches would be infinite or NaN "
+                    "(write '" + sign + "' if that is meant)");
+  return s;
+}
+
+/// Every expression of the variant through checkFolded, and a constant
+/// scale, which multiplies every score, must be finite.
+void Sema::checkFolding() {
+  for (const ConstDecl &c : v.consts)
+    if (c.expr)
+      checkFolded(*c.expr);
+  for (const ParamDecl &p : v.params)
+    if (p.defaultExpr)
+      checkFolded(*p.defaultExpr);
+  for (const TensorDecl &t : v.tensors)
+    for (const ExprPtr &d : t.dims)
+      checkFolded(*d);
+  for (const LetDecl &l : v.lets)
+    if (l.expr)
+      checkFolded(*l.expr);
+  if (v.scale)
+    if (std::optional<Scalar> scale = checkFolded(*v.scale);
+        scale && scale->type == Type::F32 && !finiteF32(*scale))
+      diags.error(v.scale->loc,
+                  "scale folds to " + std::string(std::isnan(scale->f) ? "NaN"
+                                                  : scale->f < 0 ? "-inf"
+                                                                 : "inf") +
+                      "; it multiplies every score, which would all be "
+                      "infinite or NaN");
+  for (const std::optional<FuncDef> *f : {&v.score, &v.mask, &v.sink})
+    if (*f && (*f)->body)
+      checkFolded(*(*f)->body);
+  if (v.select) {
+    if (v.select->blockSize)
+      checkFolded(*v.select->blockSize);
+    if (v.select->argument)
+      checkFolded(*v.select->argument);
+  }
+}
+
 void Sema::run() {
   size_t before = diags.count();
   checkNames();
@@ -758,6 +857,8 @@ void Sema::run() {
     checkSelect(*v.select);
   if (v.kvIndex)
     checkKvIndex();
+  if (diags.count() == before)
+    checkFolding(); // on fully typed trees only
 }
 
 /// kv_index names a captured i32 tensor [B, Hkv, N].

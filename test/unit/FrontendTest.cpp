@@ -208,6 +208,48 @@ TEST(Frontend, ANonAsciiCharacterIsOneError) {
       << d;
 }
 
+TEST(Frontend, ConstantsThatFoldToInfOrNaN) {
+  // `const c = 1.0 / 0.0;` in a score gave NaN everywhere without a word.
+  SourceFile file{"t.attn", "variant v {\n  const c = 1.0 / 0.0;\n"
+                            "  score(s, b, h, q, kv) = s * c;\n}"};
+  Diagnostics diags(file);
+  parseAndCheck(file, diags);
+  EXPECT_FALSE(diags.hasErrors());
+  EXPECT_TRUE(diags.hasWarnings());
+  EXPECT_EQ(diags.renderAll(),
+            "t.attn:2:17: warning: this constant divides by zero and folds to "
+            "inf; every score it reaches would be infinite or NaN (write "
+            "'inf' if that is meant)\n"
+            "  const c = 1.0 / 0.0;\n"
+            "                ^\n");
+  // NaN cannot be meant: an error, wherever it is folded.
+  EXPECT_NE(diagnose("variant v { const n = 0.0 / 0.0; }")
+                .find("1:27: error: this constant folds to NaN"),
+            std::string::npos);
+  EXPECT_NE(diagnose("variant v { score(s, b, h, q, kv) = s + log(-1.0); }")
+                .find("error: this constant folds to NaN"),
+            std::string::npos);
+  // Param defaults, overflow past f32 and constant subexpressions of a
+  // score warn too.
+  EXPECT_NE(diagnose("variant v { param t: f32 = 1e39; }")
+                .find("warning: this constant overflows f32"),
+            std::string::npos);
+  EXPECT_NE(diagnose("variant v { score(s, b, h, q, kv) = s * exp(100.0); }")
+                .find("warning: this constant overflows f32"),
+            std::string::npos);
+  EXPECT_NE(diagnose("variant v { const c = -1.0 / 0.0; }")
+                .find("folds to -inf"),
+            std::string::npos);
+  // A scale multiplies every score: one that is not finite is an error.
+  EXPECT_NE(diagnose("variant v { scale = inf; }")
+                .find("error: scale folds to inf"),
+            std::string::npos);
+  // Infinities written as such are meant; runtime values are not folded.
+  EXPECT_EQ(diagnose("variant v { const lo = -inf; param w: f32 = 0.0;\n"
+                     "  score(s, b, h, q, kv) = where(kv > q, lo, s / w); }"),
+            "");
+}
+
 TEST(Frontend, LongLetChainsCompile) {
   // 2000 lets, each doubling the last: linear work, no deep recursion.
   std::string text = "variant v { let a0 = q;";

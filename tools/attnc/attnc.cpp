@@ -186,6 +186,13 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
+/// Parses and checks a source, printing its warnings (errors throw).
+driver::Source loadSource(const std::string &text, const std::string &file) {
+  driver::Source source(text, file);
+  std::fputs(source.warnings.c_str(), stderr);
+  return source;
+}
+
 /// run, bench and blockmap execute here, on the CPU.
 void requireHostTarget(const Options &o) {
   if (driver::isGpuTarget(o.target))
@@ -284,7 +291,7 @@ void parseSets(const CommandLine &cl, Params &params,
 }
 
 int cmdCheck(const CommandLine &cl) {
-  driver::Source source(readFile(cl.file), cl.file);
+  driver::Source source = loadSource(readFile(cl.file), cl.file);
   driver::checkAll(source);
   return 0;
 }
@@ -293,7 +300,7 @@ int cmdCompile(const CommandLine &cl) {
   std::string out = get(cl, "-o");
   if (out.empty())
     throw Error("-o", "required for compile (writes OUT.attnpkg and OUT.h)");
-  driver::Source source(readFile(cl.file), cl.file);
+  driver::Source source = loadSource(readFile(cl.file), cl.file);
   Options options = optionsFrom(cl);
   driver::writeBundle(source, options, out);
   return 0;
@@ -307,7 +314,7 @@ int cmdEmit(const CommandLine &cl) {
   if (!stage)
     throw Error("--stage", "expected attn, tiled, llvm, ptx or amdgcn, got '" +
                                stageName + "'");
-  driver::Source source(readFile(cl.file), cl.file);
+  driver::Source source = loadSource(readFile(cl.file), cl.file);
   Options options = optionsFrom(cl);
   if (options.headDim == 0)
     options.headDim = 64; // emit is for reading IR: any D will do
@@ -514,7 +521,7 @@ int cmdRun(const CommandLine &cl) {
     options.dtype = "bf16";
   {
     // Source and option errors come before any input is read.
-    driver::Source source(text, cl.file);
+    driver::Source source = loadSource(text, cl.file);
     Options early = options;
     if (early.headDim == 0)
       early.headDim = 64;
@@ -648,6 +655,7 @@ int cmdBlockMap(const CommandLine &cl) {
   if (options.headDim == 0)
     options.headDim = 64;
   std::string text = readFile(cl.file);
+  loadSource(text, cl.file);
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
   parseSets(cl, params, arrays);
@@ -704,6 +712,7 @@ int cmdBench(const CommandLine &cl) {
   if (options.headDim == 0)
     options.headDim = 64;
   std::string text = readFile(cl.file);
+  loadSource(text, cl.file);
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
   parseSets(cl, params, arrays);
