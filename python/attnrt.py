@@ -171,6 +171,12 @@ def _describe(x, keep, byte_code=F8E4M3, name=""):
                                       if cast else ""), name)
         code, data = codes[x.dtype], x.ctypes.data
         shape = list(x.shape)
+        # Byte strides that are not whole elements cannot be expressed
+        # (flooring them read other rows).
+        if any(s % x.itemsize for s in x.strides):
+            raise Error("%s: strides %s (bytes) are not multiples of the "
+                        "element size %d; pass a copy (np.ascontiguousarray)"
+                        % (name, tuple(x.strides), x.itemsize), name)
         strides = [s // x.itemsize for s in x.strides]
     shape_arr = (ctypes.c_int64 * len(shape))(*shape)
     stride_arr = (ctypes.c_int64 * len(strides))(*strides)

@@ -95,6 +95,14 @@ try:
     raise AssertionError("expected an error")
 except attnrt.Error as e:
     assert e.argument == "o" and "astype(np.float32)" in str(e), str(e)
+# Byte strides that are not whole elements (they were floored).
+odd = np.lib.stride_tricks.as_strided(
+    q, shape=(B, H, S - 1, D), strides=q.strides[:2] + (130, 4))
+try:
+    kernel(odd, k, v, window=9)
+    raise AssertionError("expected an error")
+except attnrt.Error as e:
+    assert e.argument == "q" and "not multiples" in str(e), str(e)
 # A file with the bundle magic and nothing else is not an old bundle
 # ("format 0; recompile it" before).
 junk = os.path.join(work, "junk.attnpkg")
