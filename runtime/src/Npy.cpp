@@ -1,6 +1,7 @@
 //===- Npy.cpp - .npy reading and writing ---------------------------------===//
 #include "attn/npy.h"
 
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -10,7 +11,8 @@ namespace attn {
 int64_t NpyArray::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)
-    n *= d;
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error("", "the array has more elements than fit in 64 bits");
   return n;
 }
 
@@ -133,7 +135,13 @@ NpyArray readNpy(const std::string &path, const std::string &argument,
       throw Error(argument, "'" + path + "': bad dimension " + dim);
     a.shape.push_back(v);
   }
-  int64_t bytes = a.numel() * static_cast<int64_t>(dtypeSize(a.dtype));
+  // Checked: a header's dimensions (each up to 2^40) can multiply past
+  // 64 bits, which wrapped to an array that claimed a shape it had no
+  // data for.
+  int64_t bytes = static_cast<int64_t>(dtypeSize(a.dtype));
+  for (int64_t d : a.shape)
+    if (__builtin_mul_overflow(bytes, d, &bytes))
+      bytes = INT64_MAX;
   if (bytes > (int64_t(1) << 40))
     throw Error(argument, "'" + path + "' is too large");
   a.bytes.resize(static_cast<size_t>(bytes));

@@ -325,6 +325,27 @@ TEST(Runtime, NpyRoundTrip) {
   EXPECT_EQ(b.shape, a.shape);
   EXPECT_EQ(b.bytes, a.bytes);
   EXPECT_THROW(readNpy(::testing::TempDir() + "/missing.npy", "x"), Error);
+  // A header whose dimensions multiply past 64 bits (2^40 x 2^40 wrapped
+  // to 0 bytes: an "empty" array claiming that shape).
+  std::string huge = ::testing::TempDir() + "/huge.npy";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': "
+                       "(1099511627776, 1099511627776), }";
+  header += std::string(63 - (10 + header.size()) % 64, ' ') + "\n";
+  std::FILE *f = std::fopen(huge.c_str(), "wb");
+  std::fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+  unsigned char len[2] = {static_cast<unsigned char>(header.size() & 0xff),
+                          static_cast<unsigned char>(header.size() >> 8)};
+  std::fwrite(len, 1, 2, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  std::fclose(f);
+  try {
+    readNpy(huge, "x");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "x");
+    EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos)
+        << e.what();
+  }
 }
 
 /// attnc's exit status: 0 ok, 1 user error.
