@@ -1,6 +1,8 @@
 //===- Catalog.cpp --------------------------------------------------------===//
 #include "test/numerics/Catalog.h"
 
+#include "lib/Driver/Compiler.h"
+
 #include <random>
 
 namespace attn::testing {
@@ -199,6 +201,14 @@ Problem catalogProblem(const CatalogCase &c, const std::string &root,
   p.seed = static_cast<uint32_t>(std::hash<std::string>()(c.name));
   c.setup(p);
   return p;
+}
+
+bool hasRowSum(const Problem &p) {
+  driver::Source s(p.source, p.filename);
+  const fe::Variant *v = p.options.variant.empty()
+                             ? &s.program.variants.front()
+                             : s.program.find(p.options.variant);
+  return v && v->hasRowSum();
 }
 
 } // namespace attn::testing

@@ -27,6 +27,10 @@ const std::vector<CatalogCase> &catalogCases();
 Problem catalogProblem(const CatalogCase &c, const std::string &root,
                        int64_t headDim = 64);
 
+/// Whether the problem's variant has a row sum (softmax, softplus): then it
+/// has an lse to check.
+bool hasRowSum(const Problem &p);
+
 } // namespace attn::testing
 
 #endif // ATTN_TEST_CATALOG_H

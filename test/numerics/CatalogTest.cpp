@@ -1,7 +1,6 @@
 //===- CatalogTest.cpp - every catalog variant against the reference ------===//
+#include "test/numerics/Bounds.h"
 #include "test/numerics/Catalog.h"
-
-#include "lib/Driver/Compiler.h"
 
 #include <gtest/gtest.h>
 
@@ -14,35 +13,17 @@ namespace {
 
 std::string sourceRoot() { return ATTN_SOURCE_ROOT; }
 
-bool hasRowSum(const Problem &p) {
-  driver::Source s(p.source, p.filename);
-  const fe::Variant *v = p.options.variant.empty()
-                             ? &s.program.variants.front()
-                             : s.program.find(p.options.variant);
-  return v && v->hasRowSum();
-}
-
-/// Documented bounds (docs/numerics.md): f32 inputs 2e-4 absolute; f16/bf16
-/// inputs add the rounding of o to the output dtype, one ulp relative.
-double tolerance(DType out, double refMaxAbs) {
-  switch (out) {
-  case DType::f16: return 2e-4 + std::ldexp(refMaxAbs, -10);
-  case DType::bf16: return 2e-4 + std::ldexp(refMaxAbs, -7);
-  default: return 2e-4;
-  }
-}
-
 class Catalog : public ::testing::TestWithParam<CatalogCase> {};
 
 void expectMatches(Problem p) {
   p.options.lse = hasRowSum(p);
   Outcome out = runAgainstReference(p);
   EXPECT_FALSE(out.hasNaN);
-  EXPECT_LE(out.maxErrO, tolerance(out.info.outDType, out.refMaxAbsO))
+  EXPECT_LE(out.maxErrO, outputBound(out.info.outDType, out.refMaxAbsO))
       << "reference max |o| = " << out.refMaxAbsO;
   if (p.options.lse) {
     EXPECT_FALSE(out.lseInfMismatch);
-    EXPECT_LE(out.maxErrLse, 2e-4);
+    EXPECT_LE(out.maxErrLse, kLseBound);
   }
 }
 

@@ -1,4 +1,5 @@
 //===- NumericsTest.cpp - language features against the reference ---------===//
+#include "test/numerics/Bounds.h"
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
@@ -352,14 +353,7 @@ TEST(Numerics, SplitKvMatchesTheReference) {
 namespace {
 
 // Quantized K/V against the float64 reference on the unquantized inputs
-// (unit-normal data), as relative L1 error; bounds from the issue
-// (about 1.4x plain symmetric quantization in DSL.md's layout).
-struct QuantBound {
-  const char *kind;
-  double bound;
-};
-constexpr QuantBound kQuantBounds[] = {
-    {"int8", 1.5e-2}, {"fp8e4m3", 5e-2}, {"fp8e5m2", 1e-1}, {"int4", 2e-1}};
+// (unit-normal data), as relative L1 error: kQuantBounds (Bounds.h).
 
 TEST(Numerics, QuantizedKV) {
   const char *variants[] = {
