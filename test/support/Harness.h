@@ -53,8 +53,19 @@ struct Outcome {
 double roundTo(double x, DType t);
 
 /// Compiles `p` with a fresh Jit (or `jit` when given), runs it on random
-/// inputs, and compares with the float64 reference.
+/// inputs, and compares with the float64 reference. A GPU target
+/// (p.options.target sm_80, sm_90a) runs on the functional GPU simulator
+/// (see useTestGpuSimulator) through attnrt's own launcher
+/// (Kernel::launchHost); its block map is not checked (GPU kernels classify
+/// their tiles on the device).
 Outcome runAgainstReference(const Problem &p, Jit *jit = nullptr);
+
+/// Points attnrt's GPU launches at the simulator, once per process: the
+/// library named by ATTN_GPU_SIMULATOR when set, else the one this build
+/// made (lib/libattnsim_cuda.so, ATTN_SIM_CUDA_LIBRARY). Called by
+/// runAgainstReference for GPU targets; an attn::Error naming "target"
+/// when the build has no simulator.
+void useTestGpuSimulator();
 
 /// Reads a file into a string (for examples/).
 std::string readText(const std::string &path);
