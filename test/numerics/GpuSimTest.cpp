@@ -1,0 +1,623 @@
+//===- GpuSimTest.cpp - GPU kernels on the simulator against the reference ===//
+//
+// Every catalog variant and the features one by one, compiled for sm_80
+// (mma.sync) and sm_90a (wgmma, K/V through TMA or cp.async) exactly as for
+// a GPU, launched through attnrt's launcher (Kernel::launchHost) on the
+// functional PTX simulator (libattnsim_cuda.so), and compared with the
+// float64 reference under docs/numerics.md's bounds.
+//
+// The default set (label gpu-sim) runs each catalog variant once per
+// target, the dtype, head dim and lse taking turns across variants and
+// targets, and each feature once per target. The full matrix (GpuSimFull:
+// every variant x target x D in {64, 128, 256} x {bf16, f16}) is not run
+// by default:
+//
+//     cd build && ctest -C gpu-sim-full -L gpu-sim-full -j2
+//
+// Kernels the simulator cannot run fail with its report (kernel, thread,
+// PTX line); tell a kernel bug from a simulator bug with docs/simulator.md's
+// "Debugging a variant's GPU kernel". ATTN_GPU_SIMULATOR picks another
+// simulator build.
+//===----------------------------------------------------------------------===//
+#include "test/numerics/Bounds.h"
+#include "test/numerics/Catalog.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+
+using namespace attn;
+using namespace attn::testing;
+
+namespace {
+
+std::string sourceRoot() { return ATTN_SOURCE_ROOT; }
+
+struct GpuTarget {
+  const char *name;   // in test names
+  const char *target; // Options::target
+  const char *loads;  // Options::gpuLoads
+};
+void PrintTo(const GpuTarget &t, std::ostream *os) { *os << t.name; }
+
+const GpuTarget kTargets[] = {{"sm80", "sm_80", "auto"},
+                              {"sm90aTma", "sm_90a", "tma"},
+                              {"sm90aCpAsync", "sm_90a", "cp.async"}};
+
+/// One Jit per process: a kernel compiled once serves every shape of a test
+/// (GPU compiles take 0.3 to 15 s here).
+Jit &jit() {
+  static Jit j;
+  return j;
+}
+
+Problem onTarget(Problem p, const GpuTarget &t, const std::string &dtype) {
+  p.options.target = t.target;
+  p.options.gpuLoads = t.loads;
+  p.options.dtype = dtype;
+  return p;
+}
+
+std::string describe(const Problem &p) {
+  return p.options.target + " " + p.options.gpuLoads + " " + p.options.dtype +
+         " D " + std::to_string(p.options.headDim) + " Dv " +
+         std::to_string(p.options.valueHeadDim) + " B " + std::to_string(p.B) +
+         " Hq " + std::to_string(p.Hq) + " Hkv " + std::to_string(p.Hkv) +
+         " Sq " + std::to_string(p.Sq) + " Skv " + std::to_string(p.Skv) +
+         (p.options.kvDtype != "same" ? " kv " + p.options.kvDtype : "") +
+         (p.options.paged ? " paged " + std::to_string(p.options.paged) : "") +
+         (p.options.splitKv != "auto" ? " split " + p.options.splitKv : "");
+}
+
+/// Runs `p` on the simulator and checks it: docs/numerics.md's bounds on o
+/// (relative L1 for quantized K/V) and on lse when the kernel writes it;
+/// `absolute` is the absolute part of both (2e-4, 5e-4 for large logits).
+Outcome expectMatches(const Problem &p, double absolute = 2e-4) {
+  SCOPED_TRACE(describe(p));
+  Outcome out = runAgainstReference(p, &jit());
+  EXPECT_FALSE(out.hasNaN);
+  if (p.options.kvDtype != "same") {
+    EXPECT_LE(out.relL1O, quantBound(p.options.kvDtype));
+  } else {
+    EXPECT_LE(out.maxErrO,
+              gpuOutputBound(out.info, out.refMaxAbsO, absolute))
+        << "reference max |o| = " << out.refMaxAbsO;
+  }
+  if (p.options.lse) {
+    EXPECT_FALSE(out.lseInfMismatch);
+    if (p.options.kvDtype == "same")
+      EXPECT_LE(out.maxErrLse, absolute);
+  }
+  return out;
+}
+
+/// Compiles `p` ahead of its run: why it is skipped when its head dim is
+/// past 128 and the compiler refuses it for this variant and target (a
+/// documented limit: D = 256 may not fit in registers), else "".
+std::string refusedHeadDim(const Problem &p) {
+  try {
+    jit().compile(p.source, p.options, p.filename);
+    return "";
+  } catch (const Error &e) {
+    if (p.options.headDim <= 128 || e.argument() != "--head-dim")
+      throw;
+    return e.what();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The catalog
+//===----------------------------------------------------------------------===//
+
+struct Flavor {
+  const char *dtype;
+  int64_t headDim;
+  bool lse; // where the normalizer has one
+};
+
+/// The default set's dtype, head dim and lse for catalog case `index` on
+/// target `target`: consecutive variants and the three targets take turns,
+/// so each target sees both dtypes, both head dims and kernels with and
+/// without lse on many variants.
+Flavor defaultFlavor(size_t index, size_t target) {
+  static const Flavor kFlavors[] = {{"bf16", 64, true},
+                                    {"f16", 128, true},
+                                    {"f16", 64, false},
+                                    {"bf16", 128, false}};
+  return kFlavors[(index + target) % 4];
+}
+
+std::string flavorName(size_t index, size_t target, const std::string &dtype,
+                       int64_t headDim, bool lse) {
+  const CatalogCase &c = catalogCases()[index];
+  return c.name + "_" + kTargets[target].name + "_" + dtype + "_D" +
+         std::to_string(headDim) + (lse ? "" : "_nolse");
+}
+
+void expectCatalogMatches(size_t index, size_t target,
+                          const std::string &dtype, int64_t headDim,
+                          bool lse) {
+  Problem p = onTarget(
+      catalogProblem(catalogCases()[index], sourceRoot(), headDim),
+      kTargets[target], dtype);
+  p.options.lse = lse && hasRowSum(p);
+  if (std::string why = refusedHeadDim(p); !why.empty())
+    GTEST_SKIP() << why;
+  expectMatches(p);
+}
+
+using CatalogParam = std::tuple<size_t, size_t>; // case, target
+
+class GpuSimCatalog : public ::testing::TestWithParam<CatalogParam> {};
+
+TEST_P(GpuSimCatalog, MatchesReference) {
+  auto [index, target] = GetParam();
+  Flavor f = defaultFlavor(index, target);
+  expectCatalogMatches(index, target, f.dtype, f.headDim, f.lse);
+}
+
+std::string catalogName(const ::testing::TestParamInfo<CatalogParam> &info) {
+  auto [index, target] = info.param;
+  Flavor f = defaultFlavor(index, target);
+  return flavorName(index, target, f.dtype, f.headDim, f.lse);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, GpuSimCatalog,
+    ::testing::Combine(::testing::Range<size_t>(0, catalogCases().size()),
+                       ::testing::Range<size_t>(0, std::size(kTargets))),
+    catalogName);
+
+/// The full matrix: not run by default (ctest -C gpu-sim-full -L
+/// gpu-sim-full). Parameters: case, target, head dim, dtype; lse (where
+/// the normalizer has one) at D = 64 and 256, none at D = 128, so every
+/// variant, target and dtype runs kernels with and without it. D = 256 is
+/// skipped where the compiler refuses it (registers).
+using FullParam = std::tuple<size_t, size_t, int64_t, std::string>;
+
+class GpuSimFull : public ::testing::TestWithParam<FullParam> {};
+
+TEST_P(GpuSimFull, MatchesReference) {
+  auto [index, target, headDim, dtype] = GetParam();
+  expectCatalogMatches(index, target, dtype, headDim, headDim != 128);
+}
+
+std::string fullName(const ::testing::TestParamInfo<FullParam> &info) {
+  auto [index, target, headDim, dtype] = info.param;
+  return flavorName(index, target, dtype, headDim, headDim != 128);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, GpuSimFull,
+    ::testing::Combine(::testing::Range<size_t>(0, catalogCases().size()),
+                       ::testing::Range<size_t>(0, std::size(kTargets)),
+                       ::testing::Values<int64_t>(64, 128, 256),
+                       ::testing::Values<std::string>("bf16", "f16")),
+    fullName);
+
+
+//===----------------------------------------------------------------------===//
+// Features one by one, on each target
+//===----------------------------------------------------------------------===//
+
+class GpuSim : public ::testing::TestWithParam<GpuTarget> {
+protected:
+  /// `source` on this target: bf16, D = 64, lse, unless changed.
+  Problem make(const std::string &source, int64_t D = 64,
+               const std::string &dtype = "bf16") const {
+    Problem p;
+    p.source = source;
+    p.options.headDim = D;
+    p.options.lse = true;
+    return onTarget(p, GetParam(), dtype);
+  }
+};
+
+/// Quantized, paged and kv_index K/V stream with cp.async on sm_90a (TMA
+/// loads take contiguous unquantized K/V only; `auto` picks cp.async for
+/// them): these run on sm_80 and sm_90a.
+class GpuSimStreamed : public GpuSim {};
+
+struct Shape {
+  int64_t B, Hq, Hkv, Sq, Skv;
+};
+Problem withShape(Problem p, Shape s) {
+  p.B = s.B, p.Hq = s.Hq, p.Hkv = s.Hkv, p.Sq = s.Sq, p.Skv = s.Skv;
+  return p;
+}
+
+const char *const kCausal =
+    "variant c { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
+
+// Query tiles of 64 rows (several CTAs per head past 64), key tiles of 32
+// or 64: exact multiples, ragged tails on either side, single rows and
+// keys, Sq != Skv both ways; one kernel per dtype serves every shape.
+TEST_P(GpuSim, RaggedShapes) {
+  for (const char *dtype : {"bf16", "f16"})
+    for (Shape s : {Shape{1, 2, 2, 64, 64}, Shape{1, 1, 1, 1, 1},
+                    Shape{2, 2, 2, 33, 65}, Shape{1, 2, 2, 130, 257},
+                    Shape{1, 1, 1, 100, 7}, Shape{1, 1, 1, 7, 300},
+                    Shape{2, 3, 3, 191, 129}})
+      expectMatches(withShape(
+          make("variant w { mask(b, h, q, kv) = kv <= q + 3; }", 64, dtype),
+          s));
+}
+
+// Longer sequences: many query tiles and key tiles per head, a sliding
+// window that leaves some tiles empty and others partial.
+TEST_P(GpuSim, LongerSequences) {
+  Problem p = make("variant w { mask(b, h, q, kv) = kv <= q && q - kv < "
+                   "200; }",
+                   128, "f16");
+  p.Hq = 4, p.Hkv = 2, p.Sq = p.Skv = 523;
+  expectMatches(p);
+}
+
+// Explicit key tiles of 16, 32 and 48 keys (the GPU takes multiples of 16
+// up to 64) over ragged key ranges.
+TEST_P(GpuSim, KeyTiles) {
+  for (int64_t blockKV : {16, 32, 48}) {
+    Problem p = make(kCausal, 64, blockKV == 32 ? "f16" : "bf16");
+    p.options.blockKV = blockKV;
+    for (Shape s : {Shape{1, 2, 2, 77, 131}, Shape{1, 2, 2, 3, 100}})
+      expectMatches(withShape(p, s));
+  }
+}
+
+// GQA (groups of 4 and 3) and MQA, prefill and decode rows (GQA heads
+// packed into one CTA's rows when Sq is short).
+TEST_P(GpuSim, GroupedAndMultiQueryHeads) {
+  for (Shape s : {Shape{2, 8, 2, 77, 131}, Shape{1, 6, 1, 40, 100},
+                  Shape{2, 8, 2, 1, 300}, Shape{1, 8, 1, 3, 90},
+                  Shape{1, 16, 1, 1, 64}, Shape{2, 6, 2, 5, 203}})
+    expectMatches(withShape(make("variant g { score(s, b, h, q, kv) = s + "
+                                 "0.1 * float(hkv); mask(b, h, q, kv) = kv "
+                                 "<= q + (Skv - Sq); }",
+                                 128, "f16"),
+                            s));
+}
+
+// Dv != D (MLA-like), both ways.
+TEST_P(GpuSim, ValueHeadDimDiffers) {
+  for (auto [D, Dv] : {std::pair<int64_t, int64_t>{128, 64}, {64, 128},
+                       {96, 32}}) {
+    Problem p = make(kCausal, D);
+    p.options.valueHeadDim = Dv;
+    p.Hq = 4, p.Hkv = 2;
+    expectMatches(p);
+  }
+}
+
+// Head dims past 128 up to the GPU's 256, and small ones.
+TEST_P(GpuSim, HeadDims) {
+  for (int64_t D : {32, 80, 256})
+    expectMatches(make(kCausal, D, D == 80 ? "f16" : "bf16"));
+}
+
+// Rows with nothing kept give o = 0 and lse = -inf, by mask or by -inf
+// scores, also when the whole launch is masked.
+TEST_P(GpuSim, FullyMaskedRows) {
+  expectMatches(make("variant gap { mask(b, h, q, kv) = q >= 10 && kv <= q "
+                     "&& kv > q - 5; }"));
+  expectMatches(make("variant drop { score(s, b, h, q, kv) = where(kv % 3 == "
+                     "0, -inf, s); mask(b, h, q, kv) = kv <= q; }",
+                     64, "f16"));
+  for (const char *src : {"variant none { mask(b, h, q, kv) = false; }",
+                          "variant all { score(s, b, h, q, kv) = -inf; }"}) {
+    Problem p = make(src);
+    Outcome out = expectMatches(p);
+    EXPECT_EQ(out.maxErrO, 0.0);
+  }
+}
+
+// Logits in the hundreds: the running max keeps exp2 in range.
+TEST_P(GpuSim, LargeLogits) {
+  for (const char *dtype : {"bf16", "f16"}) {
+    Problem p = make(kCausal, 64, dtype);
+    p.qScale = 40.0; // |s| ~ 40 * 8
+    expectMatches(p, kLargeLogitBound);
+  }
+}
+
+// Learned sink logits (per head, from a param), and a sink with every key
+// masked (o = 0, lse = the sink).
+TEST_P(GpuSim, Sinks) {
+  Problem p = make("variant s { param sl: f32 = 1.5; sink(h) = sl * "
+                   "float(h); mask(b, h, q, kv) = kv <= q; }");
+  p.Hq = p.Hkv = 3;
+  expectMatches(p);
+  expectMatches(make("variant s { sink(h) = 2.0; mask(b, h, q, kv) = "
+                     "false; }",
+                     64, "f16"));
+}
+
+// Every normalizer without and with a row sum (lse for softplus).
+TEST_P(GpuSim, Normalizers) {
+  for (const char *norm : {"sigmoid", "relu", "relu2", "softplus"}) {
+    Problem p = make(std::string("variant n { normalize = ") + norm +
+                     "; mask(b, h, q, kv) = kv <= q; }");
+    p.options.lse = std::string(norm) == "softplus";
+    expectMatches(p);
+  }
+}
+
+// f16/bf16 inputs with an f32 output: o is not rounded, but P·V took P in
+// the input dtype (gpuOutputBound).
+TEST_P(GpuSim, OutDTypeF32) {
+  for (const char *dtype : {"bf16", "f16"}) {
+    Problem p = make("variant c { out_dtype = f32; mask(b, h, q, kv) = kv "
+                     "<= q; }",
+                     64, dtype);
+    Outcome out = expectMatches(p);
+    EXPECT_EQ(out.info.outDType, DType::f32);
+  }
+}
+
+// Captured tensors of each dtype, read by the score and the mask.
+TEST_P(GpuSim, CapturedTensorsOfEveryDType) {
+  expectMatches(make(R"(variant c {
+    tensor bias: f32[Hq, Skv];
+    tensor hb: f16[Hq];
+    tensor gb: bf16[Hq];
+    tensor ids: i32[B, Skv];
+    score(s, b, h, q, kv) = s + bias[h, kv] + hb[h] + gb[h];
+    mask(b, h, q, kv) = ids[b, kv] != 1;
+  })"));
+}
+
+// Params of both types in any number (one i32 here: the kernel's later
+// 8-byte arguments follow an odd number of 4-byte ones), with split-KV
+// reading its partial buffers through them.
+TEST_P(GpuSim, OddParamCountWithSplitKv) {
+  for (const char *parts : {"1", "3"}) {
+    Problem p = make("variant w { param window: i32 = 40; mask(b, h, q, kv) "
+                     "= kv <= q + (Skv - Sq) && kv > q + (Skv - Sq) - "
+                     "window; }");
+    p.options.lse = false;
+    p.options.splitKv = parts;
+    p.Sq = 5, p.Skv = 301;
+    p.params = {{"window", 100}};
+    expectMatches(p);
+  }
+}
+
+// Split-KV: forced part counts (one, a few, more parts than key tiles),
+// with sinks (first part only), windows that empty whole parts, sigmoid
+// (no lse) and softplus, for GQA decode rows and a prefill shape; lse
+// through the merge.
+TEST_P(GpuSim, SplitKv) {
+  const char *variants[] = {
+      "variant plain {}",
+      "variant s { sink(h) = 0.5 * float(h); mask(b, h, q, kv) = kv <= q + "
+      "(Skv - Sq); }",
+      "variant w { mask(b, h, q, kv) = kv <= q + (Skv - Sq) && kv > q + "
+      "(Skv - Sq) - 40; }",
+      "variant n { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + (Skv - "
+      "Sq); }",
+      "variant p { normalize = softplus; }",
+  };
+  for (const char *src : variants)
+    for (const char *parts : {"2", "7", "64"}) {
+      Problem p = make(src);
+      p.options.splitKv = parts;
+      p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
+      for (Shape s : {Shape{2, 8, 2, 1, 301}, Shape{1, 2, 2, 37, 301}})
+        expectMatches(withShape(p, s));
+    }
+}
+
+// Paged K/V: pages smaller than, equal to and larger than key tiles, and
+// odd sizes, with masks that read Skv and tensors, and split parts.
+TEST_P(GpuSimStreamed, PagedKV) {
+  const char *variants[] = {
+      kCausal,
+      "variant doc { tensor d: i32[B, Skv]; mask(b, h, q, kv) = d[b, kv] == "
+      "d[b, min(q + (Skv - Sq), Skv - 1)]; }",
+      "variant sinkw { sink(h) = 1.0; mask(b, h, q, kv) = kv > q + (Skv - Sq) "
+      "- 50 && kv <= q + (Skv - Sq); }",
+  };
+  for (const char *src : variants)
+    for (int64_t page : {16, 64, 7, 100}) {
+      Problem p = make(src, 64, page % 2 ? "f16" : "bf16");
+      p.options.paged = page;
+      p.options.splitKv = page == 16 ? "4" : "auto";
+      p.Hq = 4, p.Hkv = 2, p.Sq = 5, p.Skv = 333, p.B = 3;
+      expectMatches(p);
+    }
+}
+
+// Quantized K/V (int8, fp8 e4m3 and e5m2, int4) against the unquantized
+// reference as relative L1 error: softmax with a capped score and sigmoid,
+// K groups that are whole key tiles (Q.K on the codes where the target
+// can) or not (32, 100: dequantized tiles), prefill and GQA decode rows,
+// D = 128 with Dv = 64, split and paged.
+TEST_P(GpuSimStreamed, QuantizedKV) {
+  for (QuantBound qb : kQuantBounds) {
+    for (auto [src, group] :
+         {std::pair{"variant capped { score(s, b, h, q, kv) = 20.0 * "
+                    "tanh(s / 20.0); mask(b, h, q, kv) = kv <= q + (Skv - "
+                    "Sq); }",
+                    64},
+          {"variant capped { score(s, b, h, q, kv) = 20.0 * tanh(s / 20.0); "
+           "}",
+           32},
+          {"variant capped { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
+           100},
+          {"variant sig { normalize = sigmoid; mask(b, h, q, kv) = kv <= q "
+           "+ (Skv - Sq); }",
+           64}}) {
+      Problem p = make(src);
+      p.options.kvDtype = qb.kind;
+      p.options.kvGroup = group;
+      p.options.lse = false;
+      p.Hq = 4, p.Hkv = 2, p.Sq = 37, p.Skv = 301, p.B = 2;
+      Outcome out = expectMatches(p);
+      EXPECT_GT(out.relL1O, 1e-5); // quantized, not the bf16 values
+    }
+    Problem d = make(kCausal, 128, "f16");
+    d.options.kvDtype = qb.kind;
+    d.options.valueHeadDim = 64;
+    d.options.splitKv = "3";
+    d.Hq = 8, d.Hkv = 2, d.Sq = 3, d.Skv = 700, d.B = 2;
+    expectMatches(d);
+    d.options.paged = 16;
+    expectMatches(d);
+  }
+}
+
+// select (topk, mass, above) over contiguous and paged K/V, with split
+// parts: the pre-pass kernels run on the simulator too.
+TEST_P(GpuSim, Select) {
+  for (const char *rule : {"topk(k)", "mass(0.8)", "above(0.02)"})
+    for (int64_t page : {0, 16}) {
+      Problem p = make("");
+      p.source = std::string("variant s { param k: i32 = 2; select(size = "
+                             "32) = ") +
+                 rule + "; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
+      p.Hq = 4, p.Hkv = 2, p.Sq = 70, p.Skv = 300, p.B = 2;
+      p.qScale = 3.0; // spread the pooled scores apart
+      p.options.paged = page;
+      if (page && p.options.gpuLoads == "tma")
+        p.options.gpuLoads = "auto"; // pages stream with cp.async
+      p.options.splitKv = page ? "3" : "auto";
+      expectMatches(p);
+    }
+}
+
+// kv_index: each (b, kv head) attends to its listed positions only
+// (entries outside [0, Skv) skipped, repeats counted per listing).
+TEST_P(GpuSimStreamed, SparseKVIndex) {
+  for (auto [paged, kv] : {std::pair<int64_t, const char *>{0, "same"},
+                           {16, "same"}, {0, "int8"}}) {
+    Problem p = make(
+        "variant snap { param budget: i32 = 45; tensor keep: i32[B, Hkv, "
+        "budget]; kv_index = keep; sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
+        "q + (Skv - Sq); }");
+    p.B = 2, p.Hq = 8, p.Hkv = 2, p.Sq = 2, p.Skv = 300;
+    p.options.paged = paged;
+    p.options.kvDtype = kv;
+    p.options.splitKv = paged ? "3" : "auto";
+    ref::RefTensor keep;
+    keep.shape = {p.B, p.Hkv, 45};
+    for (int64_t i = 0; i < p.B * p.Hkv * 45; ++i)
+      keep.values.push_back(double((i * 37) % 306) - 3);
+    p.captures["keep"] = keep;
+    expectMatches(p);
+  }
+}
+
+/// bf16 bit patterns of `x` (round to nearest even) and back.
+std::vector<uint16_t> toBf16(const std::vector<float> &x) {
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    float r = static_cast<float>(roundTo(x[i], DType::bf16));
+    uint32_t bits;
+    std::memcpy(&bits, &r, 4);
+    out[i] = static_cast<uint16_t>(bits >> 16);
+  }
+  return out;
+}
+double fromBf16(uint16_t b) {
+  uint32_t bits = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Paged K/V with each batch's own length (seq_lens), one of them empty:
+// every batch equals a contiguous launch on its prefix of K/V, with Skv its
+// length (the bottom-right causal alignment moves with it).
+TEST_P(GpuSimStreamed, PagedKVWithPerBatchLengths) {
+  const char *src = "variant c { score(s, b, h, q, kv) = s - 0.01 * "
+                    "float(Skv - kv); mask(b, h, q, kv) = kv <= q + (Skv - "
+                    "Sq); }";
+  useTestGpuSimulator(); // launched here, not through the harness
+  Problem base = make(src);
+  Options paged = base.options;
+  paged.paged = 16;
+  Options contiguous = base.options;
+  Kernel kp = jit().compile(src, paged), kc = jit().compile(src, contiguous);
+  int64_t B = 4, H = 2, Sq = 3, S = 150, D = 64;
+  std::vector<int32_t> lens = {150, 1, 0, 77};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> qf(B * H * Sq * D), kf(B * H * S * D), vf(kf.size());
+  for (std::vector<float> *x : {&qf, &kf, &vf})
+    for (float &e : *x)
+      e = normal(rng);
+  std::vector<uint16_t> q = toBf16(qf), k = toBf16(kf), v = toBf16(vf);
+  std::vector<uint16_t> o(q.size(), 0);
+  std::vector<float> lse(B * H * Sq, 7.0f);
+  Tensors t;
+  t.q = TensorRef(q.data(), DType::bf16, {B, H, Sq, D});
+  t.o = TensorRef(o.data(), DType::bf16, {B, H, Sq, D});
+  t.lse = TensorRef(lse.data(), DType::f32, {B, H, Sq});
+  KVCache cache = KVCache::build(
+      kp.info(), TensorRef(k.data(), DType::bf16, {B, H, S, D}),
+      TensorRef(v.data(), DType::bf16, {B, H, S, D}), 3, lens);
+  cache.bind(t);
+  kp.launchHost(t);
+  for (int64_t b = 0; b < B; ++b) {
+    SCOPED_TRACE("batch " + std::to_string(b));
+    int64_t L = lens[b];
+    std::vector<uint16_t> kb(H * L * D), vb(H * L * D);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t s = 0; s < L; ++s)
+        for (int64_t d = 0; d < D; ++d) {
+          kb[(h * L + s) * D + d] = k[((b * H + h) * S + s) * D + d];
+          vb[(h * L + s) * D + d] = v[((b * H + h) * S + s) * D + d];
+        }
+    std::vector<uint16_t> ob(H * Sq * D);
+    std::vector<float> lb(H * Sq);
+    Tensors tc;
+    tc.q = TensorRef(&q[b * H * Sq * D], DType::bf16, {1, H, Sq, D});
+    tc.k = TensorRef(kb.data(), DType::bf16, {1, H, L, D});
+    tc.v = TensorRef(vb.data(), DType::bf16, {1, H, L, D});
+    tc.o = TensorRef(ob.data(), DType::bf16, {1, H, Sq, D});
+    tc.lse = TensorRef(lb.data(), DType::f32, {1, H, Sq});
+    kc.launchHost(tc);
+    double scale = 0;
+    for (uint16_t x : ob)
+      scale = std::max(scale, std::fabs(fromBf16(x)));
+    for (int64_t i = 0; i < H * Sq * D; ++i)
+      ASSERT_NEAR(fromBf16(o[b * H * Sq * D + i]), fromBf16(ob[i]),
+                  outputBound(DType::bf16, scale))
+          << i;
+    for (int64_t i = 0; i < H * Sq; ++i) {
+      float got = lse[b * H * Sq + i];
+      if (L == 0)
+        ASSERT_TRUE(std::isinf(got) && got < 0) << i;
+      if (std::isinf(lb[i]))
+        ASSERT_EQ(got, lb[i]) << i;
+      else
+        ASSERT_NEAR(got, lb[i], kLseBound) << i;
+    }
+  }
+}
+
+// Launches with nothing to do.
+TEST_P(GpuSim, EmptyLaunches) {
+  for (auto [sq, skv] : {std::pair{0, 10}, {10, 0}, {0, 0}}) {
+    Problem p = make("variant c { sink(h) = 0.5; }");
+    p.Sq = sq, p.Skv = skv;
+    expectMatches(p);
+  }
+}
+
+std::string targetName(const ::testing::TestParamInfo<GpuTarget> &info) {
+  return info.param.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, GpuSim, ::testing::ValuesIn(kTargets),
+                         targetName);
+
+const GpuTarget kStreamTargets[] = {{"sm80", "sm_80", "auto"},
+                                    {"sm90a", "sm_90a", "auto"}};
+INSTANTIATE_TEST_SUITE_P(Targets, GpuSimStreamed,
+                         ::testing::ValuesIn(kStreamTargets), targetName);
+
+} // namespace
