@@ -84,6 +84,43 @@ TEST(Jit, DiskCacheServesANewJit) {
   EXPECT_EQ(again.stats().compiles, 1u);
 }
 
+// GPU kernels too: the record (info, entries, launch geometry), the cubin
+// and the PTX; a damaged payload is rebuilt. (gpu_sim_tests runs a cached
+// kernel on the simulator.)
+TEST(Jit, DiskCacheKeepsGpuKernels) {
+  std::string dir = freshDir("jit-gpu");
+  Options o = options("window");
+  o.target = "sm_90a";
+  KernelInfo first;
+  {
+    Jit jit(dir);
+    first = jit.compile(kSource, o).info();
+    EXPECT_EQ(jit.stats().compiles, 1u);
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir),
+                          fs::directory_iterator()),
+            3); // the record, the cubin and the PTX
+  {
+    Jit jit(dir);
+    KernelInfo again = jit.compile(kSource, o).info();
+    EXPECT_EQ(jit.stats().diskHits, 1u);
+    EXPECT_EQ(jit.stats().compiles, 0u);
+    EXPECT_EQ(again.name, first.name);
+    EXPECT_EQ(again.target, "sm_90a");
+    EXPECT_EQ(again.dtype, DType::bf16);
+    EXPECT_EQ(again.blockKV, first.blockKV);
+    ASSERT_EQ(again.captures.size(), 1u);
+    EXPECT_EQ(again.captures[0].name, "bias");
+  }
+  for (const auto &entry : fs::directory_iterator(dir))
+    if (entry.path().extension() == ".ptx")
+      std::ofstream(entry.path(), std::ios::app) << "// changed";
+  Jit jit(dir);
+  jit.compile(kSource, o);
+  EXPECT_EQ(jit.stats().diskHits, 0u);
+  EXPECT_EQ(jit.stats().compiles, 1u);
+}
+
 TEST(Jit, CorruptOrStaleEntriesAreRebuilt) {
   std::string dir = freshDir("jit-corrupt");
   std::vector<float> good;
