@@ -26,6 +26,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <tuple>
@@ -76,9 +77,9 @@ std::string describe(const Problem &p) {
 /// Runs `p` on the simulator and checks it: docs/numerics.md's bounds on o
 /// (relative L1 for quantized K/V) and on lse when the kernel writes it;
 /// `absolute` is the absolute part of both (2e-4, 5e-4 for large logits).
-Outcome expectMatches(const Problem &p, double absolute = 2e-4) {
+Outcome expectMatches(const Problem &p, Jit &jit, double absolute = 2e-4) {
   SCOPED_TRACE(describe(p));
-  Outcome out = runAgainstReference(p, &jit());
+  Outcome out = runAgainstReference(p, &jit);
   EXPECT_FALSE(out.hasNaN);
   if (p.options.kvDtype != "same") {
     EXPECT_LE(out.relL1O, quantBound(p.options.kvDtype));
@@ -93,6 +94,9 @@ Outcome expectMatches(const Problem &p, double absolute = 2e-4) {
       EXPECT_LE(out.maxErrLse, absolute);
   }
   return out;
+}
+Outcome expectMatches(const Problem &p, double absolute = 2e-4) {
+  return expectMatches(p, jit(), absolute);
 }
 
 /// Compiles `p` ahead of its run: why it is skipped when its head dim is
@@ -597,6 +601,23 @@ TEST_P(GpuSimStreamed, PagedKVWithPerBatchLengths) {
         ASSERT_NEAR(got, lb[i], kLseBound) << i;
     }
   }
+}
+
+// A kernel loaded from the Jit's disk cache (record, cubin, PTX, launch
+// geometry, tensor maps on TMA) gives the answer of the one compiled.
+TEST_P(GpuSim, DiskCachedKernel) {
+  std::string dir = ::testing::TempDir() + "gpu-sim-cache-" +
+                    GetParam().name;
+  std::filesystem::remove_all(dir);
+  Problem p = make(kCausal);
+  p.options.splitKv = "2";
+  Jit compiling(dir), loading(dir);
+  Outcome a = expectMatches(p, compiling), b = expectMatches(p, loading);
+  EXPECT_EQ(compiling.stats().compiles, 1u);
+  EXPECT_EQ(loading.stats().diskHits, 1u);
+  EXPECT_EQ(a.maxErrO, b.maxErrO);
+  EXPECT_EQ(a.maxErrLse, b.maxErrLse);
+  std::filesystem::remove_all(dir);
 }
 
 // Launches with nothing to do.
