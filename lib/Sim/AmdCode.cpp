@@ -165,7 +165,8 @@ std::string baseMnemonic(llvm::StringRef text, Inst &in) {
   return m.str();
 }
 
-void decodeOperands(McChip &mc, const llvm::MCInst &mci, Inst &in) {
+/// False when an operand has no model (an unknown register or operand kind).
+bool decodeOperands(McChip &mc, const llvm::MCInst &mci, Inst &in) {
   const llvm::MCInstrDesc &desc = mc.mii->get(mci.getOpcode());
   unsigned ndefs = desc.getNumDefs();
   uint8_t mods = 0;
@@ -214,8 +215,7 @@ void decodeOperands(McChip &mc, const llvm::MCInst &mci, Inst &in) {
       in.src[i - 1] = in.src[i];
     --in.nsrc;
   }
-  if (unknown)
-    in.run = nullptr;
+  return !unknown;
 }
 
 const llvm::object::ELF64LE::Shdr *
@@ -478,8 +478,9 @@ std::unique_ptr<CodeObject> loadCodeObject(const void *bytes, size_t size,
       mc.printer->printInst(&mci, in.address, "", *mc.sti, os);
       in.text = llvm::StringRef(printed).trim().str();
       in.mnemonic = baseMnemonic(in.text, in);
-      in.run = bind(in);
-      decodeOperands(mc, mci, in);
+      // Operands first: the binder inspects them (forms, widths, modifiers).
+      if (decodeOperands(mc, mci, in))
+        in.run = bind(in);
     }
     co->indexOf[offset / 4] = static_cast<int32_t>(co->insts.size());
     co->insts.push_back(std::move(in));

@@ -42,13 +42,17 @@ constexpr uint16_t kScalarRegs = 128;
 /// two files per wave; an AGPR operand reads a[i] = position 256 + i).
 constexpr uint16_t kAgpr0 = 256;
 constexpr uint16_t kVectorRegs = 512;
+/// Rows past the register file that no instruction names: SDWA operands
+/// are staged there (see AmdMachine.cpp).
+constexpr uint16_t kSdwaRow = kVectorRegs;
+constexpr uint16_t kVectorRows = kVectorRegs + 3;
 
 /// Source-modifier bits (SISrcMods in LLVM's AMDGPU backend; the NEG and
 /// ABS fields of VOP3 and the NEG, NEG_HI, OP_SEL and OP_SEL_HI fields of
 /// VOP3P, ISA section 12.13 / 12.15).
 constexpr uint8_t kModNeg = 1;
 constexpr uint8_t kModAbs = 2; // NEG_HI for packed (VOP3P) sources
-constexpr uint8_t kModSext = 1;
+constexpr uint8_t kModSext = 16; // SDWA integer sources: sext()
 constexpr uint8_t kModOpSel0 = 4;
 constexpr uint8_t kModOpSel1 = 8; // OP_SEL_HI; DST_OP_SEL on src0 of VOP3
 
@@ -86,6 +90,8 @@ struct Inst {
   Operand def[2];
   Operand src[4];
   Operand old;       // DPP: the tied previous value of the result
+  Operand orig[3];   // SDWA: the sources and destination as encoded (the
+                     // machine rewrites src / def to scratch rows)
   int64_t imm[12] = {};
   std::string mnemonic; // "v_add_f32" (encoding suffixes removed)
   std::string text;     // as llvm-objdump prints it
