@@ -24,6 +24,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -285,7 +286,7 @@ TEST_P(GpuSim, GroupedAndMultiQueryHeads) {
                             s));
 }
 
-// Dv != D (MLA-like), both ways.
+// Dv != D (MLA-like), both ways, also through split-KV's merge.
 TEST_P(GpuSim, ValueHeadDimDiffers) {
   for (auto [D, Dv] : {std::pair<int64_t, int64_t>{128, 64}, {64, 128},
                        {96, 32}}) {
@@ -294,6 +295,11 @@ TEST_P(GpuSim, ValueHeadDimDiffers) {
     p.Hq = 4, p.Hkv = 2;
     expectMatches(p);
   }
+  Problem d = make(kCausal, 128, "f16");
+  d.options.valueHeadDim = 48;
+  d.options.splitKv = "3";
+  d.Hq = 4, d.Hkv = 2, d.Sq = 2, d.Skv = 300;
+  expectMatches(d);
 }
 
 // Head dims past 128 up to the GPU's 256, and small ones.
@@ -599,6 +605,98 @@ TEST_P(GpuSimStreamed, PagedKVWithPerBatchLengths) {
         ASSERT_EQ(got, lb[i]) << i;
       else
         ASSERT_NEAR(got, lb[i], kLseBound) << i;
+    }
+  }
+}
+
+/// A [B, H, S, D] tensor of bf16 values stored in another layout: `order`
+/// "bhsd" with `pad` extra elements after each row, or "bshd" (heads
+/// interleaved per position, as PyTorch's [B, S, H, D] transposed).
+struct Strided {
+  std::vector<uint16_t> data;
+  TensorRef ref;
+  Strided(const std::vector<uint16_t> &dense, int64_t B, int64_t H,
+          int64_t S, int64_t D, const std::string &order, int64_t pad = 0) {
+    std::vector<int64_t> strides =
+        order == "bshd"
+            ? std::vector<int64_t>{S * H * D, D, H * D, 1}
+            : std::vector<int64_t>{H * S * (D + pad), S * (D + pad), D + pad,
+                                   1};
+    data.assign(std::max<int64_t>(strides[0] * B, 1), 0x7fc0); // NaN gaps
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t s = 0; s < S; ++s)
+          for (int64_t d = 0; d < D; ++d)
+            data[b * strides[0] + h * strides[1] + s * strides[2] + d] =
+                dense[((b * H + h) * S + s) * D + d];
+    ref = TensorRef(data.data(), DType::bf16, {B, H, S, D}, strides);
+  }
+  /// The values back in dense [B, H, S, D] order.
+  std::vector<uint16_t> dense() const {
+    std::vector<uint16_t> out;
+    const std::vector<int64_t> &n = ref.shape, &st = ref.strides;
+    for (int64_t b = 0; b < n[0]; ++b)
+      for (int64_t h = 0; h < n[1]; ++h)
+        for (int64_t s = 0; s < n[2]; ++s)
+          for (int64_t d = 0; d < n[3]; ++d)
+            out.push_back(
+                data[b * st[0] + h * st[1] + s * st[2] + d * st[3]]);
+    return out;
+  }
+};
+
+// q, k, v and o as views in other layouts ([B, S, H, D] transposed, rows
+// padded): the launcher stages them as they are (strides and all) and
+// the kernel (and on sm_90a its TMA tensor maps) reads them by their
+// strides, giving the contiguous launch's answer bit for bit; the gaps
+// between rows are never written.
+TEST_P(GpuSim, NonContiguousViews) {
+  useTestGpuSimulator(); // launched here, not through the harness
+  Problem p = make(kCausal);
+  Kernel kernel = jit().compile(p.source, p.options);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (Shape sh : {Shape{2, 4, 2, 77, 131}, Shape{1, 8, 2, 1, 200}}) {
+    auto [B, Hq, Hkv, Sq, Skv] = std::tuple{sh.B, sh.Hq, sh.Hkv, sh.Sq, sh.Skv};
+    int64_t D = 64;
+    auto random = [&](int64_t n) {
+      std::vector<float> x(n);
+      for (float &e : x)
+        e = normal(rng);
+      return toBf16(x);
+    };
+    std::vector<uint16_t> q = random(B * Hq * Sq * D),
+                          k = random(B * Hkv * Skv * D),
+                          v = random(B * Hkv * Skv * D),
+                          o(B * Hq * Sq * D, 0);
+    std::vector<float> lse(B * Hq * Sq), lse2(lse.size());
+    Tensors dense{TensorRef(q.data(), DType::bf16, {B, Hq, Sq, D}),
+                  TensorRef(k.data(), DType::bf16, {B, Hkv, Skv, D}),
+                  TensorRef(v.data(), DType::bf16, {B, Hkv, Skv, D}),
+                  TensorRef(o.data(), DType::bf16, {B, Hq, Sq, D}),
+                  TensorRef(lse.data(), DType::f32, {B, Hq, Sq})};
+    kernel.launchHost(dense);
+    ASSERT_LT(std::count(o.begin(), o.end(), uint16_t(0)), int64_t(o.size()));
+    for (auto [order, pad] : {std::pair<const char *, int64_t>{"bshd", 0},
+                              {"bhsd", 8}}) {
+      SCOPED_TRACE(std::string(order) + " pad " + std::to_string(pad) +
+                   " Hq " + std::to_string(Hq) + " Sq " + std::to_string(Sq));
+      Strided qs(q, B, Hq, Sq, D, order, pad), ks(k, B, Hkv, Skv, D, order, pad),
+          vs(v, B, Hkv, Skv, D, order, pad),
+          os(std::vector<uint16_t>(o.size(), 0), B, Hq, Sq, D, order, pad);
+      std::vector<uint16_t> before = os.data;
+      Tensors views{qs.ref, ks.ref, vs.ref, os.ref,
+                    TensorRef(lse2.data(), DType::f32, {B, Hq, Sq})};
+      kernel.launchHost(views);
+      std::vector<uint16_t> got = os.dense();
+      for (size_t i = 0; i < o.size(); ++i)
+        ASSERT_EQ(got[i], o[i]) << i;
+      for (size_t i = 0; i < lse.size(); ++i)
+        ASSERT_EQ(lse2[i], lse[i]) << i;
+      int64_t gaps = 0;
+      for (size_t i = 0; i < before.size(); ++i)
+        gaps += before[i] == 0x7fc0 && os.data[i] != 0x7fc0;
+      EXPECT_EQ(gaps, 0) << "gaps between rows were written";
     }
   }
 }
