@@ -90,7 +90,7 @@ struct Exec {
   bool flushF32 = false;  // FLOAT_DENORM_MODE_32 == 0
   bool flushF16 = false;  // FLOAT_DENORM_MODE_16_64 == 0
   bool gfx90a = false;
-  bool trace = false;
+  bool trace = false, traceValues = false;
   DispatchStats stats;
   uint32_t cst[4][2] = {}; // constant sources as registers
   // Scratch for DPP / SDWA sources.
@@ -861,7 +861,7 @@ template <bool Signed> void vMad64(Exec &x, const Inst &in) {
 /// (a - b), 2 subrev (b - a).
 template <int Op, bool CarryIn> void vAddCarry(Exec &x, const Inst &in) {
   uint64_t m = x.w->exec();
-  Src a = src(x, in, 0), b = src(x, in, 1);
+  Src a = src0Of(x, in, m), b = src(x, in, 1);
   uint64_t cin = 0;
   if (CarryIn)
     cin = in.nsrc > 2 ? sget64(x, in.src[2]) : x.w->vcc();
@@ -1259,6 +1259,54 @@ void vPackB32F16(Exec &x, const Inst &in) {
     return uint32_t(h);
   };
   forLanes(m, [&](unsigned l) { d[l] = half(a[l], ma) | half(b[l], mb) << 16; });
+}
+
+/// v_fma_mix_f32 / v_fma_mixlo_f16 / v_fma_mixhi_f16 (and v_mad_mix*):
+/// a fused multiply-add whose sources are f32, or f16 halves where
+/// op_sel_hi is set (op_sel picks the half), with neg and abs; the result
+/// is f32, or f16 into the low / high half (the other half kept). Mode: 0
+/// f32, 1 lo, 2 hi.
+template <int Mode> void vFmaMix(Exec &x, const Inst &in) {
+  uint64_t m = x.w->exec();
+  Src s[3] = {src(x, in, 0), src(x, in, 1), src(x, in, 2)};
+  uint32_t *d = x.w->vreg(in.def[0].index);
+  bool clamp = in.aux & kAuxClamp;
+  forLanes(m, [&](unsigned l) {
+    double v[3];
+    for (int i = 0; i < 3; ++i) {
+      uint8_t mods = in.src[i].mods;
+      uint32_t bits = s[i][l];
+      double f;
+      if (mods & kModOpSel1) {
+        uint16_t h = uint16_t((mods & kModOpSel0) ? bits >> 16 : bits);
+        f = f16ToFloat(h);
+        if (x.flushF16 && std::fpclassify(f) == FP_SUBNORMAL)
+          f = std::copysign(0.0, f);
+      } else {
+        f = readF32(x, bits, 0);
+      }
+      if (mods & kModAbs)
+        f = std::fabs(f);
+      if (mods & kModNeg)
+        f = -f;
+      v[i] = f;
+    }
+    // The product of two f32 (or f16) values is exact in double.
+    double r = v[0] * v[1] + v[2];
+    if (Mode == 0) {
+      float f = float(std::fma(float(v[0]), float(v[1]), float(v[2])));
+      if (clamp)
+        f = std::isnan(f) ? 0.0f : std::clamp(f, 0.0f, 1.0f);
+      d[l] = b32(x.flushF32 ? flushDenorm(f) : f);
+      return;
+    }
+    if (clamp)
+      r = std::isnan(r) ? 0.0 : std::clamp(r, 0.0, 1.0);
+    uint32_t h = doubleToF16(r);
+    if (x.flushF16 && (h & 0x7c00) == 0)
+      h &= 0x8000;
+    d[l] = Mode == 1 ? (d[l] & 0xffff0000u) | h : (d[l] & 0xffffu) | h << 16;
+  });
 }
 
 /// v_cvt_pk_fp8_f32 / v_cvt_pk_bf8_f32 (gfx940+): two f32 to two 8-bit
@@ -1676,22 +1724,33 @@ void dsAtomic(Exec &x, const Inst &in) {
 constexpr uint32_t kMemStore = 1u << 8, kMemSaddr = 1u << 9,
                    kMemFlat = 1u << 10;
 
-/// Per-lane addresses of a FLAT / GLOBAL instruction; the data operand's
-/// source index in *data.
+/// Per-lane addresses of a FLAT / GLOBAL instruction and its data
+/// operand's source index. The MC operand order differs by form (SADDR
+/// loads: saddr, vaddr; SADDR stores and atomics: vaddr, vdata, saddr), so
+/// operands are found by kind: the scalar base, then the address and data
+/// VGPRs in order.
 void flatAddresses(Exec &x, const Inst &in, uint64_t *addr, int &data) {
   bool saddr = in.aux & kMemSaddr;
+  int sIdx = -1, vIdx = -1;
+  data = -1;
+  for (int i = 0; i < in.nsrc; ++i) {
+    if (saddr && sIdx < 0 && in.src[i].kind != Operand::Vgpr)
+      sIdx = i;
+    else if (vIdx < 0)
+      vIdx = i;
+    else if (data < 0)
+      data = i;
+  }
   int64_t offset = in.imm[0];
   uint64_t m = x.w->exec();
   if (saddr) {
-    Src v = src(x, in, 0);
-    bool store = in.aux & kMemStore;
-    uint64_t base = sget64(x, in.src[store ? 2 : 1]);
+    Src v = src(x, in, vIdx);
+    uint64_t base = sget64(x, in.src[sIdx]);
     forLanes(m, [&](unsigned l) { addr[l] = base + v[l] + offset; });
   } else {
-    Src64 v = src64(x, in, 0);
+    Src64 v = src64(x, in, vIdx);
     forLanes(m, [&](unsigned l) { addr[l] = v[l] + offset; });
   }
-  data = 1;
 }
 
 void vmemLoadStore(Exec &x, const Inst &in) {
@@ -1745,18 +1804,7 @@ void globalAtomic(Exec &x, const Inst &in) {
   uint64_t m = w.exec();
   uint64_t addr[kLanes];
   int data;
-  // Operands: [vdst,] vaddr, vdata[, saddr].
-  bool saddr = in.aux & kMemSaddr;
-  int64_t offset = in.imm[0];
-  if (saddr) {
-    Src v = src(x, in, 0);
-    uint64_t base = sget64(x, in.src[2]);
-    forLanes(m, [&](unsigned l) { addr[l] = base + v[l] + offset; });
-  } else {
-    Src64 v = src64(x, in, 0);
-    forLanes(m, [&](unsigned l) { addr[l] = v[l] + offset; });
-  }
-  data = 1;
+  flatAddresses(x, in, addr, data);
   checkGlobal(x, in, addr, m, 4);
   Src val = src(x, in, data);
   uint32_t op = (in.aux >> 12 & 15) - 1;
@@ -1914,6 +1962,7 @@ enum BindFlags : uint8_t {
   kDpp = 4,    // DPP form supported
   kSdwa = 8,   // SDWA form supported
   kRaw = 16,   // the handler reads its immediates itself
+  kF16Src = 32, // float operation on f16 sources (SDWA may select words)
 };
 
 struct Binding {
@@ -2148,12 +2197,12 @@ std::unordered_map<std::string, Binding> makeTable() {
         return std::max(std::min(a, b), std::min(std::max(a, b), c)); }>, kIntOps);
   add("v_mad_u64_u32", vMad64<false>, kIntOps);
   add("v_mad_i64_i32", vMad64<true>, kIntOps);
-  add("v_add_co_u32", vAddCarry<0, false>, kIntOps);
-  add("v_sub_co_u32", vAddCarry<1, false>, kIntOps);
-  add("v_subrev_co_u32", vAddCarry<2, false>, kIntOps);
-  add("v_addc_co_u32", vAddCarry<0, true>, kIntOps);
-  add("v_subb_co_u32", vAddCarry<1, true>, kIntOps);
-  add("v_subbrev_co_u32", vAddCarry<2, true>, kIntOps);
+  add("v_add_co_u32", vAddCarry<0, false>, kIntOps | kDpp);
+  add("v_sub_co_u32", vAddCarry<1, false>, kIntOps | kDpp);
+  add("v_subrev_co_u32", vAddCarry<2, false>, kIntOps | kDpp);
+  add("v_addc_co_u32", vAddCarry<0, true>, kIntOps | kDpp);
+  add("v_subb_co_u32", vAddCarry<1, true>, kIntOps | kDpp);
+  add("v_subbrev_co_u32", vAddCarry<2, true>, kIntOps | kDpp);
   add("v_cndmask_b32", vCndmask, kIntOps | kDpp);
   add("v_readfirstlane_b32", vReadfirstlane, kIntOps);
   add("v_readlane_b32", vReadlane, kIntOps);
@@ -2208,10 +2257,13 @@ std::unordered_map<std::string, Binding> makeTable() {
   add("v_cvt_rpi_i32_f32", vop1<[](U a) { return cvtI32(std::floor(f32(a) + 0.5f)); }>, kIntOps);
   add("v_cvt_flr_i32_f32", vop1<[](U a) { return cvtI32(std::floor(f32(a))); }>, kIntOps);
   add("v_cvt_f16_f32", vCvtF16F32, kFloat | kDpp);
-  add("v_cvt_f32_f16", vCvtF32F16, kFloat | kDpp);
+  add("v_cvt_f32_f16", vCvtF32F16, kFloat | kDpp | kF16Src);
   add("v_pack_b32_f16", vPackB32F16, kIntOps);
   add("v_cvt_pk_fp8_f32", vCvtPkF8<false>, kFloat);
   add("v_cvt_pk_bf8_f32", vCvtPkF8<true>, kFloat);
+  add("v_fma_mix_f32", vFmaMix<0>, kFloat);
+  add("v_fma_mixlo_f16", vFmaMix<1>, kFloat);
+  add("v_fma_mixhi_f16", vFmaMix<2>, kFloat);
   add("v_div_scale_f32", vDivScaleF32, kFloat);
   add("v_div_fmas_f32", vDivFmasF32, kFloat);
   add("v_div_fixup_f32", vDivFixupF32, kFloat);
@@ -2483,8 +2535,10 @@ Handler bindMfma(Inst &in) {
 /// dst_sel, dst_unused, src0_sel[, src1_sel]; operands moved to the
 /// scratch rows sdwaRun stages them in.
 Handler bindSdwa(Inst &in, const Binding &b) {
-  if (!(b.flags & kDpp) || in.sdwa == false || in.ndef != 1 ||
-      in.def[0].kind != Operand::Vgpr || in.nsrc < 1 || in.nsrc > 2)
+  // One VGPR result, or with a carry-out (VCC) for v_add_co_u32 & co.
+  if (!(b.flags & kDpp) || in.sdwa == false || in.ndef < 1 || in.ndef > 2 ||
+      in.def[0].kind != Operand::Vgpr || in.nsrc < 1 || in.nsrc > 2 ||
+      (in.ndef == 2 && in.def[1].kind != Operand::Sgpr))
     return nullptr;
   bool vop2 = in.nsrc == 2;
   bool isFloat = b.flags & kFloat;
@@ -2499,7 +2553,7 @@ Handler bindSdwa(Inst &in, const Binding &b) {
     return nullptr;
   if (!isFloat && (clamp || omod))
     return nullptr;
-  if (isFloat && (s0 != 6 || s1 != 6))
+  if (isFloat && !(b.flags & kF16Src) && (s0 != 6 || s1 != 6))
     return nullptr; // f32 operations on parts of registers: not modelled
   uint32_t aux = 0;
   if (isFloat) {
@@ -2510,6 +2564,8 @@ Handler bindSdwa(Inst &in, const Binding &b) {
   for (int k = 0; k < in.nsrc; ++k) {
     uint8_t mods = in.src[k].mods;
     if (!isFloat && (mods & ~kModSext))
+      return nullptr;
+    if (isFloat && (mods & ~(kModNeg | kModAbs)))
       return nullptr;
     in.orig[k] = in.src[k];
     in.src[k] = Operand();
@@ -2643,8 +2699,9 @@ public:
                        COMPUTE_PGM_RSRC1_FLOAT_DENORM_MODE_32_SHIFT) == 0;
     x.flushF16 = field(kernel.rsrc1, COMPUTE_PGM_RSRC1_FLOAT_DENORM_MODE_16_64,
                        COMPUTE_PGM_RSRC1_FLOAT_DENORM_MODE_16_64_SHIFT) == 0;
-    static const bool trace = getenv("ATTNSIM_TRACE") != nullptr;
-    x.trace = trace;
+    static const char *trace = getenv("ATTNSIM_TRACE");
+    x.trace = trace != nullptr;
+    x.traceValues = trace && atoi(trace) >= 2;
     ldsBytes = kernel.groupSegmentBytes + config.dynamicLds;
   }
 
@@ -2742,6 +2799,24 @@ void Workgroup::init(Wave &w, unsigned id, uint32_t threads) {
   }
 }
 
+/// ATTNSIM_TRACE=2: each result after the instruction (scalars, and lane
+/// 0 of vector registers), and SCC.
+void traceResults(Exec &x, const Inst &in) {
+  std::string line;
+  char b[64];
+  for (int i = 0; i < in.ndef; ++i) {
+    const Operand &o = in.def[i];
+    for (unsigned r = 0; r < o.dwords; ++r) {
+      uint32_t v = o.kind == Operand::Sgpr ? x.w->s[o.index + r]
+                                           : x.w->vreg(o.index + r)[0];
+      snprintf(b, sizeof b, " %s%u=0x%x", o.kind == Operand::Sgpr ? "s" : "v[0]",
+               o.index + r, v);
+      line += b;
+    }
+  }
+  fprintf(stderr, "attnsim:   ->%s scc=%d\n", line.c_str(), int(x.w->scc));
+}
+
 void Workgroup::runWave(Wave &w) {
   static const uint64_t limit = [] {
     const char *e = getenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS");
@@ -2777,6 +2852,8 @@ void Workgroup::runWave(Wave &w) {
     x.nextPc = w.pc + in->size;
     in->run(x, *in);
     w.pc = x.nextPc;
+    if (x.trace && x.traceValues)
+      traceResults(x, *in);
     if (in->mnemonic[0] == 'v' && in->mnemonic[1] == '_')
       x.stats.laneInstructions += unsigned(std::popcount(w.exec()));
     if (++executed > limit)

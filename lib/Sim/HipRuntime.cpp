@@ -118,6 +118,14 @@ hipError_t buildKernarg(const amd::Kernel &k, void **params, void **extra,
                                          ": missing kernel parameter " +
                                          std::to_string(explicitIndex));
       std::memcpy(out.data() + a.offset, params[explicitIndex], a.size);
+      static const bool traceArgs = getenv("ATTNSIM_HIP_ARGS") != nullptr;
+      if (traceArgs) { // each explicit argument as it is laid out
+        uint64_t v = 0;
+        std::memcpy(&v, params[explicitIndex], std::min<uint32_t>(a.size, 8));
+        fprintf(stderr, "%s arg %zu @%u size %u %s = 0x%llx\n", k.name.c_str(),
+                explicitIndex, a.offset, a.size, a.kind.c_str(),
+                (unsigned long long)v);
+      }
       ++explicitIndex;
       continue;
     }

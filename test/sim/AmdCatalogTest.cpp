@@ -48,10 +48,17 @@ void expectModelled(const std::string &source, Options o,
 class AmdSimCatalog : public ::testing::TestWithParam<CatalogCase> {};
 
 TEST_P(AmdSimCatalog, EveryInstructionModelled) {
+  // bf16 at D = 64 and 128, f16 at D = 64 (its conversions differ).
   forEachGpuTarget(
       GetParam(),
       {{"gfx90a", 64}, {"gfx90a", 128}, {"gfx942", 64}, {"gfx942", 128}},
-      expectModelled);
+      [](const std::string &source, Options o, const std::string &what) {
+        expectModelled(source, o, what);
+        if (o.headDim == 64) {
+          o.dtype = "f16";
+          expectModelled(source, o, what + " f16");
+        }
+      });
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, AmdSimCatalog,
@@ -69,6 +76,33 @@ TEST(AmdSim, LanguageFeaturesModelled) {
       o.lse = c.lse;
       expectModelled(c.source, o, std::string(c.name) + " " + chip);
     }
+  // Rows masked or scored -inf throughout, sinks with nothing kept, and
+  // key tiles narrower than the default, in both dtypes.
+  for (const char *source :
+       {"variant none { mask(b, h, q, kv) = false; }",
+        "variant all { score(s, b, h, q, kv) = -inf; }",
+        "variant drop { score(s, b, h, q, kv) = where(kv % 3 == 0, -inf, s); "
+        "mask(b, h, q, kv) = kv <= q; }",
+        "variant s { sink(h) = 2.0; mask(b, h, q, kv) = false; }"})
+    for (const char *chip : {"gfx90a", "gfx942"})
+      for (const char *dtype : {"bf16", "f16"}) {
+        Options o;
+        o.target = chip;
+        o.headDim = 64;
+        o.dtype = dtype;
+        o.lse = true;
+        expectModelled(source, o, std::string(source).substr(8, 5) + chip +
+                                      " " + dtype);
+      }
+  for (int64_t blockKV : {16, 32, 48}) {
+    Options o;
+    o.target = "gfx942";
+    o.headDim = 64;
+    o.blockKV = blockKV;
+    o.lse = true;
+    expectModelled("variant c { mask(b, h, q, kv) = kv <= q; }", o,
+                   "key tile " + std::to_string(blockKV));
+  }
 }
 
 TEST(AmdSim, QuantizedPagedSparseAndSelectModelled) {
@@ -85,6 +119,7 @@ TEST(AmdSim, QuantizedPagedSparseAndSelectModelled) {
         o.headDim = 128;
         o.kvDtype = kv;
         o.kvGroup = group;
+        o.dtype = group == 32 ? "f16" : "bf16";
         o.lse = true;
         expectModelled(
             "variant w { sink(h) = 0.5; mask(b, h, q, kv) = kv <= q; }", o,
