@@ -1309,6 +1309,77 @@ template <int Mode> void vFmaMix(Exec &x, const Inst &in) {
   });
 }
 
+/// v_bitop3_b32 / v_bitop3_b16 (gfx950): each result bit is bit
+/// (a << 2 | b << 1 | c) of the 8-bit truth table (the immediate), a, b,
+/// c the sources' bits at that position. The 16-bit form zeroes the high
+/// half.
+template <bool B16> void vBitop3(Exec &x, const Inst &in) {
+  uint64_t m = x.w->exec();
+  Src a = src(x, in, 0), b = src(x, in, 1), c = src(x, in, 2);
+  uint32_t table = uint32_t(in.imm[0]) & 0xff;
+  uint32_t *d = x.w->vreg(in.def[0].index);
+  forLanes(m, [&](unsigned l) {
+    uint32_t r = 0;
+    for (int t = 0; t < 8; ++t) {
+      if (!(table >> t & 1))
+        continue;
+      uint32_t sa = (t & 4) ? a[l] : ~a[l], sb = (t & 2) ? b[l] : ~b[l],
+               sc = (t & 1) ? c[l] : ~c[l];
+      r |= sa & sb & sc;
+    }
+    d[l] = B16 ? r & 0xffff : r;
+  });
+}
+
+/// v_cvt_pk_bf16_f32 / v_cvt_pk_f16_f32 (gfx950): d = {cvt(b), cvt(a)},
+/// rounded to nearest even (NaN stays NaN).
+template <bool Bf16> void vCvtPk16(Exec &x, const Inst &in) {
+  uint64_t m = x.w->exec();
+  Src a = src(x, in, 0), b = src(x, in, 1);
+  uint8_t ma = in.src[0].mods, mb = in.src[1].mods;
+  uint32_t *d = x.w->vreg(in.def[0].index);
+  auto cvt = [&](uint32_t bits, uint8_t mods) -> uint32_t {
+    float f = f32(finishF32(x, in, readF32(x, bits, mods)));
+    return Bf16 ? floatToBf16(f) : floatToF16(f);
+  };
+  forLanes(m, [&](unsigned l) { d[l] = cvt(a[l], ma) | cvt(b[l], mb) << 16; });
+}
+
+/// IEEE 754-2019 maximum / minimum (v_maximum3_f32, v_minimum3_f32): NaN
+/// if any input is, -0 below +0.
+inline float ieeeMax(float a, float b) {
+  if (std::isnan(a) || std::isnan(b))
+    return std::numeric_limits<float>::quiet_NaN();
+  if (a == b)
+    return std::signbit(a) ? b : a;
+  return a > b ? a : b;
+}
+inline float ieeeMin(float a, float b) {
+  if (std::isnan(a) || std::isnan(b))
+    return std::numeric_limits<float>::quiet_NaN();
+  if (a == b)
+    return std::signbit(a) ? a : b;
+  return a < b ? a : b;
+}
+
+/// v_permlane16_swap_b32 / v_permlane32_swap_b32 (gfx950): the odd 16-lane
+/// rows of the first operand trade places with the even rows of the
+/// second (16), or rows 2-3 of the first with rows 0-1 of the second (32);
+/// both registers are results.
+template <unsigned Span> void vPermlaneSwap(Exec &x, const Inst &in) {
+  uint64_t m = x.w->exec();
+  uint32_t *v = x.w->vreg(in.def[0].index), *s = x.w->vreg(in.def[1].index);
+  for (unsigned l = 0; l < kLanes; ++l) {
+    bool upper = Span == 16 ? (l / 16) % 2 == 1 : l >= 32;
+    if (!upper)
+      continue;
+    unsigned o = l - Span;
+    if (!(m >> l & 1) && !(m >> o & 1))
+      continue;
+    std::swap(v[l], s[o]);
+  }
+}
+
 /// v_cvt_pk_fp8_f32 / v_cvt_pk_bf8_f32 (gfx940+): two f32 to two 8-bit
 /// floats in bytes [1:0] (op_sel[3] = 0) or [3:2] of the result, the other
 /// half kept; round to nearest even, clamp saturates. gfx942 uses the FNUZ
@@ -2264,6 +2335,14 @@ std::unordered_map<std::string, Binding> makeTable() {
   add("v_fma_mix_f32", vFmaMix<0>, kFloat);
   add("v_fma_mixlo_f16", vFmaMix<1>, kFloat);
   add("v_fma_mixhi_f16", vFmaMix<2>, kFloat);
+  add("v_bitop3_b32", vBitop3<false>, kRaw);
+  add("v_bitop3_b16", vBitop3<true>, kRaw);
+  add("v_cvt_pk_bf16_f32", vCvtPk16<true>, kFloat);
+  add("v_cvt_pk_f16_f32", vCvtPk16<false>, kFloat);
+  add("v_maximum3_f32", vop3f<[](float a, float b, float c) { return ieeeMax(ieeeMax(a, b), c); }>, kFloat);
+  add("v_minimum3_f32", vop3f<[](float a, float b, float c) { return ieeeMin(ieeeMin(a, b), c); }>, kFloat);
+  add("v_permlane16_swap_b32", vPermlaneSwap<16>, kRaw);
+  add("v_permlane32_swap_b32", vPermlaneSwap<32>, kRaw);
   add("v_div_scale_f32", vDivScaleF32, kFloat);
   add("v_div_fmas_f32", vDivFmasF32, kFloat);
   add("v_div_fixup_f32", vDivFixupF32, kFloat);
@@ -2629,6 +2708,11 @@ Handler bindInstruction(Inst &in) {
   if (m.rfind("v_", 0) == 0 && m != "v_readfirstlane_b32" &&
       m != "v_readlane_b32" &&
       (in.ndef < 1 || in.def[0].kind != Operand::Vgpr))
+    return nullptr;
+  if ((m == "v_permlane16_swap_b32" || m == "v_permlane32_swap_b32") &&
+      (in.ndef != 2 || in.def[1].kind != Operand::Vgpr || in.vop3))
+    return nullptr; // the e64 form's fi / bound_ctrl: not modelled
+  if (m.rfind("v_bitop3_", 0) == 0 && (in.nimm != 1 || in.nsrc != 3))
     return nullptr;
   in.aux = b.aux;
   if (b.flags & kFloat) {

@@ -4,8 +4,8 @@
 // exactly as for an MI300 (linked code objects), launched through attnrt's
 // HIP launcher (Kernel::launchHost) on the functional CDNA simulator
 // (libattnsim_hip.so), and compared with the float64 reference under
-// docs/numerics.md's bounds. gfx90a runs a representative subset: one
-// test per feature and a handful of catalog variants.
+// docs/numerics.md's bounds. gfx90a and gfx950 run a representative
+// subset: one test per feature and a handful of catalog variants.
 //
 // Catalog variants alternate dtype, head dim and lse across variants; the
 // feature tests use small ragged shapes (the simulator executes every
@@ -117,12 +117,14 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Range<size_t>(0, catalogCases().size()),
     [](const auto &info) { return catalogName(info.param, "gfx942"); });
 
-/// gfx90a: every fifth variant (its MFMAs are the older encodings; the
-/// kernels are otherwise the same lowering).
-class AmdSimCatalog90a : public ::testing::TestWithParam<size_t> {};
+/// gfx90a and gfx950: every fifth variant (their MFMAs are other
+/// encodings, gfx950 adds conversions and lane swaps; the kernels are
+/// otherwise the same lowering).
+using SubsetParam = std::tuple<size_t, const char *>;
+class AmdSimCatalogSubset : public ::testing::TestWithParam<SubsetParam> {};
 
-TEST_P(AmdSimCatalog90a, MatchesReference) {
-  expectCatalogMatches(GetParam(), "gfx90a");
+TEST_P(AmdSimCatalogSubset, MatchesReference) {
+  expectCatalogMatches(std::get<0>(GetParam()), std::get<1>(GetParam()));
 }
 
 std::vector<size_t> every5th() {
@@ -133,8 +135,12 @@ std::vector<size_t> every5th() {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Examples, AmdSimCatalog90a, ::testing::ValuesIn(every5th()),
-    [](const auto &info) { return catalogName(info.param, "gfx90a"); });
+    Examples, AmdSimCatalogSubset,
+    ::testing::Combine(::testing::ValuesIn(every5th()),
+                       ::testing::Values("gfx90a", "gfx950")),
+    [](const auto &info) {
+      return catalogName(std::get<0>(info.param), std::get<1>(info.param));
+    });
 
 //===----------------------------------------------------------------------===//
 // Features one by one
@@ -383,7 +389,7 @@ TEST_P(AmdSim, SparseKVIndex) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Chips, AmdSim,
-                         ::testing::Values("gfx942", "gfx90a"),
+                         ::testing::Values("gfx942", "gfx90a", "gfx950"),
                          [](const auto &info) {
                            return std::string(info.param);
                          });

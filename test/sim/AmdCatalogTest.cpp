@@ -1,8 +1,8 @@
 //===- AmdCatalogTest.cpp - the AMD simulator models every shipped kernel -===//
 //
 // Every catalog variant and language feature compiled for gfx90a and
-// gfx942 at D = 64 and 128 (plus quantized, paged, sparse, select and
-// D = 256 kernels) is loaded the way libattnsim_hip.so loads it: every
+// gfx942 at D = 64 and 128 and for gfx950 at D = 128 (plus quantized,
+// paged, sparse, select and D = 256 kernels) is loaded the way libattnsim_hip.so loads it: every
 // instruction of its code object decoded by LLVM's AMDGPU disassembler and
 // bound to the machine. None may be left without a model, so a launch can
 // never stop on an unmodelled instruction.
@@ -51,7 +51,8 @@ TEST_P(AmdSimCatalog, EveryInstructionModelled) {
   // bf16 at D = 64 and 128, f16 at D = 64 (its conversions differ).
   forEachGpuTarget(
       GetParam(),
-      {{"gfx90a", 64}, {"gfx90a", 128}, {"gfx942", 64}, {"gfx942", 128}},
+      {{"gfx90a", 64}, {"gfx90a", 128}, {"gfx942", 64}, {"gfx942", 128},
+       {"gfx950", 128}},
       [](const std::string &source, Options o, const std::string &what) {
         expectModelled(source, o, what);
         if (o.headDim == 64) {
@@ -111,7 +112,7 @@ TEST(AmdSim, QuantizedPagedSparseAndSelectModelled) {
                             {"gfx942", "int4", 32},
                             {"gfx942", "fp8e5m2", 0}},
                            expectModelled);
-  for (const char *chip : {"gfx90a", "gfx942"})
+  for (const char *chip : {"gfx90a", "gfx942", "gfx950"})
     for (const char *kv : {"int8", "int4", "fp8e4m3", "fp8e5m2"})
       for (int64_t group : {32, 64}) {
         Options o;
