@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -93,6 +94,17 @@ struct Exec {
   bool trace = false, traceValues = false;
   DispatchStats stats;
   uint32_t cst[4][2] = {}; // constant sources as registers
+  /// LDS race check (ATTNSIM_RACECHECK=1): per byte, the barrier epoch and
+  /// wave of the last write and the waves that read it in the current
+  /// epoch; s_barrier is the only ordering between waves.
+  struct LdsShadow {
+    std::vector<uint32_t> writeEpoch, readEpoch;
+    std::vector<uint8_t> writer;
+    std::vector<uint16_t> readers;
+    std::vector<const Inst *> writeInst, readInst;
+    uint32_t epoch = 1;
+  };
+  LdsShadow *races = nullptr;
   // Scratch for DPP / SDWA sources.
   uint32_t tmp[4][kLanes] = {};
 
@@ -475,7 +487,21 @@ template <int Cond> void sBranch(Exec &x, const Inst &in) {
 
 void sEndpgm(Exec &x, const Inst &) { x.w->ended = true; }
 void sNop(Exec &, const Inst &) {}
-void sBarrier(Exec &x, const Inst &) { x.w->atBarrier = true; }
+/// s_barrier. LDS stores still in flight (no s_waitcnt lgkmcnt since) may
+/// not be visible to the other waves after it: a fault, since a program
+/// could observe the old data.
+void sBarrier(Exec &x, const Inst &in) {
+  for (const auto &p : x.w->lgkm)
+    if (!p.smem && p.count == 0 && p.inst &&
+        p.inst->mnemonic.rfind("ds_", 0) == 0)
+      x.fault(kLaunchFailed,
+              "s_barrier with an LDS store in flight (" +
+                  describeInst(*p.inst) +
+                  "): other waves may not see it; s_waitcnt lgkmcnt(0) "
+                  "is missing",
+              in);
+  x.w->atBarrier = true;
+}
 
 void sWaitcnt(Exec &x, const Inst &in) {
   uint32_t imm = uint32_t(in.imm[0]);
@@ -526,14 +552,51 @@ void checkGlobal(Exec &x, const Inst &in, const uint64_t *addr, uint64_t mask,
   }
 }
 
+/// An LDS access: bounds, and with the race check, an access by another
+/// wave to the same bytes since the last s_barrier, one of them a write.
 void checkLds(Exec &x, const Inst &in, uint64_t address, unsigned bytes,
-              int lane) {
+              int lane, bool write) {
   if (address + bytes > x.ldsBytes)
     x.fault(kIllegalAddress,
             std::to_string(bytes) + "-byte LDS access at " + hex(address) +
                 ", past the workgroup's " + std::to_string(x.ldsBytes) +
                 " bytes of LDS",
             in, lane);
+  Exec::LdsShadow *r = x.races;
+  if (!r)
+    return;
+  uint8_t w = uint8_t(x.w->id);
+  for (uint64_t b = address; b < address + bytes; ++b) {
+    const Inst *other = nullptr;
+    const char *what = nullptr;
+    if (r->writeEpoch[b] == r->epoch && r->writer[b] != w) {
+      other = r->writeInst[b];
+      what = write ? "written by two waves"
+                   : "written by one wave and read by another";
+    } else if (write && r->readEpoch[b] == r->epoch &&
+               (r->readers[b] & ~(1u << w))) {
+      other = r->readInst[b];
+      what = "read by one wave and written by another";
+    }
+    if (what)
+      x.fault(kLaunchFailed,
+              "LDS race at byte " + hex(b) + ": " + what +
+                  " with no s_barrier between (the other access: " +
+                  (other ? describeInst(*other) : std::string("?")) + ")",
+              in, lane);
+    if (write) {
+      r->writeEpoch[b] = r->epoch;
+      r->writer[b] = w;
+      r->writeInst[b] = &in;
+    } else {
+      if (r->readEpoch[b] != r->epoch) {
+        r->readEpoch[b] = r->epoch;
+        r->readers[b] = 0;
+      }
+      r->readers[b] |= uint16_t(1u << w);
+      r->readInst[b] = &in;
+    }
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -1638,7 +1701,7 @@ void dsRead(Exec &x, const Inst &in) {
   unsigned bytes = in.aux & 31;
   forLanes(m, [&](unsigned l) {
     uint64_t a = uint64_t(addr[l]) + offset;
-    checkLds(x, in, a, bytes, int(l));
+    checkLds(x, in, a, bytes, int(l), false);
     loadInto(w, in.def[0].index, l, x.lds + a, in.aux);
   });
   markPending(w, w.lgkm, &in, &in.def[0]);
@@ -1652,7 +1715,7 @@ void dsWrite(Exec &x, const Inst &in) {
   unsigned bytes = in.aux & 31;
   forLanes(m, [&](unsigned l) {
     uint64_t a = uint64_t(addr[l]) + offset;
-    checkLds(x, in, a, bytes, int(l));
+    checkLds(x, in, a, bytes, int(l), true);
     storeFrom(w, in.src[1].index, l, x.lds + a, in.aux);
   });
   markPending(w, w.lgkm, &in, nullptr);
@@ -1671,8 +1734,8 @@ void dsRead2(Exec &x, const Inst &in) {
   unsigned regs = bytes / 4;
   forLanes(m, [&](unsigned l) {
     uint64_t a0 = uint64_t(addr[l]) + o0, a1 = uint64_t(addr[l]) + o1;
-    checkLds(x, in, a0, bytes, int(l));
-    checkLds(x, in, a1, bytes, int(l));
+    checkLds(x, in, a0, bytes, int(l), false);
+    checkLds(x, in, a1, bytes, int(l), false);
     loadInto(w, in.def[0].index, l, x.lds + a0, bytes);
     loadInto(w, in.def[0].index + regs, l, x.lds + a1, bytes);
   });
@@ -1689,8 +1752,8 @@ void dsWrite2(Exec &x, const Inst &in) {
            o1 = (uint32_t(in.imm[1]) & 0xff) * scale;
   forLanes(m, [&](unsigned l) {
     uint64_t a0 = uint64_t(addr[l]) + o0, a1 = uint64_t(addr[l]) + o1;
-    checkLds(x, in, a0, bytes, int(l));
-    checkLds(x, in, a1, bytes, int(l));
+    checkLds(x, in, a0, bytes, int(l), true);
+    checkLds(x, in, a1, bytes, int(l), true);
     storeFrom(w, in.src[1].index, l, x.lds + a0, bytes);
     storeFrom(w, in.src[2].index, l, x.lds + a1, bytes);
   });
@@ -1759,7 +1822,7 @@ void dsAtomic(Exec &x, const Inst &in) {
   uint32_t *d = rtn ? w.vreg(in.def[0].index) : nullptr;
   forLanes(m, [&](unsigned l) {
     uint64_t a = uint64_t(addr[l]) + offset;
-    checkLds(x, in, a, 4, int(l));
+    checkLds(x, in, a, 4, int(l), true);
     uint32_t old;
     std::memcpy(&old, x.lds + a, 4);
     uint32_t v = data[l], r = old;
@@ -1841,7 +1904,7 @@ void vmemLoadStore(Exec &x, const Inst &in) {
       if (hi == kSharedApertureHi) {
         global &= ~(1ull << l);
         uint64_t a = uint32_t(addr[l]);
-        checkLds(x, in, a, bytes, int(l));
+        checkLds(x, in, a, bytes, int(l), store);
         if (store)
           storeFrom(w, in.src[data].index, l, x.lds + a, in.aux);
         else
@@ -2787,6 +2850,14 @@ public:
     x.trace = trace != nullptr;
     x.traceValues = trace && atoi(trace) >= 2;
     ldsBytes = kernel.groupSegmentBytes + config.dynamicLds;
+    if (const char *schedule = getenv("ATTNSIM_SCHEDULE"))
+      if (strncmp(schedule, "random", 6) == 0)
+        scheduleSeed = schedule[6] == ':'
+                           ? std::max(1ull, strtoull(schedule + 7, nullptr, 10))
+                           : 1;
+    const char *race = getenv("ATTNSIM_RACECHECK");
+    if (race && *race && *race != '0')
+      x.races = &shadow;
   }
 
   void run(uint32_t gx, uint32_t gy, uint32_t gz);
@@ -2794,10 +2865,14 @@ public:
 
 private:
   void init(Wave &w, unsigned id, uint32_t threads);
-  void runWave(Wave &w);
+  /// Runs `w` until it ends, reaches s_barrier or has executed `quantum`
+  /// instructions.
+  void runWave(Wave &w, uint64_t quantum = ~0ull);
   std::vector<std::unique_ptr<Wave>> &waves;
   std::vector<uint8_t> lds;
   uint32_t ldsBytes = 0;
+  uint64_t scheduleSeed = 0; // ATTNSIM_SCHEDULE=random:SEED
+  Exec::LdsShadow shadow;
   Exec x;
 };
 
@@ -2901,7 +2976,7 @@ void traceResults(Exec &x, const Inst &in) {
   fprintf(stderr, "attnsim:   ->%s scc=%d\n", line.c_str(), int(x.w->scc));
 }
 
-void Workgroup::runWave(Wave &w) {
+void Workgroup::runWave(Wave &w, uint64_t quantum) {
   static const uint64_t limit = [] {
     const char *e = getenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS");
     return e ? strtoull(e, nullptr, 10) : 200000000ull;
@@ -2909,7 +2984,7 @@ void Workgroup::runWave(Wave &w) {
   x.w = &w;
   const CodeObject &code = *x.code;
   uint64_t executed = 0;
-  while (!w.ended && !w.atBarrier) {
+  while (!w.ended && !w.atBarrier && quantum-- > 0) {
     const Inst *in = code.at(w.pc);
     if (!in) {
       Inst where;
@@ -2965,10 +3040,35 @@ void Workgroup::run(uint32_t gx, uint32_t gy, uint32_t gz) {
   x.ldsBytes = ldsBytes;
   for (unsigned i = 0; i < nwaves; ++i)
     init(*waves[i], i, threads);
+  if (x.races) {
+    shadow.writeEpoch.assign(ldsBytes + 16, 0);
+    shadow.readEpoch.assign(ldsBytes + 16, 0);
+    shadow.writer.assign(ldsBytes + 16, 0);
+    shadow.readers.assign(ldsBytes + 16, 0);
+    shadow.writeInst.assign(ldsBytes + 16, nullptr);
+    shadow.readInst.assign(ldsBytes + 16, nullptr);
+    shadow.epoch = 1;
+  }
+  // Random interleavings: each workgroup its own stream from the seed.
+  std::mt19937_64 rng(scheduleSeed * 0x9e3779b97f4a7c15ull ^
+                      (uint64_t(gx) << 40 | uint64_t(gy) << 20 | gz));
+  std::vector<unsigned> runnable;
   while (true) {
-    for (unsigned i = 0; i < nwaves; ++i)
-      if (!waves[i]->ended && !waves[i]->atBarrier)
-        runWave(*waves[i]);
+    if (scheduleSeed) {
+      // One wave at a time for a random number of instructions.
+      runnable.clear();
+      for (unsigned i = 0; i < nwaves; ++i)
+        if (!waves[i]->ended && !waves[i]->atBarrier)
+          runnable.push_back(i);
+      if (!runnable.empty()) {
+        runWave(*waves[runnable[rng() % runnable.size()]], 1 + rng() % 48);
+        continue;
+      }
+    } else {
+      for (unsigned i = 0; i < nwaves; ++i)
+        if (!waves[i]->ended && !waves[i]->atBarrier)
+          runWave(*waves[i]);
+    }
     // s_barrier: every wave that has not ended is waiting.
     bool live = false;
     for (unsigned i = 0; i < nwaves; ++i)
@@ -2977,6 +3077,7 @@ void Workgroup::run(uint32_t gx, uint32_t gy, uint32_t gz) {
       break;
     for (unsigned i = 0; i < nwaves; ++i)
       waves[i]->atBarrier = false;
+    ++shadow.epoch;
   }
   ++x.stats.workgroups;
 }

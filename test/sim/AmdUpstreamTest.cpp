@@ -12,7 +12,9 @@
 //
 // Then MFMA programs (upstream_rocm/mfma_*.mlir) whose lanes place A, B and
 // D elements where AMD's Matrix Instruction Calculator says: the result
-// must be the exact matrix product.
+// must be the exact matrix product; and cross-lane operations
+// (upstream_rocm/lanes.mlir: DPP, ds_swizzle, ds_bpermute, v_readlane)
+// against their definitions.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Sim/HipRuntime.h"
@@ -356,6 +358,44 @@ TEST_P(AmdUpstream, MfmaFp8) {
       ASSERT_EQ(got[i], float(want[i])) << (bf8 ? "bf8" : "fp8") << " D["
                                         << i / 16 << "][" << i % 16 << "]";
   }
+}
+
+//===----------------------------------------------------------------------===//
+// Cross-lane operations
+//===----------------------------------------------------------------------===//
+
+TEST_P(AmdUpstream, CrossLaneOperations) {
+  std::vector<int32_t> in(64);
+  for (int l = 0; l < 64; ++l)
+    in[l] = 3 * l + 7;
+  auto expect = [&](const char *kernel, auto want) {
+    SCOPED_TRACE(kernel);
+    hipFunction_t f = load("lanes", kernel);
+    int32_t *din = upload(in), *dout = upload(std::vector<int32_t>(64, -5));
+    Args args;
+    args.memref(din, {64});
+    args.memref(dout, {64});
+    launch(f, 64, args);
+    std::vector<int32_t> got = download(dout, 64);
+    for (int l = 0; l < 64; ++l)
+      EXPECT_EQ(got[l], want(l)) << "lane " << l;
+  };
+  expect("shuffle_xor", [&](int l) { return in[l ^ 5]; });
+  expect("shuffle_idx", [&](int l) { return in[63 - l]; });
+  expect("dpp_quad_perm", [&](int l) { return in[(l & ~3) | (3 - l % 4)]; });
+  // Lane 0 of each row has no source: bound_ctrl writes 0.
+  expect("dpp_row_shr", [&](int l) { return l % 16 ? in[l - 1] : 0; });
+  // Rows 1 and 3 (row_mask 0xa) get lane 15 of the row before; rows 0 and
+  // 2 keep the old value (in + 1000).
+  expect("dpp_row_bcast15", [&](int l) {
+    int row = l / 16;
+    return row % 2 ? in[row * 16 - 1] : in[l] + 1000;
+  });
+  // Lane 0 has no source and no bound_ctrl: not written.
+  expect("dpp_wave_shr", [&](int l) { return l ? in[l - 1] : in[0] + 1000; });
+  // Bitmask mode, and_mask 31, or_mask 0, xor_mask 16, within 32 lanes.
+  expect("swizzle", [&](int l) { return in[(l & 32) | ((l & 31) ^ 16)]; });
+  expect("readlane", [&](int) { return in[5]; });
 }
 
 INSTANTIATE_TEST_SUITE_P(Chips, AmdUpstream,
