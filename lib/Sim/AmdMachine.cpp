@@ -46,6 +46,7 @@ struct Wave {
   unsigned id = 0;
   uint64_t pc = 0;
   uint64_t lanes = 0; // lanes that hold a work-item
+  uint64_t executed = 0; // instructions since the dispatch began
   std::unique_ptr<uint32_t[]> v{new uint32_t[size_t(kVectorRows) * kLanes]};
 
   // Outstanding loads (s_waitcnt): registers written by loads not yet
@@ -2855,6 +2856,8 @@ public:
         scheduleSeed = schedule[6] == ':'
                            ? std::max(1ull, strtoull(schedule + 7, nullptr, 10))
                            : 1;
+    const char *max = getenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS");
+    maxInstructions = max ? strtoull(max, nullptr, 10) : 200000000ull;
     const char *race = getenv("ATTNSIM_RACECHECK");
     if (race && *race && *race != '0')
       x.races = &shadow;
@@ -2872,6 +2875,7 @@ private:
   std::vector<uint8_t> lds;
   uint32_t ldsBytes = 0;
   uint64_t scheduleSeed = 0; // ATTNSIM_SCHEDULE=random:SEED
+  uint64_t maxInstructions = 0; // per wave: more is a hang
   Exec::LdsShadow shadow;
   Exec x;
 };
@@ -2882,6 +2886,7 @@ void Workgroup::init(Wave &w, unsigned id, uint32_t threads) {
   std::memset(w.s, 0, sizeof w.s);
   w.scc = false;
   w.ended = w.atBarrier = false;
+  w.executed = 0;
   w.id = id;
   w.pc = k.entry;
   w.vm.clear();
@@ -2977,10 +2982,7 @@ void traceResults(Exec &x, const Inst &in) {
 }
 
 void Workgroup::runWave(Wave &w, uint64_t quantum) {
-  static const uint64_t limit = [] {
-    const char *e = getenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS");
-    return e ? strtoull(e, nullptr, 10) : 200000000ull;
-  }();
+  uint64_t limit = maxInstructions;
   x.w = &w;
   const CodeObject &code = *x.code;
   uint64_t executed = 0;
@@ -2993,6 +2995,12 @@ void Workgroup::runWave(Wave &w, uint64_t quantum) {
       x.fault(kIllegalAddress, "the program counter left the kernel's code",
               where);
     }
+    if (++w.executed > limit)
+      x.fault(kLaunchTimeout,
+              "more than " + std::to_string(limit) +
+                  " instructions in one wave (a hang?); "
+                  "ATTNSIM_MAX_WAVE_INSTRUCTIONS raises the limit",
+              *in);
     if (!in->run)
       x.fault(kIllegalInstruction,
               "instruction '" + in->mnemonic + "' is not modelled (" +
@@ -3015,12 +3023,7 @@ void Workgroup::runWave(Wave &w, uint64_t quantum) {
       traceResults(x, *in);
     if (in->mnemonic[0] == 'v' && in->mnemonic[1] == '_')
       x.stats.laneInstructions += unsigned(std::popcount(w.exec()));
-    if (++executed > limit)
-      x.fault(kLaunchTimeout,
-              "more than " + std::to_string(limit) +
-                  " instructions in one wave (a hang?); "
-                  "ATTNSIM_MAX_WAVE_INSTRUCTIONS raises the limit",
-              *in);
+    ++executed;
   }
   x.stats.waveInstructions += executed;
 }

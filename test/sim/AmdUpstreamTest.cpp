@@ -398,6 +398,117 @@ TEST_P(AmdUpstream, CrossLaneOperations) {
   expect("readlane", [&](int) { return in[5]; });
 }
 
+//===----------------------------------------------------------------------===//
+// Faults (gfx942)
+//===----------------------------------------------------------------------===//
+
+class AmdFaults : public AmdUpstream {};
+
+/// Launches `kernel` of faults.mlir on `threads` work-items over a 64-int
+/// buffer; returns the error and its report.
+std::pair<hipError_t, std::string> runFault(AmdUpstream &t,
+                                            const char *kernel,
+                                            unsigned threads, Args &args) {
+  hipFunction_t f = t.load("faults", kernel, "gfx942");
+  hipError_t e = hipModuleLaunchKernel(f, 1, 1, 1, threads, 1, 1, 0, nullptr,
+                                       args.data(), nullptr);
+  return {e, e ? hipGetErrorString(e) : ""};
+}
+
+void expectReport(const std::pair<hipError_t, std::string> &r, int code,
+                  std::vector<std::string> words) {
+  EXPECT_EQ(r.first, code) << r.second;
+  for (const std::string &w : words)
+    EXPECT_NE(r.second.find(w), std::string::npos)
+        << "'" << w << "' missing from:\n" << r.second;
+}
+
+TEST_P(AmdFaults, Reports) {
+  if (std::string(chip()) != "gfx942")
+    GTEST_SKIP() << "faults.mlir is built for gfx942";
+  std::vector<int32_t> zeros(64, 0);
+  {
+    float *out = upload(std::vector<float>(5, 0.0f));
+    Args args;
+    args.memref(out, {5});
+    expectReport(runFault(*this, "oob_store", 5, args), 700,
+                 {"kernel oob_store", "workgroup (0,0,0), wave 0 lane 0 "
+                  "(work-item (0,0,0))", "bytes past the end of the 20-byte "
+                  "allocation", "global_store_dword"});
+  }
+  {
+    // Two waves exchange halves of LDS: with a barrier the race check is
+    // quiet and every lane gets the other half's value; without one it
+    // reports the unordered write and read.
+    setenv("ATTNSIM_RACECHECK", "1", 1);
+    for (int sync : {1, 0}) {
+      float *out = upload(std::vector<float>(128, -1.0f));
+      Args args;
+      args.memref(out, {128});
+      args.i64(sync);
+      auto r = runFault(*this, "lds_exchange", 128, args);
+      if (sync) {
+        EXPECT_EQ(r.first, 0) << r.second;
+        std::vector<float> got = download(out, 128);
+        for (int l = 0; l < 128; ++l)
+          EXPECT_EQ(got[l], float((l + 64) % 128));
+      } else {
+        expectReport(r, 719, {"kernel lds_exchange", "LDS race at byte",
+                              "no s_barrier between", "ds_read_b32",
+                              "ds_write_b32"});
+      }
+    }
+    unsetenv("ATTNSIM_RACECHECK");
+  }
+  {
+    int32_t *buf = upload(zeros);
+    Args args;
+    args.memref(buf, {64});
+    expectReport(runFault(*this, "unwaited_load", 64, args), 719,
+                 {"kernel unwaited_load", "is read before an s_waitcnt "
+                  "retired the load writing it", "v_add_u32",
+                  "global_load_dword"});
+  }
+  {
+    int32_t *buf = upload(zeros);
+    Args args;
+    args.memref(buf, {64});
+    expectReport(runFault(*this, "unmodelled", 64, args), 719,
+                 {"kernel unmodelled", "instruction 'v_cvt_pkrtz_f16_f32' is "
+                  "not modelled"});
+  }
+  {
+    setenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS", "20000", 1);
+    int32_t *flag = upload(zeros);
+    Args args;
+    args.memref(flag, {64});
+    expectReport(runFault(*this, "spin", 64, args), 702,
+                 {"kernel spin", "more than 20000 instructions in one wave"});
+    unsetenv("ATTNSIM_MAX_WAVE_INSTRUCTIONS");
+  }
+  {
+    int32_t *buf = upload(zeros);
+    Args args;
+    args.memref(buf, {64});
+    expectReport(runFault(*this, "barrier_inflight", 64, args), 719,
+                 {"kernel barrier_inflight", "s_barrier with an LDS store in "
+                  "flight", "ds_write_b32"});
+  }
+  {
+    int32_t *buf = upload(zeros);
+    Args args;
+    args.memref(buf, {64});
+    expectReport(runFault(*this, "lds_out_of_range", 64, args), 700,
+                 {"kernel lds_out_of_range", "LDS access at 0x40",
+                  "past the workgroup's 0 bytes of LDS", "ds_read_b32"});
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Chips, AmdFaults, ::testing::Values("gfx942"),
+                         [](const auto &info) {
+                           return std::string(info.param);
+                         });
+
 INSTANTIATE_TEST_SUITE_P(Chips, AmdUpstream,
                          ::testing::Values("gfx942", "gfx90a"),
                          [](const auto &info) {
