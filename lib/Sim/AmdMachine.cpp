@@ -37,6 +37,7 @@ namespace attn::sim::amd {
 namespace {
 
 constexpr unsigned kLanes = 64;
+constexpr uint32_t kPoison = 0x7fbadbad;
 
 /// One wave's architectural state.
 struct Wave {
@@ -2883,7 +2884,13 @@ private:
 void Workgroup::init(Wave &w, unsigned id, uint32_t threads) {
   const Kernel &k = *x.kernel;
   const DispatchConfig &c = *x.config;
-  std::memset(w.s, 0, sizeof w.s);
+  // Registers the dispatch does not initialize hold a poison pattern (a
+  // NaN as f32, a wild address as an integer), so a kernel that reads one
+  // shows it instead of silently reusing the previous workgroup's values.
+  std::fill(w.s, w.s + kScalarRegs, kPoison);
+  std::fill(w.v.get(), w.v.get() + size_t(kVectorRows) * kLanes, kPoison);
+  w.s[kM0] = 0;
+  w.setVcc(0);
   w.scc = false;
   w.ended = w.atBarrier = false;
   w.executed = 0;
