@@ -398,6 +398,57 @@ TEST_P(AmdUpstream, CrossLaneOperations) {
   expect("readlane", [&](int) { return in[5]; });
 }
 
+// Flat loads and stores reaching LDS through the shared aperture.
+TEST_P(AmdUpstream, FlatAddressingOfLds) {
+  hipFunction_t f = load("flat_lds", "flat_lds");
+  for (int useLds : {1, 0}) {
+    int32_t *out = upload(std::vector<int32_t>(64, -1));
+    int32_t *other = upload(std::vector<int32_t>(64, -1));
+    Args args;
+    args.memref(out, {64});
+    args.memref(other, {64});
+    args.i64(useLds);
+    launch(f, 64, args);
+    std::vector<int32_t> got = download(out, 64);
+    for (int l = 0; l < 64; ++l)
+      EXPECT_EQ(got[l], 3 * ((l + 1) % 64) + 1) << "lane " << l;
+    // The global buffer is untouched when the LDS one is chosen.
+    EXPECT_EQ(download(other, 64)[0], useLds ? -1 : 1);
+  }
+}
+
+// What the runtime refuses, with HIP's codes.
+TEST_P(AmdUpstream, RuntimeErrors) {
+  hipModule_t m = nullptr;
+  const char notElf[] = "not a code object";
+  EXPECT_EQ(hipModuleLoadData(&m, notElf), 200);
+  hipFunction_t f = load("vecadd", "vecadd");
+  hipFunction_t missing = nullptr;
+  EXPECT_EQ(hipModuleGetFunction(&missing, modules.back(), "no_such_kernel"),
+            500);
+  EXPECT_NE(std::string(hipGetErrorString(500)).find("no_such_kernel"),
+            std::string::npos);
+  Args args;
+  // More work-items than the kernel's max_flat_workgroup_size / 1024, and
+  // more LDS than a workgroup has.
+  EXPECT_EQ(hipModuleLaunchKernel(f, 1, 1, 1, 2048, 1, 1, 0, nullptr,
+                                  args.data(), nullptr),
+            1);
+  EXPECT_EQ(hipModuleLaunchKernel(f, 1, 1, 1, 64, 1, 1, 200 * 1024, nullptr,
+                                  args.data(), nullptr),
+            1);
+  EXPECT_NE(std::string(hipGetErrorString(1)).find("LDS"), std::string::npos);
+  // Copies outside device memory.
+  std::vector<char> host(16);
+  EXPECT_EQ(hipMemcpy(host.data(), host.data() + 8, 8, 2), 1);
+  int count = 0, cus = 0, device = -1;
+  EXPECT_EQ(hipGetDeviceCount(&count), 0);
+  EXPECT_EQ(count, 1);
+  EXPECT_EQ(hipGetDevice(&device), 0);
+  EXPECT_EQ(hipDeviceGetAttribute(&cus, 63, device), 0);
+  EXPECT_GT(cus, 0);
+}
+
 //===----------------------------------------------------------------------===//
 // Faults (gfx942)
 //===----------------------------------------------------------------------===//
