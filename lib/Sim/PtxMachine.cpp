@@ -759,8 +759,9 @@ void Cta::runThread(uint32_t t, uint32_t quantum) {
 // Arithmetic helpers
 //===----------------------------------------------------------------------===//
 
-/// An f32 result with the instruction's rounding mode (ISA 9.7.3).
-template <typename Fn> float withRounding(uint8_t round, Fn fn) {
+/// A result computed under the instruction's rounding mode (ISA 9.7.3);
+/// this file is compiled with -frounding-math, so `fn` runs in that mode.
+template <typename T, typename Fn> T withRounding(uint8_t round, Fn fn) {
   int mode = round == RoundRz ? FE_TOWARDZERO
              : round == RoundRm ? FE_DOWNWARD
              : round == RoundRp ? FE_UPWARD : FE_TONEAREST;
@@ -768,20 +769,7 @@ template <typename Fn> float withRounding(uint8_t round, Fn fn) {
     return fn();
   int old = std::fegetround();
   std::fesetround(mode);
-  volatile float r = fn();
-  std::fesetround(old);
-  return r;
-}
-
-template <typename Fn> double withRoundingD(uint8_t round, Fn fn) {
-  int mode = round == RoundRz ? FE_TOWARDZERO
-             : round == RoundRm ? FE_DOWNWARD
-             : round == RoundRp ? FE_UPWARD : FE_TONEAREST;
-  if (mode == FE_TONEAREST)
-    return fn();
-  int old = std::fegetround();
-  std::fesetround(mode);
-  volatile double r = fn();
+  volatile T r = fn();
   std::fesetround(old);
   return r;
 }
@@ -924,10 +912,10 @@ uint64_t convert(uint64_t v, Type dst, Type src, uint8_t round, bool sat,
       float r;
       if (isSigned(src)) {
         int64_t i = signExtend(v, sb);
-        r = withRounding(round, [&] { return static_cast<float>(i); });
+        r = withRounding<float>(round, [&] { return static_cast<float>(i); });
       } else {
         uint64_t u = v & maskBits(sb);
-        r = withRounding(round, [&] { return static_cast<float>(u); });
+        r = withRounding<float>(round, [&] { return static_cast<float>(u); });
       }
       return fromF32(r);
     }
@@ -944,7 +932,7 @@ uint64_t convert(uint64_t v, Type dst, Type src, uint8_t round, bool sat,
   case Type::F64: return doubleToBits(x);
   case Type::F32: {
     float r = src == Type::F64
-                  ? withRounding(round, [&] { return static_cast<float>(x); })
+                  ? withRounding<float>(round, [&] { return static_cast<float>(x); })
                   : static_cast<float>(x);
     if (sat) r = std::isnan(r) ? 0.0f : std::clamp(r, 0.0f, 1.0f);
     if (ftz) r = flushF32(r);
@@ -1033,16 +1021,16 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       if (in.ftz) { x = flushF32(x); y = flushF32(y); z = flushF32(z); }
       float r = 0;
       switch (in.op) {
-      case Op::Add: r = withRounding(in.round, [&] { return x + y; }); break;
-      case Op::Sub: r = withRounding(in.round, [&] { return x - y; }); break;
-      case Op::Mul: r = withRounding(in.round, [&] { return x * y; }); break;
+      case Op::Add: r = withRounding<float>(in.round, [&] { return x + y; }); break;
+      case Op::Sub: r = withRounding<float>(in.round, [&] { return x - y; }); break;
+      case Op::Mul: r = withRounding<float>(in.round, [&] { return x * y; }); break;
       case Op::Fma: case Op::Mad:
-        r = withRounding(in.round, [&] { return std::fma(x, y, z); });
+        r = withRounding<float>(in.round, [&] { return std::fma(x, y, z); });
         break;
       case Op::Div:
         // div.approx / div.full are within 2 ulp of the quotient; the
         // simulator gives the correctly rounded one.
-        r = withRounding(in.round, [&] { return x / y; });
+        r = withRounding<float>(in.round, [&] { return x / y; });
         break;
       case Op::Min: r = floatMinMax(x, y, false, in.nanMode); break;
       case Op::Max: r = floatMinMax(x, y, true, in.nanMode); break;
@@ -1057,13 +1045,13 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       double x = bitsToDouble(a), y = bitsToDouble(b), z = bitsToDouble(c3);
       double r = 0;
       switch (in.op) {
-      case Op::Add: r = withRoundingD(in.round, [&] { return x + y; }); break;
-      case Op::Sub: r = withRoundingD(in.round, [&] { return x - y; }); break;
-      case Op::Mul: r = withRoundingD(in.round, [&] { return x * y; }); break;
+      case Op::Add: r = withRounding<double>(in.round, [&] { return x + y; }); break;
+      case Op::Sub: r = withRounding<double>(in.round, [&] { return x - y; }); break;
+      case Op::Mul: r = withRounding<double>(in.round, [&] { return x * y; }); break;
       case Op::Fma: case Op::Mad:
-        r = withRoundingD(in.round, [&] { return std::fma(x, y, z); });
+        r = withRounding<double>(in.round, [&] { return std::fma(x, y, z); });
         break;
-      case Op::Div: r = withRoundingD(in.round, [&] { return x / y; }); break;
+      case Op::Div: r = withRounding<double>(in.round, [&] { return x / y; }); break;
       case Op::Min: r = std::isnan(x) ? y : std::isnan(y) ? x : std::fmin(x, y); break;
       case Op::Max: r = std::isnan(x) ? y : std::isnan(y) ? x : std::fmax(x, y); break;
       default: fault(kIllegalInstruction, "rem on f64", &in);
@@ -1237,8 +1225,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     if (t == Type::F64) {
       double x = bitsToDouble(a), r = 0;
       switch (in.op) {
-      case Op::Rcp: r = withRoundingD(in.round, [&] { return 1.0 / x; }); break;
-      case Op::Sqrt: r = withRoundingD(in.round, [&] { return std::sqrt(x); }); break;
+      case Op::Rcp: r = withRounding<double>(in.round, [&] { return 1.0 / x; }); break;
+      case Op::Sqrt: r = withRounding<double>(in.round, [&] { return std::sqrt(x); }); break;
       case Op::Rsqrt: r = 1.0 / std::sqrt(x); break;
       default: fault(kIllegalInstruction, "unmodelled f64 function", &in);
       }
@@ -1272,8 +1260,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     // The .approx forms are modelled by the correctly rounded function
     // (hardware differs by at most the ISA's stated ulps).
     switch (in.op) {
-    case Op::Rcp: r = withRounding(in.round, [&] { return 1.0f / x; }); break;
-    case Op::Sqrt: r = withRounding(in.round, [&] { return std::sqrt(x); }); break;
+    case Op::Rcp: r = withRounding<float>(in.round, [&] { return 1.0f / x; }); break;
+    case Op::Sqrt: r = withRounding<float>(in.round, [&] { return std::sqrt(x); }); break;
     case Op::Rsqrt: r = static_cast<float>(1.0 / std::sqrt(double(x))); break;
     case Op::Sin: r = std::sin(x); break;
     case Op::Cos: r = std::cos(x); break;

@@ -210,6 +210,38 @@ TEST(PtxSemantics, FloatingPointInstructions) {
   EXPECT_EQ(out[13], 0x3C00u); // ties to even: 1.0
 }
 
+TEST(PtxSemantics, RoundingModes) {
+  // 1 + 2^-24 is halfway between 1 and the next f32: .rn goes to even
+  // (1), .rz and .rm down, .rp up (ISA 9.7.3.1); int-to-float likewise.
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  mov.f32 %f1, 0f3F800000;
+  mov.f32 %f2, 0f33800000;      // 2^-24
+  add.rn.f32 %f3, %f1, %f2;
+  add.rz.f32 %f4, %f1, %f2;
+  add.rm.f32 %f5, %f1, %f2;
+  add.rp.f32 %f6, %f1, %f2;
+  st.global.f32 [%rd1+0], %f3;
+  st.global.f32 [%rd1+4], %f4;
+  st.global.f32 [%rd1+8], %f5;
+  st.global.f32 [%rd1+12], %f6;
+  mov.b32 %r1, 16777217;        // 2^24 + 1
+  cvt.rp.f32.u32 %f7, %r1;
+  cvt.rz.f32.u32 %f8, %r1;
+  st.global.f32 [%rd1+16], %f7;
+  st.global.f32 [%rd1+20], %f8;
+  ret;
+)",
+                   1, out, 6);
+  ASSERT_EQ(r, 0) << errorText(r);
+  EXPECT_EQ(out[0], 0x3F800000u);
+  EXPECT_EQ(out[1], 0x3F800000u);
+  EXPECT_EQ(out[2], 0x3F800000u);
+  EXPECT_EQ(out[3], 0x3F800001u);
+  EXPECT_EQ(asFloat(out[4]), 16777218.0f);
+  EXPECT_EQ(asFloat(out[5]), 16777216.0f);
+}
+
 TEST(PtxSemantics, ShuffleModes) {
   // shfl.sync (ISA 9.7.9.6) with each mode, c = 0x1f (clamp 31, no
   // segments) for down/bfly/idx and c = 0 for up, over lane ids.
