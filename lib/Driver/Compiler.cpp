@@ -407,16 +407,25 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     " KiB); choose smaller tiles");
 
   if (isGpuTarget(options.target)) {
-    // Tensor-core tiles: 4 warps of 16 query rows; key tiles of 16-key
-    // multiples small enough for registers (S and O fragments) and 48 KiB
-    // of shared memory.
+    // Tensor-core tiles: warps of 16 query rows, 4 of them (64 rows) on
+    // sm_80 and AMD, two warpgroups of 4 sharing the K/V tiles (128 rows)
+    // on sm_90a, or one (64) when asked or when 128 rows spill; key tiles
+    // of 16-key multiples small enough for registers (S and O fragments)
+    // and 48 KiB of shared memory.
     int64_t widest = std::max(plan.shape.headDim, plan.shape.valueHeadDim);
-    if (options.blockQ && options.blockQ != 64)
-      throw Error("--block-q", "GPU kernels use query tiles of 64 rows");
+    bool hopper = options.target == "sm_90a";
+    if (options.blockQ && options.blockQ != 64 &&
+        !(hopper && options.blockQ == 128))
+      throw Error("--block-q", hopper ? "sm_90a kernels use query tiles of "
+                                        "128 rows (two consumer "
+                                        "warpgroups) or 64 (one)"
+                                      : "GPU kernels use query tiles of 64 "
+                                        "rows");
     if (options.blockKV && (options.blockKV % 16 || options.blockKV > 64))
       throw Error("--block-kv", "GPU kernels take key tiles of 16, 32, 48 "
                                 "or 64");
-    plan.blockQ = 64;
+    plan.blockQ = options.blockQ ? options.blockQ : hopper ? 128 : 64;
+    plan.autoBlockQ = hopper && !options.blockQ;
     if (options.gpuLoads != "auto" && options.gpuLoads != "tma" &&
         options.gpuLoads != "cp.async")
       throw Error("--gpu-loads", "expected auto, tma or cp.async, got '" +
@@ -559,6 +568,8 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
     mlir::attn::nvptx::KernelConfig cfg;
     cfg.chip = plan.info.target;
     cfg.blockKV = plan.blockKV;
+    cfg.blockQ = plan.blockQ;
+    cfg.shareRegisters = plan.shareRegisters;
     cfg.tma = plan.tma;
     info = mlir::attn::nvptx::buildGpuKernel(
         host, op, entrySymbol(plan.variant->name), cfg, error);
@@ -601,6 +612,7 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.sharedBytes = geometry.sharedBytes;
   code.tensorMaps = geometry.tensorMaps;
   code.blockKV = geometry.blockKV;
+  out.launchRegisters = geometry.launchRegisters;
   code.mergeEntry = geometry.mergeName;
   code.selectPoolEntry = geometry.selectPoolName;
   code.selectEntry = geometry.selectName;
@@ -646,12 +658,41 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
   // mask needs far more than a causal one): let ptxas (or LLVM's AMDGPU
   // register allocator) decide.
   KernelPlan p = plan;
+  // Only ptxas can confirm setmaxnreg's budget (see below).
+  if (!assemble)
+    p.shareRegisters = false;
   while (true) {
     GpuObject g = compileGpuObjectOnce(source, p, assemble);
     bool spills = g.spillStoreBytes > 0 || g.spillLoadBytes > 0;
-    if (spills && p.autoBlockKV && p.blockKV > 16) {
+    if (g.launchRegisters && (spills || g.registers < g.launchRegisters)) {
+      // setmaxnreg budgets the CTA's pool as launched with the launch
+      // bound's maximum. A kernel that fits in fewer registers is launched
+      // with fewer, and .inc would wait forever: it needs no sharing. One
+      // that spills may spill in the producer's share (which evaluates the
+      // classifier): the same tiles without sharing give every thread the
+      // launch bound's registers. Either way a kernel without setmaxnreg
+      // is taken if it does not spill; else the tiles shrink, with
+      // sharing again.
+      KernelPlan unshared = p;
+      unshared.shareRegisters = false;
+      GpuObject h = compileGpuObjectOnce(source, unshared, assemble);
+      if (h.spillStoreBytes == 0 && h.spillLoadBytes == 0)
+        return h;
+      g = std::move(h);
+      spills = true;
+    }
+    // Two consumer warpgroups (sm_90a, 128 query rows) keep key tiles of
+    // at least 32; past that, one warpgroup (64 rows: up to 255 registers
+    // a thread instead of 240) starts again from the first key tile.
+    bool wideQ = p.blockQ > 64;
+    if (spills && p.autoBlockKV && p.blockKV > (wideQ ? 32 : 16)) {
       p.blockKV /= 2;
       p.info.blockKV = p.blockKV;
+      continue;
+    }
+    if (spills && p.autoBlockQ && wideQ) {
+      p.blockQ = p.info.blockQ = 64;
+      p.blockKV = p.info.blockKV = plan.blockKV;
       continue;
     }
     // Head dims past 128 are offered only where they fit in registers.
@@ -687,9 +728,13 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
       throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module), "
                              "ptx (NVIDIA) or amdgcn (AMD)");
     KernelPlan fitted = plan;
-    if (stage != Stage::Attn && assemble && plan.autoBlockKV) {
-      fitted.blockKV = compileGpuObject(source, plan, true).info.blockKV;
-      fitted.info.blockKV = fitted.blockKV;
+    fitted.shareRegisters = false; // unless ptxas confirms it
+    if (stage != Stage::Attn && assemble &&
+        (plan.autoBlockKV || plan.autoBlockQ || plan.tma)) {
+      GpuObject used = compileGpuObject(source, plan, true);
+      fitted.blockKV = fitted.info.blockKV = used.info.blockKV;
+      fitted.blockQ = fitted.info.blockQ = used.info.blockQ;
+      fitted.shareRegisters = used.launchRegisters > 0;
     }
     BuiltModule built = buildModule(source, fitted, Stage::Attn);
     std::string text;

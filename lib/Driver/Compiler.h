@@ -46,6 +46,10 @@ struct KernelPlan {
   std::string cpu = "native"; // code generation target (--cpu)
   bool tma = false;           // sm_90a K/V by TMA (--gpu-loads)
   bool autoBlockKV = false;   // GPU: halve the key tile while ptxas spills
+  bool autoBlockQ = false;    // sm_90a: 128 query rows, 64 if ptxas spills
+  /// sm_90a TMA, 128 query rows: setmaxnreg between the warpgroups (only
+  /// where ptxas confirms the launch registers it needs).
+  bool shareRegisters = true;
   KernelInfo info;
 };
 
@@ -93,12 +97,18 @@ struct GpuObject {
   detail::GpuCode code;
   std::string ptxasReport;
   int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
+  /// The registers a thread the kernel's setmaxnreg budget needs at
+  /// launch (0 without setmaxnreg).
+  int64_t launchRegisters = 0;
   KernelInfo info;
 };
 
 /// Compiles `plan` (an sm_80/sm_90a target) to PTX and, when `assemble`,
-/// to a cubin with ptxas. A key tile chosen automatically is halved (down
-/// to 16) while ptxas reports spills; the object's info has the tile used.
+/// to a cubin with ptxas. While ptxas reports spills, an automatic sm_90a
+/// query tile of 128 rows drops to 64 (one consumer warpgroup, whose
+/// threads may use all 255 registers), then a key tile chosen
+/// automatically is halved (down to 16); the object's info has the tiles
+/// used.
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble = true);
 

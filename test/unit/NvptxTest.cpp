@@ -55,7 +55,29 @@ driver::GpuObject expectTensorCoreKernel(const std::string &source, Options o,
   EXPECT_EQ(g.code.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, tma);
   EXPECT_EQ(g.code.ptx.find("cp.async.cg.shared.global") != std::string::npos,
             !tma);
-  EXPECT_EQ(g.code.blockThreads, tma ? 160 : 128);
+  // Warps of 16 query rows: 4 on sm_80; on sm_90a two warpgroups sharing
+  // the K/V tiles (128 rows), or one (64) where 128 rows spill. TMA adds a
+  // producer warp, beside two consumer warpgroups a producer warpgroup.
+  int64_t rows = g.code.rowsPerBlock;
+  EXPECT_EQ(rows, g.info.blockQ);
+  if (o.target == "sm_90a")
+    EXPECT_TRUE(rows == 64 || rows == 128) << rows;
+  else
+    EXPECT_EQ(rows, 64);
+  EXPECT_EQ(g.code.blockThreads, 2 * rows + (!tma          ? 0
+                                             : rows == 128 ? 128
+                                                           : 32));
+  // setmaxnreg moves registers from the producer's warpgroup to the
+  // consumers' only where the kernel is launched with the 168 registers
+  // a thread its budget counts on (with fewer, setmaxnreg.inc would wait
+  // forever on a GPU).
+  bool shares = g.code.ptx.find("setmaxnreg") != std::string::npos;
+  EXPECT_EQ(shares, g.launchRegisters > 0);
+  if (shares) {
+    EXPECT_TRUE(tma && rows == 128);
+    EXPECT_EQ(g.launchRegisters, 168);
+    EXPECT_EQ(g.registers, 168) << g.ptxasReport;
+  }
   if (o.target == "sm_90a") {
     EXPECT_NE(g.code.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
               std::string::npos);
@@ -131,8 +153,10 @@ TEST(Nvptx, LanguageFeatures) {
 }
 
 // A 2-D neighborhood mask needs many more registers than a causal one:
-// the automatic key tile shrinks until ptxas stops spilling, and the
-// kernel's info (which sizes TMA boxes at launch) says which tile it got.
+// the automatic tiles shrink until ptxas stops spilling (on sm_90a 128
+// query rows with 64-, then 32-key tiles, then 64 rows with 64, 32, 16),
+// and the kernel's info (which sizes TMA boxes at launch) says which
+// tiles it got.
 TEST(Nvptx, SpillingKeyTilesShrink) {
   if (!havePtxas())
     GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
@@ -149,16 +173,61 @@ TEST(Nvptx, SpillingKeyTilesShrink) {
   o.variant = parsed.program.variants.front().name;
   driver::KernelPlan plan = driver::planKernel(parsed, o);
   EXPECT_EQ(plan.blockKV, 64);
+  EXPECT_EQ(plan.blockQ, 128);
   driver::GpuObject fitted = driver::compileGpuObject(parsed, plan);
   EXPECT_EQ(fitted.spillStoreBytes, 0) << fitted.ptxasReport;
   EXPECT_LT(fitted.info.blockKV, 64);
   EXPECT_EQ(fitted.code.blockKV, fitted.info.blockKV);
+  EXPECT_EQ(fitted.info.blockQ, 64);
+  EXPECT_EQ(fitted.code.rowsPerBlock, 64);
+  EXPECT_EQ(fitted.code.blockThreads, 160);
   // An explicit tile is kept, spills and all.
   o.blockKV = 64;
   driver::GpuObject forced =
       driver::compileGpuObject(parsed, driver::planKernel(parsed, o));
   EXPECT_EQ(forced.info.blockKV, 64);
   EXPECT_GT(forced.spillStoreBytes, 0) << forced.ptxasReport;
+}
+
+// sm_90a: two consumer warpgroups of 64 query rows share each K/V tile
+// (128 rows a CTA) by default, on both load paths; --block-q 64 keeps one.
+TEST(Nvptx, HopperQueryTiles) {
+  if (!havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  const char *source = "variant c { mask(b, h, q, kv) = kv <= q; }";
+  struct Case {
+    const char *loads;
+    int64_t d, blockQ, rows, threads;
+  };
+  for (Case c :
+       {Case{"tma", 128, 0, 128, 384}, Case{"tma", 64, 0, 128, 384},
+        Case{"cp.async", 128, 0, 128, 256}, Case{"tma", 128, 64, 64, 160},
+        Case{"cp.async", 128, 64, 64, 128}}) {
+    Options o;
+    o.target = "sm_90a";
+    o.gpuLoads = c.loads;
+    o.headDim = c.d;
+    o.blockQ = c.blockQ;
+    std::string what = std::string(c.loads) + " D=" + std::to_string(c.d) +
+                       " block-q " + std::to_string(c.blockQ);
+    driver::GpuObject g = expectTensorCoreKernel(source, o, what);
+    SCOPED_TRACE(what);
+    EXPECT_EQ(g.code.rowsPerBlock, c.rows);
+    EXPECT_EQ(g.info.blockQ, c.rows);
+    EXPECT_EQ(g.code.blockThreads, c.threads);
+    // Q: one 16-byte chunk column per 8 of D, 128 rows deep.
+    EXPECT_GE(g.code.sharedBytes, c.rows * c.d * 2 + 2 * 2 * 64 * c.d * 2);
+  }
+  // At D = 128 the consumers need more than the 168 registers a thread of
+  // 384 gets at launch: the producer's warpgroup drops to 56 and theirs
+  // rise to 224.
+  Options o;
+  o.target = "sm_90a";
+  o.headDim = 128;
+  driver::GpuObject g = expectTensorCoreKernel(source, o, "causal D=128");
+  EXPECT_EQ(g.launchRegisters, 168);
+  EXPECT_NE(g.code.ptx.find("setmaxnreg.inc.sync.aligned.u32 \t224;"),
+            std::string::npos);
 }
 
 // Quantized K/V: code rows stream by cp.async. With token groups that are
@@ -327,6 +396,13 @@ TEST(Nvptx, UnsupportedCombinationsAreClearErrors) {
   quantTma.kvDtype = "int8";
   quantTma.gpuLoads = "tma";
   expectError(quantTma, "--gpu-loads", "unquantized");
+  Options rows = o;
+  rows.blockQ = 128;
+  expectError(rows, "--block-q", "query tiles of 64 rows");
+  Options hopperRows = o;
+  hopperRows.target = "sm_90a";
+  hopperRows.blockQ = 32;
+  expectError(hopperRows, "--block-q", "128 rows (two consumer warpgroups)");
   Options tiles = o;
   tiles.blockKV = 24;
   expectError(tiles, "--block-kv", "16, 32, 48 or 64");
@@ -464,7 +540,8 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
   EXPECT_EQ(a.info().headDim, 128);
   // The typed header is the same as for CPU bundles.
   EXPECT_TRUE(std::filesystem::exists(dir / "two.h"));
-  // sm_90a kernels take TMA tensor maps; the bundle says so.
+  // sm_90a kernels take TMA tensor maps and two consumer warpgroups of
+  // 64 query rows beside a producer warpgroup; the bundle says so.
   o.target = "sm_90a";
   driver::writeBundle(source, o, (dir / "hopper").string());
   std::string manifest;
@@ -473,7 +550,8 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
     manifest.assign(std::istreambuf_iterator<char>(in), {});
   }
   EXPECT_NE(manifest.find("\"tensor_maps\": true"), std::string::npos);
-  EXPECT_NE(manifest.find("\"block_threads\": 160"), std::string::npos);
+  EXPECT_NE(manifest.find("\"block_threads\": 384"), std::string::npos);
+  EXPECT_NE(manifest.find("\"rows_per_block\": 128"), std::string::npos);
   EXPECT_EQ(Module::load((dir / "hopper.attnpkg").string()).kernelNames(),
             (std::vector<std::string>{"a", "z"}));
 }

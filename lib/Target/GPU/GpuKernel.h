@@ -39,6 +39,11 @@ struct KernelInfo {
   /// rows, no swizzle, zero fill.
   bool tensorMaps = false;
   int64_t blockKV = 0;
+  /// setmaxnreg: the kernel hands registers between its warpgroups within
+  /// the pool it is launched with, which holds enough only if ptxas gives
+  /// it this many registers a thread (the launch bound's maximum); with
+  /// fewer, setmaxnreg.inc would wait forever. 0 without setmaxnreg.
+  int64_t launchRegisters = 0;
   /// select: the pre-pass kernels launched before this one (see
   /// buildSelectKernels).
   std::string selectPoolName, selectName;

@@ -2,19 +2,26 @@
 //
 // FlashAttention-2 on tensor cores (f16/bf16 in, f32 accumulate): on sm_80
 // `mma.sync.m16n8k16` per warp; on sm_90a `wgmma.mma_async.m64nNk16` per
-// warpgroup (the CTA's 4 warps), whose accumulator and A-register layouts
-// are the mma.sync ones stacked over the 4 warps, so everything between
-// the two matmuls is shared:
+// warpgroup (4 warps), whose accumulator and A-register layouts are the
+// mma.sync ones stacked over the 4 warps, so everything between the two
+// matmuls is shared:
 //
-//   one CTA of 4 warps per (64 rows, query head(s), batch, split part):
-//   rows are 64 queries of one head, or for short query blocks `pack`
-//   query heads of one K/V head (GQA packing); each warp owns 16 rows;
-//   per key tile of the CTA's part (skipped when the classifier says EMPTY):
+//   one CTA per (BQ rows, query head(s), batch, split part) of BQ / 16
+//   consumer warps, each owning 16 rows: BQ = 64 on sm_80 (4 warps); on
+//   sm_90a BQ = 128, two consumer warpgroups of 64 rows sharing every
+//   K/V tile, each with its own softmax state and wgmma chains (or 64,
+//   one warpgroup, with --block-q 64 or where 128 rows spill registers);
+//   rows are BQ queries of one head, or for short query blocks `pack`
+//   query heads of one K/V head (GQA packing);
+//   per key tile of the CTA's part (skipped when the classifier, which
+//   sees the CTA's BQ rows, says EMPTY):
 //     K and V tiles -> shared memory, double-buffered: cp.async by every
-//     thread (zero-fill past Skv; through the page table when paged, at
-//     the listed positions for kv_index, as raw codes dequantized per tile
-//     when quantized), or on sm_90a TMA boxes from a producer warp
-//     (mbarrier full/empty pipeline)
+//     consumer thread (zero-fill past Skv; through the page table when
+//     paged, at the listed positions for kv_index, as raw codes
+//     dequantized per tile when quantized), or on sm_90a TMA boxes from a
+//     producer warp (mbarrier full/empty pipeline; beside two consumer
+//     warpgroups the producer's is a whole warpgroup, which hands its
+//     registers to them with setmaxnreg)
 //     S = Q K^T in tensor-core accumulators (16 x BK per warp); for int8
 //     / int4 / fp8 codes whose token groups cover the tile, on the codes
 //     themselves (s8 or e4m3/e5m2 MMAs) with Q rounded per row and tile
@@ -37,11 +44,13 @@
 // "core matrices", stored here as 16-byte chunks indexed
 // (column chunk) * rows + row. For K and Q (K-major) that makes the
 // leading (K-direction) byte offset rows * 16 and the stride (8-row) offset
-// 128; V is read N-major (imm-trans-b = 1) from the same layout, so its
-// K direction is the key rows (LBO = 128) and N the Dv chunks
-// (SBO = rows * 16). P stays in registers as the A operand of O += P V.
-// Everything kept in registers is indexed statically: the per-tile code is
-// fully unrolled over the fragments, and only the key-tile loop is a loop.
+// 128; warpgroup g's Q descriptors start 64 g rows (1024 g bytes) into
+// the BQ-row tile. V is read N-major (imm-trans-b = 1) from the same
+// layout, so its K direction is the key rows (LBO = 128) and N the Dv
+// chunks (SBO = rows * 16). P stays in registers as the A operand of
+// O += P V. Everything kept in registers is indexed statically: the
+// per-tile code is fully unrolled over the fragments, and only the
+// key-tile loop is a loop.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Target/NVPTX/NVPTXTarget.h"
@@ -68,9 +77,30 @@ using mlir::attn::nvptx::bitcastPair;
 
 namespace {
 
-constexpr int64_t kWarps = 4;
-constexpr int64_t kThreads = 32 * kWarps;
 constexpr int64_t kRowsPerWarp = 16;
+/// Warps per warpgroup, and the query rows of one warpgroup's wgmma (m64).
+constexpr int64_t kWarpsPerGroup = 4;
+constexpr int64_t kRowsPerGroup = kWarpsPerGroup * kRowsPerWarp;
+
+/// With two consumer warpgroups, the TMA kernel's producer is a warpgroup
+/// too: 384 threads, at most 168 registers each at launch (each SM
+/// quadrant holds 3 of the 12 warps: 65536 / 4 / 3 / 32 = 170). As in
+/// FlashAttention-3, setmaxnreg then moves registers from the producer's
+/// warpgroup to the consumers' within the CTA's pool of 384 x 168:
+/// 2 x 128 x consumer + 128 x producer <= 384 x 168. The consumers' share
+/// follows their accumulators (Dv / 2 f32 of O per thread); the producer
+/// keeps enough for the classifier it runs per key tile.
+constexpr int64_t kLaunchRegisters = 168;
+std::pair<int32_t, int32_t> registerSplit(int64_t Dv) {
+  int32_t consumer = Dv > 128 ? 240 : 224;
+  return {consumer, int32_t(3 * kLaunchRegisters - 2 * consumer)};
+}
+
+/// The consumer warps of a CTA: one per 16 query rows of its tile
+/// (sm_90a: one warpgroup per 64 rows).
+int64_t consumerWarps(const nvptx::KernelConfig &cfg) {
+  return cfg.blockQ / kRowsPerWarp;
+}
 
 /// One accumulator fragment: the 4 f32 a lane holds of a 16 x 8 tile.
 using Frag = std::array<Value, 4>;
@@ -110,10 +140,9 @@ bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg) {
          (!isFp8(*op.getKvQuant()) || nvptx::usesWgmma(cfg.chip));
 }
 
-SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BK,
-                          bool chunked, int64_t kCodeBytes = 0,
+SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BQ,
+                          int64_t BK, bool chunked, int64_t kCodeBytes = 0,
                           int64_t vCodeBytes = 0, bool kCodeTiles = false) {
-  constexpr int64_t BQ = kWarps * kRowsPerWarp;
   SharedLayout l;
   if (chunked) { // wgmma: 16-byte chunks in core-matrix order
     l.q = {BQ * D / 8, 8};
@@ -171,20 +200,18 @@ SharedLayout sharedLayoutFor(AttentionOp op, const nvptx::KernelConfig &cfg) {
     return cast<MemRefType>(codes.getType()).getShape().back();
   };
   bool quantized = op.getKvQuant().has_value();
-  return sharedLayout(elt, op.getHeadDim(), op.getValueHeadDim(), cfg.blockKV,
-                      nvptx::usesWgmma(cfg.chip),
-                      quantized ? rowBytes(op.getKey()) : 0,
-                      quantized ? rowBytes(op.getValue()) : 0,
-                      codesFeedQK(op, cfg));
+  return sharedLayout(
+      elt, op.getHeadDim(), op.getValueHeadDim(), cfg.blockQ, cfg.blockKV,
+      nvptx::usesWgmma(cfg.chip), quantized ? rowBytes(op.getKey()) : 0,
+      quantized ? rowBytes(op.getValue()) : 0, codesFeedQK(op, cfg));
 }
 
 class GpuAttentionBuilder : public gpukernel::KernelBase {
 public:
   GpuAttentionBuilder(AttentionOp op, const nvptx::KernelConfig &cfg,
                       IRMapping outside)
-      : KernelBase(op, std::move(outside), kWarps * kRowsPerWarp,
-                   cfg.blockKV),
-        wgmma(nvptx::usesWgmma(cfg.chip)),
+      : KernelBase(op, std::move(outside), cfg.blockQ, cfg.blockKV),
+        threads(32 * consumerWarps(cfg)), wgmma(nvptx::usesWgmma(cfg.chip)),
         tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
             !op.getKvIndex()),
         codesQK(codesFeedQK(op, cfg)), config(cfg) {}
@@ -280,6 +307,9 @@ private:
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);
 
+  // Consumer threads: 32 per 16 query rows; they all copy tiles with
+  // cp.async, and the producer warp (TMA) comes after them.
+  int64_t threads;
   bool wgmma, tma;
   // Q.K runs on K's codes (int8 or fp8 tensor cores; see codesFeedQK).
   bool codesQK;
@@ -292,7 +322,9 @@ private:
   Value kCodeAddr; // wgmma descriptors of the K codes
   Value qiIdx[2];
   Value qS, kS, vS;
-  Value qAddr, kAddr, vAddr; // shared-window addresses (wgmma descriptors)
+  // Shared-window addresses for wgmma descriptors: this warpgroup's 64 Q
+  // rows, the K and V tiles.
+  Value qAddr, kAddr, vAddr;
   Value stage;               // the K/V buffer of the tile being computed
   // ldmatrix row/column offsets of this lane: row l % 8 (+ 8) of matrix
   // l / 8, whose low or high bit picks the second row or column block.
@@ -377,8 +409,8 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value lastRow = arith::SubIOp::create(b, loc, rowLimit, cIdx(b, 1));
   scf::ForOp::create(
-      b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, kThreads),
-      ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
+      b, loc, tid, cIdx(b, rows * chunksPerRow), cIdx(b, threads), ValueRange{},
+      [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, rows, chunksPerRow, coreMatrices);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, perChunk));
         // Packed heads: tile row r reads head i1 + r / n, row r % n.
@@ -465,8 +497,8 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
   bool int4 = *quant == KVQuant::int4;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   scf::ForOp::create(
-      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
-      ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
+      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, threads), ValueRange{},
+      [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
         Value pos = scalePosition(b, arith::AddIOp::create(b, loc, k0, row));
@@ -903,8 +935,8 @@ void GpuAttentionBuilder::unpackInt4Tile(OpBuilder &b, Value buffer) {
   int64_t chunksPerRow = D / 8;
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   scf::ForOp::create(
-      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, kThreads),
-      ValueRange{}, [&](OpBuilder &b, Location, Value c, ValueRange) {
+      b, loc, tid, cIdx(b, BK * chunksPerRow), cIdx(b, threads), ValueRange{},
+      [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value packed = vector::LoadOp::create(
             b, loc, VectorType::get({4}, b.getI8Type()), kCodes,
@@ -1144,7 +1176,7 @@ Value GpuAttentionBuilder::useParity(OpBuilder &b, Value n, bool previousUse) {
                                arith::ConstantIntOp::create(b, loc, 1, 1));
 }
 
-/// The consumer warpgroup of the TMA kernel, software-pipelined as in
+/// Each consumer warpgroup of the TMA kernel, software-pipelined as in
 /// FlashAttention-3: while tile j's softmax runs on the CUDA cores, the
 /// tensor cores compute O += P_{j-1} V_{j-1}, issued together with
 /// S_j = Q K_j^T. Per kept tile j: wait for its buffer; issue S_j and
@@ -1300,15 +1332,17 @@ void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
   }
 }
 
-/// sm_90a with TMA: warp specialization. Warps 0-3 (one warpgroup) compute;
-/// one thread of warp 4 is the producer, streaming K/V tiles by TMA into
-/// two buffers. mbarriers: 0 = Q landed, 1 + s = buffer s full (its TMA
-/// bytes arrived), 3 + s = buffer s empty (all 128 consumers are done with
-/// it). The n-th kept tile uses buffer n % 2 for the (n / 2)-th time, so
-/// its full phase has parity (n / 2) % 2, and the producer refilling it
-/// waits for the previous use's empty phase (the opposite parity; a fresh
-/// barrier passes that wait at once). Both sides walk the same tiles, the
-/// classifier skipping EMPTY ones.
+/// sm_90a with TMA: warp specialization. The consumer warpgroups (threads
+/// 0 .. threads - 1: one or two warpgroups) compute, each on its own 64
+/// rows; the first thread after them is the producer, streaming K/V tiles
+/// by TMA into two buffers that both warpgroups read. mbarriers: 0 = Q
+/// landed, 1 + s = buffer s full (its TMA bytes arrived), 3 + s = buffer s
+/// empty (every consumer thread is done with it). The n-th kept tile uses
+/// buffer n % 2 for the (n / 2)-th time, so its full phase has parity
+/// (n / 2) % 2, and the producer refilling it waits for the previous use's
+/// empty phase (the opposite parity; a fresh barrier passes that wait at
+/// once). Both sides walk the same tiles, the classifier skipping EMPTY
+/// ones.
 void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                                       ValueRange tensorMaps) {
   // The kernel takes plain pointers (a gpu.func signature cannot carry
@@ -1339,9 +1373,8 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                                       cIdx(b, 0));
   scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
     for (int64_t i = 0; i < 5; ++i)
-      nvgpu::MBarrierInitOp::create(b, loc, barriers,
-                                    cIdx(b, i < 3 ? 1 : kThreads), cIdx(b, i),
-                                    Value());
+      nvgpu::MBarrierInitOp::create(
+          b, loc, barriers, cIdx(b, i < 3 ? 1 : threads), cIdx(b, i), Value());
     // The TMA unit (async proxy) completes transactions on these barriers.
     fenceSharedToAsyncProxy(b);
     scf::YieldOp::create(b, loc);
@@ -1350,17 +1383,27 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
   Value ticks = cIdx(b, 10000000);
   int64_t kvBytes = BK * (D + Dv) * elementBytes();
   int64_t kTile = BK * D * elementBytes(), vTile = BK * Dv * elementBytes();
-  Value consumer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                         tid, cIdx(b, kThreads));
+  Value consumer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid,
+                                         cIdx(b, threads));
+  // Two consumer warpgroups: the producer's is a whole warpgroup, which
+  // hands registers to them (setmaxnreg, executed by whole warpgroups).
+  bool shareRegisters = config.shareRegisters && threads > kWarpsPerGroup * 32;
+  auto [consumerRegisters, producerRegisters] = registerSplit(Dv);
   scf::IfOp::create(
       b, loc, consumer,
       [&](OpBuilder &b, Location) {
+        if (shareRegisters)
+          NVVM::SetMaxRegisterOp::create(b, loc, consumerRegisters,
+                                         NVVM::SetMaxRegisterAction::increase);
         epilogue(b, tmaConsumer(b, barriers, init));
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
-        Value producer = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::eq, tid, cIdx(b, kThreads));
+        if (shareRegisters)
+          NVVM::SetMaxRegisterOp::create(b, loc, producerRegisters,
+                                         NVVM::SetMaxRegisterAction::decrease);
+        Value producer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                               tid, cIdx(b, threads));
         scf::IfOp::create(b, loc, producer, [&](OpBuilder &b, Location) {
           // The maps were just copied into global memory by the host: make
           // that write visible to the tensor-map proxy before TMA reads.
@@ -1548,7 +1591,16 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   }
 
   if (wgmma) {
-    qAddr = sharedAddress(b, qS);
+    // Warpgroup g reads Q rows 64 g .. 64 g + 63: in each chunk column
+    // (BQ rows x 16 bytes) they start 64 g rows, 1024 g bytes, in.
+    Value group = arith::IndexCastUIOp::create(
+        b, loc, b.getI64Type(),
+        arith::DivUIOp::create(b, loc, warp, cIdx(b, kWarpsPerGroup)));
+    qAddr = arith::AddIOp::create(
+        b, loc, sharedAddress(b, qS),
+        arith::MulIOp::create(
+            b, loc, group,
+            arith::ConstantIntOp::create(b, loc, kRowsPerGroup * 16, 64)));
     kAddr = sharedAddress(b, kS);
     vAddr = sharedAddress(b, vS);
     if (codesQK)
@@ -1614,13 +1666,24 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   b.setInsertionPointToStart(&gpuModule.getBodyRegion().front());
 
   KernelConfig config = cfg;
+  if (config.blockQ != kRowsPerGroup &&
+      !(usesWgmma(config.chip) && config.blockQ == 2 * kRowsPerGroup)) {
+    error = "internal: query tiles of " + std::to_string(config.blockQ) +
+            " rows on " + config.chip;
+    return failure();
+  }
   bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant() &&
              !op.isPaged() && !op.getKvIndex();
   gpukernel::KernelSignature signature = gpukernel::kernelSignature(op);
   if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
     signature.types.append(3, LLVM::LLVMPointerType::get(ctx));
-  // With TMA, a fifth warp produces.
-  int32_t threads = int32_t(kThreads + (tma ? 32 : 0));
+  // With TMA, one more warp produces; beside two consumer warpgroups, a
+  // whole warpgroup (see registerSplit).
+  int64_t consumers = 32 * consumerWarps(config);
+  int32_t threads =
+      int32_t(consumers + (!tma                              ? 0
+                           : consumers > kWarpsPerGroup * 32 ? 128
+                                                             : 32));
   IRMapping outside;
   gpu::GPUFuncOp func = gpukernel::createKernelFunc(
       b, op, name, signature.types, signature.opValues, threads, outside);
@@ -1655,7 +1718,9 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   info.name = name.str();
   info.mergeName = (name + "_merge").str();
   info.blockThreads = threads;
-  info.rowsPerBlock = kWarps * kRowsPerWarp;
+  info.rowsPerBlock = config.blockQ;
+  if (tma && config.shareRegisters && consumers > kWarpsPerGroup * 32)
+    info.launchRegisters = kLaunchRegisters;
   info.tensorMaps = tma;
   info.blockKV = config.blockKV;
   info.sharedBytes = sharedLayoutFor(op, config).bytes;

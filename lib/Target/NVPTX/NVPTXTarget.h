@@ -14,6 +14,12 @@ namespace mlir::attn::nvptx {
 struct KernelConfig {
   std::string chip = "sm_80"; // sm_80 or sm_90a
   int64_t blockKV = 64;       // keys per tile
+  /// Query rows per CTA, 16 per consumer warp: 64 (4 warps), or on sm_90a
+  /// 128 (two consumer warpgroups of 64 rows sharing the K/V tiles).
+  int64_t blockQ = 64;
+  /// sm_90a TMA with 128 query rows: setmaxnreg moves registers from the
+  /// producer's warpgroup to the consumers' (see KernelInfo).
+  bool shareRegisters = true;
   /// sm_90a: TMA loads by a producer warp (mbarrier pipeline) instead of
   /// cp.async by all threads.
   bool tma = true;
