@@ -18,9 +18,11 @@
 // PTX line); tell a kernel bug from a simulator bug with docs/simulator.md's
 // "Debugging a variant's GPU kernel". ATTN_GPU_SIMULATOR picks another
 // simulator build.
+//
+// The feature tests' bodies are shared with amd_sim_tests
+// (SimFeatureCases.h); the TEST_Ps here pick the NVIDIA targets' cases.
 //===----------------------------------------------------------------------===//
-#include "test/numerics/Bounds.h"
-#include "test/numerics/Catalog.h"
+#include "test/numerics/SimFeatureCases.h"
 
 #include <gtest/gtest.h>
 
@@ -34,6 +36,7 @@
 
 using namespace attn;
 using namespace attn::testing;
+using namespace attn::testing::sim;
 
 namespace {
 
@@ -64,76 +67,25 @@ Problem onTarget(Problem p, const GpuTarget &t, const std::string &dtype) {
   return p;
 }
 
-std::string describe(const Problem &p) {
-  return p.options.target + " " + p.options.gpuLoads + " " + p.options.dtype +
-         " D " + std::to_string(p.options.headDim) + " Dv " +
-         std::to_string(p.options.valueHeadDim) + " B " + std::to_string(p.B) +
-         " Hq " + std::to_string(p.Hq) + " Hkv " + std::to_string(p.Hkv) +
-         " Sq " + std::to_string(p.Sq) + " Skv " + std::to_string(p.Skv) +
-         (p.options.kvDtype != "same" ? " kv " + p.options.kvDtype : "") +
-         (p.options.paged ? " paged " + std::to_string(p.options.paged) : "") +
-         (p.options.splitKv != "auto" ? " split " + p.options.splitKv : "");
-}
-
-/// Runs `p` on the simulator and checks it: docs/numerics.md's bounds on o
-/// (relative L1 for quantized K/V) and on lse when the kernel writes it;
-/// `absolute` is the absolute part of both (2e-4, 5e-4 for large logits).
 Outcome expectMatches(const Problem &p, Jit &jit, double absolute = 2e-4) {
-  SCOPED_TRACE(describe(p));
-  Outcome out = runAgainstReference(p, &jit);
-  EXPECT_FALSE(out.hasNaN);
-  if (p.options.kvDtype != "same") {
-    EXPECT_LE(out.relL1O, quantBound(p.options.kvDtype));
-  } else {
-    EXPECT_LE(out.maxErrO,
-              gpuOutputBound(out.info, out.refMaxAbsO, absolute))
-        << "reference max |o| = " << out.refMaxAbsO;
-  }
-  if (p.options.lse) {
-    EXPECT_FALSE(out.lseInfMismatch);
-    if (p.options.kvDtype == "same")
-      EXPECT_LE(out.maxErrLse, absolute);
-  }
-  return out;
+  return expectSimMatches(p, jit, absolute);
 }
 Outcome expectMatches(const Problem &p, double absolute = 2e-4) {
-  return expectMatches(p, jit(), absolute);
+  return expectSimMatches(p, jit(), absolute);
 }
 
-/// Compiles `p` ahead of its run: why it is skipped when its head dim is
-/// past 128 and the compiler refuses it for this variant and target (a
-/// documented limit: D = 256 may not fit in registers), else "".
 std::string refusedHeadDim(const Problem &p) {
-  try {
-    jit().compile(p.source, p.options, p.filename);
-    return "";
-  } catch (const Error &e) {
-    if (p.options.headDim <= 128 || e.argument() != "--head-dim")
-      throw;
-    return e.what();
-  }
+  return sim::refusedHeadDim(p, jit());
 }
 
 //===----------------------------------------------------------------------===//
 // The catalog
 //===----------------------------------------------------------------------===//
 
-struct Flavor {
-  const char *dtype;
-  int64_t headDim;
-  bool lse; // where the normalizer has one
-};
-
 /// The default set's dtype, head dim and lse for catalog case `index` on
-/// target `target`: consecutive variants and the three targets take turns,
-/// so each target sees both dtypes, both head dims and kernels with and
-/// without lse on many variants.
+/// target `target`: consecutive variants and the three targets take turns.
 Flavor defaultFlavor(size_t index, size_t target) {
-  static const Flavor kFlavors[] = {{"bf16", 64, true},
-                                    {"f16", 128, true},
-                                    {"f16", 64, false},
-                                    {"bf16", 128, false}};
-  return kFlavors[(index + target) % 4];
+  return catalogFlavor(index + target);
 }
 
 std::string flavorName(size_t index, size_t target, const std::string &dtype,
@@ -214,11 +166,15 @@ protected:
   /// `source` on this target: bf16, D = 64, lse, unless changed.
   Problem make(const std::string &source, int64_t D = 64,
                const std::string &dtype = "bf16") const {
-    Problem p;
-    p.source = source;
-    p.options.headDim = D;
-    p.options.lse = true;
-    return onTarget(p, GetParam(), dtype);
+    return sim().make(source, D, dtype);
+  }
+  /// This target for SimFeatureCases.h's feature tests.
+  SimTarget sim() const {
+    GpuTarget t = GetParam();
+    return {[t](Problem p, const std::string &dtype) {
+              return onTarget(p, t, dtype);
+            },
+            [](const Problem &p, double a) { return expectMatches(p, a); }};
   }
 };
 
@@ -227,29 +183,14 @@ protected:
 /// them): these run on sm_80 and sm_90a.
 class GpuSimStreamed : public GpuSim {};
 
-struct Shape {
-  int64_t B, Hq, Hkv, Sq, Skv;
-};
-Problem withShape(Problem p, Shape s) {
-  p.B = s.B, p.Hq = s.Hq, p.Hkv = s.Hkv, p.Sq = s.Sq, p.Skv = s.Skv;
-  return p;
-}
-
-const char *const kCausal =
-    "variant c { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
-
 // Query tiles of 64 rows (several CTAs per head past 64), key tiles of 32
 // or 64: exact multiples, ragged tails on either side, single rows and
 // keys, Sq != Skv both ways; one kernel per dtype serves every shape.
 TEST_P(GpuSim, RaggedShapes) {
-  for (const char *dtype : {"bf16", "f16"})
-    for (Shape s : {Shape{1, 2, 2, 64, 64}, Shape{1, 1, 1, 1, 1},
-                    Shape{2, 2, 2, 33, 65}, Shape{1, 2, 2, 130, 257},
-                    Shape{1, 1, 1, 100, 7}, Shape{1, 1, 1, 7, 300},
-                    Shape{2, 3, 3, 191, 129}})
-      expectMatches(withShape(
-          make("variant w { mask(b, h, q, kv) = kv <= q + 3; }", 64, dtype),
-          s));
+  raggedShapes(sim(), {Shape{1, 2, 2, 64, 64}, Shape{1, 1, 1, 1, 1},
+                       Shape{2, 2, 2, 33, 65}, Shape{1, 2, 2, 130, 257},
+                       Shape{1, 1, 1, 100, 7}, Shape{1, 1, 1, 7, 300},
+                       Shape{2, 3, 3, 191, 129}});
 }
 
 // Longer sequences: many query tiles and key tiles per head, a sliding
@@ -265,36 +206,21 @@ TEST_P(GpuSim, LongerSequences) {
 // Explicit key tiles of 16, 32 and 48 keys (the GPU takes multiples of 16
 // up to 64) over ragged key ranges.
 TEST_P(GpuSim, KeyTiles) {
-  for (int64_t blockKV : {16, 32, 48}) {
-    Problem p = make(kCausal, 64, blockKV == 32 ? "f16" : "bf16");
-    p.options.blockKV = blockKV;
-    for (Shape s : {Shape{1, 2, 2, 77, 131}, Shape{1, 2, 2, 3, 100}})
-      expectMatches(withShape(p, s));
-  }
+  keyTiles(sim(), {Shape{1, 2, 2, 77, 131}, Shape{1, 2, 2, 3, 100}});
 }
 
 // GQA (groups of 4 and 3) and MQA, prefill and decode rows (GQA heads
 // packed into one CTA's rows when Sq is short).
 TEST_P(GpuSim, GroupedAndMultiQueryHeads) {
-  for (Shape s : {Shape{2, 8, 2, 77, 131}, Shape{1, 6, 1, 40, 100},
-                  Shape{2, 8, 2, 1, 300}, Shape{1, 8, 1, 3, 90},
-                  Shape{1, 16, 1, 1, 64}, Shape{2, 6, 2, 5, 203}})
-    expectMatches(withShape(make("variant g { score(s, b, h, q, kv) = s + "
-                                 "0.1 * float(hkv); mask(b, h, q, kv) = kv "
-                                 "<= q + (Skv - Sq); }",
-                                 128, "f16"),
-                            s));
+  groupedAndMultiQueryHeads(
+      sim(), {Shape{2, 8, 2, 77, 131}, Shape{1, 6, 1, 40, 100},
+              Shape{2, 8, 2, 1, 300}, Shape{1, 8, 1, 3, 90},
+              Shape{1, 16, 1, 1, 64}, Shape{2, 6, 2, 5, 203}});
 }
 
 // Dv != D (MLA-like), both ways, also through split-KV's merge.
 TEST_P(GpuSim, ValueHeadDimDiffers) {
-  for (auto [D, Dv] : {std::pair<int64_t, int64_t>{128, 64}, {64, 128},
-                       {96, 32}}) {
-    Problem p = make(kCausal, D);
-    p.options.valueHeadDim = Dv;
-    p.Hq = 4, p.Hkv = 2;
-    expectMatches(p);
-  }
+  headDimPairs(sim(), {{128, 64}, {64, 128}, {96, 32}});
   Problem d = make(kCausal, 128, "f16");
   d.options.valueHeadDim = 48;
   d.options.splitKv = "3";
@@ -310,73 +236,25 @@ TEST_P(GpuSim, HeadDims) {
 
 // Rows with nothing kept give o = 0 and lse = -inf, by mask or by -inf
 // scores, also when the whole launch is masked.
-TEST_P(GpuSim, FullyMaskedRows) {
-  expectMatches(make("variant gap { mask(b, h, q, kv) = q >= 10 && kv <= q "
-                     "&& kv > q - 5; }"));
-  expectMatches(make("variant drop { score(s, b, h, q, kv) = where(kv % 3 == "
-                     "0, -inf, s); mask(b, h, q, kv) = kv <= q; }",
-                     64, "f16"));
-  for (const char *src : {"variant none { mask(b, h, q, kv) = false; }",
-                          "variant all { score(s, b, h, q, kv) = -inf; }"}) {
-    Problem p = make(src);
-    Outcome out = expectMatches(p);
-    EXPECT_EQ(out.maxErrO, 0.0);
-  }
-}
+TEST_P(GpuSim, FullyMaskedRows) { fullyMaskedRows(sim()); }
 
 // Logits in the hundreds: the running max keeps exp2 in range.
-TEST_P(GpuSim, LargeLogits) {
-  for (const char *dtype : {"bf16", "f16"}) {
-    Problem p = make(kCausal, 64, dtype);
-    p.qScale = 40.0; // |s| ~ 40 * 8
-    expectMatches(p, kLargeLogitBound);
-  }
-}
+TEST_P(GpuSim, LargeLogits) { largeLogits(sim()); }
 
 // Learned sink logits (per head, from a param), and a sink with every key
 // masked (o = 0, lse = the sink).
-TEST_P(GpuSim, Sinks) {
-  Problem p = make("variant s { param sl: f32 = 1.5; sink(h) = sl * "
-                   "float(h); mask(b, h, q, kv) = kv <= q; }");
-  p.Hq = p.Hkv = 3;
-  expectMatches(p);
-  expectMatches(make("variant s { sink(h) = 2.0; mask(b, h, q, kv) = "
-                     "false; }",
-                     64, "f16"));
-}
+TEST_P(GpuSim, Sinks) { sinks(sim()); }
 
 // Every normalizer without and with a row sum (lse for softplus).
-TEST_P(GpuSim, Normalizers) {
-  for (const char *norm : {"sigmoid", "relu", "relu2", "softplus"}) {
-    Problem p = make(std::string("variant n { normalize = ") + norm +
-                     "; mask(b, h, q, kv) = kv <= q; }");
-    p.options.lse = std::string(norm) == "softplus";
-    expectMatches(p);
-  }
-}
+TEST_P(GpuSim, Normalizers) { normalizers(sim()); }
 
 // f16/bf16 inputs with an f32 output: o is not rounded, but P·V took P in
 // the input dtype (gpuOutputBound).
-TEST_P(GpuSim, OutDTypeF32) {
-  for (const char *dtype : {"bf16", "f16"}) {
-    Problem p = make("variant c { out_dtype = f32; mask(b, h, q, kv) = kv "
-                     "<= q; }",
-                     64, dtype);
-    Outcome out = expectMatches(p);
-    EXPECT_EQ(out.info.outDType, DType::f32);
-  }
-}
+TEST_P(GpuSim, OutDTypeF32) { outDTypeF32(sim(), {"bf16", "f16"}); }
 
 // Captured tensors of each dtype, read by the score and the mask.
 TEST_P(GpuSim, CapturedTensorsOfEveryDType) {
-  expectMatches(make(R"(variant c {
-    tensor bias: f32[Hq, Skv];
-    tensor hb: f16[Hq];
-    tensor gb: bf16[Hq];
-    tensor ids: i32[B, Skv];
-    score(s, b, h, q, kv) = s + bias[h, kv] + hb[h] + gb[h];
-    mask(b, h, q, kv) = ids[b, kv] != 1;
-  })"));
+  capturedTensorsOfEveryDType(sim());
 }
 
 // Params of both types in any number (one i32 here: the kernel's later
@@ -400,44 +278,18 @@ TEST_P(GpuSim, OddParamCountWithSplitKv) {
 // (no lse) and softplus, for GQA decode rows and a prefill shape; lse
 // through the merge.
 TEST_P(GpuSim, SplitKv) {
-  const char *variants[] = {
-      "variant plain {}",
-      "variant s { sink(h) = 0.5 * float(h); mask(b, h, q, kv) = kv <= q + "
-      "(Skv - Sq); }",
-      "variant w { mask(b, h, q, kv) = kv <= q + (Skv - Sq) && kv > q + "
-      "(Skv - Sq) - 40; }",
-      "variant n { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + (Skv - "
-      "Sq); }",
-      "variant p { normalize = softplus; }",
-  };
-  for (const char *src : variants)
-    for (const char *parts : {"2", "7", "64"}) {
-      Problem p = make(src);
-      p.options.splitKv = parts;
-      p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
-      for (Shape s : {Shape{2, 8, 2, 1, 301}, Shape{1, 2, 2, 37, 301}})
-        expectMatches(withShape(p, s));
-    }
+  std::vector<std::string> variants = splitKvVariants();
+  variants.push_back("variant p { normalize = softplus; }");
+  splitKv(sim(), variants, {"2", "7", "64"});
 }
 
 // Paged K/V: pages smaller than, equal to and larger than key tiles, and
 // odd sizes, with masks that read Skv and tensors, and split parts.
 TEST_P(GpuSimStreamed, PagedKV) {
-  const char *variants[] = {
-      kCausal,
-      "variant doc { tensor d: i32[B, Skv]; mask(b, h, q, kv) = d[b, kv] == "
-      "d[b, min(q + (Skv - Sq), Skv - 1)]; }",
-      "variant sinkw { sink(h) = 1.0; mask(b, h, q, kv) = kv > q + (Skv - Sq) "
-      "- 50 && kv <= q + (Skv - Sq); }",
-  };
-  for (const char *src : variants)
-    for (int64_t page : {16, 64, 7, 100}) {
-      Problem p = make(src, 64, page % 2 ? "f16" : "bf16");
-      p.options.paged = page;
-      p.options.splitKv = page == 16 ? "4" : "auto";
-      p.Hq = 4, p.Hkv = 2, p.Sq = 5, p.Skv = 333, p.B = 3;
-      expectMatches(p);
-    }
+  std::vector<std::string> variants = pagedVariants();
+  variants.push_back("variant sinkw { sink(h) = 1.0; mask(b, h, q, kv) = kv "
+                     "> q + (Skv - Sq) - 50 && kv <= q + (Skv - Sq); }");
+  pagedKV(sim(), variants, {16, 64, 7, 100});
 }
 
 // Quantized K/V (int8, fp8 e4m3 and e5m2, int4) against the unquantized
@@ -446,79 +298,19 @@ TEST_P(GpuSimStreamed, PagedKV) {
 // can) or not (32, 100: dequantized tiles), prefill and GQA decode rows,
 // D = 128 with Dv = 64, split and paged.
 TEST_P(GpuSimStreamed, QuantizedKV) {
-  for (QuantBound qb : kQuantBounds) {
-    for (auto [src, group] :
-         {std::pair{"variant capped { score(s, b, h, q, kv) = 20.0 * "
-                    "tanh(s / 20.0); mask(b, h, q, kv) = kv <= q + (Skv - "
-                    "Sq); }",
-                    64},
-          {"variant capped { score(s, b, h, q, kv) = 20.0 * tanh(s / 20.0); "
-           "}",
-           32},
-          {"variant capped { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
-           100},
-          {"variant sig { normalize = sigmoid; mask(b, h, q, kv) = kv <= q "
-           "+ (Skv - Sq); }",
-           64}}) {
-      Problem p = make(src);
-      p.options.kvDtype = qb.kind;
-      p.options.kvGroup = group;
-      p.options.lse = false;
-      p.Hq = 4, p.Hkv = 2, p.Sq = 37, p.Skv = 301, p.B = 2;
-      Outcome out = expectMatches(p);
-      EXPECT_GT(out.relL1O, 1e-5); // quantized, not the bf16 values
-    }
-    Problem d = make(kCausal, 128, "f16");
-    d.options.kvDtype = qb.kind;
-    d.options.valueHeadDim = 64;
-    d.options.splitKv = "3";
-    d.Hq = 8, d.Hkv = 2, d.Sq = 3, d.Skv = 700, d.B = 2;
-    expectMatches(d);
-    d.options.paged = 16;
-    expectMatches(d);
-  }
+  quantizedKV(sim(), {{kCappedCausal, 64},
+                      {kCapped, 32},
+                      {kCausalNamedCapped, 100},
+                      {kSigmoidCausal, 64}});
 }
 
 // select (topk, mass, above) over contiguous and paged K/V, with split
 // parts: the pre-pass kernels run on the simulator too.
-TEST_P(GpuSim, Select) {
-  for (const char *rule : {"topk(k)", "mass(0.8)", "above(0.02)"})
-    for (int64_t page : {0, 16}) {
-      Problem p = make("");
-      p.source = std::string("variant s { param k: i32 = 2; select(size = "
-                             "32) = ") +
-                 rule + "; mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
-      p.Hq = 4, p.Hkv = 2, p.Sq = 70, p.Skv = 300, p.B = 2;
-      p.qScale = 3.0; // spread the pooled scores apart
-      p.options.paged = page;
-      if (page && p.options.gpuLoads == "tma")
-        p.options.gpuLoads = "auto"; // pages stream with cp.async
-      p.options.splitKv = page ? "3" : "auto";
-      expectMatches(p);
-    }
-}
+TEST_P(GpuSim, Select) { selectKV(sim(), {0, 16}); }
 
 // kv_index: each (b, kv head) attends to its listed positions only
 // (entries outside [0, Skv) skipped, repeats counted per listing).
-TEST_P(GpuSimStreamed, SparseKVIndex) {
-  for (auto [paged, kv] : {std::pair<int64_t, const char *>{0, "same"},
-                           {16, "same"}, {0, "int8"}}) {
-    Problem p = make(
-        "variant snap { param budget: i32 = 45; tensor keep: i32[B, Hkv, "
-        "budget]; kv_index = keep; sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
-        "q + (Skv - Sq); }");
-    p.B = 2, p.Hq = 8, p.Hkv = 2, p.Sq = 2, p.Skv = 300;
-    p.options.paged = paged;
-    p.options.kvDtype = kv;
-    p.options.splitKv = paged ? "3" : "auto";
-    ref::RefTensor keep;
-    keep.shape = {p.B, p.Hkv, 45};
-    for (int64_t i = 0; i < p.B * p.Hkv * 45; ++i)
-      keep.values.push_back(double((i * 37) % 306) - 3);
-    p.captures["keep"] = keep;
-    expectMatches(p);
-  }
-}
+TEST_P(GpuSimStreamed, SparseKVIndex) { sparseKVIndex(sim()); }
 
 /// bf16 bit patterns of `x` (round to nearest even) and back.
 std::vector<uint16_t> toBf16(const std::vector<float> &x) {
