@@ -436,6 +436,24 @@ TEST(PtxFaults, OutOfBoundsGlobalStore) {
       << text;
 }
 
+TEST(PtxFaults, ReportsNameTheLineAfterMultiLineInstructions) {
+  // A regression: lines were counted twice inside instructions that span
+  // several lines, so later reports quoted the wrong source line.
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  mov.b32 %r1, 1;
+  st.global.v4.b32
+      [%rd1],
+      {%r1, %r1, %r1, %r1};
+  st.global.b32 [%rd1+16], %r1;
+  ret;
+)",
+                   1, out, 4);
+  EXPECT_EQ(r, 700);
+  EXPECT_NE(errorText(r).find("st.global.b32 [%rd1+16], %r1;"),
+            std::string::npos) << errorText(r);
+}
+
 TEST(PtxFaults, OutOfBoundsSharedLoad) {
   std::vector<uint32_t> out;
   CUresult r = run(std::string(kPrologue) + R"(
