@@ -215,8 +215,18 @@ void watchProcessExit() {
 }
 
 void destroyJit(void *jit) {
-  if (!processExiting.load())
+  if (!processExiting.load()) {
     delete static_cast<llvm::orc::LLJIT *>(jit);
+    return;
+  }
+  // Kept reachable from a global instead of dropped, so LeakSanitizer sees
+  // memory held on purpose rather than a leak. (A suppression cannot match
+  // reliably: libLLVM has no frame pointers, so LSan's fast unwinder stops
+  // inside it, before any attnc frame.)
+  static std::mutex mutex;
+  static auto *keptAtExit = new std::vector<void *>();
+  std::lock_guard<std::mutex> lock(mutex);
+  keptAtExit->push_back(jit);
 }
 
 std::unique_ptr<llvm::TargetMachine> targetMachine(const KernelPlan &plan) {
