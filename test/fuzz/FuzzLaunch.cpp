@@ -118,6 +118,19 @@ int64_t satMulAdd(int64_t a, int64_t b, int64_t c = 0) {
   return r;
 }
 
+/// Outcome counts, printed at exit with ATTN_FUZZ_STATS=1: checks that
+/// enough launches are accepted for the guard-band checks to mean much.
+struct Stats {
+  uint64_t accepted = 0, refused = 0, notLaunchable = 0;
+  ~Stats() {
+    if (std::getenv("ATTN_FUZZ_STATS"))
+      std::fprintf(stderr, "fuzz_launch: %llu accepted, %llu refused, %llu "
+                   "too large to allocate\n",
+                   (unsigned long long)accepted, (unsigned long long)refused,
+                   (unsigned long long)notLaunchable);
+  }
+} stats;
+
 class Fuzz {
 public:
   Fuzz(const uint8_t *data, size_t size)
@@ -127,7 +140,8 @@ public:
 
 private:
   int64_t size(int64_t typical) {
-    switch (in.ConsumeIntegralInRange<int>(0, 15)) {
+    // Mostly the consistent size: a launch needs every one of them right.
+    switch (in.ConsumeIntegralInRange<int>(0, 47)) {
     case 0:
       return 0;
     case 1:
@@ -166,11 +180,12 @@ Buffer &Fuzz::view(const std::string &name, DType dtype,
     shape.pop_back();
   std::vector<int64_t> strides(shape.size());
   int64_t running = 1;
-  int style = in.ConsumeIntegralInRange<int>(0, 7);
+  int style = in.ConsumeIntegralInRange<int>(0, 15);
   for (size_t d = shape.size(); d-- > 0;) {
     strides[d] = running;
     if (style == 1 && d + 1 < shape.size())
-      strides[d] += in.ConsumeIntegralInRange<int64_t>(0, 9); // padded rows
+      strides[d] = satMulAdd(strides[d], 1,
+                             in.ConsumeIntegralInRange<int64_t>(0, 9)); // padded rows
     if (style == 2)
       strides[d] = in.ConsumeIntegralInRange<int64_t>(-2, 70); // anything
     if (style == 3 && in.ConsumeBool())
@@ -378,18 +393,22 @@ void Fuzz::run() {
                    b.name == "qdoc" || b.name == "kdoc";
     int64_t range = b.name == "page_table"
                         ? (t.k.shape.empty() ? 1 : t.k.shape[0])
-                    : b.name == "seq_lens" ? Skv + 1
+                    : b.name == "seq_lens" ? satMulAdd(Skv, 1, 1)
                                            : 3;
     fill(b, isIndex, range);
   }
-  if (unallocatable && !overflowing)
-    return; // valid-looking views bigger than our buffers: not launchable
+  if (unallocatable && !overflowing) {
+    ++stats.notLaunchable; // valid-looking views bigger than our buffers
+    return;
+  }
 
   bool accepted = false;
   try {
     kernel.launch(t, params);
     accepted = true;
+    ++stats.accepted;
   } catch (const attn::Error &) {
+    ++stats.refused;
   } catch (const std::exception &e) {
     attn::fuzz::finding("launch",
                         std::string("unexpected exception: ") + e.what(),
