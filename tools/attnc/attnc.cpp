@@ -1,9 +1,11 @@
 //===- attnc.cpp - the attnc command line ---------------------------------===//
 //
-// attnc check | emit | run | bench (DSL.md "attnc subcommands"). Exit 0 ok,
-// 1 user error (message on stderr, nothing written), 2 internal error.
+// attnc check | emit | compile | run | bench | blockmap (DSL.md "attnc
+// subcommands"); CommandLine.cpp parses the command line. Exit 0 ok, 1 user
+// error (message on stderr, nothing written), 2 internal error.
 //
 //===----------------------------------------------------------------------===//
+#include "CommandLine.h"
 #include "attn/jit.h"
 #include "attn/npy.h"
 #include "attn/runtime.h"
@@ -24,158 +26,15 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <map>
 #include <random>
 #include <sstream>
 #include <unistd.h>
 
 using namespace attn;
+using attn::tool::Command;
+using attn::tool::Invocation;
 
 namespace {
-
-const char *kUsage = R"(usage: attnc <command> FILE.attn [options]
-
-commands:
-  check FILE.attn                 parse and verify every variant
-  emit  FILE.attn --stage=attn|tiled|llvm|ptx|amdgcn [opts]
-                                  print the IR at a stage
-  run   FILE.attn [opts] --q q.npy --k k.npy --v v.npy [--set NAME=VALUE|file.npy ...]
-        -o o.npy [--lse-out lse.npy] [--simulate]
-                                  compile and execute once (GPU targets with
-                                  --simulate: on a functional simulator)
-  bench FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--json]
-                                  time the kernel on random inputs
-  blockmap FILE.attn [opts] --shape B,Hq,Hkv,Sq,Skv [--set ...] [--b N] [--h N]
-                                  print which tiles a launch computes
-                                  (--h: a query head; under GQA, the tiles
-                                  of its kv head that hold its rows)
-  compile FILE.attn --head-dim D [opts] -o OUT
-                                  AOT: write OUT.attnpkg and OUT.h (typed launchers)
-
-options:
-  --target cpu|sm_80|sm_90a|gfx90a|gfx942|gfx950
-                                              (GPU targets: emit, compile and
-                                               run --simulate; bench needs the CPU)
-  --simulate         run a GPU target's kernel on attnc's functional GPU
-                     simulator (lib/libattnsim_cuda.so) instead of a GPU
-  --dtype f32|f16|bf16 (GPU: f16|bf16, default bf16)
-  --head-dim D       --v-head-dim Dv
-  --block-q N|auto   --block-kv N|auto        --lse          --variant NAME
-  --kv-dtype same|int8|fp8e4m3|fp8e5m2|int4   --kv-group G (default 64)
-  --paged PAGE       --split-kv N|auto
-  --gpu-loads auto|tma|cp.async  (sm_90a: TMA producer warp, the default,
-                                  or cp.async by every thread)
-  --cpu native|NAME  (code generation target, e.g. x86-64-v3, znver4)
-)";
-
-/// A user error in the command line itself (exit 1).
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct CommandLine {
-  std::string command, file;
-  std::map<std::string, std::string> values;
-  std::vector<std::string> sets;
-  bool lse = false, json = false, simulate = false;
-};
-
-CommandLine parseCommandLine(int argc, char **argv) {
-  static const char *valued[] = {
-      "--target", "--dtype",  "--kv-dtype", "--kv-group", "--head-dim",
-      "--v-head-dim", "--block-q", "--block-kv", "--paged", "--split-kv",
-      "--gpu-loads",
-      "--variant", "--stage", "--q", "--k", "--v", "-o", "--lse-out",
-      "--shape", "--set", "--reps", "--seed", "--cpu", "--b", "--h"};
-  CommandLine cl;
-  if (argc < 2)
-    throw UsageError("expected a command");
-  cl.command = argv[1];
-  // Each option once (--set excepted): a repeated one is an error rather
-  // than the last one silently winning.
-  auto once = [](bool &flag, const std::string &name) {
-    if (flag)
-      throw Error(name, "given twice; pass it once");
-    flag = true;
-  };
-  for (int i = 2; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--lse") {
-      once(cl.lse, arg);
-      continue;
-    }
-    if (arg == "--json") {
-      once(cl.json, arg);
-      continue;
-    }
-    if (arg == "--simulate") {
-      once(cl.simulate, arg);
-      continue;
-    }
-    if (arg.size() > 1 && arg[0] == '-') {
-      std::string name = arg, value;
-      size_t eq = arg.find('=');
-      bool inlineValue = eq != std::string::npos && arg.rfind("--", 0) == 0;
-      if (inlineValue) {
-        name = arg.substr(0, eq);
-        value = arg.substr(eq + 1);
-      }
-      bool known = false;
-      for (const char *v : valued)
-        known |= name == v;
-      if (!known)
-        throw UsageError("unknown option '" + name + "'");
-      if (!inlineValue) {
-        if (i + 1 >= argc)
-          throw UsageError("option '" + name + "' needs a value");
-        value = argv[++i];
-      }
-      if (name == "--set") {
-        cl.sets.push_back(value);
-        continue;
-      }
-      auto [it, inserted] = cl.values.emplace(name, value);
-      if (!inserted)
-        throw Error(name, "given twice ('" + it->second + "', then '" +
-                              value + "'); pass it once");
-      continue;
-    }
-    if (!cl.file.empty())
-      throw UsageError("unexpected argument '" + arg + "'");
-    cl.file = arg;
-  }
-  return cl;
-}
-
-std::string get(const CommandLine &cl, const std::string &name,
-                const std::string &fallback = "") {
-  auto it = cl.values.find(name);
-  return it == cl.values.end() ? fallback : it->second;
-}
-
-/// An integer option: `fallback` when absent (or `auto`, where the option
-/// takes it); otherwise an integer that must be positive when `positive`.
-int64_t getInt(const CommandLine &cl, const std::string &name,
-               int64_t fallback, bool positive = false) {
-  auto it = cl.values.find(name);
-  if (it == cl.values.end())
-    return fallback;
-  const std::string &v = it->second;
-  bool autoAllowed = name == "--block-q" || name == "--block-kv";
-  if (v == "auto" && autoAllowed)
-    return fallback;
-  char *end = nullptr;
-  errno = 0;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
-    throw Error(name, std::string("expected ") +
-                          (positive ? "a positive integer" : "an integer") +
-                          (autoAllowed ? " or 'auto'" : "") + ", got '" + v +
-                          "'");
-  if (positive && x <= 0)
-    throw Error(name, "must be positive, got " + v);
-  return x;
-}
 
 std::string readFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
@@ -231,38 +90,10 @@ void useSimulatorNextToAttnc(const std::string &target) {
   useGpuSimulator(cuda, hip);
 }
 
-/// Only `attnc run` launches on the simulator.
-void refuseSimulate(const CommandLine &cl, const std::string &why) {
-  if (cl.simulate)
-    throw Error("--simulate", why);
-}
-
-Options optionsFrom(const CommandLine &cl) {
-  Options o;
-  o.target = get(cl, "--target", "cpu");
-  o.dtype = get(cl, "--dtype");
-  o.kvDtype = get(cl, "--kv-dtype", "same");
-  o.headDim = getInt(cl, "--head-dim", 0, true);
-  o.valueHeadDim = getInt(cl, "--v-head-dim", 0, true);
-  o.blockQ = getInt(cl, "--block-q", 0, true);
-  o.blockKV = getInt(cl, "--block-kv", 0, true);
-  o.lse = cl.lse || !get(cl, "--lse-out").empty();
-  o.variant = get(cl, "--variant");
-  // The compiler names the ranges of these (and --paged 0 is no paging).
-  o.paged = getInt(cl, "--paged", 0);
-  if (cl.values.count("--paged") && o.paged == 0)
-    throw Error("--paged", "expected a page size of 1..1048576 tokens");
-  o.kvGroup = getInt(cl, "--kv-group", 64);
-  o.splitKv = get(cl, "--split-kv", "auto");
-  o.gpuLoads = get(cl, "--gpu-loads", "auto");
-  o.cpu = get(cl, "--cpu", "native");
-  return o;
-}
-
 /// `--set NAME=VALUE`: a number, or a .npy file for a captured tensor.
-void parseSets(const CommandLine &cl, Params &params,
+void parseSets(const Invocation &inv, Params &params,
                std::vector<std::unique_ptr<NpyArray>> &arrays) {
-  for (const std::string &s : cl.sets) {
+  for (const std::string &s : inv.sets) {
     size_t eq = s.find('=');
     if (eq == std::string::npos || eq == 0)
       throw Error("--set", "expected NAME=VALUE, got '" + s + "'");
@@ -290,32 +121,24 @@ void parseSets(const CommandLine &cl, Params &params,
   }
 }
 
-int cmdCheck(const CommandLine &cl) {
-  driver::Source source = loadSource(readFile(cl.file), cl.file);
+int cmdCheck(const Invocation &inv) {
+  driver::Source source = loadSource(readFile(inv.file), inv.file);
   driver::checkAll(source);
   return 0;
 }
 
-int cmdCompile(const CommandLine &cl) {
-  std::string out = get(cl, "-o");
-  if (out.empty())
-    throw Error("-o", "required for compile (writes OUT.attnpkg and OUT.h)");
-  driver::Source source = loadSource(readFile(cl.file), cl.file);
-  Options options = optionsFrom(cl);
-  driver::writeBundle(source, options, out);
+int cmdCompile(const Invocation &inv) {
+  driver::Source source = loadSource(readFile(inv.file), inv.file);
+  driver::writeBundle(source, inv.options, inv.out);
   return 0;
 }
 
-int cmdEmit(const CommandLine &cl) {
-  std::string stageName = get(cl, "--stage");
-  if (stageName.empty())
-    throw Error("--stage", "required: attn, tiled, llvm, ptx or amdgcn");
-  auto stage = driver::parseStage(stageName);
+int cmdEmit(const Invocation &inv) {
+  auto stage = driver::parseStage(inv.stage);
   if (!stage)
-    throw Error("--stage", "expected attn, tiled, llvm, ptx or amdgcn, got '" +
-                               stageName + "'");
-  driver::Source source = loadSource(readFile(cl.file), cl.file);
-  Options options = optionsFrom(cl);
+    throw InternalError("unknown stage '" + inv.stage + "'");
+  driver::Source source = loadSource(readFile(inv.file), inv.file);
+  Options options = inv.options;
   if (options.headDim == 0)
     options.headDim = 64; // emit is for reading IR: any D will do
   std::vector<std::string> variants;
@@ -404,11 +227,11 @@ struct Prepared {
   Tensors tensors;
   KVCache cache; // quantized and/or paged K/V (--kv-dtype, --paged)
 };
-Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
+Prepared prepare(Jit &jit, const std::string &text, const Invocation &inv,
                  const Options &options, NpyArray &q, NpyArray &k,
                  NpyArray &v) {
   Prepared p;
-  p.kernel = jit.compile(text, options, cl.file);
+  p.kernel = jit.compile(text, options, inv.file);
   const KernelInfo &info = p.kernel.info();
   p.o = makeOutput(info.outDType,
                    {q.shape[0], q.shape[1], q.shape[2], info.valueHeadDim});
@@ -434,7 +257,7 @@ Prepared prepare(Jit &jit, const std::string &text, const CommandLine &cl,
     if (k.shape[0] != q.shape[0])
       throw Error("k", "dimension 0 (B) differs from q's");
     p.cache = KVCache::build(info, k.ref(), v.ref(),
-                             static_cast<uint64_t>(getInt(cl, "--seed", 1)));
+                             static_cast<uint64_t>(inv.seed.value_or(1)));
     p.cache.bind(p.tensors);
   }
   return p;
@@ -500,19 +323,16 @@ void sizeCapturesToPool(const Prepared &p, const NpyArray &q,
     }
 }
 
-int cmdRun(const CommandLine &cl) {
-  for (const char *required : {"--q", "--k", "--v", "-o"})
-    if (get(cl, required).empty())
-      throw Error(required, "required for run");
+int cmdRun(const Invocation &inv) {
   // Every output can be written, before anything is computed.
   OutputFiles outputs;
-  size_t oFile = outputs.add("-o", get(cl, "-o"));
+  size_t oFile = outputs.add("-o", inv.out);
   std::optional<size_t> lseFile;
-  if (!get(cl, "--lse-out").empty())
-    lseFile = outputs.add("--lse-out", get(cl, "--lse-out"));
-  std::string text = readFile(cl.file);
-  Options options = optionsFrom(cl);
-  if (cl.simulate)
+  if (!inv.lseOut.empty())
+    lseFile = outputs.add("--lse-out", inv.lseOut);
+  std::string text = readFile(inv.file);
+  Options options = inv.options;
+  if (inv.simulate)
     useSimulatorNextToAttnc(options.target);
   else
     requireHostTarget(options);
@@ -521,16 +341,16 @@ int cmdRun(const CommandLine &cl) {
     options.dtype = "bf16";
   {
     // Source and option errors come before any input is read.
-    driver::Source source = loadSource(text, cl.file);
+    driver::Source source = loadSource(text, inv.file);
     Options early = options;
     if (early.headDim == 0)
       early.headDim = 64;
     driver::planKernel(source, early);
   }
   bool bf16 = options.dtype == "bf16";
-  NpyArray q = readNpy(get(cl, "--q"), "q", bf16);
-  NpyArray k = readNpy(get(cl, "--k"), "k", bf16);
-  NpyArray v = readNpy(get(cl, "--v"), "v", bf16);
+  NpyArray q = readNpy(inv.q, "q", bf16);
+  NpyArray k = readNpy(inv.k, "k", bf16);
+  NpyArray v = readNpy(inv.v, "v", bf16);
   if (q.shape.size() != 4)
     throw Error("q", "expected 4 dimensions [B, Hq, Sq, D], got " +
                          std::to_string(q.shape.size()));
@@ -547,10 +367,10 @@ int cmdRun(const CommandLine &cl) {
 
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
-  parseSets(cl, params, arrays);
+  parseSets(inv, params, arrays);
 
   Jit jit;
-  Prepared p = prepare(jit, text, cl, options, q, k, v);
+  Prepared p = prepare(jit, text, inv, options, q, k, v);
   sizeCapturesToPool(p, q, k, params, arrays);
   // GPU kernels (--simulate) get device copies of the host arrays.
   p.kernel.launchHost(p.tensors, params);
@@ -589,41 +409,23 @@ NpyArray randomArray(DType dtype, std::vector<int64_t> shape,
   return a;
 }
 
-std::vector<int64_t> parseShape(const CommandLine &cl) {
-  std::string shapeText = get(cl, "--shape");
-  std::vector<int64_t> shape;
-  std::stringstream ss(shapeText);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char *end = nullptr;
-    long long x = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || x <= 0)
-      throw Error("--shape", "expected B,Hq,Hkv,Sq,Skv of positive integers");
-    shape.push_back(x);
-  }
-  if (shape.size() != 5)
-    throw Error("--shape", "expected B,Hq,Hkv,Sq,Skv, got '" + shapeText +
-                               "'");
-  return shape;
-}
-
 /// Random inputs of `shape` for a compiled kernel, ready to launch.
 struct RandomLaunch {
   NpyArray q, k, v;
   Prepared p;
 };
 RandomLaunch randomLaunch(Jit &jit, const std::string &text,
-                          const CommandLine &cl, const Options &options,
+                          const Invocation &inv, const Options &options,
                           const std::vector<int64_t> &shape) {
-  KernelInfo info = jit.compile(text, options, cl.file).info();
-  std::mt19937 rng(static_cast<uint32_t>(getInt(cl, "--seed", 0)));
+  KernelInfo info = jit.compile(text, options, inv.file).info();
+  std::mt19937 rng(static_cast<uint32_t>(inv.seed.value_or(0)));
   int64_t B = shape[0], Hq = shape[1], Hkv = shape[2], Sq = shape[3],
           Skv = shape[4];
   RandomLaunch r;
   r.q = randomArray(info.dtype, {B, Hq, Sq, info.headDim}, rng);
   r.k = randomArray(info.dtype, {B, Hkv, Skv, info.headDim}, rng);
   r.v = randomArray(info.dtype, {B, Hkv, Skv, info.valueHeadDim}, rng);
-  r.p = prepare(jit, text, cl, options, r.q, r.k, r.v);
+  r.p = prepare(jit, text, inv, options, r.q, r.k, r.v);
   return r;
 }
 
@@ -647,25 +449,24 @@ double computedFlops(const BlockMap &map, const KernelInfo &info, int64_t Sq,
   return flops;
 }
 
-int cmdBlockMap(const CommandLine &cl) {
-  refuseSimulate(cl, "only attnc run launches kernels on the simulator");
-  std::vector<int64_t> shape = parseShape(cl);
-  Options options = optionsFrom(cl);
+int cmdBlockMap(const Invocation &inv) {
+  const std::vector<int64_t> &shape = inv.shape;
+  Options options = inv.options;
   requireHostTarget(options);
   if (options.headDim == 0)
     options.headDim = 64;
-  std::string text = readFile(cl.file);
-  loadSource(text, cl.file);
+  std::string text = readFile(inv.file);
+  loadSource(text, inv.file);
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
-  parseSets(cl, params, arrays);
+  parseSets(inv, params, arrays);
   Jit jit;
-  RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  RandomLaunch r = randomLaunch(jit, text, inv, options, shape);
   sizeCapturesToPool(r.p, r.q, r.k, params, arrays);
   BlockMap map = r.p.kernel.blockMap(r.p.tensors, params);
   const KernelInfo &info = r.p.kernel.info();
   int64_t Hq = shape[1], Sq = shape[3];
-  int64_t b = getInt(cl, "--b", 0), h = getInt(cl, "--h", 0);
+  int64_t b = inv.b, h = inv.h;
   if (b < 0 || b >= map.batch)
     throw Error("--b", "expected 0.." + std::to_string(map.batch - 1));
   if (h < 0 || h >= Hq)
@@ -703,27 +504,25 @@ int cmdBlockMap(const CommandLine &cl) {
   return 0;
 }
 
-int cmdBench(const CommandLine &cl) {
-  refuseSimulate(cl, "attnc bench refuses it: a simulator says nothing "
-                     "about speed");
-  std::vector<int64_t> shape = parseShape(cl);
-  Options options = optionsFrom(cl);
+int cmdBench(const Invocation &inv) {
+  const std::vector<int64_t> &shape = inv.shape;
+  Options options = inv.options;
   requireHostTarget(options);
   if (options.headDim == 0)
     options.headDim = 64;
-  std::string text = readFile(cl.file);
-  loadSource(text, cl.file);
+  std::string text = readFile(inv.file);
+  loadSource(text, inv.file);
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
-  parseSets(cl, params, arrays);
+  parseSets(inv, params, arrays);
   Jit jit;
-  RandomLaunch r = randomLaunch(jit, text, cl, options, shape);
+  RandomLaunch r = randomLaunch(jit, text, inv, options, shape);
   sizeCapturesToPool(r.p, r.q, r.k, params, arrays);
   Kernel &kernel = r.p.kernel;
   Tensors &tensors = r.p.tensors;
   const KernelInfo &info = kernel.info();
   int64_t Sq = shape[3], Skv = shape[4];
-  int64_t reps = getInt(cl, "--reps", 0);
+  int64_t reps = inv.reps;
   // Median time of `launch` over repeated runs (one warm-up first).
   auto medianMs = [&](const std::function<void()> &launch) {
     launch(); // warm-up, and validates the arguments
@@ -773,7 +572,7 @@ int cmdBench(const CommandLine &cl) {
       kvBytes += double((*t)->numel()) * double(dtypeSize((*t)->dtype));
   double kvRead = kvBytes * density;
   double kvGbps = kvRead / (ms * 1e-3) / 1e9;
-  if (cl.json) {
+  if (inv.json) {
     std::printf("{\"ms\": %.4f, \"tflops\": %.6f, \"density\": %.4f",
                 ms, tflops, density);
     if (msWithMap >= 0)
@@ -802,42 +601,30 @@ int cmdBench(const CommandLine &cl) {
 
 int main(int argc, char **argv) {
   try {
-    CommandLine cl = parseCommandLine(argc, argv);
-    if (cl.command == "help" || cl.command == "--help" || cl.command == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
+    std::optional<Invocation> inv = tool::parseCommandLine(argc, argv);
+    if (!inv)
+      return 1;
+    switch (inv->command) {
+    case Command::Check:
+      return cmdCheck(*inv);
+    case Command::Emit:
+      return cmdEmit(*inv);
+    case Command::Compile:
+      return cmdCompile(*inv);
+    case Command::Run:
+      return cmdRun(*inv);
+    case Command::Bench:
+      return cmdBench(*inv);
+    case Command::BlockMap:
+      return cmdBlockMap(*inv);
     }
-    if (cl.command == "--version" || cl.command == "version") {
-      std::printf("attnc %s\n", driver::compilerVersion());
-      return 0;
-    }
-    if (cl.file.empty())
-      throw UsageError("expected a .attn file");
-    if (cl.command == "check" || cl.command == "emit" ||
-        cl.command == "compile")
-      refuseSimulate(cl, "only attnc run launches kernels on the simulator");
-    if (cl.command == "check")
-      return cmdCheck(cl);
-    if (cl.command == "emit")
-      return cmdEmit(cl);
-    if (cl.command == "run")
-      return cmdRun(cl);
-    if (cl.command == "bench")
-      return cmdBench(cl);
-    if (cl.command == "blockmap")
-      return cmdBlockMap(cl);
-    if (cl.command == "compile")
-      return cmdCompile(cl);
-    throw UsageError("unknown command '" + cl.command + "'");
+    return 2;
   } catch (const CompileError &e) {
     std::fputs(e.what(), stderr);
     return 1;
   } catch (const InternalError &e) {
     std::fprintf(stderr, "attnc: %s\n", e.what());
     return 2;
-  } catch (const UsageError &e) {
-    std::fprintf(stderr, "attnc: error: %s\n%s", e.what(), kUsage);
-    return 1;
   } catch (const Error &e) {
     std::fprintf(stderr, "attnc: error: %s\n", e.what());
     return 1;
