@@ -26,8 +26,10 @@ declare -A EXTRA_SEEDS=([frontend]=examples [compile]=examples)
 run() {
   local t=$1 work=$DIR/fuzz/$t findings=$DIR/fuzz/$t-findings
   mkdir -p "$work" "$findings"
+  local timer=()
+  if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f '%U %S' -o "$DIR/fuzz/$t.cpu"); fi
   # shellcheck disable=SC2086 # OPTIONS holds several flags
-  "$DIR/bin/fuzz_$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
+  "${timer[@]}" "$DIR/bin/fuzz_$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
     -artifact_prefix="$findings/" ${OPTIONS[$t]} "$work" \
     "test/fuzz/corpus/$t" ${EXTRA_SEEDS[$t]:-} >"$DIR/fuzz/$t.log" 2>&1 || true
 }
@@ -39,7 +41,7 @@ for t in $TARGETS; do
   if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
 done
 wait
-printf '%-9s %12s %10s %8s %8s %9s %s\n' target executions seconds cov ft corpus findings
+printf '%-9s %12s %10s %8s %8s %8s %9s %s\n' target executions seconds cpu_s cov ft corpus findings
 for t in $TARGETS; do
   log=$DIR/fuzz/$t.log
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
@@ -49,6 +51,7 @@ for t in $TARGETS; do
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
   found=$(find "$DIR/fuzz/$t-findings" -type f | wc -l)
-  printf '%-9s %12s %10s %8s %8s %9s %s\n' "$t" "${execs:-?}" "${secs:-?}" \
-    "${cov:-?}" "${ft:-?}" "${corp:-?}" "$found"
+  cpu=$(awk '{printf "%d", $1 + $2}' "$DIR/fuzz/$t.cpu" 2>/dev/null || true)
+  printf '%-9s %12s %10s %8s %8s %8s %9s %s\n' "$t" "${execs:-?}" "${secs:-?}" \
+    "${cpu:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$found"
 done

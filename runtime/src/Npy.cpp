@@ -2,6 +2,7 @@
 #include "attn/npy.h"
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -144,6 +145,18 @@ NpyArray readNpy(const std::string &path, const std::string &argument,
       bytes = INT64_MAX;
   if (bytes > (int64_t(1) << 40))
     throw Error(argument, "'" + path + "' is too large");
+  // The header's shape is only a claim: check the file holds that much data
+  // before allocating it (a 200-byte file claiming 1 TiB found by
+  // fuzz_npy).
+  std::streamoff dataStart = in.tellg();
+  in.seekg(0, std::ios::end);
+  std::streamoff available = in.tellg() - dataStart;
+  in.seekg(dataStart);
+  if (!in || available < bytes)
+    throw Error(argument, "'" + path + "' is truncated: expected " +
+                              std::to_string(bytes) + " bytes of data, found " +
+                              std::to_string(std::max<std::streamoff>(
+                                  available, 0)));
   a.bytes.resize(static_cast<size_t>(bytes));
   if (bytes > 0 && !in.read(reinterpret_cast<char *>(a.bytes.data()), bytes))
     throw Error(argument, "'" + path + "' is truncated: expected " +

@@ -311,6 +311,23 @@ TEST(Runtime, KVCacheOfEmptyInputs) {
   }
 }
 
+/// A version-1 .npy header for f32 data of `shape`, followed by `data`.
+void writeNpyHeaderOnly(const std::string &path, const std::string &shape,
+                        const std::string &data = "") {
+  std::string header =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header += std::string(63 - (10 + header.size()) % 64, ' ') + "\n";
+  std::FILE *f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  std::fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+  unsigned char len[2] = {static_cast<unsigned char>(header.size() & 0xff),
+                          static_cast<unsigned char>(header.size() >> 8)};
+  std::fwrite(len, 1, 2, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  std::fwrite(data.data(), 1, data.size(), f);
+  std::fclose(f);
+}
+
 TEST(Runtime, NpyRoundTrip) {
   NpyArray a;
   a.dtype = DType::i32;
@@ -328,22 +345,31 @@ TEST(Runtime, NpyRoundTrip) {
   // A header whose dimensions multiply past 64 bits (2^40 x 2^40 wrapped
   // to 0 bytes: an "empty" array claiming that shape).
   std::string huge = ::testing::TempDir() + "/huge.npy";
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': "
-                       "(1099511627776, 1099511627776), }";
-  header += std::string(63 - (10 + header.size()) % 64, ' ') + "\n";
-  std::FILE *f = std::fopen(huge.c_str(), "wb");
-  std::fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-  unsigned char len[2] = {static_cast<unsigned char>(header.size() & 0xff),
-                          static_cast<unsigned char>(header.size() >> 8)};
-  std::fwrite(len, 1, 2, f);
-  std::fwrite(header.data(), 1, header.size(), f);
-  std::fclose(f);
+  writeNpyHeaderOnly(huge, "(1099511627776, 1099511627776)");
   try {
     readNpy(huge, "x");
     ADD_FAILURE() << "expected an error";
   } catch (const Error &e) {
     EXPECT_EQ(e.argument(), "x");
     EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos)
+        << e.what();
+  }
+}
+
+// A header claiming 1 TiB (within the size limit) in a file of a few
+// hundred bytes: refused as truncated before anything is allocated
+// (found by fuzz_npy; the reader used to allocate the claim first).
+TEST(Runtime, NpyClaimingMoreDataThanTheFileHolds) {
+  std::string path = ::testing::TempDir() + "/claims-1tib.npy";
+  writeNpyHeaderOnly(path, "(274877906944,)", "0123456789abcdef");
+  try {
+    readNpy(path, "k");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "k");
+    EXPECT_NE(std::string(e.what()).find("truncated: expected 1099511627776 "
+                                         "bytes of data, found 16"),
+              std::string::npos)
         << e.what();
   }
 }
