@@ -370,32 +370,25 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
     return;
   int64_t rowsPerHead = code.rowsPerBlock / pack;
   int64_t qTiles = (seqQ + rowsPerHead - 1) / rowsPerHead;
-  // TMA kernels read q, k and v through tensor maps in device memory,
-  // allocated and freed in stream order around the launch.
-  CUdeviceptr maps = 0;
-  CUdeviceptr mapPointers[3];
+  // TMA kernels take q, k and v's tensor maps by value, as grid-constant
+  // parameters: cuLaunchKernel copies their 128 bytes with the others, so a
+  // launch needs no device allocation or copy (and stays capturable).
+  TensorMap maps[3];
   if (code.tensorMaps) {
-    TensorMap host[3] = {
-        encodeTensorMap(d, "q", *qkv[0], rowsPerHead, pack),
-        encodeTensorMap(d, "k", *qkv[1], code.blockKV),
-        encodeTensorMap(d, "v", *qkv[2], code.blockKV)};
-    check(d, d.cuMemAllocAsync(&maps, sizeof(host), stream),
-          "allocating tensor maps");
-    check(d, d.cuMemcpyHtoDAsync(maps, host, sizeof(host), stream),
-          "copying tensor maps");
-    for (int i = 0; i < 3; ++i) {
-      mapPointers[i] = maps + i * sizeof(TensorMap);
-      params.push_back(&mapPointers[i]);
-    }
+    maps[0] = encodeTensorMap(d, "q", *qkv[0], rowsPerHead, pack);
+    maps[1] = encodeTensorMap(d, "k", *qkv[1], code.blockKV);
+    maps[2] = encodeTensorMap(d, "v", *qkv[2], code.blockKV);
+    for (TensorMap &map : maps)
+      params.push_back(&map);
   }
-  CUresult launched = d.cuLaunchKernel(
-      l.function, static_cast<unsigned>(qTiles * parts),
-      static_cast<unsigned>(heads / pack), static_cast<unsigned>(batch),
-      static_cast<unsigned>(code.blockThreads), 1, 1,
-      static_cast<unsigned>(code.sharedBytes), stream, params.data(), nullptr);
-  if (maps)
-    d.cuMemFreeAsync(maps, stream);
-  check(d, launched, "launching " + code.entry);
+  check(d,
+        d.cuLaunchKernel(l.function, static_cast<unsigned>(qTiles * parts),
+                         static_cast<unsigned>(heads / pack),
+                         static_cast<unsigned>(batch),
+                         static_cast<unsigned>(code.blockThreads), 1, 1,
+                         static_cast<unsigned>(code.sharedBytes), stream,
+                         params.data(), nullptr),
+        "launching " + code.entry);
   if (parts <= 1)
     return;
   int64_t mergeBlocks =

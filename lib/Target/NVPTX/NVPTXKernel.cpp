@@ -1405,10 +1405,8 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
         Value producer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                                tid, cIdx(b, threads));
         scf::IfOp::create(b, loc, producer, [&](OpBuilder &b, Location) {
-          // The maps were just copied into global memory by the host: make
-          // that write visible to the tensor-map proxy before TMA reads.
-          for (Value map : {qMap, kMap, vMap})
-            nvgpu::TmaFenceOp::create(b, loc, map);
+          // The maps are grid-constant kernel parameters (kTensorMapArgsAttr):
+          // written before the launch, so no tensor-map proxy fence.
           nvgpu::MBarrierArriveExpectTxOp::create(
               b, loc, barriers, cIdx(b, BQ * D * elementBytes()), cIdx(b, 0),
               Value());
@@ -1688,6 +1686,8 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   gpu::GPUFuncOp func = gpukernel::createKernelFunc(
       b, op, name, signature.types, signature.opValues, threads, outside);
   func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({threads, 1, 1}));
+  if (tma)
+    func->setAttr(nvptx::kTensorMapArgsAttr, b.getI32IntegerAttr(3));
 
   if (func.getBody().empty()) {
     error = "internal: gpu.func without a body";

@@ -42,6 +42,29 @@ LogicalResult prepareMath(ModuleOp host) {
 
 namespace {
 
+/// The kernel's last kTensorMapArgsAttr pointers become `byval` 128-byte,
+/// 64-byte aligned `nvvm.grid_constant` parameters: the 128 bytes of each
+/// CUtensorMap travel in the launch's parameter buffer, and the kernel uses
+/// their generic address (cvta.param) as TMA's tensor-map operand, as
+/// CUTLASS and FlashAttention-3 do with `const __grid_constant__`.
+void passTensorMapsByValue(LLVM::LLVMFuncOp func) {
+  auto count = func->getAttrOfType<IntegerAttr>(nvptx::kTensorMapArgsAttr);
+  if (!count)
+    return;
+  MLIRContext *ctx = func.getContext();
+  Builder b(ctx);
+  auto map = LLVM::LLVMArrayType::get(IntegerType::get(ctx, 8), 128);
+  unsigned args = func.getNumArguments();
+  for (unsigned i = args - count.getInt(); i < args; ++i) {
+    func.setArgAttr(i, LLVM::LLVMDialect::getByValAttrName(),
+                    TypeAttr::get(map));
+    func.setArgAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
+                    b.getI64IntegerAttr(64));
+    func.setArgAttr(i, "nvvm.grid_constant", b.getUnitAttr());
+  }
+  func->removeAttr(nvptx::kTensorMapArgsAttr);
+}
+
 /// convert-gpu-to-nvvm declares gpu.dynamic_shared_memory's base as an
 /// internal zero-length array, which NVPTX prints as a 1-byte static
 /// .shared variable; the dynamic region then merely happens to follow it.
@@ -52,6 +75,7 @@ struct ExternDynamicShared : public PassInstrumentation {
   void runBeforePass(Pass *pass, Operation *op) override {
     if (pass->getArgument() != "gpu-module-to-binary")
       return;
+    op->walk(passTensorMapsByValue);
     op->walk([](LLVM::GlobalOp global) {
       auto array = dyn_cast<LLVM::LLVMArrayType>(global.getGlobalType());
       if (global.getAddrSpace() == 3 && array && array.getNumElements() == 0) {

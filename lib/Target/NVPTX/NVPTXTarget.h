@@ -25,12 +25,20 @@ struct KernelConfig {
   bool tma = true;
 };
 
+/// On a kernel taking TMA tensor maps: how many of its last parameters are
+/// maps. lowerToPtx makes them 128-byte grid-constant parameters (CUDA's
+/// `const __grid_constant__ CUtensorMap`), passed by value at launch: no
+/// device allocation or copy per launch, and launches stay capturable in
+/// CUDA graphs.
+inline constexpr const char kTensorMapArgsAttr[] = "attn.tensor_map_args";
+
 /// Launch geometry (see GpuKernel.h); tensorMaps only on sm_90a.
 using KernelInfo = gpukernel::KernelInfo;
 
 /// Adds `gpu.module @attn_gpu { gpu.func @name(q, k, v, o, [lse], params...,
 /// captures..., o_part, lse_part, parts, [q/k/v tensor maps]) kernel;
 /// gpu.func @name_merge(o_part, lse_part, o, [lse]) kernel }` computing `op`
+/// (tensor maps by value, see kTensorMapArgsAttr)
 /// (classified by attn-classify-mask) to `host`. With parts > 1, the grid's
 /// x is query tiles x parts, each part covers an equal share of the key
 /// tiles and writes o_part/lse_part, and the merge kernel (grid
