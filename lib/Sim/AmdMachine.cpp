@@ -391,6 +391,13 @@ template <auto F> void sopc32(Exec &x, const Inst &in) {
 template <auto F> void sopc64(Exec &x, const Inst &in) {
   x.w->scc = F(sget64(x, in.src[0]), sget64(x, in.src[1]));
 }
+/// s_cmpk_*_i32 / _u32 (SOPK): scc = s0 op simm16, the immediate sign- or
+/// zero-extended to 32 bits.
+template <auto F, bool Signed> void sopkc(Exec &x, const Inst &in) {
+  uint32_t k = Signed ? uint32_t(int32_t(int16_t(in.imm[0])))
+                      : uint32_t(uint16_t(in.imm[0]));
+  x.w->scc = F(sget(x, in.src[0]), k);
+}
 
 /// s_*_saveexec_b64: d = exec; exec = F(s0, exec); scc = exec != 0.
 template <auto F> void saveexec(Exec &x, const Inst &in) {
@@ -2218,6 +2225,18 @@ std::unordered_map<std::string, Binding> makeTable() {
   add("s_cmp_ge_u32", sopc32<[](U a, U b) { return a >= b; }>);
   add("s_cmp_lt_u32", sopc32<[](U a, U b) { return a < b; }>);
   add("s_cmp_le_u32", sopc32<[](U a, U b) { return a <= b; }>);
+  add("s_cmpk_eq_i32", sopkc<[](U a, U b) { return a == b; }, true>);
+  add("s_cmpk_lg_i32", sopkc<[](U a, U b) { return a != b; }, true>);
+  add("s_cmpk_gt_i32", sopkc<[](U a, U b) { return I(a) > I(b); }, true>);
+  add("s_cmpk_ge_i32", sopkc<[](U a, U b) { return I(a) >= I(b); }, true>);
+  add("s_cmpk_lt_i32", sopkc<[](U a, U b) { return I(a) < I(b); }, true>);
+  add("s_cmpk_le_i32", sopkc<[](U a, U b) { return I(a) <= I(b); }, true>);
+  add("s_cmpk_eq_u32", sopkc<[](U a, U b) { return a == b; }, false>);
+  add("s_cmpk_lg_u32", sopkc<[](U a, U b) { return a != b; }, false>);
+  add("s_cmpk_gt_u32", sopkc<[](U a, U b) { return a > b; }, false>);
+  add("s_cmpk_ge_u32", sopkc<[](U a, U b) { return a >= b; }, false>);
+  add("s_cmpk_lt_u32", sopkc<[](U a, U b) { return a < b; }, false>);
+  add("s_cmpk_le_u32", sopkc<[](U a, U b) { return a <= b; }, false>);
   add("s_cmp_eq_u64", sopc64<[](uint64_t a, uint64_t b) { return a == b; }>);
   add("s_cmp_lg_u64", sopc64<[](uint64_t a, uint64_t b) { return a != b; }>);
   add("s_bitcmp0_b32", sopc32<[](U a, U b) { return !((a >> (b & 31)) & 1); }>);

@@ -238,6 +238,21 @@ TEST_P(AmdSim, Select) {
 // kv_index: each (b, kv head) attends to its listed positions only.
 TEST_P(AmdSim, SparseKVIndex) { sparseKVIndex(sim(), full()); }
 
+// Masks comparing the batch and head indices with constants compile to
+// scalar compares with a 16-bit immediate (s_cmpk_*), which the simulator
+// did not model ("instruction 's_cmpk_gt_i32' is not modelled"). Found by
+// test/random.
+TEST_P(AmdSim, ScalarComparesWithImmediates) {
+  for (const char *src :
+       {"variant m { mask(b, h, q, kv) = b < 96; }",
+        "variant m { mask(b, h, q, kv) = b < 96 && h != 300 && b >= -7 && "
+        "h <= 500 && kv <= q + (Skv - Sq); }"}) {
+    Problem p = sim().make(src);
+    p.B = 2, p.Hq = p.Hkv = 3, p.Sq = 5, p.Skv = 9;
+    sim().expectMatches(p);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Chips, AmdSim,
                          ::testing::Values("gfx942", "gfx90a", "gfx950"),
                          [](const auto &info) {
