@@ -464,6 +464,10 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
                ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
                      .getResult()
                : scale;
+  scaleFoldsIntoExp =
+      norm == Normalize::softmax && !op.hasScore() &&
+      (op.getScale() ? op.getScale()->convertToDouble() > 0
+                     : !op.hasScaleExpr());
   q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
 
   keySlots = seqKV;
@@ -654,7 +658,7 @@ std::pair<Value, Value> KernelBase::keyPosition(OpBuilder &b, Value slot) {
 
 Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
                              Value kv32, Value keep, bool withMask) {
-  Value t = arith::MulFOp::create(b, loc, s, sScale);
+  Value t = deferScale ? s : arith::MulFOp::create(b, loc, s, sScale);
   if (op.hasScore()) {
     t = regions.inlineRegion(b, op.getScore(), {t, b32, head32, q32, kv32});
     if (norm == Normalize::softmax)

@@ -216,6 +216,13 @@ protected:
   Value seqQ, seqKV, keySlots, q0, qLast, sScale;
   // The scale as the variant gives it (sScale may carry log2(e)).
   Value scale;
+  // Softmax without a score region whose scale is a positive constant (or
+  // the default 1/sqrt(D)): the row max of s * sScale is sScale times that
+  // of s, so a target may ask scoreEntry for unscaled scores and fold the
+  // scale into one FMA per entry, exp2(s * sScale - m) (see
+  // FlashAttention-3's softmax). Targets opt in through deferScale.
+  bool scaleFoldsIntoExp = false;
+  bool deferScale = false;
   // select: the kept map of N-token blocks.
   Value keptMap;
   // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's

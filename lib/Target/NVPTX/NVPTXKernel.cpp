@@ -1071,11 +1071,19 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
   alpha[0] = alpha[1] = Value();
   if (norm == Normalize::softmax) {
     for (int r = 0; r < 2; ++r) {
-      Value mx = ml[r];
+      Value mx = deferScale ? cF32(b, -INFINITY) : ml[r];
       for (int64_t nb = 0; nb < BK / 8; ++nb)
         for (int i = 2 * r; i < 2 * r + 2; ++i)
           mx = arith::MaximumFOp::create(b, loc, mx, t[nb * 4 + i]);
       mx = quadReduce(b, mx, true);
+      // With deferScale, t is the unscaled s and the running max stays in
+      // the scaled log2 domain: one FMA per entry instead of a multiply and
+      // a subtraction.
+      if (deferScale) {
+        Value rawMax = mx;
+        mx = arith::MaximumFOp::create(
+            b, loc, ml[r], arith::MulFOp::create(b, loc, rawMax, sScale));
+      }
       // Nothing kept yet: exponentiate against 0, never -inf - -inf.
       Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mx,
                                          cF32(b, -INFINITY));
@@ -1083,10 +1091,15 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
       alpha[r] = math::Exp2Op::create(
           b, loc, arith::SubFOp::create(b, loc, ml[r], mUse));
       Value l = arith::MulFOp::create(b, loc, ml[2 + r], alpha[r]);
+      Value minusM = arith::NegFOp::create(b, loc, mUse);
       for (int64_t nb = 0; nb < BK / 8; ++nb)
         for (int i = 2 * r; i < 2 * r + 2; ++i) {
-          Value e = math::Exp2Op::create(
-              b, loc, arith::SubFOp::create(b, loc, t[nb * 4 + i], mUse));
+          Value x = t[nb * 4 + i];
+          Value arg = deferScale
+                          ? math::FmaOp::create(b, loc, x, sScale, minusM)
+                                .getResult()
+                          : arith::SubFOp::create(b, loc, x, mUse).getResult();
+          Value e = math::Exp2Op::create(b, loc, arg);
           p[nb * 4 + i] = e;
           l = arith::AddFOp::create(b, loc, l, e);
         }
@@ -1531,6 +1544,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
 void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // After the split-KV arguments, with TMA, the tensor maps.
   setUp(b, func, tma ? 3 : 0);
+  deferScale = scaleFoldsIntoExp;
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
   layout = sharedLayoutFor(op, config);
