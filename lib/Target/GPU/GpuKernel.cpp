@@ -501,6 +501,18 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
                                           qLast, toI32(b, k0),
                                           toI32(b, kLastIdx)})
                   : cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  // The tile reaching past the last key is PARTIAL whatever the mask: only
+  // PARTIAL tiles check that keys exist (scoreEntry), so interior tiles
+  // skip a compare and a select per score.
+  Value ragged = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                       add(b, k0, BK), seqKV);
+  cls = arith::SelectOp::create(
+      b, loc,
+      arith::AndIOp::create(
+          b, loc, ragged,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
+                                cI32(b, kTileFull))),
+      cI32(b, kTilePartial), cls);
   if (!keptMap)
     return cls;
   // select: are all / any of the N-token blocks under the tile kept?
@@ -670,18 +682,22 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
         regions.inlineRegion(b, op.getMask(), {b32, head32, q32, kv32}));
   if (withMask && keptMap)
     keep = arith::AndIOp::create(b, loc, keep, keptAt(b, head32, q32, kv32));
+  // Every key of a tile that is not PARTIAL exists (classifyTile), except
+  // with kv_index, whose listed positions are data.
+  bool checkKeys = withMask || kvIndex;
   // A -inf score is a masked entry; max() with it changes nothing.
   if (norm == Normalize::softmax)
-    return arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY));
+    return checkKeys
+               ? arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY))
+               : t;
   Value p = normalizeScore(b, loc, norm, t);
-  return arith::SelectOp::create(b, loc, keep, p, cF32(b, 0.0));
+  return checkKeys ? arith::SelectOp::create(b, loc, keep, p, cF32(b, 0.0))
+                   : p;
 }
 
 SmallVector<Value> KernelBase::scoresMaskedWhereNeeded(
     OpBuilder &b, Value cls,
     llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores) {
-  if (!op.hasMask() && !keptMap)
-    return scores(b, false);
   Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
                                         cI32(b, kTilePartial));
   auto ifOp = scf::IfOp::create(

@@ -164,8 +164,9 @@ protected:
 
   /// The normalizer's input for one score entry s = q.k of query row
   /// (head32, q32) and key position kv32: scaled, through the score
-  /// region, masked (withMask; `keep` says whether the key exists): -inf
-  /// for softmax, p = 0 otherwise where dropped.
+  /// region, masked (withMask; `keep` says whether the key exists, checked
+  /// only withMask or with kv_index): -inf for softmax, p = 0 otherwise
+  /// where dropped.
   Value scoreEntry(OpBuilder &b, Value s, Value head32, Value q32, Value kv32,
                    Value keep, bool withMask);
 
@@ -173,8 +174,9 @@ protected:
   /// (any i32 positions; clamped into the map).
   Value keptAt(OpBuilder &b, Value head32, Value q32, Value kv32);
 
-  /// A tile's normalizer inputs from `scores(b, withMask)`, the mask (and
-  /// select's kept map) evaluated only where the classifier said PARTIAL.
+  /// A tile's normalizer inputs from `scores(b, withMask)`, the mask,
+  /// select's kept map and whether keys exist evaluated only where the
+  /// classifier said PARTIAL (the tile reaching past Skv always is).
   SmallVector<Value> scoresMaskedWhereNeeded(
       OpBuilder &b, Value cls,
       llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores);
