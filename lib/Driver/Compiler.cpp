@@ -49,6 +49,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 
 using namespace mlir;
@@ -182,13 +183,13 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
     return built;
 
   PassManager pm(&ctx);
-  // ATTNC_TIMING=1 prints MLIR pass times to stderr.
+  // ATTNC_TIMING=1 prints MLIR pass times to stderr (=llvm: LLVM's too).
   if (std::getenv("ATTNC_TIMING"))
     pm.enableTiming();
   std::string pipeline = "func.func(attn-classify-mask,attn-tile{block-q=" +
                          std::to_string(plan.blockQ) +
                          " block-kv=" + std::to_string(plan.blockKV) +
-                         "},canonicalize,cse)";
+                         " rows=" + plan.rows + "},canonicalize,cse)";
   std::string error;
   llvm::raw_string_ostream errs(error);
   if (failed(parsePassPipeline(pipeline, pm, errs)))
@@ -797,15 +798,27 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
 
 CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   bool timing = std::getenv("ATTNC_TIMING") != nullptr;
+  // Wall and CPU time of this thread: on a busy machine the wall time also
+  // counts the time other processes held the core.
+  auto cpuNow = [] {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+  };
   auto start = std::chrono::steady_clock::now();
+  double cpuStart = cpuNow();
   auto lap = [&](const char *what) {
     if (!timing)
       return;
     auto now = std::chrono::steady_clock::now();
-    std::fprintf(stderr, "attnc timing: %-28s %8.2f ms\n", what,
+    double cpu = cpuNow();
+    std::fprintf(stderr, "attnc timing: %-28s %8.2f ms (cpu %.2f ms)\n",
+                 what,
                  std::chrono::duration<double, std::milli>(now - start)
-                     .count());
+                     .count(),
+                 cpu - cpuStart);
     start = now;
+    cpuStart = cpu;
   };
   auto tm = targetMachine(plan);
   lap("target machine");
@@ -846,6 +859,12 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
 }
 
 Kernel loadCpuKernel(const CpuObject &object) {
+  detail::CpuCode code = loadCpuCode(object);
+  return detail::makeCpuKernel(object.info, code.entry, std::move(code.owner),
+                               code.blockMap, code.merge);
+}
+
+detail::CpuCode loadCpuCode(const CpuObject &object) {
   watchProcessExit();
   std::string error;
   FailureOr<cpu::LoadedObject> loaded =
@@ -865,9 +884,8 @@ Kernel loadCpuKernel(const CpuObject &object) {
     throw InternalError("the split-KV merge entry is missing: " +
                         llvm::toString(merge.takeError()));
   llvm::orc::LLJIT *jit = loaded->jit.release();
-  return detail::makeCpuKernel(object.info, loaded->entry,
-                               std::shared_ptr<void>(jit, destroyJit),
-                               blockMap, merge->toPtr<detail::CpuEntry>());
+  return {loaded->entry, blockMap, merge->toPtr<detail::CpuEntry>(),
+          std::shared_ptr<void>(jit, destroyJit)};
 }
 
 namespace {

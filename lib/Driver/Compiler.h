@@ -50,6 +50,9 @@ struct KernelPlan {
   /// sm_90a TMA, 128 query rows: setmaxnreg between the warpgroups (only
   /// where ptxas confirms the launch registers it needs).
   bool shareRegisters = true;
+  /// CPU: the query-tile widths to build (attn-tile's rows option): all,
+  /// many (any launch) or few (launches with at most 16 rows per kv head).
+  std::string rows = "all";
   KernelInfo info;
 };
 
@@ -117,6 +120,8 @@ bool isGpuTarget(const std::string &target);
 
 /// Loads a CPU object into this process (ORC) as a launchable kernel.
 Kernel loadCpuKernel(const CpuObject &object);
+/// The same, as the entries of one class of launch of a lazy kernel.
+detail::CpuCode loadCpuCode(const CpuObject &object);
 
 /// The exported packed entries of a variant's kernel and block map.
 std::string entrySymbol(const std::string &variant);

@@ -128,10 +128,11 @@ bool writeAtomically(const std::string &path, const std::string &bytes) {
 } // namespace
 
 
-struct Jit::Impl {
-  std::mutex mutex;
+/// The disk cache and the compiler behind a Jit. Shared with the lazy CPU
+/// kernels it hands out, which build their code at first launch, perhaps
+/// after the Jit is gone.
+struct JitCache : std::enable_shared_from_this<JitCache> {
   std::atomic<uint64_t> memoryHits{0}, diskHits{0}, compiles{0};
-  std::map<std::string, std::shared_future<Kernel>> kernels;
   std::string cacheDir;
 
   /// A cached object for `key`, if one is there and intact.
@@ -270,34 +271,62 @@ struct Jit::Impl {
       storeGpuToDisk(key, g);
       return detail::makeGpuKernel(g.info, g.code);
     }
-    if (auto cached = loadFromDisk(key)) {
+    // CPU kernels: the front end now (it reports the source's and the
+    // options' errors), the code for each class of launch (wide tiles, or
+    // decode's few rows) when a launch first needs it. Most users launch
+    // one class, which then costs half or less of building both.
+    auto parsed = std::make_shared<const driver::Source>(source, filename);
+    driver::KernelPlan plan = driver::planKernel(*parsed, options);
+    std::shared_ptr<JitCache> cache = shared_from_this();
+    return detail::makeLazyCpuKernel(
+        plan.info, [cache, parsed, plan, key](detail::CpuRows rows) {
+          return cache->buildRows(*parsed, plan, key, rows);
+        });
+  }
+
+  /// The code of `plan` for one class of launch, from the disk cache or
+  /// compiled (and then cached).
+  detail::CpuCode buildRows(const driver::Source &source,
+                            driver::KernelPlan plan, const std::string &key,
+                            detail::CpuRows rows) {
+    plan.rows = rows == detail::CpuRows::Few ? "few" : "many";
+    std::string rowsKey = key + "-" + plan.rows;
+    if (auto cached = loadFromDisk(rowsKey)) {
       ++diskHits;
-      return driver::loadCpuKernel(*cached);
+      return driver::loadCpuCode(*cached);
     }
     ++compiles;
-    driver::Source parsed(source, filename);
-    driver::KernelPlan plan = driver::planKernel(parsed, options);
-    driver::CpuObject object = driver::compileCpuObject(parsed, plan);
-    storeToDisk(key, object);
-    return driver::loadCpuKernel(object);
+    try {
+      driver::CpuObject object = driver::compileCpuObject(source, plan);
+      storeToDisk(rowsKey, object);
+      return driver::loadCpuCode(object);
+    } catch (const driver::InternalError &e) {
+      throw InternalError(e.what());
+    }
   }
 };
 
+struct Jit::Impl {
+  std::mutex mutex;
+  std::map<std::string, std::shared_future<Kernel>> kernels;
+  std::shared_ptr<JitCache> cache = std::make_shared<JitCache>();
+};
+
 Jit::Jit() : impl(std::make_unique<Impl>()) {
-  impl->cacheDir = defaultCacheDir();
+  impl->cache->cacheDir = defaultCacheDir();
 }
 
 Jit::Jit(const std::string &cacheDir) : impl(std::make_unique<Impl>()) {
-  impl->cacheDir = cacheDir;
+  impl->cache->cacheDir = cacheDir;
 }
 
 Jit::~Jit() = default;
 
-const std::string &Jit::cacheDir() const { return impl->cacheDir; }
+const std::string &Jit::cacheDir() const { return impl->cache->cacheDir; }
 
 Jit::Stats Jit::stats() const {
-  return {impl->memoryHits.load(), impl->diskHits.load(),
-          impl->compiles.load()};
+  return {impl->cache->memoryHits.load(), impl->cache->diskHits.load(),
+          impl->cache->compiles.load()};
 }
 
 Kernel Jit::compile(const std::string &source, const Options &options,
@@ -317,12 +346,13 @@ Kernel Jit::compile(const std::string &source, const Options &options,
     }
   }
   if (!promise) {
-    ++impl->memoryHits;
+    ++impl->cache->memoryHits;
     return future.get(); // compiled, or being compiled by another thread
   }
   try {
     try {
-      promise->set_value(impl->build(key, source, options, filename));
+      promise->set_value(
+          impl->cache->build(key, source, options, filename));
     } catch (const driver::InternalError &e) {
       throw InternalError(e.what());
     }

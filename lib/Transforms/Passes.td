@@ -23,6 +23,12 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
   let options = [
     Option<"blockQ", "block-q", "int64_t", "64", "query rows per tile">,
     Option<"blockKV", "block-kv", "int64_t", "64", "key rows per tile">,
+    Option<"rows", "rows", "std::string", "\"all\"",
+           "which query-tile widths to emit: all (tiles of block-q rows, "
+           "and for tiles with at most 16 valid rows narrow and in-place "
+           "paths), many (block-q-wide tiles only: right for any launch) "
+           "or few (the narrow and in-place paths only: right for launches "
+           "with at most 16 rows per kv head, G * Sq)">,
   ];
   let dependentDialects = ["::mlir::scf::SCFDialect",
                            "::mlir::linalg::LinalgDialect",

@@ -59,7 +59,7 @@ public:
   AttentionTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes)
       : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
         BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
-        norm(op.getNormalize()) {
+        norm(op.getNormalize()), rowWidths(sizes.rows) {
     f32 = rw.getF32Type();
     i32 = rw.getI32Type();
   }
@@ -222,6 +222,7 @@ private:
   Location loc;
   int64_t BQ, BK, D, Dv;
   Normalize norm;
+  RowWidths rowWidths;
   FloatType f32;
   Type i32;
 
@@ -491,15 +492,24 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     return;
   }
   emitRowTable(b);
-  if (BQ > kNarrowRows) {
-    narrow = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
-                                   cIdx(b, kNarrowRows));
+  if (BQ > kNarrowRows && rowWidths != RowWidths::Many) {
+    // Few: every item has at most kNarrowRows valid rows (the launch
+    // promises it), so the full-width paths are never emitted.
+    narrow = rowWidths == RowWidths::Few
+                 ? arith::ConstantIntOp::create(b, loc, 1, 1).getResult()
+                 : arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule,
+                                         qn, cIdx(b, kNarrowRows))
+                       .getResult();
     rowsUsed = arith::SelectOp::create(b, loc, narrow, cIdx(b, kNarrowRows),
                                        cIdx(b, BQ));
     tiny = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
                                  cIdx(b, kTinyRows));
-    fewRows = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, qn,
-                                    cIdx(b, kTinyRows * kRowGroups));
+    fewRows = rowWidths == RowWidths::Few &&
+                      kTinyRows * kRowGroups >= kNarrowRows
+                  ? narrow
+                  : arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule,
+                                          qn, cIdx(b, kTinyRows * kRowGroups))
+                        .getResult();
     rowsUsed = arith::SelectOp::create(b, loc, tiny, cIdx(b, kTinyRows),
                                        rowsUsed);
   } else {
@@ -1718,6 +1728,10 @@ void AttentionTiler::withRowWidth(
     return;
   }
   auto narrowOrFull = [&](OpBuilder &b) {
+    if (rowWidths == RowWidths::Few) {
+      body(b, kNarrowRows);
+      return;
+    }
     scf::IfOp::create(
         b, loc, narrow,
         [&](OpBuilder &b, Location) {
@@ -2166,6 +2180,12 @@ struct AttnTilePass final
     }
     SmallVector<AttentionOp> ops;
     getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
+    std::optional<RowWidths> widths = parseRowWidths(rows);
+    if (!widths) {
+      getOperation().emitError("expected rows=all, many or few, got '")
+          << rows << "'";
+      return signalPassFailure();
+    }
     IRRewriter rewriter(&getContext());
     SmallVector<MergeSplitsOp> merges;
     getOperation().walk([&](MergeSplitsOp op) { merges.push_back(op); });
@@ -2174,13 +2194,24 @@ struct AttnTilePass final
         return signalPassFailure();
     for (AttentionOp op : ops) {
       rewriter.setInsertionPoint(op);
-      if (failed(tileAttention(rewriter, op, TileSizes{blockQ, blockKV})))
+      if (failed(tileAttention(rewriter, op,
+                               TileSizes{blockQ, blockKV, *widths})))
         return signalPassFailure();
     }
   }
 };
 
 } // namespace
+
+std::optional<RowWidths> mlir::attn::parseRowWidths(llvm::StringRef name) {
+  if (name == "all")
+    return RowWidths::All;
+  if (name == "many")
+    return RowWidths::Many;
+  if (name == "few")
+    return RowWidths::Few;
+  return std::nullopt;
+}
 
 FailureOr<scf::ParallelOp> mlir::attn::tileAttention(RewriterBase &rewriter,
                                                      AttentionOp op,

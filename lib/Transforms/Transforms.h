@@ -7,12 +7,27 @@
 #include "mlir/IR/PatternMatch.h"
 
 #include <functional>
+#include <optional>
 
 namespace mlir::attn {
+
+/// The query-tile widths a kernel handles. A launch's rows per work item
+/// (G * Sq packed per kv head) pick a width at run time; a kernel built for
+/// one class of launches leaves the other widths' code out, which takes a
+/// third to a half off its compile time.
+enum class RowWidths {
+  All,  // every width: block-q rows, and narrow/in-place for <= 16 rows
+  Many, // block-q rows only; rows past the last are padding (any launch)
+  Few,  // narrow and in-place only (launches with <= 16 rows per kv head)
+};
+
+/// `all`, `many` or `few`.
+std::optional<RowWidths> parseRowWidths(llvm::StringRef name);
 
 struct TileSizes {
   int64_t blockQ = 64;
   int64_t blockKV = 64;
+  RowWidths rows = RowWidths::All;
 };
 
 /// Name of the unit attribute marking the (b, h, query tile) loop that the

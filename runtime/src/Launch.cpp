@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <sstream>
 
 namespace attn {
@@ -22,6 +23,10 @@ struct KernelState {
   CpuEntry mergeEntry = nullptr;
   std::shared_ptr<void> owner;
   std::shared_ptr<GpuFunction> gpu; // GPU targets
+  // Lazy CPU kernels (JIT): code per class of launch, built at first use.
+  std::function<CpuCode(CpuRows)> buildRows;
+  mutable std::mutex rowsMutex;
+  mutable CpuCode rowsCode[2];
 };
 
 } // namespace detail
@@ -645,6 +650,37 @@ struct Splits {
   TensorRef outPartial, lsePartial;
 };
 
+/// The class of a launch of `sizes`: Few when every work item has at most
+/// kFewRows rows (and the kernel's tiles are wider than that, else both
+/// classes are the same code).
+detail::CpuRows rowsClass(const KernelInfo &info, const int64_t *sizes) {
+  int64_t hkv = std::max<int64_t>(sizes[kHkv], 1);
+  int64_t rows = info.packedHeads ? sizes[kHq] / hkv * sizes[kSq] : sizes[kSq];
+  return info.blockQ > detail::kFewRows && rows <= detail::kFewRows
+             ? detail::CpuRows::Few
+             : detail::CpuRows::Many;
+}
+
+/// The code that runs a launch of `sizes`: a complete kernel's, or a lazy
+/// kernel's for the launch's class, built now if it is the first.
+detail::CpuCode cpuCode(const detail::KernelState &state,
+                        const int64_t *sizes) {
+  if (!state.buildRows)
+    return {state.cpuEntry, state.blockMapEntry, state.mergeEntry,
+            state.owner};
+  detail::CpuRows rows = rowsClass(state.info, sizes);
+  std::lock_guard<std::mutex> lock(state.rowsMutex);
+  detail::CpuCode &code = state.rowsCode[static_cast<int>(rows)];
+  if (!code.entry) {
+    detail::CpuCode built = state.buildRows(rows);
+    if (!built.entry || !built.merge ||
+        (state.info.hasBlockMap && !built.blockMap))
+      throw Error("", "the kernel's code lacks an entry point");
+    code = std::move(built);
+  }
+  return code;
+}
+
 /// Runs `items` work items of `entry` over the pool.
 void runItems(detail::CpuEntry entry, int64_t items, PackedArgs &packed) {
   if (items == 0)
@@ -880,7 +916,8 @@ void runKernel(const detail::KernelState &state, const Tensors &t,
     splits.lsePartial =
         TensorRef(lsePartial.data(), DType::f32, {splits.parts, B, H, S});
   }
-  runCpu(state, state.cpuEntry, t, plan, classes, 0, &splits);
+  detail::CpuCode code = cpuCode(state, plan.sizes);
+  runCpu(state, code.entry, t, plan, classes, 0, &splits);
   if (splits.parts == 1)
     return;
   PackedArgs packed;
@@ -889,7 +926,7 @@ void runKernel(const detail::KernelState &state, const Tensors &t,
   packed.memref(t.o);
   if (t.lse)
     packed.memref(*t.lse);
-  runItems(state.mergeEntry, B * H * S, packed);
+  runItems(code.merge, B * H * S, packed);
 }
 
 /// Device copies of host tensors for Kernel::launchHost, freed with it.
@@ -957,6 +994,16 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
   runKernel(*state, tensors, plan,
             state->info.hasBlockMap ? &noMap : nullptr);
+}
+
+void Kernel::prepare(int64_t queryHeads, int64_t kvHeads,
+                     int64_t queryLen) const {
+  if (!state)
+    throw Error("", "prepare of an empty attn::Kernel");
+  if (!state->buildRows)
+    return;
+  int64_t sizes[7] = {1, queryHeads, kvHeads, queryLen, 0, 0, 0};
+  cpuCode(*state, sizes);
 }
 
 void Kernel::launchHost(const Tensors &tensors, const Params &params) const {
@@ -1069,11 +1116,14 @@ BlockMap Kernel::blockMap(const Tensors &tensors, const Params &params) const {
                                      map.keyTiles},
                                     "the block map"),
                      BlockMap::Full);
-  if (state->blockMapEntry && !map.classes.empty()) {
+  detail::CpuCode code;
+  if (info.hasBlockMap && !state->gpu && !map.classes.empty())
+    code = cpuCode(*state, plan.sizes);
+  if (code.blockMap) {
     TensorRef out(map.classes.data(), DType::i32,
                   {map.batch, map.heads, map.queryTiles, map.keyTiles});
     // The packer only needs the pointer, shape and strides of an i8 view.
-    runCpu(*state, state->blockMapEntry, tensors, plan, &out,
+    runCpu(*state, code.blockMap, tensors, plan, &out,
            info.selectRowsPerItem ? info.selectRowsPerItem
                                   : info.selectBlock);
   }
@@ -1125,6 +1175,14 @@ Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
   state->blockMapEntry = blockMapEntry;
   state->mergeEntry = mergeEntry;
   state->owner = std::move(owner);
+  return Kernel(std::move(state));
+}
+
+Kernel makeLazyCpuKernel(KernelInfo info,
+                         std::function<CpuCode(CpuRows)> build) {
+  auto state = std::make_shared<KernelState>();
+  state->info = std::move(info);
+  state->buildRows = std::move(build);
   return Kernel(std::move(state));
 }
 

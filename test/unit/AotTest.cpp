@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -34,16 +35,20 @@ std::string freshDir(const std::string &name) {
   return dir.string();
 }
 
-/// Runs `kernel` on fixed inputs and returns o.
-std::vector<float> run(const Kernel &kernel, int window) {
-  int64_t B = 1, H = 2, S = 37, D = 32;
+/// Runs `kernel` on fixed inputs (H heads of S queries and keys) and
+/// returns o.
+std::vector<float> run(const Kernel &kernel, int window, int64_t H = 2,
+                       int64_t S = 37) {
+  int64_t B = 1, D = 32;
   std::vector<float> q(B * H * S * D), k(q.size()), v(q.size()), o(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
     q[i] = std::sin(0.37 * i);
     k[i] = std::cos(0.11 * i);
     v[i] = std::sin(0.05 * i + 2);
   }
-  std::vector<float> bias = {0.5f, -0.25f};
+  std::vector<float> bias(H);
+  for (int64_t h = 0; h < H; ++h)
+    bias[h] = h % 2 ? -0.25f : 0.5f;
   std::vector<int64_t> shape{B, H, S, D};
   Tensors t{TensorRef(q.data(), DType::f32, shape),
             TensorRef(k.data(), DType::f32, shape),
@@ -80,8 +85,82 @@ TEST(Jit, DiskCacheServesANewJit) {
   EXPECT_EQ(again.stats().compiles, 0u);
   EXPECT_EQ(first, second);
   // Other options are another entry.
-  again.compile(kSource, options("plain_relu"));
+  again.compile(kSource, options("plain_relu")).prepare(2, 2, 37);
   EXPECT_EQ(again.stats().compiles, 1u);
+}
+
+/// Max |a - b| over two outputs of the same size.
+float maxDiff(const std::vector<float> &a, const std::vector<float> &b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+// CPU kernels build the code of each class of launch (more than 16 rows
+// per K/V head, or at most 16: decode) at its first use, each class its own
+// disk cache entry; the results match a bundle's kernel, which holds every
+// class in one object.
+TEST(Jit, BuildsEachClassOfLaunchAtItsFirstUse) {
+  std::string dir = freshDir("jit-classes");
+  Options o = options("window");
+  o.blockQ = 64; // wider than 16 rows: two classes
+  driver::writeBundle(driver::Source(kSource, "two.attn"), o,
+                      dir + "/bundle");
+  Kernel whole = Module::load(dir + "/bundle.attnpkg").kernel("window");
+  fs::remove(dir + "/bundle.attnpkg");
+  fs::remove(dir + "/bundle.h");
+  Jit jit(dir);
+  Kernel lazy = jit.compile(kSource, o);
+  EXPECT_EQ(lazy.info().name, "window"); // known before any code exists
+  EXPECT_EQ(jit.stats().compiles, 0u);
+  // Prefill: 70 rows, a 64-row tile and one of 6 (padded in this class).
+  std::vector<float> prefill = run(lazy, 5, 1, 70);
+  EXPECT_EQ(jit.stats().compiles, 1u);
+  EXPECT_LT(maxDiff(prefill, run(whole, 5, 1, 70)), 1e-5f);
+  EXPECT_EQ(run(lazy, 5, 2, 37), run(whole, 5, 2, 37));
+  EXPECT_EQ(jit.stats().compiles, 1u);
+  // Decode-shaped launches (3 and 16 rows) build the other class, once.
+  std::vector<float> three = run(lazy, 5, 1, 3);
+  EXPECT_EQ(jit.stats().compiles, 2u);
+  EXPECT_LT(maxDiff(three, run(whole, 5, 1, 3)), 1e-5f);
+  EXPECT_LT(maxDiff(run(lazy, 5, 1, 16), run(whole, 5, 1, 16)), 1e-5f);
+  EXPECT_EQ(jit.stats().compiles, 2u);
+  // 17 rows: the wide class again.
+  EXPECT_LT(maxDiff(run(lazy, 5, 1, 17), run(whole, 5, 1, 17)), 1e-5f);
+  EXPECT_EQ(jit.stats().compiles, 2u);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir),
+                          fs::directory_iterator()),
+            4); // an object and a record per class
+  // A new Jit finds both classes on disk; prepare() builds ahead of a
+  // launch, and the kernel outlives its Jit.
+  Kernel again;
+  {
+    Jit fresh(dir);
+    again = fresh.compile(kSource, o);
+    again.prepare(1, 1, 3);
+    EXPECT_EQ(fresh.stats().diskHits, 1u);
+    again.prepare(1, 1, 3);
+    EXPECT_EQ(fresh.stats().diskHits, 1u);
+    EXPECT_EQ(fresh.stats().compiles, 0u);
+  }
+  EXPECT_EQ(run(again, 5, 1, 3), three);
+  EXPECT_EQ(run(again, 5, 1, 70), prefill);
+}
+
+// Query tiles of at most 16 rows have one class: decode reuses the code.
+TEST(Jit, NarrowTilesHaveOneClass) {
+  Jit jit("");
+  Options o = options("window");
+  o.blockQ = 16;
+  Kernel k = jit.compile(kSource, o);
+  std::vector<float> wide = run(k, 5, 1, 40);
+  std::vector<float> narrow = run(k, 5, 1, 3);
+  EXPECT_EQ(jit.stats().compiles, 1u);
+  Kernel other = jit.compile(kSource, options("window"));
+  EXPECT_LT(maxDiff(run(other, 5, 1, 3), narrow), 1e-5f);
+  EXPECT_LT(maxDiff(run(other, 5, 1, 40), wide), 1e-5f);
 }
 
 // GPU kernels too: the record (info, entries, launch geometry), the cubin
@@ -193,7 +272,7 @@ TEST(Jit, ErrorsAreNotCached) {
   EXPECT_THROW(jit.compile("variant v { mask(b, h, q, kv) = x; }",
                            options("")),
                CompileError);
-  EXPECT_EQ(jit.stats().compiles, 2u);
+  EXPECT_EQ(jit.stats().memoryHits, 0u); // both ran the front end
 }
 
 TEST(Bundle, LoadsAndMatchesTheJit) {

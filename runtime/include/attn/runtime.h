@@ -8,6 +8,7 @@
 #define ATTN_RUNTIME_H
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -262,6 +263,14 @@ public:
   /// launch() but writes nothing to `tensors`.
   BlockMap blockMap(const Tensors &tensors, const Params &params = {}) const;
 
+  /// Builds now the code that launches with Hq query heads, Hkv K/V heads
+  /// and Sq queries need. A JIT-compiled CPU kernel builds its code for
+  /// the two classes of launch (more than 16 rows per K/V head, Hq / Hkv *
+  /// Sq, or at most 16: decode) at the first launch of each, unless
+  /// prepared; other kernels are complete and this does nothing. Throws
+  /// what compiling throws.
+  void prepare(int64_t queryHeads, int64_t kvHeads, int64_t queryLen) const;
+
 private:
   std::shared_ptr<const detail::KernelState> state;
 };
@@ -345,6 +354,24 @@ Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner,
                      CpuEntry blockMapEntry = nullptr,
                      CpuEntry mergeEntry = nullptr);
+
+/// Classes of CPU launch a kernel's code can be built for (see
+/// Kernel::prepare): Many runs any launch, Few only launches with at most
+/// kFewRows rows per work item's K/V head (and leaves the wide tiles out).
+enum class CpuRows { Many = 0, Few = 1 };
+inline constexpr int64_t kFewRows = 16;
+
+/// The entries of CPU code and what keeps them loaded.
+struct CpuCode {
+  CpuEntry entry = nullptr, blockMap = nullptr, merge = nullptr;
+  std::shared_ptr<void> owner;
+};
+
+/// A CPU kernel whose code for each class of launch is made by `build` the
+/// first time a launch (or prepare) needs it. A build that throws is
+/// retried by the next launch.
+Kernel makeLazyCpuKernel(KernelInfo info,
+                         std::function<CpuCode(CpuRows)> build);
 
 /// Evaluates a reverse-Polish dimension expression.
 int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
