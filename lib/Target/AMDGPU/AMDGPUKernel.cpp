@@ -482,7 +482,11 @@ void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
         y = arith::TruncFOp::create(b, loc, vec(4, type), x);
       SmallVector<Value> idx(at.begin(), at.end());
       idx.push_back(add(b, fourGrp, int64_t(db) * 16));
-      vector::StoreOp::create(b, loc, y, mem, idx);
+      // The runtime guarantees o two-element alignment (checkGpuLayout):
+      // stores of element pairs rather than single elements.
+      vector::StoreOp::create(b, loc, y, mem, idx, /*nontemporal=*/false,
+                              llvm::Align(2 * type.getIntOrFloatBitWidth() /
+                                          8));
     }
     if (!lseMem)
       return;

@@ -1502,7 +1502,12 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
           b, loc, VectorType::get({2}, type), ValueRange{x0, x1});
       SmallVector<Value> at(at0.begin(), at0.end());
       at.push_back(add(b, pairCol, nb * 8));
-      vector::StoreOp::create(b, loc, pair, mem, at);
+      // One store per pair: the runtime requires o's data and row strides
+      // aligned to two elements (checkGpuLayout), and the split-KV scratch
+      // is the runtime's own allocation.
+      vector::StoreOp::create(
+          b, loc, pair, mem, at, /*nontemporal=*/false,
+          llvm::Align(2 * type.getIntOrFloatBitWidth() / 8));
     };
     Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                          qiIdx[r], seqQ);
