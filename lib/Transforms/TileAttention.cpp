@@ -298,6 +298,8 @@ private:
     return vector::ShuffleOp::create(b, loc, rows, rows, mask);
   }
   Value narrow, tiny, rowsUsed;
+  // Whether staged tiles of at most kTinyRows rows get code of their own.
+  bool stagedTiny = true;
   // At most kTinyRows * kRowGroups valid rows (multi-token decode: Sq up to
   // 4 with GQA groups of 4): whole key tiles are still read in place, and
   // their compute runs per group of kTinyRows rows while the tile is in L1.
@@ -568,6 +570,14 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   sTBuf = buffer({BK, BQ});
   if (directCodes) // in-place tiles' scores, rows next to each other
     sTTinyBuf = buffer({BK, kTinyRows});
+  if (directCodes) {
+    // Whole tiles of at most kTinyRows rows are read in place, so a staged
+    // one is only ever the last, partial key tile: it runs kNarrowRows
+    // wide rather than through a third copy of the tile's code.
+    stagedTiny = false;
+    rowsUsed = arith::SelectOp::create(b, loc, narrow, cIdx(b, kNarrowRows),
+                                       cIdx(b, BQ));
+  }
   accBuf = buffer({BQ, Dv});
   mBuf = buffer({BQ});
   lBuf = buffer({BQ});
@@ -1743,6 +1753,10 @@ void AttentionTiler::withRowWidth(
           scf::YieldOp::create(b, loc);
         });
   };
+  if (!stagedTiny) {
+    narrowOrFull(b);
+    return;
+  }
   scf::IfOp::create(
       b, loc, tiny,
       [&](OpBuilder &b, Location) {
