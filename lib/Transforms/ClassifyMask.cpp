@@ -574,9 +574,17 @@ LogicalResult mlir::attn::buildMaskClassifier(RewriterBase &rewriter,
     } else if (isa<arith::MaximumFOp>(o)) {
       Abs x = arg(0), y = arg(1);
       out = {Kind::Float, I.maxF(x.lo, y.lo), I.maxF(x.hi, y.hi)};
-    } else if (isa<math::FloorOp, math::CeilOp, arith::ExtFOp, math::ExpOp,
-                   math::Exp2Op, math::LogOp, math::Log2Op, math::SqrtOp,
-                   math::TanhOp>(o) &&
+    } else if (isa<arith::ExtFOp>(o) && rt.isF32()) {
+      // An f16/bf16 capture read: readCapture's bounds are f32 already.
+      Abs x = arg(0);
+      auto widen = [&](Value v) -> Value {
+        return v.getType().isF32()
+                   ? v
+                   : arith::ExtFOp::create(rewriter, I.loc, rt, v).getResult();
+      };
+      out = {Kind::Float, widen(x.lo), widen(x.hi)};
+    } else if (isa<math::FloorOp, math::CeilOp, math::ExpOp, math::Exp2Op,
+                   math::LogOp, math::Log2Op, math::SqrtOp, math::TanhOp>(o) &&
                rt.isF32()) {
       // Monotone non-decreasing: apply to both bounds.
       Abs x = arg(0);

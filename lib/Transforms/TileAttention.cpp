@@ -431,8 +431,8 @@ scf::ParallelOp AttentionTiler::build() {
 void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                   Value qTile) {
   if (op.isPaged()) {
-    // This batch's length, clamped into the table's capacity; regions and a
-    // scale expression see it as Skv.
+    // This batch's length, clamped into the table's capacity; regions, a
+    // scale expression and select's rule argument see it as Skv.
     Value len = memref::LoadOp::create(b, loc, op.getSeqLens(), ValueRange{bI});
     len = arith::MaxSIOp::create(b, loc, len,
                                  arith::ConstantIntOp::create(b, loc, 0, 32));
@@ -441,6 +441,8 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     sizeI32[static_cast<int>(Size::Skv)] = toI32(b, seqKV);
     if (op.hasScaleExpr())
       emitScale(b);
+    if (op.hasSelect())
+      selectArg = inlineRegion(b, op.getSelectArg(), {});
   }
   keySlots = op.getKvIndex()
                  ? memref::DimOp::create(b, loc, op.getKvIndex(), 2).getResult()
@@ -540,7 +542,10 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
   // its scales to fold into Q), contiguous rows.
   // Pages must hold whole tiles.
   auto quant = op.getKvQuant();
+  // The compact scores go a quad (4 keys x 4 rows) at a time: key tiles
+  // of a multiple of 4 keys (explicit --block-kv may be any size).
   directCodes = tiny && !op.getKvIndex() &&
+                BK % (kQuad / kTinyRows) == 0 &&
                 (!op.isPaged() || *op.getPageSize() % BK == 0 ||
                  BK % *op.getPageSize() == 0) &&
                 (!quant || keyScalesFoldPerTile(op, BK));

@@ -237,6 +237,20 @@ TEST(Numerics, CapturedTensorsOfEveryDType) {
   expectClose(p);
 }
 
+TEST(Numerics, HalfPrecisionCapturesInMasks) {
+  // The tile classifier widens f16/bf16 capture reads' bounds to f32; it
+  // then widened them again at the read's own extf (f32 -> f32, an internal
+  // compiler error). Found by test/random.
+  Problem p = make(R"(variant c {
+    tensor hb: f16[Hq];
+    tensor kb: bf16[Skv];
+    mask(b, h, q, kv) = kv <= q && hb[h] + kb[kv] < 0.5;
+  })");
+  p.Hq = p.Hkv = 3;
+  p.options.lse = true;
+  expectClose(p);
+}
+
 TEST(Numerics, NonContiguousViews) {
   // q, k, v and o as slices of larger buffers (unit inner stride only).
   Jit jit;
@@ -296,6 +310,35 @@ TEST(Numerics, EmptyLaunches) {
 } // namespace
 
 namespace {
+
+TEST(Numerics, DecodeWithKeyTilesOfAnySize) {
+  // Decode tiles (at most 16 valid rows) read whole key tiles in place and
+  // take their scores a quad of 4 keys x 4 rows at a time: an explicit
+  // --block-kv that is not a multiple of 4 read and wrote past the compact
+  // score buffer (wrong o and lse, or a crash). Found by test/random.
+  Jit jit;
+  for (int64_t blockKV : {1, 2, 3, 7, 13}) {
+    struct Shape {
+      int64_t hq, sq;
+    };
+    for (Shape sh : {Shape{1, 1}, Shape{4, 1}, Shape{1, 2}, Shape{2, 8}}) {
+      Problem p = make("variant d { mask(b, h, q, kv) = kv <= q + (Skv - "
+                       "Sq); }",
+                       40);
+      p.Hq = sh.hq, p.Hkv = 1, p.Sq = sh.sq, p.Skv = 132;
+      p.options.blockKV = blockKV;
+      p.options.lse = true;
+      SCOPED_TRACE("block-kv " + std::to_string(blockKV) + ", " +
+                   std::to_string(sh.hq) + " heads x " +
+                   std::to_string(sh.sq) + " rows");
+      Outcome out = runAgainstReference(p, &jit);
+      EXPECT_FALSE(out.hasNaN);
+      EXPECT_LE(out.maxErrO, kTol);
+      EXPECT_FALSE(out.lseInfMismatch);
+      EXPECT_LE(out.maxErrLse, kTol);
+    }
+  }
+}
 
 TEST(Numerics, DecodeShapes) {
   // Few rows per tile (G * Sq <= 16 run narrow), GQA/MQA groups, ragged and
@@ -469,6 +512,20 @@ TEST(Numerics, SelectOverPagedKV) {
       SCOPED_TRACE(std::string(rule) + " page " + std::to_string(page));
       expectClose(p);
     }
+}
+
+TEST(Numerics, SelectRuleOverPagedKVSeesTheSequenceLength) {
+  // Paged kernels see each batch's seq_lens as Skv; the CPU's select
+  // pre-pass evaluated its rule's argument with the table's capacity
+  // instead (190 keys in pages of 7: topk(Skv / 64) kept 196 / 64 = 3
+  // blocks, not 2). Found by test/random.
+  for (int64_t page : {7, 5}) {
+    Problem p = make("variant s { select(size = 48) = topk(Skv / 64); }", 16);
+    p.Sq = 1, p.Skv = 190;
+    p.options.paged = page;
+    SCOPED_TRACE("page " + std::to_string(page));
+    expectClose(p);
+  }
 }
 
 } // namespace
