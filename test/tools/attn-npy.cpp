@@ -121,7 +121,8 @@ int check(int argc, char **argv) {
     if (int pi = var.findParam(name); pi >= 0) {
       p.params[pi] = std::stod(value);
     } else if (int ti = var.findTensor(name); ti >= 0) {
-      NpyArray t = readNpy(value, name);
+      // uint16 data is a bf16 tensor's bit patterns (as attnc run reads it).
+      NpyArray t = readNpy(value, name, true);
       p.captures[ti] = ref::RefTensor{t.shape, toDoubles(t)};
     } else {
       throw Error(name, "not a param or tensor of the variant");
