@@ -858,6 +858,8 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   return out;
 }
 
+void checkCpu(const KernelPlan &plan) { targetMachine(plan); }
+
 Kernel loadCpuKernel(const CpuObject &object) {
   detail::CpuCode code = loadCpuCode(object);
   return detail::makeCpuKernel(object.info, code.entry, std::move(code.owner),

@@ -118,6 +118,10 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
 /// Whether a target name is a GPU (sm_*, gfx*).
 bool isGpuTarget(const std::string &target);
 
+/// Throws attn::Error naming --cpu when `plan`'s CPU is not one LLVM
+/// generates code for (what compiling would find out, without compiling).
+void checkCpu(const KernelPlan &plan);
+
 /// Loads a CPU object into this process (ORC) as a launchable kernel.
 Kernel loadCpuKernel(const CpuObject &object);
 /// The same, as the entries of one class of launch of a lazy kernel.

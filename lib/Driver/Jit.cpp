@@ -277,6 +277,7 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
     // one class, which then costs half or less of building both.
     auto parsed = std::make_shared<const driver::Source>(source, filename);
     driver::KernelPlan plan = driver::planKernel(*parsed, options);
+    driver::checkCpu(plan);
     std::shared_ptr<JitCache> cache = shared_from_this();
     return detail::makeLazyCpuKernel(
         plan.info, [cache, parsed, plan, key](detail::CpuRows rows) {

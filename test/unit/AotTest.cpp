@@ -149,6 +149,20 @@ TEST(Jit, BuildsEachClassOfLaunchAtItsFirstUse) {
   EXPECT_EQ(run(again, 5, 1, 70), prefill);
 }
 
+// compile() still reports what planning finds before any code is built:
+// an unknown CPU too.
+TEST(Jit, UnknownCpuIsAnErrorAtCompile) {
+  Jit jit("");
+  Options o = options("window");
+  o.cpu = "pentium9000";
+  try {
+    jit.compile(kSource, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "--cpu");
+  }
+}
+
 // Query tiles of at most 16 rows have one class: decode reuses the code.
 TEST(Jit, NarrowTilesHaveOneClass) {
   Jit jit("");
