@@ -48,7 +48,10 @@ static double maxOf(const std::vector<double> &v) {
 }
 
 int main(int argc, char **argv) {
+  // attn-jit-latency [EXAMPLES_DIR] [CPU]: CPU as attnc --cpu (e.g.
+  // x86-64-v3 for AVX2 code; default native).
   std::string examples = argc > 1 ? argv[1] : "examples";
+  std::string cpu = argc > 2 ? argv[2] : "native";
   fs::path cache = fs::temp_directory_path() / "attnc-jit-latency";
   fs::remove_all(cache);
   std::vector<fs::path> files;
@@ -70,6 +73,7 @@ int main(int argc, char **argv) {
     size_t end = source.find_first_of(" {", at + 8);
     attn::Options o;
     o.headDim = 64;
+    o.cpu = cpu;
     o.variant = source.substr(at + 8, end - at - 8);
     auto t0 = std::chrono::steady_clock::now();
     double cpu0 = cpuMs();
