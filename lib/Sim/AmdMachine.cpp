@@ -2311,13 +2311,13 @@ std::unordered_map<std::string, Binding> makeTable() {
   add("v_max_u32", vop2<[](U a, U b) { return std::max(a, b); }>, kIntOps | kDpp);
   add("v_min_u32", vop2<[](U a, U b) { return std::min(a, b); }>, kIntOps | kDpp);
   add("v_mul_u32_u24", vop2<[](U a, U b) { return (a & 0xffffff) * (b & 0xffffff); }>, kIntOps | kDpp);
-  add("v_mul_hi_u32_u24", vop2<[](U a, U b) { return U((uint64_t(a & 0xffffff) * (b & 0xffffff)) >> 32); }>, kIntOps);
+  add("v_mul_hi_u32_u24", vop2<[](U a, U b) { return U((uint64_t(a & 0xffffff) * (b & 0xffffff)) >> 32); }>, kIntOps | kDpp);
   add("v_mul_i32_i24", vop2<[](U a, U b) {
         int32_t x = I(a << 8) >> 8, y = I(b << 8) >> 8;
         return U(int64_t(x) * y); }>, kIntOps | kDpp);
   add("v_mul_hi_i32_i24", vop2<[](U a, U b) {
         int64_t x = I(a << 8) >> 8, y = I(b << 8) >> 8;
-        return U(uint64_t(x * y) >> 32); }>, kIntOps);
+        return U(uint64_t(x * y) >> 32); }>, kIntOps | kDpp);
   add("v_mul_lo_u32", vop2<[](U a, U b) { return a * b; }>, kIntOps);
   add("v_mul_hi_u32", vop2<[](U a, U b) { return U((uint64_t(a) * b) >> 32); }>, kIntOps);
   add("v_mul_hi_i32", vop2<[](U a, U b) { return U(uint64_t(int64_t(I(a)) * I(b)) >> 32); }>, kIntOps);

@@ -238,6 +238,19 @@ TEST_P(AmdSim, Select) {
 // kv_index: each (b, kv head) attends to its listed positions only.
 TEST_P(AmdSim, SparseKVIndex) { sparseKVIndex(sim(), full()); }
 
+// select over key tiles of 48: the pre-pass divides by the tile with
+// v_mul_hi_u32_u24 in its SDWA form (a byte of the operand), which the
+// simulator modelled only without SDWA ("instruction 'v_mul_hi_u32_u24'
+// is not modelled"). Found by test/random.
+TEST_P(AmdSim, SelectWithKeyTilesOf48) {
+  Problem p = sim().make("variant s { select(size = 16) = above(0.0); "
+                         "mask(b, h, q, kv) = kv <= q + (Skv - Sq); }",
+                         64, "f16");
+  p.options.blockKV = 48;
+  p.Sq = 24, p.Skv = 119;
+  sim().expectMatches(p);
+}
+
 // Masks comparing the batch and head indices with constants compile to
 // scalar compares with a 16-bit immediate (s_cmpk_*), which the simulator
 // did not model ("instruction 's_cmpk_gt_i32' is not modelled"). Found by
