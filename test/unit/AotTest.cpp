@@ -377,6 +377,14 @@ TEST(Bundle, BadFilesAreReported) {
   future[8] = 9; // format 9
   std::ofstream(dir + "/future.attnpkg", std::ios::binary) << future;
   expectBundleError(dir + "/future.attnpkg", "bundle format 9");
+  // Format 1 predates grid-constant tensor maps: its sm_90a kernels take
+  // pointers to them, so such bundles must be recompiled, not launched.
+  std::string old = bytes;
+  old[8] = 1;
+  std::ofstream(dir + "/old.attnpkg", std::ios::binary) << old;
+  expectBundleError(dir + "/old.attnpkg",
+                    "bundle format 1; this attnrt reads format 2 (recompile "
+                    "it with this attnc)");
   std::string badJson = bytes;
   badJson[24] = '#';
   std::ofstream(dir + "/json.attnpkg", std::ios::binary) << badJson;

@@ -388,7 +388,9 @@ const std::vector<std::pair<std::string, bool>> &hostCpuFeatures();
 
 /// Bundle layout: magic, format, manifest size, manifest JSON, payloads.
 inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'};
-inline constexpr uint32_t kBundleFormat = 1;
+// 2: sm_90a TMA kernels take their tensor maps by value (grid-constant
+// parameters); a format-1 kernel expects pointers to them.
+inline constexpr uint32_t kBundleFormat = 2;
 } // namespace detail
 
 } // namespace attn
