@@ -2,7 +2,7 @@
 #include "lib/Driver/Bundle.h"
 
 #include "lib/Target/CPU/CPUTarget.h"
-#include "runtime/src/Json.h"
+#include "runtime/support/Manifest.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -165,24 +165,24 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
 
 namespace {
 
-/// Binary payloads after the manifest, with their JSON descriptions.
+/// Binary payloads after the manifest, with their manifest entries.
 struct Payloads {
   std::vector<std::string> bytes;
-  std::vector<json::Value> descriptions;
-  int64_t add(std::string data, json::Value description) {
-    description.set("size", int64_t(data.size()));
-    description.set("checksum",
-                    hex64(detail::checksum(data.data(), data.size())));
+  std::vector<manifest::BinaryEntry> entries;
+  int64_t add(std::string data, manifest::BinaryEntry entry) {
+    entry.size = int64_t(data.size());
+    entry.checksum = hex64(detail::checksum(data.data(), data.size()));
     bytes.push_back(std::move(data));
-    descriptions.push_back(std::move(description));
+    entries.push_back(std::move(entry));
     return int64_t(bytes.size()) - 1;
   }
 };
 
 /// The CPU kernels of `plans`, linked into one shared object.
-json::Value addCpuKernels(const Source &source, const Options &options,
-                          std::vector<KernelPlan> &plans, Payloads &payloads,
-                          TempFiles &temps) {
+std::vector<manifest::KernelEntry>
+addCpuKernels(const Source &source, const Options &options,
+              std::vector<KernelPlan> &plans, Payloads &payloads,
+              TempFiles &temps) {
   std::vector<CpuObject> objects;
   for (const KernelPlan &plan : plans)
     objects.push_back(compileCpuObject(source, plan));
@@ -200,61 +200,59 @@ json::Value addCpuKernels(const Source &source, const Options &options,
                                      tmError);
   if (!tm)
     throw Error("--cpu", tmError);
-  json::Value binary = json::Value::object();
-  binary.set("target", "cpu");
-  binary.set("kind", "elf-shared-object");
-  binary.set("cpu", std::string(tm->getTargetCPU()));
-  json::Value features = json::Value::array();
-  for (const std::string &f : cpu::requiredCpuFeatures(*tm))
-    features.push(f);
-  binary.set("cpu_features", std::move(features));
+  manifest::BinaryEntry binary;
+  binary.target = "cpu";
+  binary.kind = "elf-shared-object";
+  binary.cpu = std::string(tm->getTargetCPU());
+  binary.cpuFeatures = cpu::requiredCpuFeatures(*tm);
   int64_t index = payloads.add(readFile(soPath), std::move(binary));
-  json::Value kernels = json::Value::array();
+  std::vector<manifest::KernelEntry> kernels;
   for (size_t i = 0; i < plans.size(); ++i) {
-    json::Value k = json::toJson(plans[i].info);
-    k.set("binary", index);
-    k.set("entry", objects[i].entry);
-    if (!objects[i].blockMapEntry.empty())
-      k.set("block_map_entry", objects[i].blockMapEntry);
-    k.set("merge_entry", objects[i].mergeEntry);
-    kernels.push(std::move(k));
+    manifest::KernelEntry k;
+    k.info = plans[i].info;
+    k.binary = index;
+    k.entry = objects[i].entry;
+    k.blockMapEntry = objects[i].blockMapEntry;
+    k.mergeEntry = objects[i].mergeEntry;
+    kernels.push_back(std::move(k));
   }
   return kernels;
 }
 
 /// Each GPU kernel as a cubin and its PTX, or an AMDGPU code object.
-json::Value addGpuKernels(const Source &source,
-                          std::vector<KernelPlan> &plans, Payloads &payloads) {
-  json::Value kernels = json::Value::array();
+std::vector<manifest::KernelEntry>
+addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
+              Payloads &payloads) {
+  std::vector<manifest::KernelEntry> kernels;
   for (KernelPlan &plan : plans) {
     GpuObject g = compileGpuObject(source, plan);
     plan.info = g.info; // the key tile ptxas settled on
     plan.blockKV = g.info.blockKV;
     auto describe = [&](const char *kind) {
-      json::Value b = json::Value::object();
-      b.set("target", plan.info.target);
-      b.set("kind", kind);
+      manifest::BinaryEntry b;
+      b.target = plan.info.target;
+      b.kind = kind;
       return b;
     };
     bool nvidia = plan.info.target.rfind("sm_", 0) == 0;
-    int64_t binary = payloads.add(
+    manifest::KernelEntry k;
+    k.info = plan.info;
+    k.binary = payloads.add(
         g.code.binary, describe(nvidia ? "cubin" : "amdgpu_code_object"));
-    json::Value k = json::toJson(plan.info);
-    k.set("binary", binary);
     if (nvidia)
-      k.set("ptx_binary", payloads.add(g.code.ptx, describe("ptx")));
-    k.set("entry", g.code.entry);
-    k.set("block_threads", g.code.blockThreads);
-    k.set("rows_per_block", g.code.rowsPerBlock);
-    k.set("shared_bytes", g.code.sharedBytes);
-    k.set("tensor_maps", g.code.tensorMaps); // key tiles: the info's block_kv
-    k.set("merge_entry", g.code.mergeEntry);
-    if (!g.code.selectEntry.empty()) {
-      k.set("select_pool_entry", g.code.selectPoolEntry);
-      k.set("select_entry", g.code.selectEntry);
-    }
-    k.set("registers", g.registers);
-    kernels.push(std::move(k));
+      k.ptxBinary = payloads.add(g.code.ptx, describe("ptx"));
+    k.entry = g.code.entry;
+    k.mergeEntry = g.code.mergeEntry;
+    manifest::GpuLaunch launch;
+    launch.blockThreads = g.code.blockThreads;
+    launch.rowsPerBlock = g.code.rowsPerBlock;
+    launch.sharedBytes = g.code.sharedBytes;
+    launch.tensorMaps = g.code.tensorMaps; // key tiles: the info's block_kv
+    launch.selectPoolEntry = g.code.selectPoolEntry;
+    launch.selectEntry = g.code.selectEntry;
+    launch.registers = g.registers;
+    k.gpu = std::move(launch);
+    kernels.push_back(std::move(k));
   }
   return kernels;
 }
@@ -278,29 +276,25 @@ void writeBundle(const Source &source, const Options &options,
 
   TempFiles temps;
   Payloads payloads;
-  json::Value manifest = json::Value::object();
-  manifest.set("format", int64_t(detail::kBundleFormat));
-  manifest.set("compiler", compilerVersion());
-  manifest.set("source", source.file.name);
-  manifest.set("kernels", isGpuTarget(options.target)
-                              ? addGpuKernels(source, plans, payloads)
-                              : addCpuKernels(source, options, plans,
-                                              payloads, temps));
+  manifest::BundleManifest m;
+  m.format = detail::kBundleFormat;
+  m.compiler = compilerVersion();
+  m.source = source.file.name;
+  m.kernels = isGpuTarget(options.target)
+                  ? addGpuKernels(source, plans, payloads)
+                  : addCpuKernels(source, options, plans, payloads, temps);
+  m.binaries = payloads.entries;
   // Payload offsets depend on the manifest's length, which depends on the
   // offsets' digits: settle them in a few rounds.
   std::string text;
   int64_t base = 0;
   for (int round = 0; round < 4; ++round) {
-    json::Value bins = json::Value::array();
     int64_t offset = base;
-    for (size_t i = 0; i < payloads.bytes.size(); ++i) {
-      json::Value b = payloads.descriptions[i];
-      b.set("offset", offset);
-      offset += int64_t(payloads.bytes[i].size());
-      bins.push(std::move(b));
+    for (manifest::BinaryEntry &b : m.binaries) {
+      b.offset = offset;
+      offset += b.size;
     }
-    manifest.set("binaries", std::move(bins));
-    text = manifest.dump();
+    text = manifest::writeBundleManifest(m);
     base = 24 + static_cast<int64_t>(text.size());
   }
   std::string bundle(detail::kBundleMagic, 8);

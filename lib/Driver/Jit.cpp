@@ -12,7 +12,7 @@
 
 #include "lib/Driver/Compiler.h"
 #include "lib/Target/CPU/CPUTarget.h"
-#include "runtime/src/Json.h"
+#include "runtime/support/Manifest.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -144,21 +144,20 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
     if (!readFile(base + ".json", record) || !readFile(base + ".o", object))
       return std::nullopt;
     try {
-      json::Value r = json::parse(record);
+      manifest::CpuCacheRecord r =
+          manifest::readCpuCacheRecord(record, base + ".json");
       // Stale (another compiler) or corrupt entries are rebuilt.
-      if (r["compiler"].asString() != driver::compilerVersion() ||
-          r["key"].asString() != key ||
-          r["object_size"].asInt() != static_cast<int64_t>(object.size()) ||
-          r["object_checksum"].asString() !=
+      if (r.compiler != driver::compilerVersion() || r.key != key ||
+          r.objectSize != static_cast<int64_t>(object.size()) ||
+          r.objectChecksum !=
               hex64(detail::checksum(object.data(), object.size())))
         return std::nullopt;
       driver::CpuObject o;
       o.object = std::move(object);
-      o.entry = r["entry"].asString();
-      if (r.has("block_map_entry"))
-        o.blockMapEntry = r["block_map_entry"].asString();
-      o.mergeEntry = r["merge_entry"].asString();
-      o.info = json::kernelInfoFrom(r["kernel"]);
+      o.entry = std::move(r.entry);
+      o.blockMapEntry = std::move(r.blockMapEntry);
+      o.mergeEntry = std::move(r.mergeEntry);
+      o.info = std::move(r.info);
       return o;
     } catch (const Error &) {
       return std::nullopt;
@@ -168,22 +167,19 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
   void storeToDisk(const std::string &key, const driver::CpuObject &o) {
     if (cacheDir.empty() || llvm::sys::fs::create_directories(cacheDir))
       return; // an unwritable cache only costs speed
-    json::Value r = json::Value::object();
-    r.set("format", 1);
-    r.set("compiler", driver::compilerVersion());
-    r.set("key", key);
-    r.set("entry", o.entry);
-    if (!o.blockMapEntry.empty())
-      r.set("block_map_entry", o.blockMapEntry);
-    r.set("merge_entry", o.mergeEntry);
-    r.set("object_size", static_cast<int64_t>(o.object.size()));
-    r.set("object_checksum",
-          hex64(detail::checksum(o.object.data(), o.object.size())));
-    r.set("kernel", json::toJson(o.info));
+    manifest::CpuCacheRecord r;
+    r.compiler = driver::compilerVersion();
+    r.key = key;
+    r.entry = o.entry;
+    r.blockMapEntry = o.blockMapEntry;
+    r.mergeEntry = o.mergeEntry;
+    r.objectSize = static_cast<int64_t>(o.object.size());
+    r.objectChecksum = hex64(detail::checksum(o.object.data(), o.object.size()));
+    r.info = o.info;
     std::string base = cacheDir + "/" + key;
     // The record goes last: its presence marks a complete entry.
     if (writeAtomically(base + ".o", o.object))
-      writeAtomically(base + ".json", r.dump());
+      writeAtomically(base + ".json", manifest::writeCacheRecord(r));
   }
 
   /// A cached GPU kernel for `key`: its record (info, entries, launch
@@ -197,29 +193,17 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
         !readFile(base + ".bin", binary) || !readFile(base + ".ptx", ptx))
       return std::nullopt;
     try {
-      json::Value r = json::parse(record);
-      if (r["compiler"].asString() != driver::compilerVersion() ||
-          r["key"].asString() != key ||
-          r["binary_checksum"].asString() !=
+      manifest::GpuCacheRecord r =
+          manifest::readGpuCacheRecord(record, base + ".json");
+      if (r.compiler != driver::compilerVersion() || r.key != key ||
+          r.binaryChecksum !=
               hex64(detail::checksum(binary.data(), binary.size())) ||
-          r["ptx_checksum"].asString() !=
-              hex64(detail::checksum(ptx.data(), ptx.size())))
+          r.ptxChecksum != hex64(detail::checksum(ptx.data(), ptx.size())))
         return std::nullopt;
-      KernelInfo info = json::kernelInfoFrom(r["kernel"]);
-      detail::GpuCode code;
-      code.chip = r["chip"].asString();
-      code.entry = r["entry"].asString();
+      detail::GpuCode code = std::move(r.code);
       code.binary = std::move(binary);
       code.ptx = std::move(ptx);
-      code.blockThreads = r["block_threads"].asInt();
-      code.rowsPerBlock = r["rows_per_block"].asInt();
-      code.sharedBytes = r["shared_bytes"].asInt();
-      code.tensorMaps = r["tensor_maps"].asBool();
-      code.blockKV = r["block_kv"].asInt();
-      code.mergeEntry = r["merge_entry"].asString();
-      code.selectPoolEntry = r["select_pool_entry"].asString();
-      code.selectEntry = r["select_entry"].asString();
-      return detail::makeGpuKernel(std::move(info), std::move(code));
+      return detail::makeGpuKernel(std::move(r.info), std::move(code));
     } catch (const Error &) {
       return std::nullopt;
     }
@@ -229,29 +213,19 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
     if (cacheDir.empty() || llvm::sys::fs::create_directories(cacheDir))
       return;
     const detail::GpuCode &c = g.code;
-    json::Value r = json::Value::object();
-    r.set("format", 1);
-    r.set("compiler", driver::compilerVersion());
-    r.set("key", key);
-    r.set("chip", c.chip);
-    r.set("entry", c.entry);
-    r.set("block_threads", c.blockThreads);
-    r.set("rows_per_block", c.rowsPerBlock);
-    r.set("shared_bytes", c.sharedBytes);
-    r.set("tensor_maps", c.tensorMaps);
-    r.set("block_kv", c.blockKV);
-    r.set("merge_entry", c.mergeEntry);
-    r.set("select_pool_entry", c.selectPoolEntry);
-    r.set("select_entry", c.selectEntry);
-    r.set("binary_checksum",
-          hex64(detail::checksum(c.binary.data(), c.binary.size())));
-    r.set("ptx_checksum", hex64(detail::checksum(c.ptx.data(), c.ptx.size())));
-    r.set("kernel", json::toJson(g.info));
+    manifest::GpuCacheRecord r;
+    r.compiler = driver::compilerVersion();
+    r.key = key;
+    r.code = c; // all but the binary and the PTX, the files beside it
+    r.binaryChecksum =
+        hex64(detail::checksum(c.binary.data(), c.binary.size()));
+    r.ptxChecksum = hex64(detail::checksum(c.ptx.data(), c.ptx.size()));
+    r.info = g.info;
     std::string base = cacheDir + "/" + key;
     // The record goes last: its presence marks a complete entry.
     if (writeAtomically(base + ".bin", c.binary) &&
         writeAtomically(base + ".ptx", c.ptx))
-      writeAtomically(base + ".json", r.dump());
+      writeAtomically(base + ".json", manifest::writeCacheRecord(r));
   }
 
   Kernel build(const std::string &key, const std::string &source,

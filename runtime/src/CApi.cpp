@@ -1,8 +1,8 @@
 //===- CApi.cpp - the C ABI over attn::Module and attn::Kernel ------------===//
 #include "attn/runtime_c.h"
 
-#include "Json.h"
 #include "attn/runtime.h"
+#include "runtime/support/Manifest.h"
 
 #include <cstring>
 #include <string>
@@ -167,9 +167,12 @@ int attn_kernel_info_json(const attn_kernel *kernel, char *buffer,
                           size_t size, size_t *needed) {
   if (!kernel)
     return fail("kernel", "null kernel");
-  lastError.clear();
-  return copyOut(attn::json::toJson(kernel->kernel.info()).dump(), buffer,
-                 size, needed);
+  std::string json;
+  if (int rc = guarded([&] {
+        json = attn::manifest::writeKernelInfo(kernel->kernel.info());
+      }))
+    return rc;
+  return copyOut(json, buffer, size, needed);
 }
 
 int attn_kernel_launch(const attn_kernel *kernel, const attn_tensor *q,

@@ -7,7 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "attn/runtime.h"
 
-#include "Json.h"
+#include "runtime/support/Manifest.h"
 
 #include <cstring>
 #include <dlfcn.h>
@@ -140,107 +140,85 @@ Module Module::load(const std::string &path) {
                 "this attnc)"));
   if (manifestSize > data.size() - 24)
     fail("'" + path + "' is truncated");
-  json::Value manifest = json::parse(data.substr(24, manifestSize));
+  // Throws attn::Error("manifest", ...) naming the field when malformed.
+  manifest::BundleManifest contents = manifest::readBundleManifest(
+      std::string_view(data).substr(24, manifestSize), path);
+  if (contents.format != format)
+    fail("'" + path + "' is not a valid attnc bundle: its header says format " +
+         std::to_string(format) + " and its manifest format " +
+         std::to_string(contents.format) + " (the file is damaged)");
 
   std::vector<std::shared_ptr<void>> binaries;
   std::vector<std::string> gpuImages; // GPU payloads by index
-  for (const json::Value &b : manifest["binaries"].asArray()) {
-    int64_t offset = b["offset"].asInt(), size = b["size"].asInt();
-    if (offset < 0 || size < 0 || uint64_t(offset) > data.size() ||
-        uint64_t(size) > data.size() - uint64_t(offset))
+  for (const manifest::BinaryEntry &b : contents.binaries) {
+    if (uint64_t(b.offset) > data.size() ||
+        uint64_t(b.size) > data.size() - uint64_t(b.offset))
       fail("'" + path + "' is truncated");
-    std::string bytes = data.substr(offset, size);
+    std::string bytes = data.substr(b.offset, b.size);
     char sum[20];
     std::snprintf(sum, sizeof sum, "%016llx",
                   static_cast<unsigned long long>(
                       detail::checksum(bytes.data(), bytes.size())));
-    if (b["checksum"].asString() != sum)
+    if (b.checksum != sum)
       fail("'" + path + "' is corrupt (checksum mismatch)");
-    if (b["target"].asString() != "cpu") {
+    if (b.target != "cpu") {
       // GPU code: handed to the CUDA or HIP runtime at the first launch.
       binaries.push_back(nullptr);
       gpuImages.push_back(std::move(bytes));
       continue;
     }
     gpuImages.emplace_back();
-    for (const json::Value &f : b["cpu_features"].asArray())
+    for (const std::string &f : b.cpuFeatures)
       for (const auto &[name, present] : detail::hostCpuFeatures())
-        if (name == f.asString() && !present)
-          fail("'" + path + "' was compiled for CPU '" + b["cpu"].asString() +
+        if (name == f && !present)
+          fail("'" + path + "' was compiled for CPU '" + b.cpu +
                "', which needs " + name +
                "; this machine lacks it (recompile with --cpu x86-64-v2, "
                "x86-64-v3 or native)");
     binaries.push_back(openSharedObject(bytes, path));
   }
 
+  // The manifest's reader checked that each kernel's payloads exist and
+  // hold code for its target, and that GPU kernels have their geometry.
   auto state = std::make_shared<detail::ModuleState>();
-  for (const json::Value &k : manifest["kernels"].asArray()) {
-    KernelInfo info = json::kernelInfoFrom(k);
-    int64_t index = k["binary"].asInt();
-    if (index < 0 || size_t(index) >= binaries.size())
-      fail("kernel '" + info.name + "' names a missing binary");
-    const std::string &entry = k["entry"].asString();
-    if (!binaries[index]) {
+  for (manifest::KernelEntry &k : contents.kernels) {
+    KernelInfo &info = k.info;
+    if (k.gpu) {
       // NVIDIA kernels carry PTX next to the cubin; AMD code objects are
       // the whole kernel.
-      bool nvidia = info.target.rfind("sm_", 0) == 0;
-      int64_t ptx = k.has("ptx_binary") ? k["ptx_binary"].asInt() : -1;
-      if (nvidia && (ptx < 0 || size_t(ptx) >= gpuImages.size()))
-        fail("kernel '" + info.name + "' names a missing PTX payload");
       detail::GpuCode code;
       code.chip = info.target;
-      code.entry = entry;
-      code.binary = gpuImages[index];
-      if (nvidia)
-        code.ptx = gpuImages[ptx];
-      code.blockThreads = k["block_threads"].asInt();
-      code.rowsPerBlock = k["rows_per_block"].asInt();
-      code.sharedBytes = k["shared_bytes"].asInt();
-      code.tensorMaps = k.has("tensor_maps") && k["tensor_maps"].asBool();
+      code.entry = k.entry;
+      code.binary = gpuImages[k.binary];
+      if (k.ptxBinary)
+        code.ptx = gpuImages[*k.ptxBinary];
+      code.blockThreads = k.gpu->blockThreads;
+      code.rowsPerBlock = k.gpu->rowsPerBlock;
+      code.sharedBytes = k.gpu->sharedBytes;
+      code.tensorMaps = k.gpu->tensorMaps;
       code.blockKV = info.blockKV;
-      code.mergeEntry =
-          k.has("merge_entry") ? k["merge_entry"].asString() : std::string();
-      if (code.mergeEntry.empty())
-        fail("kernel '" + info.name + "' lacks its split-KV merge entry");
-      if (info.selectBlock > 0) {
-        for (auto [field, key] :
-             {std::pair{&code.selectPoolEntry, "select_pool_entry"},
-              std::pair{&code.selectEntry, "select_entry"}}) {
-          *field = k.has(key) ? k[key].asString() : std::string();
-          if (field->empty())
-            fail("kernel '" + info.name + "' lacks its select pre-pass entry " +
-                 key);
-        }
-      }
-      if (code.tensorMaps && code.blockKV <= 0)
-        fail("kernel '" + info.name + "' has no key tile size");
-      if (code.blockThreads <= 0 || code.rowsPerBlock <= 0)
-        fail("kernel '" + info.name + "' has no launch geometry");
+      code.mergeEntry = k.mergeEntry;
+      code.selectPoolEntry = k.gpu->selectPoolEntry;
+      code.selectEntry = k.gpu->selectEntry;
       // C++17 evaluates the right side of `=` first: keep the name.
       std::string name = info.name;
       state->kernels[name] =
           detail::makeGpuKernel(std::move(info), std::move(code));
       continue;
     }
-    void *fn = dlsym(binaries[index].get(), entry.c_str());
-    if (!fn)
-      fail("kernel '" + info.name + "' lacks its entry point " + entry);
-    detail::CpuEntry blockMap = nullptr;
-    if (k.has("block_map_entry")) {
-      const std::string &bm = k["block_map_entry"].asString();
-      blockMap = reinterpret_cast<detail::CpuEntry>(
-          dlsym(binaries[index].get(), bm.c_str()));
-      if (!blockMap)
-        fail("kernel '" + info.name + "' lacks its entry point " + bm);
-    }
-    const std::string &mergeName = k["merge_entry"].asString();
-    auto merge = reinterpret_cast<detail::CpuEntry>(
-        dlsym(binaries[index].get(), mergeName.c_str()));
-    if (!merge)
-      fail("kernel '" + info.name + "' lacks its entry point " + mergeName);
+    void *library = binaries[k.binary].get();
+    auto symbol = [&](const std::string &entry) {
+      void *fn = dlsym(library, entry.c_str());
+      if (!fn)
+        fail("kernel '" + info.name + "' lacks its entry point " + entry);
+      return reinterpret_cast<detail::CpuEntry>(fn);
+    };
+    detail::CpuEntry fn = symbol(k.entry);
+    detail::CpuEntry blockMap =
+        k.blockMapEntry.empty() ? nullptr : symbol(k.blockMapEntry);
+    detail::CpuEntry merge = symbol(k.mergeEntry);
     state->kernels[info.name] = detail::makeCpuKernel(
-        info, reinterpret_cast<detail::CpuEntry>(fn), binaries[index],
-        blockMap, merge);
+        info, fn, binaries[k.binary], blockMap, merge);
   }
   Module m;
   m.state = std::move(state);

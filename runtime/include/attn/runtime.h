@@ -296,8 +296,9 @@ class Module {
 public:
   Module() = default;
   /// Loads a bundle; throws attn::Error("bundle", ...) when the file is
-  /// missing, corrupt, from an incompatible compiler, or built for a CPU
-  /// this machine cannot run.
+  /// missing, not a bundle, corrupt, from an incompatible compiler, or
+  /// built for a CPU this machine cannot run, and attn::Error("manifest",
+  /// ...) naming the field when its manifest does not read.
   static Module load(const std::string &path);
 
   /// The kernel of a variant; throws attn::Error naming it when absent.
