@@ -1884,7 +1884,11 @@ void flatAddresses(Exec &x, const Inst &in, uint64_t *addr, int &data) {
     else if (data < 0)
       data = i;
   }
+  // GLOBAL (and SCRATCH) offsets are 13-bit signed on these chips; the MC
+  // operand holds the raw field (llvm-objdump prints it sign-extended).
   int64_t offset = in.imm[0];
+  if (!(in.aux & kMemFlat))
+    offset = int64_t(int32_t(uint32_t(offset) << 19) >> 19);
   uint64_t m = x.w->exec();
   if (saddr) {
     Src v = src(x, in, vIdx);

@@ -251,6 +251,18 @@ TEST_P(AmdSim, SelectWithKeyTilesOf48) {
   sim().expectMatches(p);
 }
 
+// A mask reading a captured tensor in select's pre-pass: the clamped read
+// compiles to a GLOBAL load with a negative offset (offset:-4), which the
+// simulator took as the unsigned 13-bit field (8188 bytes further: "access
+// to global memory ... outside every allocation"). Found by test/random.
+TEST_P(AmdSim, SelectWithACaptureInTheMask) {
+  Problem p = sim().make("variant s { select(size = 16) = above(0.0); "
+                         "tensor t5: f32[5]; mask(b, h, q, kv) = t5[2] < "
+                         "9.0 && kv <= q + (Skv - Sq); }");
+  p.Sq = 24, p.Skv = 119;
+  sim().expectMatches(p);
+}
+
 // Masks comparing the batch and head indices with constants compile to
 // scalar compares with a 16-bit immediate (s_cmpk_*), which the simulator
 // did not model ("instruction 's_cmpk_gt_i32' is not modelled"). Found by
