@@ -39,6 +39,9 @@ const char *kindName(Failure::Kind k);
 struct RunResult {
   Failure failure;
   double worst = 0; // max over launches of error / bound (o and lse)
+  /// Why the case could not run where that is a documented limit of the
+  /// simulator rather than a failure (a kernel that needs scratch memory).
+  std::string unsupported;
 };
 
 /// Compiles and runs every launch of `c` and compares with the reference.
