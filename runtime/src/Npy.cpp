@@ -143,6 +143,13 @@ NpyArray readNpy(const std::string &path, const std::string &argument,
   for (int64_t d : a.shape)
     if (__builtin_mul_overflow(bytes, d, &bytes))
       bytes = INT64_MAX;
+  // A zero dimension makes the data empty, but the other dimensions must
+  // still multiply within 64 bits (fuzz_npy: (0, 2^40, 2^40) read as an
+  // empty array whose numel() then threw).
+  int64_t nonzero = 1;
+  for (int64_t d : a.shape)
+    if (d != 0 && __builtin_mul_overflow(nonzero, d, &nonzero))
+      throw Error(argument, "'" + path + "' is too large");
   if (bytes > (int64_t(1) << 40))
     throw Error(argument, "'" + path + "' is too large");
   // The header's shape is only a claim: check the file holds that much data

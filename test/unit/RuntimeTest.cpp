@@ -356,6 +356,21 @@ TEST(Runtime, NpyRoundTrip) {
   }
 }
 
+// An empty shape whose other dimensions overflow 64 bits is refused, not
+// read as an array whose numel() throws (found by fuzz_npy).
+TEST(Runtime, NpyEmptyShapeWithOverflowingDimensions) {
+  std::string path = ::testing::TempDir() + "/empty-huge.npy";
+  writeNpyHeaderOnly(path, "(0, 1099511627776, 1099511627776)");
+  try {
+    NpyArray a = readNpy(path, "v");
+    ADD_FAILURE() << "read an array of " << a.shape.size() << " dimensions";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.argument(), "v");
+    EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos)
+        << e.what();
+  }
+}
+
 // A header claiming 1 TiB (within the size limit) in a file of a few
 // hundred bytes: refused as truncated before anything is allocated
 // (found by fuzz_npy; the reader used to allocate the claim first).
