@@ -1079,11 +1079,9 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
       // With deferScale, t is the unscaled s and the running max stays in
       // the scaled log2 domain: one FMA per entry instead of a multiply and
       // a subtraction.
-      if (deferScale) {
-        Value rawMax = mx;
+      if (deferScale)
         mx = arith::MaximumFOp::create(
-            b, loc, ml[r], arith::MulFOp::create(b, loc, rawMax, sScale));
-      }
+            b, loc, ml[r], arith::MulFOp::create(b, loc, mx, sScale));
       // Nothing kept yet: exponentiate against 0, never -inf - -inf.
       Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mx,
                                          cF32(b, -INFINITY));
