@@ -7,6 +7,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -178,43 +179,99 @@ struct Payloads {
   }
 };
 
-/// The CPU kernels of `plans`, linked into one shared object.
+/// A CPU of a bundle: its name as given, and what the manifest records.
+struct BundleCpu {
+  std::string given;
+  manifest::BinaryEntry binary; // target, kind, cpu and cpuFeatures
+};
+
+/// The CPUs of `options.cpu`, best first: most checkable features first,
+/// in the order given among equals. Two needing the same features are an
+/// error.
+std::vector<BundleCpu> bundleCpus(const Options &options) {
+  std::vector<BundleCpu> cpus;
+  for (const std::string &name : cpuList(options.cpu)) {
+    std::string tmError;
+    auto tm = cpu::createTargetMachine(cpu::CodegenTarget::named(name),
+                                       tmError);
+    if (!tm)
+      throw Error("--cpu", tmError);
+    BundleCpu c;
+    c.given = name;
+    c.binary.target = "cpu";
+    c.binary.kind = "elf-shared-object";
+    c.binary.cpu = std::string(tm->getTargetCPU());
+    c.binary.cpuFeatures = cpu::requiredCpuFeatures(*tm);
+    cpus.push_back(std::move(c));
+  }
+  // (std::sort on (features, position): std::stable_sort's temporary
+  // buffer is deprecated in this libstdc++.)
+  std::vector<size_t> order(cpus.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    size_t fa = cpus[a].binary.cpuFeatures.size(),
+           fb = cpus[b].binary.cpuFeatures.size();
+    return fa != fb ? fa > fb : a < b;
+  });
+  std::vector<BundleCpu> sorted;
+  for (size_t i : order)
+    sorted.push_back(std::move(cpus[i]));
+  cpus = std::move(sorted);
+  for (size_t i = 0; i < cpus.size(); ++i)
+    for (size_t j = i + 1; j < cpus.size(); ++j)
+      if (cpus[i].binary.cpuFeatures == cpus[j].binary.cpuFeatures) {
+        std::string features;
+        for (const std::string &f : cpus[i].binary.cpuFeatures)
+          features += (features.empty() ? "" : ", ") + f;
+        throw Error("--cpu",
+                    "'" + cpus[i].given + "' and '" + cpus[j].given +
+                        "' need the same CPU features (" +
+                        (features.empty() ? "none" : features) +
+                        "), which is all attnrt checks when it picks a "
+                        "binary: it would always load the first; list one "
+                        "of them");
+      }
+  return cpus;
+}
+
+/// The CPU kernels of `plans`, linked into one shared object per CPU.
 std::vector<manifest::KernelEntry>
 addCpuKernels(const Source &source, const Options &options,
               std::vector<KernelPlan> &plans, Payloads &payloads,
               TempFiles &temps) {
-  std::vector<CpuObject> objects;
-  for (const KernelPlan &plan : plans)
-    objects.push_back(compileCpuObject(source, plan));
-  std::vector<std::string> objectFiles;
-  for (const CpuObject &o : objects) {
-    objectFiles.push_back(temps.make("o"));
-    writeFile(objectFiles.back(), o.object);
-  }
-  std::string soPath = temps.make("so");
-  std::string error;
-  if (mlir::failed(cpu::linkSharedObject(objectFiles, soPath, error)))
-    throw InternalError(error);
-  std::string tmError;
-  auto tm = cpu::createTargetMachine(cpu::CodegenTarget::named(options.cpu),
-                                     tmError);
-  if (!tm)
-    throw Error("--cpu", tmError);
-  manifest::BinaryEntry binary;
-  binary.target = "cpu";
-  binary.kind = "elf-shared-object";
-  binary.cpu = std::string(tm->getTargetCPU());
-  binary.cpuFeatures = cpu::requiredCpuFeatures(*tm);
-  int64_t index = payloads.add(readFile(soPath), std::move(binary));
-  std::vector<manifest::KernelEntry> kernels;
-  for (size_t i = 0; i < plans.size(); ++i) {
-    manifest::KernelEntry k;
-    k.info = plans[i].info;
-    k.binary = index;
-    k.entry = objects[i].entry;
-    k.blockMapEntry = objects[i].blockMapEntry;
-    k.mergeEntry = objects[i].mergeEntry;
-    kernels.push_back(std::move(k));
+  std::vector<manifest::KernelEntry> kernels(plans.size());
+  bool first = true;
+  for (BundleCpu &c : bundleCpus(options)) {
+    std::vector<CpuObject> objects;
+    for (KernelPlan plan : plans) {
+      plan.cpu = c.given;
+      objects.push_back(compileCpuObject(source, plan));
+    }
+    std::vector<std::string> objectFiles;
+    for (const CpuObject &o : objects) {
+      objectFiles.push_back(temps.make("o"));
+      writeFile(objectFiles.back(), o.object);
+    }
+    std::string soPath = temps.make("so");
+    std::string error;
+    if (mlir::failed(cpu::linkSharedObject(objectFiles, soPath, error)))
+      throw InternalError(error);
+    int64_t index = payloads.add(readFile(soPath), std::move(c.binary));
+    for (size_t i = 0; i < plans.size(); ++i) {
+      manifest::KernelEntry &k = kernels[i];
+      if (!first) {
+        // The same entry points in each CPU's shared object.
+        k.fallbackBinaries.push_back(index);
+        continue;
+      }
+      k.info = plans[i].info;
+      k.binary = index;
+      k.entry = objects[i].entry;
+      k.blockMapEntry = objects[i].blockMapEntry;
+      k.mergeEntry = objects[i].mergeEntry;
+    }
+    first = false;
   }
   return kernels;
 }
@@ -259,8 +316,37 @@ addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
 
 } // namespace
 
+std::vector<std::string> cpuList(const std::string &cpus) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (true) {
+    size_t comma = cpus.find(',', start);
+    std::string name = cpus.substr(
+        start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (name.empty())
+      throw Error("--cpu", "'" + cpus +
+                               "' has an empty entry; expected a CPU or a "
+                               "comma-separated list of CPUs (x86-64-v3,"
+                               "x86-64-v4)");
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      throw Error("--cpu", "'" + name + "' is listed twice in '" + cpus + "'");
+    KernelPlan plan;
+    plan.cpu = name;
+    checkCpu(plan); // throws naming the CPU when LLVM does not know it
+    names.push_back(name);
+    if (comma == std::string::npos)
+      return names;
+    start = comma + 1;
+  }
+}
+
 void writeBundle(const Source &source, const Options &options,
                  const std::string &out) {
+  if (isGpuTarget(options.target) &&
+      options.cpu.find(',') != std::string::npos)
+    throw Error("--cpu", "a list of CPUs ('" + options.cpu +
+                             "') is for CPU bundles; a --target " +
+                             options.target + " bundle holds GPU code");
   std::vector<std::string> names;
   if (!options.variant.empty())
     names.push_back(options.variant);
@@ -277,13 +363,18 @@ void writeBundle(const Source &source, const Options &options,
   TempFiles temps;
   Payloads payloads;
   manifest::BundleManifest m;
-  m.format = detail::kBundleFormat;
+  m.format = detail::kOldestBundleFormat;
   m.compiler = compilerVersion();
   m.source = source.file.name;
   m.kernels = isGpuTarget(options.target)
                   ? addGpuKernels(source, plans, payloads)
                   : addCpuKernels(source, options, plans, payloads, temps);
   m.binaries = payloads.entries;
+  // Format 3 only where it is needed (fallback binaries): a single-CPU
+  // bundle stays readable by a format-2 attnrt.
+  for (const manifest::KernelEntry &k : m.kernels)
+    if (!k.fallbackBinaries.empty())
+      m.format = 3;
   // Payload offsets depend on the manifest's length, which depends on the
   // offsets' digits: settle them in a few rounds.
   std::string text;
@@ -298,7 +389,7 @@ void writeBundle(const Source &source, const Options &options,
     base = 24 + static_cast<int64_t>(text.size());
   }
   std::string bundle(detail::kBundleMagic, 8);
-  uint32_t format = detail::kBundleFormat, reserved = 0;
+  uint32_t format = uint32_t(m.format), reserved = 0;
   uint64_t manifestSize = text.size();
   bundle.append(reinterpret_cast<const char *>(&format), 4);
   bundle.append(reinterpret_cast<const char *>(&reserved), 4);

@@ -109,6 +109,62 @@ std::shared_ptr<void> openSharedObject(const std::string &bytes,
   });
 }
 
+/// The features `b` (CPU code) needs that this machine lacks, or that this
+/// attnrt cannot detect (a newer attnc's): those are never assumed.
+std::vector<std::string> missingCpuFeatures(const manifest::BinaryEntry &b) {
+  std::vector<std::string> missing;
+  for (const std::string &f : b.cpuFeatures) {
+    bool present = false;
+    for (const auto &[name, has] : detail::hostCpuFeatures())
+      if (name == f)
+        present = has;
+    if (!present)
+      missing.push_back(f);
+  }
+  return missing;
+}
+
+std::string joined(const std::vector<std::string> &names) {
+  std::string s;
+  for (const std::string &n : names)
+    s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+/// Why no binary of `candidates` runs here: each one's CPU, the features
+/// it needs and those this machine lacks.
+std::string noCpuFits(const std::string &path, const std::string &kernel,
+                      const std::vector<manifest::BinaryEntry> &binaries,
+                      const std::vector<int64_t> &candidates) {
+  std::string m = "'" + path + "' has no code this machine's CPU can run";
+  if (candidates.size() > 1)
+    m += " for kernel '" + kernel + "': its " +
+         std::to_string(candidates.size()) + " binaries were compiled for ";
+  else
+    m += ": kernel '" + kernel + "' was compiled for ";
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const manifest::BinaryEntry &b = binaries[candidates[i]];
+    std::vector<std::string> lacked, unknown;
+    for (const std::string &f : missingCpuFeatures(b)) {
+      bool detectable = false;
+      for (const auto &[name, has] : detail::hostCpuFeatures())
+        detectable |= name == f;
+      (detectable ? lacked : unknown).push_back(f);
+    }
+    std::string why;
+    if (!lacked.empty())
+      why = "this machine lacks " + joined(lacked);
+    if (!unknown.empty())
+      why += (why.empty() ? "" : ", and ") +
+             std::string("this attnrt cannot detect ") + joined(unknown);
+    m += std::string(i == 0 ? "" : i + 1 == candidates.size() ? " and " : ", ") +
+         "CPU '" + b.cpu + "' (needs " + joined(b.cpuFeatures) + "; " + why +
+         ")";
+  }
+  return m + "; recompile with --cpu native, or add a CPU this machine "
+             "has to the list (e.g. --cpu x86-64-v4,x86-64-v3,x86-64-v2)";
+}
+
 } // namespace
 
 Module Module::load(const std::string &path) {
@@ -131,10 +187,12 @@ Module Module::load(const std::string &path) {
     fail("'" + path + "' is not a valid attnc bundle: its header says "
          "format 0, which no attnc writes (the file is damaged or was not "
          "written by attnc compile)");
-  if (format != detail::kBundleFormat)
+  if (format < detail::kOldestBundleFormat || format > detail::kBundleFormat)
     fail("'" + path + "' has bundle format " + std::to_string(format) +
-         "; this attnrt reads format " + std::to_string(detail::kBundleFormat) +
-         (format < detail::kBundleFormat
+         "; this attnrt reads formats " +
+         std::to_string(detail::kOldestBundleFormat) + " to " +
+         std::to_string(detail::kBundleFormat) +
+         (format < detail::kOldestBundleFormat
               ? " (recompile it with this attnc)"
               : " (written by a newer attnc, or damaged: recompile it with "
                 "this attnc)"));
@@ -148,8 +206,8 @@ Module Module::load(const std::string &path) {
          std::to_string(format) + " and its manifest format " +
          std::to_string(contents.format) + " (the file is damaged)");
 
-  std::vector<std::shared_ptr<void>> binaries;
-  std::vector<std::string> gpuImages; // GPU payloads by index
+  // Every payload is checked; CPU code is loaded when a kernel picks it.
+  std::vector<std::string> images;
   for (const manifest::BinaryEntry &b : contents.binaries) {
     if (uint64_t(b.offset) > data.size() ||
         uint64_t(b.size) > data.size() - uint64_t(b.offset))
@@ -161,23 +219,14 @@ Module Module::load(const std::string &path) {
                       detail::checksum(bytes.data(), bytes.size())));
     if (b.checksum != sum)
       fail("'" + path + "' is corrupt (checksum mismatch)");
-    if (b.target != "cpu") {
-      // GPU code: handed to the CUDA or HIP runtime at the first launch.
-      binaries.push_back(nullptr);
-      gpuImages.push_back(std::move(bytes));
-      continue;
-    }
-    gpuImages.emplace_back();
-    for (const std::string &f : b.cpuFeatures)
-      for (const auto &[name, present] : detail::hostCpuFeatures())
-        if (name == f && !present)
-          fail("'" + path + "' was compiled for CPU '" + b.cpu +
-               "', which needs " + name +
-               "; this machine lacks it (recompile with --cpu x86-64-v2, "
-               "x86-64-v3 or native)");
-    binaries.push_back(openSharedObject(bytes, path));
+    images.push_back(std::move(bytes));
   }
-
+  std::vector<std::shared_ptr<void>> libraries(contents.binaries.size());
+  auto library = [&](int64_t index) {
+    if (!libraries[index])
+      libraries[index] = openSharedObject(images[index], path);
+    return libraries[index];
+  };
   // The manifest's reader checked that each kernel's payloads exist and
   // hold code for its target, and that GPU kernels have their geometry.
   auto state = std::make_shared<detail::ModuleState>();
@@ -189,9 +238,9 @@ Module Module::load(const std::string &path) {
       detail::GpuCode code;
       code.chip = info.target;
       code.entry = k.entry;
-      code.binary = gpuImages[k.binary];
+      code.binary = images[k.binary];
       if (k.ptxBinary)
-        code.ptx = gpuImages[*k.ptxBinary];
+        code.ptx = images[*k.ptxBinary];
       code.blockThreads = k.gpu->blockThreads;
       code.rowsPerBlock = k.gpu->rowsPerBlock;
       code.sharedBytes = k.gpu->sharedBytes;
@@ -206,9 +255,22 @@ Module Module::load(const std::string &path) {
           detail::makeGpuKernel(std::move(info), std::move(code));
       continue;
     }
-    void *library = binaries[k.binary].get();
+    // The first binary, best first, whose CPU features this machine has.
+    std::vector<int64_t> candidates{k.binary};
+    candidates.insert(candidates.end(), k.fallbackBinaries.begin(),
+                      k.fallbackBinaries.end());
+    int64_t chosen = -1;
+    for (int64_t c : candidates)
+      if (missingCpuFeatures(contents.binaries[c]).empty()) {
+        chosen = c;
+        break;
+      }
+    if (chosen < 0)
+      fail(noCpuFits(path, info.name, contents.binaries, candidates));
+    std::shared_ptr<void> owner = library(chosen);
+    info.cpu = contents.binaries[chosen].cpu;
     auto symbol = [&](const std::string &entry) {
-      void *fn = dlsym(library, entry.c_str());
+      void *fn = dlsym(owner.get(), entry.c_str());
       if (!fn)
         fail("kernel '" + info.name + "' lacks its entry point " + entry);
       return reinterpret_cast<detail::CpuEntry>(fn);
@@ -217,8 +279,8 @@ Module Module::load(const std::string &path) {
     detail::CpuEntry blockMap =
         k.blockMapEntry.empty() ? nullptr : symbol(k.blockMapEntry);
     detail::CpuEntry merge = symbol(k.mergeEntry);
-    state->kernels[info.name] = detail::makeCpuKernel(
-        info, fn, binaries[k.binary], blockMap, merge);
+    state->kernels[info.name] =
+        detail::makeCpuKernel(info, fn, owner, blockMap, merge);
   }
   Module m;
   m.state = std::move(state);

@@ -365,6 +365,8 @@ Json toJson(const KernelInfo &info) {
   v["kv_dtype"] = info.kvDtype;
   v["kv_group"] = info.kvGroup;
   v["page_size"] = info.pageSize;
+  if (!info.cpu.empty()) // set by the loader; bundles' entries have none
+    v["cpu"] = info.cpu;
   Json params = Json::array();
   for (const ParamInfo &p : info.params) {
     Json pv = Json::object();
@@ -411,6 +413,7 @@ KernelInfo kernelInfoFrom(const Field &v) {
   info.kvDtype = v.strOr("kv_dtype", "same");
   info.kvGroup = v.integerOr("kv_group", 0, 0, kInt32Max);
   info.pageSize = v.integerOr("page_size", 0, 0, kInt32Max);
+  info.cpu = v.strOr("cpu", "");
   std::set<std::string> names;
   for (const Field &pv : v["params"].items()) {
     pv.object();
@@ -463,6 +466,8 @@ std::string writeBundleManifest(const BundleManifest &m) {
   for (const KernelEntry &k : m.kernels) {
     Json v = toJson(k.info);
     v["binary"] = k.binary;
+    if (!k.fallbackBinaries.empty())
+      v["fallback_binaries"] = k.fallbackBinaries;
     if (k.ptxBinary)
       v["ptx_binary"] = *k.ptxBinary;
     v["entry"] = k.entry;
@@ -550,6 +555,21 @@ BundleManifest readBundleManifest(std::string_view text,
         return index;
       };
       e.binary = payload(k["binary"]);
+      if (Field fb = k["fallback_binaries"]; fb.present()) {
+        if (gpu)
+          fb.fail("only CPU kernels have fallback binaries");
+        if (m.format < 3)
+          fb.fail("fallback binaries need bundle format 3, but the "
+                  "manifest says format " + std::to_string(m.format));
+        std::set<int64_t> seen{e.binary};
+        for (const Field &f : fb.items()) {
+          int64_t index = payload(f);
+          if (!seen.insert(index).second)
+            f.fail("names payload " + std::to_string(index) +
+                   " a second time for this kernel");
+          e.fallbackBinaries.push_back(index);
+        }
+      }
       e.entry = k["entry"].name();
       e.mergeEntry = k["merge_entry"].name();
       if (Field bm = k["block_map_entry"]; bm.present())

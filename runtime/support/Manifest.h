@@ -59,6 +59,10 @@ struct GpuLaunch {
 struct KernelEntry {
   KernelInfo info;
   int64_t binary = 0;      // index into BundleManifest::binaries
+  /// CPU kernels of a bundle compiled for several CPUs (format 3): the
+  /// other binaries holding this kernel, next best first. The loader runs
+  /// the first of `binary`, then these, whose CPU features the host has.
+  std::vector<int64_t> fallbackBinaries;
   std::string entry;       // exported symbol of the kernel
   std::string mergeEntry;  // the split-KV merge
   std::string blockMapEntry; // CPU kernels of masked variants; else empty
@@ -71,7 +75,8 @@ struct KernelEntry {
 /// A bundle's manifest. The reader checks what holds the document
 /// together: each kernel's binary (and PTX) index names a payload, a GPU
 /// kernel's binary is GPU code for its own target and comes with its
-/// launch geometry, a CPU kernel's is CPU code.
+/// launch geometry, a CPU kernel's is CPU code, and so are its fallbacks
+/// (distinct payloads, only from format 3 on).
 struct BundleManifest {
   int64_t format = detail::kBundleFormat; // as in the file header
   std::string compiler; // attnc version that wrote it

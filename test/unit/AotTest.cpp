@@ -3,11 +3,13 @@
 #include "attn/runtime.h"
 #include "attn/runtime_c.h"
 #include "lib/Driver/Bundle.h"
+#include "runtime/support/Manifest.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -383,8 +385,8 @@ TEST(Bundle, BadFilesAreReported) {
   old[8] = 1;
   std::ofstream(dir + "/old.attnpkg", std::ios::binary) << old;
   expectBundleError(dir + "/old.attnpkg",
-                    "bundle format 1; this attnrt reads format 2 (recompile "
-                    "it with this attnc)");
+                    "bundle format 1; this attnrt reads formats 2 to 3 "
+                    "(recompile it with this attnc)");
   std::string badJson = bytes;
   badJson[24] = '#';
   std::ofstream(dir + "/json.attnpkg", std::ios::binary) << badJson;
@@ -394,6 +396,249 @@ TEST(Bundle, BadFilesAreReported) {
   } catch (const Error &e) {
     EXPECT_EQ(e.argument(), "manifest");
   }
+}
+
+std::string readBytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+uint32_t formatOf(const std::string &bytes) {
+  uint32_t format;
+  std::memcpy(&format, bytes.data() + 8, 4);
+  return format;
+}
+
+manifest::BundleManifest manifestOf(const std::string &bytes) {
+  uint64_t size;
+  std::memcpy(&size, bytes.data() + 16, 8);
+  return manifest::readBundleManifest(bytes.substr(24, size), "bundle");
+}
+
+/// `bytes` (a bundle) with its manifest changed by `edit` and the payload
+/// offsets moved to match: a forged bundle that still loads as far as
+/// what `edit` changed.
+template <class Edit>
+std::string forged(const std::string &bytes, Edit edit) {
+  uint64_t size;
+  std::memcpy(&size, bytes.data() + 16, 8);
+  manifest::BundleManifest m = manifestOf(bytes);
+  std::string payloads = bytes.substr(24 + size);
+  int64_t first = m.binaries.at(0).offset;
+  edit(m);
+  std::string text;
+  for (int round = 0; round < 4; ++round) {
+    int64_t shift = 24 + int64_t(text.empty() ? size : text.size()) - first;
+    for (manifest::BinaryEntry &b : m.binaries)
+      b.offset += shift;
+    first += shift;
+    text = manifest::writeBundleManifest(m);
+  }
+  EXPECT_EQ(first, int64_t(24 + text.size()));
+  std::string out = bytes.substr(0, 16);
+  uint64_t newSize = text.size();
+  out.append(reinterpret_cast<const char *>(&newSize), 8);
+  return out + text + payloads;
+}
+
+std::string kernelInfoJson(const std::string &bundle,
+                           const std::string &kernel) {
+  attn_module *module = nullptr;
+  EXPECT_EQ(attn_module_load(bundle.c_str(), &module), 0) << attn_last_error();
+  attn_kernel *k = nullptr;
+  EXPECT_EQ(attn_module_kernel(module, kernel.c_str(), &k), 0);
+  std::string json(1 << 16, '\0');
+  size_t needed = 0;
+  EXPECT_EQ(attn_kernel_info_json(k, json.data(), json.size(), &needed), 0);
+  json.resize(std::strlen(json.c_str()));
+  attn_kernel_free(k);
+  attn_module_free(module);
+  return json;
+}
+
+bool hostHas(const std::string &feature) {
+  for (const auto &[name, present] : detail::hostCpuFeatures())
+    if (name == feature)
+      return present;
+  return false;
+}
+
+TEST(Bundle, SeveralCpusLoadTheBestTheHostRuns) {
+  std::string dir = freshDir("bundle-cpus");
+  driver::Source source(kSource, "two.attn");
+  Options o = options("");
+  o.cpu = "x86-64-v3,native"; // the lower level first: attnc orders them
+  driver::writeBundle(source, o, dir + "/both");
+  o.cpu = "native";
+  driver::writeBundle(source, o, dir + "/native");
+  o.cpu = "x86-64-v3";
+  driver::writeBundle(source, o, dir + "/v3");
+
+  // One CPU: format 2 as before (a format-2 attnrt reads it), no
+  // fallbacks. Two: format 3, the native binary first.
+  std::string bytes = readBytes(dir + "/both.attnpkg");
+  EXPECT_EQ(formatOf(readBytes(dir + "/native.attnpkg")), 2u);
+  EXPECT_EQ(formatOf(readBytes(dir + "/v3.attnpkg")), 2u);
+  EXPECT_EQ(formatOf(bytes), 3u);
+  EXPECT_TRUE(manifestOf(readBytes(dir + "/v3.attnpkg"))
+                  .kernels.at(0)
+                  .fallbackBinaries.empty());
+  std::string host =
+      manifestOf(readBytes(dir + "/native.attnpkg")).binaries.at(0).cpu;
+  manifest::BundleManifest m = manifestOf(bytes);
+  ASSERT_EQ(m.binaries.size(), 2u);
+  EXPECT_EQ(m.binaries[0].cpu, host);
+  EXPECT_EQ(m.binaries[1].cpu, "x86-64-v3");
+  EXPECT_EQ(m.binaries[1].cpuFeatures,
+            (std::vector<std::string>{"sse4.2", "avx", "avx2", "fma",
+                                      "f16c"}));
+  ASSERT_EQ(m.kernels.size(), 2u);
+  for (const manifest::KernelEntry &k : m.kernels) {
+    EXPECT_EQ(k.binary, 0);
+    EXPECT_EQ(k.fallbackBinaries, std::vector<int64_t>{1});
+  }
+
+  // One kernel per variant, as ever; this machine runs the native code.
+  Module both = Module::load(dir + "/both.attnpkg");
+  EXPECT_EQ(both.kernelNames(),
+            (std::vector<std::string>{"plain_relu", "window"}));
+  Kernel k = both.kernel("window");
+  EXPECT_EQ(k.info().cpu, host);
+  EXPECT_EQ(Module::load(dir + "/v3.attnpkg").kernel("window").info().cpu,
+            "x86-64-v3");
+  if (hostHas("avx512f")) {
+    // The higher level: the native binary needs AVX-512.
+    EXPECT_NE(std::find(m.binaries[0].cpuFeatures.begin(),
+                        m.binaries[0].cpuFeatures.end(), "avx512f"),
+              m.binaries[0].cpuFeatures.end());
+  }
+  Kernel native = Module::load(dir + "/native.attnpkg").kernel("window");
+  for (int w : {1, 3, 100})
+    EXPECT_EQ(run(k, w), run(native, w));
+  EXPECT_NE(kernelInfoJson(dir + "/both.attnpkg", "window")
+                .find("\"cpu\": \"" + host + "\""),
+            std::string::npos);
+
+  // The typed header is the same whatever the CPUs (but for its name).
+  std::string header = readBytes(dir + "/both.h");
+  for (size_t at; (at = header.find("both")) != std::string::npos;)
+    header.replace(at, 4, "v3");
+  EXPECT_EQ(header, readBytes(dir + "/v3.h"));
+}
+
+TEST(Bundle, FallsBackToTheNextBinaryTheHostRuns) {
+  // The best binary forged to need a feature no attnrt detects: the loader
+  // takes the x86-64-v3 one, and it computes what a v3-only bundle does.
+  std::string dir = freshDir("bundle-fallback");
+  driver::Source source(kSource, "two.attn");
+  Options o = options("window");
+  o.cpu = "native,x86-64-v3";
+  driver::writeBundle(source, o, dir + "/both");
+  o.cpu = "x86-64-v3";
+  driver::writeBundle(source, o, dir + "/v3");
+  std::ofstream(dir + "/forged.attnpkg", std::ios::binary)
+      << forged(readBytes(dir + "/both.attnpkg"),
+                [](manifest::BundleManifest &m) {
+                  m.binaries.at(0).cpuFeatures.push_back("avx1024");
+                });
+  Kernel k = Module::load(dir + "/forged.attnpkg").kernel("window");
+  EXPECT_EQ(k.info().cpu, "x86-64-v3");
+  Kernel v3 = Module::load(dir + "/v3.attnpkg").kernel("window");
+  for (int w : {1, 3, 100})
+    EXPECT_EQ(run(k, w), run(v3, w));
+  EXPECT_NE(kernelInfoJson(dir + "/forged.attnpkg", "window")
+                .find("\"cpu\": \"x86-64-v3\""),
+            std::string::npos);
+}
+
+TEST(Bundle, NoBinaryTheHostRunsNamesWhatIsMissing) {
+  std::string dir = freshDir("bundle-no-cpu");
+  driver::Source source(kSource, "two.attn");
+  Options o = options("window");
+  o.cpu = "x86-64-v3";
+  driver::writeBundle(source, o, dir + "/v3");
+  // A feature this machine lacks, if any it can detect; else only an
+  // undetectable one.
+  std::string lacked;
+  for (const auto &[name, present] : detail::hostCpuFeatures())
+    if (!present)
+      lacked = name;
+  std::string one = dir + "/one.attnpkg";
+  std::ofstream(one, std::ios::binary)
+      << forged(readBytes(dir + "/v3.attnpkg"),
+                [&](manifest::BundleManifest &m) {
+                  if (!lacked.empty())
+                    m.binaries.at(0).cpuFeatures.push_back(lacked);
+                  m.binaries.at(0).cpuFeatures.push_back("avx1024");
+                });
+  std::string needs = "sse4.2, avx, avx2, fma, f16c" +
+                      (lacked.empty() ? "" : ", " + lacked) + ", avx1024";
+  std::string why = lacked.empty() ? "this attnrt cannot detect avx1024"
+                                   : "this machine lacks " + lacked +
+                                         ", and this attnrt cannot detect "
+                                         "avx1024";
+  expectBundleError(one, "'" + one +
+                             "' has no code this machine's CPU can run: "
+                             "kernel 'window' was compiled for CPU "
+                             "'x86-64-v3' (needs " +
+                             needs + "; " + why + "); recompile with --cpu "
+                                                  "native");
+
+  // Two binaries, neither of which runs here: both are described.
+  o.cpu = "x86-64-v3,x86-64-v2";
+  driver::writeBundle(source, o, dir + "/both");
+  std::string two = dir + "/two.attnpkg";
+  std::ofstream(two, std::ios::binary)
+      << forged(readBytes(dir + "/both.attnpkg"),
+                [](manifest::BundleManifest &m) {
+                  for (manifest::BinaryEntry &b : m.binaries)
+                    b.cpuFeatures.push_back("avx1024");
+                });
+  expectBundleError(two, "'" + two +
+                             "' has no code this machine's CPU can run for "
+                             "kernel 'window': its 2 binaries were compiled "
+                             "for CPU 'x86-64-v3' (needs sse4.2, avx, avx2, "
+                             "fma, f16c, avx1024; this attnrt cannot detect "
+                             "avx1024) and CPU 'x86-64-v2' (needs sse4.2, "
+                             "avx1024; this attnrt cannot detect avx1024)");
+  // The C ABI reports it the same way.
+  attn_module *module = nullptr;
+  EXPECT_EQ(attn_module_load(two.c_str(), &module), 1);
+  EXPECT_STREQ(attn_last_error_argument(), "bundle");
+}
+
+TEST(Bundle, CpuListsAreChecked) {
+  driver::Source source(kSource, "two.attn");
+  std::string dir = freshDir("bundle-cpu-list");
+  auto error = [&](const std::string &cpus, const std::string &target) {
+    Options o = options("window");
+    o.cpu = cpus;
+    o.target = target;
+    try {
+      driver::writeBundle(source, o, dir + "/x");
+    } catch (const Error &e) {
+      EXPECT_EQ(e.argument(), "--cpu") << e.what();
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error("x86-64-v3,x86-64-v3", "cpu"),
+            "--cpu: 'x86-64-v3' is listed twice in 'x86-64-v3,x86-64-v3'");
+  EXPECT_EQ(error("x86-64-v3,,native", "cpu"),
+            "--cpu: 'x86-64-v3,,native' has an empty entry; expected a CPU "
+            "or a comma-separated list of CPUs (x86-64-v3,x86-64-v4)");
+  EXPECT_EQ(error("x86-64-v3,pentium9000", "cpu"),
+            "--cpu: unknown CPU 'pentium9000'");
+  EXPECT_NE(error("x86-64-v4,skylake-avx512", "cpu")
+                .find("'x86-64-v4' and 'skylake-avx512' need the same CPU "
+                      "features"),
+            std::string::npos);
+  EXPECT_NE(error("x86-64-v4,x86-64-v3", "sm_80")
+                .find("is for CPU bundles"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir + "/x.attnpkg"));
 }
 
 TEST(Bundle, CArgumentsPassedTwiceAreErrors) {

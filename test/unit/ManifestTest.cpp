@@ -156,6 +156,7 @@ void expectSameInfo(const KernelInfo &a, const KernelInfo &b) {
   EXPECT_EQ(a.kvDtype, b.kvDtype);
   EXPECT_EQ(a.kvGroup, b.kvGroup);
   EXPECT_EQ(a.pageSize, b.pageSize);
+  EXPECT_EQ(a.cpu, b.cpu);
   ASSERT_EQ(a.params.size(), b.params.size());
   for (size_t i = 0; i < a.params.size(); ++i) {
     EXPECT_EQ(a.params[i].name, b.params[i].name);
@@ -491,6 +492,70 @@ TEST(Manifest, ReferencesMustHoldTogether) {
                       "\"dims\": [], \"dims_rpn\": []"),
                   "kernels[0].captures[1].dims_rpn: expected one expression "
                   "per dimension, got none");
+}
+
+/// The sample with a second CPU binary, which kernels[0] falls back to.
+manifest::BundleManifest sampleWithTwoCpus() {
+  manifest::BundleManifest m = sample();
+  manifest::BinaryEntry v2 = m.binaries[0];
+  v2.cpu = "x86-64-v2";
+  v2.cpuFeatures = {"sse4.2"};
+  v2.offset = 111448;
+  v2.checksum = "00000000000000aa";
+  m.binaries.push_back(v2);
+  m.kernels[0].fallbackBinaries = {4};
+  return m;
+}
+
+TEST(Manifest, FallbackBinariesRoundTrip) {
+  manifest::BundleManifest m = sampleWithTwoCpus();
+  std::string text = manifest::writeBundleManifest(m);
+  EXPECT_CONTAINS(text, "\"binary\": 0, \"fallback_binaries\": [4], ");
+  manifest::BundleManifest r = manifest::readBundleManifest(text, "t");
+  EXPECT_EQ(manifest::writeBundleManifest(r), text);
+  EXPECT_EQ(r.kernels[0].fallbackBinaries, std::vector<int64_t>{4});
+  EXPECT_TRUE(r.kernels[1].fallbackBinaries.empty());
+  // Without fallbacks the member is not written: the layout of format 2.
+  EXPECT_EQ(manifest::writeBundleManifest(sample()).find("fallback"),
+            std::string::npos);
+  // The loader's choice travels in the kernel info (attn_kernel_info_json).
+  KernelInfo info = sampleInfo("k", "cpu");
+  EXPECT_EQ(manifest::writeKernelInfo(info).find("\"cpu\":"),
+            std::string::npos);
+  info.cpu = "x86-64-v3";
+  std::string json = manifest::writeKernelInfo(info);
+  EXPECT_CONTAINS(json, "\"cpu\": \"x86-64-v3\"");
+  expectSameInfo(manifest::readKernelInfo(json, "info"), info);
+}
+
+TEST(Manifest, FallbackBinariesMustHoldTogether) {
+  std::string t = manifest::writeBundleManifest(sampleWithTwoCpus());
+  auto err = [&](const std::string &from, const std::string &to) {
+    return errorOf(replaced(t, from, to));
+  };
+  EXPECT_CONTAINS(err("\"fallback_binaries\": [4]",
+                      "\"fallback_binaries\": [5]"),
+                  "kernels[0].fallback_binaries[0]: names payload 5, but "
+                  "the bundle has 5");
+  EXPECT_CONTAINS(err("\"fallback_binaries\": [4]",
+                      "\"fallback_binaries\": [1]"),
+                  "kernels[0].fallback_binaries[0]: payload 1 is code for "
+                  "'sm_90a', but the kernel's target is 'cpu'");
+  EXPECT_CONTAINS(err("\"fallback_binaries\": [4]",
+                      "\"fallback_binaries\": [4, 0]"),
+                  "kernels[0].fallback_binaries[1]: names payload 0 a second "
+                  "time for this kernel");
+  EXPECT_CONTAINS(err("\"fallback_binaries\": [4]",
+                      "\"fallback_binaries\": 4"),
+                  "kernels[0].fallback_binaries: expected an array, got "
+                  "number 4");
+  EXPECT_CONTAINS(err(kFormat, "\"format\": 2"),
+                  "kernels[0].fallback_binaries: fallback binaries need "
+                  "bundle format 3, but the manifest says format 2");
+  EXPECT_CONTAINS(err("\"ptx_binary\": 2",
+                      "\"fallback_binaries\": [1], \"ptx_binary\": 2"),
+                  "kernels[1].fallback_binaries: only CPU kernels have "
+                  "fallback binaries");
 }
 
 TEST(Manifest, OnlyAttnErrorsEverLeaveTheReader) {

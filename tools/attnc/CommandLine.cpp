@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 #include "CommandLine.h"
 
+#include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
 #include "lib/Frontend/Diagnostics.h"
 
@@ -197,6 +198,19 @@ std::string countOrAuto(StringRef text, std::string &value) {
   if (text != "auto" && (text.getAsInteger(10, x) || x < 1))
     return "expected a positive count or 'auto', got '" + text.str() + "'";
   value = text.str();
+  return "";
+}
+
+/// --cpu: a CPU LLVM knows, or (compile) a comma-separated list of them,
+/// none twice.
+std::string cpus(StringRef text, std::string &value) {
+  value = text.str();
+  try {
+    driver::cpuList(value);
+  } catch (const Error &e) {
+    std::string what = e.what(); // "--cpu: why"
+    return what.substr(e.argument().empty() ? 0 : e.argument().size() + 2);
+  }
   return "";
 }
 
@@ -409,8 +423,13 @@ OneOfOpt gpuLoads("gpu-loads",
                   cl::sub(compiling), cl::cat(compileCat));
 OnceOpt<std::string> cpu("cpu",
                          cl::desc("the CPU to generate code for (default "
-                                  "native; e.g. x86-64-v3, znver4)"),
-                         cl::value_desc("native|NAME"), cl::sub(compiling),
+                                  "native; e.g. x86-64-v3, znver4). compile "
+                                  "takes a comma-separated list "
+                                  "(x86-64-v4,x86-64-v3): the bundle holds "
+                                  "code for each, and attnrt loads the best "
+                                  "this machine's CPU runs"),
+                         cl::value_desc("native|NAME[,NAME...]"),
+                         check(cpus), cl::sub(compiling),
                          cl::cat(compileCat));
 
 // emit
@@ -723,6 +742,11 @@ std::optional<Invocation> tool::parseCommandLine(int argc, char **argv) {
   o.splitKv = given<std::string>(splitKv, "auto");
   o.gpuLoads = chosen(gpuLoads, "auto");
   o.cpu = given<std::string>(cpu, "native");
+  if (o.cpu.find(',') != std::string::npos &&
+      command->command != Command::Compile)
+    throw Error("--cpu", std::string("attnc ") + command->name +
+                             " generates code for one CPU; a list ('" +
+                             o.cpu + "') is for attnc compile's bundles");
 
   inv.stage = chosen(stage, "");
   inv.out = command->command == Command::Compile

@@ -152,6 +152,10 @@ struct KernelInfo {
   int64_t kvGroup = 0;
   /// > 0: k and v are page pools read through Tensors::pageTable/seqLens.
   int64_t pageSize = 0;
+  /// CPU kernels loaded from a bundle: the CPU the binary attnrt picked was
+  /// compiled for ("x86-64-v3", "sapphirerapids"; a bundle may hold several,
+  /// see attnc compile --cpu). Empty for JIT and GPU kernels.
+  std::string cpu;
 };
 
 /// Quantizes K or V [B, Hkv, S, D] (f32, f16 or bf16) into `kind`'s codes
@@ -391,7 +395,13 @@ const std::vector<std::pair<std::string, bool>> &hostCpuFeatures();
 inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'};
 // 2: sm_90a TMA kernels take their tensor maps by value (grid-constant
 // parameters); a format-1 kernel expects pointers to them.
-inline constexpr uint32_t kBundleFormat = 2;
+// 3: CPU kernels may list fallback binaries (a bundle compiled for several
+// CPUs), of which the loader picks one; a format-2 reader would load (and
+// check the features of) every payload. attnc writes format 3 only for
+// such bundles, so a single-CPU bundle still loads in a format-2 attnrt.
+inline constexpr uint32_t kBundleFormat = 3;
+/// The oldest format this attnrt reads.
+inline constexpr uint32_t kOldestBundleFormat = 2;
 } // namespace detail
 
 } // namespace attn

@@ -57,7 +57,8 @@ int attn_module_kernel(const attn_module *module, const char *name,
 void attn_kernel_free(attn_kernel *kernel);
 
 /* The kernel's metadata as JSON (name, dtypes, head dims, params with
- * defaults, captured tensors with their dims). */
+ * defaults, captured tensors with their dims; for a bundle's CPU kernel,
+ * "cpu": the CPU of the binary the loader picked). */
 int attn_kernel_info_json(const attn_kernel *kernel, char *buffer,
                           size_t size, size_t *needed);
 
