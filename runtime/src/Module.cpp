@@ -9,6 +9,7 @@
 
 #include "runtime/support/Manifest.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <fstream>
@@ -109,13 +110,29 @@ std::shared_ptr<void> openSharedObject(const std::string &bytes,
   });
 }
 
+/// What the loader picks binaries by: detail::hostCpuFeatures(), less the
+/// features ATTN_HIDE_CPU_FEATURES lists (comma-separated), which shows
+/// what a machine without them would load.
+using CpuFeatures = std::vector<std::pair<std::string, bool>>;
+CpuFeatures loaderCpuFeatures(std::string &hidden) {
+  CpuFeatures features = detail::hostCpuFeatures();
+  const char *hide = std::getenv("ATTN_HIDE_CPU_FEATURES");
+  hidden = hide ? hide : "";
+  std::string list = "," + hidden + ",";
+  for (auto &[name, has] : features)
+    if (list.find("," + name + ",") != std::string::npos)
+      has = false;
+  return features;
+}
+
 /// The features `b` (CPU code) needs that this machine lacks, or that this
 /// attnrt cannot detect (a newer attnc's): those are never assumed.
-std::vector<std::string> missingCpuFeatures(const manifest::BinaryEntry &b) {
+std::vector<std::string> missingCpuFeatures(const manifest::BinaryEntry &b,
+                                            const CpuFeatures &host) {
   std::vector<std::string> missing;
   for (const std::string &f : b.cpuFeatures) {
     bool present = false;
-    for (const auto &[name, has] : detail::hostCpuFeatures())
+    for (const auto &[name, has] : host)
       if (name == f)
         present = has;
     if (!present)
@@ -135,7 +152,8 @@ std::string joined(const std::vector<std::string> &names) {
 /// it needs and those this machine lacks.
 std::string noCpuFits(const std::string &path, const std::string &kernel,
                       const std::vector<manifest::BinaryEntry> &binaries,
-                      const std::vector<int64_t> &candidates) {
+                      const std::vector<int64_t> &candidates,
+                      const CpuFeatures &host, const std::string &hidden) {
   std::string m = "'" + path + "' has no code this machine's CPU can run";
   if (candidates.size() > 1)
     m += " for kernel '" + kernel + "': its " +
@@ -145,9 +163,9 @@ std::string noCpuFits(const std::string &path, const std::string &kernel,
   for (size_t i = 0; i < candidates.size(); ++i) {
     const manifest::BinaryEntry &b = binaries[candidates[i]];
     std::vector<std::string> lacked, unknown;
-    for (const std::string &f : missingCpuFeatures(b)) {
+    for (const std::string &f : missingCpuFeatures(b, host)) {
       bool detectable = false;
-      for (const auto &[name, has] : detail::hostCpuFeatures())
+      for (const auto &[name, has] : host)
         detectable |= name == f;
       (detectable ? lacked : unknown).push_back(f);
     }
@@ -161,6 +179,8 @@ std::string noCpuFits(const std::string &path, const std::string &kernel,
          "CPU '" + b.cpu + "' (needs " + joined(b.cpuFeatures) + "; " + why +
          ")";
   }
+  if (!hidden.empty())
+    m += " (ATTN_HIDE_CPU_FEATURES=" + hidden + " hides features)";
   return m + "; recompile with --cpu native, or add a CPU this machine "
              "has to the list (e.g. --cpu x86-64-v4,x86-64-v3,x86-64-v2)";
 }
@@ -229,6 +249,8 @@ Module Module::load(const std::string &path) {
   };
   // The manifest's reader checked that each kernel's payloads exist and
   // hold code for its target, and that GPU kernels have their geometry.
+  std::string hidden;
+  const CpuFeatures host = loaderCpuFeatures(hidden);
   auto state = std::make_shared<detail::ModuleState>();
   for (manifest::KernelEntry &k : contents.kernels) {
     KernelInfo &info = k.info;
@@ -261,12 +283,13 @@ Module Module::load(const std::string &path) {
                       k.fallbackBinaries.end());
     int64_t chosen = -1;
     for (int64_t c : candidates)
-      if (missingCpuFeatures(contents.binaries[c]).empty()) {
+      if (missingCpuFeatures(contents.binaries[c], host).empty()) {
         chosen = c;
         break;
       }
     if (chosen < 0)
-      fail(noCpuFits(path, info.name, contents.binaries, candidates));
+      fail(noCpuFits(path, info.name, contents.binaries, candidates, host,
+                     hidden));
     std::shared_ptr<void> owner = library(chosen);
     info.cpu = contents.binaries[chosen].cpu;
     auto symbol = [&](const std::string &entry) {

@@ -609,6 +609,56 @@ TEST(Bundle, NoBinaryTheHostRunsNamesWhatIsMissing) {
   EXPECT_STREQ(attn_last_error_argument(), "bundle");
 }
 
+/// Sets ATTN_HIDE_CPU_FEATURES while in scope.
+struct HiddenCpuFeatures {
+  explicit HiddenCpuFeatures(const char *features) {
+    setenv("ATTN_HIDE_CPU_FEATURES", features, 1);
+  }
+  ~HiddenCpuFeatures() { unsetenv("ATTN_HIDE_CPU_FEATURES"); }
+};
+
+TEST(Bundle, HiddenCpuFeaturesPickALowerLevel) {
+  // ATTN_HIDE_CPU_FEATURES: the loader as on a machine without them.
+  if (!hostHas("avx2"))
+    GTEST_SKIP() << "needs an x86-64-v3 machine";
+  std::string dir = freshDir("bundle-hidden");
+  driver::Source source(kSource, "two.attn");
+  Options o = options("window");
+  o.cpu = "x86-64-v2,native,x86-64-v3";
+  driver::writeBundle(source, o, dir + "/three");
+  o.cpu = "x86-64-v3";
+  driver::writeBundle(source, o, dir + "/v3");
+  std::string three = dir + "/three.attnpkg";
+  std::vector<float> v3 =
+      run(Module::load(dir + "/v3.attnpkg").kernel("window"), 3);
+  {
+    HiddenCpuFeatures hide("avx512f");
+    Kernel k = Module::load(three).kernel("window");
+    EXPECT_EQ(k.info().cpu, "x86-64-v3");
+    EXPECT_EQ(run(k, 3), v3);
+  }
+  {
+    HiddenCpuFeatures hide("fma,avx512vnni");
+    EXPECT_EQ(Module::load(three).kernel("window").info().cpu, "x86-64-v2");
+  }
+  {
+    HiddenCpuFeatures hide("sse4.2");
+    std::string host = manifestOf(readBytes(three)).binaries.at(0).cpu;
+    expectBundleError(three, "'" + three +
+                                 "' has no code this machine's CPU can run "
+                                 "for kernel 'window': its 3 binaries were "
+                                 "compiled for CPU '" + host + "' (needs ");
+    expectBundleError(three, "; this machine lacks sse4.2), CPU 'x86-64-v3' "
+                             "(needs sse4.2, avx, avx2, fma, f16c; this "
+                             "machine lacks sse4.2) and CPU 'x86-64-v2' "
+                             "(needs sse4.2; this machine lacks sse4.2) "
+                             "(ATTN_HIDE_CPU_FEATURES=sse4.2 hides "
+                             "features); recompile with --cpu native");
+  }
+  // Unset, the best binary again.
+  EXPECT_NE(Module::load(three).kernel("window").info().cpu, "x86-64-v3");
+}
+
 TEST(Bundle, CpuListsAreChecked) {
   driver::Source source(kSource, "two.attn");
   std::string dir = freshDir("bundle-cpu-list");
