@@ -112,7 +112,7 @@ int main(int argc, char **argv) {
   int64_t Skv = 65536, Hq = 32, Hkv = 8, D = 128;
   int reps = 20;
   int64_t blockKV = 0;
-  std::string json, only;
+  std::string json, only, cpu = "native";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     int64_t v = std::atoll(argv[i + 1]);
@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
     else if (a == "--block-kv") blockKV = v;
     else if (a == "--json") json = argv[i + 1];
     else if (a == "--only") only = argv[i + 1];
+    else if (a == "--cpu") cpu = argv[i + 1]; // e.g. x86-64-v3: AVX2 kernels
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -175,6 +176,7 @@ int main(int argc, char **argv) {
     o.kvDtype = c.kvDtype;
     o.paged = c.paged;
     o.blockKV = blockKV;
+    o.cpu = cpu;
     Kernel kernel = jit.compile(source, o);
     bool bf = std::string(c.dtype) == "bf16";
     DType dt = bf ? DType::bf16 : DType::f32;

@@ -93,7 +93,7 @@ bench softcap_causal softcap_causal ""
 bench moba moba ""
 
 echo "== decode at 64k: K/V bytes read per second vs a memcpy of the same bytes"
-"$B/attn-bench-decode" --reps $((REPS * 4)) --json "$OUT/decode.json"
+"$B/attn-bench-decode" --cpu "$CPU" --reps $((REPS * 4)) --json "$OUT/decode.json"
 
 # Debian's python3 has the matplotlib just installed.
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <random>
 
 using namespace attn;
@@ -551,8 +553,12 @@ struct DecodeData {
       k[i] = normal(rng), v[i] = normal(rng);
   }
 
+  /// `adjustCodes` may rewrite the cache's codes (t.k, t.v) before the
+  /// launch.
   void launch(const Kernel &kernel, std::vector<float> &o,
-              std::vector<float> &lse) const {
+              std::vector<float> &lse,
+              const std::function<void(const Tensors &)> &adjustCodes =
+                  {}) const {
     o.assign(q.size(), 7.0f);
     lse.assign(B * Hq * Sq, 7.0f);
     Tensors t;
@@ -564,6 +570,8 @@ struct DecodeData {
         TensorRef(const_cast<float *>(k.data()), DType::f32, {B, Hkv, S, D}),
         TensorRef(const_cast<float *>(v.data()), DType::f32, {B, Hkv, S, D}));
     cache.bind(t);
+    if (adjustCodes)
+      adjustCodes(t);
     kernel.launch(t);
   }
 };
@@ -619,49 +627,85 @@ TEST(Numerics, SelectOverQuantizedPagesEqualsContiguous) {
     }
 }
 
-// On CPUs with AVX-512 VNNI, int8 K codes meet the rounded query rows in
-// vpdpbusd dot products (codes made unsigned, offsets subtracted in i32),
-// and int4 codes do so on their packed nibbles (K: low and high nibbles
-// against the query's even and odd columns; V: a row's nibbles as its
-// even and odd columns, put back in order in the sums); elsewhere the
-// codes are unpacked and converted to f32. Both sums are exact integers,
-// so code for a CPU without VNNI (skylake-avx512, runnable on this host)
-// gives the same answer. With AVX-512 BF16, fp8 codes become bf16 by bit
-// moves and meet the (bf16-rounded) query rows in vdpbf16ps: the same
-// products, summed in another order, and fp8 subnormals (under 2^-6 of a
-// scale) read as zero.
+// Integer K/V codes meet the rounded query rows (and P's codes) in byte dot
+// products: with VNNI (AVX-512 VNNI at 512 bits, AVX-VNNI at 256) in
+// vpdpbusd (K's codes made unsigned, offsets subtracted in i32); without it
+// (x86-64-v4: AVX-512 BW; x86-64-v3: AVX2) in vpmaddubsw + vpmaddwd, whose
+// 16-bit pair sums saturate, so K's codes go in as |k| with the query's
+// sign flipped and P's codes (0..255) as their low 7 bits and top bit.
+// int4 codes do so on their packed nibbles (K: low and high nibbles
+// against the query's even and odd columns; V: a row's nibbles as its even
+// and odd columns, put back in order in the sums). Code for x86-64-v2 (no
+// AVX2) converts the codes to f32 instead. All these sums are exact
+// integers, so every ISA level this host runs gives the same answer. With
+// AVX-512 BF16, fp8 codes become bf16 by bit moves and meet the
+// (bf16-rounded) query rows in vdpbf16ps: the same products, summed in
+// another order, and fp8 subnormals (under 2^-6 of a scale) read as zero.
+// Data: unit-normal K/V (codes spanning -127..127 per group) and a second
+// set whose every code is at the extremes (-128 for int8, the largest
+// query codes, P codes of 255 from equal scores), where saturating pair
+// sums would show.
 TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
   __builtin_cpu_init();
   const char *src = "variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
-  bool vnni = __builtin_cpu_supports("avx512vnni"),
-       bf16 = __builtin_cpu_supports("avx512bf16");
-  if (!vnni && !bf16)
-    GTEST_SKIP() << "neither AVX-512 VNNI nor BF16 on this machine";
-  for (auto [kv, present, bound] :
-       {std::tuple{"int8", vnni, 1e-5}, std::tuple{"int4", vnni, 1e-5},
-        std::tuple{"fp8e4m3", bf16, 1e-4}, std::tuple{"fp8e5m2", bf16, 1e-4}})
+  struct Level {
+    const char *cpu;
+    bool present;
+  };
+  const Level levels[] = {
+      {"native", true},
+      {"x86-64-v4", bool(__builtin_cpu_supports("avx512bw"))},
+      {"x86-64-v3", bool(__builtin_cpu_supports("avx2"))},
+      // AVX2 + AVX-VNNI, no AVX-512: vpdpbusd on ymm.
+      {"alderlake", bool(__builtin_cpu_supports("avxvnni"))},
+  };
+  for (const char *kv : {"int8", "int4", "fp8e4m3", "fp8e5m2"})
   // D = 64: int4's 64 codes per step fill one vector (nibbles side by
   // side); D = 128: 128 codes per step, the nibbles one vector each.
-  for (int64_t D : {64, 128}) {
-    if (!present)
-      continue;
+  for (int64_t D : {64, 128})
+  for (bool extremes : {false, true}) {
+    bool integer = kv[0] == 'i';
+    double bound = integer ? 1e-5 : 1e-4;
     Jit jit;
-    Options dots;
-    dots.headDim = D;
-    dots.kvDtype = kv;
-    dots.lse = true;
-    Options plain = dots;
-    plain.cpu = "skylake-avx512";
+    Options converted;
+    converted.headDim = D;
+    converted.kvDtype = kv;
+    converted.lse = true;
+    converted.cpu = "x86-64-v2";
     DecodeData data(/*B=*/1, /*Hq=*/8, /*Hkv=*/2, /*Sq=*/1, /*S=*/1000, D,
                     /*seed=*/5);
-    std::vector<float> o[2], lse[2];
-    data.launch(jit.compile(src, dots), o[0], lse[0]);
-    data.launch(jit.compile(src, plain), o[1], lse[1]);
-    SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D));
-    for (size_t i = 0; i < o[0].size(); ++i)
-      ASSERT_NEAR(o[0][i], o[1][i], bound) << i;
-    for (size_t i = 0; i < lse[0].size(); ++i)
-      ASSERT_NEAR(lse[0][i], lse[1][i], bound) << i;
+    // Extreme codes: a query of +-1 (codes +-127), every int8 K and V code
+    // -128 (equal scores: P's codes all 255), or int4 codes -8.
+    if (extremes)
+      for (size_t i = 0; i < data.q.size(); ++i)
+        data.q[i] = i % 5 == 0 ? -1.0f : 1.0f;
+    auto adjust = [&](const Tensors &t) {
+      if (!extremes || !integer)
+        return;
+      for (const TensorRef *codes : {&t.k, &t.v}) {
+        // int4: two codes per byte, both -8.
+        std::memset(codes->data, kv == std::string("int8") ? 0x80 : 0x88,
+                    size_t(codes->numel()));
+      }
+    };
+    if (extremes && !integer)
+      continue;
+    std::vector<float> expect, expectLse;
+    data.launch(jit.compile(src, converted), expect, expectLse, adjust);
+    for (const Level &level : levels) {
+      if (!level.present)
+        continue;
+      Options dots = converted;
+      dots.cpu = level.cpu;
+      std::vector<float> o, lse;
+      data.launch(jit.compile(src, dots), o, lse, adjust);
+      SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D) + " " +
+                   level.cpu + (extremes ? " extreme codes" : ""));
+      for (size_t i = 0; i < o.size(); ++i)
+        ASSERT_NEAR(o[i], expect[i], bound) << i;
+      for (size_t i = 0; i < lse.size(); ++i)
+        ASSERT_NEAR(lse[i], expectLse[i], bound) << i;
+    }
   }
 }
 

@@ -104,10 +104,13 @@ std::vector<std::string> requiredCpuFeatures(const llvm::TargetMachine &tm) {
 VectorShape vectorShape(const llvm::TargetMachine &tm) {
   const llvm::MCSubtargetInfo *sti = tm.getMCSubtargetInfo();
   if (sti->checkFeatures("+avx512f"))
-    return {512, 32, sti->checkFeatures("+avx512vnni"),
+    return {512, 32,
+            sti->checkFeatures("+avx512vnni") ? "vnni"
+            : sti->checkFeatures("+avx512bw") ? "maddubs"
+                                              : "none",
             sti->checkFeatures("+avx512bf16")};
   if (sti->checkFeatures("+avx2"))
-    return {256, 16};
+    return {256, 16, sti->checkFeatures("+avxvnni") ? "vnni" : "maddubs"};
   return {128, 16};
 }
 
@@ -121,7 +124,7 @@ std::string loweringPipeline(VectorShape shape) {
   return "func.func(attn-cpu-vectorize-matmul{vector-bits=" +
          std::to_string(shape.bits) +
          " registers=" + std::to_string(shape.registers) +
-         (shape.int8Dots ? " int8-dots=1" : "") +
+         " byte-dots=" + shape.byteDots +
          (shape.bf16Dots ? " bf16-dots=1" : "") +
          "},convert-linalg-to-loops,attn-cpu-work-range,canonicalize,cse,"
          "loop-invariant-code-motion,attn-expand-floordiv,canonicalize,cse),"

@@ -24,8 +24,9 @@ namespace attn::cpu {
 struct VectorShape {
   int64_t bits = 128;
   int64_t registers = 16;
-  /// AVX-512 VNNI: int8 dot products (vpdpbusd) for int8 x int8 matmuls.
-  bool int8Dots = false;
+  /// int8 dot products for int8 x int8 matmuls: "vnni" (vpdpbusd, AVX-512
+  /// VNNI or AVX-VNNI), "maddubs" (AVX2 / AVX-512 BW), or "none".
+  std::string byteDots = "none";
   /// AVX-512 BF16: bf16 pair dot products (vdpbf16ps) for fp8 codes.
   bool bf16Dots = false;
 };

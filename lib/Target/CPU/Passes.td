@@ -40,10 +40,14 @@ def AttnCPUVectorizeMatmulPass
     loads one row of B once and broadcasts one element of A per row into a
     `vector.fma`. Columns are split into chunks and rows into blocks sized
     to the register file (`vector-bits`, `registers`), so nothing spills.
-    With `int8-dots` (512-bit registers), an int8 x int8 matmul in the dot
-    form (decode's K codes . Q codes) accumulates 4 byte products per i32
-    lane with `vpdpbusd`: K's codes are made unsigned by flipping their
-    sign bit (k + 128), and 128 * sum(q) comes off each sum. With
+    With `byte-dots` (256- or 512-bit registers), an int8 x int8 matmul in
+    the dot form (decode's K codes . Q codes) accumulates 4 byte products
+    per i32 lane: with `vnni` in one `vpdpbusd`, K's codes made unsigned by
+    flipping their sign bit (k + 128) and 128 * sum(q) taken off each sum;
+    with `maddubs` (AVX2: `vpmaddubsw` + `vpmaddwd`, whose 16-bit pair sums
+    saturate) as |k| times q with k's sign, exact for q in [-127, 127] (the
+    tiler's query codes). P codes (0..255) times V's int8 codes go in as
+    their low 7 bits and their top bit, one `vpmaddubsw` each. With
     `bf16-dots`, fp8 codes (decode's K in place) meet f32 rows as
     `vdpbf16ps` bf16 pairs: the codes become bf16 by bit moves (value
     times 2^-bias), the rows are rounded to bf16 once per matmul times
@@ -51,7 +55,7 @@ def AttnCPUVectorizeMatmulPass
     (`linalg.generic`s marked `attn.int4_pairs`: packed K codes against the
     query codes' even and odd columns, P codes against packed V into O's
     even and odd columns) become `vpdpbusd`s on the packed bytes' nibbles
-    with `int8-dots`, and otherwise unpack the tile to bytes and take the
+    with `byte-dots`, and otherwise unpack the tile to bytes and take the
     int8 matmul's way. A zero `linalg.fill` of C right before a P . V on
     codes is folded away: the sums are stored instead of added.
   }];
@@ -60,8 +64,9 @@ def AttnCPUVectorizeMatmulPass
            "width of one vector register in bits">,
     Option<"registers", "registers", "int64_t", "32",
            "number of vector registers">,
-    Option<"int8Dots", "int8-dots", "bool", "false",
-           "int8 x int8 dot products with AVX-512 VNNI (vpdpbusd)">,
+    Option<"byteDots", "byte-dots", "std::string", "\"none\"",
+           "int8 x int8 dot products: none, vnni (vpdpbusd: AVX-512 VNNI, "
+           "AVX-VNNI) or maddubs (AVX2 vpmaddubsw + vpmaddwd)">,
     Option<"bf16Dots", "bf16-dots", "bool", "false",
            "fp8 codes x f32 rows as bf16 dot products (AVX-512 BF16 "
            "vdpbf16ps)">,

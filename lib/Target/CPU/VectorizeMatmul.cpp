@@ -23,12 +23,13 @@
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/StringSwitch.h"
 
 #include <cmath>
 
@@ -193,9 +194,109 @@ Value laneDots(OpBuilder &b, Location loc, StringRef intrinsic, Value acc,
       .getResult(0);
 }
 
-/// vpdpbusd: acc (i32 lanes) += sum of 4 products u8(a) * s8(b) per lane.
-Value int8Dot(OpBuilder &b, Location loc, Value acc, Value a, Value bytes) {
-  return laneDots(b, loc, "llvm.x86.avx512.vpdpbusd.512", acc, a, bytes);
+using mlir::attn::cpu::ByteDots;
+
+/// vpmaddubsw: the 16-bit sums of adjacent products u8(a) * s8(bytes),
+/// saturating.
+Value bytePairSums(OpBuilder &b, Location loc, Value a, Value bytes) {
+  auto type = cast<VectorType>(a.getType());
+  bool zmm = type.getNumElements() == 64;
+  auto words = VectorType::get({type.getNumElements() / 2}, b.getI16Type());
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, words,
+             b.getStringAttr(zmm ? "llvm.x86.avx512.pmaddubs.w.512"
+                                 : "llvm.x86.avx2.pmadd.ub.sw"),
+             ValueRange{a, bytes})
+      .getResult(0);
+}
+
+/// vpmaddwd by a splat `factor`: i32 lanes of factor * (the sum of their
+/// two 16-bit words).
+Value wordPairSums(OpBuilder &b, Location loc, Value words, int64_t factor) {
+  auto type = cast<VectorType>(words.getType());
+  auto lanes = VectorType::get({type.getNumElements() / 2}, b.getI32Type());
+  Value splat = arith::ConstantOp::create(
+      b, loc, type,
+      DenseElementsAttr::get(type, b.getI16IntegerAttr(int16_t(factor))));
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, lanes,
+             b.getStringAttr(lanes.getNumElements() == 16
+                                 ? "llvm.x86.avx512.pmaddw.d.512"
+                                 : "llvm.x86.avx2.pmadd.wd"),
+             ValueRange{words, splat})
+      .getResult(0);
+}
+
+/// acc (i32 lanes) += the 4 products u8(a) * s8(bytes) under each lane:
+/// vpdpbusd with VNNI (zmm, or ymm: AVX-VNNI / AVX-512 VL), else
+/// vpmaddubsw + vpmaddwd, whose 16-bit pair sums saturate: callers keep
+/// |a0 * b0 + a1 * b1| <= 32767 for every byte pair (see signedDot and
+/// wideUnsignedDot).
+Value int8Dot(OpBuilder &b, Location loc, ByteDots dots, Value acc, Value a,
+              Value bytes) {
+  if (dots == ByteDots::vnni)
+    return laneDots(b, loc,
+                    cast<VectorType>(acc.getType()).getNumElements() == 16
+                        ? "llvm.x86.avx512.vpdpbusd.512"
+                        : "llvm.x86.avx512.vpdpbusd.256",
+                    acc, a, bytes);
+  return arith::AddIOp::create(
+      b, loc, acc, wordPairSums(b, loc, bytePairSums(b, loc, a, bytes), 1));
+}
+
+/// |x| of signed bytes (-128 stays 0x80, which reads as 128 unsigned).
+Value absBytes(OpBuilder &b, Location loc, Value x) {
+  auto type = cast<VectorType>(x.getType());
+  Value zero = arith::ConstantOp::create(
+      b, loc, type, DenseElementsAttr::get(type, b.getI8IntegerAttr(0)));
+  return arith::SelectOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, x, zero),
+      arith::SubIOp::create(b, loc, zero, x), x);
+}
+
+/// acc += the 4 products of signed bytes x and y under each lane, without
+/// VNNI: |x| (unsigned, at most 128) times y with x's sign, exact for y in
+/// [-127, 127] (pairs of at most 2 * 128 * 127).
+Value signedDot(OpBuilder &b, Location loc, ByteDots dots, Value acc, Value x,
+                Value absX, Value y) {
+  auto type = cast<VectorType>(y.getType());
+  Value signedY;
+  if (type.getNumElements() == 32) {
+    // vpsignb: y negated where x < 0 (zeroed where x == 0, where |x| is 0
+    // anyway).
+    signedY = LLVM::CallIntrinsicOp::create(
+                  b, loc, type, b.getStringAttr("llvm.x86.avx2.psign.b"),
+                  ValueRange{y, x})
+                  .getResult(0);
+  } else {
+    Value zero = arith::ConstantOp::create(
+        b, loc, type, DenseElementsAttr::get(type, b.getI8IntegerAttr(0)));
+    Value negative =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, x, zero);
+    signedY = arith::SelectOp::create(
+        b, loc, negative, arith::SubIOp::create(b, loc, zero, y), y);
+  }
+  return int8Dot(b, loc, dots, acc, absX, signedY);
+}
+
+/// acc += the 4 products u8(a) * s8(bytes) under each lane for any bytes:
+/// with VNNI one vpdpbusd; without, a's low 7 bits and its top bit
+/// (times 128) take one vpmaddubsw each (pairs of at most 2 * 127 * 128).
+Value wideUnsignedDot(OpBuilder &b, Location loc, ByteDots dots, Value acc,
+                      Value a, Value bytes) {
+  if (dots == ByteDots::vnni)
+    return int8Dot(b, loc, dots, acc, a, bytes);
+  auto type = cast<VectorType>(a.getType());
+  auto splat = [&](int64_t v) -> Value {
+    return arith::ConstantOp::create(
+        b, loc, type, DenseElementsAttr::get(type, b.getI8IntegerAttr(v)));
+  };
+  Value low = arith::AndIOp::create(b, loc, a, splat(0x7F));
+  Value top = arith::ShRUIOp::create(b, loc, a, splat(7));
+  Value sum = arith::AddIOp::create(
+      b, loc, acc, wordPairSums(b, loc, bytePairSums(b, loc, top, bytes), 128));
+  return arith::AddIOp::create(
+      b, loc, sum, wordPairSums(b, loc, bytePairSums(b, loc, low, bytes), 1));
 }
 
 /// vdpbf16ps: acc (f32 lanes) += the 2 products of bf16 pairs per lane.
@@ -252,8 +353,9 @@ SmallVector<int64_t> concatMask(int64_t n) {
 }
 
 /// C[m, n] += sum_k A[m, k] * B[n, k] for all rows and columns: dot
-/// products along k (K a multiple of `lanes`; with int8Dots, of 4 * lanes
-/// bytes, A and B int8 and 4 products per i32 lane; with fp8Dots, of
+/// products along k (K a multiple of `lanes`; with byte dots, of 4 * lanes
+/// bytes, A and B int8 and 4 products per i32 lane (without VNNI, B's
+/// bytes in [-127, 127], as the tiler's query codes are); with fp8Dots, of
 /// 2 * lanes, A fp8 codes and B f32, 2 bf16 products per f32 lane; with
 /// int4A and int8Dots, A's int4 codes packed two per byte ([M, K / 2]):
 /// each step's packed bytes split into their low and high nibbles, which
@@ -261,8 +363,12 @@ SmallVector<int64_t> concatMask(int64_t n) {
 /// matmul).
 void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
                      int64_t M, int64_t N, int64_t K, int64_t lanes,
-                     int64_t rows, mlir::attn::KVQuant codes,
-                     bool int8Dots, bool fp8Dots = false, bool int4A = false) {
+                     int64_t rows, mlir::attn::KVQuant codes, ByteDots byteDots,
+                     bool fp8Dots = false, bool int4A = false) {
+  bool int8Dots = byteDots != ByteDots::none;
+  // Without VNNI, int8 codes meet B as |a| times b with a's sign (exact,
+  // no offsets); int4's offset nibbles (0..15) go in unsigned as with VNNI.
+  bool signTrick = int8Dots && byteDots != ByteDots::vnni && !int4A;
   auto vt = VectorType::get({lanes}, int8Dots ? Type(b.getI32Type())
                                               : Type(b.getF32Type()));
   auto bytesType = VectorType::get({4 * lanes}, b.getI8Type());
@@ -329,7 +435,7 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
   // a + 128 (sign bit flipped; int4: a + 8), so every sum carries
   // 128 * sum_k B[n, k] (8 * ...), computed once per column here.
   Value signBits, offsets;
-  if (int8Dots) {
+  if (int8Dots && !signTrick) {
     signBits = splatInt(b, loc, bytesType, -128);
     Value offsetBytes = int4A ? splatInt(b, loc, bytesType, 8) : signBits;
     SmallVector<Value> perColumn;
@@ -339,8 +445,8 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
           [&](OpBuilder &b, Location, Value k, ValueRange acc) {
             Value bn = vector::LoadOp::create(b, loc, bytesType, B,
                                               ValueRange{cIdx(n), k});
-            scf::YieldOp::create(b, loc,
-                                 int8Dot(b, loc, acc[0], offsetBytes, bn));
+            scf::YieldOp::create(
+                b, loc, int8Dot(b, loc, byteDots, acc[0], offsetBytes, bn));
           });
       perColumn.push_back(vector::ReductionOp::create(
           b, loc, vector::CombiningKind::ADD, loop.getResult(0)));
@@ -378,7 +484,7 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
     auto kLoop = scf::ForOp::create(
         b, loc, cIdx(0), cIdx(K), cIdx(step), init,
         [&](OpBuilder &b, Location, Value k, ValueRange acc) {
-          SmallVector<Value> a, bv, next;
+          SmallVector<Value> a, absA, bv, next;
           auto pairBytes = VectorType::get({2 * lanes}, b.getI8Type());
           if (int4A) {
             // Per row: the step's packed bytes as nibbles; per column: B's
@@ -411,7 +517,7 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
               for (int64_t n = 0; n < N; ++n) {
                 Value c = acc[r * N + n];
                 for (int64_t piece = 0; piece < pieces; ++piece)
-                  c = int8Dot(b, loc, c, a[r * pieces + piece],
+                  c = int8Dot(b, loc, byteDots, c, a[r * pieces + piece],
                               bv[n * pieces + piece]);
                 next.push_back(c);
               }
@@ -420,7 +526,10 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
           }
           for (int64_t r = 0; r < R; ++r) {
             SmallVector<Value, 2> at = {rowIdx[r], k};
-            if (int8Dots)
+            if (signTrick) {
+              a.push_back(vector::LoadOp::create(b, loc, bytesType, A, at));
+              absA.push_back(absBytes(b, loc, a.back()));
+            } else if (int8Dots)
               a.push_back(arith::XOrIOp::create(
                   b, loc, vector::LoadOp::create(b, loc, bytesType, A, at),
                   signBits));
@@ -443,9 +552,11 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
             for (int64_t n = 0; n < N; ++n) {
               Value c = acc[r * N + n];
               next.push_back(
-                  int8Dots  ? int8Dot(b, loc, c, a[r], bv[n])
-                  : fp8Dots ? bf16Dot(b, loc, c, a[r], bv[n])
-                            : vector::FMAOp::create(b, loc, a[r], bv[n], c)
+                  signTrick
+                      ? signedDot(b, loc, byteDots, c, a[r], absA[r], bv[n])
+                  : int8Dots ? int8Dot(b, loc, byteDots, c, a[r], bv[n])
+                  : fp8Dots  ? bf16Dot(b, loc, c, a[r], bv[n])
+                             : vector::FMAOp::create(b, loc, a[r], bv[n], c)
                                   .getResult());
             }
           scf::YieldOp::create(b, loc, next);
@@ -460,9 +571,10 @@ void emitDotProducts(OpBuilder &b, Location loc, Value A, Value B, Value C,
     auto nt = VectorType::get({N}, b.getF32Type());
     for (int64_t r = 0; r < R; ++r) {
       Value sum = sums[r];
-      if (int8Dots) // exact: the offsets come off in i32
-        sum = arith::SIToFPOp::create(
-            b, loc, nt, arith::SubIOp::create(b, loc, sum, offsets));
+      if (offsets) // exact: the offsets come off in i32
+        sum = arith::SubIOp::create(b, loc, sum, offsets);
+      if (int8Dots)
+        sum = arith::SIToFPOp::create(b, loc, nt, sum);
       if (fp8Dots)
         sum = arith::MulFOp::create(
             b, loc, sum,
@@ -522,20 +634,26 @@ SmallVector<int64_t> unpackMask(int64_t n, int64_t perLane, bool high) {
   return mask;
 }
 
-/// Four vectors of 16 elements as 4 x 4 blocks of 4: the L-th result holds
-/// block L of each input in turn (a transpose of 128-bit lanes, 8 two-
-/// source shuffles).
+/// Four vectors of `lanes` (8 or 16) elements as blocks of 4: the L-th
+/// result (of lanes / 4) holds block L of each input in turn, 16 elements
+/// (a transpose of 128-bit lanes: two-source shuffles).
 SmallVector<Value> transposeLaneBlocks(OpBuilder &b, Location loc,
                                        ArrayRef<Value> v) {
-  // (x's block g, y's block g, x's block g + 1, y's block g + 1)
-  auto pairs = [&](Value x, Value y, int64_t g0) -> Value {
+  int64_t lanes = cast<VectorType>(v[0].getType()).getNumElements();
+  // (x's blocks g .. g + count - 1, each followed by y's same block)
+  auto pairs = [&](Value x, Value y, int64_t g0, int64_t count) -> Value {
     SmallVector<int64_t> mask;
-    for (int64_t g : {g0, g0 + 1})
-      for (int64_t base : {0, 16})
+    for (int64_t g = g0; g < g0 + count; ++g)
+      for (int64_t base : {int64_t(0), lanes})
         for (int64_t l = 0; l < 4; ++l)
           mask.push_back(base + 4 * g + l);
     return vector::ShuffleOp::create(b, loc, x, y, mask);
   };
+  if (lanes == 8) // (x's block L, y's block L) of 0/1, then of 2/3
+    return {vector::ShuffleOp::create(b, loc, pairs(v[0], v[1], 0, 1),
+                                      pairs(v[2], v[3], 0, 1), concatMask(8)),
+            vector::ShuffleOp::create(b, loc, pairs(v[0], v[1], 1, 1),
+                                      pairs(v[2], v[3], 1, 1), concatMask(8))};
   // (x's half h, y's half h)
   auto halves = [&](Value x, Value y, int64_t h) -> Value {
     SmallVector<int64_t> mask;
@@ -544,8 +662,8 @@ SmallVector<Value> transposeLaneBlocks(OpBuilder &b, Location loc,
         mask.push_back(base + 8 * h + l);
     return vector::ShuffleOp::create(b, loc, x, y, mask);
   };
-  Value lo01 = pairs(v[0], v[1], 0), hi01 = pairs(v[0], v[1], 2),
-        lo23 = pairs(v[2], v[3], 0), hi23 = pairs(v[2], v[3], 2);
+  Value lo01 = pairs(v[0], v[1], 0, 2), hi01 = pairs(v[0], v[1], 2, 2),
+        lo23 = pairs(v[2], v[3], 0, 2), hi23 = pairs(v[2], v[3], 2, 2);
   return {halves(lo01, lo23, 0), halves(lo01, lo23, 1), halves(hi01, hi23, 0),
           halves(hi01, hi23, 1)};
 }
@@ -560,12 +678,15 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
 }
 
 /// C[m, n] += sum_k A[k, m] * B[k, n] with A unsigned 8-bit codes (P^T,
-/// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0, lanes ==
-/// 16, N % 64 == 0: per 4 rows of B and 64 columns, the rows' bytes are
+/// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0, lanes 16
+/// or 8, N % (4 * lanes) == 0: per 4 rows of B and 4 * lanes columns, the
+/// rows' bytes are
 /// interleaved within 128-bit lanes (x86 unpacks, which leave their
 /// sources intact: bytes of row pairs, then 16-bit pairs of those) so each
 /// i32 lane holds one column's 4 codes, and every column m of A adds
-/// vpdpbusd(broadcast of its 4 codes, lane bytes) into its accumulators;
+/// vpdpbusd(broadcast of its 4 codes, lane bytes) into its accumulators
+/// (without VNNI: vpmaddubsw pairs, A's codes split at bit 7 for int8 B;
+/// rows of C in groups whose accumulators fit the registers);
 /// A's 4 x M block is transposed by one byte shuffle. Accumulator j ends
 /// with column 16 L + 4 j + i in lane 4 L + i: a transpose of 128-bit lanes
 /// per row of C puts them back in order.
@@ -574,9 +695,9 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
 /// odd ones, sign-extended; the sums are put back in column order.
 /// With `overwrite` (C was just zero-filled), the sums are stored instead
 /// of added to C.
-void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
-                         Value C, int64_t M, int64_t N, int64_t K,
-                         int64_t lanes, bool int4B = false,
+void emitInt8RowProducts(OpBuilder &b, Location loc, ByteDots byteDots, Value A,
+                         Value B, Value C, int64_t M, int64_t N, int64_t K,
+                         int64_t lanes, int64_t registers, bool int4B = false,
                          bool overwrite = false) {
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
@@ -589,99 +710,114 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, Value A, Value B,
   Value zero = arith::ConstantOp::create(
       b, loc, accType, DenseElementsAttr::get(accType, b.getI32IntegerAttr(0)));
   SmallVector<int64_t> transpose = columnMajorMask(4, M);
-  for (int64_t n0 = 0; n0 < N; n0 += width) {
-    Value col = cIdx(n0);
-    SmallVector<Value> init(M * 4, zero);
-    auto kLoop = scf::ForOp::create(
-        b, loc, cIdx(0), cIdx(K), cIdx(4), init,
-        [&](OpBuilder &b, Location, Value k, ValueRange acc) {
-          Value rows[4];
-          for (int64_t t = 0; t < 4; ++t) {
-            Value row = arith::AddIOp::create(b, loc, k, cIdx(t));
-            if (!int4B) {
-              rows[t] = vector::LoadOp::create(b, loc, rowBytes, B,
-                                               ValueRange{row, col});
-              continue;
+  // 4 accumulators per row of C, 4 operands, the broadcast and
+  // temporaries (more for the split codes without VNNI).
+  bool split = byteDots != ByteDots::vnni && !int4B;
+  int64_t group =
+      std::clamp<int64_t>((registers - (split ? 12 : 10)) / 4, 1, M);
+  for (int64_t n0 = 0; n0 < N; n0 += width)
+    for (int64_t m0 = 0; m0 < M; m0 += group) {
+      int64_t mEnd = std::min(M, m0 + group);
+      Value col = cIdx(n0);
+      SmallVector<Value> init((mEnd - m0) * 4, zero);
+      auto kLoop = scf::ForOp::create(
+          b, loc, cIdx(0), cIdx(K), cIdx(4), init,
+          [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+            Value rows[4];
+            for (int64_t t = 0; t < 4; ++t) {
+              Value row = arith::AddIOp::create(b, loc, k, cIdx(t));
+              if (!int4B) {
+                rows[t] = vector::LoadOp::create(b, loc, rowBytes, B,
+                                                 ValueRange{row, col});
+                continue;
+              }
+              auto [lo, hi] =
+                  offsetNibbles(b, loc,
+                                vector::LoadOp::create(
+                                    b, loc, VectorType::get({width / 2}, i8), B,
+                                    ValueRange{row, cIdx(n0 / 2)}));
+              rows[t] = arith::SubIOp::create(
+                  b, loc,
+                  vector::ShuffleOp::create(b, loc, lo, hi,
+                                            concatMask(width / 2)),
+                  splatInt(b, loc, rowBytes, 8));
             }
-            auto [lo, hi] = offsetNibbles(
-                b, loc,
-                vector::LoadOp::create(b, loc,
-                                       VectorType::get({width / 2}, i8), B,
-                                       ValueRange{row, cIdx(n0 / 2)}));
-            rows[t] = arith::SubIOp::create(
-                b, loc,
-                vector::ShuffleOp::create(b, loc, lo, hi,
-                                          concatMask(width / 2)),
-                splatInt(b, loc, rowBytes, 8));
-          }
-          // Bytes of rows 0/1 and 2/3 interleaved (low and high half of
-          // each 128-bit lane), then 16-bit pairs of those: operand j's
-          // i32 lane 4 L + i holds column 16 L + 4 j + i of the 4 rows.
-          auto halfType = VectorType::get({width / 2}, i16);
-          auto bytePairs = [&](Value x, Value y, bool high) -> Value {
-            return vector::BitCastOp::create(
-                b, loc, halfType,
-                vector::ShuffleOp::create(b, loc, x, y,
-                                          unpackMask(width, 16, high)));
-          };
-          Value lo01 = bytePairs(rows[0], rows[1], false),
-                hi01 = bytePairs(rows[0], rows[1], true),
-                lo23 = bytePairs(rows[2], rows[3], false),
-                hi23 = bytePairs(rows[2], rows[3], true);
-          SmallVector<Value> operands;
-          for (auto [x, y] : {std::pair{lo01, lo23}, std::pair{hi01, hi23}})
-            for (bool high : {false, true})
-              operands.push_back(vector::BitCastOp::create(
-                  b, loc, rowBytes,
+            // Bytes of rows 0/1 and 2/3 interleaved (low and high half of
+            // each 128-bit lane), then 16-bit pairs of those: operand j's
+            // i32 lane 4 L + i holds column 16 L + 4 j + i of the 4 rows.
+            auto halfType = VectorType::get({width / 2}, i16);
+            auto bytePairs = [&](Value x, Value y, bool high) -> Value {
+              return vector::BitCastOp::create(
+                  b, loc, halfType,
                   vector::ShuffleOp::create(b, loc, x, y,
-                                            unpackMask(width / 2, 8, high))));
-          Value block = vector::LoadOp::create(
-              b, loc, VectorType::get({4 * M}, i8), A, ValueRange{k, cIdx(0)});
-          Value words = vector::BitCastOp::create(
-              b, loc, VectorType::get({M}, i32),
-              vector::ShuffleOp::create(b, loc, block, block, transpose));
-          SmallVector<Value> next;
-          for (int64_t m = 0; m < M; ++m) {
-            Value p = vector::BitCastOp::create(
-                b, loc, rowBytes,
-                vector::BroadcastOp::create(
-                    b, loc, accType,
-                    vector::ExtractOp::create(b, loc, words,
-                                              ArrayRef<int64_t>{m})));
-            for (int64_t c = 0; c < 4; ++c)
-              next.push_back(int8Dot(b, loc, acc[m * 4 + c], p, operands[c]));
-          }
-          scf::YieldOp::create(b, loc, next);
-        });
-    for (int64_t m = 0; m < M; ++m) {
-      SmallVector<Value> sums;
-      for (int64_t c = 0; c < 4; ++c)
-        sums.push_back(arith::SIToFPOp::create(b, loc, f32Lanes,
-                                               kLoop.getResult(m * 4 + c)));
-      // blocks[L]: the chunk's columns 16 L .. 16 L + 15 in order (int4:
-      // of its even columns, then its odd ones).
-      SmallVector<Value> blocks = transposeLaneBlocks(b, loc, sums);
-      auto addTo = [&](Value sum, int64_t column) {
-        SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + column)};
-        auto type = cast<VectorType>(sum.getType());
-        if (!overwrite)
-          sum = arith::AddFOp::create(
-              b, loc, vector::LoadOp::create(b, loc, type, C, at), sum);
-        vector::StoreOp::create(b, loc, sum, C, at);
-      };
-      if (!int4B) {
-        for (int64_t L = 0; L < 4; ++L)
-          addTo(blocks[L], 16 * L);
-        continue;
+                                            unpackMask(width, 16, high)));
+            };
+            Value lo01 = bytePairs(rows[0], rows[1], false),
+                  hi01 = bytePairs(rows[0], rows[1], true),
+                  lo23 = bytePairs(rows[2], rows[3], false),
+                  hi23 = bytePairs(rows[2], rows[3], true);
+            SmallVector<Value> operands;
+            for (auto [x, y] : {std::pair{lo01, lo23}, std::pair{hi01, hi23}})
+              for (bool high : {false, true})
+                operands.push_back(vector::BitCastOp::create(
+                    b, loc, rowBytes,
+                    vector::ShuffleOp::create(b, loc, x, y,
+                                              unpackMask(width / 2, 8, high))));
+            Value block =
+                vector::LoadOp::create(b, loc, VectorType::get({4 * M}, i8), A,
+                                       ValueRange{k, cIdx(0)});
+            Value words = vector::BitCastOp::create(
+                b, loc, VectorType::get({M}, i32),
+                vector::ShuffleOp::create(b, loc, block, block, transpose));
+            SmallVector<Value> next;
+            for (int64_t m = m0; m < mEnd; ++m) {
+              Value p = vector::BitCastOp::create(
+                  b, loc, rowBytes,
+                  vector::BroadcastOp::create(
+                      b, loc, accType,
+                      vector::ExtractOp::create(b, loc, words,
+                                                ArrayRef<int64_t>{m})));
+              for (int64_t c = 0; c < 4; ++c) {
+                Value sum = acc[(m - m0) * 4 + c];
+                next.push_back(
+                    split
+                        ? wideUnsignedDot(b, loc, byteDots, sum, p, operands[c])
+                        : int8Dot(b, loc, byteDots, sum, p, operands[c]));
+              }
+            }
+            scf::YieldOp::create(b, loc, next);
+          });
+      for (int64_t m = m0; m < mEnd; ++m) {
+        SmallVector<Value> sums;
+        for (int64_t c = 0; c < 4; ++c)
+          sums.push_back(arith::SIToFPOp::create(
+              b, loc, f32Lanes, kLoop.getResult((m - m0) * 4 + c)));
+        // blocks[L]: the chunk's columns 16 L .. 16 L + 15 in order (int4:
+        // of its even columns, then its odd ones).
+        SmallVector<Value> blocks = transposeLaneBlocks(b, loc, sums);
+        auto addTo = [&](Value sum, int64_t column) {
+          SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + column)};
+          auto type = cast<VectorType>(sum.getType());
+          if (!overwrite)
+            sum = arith::AddFOp::create(
+                b, loc, vector::LoadOp::create(b, loc, type, C, at), sum);
+          vector::StoreOp::create(b, loc, sum, C, at);
+        };
+        int64_t numBlocks = lanes / 4;
+        if (!int4B) {
+          for (int64_t L = 0; L < numBlocks; ++L)
+            addTo(blocks[L], 16 * L);
+          continue;
+        }
+        // Even columns 2p (the first half of the blocks) and odd ones 2p + 1
+        // (the second half) interleaved.
+        for (int64_t c = 0; c < numBlocks / 2; ++c)
+          addTo(vector::ShuffleOp::create(b, loc, blocks[c],
+                                          blocks[c + numBlocks / 2],
+                                          interleaveMask(16)),
+                32 * c);
       }
-      // Even columns 2p (blocks 0, 1) and odd ones 2p + 1 (blocks 2, 3)
-      // interleaved.
-      for (int64_t c = 0; c < 2; ++c)
-        addTo(vector::ShuffleOp::create(b, loc, blocks[c], blocks[c + 2],
-                                        interleaveMask(lanes)),
-              32 * c);
     }
-  }
 }
 
 /// C[m, n] += sum_k A[k, m] * B[k, n] with A bf16 (P^T, contiguous [K, M])
@@ -921,25 +1057,43 @@ struct AttnCPUVectorizeMatmulPass final
       if (op->hasAttr(mlir::attn::kInt4PairsAttr))
         int4Ops.push_back(op);
     });
+    std::optional<ByteDots> dots = mlir::attn::cpu::parseByteDots(byteDots);
+    if (!dots) {
+      getOperation().emitError("unknown byte-dots '")
+          << byteDots << "' (expected none, vnni or maddubs)";
+      return signalPassFailure();
+    }
+    // Byte dot products come in ymm and zmm forms.
+    if (vectorBits != 256 && vectorBits != 512)
+      dots = ByteDots::none;
     IRRewriter rewriter(&getContext());
     for (linalg::MatmulOp op : ops)
-      (void)mlir::attn::cpu::vectorizeMatmul(
-          rewriter, op, vectorBits / 32, registers,
-          int8Dots && vectorBits == 512, bf16Dots && vectorBits == 512);
+      (void)mlir::attn::cpu::vectorizeMatmul(rewriter, op, vectorBits / 32,
+                                             registers, *dots,
+                                             bf16Dots && vectorBits == 512);
     for (linalg::GenericOp op : int4Ops)
       (void)mlir::attn::cpu::vectorizeInt4Product(
-          rewriter, op, vectorBits / 32, registers,
-          int8Dots && vectorBits == 512, bf16Dots && vectorBits == 512);
+          rewriter, op, vectorBits / 32, registers, *dots,
+          bf16Dots && vectorBits == 512);
   }
 };
 
 } // namespace
 
+std::optional<ByteDots> mlir::attn::cpu::parseByteDots(StringRef name) {
+  return llvm::StringSwitch<std::optional<ByteDots>>(name)
+      .Case("none", ByteDots::none)
+      .Case("vnni", ByteDots::vnni)
+      .Case("maddubs", ByteDots::maddubs)
+      .Default(std::nullopt);
+}
+
 LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
                                                linalg::MatmulOp op,
-                                               int64_t lanes,
-                                               int64_t registers,
-                                               bool int8Dots, bool bf16Dots) {
+                                               int64_t lanes, int64_t registers,
+                                               ByteDots byteDots,
+                                               bool bf16Dots) {
+  bool int8Dots = byteDots != ByteDots::none;
   if (!op.hasPureBufferSemantics())
     return rewriter.notifyMatchFailure(op, "expected buffers");
   // C[m, n] += A[m, k] * B[k, n], or A read as A[k, m].
@@ -988,8 +1142,8 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
                K % (2 * lanes) == 0;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
-    emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows,
-                    kind, dots, fp8);
+    emitDotProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes, rows, kind,
+                    dots ? byteDots : ByteDots::none, fp8);
     rewriter.eraseOp(op);
     return success();
   }
@@ -1009,14 +1163,15 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   }
 
   bool unsignedA = op->hasAttr(mlir::attn::kUnsignedLhsAttr);
-  if (int8Dots && lanes == 16 && unsignedA && transposedA && isInt8(A) &&
-      isInt8(B) &&
-      isStaticContiguous(A) && codesOf(op) == mlir::attn::KVQuant::int8 &&
-      K % 4 == 0 && N % (4 * lanes) == 0 && M * 4 + 10 <= registers) {
+  if (int8Dots && (lanes == 16 || lanes == 8) && unsignedA && transposedA &&
+      isInt8(A) && isInt8(B) && isStaticContiguous(A) &&
+      codesOf(op) == mlir::attn::KVQuant::int8 && K % 4 == 0 &&
+      N % (4 * lanes) == 0 && registers >= 16) {
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPoint(op);
-    emitInt8RowProducts(rewriter, op.getLoc(), A, B, C, M, N, K, lanes,
-                        /*int4B=*/false, takeZeroFill(rewriter, op, C));
+    emitInt8RowProducts(rewriter, op.getLoc(), byteDots, A, B, C, M, N, K,
+                        lanes, registers, /*int4B=*/false,
+                        takeZeroFill(rewriter, op, C));
     rewriter.eraseOp(op);
     return success();
   }
@@ -1048,7 +1203,8 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
 
 LogicalResult mlir::attn::cpu::vectorizeInt4Product(
     RewriterBase &rewriter, linalg::GenericOp op, int64_t lanes,
-    int64_t registers, bool int8Dots, bool bf16Dots) {
+    int64_t registers, ByteDots byteDots, bool bf16Dots) {
+  bool int8Dots = byteDots != ByteDots::none;
   if (!op->hasAttr(mlir::attn::kInt4PairsAttr) || !op.hasPureBufferSemantics())
     return rewriter.notifyMatchFailure(op, "expected an int4 tile product");
   auto inputs = op.getDpsInputs();
@@ -1077,7 +1233,7 @@ LogicalResult mlir::attn::cpu::vectorizeInt4Product(
     if (unsignedLhs)
       matmul->setAttr(mlir::attn::kUnsignedLhsAttr, rewriter.getUnitAttr());
     rewriter.eraseOp(op);
-    return vectorizeMatmul(rewriter, matmul, lanes, registers, int8Dots,
+    return vectorizeMatmul(rewriter, matmul, lanes, registers, byteDots,
                            bf16Dots);
   };
 
@@ -1093,8 +1249,8 @@ LogicalResult mlir::attn::cpu::vectorizeInt4Product(
     if (!int8Dots || K % (4 * lanes) != 0 || N * 2 + 2 > registers)
       return viaUnpacked({unpackInt4(rewriter, loc, A), Q}, C, maps, false);
     emitDotProducts(rewriter, loc, A, Q, C, M, N, K, lanes,
-                    dotRowBlock(N, lanes, registers),
-                    mlir::attn::KVQuant::int8, /*int8Dots=*/true,
+                    dotRowBlock(N, lanes, registers), mlir::attn::KVQuant::int8,
+                    byteDots,
                     /*fp8Dots=*/false, /*int4A=*/true);
     rewriter.eraseOp(op);
     return success();
@@ -1107,11 +1263,12 @@ LogicalResult mlir::attn::cpu::vectorizeInt4Product(
       return rewriter.notifyMatchFailure(op, "unexpected value operands");
     int64_t M = dimSize(C, 0), N = dimSize(C, 1), K = dimSize(P, 0);
     SmallVector<AffineMap> maps = {map(k, m), map(k, n), map(m, n)};
-    if (!int8Dots || lanes != 16 || K % 4 != 0 || N % (4 * lanes) != 0 ||
-        M * 4 + 10 > registers)
+    if (!int8Dots || (lanes != 16 && lanes != 8) || K % 4 != 0 ||
+        N % (4 * lanes) != 0 || registers < 16)
       return viaUnpacked({P, unpackInt4(rewriter, loc, V)}, C, maps, true);
-    emitInt8RowProducts(rewriter, loc, P, V, C, M, N, K, lanes,
-                        /*int4B=*/true, takeZeroFill(rewriter, op, C));
+    emitInt8RowProducts(rewriter, loc, byteDots, P, V, C, M, N, K, lanes,
+                        registers, /*int4B=*/true,
+                        takeZeroFill(rewriter, op, C));
     rewriter.eraseOp(op);
     return success();
   }

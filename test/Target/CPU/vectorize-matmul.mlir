@@ -1,7 +1,11 @@
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32}))' | FileCheck %s
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16}))' | FileCheck %s --check-prefix=AVX2
-// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 int8-dots=1}))' | FileCheck %s --check-prefix=DOTS
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 byte-dots=vnni}))' | FileCheck %s --check-prefix=DOTS
 // RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=512 registers=32 bf16-dots=1}))' | FileCheck %s --check-prefix=BF16
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16 byte-dots=maddubs}))' | FileCheck %s --check-prefix=MADDUBS
+// RUN: attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{vector-bits=256 registers=16 byte-dots=vnni}))' | FileCheck %s --check-prefix=VNNI256
+// RUN: not attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{byte-dots=sse}))' 2>&1 | FileCheck %s --check-prefix=BAD
+// BAD: unknown byte-dots 'sse' (expected none, vnni or maddubs)
 
 // AVX-512, N = 64: 4 registers per row of C, 4 rows per block, the block
 // held in registers across the whole reduction.
@@ -139,9 +143,9 @@ func.func @fp8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: me
 // -----
 
 // int8 codes times int8 codes (decode's K codes . Q's rounded rows) with
-// int8-dots: 64 bytes per step, K made unsigned by flipping its sign bit,
+// byte-dots=vnni: 64 bytes per step, K made unsigned by flipping its sign bit,
 // four byte products per i32 lane by vpdpbusd; 128 * sum(q) per column
-// comes off in i32 before the sums turn f32. Without int8-dots the codes
+// comes off in i32 before the sums turn f32. Without byte-dots the codes
 // are converted to f32 as for any int8 operand.
 
 // DOTS-LABEL: func.func @int8_dots(
@@ -161,6 +165,25 @@ func.func @fp8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: me
 // DOTS: arith.addi {{.+}} : vector<16xi32>
 // DOTS: %[[EXACT:.+]] = arith.subi %{{.+}}, %[[OFFSETS]] : vector<4xi32>
 // DOTS-NEXT: arith.sitofp %[[EXACT]] : vector<4xi32> to vector<4xf32>
+// Without VNNI (on AVX2, whose vpmaddubsw pair sums saturate), K's codes
+// go in as |k| (unsigned, at most 128) and Q's with k's sign (vpsignb): no
+// offsets, exact for Q's codes in [-127, 127].
+// MADDUBS-LABEL: func.func @int8_dots(
+// MADDUBS-NOT: vpdpbusd
+// MADDUBS: %[[KB:.+]] = vector.load %{{.+}} : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<32xi8>
+// MADDUBS: %[[NEG:.+]] = arith.cmpi slt, %[[KB]], %{{.+}} : vector<32xi8>
+// MADDUBS: %[[MINUS:.+]] = arith.subi %{{.+}}, %[[KB]] : vector<32xi8>
+// MADDUBS: %[[ABS:.+]] = arith.select %[[NEG]], %[[MINUS]], %[[KB]] : vector<32xi1>, vector<32xi8>
+// MADDUBS: %[[QB:.+]] = vector.load %{{.+}} : memref<4x128xi8>, vector<32xi8>
+// MADDUBS: %[[QS:.+]] = llvm.call_intrinsic "llvm.x86.avx2.psign.b"(%[[QB]], %[[KB]])
+// MADDUBS: %[[PAIRS:.+]] = llvm.call_intrinsic "llvm.x86.avx2.pmadd.ub.sw"(%[[ABS]], %[[QS]]) : (vector<32xi8>, vector<32xi8>) -> vector<16xi16>
+// MADDUBS: arith.constant dense<1> : vector<16xi16>
+// MADDUBS: llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"(%[[PAIRS]], %{{.+}}) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>
+// MADDUBS-NOT: arith.subi {{.+}} : vector<4xi32>
+// MADDUBS: arith.sitofp {{.+}} : vector<4xi32> to vector<4xf32>
+// With AVX-VNNI, the same vpdpbusd as AVX-512 VNNI, on ymm.
+// VNNI256-LABEL: func.func @int8_dots(
+// VNNI256: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.256"(%{{.+}}, %{{.+}}, %{{.+}}) : (vector<8xi32>, vector<32xi8>, vector<32xi8>) -> vector<8xi32>
 // CHECK-LABEL: func.func @int8_dots(
 // CHECK-NOT: vpdpbusd
 // CHECK: arith.sitofp {{.+}} : vector<16xi8> to vector<16xf32>
@@ -203,13 +226,13 @@ func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memre
 // -----
 
 // P . V on codes (decode's P rounded to 0..255, marked attn.unsigned_lhs,
-// times V's int8 codes) with int8-dots: per 4 keys and 64 columns, V's
+// times V's int8 codes) with byte-dots=vnni: per 4 keys and 64 columns, V's
 // rows are interleaved into 4-code lanes within 128-bit lanes (x86
 // unpacks: bytes of row pairs, then 16-bit pairs), P's 4 x 4 block is
 // transposed by one shuffle, and each row's 4 codes (broadcast) meet the
 // lanes in vpdpbusd; the 4 accumulators of a row of C (column 16 L + 4 j +
 // i in lane 4 L + i of accumulator j) are put back in column order by a
-// transpose of 128-bit blocks. Without int8-dots, P's codes convert as
+// transpose of 128-bit blocks. Without byte-dots, P's codes convert as
 // unsigned.
 
 // DOTS-LABEL: func.func @int8_p_v(
@@ -224,6 +247,29 @@ func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memre
 // DOTS: %[[S1:.+]] = arith.sitofp {{.+}} : vector<16xi32> to vector<16xf32>
 // DOTS: vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23] : vector<16xf32>, vector<16xf32>
 // DOTS: vector.store %{{.+}}, %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
+// Without VNNI, P's codes (0..255) times V's (-128..127) would saturate
+// vpmaddubsw's pair sums: P goes in as its top bit (the sums times 128 in
+// vpmaddwd) and its low 7 bits. 16 registers hold one row of C's 4
+// accumulators with the 4 operands (rows of C in groups of 1); 8 lanes:
+// 32 columns per chunk, 2 blocks of 16.
+// MADDUBS-LABEL: func.func @int8_p_v(
+// MADDUBS-SAME: %[[O:[^:]+]]: memref<4x128xf32>
+// MADDUBS: scf.for {{.+}} -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
+// MADDUBS: %[[LOW:.+]] = arith.andi %[[PB:.+]], %{{.+}} : vector<32xi8>
+// MADDUBS: %[[TOP:.+]] = arith.shrui %[[PB]], %{{.+}} : vector<32xi8>
+// MADDUBS: %[[TP:.+]] = llvm.call_intrinsic "llvm.x86.avx2.pmadd.ub.sw"(%[[TOP]], %[[V:.+]]) :
+// MADDUBS: %[[F128:.+]] = arith.constant dense<128> : vector<16xi16>
+// MADDUBS: llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"(%[[TP]], %[[F128]])
+// MADDUBS: llvm.call_intrinsic "llvm.x86.avx2.pmadd.ub.sw"(%[[LOW]], %[[V]])
+// MADDUBS: %[[S0:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
+// MADDUBS: %[[S1:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
+// MADDUBS: %[[S2:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
+// MADDUBS: %[[S3:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
+// MADDUBS: %[[B01:.+]] = vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// MADDUBS: %[[B23:.+]] = vector.shuffle %[[S2]], %[[S3]] [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// MADDUBS: vector.shuffle %[[B01]], %[[B23]] [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
+// MADDUBS: vector.store %{{.+}}, %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
+// MADDUBS: scf.for {{.+}} -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
 // CHECK-LABEL: func.func @int8_p_v(
 // CHECK: arith.uitofp %{{.+}} : i8 to f32
 #pvA2 = affine_map<(m, n, k) -> (k, m)>
@@ -269,13 +315,13 @@ func.func @fp8_p_v(%p: memref<32x4xbf16>, %v: memref<32x128xi8, strided<[?, 1], 
 // -----
 
 // int4 K codes packed two per byte against int8 query codes (the
-// attn.int4_pairs form attn-tile emits) with int8-dots, D = 128: the
+// attn.int4_pairs form attn-tile emits) with byte-dots=vnni, D = 128: the
 // query rows de-interleaved once (each 128-code step: its 64 even columns,
 // then its 64 odd ones); per step, a K row's 64 packed bytes get both sign
 // bits flipped (xor 0x88: nibbles read as code + 8), the low nibbles by an
 // and, the high ones by a 16-bit shift and an and, and they meet the even
 // and odd query columns in two vpdpbusd; 8 * sum(q) per column comes off.
-// Without int8-dots the tile is unpacked into bytes and converted.
+// Without byte-dots the tile is unpacked into bytes and converted.
 
 // DOTS-LABEL: func.func @int4_dots(
 // DOTS-SAME: %[[K:[^:]+]]: memref<32x64xi8, strided<[?, 1], offset: ?>>, %[[Q:[^:]+]]: memref<4x128xi8>
@@ -333,7 +379,7 @@ func.func @int4_dots(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: memre
 
 // -----
 
-// P codes times int4 V codes packed two per byte, with int8-dots: each V
+// P codes times int4 V codes packed two per byte, with byte-dots=vnni: each V
 // row's 32 packed bytes (64 columns) become the chunk's 32 even columns,
 // then its 32 odd ones, back to signed (- 8), then the int8 path's 4-key
 // interleave and vpdpbusd; after the int8 path's block transpose, the
