@@ -108,8 +108,13 @@ static LogicalResult verifyRegionSignature(AttentionOp op, Region &region,
   if (!yield)
     return op.emitOpError() << "expected " << name
                             << " region to end with attn.yield";
-  if (yield.getValues().size() != 1 ||
-      yield.getValues().front().getType() != yieldType)
+  // A null yieldType: the region yields nothing.
+  if (!yieldType && !yield.getValues().empty())
+    return op.emitOpError() << "expected " << name
+                            << " region to yield nothing, got ("
+                            << yield.getValues().getTypes() << ")";
+  if (yieldType && (yield.getValues().size() != 1 ||
+                    yield.getValues().front().getType() != yieldType))
     return op.emitOpError() << "expected " << name << " region to yield one "
                             << yieldType << ", got ("
                             << yield.getValues().getTypes() << ")";
@@ -136,8 +141,22 @@ LogicalResult AttentionOp::verifyRegions() {
                                    f32, "()")) ||
       failed(verifyRegionSignature(
           *this, getClassify(), "classify", {i32, i32, i32, i32, i32, i32, i32},
-          i32, "(b, h_lo, h_hi, q_lo, q_hi, kv_lo, kv_hi: i32)")))
+          i32, "(b, h_lo, h_hi, q_lo, q_hi, kv_lo, kv_hi: i32)")) ||
+      failed(verifyRegionSignature(*this, getScoreGrad(), "score_grad",
+                                   {f32, i32, i32, i32, i32, f32}, f32,
+                                   "(s: f32, b, h, q, kv: i32, g: f32)")) ||
+      failed(verifyRegionSignature(*this, getSinkGrad(), "sink_grad",
+                                   {i32, f32}, Type(), "(h: i32, g: f32)")) ||
+      failed(verifyRegionSignature(*this, getScaleGrad(), "scale_grad", {f32},
+                                   Type(), "(g: f32)")))
     return failure();
+  // Gradients are taken of regions that exist.
+  if ((!getSinkGrad().empty() && !hasSink()) ||
+      (!getScaleGrad().empty() && !hasScaleExpr()) ||
+      (!getScoreGrad().empty() && !hasScore()))
+    return emitOpError("expected score_grad, sink_grad and scale_grad only "
+                       "with the score, sink and scale_expr regions they "
+                       "differentiate");
 
   // Regions see only the op's params and captures (and constants) from
   // outside, so the tiling pass can inline them anywhere those dominate.
@@ -171,9 +190,18 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
   static const char *sinkNames[] = {"h"};
   static const char *classifyNames[] = {"b",    "h_lo",  "h_hi", "q_lo",
                                         "q_hi", "kv_lo", "kv_hi"};
+  static const char *scoreGradNames[] = {"s", "b", "h", "q", "kv", "g"};
+  static const char *sinkGradNames[] = {"h", "g"};
+  static const char *scaleGradNames[] = {"g"};
   ArrayRef<const char *> names;
   if (&region == &getScore())
     names = scoreNames;
+  else if (&region == &getScoreGrad())
+    names = scoreGradNames;
+  else if (&region == &getSinkGrad())
+    names = sinkGradNames;
+  else if (&region == &getScaleGrad())
+    names = scaleGradNames;
   else if (&region == &getMask())
     names = maskNames;
   else if (&region == &getSink())
@@ -197,6 +225,37 @@ LogicalResult LoadOp::verify() {
   if (static_cast<int64_t>(getIndices().size()) != rank)
     return emitOpError() << "expected " << rank << " indices for a rank-"
                          << rank << " tensor, got " << getIndices().size();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AccumulateGradOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AccumulateGradOp::verify() {
+  auto attention = (*this)->getParentOfType<AttentionOp>();
+  Region *region = (*this)->getParentRegion();
+  if (!attention || (region != &attention.getScoreGrad() &&
+                     region != &attention.getSinkGrad() &&
+                     region != &attention.getScaleGrad()))
+    return emitOpError("expected to be in a score_grad, sink_grad or "
+                       "scale_grad region of attn.attention");
+  Value target = getTarget();
+  if (llvm::is_contained(attention.getParams(), target)) {
+    if (!target.getType().isF32() || !getIndices().empty())
+      return emitOpError("expected an f32 param and no indices");
+    return success();
+  }
+  if (!llvm::is_contained(attention.getCaptures(), target))
+    return emitOpError("expected the target to be one of the op's params "
+                       "or captured tensors");
+  auto type = cast<MemRefType>(target.getType());
+  if (!type.getElementType().isF32())
+    return emitOpError() << "expected an f32 captured tensor, got " << type;
+  if (static_cast<int64_t>(getIndices().size()) != type.getRank())
+    return emitOpError() << "expected " << type.getRank()
+                         << " indices for a rank-" << type.getRank()
+                         << " tensor, got " << getIndices().size();
   return success();
 }
 

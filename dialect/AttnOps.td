@@ -41,6 +41,13 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     - `mask (b, h, q, kv: i32)`: yields i1, true keeps the entry.
     - `sink (h: i32)`: yields an f32 logit joining the softmax denominator.
     - `select_arg ()`: with `select`, yields its f32 argument (K, P or T).
+    - `score_grad (s: f32, b, h, q, kv: i32, g: f32)`, `sink_grad (h: i32,
+      g: f32)`, `scale_grad (g: f32)`: added by `attn-differentiate`, the
+      adjoints of `score`, `sink` and `scale_expr`: given `g`, the gradient
+      of the loss with respect to the region's value at those arguments,
+      `score_grad` yields the gradient with respect to `s`, and each adds
+      the gradients with respect to the f32 params and f32 captured-tensor
+      elements its region reads with `attn.accumulate_grad`.
     - `classify (b, h_lo, h_hi, q_lo, q_hi, kv_lo, kv_hi: i32)`: added by
       `attn-classify-mask`; yields the class of the block of entries
       h in [h_lo, h_hi], q in [q_lo, q_hi], kv in [kv_lo, kv_hi]: 0 EMPTY (the mask is false on
@@ -112,7 +119,10 @@ def Attn_AttentionOp : Attn_Op<"attention", [
   let regions = (region MaxSizedRegion<1>:$scaleExpr, MaxSizedRegion<1>:$score,
                         MaxSizedRegion<1>:$mask, MaxSizedRegion<1>:$sink,
                         MaxSizedRegion<1>:$classify,
-                        MaxSizedRegion<1>:$selectArg);
+                        MaxSizedRegion<1>:$selectArg,
+                        MaxSizedRegion<1>:$scoreGrad,
+                        MaxSizedRegion<1>:$sinkGrad,
+                        MaxSizedRegion<1>:$scaleGrad);
   let assemblyFormat = [{
     `ins` `(` $query `,` $key `,` $value `:` type($query) `,` type($key) `,` type($value) `)`
     `outs` `(` $out `:` type($out) `)`
@@ -138,6 +148,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`sink` $sink^)?
     (`classify` $classify^)?
     (`select_arg` $selectArg^)?
+    (`score_grad` $scoreGrad^)?
+    (`sink_grad` $sinkGrad^)?
+    (`scale_grad` $scaleGrad^)?
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -151,6 +164,10 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasClassify() { return !getClassify().empty(); }
     bool hasSelect() { return getSelect().has_value(); }
     bool isPaged() { return getPageSize().has_value(); }
+    bool isDifferentiated() {
+      return !getScoreGrad().empty() || !getSinkGrad().empty() ||
+             !getScaleGrad().empty();
+    }
   }];
 }
 
@@ -183,7 +200,7 @@ def Attn_DimOp : Attn_Op<"dim", [Pure,
   let assemblyFormat = "$size attr-dict";
 }
 
-def Attn_LoadOp : Attn_Op<"load", [
+def Attn_LoadOp : Attn_Op<"load", [MemoryEffects<[MemRead]>,
     TypesMatchWith<"result type matches the element type of the tensor",
                    "tensor", "result",
                    "::llvm::cast<::mlir::MemRefType>($_self).getElementType()">]> {
@@ -213,6 +230,23 @@ def Attn_FloorDivOp : Attn_IntBinaryOp<"floordiv",
 def Attn_FloorModOp : Attn_IntBinaryOp<"floormod",
     "integer floor modulo (Python `%`); a zero divisor gives the dividend"> {
   let hasFolder = 1;
+}
+
+def Attn_AccumulateGradOp : Attn_Op<"accumulate_grad", [
+    MemoryEffects<[MemWrite]>]> {
+  let summary = "adds to the gradient of a param or captured-tensor element";
+  let description = [{
+    In the adjoint regions of `attn.attention` (`score_grad`, `sink_grad`,
+    `scale_grad`): adds `value` to the gradient of `target`, one of the
+    op's f32 params (no indices) or an element of one of its f32 captured
+    tensors (one i32 index per dimension). How the sums are kept (and in
+    which order they are reduced) is the backward kernel's choice.
+  }];
+  let arguments = (ins F32:$value, AnyType:$target, Variadic<I32>:$indices);
+  let assemblyFormat = [{
+    $value `to` $target (`[` $indices^ `]`)? attr-dict `:` type($target)
+  }];
+  let hasVerifier = 1;
 }
 
 def Attn_YieldOp : Attn_Op<"yield", [Pure, ReturnLike, Terminator,

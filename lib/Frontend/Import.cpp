@@ -333,7 +333,8 @@ Value RegionEmitter::emitCall(const Expr &e) {
                                         zero));
       return b.createOrFold<arith::SubIOp>(l, gt, lt);
     }
-    // 1, -1, or x itself for 0, -0 and NaN.
+    // 1, -1, or x itself for 0, -0 and NaN, spelled x * 0 so that its
+    // derivative (attn-differentiate) is 0 there too.
     Value zero = f32Const(0.0, e.loc);
     Value one = f32Const(1.0, e.loc), minusOne = f32Const(-1.0, e.loc);
     Value gt = b.createOrFold<arith::CmpFOp>(l, arith::CmpFPredicate::OGT,
@@ -341,7 +342,9 @@ Value RegionEmitter::emitCall(const Expr &e) {
     Value lt = b.createOrFold<arith::CmpFOp>(l, arith::CmpFPredicate::OLT,
                                              a[0], zero);
     return b.createOrFold<arith::SelectOp>(
-        l, gt, one, b.createOrFold<arith::SelectOp>(l, lt, minusOne, a[0]));
+        l, gt, one,
+        b.createOrFold<arith::SelectOp>(
+            l, lt, minusOne, b.createOrFold<arith::MulFOp>(l, a[0], zero)));
   }
   case Builtin::Clamp:
     if (isInt)

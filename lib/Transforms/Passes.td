@@ -38,6 +38,25 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
                            "::mlir::vector::VectorDialect"];
 }
 
+def AttnDifferentiatePass : Pass<"attn-differentiate"> {
+  let summary = "Derive the adjoints of attn.attention's regions";
+  let description = [{
+    Adds `score_grad`, `sink_grad` and `scale_grad` to each `attn.attention`
+    with a `score`, `sink` or `scale_expr` region: reverse-mode derivatives
+    of those straight-line regions. Each recomputes its region's values,
+    then propagates `g` (the loss gradient with respect to the region's
+    value) backwards: `score_grad` yields the gradient with respect to `s`,
+    and every region adds the gradients with respect to the f32 params and
+    f32 captured-tensor elements it reads with `attn.accumulate_grad`.
+    Integer values, masks and comparisons carry no gradient. At points
+    where an op has no derivative: `minimumf`/`maximumf` split a tie
+    evenly, `absf` has derivative 0 at 0, `floor`/`ceil`/`round` have
+    derivative 0, `select` passes the gradient to the chosen operand.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 def AttnExpandFloorDivPass : Pass<"attn-expand-floordiv"> {
   let summary = "Lower attn.floordiv/attn.floormod to arith";
   let description = [{

@@ -49,6 +49,12 @@ enum TileClass : int32_t { kTileEmpty = 0, kTilePartial = 1, kTileFull = 2 };
 /// Does nothing for ops without a mask or with a classify region already.
 LogicalResult buildMaskClassifier(RewriterBase &rewriter, AttentionOp op);
 
+/// Adds the adjoint regions (score_grad, sink_grad, scale_grad) of `op`'s
+/// score, sink and scale_expr regions (see AttnDifferentiatePass). Does
+/// nothing for an op that has them; fails, naming the op, on a region op
+/// without a derivative rule.
+LogicalResult differentiate(AttentionOp op);
+
 /// Rewrites `op` into the online-softmax loop nest (see AttnTilePass).
 FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
                                          AttentionOp op, TileSizes sizes);

@@ -183,3 +183,97 @@ func.func @pages_without_size(%q: memref<?x?x?x64xf32>, %pt: memref<?x?xi32>, %s
       normalize = softmax
   return
 }
+
+// -----
+
+func.func @score_grad_without_g(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected score_grad region arguments (s: f32, b, h, q, kv: i32, g: f32), got 5 arguments}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %s : f32
+  } score_grad {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+func.func @sink_grad_yields(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected sink_grad region to yield nothing, got ('f32')}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  sink {
+  ^bb0(%h: i32):
+    %c = arith.constant 1.0 : f32
+    attn.yield %c : f32
+  } sink_grad {
+  ^bb0(%h: i32, %g: f32):
+    attn.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+func.func @grad_of_missing_region(%q: memref<?x?x?x64xf32>) {
+  // expected-error @+1 {{expected score_grad, sink_grad and scale_grad only with the score, sink and scale_expr regions they differentiate}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) normalize = softmax
+  score_grad {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32, %g: f32):
+    attn.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+func.func @accumulate_into_i32_param(%q: memref<?x?x?x64xf32>, %w: i32) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) params(%w : i32) normalize = softmax
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %s : f32
+  } score_grad {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32, %g: f32):
+    // expected-error @+1 {{expected an f32 param and no indices}}
+    attn.accumulate_grad %g to %w : i32
+    attn.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+func.func @accumulate_into_f16_tensor(%q: memref<?x?x?x64xf32>, %t: memref<?xf16>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) captures(%t : memref<?xf16>) normalize = softmax
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    attn.yield %s : f32
+  } score_grad {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32, %g: f32):
+    // expected-error @+1 {{expected an f32 captured tensor, got 'memref<?xf16>'}}
+    attn.accumulate_grad %g to %t[%h] : memref<?xf16>
+    attn.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+func.func @accumulate_in_a_forward_region(%q: memref<?x?x?x64xf32>, %t: memref<?xf32>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) captures(%t : memref<?xf32>) normalize = softmax
+  score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    // expected-error @+1 {{expected to be in a score_grad, sink_grad or scale_grad region of attn.attention}}
+    attn.accumulate_grad %s to %t[%h] : memref<?xf32>
+    attn.yield %s : f32
+  }
+  return
+}
