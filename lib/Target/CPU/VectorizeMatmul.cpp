@@ -51,6 +51,43 @@ mlir::attn::KVQuant codesOf(Operation *op) {
   return mlir::attn::KVQuant::int8;
 }
 
+/// Vectors of fp8 codes as f32 through f16 (vcvtph2ps, F16C: every CPU
+/// with AVX2 or AVX-512 has it), the cheapest exact conversion x86 has:
+/// e5m2 codes are the top byte of the f16 of the same value; e4m3's sign
+/// and magnitude bits move into an f16 that reads as the value times 2^-8
+/// (subnormals included). Half the bit operations of building f32s, 16
+/// codes per 256-bit register. e5m2's inf/NaN codes decode to inf/NaN
+/// (quantized caches hold none).
+Value fp8ViaHalf(OpBuilder &b, Location loc, VectorType f32Type, Value codes,
+                 mlir::attn::KVQuant kind) {
+  auto words = f32Type.clone(b.getI16Type());
+  auto splat = [&](int64_t v) -> Value {
+    return arith::ConstantOp::create(
+        b, loc, words, DenseElementsAttr::get(words, b.getI16IntegerAttr(v)));
+  };
+  Value w = arith::ExtUIOp::create(b, loc, words, codes);
+  Value bits;
+  if (kind == mlir::attn::KVQuant::fp8e5m2) {
+    bits = arith::ShLIOp::create(b, loc, w, splat(8));
+  } else {
+    Value magnitude = arith::ShLIOp::create(
+        b, loc, arith::AndIOp::create(b, loc, w, splat(0x7F)), splat(7));
+    Value sign = arith::ShLIOp::create(
+        b, loc, arith::AndIOp::create(b, loc, w, splat(0x80)), splat(8));
+    bits = arith::OrIOp::create(b, loc, magnitude, sign);
+  }
+  Value half = arith::BitcastOp::create(
+      b, loc, VectorType(f32Type.clone(b.getF16Type())), bits);
+  Value x = arith::ExtFOp::create(b, loc, Type(f32Type), half);
+  if (kind == mlir::attn::KVQuant::fp8e5m2)
+    return x;
+  return arith::MulFOp::create(
+      b, loc, x,
+      arith::ConstantOp::create(
+          b, loc, f32Type,
+          DenseElementsAttr::get(f32Type, b.getF32FloatAttr(256.0f))));
+}
+
 /// x (f16/bf16, or codes) as f32.
 Value toF32(OpBuilder &b, Location loc, Type f32Type, Value x,
             mlir::attn::KVQuant codes) {
@@ -59,6 +96,10 @@ Value toF32(OpBuilder &b, Location loc, Type f32Type, Value x,
     return x;
   if (isa<FloatType>(elt))
     return arith::ExtFOp::create(b, loc, f32Type, x);
+  auto vectorType = dyn_cast<VectorType>(f32Type);
+  if (vectorType && vectorType.getNumElements() >= 8 &&
+      mlir::attn::isFp8(codes))
+    return fp8ViaHalf(b, loc, vectorType, x, codes);
   return mlir::attn::decodeKVCode(b, loc, codes, x);
 }
 
