@@ -150,15 +150,12 @@ private:
           addAdjoint(operand(0), neg(g));
           return success();
         })
-        .Case<arith::MaximumFOp, arith::MaxNumFOp>([&](Operation *) {
-          Value w = tieWeight(operand(0), operand(1), arith::CmpFPredicate::OGT);
-          addAdjoint(operand(0), mul(g, w));
-          addAdjoint(operand(1),
-                     mul(g, arith::SubFOp::create(b, loc, constant(1.0), w)));
-          return success();
-        })
-        .Case<arith::MinimumFOp, arith::MinNumFOp>([&](Operation *) {
-          Value w = tieWeight(operand(0), operand(1), arith::CmpFPredicate::OLT);
+        .Case<arith::MaximumFOp, arith::MaxNumFOp, arith::MinimumFOp,
+              arith::MinNumFOp>([&](Operation *minMax) {
+          bool isMax = isa<arith::MaximumFOp, arith::MaxNumFOp>(minMax);
+          Value w = tieWeight(operand(0), operand(1),
+                              isMax ? arith::CmpFPredicate::OGT
+                                    : arith::CmpFPredicate::OLT);
           addAdjoint(operand(0), mul(g, w));
           addAdjoint(operand(1),
                      mul(g, arith::SubFOp::create(b, loc, constant(1.0), w)));
