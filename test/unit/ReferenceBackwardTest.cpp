@@ -230,3 +230,303 @@ TEST(ReferenceBackward, PlainSoftmaxGqaAndValueHeadDim) {
   mqa.Hkv = 1;
   checkVariant("variant plain {}", {}, mqa, kQKV);
 }
+
+TEST(ReferenceBackward, EveryNormalizer) {
+  // (A per-row constant such as bias[h] alone would have no gradient under
+  // softmax: it is shift-invariant.)
+  // A score that spreads t over both signs (relu/relu2 see both sides of
+  // their kink, never within a step of it for these inputs).
+  for (const char *norm : {"softmax", "sigmoid", "relu", "relu2", "softplus"}) {
+    SCOPED_TRACE(norm);
+    std::printf(" normalize = %s\n", norm);
+    checkVariant(std::string("variant n {\n"
+                             "  tensor bias: f32[Hq];\n"
+                             "  score(s, b, h, q, kv) = 3.0 * s + 0.5 * bias[h] * float(kv - q);\n"
+                             "  mask(b, h, q, kv) = kv <= q + 2;\n"
+                             "  normalize = ") +
+                     norm + ";\n}",
+                 {}, {}, plus(kQKV, {"bias"}));
+  }
+}
+
+TEST(ReferenceBackward, SinkReadingAParamAndATensor) {
+  // Row q = 3 keeps nothing: o = 0 there (the sink alone in the
+  // denominator), and no gradient comes from it.
+  const char *src = "variant sinks {\n"
+                    "  param sb: f32 = 0.3;\n"
+                    "  tensor sink_logit: f32[Hq];\n"
+                    "  sink(h) = 2.0 * sink_logit[h] + sb;\n"
+                    "  mask(b, h, q, kv) = kv <= q + 1 && q != 3;\n"
+                    "}";
+  checkVariant(src, {}, {}, plus(kQKV, {"sb", "sink_logit"}));
+  Parsed parsed = parse(src);
+  RefProblem p = makeProblem(parsed.v());
+  RefGradients g = referenceBackward(parsed.v(), p, makeDout(p));
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t h = 0; h < p.Hq; ++h)
+      for (int64_t d = 0; d < p.D; ++d)
+        EXPECT_EQ(g.dq[((b * p.Hq + h) * p.Sq + 3) * p.D + d], 0.0);
+}
+
+TEST(ReferenceBackward, CausalMaskAndFullyMaskedRow) {
+  // q = 1 keeps nothing; keys past the diagonal get no dv.
+  for (const char *norm : {"softmax", "softplus", "sigmoid"}) {
+    SCOPED_TRACE(norm);
+    std::printf(" normalize = %s\n", norm);
+    std::string src = std::string("variant causal {\n"
+                                  "  mask(b, h, q, kv) = kv <= q && q != 1;\n"
+                                  "  normalize = ") +
+                      norm + ";\n}";
+    checkVariant(src, {}, {}, kQKV);
+    Parsed parsed = parse(src);
+    RefProblem p = makeProblem(parsed.v());
+    RefGradients g = referenceBackward(parsed.v(), p, makeDout(p));
+    for (int64_t b = 0; b < p.B; ++b) {
+      for (int64_t h = 0; h < p.Hq; ++h)
+        for (int64_t d = 0; d < p.D; ++d)
+          EXPECT_EQ(g.dq[((b * p.Hq + h) * p.Sq + 1) * p.D + d], 0.0);
+      // Keys 5 and 6 lie past every query (Sq = 5).
+      for (int64_t hk = 0; hk < p.Hkv; ++hk)
+        for (int64_t kv = p.Sq; kv < p.Skv; ++kv) {
+          for (int64_t d = 0; d < p.Dv; ++d)
+            EXPECT_EQ(g.dv[((b * p.Hkv + hk) * p.Skv + kv) * p.Dv + d], 0.0);
+          for (int64_t d = 0; d < p.D; ++d)
+            EXPECT_EQ(g.dk[((b * p.Hkv + hk) * p.Skv + kv) * p.D + d], 0.0);
+        }
+    }
+  }
+}
+
+TEST(ReferenceBackward, SoftcapAlibiBiasTableLetsAndPiecewiseBuiltins) {
+  // Soft-capping, a per-head ALiBi slope, a learned relative-position
+  // table read at computed indices (three reads, two of them the same
+  // element), a float param, lets, min/max/clamp/abs/where away from ties.
+  const char *src =
+      "variant rich {\n"
+      "  param cap: f32 = 1.5;\n"
+      "  param w: f32 = 0.7;\n"
+      "  param lo: f32 = -0.12;\n"
+      "  param n: i32 = 3;\n"
+      "  const half = 0.5;\n"
+      "  tensor slope: f32[Hq];\n"
+      "  tensor rel: f32[16, Hq];\n"
+      "  let dist = float(q - kv);\n"
+      "  let alibi = slope[h] * abs(dist);\n"
+      "  let ri = clamp(kv - q + 8, 0, 15);\n"
+      "  let relb = rel[ri, h] * rel[ri, h] + half * rel[(q * 3 + kv * n) % 16, h];\n"
+      "  score(s, b, h, q, kv) = cap * tanh((s + w * relb - alibi) / cap)\n"
+      "      + where(kv % 2 == 0, max(s, lo), min(s, -lo))\n"
+      "      + w * clamp(s, lo, 0.15) + abs(s - 0.05)\n"
+      "      + (q > kv ? 0.3 * s : -0.2 * s);\n"
+      "  mask(b, h, q, kv) = kv <= q + 2;\n"
+      "}";
+  checkVariant(src, {}, {}, plus(kQKV, {"cap", "w", "lo", "slope", "rel"}));
+}
+
+TEST(ReferenceBackward, EveryDifferentiableBuiltin) {
+  // Arguments kept in each function's domain; floor/ceil/sign/int and the
+  // float % have jumps, none within a step of these inputs.
+  const char *src =
+      "variant fns {\n"
+      "  param pm: f32 = 0.7;\n"
+      "  param e: f32 = 1.3;\n"
+      "  score(s, b, h, q, kv) = s + 0.1 * exp(s) + 0.1 * exp2(e * s)\n"
+      "      + 0.1 * log(1.0 + s * s) + 0.1 * log2(2.0 + e * s * s)\n"
+      "      + 0.2 * sqrt(1.0 + s * s) + 0.2 * rsqrt(e + s * s)\n"
+      "      + 0.3 * sigmoid(2.0 * s) + 0.3 * softplus(s - 0.2) + 0.2 * tanh(e * s)\n"
+      "      - (-s) * 0.1 + 0.05 * floor(4.0 * s) + 0.05 * ceil(3.0 * s)\n"
+      "      + 0.05 * sign(s) + 0.05 * float(int(5.0 * s)) + float(s) / e\n"
+      "      + 0.2 * ((e * s) % pm) + float(kv) * 0.01;\n"
+      "}";
+  checkVariant(src, {}, {}, plus(kQKV, {"pm", "e"}));
+}
+
+TEST(ReferenceBackward, ScaleExpressionReadingAParam) {
+  checkVariant("variant scaled {\n"
+               "  param temp: f32 = 0.8;\n"
+               "  let inv = rsqrt(float(D));\n"
+               "  scale = temp * inv + 0.05 * temp * temp;\n"
+               "  score(s, b, h, q, kv) = s * temp;\n"
+               "  mask(b, h, q, kv) = kv <= q + 3;\n"
+               "}",
+               {}, {}, plus(kQKV, {"temp"}));
+  // A constant scale: nothing to differentiate but q, k, v.
+  checkVariant("variant constant { scale = 0.25; }", {}, {}, kQKV);
+}
+
+TEST(ReferenceBackward, KvIndexListingsAreConstants) {
+  // Position 2 listed twice weighs twice; -1 lists nothing.
+  const char *src = "variant listed {\n"
+                    "  tensor keep: i32[B, Hkv, 5];\n"
+                    "  kv_index = keep;\n"
+                    "  tensor bias: f32[Hq];\n"
+                    "  score(s, b, h, q, kv) = s + bias[h] * float(kv);\n"
+                    "}";
+  auto listing = [](RefProblem &p) {
+    std::vector<double> slots = {0, 2, 2, 6, -1, 1, 3, 4, 4, 5};
+    for (size_t i = 0; i < p.captures[0].values.size(); ++i)
+      p.captures[0].values[i] = slots[i % slots.size()];
+  };
+  checkVariant(src, listing, {}, plus(kQKV, {"bias"}));
+}
+
+TEST(ReferenceBackward, SelectChoicesAreConstants) {
+  // Blocks of 16: 2 query blocks, 3 key blocks, each query block keeping
+  // one besides its diagonal. A step of 1e-6 changes no pooled-score order
+  // for these inputs, so finite differences see the same choice.
+  Shape s;
+  s.B = 1, s.Hq = 2, s.Hkv = 1, s.Sq = 20, s.Skv = 48, s.D = 4, s.Dv = 3;
+  const char *src = "variant sel {\n"
+                    "  select(size = 16) = topk(1);\n"
+                    "  score(s, b, h, q, kv) = 2.0 * s;\n"
+                    "}";
+  checkVariant(src, {}, s, kQKV);
+  // The choice does drop blocks here.
+  Parsed parsed = parse(src);
+  std::vector<uint8_t> kept = referenceMask(parsed.v(), makeProblem(parsed.v(), s));
+  EXPECT_NE(std::count(kept.begin(), kept.end(), 0), 0);
+}
+
+TEST(ReferenceBackward, IntegerParamsAndNonF32TensorsGetZeros) {
+  // Each read still changes the forward; only f32 reads get gradients.
+  const char *src = "variant mixed {\n"
+                    "  param n: i32 = 3;\n"
+                    "  param f: f32 = 0.4;\n"
+                    "  tensor hb: f16[Hq];\n"
+                    "  tensor bb: bf16[Hq];\n"
+                    "  tensor ib: i32[Hq];\n"
+                    "  tensor fb: f32[Hq];\n"
+                    "  score(s, b, h, q, kv) = s + hb[h] + bb[h] * s\n"
+                    "      + float(ib[h] * n) * 0.1 + fb[h] * f * float(kv);\n"
+                    "}";
+  checkVariant(src, {}, {}, plus(kQKV, {"f", "fb"}));
+  Parsed parsed = parse(src);
+  RefProblem p = makeProblem(parsed.v());
+  RefGradients g = referenceBackward(parsed.v(), p, makeDout(p));
+  ASSERT_EQ(g.dparams.size(), 2u);
+  EXPECT_EQ(g.dparams[0], 0.0);
+  EXPECT_NE(g.dparams[1], 0.0);
+  ASSERT_EQ(g.dcaptures.size(), 4u);
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_EQ(g.dcaptures[t].shape, p.captures[t].shape);
+    EXPECT_EQ(maxAbs(g.dcaptures[t].values), 0.0) << t;
+  }
+  EXPECT_GT(maxAbs(g.dcaptures[3].values), 0.0);
+}
+
+namespace {
+
+/// Backward of `src` with q = 0, so that every s is exactly 0.
+RefGradients atZeroScores(const std::string &src, RefProblem *out = nullptr) {
+  Parsed parsed = parse(src);
+  RefProblem p = makeProblem(parsed.v());
+  std::fill(p.q.begin(), p.q.end(), 0.0);
+  if (out)
+    *out = p;
+  return referenceBackward(parsed.v(), p, makeDout(p));
+}
+
+/// got == factor * base elementwise (to 4 ulps, or within tol if given).
+void expectScaled(const std::vector<double> &got,
+                  const std::vector<double> &base, double factor,
+                  double tol = 0) {
+  ASSERT_EQ(got.size(), base.size());
+  EXPECT_GT(maxAbs(base), 1e-3);
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (tol > 0)
+      EXPECT_NEAR(got[i], factor * base[i], tol) << i;
+    else
+      EXPECT_DOUBLE_EQ(got[i], factor * base[i]) << i;
+  }
+}
+
+} // namespace
+
+TEST(ReferenceBackward, TiesFollowTheDocumentedRules) {
+  // With q = 0 every s is 0 and every t equals the identity score's, so
+  // dL/dt is the same; dq = (dt/ds) * dL/dt * scale * k shows dt/ds, and
+  // `off`'s gradient is the sum of dL/dt * (kv + 1).
+  // off and lo enter with weight kv + 1 (a per-row constant would have no
+  // gradient under softmax).
+  const char *base = "variant id { param off: f32 = 0.0; "
+                     "score(s, b, h, q, kv) = s + off * float(kv + 1); }";
+  RefGradients id = atZeroScores(base);
+  EXPECT_GT(std::fabs(id.dparams[0]), 1e-3);
+  struct Case {
+    const char *score;
+    double ds;  // the derivative the rules give at s = 0
+    double dlo; // the share of the second argument (param lo = 0)
+  };
+  for (Case c : {Case{"max(s, lo)", 0.5, 0.5}, Case{"min(s, lo)", 0.5, 0.5},
+                 Case{"max(lo, s)", 0.5, 0.5},
+                 // clamp at x == lo: max's tie halves, then min(0, 1) is 0's
+                 Case{"clamp(s, lo, 1.0)", 0.5, 0.5},
+                 // clamp at x == hi: max(0, -1) is x's, then min's tie halves
+                 Case{"clamp(s, -1.0, lo)", 0.5, 0.5},
+                 // x == lo == hi: a half of a half to x
+                 Case{"clamp(s, lo, lo)", 0.25, 0.75},
+                 Case{"abs(s) + lo", 0.0, 1.0},
+                 Case{"s * sign(s) + lo", 0.0, 1.0},
+                 Case{"where(s >= 0.0, s, lo)", 1.0, 0.0},
+                 Case{"s > 0.0 ? lo : s", 1.0, 0.0}}) {
+    SCOPED_TRACE(c.score);
+    // "lo" stands for l * (kv + 1).
+    std::string score = c.score;
+    for (size_t at = 0; (at = score.find("lo", at)) != std::string::npos;) {
+      std::string weighted = "(l * float(kv + 1))";
+      score.replace(at, 2, weighted);
+      at += weighted.size();
+    }
+    std::string src = std::string("variant tie { param l: f32 = 0.0; "
+                                  "score(s, b, h, q, kv) = ") +
+                      score + "; }";
+    RefGradients g = atZeroScores(src);
+    expectScaled(g.dq, id.dq, c.ds);
+    EXPECT_DOUBLE_EQ(g.dparams[0], c.dlo * id.dparams[0]);
+    for (double x : g.dk) // q = 0: dk = dt * scale * q
+      EXPECT_EQ(x, 0.0);
+    expectScaled(g.dv, id.dv, 1.0); // same probabilities
+  }
+  // relu and relu2 take the derivative 0 at 0: with every t = 0, p = 0 and
+  // nothing flows.
+  for (const char *norm : {"relu", "relu2"}) {
+    SCOPED_TRACE(norm);
+    RefGradients g =
+        atZeroScores(std::string("variant r { normalize = ") + norm + "; }");
+    EXPECT_EQ(maxAbs(g.dq), 0.0);
+    EXPECT_EQ(maxAbs(g.dk), 0.0);
+    EXPECT_EQ(maxAbs(g.dv), 0.0);
+  }
+  // The float %: d/db = -floor(a / b), here at a = -0.3 (floor = -1).
+  {
+    RefProblem p;
+    // a = s - 0.3 * (kv + 1) over b2 = 1.7: floor(a / b2) = -1, every t
+    // is a + 1.7, and d/db2 = -floor(a / b2) * (kv + 1) = kv + 1.
+    RefGradients g = atZeroScores(
+        "variant m { param b2: f32 = 1.7; score(s, b, h, q, kv) = "
+        "(s - 0.3 * float(kv + 1)) % (b2 * float(kv + 1)); }",
+        &p);
+    RefGradients shifted = atZeroScores(
+        "variant id2 { param off: f32 = 0.0; score(s, b, h, q, kv) = "
+        "s + (1.4 + off) * float(kv + 1); }");
+    expectScaled(g.dq, shifted.dq, 1.0, 1e-13);
+    EXPECT_NEAR(g.dparams[0], shifted.dparams[0], 1e-13);
+  }
+}
+
+TEST(ReferenceBackward, DeterministicAndChecksDout) {
+  Parsed parsed = parse("variant d { tensor bias: f32[16, Hq];\n"
+                        "  score(s, b, h, q, kv) = s + bias[(q + kv) % 16, h]"
+                        " * bias[(q + 2 * kv) % 16, h];\n"
+                        "  normalize = softplus; }");
+  RefProblem p = makeProblem(parsed.v());
+  std::vector<double> dout = makeDout(p);
+  RefGradients a = referenceBackward(parsed.v(), p, dout);
+  RefGradients b = referenceBackward(parsed.v(), p, dout);
+  EXPECT_EQ(a.dq, b.dq);
+  EXPECT_EQ(a.dk, b.dk);
+  EXPECT_EQ(a.dv, b.dv);
+  EXPECT_EQ(a.dcaptures[0].values, b.dcaptures[0].values);
+  dout.pop_back();
+  EXPECT_THROW(referenceBackward(parsed.v(), p, dout), std::invalid_argument);
+}
