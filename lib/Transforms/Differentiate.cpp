@@ -115,6 +115,18 @@ private:
                          constant(0.0)));
   }
 
+  /// Adds g * local to x's adjoint, and nothing where g is 0: a branch
+  /// `select` did not take, or an entry the normalizer zeroed, passes no
+  /// gradient even where its local derivative is infinite or NaN (sqrt or
+  /// log of a negative or zero value), as in the float64 reference.
+  void addChain(Value x, Value g, Value local) {
+    if (!x.getType().isF32())
+      return;
+    Value zero = constant(0.0);
+    addAdjoint(x, select(cmp(arith::CmpFPredicate::OEQ, g, zero), zero,
+                         mul(g, local)));
+  }
+
   LogicalResult propagate(Operation *o) {
     if (o->getNumResults() != 1)
       return success();
@@ -123,6 +135,7 @@ private:
     if (!g) // not on a path to the result, or not a float
       return success();
     auto operand = [&](unsigned i) { return o->getOperand(i); };
+    Value one = constant(1.0);
     return llvm::TypeSwitch<Operation *, LogicalResult>(o)
         .Case([&](arith::AddFOp) {
           addAdjoint(operand(0), g);
@@ -135,15 +148,14 @@ private:
           return success();
         })
         .Case([&](arith::MulFOp) {
-          addAdjoint(operand(0), mul(g, operand(1)));
-          addAdjoint(operand(1), mul(g, operand(0)));
+          addChain(operand(0), g, operand(1));
+          addChain(operand(1), g, operand(0));
           return success();
         })
         .Case([&](arith::DivFOp) {
           // d(x / z) = dx / z - (x / z) dz / z
-          Value gOverZ = div(g, operand(1));
-          addAdjoint(operand(0), gOverZ);
-          addAdjoint(operand(1), neg(mul(gOverZ, y)));
+          addChain(operand(0), g, div(one, operand(1)));
+          addChain(operand(1), g, neg(div(y, operand(1))));
           return success();
         })
         .Case([&](arith::NegFOp) {
@@ -156,9 +168,8 @@ private:
           Value w = tieWeight(operand(0), operand(1),
                               isMax ? arith::CmpFPredicate::OGT
                                     : arith::CmpFPredicate::OLT);
-          addAdjoint(operand(0), mul(g, w));
-          addAdjoint(operand(1),
-                     mul(g, arith::SubFOp::create(b, loc, constant(1.0), w)));
+          addChain(operand(0), g, w);
+          addChain(operand(1), g, arith::SubFOp::create(b, loc, one, w));
           return success();
         })
         .Case([&](arith::SelectOp s) {
@@ -168,49 +179,46 @@ private:
           return success();
         })
         .Case([&](math::ExpOp) {
-          addAdjoint(operand(0), mul(g, y));
+          addChain(operand(0), g, y);
           return success();
         })
         .Case([&](math::Exp2Op) {
-          addAdjoint(operand(0), mul(g, mul(y, constant(std::numbers::ln2))));
+          addChain(operand(0), g, mul(y, constant(std::numbers::ln2)));
           return success();
         })
         .Case([&](math::LogOp) {
-          addAdjoint(operand(0), div(g, operand(0)));
+          addChain(operand(0), g, div(one, operand(0)));
           return success();
         })
         .Case([&](math::Log2Op) {
-          addAdjoint(operand(0),
-                     div(g, mul(operand(0), constant(std::numbers::ln2))));
+          addChain(operand(0), g,
+                   div(one, mul(operand(0), constant(std::numbers::ln2))));
           return success();
         })
         .Case([&](math::Log1pOp) {
-          addAdjoint(operand(0),
-                     div(g, arith::AddFOp::create(b, loc, operand(0),
-                                                  constant(1.0))));
+          addChain(operand(0), g,
+                   div(one, arith::AddFOp::create(b, loc, operand(0), one)));
           return success();
         })
         .Case([&](math::SqrtOp) {
-          addAdjoint(operand(0), div(mul(g, constant(0.5)), y));
+          addChain(operand(0), g, div(constant(0.5), y));
           return success();
         })
         .Case([&](math::RsqrtOp) {
           // d x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
-          addAdjoint(operand(0),
-                     mul(g, mul(constant(-0.5), mul(y, mul(y, y)))));
+          addChain(operand(0), g, mul(constant(-0.5), mul(y, mul(y, y))));
           return success();
         })
         .Case([&](math::TanhOp) {
-          addAdjoint(operand(0),
-                     mul(g, arith::SubFOp::create(b, loc, constant(1.0),
-                                                  mul(y, y))));
+          addChain(operand(0), g, arith::SubFOp::create(b, loc, one, mul(y, y)));
           return success();
         })
         .Case([&](math::AbsFOp) {
           Value x = operand(0), zero = constant(0.0);
-          addAdjoint(x, select(cmp(arith::CmpFPredicate::OGT, x, zero), g,
-                               select(cmp(arith::CmpFPredicate::OLT, x, zero),
-                                      neg(g), zero)));
+          addChain(x, g,
+                   select(cmp(arith::CmpFPredicate::OGT, x, zero), one,
+                          select(cmp(arith::CmpFPredicate::OLT, x, zero),
+                                 constant(-1.0), zero)));
           return success();
         })
         .Case<math::FloorOp, math::CeilOp, math::RoundOp, math::RoundEvenOp,
