@@ -1,5 +1,6 @@
 //===- AttnOps.cpp - attn dialect operations -----------------------------===//
 #include "dialect/AttnOps.h"
+#include "dialect/Normalizers.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
@@ -25,6 +26,12 @@ static int64_t lastDim(Value v) {
 
 int64_t AttentionOp::getHeadDim() { return lastDim(getQuery()); }
 int64_t AttentionOp::getValueHeadDim() { return lastDim(getOut()); }
+
+bool AttentionOp::hasRowSum() { return attn::hasRowSum(getNormalize()); }
+
+bool AttentionOp::foldsLog2eIntoScale() {
+  return runsInLog2Domain(getNormalize()) && !hasScore();
+}
 
 LogicalResult AttentionOp::verify() {
   auto qType = cast<MemRefType>(getQuery().getType());
@@ -73,12 +80,11 @@ LogicalResult AttentionOp::verify() {
     return emitOpError("kv_index positions are data: expected no tile "
                        "classification with it");
   Normalize norm = getNormalize();
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
-  if (getLse() && !hasRowSum)
+  if (getLse() && !hasRowSum())
     return emitOpError() << "expected no lse output with normalize = "
                          << stringifyNormalize(norm)
                          << " (lse exists for softmax and softplus only)";
-  if (hasSink() && norm != Normalize::softmax)
+  if (hasSink() && !allowsSink(norm))
     return emitOpError() << "expected normalize = softmax with a sink, got "
                          << stringifyNormalize(norm);
   if (hasSelect() != !getSelectArg().empty())

@@ -168,6 +168,12 @@ def Attn_AttentionOp : Attn_Op<"attention", [
       return !getScoreGrad().empty() || !getSinkGrad().empty() ||
              !getScaleGrad().empty();
     }
+    /// The normalizer's properties (dialect/Normalizers.h): o is divided by
+    /// a row sum and an lse output exists (softmax, softplus).
+    bool hasRowSum();
+    /// log2(e) multiplies the scale itself (softmax, which runs in the log2
+    /// domain, with no score region between the scaled score and the exp).
+    bool foldsLog2eIntoScale();
   }];
 }
 

@@ -400,7 +400,7 @@ void AttentionTiler::emitScale(OpBuilder &b) {
                            : cF32(b, 1.0 / std::sqrt(double(D))));
   qScale = scale;
   scaleValue = scale;
-  if (norm == Normalize::softmax && !op.hasScore())
+  if (op.foldsLog2eIntoScale())
     qScale = arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E));
 }
 
@@ -1623,7 +1623,7 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
   // Rounded P codes (int8/int4 in place) give P . V in their own buffer:
   // the accumulator is rescaled as that is added, in one pass.
   bool roundedP = direct && direct->qRowScale && pCodeBuf;
-  if (norm == Normalize::softmax)
+  if (hasRunningMax(norm))
     emitScoresSoftmax(b, k0, kn, fullTile, direct != nullptr, roundedP);
   else
     emitScoresPointwise(b, k0, kn, fullTile);
@@ -1676,7 +1676,7 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
     return;
   // acc = acc * alpha + (P codes . V codes) * the rows' P scales (softmax;
   // the other normalizers keep no running max and no alpha).
-  bool rescale = norm == Normalize::softmax;
+  bool rescale = hasRunningMax(norm);
   forLoop(b, kTinyRows, [&](OpBuilder &b, Value i) {
     Value scale = memref::LoadOp::create(b, loc, pScaleBuf, ValueRange{i});
     Value alpha = rescale ? memref::LoadOp::create(b, loc, alphaBuf,
@@ -2000,7 +2000,7 @@ void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
           b, loc, keep, normalizeScore(b, loc, norm, t), fzero);
       memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
                               ValueRange{j, i});
-      if (norm == Normalize::softplus) {
+      if (hasRowSum(norm)) { // softplus: l += p
         Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
         l = arith::AddFOp::create(b, loc, l, p, fm);
         memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
@@ -2010,7 +2010,7 @@ void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
 }
 
 void AttentionTiler::emitEpilogue(OpBuilder &b) {
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  bool rowSum = hasRowSum(norm);
   Type outElt = cast<MemRefType>(op.getOut().getType()).getElementType();
   Value fzero = cF32(b, 0.0), negInf = cF32(b, -INFINITY);
   // Writes o (or this part's partial result) and lse for valid rows.
@@ -2019,7 +2019,7 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
       Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
       Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
       Value inv, l, empty;
-      if (hasRowSum) {
+      if (rowSum) {
         // l == 0: every key masked (or underflowed); o = 0, lse = -inf.
         l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
         empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
@@ -2042,10 +2042,10 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
                                 ValueRange{bIdx, head, row, d});
       });
       Value lse = partial ? op.getLsePartial() : op.getLse();
-      if (!lse || !hasRowSum)
+      if (!lse || !rowSum)
         return;
       Value value;
-      if (norm == Normalize::softmax) {
+      if (hasRunningMax(norm)) { // l is relative to m, in the log2 domain
         Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
         Value log2Sum = arith::AddFOp::create(
             b, loc, m, math::Log2Op::create(b, loc, l));
@@ -2102,8 +2102,7 @@ FailureOr<scf::ParallelOp> lowerMergeSplits(RewriterBase &rw,
   Value S = memref::DimOp::create(rw, loc, out, 2);
   int64_t Dv = cast<MemRefType>(out.getType()).getShape().back();
   Type outElt = cast<MemRefType>(out.getType()).getElementType();
-  bool weighted = op.getNormalize() == Normalize::softmax ||
-                  op.getNormalize() == Normalize::softplus;
+  bool weighted = hasRowSum(op.getNormalize());
   Value zero = c(rw, 0), one = c(rw, 1);
   auto par = scf::ParallelOp::create(
       rw, loc, ValueRange{zero, zero, zero}, ValueRange{B, H, S},

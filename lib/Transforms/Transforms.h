@@ -3,6 +3,7 @@
 #define ATTN_TRANSFORMS_TRANSFORMS_H
 
 #include "dialect/AttnOps.h"
+#include "dialect/Normalizers.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/PatternMatch.h"
 
@@ -62,8 +63,10 @@ FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 
-/// p for a score t under a normalizer without a running max: sigmoid, relu,
-/// relu2 or softplus (max(t, 0) + log1p(exp(-|t|))).
+/// The pointwise normalizer p = f(t) of a score t, for a normalizer without
+/// a running max (!hasRunningMax, dialect/Normalizers.h): sigmoid, relu,
+/// relu2 or softplus (max(t, 0) + log1p(exp(-|t|))). Every target emits
+/// p through this; a masked entry's p is 0 afterwards.
 Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
 
 /// A quantized K/V code (i8: an int8, a sign-extended int4 nibble, or fp8

@@ -416,7 +416,7 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
   Value m = state[0], l = state[1];
   SmallVector<Value> out(state.begin() + 2, state.end());
   SmallVector<Value> p = t;
-  if (norm == Normalize::softmax) {
+  if (hasRunningMax(norm)) {
     Value mx = m;
     for (Value x : t)
       mx = arith::MaximumFOp::create(b, loc, mx, x);
@@ -437,7 +437,7 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
     Value alphas = splat(b, acc, alpha);
     for (Value &o : out)
       o = arith::MulFOp::create(b, loc, o, alphas);
-  } else if (norm == Normalize::softplus) {
+  } else if (hasRowSum(norm)) { // softplus: l += p
     for (Value x : p)
       l = arith::AddFOp::create(b, loc, l, x);
   }
@@ -495,7 +495,7 @@ void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
       scf::YieldOp::create(b, loc);
     });
   };
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  bool rowSum = hasRowSum(norm);
   scf::IfOp::create(b, loc, queryValid, [&](OpBuilder &b, Location) {
     scf::IfOp::create(
         b, loc, split,
@@ -506,8 +506,8 @@ void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
           scf::YieldOp::create(b, loc);
         },
         [&](OpBuilder &b, Location) {
-          storeRow(b, o, lse && hasRowSum ? lse : Value(),
-                   {bIdx, head, query}, outElt);
+          storeRow(b, o, lse && rowSum ? lse : Value(), {bIdx, head, query},
+                   outElt);
           scf::YieldOp::create(b, loc);
         });
     scf::YieldOp::create(b, loc);

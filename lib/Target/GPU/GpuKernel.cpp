@@ -121,8 +121,7 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
   Value oPart = func.getArgument(0), lsePart = func.getArgument(1),
         o = func.getArgument(2);
   Value lse = op.getLse() ? func.getArgument(3) : Value();
-  Normalize norm = op.getNormalize();
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  bool rowSum = op.hasRowSum();
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value x = arith::AddIOp::create(
       b, loc,
@@ -150,7 +149,7 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
           .getResult();
     };
     Value result, rowLse;
-    if (hasRowSum) {
+    if (rowSum) {
       // Softmax and softplus parts are weighted by their row sums,
       // exp(lse_p - max lse); other normalizers add up.
       auto maxLoop = scf::ForOp::create(
@@ -200,7 +199,7 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
       result = arith::TruncFOp::create(b, loc, outElt, result);
     memref::StoreOp::create(b, loc, result, o,
                             ValueRange{bIdx, hIdx, qi, col});
-    if (lse && hasRowSum) {
+    if (lse && rowSum) {
       Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                           col, cIdx(0));
       scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
@@ -460,14 +459,13 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
                      ? regions.inlineRegion(b, op.getScaleExpr(), {})
                      : cF32(b, 1.0 / std::sqrt(double(D))));
   // Softmax runs in the log2 domain; a score region sees the plain scale.
-  sScale = norm == Normalize::softmax && !op.hasScore()
-               ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E))
-                     .getResult()
-               : scale;
-  scaleFoldsIntoExp =
-      norm == Normalize::softmax && !op.hasScore() &&
-      (op.getScale() ? op.getScale()->convertToDouble() > 0
-                     : !op.hasScaleExpr());
+  sScale =
+      op.foldsLog2eIntoScale()
+          ? arith::MulFOp::create(b, loc, scale, cF32(b, kLog2E)).getResult()
+          : scale;
+  scaleFoldsIntoExp = op.foldsLog2eIntoScale() &&
+                      (op.getScale() ? op.getScale()->convertToDouble() > 0
+                                     : !op.hasScaleExpr());
   q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
 
   keySlots = seqKV;
@@ -673,7 +671,7 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
   Value t = deferScale ? s : arith::MulFOp::create(b, loc, s, sScale);
   if (op.hasScore()) {
     t = regions.inlineRegion(b, op.getScore(), {t, b32, head32, q32, kv32});
-    if (norm == Normalize::softmax)
+    if (runsInLog2Domain(norm))
       t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
   }
   if (withMask && op.hasMask())
@@ -686,7 +684,7 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
   // with kv_index, whose listed positions are data.
   bool checkKeys = withMask || kvIndex;
   // A -inf score is a masked entry; max() with it changes nothing.
-  if (norm == Normalize::softmax)
+  if (maskedScoreIsMinusInf(norm))
     return checkKeys
                ? arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY))
                : t;
@@ -775,23 +773,22 @@ Value KernelBase::sinkMax(OpBuilder &b, Value head32) {
 
 std::pair<Value, Value> KernelBase::finishRow(OpBuilder &b, Value m,
                                               Value l) {
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
-  if (!hasRowSum)
+  if (!hasRowSum(norm))
     return {cF32(b, 0.0), cF32(b, 1.0)};
   Value empty =
       arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l, cF32(b, 0));
   Value inv = arith::SelectOp::create(
       b, loc, empty, cF32(b, 0.0),
       arith::DivFOp::create(b, loc, cF32(b, 1.0), l));
-  Value rowLse =
-      norm == Normalize::softmax
-          ? arith::MulFOp::create(
-                b, loc,
-                arith::AddFOp::create(b, loc, m,
-                                      math::Log2Op::create(b, loc, l)),
-                cF32(b, kLn2))
-                .getResult()
-          : math::LogOp::create(b, loc, l).getResult();
+  // Softmax's l is relative to the running max, in the log2 domain.
+  Value rowLse = hasRunningMax(norm)
+                     ? arith::MulFOp::create(
+                           b, loc,
+                           arith::AddFOp::create(
+                               b, loc, m, math::Log2Op::create(b, loc, l)),
+                           cF32(b, kLn2))
+                           .getResult()
+                     : math::LogOp::create(b, loc, l).getResult();
   rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY), rowLse);
   return {rowLse, inv};
 }

@@ -1069,7 +1069,7 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
   SmallVector<Value> next(ml.begin(), ml.end());
   p.assign(t.size(), Value());
   alpha[0] = alpha[1] = Value();
-  if (norm == Normalize::softmax) {
+  if (hasRunningMax(norm)) {
     for (int r = 0; r < 2; ++r) {
       Value mx = deferScale ? cF32(b, -INFINITY) : ml[r];
       for (int64_t nb = 0; nb < BK / 8; ++nb)
@@ -1106,7 +1106,7 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
     }
   } else {
     p = t;
-    if (norm == Normalize::softplus)
+    if (hasRowSum(norm)) // softplus: l += p
       for (int r = 0; r < 2; ++r) {
         Value l = ml[2 + r];
         for (int64_t nb = 0; nb < BK / 8; ++nb)
@@ -1473,7 +1473,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
 void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   Type f32 = b.getF32Type();
   auto state = [&](int64_t i) { return finalState[i]; };
-  bool hasRowSum = norm == Normalize::softmax || norm == Normalize::softplus;
+  bool rowSum = hasRowSum(norm);
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
   Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
@@ -1529,7 +1529,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
           [&](OpBuilder &b, Location) {
             for (int64_t nb = 0; nb < Dv / 8; ++nb)
               store(b, outElt, o, {bIdx, hRow[r], qiIdx[r]}, nb);
-            if (lse && hasRowSum)
+            if (lse && rowSum)
               scf::IfOp::create(b, loc, firstInQuad,
                                 [&](OpBuilder &b, Location) {
                                   memref::StoreOp::create(
