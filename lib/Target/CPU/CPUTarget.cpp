@@ -219,6 +219,12 @@ std::unique_ptr<llvm::Module> translateAndOptimize(ModuleOp module,
     f.addFnAttr("target-cpu", tm.getTargetCPU());
     if (!tm.getTargetFeatureString().empty())
       f.addFnAttr("target-features", tm.getTargetFeatureString());
+    // LLVM's loop vectorizer prefers 256-bit vectors on AVX-512 CPUs
+    // (clang's -mprefer-vector-width default), so the loops it vectorizes
+    // (the softmax's exp2, the row sums) ran 8 wide next to our 16-wide
+    // matmuls, which already use zmm registers.
+    if (vectorShape(tm).bits == 512)
+      f.addFnAttr("prefer-vector-width", "512");
   }
   // The tile loops are already register-blocked by our own passes; LLVM's
   // unrolling of them doubled compile time and changed nothing measurable
