@@ -1,5 +1,6 @@
 //===- Reference.cpp - float64 reference attention ------------------------===//
 #include "test/reference/Reference.h"
+#include "test/reference/PointNames.h"
 
 #include "lib/Frontend/Eval.h"
 
@@ -16,46 +17,14 @@ using fe::Scalar;
 using fe::SizeVar;
 
 /// Names at one (b, h, q, kv) point; lets are evaluated once per point.
-class PointEnv : public fe::EvalEnv {
+class PointEnv : public PointNames {
 public:
-  PointEnv(const fe::Variant &v, const RefProblem &p) : v(v), p(p) {
+  PointEnv(const fe::Variant &v, const RefProblem &p) : PointNames(v, p) {
     lets.resize(v.lets.size());
   }
   void at(int64_t b, int64_t h, int64_t q, int64_t kv, double s) {
-    idx[0] = s;
-    idx[1] = double(b);
-    idx[2] = double(h);
-    idx[3] = double(q);
-    idx[4] = double(kv);
-    idx[5] = double(h / (p.Hq / p.Hkv));
+    PointNames::at(b, h, q, kv, s);
     std::fill(lets.begin(), lets.end(), std::nullopt);
-  }
-  Scalar index(IndexVar iv) override {
-    if (iv == IndexVar::S)
-      return Scalar::ofFloat(idx[0]);
-    return Scalar::ofInt(static_cast<int32_t>(idx[static_cast<int>(iv)]));
-  }
-  Scalar size(SizeVar sv) override {
-    int64_t values[] = {p.B, p.Hq, p.Hkv, p.Sq, p.Skv, p.D, p.Dv};
-    return Scalar::ofInt(static_cast<int32_t>(values[static_cast<int>(sv)]));
-  }
-  Scalar param(int i) override {
-    return v.params[i].type == fe::Type::I32
-               ? Scalar::ofInt(static_cast<int32_t>(p.params[i]))
-               : Scalar::ofFloat(p.params[i]);
-  }
-  Scalar tensorElement(int t, const std::vector<int32_t> &indices) override {
-    const RefTensor &c = p.captures[t];
-    int64_t flat = 0;
-    for (size_t d = 0; d < indices.size(); ++d) {
-      // Same convention as the kernels: indices clamp into range.
-      int64_t i = std::clamp<int64_t>(indices[d], 0, c.shape[d] - 1);
-      flat = flat * c.shape[d] + i;
-    }
-    double x = c.values[flat];
-    return v.tensors[t].valueType() == fe::Type::I32
-               ? Scalar::ofInt(static_cast<int32_t>(x))
-               : Scalar::ofFloat(x);
   }
   Scalar let(int i) override {
     if (!lets[i])
@@ -64,9 +33,6 @@ public:
   }
 
 private:
-  const fe::Variant &v;
-  const RefProblem &p;
-  double idx[6] = {};
   std::vector<std::optional<Scalar>> lets;
 };
 

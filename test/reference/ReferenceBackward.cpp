@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "test/reference/ReferenceBackward.h"
+#include "test/reference/PointNames.h"
 
 #include "lib/Frontend/Eval.h"
 
@@ -56,19 +57,14 @@ double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 /// as fe::evaluate (and the reference's PointEnv), recording f32 operations.
 /// Non-f32 subexpressions (integers, booleans) carry no gradient and are
 /// evaluated by fe::evaluate through this environment.
-class TapeEval : public fe::EvalEnv {
+class TapeEval : public PointNames {
 public:
-  TapeEval(const fe::Variant &v, const RefProblem &p) : v(v), p(p) {
+  TapeEval(const fe::Variant &v, const RefProblem &p) : PointNames(v, p) {
     lets.resize(v.lets.size());
   }
 
   void at(int64_t b, int64_t h, int64_t q, int64_t kv, double s) {
-    idx[0] = s;
-    idx[1] = double(b);
-    idx[2] = double(h);
-    idx[3] = double(q);
-    idx[4] = double(kv);
-    idx[5] = double(h / (p.Hq / p.Hkv));
+    PointNames::at(b, h, q, kv, s);
     std::fill(lets.begin(), lets.end(), std::nullopt);
     tape.clear();
   }
@@ -118,40 +114,11 @@ public:
     return ds;
   }
 
-  // fe::EvalEnv, for the non-f32 subexpressions.
-  Scalar index(IndexVar iv) override {
-    if (iv == IndexVar::S)
-      return Scalar::ofFloat(idx[0]);
-    return Scalar::ofInt(static_cast<int32_t>(idx[static_cast<int>(iv)]));
-  }
-  Scalar size(SizeVar sv) override {
-    int64_t values[] = {p.B, p.Hq, p.Hkv, p.Sq, p.Skv, p.D, p.Dv};
-    return Scalar::ofInt(static_cast<int32_t>(values[static_cast<int>(sv)]));
-  }
-  Scalar param(int i) override {
-    return v.params[i].type == Type::I32
-               ? Scalar::ofInt(static_cast<int32_t>(p.params[i]))
-               : Scalar::ofFloat(p.params[i]);
-  }
-  Scalar tensorElement(int t, const std::vector<int32_t> &indices) override {
-    double x = p.captures[t].values[flatIndex(t, indices)];
-    return v.tensors[t].valueType() == Type::I32
-               ? Scalar::ofInt(static_cast<int32_t>(x))
-               : Scalar::ofFloat(x);
-  }
+  // fe::EvalEnv (the other names come from PointNames), for the non-f32
+  // subexpressions.
   Scalar let(int i) override { return letVal(i).value; }
 
 private:
-  int64_t flatIndex(int t, const std::vector<int32_t> &indices) const {
-    const RefTensor &c = p.captures[t];
-    int64_t flat = 0;
-    for (size_t d = 0; d < indices.size(); ++d) {
-      // Same convention as the kernels and the forward: indices clamp.
-      int64_t i = std::clamp<int64_t>(indices[d], 0, c.shape[d] - 1);
-      flat = flat * c.shape[d] + i;
-    }
-    return flat;
-  }
 
   Val letVal(int i) {
     if (!lets[i])
@@ -347,9 +314,6 @@ private:
     throw std::logic_error("referenceBackward: unexpected f32 builtin");
   }
 
-  const fe::Variant &v;
-  const RefProblem &p;
-  double idx[6] = {};
   std::vector<std::optional<Val>> lets;
   std::vector<Node> tape;
   std::vector<double> adj;
