@@ -67,6 +67,25 @@ protected:
   double idx[6] = {};
 };
 
+/// kv_index: how many slots of (b, hkv) list each key position (entries
+/// outside [0, Skv) list nothing): unlisted positions are masked, a listed
+/// one counts once per listing, as the kernel visits it once per slot.
+/// All ones without kv_index.
+inline void listedPositions(const fe::Variant &v, const RefProblem &p,
+                            int64_t b, int64_t hkv,
+                            std::vector<double> &listed) {
+  listed.assign(p.Skv, v.kvIndexTensor >= 0 ? 0.0 : 1.0);
+  if (v.kvIndexTensor < 0)
+    return;
+  const RefTensor &idx = p.captures[v.kvIndexTensor];
+  int64_t n = idx.shape[2];
+  for (int64_t j = 0; j < n; ++j) {
+    double pos = idx.values[(b * p.Hkv + hkv) * n + j];
+    if (pos >= 0 && pos < double(p.Skv))
+      listed[static_cast<int64_t>(pos)] += 1.0;
+  }
+}
+
 } // namespace attn::ref
 
 #endif // ATTN_TEST_REFERENCE_POINTNAMES_H

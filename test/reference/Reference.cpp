@@ -153,23 +153,12 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
   }
   std::vector<double> t(p.Skv);
   std::vector<char> keep(p.Skv);
-  // kv_index: how many slots list each position (entries outside [0, Skv)
-  // list nothing); unlisted positions are masked, a listed one counts once
-  // per listing, as the kernel visits it once per slot.
-  std::vector<double> listed(p.Skv, 1.0);
+  // kv_index multiplicities (listedPositions).
+  std::vector<double> listed;
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t h = 0; h < p.Hq; ++h) {
       int64_t hk = h / group;
-      if (v.kvIndexTensor >= 0) {
-        const RefTensor &idx = p.captures[v.kvIndexTensor];
-        int64_t n = idx.shape[2];
-        std::fill(listed.begin(), listed.end(), 0.0);
-        for (int64_t j = 0; j < n; ++j) {
-          double pos = idx.values[(b * p.Hkv + hk) * n + j];
-          if (pos >= 0 && pos < double(p.Skv))
-            listed[static_cast<int64_t>(pos)] += 1.0;
-        }
-      }
+      listedPositions(v, p, b, hk, listed);
       double sink = -inf;
       if (v.sink) {
         env.at(b, h, 0, 0, 0);

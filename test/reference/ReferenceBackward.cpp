@@ -350,7 +350,7 @@ RefGradients referenceBackward(const fe::Variant &v, const RefProblem &p,
   // Masks and select choices are constants: the forward's own kept set.
   std::vector<uint8_t> mask = referenceMask(v, p);
   int64_t group = p.Hq / p.Hkv;
-  std::vector<double> listed(p.Skv, 1.0);
+  std::vector<double> listed; // kv_index multiplicities
   std::vector<double> t(p.Skv), dot(p.Skv), a(p.Skv), dt(p.Skv), gv(p.Skv);
   std::vector<char> keep(p.Skv);
   std::vector<int> roots(p.Skv, -1);
@@ -362,18 +362,7 @@ RefGradients referenceBackward(const fe::Variant &v, const RefProblem &p,
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t h = 0; h < p.Hq; ++h) {
       int64_t hk = h / group;
-      if (v.kvIndexTensor >= 0) {
-        // Same multiplicities as the forward: a position listed n times
-        // weighs n times, unlisted positions are masked.
-        const RefTensor &idx = p.captures[v.kvIndexTensor];
-        int64_t n = idx.shape[2];
-        std::fill(listed.begin(), listed.end(), 0.0);
-        for (int64_t j = 0; j < n; ++j) {
-          double pos = idx.values[(b * p.Hkv + hk) * n + j];
-          if (pos >= 0 && pos < double(p.Skv))
-            listed[static_cast<int64_t>(pos)] += 1.0;
-        }
-      }
+      listedPositions(v, p, b, hk, listed);
       // The sink joins the softmax denominator only.
       bool useSink = v.sink && v.normalize == fe::NormalizeKind::Softmax;
       double sink = -inf, dsink = 0;
