@@ -94,6 +94,53 @@ LogicalResult AttentionOp::verify() {
   if (getScale() && hasScaleExpr())
     return emitOpError("expected either a scale attribute or a scale_expr "
                        "region, got both");
+  return verifyBackwardOperands();
+}
+
+LogicalResult AttentionOp::verifyBackwardOperands() {
+  if (!isBackward()) {
+    if (getPhase() || !getParamGrads().empty() || !getCaptureGrads().empty())
+      return emitOpError("expected phase, param_grads and capture_grads "
+                         "only with backward");
+    return success();
+  }
+  if (!getPhase())
+    return emitOpError("expected a phase with backward");
+  if (getKvQuant() || isPaged() || getKvIndex() || hasSelect() ||
+      getBlockMap() || getTileClasses() || getNumSplits())
+    return emitOpError("expected no kv_quant, pages, kv_index, select, "
+                       "block_map, tile_classes or splits with backward");
+  if (hasRowSum() != (getLse() != nullptr))
+    return emitOpError("expected the forward's lse with backward exactly "
+                       "when the normalizer has a row sum");
+  auto sameType = [](Value a, Value b) { return a.getType() == b.getType(); };
+  if (!sameType(getGradOut(), getOut()) ||
+      !sameType(getGradQuery(), getQuery()) ||
+      !sameType(getGradKey(), getKey()) || !sameType(getGradValue(), getValue()))
+    return emitOpError("expected do, dq, dk and dv of the types of o, q, k "
+                       "and v");
+  size_t f32Params = llvm::count_if(
+      getParams(), [](Value p) { return p.getType().isF32(); });
+  if (getParamGrads().size() != f32Params)
+    return emitOpError() << "expected one param gradient per f32 param ("
+                         << f32Params << "), got "
+                         << getParamGrads().size();
+  for (Value g : getParamGrads())
+    if (cast<MemRefType>(g.getType()).getRank() != 1)
+      return emitOpError("expected rank-1 param gradients");
+  SmallVector<Value> f32Captures;
+  for (Value c : getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32())
+      f32Captures.push_back(c);
+  if (getCaptureGrads().size() != f32Captures.size())
+    return emitOpError() << "expected one gradient per f32 captured tensor ("
+                         << f32Captures.size() << "), got "
+                         << getCaptureGrads().size();
+  for (auto [c, g] : llvm::zip(f32Captures, getCaptureGrads()))
+    if (cast<MemRefType>(c.getType()).getRank() !=
+        cast<MemRefType>(g.getType()).getRank())
+      return emitOpError("expected each captured tensor's gradient to have "
+                         "its rank");
   return success();
 }
 

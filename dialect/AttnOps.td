@@ -24,6 +24,7 @@ def Attn_Capture : MemRefOf<[I32, F32, F16, BF16]>;
 def Attn_BlockMapMemRef : MemRefRankOf<[I8], [4]>;
 def Attn_PartialOutMemRef : MemRefRankOf<[F32], [5]>;
 def Attn_PartialLseMemRef : MemRefRankOf<[F32], [4]>;
+def Attn_GradMemRef : MemRefOf<[F32]>;
 
 def Attn_AttentionOp : Attn_Op<"attention", [
     AttrSizedOperandSegments,
@@ -86,6 +87,16 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     slot `kv % P`, and batch `b` has `Skv = seq_lens[b]` keys (what
     `attn.dim Skv` reads in the regions). Scales stay indexed by position.
 
+    Backward (`backward(%do, %dq, %dk, %dv) phase(%p)`): the op computes
+    the gradients of `L = sum(o * do)` instead of o: `o` and (softmax,
+    softplus) `lse` are the forward's results, read here; phase 0 writes
+    `dk` and `dv`, phase 1 writes `dq`; both add the gradients of the f32
+    params (`param_grads`, one `memref<1xf32>` each, in operand order) and
+    f32 captured tensors (`capture_grads`, one per such capture, its
+    shape) to what those buffers hold. Needs the grad regions of
+    `attn-differentiate` for the variant's regions; no quantized, paged,
+    kv_index, select, block-map or split operands.
+
     Sparse K/V (`kv_index(%idx [B, Hkv, N])`): the op attends to the key
     positions `%idx[b, hkv, 0..N)` only (entries outside [0, Skv) are
     skipped); regions see those positions as `kv`.
@@ -109,6 +120,13 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Arg<Optional<Attn_PartialLseMemRef>, "", [MemWrite]>:$lsePartial,
                        Variadic<Attn_Param>:$params,
                        Arg<Variadic<Attn_Capture>, "", [MemRead]>:$captures,
+                       Arg<Optional<Attn_QKVMemRef>, "", [MemRead]>:$gradOut,
+                       Arg<Optional<Attn_QKVMemRef>, "", [MemWrite]>:$gradQuery,
+                       Arg<Optional<Attn_KVMemRef>, "", [MemWrite]>:$gradKey,
+                       Arg<Optional<Attn_KVMemRef>, "", [MemWrite]>:$gradValue,
+                       Arg<Variadic<Attn_GradMemRef>, "", [MemRead, MemWrite]>:$paramGrads,
+                       Arg<Variadic<Attn_GradMemRef>, "", [MemRead, MemWrite]>:$captureGrads,
+                       Optional<I32>:$phase,
                        Attn_NormalizeKind:$normalize,
                        OptionalAttr<F32Attr>:$scale,
                        OptionalAttr<Attn_SelectKind>:$select,
@@ -136,6 +154,11 @@ def Attn_AttentionOp : Attn_Op<"attention", [
        type($outPartial) `,` type($lsePartial) `)`)?
     (`params` `(` $params^ `:` type($params) `)`)?
     (`captures` `(` $captures^ `:` type($captures) `)`)?
+    (`backward` `(` $gradOut^ `,` $gradQuery `,` $gradKey `,` $gradValue `:`
+       type($gradOut) `,` type($gradQuery) `,` type($gradKey) `,` type($gradValue) `)`
+       `phase` `(` $phase `)`)?
+    (`param_grads` `(` $paramGrads^ `:` type($paramGrads) `)`)?
+    (`capture_grads` `(` $captureGrads^ `:` type($captureGrads) `)`)?
     `normalize` `=` $normalize
     (`scale` `=` $scale^)?
     (`select` $select^ `block` $selectBlock)?
@@ -164,6 +187,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     bool hasClassify() { return !getClassify().empty(); }
     bool hasSelect() { return getSelect().has_value(); }
     bool isPaged() { return getPageSize().has_value(); }
+    /// Computes gradients (the `backward` operands) instead of o.
+    bool isBackward() { return getGradOut() != nullptr; }
     bool isDifferentiated() {
       return !getScoreGrad().empty() || !getSinkGrad().empty() ||
              !getScaleGrad().empty();
@@ -174,6 +199,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     /// log2(e) multiplies the scale itself (softmax, which runs in the log2
     /// domain, with no score region between the scaled score and the exp).
     bool foldsLog2eIntoScale();
+    /// The backward operands' checks (part of verify()).
+    LogicalResult verifyBackwardOperands();
   }];
 }
 

@@ -33,6 +33,10 @@ std::string blockMapFunctionName(const std::string &variant) {
   return variant + "__block_map";
 }
 
+std::string backwardFunctionName(const std::string &variant) {
+  return variant + "__backward";
+}
+
 std::string mergeFunctionName(const std::string &variant) {
   return variant + "__merge";
 }
@@ -394,7 +398,8 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   }
   // The kernel, and for masked variants its block-map function: the same
   // attention op with a block_map output, which computes only tile classes.
-  auto build = [&](const std::string &name, bool withMap) -> bool {
+  auto build = [&](const std::string &name, bool withMap,
+                   bool backward = false) -> bool {
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(module.getBody());
   auto [line, col] = file.lineCol(v.loc.offset);
@@ -413,7 +418,8 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
       rowStridedType({dyn, dyn, dyn, shape.valueHeadDim / pack}, kvElt),
       rowStridedType({dyn, dyn, dyn, shape.valueHeadDim}, outElt)};
   SmallVector<std::string> names = {"q", "k", "v", "o"};
-  if (shape.lse) {
+  // The backward reads the forward's lse whenever the normalizer has one.
+  if (backward ? v.hasRowSum() : shape.lse) {
     argTypes.push_back(rowStridedType({dyn, dyn, dyn}, b.getF32Type()));
     names.push_back("lse");
   }
@@ -440,15 +446,38 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     argTypes.push_back(MemRefType::get(dims, elementType(ctx, t.dtype)));
   }
   size_t endCaptures = argTypes.size();
+  // The backward: do, dq, dk, dv, the f32 params' and captures' gradients
+  // and the phase.
+  size_t gradArgs = argTypes.size();
+  size_t numParamGrads = 0, numCaptureGrads = 0;
+  if (backward) {
+    argTypes.append({argTypes[3], argTypes[0], argTypes[1], argTypes[2]});
+    names.append({"do", "dq", "dk", "dv"});
+    for (const ParamDecl &p : v.params)
+      if (p.type == fe::Type::F32) {
+        argTypes.push_back(MemRefType::get({dyn}, b.getF32Type()));
+        names.push_back("d" + p.name);
+        ++numParamGrads;
+      }
+    for (const TensorDecl &t : v.tensors)
+      if (t.dtype == DType::F32) {
+        SmallVector<int64_t> dims(t.dims.size(), dyn);
+        argTypes.push_back(MemRefType::get(dims, b.getF32Type()));
+        names.push_back("d" + t.name);
+        ++numCaptureGrads;
+      }
+    argTypes.push_back(b.getI32Type());
+    names.push_back("phase");
+  }
   // Masked and selecting kernels read a block map (empty: classify on the
   // fly); their block-map functions write one.
-  bool mapped = hasBlockMap(v);
+  bool mapped = hasBlockMap(v) && !backward;
   if (mapped)
     argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
   // Kernels split their key range on request (decode): the number of
   // parts, and where parts write when there are several.
   size_t splitArgs = argTypes.size();
-  if (!withMap) {
+  if (!withMap && !backward) {
     argTypes.push_back(b.getI32Type());
     argTypes.push_back(
         MemRefType::get({dyn, dyn, dyn, dyn, dyn}, b.getF32Type()));
@@ -470,7 +499,10 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   if (mapped)
     func.setArgAttr(endCaptures, "attn.name",
                     b.getStringAttr(withMap ? "block_map" : "tile_classes"));
-  if (!withMap) {
+  for (size_t i = gradArgs; backward && i < splitArgs; ++i)
+    func.setArgAttr(i, "attn.name",
+                    b.getStringAttr(names[firstParam + (i - gradArgs)]));
+  if (!withMap && !backward) {
     func.setArgAttr(splitArgs, "attn.name", b.getStringAttr("num_splits"));
     func.setArgAttr(splitArgs + 1, "attn.name", b.getStringAttr("o_part"));
     func.setArgAttr(splitArgs + 2, "attn.name", b.getStringAttr("lse_part"));
@@ -482,7 +514,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                             args.begin() + firstCapture);
   SmallVector<Value> captures(args.begin() + firstCapture,
                               args.begin() + endCaptures);
-  Value lse = shape.lse ? args[4] : Value();
+  Value lse = (backward ? v.hasRowSum() : shape.lse) ? args[4] : Value();
   Value map = withMap ? args[endCaptures] : Value();
   Value classes = mapped && !withMap ? args[endCaptures] : Value();
   auto op = mlir::attn::AttentionOp::create(
@@ -491,9 +523,17 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
       paged ? args[pageArgs] : Value(), paged ? args[pageArgs + 1] : Value(),
       v.kvIndexTensor >= 0 ? captures[v.kvIndexTensor] : Value(), map,
       classes,
-      withMap ? Value() : args[splitArgs],
-      withMap ? Value() : args[splitArgs + 1],
-      withMap ? Value() : args[splitArgs + 2], params, captures,
+      withMap || backward ? Value() : args[splitArgs],
+      withMap || backward ? Value() : args[splitArgs + 1],
+      withMap || backward ? Value() : args[splitArgs + 2], params, captures,
+      backward ? args[gradArgs] : Value(),
+      backward ? args[gradArgs + 1] : Value(),
+      backward ? args[gradArgs + 2] : Value(),
+      backward ? args[gradArgs + 3] : Value(),
+      backward ? args.slice(gradArgs + 4, numParamGrads) : ValueRange(),
+      backward ? args.slice(gradArgs + 4 + numParamGrads, numCaptureGrads)
+               : ValueRange(),
+      backward ? args[splitArgs - 1] : Value(),
       static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
       mlir::attn::SelectKindAttr(), IntegerAttr(), mlir::attn::KVQuantAttr(),
       IntegerAttr(), IntegerAttr());
@@ -609,9 +649,25 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     func::ReturnOp::create(b, loc);
     return true;
   };
+  if (shape.backward) {
+    const char *unsupported = shape.kvQuant != KVQuant::None
+                                  ? "quantized K/V"
+                              : shape.pageSize > 0   ? "paged K/V"
+                              : v.kvIndexTensor >= 0 ? "kv_index"
+                              : v.select             ? "select"
+                                                     : nullptr;
+    if (unsupported) {
+      diags.error(v.loc, std::string("variant '") + v.name +
+                             "' has no backward yet: " + unsupported +
+                             " is forward-only (docs/backward.md)");
+      return false;
+    }
+  }
   return build(v.name, false) &&
          (!hasBlockMap(v) || build(blockMapFunctionName(v.name), true)) &&
-         buildMerge();
+         buildMerge() &&
+         (!shape.backward ||
+          build(backwardFunctionName(v.name), false, /*backward=*/true));
 }
 
 } // namespace attn::fe

@@ -22,6 +22,7 @@ struct KernelShape {
   KVQuant kvQuant = KVQuant::None;
   int64_t kvGroup = 64;  // tokens per K scale group
   int64_t pageSize = 0;  // > 0: K/V read through a page table
+  bool backward = false; // also import <variant>__backward (gradients)
 };
 
 /// Element type of `o` for a variant under `shape`.
@@ -44,6 +45,11 @@ bool hasBlockMap(const Variant &v);
 std::string blockMapFunctionName(const std::string &variant);
 /// The function merging a kernel's split-KV parts (attn.merge_splits).
 std::string mergeFunctionName(const std::string &variant);
+/// The function computing gradients (KernelShape::backward): arguments
+/// q, k, v, o, [lse: softmax, softplus], params..., captures..., do, dq,
+/// dk, dv, one memref<1xf32> per f32 param, one f32 memref per f32
+/// captured tensor (its rank), phase (i32: 0 dk/dv, 1 dq); docs/backward.md.
+std::string backwardFunctionName(const std::string &variant);
 
 /// Registers the dialects the import produces.
 void registerImportDialects(mlir::MLIRContext &ctx);

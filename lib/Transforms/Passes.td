@@ -38,6 +38,31 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
                            "::mlir::vector::VectorDialect"];
 }
 
+def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
+  let summary = "Turn a backward attn.attention into its two tiled passes";
+  let description = [{
+    Rewrites each `attn.attention` with `backward` operands (differentiated
+    first by `attn-differentiate`'s rules when it has no grad regions) into
+    one work loop `scf.parallel` over (b, heads, tiles) whose body runs
+    phase 0 (the op's `phase` is 0: items are (b, kv head, key tile),
+    writing dK and dV and adding the params' and captures' gradients) or
+    phase 1 (items (b, query head, query tile), writing dQ and adding the
+    sink logit's gradient). P is recomputed from q, k and the forward's
+    lse; tiles the classifier calls EMPTY are skipped in both phases;
+    tile products are `linalg.matmul`s on f32 stack buffers. See
+    docs/backward.md.
+  }];
+  let options = [
+    Option<"blockQ", "block-q", "int64_t", "64", "query rows per tile">,
+    Option<"blockKV", "block-kv", "int64_t", "64", "key rows per tile">,
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 def AttnDifferentiatePass : Pass<"attn-differentiate"> {
   let summary = "Derive the adjoints of attn.attention's regions";
   let description = [{

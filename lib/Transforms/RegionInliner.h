@@ -30,10 +30,23 @@ public:
   /// a point that dominates all inlined regions.
   void computeCaptureBounds(OpBuilder &b, Location loc);
 
-  /// The value the region yields for `args`.
+  /// The value the region yields for `args` (null for regions that yield
+  /// nothing, as the grad regions sink_grad and scale_grad).
   Value inlineRegion(OpBuilder &b, Region &region, ValueRange args);
 
+  /// Where `attn.accumulate_grad` in an inlined grad region adds: the
+  /// gradient buffer of each f32 param (memref<1xf32>) and f32 capture (its
+  /// shape), keyed by the op's operand. A target missing from the map has
+  /// its accumulations dropped (a backward pass that recomputes entries
+  /// another pass accounts for). Capture indices are clamped as loads are,
+  /// so an element's gradient goes where its value came from.
+  llvm::DenseMap<Value, Value> gradientOf;
+
 private:
+  void accumulate(OpBuilder &b, AccumulateGradOp acc, IRMapping &map);
+  SmallVector<Value> clampedIndices(OpBuilder &b, Location loc, Value tensor,
+                                    ValueRange indices, IRMapping &map);
+
   Value loadCapture(OpBuilder &b, LoadOp load, IRMapping &map);
 
   AttentionOp op;

@@ -2197,7 +2197,11 @@ struct AttnTilePass final
       return signalPassFailure();
     }
     SmallVector<AttentionOp> ops;
-    getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
+    // Backward ops are attn-tile-backward's.
+    getOperation().walk([&](AttentionOp op) {
+      if (!op.isBackward())
+        ops.push_back(op);
+    });
     std::optional<RowWidths> widths = parseRowWidths(rows);
     if (!widths) {
       getOperation().emitError("expected rows=all, many or few, got '")

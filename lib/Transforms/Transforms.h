@@ -60,6 +60,12 @@ LogicalResult differentiate(AttentionOp op);
 FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
                                          AttentionOp op, TileSizes sizes);
 
+/// Rewrites a backward `op` (AttentionOp::isBackward) into its two tiled
+/// passes over one work loop (see AttnTileBackwardPass); differentiates it
+/// first when needed.
+FailureOr<scf::ParallelOp> tileAttentionBackward(RewriterBase &rewriter,
+                                                 AttentionOp op,
+                                                 TileSizes sizes);
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 

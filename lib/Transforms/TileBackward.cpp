@@ -1,0 +1,590 @@
+//===- TileBackward.cpp - attn.attention's backward as two tiled passes ---===//
+//
+// FlashAttention-2's backward made deterministic (docs/backward.md): no
+// entry of P is stored; each pass recomputes it from q, k and the
+// forward's lse, per (key tile, query tile) pair the mask keeps:
+//
+//   S^T  = K . Q^T                  t = S^T * scale, u = score(t)
+//   p    = softmax: exp(u - lse)    softplus: softplus(u) / exp(lse)
+//          sigmoid, relu, relu2: f(u)           (0 where masked)
+//   dP^T = V . dO^T                 delta = rowsum(dO * O) per query row
+//   du   = the normalizer's adjoint of dp (softmax: p (dp - delta))
+//   dt   = score_grad(t, .., du),   dS^T = dt * scale
+//
+// Phase 0 work items are (b, kv head, key tile): dV += P^T . dO and
+// dK += dS^T . Q over the query heads of the group and every kept query
+// tile, in a fixed order; the f32 params' and captures' gradients
+// (score_grad's and scale_grad's attn.accumulate_grad) are added to the
+// buffers the op names. Phase 1 work items are (b, query head, query
+// tile): dQ += dS . K over the kept key tiles, plus each row's sink-logit
+// gradient -exp(sink - lse) * delta. Every output element is written by
+// one work item, and every gradient buffer is added to in item order, so
+// the runtime gets the same bits on any thread count by giving groups of
+// items their own buffers (runtime/src/Launch.cpp).
+//
+// The tile products are linalg.matmul on f32 stack buffers in the forms
+// the CPU's matmul vectorizer takes (C[m, n] += A[m, k] B[k, n], A
+// possibly read transposed); the per-entry code runs along a row of S^T,
+// one query per lane.
+//
+//===----------------------------------------------------------------------===//
+#include "lib/Transforms/Passes.h"
+#include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/Transforms.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+
+#include <cmath>
+
+namespace mlir::attn {
+#define GEN_PASS_DEF_ATTNTILEBACKWARDPASS
+#include "lib/Transforms/Passes.h.inc"
+} // namespace mlir::attn
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+class BackwardTiler {
+public:
+  BackwardTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes)
+      : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
+        BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
+        norm(op.getNormalize()), regions(op) {
+    f32 = rw.getF32Type();
+  }
+
+  scf::ParallelOp build();
+
+private:
+  using BodyFn = function_ref<void(OpBuilder &, Value)>;
+
+  Value cIdx(OpBuilder &b, int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  }
+  Value cF32(OpBuilder &b, double v) {
+    return arith::ConstantFloatOp::create(b, loc, f32,
+                                          APFloat(static_cast<float>(v)));
+  }
+  Value toI32(OpBuilder &b, Value index) {
+    return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
+  }
+  Value toF32(OpBuilder &b, Value x) {
+    return x.getType() == f32 ? x : arith::ExtFOp::create(b, loc, f32, x);
+  }
+  Value ult(OpBuilder &b, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y);
+  }
+  Value add(OpBuilder &b, Value x, Value y) {
+    return arith::AddIOp::create(b, loc, x, y);
+  }
+  arith::FastMathFlagsAttr fastMath(OpBuilder &b) {
+    return arith::FastMathFlagsAttr::get(
+        b.getContext(),
+        arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  }
+  void forLoop(OpBuilder &b, Value lb, Value ub, BodyFn body) {
+    scf::ForOp::create(b, loc, lb, ub, cIdx(b, 1), ValueRange{},
+                       [&](OpBuilder &nb, Location, Value iv, ValueRange) {
+                         body(nb, iv);
+                         scf::YieldOp::create(nb, loc);
+                       });
+  }
+  void forLoop(OpBuilder &b, int64_t ub, BodyFn body) {
+    forLoop(b, cIdx(b, 0), cIdx(b, ub), body);
+  }
+  Value stackBuffer(OpBuilder &b, ArrayRef<int64_t> shape) {
+    // Aligned for the matmuls' vector loads and stores.
+    return memref::AllocaOp::create(b, loc, MemRefType::get(shape, f32),
+                                    b.getI64IntegerAttr(64));
+  }
+  void fill(OpBuilder &b, Value buf, double v) {
+    linalg::FillOp::create(b, loc, ValueRange{cF32(b, v)}, ValueRange{buf});
+  }
+  /// C += A . B; `transposedA` reads A as [k, m].
+  void matmul(OpBuilder &b, Value A, Value B, Value C, bool transposedA) {
+    MLIRContext *ctx = b.getContext();
+    AffineExpr m, n, k;
+    bindDims(ctx, m, n, k);
+    auto maps = b.getAffineMapArrayAttr(
+        {AffineMap::get(3, 0, {transposedA ? k : m, transposedA ? m : k}, ctx),
+         AffineMap::get(3, 0, {k, n}, ctx), AffineMap::get(3, 0, {m, n}, ctx)});
+    linalg::MatmulOp::create(b, loc, ValueRange{A, B}, ValueRange{C},
+                             {b.getNamedAttr("indexing_maps", maps)});
+  }
+
+  void emitSetup(OpBuilder &b);
+  /// Copies rows [r0, r0 + rowsInTile) of `src` [b, h, r, 0..width) into
+  /// `dst` [rows, width] (`transposed`: [width, rows]) as f32, zeros past
+  /// `limit`.
+  void loadRows(OpBuilder &b, Value src, Value bI, Value hI, Value r0,
+                Value limit, int64_t rowsInTile, int64_t width, Value dst,
+                bool transposed);
+  /// Stores `acc` [rows, width] (f32) times nothing into rows
+  /// [r0, min(r0 + rows, limit)) of `dst`, converting to its element type.
+  void storeRows(OpBuilder &b, Value acc, Value dst, Value bI, Value hI,
+                 Value r0, Value limit, int64_t rowsInTile, int64_t width);
+  /// lse and delta = rowsum(dO * O) for the BQ query rows at q0 of head h
+  /// (0 past Sq).
+  void loadRowStats(OpBuilder &b, Value bI, Value hI, Value q0);
+  /// The class of the block (h, [q0, q0 + BQ), [k0, k0 + BK)) clipped to
+  /// the sizes: EMPTY, PARTIAL or FULL.
+  Value classify(OpBuilder &b, Value bI, Value hI, Value q0, Value k0);
+  /// S^T, dP^T and the per-entry code for the tile pair at (q0, k0) of
+  /// head hI, leaving P^T (phase 0) and dS^T in their buffers. Phase 0
+  /// adds the params' and captures' gradients.
+  void emitTilePair(OpBuilder &b, Value bI, Value hI, Value q0, Value k0,
+                    Value cls, bool phase0);
+  void emitEntries(OpBuilder &b, Value bI, Value hI, Value q0, Value k0,
+                   bool withMask, bool phase0);
+
+  void emitKeyTileItem(OpBuilder &b, Value bI, Value hkv, Value kTile);
+  void emitQueryTileItem(OpBuilder &b, Value bI, Value hI, Value qTile);
+
+  RewriterBase &rw;
+  AttentionOp op;
+  Location loc;
+  int64_t BQ, BK, D, Dv;
+  Normalize norm;
+  RegionInliner regions;
+  FloatType f32;
+
+  Value batch, headsQ, headsKV, seqQ, seqKV, group, scale;
+  Value numQTiles, numKTiles;
+  // Per work item stack buffers.
+  Value qBuf, qTBuf, doBuf, doTBuf, kBuf, vBuf, sTBuf, dpTBuf, pTBuf,
+      dsTBuf, lseBuf, deltaBuf, accA, accB, scaleGradBuf;
+};
+
+void BackwardTiler::emitSetup(OpBuilder &b) {
+  Value q = op.getQuery(), k = op.getKey();
+  batch = memref::DimOp::create(b, loc, q, 0);
+  headsQ = memref::DimOp::create(b, loc, q, 1);
+  seqQ = memref::DimOp::create(b, loc, q, 2);
+  headsKV = memref::DimOp::create(b, loc, k, 1);
+  seqKV = memref::DimOp::create(b, loc, k, 2);
+  // Launches check Hq % Hkv == 0 and Hkv > 0; max() keeps the division
+  // defined for a caller that skipped the checks.
+  Value safeHkv = arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1));
+  group = arith::DivUIOp::create(b, loc, headsQ, safeHkv);
+  numQTiles = arith::CeilDivUIOp::create(b, loc, seqQ, cIdx(b, BQ));
+  numKTiles = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, BK));
+  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
+  for (int i = 0; i < 5; ++i)
+    regions.sizes[i] = toI32(b, dims[i]);
+  regions.sizes[static_cast<int>(Size::D)] =
+      arith::ConstantIntOp::create(b, loc, D, 32);
+  regions.sizes[static_cast<int>(Size::Dv)] =
+      arith::ConstantIntOp::create(b, loc, Dv, 32);
+  regions.computeCaptureBounds(b, loc);
+  scale = op.getScale() ? cF32(b, op.getScale()->convertToDouble())
+          : op.hasScaleExpr()
+              ? regions.inlineRegion(b, op.getScaleExpr(), {})
+              : cF32(b, 1.0 / std::sqrt(double(D)));
+}
+
+void BackwardTiler::loadRows(OpBuilder &b, Value src, Value bI, Value hI,
+                             Value r0, Value limit, int64_t rowsInTile,
+                             int64_t width, Value dst, bool transposed) {
+  Value zero = cF32(b, 0.0);
+  forLoop(b, rowsInTile, [&](OpBuilder &b, Value i) {
+    Value r = add(b, r0, i);
+    Value inside = ult(b, r, limit);
+    // Rows past the end read the last row (any valid one) and become 0.
+    Value safe = arith::SelectOp::create(
+        b, loc, inside, r,
+        arith::SubIOp::create(b, loc, arith::MaxUIOp::create(b, loc, limit,
+                                                             cIdx(b, 1)),
+                              cIdx(b, 1)));
+    forLoop(b, width, [&](OpBuilder &b, Value d) {
+      Value x = toF32(b, memref::LoadOp::create(b, loc, src,
+                                                ValueRange{bI, hI, safe, d}));
+      x = arith::SelectOp::create(b, loc, inside, x, zero);
+      memref::StoreOp::create(b, loc, x, dst,
+                              transposed ? ValueRange{d, i} : ValueRange{i, d});
+    });
+  });
+}
+
+void BackwardTiler::storeRows(OpBuilder &b, Value acc, Value dst, Value bI,
+                              Value hI, Value r0, Value limit,
+                              int64_t rowsInTile, int64_t width) {
+  Type elt = cast<MemRefType>(dst.getType()).getElementType();
+  Value end = arith::MinUIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, limit, r0), cIdx(b, rowsInTile));
+  forLoop(b, cIdx(b, 0), end, [&](OpBuilder &b, Value i) {
+    forLoop(b, width, [&](OpBuilder &b, Value d) {
+      Value x = memref::LoadOp::create(b, loc, acc, ValueRange{i, d});
+      if (elt != f32)
+        x = arith::TruncFOp::create(b, loc, elt, x);
+      memref::StoreOp::create(b, loc, x, dst,
+                              ValueRange{bI, hI, add(b, r0, i), d});
+    });
+  });
+}
+
+void BackwardTiler::loadRowStats(OpBuilder &b, Value bI, Value hI, Value q0) {
+  Value zero = cF32(b, 0.0);
+  Value lastRow = arith::SubIOp::create(
+      b, loc, arith::MaxUIOp::create(b, loc, seqQ, cIdx(b, 1)), cIdx(b, 1));
+  forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+    Value r = add(b, q0, i);
+    Value inside = ult(b, r, seqQ);
+    Value safe = arith::SelectOp::create(b, loc, inside, r, lastRow);
+    Value lse = zero;
+    if (op.getLse())
+      lse = arith::SelectOp::create(
+          b, loc, inside,
+          memref::LoadOp::create(b, loc, op.getLse(),
+                                 ValueRange{bI, hI, safe}),
+          zero);
+    memref::StoreOp::create(b, loc, lse, lseBuf, ValueRange{i});
+    auto sum = scf::ForOp::create(
+        b, loc, cIdx(b, 0), cIdx(b, Dv), cIdx(b, 1), ValueRange{zero},
+        [&](OpBuilder &b, Location, Value d, ValueRange acc) {
+          Value o = toF32(b, memref::LoadOp::create(
+                                 b, loc, op.getOut(),
+                                 ValueRange{bI, hI, safe, d}));
+          Value dO = toF32(b, memref::LoadOp::create(
+                                  b, loc, op.getGradOut(),
+                                  ValueRange{bI, hI, safe, d}));
+          Value prod = arith::MulFOp::create(b, loc, o, dO, fastMath(b));
+          scf::YieldOp::create(
+              b, loc,
+              arith::AddFOp::create(b, loc, acc[0], prod, fastMath(b))
+                  .getResult());
+        });
+    memref::StoreOp::create(
+        b, loc, arith::SelectOp::create(b, loc, inside, sum.getResult(0), zero),
+        deltaBuf, ValueRange{i});
+  });
+}
+
+Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
+                              Value k0) {
+  if (!op.hasClassify())
+    return arith::ConstantIntOp::create(b, loc, kTileFull, 32);
+  Value one = cIdx(b, 1);
+  Value qHi = arith::SubIOp::create(
+      b, loc, arith::MinUIOp::create(b, loc, add(b, q0, cIdx(b, BQ)), seqQ),
+      one);
+  Value kHi = arith::SubIOp::create(
+      b, loc, arith::MinUIOp::create(b, loc, add(b, k0, cIdx(b, BK)), seqKV),
+      one);
+  Value h = toI32(b, hI);
+  return regions.inlineRegion(b, op.getClassify(),
+                              {toI32(b, bI), h, h, toI32(b, q0), toI32(b, qHi),
+                               toI32(b, k0), toI32(b, kHi)});
+}
+
+void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
+                                Value k0, bool withMask, bool phase0) {
+  Value zero = cF32(b, 0.0), one = cF32(b, 1.0);
+  Value bI32 = toI32(b, bI), hI32 = toI32(b, hI);
+  Value qEnd = arith::SubIOp::create(b, loc, seqQ, q0);
+  Value kEnd = arith::SubIOp::create(b, loc, seqKV, k0);
+  auto sigmoid = [&](OpBuilder &b, Value u) {
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, u));
+    return arith::DivFOp::create(b, loc, one,
+                                 arith::AddFOp::create(b, loc, one, e))
+        .getResult();
+  };
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    Value kvPos = add(b, k0, j);
+    Value kvI32 = toI32(b, kvPos);
+    Value keyInside = ult(b, j, kEnd);
+    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      Value qPos = add(b, q0, i);
+      Value qI32 = toI32(b, qPos);
+      Value kept = arith::AndIOp::create(b, loc, keyInside, ult(b, i, qEnd));
+      if (withMask)
+        kept = arith::AndIOp::create(
+            b, loc, kept,
+            regions.inlineRegion(b, op.getMask(), {bI32, hI32, qI32, kvI32}));
+      Value dot = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+      Value t = arith::MulFOp::create(b, loc, dot, scale);
+      Value u = op.hasScore() ? regions.inlineRegion(
+                                    b, op.getScore(),
+                                    {t, bI32, hI32, qI32, kvI32})
+                              : t;
+      Value dp = memref::LoadOp::create(b, loc, dpTBuf, ValueRange{j, i});
+      Value lse = memref::LoadOp::create(b, loc, lseBuf, ValueRange{i});
+      Value delta = memref::LoadOp::create(b, loc, deltaBuf, ValueRange{i});
+      Value p, du;
+      switch (norm) {
+      case Normalize::softmax:
+        p = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, u, lse));
+        du = arith::MulFOp::create(b, loc, p,
+                                   arith::SubFOp::create(b, loc, dp, delta));
+        break;
+      case Normalize::softplus: {
+        // p = softplus(u) / l, l = exp(lse); dp/du = sigmoid(u) / l, and
+        // the row sum's share: du = (dp - delta) sigmoid(u) / l.
+        Value invL = math::ExpOp::create(b, loc,
+                                         arith::NegFOp::create(b, loc, lse));
+        p = arith::MulFOp::create(b, loc, normalizeScore(b, loc, norm, u),
+                                  invL);
+        du = arith::MulFOp::create(
+            b, loc, arith::SubFOp::create(b, loc, dp, delta),
+            arith::MulFOp::create(b, loc, sigmoid(b, u), invL));
+        break;
+      }
+      case Normalize::sigmoid: {
+        p = sigmoid(b, u);
+        du = arith::MulFOp::create(
+            b, loc, dp,
+            arith::MulFOp::create(b, loc, p,
+                                  arith::SubFOp::create(b, loc, one, p)));
+        break;
+      }
+      case Normalize::relu:
+      case Normalize::relu2: {
+        // Derivative 0 at 0 (DSL.md).
+        Value pos = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
+                                          u, zero);
+        Value r = arith::MaximumFOp::create(b, loc, u, zero);
+        p = norm == Normalize::relu ? r : arith::MulFOp::create(b, loc, r, r);
+        Value slope = norm == Normalize::relu
+                          ? one
+                          : arith::MulFOp::create(b, loc, cF32(b, 2.0), r);
+        du = arith::SelectOp::create(
+            b, loc, pos, arith::MulFOp::create(b, loc, dp, slope), zero);
+        break;
+      }
+      }
+      p = arith::SelectOp::create(b, loc, kept, p, zero);
+      du = arith::SelectOp::create(b, loc, kept, du, zero);
+      // Phase 1 recomputes what phase 0 accounted for: its score_grad adds
+      // nothing to the params' and captures' gradients.
+      llvm::DenseMap<Value, Value> gradients;
+      if (!phase0)
+        std::swap(gradients, regions.gradientOf);
+      Value dt = op.hasScore() ? regions.inlineRegion(
+                                     b, op.getScoreGrad(),
+                                     {t, bI32, hI32, qI32, kvI32, du})
+                               : du;
+      if (!phase0)
+        std::swap(gradients, regions.gradientOf);
+      if (phase0 && op.hasScaleExpr()) {
+        // dL/dscale = sum dt * (q . k); the region's adjoint runs once per
+        // work item on the sum.
+        Value g = memref::LoadOp::create(b, loc, scaleGradBuf,
+                                         ValueRange{cIdx(b, 0)});
+        Value term = arith::SelectOp::create(
+            b, loc, kept, arith::MulFOp::create(b, loc, dt, dot), zero);
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, g, term),
+                                scaleGradBuf, ValueRange{cIdx(b, 0)});
+      }
+      Value ds = arith::SelectOp::create(
+          b, loc, kept, arith::MulFOp::create(b, loc, dt, scale), zero);
+      memref::StoreOp::create(b, loc, ds, dsTBuf, ValueRange{j, i});
+      if (phase0)
+        memref::StoreOp::create(b, loc, p, pTBuf, ValueRange{j, i});
+    });
+  });
+}
+
+void BackwardTiler::emitTilePair(OpBuilder &b, Value bI, Value hI, Value q0,
+                                 Value k0, Value cls, bool phase0) {
+  fill(b, sTBuf, 0.0);
+  matmul(b, kBuf, qTBuf, sTBuf, /*transposedA=*/false);
+  fill(b, dpTBuf, 0.0);
+  matmul(b, vBuf, doTBuf, dpTBuf, /*transposedA=*/false);
+  if (!op.hasMask()) {
+    emitEntries(b, bI, hI, q0, k0, /*withMask=*/false, phase0);
+    return;
+  }
+  Value full = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq, cls,
+      arith::ConstantIntOp::create(b, loc, kTileFull, 32));
+  auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, full,
+                                /*withElseRegion=*/true);
+  OpBuilder tb = ifOp.getThenBodyBuilder();
+  emitEntries(tb, bI, hI, q0, k0, /*withMask=*/false, phase0);
+  OpBuilder eb = ifOp.getElseBodyBuilder();
+  emitEntries(eb, bI, hI, q0, k0, /*withMask=*/true, phase0);
+}
+
+void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
+                                    Value kTile) {
+  Value k0 = arith::MulIOp::create(b, loc, kTile, cIdx(b, BK));
+  loadRows(b, op.getKey(), bI, hkv, k0, seqKV, BK, D, kBuf, false);
+  loadRows(b, op.getValue(), bI, hkv, k0, seqKV, BK, Dv, vBuf, false);
+  Value dk = accA, dv = accB; // [BK, D], [BK, Dv]
+  fill(b, dk, 0.0);
+  fill(b, dv, 0.0);
+  if (scaleGradBuf)
+    fill(b, scaleGradBuf, 0.0);
+  Value h0 = arith::MulIOp::create(b, loc, hkv, group);
+  forLoop(b, h0, add(b, h0, group), [&](OpBuilder &b, Value hI) {
+    forLoop(b, cIdx(b, 0), numQTiles, [&](OpBuilder &b, Value qTile) {
+      Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
+      Value cls = classify(b, bI, hI, q0, k0);
+      Value kept = arith::CmpIOp::create(
+          b, loc, arith::CmpIPredicate::ne, cls,
+          arith::ConstantIntOp::create(b, loc, kTileEmpty, 32));
+      auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, kept,
+                                    /*withElseRegion=*/false);
+      OpBuilder tb = ifOp.getThenBodyBuilder();
+      loadRows(tb, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qBuf, false);
+      loadRows(tb, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qTBuf, true);
+      loadRows(tb, op.getGradOut(), bI, hI, q0, seqQ, BQ, Dv, doBuf, false);
+      loadRows(tb, op.getGradOut(), bI, hI, q0, seqQ, BQ, Dv, doTBuf, true);
+      loadRowStats(tb, bI, hI, q0);
+      emitTilePair(tb, bI, hI, q0, k0, cls, /*phase0=*/true);
+      matmul(tb, pTBuf, doBuf, dv, /*transposedA=*/false);
+      matmul(tb, dsTBuf, qBuf, dk, /*transposedA=*/false);
+    });
+  });
+  storeRows(b, dk, op.getGradKey(), bI, hkv, k0, seqKV, BK, D);
+  storeRows(b, dv, op.getGradValue(), bI, hkv, k0, seqKV, BK, Dv);
+  if (scaleGradBuf)
+    regions.inlineRegion(
+        b, op.getScaleGrad(),
+        {memref::LoadOp::create(b, loc, scaleGradBuf, ValueRange{cIdx(b, 0)})
+             .getResult()});
+}
+
+void BackwardTiler::emitQueryTileItem(OpBuilder &b, Value bI, Value hI,
+                                      Value qTile) {
+  Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
+  Value safeGroup = arith::MaxUIOp::create(b, loc, group, cIdx(b, 1));
+  Value hkv = arith::DivUIOp::create(b, loc, hI, safeGroup);
+  loadRows(b, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qTBuf, true);
+  loadRows(b, op.getGradOut(), bI, hI, q0, seqQ, BQ, Dv, doTBuf, true);
+  loadRowStats(b, bI, hI, q0);
+  Value dq = accA; // [BQ, D]
+  fill(b, dq, 0.0);
+  forLoop(b, cIdx(b, 0), numKTiles, [&](OpBuilder &b, Value kTile) {
+    Value k0 = arith::MulIOp::create(b, loc, kTile, cIdx(b, BK));
+    Value cls = classify(b, bI, hI, q0, k0);
+    Value kept = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ne, cls,
+        arith::ConstantIntOp::create(b, loc, kTileEmpty, 32));
+    auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, kept,
+                                  /*withElseRegion=*/false);
+    OpBuilder tb = ifOp.getThenBodyBuilder();
+    loadRows(tb, op.getKey(), bI, hkv, k0, seqKV, BK, D, kBuf, false);
+    loadRows(tb, op.getValue(), bI, hkv, k0, seqKV, BK, Dv, vBuf, false);
+    emitTilePair(tb, bI, hI, q0, k0, cls, /*phase0=*/false);
+    // dQ[i, :] += sum_j dS^T[j, i] K[j, :].
+    matmul(tb, dsTBuf, kBuf, dq, /*transposedA=*/true);
+  });
+  storeRows(b, dq, op.getGradQuery(), bI, hI, q0, seqQ, BQ, D);
+  if (!op.hasSink())
+    return;
+  // The sink is one more softmax entry with no value row: its logit's
+  // gradient is p_sink (0 - delta) per query row.
+  Value hI32 = toI32(b, hI);
+  Value end = arith::MinUIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, seqQ, q0), cIdx(b, BQ));
+  forLoop(b, cIdx(b, 0), end, [&](OpBuilder &b, Value i) {
+    Value sink = regions.inlineRegion(b, op.getSink(), {hI32});
+    Value lse = memref::LoadOp::create(b, loc, lseBuf, ValueRange{i});
+    Value delta = memref::LoadOp::create(b, loc, deltaBuf, ValueRange{i});
+    Value pSink =
+        math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, sink, lse));
+    Value g = arith::NegFOp::create(
+        b, loc, arith::MulFOp::create(b, loc, pSink, delta));
+    regions.inlineRegion(b, op.getSinkGrad(), {hI32, g});
+  });
+}
+
+scf::ParallelOp BackwardTiler::build() {
+  OpBuilder &b = rw;
+  emitSetup(b);
+  // Where accumulate_grad adds: the op's gradient buffers by target.
+  size_t next = 0;
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      regions.gradientOf[p] = op.getParamGrads()[next++];
+  next = 0;
+  for (Value c : op.getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32())
+      regions.gradientOf[c] = op.getCaptureGrads()[next++];
+
+  Value phase0 = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq, op.getPhase(),
+      arith::ConstantIntOp::create(b, loc, 0, 32));
+  Value heads = arith::SelectOp::create(b, loc, phase0, headsKV, headsQ);
+  Value tiles = arith::SelectOp::create(b, loc, phase0, numKTiles, numQTiles);
+  Value zero = cIdx(b, 0), one = cIdx(b, 1);
+  auto par = scf::ParallelOp::create(
+      b, loc, ValueRange{zero, zero, zero}, ValueRange{batch, heads, tiles},
+      ValueRange{one, one, one},
+      [&](OpBuilder &nb, Location, ValueRange ivs) {
+        auto scope = memref::AllocaScopeOp::create(nb, loc, TypeRange{});
+        OpBuilder sb(nb.getContext());
+        sb.createBlock(&scope.getBodyRegion());
+        qBuf = stackBuffer(sb, {BQ, D});
+        qTBuf = stackBuffer(sb, {D, BQ});
+        doBuf = stackBuffer(sb, {BQ, Dv});
+        doTBuf = stackBuffer(sb, {Dv, BQ});
+        kBuf = stackBuffer(sb, {BK, D});
+        vBuf = stackBuffer(sb, {BK, Dv});
+        sTBuf = stackBuffer(sb, {BK, BQ});
+        dpTBuf = stackBuffer(sb, {BK, BQ});
+        pTBuf = stackBuffer(sb, {BK, BQ});
+        dsTBuf = stackBuffer(sb, {BK, BQ});
+        lseBuf = stackBuffer(sb, {BQ});
+        deltaBuf = stackBuffer(sb, {BQ});
+        scaleGradBuf = op.hasScaleExpr() ? stackBuffer(sb, {1}) : Value();
+        Value dk = stackBuffer(sb, {BK, D}), dv = stackBuffer(sb, {BK, Dv}),
+              dq = stackBuffer(sb, {BQ, D});
+        auto ifOp = scf::IfOp::create(sb, loc, TypeRange{}, phase0,
+                                      /*withElseRegion=*/true);
+        OpBuilder tb = ifOp.getThenBodyBuilder();
+        accA = dk;
+        accB = dv;
+        emitKeyTileItem(tb, ivs[0], ivs[1], ivs[2]);
+        OpBuilder eb = ifOp.getElseBodyBuilder();
+        accA = dq;
+        emitQueryTileItem(eb, ivs[0], ivs[1], ivs[2]);
+        memref::AllocaScopeReturnOp::create(sb, loc, ValueRange{});
+      });
+  par->setAttr(kWorkLoopAttr, b.getUnitAttr());
+  return par;
+}
+
+struct AttnTileBackwardPass final
+    : mlir::attn::impl::AttnTileBackwardPassBase<AttnTileBackwardPass> {
+  using AttnTileBackwardPassBase::AttnTileBackwardPassBase;
+  void runOnOperation() override {
+    if (blockQ <= 0 || blockKV <= 0) {
+      getOperation().emitError("expected positive tile sizes, got block-q=")
+          << blockQ << " block-kv=" << blockKV;
+      return signalPassFailure();
+    }
+    SmallVector<AttentionOp> ops;
+    getOperation().walk([&](AttentionOp op) {
+      if (op.isBackward())
+        ops.push_back(op);
+    });
+    IRRewriter rewriter(&getContext());
+    for (AttentionOp op : ops)
+      if (failed(tileAttentionBackward(rewriter, op,
+                                       TileSizes{blockQ, blockKV})))
+        return signalPassFailure();
+  }
+};
+
+} // namespace
+
+FailureOr<scf::ParallelOp>
+mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
+                                  TileSizes sizes) {
+  if (!op.isBackward())
+    return op.emitOpError("expected a backward attention op");
+  if (failed(differentiate(op)))
+    return failure();
+  OpBuilder::InsertionGuard guard(rewriter);
+  rewriter.setInsertionPoint(op);
+  BackwardTiler tiler(rewriter, op, sizes);
+  scf::ParallelOp par = tiler.build();
+  rewriter.eraseOp(op);
+  return par;
+}
