@@ -266,8 +266,10 @@ void BackwardTiler::loadRowStats(OpBuilder &b, Value bI, Value hI, Value q0) {
 
 Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
                               Value k0) {
+  // Without a classifier a mask is evaluated everywhere.
   if (!op.hasClassify())
-    return arith::ConstantIntOp::create(b, loc, kTileFull, 32);
+    return arith::ConstantIntOp::create(
+        b, loc, op.hasMask() ? kTilePartial : kTileFull, 32);
   Value one = cIdx(b, 1);
   Value qHi = arith::SubIOp::create(
       b, loc, arith::MinUIOp::create(b, loc, add(b, q0, cIdx(b, BQ)), seqQ),

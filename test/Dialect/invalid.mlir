@@ -277,3 +277,35 @@ func.func @accumulate_in_a_forward_region(%q: memref<?x?x?x64xf32>, %t: memref<?
   }
   return
 }
+
+// -----
+
+func.func @backward_without_lse(%q: memref<?x?x?x64xf32>, %i: i32) {
+  // expected-error @+1 {{expected the forward's lse with backward exactly when the normalizer has a row sum}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>)
+      backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%i)
+      normalize = softmax
+  return
+}
+
+// -----
+
+func.func @backward_missing_param_gradient(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %a: f32, %i: i32) {
+  // expected-error @+1 {{expected one param gradient per f32 param (1), got 0}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) params(%a : f32)
+      backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%i)
+      normalize = softmax
+  return
+}
+
+// -----
+
+func.func @phase_without_backward(%q: memref<?x?x?x64xf32>, %g: memref<?xf32>) {
+  // expected-error @+1 {{expected phase, param_grads and capture_grads only with backward}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) param_grads(%g : memref<?xf32>)
+      normalize = softmax
+  return
+}
