@@ -270,6 +270,7 @@ addCpuKernels(const Source &source, const Options &options,
       k.entry = objects[i].entry;
       k.blockMapEntry = objects[i].blockMapEntry;
       k.mergeEntry = objects[i].mergeEntry;
+      k.backwardEntry = objects[i].backwardEntry;
     }
     first = false;
   }

@@ -186,9 +186,10 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   // ATTNC_TIMING=1 prints MLIR pass times to stderr (=llvm: LLVM's too).
   if (std::getenv("ATTNC_TIMING"))
     pm.enableTiming();
-  std::string pipeline = "func.func(attn-classify-mask,attn-tile{block-q=" +
-                         std::to_string(plan.blockQ) +
-                         " block-kv=" + std::to_string(plan.blockKV) +
+  std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
+                      " block-kv=" + std::to_string(plan.blockKV);
+  std::string pipeline = "func.func(attn-classify-mask,attn-tile-backward{" +
+                         tiles + "},attn-tile{" + tiles +
                          " rows=" + plan.rows + "},canonicalize,cse)";
   std::string error;
   llvm::raw_string_ostream errs(error);
@@ -284,6 +285,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   }
   if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
     throw Error("--gpu-loads", "applies to GPU targets only");
+  if (options.backward && isGpuTarget(options.target))
+    throw Error("--backward", "backward kernels exist for the CPU target "
+                              "only so far");
   for (auto [name, dim] : {std::pair{"--head-dim", options.headDim},
                            std::pair{"--v-head-dim", options.valueHeadDim}})
     if (dim < 0)
@@ -345,6 +349,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       options.valueHeadDim ? options.valueHeadDim : options.headDim;
   plan.shape.dtype = toFe(dtype);
   plan.shape.lse = options.lse;
+  plan.shape.backward = options.backward;
   plan.shape.kvQuant = kvQuant;
   plan.shape.kvGroup = options.kvGroup;
   plan.shape.pageSize = options.paged;
@@ -505,6 +510,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.kvDtype = options.kvDtype;
   info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
   info.pageSize = options.paged;
+  info.backward = options.backward;
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
@@ -538,6 +544,10 @@ std::string blockMapSymbol(const std::string &variant) {
 
 std::string mergeSymbol(const std::string &variant) {
   return "attn_merge_" + variant;
+}
+
+std::string backwardSymbol(const std::string &variant) {
+  return "attn_backward_" + variant;
 }
 
 bool isGpuTarget(const std::string &target) {
@@ -843,6 +853,13 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
                                  fe::mergeFunctionName(plan.variant->name),
                                  out.mergeEntry)))
     throw InternalError("lowered module lacks the split-KV merge function");
+  if (plan.info.backward) {
+    out.backwardEntry = backwardSymbol(plan.variant->name);
+    if (failed(cpu::addPackedEntry(
+            *built.module, fe::backwardFunctionName(plan.variant->name),
+            out.backwardEntry)))
+      throw InternalError("lowered module lacks the backward function");
+  }
   std::string error;
   llvm::LLVMContext llvmCtx;
   auto llvmModule =
@@ -863,7 +880,7 @@ void checkCpu(const KernelPlan &plan) { targetMachine(plan); }
 Kernel loadCpuKernel(const CpuObject &object) {
   detail::CpuCode code = loadCpuCode(object);
   return detail::makeCpuKernel(object.info, code.entry, std::move(code.owner),
-                               code.blockMap, code.merge);
+                               code.blockMap, code.merge, code.backward);
 }
 
 detail::CpuCode loadCpuCode(const CpuObject &object) {
@@ -885,9 +902,17 @@ detail::CpuCode loadCpuCode(const CpuObject &object) {
   if (!merge)
     throw InternalError("the split-KV merge entry is missing: " +
                         llvm::toString(merge.takeError()));
+  detail::CpuEntry backward = nullptr;
+  if (!object.backwardEntry.empty()) {
+    auto symbol = loaded->jit->lookup(object.backwardEntry);
+    if (!symbol)
+      throw InternalError("the backward entry is missing: " +
+                          llvm::toString(symbol.takeError()));
+    backward = symbol->toPtr<detail::CpuEntry>();
+  }
   llvm::orc::LLJIT *jit = loaded->jit.release();
   return {loaded->entry, blockMap, merge->toPtr<detail::CpuEntry>(),
-          std::shared_ptr<void>(jit, destroyJit)};
+          std::shared_ptr<void>(jit, destroyJit), backward};
 }
 
 namespace {

@@ -63,6 +63,7 @@ struct CpuObject {
   std::string entry;
   std::string blockMapEntry; // empty without a mask
   std::string mergeEntry;    // combines split-KV partial results
+  std::string backwardEntry; // empty unless info.backward
   KernelInfo info;
 };
 
@@ -131,6 +132,7 @@ detail::CpuCode loadCpuCode(const CpuObject &object);
 std::string entrySymbol(const std::string &variant);
 std::string blockMapSymbol(const std::string &variant);
 std::string mergeSymbol(const std::string &variant);
+std::string backwardSymbol(const std::string &variant);
 
 /// Checks every variant of a source through import and verification.
 void checkAll(const Source &source);

@@ -83,7 +83,7 @@ std::string cacheKey(const std::string &source, const Options &o) {
       << o.target << '|' << o.headDim << '|' << o.valueHeadDim << '|'
       << o.dtype << '|' << o.kvDtype << '|' << o.kvGroup << '|' << o.blockQ << '|' << o.blockKV
       << '|' << o.lse << '|' << o.variant << '|' << o.paged << '|'
-      << o.splitKv << '|' << o.gpuLoads << '\n'
+      << o.splitKv << '|' << o.gpuLoads << '|' << o.backward << '\n'
       << source;
   return hexDigest(key.str());
 }
@@ -157,6 +157,9 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
       o.entry = std::move(r.entry);
       o.blockMapEntry = std::move(r.blockMapEntry);
       o.mergeEntry = std::move(r.mergeEntry);
+      o.backwardEntry = std::move(r.backwardEntry);
+      if (r.info.backward && o.backwardEntry.empty())
+        return std::nullopt;
       o.info = std::move(r.info);
       return o;
     } catch (const Error &) {
@@ -173,6 +176,7 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
     r.entry = o.entry;
     r.blockMapEntry = o.blockMapEntry;
     r.mergeEntry = o.mergeEntry;
+    r.backwardEntry = o.backwardEntry;
     r.objectSize = static_cast<int64_t>(o.object.size());
     r.objectChecksum = hex64(detail::checksum(o.object.data(), o.object.size()));
     r.info = o.info;

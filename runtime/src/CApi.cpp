@@ -195,6 +195,38 @@ int attn_kernel_launch_host(const attn_kernel *kernel, const attn_tensor *q,
                     });
 }
 
+int attn_kernel_backward(const attn_kernel *kernel, const attn_tensor *q,
+                         const attn_tensor *k, const attn_tensor *v,
+                         const attn_tensor *o, const attn_tensor *lse,
+                         const attn_tensor *dout, const attn_tensor *dq,
+                         const attn_tensor *dk, const attn_tensor *dv,
+                         const attn_grad *grads, int32_t num_grads,
+                         const attn_arg *args, int32_t num_args) {
+  if (!kernel)
+    return fail("kernel", "null kernel");
+  if (!dout || !dq || !dk || !dv)
+    return fail(!dout ? "do" : !dq ? "dq" : !dk ? "dk" : "dv",
+                "null tensor");
+  if (num_grads < 0 || (num_grads > 0 && !grads))
+    return fail("grads", "bad gradient list");
+  return launchWith(
+      kernel, q, k, v, o, lse, args, num_args,
+      [&](const attn::Tensors &t, const attn::Params &params) {
+        attn::Gradients g;
+        g.dq = toRef(*dq, "dq");
+        g.dk = toRef(*dk, "dk");
+        g.dv = toRef(*dv, "dv");
+        for (int32_t i = 0; i < num_grads; ++i) {
+          if (!grads[i].name)
+            throw attn::Error("grads", "gradient " + std::to_string(i) +
+                                           " has no name");
+          g.named.emplace_back(grads[i].name,
+                               toRef(grads[i].tensor, grads[i].name));
+        }
+        kernel->kernel.backward(t, toRef(*dout, "do"), g, params);
+      });
+}
+
 int attn_use_gpu_simulator(const char *cuda_library,
                            const char *hip_library) {
   return guarded([&] {

@@ -12,6 +12,7 @@
 #include <limits>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 
 namespace attn {
 namespace detail {
@@ -21,6 +22,7 @@ struct KernelState {
   CpuEntry cpuEntry = nullptr;
   CpuEntry blockMapEntry = nullptr;
   CpuEntry mergeEntry = nullptr;
+  CpuEntry backwardEntry = nullptr;
   std::shared_ptr<void> owner;
   std::shared_ptr<GpuFunction> gpu; // GPU targets
   // Lazy CPU kernels (JIT): code per class of launch, built at first use.
@@ -661,20 +663,29 @@ detail::CpuRows rowsClass(const KernelInfo &info, const int64_t *sizes) {
              : detail::CpuRows::Many;
 }
 
+detail::CpuCode cpuCodeFor(const detail::KernelState &state,
+                           detail::CpuRows rows);
+
 /// The code that runs a launch of `sizes`: a complete kernel's, or a lazy
 /// kernel's for the launch's class, built now if it is the first.
 detail::CpuCode cpuCode(const detail::KernelState &state,
                         const int64_t *sizes) {
   if (!state.buildRows)
     return {state.cpuEntry, state.blockMapEntry, state.mergeEntry,
-            state.owner};
-  detail::CpuRows rows = rowsClass(state.info, sizes);
+            state.owner, state.backwardEntry};
+  return cpuCodeFor(state, rowsClass(state.info, sizes));
+}
+
+/// A lazy kernel's code for one class of launch, built now if needed.
+detail::CpuCode cpuCodeFor(const detail::KernelState &state,
+                           detail::CpuRows rows) {
   std::lock_guard<std::mutex> lock(state.rowsMutex);
   detail::CpuCode &code = state.rowsCode[static_cast<int>(rows)];
   if (!code.entry) {
     detail::CpuCode built = state.buildRows(rows);
     if (!built.entry || !built.merge ||
-        (state.info.hasBlockMap && !built.blockMap))
+        (state.info.hasBlockMap && !built.blockMap) ||
+        (state.info.backward && !built.backward))
       throw Error("", "the kernel's code lacks an entry point");
     code = std::move(built);
   }
@@ -965,6 +976,281 @@ private:
   std::vector<void *> buffers;
 };
 
+
+//===----------------------------------------------------------------------===//
+// Backward
+//===----------------------------------------------------------------------===//
+
+/// Normalizers with a row sum, whose backward reads the forward's lse.
+bool hasRowSum(const KernelInfo &info) {
+  return info.normalize == "softmax" || info.normalize == "softplus";
+}
+
+/// A param or capture gradient: f32, `shape`, any strides that fit and
+/// write each element once.
+void checkGradView(const std::string &name, const TensorRef &t,
+                   const std::vector<int64_t> &shape,
+                   const std::string &what) {
+  if (t.dtype != DType::f32)
+    throw Error(name, std::string("gradients are f32, got ") +
+                          dtypeName(t.dtype));
+  if (t.shape != shape)
+    throw Error(name, "expected shape " + shapeString(shape) + " (" + what +
+                          "), got " + shapeString(t.shape));
+  if (!t.strides.empty() && t.strides.size() != t.shape.size())
+    throw Error(name, "expected " + std::to_string(t.shape.size()) +
+                          " strides, got " + std::to_string(t.strides.size()));
+  Span span = checkedSpan(name, t);
+  if (selfOverlapping(t))
+    throw Error(name, "its strides make elements overlap; a gradient needs "
+                      "one element per index");
+  if (span.hi > span.lo) {
+    if (!t.data)
+      throw Error(name, "null data pointer");
+    if (reinterpret_cast<uintptr_t>(t.data) % sizeof(float) != 0)
+      throw Error(name, "data pointer is not aligned to 4 bytes");
+  }
+}
+
+/// One f32 param's or capture's gradient, in the backward entry's order
+/// (f32 params, then f32 captures, each in declaration order).
+struct GradBuffer {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t elements = 0;
+  int64_t offset = 0;              // in each partial copy, in floats
+  const TensorRef *out = nullptr;  // the caller's, or null (not asked for)
+};
+
+/// A backward after validation.
+struct BackwardPlan {
+  LaunchPlan launch;
+  std::vector<GradBuffer> grads;
+  int64_t gradElements = 0; // of all GradBuffers together
+  int64_t items[2] = {0, 0}; // work items of phase 0 (dk, dv) and 1 (dq)
+};
+
+BackwardPlan validateBackward(const KernelInfo &info, const Tensors &t,
+                              const TensorRef &dO, const Gradients &g,
+                              const Params &params) {
+  BackwardPlan bp;
+  if (hasRowSum(info) && !t.lse)
+    throw Error("lse", "the backward of a " + info.normalize +
+                           " variant reads the forward's lse [B, Hq, Sq] "
+                           "f32; compile the forward with lse and pass it");
+  if (!hasRowSum(info) && t.lse)
+    throw Error("lse", "normalize = " + info.normalize +
+                           " has no row sum: its backward reads no lse; "
+                           "pass none");
+  KernelInfo forward = info;
+  forward.lse = hasRowSum(info);
+  bp.launch = validate(forward, t, params);
+  const int64_t *sz = bp.launch.sizes;
+  checkView("do", dO, info.outDType, {"B", "Hq", "Sq", "Dv"});
+  expectSize("do", dO, 0, "B", sz[kB], "(B from q)");
+  expectSize("do", dO, 1, "Hq", sz[kHq], "(Hq from q)");
+  expectSize("do", dO, 2, "Sq", sz[kSq], "(Sq from q)");
+  expectSize("do", dO, 3, "Dv", info.valueHeadDim,
+             "(the kernel's --v-head-dim)");
+  checkView("dq", g.dq, info.dtype, {"B", "Hq", "Sq", "D"});
+  checkView("dk", g.dk, info.dtype, {"B", "Hkv", "Skv", "D"});
+  checkView("dv", g.dv, info.dtype, {"B", "Hkv", "Skv", "Dv"});
+  for (auto [name, ref, from] : {std::tuple{"dq", &g.dq, &t.q},
+                                 std::tuple{"dk", &g.dk, &t.k},
+                                 std::tuple{"dv", &g.dv, &t.v}}) {
+    const char *src = from == &t.q ? "q" : from == &t.k ? "k" : "v";
+    for (size_t d = 0; d < 4; ++d)
+      if (ref->shape[d] != from->shape[d])
+        throw Error(name, "expected " + std::string(src) + "'s shape " +
+                              shapeString(from->shape) + ", got " +
+                              shapeString(ref->shape));
+    if (selfOverlapping(*ref))
+      throw Error(name, "its strides make elements overlap; the output "
+                        "needs one element per index");
+  }
+
+  // Named gradients: each an f32 param or f32 capture, once.
+  std::vector<int> asked(info.params.size() + info.captures.size(), -1);
+  for (size_t i = 0; i < g.named.size(); ++i) {
+    const std::string &name = g.named[i].first;
+    for (size_t j = 0; j < i; ++j)
+      if (g.named[j].first == name)
+        throw Error(name, "gradient asked for twice (entries " +
+                              std::to_string(j) + " and " +
+                              std::to_string(i) + " of Gradients::named)");
+    int slot = -1;
+    std::vector<int64_t> shape;
+    std::string what;
+    for (size_t p = 0; p < info.params.size(); ++p)
+      if (info.params[p].name == name) {
+        if (info.params[p].type != DType::f32)
+          throw Error(name, "is an i32 param: it has no gradient (gradients "
+                            "exist for f32 params and f32 tensors)");
+        slot = int(p);
+        shape = {1};
+        what = "an f32 param's gradient";
+      }
+    for (size_t c = 0; c < info.captures.size(); ++c)
+      if (info.captures[c].name == name) {
+        if (info.captures[c].dtype != DType::f32)
+          throw Error(name, std::string("is a ") +
+                                dtypeName(info.captures[c].dtype) +
+                                " tensor: it has no gradient (gradients "
+                                "exist for f32 params and f32 tensors)");
+        slot = int(info.params.size() + c);
+        shape = bp.launch.captures[c].shape;
+        what = "the shape of tensor " + name;
+      }
+    if (slot < 0) {
+      std::string best;
+      size_t bestDist = name.size() / 3 + 2;
+      for (const ParamInfo &p : info.params)
+        if (size_t d = editDistance(name, p.name); d < bestDist)
+          bestDist = d, best = p.name;
+      for (const CaptureInfo &c : info.captures)
+        if (size_t d = editDistance(name, c.name); d < bestDist)
+          bestDist = d, best = c.name;
+      throw Error(name, "variant '" + info.name +
+                            "' has no param or tensor of this name to take "
+                            "a gradient of" +
+                            (best.empty() ? "" : "; did you mean '" + best +
+                                                     "'?"));
+    }
+    checkGradView(name, g.named[i].second, shape, what);
+    asked[slot] = int(i);
+  }
+
+  // No output may overlap an input or another output.
+  std::vector<std::pair<std::string, const TensorRef *>> inputs = {
+      {"q", &t.q}, {"k", &t.k}, {"v", &t.v}, {"o", &t.o}, {"do", &dO}};
+  if (t.lse)
+    inputs.emplace_back("lse", &*t.lse);
+  for (size_t c = 0; c < info.captures.size(); ++c)
+    inputs.emplace_back(info.captures[c].name, &bp.launch.captures[c]);
+  std::vector<std::pair<std::string, const TensorRef *>> outputs = {
+      {"dq", &g.dq}, {"dk", &g.dk}, {"dv", &g.dv}};
+  for (const auto &[name, ref] : g.named)
+    outputs.emplace_back(name, &ref);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto &[name, ref] = outputs[i];
+    for (const auto &[other, oref] : inputs)
+      expectApart(name.c_str(), *ref, other.c_str(), *oref,
+                  "overlaps input " + other +
+                      "; gradients need memory of their own");
+    for (size_t j = 0; j < i; ++j)
+      expectApart(name.c_str(), *ref, outputs[j].first.c_str(),
+                  *outputs[j].second,
+                  "overlaps the gradient " + outputs[j].first);
+  }
+
+  auto addGrad = [&](const std::string &name, std::vector<int64_t> shape,
+                     int slot) {
+    GradBuffer b;
+    b.name = name;
+    b.elements = 1;
+    for (int64_t d : shape)
+      b.elements = checkedProduct(name, {b.elements, d}, "the gradient");
+    b.shape = std::move(shape);
+    b.offset = bp.gradElements;
+    if (__builtin_add_overflow(bp.gradElements, b.elements, &bp.gradElements))
+      throw Error(name, "the gradients have more elements than fit in 64 "
+                        "bits");
+    if (asked[slot] >= 0)
+      b.out = &g.named[asked[slot]].second;
+    bp.grads.push_back(std::move(b));
+  };
+  for (size_t p = 0; p < info.params.size(); ++p)
+    if (info.params[p].type == DType::f32)
+      addGrad(info.params[p].name, {1}, int(p));
+  for (size_t c = 0; c < info.captures.size(); ++c)
+    if (info.captures[c].dtype == DType::f32)
+      addGrad(info.captures[c].name, bp.launch.captures[c].shape,
+              int(info.params.size() + c));
+
+  int64_t keyTiles = (sz[kSkv] + info.blockKV - 1) / info.blockKV;
+  int64_t queryTiles = (sz[kSq] + info.blockQ - 1) / info.blockQ;
+  bp.items[0] = checkedProduct("k", {sz[kB], sz[kHkv], keyTiles},
+                               "the backward's key tiles");
+  bp.items[1] = checkedProduct("q", {sz[kB], sz[kHq], queryTiles},
+                               "the backward's query tiles");
+  return bp;
+}
+
+/// Partial gradient copies of the deterministic scheme: a fixed number of
+/// groups of work items, independent of the thread count.
+constexpr int64_t kBackwardGroups = 64;
+
+void runBackward(detail::CpuEntry entry, const KernelInfo &info,
+                 const Tensors &t, const TensorRef &dO, const Gradients &g,
+                 const BackwardPlan &bp) {
+  int64_t copies = 0;
+  if (!bp.grads.empty())
+    copies = std::min<int64_t>(kBackwardGroups,
+                               std::max(bp.items[0], bp.items[1]));
+  std::vector<float> partials(
+      size_t(checkedProduct("", {copies, bp.gradElements},
+                            "the partial gradients")),
+      0.0f);
+  auto pack = [&](PackedArgs &packed, int32_t phase, int64_t copy) {
+    packAttentionTensors(packed, t);
+    packParamsAndCaptures(packed, info, bp.launch);
+    packed.memref(dO);
+    packed.memref(g.dq);
+    packed.memref(g.dk);
+    packed.memref(g.dv);
+    for (const GradBuffer &b : bp.grads)
+      packed.memref(TensorRef(partials.data() + copy * bp.gradElements +
+                                  b.offset,
+                              DType::f32, b.shape));
+    packed.i32(phase);
+  };
+  for (int32_t phase = 0; phase < 2; ++phase) {
+    int64_t n = bp.items[phase];
+    if (n == 0)
+      continue;
+    if (bp.grads.empty()) {
+      PackedArgs packed;
+      pack(packed, phase, 0);
+      runItems(entry, n, packed);
+      continue;
+    }
+    // Group i: items [i*n/G, (i+1)*n/G) in order, on one thread, into
+    // partial copy i.
+    int64_t groups = std::min(kBackwardGroups, n);
+    detail::ThreadPool::global().parallelFor(
+        groups, 1, [&](int64_t first, int64_t last) {
+          for (int64_t i = first; i < last; ++i) {
+            int64_t begin = int64_t(__int128(i) * n / groups);
+            int64_t end = int64_t(__int128(i + 1) * n / groups);
+            PackedArgs packed;
+            pack(packed, phase, i);
+            void *args[PackedArgs::kMaxSlots];
+            packed.pointers(args, &begin, &end);
+            entry(args);
+          }
+        });
+  }
+  // The copies summed in group order (in double) into the caller's
+  // gradients.
+  for (const GradBuffer &b : bp.grads) {
+    if (!b.out)
+      continue;
+    std::vector<int64_t> strides = b.out->effectiveStrides();
+    auto *out = static_cast<float *>(b.out->data);
+    for (int64_t e = 0; e < b.elements; ++e) {
+      double sum = 0;
+      for (int64_t c = 0; c < copies; ++c)
+        sum += double(partials[size_t(c * bp.gradElements + b.offset + e)]);
+      int64_t rest = e, at = 0;
+      for (size_t d = b.shape.size(); d-- > 0;) {
+        at += (rest % b.shape[d]) * strides[d];
+        rest /= b.shape[d];
+      }
+      out[at] = float(sum);
+    }
+  }
+}
+
 } // namespace
 
 const KernelInfo &Kernel::info() const {
@@ -994,6 +1280,28 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
   TensorRef noMap(&none, DType::i32, {0, 0, 0, 0});
   runKernel(*state, tensors, plan,
             state->info.hasBlockMap ? &noMap : nullptr);
+}
+
+void Kernel::backward(const Tensors &tensors, const TensorRef &dO,
+                      const Gradients &grads, const Params &params) const {
+  if (!state)
+    throw Error("", "backward of an empty attn::Kernel");
+  const KernelInfo &info = state->info;
+  if (state->gpu || info.target != "cpu")
+    throw Error("target", "backward kernels exist for the CPU target only "
+                          "so far (this kernel is for " + info.target + ")");
+  if (!info.backward)
+    throw Error("", "kernel '" + info.name +
+                        "' was compiled without its backward; compile with "
+                        "Options::backward (attnc compile --backward)");
+  BackwardPlan bp = validateBackward(info, tensors, dO, grads, params);
+  detail::CpuEntry entry = state->buildRows
+                               ? cpuCodeFor(*state, detail::CpuRows::Many)
+                                     .backward
+                               : state->backwardEntry;
+  if (!entry)
+    throw Error("", "the kernel's code lacks its backward entry point");
+  runBackward(entry, info, tensors, dO, grads, bp);
 }
 
 void Kernel::prepare(int64_t queryHeads, int64_t kvHeads,
@@ -1168,12 +1476,13 @@ Kernel makeGpuKernel(KernelInfo info, GpuCode code) {
 
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner, CpuEntry blockMapEntry,
-                     CpuEntry mergeEntry) {
+                     CpuEntry mergeEntry, CpuEntry backwardEntry) {
   auto state = std::make_shared<KernelState>();
   state->info = std::move(info);
   state->cpuEntry = entry;
   state->blockMapEntry = blockMapEntry;
   state->mergeEntry = mergeEntry;
+  state->backwardEntry = backwardEntry;
   state->owner = std::move(owner);
   return Kernel(std::move(state));
 }

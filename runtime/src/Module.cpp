@@ -302,8 +302,10 @@ Module Module::load(const std::string &path) {
     detail::CpuEntry blockMap =
         k.blockMapEntry.empty() ? nullptr : symbol(k.blockMapEntry);
     detail::CpuEntry merge = symbol(k.mergeEntry);
+    detail::CpuEntry backward =
+        k.backwardEntry.empty() ? nullptr : symbol(k.backwardEntry);
     state->kernels[info.name] =
-        detail::makeCpuKernel(info, fn, owner, blockMap, merge);
+        detail::makeCpuKernel(info, fn, owner, blockMap, merge, backward);
   }
   Module m;
   m.state = std::move(state);

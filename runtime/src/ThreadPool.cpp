@@ -3,7 +3,9 @@
 
 #include "attn/runtime.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <memory>
 
 namespace attn::detail {
 
@@ -32,9 +34,25 @@ ThreadPool::~ThreadPool() {
     t.join();
 }
 
+namespace {
+// The pool of CPU launches; replaced only by setCpuThreadCount (tests),
+// never while a launch runs.
+std::mutex globalMutex;
+std::unique_ptr<ThreadPool> globalPool;
+} // namespace
+
 ThreadPool &ThreadPool::global() {
-  static ThreadPool pool(cpuThreadCount());
-  return pool;
+  std::lock_guard<std::mutex> lock(globalMutex);
+  if (!globalPool)
+    globalPool = std::make_unique<ThreadPool>(cpuThreadCount());
+  return *globalPool;
+}
+
+void setCpuThreadCount(unsigned threads) {
+  std::lock_guard<std::mutex> lock(globalMutex);
+  globalPool.reset();
+  globalPool = std::make_unique<ThreadPool>(
+      threads ? std::min(threads, 1024u) : cpuThreadCount());
 }
 
 void ThreadPool::runChunks() {

@@ -365,6 +365,8 @@ Json toJson(const KernelInfo &info) {
   v["kv_dtype"] = info.kvDtype;
   v["kv_group"] = info.kvGroup;
   v["page_size"] = info.pageSize;
+  if (info.backward) // absent in bundles from before issue 20: false
+    v["backward"] = true;
   if (!info.cpu.empty()) // set by the loader; bundles' entries have none
     v["cpu"] = info.cpu;
   Json params = Json::array();
@@ -414,6 +416,7 @@ KernelInfo kernelInfoFrom(const Field &v) {
   info.kvGroup = v.integerOr("kv_group", 0, 0, kInt32Max);
   info.pageSize = v.integerOr("page_size", 0, 0, kInt32Max);
   info.cpu = v.strOr("cpu", "");
+  info.backward = v.booleanOr("backward", false);
   std::set<std::string> names;
   for (const Field &pv : v["params"].items()) {
     pv.object();
@@ -480,6 +483,8 @@ std::string writeBundleManifest(const BundleManifest &m) {
       v["tensor_maps"] = k.gpu->tensorMaps; // key tiles: block_kv
     }
     v["merge_entry"] = k.mergeEntry;
+    if (!k.backwardEntry.empty())
+      v["backward_entry"] = k.backwardEntry;
     if (k.gpu) {
       if (!k.gpu->selectEntry.empty()) {
         v["select_pool_entry"] = k.gpu->selectPoolEntry;
@@ -574,6 +579,14 @@ BundleManifest readBundleManifest(std::string_view text,
       e.mergeEntry = k["merge_entry"].name();
       if (Field bm = k["block_map_entry"]; bm.present())
         e.blockMapEntry = bm.name();
+      if (Field be = k["backward_entry"]; be.present()) {
+        if (gpu)
+          be.fail("only CPU kernels have a backward entry so far");
+        e.backwardEntry = be.name();
+      }
+      if (e.info.backward && !gpu && e.backwardEntry.empty())
+        k["backward_entry"].fail("a kernel with \"backward\": true needs "
+                                 "its backward entry");
       if (e.info.target.rfind("sm_", 0) == 0)
         e.ptxBinary = payload(k["ptx_binary"]);
       if (gpu) {
@@ -632,6 +645,8 @@ std::string writeCacheRecord(const CpuCacheRecord &r) {
   if (!r.blockMapEntry.empty())
     j["block_map_entry"] = r.blockMapEntry;
   j["merge_entry"] = r.mergeEntry;
+  if (!r.backwardEntry.empty())
+    j["backward_entry"] = r.backwardEntry;
   j["object_size"] = r.objectSize;
   j["object_checksum"] = r.objectChecksum;
   j["kernel"] = toJson(r.info);
@@ -673,6 +688,8 @@ CpuCacheRecord readCpuCacheRecord(std::string_view text,
     if (Field bm = root["block_map_entry"]; bm.present())
       r.blockMapEntry = bm.name();
     r.mergeEntry = root["merge_entry"].name();
+    if (Field be = root["backward_entry"]; be.present())
+      r.backwardEntry = be.name();
     r.objectSize = root["object_size"].integer(0, kInt64Max);
     r.objectChecksum = root["object_checksum"].name();
     r.info = kernelInfoFrom(root["kernel"]);

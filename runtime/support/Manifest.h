@@ -66,6 +66,7 @@ struct KernelEntry {
   std::string entry;       // exported symbol of the kernel
   std::string mergeEntry;  // the split-KV merge
   std::string blockMapEntry; // CPU kernels of masked variants; else empty
+  std::string backwardEntry; // CPU kernels with KernelInfo::backward
   /// NVIDIA kernels: the index of their PTX payload.
   std::optional<int64_t> ptxBinary;
   /// Set exactly for kernels whose binary is GPU code.
@@ -102,6 +103,7 @@ ATTN_MANIFEST_API KernelInfo readKernelInfo(std::string_view text,
 struct CpuCacheRecord {
   std::string compiler, key;
   std::string entry, blockMapEntry, mergeEntry;
+  std::string backwardEntry; // empty without KernelInfo::backward
   int64_t objectSize = 0;
   std::string objectChecksum;
   KernelInfo info;

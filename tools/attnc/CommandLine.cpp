@@ -326,6 +326,7 @@ cl::SubCommandGroup compiling({&emitCmd, &compileCmd, &runCmd, &benchCmd,
                                &blockmapCmd});
 cl::SubCommandGroup launching({&runCmd, &benchCmd, &blockmapCmd});
 cl::SubCommandGroup randomInputs({&benchCmd, &blockmapCmd});
+cl::SubCommandGroup backwardCmds({&compileCmd, &runCmd});
 cl::SubCommandGroup notRun({&checkCmd, &emitCmd, &compileCmd, &benchCmd,
                             &blockmapCmd});
 
@@ -432,6 +433,12 @@ OnceOpt<std::string> cpu("cpu",
                          check(cpus), cl::sub(compiling),
                          cl::cat(compileCat));
 
+OnceOpt<bool> backward("backward",
+                       cl::desc("also build the backward (gradients of "
+                                "sum(o * do); compile and run, CPU target "
+                                "only so far)"),
+                       cl::sub(backwardCmds), cl::cat(compileCat));
+
 // emit
 OneOfOpt stage("stage", cl::desc("the stage to print (required)"),
                cl::values(is("attn", "the attn dialect: one op with regions"),
@@ -473,6 +480,28 @@ OnceOpt<bool> simulate("simulate",
                                 "functional GPU simulator (lib/ beside "
                                 "bin/attnc) instead of a GPU"),
                        cl::sub(runCmd), cl::cat(runCat));
+OnceOpt<std::string> doFile("do",
+                             cl::desc("--backward: the gradient of the "
+                                      "output [B, Hq, Sq, Dv] (required)"),
+                             cl::value_desc("do.npy"), cl::sub(runCmd),
+                             cl::cat(runCat));
+OnceOpt<std::string> dqFile("dq",
+                            cl::desc("--backward: writes dL/dq (required)"),
+                            cl::value_desc("dq.npy"), cl::sub(runCmd),
+                            cl::cat(runCat));
+OnceOpt<std::string> dkFile("dk",
+                            cl::desc("--backward: writes dL/dk (required)"),
+                            cl::value_desc("dk.npy"), cl::sub(runCmd),
+                            cl::cat(runCat));
+OnceOpt<std::string> dvFile("dv",
+                            cl::desc("--backward: writes dL/dv (required)"),
+                            cl::value_desc("dv.npy"), cl::sub(runCmd),
+                            cl::cat(runCat));
+cl::list<std::string> gradFiles(
+    "grad",
+    cl::desc("--backward: writes the gradient of the f32 param or captured "
+             "tensor NAME (a param's is [1]); once per NAME"),
+    cl::value_desc("NAME=FILE.npy"), cl::sub(runCmd), cl::cat(runCat));
 // Only run launches on the simulator: the other commands refuse it by name
 // (bench because a simulator says nothing about speed).
 OnceOpt<bool> simulateRefused("simulate", cl::ReallyHidden, cl::sub(notRun));
@@ -742,6 +771,7 @@ std::optional<Invocation> tool::parseCommandLine(int argc, char **argv) {
   o.splitKv = given<std::string>(splitKv, "auto");
   o.gpuLoads = chosen(gpuLoads, "auto");
   o.cpu = given<std::string>(cpu, "native");
+  o.backward = given<bool>(backward, false);
   if (o.cpu.find(',') != std::string::npos &&
       command->command != Command::Compile)
     throw Error("--cpu", std::string("attnc ") + command->name +
@@ -758,6 +788,11 @@ std::optional<Invocation> tool::parseCommandLine(int argc, char **argv) {
   inv.lseOut = given<std::string>(lseFile, "");
   o.lse = given<bool>(lse, false) || !inv.lseOut.empty();
   inv.simulate = given<bool>(simulate, false);
+  inv.dO = given<std::string>(doFile, "");
+  inv.dq = given<std::string>(dqFile, "");
+  inv.dk = given<std::string>(dkFile, "");
+  inv.dv = given<std::string>(dvFile, "");
+  inv.grads.assign(gradFiles.begin(), gradFiles.end());
   inv.sets.assign(sets.begin(), sets.end());
   if (seed.getNumOccurrences())
     inv.seed = Int(seed);
@@ -786,6 +821,17 @@ std::optional<Invocation> tool::parseCommandLine(int argc, char **argv) {
                                {"-o", &inv.out}})
       if (value->empty())
         throw Error(name, "required for run");
+    for (auto [name, value] : {std::pair{"--do", &inv.dO},
+                               {"--dq", &inv.dq},
+                               {"--dk", &inv.dk},
+                               {"--dv", &inv.dv}}) {
+      if (o.backward && value->empty())
+        throw Error(name, "required for run --backward");
+      if (!o.backward && !value->empty())
+        throw Error(name, "applies to run --backward only");
+    }
+    if (!o.backward && !inv.grads.empty())
+      throw Error("--grad", "applies to run --backward only");
     break;
   case Command::Bench:
   case Command::BlockMap:

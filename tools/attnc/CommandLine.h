@@ -38,6 +38,10 @@ struct Invocation {
   int64_t b = 0, h = 0;  // blockmap: batch entry and query head
   bool json = false;     // bench
   bool simulate = false; // run: on the functional GPU simulator
+  /// run --backward (options.backward): dO in, the gradients out, and
+  /// --grad NAME=FILE as given.
+  std::string dO, dq, dk, dv;
+  std::vector<std::string> grads;
 };
 
 /// Parses argv. `--help` and `--version` print to stdout and exit 0. A

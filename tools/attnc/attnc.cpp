@@ -323,15 +323,73 @@ void sizeCapturesToPool(const Prepared &p, const NpyArray &q,
     }
 }
 
+/// `--grad NAME=FILE`s, in the order given.
+std::vector<std::pair<std::string, std::string>>
+parseGrads(const Invocation &inv) {
+  std::vector<std::pair<std::string, std::string>> grads;
+  for (const std::string &g : inv.grads) {
+    size_t eq = g.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == g.size())
+      throw Error("--grad", "expected NAME=FILE.npy, got '" + g + "'");
+    std::string name = g.substr(0, eq);
+    for (const auto &[n, f] : grads)
+      if (n == name)
+        throw Error(name, "given twice with --grad");
+    grads.emplace_back(name, g.substr(eq + 1));
+  }
+  return grads;
+}
+
+/// A --grad NAME must be an f32 param or f32 captured tensor of the
+/// variant: checked before any input is read.
+void checkGradNames(const KernelInfo &info,
+                    const std::vector<std::pair<std::string, std::string>>
+                        &grads) {
+  for (const auto &[name, file] : grads) {
+    bool found = false;
+    for (const ParamInfo &p : info.params)
+      if (p.name == name) {
+        found = true;
+        if (p.type != DType::f32)
+          throw Error(name, "is an i32 param: it has no gradient (--grad "
+                            "takes f32 params and f32 tensors)");
+      }
+    for (const CaptureInfo &c : info.captures)
+      if (c.name == name) {
+        found = true;
+        if (c.dtype != DType::f32)
+          throw Error(name, std::string("is a ") + dtypeName(c.dtype) +
+                                " tensor: it has no gradient (--grad takes "
+                                "f32 params and f32 tensors)");
+      }
+    if (!found)
+      throw Error(name, "variant '" + info.name +
+                            "' has no param or tensor of this name (--grad)");
+  }
+}
+
 int cmdRun(const Invocation &inv) {
+  Options options = inv.options;
+  if (options.backward && driver::isGpuTarget(options.target))
+    throw Error("--backward", "backward kernels exist for the CPU target "
+                              "only so far");
+  auto grads = parseGrads(inv);
   // Every output can be written, before anything is computed.
   OutputFiles outputs;
   size_t oFile = outputs.add("-o", inv.out);
   std::optional<size_t> lseFile;
   if (!inv.lseOut.empty())
     lseFile = outputs.add("--lse-out", inv.lseOut);
+  size_t dqFile = 0, dkFile = 0, dvFile = 0;
+  std::vector<size_t> gradFiles;
+  if (options.backward) {
+    dqFile = outputs.add("--dq", inv.dq);
+    dkFile = outputs.add("--dk", inv.dk);
+    dvFile = outputs.add("--dv", inv.dv);
+    for (const auto &[name, file] : grads)
+      gradFiles.push_back(outputs.add("--grad " + name, file));
+  }
   std::string text = readFile(inv.file);
-  Options options = inv.options;
   if (inv.simulate)
     useSimulatorNextToAttnc(options.target);
   else
@@ -345,7 +403,13 @@ int cmdRun(const Invocation &inv) {
     Options early = options;
     if (early.headDim == 0)
       early.headDim = 64;
-    driver::planKernel(source, early);
+    driver::KernelPlan plan = driver::planKernel(source, early);
+    if (options.backward) {
+      // The backward reads the forward's lse where the normalizer has a
+      // row sum.
+      options.lse |= plan.variant->hasRowSum();
+      checkGradNames(plan.info, grads);
+    }
   }
   bool bf16 = options.dtype == "bf16";
   NpyArray q = readNpy(inv.q, "q", bf16);
@@ -372,11 +436,47 @@ int cmdRun(const Invocation &inv) {
   Jit jit;
   Prepared p = prepare(jit, text, inv, options, q, k, v);
   sizeCapturesToPool(p, q, k, params, arrays);
+  std::optional<NpyArray> dO;
+  if (options.backward) {
+    dO = readNpy(inv.dO, "do", bf16);
+    if (dO->dtype != p.kernel.info().outDType)
+      throw Error("do", std::string("expected dtype ") +
+                            dtypeName(p.kernel.info().outDType) +
+                            " (o's), got " + dtypeName(dO->dtype));
+  }
   // GPU kernels (--simulate) get device copies of the host arrays.
   p.kernel.launchHost(p.tensors, params);
+  NpyArray dq, dk, dv;
+  std::vector<NpyArray> gradArrays;
+  if (options.backward) {
+    const KernelInfo &info = p.kernel.info();
+    dq = makeOutput(q.dtype, q.shape);
+    dk = makeOutput(k.dtype, k.shape);
+    dv = makeOutput(v.dtype, v.shape);
+    Gradients g{dq.ref(), dk.ref(), dv.ref()};
+    for (const auto &[name, file] : grads) {
+      std::vector<int64_t> shape = {1};
+      for (const CaptureInfo &c : info.captures)
+        if (c.name == name)
+          for (const auto &[n, a] : params)
+            if (n == name && a.kind() == Arg::Kind::Tensor)
+              shape = a.tensor().shape;
+      gradArrays.push_back(makeOutput(DType::f32, shape));
+    }
+    for (size_t i = 0; i < grads.size(); ++i)
+      g.named.emplace_back(grads[i].first, gradArrays[i].ref());
+    p.kernel.backward(p.tensors, dO->ref(), g, params);
+  }
   outputs.write(oFile, p.o);
   if (lseFile)
     outputs.write(*lseFile, p.lse);
+  if (options.backward) {
+    outputs.write(dqFile, dq);
+    outputs.write(dkFile, dk);
+    outputs.write(dvFile, dv);
+    for (size_t i = 0; i < grads.size(); ++i)
+      outputs.write(gradFiles[i], gradArrays[i]);
+  }
   outputs.commit();
   return 0;
 }

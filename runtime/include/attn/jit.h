@@ -25,6 +25,9 @@ struct Options {
   std::string splitKv = "auto";
   std::string gpuLoads = "auto"; // sm_90a K/V loads: auto (tma), tma, cp.async
   std::string cpu = "native"; // CPU to generate code for (attnc --cpu)
+  /// Also build the backward (Kernel::backward; attnc compile --backward).
+  /// CPU targets only so far.
+  bool backward = false;
 };
 
 /// A source that does not compile: `what()` holds the rendered

@@ -156,6 +156,9 @@ struct KernelInfo {
   /// compiled for ("x86-64-v3", "sapphirerapids"; a bundle may hold several,
   /// see attnc compile --cpu). Empty for JIT and GPU kernels.
   std::string cpu;
+  /// The kernel has a backward entry (Kernel::backward): compiled with
+  /// Options::backward / `attnc compile --backward`. CPU kernels only.
+  bool backward = false;
 };
 
 /// Quantizes K or V [B, Hkv, S, D] (f32, f16 or bf16) into `kind`'s codes
@@ -225,6 +228,19 @@ struct BlockMap {
   std::string str(int64_t b = 0, int64_t h = 0) const;
 };
 
+/// Where Kernel::backward writes the gradients of L = sum(o * dO).
+/// dq, dk and dv are required, with q's, k's and v's shapes and dtypes
+/// (any strides with a contiguous innermost dimension); they are
+/// overwritten. `named` holds, by name, the gradients wanted of the
+/// variant's f32 params (a [1] f32 tensor each) and f32 captured tensors
+/// (f32, the capture's shape, any strides); each is optional, is
+/// overwritten, and one not asked for is computed into scratch memory and
+/// dropped. Names of i32 params or of non-f32 tensors are errors.
+struct Gradients {
+  TensorRef dq, dk, dv;
+  std::vector<std::pair<std::string, TensorRef>> named = {};
+};
+
 namespace detail {
 struct KernelState;
 struct ModuleState;
@@ -252,6 +268,17 @@ public:
   /// "block_map".
   void launch(const Tensors &tensors, const Params &params,
               const BlockMap &map, void *stream = nullptr) const;
+
+  /// The gradients of L = sum(o * dO) (DSL.md "Backward") for a kernel
+  /// compiled with backward (KernelInfo::backward; CPU only so far).
+  /// `tensors` are the forward's q, k, v and its output o, with lse (as
+  /// the forward wrote it) for softmax and softplus, and none for other
+  /// normalizers; dO has o's shape and dtype; `params` are the forward's.
+  /// Validates every argument (an attn::Error naming it) before anything
+  /// is written. Deterministic: the same inputs give bit-identical
+  /// gradients for any thread count (docs/runtime.md "Backward").
+  void backward(const Tensors &tensors, const TensorRef &dO,
+                const Gradients &grads, const Params &params = {}) const;
 
   /// launch() on host memory for every target: a GPU kernel gets its
   /// tensors (q, k, v, o, lse, the K/V scales and pages, and captured
@@ -358,7 +385,8 @@ GpuGrid planGpuGrid(int64_t batch, int64_t heads, int64_t kvHeads,
 Kernel makeCpuKernel(KernelInfo info, CpuEntry entry,
                      std::shared_ptr<void> owner,
                      CpuEntry blockMapEntry = nullptr,
-                     CpuEntry mergeEntry = nullptr);
+                     CpuEntry mergeEntry = nullptr,
+                     CpuEntry backwardEntry = nullptr);
 
 /// Classes of CPU launch a kernel's code can be built for (see
 /// Kernel::prepare): Many runs any launch, Few only launches with at most
@@ -370,6 +398,8 @@ inline constexpr int64_t kFewRows = 16;
 struct CpuCode {
   CpuEntry entry = nullptr, blockMap = nullptr, merge = nullptr;
   std::shared_ptr<void> owner;
+  /// The backward entry (KernelInfo::backward), else null.
+  CpuEntry backward = nullptr;
 };
 
 /// A CPU kernel whose code for each class of launch is made by `build` the
@@ -384,6 +414,11 @@ int64_t evalDimRpn(const std::string &rpn, const int64_t sizes[7],
 
 /// Threads used for CPU launches (ATTN_NUM_THREADS, else the core count).
 unsigned cpuThreadCount();
+
+/// Replaces the CPU launches' thread pool by one of `threads` threads (0:
+/// cpuThreadCount() again). For tests and benchmarks that compare thread
+/// counts in one process; call it while no CPU launch is in flight.
+void setCpuThreadCount(unsigned threads);
 
 /// 64-bit FNV-1a, the checksum of bundle and cache payloads.
 uint64_t checksum(const void *data, size_t size);
