@@ -5,6 +5,8 @@
     kernel = mod.kernel("sliding_sink")
     o = kernel(q, k, v, window=1024)                 # numpy in, numpy out
     o, lse = kernel(q, k, v, doc=doc_ids)            # with lse when compiled --lse
+    dq, dk, dv, g = kernel.backward(q, k, v, o, lse, do, grads=["bias"],
+                                    bias=bias)       # compiled --backward
 
 Arrays are passed by pointer (no copies); the innermost dimension must be
 contiguous. bf16 data is given as numpy uint16 arrays (bit patterns) or as
@@ -19,6 +21,10 @@ torch's current stream, so they order with the surrounding torch work;
 outputs they allocate are on q's device. Given host arrays instead (all of
 them), a GPU kernel copies them to device memory, runs to completion and
 copies o and lse back (attn::Kernel::launchHost).
+
+Kernel.backward computes the gradients of sum(o * do) on the CPU for
+kernels compiled with --backward; attn_torch.py (next to this file) wraps
+forward and backward in a torch.autograd.Function (docs/python.md).
 
 use_gpu_simulator(path) (or the environment variable ATTN_GPU_SIMULATOR)
 runs GPU kernels on a functional simulator, such as attnc's
@@ -59,6 +65,10 @@ class _Arg(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("kind", ctypes.c_int32),
                 ("i", ctypes.c_int64), ("f", ctypes.c_double),
                 ("tensor", _Tensor)]
+
+
+class _Grad(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("tensor", _Tensor)]
 
 
 def _find_library():
@@ -108,6 +118,11 @@ def _library():
         lib.attn_kernel_launch_host.argtypes = [
             ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 5 + [
             ctypes.POINTER(_Arg), ctypes.c_int32]
+        if hasattr(lib, "attn_kernel_backward"):
+            lib.attn_kernel_backward.argtypes = [
+                ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 9 + [
+                ctypes.POINTER(_Grad), ctypes.c_int32,
+                ctypes.POINTER(_Arg), ctypes.c_int32]
         lib.attn_use_gpu_simulator.argtypes = [ctypes.c_char_p,
                                                ctypes.c_char_p]
         _lib = lib
@@ -147,10 +162,10 @@ def _describe(x, keep, byte_code=F8E4M3, name=""):
         codes = {torch.float32: F32, torch.float16: F16,
                  torch.bfloat16: BF16, torch.int32: I32, torch.int8: I8,
                  torch.uint8: byte_code}
-        for name, code in (("float8_e4m3fn", F8E4M3),
-                           ("float8_e5m2", F8E5M2)):
-            if hasattr(torch, name):
-                codes[getattr(torch, name)] = code
+        for fp8, code in (("float8_e4m3fn", F8E4M3),
+                          ("float8_e5m2", F8E5M2)):
+            if hasattr(torch, fp8):
+                codes[getattr(torch, fp8)] = code
         if x.dtype not in codes:
             raise Error("%s: unsupported torch dtype %s" % (name, x.dtype),
                         name)
@@ -192,6 +207,24 @@ def _on_gpu(x):
     return _is_torch(x) and bool(getattr(x, "is_cuda", False))
 
 
+def _encode_args(args, keep, byte_code=F8E4M3):
+    """The attn_arg array for params (numbers) and tensors, by name."""
+    c_args = (_Arg * max(1, len(args)))()
+    for i, (name, value) in enumerate(args.items()):
+        encoded = name.encode()
+        keep.append(encoded)
+        c_args[i].name = encoded
+        # numbers.* also covers numpy scalars (np.int32, np.float32).
+        if isinstance(value, numbers.Integral):
+            c_args[i].kind, c_args[i].i = ARG_INT, int(value)
+        elif isinstance(value, numbers.Real):
+            c_args[i].kind, c_args[i].f = ARG_FLOAT, float(value)
+        else:
+            c_args[i].kind = ARG_TENSOR
+            c_args[i].tensor = _describe(value, keep, byte_code, name)
+    return c_args
+
+
 class Kernel:
     """One compiled variant; call it to launch."""
 
@@ -216,15 +249,13 @@ class Kernel:
         ndt = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[dtype]
         return np.empty(shape, dtype=ndt)
 
-    def __call__(self, q, k, v, o=None, lse=None, stream=None, **args):
-        """Runs the kernel; returns o, or (o, lse) when compiled with lse.
-
-        Quantized or paged kernels take k_scale, v_scale, page_table and
-        seq_lens as keyword arguments (attn::Tensors)."""
+    def _check_placement(self, named):
+        """Checks that every (name, value) is an array, a tensor, a number or
+        None, and that the tensors live where the kernel runs; returns
+        (gpu, staged): a GPU kernel, given host arrays only."""
         gpu = self.info.get("target", "cpu") != "cpu"
         # Arrays or tensors only (a list has no shape or dtype to check).
-        for name, t in [("q", q), ("k", k), ("v", v), ("o", o),
-                        ("lse", lse)] + list(args.items()):
+        for name, t in named:
             if t is None or isinstance(t, numbers.Number):
                 continue
             if not hasattr(t, "shape") or not hasattr(t, "dtype"):
@@ -236,17 +267,25 @@ class Kernel:
         # A host pointer in a GPU kernel (or the reverse) would fault, not
         # fail cleanly: check where every tensor lives before launching.
         # GPU kernels take host arrays too when all of them are (copied).
-        named = [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse)]
-        named += [(n, a) for n, a in args.items()
-                  if not isinstance(a, numbers.Number)]
-        staged = gpu and not any(_on_gpu(t) for _, t in named
-                                 if t is not None)
-        for name, t in named:
-            if t is not None and _on_gpu(t) != (gpu and not staged):
+        tensors = [(n, t) for n, t in named
+                   if t is not None and not isinstance(t, numbers.Number)]
+        staged = gpu and not any(_on_gpu(t) for _, t in tensors)
+        for name, t in tensors:
+            if _on_gpu(t) != (gpu and not staged):
                 raise Error(("%s kernels take torch CUDA tensors, or host "
                              "arrays for all tensors" if gpu else
                              "%s kernels take host memory, not CUDA tensors")
                             % self.info.get("target", "cpu"), name)
+        return gpu, staged
+
+    def __call__(self, q, k, v, o=None, lse=None, stream=None, **args):
+        """Runs the kernel; returns o, or (o, lse) when compiled with lse.
+
+        Quantized or paged kernels take k_scale, v_scale, page_table and
+        seq_lens as keyword arguments (attn::Tensors)."""
+        gpu, staged = self._check_placement(
+            [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse)]
+            + list(args.items()))
         batch, heads, seq = q.shape[0], q.shape[1], q.shape[2]
         if o is None:
             o = self._empty_like_out(
@@ -260,19 +299,7 @@ class Kernel:
                    for n, t in (("q", q), ("k", k), ("v", v), ("o", o))]
         lse_desc = (_describe(lse, keep, name="lse") if lse is not None
                     else None)
-        c_args = (_Arg * max(1, len(args)))()
-        for i, (name, value) in enumerate(args.items()):
-            encoded = name.encode()
-            keep.append(encoded)
-            c_args[i].name = encoded
-            # numbers.* also covers numpy scalars (np.int32, np.float32).
-            if isinstance(value, numbers.Integral):
-                c_args[i].kind, c_args[i].i = ARG_INT, int(value)
-            elif isinstance(value, numbers.Real):
-                c_args[i].kind, c_args[i].f = ARG_FLOAT, float(value)
-            else:
-                c_args[i].kind = ARG_TENSOR
-                c_args[i].tensor = _describe(value, keep, byte_code, name)
+        c_args = _encode_args(args, keep, byte_code)
 
         def launch(on_stream):
             _check(_library().attn_kernel_launch(
@@ -296,6 +323,102 @@ class Kernel:
                     stream = torch.cuda.current_stream(q.device)
                 launch(getattr(stream, "cuda_stream", stream))
         return (o, lse) if self.info["lse"] else o
+
+    def backward(self, q, k, v, o, lse, dout, grads=(), dq=None, dk=None,
+                 dv=None, **args):
+        """The gradients of L = sum(o * dout) (DSL.md "Backward"); returns
+        (dq, dk, dv, {name: gradient}).
+
+        q, k, v, o and lse are the forward's inputs and outputs (lse as the
+        forward wrote it for softmax and softplus kernels, None for sigmoid,
+        relu and relu2), dout has o's shape and dtype, and args are the
+        forward's params and captured tensors. grads names the f32 params
+        and f32 captured tensors to differentiate: a name, a sequence of
+        names, or a dict {name: output array} (None to allocate); a param's
+        gradient has shape [1], a tensor's the tensor's shape, both f32. dq,
+        dk and dv (q's, k's and v's shapes and dtypes) are allocated unless
+        given. The kernel must be compiled with --backward (CPU targets
+        only so far). Deterministic: the same inputs give the same bits.
+        Errors raise Error naming the argument ("dout" for the C ABI's
+        "do")."""
+        if isinstance(grads, str):
+            grads = (grads,)
+        if not isinstance(grads, dict):
+            grads = {name: None for name in grads}
+        for name in grads:
+            if not isinstance(name, str):
+                raise Error("grads: expected names (str), got %s"
+                            % type(name).__name__, "grads")
+        self._check_placement(
+            [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse),
+             ("dout", dout), ("dq", dq), ("dk", dk), ("dv", dv)]
+            + [(n, t) for n, t in grads.items()] + list(args.items()))
+
+        def like(x, shape=None, dtype=None):
+            if _is_torch(x):
+                import torch
+                return torch.empty(tuple(x.shape) if shape is None else shape,
+                                   dtype=x.dtype if dtype is None else dtype,
+                                   device=x.device)
+            import numpy as np
+            x = np.asarray(x)
+            return np.empty(x.shape if shape is None else shape,
+                            dtype=x.dtype if dtype is None else dtype)
+
+        def f32(shape):
+            if _is_torch(q):
+                import torch
+                return torch.empty(shape, dtype=torch.float32,
+                                   device=q.device)
+            import numpy as np
+            return np.empty(shape, dtype=np.float32)
+
+        dq = like(q) if dq is None else dq
+        dk = like(k) if dk is None else dk
+        dv = like(v) if dv is None else dv
+        captures = {c["name"] for c in self.info.get("captures", [])}
+        out = {}
+        for name, given in grads.items():
+            if given is not None:
+                out[name] = given
+            elif name in captures and hasattr(args.get(name), "shape"):
+                out[name] = f32(tuple(args[name].shape))
+            else:
+                # A param's [1]; the runtime names any other name.
+                out[name] = f32((1,))
+        keep = []
+        byte_code = _BYTE_CODES.get(self.info.get("kv_dtype", "same"), F8E4M3)
+        described = [_describe(t, keep, byte_code, n) for n, t in (
+            ("q", q), ("k", k), ("v", v), ("o", o))]
+        lse_desc = (_describe(lse, keep, name="lse") if lse is not None
+                    else None)
+        described += [_describe(t, keep, name=n) for n, t in (
+            ("dout", dout), ("dq", dq), ("dk", dk), ("dv", dv))]
+        c_grads = (_Grad * max(1, len(out)))()
+        for i, (name, t) in enumerate(out.items()):
+            encoded = name.encode()
+            keep.append(encoded)
+            c_grads[i].name = encoded
+            c_grads[i].tensor = _describe(t, keep, name=name)
+        c_args = _encode_args(args, keep, byte_code)
+        lib = _library()
+        if not hasattr(lib, "attn_kernel_backward"):
+            raise Error("this libattnrt has no attn_kernel_backward; use a "
+                        "newer build", "kernel")
+        refs = [ctypes.byref(t) for t in described]
+        try:
+            _check(lib.attn_kernel_backward(
+                self._handle, *refs[:4],
+                ctypes.byref(lse_desc) if lse_desc is not None else None,
+                *refs[4:], c_grads, len(out), c_args, len(args)))
+        except Error as e:
+            if e.argument == "do":
+                message = str(e)
+                if message.startswith("do:"):
+                    message = "dout:" + message[3:]
+                raise Error(message, "dout") from None
+            raise
+        return dq, dk, dv, out
 
 
 class Module:
