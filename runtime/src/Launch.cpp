@@ -1093,7 +1093,9 @@ BackwardPlan validateBackward(const KernelInfo &info, const Tensors &t,
     for (size_t c = 0; c < info.captures.size(); ++c)
       if (info.captures[c].name == name) {
         if (info.captures[c].dtype != DType::f32)
-          throw Error(name, std::string("is a ") +
+          throw Error(name, std::string(info.captures[c].dtype == DType::bf16
+                                            ? "is a "
+                                            : "is an ") +
                                 dtypeName(info.captures[c].dtype) +
                                 " tensor: it has no gradient (gradients "
                                 "exist for f32 params and f32 tensors)");

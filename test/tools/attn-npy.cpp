@@ -8,12 +8,18 @@
 //                  --o o.npy [--lse lse.npy] [--tol T] [--rel-l1 R]
 //                  (--rel-l1: check sum |o - ref| / sum |ref| <= R instead
 //                  of the max error, for quantized K/V)
-//       recomputes the answer with the float64 reference and compares.
+//                  [--do do.npy --dq dq.npy --dk dk.npy --dv dv.npy
+//                   [--grad NAME=g.npy ...] [--grad-tol T]]
+//       recomputes the answer with the float64 reference and compares;
+//       with --do also the gradients (attnc run --backward) against
+//       referenceBackward: max |g - ref| <= T * max(1, max |ref|) for each
+//       (T 2e-4 unless given).
 //
 //===----------------------------------------------------------------------===//
 #include "attn/npy.h"
 #include "lib/Driver/Compiler.h"
 #include "test/reference/Reference.h"
+#include "test/reference/ReferenceBackward.h"
 #include "test/support/Harness.h"
 
 #include <cmath>
@@ -76,8 +82,9 @@ std::vector<double> toDoubles(const NpyArray &a) {
 
 int check(int argc, char **argv) {
   std::string file, variant, qPath, kPath, vPath, oPath, lsePath, dtype;
-  double tol = 2e-4, relL1 = -1;
-  std::vector<std::string> sets;
+  double tol = 2e-4, relL1 = -1, gradTol = 2e-4;
+  std::vector<std::string> sets, grads;
+  std::string doPath, dqPath, dkPath, dvPath;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -95,6 +102,12 @@ int check(int argc, char **argv) {
     else if (a == "--tol") tol = std::stod(next());
     else if (a == "--rel-l1") relL1 = std::stod(next());
     else if (a == "--dtype") dtype = next();
+    else if (a == "--do") doPath = next();
+    else if (a == "--dq") dqPath = next();
+    else if (a == "--dk") dkPath = next();
+    else if (a == "--dv") dvPath = next();
+    else if (a == "--grad") grads.push_back(next());
+    else if (a == "--grad-tol") gradTol = std::stod(next());
     else file = a;
   }
   bool bf16 = dtype == "bf16";
@@ -157,6 +170,41 @@ int check(int argc, char **argv) {
     }
     std::printf("max |lse - ref| = %.3e\n", lerr);
     ok = ok && lerr <= tol;
+  }
+  if (!doPath.empty()) {
+    NpyArray dO = readNpy(doPath, "do", bf16);
+    ref::RefGradients g = ref::referenceBackward(var, p, toDoubles(dO));
+    auto compare = [&](const std::string &name, const std::string &path,
+                       const std::vector<double> &want) {
+      NpyArray got = readNpy(path, name, bf16);
+      if (got.numel() != int64_t(want.size()))
+        throw Error(name, "has " + std::to_string(got.numel()) +
+                              " elements, the reference " +
+                              std::to_string(want.size()));
+      double scale = 1, gerr = 0;
+      for (double w : want)
+        scale = std::max(scale, std::fabs(w));
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        double e = std::fabs(elementAt(got, i) - want[i]);
+        gerr = std::isnan(e) ? INFINITY : std::max(gerr, e);
+      }
+      std::printf("max |%s - ref| / max(1, max |ref|) = %.3e\n", name.c_str(),
+                  gerr / scale);
+      ok = ok && gerr / scale <= gradTol;
+    };
+    compare("dq", dqPath, g.dq);
+    compare("dk", dkPath, g.dk);
+    compare("dv", dvPath, g.dv);
+    for (const std::string &s : grads) {
+      size_t eq = s.find('=');
+      std::string name = s.substr(0, eq), path = s.substr(eq + 1);
+      if (int pi = var.findParam(name); pi >= 0)
+        compare("d" + name, path, {g.dparams[pi]});
+      else if (int ti = var.findTensor(name); ti >= 0)
+        compare("d" + name, path, g.dcaptures[ti].values);
+      else
+        throw Error(name, "not a param or tensor of the variant");
+    }
   }
   std::printf("%s (tolerance %.1e)\n", ok ? "OK" : "MISMATCH", tol);
   return ok ? 0 : 1;

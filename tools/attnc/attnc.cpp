@@ -358,7 +358,9 @@ void checkGradNames(const KernelInfo &info,
       if (c.name == name) {
         found = true;
         if (c.dtype != DType::f32)
-          throw Error(name, std::string("is a ") + dtypeName(c.dtype) +
+          throw Error(name, std::string(c.dtype == DType::bf16 ? "is a "
+                                                               : "is an ") +
+                                dtypeName(c.dtype) +
                                 " tensor: it has no gradient (--grad takes "
                                 "f32 params and f32 tensors)");
       }
