@@ -26,7 +26,10 @@
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
 #include "attn/runtime.h"
+#include "attn/runtime_c.h"
+#include "lib/Driver/Bundle.h"
 #include "lib/Driver/Compiler.h"
+#include "runtime/support/Manifest.h"
 #include "lib/Frontend/Eval.h"
 #include "test/reference/ReferenceBackward.h"
 #include "test/support/Harness.h"
@@ -35,6 +38,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -754,6 +758,182 @@ TEST(BackwardCompiled, ErrorsNameTheArgument) {
   t.k = t.v = t.o = t.q;
   Gradients g{TensorRef(y.data(), DType::f32, {1, 1, 1, 16}), {}, {}};
   expectError([&] { k.backward(t, t.o, g); }, "", "without its backward");
+}
+
+//===----------------------------------------------------------------------===//
+// Bundles, the JIT's disk cache and the C ABI
+//===----------------------------------------------------------------------===//
+
+const char *kBundleSource = R"(
+variant biased {
+  param w: f32 = 0.5;
+  param n: i32 = 4;
+  tensor bias: f32[Hq];
+  score(s, b, h, q, kv) = s * w + bias[h];
+  mask(b, h, q, kv) = kv <= q;
+}
+)";
+
+/// Fixed inputs of one forward and backward: B=1, Hq=2, Hkv=1, Sq=Skv=19,
+/// D=Dv=16.
+struct Fixed {
+  int64_t B = 1, H = 2, Hkv = 1, S = 19, D = 16;
+  std::vector<float> q, k, v, o, lse, dO, dq, dk, dv, bias, dw, dbias;
+  Fixed() {
+    q.resize(B * H * S * D);
+    k.resize(B * Hkv * S * D);
+    v = k;
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = float(std::sin(0.37 * double(i)));
+    for (size_t i = 0; i < k.size(); ++i) {
+      k[i] = float(std::cos(0.11 * double(i)));
+      v[i] = float(std::sin(0.05 * double(i) + 2));
+    }
+    o = dq = dO = q;
+    for (size_t i = 0; i < dO.size(); ++i)
+      dO[i] = float(std::cos(0.23 * double(i) + 1));
+    dk = dv = k;
+    lse.assign(B * H * S, 0.0f);
+    bias = {0.25f, -0.5f};
+    dw = {0.0f};
+    dbias = {0.0f, 0.0f};
+  }
+  std::vector<int64_t> qShape() const { return {B, H, S, D}; }
+  std::vector<int64_t> kShape() const { return {B, Hkv, S, D}; }
+  void run(const Kernel &kernel) {
+    Tensors t;
+    t.q = TensorRef(q.data(), DType::f32, qShape());
+    t.k = TensorRef(k.data(), DType::f32, kShape());
+    t.v = TensorRef(v.data(), DType::f32, kShape());
+    t.o = TensorRef(o.data(), DType::f32, qShape());
+    t.lse = TensorRef(lse.data(), DType::f32, {B, H, S});
+    Params params = {{"bias", TensorRef(bias.data(), DType::f32, {H})}};
+    kernel.launch(t, params);
+    Gradients g{TensorRef(dq.data(), DType::f32, qShape()),
+                TensorRef(dk.data(), DType::f32, kShape()),
+                TensorRef(dv.data(), DType::f32, kShape()),
+                {{"w", TensorRef(dw.data(), DType::f32, {1})},
+                 {"bias", TensorRef(dbias.data(), DType::f32, {H})}}};
+    kernel.backward(t, TensorRef(dO.data(), DType::f32, qShape()), g,
+                    params);
+  }
+};
+
+std::string freshDir(const std::string &name) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(::testing::TempDir()) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+Options bundleOptions() {
+  Options o;
+  o.headDim = 16;
+  o.lse = true;
+  o.backward = true;
+  return o;
+}
+
+TEST(BackwardBundle, BundleJitDiskCacheAndCAbiAgree) {
+  std::string dir = freshDir("backward-bundle");
+  // The JIT (compiled, then from its disk cache in a new Jit).
+  Fixed viaJit;
+  {
+    Jit jit(dir + "/cache");
+    viaJit.run(jit.compile(kBundleSource, bundleOptions()));
+  }
+  Fixed viaDisk;
+  {
+    Jit jit(dir + "/cache");
+    viaDisk.run(jit.compile(kBundleSource, bundleOptions()));
+    EXPECT_EQ(jit.stats().compiles, 0u);
+    EXPECT_GE(jit.stats().diskHits, 1u);
+  }
+  EXPECT_EQ(viaDisk.dq, viaJit.dq);
+  EXPECT_EQ(viaDisk.dbias, viaJit.dbias);
+  EXPECT_NE(viaJit.dw[0], 0.0f);
+  // A bundle.
+  driver::writeBundle(driver::Source(kBundleSource, "biased.attn"),
+                      bundleOptions(), dir + "/biased");
+  Module m = Module::load(dir + "/biased.attnpkg");
+  Kernel fromBundle = m.kernel("biased");
+  EXPECT_TRUE(fromBundle.info().backward);
+  Fixed viaBundle;
+  viaBundle.run(fromBundle);
+  for (auto [got, want] :
+       {std::pair{&viaBundle.dq, &viaJit.dq}, {&viaBundle.dk, &viaJit.dk},
+        {&viaBundle.dv, &viaJit.dv}, {&viaBundle.dw, &viaJit.dw},
+        {&viaBundle.dbias, &viaJit.dbias}})
+    for (size_t i = 0; i < got->size(); ++i)
+      EXPECT_NEAR((*got)[i], (*want)[i], 1e-5 * (1 + std::fabs((*want)[i])));
+
+  // The C ABI on the bundle's kernel.
+  attn_module *module = nullptr;
+  ASSERT_EQ(attn_module_load((dir + "/biased.attnpkg").c_str(), &module), 0)
+      << attn_last_error();
+  attn_kernel *kernel = nullptr;
+  ASSERT_EQ(attn_module_kernel(module, "biased", &kernel), 0);
+  Fixed c;
+  int64_t qs[4] = {c.B, c.H, c.S, c.D}, ks[4] = {c.B, c.Hkv, c.S, c.D},
+          ls[3] = {c.B, c.H, c.S}, hs[1] = {c.H}, one[1] = {1};
+  attn_tensor q{c.q.data(), ATTN_F32, 4, qs, nullptr};
+  attn_tensor k{c.k.data(), ATTN_F32, 4, ks, nullptr};
+  attn_tensor v{c.v.data(), ATTN_F32, 4, ks, nullptr};
+  attn_tensor o{c.o.data(), ATTN_F32, 4, qs, nullptr};
+  attn_tensor lse{c.lse.data(), ATTN_F32, 3, ls, nullptr};
+  attn_tensor dO{c.dO.data(), ATTN_F32, 4, qs, nullptr};
+  attn_tensor dq{c.dq.data(), ATTN_F32, 4, qs, nullptr};
+  attn_tensor dk{c.dk.data(), ATTN_F32, 4, ks, nullptr};
+  attn_tensor dv{c.dv.data(), ATTN_F32, 4, ks, nullptr};
+  attn_arg args[1] = {};
+  args[0].name = "bias";
+  args[0].kind = ATTN_ARG_TENSOR;
+  args[0].tensor = attn_tensor{c.bias.data(), ATTN_F32, 1, hs, nullptr};
+  ASSERT_EQ(attn_kernel_launch(kernel, &q, &k, &v, &o, &lse, args, 1,
+                               nullptr),
+            0)
+      << attn_last_error();
+  attn_grad grads[2] = {
+      {"w", attn_tensor{c.dw.data(), ATTN_F32, 1, one, nullptr}},
+      {"bias", attn_tensor{c.dbias.data(), ATTN_F32, 1, hs, nullptr}}};
+  // Errors name the argument and write nothing.
+  attn_grad bad[1] = {{"n", grads[0].tensor}};
+  EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, &dO, &dq, &dk,
+                                 &dv, bad, 1, args, 1),
+            1);
+  EXPECT_STREQ(attn_last_error_argument(), "n");
+  EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, nullptr, &dO, &dq,
+                                 &dk, &dv, grads, 2, args, 1),
+            1);
+  EXPECT_STREQ(attn_last_error_argument(), "lse");
+  EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, nullptr, &dq,
+                                 &dk, &dv, grads, 2, args, 1),
+            1);
+  EXPECT_STREQ(attn_last_error_argument(), "do");
+  EXPECT_EQ(c.dq, Fixed().dq);
+  EXPECT_EQ(c.dw[0], 0.0f);
+  ASSERT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, &dO, &dq, &dk,
+                                 &dv, grads, 2, args, 1),
+            0)
+      << attn_last_error();
+  EXPECT_EQ(c.dq, viaBundle.dq);
+  EXPECT_EQ(c.dk, viaBundle.dk);
+  EXPECT_EQ(c.dw, viaBundle.dw);
+  EXPECT_EQ(c.dbias, viaBundle.dbias);
+  attn_kernel_free(kernel);
+  attn_module_free(module);
+}
+
+TEST(BackwardBundle, ManifestsWithoutTheFieldHaveNoBackward) {
+  KernelInfo info = fakeInfo();
+  std::string json = manifest::writeKernelInfo(info);
+  EXPECT_NE(json.find("\"backward\": true"), std::string::npos) << json;
+  EXPECT_TRUE(manifest::readKernelInfo(json, "x").backward);
+  info.backward = false;
+  json = manifest::writeKernelInfo(info);
+  EXPECT_EQ(json.find("backward"), std::string::npos) << json;
+  EXPECT_FALSE(manifest::readKernelInfo(json, "x").backward);
 }
 
 } // namespace
