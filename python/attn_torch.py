@@ -65,14 +65,11 @@ class AttentionFunction(torch.autograd.Function):
     """forward(ctx, kernel, names, q, k, v, *values) -> o.
 
     names[i] is the param or captured tensor that values[i] gives; use
-    attention() rather than apply() directly."""
+    attention() rather than apply() directly (it checks up front that the
+    gradients asked for can be computed, naming what is missing)."""
 
     @staticmethod
     def forward(ctx, kernel, names, q, k, v, *values):
-        needs = ctx.needs_input_grad
-        wants = [needs[5 + i] for i in range(len(values))]
-        if any(needs[2:5]) or any(wants):
-            _check_differentiable(kernel, names, values, wants)
         kinds = _kinds(kernel)
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         args = {}
@@ -187,5 +184,11 @@ def attention(kernel, q, k, v, **params_and_tensors):
             raise attnrt.Error("%s: expected a number or a torch tensor, got "
                                "%s" % (name, type(value).__name__), name)
     names = tuple(params_and_tensors)
-    return AttentionFunction.apply(kernel, names, q, k, v,
-                                   *params_and_tensors.values())
+    values = tuple(params_and_tensors.values())
+    # What autograd will differentiate (ctx.needs_input_grad in forward
+    # ignores torch.no_grad()): say now when that cannot be done.
+    wants = [isinstance(x, torch.Tensor) and x.requires_grad for x in values]
+    if torch.is_grad_enabled() and (
+            any(t.requires_grad for t in (q, k, v)) or any(wants)):
+        _check_differentiable(kernel, names, values, wants)
+    return AttentionFunction.apply(kernel, names, q, k, v, *values)

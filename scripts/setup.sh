@@ -9,4 +9,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   cmake ninja-build clang-22 lld-22 llvm-22-dev llvm-22-tools \
   libmlir-22-dev mlir-22-tools libfmt-dev googletest libgtest-dev \
   libclang-rt-22-dev nlohmann-json3-dev \
-  python3 python3-numpy ca-certificates >/dev/null
+  python3 python3-numpy python3-torch ca-certificates >/dev/null
