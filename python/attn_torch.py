@@ -110,6 +110,11 @@ class AttentionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, do):
         kernel = ctx.kernel
+        target = kernel.info.get("target", "cpu")
+        if target != "cpu":
+            raise attnrt.Error(
+                "kernel '%s' is for %s: GPU kernels have no backward yet"
+                % (kernel.info.get("name", ""), target), "kernel")
         saved = list(ctx.saved_tensors)
         q, k, v, o = saved[:4]
         lse = saved[4] if ctx.has_lse else None

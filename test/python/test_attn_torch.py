@@ -358,6 +358,31 @@ expect_error(lambda: attn_torch.attention(
 expect_error(lambda: attn_torch.attention(
     softcap, qg, k, v, cap=torch.ones(2, requires_grad=True)), "cap",
     "one element")
+# A GPU kernel: forward only. Here it runs on attnc's functional simulator
+# on host tensors (staged copies); a CUDA build of torch would give it CUDA
+# tensors. Skipped where attnc cannot find ptxas.
+gpu_out = os.path.join(work, "causal_sm80")
+built = subprocess.run([attnc, "compile", os.path.join(examples, "causal.attn"),
+                        "--target", "sm_80", "--head-dim", str(D),
+                        "-o", gpu_out], capture_output=True, text=True)
+sim = os.path.join(os.path.dirname(attnc), "..", "lib", "libattnsim_cuda.so")
+if built.returncode == 0 and os.path.exists(sim):
+    gk = attnrt.load(gpu_out + ".attnpkg").kernel("causal")
+    qb, kb, vb = [x.to(torch.bfloat16) for x in inputs(1, 2, 1, 20, 20)]
+    attnrt.use_gpu_simulator(sim)
+    with torch.no_grad():
+        og = attn_torch.attention(gk, qb, kb, vb)
+    attnrt.use_gpu_simulator(None)
+    ref = reference(*(x.double() for x in (qb, kb, vb)), mask=causal)
+    err = (og.double() - ref).abs().max().item()
+    print("simulated sm_80 forward  max |o - ref| = %.1e" % err)
+    assert err < 3e-2, err
+    expect_error(lambda: attn_torch.attention(
+        gk, qb.clone().requires_grad_(), kb, vb), "kernel",
+        "GPU kernels have no backward")
+else:
+    print("GPU kernel check skipped: " + (built.stderr.strip() or
+                                          "no simulator"))
 # The same through Kernel.backward on torch tensors.
 o, lse = sliding(q.detach(), k, v, window=4)
 expect_error(lambda: sliding.backward(q.detach(), k, v, o, lse,
