@@ -104,7 +104,9 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
       << "  static constexpr int64_t value_head_dim = " << info.valueHeadDim
       << ";\n"
       << "  static constexpr bool has_lse = " << (info.lse ? "true" : "false")
-      << ";\n\n  /// Runtime params: changing them never recompiles.\n"
+      << ";\n"
+      << "  static constexpr bool has_backward = "
+      << (info.backward ? "true" : "false") << ";\n\n  /// Runtime params: changing them never recompiles.\n"
       << "  struct Params {\n";
     for (const ParamInfo &p : info.params) {
       const char *type = p.type == DType::i32 ? "int32_t" : "float";
@@ -145,20 +147,34 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
       << "  void operator()(const attn::Tensors &tensors, " << captureParam
       << "const Params &params, void *stream = nullptr) const {\n"
       << "    attn::Params args;\n";
-    if (info.params.empty())
-      h << "    (void)params;\n";
-    for (const ParamInfo &p : info.params) {
-      if (p.defaultValue)
-        h << "    args.emplace_back(\"" << p.name << "\", params." << p.name
-          << ");\n";
-      else
-        h << "    if (params." << p.name << ")\n      args.emplace_back(\""
-          << p.name << "\", *params." << p.name << ");\n";
+    auto packArgs = [&] {
+      if (info.params.empty())
+        h << "    (void)params;\n";
+      for (const ParamInfo &p : info.params) {
+        if (p.defaultValue)
+          h << "    args.emplace_back(\"" << p.name << "\", params." << p.name
+            << ");\n";
+        else
+          h << "    if (params." << p.name << ")\n      args.emplace_back(\""
+            << p.name << "\", *params." << p.name << ");\n";
+      }
+      for (const CaptureInfo &c : info.captures)
+        h << "    args.emplace_back(\"" << c.name << "\", captures."
+          << c.name << ");\n";
+    };
+    packArgs();
+    h << "    kernel.launch(tensors, args, stream);\n  }\n";
+    if (info.backward) {
+      h << "\n  /// The gradients of sum(o * dO) (attn::Kernel::backward): "
+           "tensors\n  /// as the forward took and wrote them.\n"
+        << "  void backward(const attn::Tensors &tensors, " << captureParam
+        << "const Params &params,\n                const attn::TensorRef "
+           "&dO, const attn::Gradients &grads) const {\n"
+        << "    attn::Params args;\n";
+      packArgs();
+      h << "    kernel.backward(tensors, dO, grads, args);\n  }\n";
     }
-    for (const CaptureInfo &c : info.captures)
-      h << "    args.emplace_back(\"" << c.name << "\", captures." << c.name
-        << ");\n";
-    h << "    kernel.launch(tensors, args, stream);\n  }\n};\n";
+    h << "};\n";
   }
   h << "\n} // namespace " << ns << "\n";
   return h.str();

@@ -941,6 +941,24 @@ TEST(BackwardBundle, BundleJitDiskCacheAndCAbiAgree) {
   attn_module_free(module);
 }
 
+TEST(BackwardBundle, HeaderDeclaresTheTypedBackward) {
+  driver::Source source(kBundleSource, "biased.attn");
+  std::string h = driver::launcherHeader(
+      {driver::planKernel(source, bundleOptions())}, "b", "b.attnpkg",
+      "biased.attn");
+  EXPECT_NE(h.find("static constexpr bool has_backward = true;"),
+            std::string::npos)
+      << h;
+  EXPECT_NE(h.find("kernel.backward(tensors, dO, grads, args);"),
+            std::string::npos)
+      << h;
+  Options plain = bundleOptions();
+  plain.backward = false;
+  h = driver::launcherHeader({driver::planKernel(source, plain)}, "b",
+                             "b.attnpkg", "biased.attn");
+  EXPECT_EQ(h.find("kernel.backward"), std::string::npos) << h;
+}
+
 TEST(BackwardBundle, ManifestsWithoutTheFieldHaveNoBackward) {
   KernelInfo info = fakeInfo();
   std::string json = manifest::writeKernelInfo(info);
