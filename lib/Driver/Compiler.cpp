@@ -365,6 +365,23 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                     fe::normalizeName(v.normalize));
     throw CompileError(diags.renderAll());
   }
+  if (options.backward) {
+    // What the import refuses too, said here so that attn::Jit::compile
+    // (whose CPU code is built at the first launch) and attnc run report
+    // it before any input is read.
+    const char *unsupported = kvQuant != fe::KVQuant::None ? "quantized K/V"
+                              : options.paged > 0          ? "paged K/V"
+                              : v.kvIndexTensor >= 0       ? "kv_index"
+                              : v.select                   ? "select"
+                                                           : nullptr;
+    if (unsupported) {
+      fe::Diagnostics diags(source.file);
+      diags.error(v.loc, std::string("variant '") + v.name +
+                             "' has no backward yet: " + unsupported +
+                             " is forward-only (docs/backward.md)");
+      throw CompileError(diags.renderAll());
+    }
+  }
   // Tile buffers live on the stack of the calling and worker threads: keep
   // them well inside a typical 8 MB thread stack (and small enough to stay
   // cache-resident). Auto tiles shrink until they fit; explicit ones that

@@ -763,6 +763,29 @@ TEST(BackwardCompiled, ErrorsNameTheArgument) {
   o.target = "sm_80";
   expectError([&] { jit().compile("variant dense {}", o); }, "--backward",
               "CPU target only");
+  // Forward-only features: at compile(), though CPU code is built later.
+  Options fwdOnly;
+  fwdOnly.headDim = 16;
+  fwdOnly.backward = true;
+  try {
+    jit().compile("variant kvi {\n  tensor idx: i32[B, Hkv, 8];\n"
+                  "  kv_index = idx;\n}",
+                  fwdOnly);
+    ADD_FAILURE() << "kv_index with backward compiled";
+  } catch (const CompileError &e) {
+    EXPECT_NE(std::string(e.what()).find("kv_index is forward-only"),
+              std::string::npos)
+        << e.what();
+  }
+  fwdOnly.kvDtype = "int8";
+  try {
+    jit().compile("variant dense {}", fwdOnly);
+    ADD_FAILURE() << "quantized K/V with backward compiled";
+  } catch (const CompileError &e) {
+    EXPECT_NE(std::string(e.what()).find("quantized K/V is forward-only"),
+              std::string::npos)
+        << e.what();
+  }
   // A kernel compiled without its backward.
   Options plain;
   plain.headDim = 16;
