@@ -32,6 +32,7 @@
 #include "runtime/support/Manifest.h"
 #include "lib/Frontend/Eval.h"
 #include "test/reference/ReferenceBackward.h"
+#include "test/numerics/Catalog.h"
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
@@ -440,8 +441,10 @@ struct BackwardRun {
 
 struct Problem {
   std::string source;
+  std::string variant; // "" = the only one
   Shape shape;
   DType dtype = DType::f32;
+  double qScale = 1; // > 1 makes logits large
   /// Captured tensors' values (by name) instead of random ones.
   std::vector<std::pair<std::string, std::vector<double>>> captures;
   /// Param values instead of the defaults.
@@ -456,13 +459,24 @@ Jit &jit() {
 BackwardRun runBackward(const Problem &s, bool compare = true) {
   BackwardRun out;
   driver::Source src(s.source, "<backward-test>");
-  const fe::Variant &v = src.program.variants.at(0);
+  const fe::Variant &v = s.variant.empty() ? src.program.variants.at(0)
+                                            : *src.program.find(s.variant);
   const Shape &sh = s.shape;
   ref::RefProblem p;
   p.B = sh.B, p.Hq = sh.Hq, p.Hkv = sh.Hkv, p.Sq = sh.Sq, p.Skv = sh.Skv;
   p.D = sh.D, p.Dv = sh.Dv;
   std::mt19937 rng(1234);
   Host q = randomHost(s.dtype, {sh.B, sh.Hq, sh.Sq, sh.D}, rng, p.q);
+  if (s.qScale != 1) {
+    for (size_t i = 0; i < p.q.size(); ++i) {
+      float x = float(p.q[i] * s.qScale);
+      if (s.dtype == DType::f32)
+        q.f[i] = x;
+      else
+        q.h[i] = toBf16(x);
+      p.q[i] = q.at(i);
+    }
+  }
   Host k = randomHost(s.dtype, {sh.B, sh.Hkv, sh.Skv, sh.D}, rng, p.k);
   Host vv = randomHost(s.dtype, {sh.B, sh.Hkv, sh.Skv, sh.Dv}, rng, p.v);
   Params params;
@@ -527,6 +541,7 @@ BackwardRun runBackward(const Problem &s, bool compare = true) {
   o.blockKV = sh.blockKV;
   o.lse = v.hasRowSum();
   o.backward = true;
+  o.variant = s.variant;
   Kernel kernel = jit().compile(s.source, o, "<backward-test>");
   EXPECT_TRUE(kernel.info().backward);
 
@@ -592,6 +607,16 @@ BackwardRun runBackward(const Problem &s, bool compare = true) {
                   gr.name.c_str(), scale, err, where, gr.got.at(where),
                   gr.want[where]);
     out.report += line;
+    int64_t nonFinite = 0, firstNonFinite = -1;
+    for (size_t j = 0; j < gr.got.size(); ++j)
+      if (!std::isfinite(gr.got.at(j)) && std::isfinite(gr.want[j]) &&
+          nonFinite++ == 0)
+        firstNonFinite = int64_t(j);
+    EXPECT_EQ(nonFinite, 0) << "d" << gr.name << ": " << nonFinite
+                            << " non-finite elements, the first at "
+                            << firstNonFinite << " (shape "
+                            << ::testing::PrintToString(gr.got.shape)
+                            << ")";
     EXPECT_LE(err, tol) << "d" << gr.name << " at element " << where
                         << ": got " << gr.got.at(where) << ", reference "
                         << gr.want[where];
@@ -992,5 +1017,49 @@ TEST(BackwardBundle, ManifestsWithoutTheFieldHaveNoBackward) {
   EXPECT_EQ(json.find("backward"), std::string::npos) << json;
   EXPECT_FALSE(manifest::readKernelInfo(json, "x").backward);
 }
+
+//===----------------------------------------------------------------------===//
+// The catalog (examples/*.attn) with the numerics tests' data
+//===----------------------------------------------------------------------===//
+
+class BackwardCatalog
+    : public ::testing::TestWithParam<attn::testing::CatalogCase> {};
+
+TEST_P(BackwardCatalog, F32MatchesReference) {
+  attn::testing::Problem c =
+      attn::testing::catalogProblem(GetParam(), ATTN_SOURCE_ROOT, /*headDim=*/32);
+  Problem s;
+  s.source = c.source;
+  s.variant = c.options.variant;
+  s.shape.B = c.B, s.shape.Hq = c.Hq, s.shape.Hkv = c.Hkv;
+  s.shape.Sq = c.Sq, s.shape.Skv = c.Skv;
+  s.shape.D = s.shape.Dv = 32;
+  s.shape.blockQ = s.shape.blockKV = 32;
+  s.qScale = c.qScale;
+  s.params = c.params;
+  for (const auto &[name, t] : c.captures)
+    s.captures.emplace_back(name, t.values);
+  // Forward-only features (kv_index, select) are refused by name.
+  try {
+    driver::Source src(s.source, "<catalog>");
+    Options o;
+    o.headDim = 32;
+    o.variant = s.variant;
+    o.backward = true;
+    driver::planKernel(src, o);
+  } catch (const CompileError &e) {
+    ASSERT_NE(std::string(e.what()).find("is forward-only"),
+              std::string::npos)
+        << e.what();
+    GTEST_SKIP() << "forward-only: " << e.what();
+  }
+  runBackward(s);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, BackwardCatalog, ::testing::ValuesIn(attn::testing::catalogCases()),
+    [](const ::testing::TestParamInfo<attn::testing::CatalogCase> &info) {
+      return info.param.name;
+    });
 
 } // namespace
