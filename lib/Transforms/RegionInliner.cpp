@@ -60,7 +60,10 @@ void RegionInliner::accumulate(OpBuilder &b, AccumulateGradOp acc,
   Location loc = acc.getLoc();
   SmallVector<Value> indices =
       acc.getIndices().empty()
-          ? SmallVector<Value>{arith::ConstantIndexOp::create(b, loc, 0)}
+          ? SmallVector<Value>{paramLane
+                                   ? paramLane
+                                   : arith::ConstantIndexOp::create(b, loc, 0)
+                                         .getResult()}
           : clampedIndices(b, loc, acc.getTarget(), acc.getIndices(), map);
   Value old = memref::LoadOp::create(b, loc, buffer, indices);
   Value sum = arith::AddFOp::create(b, loc, old,

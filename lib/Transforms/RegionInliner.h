@@ -41,6 +41,10 @@ public:
   /// another pass accounts for). Capture indices are clamped as loads are,
   /// so an element's gradient goes where its value came from.
   llvm::DenseMap<Value, Value> gradientOf;
+  /// When set, a param's accumulation goes to element `paramLane` of its
+  /// gradient buffer instead of element 0: one partial sum per vector lane,
+  /// so that a loop accumulating a param stays vectorizable.
+  Value paramLane;
 
 private:
   void accumulate(OpBuilder &b, AccumulateGradOp acc, IRMapping &map);

@@ -141,6 +141,13 @@ private:
                     Value cls, bool phase0);
   void emitEntries(OpBuilder &b, Value bI, Value hI, Value q0, Value k0,
                    bool withMask, bool phase0);
+  /// Phase 0's score_grad accumulations for the tile pair at (q0, k0),
+  /// from the entries' du (duBuf): a loop of its own, so that the entries'
+  /// loop stays free of scattered read-add-writes.
+  void emitScoreGradSums(OpBuilder &b, Value bI, Value hI, Value q0,
+                         Value k0);
+  /// Adds each param's lane sums (in lane order) to its gradient buffer.
+  void emitParamLaneSums(OpBuilder &b);
 
   void emitKeyTileItem(OpBuilder &b, Value bI, Value hkv, Value kTile);
   void emitQueryTileItem(OpBuilder &b, Value bI, Value hI, Value qTile);
@@ -157,7 +164,12 @@ private:
   Value numQTiles, numKTiles;
   // Per work item stack buffers.
   Value qBuf, qTBuf, doBuf, doTBuf, kBuf, vBuf, sTBuf, dpTBuf, pTBuf,
-      dsTBuf, lseBuf, deltaBuf, accA, accB, scaleGradBuf;
+      dsTBuf, lseBuf, deltaBuf, accA, accB;
+  // Phase 0's gradient sums: du for score_grad's accumulations (when it
+  // has any), and per query lane the partial sums of each f32 param's
+  // gradient and of dL/dscale.
+  Value duBuf, scaleLanes;
+  SmallVector<Value> f32Params, paramLanes;
 };
 
 void BackwardTiler::emitSetup(OpBuilder &b) {
@@ -358,28 +370,35 @@ void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
         break;
       }
       }
+      // A row whose kept scores are all -inf has lse = -inf and no mass:
+      // o = 0 and nothing to differentiate (exp(u - lse) would be NaN).
+      if (hasRowSum(norm))
+        kept = arith::AndIOp::create(
+            b, loc, kept,
+            arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, lse,
+                                  cF32(b, -INFINITY)));
       p = arith::SelectOp::create(b, loc, kept, p, zero);
       du = arith::SelectOp::create(b, loc, kept, du, zero);
-      // Phase 1 recomputes what phase 0 accounted for: its score_grad adds
-      // nothing to the params' and captures' gradients.
+      // score_grad's accumulations leave this loop (they would keep it
+      // from vectorizing): phase 0 makes them in emitScoreGradSums, and
+      // phase 1 recomputes what phase 0 accounted for.
       llvm::DenseMap<Value, Value> gradients;
-      if (!phase0)
-        std::swap(gradients, regions.gradientOf);
+      std::swap(gradients, regions.gradientOf);
       Value dt = op.hasScore() ? regions.inlineRegion(
                                      b, op.getScoreGrad(),
                                      {t, bI32, hI32, qI32, kvI32, du})
                                : du;
-      if (!phase0)
-        std::swap(gradients, regions.gradientOf);
+      std::swap(gradients, regions.gradientOf);
+      if (phase0 && duBuf)
+        memref::StoreOp::create(b, loc, du, duBuf, ValueRange{j, i});
       if (phase0 && op.hasScaleExpr()) {
-        // dL/dscale = sum dt * (q . k); the region's adjoint runs once per
-        // work item on the sum.
-        Value g = memref::LoadOp::create(b, loc, scaleGradBuf,
-                                         ValueRange{cIdx(b, 0)});
+        // dL/dscale = sum dt * (q . k), one partial sum per query lane;
+        // the region's adjoint runs once per work item on their sum.
+        Value g = memref::LoadOp::create(b, loc, scaleLanes, ValueRange{i});
         Value term = arith::SelectOp::create(
             b, loc, kept, arith::MulFOp::create(b, loc, dt, dot), zero);
         memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, g, term),
-                                scaleGradBuf, ValueRange{cIdx(b, 0)});
+                                scaleLanes, ValueRange{i});
       }
       Value ds = arith::SelectOp::create(
           b, loc, kept, arith::MulFOp::create(b, loc, dt, scale), zero);
@@ -390,6 +409,30 @@ void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
   });
 }
 
+void BackwardTiler::emitScoreGradSums(OpBuilder &b, Value bI, Value hI,
+                                      Value q0, Value k0) {
+  Value bI32 = toI32(b, bI), hI32 = toI32(b, hI);
+  // Params add to one slot per query lane (summed at the item's end);
+  // captured elements directly, in entry order.
+  llvm::DenseMap<Value, Value> direct = regions.gradientOf;
+  for (auto [param, lanes] : llvm::zip(f32Params, paramLanes))
+    regions.gradientOf[param] = lanes;
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    Value kvI32 = toI32(b, add(b, k0, j));
+    forLoop(b, BQ, [&](OpBuilder &b, Value i) {
+      Value t = arith::MulFOp::create(
+          b, loc, memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i}),
+          scale);
+      Value du = memref::LoadOp::create(b, loc, duBuf, ValueRange{j, i});
+      regions.paramLane = i;
+      regions.inlineRegion(b, op.getScoreGrad(),
+                           {t, bI32, hI32, toI32(b, add(b, q0, i)), kvI32, du});
+      regions.paramLane = Value();
+    });
+  });
+  regions.gradientOf = std::move(direct);
+}
+
 void BackwardTiler::emitTilePair(OpBuilder &b, Value bI, Value hI, Value q0,
                                  Value k0, Value cls, bool phase0) {
   fill(b, sTBuf, 0.0);
@@ -398,6 +441,8 @@ void BackwardTiler::emitTilePair(OpBuilder &b, Value bI, Value hI, Value q0,
   matmul(b, vBuf, doTBuf, dpTBuf, /*transposedA=*/false);
   if (!op.hasMask()) {
     emitEntries(b, bI, hI, q0, k0, /*withMask=*/false, phase0);
+    if (phase0 && duBuf)
+      emitScoreGradSums(b, bI, hI, q0, k0);
     return;
   }
   Value full = arith::CmpIOp::create(
@@ -409,6 +454,8 @@ void BackwardTiler::emitTilePair(OpBuilder &b, Value bI, Value hI, Value q0,
   emitEntries(tb, bI, hI, q0, k0, /*withMask=*/false, phase0);
   OpBuilder eb = ifOp.getElseBodyBuilder();
   emitEntries(eb, bI, hI, q0, k0, /*withMask=*/true, phase0);
+  if (phase0 && duBuf)
+    emitScoreGradSums(b, bI, hI, q0, k0);
 }
 
 void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
@@ -419,8 +466,10 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
   Value dk = accA, dv = accB; // [BK, D], [BK, Dv]
   fill(b, dk, 0.0);
   fill(b, dv, 0.0);
-  if (scaleGradBuf)
-    fill(b, scaleGradBuf, 0.0);
+  if (scaleLanes)
+    fill(b, scaleLanes, 0.0);
+  for (Value lanes : paramLanes)
+    fill(b, lanes, 0.0);
   Value h0 = arith::MulIOp::create(b, loc, hkv, group);
   forLoop(b, h0, add(b, h0, group), [&](OpBuilder &b, Value hI) {
     forLoop(b, cIdx(b, 0), numQTiles, [&](OpBuilder &b, Value qTile) {
@@ -444,11 +493,34 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
   });
   storeRows(b, dk, op.getGradKey(), bI, hkv, k0, seqKV, BK, D);
   storeRows(b, dv, op.getGradValue(), bI, hkv, k0, seqKV, BK, Dv);
-  if (scaleGradBuf)
-    regions.inlineRegion(
-        b, op.getScaleGrad(),
-        {memref::LoadOp::create(b, loc, scaleGradBuf, ValueRange{cIdx(b, 0)})
-             .getResult()});
+  emitParamLaneSums(b);
+  if (scaleLanes) {
+    auto sum = scf::ForOp::create(
+        b, loc, cIdx(b, 0), cIdx(b, BQ), cIdx(b, 1),
+        ValueRange{cF32(b, 0.0)},
+        [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+          Value x = memref::LoadOp::create(b, loc, scaleLanes, ValueRange{i});
+          scf::YieldOp::create(
+              b, loc, arith::AddFOp::create(b, loc, acc[0], x).getResult());
+        });
+    regions.inlineRegion(b, op.getScaleGrad(), {sum.getResult(0)});
+  }
+}
+
+void BackwardTiler::emitParamLaneSums(OpBuilder &b) {
+  for (auto [param, lanes] : llvm::zip(f32Params, paramLanes)) {
+    Value grad = regions.gradientOf.lookup(param);
+    Value c0 = cIdx(b, 0);
+    auto sum = scf::ForOp::create(
+        b, loc, c0, cIdx(b, BQ), cIdx(b, 1),
+        ValueRange{memref::LoadOp::create(b, loc, grad, ValueRange{c0})},
+        [&](OpBuilder &b, Location, Value i, ValueRange acc) {
+          Value x = memref::LoadOp::create(b, loc, lanes, ValueRange{i});
+          scf::YieldOp::create(
+              b, loc, arith::AddFOp::create(b, loc, acc[0], x).getResult());
+        });
+    memref::StoreOp::create(b, loc, sum.getResult(0), grad, ValueRange{c0});
+  }
 }
 
 void BackwardTiler::emitQueryTileItem(OpBuilder &b, Value bI, Value hI,
@@ -508,6 +580,12 @@ scf::ParallelOp BackwardTiler::build() {
   for (Value c : op.getCaptures())
     if (cast<MemRefType>(c.getType()).getElementType().isF32())
       regions.gradientOf[c] = op.getCaptureGrads()[next++];
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      f32Params.push_back(p);
+  bool scoreGradAccumulates = false;
+  op.getScoreGrad().walk(
+      [&](AccumulateGradOp) { scoreGradAccumulates = true; });
 
   Value phase0 = arith::CmpIOp::create(
       b, loc, arith::CmpIPredicate::eq, op.getPhase(),
@@ -534,7 +612,11 @@ scf::ParallelOp BackwardTiler::build() {
         dsTBuf = stackBuffer(sb, {BK, BQ});
         lseBuf = stackBuffer(sb, {BQ});
         deltaBuf = stackBuffer(sb, {BQ});
-        scaleGradBuf = op.hasScaleExpr() ? stackBuffer(sb, {1}) : Value();
+        scaleLanes = op.hasScaleExpr() ? stackBuffer(sb, {BQ}) : Value();
+        duBuf = scoreGradAccumulates ? stackBuffer(sb, {BK, BQ}) : Value();
+        paramLanes.clear();
+        for (size_t i = 0; scoreGradAccumulates && i < f32Params.size(); ++i)
+          paramLanes.push_back(stackBuffer(sb, {BQ}));
         Value dk = stackBuffer(sb, {BK, D}), dv = stackBuffer(sb, {BK, Dv}),
               dq = stackBuffer(sb, {BQ, D});
         auto ifOp = scf::IfOp::create(sb, loc, TypeRange{}, phase0,
