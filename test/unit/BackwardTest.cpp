@@ -1025,10 +1025,11 @@ TEST(BackwardBundle, ManifestsWithoutTheFieldHaveNoBackward) {
 class BackwardCatalog
     : public ::testing::TestWithParam<attn::testing::CatalogCase> {};
 
-TEST_P(BackwardCatalog, F32MatchesReference) {
+void runCatalogCase(const attn::testing::CatalogCase &cc, DType dtype) {
   attn::testing::Problem c =
-      attn::testing::catalogProblem(GetParam(), ATTN_SOURCE_ROOT, /*headDim=*/32);
+      attn::testing::catalogProblem(cc, ATTN_SOURCE_ROOT, /*headDim=*/32);
   Problem s;
+  s.dtype = dtype;
   s.source = c.source;
   s.variant = c.options.variant;
   s.shape.B = c.B, s.shape.Hq = c.Hq, s.shape.Hkv = c.Hkv;
@@ -1054,6 +1055,14 @@ TEST_P(BackwardCatalog, F32MatchesReference) {
     GTEST_SKIP() << "forward-only: " << e.what();
   }
   runBackward(s);
+}
+
+TEST_P(BackwardCatalog, F32MatchesReference) {
+  runCatalogCase(GetParam(), DType::f32);
+}
+
+TEST_P(BackwardCatalog, Bf16MatchesReference) {
+  runCatalogCase(GetParam(), DType::bf16);
 }
 
 INSTANTIATE_TEST_SUITE_P(
