@@ -297,16 +297,11 @@ Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
 
 void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
                                 Value k0, bool withMask, bool phase0) {
-  Value zero = cF32(b, 0.0), one = cF32(b, 1.0);
+  Value zero = cF32(b, 0.0);
   Value bI32 = toI32(b, bI), hI32 = toI32(b, hI);
   Value qEnd = arith::SubIOp::create(b, loc, seqQ, q0);
   Value kEnd = arith::SubIOp::create(b, loc, seqKV, k0);
-  auto sigmoid = [&](OpBuilder &b, Value u) {
-    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, u));
-    return arith::DivFOp::create(b, loc, one,
-                                 arith::AddFOp::create(b, loc, one, e))
-        .getResult();
-  };
+
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     Value kvPos = add(b, k0, j);
     Value kvI32 = toI32(b, kvPos);
@@ -328,48 +323,7 @@ void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
       Value dp = memref::LoadOp::create(b, loc, dpTBuf, ValueRange{j, i});
       Value lse = memref::LoadOp::create(b, loc, lseBuf, ValueRange{i});
       Value delta = memref::LoadOp::create(b, loc, deltaBuf, ValueRange{i});
-      Value p, du;
-      switch (norm) {
-      case Normalize::softmax:
-        p = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, u, lse));
-        du = arith::MulFOp::create(b, loc, p,
-                                   arith::SubFOp::create(b, loc, dp, delta));
-        break;
-      case Normalize::softplus: {
-        // p = softplus(u) / l, l = exp(lse); dp/du = sigmoid(u) / l, and
-        // the row sum's share: du = (dp - delta) sigmoid(u) / l.
-        Value invL = math::ExpOp::create(b, loc,
-                                         arith::NegFOp::create(b, loc, lse));
-        p = arith::MulFOp::create(b, loc, normalizeScore(b, loc, norm, u),
-                                  invL);
-        du = arith::MulFOp::create(
-            b, loc, arith::SubFOp::create(b, loc, dp, delta),
-            arith::MulFOp::create(b, loc, sigmoid(b, u), invL));
-        break;
-      }
-      case Normalize::sigmoid: {
-        p = sigmoid(b, u);
-        du = arith::MulFOp::create(
-            b, loc, dp,
-            arith::MulFOp::create(b, loc, p,
-                                  arith::SubFOp::create(b, loc, one, p)));
-        break;
-      }
-      case Normalize::relu:
-      case Normalize::relu2: {
-        // Derivative 0 at 0 (DSL.md).
-        Value pos = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
-                                          u, zero);
-        Value r = arith::MaximumFOp::create(b, loc, u, zero);
-        p = norm == Normalize::relu ? r : arith::MulFOp::create(b, loc, r, r);
-        Value slope = norm == Normalize::relu
-                          ? one
-                          : arith::MulFOp::create(b, loc, cF32(b, 2.0), r);
-        du = arith::SelectOp::create(
-            b, loc, pos, arith::MulFOp::create(b, loc, dp, slope), zero);
-        break;
-      }
-      }
+      auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, lse, delta);
       // A row whose kept scores are all -inf has lse = -inf and no mass:
       // o = 0 and nothing to differentiate (exp(u - lse) would be NaN).
       if (hasRowSum(norm))
@@ -671,4 +625,65 @@ mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
   scf::ParallelOp par = tiler.build();
   rewriter.eraseOp(op);
   return par;
+}
+
+std::pair<Value, Value> mlir::attn::normalizerAdjoint(OpBuilder &b,
+                                                      Location loc,
+                                                      Normalize norm, Value u,
+                                                      Value dp, Value lse,
+                                                      Value delta) {
+  FloatType f32 = b.getF32Type();
+  auto constant = [&](float v) -> Value {
+    return arith::ConstantFloatOp::create(b, loc, f32, APFloat(v));
+  };
+  Value zero = constant(0.0f), one = constant(1.0f);
+  auto sigmoid = [&](Value x) -> Value {
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+    return arith::DivFOp::create(b, loc, one,
+                                 arith::AddFOp::create(b, loc, one, e));
+  };
+  switch (norm) {
+  case Normalize::softmax: {
+    Value p = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, u, lse));
+    return {p, arith::MulFOp::create(b, loc, p,
+                                     arith::SubFOp::create(b, loc, dp, delta))};
+  }
+  case Normalize::softplus: {
+    // p = softplus(u) / l with l = exp(lse) the row sum: dp/du is
+    // sigmoid(u) / l, and the row sum's share gives
+    // du = (dp - delta) sigmoid(u) / l.
+    Value invL =
+        math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, lse));
+    Value p =
+        arith::MulFOp::create(b, loc, normalizeScore(b, loc, norm, u), invL);
+    return {p, arith::MulFOp::create(
+                   b, loc, arith::SubFOp::create(b, loc, dp, delta),
+                   arith::MulFOp::create(b, loc, sigmoid(u), invL))};
+  }
+  case Normalize::sigmoid: {
+    Value p = sigmoid(u);
+    return {p, arith::MulFOp::create(
+                   b, loc, dp,
+                   arith::MulFOp::create(b, loc, p,
+                                         arith::SubFOp::create(b, loc, one,
+                                                               p)))};
+  }
+  case Normalize::relu:
+  case Normalize::relu2: {
+    // Derivative 0 at 0 (DSL.md).
+    Value pos =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, u, zero);
+    Value r = arith::MaximumFOp::create(b, loc, u, zero);
+    bool squared = norm == Normalize::relu2;
+    Value p = squared ? arith::MulFOp::create(b, loc, r, r).getResult() : r;
+    Value slope = squared
+                      ? arith::MulFOp::create(b, loc, constant(2.0f), r)
+                            .getResult()
+                      : one;
+    return {p, arith::SelectOp::create(
+                   b, loc, pos, arith::MulFOp::create(b, loc, dp, slope),
+                   zero)};
+  }
+  }
+  llvm_unreachable("unknown normalizer");
 }

@@ -75,6 +75,17 @@ void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 /// p through this; a masked entry's p is 0 afterwards.
 Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
 
+/// The backward of the normalizer at one entry, the math every target's
+/// backward kernel emits: given the score u (after the score region), dp =
+/// dO . v, the row's forward lse and delta = rowsum(dO * O), returns p (as
+/// the forward used it: exp(u - lse) for softmax, softplus(u) / exp(lse)
+/// for softplus, f(u) for the others) and du = dL/du (softmax:
+/// p (dp - delta); softplus: (dp - delta) sigmoid(u) / exp(lse); sigmoid:
+/// dp p (1 - p); relu, relu2: dp f'(u) with f'(0) = 0). The caller zeroes
+/// both where the entry is masked or the row has no mass (lse = -inf).
+std::pair<Value, Value> normalizerAdjoint(OpBuilder &b, Location loc,
+                                          Normalize norm, Value u, Value dp,
+                                          Value lse, Value delta);
 /// A quantized K/V code (i8: an int8, a sign-extended int4 nibble, or fp8
 /// bits) as f32, before its scale.
 Value decodeKVCode(OpBuilder &b, Location loc, KVQuant kind, Value code);
