@@ -189,7 +189,9 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
                       " block-kv=" + std::to_string(plan.blockKV);
   std::string pipeline = "func.func(attn-classify-mask,attn-tile-backward{" +
-                         tiles + "},attn-tile{" + tiles +
+                         tiles +
+                         (plan.info.backwardOrderedDq ? " ordered-dq=1" : "") +
+                         "},attn-tile{" + tiles +
                          " rows=" + plan.rows + "},canonicalize,cse)";
   std::string error;
   llvm::raw_string_ostream errs(error);
@@ -528,6 +530,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
   info.pageSize = options.paged;
   info.backward = options.backward;
+  info.backwardOrderedDq = options.backward &&
+                           !isGpuTarget(options.target) &&
+                           !fe::scoreOrScaleReadsF32Inputs(*plan.variant);
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,

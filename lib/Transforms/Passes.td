@@ -49,12 +49,25 @@ def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
     phase 1 (items (b, query head, query tile), writing dQ and adding the
     sink logit's gradient). P is recomputed from q, k and the forward's
     lse; tiles the classifier calls EMPTY are skipped in both phases;
-    tile products are `linalg.matmul`s on f32 stack buffers. See
+    tile products are `linalg.matmul`s on f32 stack buffers.
+
+    With `ordered-dq`, phase 0 also computes each tile pair's dQ and adds
+    it to an f32 buffer `dq_accum` [B, Hq, Sq, D] appended to the function
+    with `dq_turns` [B, Hq, query tiles] (i32; both zeroed by the caller):
+    per query tile the key tiles add from the last to the first, each
+    waiting (an atomic read in a loop) for the one before to pass its turn,
+    so the sum's order is fixed without atomics on floats. Phase 1 then only
+    converts dQ and adds the sinks' gradients: five tile products per pair
+    instead of seven. The items of phase 0 must be handed out in work-loop
+    order (the CPU runtime's counter does), and phase 0 must add no
+    param/capture gradients (the op is rejected otherwise). See
     docs/backward.md.
   }];
   let options = [
     Option<"blockQ", "block-q", "int64_t", "64", "query rows per tile">,
     Option<"blockKV", "block-kv", "int64_t", "64", "key rows per tile">,
+    Option<"orderedDq", "ordered-dq", "bool", "false",
+           "sum dQ in phase 0, key tiles in a fixed order (see above)">,
   ];
   let dependentDialects = ["::mlir::scf::SCFDialect",
                            "::mlir::linalg::LinalgDialect",

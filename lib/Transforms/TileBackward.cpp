@@ -33,6 +33,7 @@
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -51,10 +52,15 @@ namespace {
 
 class BackwardTiler {
 public:
-  BackwardTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes)
+  /// `dqAccum` [B, Hq, Sq, D] f32 and `turns` [B, Hq, query tiles] i32,
+  /// both zeroed by the caller: when given, phase 0 also adds each tile
+  /// pair's dQ to dqAccum, key tiles in a fixed order per query tile (see
+  /// emitOrderedDqAdd), and phase 1 only converts it.
+  BackwardTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes,
+                Value dqAccum = {}, Value turns = {})
       : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
         BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
-        norm(op.getNormalize()), regions(op) {
+        norm(op.getNormalize()), regions(op), dqAccum(dqAccum), turns(turns) {
     f32 = rw.getF32Type();
   }
 
@@ -150,7 +156,23 @@ private:
   void emitParamLaneSums(OpBuilder &b);
 
   void emitKeyTileItem(OpBuilder &b, Value bI, Value hkv, Value kTile);
+  /// Waits until key tile kTile is next to add to query tile (h, q0)'s dQ,
+  /// adds `part` (the pair's dQ, or nothing when `part` is null: an EMPTY
+  /// pair only passes its turn), and passes the turn on.
+  void emitOrderedDqAdd(OpBuilder &b, Value bI, Value hI, Value qTile,
+                        Value q0, Value kTile, Value part);
   void emitQueryTileItem(OpBuilder &b, Value bI, Value hI, Value qTile);
+  /// Phase 1 without dqAccum: dQ over the kept key tiles, recomputing
+  /// S and dP.
+  void emitDqByRecomputing(OpBuilder &b, Value bI, Value hI, Value hkv,
+                           Value q0);
+  /// Each query row's sink-logit gradient (phase 1).
+  void emitSinkGradients(OpBuilder &b, Value hI, Value q0);
+  /// Converts rows [r0, min(r0 + rows, limit)) of `src` [b, h, r, :] (f32)
+  /// into `dst`'s element type.
+  void storeRowsFrom(OpBuilder &b, Value src, Value dst, Value bI, Value hI,
+                     Value r0, Value limit, int64_t rowsInTile,
+                     int64_t width);
 
   RewriterBase &rw;
   AttentionOp op;
@@ -158,13 +180,14 @@ private:
   int64_t BQ, BK, D, Dv;
   Normalize norm;
   RegionInliner regions;
+  Value dqAccum, turns;
   FloatType f32;
 
   Value batch, headsQ, headsKV, seqQ, seqKV, group, scale;
   Value numQTiles, numKTiles;
   // Per work item stack buffers.
   Value qBuf, qTBuf, doBuf, doTBuf, kBuf, vBuf, sTBuf, dpTBuf, pTBuf,
-      dsTBuf, lseBuf, deltaBuf, accA, accB;
+      dsTBuf, lseBuf, deltaBuf, accA, accB, dqPart;
   // Phase 0's gradient sums: du for score_grad's accumulations (when it
   // has any), and per query lane the partial sums of each f32 param's
   // gradient and of dL/dscale.
@@ -235,6 +258,23 @@ void BackwardTiler::storeRows(OpBuilder &b, Value acc, Value dst, Value bI,
         x = arith::TruncFOp::create(b, loc, elt, x);
       memref::StoreOp::create(b, loc, x, dst,
                               ValueRange{bI, hI, add(b, r0, i), d});
+    });
+  });
+}
+
+void BackwardTiler::storeRowsFrom(OpBuilder &b, Value src, Value dst,
+                                  Value bI, Value hI, Value r0, Value limit,
+                                  int64_t rowsInTile, int64_t width) {
+  Type elt = cast<MemRefType>(dst.getType()).getElementType();
+  Value end = arith::MinUIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, limit, r0), cIdx(b, rowsInTile));
+  forLoop(b, cIdx(b, 0), end, [&](OpBuilder &b, Value i) {
+    Value row = add(b, r0, i);
+    forLoop(b, width, [&](OpBuilder &b, Value d) {
+      Value x = memref::LoadOp::create(b, loc, src, ValueRange{bI, hI, row, d});
+      if (elt != f32)
+        x = arith::TruncFOp::create(b, loc, elt, x);
+      memref::StoreOp::create(b, loc, x, dst, ValueRange{bI, hI, row, d});
     });
   });
 }
@@ -433,7 +473,11 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
           b, loc, arith::CmpIPredicate::ne, cls,
           arith::ConstantIntOp::create(b, loc, kTileEmpty, 32));
       auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, kept,
-                                    /*withElseRegion=*/false);
+                                    /*withElseRegion=*/dqAccum != nullptr);
+      if (dqAccum) {
+        OpBuilder eb = ifOp.getElseBodyBuilder();
+        emitOrderedDqAdd(eb, bI, hI, qTile, q0, kTile, Value());
+      }
       OpBuilder tb = ifOp.getThenBodyBuilder();
       loadRows(tb, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qBuf, false);
       loadRows(tb, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qTBuf, true);
@@ -443,6 +487,11 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
       emitTilePair(tb, bI, hI, q0, k0, cls, /*phase0=*/true);
       matmul(tb, pTBuf, doBuf, dv, /*transposedA=*/false);
       matmul(tb, dsTBuf, qBuf, dk, /*transposedA=*/false);
+      if (dqAccum) {
+        fill(tb, dqPart, 0.0);
+        matmul(tb, dsTBuf, kBuf, dqPart, /*transposedA=*/true);
+        emitOrderedDqAdd(tb, bI, hI, qTile, q0, kTile, dqPart);
+      }
     });
   });
   storeRows(b, dk, op.getGradKey(), bI, hkv, k0, seqKV, BK, D);
@@ -477,14 +526,74 @@ void BackwardTiler::emitParamLaneSums(OpBuilder &b) {
   }
 }
 
+void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hI,
+                                     Value qTile, Value q0, Value kTile,
+                                     Value part) {
+  // Key tiles add to a query tile's dQ from the last to the first: the
+  // order the work range hands phase 0's items out (last tile first), so
+  // an item waits only on the item handed out just before it, which is
+  // running or done; the sum's order, and so its bits, is the same on
+  // every run and thread count. turns counts the key tiles that added.
+  Value c0 = arith::ConstantIntOp::create(b, loc, 0, 32);
+  Value lastTile = arith::SubIOp::create(b, loc, numKTiles, cIdx(b, 1));
+  Value myTurn =
+      toI32(b, arith::SubIOp::create(b, loc, lastTile, kTile));
+  SmallVector<Value> at = {bI, hI, qTile};
+  auto wait = scf::WhileOp::create(
+      b, loc, TypeRange{}, ValueRange{},
+      [&](OpBuilder &b, Location, ValueRange) {
+        // An atomic read (adding 0, acquire-release): it sees the adds
+        // the previous tile made before passing the turn.
+        Value seen = memref::AtomicRMWOp::create(
+            b, loc, arith::AtomicRMWKind::addi, c0, turns, at);
+        Value notYet = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::ne, seen, myTurn);
+        scf::ConditionOp::create(b, loc, notYet, ValueRange{});
+      },
+      [&](OpBuilder &b, Location, ValueRange) {
+        scf::YieldOp::create(b, loc);
+      });
+  (void)wait;
+  if (part) {
+    Value end = arith::MinUIOp::create(
+        b, loc, arith::SubIOp::create(b, loc, seqQ, q0), cIdx(b, BQ));
+    forLoop(b, cIdx(b, 0), end, [&](OpBuilder &b, Value i) {
+      Value row = add(b, q0, i);
+      forLoop(b, D, [&](OpBuilder &b, Value d) {
+        Value x = memref::LoadOp::create(b, loc, part, ValueRange{i, d});
+        Value acc = memref::LoadOp::create(b, loc, dqAccum,
+                                           ValueRange{bI, hI, row, d});
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, acc, x),
+                                dqAccum, ValueRange{bI, hI, row, d});
+      });
+    });
+  }
+  Value next = arith::AddIOp::create(
+      b, loc, myTurn, arith::ConstantIntOp::create(b, loc, 1, 32));
+  memref::AtomicRMWOp::create(b, loc, arith::AtomicRMWKind::assign, next,
+                              turns, at);
+}
+
 void BackwardTiler::emitQueryTileItem(OpBuilder &b, Value bI, Value hI,
                                       Value qTile) {
   Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
   Value safeGroup = arith::MaxUIOp::create(b, loc, group, cIdx(b, 1));
   Value hkv = arith::DivUIOp::create(b, loc, hI, safeGroup);
+  if (!dqAccum || op.hasSink())
+    loadRowStats(b, bI, hI, q0);
+  if (dqAccum) {
+    // Phase 0 summed dQ; what is left is its conversion and the sinks.
+    storeRowsFrom(b, dqAccum, op.getGradQuery(), bI, hI, q0, seqQ, BQ, D);
+  } else {
+    emitDqByRecomputing(b, bI, hI, hkv, q0);
+  }
+  emitSinkGradients(b, hI, q0);
+}
+
+void BackwardTiler::emitDqByRecomputing(OpBuilder &b, Value bI, Value hI,
+                                        Value hkv, Value q0) {
   loadRows(b, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qTBuf, true);
   loadRows(b, op.getGradOut(), bI, hI, q0, seqQ, BQ, Dv, doTBuf, true);
-  loadRowStats(b, bI, hI, q0);
   Value dq = accA; // [BQ, D]
   fill(b, dq, 0.0);
   forLoop(b, cIdx(b, 0), numKTiles, [&](OpBuilder &b, Value kTile) {
@@ -503,6 +612,9 @@ void BackwardTiler::emitQueryTileItem(OpBuilder &b, Value bI, Value hI,
     matmul(tb, dsTBuf, kBuf, dq, /*transposedA=*/true);
   });
   storeRows(b, dq, op.getGradQuery(), bI, hI, q0, seqQ, BQ, D);
+}
+
+void BackwardTiler::emitSinkGradients(OpBuilder &b, Value hI, Value q0) {
   if (!op.hasSink())
     return;
   // The sink is one more softmax entry with no value row: its logit's
@@ -573,6 +685,7 @@ scf::ParallelOp BackwardTiler::build() {
           paramLanes.push_back(stackBuffer(sb, {BQ}));
         Value dk = stackBuffer(sb, {BK, D}), dv = stackBuffer(sb, {BK, Dv}),
               dq = stackBuffer(sb, {BQ, D});
+        dqPart = dqAccum ? dq : Value();
         auto ifOp = scf::IfOp::create(sb, loc, TypeRange{}, phase0,
                                       /*withElseRegion=*/true);
         OpBuilder tb = ifOp.getThenBodyBuilder();
@@ -605,7 +718,7 @@ struct AttnTileBackwardPass final
     IRRewriter rewriter(&getContext());
     for (AttentionOp op : ops)
       if (failed(tileAttentionBackward(rewriter, op,
-                                       TileSizes{blockQ, blockKV})))
+                                       TileSizes{blockQ, blockKV}, orderedDq)))
         return signalPassFailure();
   }
 };
@@ -614,14 +727,42 @@ struct AttnTileBackwardPass final
 
 FailureOr<scf::ParallelOp>
 mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
-                                  TileSizes sizes) {
+                                  TileSizes sizes, bool orderedDq) {
   if (!op.isBackward())
     return op.emitOpError("expected a backward attention op");
   if (failed(differentiate(op)))
     return failure();
+  Value dqAccum, turns;
+  if (orderedDq) {
+    // Phase 0 runs without per-group gradient copies then (its items
+    // depend on each other through the turns): it must add none.
+    bool accumulates = false;
+    for (Region *r : {&op.getScoreGrad(), &op.getScaleGrad()})
+      r->walk([&](AccumulateGradOp) { accumulates = true; });
+    if (accumulates)
+      return op.emitOpError("ordered dQ needs score and scale expressions "
+                            "that add no param or captured-tensor gradients");
+    auto func = op->getParentOfType<func::FuncOp>();
+    if (!func)
+      return op.emitOpError("expected to be in a func.func");
+    MLIRContext *ctx = op.getContext();
+    int64_t dyn = ShapedType::kDynamic;
+    unsigned n = func.getNumArguments();
+    auto accumType = MemRefType::get({dyn, dyn, dyn, op.getHeadDim()},
+                                     Float32Type::get(ctx));
+    auto turnsType =
+        MemRefType::get({dyn, dyn, dyn}, IntegerType::get(ctx, 32));
+    if (failed(func.insertArgument(n, accumType, {}, op.getLoc())) ||
+        failed(func.insertArgument(n + 1, turnsType, {}, op.getLoc())))
+      return op.emitOpError("cannot append the ordered dQ arguments");
+    func.setArgAttr(n, "attn.name", StringAttr::get(ctx, "dq_accum"));
+    func.setArgAttr(n + 1, "attn.name", StringAttr::get(ctx, "dq_turns"));
+    dqAccum = func.getArgument(n);
+    turns = func.getArgument(n + 1);
+  }
   OpBuilder::InsertionGuard guard(rewriter);
   rewriter.setInsertionPoint(op);
-  BackwardTiler tiler(rewriter, op, sizes);
+  BackwardTiler tiler(rewriter, op, sizes, dqAccum, turns);
   scf::ParallelOp par = tiler.build();
   rewriter.eraseOp(op);
   return par;

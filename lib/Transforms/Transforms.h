@@ -62,10 +62,12 @@ FailureOr<scf::ParallelOp> tileAttention(RewriterBase &rewriter,
 
 /// Rewrites a backward `op` (AttentionOp::isBackward) into its two tiled
 /// passes over one work loop (see AttnTileBackwardPass); differentiates it
-/// first when needed.
+/// first when needed. `orderedDq` appends the arguments dq_accum and
+/// dq_turns to the enclosing function and sums dQ in phase 0.
 FailureOr<scf::ParallelOp> tileAttentionBackward(RewriterBase &rewriter,
                                                  AttentionOp op,
-                                                 TileSizes sizes);
+                                                 TileSizes sizes,
+                                                 bool orderedDq = false);
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 

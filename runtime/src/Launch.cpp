@@ -692,14 +692,17 @@ detail::CpuCode cpuCodeFor(const detail::KernelState &state,
   return code;
 }
 
-/// Runs `items` work items of `entry` over the pool.
-void runItems(detail::CpuEntry entry, int64_t items, PackedArgs &packed) {
+/// Runs `items` work items of `entry` over the pool, `chunk` at a time
+/// (0: a size that balances the threads).
+void runItems(detail::CpuEntry entry, int64_t items, PackedArgs &packed,
+              int64_t chunk = 0) {
   if (items == 0)
     return;
   detail::ThreadPool &pool = detail::ThreadPool::global();
   // Small chunks balance uneven rows (causal masks); a few per thread keep
   // the counter traffic negligible.
-  int64_t chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 64));
+  if (chunk <= 0)
+    chunk = std::max<int64_t>(1, items / (int64_t(pool.size()) * 64));
   pool.parallelFor(items, chunk, [&](int64_t begin, int64_t end) {
     void *args[PackedArgs::kMaxSlots];
     packed.pointers(args, &begin, &end);
@@ -1193,6 +1196,17 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
       size_t(checkedProduct("", {copies, bp.gradElements},
                             "the partial gradients")),
       0.0f);
+  // Ordered dQ (KernelInfo::backwardOrderedDq): phase 0 sums dQ into an
+  // f32 scratch, key tiles taking turns per query tile.
+  const int64_t *sz = bp.launch.sizes;
+  bool ordered = info.backwardOrderedDq;
+  std::vector<float> dqAccum;
+  std::vector<int32_t> turns;
+  if (ordered) {
+    dqAccum.resize(size_t(checkedProduct(
+        "q", {sz[kB], sz[kHq], sz[kSq], info.headDim}, "dq's f32 sums")));
+    turns.resize(size_t(bp.items[1]));
+  }
   auto pack = [&](PackedArgs &packed, int32_t phase, int64_t copy) {
     packAttentionTensors(packed, t);
     packParamsAndCaptures(packed, info, bp.launch);
@@ -1205,11 +1219,31 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
                                   b.offset,
                               DType::f32, b.shape));
     packed.i32(phase);
+    if (ordered) {
+      static float noAccum = 0;
+      static int32_t noTurns = 0;
+      packed.memref(TensorRef(dqAccum.empty() ? &noAccum : dqAccum.data(),
+                              DType::f32,
+                              {sz[kB], sz[kHq], sz[kSq], info.headDim}));
+      packed.memref(TensorRef(
+          turns.empty() ? &noTurns : turns.data(), DType::i32,
+          {sz[kB], sz[kHq], (sz[kSq] + info.blockQ - 1) / info.blockQ}));
+    }
   };
   for (int32_t phase = 0; phase < 2; ++phase) {
     int64_t n = bp.items[phase];
     if (n == 0)
       continue;
+    if (ordered && phase == 0) {
+      // Items one at a time from the pool's counter, in order: an item
+      // waits only on the one handed out before it (a key tile's dQ turn),
+      // which is running or done. Phase 0 then adds to no param/capture
+      // gradient (the compiler checks), so it needs no group copies.
+      PackedArgs packed;
+      pack(packed, phase, 0);
+      runItems(entry, n, packed, /*chunk=*/1);
+      continue;
+    }
     if (bp.grads.empty()) {
       PackedArgs packed;
       pack(packed, phase, 0);

@@ -367,6 +367,8 @@ Json toJson(const KernelInfo &info) {
   v["page_size"] = info.pageSize;
   if (info.backward) // absent in bundles from before issue 20: false
     v["backward"] = true;
+  if (info.backwardOrderedDq)
+    v["backward_ordered_dq"] = true;
   if (!info.cpu.empty()) // set by the loader; bundles' entries have none
     v["cpu"] = info.cpu;
   Json params = Json::array();
@@ -417,6 +419,7 @@ KernelInfo kernelInfoFrom(const Field &v) {
   info.pageSize = v.integerOr("page_size", 0, 0, kInt32Max);
   info.cpu = v.strOr("cpu", "");
   info.backward = v.booleanOr("backward", false);
+  info.backwardOrderedDq = v.booleanOr("backward_ordered_dq", false);
   std::set<std::string> names;
   for (const Field &pv : v["params"].items()) {
     pv.object();

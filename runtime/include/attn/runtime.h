@@ -159,6 +159,13 @@ struct KernelInfo {
   /// The kernel has a backward entry (Kernel::backward): compiled with
   /// Options::backward / `attnc compile --backward`. CPU kernels only.
   bool backward = false;
+  /// The backward sums dQ while walking key tiles (attn-tile-backward's
+  /// ordered-dq): its first phase takes the f32 scratch dq_accum
+  /// [B, Hq, Sq, D] and the i32 turns [B, Hq, ceil(Sq / blockQ)], zeroed,
+  /// and its items must be handed out one at a time in order. Variants
+  /// whose score or scale reads an f32 param or captured tensor recompute
+  /// S and dP for dQ in the second phase instead.
+  bool backwardOrderedDq = false;
 };
 
 /// Quantizes K or V [B, Hkv, S, D] (f32, f16 or bf16) into `kind`'s codes
@@ -362,6 +369,12 @@ struct GpuCode {
   /// select: the pre-pass (pool the keys, then choose the kept blocks)
   /// launched before the kernel; empty without select.
   std::string selectPoolEntry, selectEntry;
+  /// Kernels compiled with backward (KernelInfo::backward, NVIDIA): dk and
+  /// dv over (ceil(Skv / backwardKvRows), Hkv, B), then dq over
+  /// (ceil(Sq / backwardQRows), Hq, B); empty otherwise.
+  std::string backwardKvEntry, backwardQEntry;
+  int64_t backwardKvThreads = 0, backwardKvRows = 0;
+  int64_t backwardQThreads = 0, backwardQRows = 0;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
