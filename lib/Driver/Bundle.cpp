@@ -324,6 +324,12 @@ addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
     launch.tensorMaps = g.code.tensorMaps; // key tiles: the info's block_kv
     launch.selectPoolEntry = g.code.selectPoolEntry;
     launch.selectEntry = g.code.selectEntry;
+    launch.backwardKvEntry = g.code.backwardKvEntry;
+    launch.backwardQEntry = g.code.backwardQEntry;
+    launch.backwardKvThreads = g.code.backwardKvThreads;
+    launch.backwardKvRows = g.code.backwardKvRows;
+    launch.backwardQThreads = g.code.backwardQThreads;
+    launch.backwardQRows = g.code.backwardQRows;
     launch.registers = g.registers;
     k.gpu = std::move(launch);
     kernels.push_back(std::move(k));

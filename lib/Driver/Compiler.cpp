@@ -287,9 +287,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   }
   if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
     throw Error("--gpu-loads", "applies to GPU targets only");
-  if (options.backward && isGpuTarget(options.target))
-    throw Error("--backward", "backward kernels exist for the CPU target "
-                              "only so far");
+  if (options.backward && isAmdTarget(options.target))
+    throw Error("--backward", "backward kernels exist for the CPU and "
+                              "NVIDIA (sm_80, sm_90a) targets only so far");
   for (auto [name, dim] : {std::pair{"--head-dim", options.headDim},
                            std::pair{"--v-head-dim", options.valueHeadDim}})
     if (dim < 0)
@@ -619,6 +619,28 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   }
   if (failed(info))
     throw Error("--target", error);
+  if (plan.info.backward && !isAmdTarget(plan.info.target)) {
+    mlir::attn::AttentionOp bwd;
+    std::string bwdName = fe::backwardFunctionName(plan.variant->name);
+    built.module->walk([&](func::FuncOp f) {
+      if (f.getSymName() == bwdName)
+        f.walk([&](mlir::attn::AttentionOp a) { bwd = a; });
+    });
+    if (!bwd)
+      throw InternalError("imported module lacks the backward kernel");
+    mlir::attn::nvptx::KernelConfig cfg;
+    cfg.chip = plan.info.target;
+    auto kernels = mlir::attn::nvptx::buildGpuBackwardKernels(
+        host, bwd, entrySymbol(plan.variant->name), cfg, error);
+    if (failed(kernels))
+      throw Error("--backward", error);
+    info->backwardKvName = kernels->keys.name;
+    info->backwardKvThreads = kernels->keys.threads;
+    info->backwardKvRows = kernels->keys.rows;
+    info->backwardQName = kernels->queries.name;
+    info->backwardQThreads = kernels->queries.threads;
+    info->backwardQRows = kernels->queries.rows;
+  }
   // The NVVM pipeline does not verify its input: catch malformed kernels
   // here rather than as wrong PTX.
   std::string diagnostics;
@@ -659,6 +681,12 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.mergeEntry = geometry.mergeName;
   code.selectPoolEntry = geometry.selectPoolName;
   code.selectEntry = geometry.selectName;
+  code.backwardKvEntry = geometry.backwardKvName;
+  code.backwardQEntry = geometry.backwardQName;
+  code.backwardKvThreads = geometry.backwardKvThreads;
+  code.backwardKvRows = geometry.backwardKvRows;
+  code.backwardQThreads = geometry.backwardQThreads;
+  code.backwardQRows = geometry.backwardQRows;
   out.info = plan.info;
   std::string error;
   if (isAmdTarget(plan.info.target)) {

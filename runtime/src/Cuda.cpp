@@ -204,6 +204,8 @@ public:
                    void *stream) const override;
   void launchPrePass(int which, std::array<int64_t, 3> grid, void **params,
                      void *stream) const override;
+  void launchBackward(int phase, std::array<int64_t, 3> grid, void **params,
+                      void *stream) const override;
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
@@ -220,6 +222,7 @@ private:
   struct Loaded {
     CUfunction function = nullptr, merge = nullptr;
     CUfunction selectPool = nullptr, selectKernel = nullptr;
+    CUfunction backwardKv = nullptr, backwardQ = nullptr;
     int64_t smCount = 0;
     std::string error;
   };
@@ -289,7 +292,9 @@ void CudaFunction::load(const Driver &d, Loaded &l) const {
   for (auto [fn, name] : {std::pair{&l.function, &code.entry},
                           std::pair{&l.merge, &code.mergeEntry},
                           std::pair{&l.selectPool, &code.selectPoolEntry},
-                          std::pair{&l.selectKernel, &code.selectEntry}})
+                          std::pair{&l.selectKernel, &code.selectEntry},
+                          std::pair{&l.backwardKv, &code.backwardKvEntry},
+                          std::pair{&l.backwardQ, &code.backwardQEntry}})
     if (CUresult r = name->empty()
                          ? 0
                          : d.cuModuleGetFunction(fn, module, name->c_str());
@@ -414,6 +419,26 @@ void CudaFunction::launchPrePass(int which, std::array<int64_t, 3> grid,
                   static_cast<unsigned>(grid[1]),
                   static_cast<unsigned>(grid[2]), kSelectThreads, 1, 1, 0,
                   stream, params, nullptr),
+        "launching " + name);
+}
+
+void CudaFunction::launchBackward(int phase, std::array<int64_t, 3> grid,
+                                  void **params, void *stream) const {
+  const Driver &d = driver();
+  const Loaded &l = ensureLoaded(d);
+  void *fn = phase ? l.backwardQ : l.backwardKv;
+  const std::string &name = phase ? code.backwardQEntry : code.backwardKvEntry;
+  if (!fn)
+    throw Error("target", code.entry + " was compiled without its backward");
+  if (grid[0] * grid[1] * grid[2] == 0)
+    return;
+  int64_t threads = phase ? code.backwardQThreads : code.backwardKvThreads;
+  check(d,
+        d.cuLaunchKernel(fn, static_cast<unsigned>(grid[0]),
+                         static_cast<unsigned>(grid[1]),
+                         static_cast<unsigned>(grid[2]),
+                         static_cast<unsigned>(threads), 1, 1, 0, stream,
+                         params, nullptr),
         "launching " + name);
 }
 

@@ -49,6 +49,14 @@ public:
       if (grid[0] * grid[1] * grid[2] > 0)
         launchPrePass(which, grid, params->data(), stream);
   }
+  /// Kernels compiled with backward: phase 0 (GpuCode::backwardKvEntry)
+  /// or 1 (backwardQEntry) over `grid` with `params` on `stream`.
+  virtual void launchBackward(int phase, std::array<int64_t, 3> grid,
+                              void **params, void *stream) const {
+    (void)phase, (void)grid, (void)params, (void)stream;
+    throw Error("target", "backward kernels on " + code.chip +
+                              " have no launcher in this build");
+  }
   /// The device's multiprocessor (compute unit) count; loads the kernel.
   virtual int64_t multiprocessors() const = 0;
   /// Stream-ordered device memory for the split-KV partial results.

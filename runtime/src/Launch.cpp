@@ -1289,6 +1289,66 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
 
 } // namespace
 
+namespace {
+
+/// A GPU kernel's backward on host tensors (staged like Kernel::launchHost):
+/// the dk/dv kernel over key tiles, then the dq kernel over query tiles
+/// (GpuCode::backwardKvEntry, backwardQEntry), each gradient element
+/// written by one thread.
+void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
+                       const TensorRef &dO, const Gradients &g,
+                       const BackwardPlan &bp) {
+  const KernelInfo &info = state.info;
+  const detail::GpuFunction &gpu = *state.gpu;
+  const detail::GpuCode &code = gpu.gpuCode();
+  if (code.backwardKvEntry.empty() || code.backwardQEntry.empty())
+    throw Error("", "the kernel's code lacks its backward entry points");
+  // The kernels compute dq, dk and dv only: score_grad's param and capture
+  // accumulations are dropped (docs/backward.md).
+  if (!g.named.empty())
+    throw Error(g.named.front().first,
+                "gradients of params and captured tensors are CPU-only so "
+                "far; the " + info.target + " backward computes dq, dk and "
+                "dv (leave Gradients::named empty)");
+  checkGpuLayout(t, /*pointers=*/false);
+  DeviceStaging staging(gpu);
+  Tensors device = t;
+  device.q = staging.copyIn(t.q);
+  device.k = staging.copyIn(t.k);
+  device.v = staging.copyIn(t.v);
+  device.o = staging.copyIn(t.o);
+  if (t.lse)
+    device.lse = staging.copyIn(*t.lse);
+  LaunchPlan plan = bp.launch;
+  for (TensorRef &c : plan.captures)
+    c = staging.copyIn(c);
+  TensorRef dODevice = staging.copyIn(dO);
+  TensorRef dq = staging.copyIn(g.dq), dk = staging.copyIn(g.dk),
+            dv = staging.copyIn(g.dv);
+  PackedArgs packed;
+  packAttentionTensors(packed, device);
+  packParamsAndCaptures(packed, info, plan);
+  packed.memref(dODevice);
+  packed.memref(dq);
+  packed.memref(dk);
+  packed.memref(dv);
+  std::vector<void *> args(packed.size());
+  packed.pointers(args.data());
+  const int64_t *sz = plan.sizes;
+  auto tiles = [](int64_t n, int64_t rows) { return (n + rows - 1) / rows; };
+  gpu.launchBackward(0, {tiles(sz[kSkv], code.backwardKvRows), sz[kHkv],
+                         sz[kB]},
+                     args.data(), nullptr);
+  gpu.launchBackward(1, {tiles(sz[kSq], code.backwardQRows), sz[kHq], sz[kB]},
+                     args.data(), nullptr);
+  gpu.synchronize();
+  staging.copyOut(dq, g.dq);
+  staging.copyOut(dk, g.dk);
+  staging.copyOut(dv, g.dv);
+}
+
+} // namespace
+
 const KernelInfo &Kernel::info() const {
   if (!state)
     throw Error("", "empty attn::Kernel");
@@ -1323,14 +1383,19 @@ void Kernel::backward(const Tensors &tensors, const TensorRef &dO,
   if (!state)
     throw Error("", "backward of an empty attn::Kernel");
   const KernelInfo &info = state->info;
-  if (state->gpu || info.target != "cpu")
-    throw Error("target", "backward kernels exist for the CPU target only "
-                          "so far (this kernel is for " + info.target + ")");
+  if (!state->gpu && info.target != "cpu")
+    throw Error("target", "backward kernels exist for the CPU and NVIDIA "
+                          "targets only so far (this kernel is for " +
+                              info.target + ")");
   if (!info.backward)
     throw Error("", "kernel '" + info.name +
                         "' was compiled without its backward; compile with "
                         "Options::backward (attnc compile --backward)");
   BackwardPlan bp = validateBackward(info, tensors, dO, grads, params);
+  if (state->gpu) { // host tensors, staged to the device
+    launchGpuBackward(*state, tensors, dO, grads, bp);
+    return;
+  }
   detail::CpuEntry entry = state->buildRows
                                ? cpuCodeFor(*state, detail::CpuRows::Many)
                                      .backward

@@ -271,6 +271,12 @@ Module Module::load(const std::string &path) {
       code.mergeEntry = k.mergeEntry;
       code.selectPoolEntry = k.gpu->selectPoolEntry;
       code.selectEntry = k.gpu->selectEntry;
+      code.backwardKvEntry = k.gpu->backwardKvEntry;
+      code.backwardQEntry = k.gpu->backwardQEntry;
+      code.backwardKvThreads = k.gpu->backwardKvThreads;
+      code.backwardKvRows = k.gpu->backwardKvRows;
+      code.backwardQThreads = k.gpu->backwardQThreads;
+      code.backwardQRows = k.gpu->backwardQRows;
       // C++17 evaluates the right side of `=` first: keep the name.
       std::string name = info.name;
       state->kernels[name] =

@@ -457,6 +457,33 @@ KernelInfo kernelInfoFrom(const Field &v) {
   return info;
 }
 
+/// A GPU kernel's backward entries (KernelInfo::backward, NVIDIA), in bundle
+/// manifests and cache records alike; absent without a backward.
+void writeGpuBackward(Json &j, const std::string &kv, const std::string &q,
+                      int64_t kvThreads, int64_t kvRows, int64_t qThreads,
+                      int64_t qRows) {
+  if (kv.empty())
+    return;
+  j["backward_kv_entry"] = kv;
+  j["backward_kv_threads"] = kvThreads;
+  j["backward_kv_rows"] = kvRows;
+  j["backward_q_entry"] = q;
+  j["backward_q_threads"] = qThreads;
+  j["backward_q_rows"] = qRows;
+}
+void readGpuBackward(const Field &j, std::string &kv, std::string &q,
+                     int64_t &kvThreads, int64_t &kvRows, int64_t &qThreads,
+                     int64_t &qRows) {
+  if (!j["backward_kv_entry"].present())
+    return;
+  kv = j["backward_kv_entry"].name();
+  kvThreads = j["backward_kv_threads"].integer(1, 1024);
+  kvRows = j["backward_kv_rows"].integer(1, 1024);
+  q = j["backward_q_entry"].name();
+  qThreads = j["backward_q_threads"].integer(1, 1024);
+  qRows = j["backward_q_rows"].integer(1, 1024);
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -493,6 +520,10 @@ std::string writeBundleManifest(const BundleManifest &m) {
         v["select_pool_entry"] = k.gpu->selectPoolEntry;
         v["select_entry"] = k.gpu->selectEntry;
       }
+      const GpuLaunch &g = *k.gpu;
+      writeGpuBackward(v, g.backwardKvEntry, g.backwardQEntry,
+                       g.backwardKvThreads, g.backwardKvRows,
+                       g.backwardQThreads, g.backwardQRows);
       v["registers"] = k.gpu->registers;
     }
     kernels.push_back(std::move(v));
@@ -603,6 +634,12 @@ BundleManifest readBundleManifest(std::string_view text,
           g.selectPoolEntry = k["select_pool_entry"].name();
           g.selectEntry = k["select_entry"].name();
         }
+        readGpuBackward(k, g.backwardKvEntry, g.backwardQEntry,
+                        g.backwardKvThreads, g.backwardKvRows,
+                        g.backwardQThreads, g.backwardQRows);
+        if (e.info.backward && g.backwardKvEntry.empty())
+          k["backward_kv_entry"].fail("a GPU kernel with \"backward\": true "
+                                      "needs its backward entries");
         g.registers = k.integerOr("registers", 0, 0, kInt32Max);
         e.gpu = std::move(g);
       }
@@ -672,6 +709,9 @@ std::string writeCacheRecord(const GpuCacheRecord &r) {
   j["merge_entry"] = c.mergeEntry;
   j["select_pool_entry"] = c.selectPoolEntry;
   j["select_entry"] = c.selectEntry;
+  writeGpuBackward(j, c.backwardKvEntry, c.backwardQEntry,
+                   c.backwardKvThreads, c.backwardKvRows, c.backwardQThreads,
+                   c.backwardQRows);
   j["binary_checksum"] = r.binaryChecksum;
   j["ptx_checksum"] = r.ptxChecksum;
   j["kernel"] = toJson(r.info);
@@ -720,6 +760,9 @@ GpuCacheRecord readGpuCacheRecord(std::string_view text,
     c.mergeEntry = root["merge_entry"].name();
     c.selectPoolEntry = root["select_pool_entry"].str();
     c.selectEntry = root["select_entry"].str();
+    readGpuBackward(root, c.backwardKvEntry, c.backwardQEntry,
+                    c.backwardKvThreads, c.backwardKvRows, c.backwardQThreads,
+                    c.backwardQRows);
     r.binaryChecksum = root["binary_checksum"].name();
     r.ptxChecksum = root["ptx_checksum"].name();
     r.info = kernelInfoFrom(root["kernel"]);

@@ -52,6 +52,10 @@ struct GpuLaunch {
   bool tensorMaps = false;
   /// select's pre-pass; both empty without select.
   std::string selectPoolEntry, selectEntry;
+  /// KernelInfo::backward: the backward kernels (see detail::GpuCode).
+  std::string backwardKvEntry, backwardQEntry;
+  int64_t backwardKvThreads = 0, backwardKvRows = 0;
+  int64_t backwardQThreads = 0, backwardQRows = 0;
   int64_t registers = 0; // ptxas's count, for people reading the manifest
 };
 

@@ -47,6 +47,11 @@ struct KernelInfo {
   /// select: the pre-pass kernels launched before this one (see
   /// buildSelectKernels).
   std::string selectPoolName, selectName;
+  /// Compiled with backward (NVIDIA so far): the two backward kernels (see
+  /// nvptx::buildGpuBackwardKernels), their threads and rows per CTA.
+  std::string backwardKvName, backwardQName;
+  int64_t backwardKvThreads = 0, backwardKvRows = 0;
+  int64_t backwardQThreads = 0, backwardQRows = 0;
 };
 
 /// Threads per block of the split-KV merge kernel.

@@ -48,6 +48,28 @@ FailureOr<KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
                                      StringRef name, const KernelConfig &cfg,
                                      std::string &error);
 
+/// One backward kernel: `threads` threads a CTA, each owning one of its
+/// `rows` key rows (bwd_kv) or query rows (bwd_q).
+struct BackwardKernel {
+  std::string name;
+  int64_t threads = 0, rows = 0;
+};
+struct BackwardKernels {
+  BackwardKernel keys, queries;
+};
+
+/// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
+/// gpu.module buildGpuKernel made in `host`: `<name>_bwd_kv(q, k, v, o,
+/// [lse], params..., captures..., do, dq, dk, dv)` over grid (ceil(Skv /
+/// rows), Hkv, B) writing dk and dv, and `<name>_bwd_q(same)` over grid
+/// (ceil(Sq / rows), Hq, B) writing dq; the gradients of params and
+/// captured tensors are not computed (docs/backward.md).
+FailureOr<BackwardKernels> buildGpuBackwardKernels(ModuleOp host,
+                                                   AttentionOp op,
+                                                   StringRef name,
+                                                   const KernelConfig &cfg,
+                                                   std::string &error);
+
 /// Lowers the gpu.module in `host` to PTX text for `chip` (MLIR's NVVM
 /// pipeline and LLVM's NVPTX backend).
 FailureOr<std::string> lowerToPtx(ModuleOp host, const KernelConfig &cfg,
