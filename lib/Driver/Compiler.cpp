@@ -532,7 +532,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.backward = options.backward;
   info.backwardOrderedDq = options.backward &&
                            !isGpuTarget(options.target) &&
-                           !fe::scoreOrScaleReadsF32Inputs(*plan.variant);
+                           !fe::scoreOrScaleReadsF32Tensors(*plan.variant);
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,

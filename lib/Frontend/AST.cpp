@@ -120,30 +120,27 @@ const char *normalizeName(NormalizeKind k) {
 }
 
 namespace {
-bool readsF32Inputs(const Variant &v, const Expr &e, unsigned depth = 0) {
+bool readsF32Tensors(const Variant &v, const Expr &e, unsigned depth = 0) {
   // Lets form a DAG checked by Sema; the bound guards a malformed one.
   if (depth > 64)
-    return true;
-  if (e.kind == ExprKind::Name && e.nameKind == NameKind::Param && e.ref >= 0 &&
-      v.params[size_t(e.ref)].type == Type::F32)
     return true;
   if (e.kind == ExprKind::Index && e.nameKind == NameKind::Tensor &&
       e.ref >= 0 && v.tensors[size_t(e.ref)].dtype == DType::F32)
     return true;
   if (e.kind == ExprKind::Name && e.nameKind == NameKind::Let && e.ref >= 0 &&
       v.lets[size_t(e.ref)].expr &&
-      readsF32Inputs(v, *v.lets[size_t(e.ref)].expr, depth + 1))
+      readsF32Tensors(v, *v.lets[size_t(e.ref)].expr, depth + 1))
     return true;
   for (const ExprPtr &a : e.args)
-    if (a && readsF32Inputs(v, *a, depth))
+    if (a && readsF32Tensors(v, *a, depth))
       return true;
   return false;
 }
 } // namespace
 
-bool scoreOrScaleReadsF32Inputs(const Variant &v) {
-  return (v.score && v.score->body && readsF32Inputs(v, *v.score->body)) ||
-         (v.scale && readsF32Inputs(v, *v.scale));
+bool scoreOrScaleReadsF32Tensors(const Variant &v) {
+  return (v.score && v.score->body && readsF32Tensors(v, *v.score->body)) ||
+         (v.scale && readsF32Tensors(v, *v.scale));
 }
 
 int Variant::findParam(const std::string &n) const {

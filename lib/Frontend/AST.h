@@ -179,12 +179,13 @@ struct Program {
 namespace attn::fe {
 /// The expression as source-like text (for messages and metadata).
 std::string printExpr(const Expr &e, const Variant &v);
-/// Whether the variant's score or scale expression reads an f32 param or an
-/// f32 captured tensor (directly or through lets): then its backward adds
-/// to their gradients per entry (attn.accumulate_grad in score_grad or
+/// Whether the variant's score or scale expression reads an f32 captured
+/// tensor (directly or through lets): then its backward adds to that
+/// tensor's gradient per entry (attn.accumulate_grad in score_grad or
 /// scale_grad), and the CPU backward cannot sum dQ in key-tile order
-/// (attn-tile-backward's ordered-dq) without per-group gradient copies.
-bool scoreOrScaleReadsF32Inputs(const Variant &v);
+/// (attn-tile-backward's ordered-dq), whose first phase keeps no
+/// per-group gradient copies (f32 params get one slot per work item).
+bool scoreOrScaleReadsF32Tensors(const Variant &v);
 /// A checked tensor-dimension expression in reverse Polish notation over
 /// sizes, params and integers, as the runtime evaluates it.
 std::string dimToRpn(const Expr &e, const Variant &v);

@@ -152,8 +152,9 @@ private:
   /// loop stays free of scattered read-add-writes.
   void emitScoreGradSums(OpBuilder &b, Value bI, Value hI, Value q0,
                          Value k0);
-  /// Adds each param's lane sums (in lane order) to its gradient buffer.
-  void emitParamLaneSums(OpBuilder &b);
+  /// Adds each param's lane sums (in lane order) to element `slot` of its
+  /// gradient buffer.
+  void emitParamLaneSums(OpBuilder &b, Value slot);
 
   void emitKeyTileItem(OpBuilder &b, Value bI, Value hkv, Value kTile);
   /// Waits until key tile kTile is next to add to query tile (h, q0)'s dQ,
@@ -496,7 +497,21 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
   });
   storeRows(b, dk, op.getGradKey(), bI, hkv, k0, seqKV, BK, D);
   storeRows(b, dv, op.getGradValue(), bI, hkv, k0, seqKV, BK, Dv);
-  emitParamLaneSums(b);
+  // With ordered dQ, phase 0's items add their params' gradients to a slot
+  // of their own (the runtime sums the slots in item order): the items run
+  // concurrently and share no gradient copy.
+  Value slot = cIdx(b, 0);
+  if (dqAccum)
+    slot = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(
+            b, loc,
+            arith::AddIOp::create(b, loc,
+                                  arith::MulIOp::create(b, loc, bI, headsKV),
+                                  hkv),
+            numKTiles),
+        kTile);
+  emitParamLaneSums(b, slot);
   if (scaleLanes) {
     auto sum = scf::ForOp::create(
         b, loc, cIdx(b, 0), cIdx(b, BQ), cIdx(b, 1),
@@ -506,23 +521,24 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
           scf::YieldOp::create(
               b, loc, arith::AddFOp::create(b, loc, acc[0], x).getResult());
         });
+    regions.paramLane = slot;
     regions.inlineRegion(b, op.getScaleGrad(), {sum.getResult(0)});
+    regions.paramLane = Value();
   }
 }
 
-void BackwardTiler::emitParamLaneSums(OpBuilder &b) {
+void BackwardTiler::emitParamLaneSums(OpBuilder &b, Value slot) {
   for (auto [param, lanes] : llvm::zip(f32Params, paramLanes)) {
     Value grad = regions.gradientOf.lookup(param);
-    Value c0 = cIdx(b, 0);
     auto sum = scf::ForOp::create(
-        b, loc, c0, cIdx(b, BQ), cIdx(b, 1),
-        ValueRange{memref::LoadOp::create(b, loc, grad, ValueRange{c0})},
+        b, loc, cIdx(b, 0), cIdx(b, BQ), cIdx(b, 1),
+        ValueRange{memref::LoadOp::create(b, loc, grad, ValueRange{slot})},
         [&](OpBuilder &b, Location, Value i, ValueRange acc) {
           Value x = memref::LoadOp::create(b, loc, lanes, ValueRange{i});
           scf::YieldOp::create(
               b, loc, arith::AddFOp::create(b, loc, acc[0], x).getResult());
         });
-    memref::StoreOp::create(b, loc, sum.getResult(0), grad, ValueRange{c0});
+    memref::StoreOp::create(b, loc, sum.getResult(0), grad, ValueRange{slot});
   }
 }
 
@@ -735,13 +751,16 @@ mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
   Value dqAccum, turns;
   if (orderedDq) {
     // Phase 0 runs without per-group gradient copies then (its items
-    // depend on each other through the turns): it must add none.
-    bool accumulates = false;
+    // depend on each other through the turns): params' gradients go to one
+    // slot per item, and captured tensors' would need one copy per item.
+    bool toCaptures = false;
     for (Region *r : {&op.getScoreGrad(), &op.getScaleGrad()})
-      r->walk([&](AccumulateGradOp) { accumulates = true; });
-    if (accumulates)
+      r->walk([&](AccumulateGradOp acc) {
+        toCaptures |= llvm::is_contained(op.getCaptures(), acc.getTarget());
+      });
+    if (toCaptures)
       return op.emitOpError("ordered dQ needs score and scale expressions "
-                            "that add no param or captured-tensor gradients");
+                            "that add no captured-tensor gradients");
     auto func = op->getParentOfType<func::FuncOp>();
     if (!func)
       return op.emitOpError("expected to be in a func.func");

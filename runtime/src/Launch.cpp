@@ -1207,6 +1207,15 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
         "q", {sz[kB], sz[kHq], sz[kSq], info.headDim}, "dq's f32 sums")));
     turns.resize(size_t(bp.items[1]));
   }
+  // ... and its items add their f32 params' gradients to one slot each
+  // (bp.grads lists the f32 params first), summed in item order below.
+  size_t f32Params = size_t(std::count_if(
+      info.params.begin(), info.params.end(),
+      [](const ParamInfo &p) { return p.type == DType::f32; }));
+  std::vector<float> itemSlots;
+  if (ordered)
+    itemSlots.resize(size_t(checkedProduct(
+        "", {int64_t(f32Params), bp.items[0]}, "the params' gradient slots")));
   auto pack = [&](PackedArgs &packed, int32_t phase, int64_t copy) {
     packAttentionTensors(packed, t);
     packParamsAndCaptures(packed, info, bp.launch);
@@ -1214,10 +1223,16 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
     packed.memref(g.dq);
     packed.memref(g.dk);
     packed.memref(g.dv);
-    for (const GradBuffer &b : bp.grads)
-      packed.memref(TensorRef(partials.data() + copy * bp.gradElements +
-                                  b.offset,
-                              DType::f32, b.shape));
+    for (size_t k = 0; k < bp.grads.size(); ++k) {
+      const GradBuffer &b = bp.grads[k];
+      if (ordered && phase == 0 && k < f32Params)
+        packed.memref(TensorRef(itemSlots.data() + k * size_t(bp.items[0]),
+                                DType::f32, {bp.items[0]}));
+      else
+        packed.memref(TensorRef(partials.data() + copy * bp.gradElements +
+                                    b.offset,
+                                DType::f32, b.shape));
+    }
     packed.i32(phase);
     if (ordered) {
       static float noAccum = 0;
@@ -1268,13 +1283,17 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
   }
   // The copies summed in group order (in double) into the caller's
   // gradients.
-  for (const GradBuffer &b : bp.grads) {
+  for (size_t k = 0; k < bp.grads.size(); ++k) {
+    const GradBuffer &b = bp.grads[k];
     if (!b.out)
       continue;
     std::vector<int64_t> strides = b.out->effectiveStrides();
     auto *out = static_cast<float *>(b.out->data);
     for (int64_t e = 0; e < b.elements; ++e) {
       double sum = 0;
+      if (ordered && k < f32Params) // phase 0's item slots, in item order
+        for (int64_t i = 0; i < bp.items[0]; ++i)
+          sum += double(itemSlots[k * size_t(bp.items[0]) + size_t(i)]);
       for (int64_t c = 0; c < copies; ++c)
         sum += double(partials[size_t(c * bp.gradElements + b.offset + e)]);
       int64_t rest = e, at = 0;

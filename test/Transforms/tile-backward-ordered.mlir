@@ -39,14 +39,36 @@ func.func @causal(%q: memref<?x?x?x64xbf16>, %k: memref<?x?x?x64xbf16>, %v: memr
 
 // -----
 
-// A score reading an f32 param adds to its gradient in phase 0, whose items
-// ordered dQ runs without per-group gradient copies: rejected.
+// A score reading an f32 param: phase 0's items add its gradient to a slot
+// of their own, item (b, kv head, key tile) at (b Hkv + hkv) tiles + tile,
+// which the runtime sums in item order (lane sums from lane 0).
+
+// CHECK-LABEL: func.func @capped(
+// CHECK-SAME: %[[DCAP:[a-z0-9]+]]: memref<?xf32>, %{{[a-z0-9]+}}: i32, %{{.+}} {attn.name = "dq_accum"}
+// CHECK: %[[OLD:.+]] = memref.load %[[DCAP]][%[[SLOT:.+]]] : memref<?xf32>
+// CHECK: scf.for %{{.+}} = %c0 to %c32 step %c1 iter_args(%{{.+}} = %[[OLD]])
+// CHECK: memref.store %{{.+}}, %[[DCAP]][%[[SLOT]]]
 func.func @capped(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %cap: f32, %dcap: memref<?xf32>, %phase: i32) {
-  // expected-error @+1 {{ordered dQ needs score and scale expressions that add no param or captured-tensor gradients}}
   attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) params(%cap : f32) backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%phase) param_grads(%dcap : memref<?xf32>) normalize = softmax score {
   ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
     %x = arith.mulf %s, %cap : f32
     attn.yield %x : f32
+  }
+  return
+}
+
+// -----
+
+// A score reading an f32 captured tensor adds to its gradient per entry in
+// phase 0, whose items ordered dQ runs without per-group gradient copies:
+// rejected (the driver keeps such variants on the recomputing phase 1).
+func.func @biased(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %bias: memref<?xf32>, %dbias: memref<?xf32>, %phase: i32) {
+  // expected-error @+1 {{ordered dQ needs score and scale expressions that add no captured-tensor gradients}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) captures(%bias : memref<?xf32>) backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%phase) capture_grads(%dbias : memref<?xf32>) normalize = softmax score {
+  ^bb0(%s: f32, %b: i32, %h: i32, %qi: i32, %kv: i32):
+    %x = attn.load %bias[%h] : memref<?xf32>
+    %y = arith.addf %s, %x : f32
+    attn.yield %y : f32
   }
   return
 }
