@@ -1252,8 +1252,9 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
     if (ordered && phase == 0) {
       // Items one at a time from the pool's counter, in order: an item
       // waits only on the one handed out before it (a key tile's dQ turn),
-      // which is running or done. Phase 0 then adds to no param/capture
-      // gradient (the compiler checks), so it needs no group copies.
+      // which is running or done. Phase 0 then adds to no captured
+      // tensor's gradient (the compiler checks) and to params' through
+      // their item slots, so it needs no group copies.
       PackedArgs packed;
       pack(packed, phase, 0);
       runItems(entry, n, packed, /*chunk=*/1);
