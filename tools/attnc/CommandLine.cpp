@@ -326,7 +326,7 @@ cl::SubCommandGroup compiling({&emitCmd, &compileCmd, &runCmd, &benchCmd,
                                &blockmapCmd});
 cl::SubCommandGroup launching({&runCmd, &benchCmd, &blockmapCmd});
 cl::SubCommandGroup randomInputs({&benchCmd, &blockmapCmd});
-cl::SubCommandGroup backwardCmds({&compileCmd, &runCmd});
+cl::SubCommandGroup backwardCmds({&compileCmd, &runCmd, &benchCmd});
 cl::SubCommandGroup notRun({&checkCmd, &emitCmd, &compileCmd, &benchCmd,
                             &blockmapCmd});
 
@@ -529,7 +529,8 @@ OnceOpt<Int> reps("reps",
                   cl::cat(benchCat));
 OnceOpt<bool> json("json",
                    cl::desc("print one JSON object {\"ms\", \"tflops\", "
-                            "\"density\", ...}"),
+                            "\"density\", ...; with --backward "
+                            "\"backward_ms\", \"backward_ratio\"}"),
                    cl::sub(benchCmd), cl::cat(benchCat));
 
 // blockmap

@@ -614,7 +614,12 @@ int cmdBench(const Invocation &inv) {
   if (options.headDim == 0)
     options.headDim = 64;
   std::string text = readFile(inv.file);
-  loadSource(text, inv.file);
+  {
+    driver::Source source = loadSource(text, inv.file);
+    // The backward reads the forward's lse where the normalizer has one.
+    if (options.backward)
+      options.lse |= driver::planKernel(source, options).variant->hasRowSum();
+  }
   Params params;
   std::vector<std::unique_ptr<NpyArray>> arrays;
   parseSets(inv, params, arrays);
@@ -675,9 +680,26 @@ int cmdBench(const Invocation &inv) {
       kvBytes += double((*t)->numel()) * double(dtypeSize((*t)->dtype));
   double kvRead = kvBytes * density;
   double kvGbps = kvRead / (ms * 1e-3) / 1e9;
+  // The backward on the forward's o and lse and a random dO, every
+  // gradient computed (those of params and captures into scratch).
+  double msBackward = -1;
+  if (options.backward) {
+    std::mt19937 rng(static_cast<uint32_t>(inv.seed.value_or(0)) + 1);
+    NpyArray dO = randomArray(tensors.o.dtype, tensors.o.shape, rng);
+    NpyArray dq = makeOutput(tensors.q.dtype, tensors.q.shape);
+    NpyArray dk = makeOutput(tensors.k.dtype, tensors.k.shape);
+    NpyArray dv = makeOutput(tensors.v.dtype, tensors.v.shape);
+    kernel.launch(tensors, params); // o and lse for these inputs
+    Gradients g{dq.ref(), dk.ref(), dv.ref()};
+    msBackward =
+        medianMs([&] { kernel.backward(tensors, dO.ref(), g, params); });
+  }
   if (inv.json) {
     std::printf("{\"ms\": %.4f, \"tflops\": %.6f, \"density\": %.4f",
                 ms, tflops, density);
+    if (msBackward >= 0)
+      std::printf(", \"backward_ms\": %.4f, \"backward_ratio\": %.3f",
+                  msBackward, msBackward / ms);
     if (msWithMap >= 0)
       std::printf(", \"ms_prebuilt_map\": %.4f, \"ms_build_map\": %.4f",
                   msWithMap, msBuildMap);
@@ -692,6 +714,9 @@ int cmdBench(const Invocation &inv) {
       std::printf("  with a prebuilt block map: %.3f ms (building it: %.3f "
                   "ms)\n",
                   msWithMap, msBuildMap);
+    if (msBackward >= 0)
+      std::printf("  backward: median %.3f ms, %.2fx the forward\n",
+                  msBackward, msBackward / ms);
     if (decodeShaped)
       std::printf("  K/V read: %.3f MB at %.2f GB/s (decode is bound by "
                   "it; attn-bench-decode compares with a memory copy)\n",
