@@ -287,9 +287,6 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   }
   if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
     throw Error("--gpu-loads", "applies to GPU targets only");
-  if (options.backward && isAmdTarget(options.target))
-    throw Error("--backward", "backward kernels exist for the CPU and "
-                              "NVIDIA (sm_80, sm_90a) targets only so far");
   for (auto [name, dim] : {std::pair{"--head-dim", options.headDim},
                            std::pair{"--v-head-dim", options.valueHeadDim}})
     if (dim < 0)
@@ -619,6 +616,27 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   }
   if (failed(info))
     throw Error("--target", error);
+  if (plan.info.backward && isAmdTarget(plan.info.target)) {
+    // The shared SIMT kernels (lib/Target/GPU/GpuBackward.cpp).
+    mlir::attn::AttentionOp bwd;
+    std::string bwdName = fe::backwardFunctionName(plan.variant->name);
+    built.module->walk([&](func::FuncOp f) {
+      if (f.getSymName() == bwdName)
+        f.walk([&](mlir::attn::AttentionOp a) { bwd = a; });
+    });
+    if (!bwd)
+      throw InternalError("imported module lacks the backward kernel");
+    auto kernels = mlir::attn::rocm::buildGpuBackwardKernels(
+        host, bwd, entrySymbol(plan.variant->name), amdConfig(plan), error);
+    if (failed(kernels))
+      throw Error("--backward", error);
+    info->backwardKvName = kernels->keys.name;
+    info->backwardKvThreads = kernels->keys.threads;
+    info->backwardKvRows = kernels->keys.rows;
+    info->backwardQName = kernels->queries.name;
+    info->backwardQThreads = kernels->queries.threads;
+    info->backwardQRows = kernels->queries.rows;
+  }
   if (plan.info.backward && !isAmdTarget(plan.info.target)) {
     mlir::attn::AttentionOp bwd;
     std::string bwdName = fe::backwardFunctionName(plan.variant->name);

@@ -142,6 +142,8 @@ public:
                    void *stream) const override;
   void launchPrePass(int which, std::array<int64_t, 3> grid, void **params,
                      void *stream) const override;
+  void launchBackward(int phase, std::array<int64_t, 3> grid, void **params,
+                      void *stream) const override;
   int64_t multiprocessors() const override;
   void *allocate(size_t bytes, void *stream) const override;
   void release(void *memory, void *stream) const override;
@@ -158,6 +160,7 @@ private:
   struct Loaded {
     hipFunction_t function = nullptr, merge = nullptr;
     hipFunction_t selectPool = nullptr, selectKernel = nullptr;
+    hipFunction_t backwardKv = nullptr, backwardQ = nullptr;
     int64_t cuCount = 0;
     std::string error;
   };
@@ -204,7 +207,9 @@ void HipFunction::load(const Runtime &r, Loaded &l) const {
   for (auto [fn, name] : {std::pair{&l.function, &code.entry},
                           std::pair{&l.merge, &code.mergeEntry},
                           std::pair{&l.selectPool, &code.selectPoolEntry},
-                          std::pair{&l.selectKernel, &code.selectEntry}})
+                          std::pair{&l.selectKernel, &code.selectEntry},
+                          std::pair{&l.backwardKv, &code.backwardKvEntry},
+                          std::pair{&l.backwardQ, &code.backwardQEntry}})
     if (hipError_t e = name->empty() ? 0
                                      : r.hipModuleGetFunction(
                                            fn, module, name->c_str());
@@ -309,6 +314,27 @@ void HipFunction::launchPrePass(int which, std::array<int64_t, 3> grid,
                   static_cast<unsigned>(grid[1]),
                   static_cast<unsigned>(grid[2]), kSelectThreads, 1, 1, 0,
                   stream, params, nullptr),
+        "launching " + name);
+}
+
+void HipFunction::launchBackward(int phase, std::array<int64_t, 3> grid,
+                                 void **params, void *stream) const {
+  const Runtime &r = runtime();
+  const Loaded &l = ensureLoaded(r);
+  hipFunction_t fn = phase ? l.backwardQ : l.backwardKv;
+  const std::string &name = phase ? code.backwardQEntry : code.backwardKvEntry;
+  if (!fn)
+    throw Error("target", code.entry + " was compiled without its backward");
+  if (grid[0] * grid[1] * grid[2] == 0)
+    return;
+  int64_t threads = phase ? code.backwardQThreads : code.backwardKvThreads;
+  // LDS is static in the code object.
+  check(r,
+        r.hipModuleLaunchKernel(fn, static_cast<unsigned>(grid[0]),
+                                static_cast<unsigned>(grid[1]),
+                                static_cast<unsigned>(grid[2]),
+                                static_cast<unsigned>(threads), 1, 1, 0,
+                                stream, params, nullptr),
         "launching " + name);
 }
 

@@ -435,8 +435,8 @@ OnceOpt<std::string> cpu("cpu",
 
 OnceOpt<bool> backward("backward",
                        cl::desc("also build the backward (gradients of "
-                                "sum(o * do); compile and run, CPU target "
-                                "only so far)"),
+                                "sum(o * do); compile and run: cpu, sm_*, "
+                                "gfx*)"),
                        cl::sub(backwardCmds), cl::cat(compileCat));
 
 // emit

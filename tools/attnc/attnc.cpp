@@ -372,10 +372,6 @@ void checkGradNames(const KernelInfo &info,
 
 int cmdRun(const Invocation &inv) {
   Options options = inv.options;
-  if (options.backward && driver::isGpuTarget(options.target) &&
-      options.target.rfind("sm_", 0) != 0)
-    throw Error("--backward", "backward kernels exist for the CPU and "
-                              "NVIDIA (sm_80, sm_90a) targets only so far");
   auto grads = parseGrads(inv);
   // Every output can be written, before anything is computed.
   OutputFiles outputs;

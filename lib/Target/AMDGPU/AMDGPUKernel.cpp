@@ -720,3 +720,18 @@ FailureOr<KernelInfo> rocm::buildGpuKernel(ModuleOp host, AttentionOp op,
   info.blockKV = cfg.blockKV;
   return info;
 }
+
+FailureOr<BackwardKernels>
+rocm::buildGpuBackwardKernels(ModuleOp host, AttentionOp op, StringRef name,
+                              const KernelConfig &cfg, std::string &error) {
+  if (!isSupportedChip(cfg.chip)) {
+    error = "AMD kernels are built for CDNA chips (gfx90a, gfx942, gfx950); "
+            "'" + cfg.chip + "' is not one";
+    return failure();
+  }
+  BackwardConfig bwd;
+  bwd.units = "matrix cores";
+  // A workgroup narrower than a wave would leave its lanes idle anyway.
+  bwd.minThreads = kWaveSize;
+  return buildBackwardKernels(host, op, name, bwd, error);
+}

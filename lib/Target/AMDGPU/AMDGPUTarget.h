@@ -2,6 +2,7 @@
 #ifndef ATTN_TARGET_AMDGPU_AMDGPUTARGET_H
 #define ATTN_TARGET_AMDGPU_AMDGPUTARGET_H
 
+#include "lib/Target/GPU/GpuBackward.h"
 #include "lib/Target/GPU/GpuKernel.h"
 
 #include <string>
@@ -32,6 +33,14 @@ FailureOr<gpukernel::KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
                                                 StringRef name,
                                                 const KernelConfig &cfg,
                                                 std::string &error);
+
+/// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
+/// gpu.module buildGpuKernel made in `host`: the shared SIMT kernels of
+/// gpukernel::buildBackwardKernels, `<name>_bwd_kv` and `<name>_bwd_q`,
+/// with workgroups of at least one wave.
+FailureOr<gpukernel::BackwardKernels>
+buildGpuBackwardKernels(ModuleOp host, AttentionOp op, StringRef name,
+                        const KernelConfig &cfg, std::string &error);
 
 /// A linked AMDGPU code object (an ELF shared object, what
 /// hipModuleLoadData takes) and the resources its metadata note reports,
