@@ -731,7 +731,9 @@ rocm::buildGpuBackwardKernels(ModuleOp host, AttentionOp op, StringRef name,
   }
   BackwardConfig bwd;
   bwd.units = "matrix cores";
-  // A workgroup narrower than a wave would leave its lanes idle anyway.
-  bwd.minThreads = kWaveSize;
+  // One thread per row: a workgroup narrower than a wave is one partial
+  // wave (its other lanes idle either way), and the accumulators ([threads,
+  // D + Dv] f32) stay within the 64 KiB of LDS at D = Dv = 128.
+  bwd.minThreads = 1;
   return buildBackwardKernels(host, op, name, bwd, error);
 }

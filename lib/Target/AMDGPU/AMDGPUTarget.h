@@ -37,7 +37,7 @@ FailureOr<gpukernel::KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
 /// gpu.module buildGpuKernel made in `host`: the shared SIMT kernels of
 /// gpukernel::buildBackwardKernels, `<name>_bwd_kv` and `<name>_bwd_q`,
-/// with workgroups of at least one wave.
+/// one work-item per key or query row.
 FailureOr<gpukernel::BackwardKernels>
 buildGpuBackwardKernels(ModuleOp host, AttentionOp op, StringRef name,
                         const KernelConfig &cfg, std::string &error);

@@ -29,7 +29,8 @@ struct BackwardKernels {
 struct BackwardConfig {
   /// checkSupported's name for the matrix units ("tensor cores").
   std::string units = "tensor cores";
-  /// A CTA has at least this many threads: the warp (32) or wave (64).
+  /// A CTA has max(rows, minThreads) threads: NVIDIA rounds up to a warp
+  /// (32); 1 keeps one thread per row (the accumulators are [threads, ..]).
   int64_t minThreads = 32;
   /// Static shared memory for the f32 row accumulators ([rows, D] and
   /// [rows, Dv]); rows halve (64, 32, 16) until they fit.
