@@ -174,6 +174,28 @@ if decode:
             "int8 dot-product instructions (AVX-512 VNNI) for Q.K^T are the "
             "next step.")
 
+backward = load("backward")
+if backward:
+    say()
+    say(f"### Backward (`attn-bench-backward`, B=1, H={backward['H']}, "
+        f"S={backward['S']}, D={backward['D']}, f32)")
+    say()
+    say("Backward time over the same variant's forward time, and each "
+        "backward over the dense backward (sparse masks must keep their "
+        "speedup). FlashAttention-2 reports about 2.5x backward/forward on "
+        "GPUs.")
+    say()
+    say("| variant | forward ms | backward ms | backward / forward | "
+        "backward / dense backward |")
+    say("|---|---|---|---|---|")
+    dense_bwd = next((v["backward_ms"] for v in backward["variants"]
+                      if v["name"] == "dense"), None)
+    for v in backward["variants"]:
+        rel = (f"{v['backward_ms'] / dense_bwd:.3f}"
+               if dense_bwd and v["name"] != "dense" else "-")
+        say(f"| {v['name']} | {v['forward_ms']:.1f} | {v['backward_ms']:.1f} "
+            f"| {v['ratio']:.2f} | {rel} |")
+
 if plt is None:
     say()
     say("(No matplotlib here: the plot was not redrawn.)")

@@ -92,6 +92,10 @@ bench documents documents "--set doc=$OUT/doc.npy"
 bench softcap_causal softcap_causal ""
 bench moba moba ""
 
+echo "== backward over forward time (dense and sparse masks, same inputs)"
+"$B/attn-bench-backward" --s "$S" --h "$H" --d "$D" --reps "$REPS" \
+  --cpu "$CPU" --window "$WINDOW" --docs "$DOCS" --json "$OUT/backward.json"
+
 echo "== decode at 64k: K/V bytes read per second vs a memcpy of the same bytes"
 "$B/attn-bench-decode" --cpu "$CPU" --reps $((REPS * 4)) --json "$OUT/decode.json"
 

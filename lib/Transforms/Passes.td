@@ -53,10 +53,12 @@ def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
 
     With `ordered-dq`, phase 0 also computes each tile pair's dQ and adds
     it to an f32 buffer `dq_accum` [B, Hq, Sq, D] appended to the function
-    with `dq_turns` [B, Hq, query tiles] (i32; both zeroed by the caller):
-    per query tile the key tiles add from the last to the first, each
-    waiting (an atomic read in a loop) for the one before to pass its turn,
-    so the sum's order is fixed without atomics on floats. Phase 1 then only
+    with `dq_progress` [B, Hkv, key tiles, 16] (i32, a cache line per item;
+    both zeroed by the caller): per query tile the key tiles add from the
+    last to the first; each item publishes how many (head, query tile)
+    pairs of its walk it has passed (release stores) and, before passing
+    one, waits (acquire loads in a loop) until the next key tile's item has
+    passed it, so the sum's order is fixed without atomics on floats. Phase 1 then only
     converts dQ and adds the sinks' gradients: five tile products per pair
     instead of seven. The items of phase 0 must be handed out in work-loop
     order (the CPU runtime's counter does), and phase 0 must add no
@@ -73,7 +75,8 @@ def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
                            "::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect"];
+                           "::mlir::math::MathDialect",
+                           "::mlir::LLVM::LLVMDialect"];
 }
 
 def AttnDifferentiatePass : Pass<"attn-differentiate"> {

@@ -34,6 +34,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -52,15 +53,16 @@ namespace {
 
 class BackwardTiler {
 public:
-  /// `dqAccum` [B, Hq, Sq, D] f32 and `turns` [B, Hq, query tiles] i32,
-  /// both zeroed by the caller: when given, phase 0 also adds each tile
-  /// pair's dQ to dqAccum, key tiles in a fixed order per query tile (see
-  /// emitOrderedDqAdd), and phase 1 only converts it.
+  /// `dqAccum` [B, Hq, Sq, D] f32 and `progress` [B, Hkv, key tiles, 16]
+  /// i32, both zeroed by the caller: when given, phase 0 also adds each
+  /// tile pair's dQ to dqAccum, key tiles in a fixed order per query tile
+  /// (see emitOrderedDqAdd), and phase 1 only converts it.
   BackwardTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes,
-                Value dqAccum = {}, Value turns = {})
+                Value dqAccum = {}, Value progress = {})
       : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
         BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
-        norm(op.getNormalize()), regions(op), dqAccum(dqAccum), turns(turns) {
+        norm(op.getNormalize()), regions(op), dqAccum(dqAccum),
+        progress(progress) {
     f32 = rw.getF32Type();
   }
 
@@ -157,11 +159,15 @@ private:
   void emitParamLaneSums(OpBuilder &b, Value slot);
 
   void emitKeyTileItem(OpBuilder &b, Value bI, Value hkv, Value kTile);
-  /// Waits until key tile kTile is next to add to query tile (h, q0)'s dQ,
-  /// adds `part` (the pair's dQ, or nothing when `part` is null: an EMPTY
-  /// pair only passes its turn), and passes the turn on.
-  void emitOrderedDqAdd(OpBuilder &b, Value bI, Value hI, Value qTile,
-                        Value q0, Value kTile, Value part);
+  /// Waits until the next key tile's item has passed pair `pos` of the
+  /// walk, adds `part` (the pair's dQ to query head hI's rows from q0, or
+  /// nothing when null: an EMPTY pair), and publishes pos + 1 as passed.
+  void emitOrderedDqAdd(OpBuilder &b, Value bI, Value hkv, Value hI,
+                        Value q0, Value kTile, Value pos, Value part);
+  /// The address of item (bI, hkv, kTile)'s count of passed pairs.
+  Value progressPointer(OpBuilder &b, Value bI, Value hkv, Value kTile);
+  void storeProgress(OpBuilder &b, Value bI, Value hkv, Value kTile,
+                     Value passed);
   void emitQueryTileItem(OpBuilder &b, Value bI, Value hI, Value qTile);
   /// Phase 1 without dqAccum: dQ over the kept key tiles, recomputing
   /// S and dP.
@@ -181,7 +187,10 @@ private:
   int64_t BQ, BK, D, Dv;
   Normalize norm;
   RegionInliner regions;
-  Value dqAccum, turns;
+  Value dqAccum, progress;
+  // Phase 0 with dqAccum: the next key tile's count of passed pairs, as
+  // last read.
+  Value seenBuf;
   FloatType f32;
 
   Value batch, headsQ, headsKV, seqQ, seqKV, group, scale;
@@ -466,6 +475,10 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
   for (Value lanes : paramLanes)
     fill(b, lanes, 0.0);
   Value h0 = arith::MulIOp::create(b, loc, hkv, group);
+  if (dqAccum)
+    memref::StoreOp::create(b, loc,
+                            arith::ConstantIntOp::create(b, loc, 0, 32),
+                            seenBuf, ValueRange{cIdx(b, 0)});
   forLoop(b, h0, add(b, h0, group), [&](OpBuilder &b, Value hI) {
     forLoop(b, cIdx(b, 0), numQTiles, [&](OpBuilder &b, Value qTile) {
       Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, BQ));
@@ -473,11 +486,17 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
       Value kept = arith::CmpIOp::create(
           b, loc, arith::CmpIPredicate::ne, cls,
           arith::ConstantIntOp::create(b, loc, kTileEmpty, 32));
+      // Where this pair sits in the item's walk (heads, then query tiles).
+      Value pos = toI32(
+          b, add(b, arith::MulIOp::create(
+                        b, loc, arith::SubIOp::create(b, loc, hI, h0),
+                        numQTiles),
+                 qTile));
       auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, kept,
                                     /*withElseRegion=*/dqAccum != nullptr);
       if (dqAccum) {
         OpBuilder eb = ifOp.getElseBodyBuilder();
-        emitOrderedDqAdd(eb, bI, hI, qTile, q0, kTile, Value());
+        emitOrderedDqAdd(eb, bI, hkv, hI, q0, kTile, pos, Value());
       }
       OpBuilder tb = ifOp.getThenBodyBuilder();
       loadRows(tb, op.getQuery(), bI, hI, q0, seqQ, BQ, D, qBuf, false);
@@ -491,10 +510,13 @@ void BackwardTiler::emitKeyTileItem(OpBuilder &b, Value bI, Value hkv,
       if (dqAccum) {
         fill(tb, dqPart, 0.0);
         matmul(tb, dsTBuf, kBuf, dqPart, /*transposedA=*/true);
-        emitOrderedDqAdd(tb, bI, hI, qTile, q0, kTile, dqPart);
+        emitOrderedDqAdd(tb, bI, hkv, hI, q0, kTile, pos, dqPart);
       }
     });
   });
+  if (dqAccum) // every pair passed
+    storeProgress(b, bI, hkv, kTile,
+                  toI32(b, arith::MulIOp::create(b, loc, group, numQTiles)));
   storeRows(b, dk, op.getGradKey(), bI, hkv, k0, seqKV, BK, D);
   storeRows(b, dv, op.getGradValue(), bI, hkv, k0, seqKV, BK, Dv);
   // With ordered dQ, phase 0's items add their params' gradients to a slot
@@ -542,34 +564,84 @@ void BackwardTiler::emitParamLaneSums(OpBuilder &b, Value slot) {
   }
 }
 
-void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hI,
-                                     Value qTile, Value q0, Value kTile,
-                                     Value part) {
+Value BackwardTiler::progressPointer(OpBuilder &b, Value bI, Value hkv,
+                                     Value kTile) {
+  // progress is [B, Hkv, key tiles, 16] i32 with the identity layout: one
+  // 64-byte line per item, so an item's stores do not share a cache line
+  // with the next item's.
+  Value item = add(b,
+                   arith::MulIOp::create(b, loc,
+                                         add(b, arith::MulIOp::create(
+                                                    b, loc, bI, headsKV),
+                                             hkv),
+                                         numKTiles),
+                   kTile);
+  Value offset = arith::MulIOp::create(b, loc, item, cIdx(b, 16 * 4));
+  Value base =
+      memref::ExtractAlignedPointerAsIndexOp::create(b, loc, progress);
+  Value address = arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                             add(b, base, offset));
+  return LLVM::IntToPtrOp::create(b, loc,
+                                  LLVM::LLVMPointerType::get(b.getContext()),
+                                  address);
+}
+
+void BackwardTiler::storeProgress(OpBuilder &b, Value bI, Value hkv,
+                                  Value kTile, Value passed) {
+  // A release store: the dQ rows added before it are visible to whoever
+  // reads the count with an acquire load.
+  LLVM::StoreOp::create(b, loc, passed, progressPointer(b, bI, hkv, kTile),
+                        /*alignment=*/4, /*isVolatile=*/false,
+                        /*isNonTemporal=*/false, /*isInvariantGroup=*/false,
+                        LLVM::AtomicOrdering::release);
+}
+
+void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hkv,
+                                     Value hI, Value q0, Value kTile,
+                                     Value pos, Value part) {
   // Key tiles add to a query tile's dQ from the last to the first: the
-  // order the work range hands phase 0's items out (last tile first), so
-  // an item waits only on the item handed out just before it, which is
-  // running or done; the sum's order, and so its bits, is the same on
-  // every run and thread count. turns counts the key tiles that added.
-  Value c0 = arith::ConstantIntOp::create(b, loc, 0, 32);
+  // order the work range hands phase 0's items out (last tile first).
+  // Each item publishes how many pairs of its walk it has passed (a
+  // release store per pair; on x86 a plain store to its own line), and
+  // before passing pair `pos` waits until the item of the next key tile
+  // has passed it, so every tile after it has too: the adds to a query
+  // tile happen in key-tile order, whatever the threads do, and an item
+  // only ever waits on one handed out before it (running or done). The
+  // count last seen is kept so that a pair already passed costs no read
+  // of the other core's line.
   Value lastTile = arith::SubIOp::create(b, loc, numKTiles, cIdx(b, 1));
-  Value myTurn =
-      toI32(b, arith::SubIOp::create(b, loc, lastTile, kTile));
-  SmallVector<Value> at = {bI, hI, qTile};
-  auto wait = scf::WhileOp::create(
-      b, loc, TypeRange{}, ValueRange{},
-      [&](OpBuilder &b, Location, ValueRange) {
-        // An atomic read (adding 0, acquire-release): it sees the adds
-        // the previous tile made before passing the turn.
-        Value seen = memref::AtomicRMWOp::create(
-            b, loc, arith::AtomicRMWKind::addi, c0, turns, at);
-        Value notYet = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::ne, seen, myTurn);
-        scf::ConditionOp::create(b, loc, notYet, ValueRange{});
-      },
-      [&](OpBuilder &b, Location, ValueRange) {
-        scf::YieldOp::create(b, loc);
-      });
-  (void)wait;
+  Value hasNext = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                        kTile, lastTile);
+  auto waitIf = scf::IfOp::create(b, loc, TypeRange{}, hasNext,
+                                  /*withElseRegion=*/false);
+  {
+    OpBuilder tb = waitIf.getThenBodyBuilder();
+    Value seen = memref::LoadOp::create(tb, loc, seenBuf,
+                                        ValueRange{cIdx(tb, 0)});
+    Value behind = arith::CmpIOp::create(tb, loc, arith::CmpIPredicate::sle,
+                                         seen, pos);
+    auto refresh = scf::IfOp::create(tb, loc, TypeRange{}, behind,
+                                     /*withElseRegion=*/false);
+    OpBuilder rb = refresh.getThenBodyBuilder();
+    Value next = progressPointer(rb, bI, hkv, add(rb, kTile, cIdx(rb, 1)));
+    auto wait = scf::WhileOp::create(
+        rb, loc, TypeRange{rb.getI32Type()}, ValueRange{},
+        [&](OpBuilder &b, Location, ValueRange) {
+          Value count = LLVM::LoadOp::create(
+              b, loc, b.getI32Type(), next, /*alignment=*/4,
+              /*isVolatile=*/false, /*isNonTemporal=*/false,
+              /*isInvariant=*/false, /*isInvariantGroup=*/false,
+              LLVM::AtomicOrdering::acquire);
+          Value notYet = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::sle, count, pos);
+          scf::ConditionOp::create(b, loc, notYet, ValueRange{count});
+        },
+        [&](OpBuilder &b, Location, ValueRange) {
+          scf::YieldOp::create(b, loc);
+        });
+    memref::StoreOp::create(rb, loc, wait.getResult(0), seenBuf,
+                            ValueRange{cIdx(rb, 0)});
+  }
   if (part) {
     Value end = arith::MinUIOp::create(
         b, loc, arith::SubIOp::create(b, loc, seqQ, q0), cIdx(b, BQ));
@@ -584,10 +656,9 @@ void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hI,
       });
     });
   }
-  Value next = arith::AddIOp::create(
-      b, loc, myTurn, arith::ConstantIntOp::create(b, loc, 1, 32));
-  memref::AtomicRMWOp::create(b, loc, arith::AtomicRMWKind::assign, next,
-                              turns, at);
+  storeProgress(b, bI, hkv, kTile,
+                arith::AddIOp::create(
+                    b, loc, pos, arith::ConstantIntOp::create(b, loc, 1, 32)));
 }
 
 void BackwardTiler::emitQueryTileItem(OpBuilder &b, Value bI, Value hI,
@@ -702,6 +773,10 @@ scf::ParallelOp BackwardTiler::build() {
         Value dk = stackBuffer(sb, {BK, D}), dv = stackBuffer(sb, {BK, Dv}),
               dq = stackBuffer(sb, {BQ, D});
         dqPart = dqAccum ? dq : Value();
+        seenBuf = dqAccum ? memref::AllocaOp::create(
+                                sb, loc, MemRefType::get({1}, sb.getI32Type()))
+                                .getResult()
+                          : Value();
         auto ifOp = scf::IfOp::create(sb, loc, TypeRange{}, phase0,
                                       /*withElseRegion=*/true);
         OpBuilder tb = ifOp.getThenBodyBuilder();
@@ -748,7 +823,7 @@ mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
     return op.emitOpError("expected a backward attention op");
   if (failed(differentiate(op)))
     return failure();
-  Value dqAccum, turns;
+  Value dqAccum, progress;
   if (orderedDq) {
     // Phase 0 runs without per-group gradient copies then (its items
     // depend on each other through the turns): params' gradients go to one
@@ -769,19 +844,19 @@ mlir::attn::tileAttentionBackward(RewriterBase &rewriter, AttentionOp op,
     unsigned n = func.getNumArguments();
     auto accumType = MemRefType::get({dyn, dyn, dyn, op.getHeadDim()},
                                      Float32Type::get(ctx));
-    auto turnsType =
-        MemRefType::get({dyn, dyn, dyn}, IntegerType::get(ctx, 32));
+    auto progressType =
+        MemRefType::get({dyn, dyn, dyn, 16}, IntegerType::get(ctx, 32));
     if (failed(func.insertArgument(n, accumType, {}, op.getLoc())) ||
-        failed(func.insertArgument(n + 1, turnsType, {}, op.getLoc())))
+        failed(func.insertArgument(n + 1, progressType, {}, op.getLoc())))
       return op.emitOpError("cannot append the ordered dQ arguments");
     func.setArgAttr(n, "attn.name", StringAttr::get(ctx, "dq_accum"));
-    func.setArgAttr(n + 1, "attn.name", StringAttr::get(ctx, "dq_turns"));
+    func.setArgAttr(n + 1, "attn.name", StringAttr::get(ctx, "dq_progress"));
     dqAccum = func.getArgument(n);
-    turns = func.getArgument(n + 1);
+    progress = func.getArgument(n + 1);
   }
   OpBuilder::InsertionGuard guard(rewriter);
   rewriter.setInsertionPoint(op);
-  BackwardTiler tiler(rewriter, op, sizes, dqAccum, turns);
+  BackwardTiler tiler(rewriter, op, sizes, dqAccum, progress);
   scf::ParallelOp par = tiler.build();
   rewriter.eraseOp(op);
   return par;

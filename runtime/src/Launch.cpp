@@ -1201,11 +1201,14 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
   const int64_t *sz = bp.launch.sizes;
   bool ordered = info.backwardOrderedDq;
   std::vector<float> dqAccum;
-  std::vector<int32_t> turns;
+  // Per phase-0 item, the pairs of its walk it has passed: a 64-byte line
+  // each.
+  std::vector<int32_t> progress;
+  int64_t keyTiles = (sz[kSkv] + info.blockKV - 1) / info.blockKV;
   if (ordered) {
     dqAccum.resize(size_t(checkedProduct(
         "q", {sz[kB], sz[kHq], sz[kSq], info.headDim}, "dq's f32 sums")));
-    turns.resize(size_t(bp.items[1]));
+    progress.resize(size_t(bp.items[0]) * 16);
   }
   // ... and its items add their f32 params' gradients to one slot each
   // (bp.grads lists the f32 params first), summed in item order below.
@@ -1236,13 +1239,13 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
     packed.i32(phase);
     if (ordered) {
       static float noAccum = 0;
-      static int32_t noTurns = 0;
+      static int32_t noProgress = 0;
       packed.memref(TensorRef(dqAccum.empty() ? &noAccum : dqAccum.data(),
                               DType::f32,
                               {sz[kB], sz[kHq], sz[kSq], info.headDim}));
-      packed.memref(TensorRef(
-          turns.empty() ? &noTurns : turns.data(), DType::i32,
-          {sz[kB], sz[kHq], (sz[kSq] + info.blockQ - 1) / info.blockQ}));
+      packed.memref(TensorRef(progress.empty() ? &noProgress
+                                               : progress.data(),
+                              DType::i32, {sz[kB], sz[kHkv], keyTiles, 16}));
     }
   };
   for (int32_t phase = 0; phase < 2; ++phase) {

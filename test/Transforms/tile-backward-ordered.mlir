@@ -1,33 +1,45 @@
 // RUN: attn-opt %s -split-input-file -verify-diagnostics --pass-pipeline='builtin.module(func.func(attn-classify-mask,attn-tile-backward{block-q=32 block-kv=64 ordered-dq=1},canonicalize,cse))' | FileCheck %s
 
-// ordered-dq: the function gains dq_accum (f32) and dq_turns (i32). Phase 0
-// computes each kept pair's dQ into a stack tile (the fifth tile product),
-// waits until the key tile before it has taken its turn on that query tile
-// (an atomic read in a loop), adds its rows to dq_accum and passes the turn;
-// an EMPTY pair only waits and passes. Phase 1 converts dq_accum to dq's
-// dtype: no S, dP or dQ products there.
+// ordered-dq: the function gains dq_accum (f32) and dq_progress (i32, a
+// 64-byte line per phase-0 item). Phase 0 computes each kept pair's dQ into
+// a stack tile (the fifth tile product); unless its key tile is the last,
+// it waits until the next key tile's item has passed this pair of the walk
+// (acquire loads in a loop, skipped when the count last seen is already
+// past it), adds its rows to dq_accum, and publishes the pairs it passed
+// (a release store); an EMPTY pair waits and publishes but adds nothing.
+// Phase 1 converts dq_accum to dq's dtype: no S, dP or dQ products there.
 
 // CHECK-LABEL: func.func @causal(
-// CHECK-SAME: %[[DQ:[a-z0-9]+]]: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x32xbf16>, %{{[a-z0-9]+}}: i32, %[[ACC:[a-z0-9]+]]: memref<?x?x?x64xf32> {attn.name = "dq_accum"}, %[[TURNS:[a-z0-9]+]]: memref<?x?x?xi32> {attn.name = "dq_turns"})
+// CHECK-SAME: %[[DQ:[a-z0-9]+]]: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x32xbf16>, %{{[a-z0-9]+}}: i32, %[[ACC:[a-z0-9]+]]: memref<?x?x?x64xf32> {attn.name = "dq_accum"}, %[[PROGRESS:[a-z0-9]+]]: memref<?x?x?x16xi32> {attn.name = "dq_progress"})
+// CHECK: %[[SEEN:.+]] = memref.alloca() : memref<1xi32>
 // CHECK: linalg.matmul indexing_maps = [#map, #map1, #map2] ins(%{{.+}}, %{{.+}} : memref<64x32xf32>, memref<64x64xf32>) outs(%[[PART:.+]] : memref<32x64xf32>)
-// CHECK: %[[MINE:.+]] = arith.index_cast %{{.+}} : index to i32
+// CHECK: %[[LAST_SEEN:.+]] = memref.load %[[SEEN]]
+// CHECK: %[[BEHIND:.+]] = arith.cmpi sle, %[[LAST_SEEN]], %[[POS:.+]] : i32
+// CHECK: scf.if %[[BEHIND]] {
+// CHECK: memref.extract_aligned_pointer_as_index %[[PROGRESS]]
+// CHECK: %[[NEXT:.+]] = llvm.inttoptr
 // CHECK: scf.while
-// CHECK-NEXT: %[[SEEN:.+]] = memref.atomic_rmw addi %c0_i32, %[[TURNS]]
-// CHECK-NEXT: %[[WAIT:.+]] = arith.cmpi ne, %[[SEEN]], %[[MINE]]
-// CHECK-NEXT: scf.condition(%[[WAIT]])
+// CHECK-NEXT: %[[COUNT:.+]] = llvm.load %[[NEXT]] atomic acquire
+// CHECK-NEXT: %[[WAIT:.+]] = arith.cmpi sle, %[[COUNT]], %[[POS]]
+// CHECK-NEXT: scf.condition(%[[WAIT]]) %[[COUNT]]
+// CHECK: memref.store %{{.+}}, %[[SEEN]]
 // CHECK: memref.load %[[PART]]
 // CHECK: memref.load %[[ACC]]
 // CHECK: memref.store %{{.+}}, %[[ACC]]
-// CHECK: %[[NEXT:.+]] = arith.addi %[[MINE]], %c1_i32
-// CHECK: memref.atomic_rmw assign %[[NEXT]], %[[TURNS]]
+// CHECK: %[[PASSED:.+]] = arith.addi %[[POS]], %c1_i32
+// CHECK: %[[MINE:.+]] = llvm.inttoptr
+// CHECK: llvm.store %[[PASSED]], %[[MINE]] atomic release
 // CHECK: } else {
-// CHECK: scf.while
-// CHECK: memref.atomic_rmw assign
+// CHECK: llvm.load %{{.+}} atomic acquire
+// CHECK: llvm.store %{{.+}} atomic release
+//      Every pair passed at the item's end.
+// CHECK: llvm.store %{{.+}} atomic release
 // CHECK: } else {
 // CHECK-NOT: linalg.matmul
 // CHECK: memref.load %[[ACC]]
 // CHECK: arith.truncf
 // CHECK: memref.store %{{.+}}, %[[DQ]]
+
 func.func @causal(%q: memref<?x?x?x64xbf16>, %k: memref<?x?x?x64xbf16>, %v: memref<?x?x?x32xbf16>, %o: memref<?x?x?x32xbf16>, %lse: memref<?x?x?xf32>, %do: memref<?x?x?x32xbf16>, %dq: memref<?x?x?x64xbf16>, %dk: memref<?x?x?x64xbf16>, %dv: memref<?x?x?x32xbf16>, %phase: i32) {
   attn.attention ins(%q, %k, %v : memref<?x?x?x64xbf16>, memref<?x?x?x64xbf16>, memref<?x?x?x32xbf16>) outs(%o : memref<?x?x?x32xbf16>) lse(%lse : memref<?x?x?xf32>) backward(%do, %dq, %dk, %dv : memref<?x?x?x32xbf16>, memref<?x?x?x64xbf16>, memref<?x?x?x64xbf16>, memref<?x?x?x32xbf16>) phase(%phase) normalize = softmax mask {
   ^bb0(%b: i32, %h: i32, %qi: i32, %kv: i32):

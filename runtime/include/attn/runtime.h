@@ -161,7 +161,7 @@ struct KernelInfo {
   bool backward = false;
   /// The backward sums dQ while walking key tiles (attn-tile-backward's
   /// ordered-dq): its first phase takes the f32 scratch dq_accum
-  /// [B, Hq, Sq, D] and the i32 turns [B, Hq, ceil(Sq / blockQ)], zeroed,
+  /// [B, Hq, Sq, D] and the i32 progress [B, Hkv, key tiles, 16], zeroed,
   /// and its items must be handed out one at a time in order; its f32
   /// params' gradient buffers hold one slot per item (summed in item
   /// order). Variants whose score or scale reads an f32 captured tensor
