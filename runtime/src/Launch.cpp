@@ -1208,7 +1208,7 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
   if (ordered) {
     dqAccum.resize(size_t(checkedProduct(
         "q", {sz[kB], sz[kHq], sz[kSq], info.headDim}, "dq's f32 sums")));
-    progress.resize(size_t(bp.items[0]) * 16);
+    progress.resize(size_t(bp.items[0]) * 16 + 16); // + room to align
   }
   // ... and its items add their f32 params' gradients to one slot each
   // (bp.grads lists the f32 params first), summed in item order below.
@@ -1243,8 +1243,12 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
       packed.memref(TensorRef(dqAccum.empty() ? &noAccum : dqAccum.data(),
                               DType::f32,
                               {sz[kB], sz[kHq], sz[kSq], info.headDim}));
-      packed.memref(TensorRef(progress.empty() ? &noProgress
-                                               : progress.data(),
+      // Each item's count on a 64-byte line of its own.
+      auto at = reinterpret_cast<uintptr_t>(progress.data());
+      int32_t *lines = progress.empty()
+                           ? &noProgress
+                           : progress.data() + ((64 - at % 64) % 64) / 4;
+      packed.memref(TensorRef(lines,
                               DType::i32, {sz[kB], sz[kHkv], keyTiles, 16}));
     }
   };
