@@ -54,37 +54,18 @@ int64_t rowsFor(int64_t width, int64_t budget) {
 }
 constexpr int64_t kOtherTile = 64;
 
-class BackwardBuilder : public gpukernel::KernelBase {
+class BackwardBuilder : public BackwardBase {
 public:
   BackwardBuilder(AttentionOp op, IRMapping outside, int64_t rows,
                   int64_t threads)
-      : KernelBase(op, std::move(outside), rows, rows), rows(rows),
+      : BackwardBase(op, std::move(outside), rows), rows(rows),
         threads(threads) {}
 
   void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
   void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
-  int64_t threadCount() const { return threads; }
 
 private:
-  void setUpBackward(OpBuilder &b);
   Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape);
-  Value toF32(OpBuilder &b, Value x) {
-    return x.getType().isF32()
-               ? x
-               : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
-  }
-  Value minU(OpBuilder &b, Value x, Value y) {
-    return arith::MinUIOp::create(b, loc, x, y);
-  }
-  Value ult(OpBuilder &b, Value x, Value y) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y);
-  }
-  /// The last valid index below `n` (0 for n = 0): reads of rows past the
-  /// end go there and are then ignored.
-  Value lastBelow(OpBuilder &b, Value n) {
-    return arith::SubIOp::create(
-        b, loc, arith::MaxUIOp::create(b, loc, n, cIdx(b, 1)), cIdx(b, 1));
-  }
   void forLoop(OpBuilder &b, Value lb, Value ub, Value step,
                function_ref<void(OpBuilder &, Value)> body) {
     scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
@@ -103,29 +84,13 @@ private:
   /// dst[row, d] += x * src[si..., d] for d < n.
   void axpy(OpBuilder &b, Value dst, Value row, Value x, Value src,
             ValueRange si, int64_t n);
-  /// The classifier's verdict on query rows [qLo, qHi] of head h32 against
-  /// keys [kLo, kHi] (index values, inclusive bounds).
-  Value classify(OpBuilder &b, Value h32, Value qLo, Value qHi, Value kLo,
-                 Value kHi);
-  /// Whether `cls` is not EMPTY, and whether it is FULL.
-  Value notEmpty(OpBuilder &b, Value cls) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                                 cI32(b, kTileEmpty));
-  }
-  /// Runs body(withMask) under FULL (no mask) or not (mask).
-  void byClass(OpBuilder &b, Value cls, function_ref<void(OpBuilder &, bool)>
-                                            body);
-  /// (p, dS) of one entry: s = q . k, dp = dO . v, the row's lse and delta.
-  std::pair<Value, Value> entry(OpBuilder &b, Value s, Value dp, Value rowLse,
-                                Value delta, Value h32, Value q32, Value kv32,
-                                Value valid, bool withMask);
 
   int64_t rows, threads;
-  Value dO, dq, dk, dv;
-  Value headsQ, headsKV, group, tid;
 };
 
-void BackwardBuilder::setUpBackward(OpBuilder &b) {
+} // namespace
+
+void BackwardBase::setUpBackward(OpBuilder &b) {
   q = outside.lookup(op.getQuery());
   k = outside.lookup(op.getKey());
   v = outside.lookup(op.getValue());
@@ -200,7 +165,7 @@ void BackwardBuilder::axpy(OpBuilder &b, Value dst, Value row, Value x,
   });
 }
 
-Value BackwardBuilder::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
+Value BackwardBase::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
                                 Value kLo, Value kHi) {
   // Without a classifier a mask is evaluated everywhere.
   if (!op.hasClassify())
@@ -210,7 +175,12 @@ Value BackwardBuilder::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
                                toI32(b, kLo), toI32(b, kHi)});
 }
 
-void BackwardBuilder::byClass(OpBuilder &b, Value cls,
+Value BackwardBase::notEmpty(OpBuilder &b, Value cls) {
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
+                               cI32(b, kTileEmpty));
+}
+
+void BackwardBase::byClass(OpBuilder &b, Value cls,
                               function_ref<void(OpBuilder &, bool)> body) {
   if (!op.hasMask()) {
     body(b, false);
@@ -227,7 +197,7 @@ void BackwardBuilder::byClass(OpBuilder &b, Value cls,
 }
 
 std::pair<Value, Value>
-BackwardBuilder::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
+BackwardBase::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
                        Value delta, Value h32, Value q32, Value kv32,
                        Value valid, bool withMask) {
   Value zero = cF32(b, 0.0);
@@ -388,7 +358,19 @@ void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   });
 }
 
-} // namespace
+KernelSignature gpukernel::backwardSignature(AttentionOp op) {
+  KernelSignature s;
+  s.opValues = {op.getQuery(), op.getKey(), op.getValue(), op.getOut()};
+  if (op.getLse())
+    s.opValues.push_back(op.getLse());
+  s.opValues.append(op.getParams().begin(), op.getParams().end());
+  s.opValues.append(op.getCaptures().begin(), op.getCaptures().end());
+  s.opValues.append({op.getGradOut(), op.getGradQuery(), op.getGradKey(),
+                     op.getGradValue()});
+  for (Value v : s.opValues)
+    s.types.push_back(v.getType());
+  return s;
+}
 
 FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
     ModuleOp host, AttentionOp op, StringRef name, const BackwardConfig &cfg,
@@ -416,17 +398,7 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(&gpuModule.getBodyRegion().front());
 
-  SmallVector<Value> opValues = {op.getQuery(), op.getKey(), op.getValue(),
-                                 op.getOut()};
-  if (op.getLse())
-    opValues.push_back(op.getLse());
-  opValues.append(op.getParams().begin(), op.getParams().end());
-  opValues.append(op.getCaptures().begin(), op.getCaptures().end());
-  opValues.append({op.getGradOut(), op.getGradQuery(), op.getGradKey(),
-                   op.getGradValue()});
-  SmallVector<Type> types;
-  for (Value v : opValues)
-    types.push_back(v.getType());
+  KernelSignature signature = backwardSignature(op);
 
   BackwardKernels out;
   for (int phase = 0; phase < 2; ++phase) {
@@ -437,7 +409,8 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
     std::string fname = (name + (phase == 0 ? "_bwd_kv" : "_bwd_q")).str();
     IRMapping outside;
     gpu::GPUFuncOp func =
-        createKernelFunc(b, op, fname, types, opValues, threads, outside);
+        createKernelFunc(b, op, fname, signature.types,
+                         signature.opValues, threads, outside);
     if (cfg.decorate)
       cfg.decorate(func, threads);
     OpBuilder body(ctx);

@@ -10,6 +10,8 @@
 
 #include "lib/Target/GPU/GpuKernel.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
 #include <functional>
 #include <string>
 
@@ -38,6 +40,59 @@ struct BackwardConfig {
   /// Adds the target's attributes to each kernel (launch bounds) given its
   /// thread count; may be empty.
   std::function<void(gpu::GPUFuncOp, int32_t threads)> decorate;
+};
+
+/// The backward kernels' operands: q, k, v, o, [lse], params...,
+/// captures..., do, dq, dk, dv.
+KernelSignature backwardSignature(AttentionOp op);
+
+/// The backward's per-CTA set-up and per-entry math, for the targets'
+/// backward builders (the SIMT one in GpuBackward.cpp; matrix-unit ones
+/// call entry() on their fragments' elements).
+class BackwardBase : public KernelBase {
+protected:
+  BackwardBase(AttentionOp op, IRMapping outside, int64_t rows)
+      : KernelBase(op, std::move(outside), rows, rows) {}
+
+  /// Reads the operands (backwardSignature), the sizes the regions see, the
+  /// scale, the batch (block z) and the thread (x).
+  void setUpBackward(OpBuilder &b);
+  /// The classifier's verdict on query rows [qLo, qHi] of head h32 against
+  /// keys [kLo, kHi] (index values, inclusive bounds).
+  Value classify(OpBuilder &b, Value h32, Value qLo, Value qHi, Value kLo,
+                 Value kHi);
+  /// Whether `cls` is not EMPTY.
+  Value notEmpty(OpBuilder &b, Value cls);
+  /// Runs body(withMask) under FULL (no mask) or not (mask).
+  void byClass(OpBuilder &b, Value cls,
+               function_ref<void(OpBuilder &, bool)> body);
+  /// (p, dS) of one entry: s = q . k, dp = dO . v, the row's lse and
+  /// delta = rowsum(dO * O); 0 where the entry is not `valid`, masked
+  /// (withMask) or its row has no mass.
+  std::pair<Value, Value> entry(OpBuilder &b, Value s, Value dp, Value rowLse,
+                                Value delta, Value h32, Value q32, Value kv32,
+                                Value valid, bool withMask);
+
+  Value toF32(OpBuilder &b, Value x) {
+    return x.getType().isF32()
+               ? x
+               : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
+  }
+  Value minU(OpBuilder &b, Value x, Value y) {
+    return arith::MinUIOp::create(b, loc, x, y);
+  }
+  Value ult(OpBuilder &b, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y);
+  }
+  /// The last valid index below `n` (0 for n = 0): reads of rows past the
+  /// end go there and are then ignored.
+  Value lastBelow(OpBuilder &b, Value n) {
+    return arith::SubIOp::create(
+        b, loc, arith::MaxUIOp::create(b, loc, n, cIdx(b, 1)), cIdx(b, 1));
+  }
+
+  Value dO, dq, dk, dv;
+  Value headsQ, headsKV, group, tid;
 };
 
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
