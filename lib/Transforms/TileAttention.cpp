@@ -21,6 +21,7 @@
 // query per lane) instead of horizontal reductions.
 //
 //===----------------------------------------------------------------------===//
+#include "lib/Transforms/LoopBuilder.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/Transforms.h"
@@ -54,52 +55,16 @@ constexpr int64_t kPrefetchTiles = 2;
 
 /// Builds the loop nest for one attention op. Values are created at the
 /// builder's insertion point; loop bodies use their own nested builders.
-class AttentionTiler {
+class AttentionTiler : LoopBuilder {
 public:
   AttentionTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes)
-      : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
+      : LoopBuilder(op.getLoc()), rw(rewriter), op(op), BQ(sizes.blockQ),
         BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
-        norm(op.getNormalize()), rowWidths(sizes.rows) {
-    f32 = rw.getF32Type();
-    i32 = rw.getI32Type();
-  }
+        norm(op.getNormalize()), rowWidths(sizes.rows) {}
 
   scf::ParallelOp build();
 
 private:
-  using BodyFn = function_ref<void(OpBuilder &, Value)>;
-
-  Value cIdx(OpBuilder &b, int64_t v) {
-    return arith::ConstantIndexOp::create(b, loc, v);
-  }
-  Value cF32(OpBuilder &b, double v) {
-    return arith::ConstantFloatOp::create(b, loc, f32,
-                                          APFloat(static_cast<float>(v)));
-  }
-  Value toI32(OpBuilder &b, Value index) {
-    return arith::IndexCastOp::create(b, loc, i32, index);
-  }
-  Value toF32(OpBuilder &b, Value x) {
-    if (x.getType() == f32)
-      return x;
-    return arith::ExtFOp::create(b, loc, f32, x);
-  }
-  Value minIdx(OpBuilder &b, Value x, Value y) {
-    return arith::MinUIOp::create(b, loc, x, y);
-  }
-  arith::FastMathFlagsAttr fastMath(OpBuilder &b) {
-    // Reassociation lets LLVM vectorize the dot products and row sums;
-    // results stay within f32 rounding of the sequential order.
-    return arith::FastMathFlagsAttr::get(
-        b.getContext(),
-        arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
-  }
-
-  void forLoop(OpBuilder &b, Value lb, Value ub, int64_t step, BodyFn body);
-  void forLoop(OpBuilder &b, int64_t ub, BodyFn body) {
-    forLoop(b, cIdx(b, 0), cIdx(b, ub), 1, body);
-  }
-
   Value inlineRegion(OpBuilder &b, Region &region, ValueRange args) {
     return regions.inlineRegion(b, region, args);
   }
@@ -219,12 +184,9 @@ private:
 
   RewriterBase &rw;
   AttentionOp op;
-  Location loc;
   int64_t BQ, BK, D, Dv;
   Normalize norm;
   RowWidths rowWidths;
-  FloatType f32;
-  Type i32;
 
   // Set up once per op.
   Value batch, headsQ, seqQ, headsKV, seqKV, group, numQTiles;
@@ -336,15 +298,6 @@ private:
   // multiplies by V's codes as bf16 pairs (vdpbf16ps where there is one).
   Value pBf16Buf;
 };
-
-void AttentionTiler::forLoop(OpBuilder &b, Value lb, Value ub, int64_t step,
-                             BodyFn body) {
-  scf::ForOp::create(b, loc, lb, ub, cIdx(b, step), ValueRange{},
-                     [&](OpBuilder &nb, Location, Value iv, ValueRange) {
-                       body(nb, iv);
-                       scf::YieldOp::create(nb, loc);
-                     });
-}
 
 void AttentionTiler::emitSetup(OpBuilder &b) {
   Value q = op.getQuery(), k = op.getKey();

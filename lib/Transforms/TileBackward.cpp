@@ -28,6 +28,7 @@
 // one query per lane.
 //
 //===----------------------------------------------------------------------===//
+#include "lib/Transforms/LoopBuilder.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/Transforms.h"
@@ -51,7 +52,7 @@ using namespace mlir::attn;
 
 namespace {
 
-class BackwardTiler {
+class BackwardTiler : LoopBuilder {
 public:
   /// `dqAccum` [B, Hq, Sq, D] f32 and `progress` [B, Hkv, key tiles, 16]
   /// i32, both zeroed by the caller: when given, phase 0 also adds each
@@ -59,52 +60,24 @@ public:
   /// (see emitOrderedDqAdd), and phase 1 only converts it.
   BackwardTiler(RewriterBase &rewriter, AttentionOp op, TileSizes sizes,
                 Value dqAccum = {}, Value progress = {})
-      : rw(rewriter), op(op), loc(op.getLoc()), BQ(sizes.blockQ),
+      : LoopBuilder(op.getLoc()), rw(rewriter), op(op), BQ(sizes.blockQ),
         BK(sizes.blockKV), D(op.getHeadDim()), Dv(op.getValueHeadDim()),
         norm(op.getNormalize()), regions(op), dqAccum(dqAccum),
-        progress(progress) {
-    f32 = rw.getF32Type();
-  }
+        progress(progress) {}
 
   scf::ParallelOp build();
 
 private:
-  using BodyFn = function_ref<void(OpBuilder &, Value)>;
-
-  Value cIdx(OpBuilder &b, int64_t v) {
-    return arith::ConstantIndexOp::create(b, loc, v);
-  }
-  Value cF32(OpBuilder &b, double v) {
-    return arith::ConstantFloatOp::create(b, loc, f32,
-                                          APFloat(static_cast<float>(v)));
-  }
-  Value toI32(OpBuilder &b, Value index) {
-    return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
-  }
-  Value toF32(OpBuilder &b, Value x) {
-    return x.getType() == f32 ? x : arith::ExtFOp::create(b, loc, f32, x);
-  }
   Value ult(OpBuilder &b, Value x, Value y) {
     return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y);
   }
   Value add(OpBuilder &b, Value x, Value y) {
     return arith::AddIOp::create(b, loc, x, y);
   }
-  arith::FastMathFlagsAttr fastMath(OpBuilder &b) {
-    return arith::FastMathFlagsAttr::get(
-        b.getContext(),
-        arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
-  }
   void forLoop(OpBuilder &b, Value lb, Value ub, BodyFn body) {
-    scf::ForOp::create(b, loc, lb, ub, cIdx(b, 1), ValueRange{},
-                       [&](OpBuilder &nb, Location, Value iv, ValueRange) {
-                         body(nb, iv);
-                         scf::YieldOp::create(nb, loc);
-                       });
+    LoopBuilder::forLoop(b, lb, ub, 1, body);
   }
-  void forLoop(OpBuilder &b, int64_t ub, BodyFn body) {
-    forLoop(b, cIdx(b, 0), cIdx(b, ub), body);
-  }
+  using LoopBuilder::forLoop;
   Value stackBuffer(OpBuilder &b, ArrayRef<int64_t> shape) {
     // Aligned for the matmuls' vector loads and stores.
     return memref::AllocaOp::create(b, loc, MemRefType::get(shape, f32),
@@ -183,7 +156,6 @@ private:
 
   RewriterBase &rw;
   AttentionOp op;
-  Location loc;
   int64_t BQ, BK, D, Dv;
   Normalize norm;
   RegionInliner regions;
@@ -191,7 +163,6 @@ private:
   // Phase 0 with dqAccum: the next key tile's count of passed pairs, as
   // last read.
   Value seenBuf;
-  FloatType f32;
 
   Value batch, headsQ, headsKV, seqQ, seqKV, group, scale;
   Value numQTiles, numKTiles;
