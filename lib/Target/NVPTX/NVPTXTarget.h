@@ -23,6 +23,9 @@ struct KernelConfig {
   /// sm_90a: TMA loads by a producer warp (mbarrier pipeline) instead of
   /// cp.async by all threads.
   bool tma = true;
+  /// Backward kernels of scalar FMAs instead of tensor cores (the first
+  /// version, kept for head dims past 128 and as a cross-check).
+  bool scalarBackward = false;
 };
 
 /// On a kernel taking TMA tensor maps: how many of its last parameters are
