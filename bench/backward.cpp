@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
+#include "bench/Timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -27,21 +28,9 @@
 #include <vector>
 
 using namespace attn;
+using attn::bench::medianMs;
 
 namespace {
-
-double medianMs(int reps, const std::function<void()> &fn) {
-  fn(); // warm-up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    fn();
-    auto t1 = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 struct Case {
   const char *name;
