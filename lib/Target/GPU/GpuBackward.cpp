@@ -45,47 +45,17 @@ using namespace mlir::attn::gpukernel;
 
 namespace {
 
-/// Key rows per bwd_kv CTA and query rows per bwd_q CTA (one per thread),
-/// and the tile the other side is classified in: the accumulators
-/// ([rows, D] and [rows, Dv] f32) stay within `budget` bytes of static
-/// shared memory (BackwardConfig::accumulatorBytes).
-int64_t rowsFor(int64_t width, int64_t budget) {
-  return width * 4 * 64 <= budget ? 64 : width * 4 * 32 <= budget ? 32 : 16;
-}
+/// The tile the other side is classified in.
 constexpr int64_t kOtherTile = 64;
 
 class BackwardBuilder : public BackwardBase {
 public:
   BackwardBuilder(AttentionOp op, IRMapping outside, int64_t rows,
                   int64_t threads)
-      : BackwardBase(op, std::move(outside), rows), rows(rows),
-        threads(threads) {}
+      : BackwardBase(op, std::move(outside), rows, threads) {}
 
   void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
   void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
-
-private:
-  Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape);
-  void forLoop(OpBuilder &b, Value lb, Value ub, Value step,
-               function_ref<void(OpBuilder &, Value)> body) {
-    scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
-                       [&](OpBuilder &nb, Location, Value iv, ValueRange) {
-                         body(nb, iv);
-                         scf::YieldOp::create(nb, loc);
-                       });
-  }
-  void forLoop(OpBuilder &b, Value lb, Value ub,
-               function_ref<void(OpBuilder &, Value)> body) {
-    forLoop(b, lb, ub, cIdx(b, 1), body);
-  }
-  /// sum_d a[ai..., d] * c[ci..., d] over d < n, in f32.
-  Value dot(OpBuilder &b, Value a, ValueRange ai, Value c, ValueRange ci,
-            int64_t n);
-  /// dst[row, d] += x * src[si..., d] for d < n.
-  void axpy(OpBuilder &b, Value dst, Value row, Value x, Value src,
-            ValueRange si, int64_t n);
-
-  int64_t rows, threads;
 };
 
 } // namespace
@@ -125,7 +95,7 @@ void BackwardBase::setUpBackward(OpBuilder &b) {
   b32 = toI32(b, bIdx);
 }
 
-Value BackwardBuilder::sharedBuffer(gpu::GPUFuncOp func,
+Value BackwardBase::sharedBuffer(gpu::GPUFuncOp func,
                                     ArrayRef<int64_t> shape) {
   MLIRContext *ctx = func.getContext();
   auto space =
@@ -136,7 +106,7 @@ Value BackwardBuilder::sharedBuffer(gpu::GPUFuncOp func,
       loc);
 }
 
-Value BackwardBuilder::dot(OpBuilder &b, Value a, ValueRange ai, Value c,
+Value BackwardBase::dot(OpBuilder &b, Value a, ValueRange ai, Value c,
                            ValueRange ci, int64_t n) {
   Value zero = cF32(b, 0.0);
   auto loop = scf::ForOp::create(
@@ -153,7 +123,7 @@ Value BackwardBuilder::dot(OpBuilder &b, Value a, ValueRange ai, Value c,
   return loop.getResult(0);
 }
 
-void BackwardBuilder::axpy(OpBuilder &b, Value dst, Value row, Value x,
+void BackwardBase::axpy(OpBuilder &b, Value dst, Value row, Value x,
                            Value src, ValueRange si, int64_t n) {
   forLoop(b, cIdx(b, 0), cIdx(b, n), [&](OpBuilder &b, Value d) {
     SmallVector<Value> is(si);
@@ -358,6 +328,20 @@ void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   });
 }
 
+int64_t gpukernel::backwardRows(int64_t width, int64_t budget) {
+  return width * 4 * 64 <= budget ? 64 : width * 4 * 32 <= budget ? 32 : 16;
+}
+
+void gpukernel::emitSimtBackward(OpBuilder &b, gpu::GPUFuncOp func,
+                                 AttentionOp op, const IRMapping &outside,
+                                 int phase, int64_t rows, int64_t threads) {
+  BackwardBuilder builder(op, outside, rows, threads);
+  if (phase == 0)
+    builder.emitKeyKernel(b, func);
+  else
+    builder.emitQueryKernel(b, func);
+}
+
 KernelSignature gpukernel::backwardSignature(AttentionOp op) {
   KernelSignature s;
   s.opValues = {op.getQuery(), op.getKey(), op.getValue(), op.getOut()};
@@ -404,7 +388,7 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
   for (int phase = 0; phase < 2; ++phase) {
     int64_t width = phase == 0 ? op.getHeadDim() + op.getValueHeadDim()
                                : op.getHeadDim();
-    int64_t rows = rowsFor(width, cfg.accumulatorBytes);
+    int64_t rows = backwardRows(width, cfg.accumulatorBytes);
     int32_t threads = int32_t(std::max<int64_t>(rows, cfg.minThreads));
     std::string fname = (name + (phase == 0 ? "_bwd_kv" : "_bwd_q")).str();
     IRMapping outside;
@@ -415,11 +399,7 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
       cfg.decorate(func, threads);
     OpBuilder body(ctx);
     body.setInsertionPointToStart(&func.getBody().front());
-    BackwardBuilder builder(op, outside, rows, threads);
-    if (phase == 0)
-      builder.emitKeyKernel(body, func);
-    else
-      builder.emitQueryKernel(body, func);
+    emitSimtBackward(body, func, op, outside, phase, rows, threads);
     gpu::ReturnOp::create(body, op.getLoc());
     BackwardKernel &k = phase == 0 ? out.keys : out.queries;
     k.name = fname;

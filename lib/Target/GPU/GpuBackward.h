@@ -11,6 +11,7 @@
 #include "lib/Target/GPU/GpuKernel.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <functional>
 #include <string>
@@ -51,8 +52,10 @@ KernelSignature backwardSignature(AttentionOp op);
 /// call entry() on their fragments' elements).
 class BackwardBase : public KernelBase {
 protected:
-  BackwardBase(AttentionOp op, IRMapping outside, int64_t rows)
-      : KernelBase(op, std::move(outside), rows, rows) {}
+  BackwardBase(AttentionOp op, IRMapping outside, int64_t rows,
+               int64_t threads)
+      : KernelBase(op, std::move(outside), rows, rows), rows(rows),
+        threads(threads) {}
 
   /// Reads the operands (backwardSignature), the sizes the regions see, the
   /// scale, the batch (block z) and the thread (x).
@@ -91,9 +94,44 @@ protected:
         b, loc, arith::MaxUIOp::create(b, loc, n, cIdx(b, 1)), cIdx(b, 1));
   }
 
+  /// An f32 workgroup (shared memory) buffer of `func`.
+  Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape);
+  void forLoop(OpBuilder &b, Value lb, Value ub, Value step,
+               function_ref<void(OpBuilder &, Value)> body) {
+    scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
+                       [&](OpBuilder &nb, Location, Value iv, ValueRange) {
+                         body(nb, iv);
+                         scf::YieldOp::create(nb, loc);
+                       });
+  }
+  void forLoop(OpBuilder &b, Value lb, Value ub,
+               function_ref<void(OpBuilder &, Value)> body) {
+    forLoop(b, lb, ub, cIdx(b, 1), body);
+  }
+  /// sum_d a[ai..., d] * c[ci..., d] over d < n, in f32.
+  Value dot(OpBuilder &b, Value a, ValueRange ai, Value c, ValueRange ci,
+            int64_t n);
+  /// dst[row, d] += x * src[si..., d] for d < n.
+  void axpy(OpBuilder &b, Value dst, Value row, Value x, Value src,
+            ValueRange si, int64_t n);
+
+  /// Rows a CTA owns, and its threads.
+  int64_t rows, threads;
   Value dO, dq, dk, dv;
   Value headsQ, headsKV, group, tid;
 };
+
+/// Rows per CTA of the SIMT kernels: 64, 32 or 16, the most whose f32
+/// accumulators ([rows, width]) fit in `budget` bytes.
+int64_t backwardRows(int64_t width, int64_t budget);
+
+/// The SIMT kernel of `phase` (0: bwd_kv, 1: bwd_q) into `func` (made by
+/// createKernelFunc with backwardSignature(op) and `threads` threads, at
+/// least `rows`), at b's insertion point (the body's start); the caller
+/// adds the return.
+void emitSimtBackward(OpBuilder &b, gpu::GPUFuncOp func, AttentionOp op,
+                      const IRMapping &outside, int phase, int64_t rows,
+                      int64_t threads);
 
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
 /// gpu.module @attn_gpu the target's forward made in `host`:
