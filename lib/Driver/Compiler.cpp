@@ -1,6 +1,8 @@
 //===- Compiler.cpp - the pipeline from .attn text to a kernel ------------===//
 #include "lib/Driver/Compiler.h"
 
+#include <regex>
+
 #include "dialect/AttnDialect.h"
 #include "lib/Frontend/Diagnostics.h"
 #include "lib/Frontend/Parser.h"
@@ -611,6 +613,7 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
     cfg.blockQ = plan.blockQ;
     cfg.shareRegisters = plan.shareRegisters;
     cfg.tma = plan.tma;
+    cfg.scalarBackward = plan.scalarBackward;
     info = mlir::attn::nvptx::buildGpuKernel(
         host, op, entrySymbol(plan.variant->name), cfg, error);
   }
@@ -648,6 +651,7 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
       throw InternalError("imported module lacks the backward kernel");
     mlir::attn::nvptx::KernelConfig cfg;
     cfg.chip = plan.info.target;
+    cfg.scalarBackward = plan.scalarBackward;
     auto kernels = mlir::attn::nvptx::buildGpuBackwardKernels(
         host, bwd, entrySymbol(plan.variant->name), cfg, error);
     if (failed(kernels))
@@ -679,6 +683,22 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
 } // namespace
 
 namespace {
+
+/// The spilled bytes ptxas -v reports for the backward kernels
+/// (`<entry>_bwd_kv`, `<entry>_bwd_q`).
+int64_t backwardSpills(const std::string &report) {
+  static const std::regex props(
+      "Function properties for (\\S+)\\s*\\n\\s*\\d+ bytes stack frame, "
+      "(\\d+) bytes spill stores, (\\d+) bytes spill loads");
+  int64_t bytes = 0;
+  for (std::sregex_iterator it(report.begin(), report.end(), props), end;
+       it != end; ++it) {
+    std::string name = (*it)[1];
+    if (name.find("_bwd_") != std::string::npos)
+      bytes += std::stoll((*it)[2]) + std::stoll((*it)[3]);
+  }
+  return bytes;
+}
 
 GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
                                bool assemble) {
@@ -735,6 +755,8 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
     out.registers = cubin->registers;
     out.spillStoreBytes = cubin->spillStoreBytes;
     out.spillLoadBytes = cubin->spillLoadBytes;
+    if (!code.backwardKvEntry.empty())
+      out.backwardSpillBytes = backwardSpills(out.ptxasReport);
   }
   return out;
 }
@@ -752,6 +774,14 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
     p.shareRegisters = false;
   while (true) {
     GpuObject g = compileGpuObjectOnce(source, p, assemble);
+    if (g.backwardSpillBytes > 0 && !p.scalarBackward) {
+      // The tensor-core backward keeps dK and dV (or dQ) fragments and a
+      // tile's S, dP, P and dS in registers; a heavy score region can push
+      // that past 255: the scalar backward then, the forward's tiles as
+      // they are.
+      p.scalarBackward = true;
+      continue;
+    }
     bool spills = g.spillStoreBytes > 0 || g.spillLoadBytes > 0;
     if (g.launchRegisters && (spills || g.registers < g.launchRegisters)) {
       // setmaxnreg budgets the CTA's pool as launched with the launch

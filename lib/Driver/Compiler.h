@@ -50,6 +50,9 @@ struct KernelPlan {
   /// sm_90a TMA, 128 query rows: setmaxnreg between the warpgroups (only
   /// where ptxas confirms the launch registers it needs).
   bool shareRegisters = true;
+  /// NVIDIA backward kernels of scalar FMAs instead of tensor cores: where
+  /// the tensor-core ones spill (compileGpuObject).
+  bool scalarBackward = false;
   /// CPU: the query-tile widths to build (attn-tile's rows option): all,
   /// many (any launch) or few (launches with at most 16 rows per kv head).
   std::string rows = "all";
@@ -104,6 +107,8 @@ struct GpuObject {
   /// The registers a thread the kernel's setmaxnreg budget needs at
   /// launch (0 without setmaxnreg).
   int64_t launchRegisters = 0;
+  /// Spilled bytes (stores + loads) of the backward kernels alone.
+  int64_t backwardSpillBytes = 0;
   KernelInfo info;
 };
 

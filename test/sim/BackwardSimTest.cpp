@@ -16,7 +16,9 @@
 #include "lib/Driver/Compiler.h"
 #include "lib/Frontend/Eval.h"
 #include "lib/Target/NVPTX/NVPTXTarget.h"
+#include "test/numerics/Catalog.h"
 #include "test/reference/ReferenceBackward.h"
+#include "test/unit/GpuCases.h"
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
@@ -386,5 +388,40 @@ TEST(BackwardSimPtxas, NoSpills) {
       }
     }
 }
+
+/// Every catalog variant with a backward at D = 64 and 128 on both chips:
+/// the backward kernels never spill (tensor cores, or the scalar kernels
+/// where those would). About 3 minutes: run with
+/// --gtest_also_run_disabled_tests.
+class BackwardSimCatalog
+    : public ::testing::TestWithParam<attn::testing::CatalogCase> {};
+
+TEST_P(BackwardSimCatalog, DISABLED_NoSpills) {
+  if (!mlir::attn::nvptx::havePtxas())
+    GTEST_SKIP() << "no ptxas (CUDA toolkit) on this machine";
+  attn::testing::forEachGpuTarget(
+      GetParam(), {{"sm_80", 64}, {"sm_80", 128}, {"sm_90a", 128}},
+      [](const std::string &source, Options o, const std::string &what) {
+        o.backward = true;
+        driver::Source parsed(source, "catalog.attn");
+        driver::KernelPlan plan;
+        try {
+          plan = driver::planKernel(parsed, o);
+        } catch (const CompileError &) {
+          return; // forward-only features
+        }
+        driver::GpuObject g = driver::compileGpuObject(parsed, plan);
+        std::printf("%s: backward spills %lld, %s\n", what.c_str(),
+                    (long long)g.backwardSpillBytes,
+                    g.code.backwardKvThreads == 128 ? "tensor cores"
+                                                    : "scalar");
+        EXPECT_EQ(g.backwardSpillBytes, 0) << what;
+      });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, BackwardSimCatalog,
+    ::testing::ValuesIn(attn::testing::catalogCases()),
+    [](const auto &info) { return info.param.name; });
 
 } // namespace
