@@ -95,19 +95,19 @@ void BackwardBase::setUpBackward(OpBuilder &b) {
   b32 = toI32(b, bIdx);
 }
 
-Value BackwardBase::sharedBuffer(gpu::GPUFuncOp func,
-                                    ArrayRef<int64_t> shape) {
+Value BackwardBase::sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape,
+                                 Type type) {
   MLIRContext *ctx = func.getContext();
   auto space =
       gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
   return func.addWorkgroupAttribution(
-      MemRefType::get(shape, Float32Type::get(ctx), MemRefLayoutAttrInterface(),
-                      space),
+      MemRefType::get(shape, type ? type : Float32Type::get(ctx),
+                      MemRefLayoutAttrInterface(), space),
       loc);
 }
 
 Value BackwardBase::dot(OpBuilder &b, Value a, ValueRange ai, Value c,
-                           ValueRange ci, int64_t n) {
+                        ValueRange ci, int64_t n) {
   Value zero = cF32(b, 0.0);
   auto loop = scf::ForOp::create(
       b, loc, cIdx(b, 0), cIdx(b, n), cIdx(b, 1), ValueRange{zero},

@@ -94,8 +94,9 @@ protected:
         b, loc, arith::MaxUIOp::create(b, loc, n, cIdx(b, 1)), cIdx(b, 1));
   }
 
-  /// An f32 workgroup (shared memory) buffer of `func`.
-  Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape);
+  /// A workgroup (shared memory) buffer of `func`, f32 unless `type`.
+  Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape,
+                     Type type = {});
   void forLoop(OpBuilder &b, Value lb, Value ub, Value step,
                function_ref<void(OpBuilder &, Value)> body) {
     scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
