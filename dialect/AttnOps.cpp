@@ -106,10 +106,14 @@ LogicalResult AttentionOp::verifyBackwardOperands() {
   }
   if (!getPhase())
     return emitOpError("expected a phase with backward");
-  if (getKvQuant() || isPaged() || getKvIndex() || hasSelect() ||
-      getBlockMap() || getTileClasses() || getNumSplits())
-    return emitOpError("expected no kv_quant, pages, kv_index, select, "
-                       "block_map, tile_classes or splits with backward");
+  if (getKvQuant() || isPaged() || getKvIndex() || getBlockMap() ||
+      getNumSplits())
+    return emitOpError("expected no kv_quant, pages, kv_index, block_map or "
+                       "splits with backward");
+  if (hasSelect() && !getTileClasses())
+    return emitOpError("expected the forward's tile_classes with select and "
+                       "backward (select's choices are constants of the "
+                       "backward)");
   if (hasRowSum() != (getLse() != nullptr))
     return emitOpError("expected the forward's lse with backward exactly "
                        "when the normalizer has a row sum");

@@ -95,7 +95,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     f32 captured tensors (`capture_grads`, one per such capture, its
     shape) to what those buffers hold. Needs the grad regions of
     `attn-differentiate` for the variant's regions; no quantized, paged,
-    kv_index, select, block-map or split operands.
+    kv_index, block-map or split operands. With `select`, `tile_classes`
+    is required: the forward's block map, whose choices the backward
+    holds constant (EMPTY tiles skipped, PARTIAL ones masked).
 
     Sparse K/V (`kv_index(%idx [B, Hkv, N])`): the op attends to the key
     positions `%idx[b, hkv, 0..N)` only (entries outside [0, Skv) are

@@ -373,8 +373,9 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     const char *unsupported = kvQuant != fe::KVQuant::None ? "quantized K/V"
                               : options.paged > 0          ? "paged K/V"
                               : v.kvIndexTensor >= 0       ? "kv_index"
-                              : v.select                   ? "select"
-                                                           : nullptr;
+                              : v.select && isGpuTarget(options.target)
+                                  ? "select on GPU targets"
+                                  : nullptr;
     if (unsupported) {
       fe::Diagnostics diags(source.file);
       diags.error(v.loc, std::string("variant '") + v.name +

@@ -466,6 +466,12 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
         names.push_back("d" + t.name);
         ++numCaptureGrads;
       }
+    // select's choices, constants of the backward: the forward's block
+    // map (Kernel::blockMap) read as tile classes.
+    if (v.select) {
+      argTypes.push_back(MemRefType::get({dyn, dyn, dyn, dyn}, b.getI8Type()));
+      names.push_back("tile_classes");
+    }
     argTypes.push_back(b.getI32Type());
     names.push_back("phase");
   }
@@ -516,7 +522,9 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                               args.begin() + endCaptures);
   Value lse = (backward ? v.hasRowSum() : shape.lse) ? args[4] : Value();
   Value map = withMap ? args[endCaptures] : Value();
-  Value classes = mapped && !withMap ? args[endCaptures] : Value();
+  Value classes = mapped && !withMap ? args[endCaptures]
+                  : backward && v.select ? args[splitArgs - 2]
+                                         : Value();
   auto op = mlir::attn::AttentionOp::create(
       b, loc, args[0], args[1], args[2], args[3], lse,
       quant ? args[quantArgs] : Value(), quant ? args[quantArgs + 1] : Value(),
@@ -654,7 +662,6 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                                   ? "quantized K/V"
                               : shape.pageSize > 0   ? "paged K/V"
                               : v.kvIndexTensor >= 0 ? "kv_index"
-                              : v.select             ? "select"
                                                      : nullptr;
     if (unsupported) {
       diags.error(v.loc, std::string("variant '") + v.name +

@@ -299,6 +299,15 @@ void BackwardTiler::loadRowStats(OpBuilder &b, Value bI, Value hI, Value q0) {
 
 Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
                               Value k0) {
+  // select's choices: the forward's block map, per query head and tile
+  // pair of this tiling (Kernel::blockMap).
+  if (Value map = op.getTileClasses()) {
+    Value cls = memref::LoadOp::create(
+        b, loc, map,
+        ValueRange{bI, hI, arith::DivUIOp::create(b, loc, q0, cIdx(b, BQ)),
+                   arith::DivUIOp::create(b, loc, k0, cIdx(b, BK))});
+    return arith::ExtUIOp::create(b, loc, b.getI32Type(), cls);
+  }
   // Without a classifier a mask is evaluated everywhere.
   if (!op.hasClassify())
     return arith::ConstantIntOp::create(

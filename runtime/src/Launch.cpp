@@ -1187,7 +1187,7 @@ constexpr int64_t kBackwardGroups = 64;
 
 void runBackward(detail::CpuEntry entry, const KernelInfo &info,
                  const Tensors &t, const TensorRef &dO, const Gradients &g,
-                 const BackwardPlan &bp) {
+                 const BackwardPlan &bp, const TensorRef *selectMap) {
   int64_t copies = 0;
   if (!bp.grads.empty())
     copies = std::min<int64_t>(kBackwardGroups,
@@ -1236,6 +1236,8 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
                                     b.offset,
                                 DType::f32, b.shape));
     }
+    if (selectMap) // select's choices, held constant
+      packed.memref(*selectMap);
     packed.i32(phase);
     if (ordered) {
       static float noAccum = 0;
@@ -1429,7 +1431,16 @@ void Kernel::backward(const Tensors &tensors, const TensorRef &dO,
                                : state->backwardEntry;
   if (!entry)
     throw Error("", "the kernel's code lacks its backward entry point");
-  runBackward(entry, info, tensors, dO, grads, bp);
+  if (info.selectBlock) {
+    // The blocks the forward computed: select's pre-pass on the same
+    // inputs, whose choices the backward holds constant.
+    BlockMap map = blockMap(tensors, params);
+    TensorRef classes(map.classes.data(), DType::i8,
+                      {map.batch, map.heads, map.queryTiles, map.keyTiles});
+    runBackward(entry, info, tensors, dO, grads, bp, &classes);
+    return;
+  }
+  runBackward(entry, info, tensors, dO, grads, bp, nullptr);
 }
 
 void Kernel::prepare(int64_t queryHeads, int64_t kvHeads,

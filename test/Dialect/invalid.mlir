@@ -309,3 +309,18 @@ func.func @phase_without_backward(%q: memref<?x?x?x64xf32>, %g: memref<?xf32>) {
       normalize = softmax
   return
 }
+
+// -----
+
+func.func @backward_select_without_map(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %k: i32, %i: i32) {
+  // expected-error @+1 {{expected the forward's tile_classes with select and backward (select's choices are constants of the backward)}}
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) params(%k : i32)
+      backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%i)
+      normalize = softmax select topk block 64
+  select_arg {
+    %f = arith.sitofp %k : i32 to f32
+    attn.yield %f : f32
+  }
+  return
+}

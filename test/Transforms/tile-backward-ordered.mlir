@@ -84,3 +84,25 @@ func.func @biased(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %bias: memr
   }
   return
 }
+
+// -----
+
+// select's choices are constants of the backward: the forward's block map
+// comes in as tile_classes [B, Hq, query tiles, key tiles] (Kernel::blockMap)
+// and gives each pair's class instead of the classifier (phase 0 here; with
+// ordered dQ, phase 1 visits no pairs).
+
+// CHECK-LABEL: func.func @moba(
+// CHECK-SAME: %[[MAP:[a-z0-9]+]]: memref<?x?x?x?xi8>
+// CHECK: %[[QT:.+]] = arith.divui %{{.+}}, %c32
+// CHECK: %[[KT:.+]] = arith.divui %{{.+}}, %c64
+// CHECK: %[[CLS8:.+]] = memref.load %[[MAP]][%{{.+}}, %{{.+}}, %[[QT]], %[[KT]]] : memref<?x?x?x?xi8>
+// CHECK: %[[CLS:.+]] = arith.extui %[[CLS8]] : i8 to i32
+// CHECK: arith.cmpi ne, %[[CLS]], %c0_i32
+func.func @moba(%q: memref<?x?x?x64xf32>, %lse: memref<?x?x?xf32>, %k: i32, %map: memref<?x?x?x?xi8>, %phase: i32) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) outs(%q : memref<?x?x?x64xf32>) lse(%lse : memref<?x?x?xf32>) tile_classes(%map : memref<?x?x?x?xi8>) params(%k : i32) backward(%q, %q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>) phase(%phase) normalize = softmax select topk block 64 select_arg {
+    %f = arith.sitofp %k : i32 to f32
+    attn.yield %f : f32
+  }
+  return
+}
