@@ -26,9 +26,12 @@ are constants of the backward.
   with --lse; forward() says so, naming the kernel, when a gradient is
   needed and it was not. Without requires_grad (or under torch.no_grad())
   any kernel runs.
-- CPU kernels take CPU tensors. GPU kernels take CUDA tensors and run the
-  forward on torch's current stream; they have no backward yet (the
-  forward raises attnrt.Error when a gradient would be needed).
+- CPU kernels take CPU tensors. GPU kernels take CUDA tensors and run
+  forward and backward on torch's current stream (the backward on the
+  stream autograd runs it on), or CPU tensors (staged copies: attnc's GPU
+  simulator); their backward computes the gradients of q, k and v (of
+  params and captured tensors where the target's backward has them, else
+  attnrt.Error names the argument).
 - The backward is deterministic (same inputs, same bits) and is not
   itself differentiable (no double backward).
 
@@ -110,11 +113,6 @@ class AttentionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, do):
         kernel = ctx.kernel
-        target = kernel.info.get("target", "cpu")
-        if target != "cpu":
-            raise attnrt.Error(
-                "kernel '%s' is for %s: GPU kernels have no backward yet"
-                % (kernel.info.get("name", ""), target), "kernel")
         saved = list(ctx.saved_tensors)
         q, k, v, o = saved[:4]
         lse = saved[4] if ctx.has_lse else None
@@ -142,15 +140,12 @@ def _check_differentiable(kernel, names, values, wants):
     """Raises attnrt.Error when the gradients asked for cannot be had."""
     info = kernel.info
     name = info.get("name", "")
-    if info.get("target", "cpu") != "cpu":
-        raise attnrt.Error(
-            "kernel '%s' is for %s: GPU kernels have no backward yet; run "
-            "it under torch.no_grad() or on inputs without requires_grad"
-            % (name, info["target"]), "kernel")
     if not info.get("backward"):
         raise attnrt.Error(
-            "kernel '%s' was compiled without its backward; compile it "
-            "with attnc compile --backward for gradients" % name, "kernel")
+            "kernel '%s' (%s) was compiled without its backward; compile "
+            "it with attnc compile --backward for gradients, or run it "
+            "under torch.no_grad() or on inputs without requires_grad"
+            % (name, info.get("target", "cpu")), "kernel")
     if _needs_lse(kernel) and not info.get("lse"):
         raise attnrt.Error(
             "kernel '%s' (normalize = %s) was compiled without --lse; its "

@@ -22,9 +22,12 @@ outputs they allocate are on q's device. Given host arrays instead (all of
 them), a GPU kernel copies them to device memory, runs to completion and
 copies o and lse back (attn::Kernel::launchHost).
 
-Kernel.backward computes the gradients of sum(o * do) on the CPU for
-kernels compiled with --backward; attn_torch.py (next to this file) wraps
-forward and backward in a torch.autograd.Function (docs/python.md).
+Kernel.backward computes the gradients of sum(o * do) for kernels
+compiled with --backward, where the forward runs: a GPU kernel's on torch
+CUDA tensors on `stream=` (torch's current stream by default), or on host
+arrays (staged copies, like the forward); attn_torch.py (next to this
+file) wraps forward and backward in a torch.autograd.Function
+(docs/python.md).
 
 use_gpu_simulator(path) (or the environment variable ATTN_GPU_SIMULATOR)
 runs GPU kernels on a functional simulator, such as attnc's
@@ -118,11 +121,18 @@ def _library():
         lib.attn_kernel_launch_host.argtypes = [
             ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 5 + [
             ctypes.POINTER(_Arg), ctypes.c_int32]
-        if hasattr(lib, "attn_kernel_backward"):
-            lib.attn_kernel_backward.argtypes = [
-                ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 9 + [
-                ctypes.POINTER(_Grad), ctypes.c_int32,
-                ctypes.POINTER(_Arg), ctypes.c_int32]
+        backward = [ctypes.c_void_p] + [ctypes.POINTER(_Tensor)] * 9 + [
+            ctypes.POINTER(_Grad), ctypes.c_int32,
+            ctypes.POINTER(_Arg), ctypes.c_int32]
+        # attn_kernel_backward_host (host memory for every target) came
+        # with the stream argument of attn_kernel_backward (device memory
+        # for GPU kernels); an older library's attn_kernel_backward has
+        # neither and takes host memory.
+        if hasattr(lib, "attn_kernel_backward_host"):
+            lib.attn_kernel_backward.argtypes = backward + [ctypes.c_void_p]
+            lib.attn_kernel_backward_host.argtypes = backward
+        elif hasattr(lib, "attn_kernel_backward"):
+            lib.attn_kernel_backward.argtypes = backward
         lib.attn_use_gpu_simulator.argtypes = [ctypes.c_char_p,
                                                ctypes.c_char_p]
         _lib = lib
@@ -325,7 +335,7 @@ class Kernel:
         return (o, lse) if self.info["lse"] else o
 
     def backward(self, q, k, v, o, lse, dout, grads=(), dq=None, dk=None,
-                 dv=None, **args):
+                 dv=None, stream=None, **args):
         """The gradients of L = sum(o * dout) (DSL.md "Backward"); returns
         (dq, dk, dv, {name: gradient}).
 
@@ -337,10 +347,16 @@ class Kernel:
         names, or a dict {name: output array} (None to allocate); a param's
         gradient has shape [1], a tensor's the tensor's shape, both f32. dq,
         dk and dv (q's, k's and v's shapes and dtypes) are allocated unless
-        given. The kernel must be compiled with --backward (CPU targets
-        only so far). Deterministic: the same inputs give the same bits.
-        Errors raise Error naming the argument ("dout" for the C ABI's
-        "do")."""
+        given. The kernel must be compiled with --backward.
+        Deterministic: the same inputs give the same bits. Errors raise
+        Error naming the argument ("dout" for the C ABI's "do").
+
+        Like __call__, a GPU kernel takes torch CUDA tensors (all of them)
+        and runs on `stream` (a CUstream / hipStream_t handle as an int, or
+        a torch.cuda.Stream; by default torch's current stream, so it
+        orders with the surrounding torch work, and returns before the
+        gradients are written, as torch ops do), or host arrays for every
+        tensor (copied to the device and back, run to completion)."""
         if isinstance(grads, str):
             grads = (grads,)
         if not isinstance(grads, dict):
@@ -349,7 +365,7 @@ class Kernel:
             if not isinstance(name, str):
                 raise Error("grads: expected names (str), got %s"
                             % type(name).__name__, "grads")
-        self._check_placement(
+        gpu, staged = self._check_placement(
             [("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse),
              ("dout", dout), ("dq", dq), ("dk", dk), ("dv", dv)]
             + [(n, t) for n, t in grads.items()] + list(args.items()))
@@ -405,12 +421,30 @@ class Kernel:
         if not hasattr(lib, "attn_kernel_backward"):
             raise Error("this libattnrt has no attn_kernel_backward; use a "
                         "newer build", "kernel")
+        device = gpu and not staged
+        streams = hasattr(lib, "attn_kernel_backward_host")
+        if device and not streams:
+            raise Error("this libattnrt's backward takes host memory only "
+                        "(no attn_kernel_backward_host): pass host arrays or "
+                        "use a newer build", "kernel")
         refs = [ctypes.byref(t) for t in described]
-        try:
-            _check(lib.attn_kernel_backward(
-                self._handle, *refs[:4],
+        call = [self._handle, *refs[:4],
                 ctypes.byref(lse_desc) if lse_desc is not None else None,
-                *refs[4:], c_grads, len(out), c_args, len(args)))
+                *refs[4:], c_grads, len(out), c_args, len(args)]
+        try:
+            if not device:
+                # Host memory: a CPU kernel's, or a GPU kernel's staged.
+                _check(lib.attn_kernel_backward_host(*call) if streams
+                       else lib.attn_kernel_backward(*call))
+            else:
+                import torch
+                # As in __call__: q's device's primary context, torch's
+                # current stream there unless given.
+                with torch.cuda.device(q.device):
+                    if stream is None:
+                        stream = torch.cuda.current_stream(q.device)
+                    _check(lib.attn_kernel_backward(
+                        *call, getattr(stream, "cuda_stream", stream)))
         except Error as e:
             if e.argument == "do":
                 message = str(e)

@@ -378,8 +378,38 @@ if built.returncode == 0 and os.path.exists(sim):
     print("simulated sm_80 forward  max |o - ref| = %.1e" % err)
     assert err < 3e-2, err
     expect_error(lambda: attn_torch.attention(
-        gk, qb.clone().requires_grad_(), kb, vb), "kernel",
-        "GPU kernels have no backward")
+        gk, qb.clone().requires_grad_(), kb, vb), "kernel", "sm_80",
+        "--backward")
+    # Compiled --backward --lse: autograd through the simulated sm_80
+    # backward (Kernel.backward on host tensors: staged copies).
+    bwd_out = gpu_out + "_bwd"
+    built = subprocess.run([attnc, "compile",
+                            os.path.join(examples, "causal.attn"),
+                            "--target", "sm_80", "--head-dim", str(D),
+                            "--backward", "--lse", "-o", bwd_out],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    gb = attnrt.load(bwd_out + ".attnpkg").kernel("causal")
+    qb, kb, vb = [x.to(torch.bfloat16).requires_grad_()
+                  for x in inputs(1, 2, 1, 20, 20)]
+    attnrt.use_gpu_simulator(sim)
+    try:
+        og = attn_torch.attention(gb, qb, kb, vb)
+        dog = torch.randn(og.shape).to(torch.bfloat16)
+        og.backward(dog)
+    finally:
+        attnrt.use_gpu_simulator(None)
+    q64, k64, v64 = [x.detach().double().requires_grad_()
+                     for x in (qb, kb, vb)]
+    o64 = reference(q64, k64, v64, mask=causal)
+    o64.backward(dog.double())
+    report = []
+    for name, x, x64 in (("dq", qb, q64), ("dk", kb, k64), ("dv", vb, v64)):
+        assert x.grad is not None and x.grad.dtype == torch.bfloat16, name
+        err = (x.grad.double() - x64.grad).abs().max().item()
+        report.append("%s %.1e" % (name, err))
+        assert err < 3e-2 * (1 + x64.grad.abs().max().item()), (name, err)
+    print("simulated sm_80 backward max |x - ref|: " + ", ".join(report))
 else:
     print("GPU kernel check skipped: " + (built.stderr.strip() or
                                           "no simulator"))
