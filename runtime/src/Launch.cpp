@@ -1332,14 +1332,47 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
   const detail::GpuCode &code = gpu.gpuCode();
   if (code.backwardKvEntry.empty() || code.backwardQEntry.empty())
     throw Error("", "the kernel's code lacks its backward entry points");
-  // The kernels compute dq, dk and dv only: score_grad's param and capture
-  // accumulations are dropped (docs/backward.md).
-  if (!g.named.empty())
+  // NVIDIA backward kernels take one flat f32 buffer per f32 param and
+  // captured tensor (GpuCode); the others compute dq, dk and dv only.
+  bool gradients = code.chip.rfind("sm_", 0) == 0 && !bp.grads.empty();
+  if (!g.named.empty() && !gradients)
     throw Error(g.named.front().first,
                 "gradients of params and captured tensors are CPU-only so "
                 "far; the " + info.target + " backward computes dq, dk and "
                 "dv (leave Gradients::named empty)");
   checkGpuLayout(t, /*pointers=*/false);
+  const int64_t *sz = bp.launch.sizes;
+  auto tiles = [](int64_t n, int64_t rows) { return (n + rows - 1) / rows; };
+  std::array<int64_t, 3> grids[2] = {
+      {tiles(sz[kSkv], code.backwardKvRows), sz[kHkv], sz[kB]},
+      {tiles(sz[kSq], code.backwardQRows), sz[kHq], sz[kB]}};
+  // Each thread of either launch adds to a slab of its own (slot = linear
+  // CTA x threads + thread), in its own fixed order; the slabs are summed
+  // here in slot order: the same bits on every run.
+  int64_t slots[2] = {0, 0};
+  for (int phase = 0; phase < 2; ++phase)
+    slots[phase] = checkedProduct(
+        "", {grids[phase][0], grids[phase][1], grids[phase][2],
+             phase ? code.backwardQThreads : code.backwardKvThreads},
+        "the backward's threads");
+  int64_t allSlots = slots[0] + slots[1];
+  std::vector<float> partials;
+  if (gradients) {
+    constexpr int64_t kMaxPartialFloats = int64_t(1) << 28; // 1 GiB
+    const GradBuffer *largest = &bp.grads.front();
+    for (const GradBuffer &b : bp.grads)
+      if (b.elements > largest->elements)
+        largest = &b;
+    int64_t floats = 0;
+    if (__builtin_mul_overflow(allSlots, bp.gradElements, &floats) ||
+        floats > kMaxPartialFloats)
+      throw Error(largest->name,
+                  "its gradient needs a partial copy per GPU thread of the "
+                  "backward (" + std::to_string(allSlots) + " threads x " +
+                  std::to_string(bp.gradElements) + " floats), more than "
+                  "the 1 GiB of scratch allowed; compute it on the CPU");
+    partials.assign(size_t(floats), 0.0f);
+  }
   DeviceStaging staging(gpu);
   Tensors device = t;
   device.q = staging.copyIn(t.q);
@@ -1354,26 +1387,57 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
   TensorRef dODevice = staging.copyIn(dO);
   TensorRef dq = staging.copyIn(g.dq), dk = staging.copyIn(g.dk),
             dv = staging.copyIn(g.dv);
-  PackedArgs packed;
-  packAttentionTensors(packed, device);
-  packParamsAndCaptures(packed, info, plan);
-  packed.memref(dODevice);
-  packed.memref(dq);
-  packed.memref(dk);
-  packed.memref(dv);
-  std::vector<void *> args(packed.size());
-  packed.pointers(args.data());
-  const int64_t *sz = plan.sizes;
-  auto tiles = [](int64_t n, int64_t rows) { return (n + rows - 1) / rows; };
-  gpu.launchBackward(0, {tiles(sz[kSkv], code.backwardKvRows), sz[kHkv],
-                         sz[kB]},
-                     args.data(), nullptr);
-  gpu.launchBackward(1, {tiles(sz[kSq], code.backwardQRows), sz[kHq], sz[kB]},
-                     args.data(), nullptr);
+  TensorRef partialsHost(partials.data(), DType::f32,
+                         {int64_t(partials.size())});
+  TensorRef partialsDevice;
+  if (gradients)
+    partialsDevice = staging.copyIn(partialsHost);
+  for (int phase = 0; phase < 2; ++phase) {
+    PackedArgs packed;
+    packAttentionTensors(packed, device);
+    packParamsAndCaptures(packed, info, plan);
+    packed.memref(dODevice);
+    packed.memref(dq);
+    packed.memref(dk);
+    packed.memref(dv);
+    if (gradients)
+      for (const GradBuffer &b : bp.grads) {
+        // Gradient b's slabs: every slot's b.elements floats, phase 0's
+        // slots first.
+        float *base = static_cast<float *>(partialsDevice.data) +
+                      allSlots * b.offset + (phase ? slots[0] * b.elements : 0);
+        packed.memref(TensorRef(base, DType::f32,
+                                {slots[phase] * b.elements}));
+      }
+    std::vector<void *> args(packed.size());
+    packed.pointers(args.data());
+    gpu.launchBackward(phase, grids[phase], args.data(), nullptr);
+  }
   gpu.synchronize();
   staging.copyOut(dq, g.dq);
   staging.copyOut(dk, g.dk);
   staging.copyOut(dv, g.dv);
+  if (!gradients)
+    return;
+  staging.copyOut(partialsDevice, partialsHost);
+  for (const GradBuffer &b : bp.grads) {
+    if (!b.out)
+      continue;
+    std::vector<int64_t> strides = b.out->effectiveStrides();
+    auto *out = static_cast<float *>(b.out->data);
+    const float *block = partials.data() + allSlots * b.offset;
+    for (int64_t e = 0; e < b.elements; ++e) {
+      double sum = 0;
+      for (int64_t s = 0; s < allSlots; ++s)
+        sum += double(block[s * b.elements + e]);
+      int64_t rest = e, at = 0;
+      for (size_t d = b.shape.size(); d-- > 0;) {
+        at += (rest % b.shape[d]) * strides[d];
+        rest /= b.shape[d];
+      }
+      out[at] = float(sum);
+    }
+  }
 }
 
 } // namespace

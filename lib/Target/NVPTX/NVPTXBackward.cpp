@@ -17,10 +17,16 @@
 //
 // Per entry, as the CPU backward: s = q . k, t = s * scale, u = score(t),
 // kept by the bounds and (PARTIAL tiles only) the mask, p and du from the
-// forward's lse through normalizerAdjoint, dt = score_grad(t, .., du) with
-// its accumulate_grads dropped (gradients of params and captured tensors
-// are CPU-only so far), dS = dt * scale; rows whose lse is -inf have no
-// mass and give p = du = 0. sm_90a runs the same mma.sync code.
+// forward's lse through normalizerAdjoint, dt = score_grad(t, .., du),
+// dS = dt * scale; rows whose lse is -inf have no mass and give
+// p = du = 0. sm_90a runs the same mma.sync code.
+//
+// Gradients of f32 params and captured tensors without atomics: each
+// thread has a slab of its own in one flat f32 buffer per such param or
+// tensor (slot = linear CTA x threads + thread), to which bwd_kv adds its
+// entries' score_grad and scale_grad accumulations and bwd_q its rows'
+// sink-logit gradients, in the thread's fixed order; the runtime sums the
+// slabs in slot order.
 //
 // Head dims past 128 (whose accumulators do not fit in registers) take a
 // scalar version: one thread per key or query row, f32 accumulators in
@@ -33,6 +39,7 @@
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -68,6 +75,7 @@ public:
   void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
   void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
   int64_t threadCount() const { return threads; }
+  void setFirstGradArg(size_t i) { firstGradArg = i; }
 
 protected:
   void setUpBackward(OpBuilder &b);
@@ -125,7 +133,20 @@ protected:
                                 Value delta, Value h32, Value q32, Value kv32,
                                 Value valid, bool withMask);
 
+  /// The gradients of f32 params and captures: this thread's slab of each
+  /// gradient buffer (arguments from firstGradArg on), as the op's
+  /// param/capture gradient (RegionInliner::gradientOf).
+  void setUpGradients(OpBuilder &b, gpu::GPUFuncOp func, size_t firstGradArg,
+                      bool keyPhase);
+  /// bwd_q: a query row's sink-logit gradient into the thread's slots.
+  void emitSinkGradient(OpBuilder &b, Value h32, Value rowLse, Value delta,
+                        Value valid);
+
   int64_t rows, threads;
+  size_t firstGradArg = ~size_t(0);
+  bool phase0 = false;
+  Value slot;
+  llvm::DenseMap<Value, Value> slotViews;
   Value dO, dq, dk, dv;
   Value headsQ, headsKV, group, tid;
 };
@@ -254,14 +275,98 @@ BackwardBuilder::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
   auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, rowLse, delta);
   p = arith::SelectOp::create(b, loc, kept, p, zero);
   du = arith::SelectOp::create(b, loc, kept, du, zero);
-  // regions.gradientOf stays empty: score_grad's accumulations are dropped.
+  // bwd_kv adds score_grad's and scale_grad's accumulations to this
+  // thread's slots; bwd_q recomputes the entries bwd_kv accounted for.
+  if (phase0)
+    regions.gradientOf = slotViews;
   Value dt = op.hasScore()
                  ? regions.inlineRegion(b, op.getScoreGrad(),
                                         {t, b32, h32, q32, kv32, du})
                  : du;
+  if (phase0 && op.hasScaleExpr()) {
+    // dL/dscale = sum dt * (q . k); the scale's adjoint is linear in it,
+    // so each entry passes its own share.
+    Value g = arith::SelectOp::create(
+        b, loc, kept, arith::MulFOp::create(b, loc, dt, s), zero);
+    regions.inlineRegion(b, op.getScaleGrad(), {g});
+  }
+  regions.gradientOf.clear();
   Value ds = arith::SelectOp::create(
       b, loc, kept, arith::MulFOp::create(b, loc, dt, scale), zero);
   return {p, ds};
+}
+
+void BackwardBuilder::setUpGradients(OpBuilder &b, gpu::GPUFuncOp func,
+                                     size_t firstGradArg, bool keyPhase) {
+  phase0 = keyPhase;
+  ValueRange args = func.getArguments();
+  size_t next = firstGradArg;
+  if (next >= func.getFunctionType().getNumInputs())
+    return;
+  // The thread's slot: (linear CTA) x threads + thread; its slab of each
+  // buffer is slot x elements .. + elements.
+  Value linear = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  for (auto [dim, id] : {std::pair{gpu::Dimension::y, gpu::Dimension::y},
+                         std::pair{gpu::Dimension::x, gpu::Dimension::x}})
+    linear = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, linear,
+                              gpu::GridDimOp::create(b, loc, dim)),
+        gpu::BlockIdOp::create(b, loc, id));
+  slot = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, linear, cIdx(b, threads)), tid);
+  MLIRContext *ctx = b.getContext();
+  auto view = [&](Value buffer, ArrayRef<OpFoldResult> sizes) {
+    // Row-major strides over `sizes`, offset slot x elements.
+    int64_t rank = int64_t(sizes.size());
+    SmallVector<OpFoldResult> strides(rank);
+    Value stride = cIdx(b, 1);
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      strides[d] = stride;
+      stride = arith::MulIOp::create(
+          b, loc, stride, getValueOrCreateConstantIndexOp(b, loc, sizes[d]));
+    }
+    Value offset = arith::MulIOp::create(b, loc, slot, stride);
+    auto type = MemRefType::get(
+        SmallVector<int64_t>(rank, ShapedType::kDynamic), b.getF32Type(),
+        StridedLayoutAttr::get(ctx, ShapedType::kDynamic,
+                               SmallVector<int64_t>(rank, ShapedType::kDynamic)));
+    return memref::ReinterpretCastOp::create(b, loc, type, buffer,
+                                             OpFoldResult(offset), sizes,
+                                             strides)
+        .getResult();
+  };
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      slotViews[p] = view(args[next++], {OpFoldResult(cIdx(b, 1))});
+  for (Value c : op.getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32()) {
+      Value cap = outside.lookup(c);
+      SmallVector<OpFoldResult> sizes;
+      for (int64_t d = 0; d < cast<MemRefType>(c.getType()).getRank(); ++d)
+        sizes.push_back(
+            memref::DimOp::create(b, loc, cap, d).getResult());
+      slotViews[c] = view(args[next++], sizes);
+    }
+}
+
+void BackwardBuilder::emitSinkGradient(OpBuilder &b, Value h32, Value rowLse,
+                                       Value delta, Value valid) {
+  if (!op.hasSink() || slotViews.empty())
+    return;
+  // The sink is one more softmax entry with no value row: its logit's
+  // gradient is p_sink (0 - delta).
+  auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, valid,
+                                /*withElseRegion=*/false);
+  OpBuilder tb = ifOp.getThenBodyBuilder();
+  Value sink = regions.inlineRegion(tb, op.getSink(), {h32});
+  Value pSink = math::ExpOp::create(
+      tb, loc, arith::SubFOp::create(tb, loc, sink, rowLse));
+  Value g = arith::NegFOp::create(
+      tb, loc, arith::MulFOp::create(tb, loc, pSink, delta));
+  regions.gradientOf = slotViews;
+  regions.inlineRegion(tb, op.getSinkGrad(), {h32, g});
+  regions.gradientOf.clear();
 }
 
 void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
@@ -270,6 +375,7 @@ void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value lseRows = sharedBuffer(func, {kOtherTile});
   Value deltaRows = sharedBuffer(func, {kOtherTile});
   setUpBackward(b);
+  setUpGradients(b, func, firstGradArg, /*keyPhase=*/true);
   Value zero = cF32(b, 0.0);
   Value kTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value hkv = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
@@ -342,6 +448,7 @@ void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
 void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value dqAcc = sharedBuffer(func, {threads, D});
   setUpBackward(b);
+  setUpGradients(b, func, firstGradArg, /*keyPhase=*/false);
   Value zero = cF32(b, 0.0);
   Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value h = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
@@ -383,6 +490,7 @@ void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
       });
     });
   });
+  emitSinkGradient(b, h32, rowLse, delta, qValid);
   auto ifValid = scf::IfOp::create(b, loc, TypeRange{}, qValid,
                                    /*withElseRegion=*/false);
   OpBuilder tb = ifValid.getThenBodyBuilder();
@@ -624,6 +732,7 @@ void MmaBackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value qS = sharedBuffer(func, {other, D}, eltType);
   Value doS = sharedBuffer(func, {other, Dv}, eltType);
   setUpBackward(b);
+  setUpGradients(b, func, firstGradArg, /*keyPhase=*/true);
   setUpLanes(b);
   Value zero = cF32(b, 0.0);
   Value kTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
@@ -763,8 +872,8 @@ void MmaBackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
 }
 
 void MmaBackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
-  (void)func;
   setUpBackward(b);
+  setUpGradients(b, func, firstGradArg, /*keyPhase=*/false);
   setUpLanes(b);
   Value zero = cF32(b, 0.0);
   Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
@@ -838,6 +947,12 @@ void MmaBackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
         });
       });
   storeFrags(b, acc, dq, {bIdx, h}, qw, seqQ);
+  // One lane of each quad adds its two rows' sink-logit gradients.
+  Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                      quadCol, cIdx(b, 0));
+  for (int r = 0; r < 2; ++r)
+    emitSinkGradient(b, h32, rowLse[r], delta[r],
+                     arith::AndIOp::create(b, loc, first, qValid[r]));
 }
 
 } // namespace
@@ -881,6 +996,17 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
   SmallVector<Type> types;
   for (Value v : opValues)
     types.push_back(v.getType());
+  // Then one flat f32 buffer per f32 param and f32 captured tensor (params
+  // first, declaration order): a slab of the gradient's elements per
+  // thread of either launch, summed by the runtime in slot order.
+  size_t firstGradArg = types.size();
+  auto flat = MemRefType::get({ShapedType::kDynamic}, b.getF32Type());
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      types.push_back(flat);
+  for (Value c : op.getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32())
+      types.push_back(flat);
 
   BackwardKernels out;
   for (int phase = 0; phase < 2; ++phase) {
@@ -910,12 +1036,14 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
     body.setInsertionPointToStart(&func.getBody().front());
     if (tensorCores) {
       MmaBackwardBuilder builder(op, outside, other);
+      builder.setFirstGradArg(firstGradArg);
       if (phase == 0)
         builder.emitKeyKernel(body, func);
       else
         builder.emitQueryKernel(body, func);
     } else {
       BackwardBuilder builder(op, outside, rows);
+      builder.setFirstGradArg(firstGradArg);
       if (phase == 0)
         builder.emitKeyKernel(body, func);
       else

@@ -65,8 +65,10 @@ struct BackwardKernels {
 /// gpu.module buildGpuKernel made in `host`: `<name>_bwd_kv(q, k, v, o,
 /// [lse], params..., captures..., do, dq, dk, dv)` over grid (ceil(Skv /
 /// rows), Hkv, B) writing dk and dv, and `<name>_bwd_q(same)` over grid
-/// (ceil(Sq / rows), Hq, B) writing dq; the gradients of params and
-/// captured tensors are not computed (docs/backward.md).
+/// (ceil(Sq / rows), Hq, B) writing dq; both then take one flat f32 buffer
+/// per f32 param and f32 captured tensor (params first), whose slab
+/// [slot x elements, (slot + 1) x elements) thread `slot` (linear CTA x
+/// threads + thread) adds its share of the gradient to.
 FailureOr<BackwardKernels> buildGpuBackwardKernels(ModuleOp host,
                                                    AttentionOp op,
                                                    StringRef name,
