@@ -443,13 +443,14 @@ def select(a):
     """The catalog variants and decode shapes to run: --only names either
     ("decode" for every decode shape); --only-decode and --no-decode pick
     the sections."""
-    names = [n for part in (a.only or []) for n in part.split(",") if n]
-    unknown = [n for n in names if n not in BY_NAME and n != "decode"
-               and n not in DECODE_BY_NAME]
-    if unknown:
-        sys.exit("unknown variant(s) %s; known: %s, decode, %s"
-                 % (", ".join(unknown), ", ".join(BY_NAME),
-                    ", ".join(DECODE_BY_NAME)))
+    names = only_names(a)
+    if a.only_backward:
+        return [], []
+    if names and all(n in BACKWARD_BY_NAME or n == "backward"
+                     for n in names):
+        return [], []
+    names = [n for n in names if n not in BACKWARD_BY_NAME
+             and n != "backward"]
     if not names:
         specs, dspecs = list(CATALOG), list(DECODE)
     else:
@@ -463,11 +464,46 @@ def select(a):
     return specs, dspecs
 
 
+def only_names(a):
+    """--only's names, checked."""
+    names = [n for part in (a.only or []) for n in part.split(",") if n]
+    unknown = [n for n in names if n not in BY_NAME and n != "decode"
+               and n not in DECODE_BY_NAME and n != "backward"
+               and n not in BACKWARD_BY_NAME]
+    if unknown:
+        sys.exit("unknown variant(s) %s; known: %s, decode, %s, backward, %s"
+                 % (", ".join(unknown), ", ".join(BY_NAME),
+                    ", ".join(DECODE_BY_NAME), ", ".join(BACKWARD_BY_NAME)))
+    return names
+
+
+def select_backward(a):
+    """The backward section's rows: all of them unless --only names some
+    ("backward" for all); none with --no-backward or --only-decode, or
+    when --only names only other sections' rows."""
+    if a.no_backward or a.only_decode:
+        return []
+    names = only_names(a)
+    if not names or "backward" in names or (
+            a.only_backward and not any(n in BACKWARD_BY_NAME
+                                        for n in names)):
+        return list(BACKWARD)
+    return [b for b in BACKWARD if b.name in names]
+
+
 def check_catalog():
     """Every entry names an existing .attn file that defines its variant."""
     bad = []
     entries = [(s.name, s.source, s.variant) for s in CATALOG]
     entries += [(d.name, DECODE_SOURCE, DECODE_VARIANT) for d in DECODE]
+    for b in BACKWARD:
+        spec = BY_NAME.get(b.catalog)
+        if spec is None:
+            bad.append("%s: no catalog entry %s" % (b.name, b.catalog))
+        elif spec.build in (b_moba, b_flex_prefill, b_block_theta):
+            bad.append("%s: select has no GPU backward" % b.name)
+        elif not spec.flex:
+            bad.append("%s: flex cannot express %s" % (b.name, b.catalog))
     for name, source, variant in entries:
         path = os.path.join(ROOT, source)
         if not os.path.exists(path):
@@ -531,6 +567,49 @@ DECODE_TOL = dict(bf16=5e-3, int8=1.5e-2, fp8e4m3=5e-2)
 UNSUPPORTED = "not supported on GPU yet"
 
 
+# ----------------------------------------------------------------------------
+# Backward (issue 20): the gradients dq, dk, dv of L = sum(o * dO) for the
+# catalog variants that both attnc's GPU backward (no select) and
+# flex_attention's backward (softmax, score_mod / mask_mod) compute with the
+# same math, at the catalog's shapes. attnc: a bundle compiled with
+# --backward --lse (prepare.sh: backward/<--arch>/d<D>/), its forward with
+# lse, then its backward timed alone; flex: torch.compile(flex_attention)
+# forward, then torch.autograd.grad of its output timed alone. Both are
+# checked against float32 autograd gradients. FLOPs of the backward count
+# 2.5x the forward's (FA2's convention: five S x S x D products per kept
+# entry, against the forward's two; attnc's recompute of S and dP for dq is
+# not counted).
+
+@dataclasses.dataclass
+class BackwardSpec:
+    name: str                  # the row: <catalog name>_bwd
+    catalog: str               # the catalog entry: source, variant, math
+    shape: tuple = None        # (B, H, S) instead of the catalog's
+    quick_shape: tuple = None
+
+
+BACKWARD = [BackwardSpec(n + "_bwd", n) for n in (
+    "dense", "causal", "sliding_sink", "document_mask", "softcap", "alibi")]
+BACKWARD_BY_NAME = {b.name: b for b in BACKWARD}
+BACKWARD_FLOPS = 2.5           # backward FLOPs / forward FLOPs (FA2-style)
+BACKWARD_GRADS = ("dq", "dk", "dv")
+
+
+def backward_bundle_path(prepared, folder, D, variant):
+    return os.path.join(prepared, "backward", folder, "d%d" % D,
+                        variant + ".attnpkg")
+
+
+def backward_bundles():
+    """(variant, source) of each backward bundle prepare.sh builds."""
+    out = []
+    for b in BACKWARD:
+        spec = BY_NAME[b.catalog]
+        if (spec.variant, spec.source) not in out:
+            out.append((spec.variant, spec.source))
+    return out
+
+
 def decode_bundle_path(prepared, folder, D, name):
     return os.path.join(prepared, "decode", folder, "d%d" % D,
                         name + ".attnpkg")
@@ -559,15 +638,22 @@ KERNELS = ("attnc", "cpasync")        # attnc's kernels: they make a row's statu
 LABEL = dict(attnc="attnc", cpasync="attnc cp.async", flex="flex", sdpa="sdpa",
              setup="setup", d_auto="attnc bf16", d_split16="attnc bf16 split 16",
              d_cpasync="attnc cp.async bf16", d_int8="attnc int8",
-             d_fp8e4m3="attnc fp8e4m3", d_sdpa="sdpa bf16", d_flex="flex bf16")
+             d_fp8e4m3="attnc fp8e4m3", d_sdpa="sdpa bf16", d_flex="flex bf16",
+             b_attnc="attnc backward", b_flex="flex backward")
 SHORT = dict(attnc="attnc", cpasync="cp.async", d_auto="bf16",
              d_split16="bf16 split 16", d_cpasync="cp.async bf16",
-             d_int8="int8", d_fp8e4m3="fp8e4m3", d_sdpa="sdpa", d_flex="flex")
+             d_int8="int8", d_fp8e4m3="fp8e4m3", d_sdpa="sdpa", d_flex="flex",
+             b_attnc="attnc", b_flex="flex")
 BEST = dict(attnc="TMA", cpasync="cp.async")  # which kernel, in a 9.x table
 # bounded by --kernel-timeout-s
-KERNEL_STAGES = ("attnc", "cpasync", "sdpa") + DECODE_KERNELS + ("d_sdpa",)
-ALL_KERNELS = KERNELS + DECODE_KERNELS   # counted for --give-up-after
-STATUS_STAGES = KERNELS + DECODE_STAGES  # stages with a status_<stage>
+KERNEL_STAGES = ("attnc", "cpasync", "sdpa") + DECODE_KERNELS + (
+    "d_sdpa", "b_attnc")
+BACKWARD_KERNELS = ("b_attnc",)
+BACKWARD_STAGES = BACKWARD_KERNELS + ("b_flex",)
+# counted for --give-up-after
+ALL_KERNELS = KERNELS + DECODE_KERNELS + BACKWARD_KERNELS
+# stages with a status_<stage>
+STATUS_STAGES = KERNELS + DECODE_STAGES + BACKWARD_STAGES
 BAD = ("FAIL", "CRASH", "TIMEOUT", "ERROR")
 CPASYNC_DIR = "sm_90a-cpasync"  # prepare.sh's folder; run.sh passes it on 9.x
 LOADS = {"sm_90a": True, CPASYNC_DIR: False}  # folder: tensor_maps expected
@@ -638,14 +724,34 @@ def check_decode_bundle(path, folder, dd, flags):
     return desc
 
 
+def check_backward_bundle(path, variant, dd):
+    """A backward bundle: its variant at head dim dd, with backward and
+    lse."""
+    desc = bundle_kernel(path, variant)
+    if "d%d" % desc.get("head_dim", -1) != dd:
+        raise RuntimeError("head_dim %s" % desc.get("head_dim"))
+    for field in ("backward", "lse"):
+        if desc.get(field) is not True:
+            raise RuntimeError("%s %s: prepare.sh compiles it with "
+                               "--backward --lse" % (field, desc.get(field)))
+    return desc
+
+
 def check_prepared(prepared):
     """prepare.sh's last step: every bundle folder has every variant, and
     the sm_90a folders hold the loads their column is named after; the
     decode bundles are there for each folder and head dim (the quantized
     ones, or prepare.sh's note that attnc does not compile them)."""
-    bad, count, decode, unsupported = [], 0, 0, []
+    bad, count, decode, backward, unsupported = [], 0, 0, 0, []
     variants = sorted(set(s.variant for s in CATALOG))
     root = os.path.join(prepared, "bundles")
+    # One backward folder per target (bundles/ has one per load path too).
+    targets = sorted(set(f for f in os.listdir(root) if f != CPASYNC_DIR))
+    bwd_root = os.path.join(prepared, "backward")
+    bwd_folders = os.listdir(bwd_root) if os.path.isdir(bwd_root) else []
+    for t in targets:
+        if t not in bwd_folders:
+            bad.append("backward/%s: missing (an older prepare.sh?)" % t)
     for folder in sorted(os.listdir(root)):
         for dd in sorted(os.listdir(os.path.join(root, folder))):
             for variant in variants:
@@ -660,6 +766,16 @@ def check_prepared(prepared):
                     count += 1
                 except (OSError, ValueError, RuntimeError) as e:
                     bad.append("%s/%s/%s: %s" % (folder, dd, variant, e))
+            if folder in bwd_folders:
+                for variant, _ in backward_bundles():
+                    path = os.path.join(prepared, "backward", folder, dd,
+                                        variant + ".attnpkg")
+                    try:
+                        check_backward_bundle(path, variant, dd)
+                        backward += 1
+                    except (OSError, ValueError, RuntimeError) as e:
+                        bad.append("backward/%s/%s/%s: %s"
+                                   % (folder, dd, variant, e))
             for name, needed, flags in DECODE_BUNDLES:
                 path = os.path.join(prepared, "decode", folder, dd,
                                     name + ".attnpkg")
@@ -677,8 +793,9 @@ def check_prepared(prepared):
                     bad.append("%s: %s" % (where, e))
     for line in bad:
         print("error: " + line, file=sys.stderr)
-    print("check-prepared: %d bundles checked (%d of them decode), %d bad"
-          % (count + decode, decode, len(bad)))
+    print("check-prepared: %d bundles checked (%d of them decode, %d "
+          "backward), %d bad" % (count + decode + backward, decode, backward,
+                                 len(bad)))
     if unsupported:
         print("check-prepared: %s: %s (bench.py reports them as such)"
               % (UNSUPPORTED, ", ".join(unsupported)))
@@ -720,6 +837,55 @@ def reference(case, q, k, v):
     return out, kept.item() / (B * H * Sq * Skv)
 
 
+def reference_backward(case, q, k, v, do):
+    """float32 o and the gradients dq, dk, dv of sum(o * do) by autograd
+    through the same math as reference(), chunked over queries (dk and dv
+    summed over the chunks); also the kept fraction. Runs on q's device
+    (the CPU too: bench.py --list checks it there)."""
+    B, H, Sq, D = q.shape
+    Skv, Dv = k.shape[2], v.shape[3]
+    dev = q.device
+    out = torch.empty(B, H, Sq, Dv, dtype=torch.float32, device=dev)
+    dq = torch.empty(B, H, Sq, D, dtype=torch.float32, device=dev)
+    dk = torch.zeros(B, H, Skv, D, dtype=torch.float32, device=dev)
+    dv = torch.zeros(B, H, Skv, Dv, dtype=torch.float32, device=dev)
+    kept = 0
+    # autograd keeps a few [H, chunk, Skv] tensors per chunk
+    chunk = max(16, min(Sq, (1 << 25) // (H * Skv)))
+    h_idx = torch.arange(H, device=dev).view(H, 1, 1)
+    kv_idx = torch.arange(Skv, device=dev).view(1, 1, Skv)
+    scale = 1.0 / math.sqrt(D)
+    sink = case.sink.view(H, 1, 1) if case.sink is not None else None
+    for b in range(B):
+        b_idx = torch.full((1, 1, 1), b, device=dev)
+        for q0 in range(0, Sq, chunk):
+            q1 = min(Sq, q0 + chunk)
+            q_idx = torch.arange(q0, q1, device=dev).view(1, -1, 1)
+            qf = q[b, :, q0:q1].float().requires_grad_()
+            kf = k[b].float().requires_grad_()
+            vf = v[b].float().requires_grad_()
+            with torch.enable_grad():
+                s = torch.matmul(qf, kf.transpose(1, 2)) * scale
+                if case.score is not None:
+                    s = case.score(s, b_idx, h_idx, q_idx, kv_idx).expand(
+                        s.shape)
+                if case.mask is not None:
+                    keep = case.mask(b_idx, h_idx, q_idx, kv_idx).expand(
+                        s.shape)
+                    kept += keep.sum().item()
+                    s = s.masked_fill(~keep, float("-inf"))
+                else:
+                    kept += s.numel()
+                o = torch.matmul(_normalize(case, s, sink), vf)
+                gq, gk, gv = torch.autograd.grad(
+                    o, (qf, kf, vf), do[b, :, q0:q1].float())
+            out[b, :, q0:q1] = o.detach()
+            dq[b, :, q0:q1] = gq
+            dk[b] += gk
+            dv[b] += gv
+    return out, (dq, dk, dv), kept / (B * H * Sq * Skv)
+
+
 def _normalize(case, s, sink):
     """Row weights from final scores; masked entries are -inf and weigh 0,
     and a row with nothing kept is all zeros."""
@@ -756,6 +922,27 @@ def median_ms(fn, warmup, iters):
         end.record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
+def median_ms_after(prepare, fn, warmup, iters):
+    """median_ms of fn(prepare()): prepare (a forward whose output fn
+    differentiates) runs before each start event, untimed; the events
+    time fn alone on the same stream."""
+    for _ in range(warmup):
+        fn(prepare())
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        x = prepare()
+        start.record()
+        fn(x)
+        end.record()
+        del x
+        times.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in times)
 
 
 def cuda_alive():
@@ -887,6 +1074,8 @@ class Worker:
         worker must run."""
         if isinstance(spec, DecodeSpec):
             row = self.run_decode(spec, stages, deadline)
+        elif isinstance(spec, BackwardSpec):
+            row = self.run_backward(spec, stages, deadline)
         else:
             row = self.run_stages(spec, stages, deadline)
         torch.cuda.empty_cache()
@@ -1088,6 +1277,208 @@ class Worker:
         ms = median_ms(fn, self.args.warmup, self.args.iters)
         row[name + "_ms"] = ms
         row[name + "_tflops"] = env["flops"] / (ms * 1e-3) / 1e12
+
+    # -- backward -----------------------------------------------------------
+
+    def run_backward(self, spec, stages, deadline):
+        """One backward job: the catalog variant's bf16 q, k, v (the same
+        seeds and captures as its forward row), a bf16 dO, the float32
+        reference o and gradients, then `stages` (attnc, flex)."""
+        a = self.args
+        cat = BY_NAME[spec.catalog]
+        row = backward_placeholder(spec.name, a)
+        B, H, S, D = row["B"], row["H"], row["S"], row["D"]
+        self.emit(dict(event="stage", stage="setup"))
+        try:
+            ctx = Ctx(B, H, S, D, seed=1 + CATALOG.index(cat))
+            g = torch.Generator(device="cuda").manual_seed(0)
+            q, k, v, do = (torch.randn(B, H, S, D, generator=g, device="cuda",
+                                       dtype=torch.bfloat16)
+                           for _ in range(4))
+            case = cat.build(ctx)
+            row["params"] = case.params
+            t = time.time()
+            ref, grads, density = reference_backward(case, q, k, v, do)
+            torch.cuda.synchronize()
+            row["reference_s"] = round(time.time() - t, 2)
+            guarded = [q, k, v, do, ref, *grads] + [
+                x for x in case.captures.values() if torch.is_tensor(x)]
+            copies = [x.clone() for x in guarded]
+        except Exception as e:
+            self.failed(row, "setup", e)
+            row["status_setup"] = "FAIL"
+            return row
+        ref_max = ref.abs().max().item()
+        flops = 2 * (D + D) * B * H * S * S * density
+        row.update(density=density, flops=flops, ref_max=ref_max,
+                   bound=a.tol * max(ref_max, 1e-30),
+                   bwd_flops=BACKWARD_FLOPS * flops, bwd_bound=a.bwd_tol)
+        env = dict(spec=spec, cat=cat, case=case, q=q, k=k, v=v, do=do,
+                   ref=ref, grads=grads, deadline=deadline,
+                   intact=lambda: all(torch.equal(x, c)
+                                      for x, c in zip(guarded, copies)))
+        self.emit(dict(event="partial", **row))
+        return self.run_each(stages, row, env)
+
+    def backward_errors(self, key, got, row, env):
+        """Relative L1 errors of dq, dk, dv against the reference's;
+        True when all are within --bwd-tol."""
+        ok = True
+        for name, x, ref in zip(BACKWARD_GRADS, got, env["grads"]):
+            err = rel_l1(x, ref)
+            row["err_%s_%s" % (key, name)] = err
+            if not (math.isfinite(err) and err <= self.args.bwd_tol):
+                ok = False
+                row["notes"].append("%s %s relative L1 error %.3g above "
+                                    "the bound %.3g" % (LABEL[key], name, err,
+                                                        self.args.bwd_tol))
+        self.emit(dict(event="partial", **row))
+        return ok
+
+    def b_attnc_stage(self, row, env):
+        """attnc's forward (with lse), checked, then its backward: dq, dk,
+        dv checked against the reference, then both timed. attnc's
+        gradients go to --scratch for flex's stage to compare with."""
+        a, spec, cat = self.args, env["spec"], env["cat"]
+        q, k, v, do = env["q"], env["k"], env["v"], env["do"]
+        key, label = "b_attnc", LABEL["b_attnc"]
+        what = "attnc forward"
+        row["status_" + key] = "FAIL"  # until it passes
+        try:
+            path = backward_bundle_path(a.prepared, a.arch, a.head_dim,
+                                        cat.variant)
+            if not os.path.exists(path):
+                raise RuntimeError("%s is missing: run prepare.sh again (its "
+                                   "output predates the backward section?)"
+                                   % path)
+            desc = check_backward_bundle(path, cat.variant,
+                                         "d%d" % a.head_dim)
+            row[key + "_kernel"] = dict(
+                (f, desc.get(f)) for f in (
+                    "target", "block_threads", "registers", "shared_bytes",
+                    "tensor_maps", "backward_kv_threads",
+                    "backward_q_threads", "backward_kv_rows",
+                    "backward_q_rows") if f in desc)
+            kernel = self.attnrt.load(path).kernel(cat.variant)
+            B, H, S, D = q.shape
+            o = torch.empty(B, H, S, kernel.info["value_head_dim"],
+                            dtype=torch.bfloat16, device="cuda")
+            lse = torch.empty(B, H, S, dtype=torch.float32, device="cuda")
+            dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
+            stream = torch.cuda.current_stream().cuda_stream
+            kwargs = dict(env["case"].params, **env["case"].captures)
+
+            def forward():
+                return kernel(q, k, v, o=o, lse=lse, stream=stream, **kwargs)
+
+            def backward():
+                return kernel.backward(q, k, v, o, lse, do, dq=dq, dk=dk,
+                                       dv=dv, stream=stream, **kwargs)
+            o.fill_(float("nan"))
+            forward()
+            torch.cuda.synchronize()
+            err = max_error(o, env["ref"])
+            row["err_b_attnc_o"] = err
+            correct = math.isfinite(err) and err <= row["bound"]
+            if not correct:
+                row["notes"].append("attnc forward error %.3g above the "
+                                    "bound %.3g" % (err, row["bound"]))
+            what = label
+            for x in (dq, dk, dv):
+                x.fill_(float("nan"))  # a kernel that writes nothing fails
+            backward()
+            torch.cuda.synchronize()
+            correct = self.backward_errors(key, (dq, dk, dv), row, env) \
+                and correct
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference" % label
+            if a.scratch and correct:
+                torch.save([x.cpu() for x in (dq, dk, dv)],
+                           os.path.join(a.scratch, spec.name + ".pt"))
+            what = label + " timing"
+            ms = median_ms(backward, a.warmup, a.iters)
+            row["b_attnc_ms"] = ms
+            row["b_attnc_tflops"] = row["bwd_flops"] / (ms * 1e-3) / 1e12
+            what = "attnc forward timing"
+            fwd = median_ms(forward, a.warmup, a.iters)
+            row["b_attnc_fwd_ms"] = fwd
+            row["b_attnc_bwd_over_fwd"] = ms / fwd
+            if not env["intact"]():
+                return "%s wrote into its inputs or the reference while " \
+                    "timed" % label
+            row["status_" + key] = "ok" if correct else "FAIL"
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                row["status_" + key] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
+
+    def b_flex_stage(self, row, env):
+        """torch.compile(flex_attention) forward on leaves that require
+        grad, then torch.autograd.grad of its output with dO: checked
+        against the reference and attnc's gradients (from --scratch),
+        then the backward timed alone (each launch after an untimed
+        forward) and the forward with grad. Compilation is not timed."""
+        a, case = self.args, env["case"]
+        q, k, v, do = env["q"], env["k"], env["v"], env["do"]
+        deadline = env["deadline"]
+        left = deadline - time.time() if deadline else float("inf")
+        key = "b_flex"
+        if self.flex is None:
+            row["status_" + key] = "unavailable"
+            row["notes"].append("flex unavailable: " + self.flex_error)
+            return None
+        if left < a.backward_flex_reserve_s:
+            row["status_" + key] = "skipped"
+            row["notes"].append("flex backward skipped: %.0f s left of the "
+                                "time budget" % left)
+            return None
+        what = "flex backward"
+        row["status_" + key] = "ERROR"
+        try:
+            torch._dynamo.reset()
+            block_mask = None
+            B, H, S = q.shape[0], q.shape[1], q.shape[2]
+            if case.mask is not None:
+                block_mask = make_block_mask(case.mask, B, H, S)
+            leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+
+            def forward():
+                return self.flex(*leaves, score_mod=case.score,
+                                 block_mask=block_mask)
+
+            def backward(out):
+                return torch.autograd.grad(out, leaves, do)
+            t = time.time()
+            got = backward(forward())
+            torch.cuda.synchronize()
+            row["b_flex_compile_s"] = round(time.time() - t, 2)
+            correct = self.backward_errors(key, got, row, env)
+            saved = os.path.join(a.scratch or "", env["spec"].name + ".pt")
+            if a.scratch and os.path.exists(saved):
+                theirs = torch.load(saved)
+                os.remove(saved)
+                for name, x, y in zip(BACKWARD_GRADS, theirs, got):
+                    row["err_attnc_vs_flex_" + name] = rel_l1(
+                        x.to("cuda"), y.float())
+                del theirs
+            del got
+            what = "flex backward timing"
+            ms = median_ms_after(forward, backward, a.warmup, a.iters)
+            row["b_flex_ms"] = ms
+            row["b_flex_tflops"] = row["bwd_flops"] / (ms * 1e-3) / 1e12
+            what = "flex forward timing"
+            fwd = median_ms(forward, a.warmup, a.iters)
+            row["b_flex_fwd_ms"] = fwd
+            row["b_flex_bwd_over_fwd"] = ms / fwd
+            row["status_" + key] = "ok" if correct else "FAIL"
+        except Exception as e:
+            self.failed(row, what, e)
+            if not cuda_alive():
+                row["status_" + key] = "CRASH"
+                return "CUDA context lost in " + what
+        return None
 
     # -- decode -------------------------------------------------------------
 
@@ -1374,7 +1765,8 @@ def worker_main(a):
         emit(dict(event="fatal", error="%s: %s" % (type(e).__name__, e)))
         return 1
     for j, job in enumerate(jobs):
-        spec = DECODE_BY_NAME.get(job["name"]) or BY_NAME[job["name"]]
+        spec = (DECODE_BY_NAME.get(job["name"])
+                or BACKWARD_BY_NAME.get(job["name"]) or BY_NAME[job["name"]])
         emit(dict(event="start", job=j, name=spec.name))
         if a.deadline and time.time() > a.deadline - 10:
             row = dict(placeholder(spec.name, a), skipped=job["stages"])
@@ -1455,6 +1847,16 @@ def plan_decode(a, dspecs, unsupported=None):
     return jobs + later, rows
 
 
+def plan_backward(a, bspecs):
+    """One job per backward row with attnc's column, then one per row for
+    flex, whose compilation (forward and backward) is what the time budget
+    cuts first."""
+    jobs = [dict(name=b.name, stages=["b_attnc"]) for b in bspecs]
+    if not a.no_flex:
+        jobs += [dict(name=b.name, stages=["b_flex"]) for b in bspecs]
+    return jobs
+
+
 def merge(base, new):
     """A row from what earlier jobs measured and what this one did."""
     out = dict(base)
@@ -1488,6 +1890,8 @@ def summarize(row):
     correct attnc kernel (the faster of TMA and cp.async on 9.x)."""
     if row.get("kind") == "decode":
         return summarize_decode(row)
+    if row.get("kind") == "backward":
+        return summarize_backward(row)
     kernels = [(k, row["status_" + k]) for k in KERNELS
                if row.get("status_" + k)]
     if row.get("status_setup"):
@@ -1540,8 +1944,21 @@ def summarize_decode(row):
     return row
 
 
+def summarize_backward(row):
+    """A backward row's status is attnc's (flex's problems are notes);
+    attnc/flex is flex's backward time over attnc's, both correct."""
+    status = row.get("status_setup") or row.get("status_b_attnc") or "-"
+    row["status"] = status
+    row.pop("attnc_vs_flex", None)
+    if row.get("status_b_attnc") == "ok" and row.get("status_b_flex") == "ok" \
+            and row.get("b_attnc_ms") and row.get("b_flex_ms"):
+        row["attnc_vs_flex"] = row["b_flex_ms"] / row["b_attnc_ms"]
+    return row
+
+
 def row_failed(row):
-    kernels = DECODE_KERNELS if row.get("kind") == "decode" else KERNELS
+    kernels = dict(decode=DECODE_KERNELS, backward=BACKWARD_KERNELS).get(
+        row.get("kind"), KERNELS)
     return row.get("status_setup") is not None or any(
         row.get("status_" + k) in BAD for k in kernels)
 
@@ -1673,32 +2090,54 @@ class Runs:
 
 
 def drive(a):
+    import shutil
+    import tempfile
     os.makedirs(a.out, exist_ok=True)
     started = time.time()
     deadline = started + a.budget_s if a.budget_s else None
     specs, dspecs = select(a)
-    catalog_deadline = section_deadline(a, deadline, specs, dspecs)
+    bspecs = select_backward(a)
+    catalog_deadline = section_deadline(a, deadline, specs, dspecs, bspecs)
+    backward_deadline = section_deadline(a, deadline, bspecs, dspecs)
     runs = Runs(a, plan_jobs(specs, bool(a.cpasync_bundles)))
+    bruns = Runs(a, plan_backward(a, bspecs))
     druns = Runs(a, *plan_decode(a, dspecs))
     meta = {}
 
     def save():
-        write_results(a, meta, runs.ordered(), started, druns.ordered())
+        write_results(a, meta, runs.ordered(), started, druns.ordered(),
+                      bruns.ordered())
 
-    run_queue(a, runs, catalog_deadline, meta, save)
-    run_queue(a, druns, deadline, meta, save)
+    # attnc's gradients for flex's stage to compare with (not in --out:
+    # run.sh's $OUT comes back from the GPU machine)
+    a.scratch = tempfile.mkdtemp(prefix="attnc-bench-bwd-") if bspecs else ""
+    try:
+        run_queue(a, runs, catalog_deadline, meta, save)
+        run_queue(a, bruns, backward_deadline, meta, save)
+        run_queue(a, druns, deadline, meta, save)
+    finally:
+        if a.scratch:
+            shutil.rmtree(a.scratch, ignore_errors=True)
     save()
     print()
-    print(markdown(a, meta, runs.ordered(), started, druns.ordered()))
-    rows = runs.ordered() + druns.ordered()
+    print(markdown(a, meta, runs.ordered(), started, druns.ordered(),
+                   bruns.ordered()))
+    rows = runs.ordered() + bruns.ordered() + druns.ordered()
     return 1 if any(row_failed(r) for r in rows) else 0
 
 
-def section_deadline(a, deadline, specs, dspecs):
-    """The catalog's deadline: the decode section runs after it, in the
-    last --decode-budget-s of the budget and whatever the catalog left."""
-    if deadline and specs and dspecs:
-        return deadline - a.decode_budget_s
+def section_deadline(a, deadline, specs, dspecs, bspecs=()):
+    """A section's deadline: the catalog's, then the backward section's
+    (specs), each followed by the backward section (bspecs; its
+    --backward-budget-s) and the decode section (dspecs; the last
+    --decode-budget-s of the budget), which also get whatever the earlier
+    sections left."""
+    if not deadline or not specs:
+        return deadline
+    if dspecs:
+        deadline -= a.decode_budget_s
+    if bspecs:
+        deadline -= a.backward_budget_s
     return deadline
 
 
@@ -1795,12 +2234,16 @@ def forwarded(a, deadline):
     out = ["--arch", a.arch, "--prepared", a.prepared,
            "--head-dim", str(a.head_dim), "--iters", str(a.iters),
            "--warmup", str(a.warmup), "--tol", str(a.tol),
+           "--bwd-tol", str(a.bwd_tol),
            "--flex-reserve-s", str(a.flex_reserve_s),
+           "--backward-flex-reserve-s", str(a.backward_flex_reserve_s),
            "--decode-iters", str(a.decode_iters),
            "--decode-warmup", str(a.decode_warmup),
            "--decode-flex-reserve-s", str(a.decode_flex_reserve_s)]
     if a.cpasync_bundles:
         out += ["--cpasync-bundles", a.cpasync_bundles]
+    if getattr(a, "scratch", ""):
+        out += ["--scratch", a.scratch]
     if deadline:
         out += ["--deadline", repr(deadline)]
     if a.quick:
@@ -1817,11 +2260,31 @@ def forwarded(a, deadline):
 def placeholder(name, a):
     if name in DECODE_BY_NAME:
         return decode_placeholder(name, a)
+    if name in BACKWARD_BY_NAME:
+        return backward_placeholder(name, a)
     spec = BY_NAME[name]
     B, H, S = shape_of(spec, a)
     return dict(name=name, priority=spec.priority, source=spec.source,
                 variant=spec.variant, B=B, H=H, S=S, D=a.head_dim,
                 errors={}, notes=[])
+
+
+def backward_shape(spec, a):
+    """The catalog entry's shape unless the backward row has its own."""
+    if a.quick:
+        return spec.quick_shape or shape_of(BY_NAME[spec.catalog], a)
+    if a.shape:
+        return shape_of(BY_NAME[spec.catalog], a)
+    return spec.shape or shape_of(BY_NAME[spec.catalog], a)
+
+
+def backward_placeholder(name, a):
+    spec = BACKWARD_BY_NAME[name]
+    cat = BY_NAME[spec.catalog]
+    B, H, S = backward_shape(spec, a)
+    return dict(kind="backward", name=name, catalog=spec.catalog,
+                source=cat.source, variant=cat.variant, B=B, H=H, S=S,
+                D=a.head_dim, errors={}, notes=[])
 
 
 def decode_placeholder(name, a):
@@ -1846,6 +2309,14 @@ def one_line(r):
             if r.get("status_" + k):
                 parts.append("%s %s" % (SHORT[k], decode_cell(r, k)))
         return "  ".join(parts)
+    if r.get("kind") == "backward":
+        for k in BACKWARD_STAGES:
+            if r.get("status_" + k) or r.get(k + "_ms"):
+                parts.append("%s bwd %s ms (rel-L1 dq %s dk %s dv %s)" % (
+                    SHORT[k], fmt(r.get(k + "_ms"), ".3f"),
+                    *(fmt(r.get("err_%s_%s" % (k, g)), ".1e")
+                      for g in BACKWARD_GRADS)))
+        return "  ".join(parts)
     for k in ("attnc", "cpasync", "flex", "sdpa"):
         if k != "attnc" and not (r.get("status_" + k) or r.get("err_" + k)
                                  or r.get(k + "_ms")):
@@ -1864,7 +2335,7 @@ def speedup(r, key, two):
     return "%.2fx%s" % (x, label)
 
 
-def markdown(a, meta, rows, started, drows=()):
+def markdown(a, meta, rows, started, drows=(), brows=()):
     lines = ["# GPU benchmark: attnc vs FlexAttention vs SDPA", ""]
     if meta:
         lines.append("Device: %s (sm %s, %s SMs); torch %s, CUDA %s, Triton %s; "
@@ -1878,6 +2349,8 @@ def markdown(a, meta, rows, started, drows=()):
                      .replace("\n", "; "))
     if rows:
         lines += catalog_markdown(a, rows)
+    if brows:
+        lines += backward_markdown(a, brows)
     if drows:
         lines += decode_markdown(a, drows)
     lines += ["", "Wall time %.0f s." % (time.time() - started)]
@@ -1949,6 +2422,75 @@ def catalog_markdown(a, rows):
             parts += r.get("notes", [])
             parts += ["%s: %s" % kv for kv in r.get("errors", {}).items()]
             lines.append("- %s: %s" % (r["name"], "; ".join(parts)))
+    return lines
+
+
+def backward_markdown(a, rows):
+    lines = ["", "## Backward: dq, dk, dv against flex_attention's backward",
+             "",
+             "bf16 q, k, v and dO, D = %d, the catalog variant's inputs and "
+             "params; gradients of sum(o * dO). attnc: a bundle compiled "
+             "with --backward --lse (backward/%s/), its forward writing o "
+             "and lse, then its backward timed alone (no param or capture "
+             "gradients asked for). flex: torch.compile(flex_attention) "
+             "forward on inputs that require grad, then "
+             "torch.autograd.grad(o, (q, k, v), dO) timed alone (CUDA events "
+             "around it, each after an untimed forward); its compilation is "
+             "not timed. Times are medians of %d launches after %d warm-up. "
+             "Backward TFLOP/s count %.1fx the forward's 4*B*H*S*S*D * "
+             "density (FA2's convention: five S x S x D products per kept "
+             "entry against the forward's two; recomputations are not "
+             "counted). attnc/flex: flex's backward time over attnc's (above "
+             "1: attnc is faster), both correct. bwd/fwd: backward time over "
+             "the same implementation's forward (attnc's with lse, flex's "
+             "with grad). rel-L1: sum |g - ref| / sum |ref| per gradient "
+             "against float32 autograd through the same math; attnc FAILs "
+             "above %.0e in dq, dk or dv (and above the forward's bound in "
+             "o); attnc vs flex: the same measure of attnc's gradients "
+             "against flex's."
+             % (a.head_dim, a.arch, a.iters, a.warmup, BACKWARD_FLOPS,
+                a.bwd_tol)]
+
+    def errs(r, key):
+        vals = [r.get("err_%s_%s" % (key, g)) for g in BACKWARD_GRADS]
+        if all(x is None for x in vals):
+            return "-"
+        return " / ".join(fmt(x, ".1e") for x in vals)
+    cols = [("variant", lambda r: r["catalog"]),
+            ("B,H,S", lambda r: "%d,%d,%d" % (r["B"], r["H"], r["S"])),
+            ("density", lambda r: fmt(r.get("density"), ".3f")),
+            ("attnc bwd ms", lambda r: fmt(r.get("b_attnc_ms"), ".3f")),
+            ("flex bwd ms", lambda r: fmt(r.get("b_flex_ms"), ".3f")),
+            ("attnc bwd TFLOP/s", lambda r: fmt(r.get("b_attnc_tflops"),
+                                                ".1f")),
+            ("flex bwd TFLOP/s", lambda r: fmt(r.get("b_flex_tflops"), ".1f")),
+            ("attnc/flex", lambda r: fmt(r.get("attnc_vs_flex"), ".2f")
+             + ("x" if r.get("attnc_vs_flex") else "")),
+            ("attnc fwd ms", lambda r: fmt(r.get("b_attnc_fwd_ms"), ".3f")),
+            ("attnc bwd/fwd", lambda r: fmt(r.get("b_attnc_bwd_over_fwd"),
+                                            ".2f")),
+            ("flex bwd/fwd", lambda r: fmt(r.get("b_flex_bwd_over_fwd"),
+                                           ".2f")),
+            ("rel-L1 dq/dk/dv attnc", lambda r: errs(r, "b_attnc")),
+            ("rel-L1 flex", lambda r: errs(r, "b_flex")),
+            ("attnc vs flex", lambda r: errs(r, "attnc_vs_flex")),
+            ("flex compile s", lambda r: fmt(r.get("b_flex_compile_s"),
+                                             ".1f")),
+            ("status", lambda r: r.get("status", "-"))]
+    lines += ["", "| " + " | ".join(c for c, _ in cols) + " |",
+              "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(f(r) for _, f in cols) + " |")
+    notes = []
+    for r in rows:
+        parts = ["%s=%s" % kv for kv in r.get("params", {}).items()]
+        parts = (["params " + ", ".join(parts)] if parts else [])
+        parts += r.get("notes", [])
+        parts += ["%s: %s" % kv for kv in r.get("errors", {}).items()]
+        if parts:
+            notes.append("- %s: %s" % (r["name"], "; ".join(parts)))
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     return lines
 
 
@@ -2062,7 +2604,7 @@ def decode_targets(rows):
     return lines
 
 
-def write_results(a, meta, rows, started, drows=()):
+def write_results(a, meta, rows, started, drows=(), brows=()):
     def clean(x):  # JSON has no NaN/inf
         if isinstance(x, float) and not math.isfinite(x):
             return str(x)
@@ -2077,13 +2619,16 @@ def write_results(a, meta, rows, started, drows=()):
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(clean(dict(meta=meta, bundles=bundles, head_dim=a.head_dim,
                              iters=a.iters, warmup=a.warmup, tol=a.tol,
-                             rows=rows, decode=dict(
+                             rows=rows, backward=dict(
+                                 tol=a.bwd_tol, flops_factor=BACKWARD_FLOPS,
+                                 folder=a.arch, rows=list(brows)),
+                             decode=dict(
                                  iters=a.decode_iters,
                                  warmup=a.decode_warmup, tol=DECODE_TOL,
                                  kv_group=KV_GROUP, rows=list(drows)))),
                   f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(markdown(a, meta, rows, started, drows) + "\n")
+        f.write(markdown(a, meta, rows, started, drows, brows) + "\n")
 
 
 def self_test():
@@ -2360,6 +2905,23 @@ def make_parser():
     p.add_argument("--decode-flex-reserve-s", type=float, default=30,
                    help="skip flex in the decode section when less than "
                    "this is left of the budget")
+    p.add_argument("--backward-bundles", action="store_true",
+                   help="print 'variant source' per backward bundle to "
+                   "build with --backward --lse (prepare.sh)")
+    p.add_argument("--only-backward", action="store_true",
+                   help="the backward section only (with --only: its rows "
+                   "named there)")
+    p.add_argument("--no-backward", action="store_true",
+                   help="no backward section")
+    p.add_argument("--backward-budget-s", type=float, default=120,
+                   help="the part of --budget-s before the decode section's "
+                   "kept for the backward section")
+    p.add_argument("--backward-flex-reserve-s", type=float, default=40,
+                   help="skip flex in the backward section when less than "
+                   "this is left of its budget")
+    p.add_argument("--bwd-tol", type=float, default=2e-2,
+                   help="FAIL attnc's backward when the relative L1 error "
+                   "of dq, dk or dv exceeds this")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few iterations: a smoke run")
     p.add_argument("--shape", help="B,H,S for every catalog variant")
@@ -2397,6 +2959,7 @@ def make_parser():
     p.add_argument("--rows-file", help=argparse.SUPPRESS)
     p.add_argument("--jobs-file", help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scratch", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -2423,6 +2986,10 @@ def main():
         return check_prepared(a.check_prepared)
     if a.bundles:
         for variant, source in dict((s.variant, s.source) for s in CATALOG).items():
+            print(variant, source)
+        return 0
+    if a.backward_bundles:
+        for variant, source in backward_bundles():
             print(variant, source)
         return 0
     if a.decode_bundles:
