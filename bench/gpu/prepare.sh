@@ -17,6 +17,10 @@
 # (attnc's message) instead, which bench.py reports as not supported on GPU
 # yet: only the others must compile. Quantized bundles take attnc's own load
 # path (cp.async: TMA loads take unquantized K/V only) in every folder.
+# The backward section's bundles (`bench.py --backward-bundles`: the
+# catalog variants it runs, compiled --backward --lse) go to
+# backward/<target>/d<D>/, one folder per target (the target's default
+# loads); every one must compile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ATTNC=${ATTNC:-build/bin/attnc}
@@ -33,10 +37,17 @@ rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 python3 bench/gpu/bench.py --bundles > "$OUT/bundles.txt"
 python3 bench/gpu/bench.py --decode-bundles > "$OUT/decode-bundles.txt"
+python3 bench/gpu/bench.py --backward-bundles > "$OUT/backward-bundles.txt"
 jobs_file=$OUT/jobs.txt
 : > "$jobs_file"
 folders=""
 for target in $TARGETS; do
+  for d in $HEAD_DIMS; do
+    mkdir -p "$OUT/backward/$target/d$d"
+    while read -r variant source; do
+      echo "backward $target $target - $d $variant $source" >> "$jobs_file"
+    done < "$OUT/backward-bundles.txt"
+  done
   # bundle folder and --gpu-loads (- : the target's only path)
   case $target in
     sm_90a) sets="sm_90a:tma sm_90a-cpasync:cp.async" ;;
@@ -60,6 +71,7 @@ done
 
 # One attnc per bundle (ptxas dominates), as many at once as there are cores.
 # catalog TARGET FOLDER LOADS D VARIANT SOURCE
+# backward TARGET FOLDER - D VARIANT SOURCE
 # decode TARGET FOLDER LOADS D NAME needed|optional SOURCE VARIANT FLAGS...
 compile_one() {
   local kind=$1 target=$2 folder=$3 loads=$4 d=$5 base log what need=needed
@@ -71,6 +83,13 @@ compile_one() {
     log=$OUT/logs/$folder-d$d-$variant.log
     what="$folder D=$d $variant ($source)"
     shift 7
+  elif [ "$kind" = backward ]; then
+    variant=$6 source=$7
+    base=$OUT/backward/$folder/d$d/$variant
+    log=$OUT/logs/backward-$folder-d$d-$variant.log
+    what="backward $folder D=$d $variant ($source)"
+    shift 7
+    set -- --backward --lse
   else
     need=$7 source=$8 variant=$9
     base=$OUT/decode/$folder/d$d/$6
@@ -107,12 +126,14 @@ cp python/attnrt.py "$OUT/attnrt.py"
   echo "prepared $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "targets $TARGETS (bundle folders$folders); head dims $HEAD_DIMS"
   unsupported=$(cd "$OUT/decode" && find . -name '*.unsupported' | sed 's|^\./||; s|\.unsupported$||' | sort | paste -sd' ')
+  echo "backward bundles $(cut -d' ' -f1 "$OUT/backward-bundles.txt" | paste -sd' ') (--backward --lse)"
   echo "decode bundles $(cut -d' ' -f1 "$OUT/decode-bundles.txt" | paste -sd' '); not compiled by attnc (unsupported): ${unsupported:-none}"
 } > "$OUT/PREPARED"
 rm -f "$jobs_file"
 
 count=$(find "$OUT/bundles" -name '*.attnpkg' | wc -l)
 decode=$(find "$OUT/decode" -name '*.attnpkg' | wc -l)
+backward=$(find "$OUT/backward" -name '*.attnpkg' | wc -l)
 unsupported=$(find "$OUT/decode" -name '*.unsupported' | wc -l)
-echo "prepare.sh: $count bundles ($(wc -l < "$OUT/bundles.txt") variants x folders {${folders# }} x head dims {$HEAD_DIMS}) and $decode decode bundles ($unsupported more not supported by attnc for their target), $(du -sh "$OUT" | cut -f1) in $OUT"
+echo "prepare.sh: $count bundles ($(wc -l < "$OUT/bundles.txt") variants x folders {${folders# }} x head dims {$HEAD_DIMS}), $backward backward bundles ($(wc -l < "$OUT/backward-bundles.txt") variants x targets {$TARGETS}) and $decode decode bundles ($unsupported more not supported by attnc for their target), $(du -sh "$OUT" | cut -f1) in $OUT"
 [ "$status" = 0 ] || { echo "prepare.sh: some bundles failed to compile" >&2; exit 1; }
