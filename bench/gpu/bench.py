@@ -2732,7 +2732,7 @@ def self_test():
     for f in ("prepare.sh", "run.sh"):
         expect(CPASYNC_DIR in open(os.path.join(HERE, f)).read(),
                "%s names bundles/%s" % (f, CPASYNC_DIR))
-    return bad + self_test_decode()
+    return bad + self_test_decode() + self_test_backward()
 
 
 def self_test_decode():
@@ -2853,6 +2853,119 @@ def self_test_decode():
     return bad
 
 
+def self_test_backward():
+    """The backward section's plan and bookkeeping: what --only,
+    --only-backward, --no-backward and --only-decode select, its share of
+    the budget, attnc's jobs before flex's, the status, the ratios and the
+    table."""
+    bad = []
+
+    def expect(cond, what):
+        if not cond:
+            bad.append("self-test (backward): " + what)
+
+    def names(section):
+        return [x.name for x in section]
+    every = names(BACKWARD)
+    for argv, want in (([], (names(CATALOG), every, names(DECODE))),
+                       (["--only-backward"], ([], every, [])),
+                       (["--only-backward", "--only", "causal_bwd"],
+                        ([], ["causal_bwd"], [])),
+                       (["--only-backward", "--only", "dense"],
+                        ([], every, [])),
+                       (["--only", "causal_bwd,alibi_bwd"],
+                        ([], ["causal_bwd", "alibi_bwd"], [])),
+                       (["--only", "dense,backward"],
+                        (["dense"], every, [])),
+                       (["--only", "dense"], (["dense"], [], [])),
+                       (["--no-backward"],
+                        (names(CATALOG), [], names(DECODE))),
+                       (["--only-decode"], ([], [], names(DECODE)))):
+        b = parse_args(argv)
+        specs, dspecs = select(b)
+        got = (names(specs), names(select_backward(b)), names(dspecs))
+        expect(got == want, "%s selects %s, not %s" % (argv, want, got))
+    a = parse_args(["--budget-s", "1000"])
+    specs, dspecs = select(a)
+    bspecs = select_backward(a)
+    expect(section_deadline(a, 1000.0, specs, dspecs, bspecs) == 820.0
+           and section_deadline(a, 1000.0, bspecs, dspecs) == 940.0
+           and section_deadline(a, 1000.0, specs, [], bspecs) == 880.0
+           and section_deadline(a, 1000.0, bspecs, []) == 1000.0,
+           "catalog, then backward (120 s), then decode (60 s)")
+    jobs = plan_backward(a, bspecs)
+    expect([j["stages"] for j in jobs] == [["b_attnc"]] * len(BACKWARD)
+           + [["b_flex"]] * len(BACKWARD), "attnc's jobs before flex's")
+    expect(plan_backward(parse_args(["--no-flex"]), bspecs)
+           == jobs[:len(BACKWARD)], "--no-flex: attnc's jobs only")
+    expect(all(BY_NAME[b.catalog].flex for b in BACKWARD)
+           and not check_catalog(), "flex expresses every backward row")
+    q = parse_args(["--quick"])
+    expect(backward_placeholder("causal_bwd", q)["S"] == QUICK_SHAPE[2]
+           and backward_placeholder("causal_bwd", a)["S"]
+           == DEFAULT_SHAPE[2] and backward_placeholder(
+               "causal_bwd", parse_args(["--shape", "2,4,1024"]))["S"] == 1024,
+           "backward rows take the catalog's shapes")
+    runs = Runs(a, jobs)
+
+    def measured(name, **fields):
+        return dict(backward_placeholder(name, a), density=0.5,
+                    bound=0.01, reference_s=1.0, **fields)
+    # dense_bwd: attnc hangs; flex still runs later.
+    runs.start(runs.queue[0])
+    runs.crash("b_attnc", measured("dense_bwd"), "TIMEOUT",
+               "killed after 30 s in attnc backward")
+    r = runs.rows["dense_bwd"]
+    expect(r["status"] == "TIMEOUT" and row_failed(r)
+           and runs.queue[0]["name"] == "causal_bwd",
+           "a hang in attnc's backward fails its row: %s" % r["status"])
+    runs.start(runs.queue[0])
+    runs.finish(measured("causal_bwd", status_b_attnc="ok", b_attnc_ms=2.0,
+                         b_attnc_fwd_ms=0.8, b_attnc_tflops=300.0,
+                         err_b_attnc_dq=3e-3, err_b_attnc_dk=4e-3,
+                         err_b_attnc_dv=2e-3, b_attnc_bwd_over_fwd=2.5))
+    i = next(i for i, j in enumerate(runs.queue)
+             if j == dict(name="causal_bwd", stages=["b_flex"]))
+    runs.start(runs.queue[i])
+    runs.finish(measured("causal_bwd", status_b_flex="ok", b_flex_ms=3.0,
+                         b_flex_fwd_ms=1.0, b_flex_tflops=200.0,
+                         err_b_flex_dq=5e-3, err_b_flex_dk=5e-3,
+                         err_b_flex_dv=5e-3, err_attnc_vs_flex_dq=4e-3,
+                         err_attnc_vs_flex_dk=4e-3, err_attnc_vs_flex_dv=4e-3,
+                         b_flex_bwd_over_fwd=3.0, b_flex_compile_s=20.0))
+    r = runs.rows["causal_bwd"]
+    expect(r["status"] == "ok" and abs(r.get("attnc_vs_flex", 0) - 1.5)
+           < 1e-9 and r.get("b_attnc_ms") == 2.0 and not row_failed(r),
+           "both workers' columns are kept, attnc/flex = 1.5: %s" % r)
+    r2 = summarize(measured("alibi_bwd", status_b_attnc="FAIL",
+                            b_attnc_ms=1.0, status_b_flex="ok", b_flex_ms=3.0))
+    expect(r2["status"] == "FAIL" and "attnc_vs_flex" not in r2
+           and row_failed(r2), "a wrong attnc backward has no ratio")
+    r3 = summarize(measured("softcap_bwd", status_b_attnc="ok",
+                            b_attnc_ms=1.0, status_b_flex="ERROR"))
+    expect(r3["status"] == "ok" and not row_failed(r3),
+           "flex's errors are notes, not failures")
+    runs.skip_rest("time budget spent")
+    expect(runs.rows["alibi_bwd"]["status_b_flex"] == "skipped"
+           and not runs.queue, "the budget skips what is queued")
+    text = "\n".join(backward_markdown(a, runs.ordered()))
+    expect("| causal | 4,16,4096 | 0.500 | 2.000 | 3.000 | 300.0 | 200.0 | "
+           "1.50x | 0.800 | 2.50 | 3.00 | 3.0e-03 / 4.0e-03 / 2.0e-03 | "
+           "5.0e-03 / 5.0e-03 / 5.0e-03 | 4.0e-03 / 4.0e-03 / 4.0e-03 | "
+           "20.0 | ok |" in text and "| dense | 4,16,4096 |" in text
+           and "2.5x the forward's" in text,
+           "the backward table:\n" + text)
+    text = markdown(a, {}, [], time.time(), (), runs.ordered())
+    expect("## Backward: dq, dk, dv" in text, "results.md's section")
+    line = one_line(runs.rows["causal_bwd"])
+    expect("attnc bwd 2.000 ms" in line and "flex bwd 3.000 ms" in line,
+           "the progress line: " + line)
+    script = open(os.path.join(HERE, "prepare.sh")).read()
+    expect("--backward-bundles" in script and "--backward --lse" in script,
+           "prepare.sh builds the backward bundles with --backward --lse")
+    return bad
+
+
 def list_catalog():
     print("| name | priority | source | variant | flex | sdpa | shape (B,H,S) |")
     print("|---|---|---|---|---|---|---|")
@@ -2875,6 +2988,11 @@ def list_catalog():
     bad = check_catalog() + self_test()
     for line in bad:
         print("error: " + line, file=sys.stderr)
+    print()
+    print("backward (after the catalog, before decode; --only-backward, "
+          "--no-backward): %s; attnc (backward/<arch>/, --backward --lse) "
+          "against flex_attention's backward, gradients against float32 "
+          "autograd" % ", ".join(b.name for b in BACKWARD))
     print("catalog and driver self-test: %s" % ("FAILED" if bad else "ok"))
     return 1 if bad else 0
 
