@@ -190,10 +190,10 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
     pm.enableTiming();
   std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
                       " block-kv=" + std::to_string(plan.blockKV);
-  std::string pipeline = "func.func(attn-classify-mask,attn-tile-backward{" +
+  std::string pipeline = "func.func(attn-classify-mask),attn-tile-backward{" +
                          tiles +
                          (plan.info.backwardOrderedDq ? " ordered-dq=1" : "") +
-                         "},attn-tile{" + tiles +
+                         "},func.func(attn-tile{" + tiles +
                          " rows=" + plan.rows + "},canonicalize,cse)";
   std::string error;
   llvm::raw_string_ostream errs(error);

@@ -38,7 +38,7 @@ def AttnTilePass : Pass<"attn-tile", "::mlir::func::FuncOp"> {
                            "::mlir::vector::VectorDialect"];
 }
 
-def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
+def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::ModuleOp"> {
   let summary = "Turn a backward attn.attention into its two tiled passes";
   let description = [{
     Rewrites each `attn.attention` with `backward` operands (differentiated
@@ -57,8 +57,10 @@ def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
     both zeroed by the caller): per query tile the key tiles add from the
     last to the first; each item publishes how many (head, query tile)
     pairs of its walk it has passed (release stores) and, before passing
-    one, waits (acquire loads in a loop) until the next key tile's item has
-    passed it, so the sum's order is fixed without atomics on floats. Phase 1 then only
+    one, waits (acquire loads in a loop, yielding the core with the C
+    library's `sched_yield`, which the pass declares, every 64 reads) until
+    the next key tile's item has passed it, so the sum's order is fixed
+    without atomics on floats. Phase 1 then only
     converts dQ and adds the sinks' gradients: five tile products per pair
     instead of seven. The items of phase 0 must be handed out in work-loop
     order (the CPU runtime's counter does), and phase 0 must add no
@@ -76,6 +78,7 @@ def AttnTileBackwardPass : Pass<"attn-tile-backward", "::mlir::func::FuncOp"> {
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect",
+                           "::mlir::func::FuncDialect",
                            "::mlir::LLVM::LLVMDialect"];
 }
 

@@ -52,6 +52,9 @@ using namespace mlir::attn;
 
 namespace {
 
+/// The C library's sched_yield, which the ordered-dQ wait calls.
+constexpr llvm::StringLiteral kYieldFunction = "sched_yield";
+
 class BackwardTiler : LoopBuilder {
 public:
   /// `dqAccum` [B, Hq, Sq, D] f32 and `progress` [B, Hkv, key tiles, 16]
@@ -604,9 +607,14 @@ void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hkv,
                                      /*withElseRegion=*/false);
     OpBuilder rb = refresh.getThenBodyBuilder();
     Value next = progressPointer(rb, bI, hkv, add(rb, kTile, cIdx(rb, 1)));
+    // Every 64 reads the waiting thread yields its core: the item it waits
+    // on may be running on a thread the OS has put aside (more threads
+    // than free cores), and spinning would only keep it there.
+    Type i32Type = rb.getI32Type();
     auto wait = scf::WhileOp::create(
-        rb, loc, TypeRange{rb.getI32Type()}, ValueRange{},
-        [&](OpBuilder &b, Location, ValueRange) {
+        rb, loc, TypeRange{i32Type, i32Type},
+        ValueRange{arith::ConstantIntOp::create(rb, loc, 0, 32)},
+        [&](OpBuilder &b, Location, ValueRange spins) {
           Value count = LLVM::LoadOp::create(
               b, loc, b.getI32Type(), next, /*alignment=*/4,
               /*isVolatile=*/false, /*isNonTemporal=*/false,
@@ -614,10 +622,23 @@ void BackwardTiler::emitOrderedDqAdd(OpBuilder &b, Value bI, Value hkv,
               LLVM::AtomicOrdering::acquire);
           Value notYet = arith::CmpIOp::create(
               b, loc, arith::CmpIPredicate::sle, count, pos);
-          scf::ConditionOp::create(b, loc, notYet, ValueRange{count});
+          scf::ConditionOp::create(b, loc, notYet,
+                                   ValueRange{count, spins[0]});
         },
-        [&](OpBuilder &b, Location, ValueRange) {
-          scf::YieldOp::create(b, loc);
+        [&](OpBuilder &b, Location, ValueRange counts) {
+          Value spins = arith::AddIOp::create(
+              b, loc, counts[1], arith::ConstantIntOp::create(b, loc, 1, 32));
+          Value yieldNow = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::eq,
+              arith::AndIOp::create(
+                  b, loc, spins, arith::ConstantIntOp::create(b, loc, 63, 32)),
+              arith::ConstantIntOp::create(b, loc, 0, 32));
+          auto yieldIf = scf::IfOp::create(b, loc, TypeRange{}, yieldNow,
+                                           /*withElseRegion=*/false);
+          OpBuilder yb = yieldIf.getThenBodyBuilder();
+          func::CallOp::create(yb, loc, kYieldFunction, TypeRange{i32Type},
+                               ValueRange{});
+          scf::YieldOp::create(b, loc, ValueRange{spins});
         });
     memref::StoreOp::create(rb, loc, wait.getResult(0), seenBuf,
                             ValueRange{cIdx(rb, 0)});
@@ -786,6 +807,16 @@ struct AttnTileBackwardPass final
       if (op.isBackward())
         ops.push_back(op);
     });
+    ModuleOp module = getOperation();
+    if (orderedDq && !ops.empty() &&
+        !module.lookupSymbol<func::FuncOp>(kYieldFunction)) {
+      // A module pass, so that it may declare what its code calls.
+      OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+      auto decl = func::FuncOp::create(
+          b, module.getLoc(), kYieldFunction,
+          b.getFunctionType({}, {b.getI32Type()}));
+      decl.setPrivate();
+    }
     IRRewriter rewriter(&getContext());
     for (AttentionOp op : ops)
       if (failed(tileAttentionBackward(rewriter, op,

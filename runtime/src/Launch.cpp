@@ -1264,9 +1264,14 @@ void runBackward(detail::CpuEntry entry, const KernelInfo &info,
       // which is running or done. Phase 0 then adds to no captured
       // tensor's gradient (the compiler checks) and to params' through
       // their item slots, so it needs no group copies.
+      // With enough (batch, kv head) blocks, a thread takes a whole block
+      // (its key tiles are consecutive items): no item then waits on
+      // another thread.
+      int64_t threads = int64_t(detail::ThreadPool::global().size());
+      int64_t blocks = sz[kB] * sz[kHkv];
       PackedArgs packed;
       pack(packed, phase, 0);
-      runItems(entry, n, packed, /*chunk=*/1);
+      runItems(entry, n, packed, blocks >= 2 * threads ? keyTiles : 1);
       continue;
     }
     if (bp.grads.empty()) {

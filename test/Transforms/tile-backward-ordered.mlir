@@ -1,4 +1,4 @@
-// RUN: attn-opt %s -split-input-file -verify-diagnostics --pass-pipeline='builtin.module(func.func(attn-classify-mask,attn-tile-backward{block-q=32 block-kv=64 ordered-dq=1},canonicalize,cse))' | FileCheck %s
+// RUN: attn-opt %s -split-input-file -verify-diagnostics --pass-pipeline='builtin.module(func.func(attn-classify-mask),attn-tile-backward{block-q=32 block-kv=64 ordered-dq=1},func.func(canonicalize,cse))' | FileCheck %s
 
 // ordered-dq: the function gains dq_accum (f32) and dq_progress (i32, a
 // 64-byte line per phase-0 item). Phase 0 computes each kept pair's dQ into

@@ -1,4 +1,4 @@
-// RUN: attn-opt %s --pass-pipeline='builtin.module(func.func(attn-classify-mask,attn-tile-backward{block-q=32 block-kv=64},canonicalize,cse))' | FileCheck %s
+// RUN: attn-opt %s --pass-pipeline='builtin.module(func.func(attn-classify-mask),attn-tile-backward{block-q=32 block-kv=64},func.func(canonicalize,cse))' | FileCheck %s
 
 // The backward of a causal, soft-capped softmax with a learned bias table
 // and a sink: one work loop whose bounds and body depend on the phase.
