@@ -52,11 +52,11 @@ struct GpuLaunch {
   bool tensorMaps = false;
   /// select's pre-pass; both empty without select.
   std::string selectPoolEntry, selectEntry;
+  int64_t registers = 0; // ptxas's count, for people reading the manifest
   /// KernelInfo::backward: the backward kernels (see detail::GpuCode).
   std::string backwardKvEntry, backwardQEntry;
   int64_t backwardKvThreads = 0, backwardKvRows = 0;
   int64_t backwardQThreads = 0, backwardQRows = 0;
-  int64_t registers = 0; // ptxas's count, for people reading the manifest
 };
 
 /// One kernel of a bundle: what it expects and where its code is.
