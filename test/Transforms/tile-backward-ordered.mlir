@@ -9,6 +9,7 @@
 // (a release store); an EMPTY pair waits and publishes but adds nothing.
 // Phase 1 converts dq_accum to dq's dtype: no S, dP or dQ products there.
 
+// CHECK: func.func private @sched_yield() -> i32
 // CHECK-LABEL: func.func @causal(
 // CHECK-SAME: %[[DQ:[a-z0-9]+]]: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x64xbf16>, %{{[a-z0-9]+}}: memref<?x?x?x32xbf16>, %{{[a-z0-9]+}}: i32, %[[ACC:[a-z0-9]+]]: memref<?x?x?x64xf32> {attn.name = "dq_accum"}, %[[PROGRESS:[a-z0-9]+]]: memref<?x?x?x16xi32> {attn.name = "dq_progress"})
 // CHECK: %[[SEEN:.+]] = memref.alloca() : memref<1xi32>
@@ -22,6 +23,9 @@
 // CHECK-NEXT: %[[COUNT:.+]] = llvm.load %[[NEXT]] atomic acquire
 // CHECK-NEXT: %[[WAIT:.+]] = arith.cmpi sle, %[[COUNT]], %[[POS]]
 // CHECK-NEXT: scf.condition(%[[WAIT]]) %[[COUNT]]
+//      Every 64 reads the waiting thread yields its core.
+// CHECK: arith.andi %{{.+}}, %c63_i32
+// CHECK: func.call @sched_yield() : () -> i32
 // CHECK: memref.store %{{.+}}, %[[SEEN]]
 // CHECK: memref.load %[[PART]]
 // CHECK: memref.load %[[ACC]]
