@@ -837,7 +837,7 @@ def reference(case, q, k, v):
     return out, kept.item() / (B * H * Sq * Skv)
 
 
-def reference_backward(case, q, k, v, do):
+def reference_backward(case, q, k, v, do, chunk_elems=1 << 25):
     """float32 o and the gradients dq, dk, dv of sum(o * do) by autograd
     through the same math as reference(), chunked over queries (dk and dv
     summed over the chunks); also the kept fraction. Runs on q's device
@@ -851,7 +851,7 @@ def reference_backward(case, q, k, v, do):
     dv = torch.zeros(B, H, Skv, Dv, dtype=torch.float32, device=dev)
     kept = 0
     # autograd keeps a few [H, chunk, Skv] tensors per chunk
-    chunk = max(16, min(Sq, (1 << 25) // (H * Skv)))
+    chunk = max(16, min(Sq, chunk_elems // (H * Skv)))
     h_idx = torch.arange(H, device=dev).view(H, 1, 1)
     kv_idx = torch.arange(Skv, device=dev).view(1, 1, Skv)
     scale = 1.0 / math.sqrt(D)

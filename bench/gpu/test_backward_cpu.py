@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""What bench.py's backward section computes, checked on the CPU (no GPU,
+no flex_attention; Debian's python3-torch 1.13 is enough):
+
+- reference_backward's chunked float32 gradients equal one unchunked
+  autograd pass (chunking and the dk/dv sums over chunks);
+- for every backward row, attnc's CPU backward of the same .attn variant
+  (compiled --backward --lse, bf16 like the GPU bundles) with the row's
+  params and captured tensors matches reference_backward within --bwd-tol
+  (so the Case math the reference and flex use is the variant's, and the
+  bound has room for bf16 gradients);
+- the FLOP convention: backward = 2.5x the forward's 4*B*H*S*S*D*density.
+
+    python3 bench/gpu/test_backward_cpu.py ATTNC    # ATTNRT_LIB set
+
+Exits 77 (skipped) where torch is not importable.
+"""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+try:
+    import torch
+except ImportError:
+    print("torch not importable: skipped")
+    sys.exit(77)
+
+import attnrt  # noqa: E402
+import bench  # noqa: E402
+
+bench.torch, bench.F = torch, torch.nn.functional
+torch.manual_seed(0)
+B, H, S, D = 1, 2, 96, 32
+
+
+def check_chunking(fails):
+    """Chunks of 16 queries (6 of them, dk and dv summed over them) against
+    one autograd pass over all queries, for B = 2."""
+    case = bench.b_softcap(bench.Ctx(2, H, S, D, seed=3, dev="cpu"))
+    q, k, v, do = (torch.randn(2, H, S, D) for _ in range(4))
+    o, grads, density = bench.reference_backward(case, q, k, v, do,
+                                                 chunk_elems=H * S * 16)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    s = leaves[0] @ leaves[1].transpose(-1, -2) / math.sqrt(D)
+    idx = torch.arange(S)
+    s = case.score(s, 0, torch.arange(H).view(H, 1, 1), idx.view(S, 1),
+                   idx.view(1, S))
+    keep = case.mask(0, 0, idx.view(S, 1), idx.view(1, S))
+    s = s.masked_fill(~keep, float("-inf"))
+    ref_o = torch.softmax(s, -1) @ leaves[2]
+    ref_o.backward(do)
+    errs = [(o - ref_o.detach()).abs().max().item()] + [
+        (g - x.grad).abs().max().item() for g, x in zip(grads, leaves)]
+    want_density = keep.float().mean().item()
+    print("reference_backward in 6 chunks vs one autograd pass: max |diff| "
+          "o %.1e, dq %.1e, dk %.1e, dv %.1e; density %.4f"
+          % (*errs, density))
+    if max(errs) > 1e-5 or abs(density - want_density) > 1e-6:
+        fails.append("reference_backward differs from plain autograd")
+
+
+def check_attnc(attnc, work, fails):
+    """attnc's CPU backward of each row's variant against the reference."""
+    a = bench.parse_args([])
+    for b in bench.BACKWARD:
+        spec = bench.BY_NAME[b.catalog]
+        out = os.path.join(work, spec.variant)
+        subprocess.run([attnc, "compile", os.path.join(ROOT, spec.source),
+                        "--variant", spec.variant, "--head-dim", str(D),
+                        "--dtype", "bf16", "--backward", "--lse", "-o", out],
+                       check=True)
+        kernel = attnrt.load(out + ".attnpkg").kernel(spec.variant)
+        ctx = bench.Ctx(B, H, S, D, seed=1 + bench.CATALOG.index(spec),
+                        dev="cpu")
+        case = spec.build(ctx)
+        q, k, v, do = (torch.randn(B, H, S, D).to(torch.bfloat16)
+                       for _ in range(4))
+        kwargs = dict(case.params, **case.captures)
+        o, lse = kernel(q, k, v, **kwargs)
+        dq, dk, dv, _ = kernel.backward(q, k, v, o, lse, do, **kwargs)
+        ref, grads, density = bench.reference_backward(case, q, k, v, do)
+        o_err = bench.max_error(o, ref) / ref.abs().max().item()
+        errs = [bench.rel_l1(x, g) for x, g in zip((dq, dk, dv), grads)]
+        flops = 2 * (D + D) * B * H * S * S * density
+        print("%-18s density %.3f  o max err %.1e of max|ref|  rel-L1 dq "
+              "%.1e dk %.1e dv %.1e  (bound %.0e)  bwd GFLOP %.4f" % (
+                  b.name, density, o_err, *errs, a.bwd_tol,
+                  bench.BACKWARD_FLOPS * flops / 1e9))
+        if o_err > a.tol or not all(math.isfinite(e) and e <= a.bwd_tol
+                                    for e in errs):
+            fails.append("%s: attnc's CPU backward vs the reference: o %.2g, "
+                         "dq/dk/dv %s" % (b.name, o_err, errs))
+
+
+def check_flops(fails):
+    row = dict(bench.backward_placeholder("dense_bwd", bench.parse_args([])))
+    B_, H_, S_, D_ = row["B"], row["H"], row["S"], row["D"]
+    fwd = 4 * B_ * H_ * S_ * S_ * D_
+    if bench.BACKWARD_FLOPS * fwd != 2.5 * 2 * (D_ + D_) * B_ * H_ * S_ * S_:
+        fails.append("backward FLOPs are not 2.5x the forward's")
+    print("dense_bwd at %d,%d,%d, D=%d: forward %.1f TFLOP, backward %.1f "
+          "TFLOP" % (B_, H_, S_, D_, fwd / 1e12,
+                     bench.BACKWARD_FLOPS * fwd / 1e12))
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    fails = []
+    check_chunking(fails)
+    check_flops(fails)
+    with tempfile.TemporaryDirectory() as work:
+        check_attnc(sys.argv[1], work, fails)
+    for f in fails:
+        print("FAIL: " + f, file=sys.stderr)
+    print("backward section on the CPU: %s" % ("FAILED" if fails else "ok"))
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
