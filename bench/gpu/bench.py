@@ -7,13 +7,18 @@ compute capability 9.x two, TMA loads as "attnc" and cp.async loads as
 "attnc cp.async"), torch.compile(flex_attention) with the same math as
 score_mod/mask_mod, and F.scaled_dot_product_attention where it computes the
 variant (dense, causal). Every output is first compared with a float32
-reference, then timed with CUDA events (median). Then the decode section
+reference, then timed with CUDA events (median). Then the backward section
+(issue 20): dq, dk, dv of attnc's backward kernels (bundles compiled
+--backward --lse) against flex_attention's backward through autograd, on
+six catalog variants, checked against float32 autograd gradients. Then the
+decode section
 (issue 8): Sq = 1 over long bf16, int8 and fp8e4m3 K/V caches, as bytes of
 K/V read per second against a device copy of the same bytes in the same
 run. See docs/benchmarks.md, "GPU (bench/gpu)".
 
     bash bench/gpu/run.sh [--quick] [--only causal,alibi]   # on the GPU machine
     bash bench/gpu/run.sh --only-decode                     # decode only
+    bash bench/gpu/run.sh --only-backward                   # backward only
     python3 bench/gpu/bench.py --list                       # anywhere, no torch
 
 The driver process needs no torch: it runs the variants in a worker process

@@ -6,6 +6,8 @@
 #   bash bench/gpu/run.sh --quick         # tiny shapes: a smoke run
 #   bash bench/gpu/run.sh --only dense,causal,dense_16k
 #   bash bench/gpu/run.sh --only-decode   # the decode section only (~1 minute)
+#   bash bench/gpu/run.sh --only-backward # the backward section only (~2 minutes)
+#   bash bench/gpu/run.sh --only causal_bwd --quick   # one backward row, tiny
 #
 # Needs bench/gpu/out from bench/gpu/prepare.sh, run where attnc is built.
 # Writes results.md, results.json and log.txt to $OUT if set, else to
@@ -13,7 +15,11 @@
 # new work starts and flex compilation is skipped when little time is left;
 # its last 60 s (--decode-budget-s) are the decode section's, which runs
 # after the catalog: decode throughput in bytes of K/V read per second
-# against a device copy of the same bytes (--no-decode leaves it out).
+# against a device copy of the same bytes (--no-decode leaves it out). The
+# 120 s before them (--backward-budget-s) are the backward section's,
+# between the two: attnc's backward (bundles from backward/<arch>, built
+# --backward --lse) against flex_attention's backward (--no-backward leaves
+# it out). Every flag goes on to bench.py.
 # On compute capability 9.x the sm_90a kernels run twice: TMA loads ("attnc",
 # bundles/sm_90a) and cp.async loads ("attnc cp.async",
 # bundles/sm_90a-cpasync; --no-cpasync leaves that column out).
