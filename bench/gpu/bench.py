@@ -1285,6 +1285,16 @@ class Worker:
 
     # -- backward -----------------------------------------------------------
 
+    # The device the backward section runs on: "cuda", except for
+    # test_backward_cpu.py, which runs these stages on the CPU with CPU
+    # bundles (torch.cuda's timing and synchronization stubbed there).
+    dev = "cuda"
+
+    def stream(self):
+        if self.dev == "cpu":
+            return None
+        return torch.cuda.current_stream().cuda_stream
+
     def run_backward(self, spec, stages, deadline):
         """One backward job: the catalog variant's bf16 q, k, v (the same
         seeds and captures as its forward row), a bf16 dO, the float32
@@ -1295,9 +1305,9 @@ class Worker:
         B, H, S, D = row["B"], row["H"], row["S"], row["D"]
         self.emit(dict(event="stage", stage="setup"))
         try:
-            ctx = Ctx(B, H, S, D, seed=1 + CATALOG.index(cat))
-            g = torch.Generator(device="cuda").manual_seed(0)
-            q, k, v, do = (torch.randn(B, H, S, D, generator=g, device="cuda",
+            ctx = Ctx(B, H, S, D, seed=1 + CATALOG.index(cat), dev=self.dev)
+            g = torch.Generator(device=self.dev).manual_seed(0)
+            q, k, v, do = (torch.randn(B, H, S, D, generator=g, device=self.dev,
                                        dtype=torch.bfloat16)
                            for _ in range(4))
             case = cat.build(ctx)
@@ -1367,10 +1377,11 @@ class Worker:
             kernel = self.attnrt.load(path).kernel(cat.variant)
             B, H, S, D = q.shape
             o = torch.empty(B, H, S, kernel.info["value_head_dim"],
-                            dtype=torch.bfloat16, device="cuda")
-            lse = torch.empty(B, H, S, dtype=torch.float32, device="cuda")
+                            dtype=torch.bfloat16, device=self.dev)
+            lse = torch.empty(B, H, S, dtype=torch.float32,
+                              device=self.dev)
             dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
-            stream = torch.cuda.current_stream().cuda_stream
+            stream = self.stream()
             kwargs = dict(env["case"].params, **env["case"].captures)
 
             def forward():
@@ -1466,7 +1477,7 @@ class Worker:
                 os.remove(saved)
                 for name, x, y in zip(BACKWARD_GRADS, theirs, got):
                     row["err_attnc_vs_flex_" + name] = rel_l1(
-                        x.to("cuda"), y.float())
+                        x.to(self.dev), y.float())
                 del theirs
             del got
             what = "flex backward timing"
@@ -2102,6 +2113,11 @@ def drive(a):
     deadline = started + a.budget_s if a.budget_s else None
     specs, dspecs = select(a)
     bspecs = select_backward(a)
+    if bspecs and not os.path.isdir(os.path.join(a.prepared, "backward")):
+        print("bench.py: %s has no backward/ (an older prepare.sh): no "
+              "backward section; run prepare.sh again for it"
+              % a.prepared, file=sys.stderr)
+        bspecs = []
     catalog_deadline = section_deadline(a, deadline, specs, dspecs, bspecs)
     backward_deadline = section_deadline(a, deadline, bspecs, dspecs)
     runs = Runs(a, plan_jobs(specs, bool(a.cpasync_bundles)))

@@ -9,7 +9,11 @@ no flex_attention; Debian's python3-torch 1.13 is enough):
   params and captured tensors matches reference_backward within --bwd-tol
   (so the Case math the reference and flex use is the variant's, and the
   bound has room for bf16 gradients);
-- the FLOP convention: backward = 2.5x the forward's 4*B*H*S*S*D*density.
+- the FLOP convention: backward = 2.5x the forward's 4*B*H*S*S*D*density;
+- the worker's backward stages themselves (bench.Worker.run_backward with
+  b_attnc and b_flex) on the CPU: CPU bundles laid out as prepare.sh's,
+  eager torch math standing in for flex_attention, CPU clocks for CUDA
+  events.
 
     python3 bench/gpu/test_backward_cpu.py ATTNC    # ATTNRT_LIB set
 
@@ -99,6 +103,93 @@ def check_attnc(attnc, work, fails):
                          "dq/dk/dv %s" % (b.name, o_err, errs))
 
 
+def fake_flex(q, k, v, score_mod=None, block_mask=None):
+    """flex_attention's math in eager torch (block_mask: the mask_mod
+    itself, see make_block_mask below), differentiable like flex's."""
+    B_, H_, S_, D_ = q.shape
+    s = q.float() @ k.float().transpose(-1, -2) / math.sqrt(D_)
+    b = torch.arange(B_).view(B_, 1, 1, 1)
+    h = torch.arange(H_).view(1, H_, 1, 1)
+    qi = torch.arange(S_).view(1, 1, S_, 1)
+    ki = torch.arange(S_).view(1, 1, 1, S_)
+    if score_mod is not None:
+        s = score_mod(s, b, h, qi, ki)
+    if block_mask is not None:
+        s = s.masked_fill(~block_mask(b, h, qi, ki).expand(s.shape),
+                          float("-inf"))
+    return (torch.softmax(s, -1) @ v.float()).to(q.dtype)
+
+
+def check_stages(attnc, work, fails):
+    """The worker's backward stages (Worker.run_backward: b_attnc, then
+    b_flex) on the CPU: attnc's CPU bundles in a prepared folder laid out
+    as prepare.sh's, fake_flex for flex, CPU clocks for CUDA events. The
+    same code runs on the GPU; here its bookkeeping, checks, scratch
+    hand-over and table are exercised."""
+    import time
+    import types
+
+    def cpu_ms(fn, warmup, iters):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return sorted(times)[len(times) // 2]
+
+    def cpu_ms_after(prepare, fn, warmup, iters):
+        return cpu_ms(lambda: fn(prepare()), warmup, iters)
+    bench.median_ms, bench.median_ms_after = cpu_ms, cpu_ms_after
+    bench.cuda_alive = lambda: True
+    bench.make_block_mask = lambda mask, B_, H_, S_: mask
+    torch.cuda.synchronize = lambda *args: None
+    if not hasattr(torch, "_dynamo"):
+        torch._dynamo = types.SimpleNamespace(reset=lambda: None)
+    prepared = os.path.join(work, "prepared")
+    scratch = os.path.join(work, "scratch")
+    os.makedirs(scratch)
+    for variant, source in bench.backward_bundles():
+        path = bench.backward_bundle_path(prepared, "cpu", D, variant)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        subprocess.run([attnc, "compile", os.path.join(ROOT, source),
+                        "--variant", variant, "--head-dim", str(D),
+                        "--dtype", "bf16", "--backward", "--lse", "-o",
+                        path[:-len(".attnpkg")]], check=True)
+    a = bench.parse_args(["--quick", "--arch", "cpu", "--head-dim", str(D),
+                          "--prepared", prepared, "--scratch", scratch])
+    w = bench.Worker.__new__(bench.Worker)
+    w.emit, w.attnrt, w.args = (lambda record: None), attnrt, a
+    w.flex, w.flex_error, w.dev = fake_flex, None, "cpu"
+    rows = []
+    for spec in bench.BACKWARD:
+        row = bench.summarize(w.run_backward(spec, ["b_attnc", "b_flex"],
+                                             None))
+        rows.append(row)
+        print(bench.one_line(row))
+        want = ["err_%s_%s" % (k, g) for k in ("b_attnc", "b_flex",
+                                               "attnc_vs_flex")
+                for g in bench.BACKWARD_GRADS]
+        want += ["b_attnc_ms", "b_attnc_fwd_ms", "b_flex_ms", "b_flex_fwd_ms",
+                 "b_attnc_tflops", "b_flex_tflops", "attnc_vs_flex",
+                 "b_attnc_bwd_over_fwd", "b_flex_bwd_over_fwd"]
+        missing = [f for f in want if row.get(f) is None]
+        if row["status"] != "ok" or row.get("status_b_flex") != "ok" \
+                or missing or row["errors"]:
+            fails.append("%s: the worker's stages on the CPU: status %s, "
+                         "flex %s, missing %s, errors %s, notes %s" % (
+                             spec.name, row["status"],
+                             row.get("status_b_flex"), missing,
+                             row["errors"], row["notes"]))
+    if os.listdir(scratch):
+        fails.append("flex's stage left attnc's gradients in --scratch")
+    text = "\n".join(bench.backward_markdown(a, rows))
+    print(text.split("\n\n")[2].split("\n")[0])
+    if "| ok |" not in text or text.count("| ok |") != len(rows):
+        fails.append("the backward table:\n" + text)
+
+
 def check_flops(fails):
     row = dict(bench.backward_placeholder("dense_bwd", bench.parse_args([])))
     B_, H_, S_, D_ = row["B"], row["H"], row["S"], row["D"]
@@ -118,6 +209,7 @@ def main():
     check_flops(fails)
     with tempfile.TemporaryDirectory() as work:
         check_attnc(sys.argv[1], work, fails)
+        check_stages(sys.argv[1], work, fails)
     for f in fails:
         print("FAIL: " + f, file=sys.stderr)
     print("backward section on the CPU: %s" % ("FAILED" if fails else "ok"))
