@@ -3032,7 +3032,9 @@ def make_parser():
                    "per decode bundle to build (prepare.sh)")
     p.add_argument("--only", action="append",
                    help="variants, comma-separated; 'decode' or a decode "
-                   "shape (%s) for the decode section" % ", ".join(DECODE_BY_NAME))
+                   "shape (%s) for the decode section; 'backward' or a "
+                   "backward row (%s) for the backward section"
+                   % (", ".join(DECODE_BY_NAME), ", ".join(BACKWARD_BY_NAME)))
     p.add_argument("--only-decode", action="store_true",
                    help="the decode section only")
     p.add_argument("--no-decode", action="store_true",
