@@ -166,13 +166,15 @@ std::string launcherHeader(const std::vector<KernelPlan> &plans,
     h << "    kernel.launch(tensors, args, stream);\n  }\n";
     if (info.backward) {
       h << "\n  /// The gradients of sum(o * dO) (attn::Kernel::backward): "
-           "tensors\n  /// as the forward took and wrote them.\n"
+           "tensors\n  /// as the forward took and wrote them; device "
+           "memory and `stream` for\n  /// GPU kernels, as launch().\n"
         << "  void backward(const attn::Tensors &tensors, " << captureParam
         << "const Params &params,\n                const attn::TensorRef "
-           "&dO, const attn::Gradients &grads) const {\n"
+           "&dO, const attn::Gradients &grads,\n                void "
+           "*stream = nullptr) const {\n"
         << "    attn::Params args;\n";
       packArgs();
-      h << "    kernel.backward(tensors, dO, grads, args);\n  }\n";
+      h << "    kernel.backward(tensors, dO, grads, args, stream);\n  }\n";
     }
     h << "};\n";
   }

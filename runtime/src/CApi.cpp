@@ -195,13 +195,18 @@ int attn_kernel_launch_host(const attn_kernel *kernel, const attn_tensor *q,
                     });
 }
 
-int attn_kernel_backward(const attn_kernel *kernel, const attn_tensor *q,
-                         const attn_tensor *k, const attn_tensor *v,
-                         const attn_tensor *o, const attn_tensor *lse,
-                         const attn_tensor *dout, const attn_tensor *dq,
-                         const attn_tensor *dk, const attn_tensor *dv,
-                         const attn_grad *grads, int32_t num_grads,
-                         const attn_arg *args, int32_t num_args) {
+extern "C++" {
+namespace {
+/// attn_kernel_backward and attn_kernel_backward_host: the same checks,
+/// then `run` with the tensors, the forward's params and the gradients.
+template <class Run>
+int backwardWith(const attn_kernel *kernel, const attn_tensor *q,
+                 const attn_tensor *k, const attn_tensor *v,
+                 const attn_tensor *o, const attn_tensor *lse,
+                 const attn_tensor *dout, const attn_tensor *dq,
+                 const attn_tensor *dk, const attn_tensor *dv,
+                 const attn_grad *grads, int32_t num_grads,
+                 const attn_arg *args, int32_t num_args, Run run) {
   if (!kernel)
     return fail("kernel", "null kernel");
   if (!dout || !dq || !dk || !dv)
@@ -223,8 +228,43 @@ int attn_kernel_backward(const attn_kernel *kernel, const attn_tensor *q,
           g.named.emplace_back(grads[i].name,
                                toRef(grads[i].tensor, grads[i].name));
         }
-        kernel->kernel.backward(t, toRef(*dout, "do"), g, params);
+        run(t, toRef(*dout, "do"), g, params);
       });
+}
+} // namespace
+} // extern "C++"
+
+int attn_kernel_backward(const attn_kernel *kernel, const attn_tensor *q,
+                         const attn_tensor *k, const attn_tensor *v,
+                         const attn_tensor *o, const attn_tensor *lse,
+                         const attn_tensor *dout, const attn_tensor *dq,
+                         const attn_tensor *dk, const attn_tensor *dv,
+                         const attn_grad *grads, int32_t num_grads,
+                         const attn_arg *args, int32_t num_args,
+                         void *stream) {
+  return backwardWith(kernel, q, k, v, o, lse, dout, dq, dk, dv, grads,
+                      num_grads, args, num_args,
+                      [&](const attn::Tensors &t, const attn::TensorRef &dO,
+                          const attn::Gradients &g,
+                          const attn::Params &params) {
+                        kernel->kernel.backward(t, dO, g, params, stream);
+                      });
+}
+
+int attn_kernel_backward_host(const attn_kernel *kernel, const attn_tensor *q,
+                              const attn_tensor *k, const attn_tensor *v,
+                              const attn_tensor *o, const attn_tensor *lse,
+                              const attn_tensor *dout, const attn_tensor *dq,
+                              const attn_tensor *dk, const attn_tensor *dv,
+                              const attn_grad *grads, int32_t num_grads,
+                              const attn_arg *args, int32_t num_args) {
+  return backwardWith(kernel, q, k, v, o, lse, dout, dq, dk, dv, grads,
+                      num_grads, args, num_args,
+                      [&](const attn::Tensors &t, const attn::TensorRef &dO,
+                          const attn::Gradients &g,
+                          const attn::Params &params) {
+                        kernel->kernel.backwardHost(t, dO, g, params);
+                      });
 }
 
 int attn_use_gpu_simulator(const char *cuda_library,

@@ -1329,9 +1329,16 @@ namespace {
 /// the dk/dv kernel over key tiles, then the dq kernel over query tiles
 /// (GpuCode::backwardKvEntry, backwardQEntry), each gradient element
 /// written by one thread.
-void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
-                       const TensorRef &dO, const Gradients &g,
-                       const BackwardPlan &bp) {
+/// A GPU kernel's backward: the dk/dv kernel over key tiles, then the dq
+/// kernel over query tiles (GpuCode::backwardKvEntry, backwardQEntry),
+/// each gradient element written by one thread, on `stream`. `t`, `dO`,
+/// the captures in `plan` and dq, dk, dv are device memory; the param and
+/// capture gradients `g.named` are device memory too unless `namedOnHost`.
+void runGpuBackward(const detail::KernelState &state, const Tensors &t,
+                    const LaunchPlan &plan, const TensorRef &dO,
+                    const TensorRef &dq, const TensorRef &dk,
+                    const TensorRef &dv, const Gradients &g,
+                    const BackwardPlan &bp, void *stream, bool namedOnHost) {
   const KernelInfo &info = state.info;
   const detail::GpuFunction &gpu = *state.gpu;
   const detail::GpuCode &code = gpu.gpuCode();
@@ -1342,10 +1349,9 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
   bool gradients = code.chip.rfind("sm_", 0) == 0 && !bp.grads.empty();
   if (!g.named.empty() && !gradients)
     throw Error(g.named.front().first,
-                "gradients of params and captured tensors are CPU-only so "
-                "far; the " + info.target + " backward computes dq, dk and "
-                "dv (leave Gradients::named empty)");
-  checkGpuLayout(t, /*pointers=*/false);
+                "gradients of params and captured tensors are not computed "
+                "by the " + info.target + " backward yet (it computes dq, "
+                "dk and dv; leave Gradients::named empty)");
   const int64_t *sz = bp.launch.sizes;
   auto tiles = [](int64_t n, int64_t rows) { return (n + rows - 1) / rows; };
   std::array<int64_t, 3> grids[2] = {
@@ -1353,7 +1359,7 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
       {tiles(sz[kSq], code.backwardQRows), sz[kHq], sz[kB]}};
   // Each thread of either launch adds to a slab of its own (slot = linear
   // CTA x threads + thread), in its own fixed order; the slabs are summed
-  // here in slot order: the same bits on every run.
+  // on the host in slot order: the same bits on every run.
   int64_t slots[2] = {0, 0};
   for (int phase = 0; phase < 2; ++phase)
     slots[phase] = checkedProduct(
@@ -1378,30 +1384,19 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
                   "the 1 GiB of scratch allowed; compute it on the CPU");
     partials.assign(size_t(floats), 0.0f);
   }
-  DeviceStaging staging(gpu);
-  Tensors device = t;
-  device.q = staging.copyIn(t.q);
-  device.k = staging.copyIn(t.k);
-  device.v = staging.copyIn(t.v);
-  device.o = staging.copyIn(t.o);
-  if (t.lse)
-    device.lse = staging.copyIn(*t.lse);
-  LaunchPlan plan = bp.launch;
-  for (TensorRef &c : plan.captures)
-    c = staging.copyIn(c);
-  TensorRef dODevice = staging.copyIn(dO);
-  TensorRef dq = staging.copyIn(g.dq), dk = staging.copyIn(g.dk),
-            dv = staging.copyIn(g.dv);
+  // The zeroed slabs: device memory of their own, copied in before the
+  // kernels are queued.
+  DeviceStaging scratch(gpu);
   TensorRef partialsHost(partials.data(), DType::f32,
                          {int64_t(partials.size())});
   TensorRef partialsDevice;
   if (gradients)
-    partialsDevice = staging.copyIn(partialsHost);
+    partialsDevice = scratch.copyIn(partialsHost);
   for (int phase = 0; phase < 2; ++phase) {
     PackedArgs packed;
-    packAttentionTensors(packed, device);
+    packAttentionTensors(packed, t);
     packParamsAndCaptures(packed, info, plan);
-    packed.memref(dODevice);
+    packed.memref(dO);
     packed.memref(dq);
     packed.memref(dk);
     packed.memref(dv);
@@ -1416,20 +1411,29 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
       }
     std::vector<void *> args(packed.size());
     packed.pointers(args.data());
-    gpu.launchBackward(phase, grids[phase], args.data(), nullptr);
+    gpu.launchBackward(phase, grids[phase], args.data(), stream);
   }
-  gpu.synchronize();
-  staging.copyOut(dq, g.dq);
-  staging.copyOut(dk, g.dk);
-  staging.copyOut(dv, g.dv);
   if (!gradients)
     return;
-  staging.copyOut(partialsDevice, partialsHost);
+  // The slabs are summed on the host: the call waits for the kernels.
+  gpu.synchronize();
+  scratch.copyOut(partialsDevice, partialsHost);
   for (const GradBuffer &b : bp.grads) {
     if (!b.out)
       continue;
+    // The output's span, in host memory (device outputs: read, patched,
+    // written back, so that gaps between strided elements survive).
+    auto [lo, hi] = byteRange(*b.out);
+    std::vector<char> image;
+    char *span = static_cast<char *>(b.out->data);
+    if (!namedOnHost) {
+      image.resize(hi - lo);
+      if (hi > lo)
+        gpu.copyToHost(image.data(), b.out->data, hi - lo);
+      span = image.data();
+    }
     std::vector<int64_t> strides = b.out->effectiveStrides();
-    auto *out = static_cast<float *>(b.out->data);
+    auto *out = reinterpret_cast<float *>(span);
     const float *block = partials.data() + allSlots * b.offset;
     for (int64_t e = 0; e < b.elements; ++e) {
       double sum = 0;
@@ -1442,7 +1446,38 @@ void launchGpuBackward(const detail::KernelState &state, const Tensors &t,
       }
       out[at] = float(sum);
     }
+    if (!namedOnHost && hi > lo)
+      gpu.copyToDevice(b.out->data, image.data(), hi - lo);
   }
+}
+
+/// The backward of a GPU kernel on host tensors (Kernel::backwardHost):
+/// every tensor staged to device memory, the gradients copied back.
+void launchGpuBackwardHost(const detail::KernelState &state, const Tensors &t,
+                           const TensorRef &dO, const Gradients &g,
+                           const BackwardPlan &bp) {
+  const detail::GpuFunction &gpu = *state.gpu;
+  checkGpuLayout(t, /*pointers=*/false);
+  DeviceStaging staging(gpu);
+  Tensors device = t;
+  device.q = staging.copyIn(t.q);
+  device.k = staging.copyIn(t.k);
+  device.v = staging.copyIn(t.v);
+  device.o = staging.copyIn(t.o);
+  if (t.lse)
+    device.lse = staging.copyIn(*t.lse);
+  LaunchPlan plan = bp.launch;
+  for (TensorRef &c : plan.captures)
+    c = staging.copyIn(c);
+  TensorRef dODevice = staging.copyIn(dO);
+  TensorRef dq = staging.copyIn(g.dq), dk = staging.copyIn(g.dk),
+            dv = staging.copyIn(g.dv);
+  runGpuBackward(state, device, plan, dODevice, dq, dk, dv, g, bp, nullptr,
+                 /*namedOnHost=*/true);
+  gpu.synchronize();
+  staging.copyOut(dq, g.dq);
+  staging.copyOut(dk, g.dk);
+  staging.copyOut(dv, g.dv);
 }
 
 } // namespace
@@ -1476,8 +1511,21 @@ void Kernel::launch(const Tensors &tensors, const Params &params,
             state->info.hasBlockMap ? &noMap : nullptr);
 }
 
+void Kernel::backwardHost(const Tensors &tensors, const TensorRef &dO,
+                          const Gradients &grads,
+                          const Params &params) const {
+  runBackwardOn(tensors, dO, grads, params, nullptr, /*host=*/true);
+}
+
 void Kernel::backward(const Tensors &tensors, const TensorRef &dO,
-                      const Gradients &grads, const Params &params) const {
+                      const Gradients &grads, const Params &params,
+                      void *stream) const {
+  runBackwardOn(tensors, dO, grads, params, stream, /*host=*/false);
+}
+
+void Kernel::runBackwardOn(const Tensors &tensors, const TensorRef &dO,
+                           const Gradients &grads, const Params &params,
+                           void *stream, bool host) const {
   if (!state)
     throw Error("", "backward of an empty attn::Kernel");
   const KernelInfo &info = state->info;
@@ -1490,8 +1538,14 @@ void Kernel::backward(const Tensors &tensors, const TensorRef &dO,
                         "' was compiled without its backward; compile with "
                         "Options::backward (attnc compile --backward)");
   BackwardPlan bp = validateBackward(info, tensors, dO, grads, params);
-  if (state->gpu) { // host tensors, staged to the device
-    launchGpuBackward(*state, tensors, dO, grads, bp);
+  if (state->gpu) {
+    if (host) {
+      launchGpuBackwardHost(*state, tensors, dO, grads, bp);
+      return;
+    }
+    checkGpuLayout(tensors, /*pointers=*/true);
+    runGpuBackward(*state, tensors, bp.launch, dO, grads.dq, grads.dk,
+                   grads.dv, grads, bp, stream, /*namedOnHost=*/false);
     return;
   }
   detail::CpuEntry entry = state->buildRows

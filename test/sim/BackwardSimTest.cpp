@@ -202,7 +202,7 @@ SimRun runOnSimulator(const Case &c, const std::string &target,
     g.named.emplace_back(r.named[i].first,
                          TensorRef(r.named[i].second.data(), DType::f32, shape));
   }
-  kernel.backward(t, TensorRef(dO.data(), DType::bf16, t.o.shape), g, params);
+  kernel.backwardHost(t, TensorRef(dO.data(), DType::bf16, t.o.shape), g, params);
   if (!compare)
     return r;
 

@@ -960,21 +960,21 @@ TEST(BackwardBundle, BundleJitDiskCacheAndCAbiAgree) {
   // Errors name the argument and write nothing.
   attn_grad bad[1] = {{"n", grads[0].tensor}};
   EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, &dO, &dq, &dk,
-                                 &dv, bad, 1, args, 1),
+                                 &dv, bad, 1, args, 1, nullptr),
             1);
   EXPECT_STREQ(attn_last_error_argument(), "n");
   EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, nullptr, &dO, &dq,
-                                 &dk, &dv, grads, 2, args, 1),
+                                 &dk, &dv, grads, 2, args, 1, nullptr),
             1);
   EXPECT_STREQ(attn_last_error_argument(), "lse");
-  EXPECT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, nullptr, &dq,
-                                 &dk, &dv, grads, 2, args, 1),
+  EXPECT_EQ(attn_kernel_backward_host(kernel, &q, &k, &v, &o, &lse, nullptr,
+                                      &dq, &dk, &dv, grads, 2, args, 1),
             1);
   EXPECT_STREQ(attn_last_error_argument(), "do");
   EXPECT_EQ(c.dq, Fixed().dq);
   EXPECT_EQ(c.dw[0], 0.0f);
   ASSERT_EQ(attn_kernel_backward(kernel, &q, &k, &v, &o, &lse, &dO, &dq, &dk,
-                                 &dv, grads, 2, args, 1),
+                                 &dv, grads, 2, args, 1, nullptr),
             0)
       << attn_last_error();
   EXPECT_EQ(c.dq, viaBundle.dq);
@@ -993,7 +993,7 @@ TEST(BackwardBundle, HeaderDeclaresTheTypedBackward) {
   EXPECT_NE(h.find("static constexpr bool has_backward = true;"),
             std::string::npos)
       << h;
-  EXPECT_NE(h.find("kernel.backward(tensors, dO, grads, args);"),
+  EXPECT_NE(h.find("kernel.backward(tensors, dO, grads, args, stream);"),
             std::string::npos)
       << h;
   Options plain = bundleOptions();

@@ -464,7 +464,8 @@ int cmdRun(const Invocation &inv) {
     }
     for (size_t i = 0; i < grads.size(); ++i)
       g.named.emplace_back(grads[i].first, gradArrays[i].ref());
-    p.kernel.backward(p.tensors, dO->ref(), g, params);
+    // Host arrays (GPU kernels under --simulate are staged).
+    p.kernel.backwardHost(p.tensors, dO->ref(), g, params);
   }
   outputs.write(oFile, p.o);
   if (lseFile)

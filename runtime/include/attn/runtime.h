@@ -278,15 +278,26 @@ public:
               const BlockMap &map, void *stream = nullptr) const;
 
   /// The gradients of L = sum(o * dO) (DSL.md "Backward") for a kernel
-  /// compiled with backward (KernelInfo::backward; CPU only so far).
-  /// `tensors` are the forward's q, k, v and its output o, with lse (as
-  /// the forward wrote it) for softmax and softplus, and none for other
-  /// normalizers; dO has o's shape and dtype; `params` are the forward's.
+  /// compiled with backward (KernelInfo::backward). `tensors` are the
+  /// forward's q, k, v and its output o, with lse (as the forward wrote
+  /// it) for softmax and softplus, and none for other normalizers; dO has
+  /// o's shape and dtype; `params` are the forward's. Like launch(), a GPU
+  /// kernel takes device memory (tensors, captures, dO and every
+  /// gradient) and queues its kernels on `stream`; where param or
+  /// captured-tensor gradients are asked for, the call waits for them (the
+  /// per-thread partial sums are added on the host, in a fixed order).
   /// Validates every argument (an attn::Error naming it) before anything
   /// is written. Deterministic: the same inputs give bit-identical
   /// gradients for any thread count (docs/runtime.md "Backward").
   void backward(const Tensors &tensors, const TensorRef &dO,
-                const Gradients &grads, const Params &params = {}) const;
+                const Gradients &grads, const Params &params = {},
+                void *stream = nullptr) const;
+
+  /// backward() on host memory for every target, as launchHost(): a GPU
+  /// kernel's inputs are copied to device memory, and its gradients back
+  /// once it has finished. For CPU kernels this is backward().
+  void backwardHost(const Tensors &tensors, const TensorRef &dO,
+                    const Gradients &grads, const Params &params = {}) const;
 
   /// launch() on host memory for every target: a GPU kernel gets its
   /// tensors (q, k, v, o, lse, the K/V scales and pages, and captured
@@ -311,6 +322,9 @@ public:
   void prepare(int64_t queryHeads, int64_t kvHeads, int64_t queryLen) const;
 
 private:
+  void runBackwardOn(const Tensors &tensors, const TensorRef &dO,
+                     const Gradients &grads, const Params &params,
+                     void *stream, bool host) const;
   std::shared_ptr<const detail::KernelState> state;
 };
 

@@ -89,15 +89,26 @@ typedef struct {
  * kernel compiled with backward: q, k, v, o and lse as the forward took
  * and wrote them (lse NULL for normalizers without a row sum: sigmoid,
  * relu, relu2), args as the forward's; dq, dk and dv are written, and so is
- * each of the num_grads param/tensor gradients. Deterministic for any
- * thread count. Nothing is written when it fails. */
+ * each of the num_grads param/tensor gradients. As attn_kernel_launch, a
+ * GPU kernel takes device memory and queues on `stream`. Deterministic for
+ * any thread count. Nothing is written when it fails. */
 int attn_kernel_backward(const attn_kernel *kernel, const attn_tensor *q,
                          const attn_tensor *k, const attn_tensor *v,
                          const attn_tensor *o, const attn_tensor *lse,
                          const attn_tensor *dout, const attn_tensor *dq,
                          const attn_tensor *dk, const attn_tensor *dv,
                          const attn_grad *grads, int32_t num_grads,
-                         const attn_arg *args, int32_t num_args);
+                         const attn_arg *args, int32_t num_args, void *stream);
+
+/* attn_kernel_backward on host memory for every target (see
+ * attn::Kernel::backwardHost). */
+int attn_kernel_backward_host(const attn_kernel *kernel, const attn_tensor *q,
+                              const attn_tensor *k, const attn_tensor *v,
+                              const attn_tensor *o, const attn_tensor *lse,
+                              const attn_tensor *dout, const attn_tensor *dq,
+                              const attn_tensor *dk, const attn_tensor *dv,
+                              const attn_grad *grads, int32_t num_grads,
+                              const attn_arg *args, int32_t num_args);
 
 /* GPU launches of this process then open these functional simulators
  * instead of libcuda.so.1 / libamdhip64 (see attn::useGpuSimulator); NULL
