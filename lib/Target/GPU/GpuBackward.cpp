@@ -32,6 +32,7 @@
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -51,11 +52,15 @@ constexpr int64_t kOtherTile = 64;
 class BackwardBuilder : public BackwardBase {
 public:
   BackwardBuilder(AttentionOp op, IRMapping outside, int64_t rows,
-                  int64_t threads)
-      : BackwardBase(op, std::move(outside), rows, threads) {}
+                  int64_t threads, std::optional<size_t> firstGradArg)
+      : BackwardBase(op, std::move(outside), rows, threads),
+        firstGradArg(firstGradArg) {}
 
   void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
   void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
+
+private:
+  std::optional<size_t> firstGradArg;
 };
 
 } // namespace
@@ -189,14 +194,98 @@ BackwardBase::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
   auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, rowLse, delta);
   p = arith::SelectOp::create(b, loc, kept, p, zero);
   du = arith::SelectOp::create(b, loc, kept, du, zero);
-  // regions.gradientOf stays empty: score_grad's accumulations are dropped.
+  // bwd_kv adds score_grad's and scale_grad's accumulations to this
+  // thread's slots; bwd_q recomputes the entries bwd_kv accounted for.
+  if (phase0)
+    regions.gradientOf = slotViews;
   Value dt = op.hasScore()
                  ? regions.inlineRegion(b, op.getScoreGrad(),
                                         {t, b32, h32, q32, kv32, du})
                  : du;
+  if (phase0 && op.hasScaleExpr()) {
+    // dL/dscale = sum dt * (q . k); the scale's adjoint is linear in it,
+    // so each entry passes its own share.
+    Value g = arith::SelectOp::create(
+        b, loc, kept, arith::MulFOp::create(b, loc, dt, s), zero);
+    regions.inlineRegion(b, op.getScaleGrad(), {g});
+  }
+  regions.gradientOf.clear();
   Value ds = arith::SelectOp::create(
       b, loc, kept, arith::MulFOp::create(b, loc, dt, scale), zero);
   return {p, ds};
+}
+
+void BackwardBase::setUpGradients(OpBuilder &b, gpu::GPUFuncOp func,
+                                     size_t firstGradArg, bool keyPhase) {
+  phase0 = keyPhase;
+  ValueRange args = func.getArguments();
+  size_t next = firstGradArg;
+  if (next >= func.getFunctionType().getNumInputs())
+    return;
+  // The thread's slot: (linear CTA) x threads + thread; its slab of each
+  // buffer is slot x elements .. + elements.
+  Value linear = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  for (auto [dim, id] : {std::pair{gpu::Dimension::y, gpu::Dimension::y},
+                         std::pair{gpu::Dimension::x, gpu::Dimension::x}})
+    linear = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, linear,
+                              gpu::GridDimOp::create(b, loc, dim)),
+        gpu::BlockIdOp::create(b, loc, id));
+  slot = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, linear, cIdx(b, threads)), tid);
+  MLIRContext *ctx = b.getContext();
+  auto view = [&](Value buffer, ArrayRef<OpFoldResult> sizes) {
+    // Row-major strides over `sizes`, offset slot x elements.
+    int64_t rank = int64_t(sizes.size());
+    SmallVector<OpFoldResult> strides(rank);
+    Value stride = cIdx(b, 1);
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      strides[d] = stride;
+      stride = arith::MulIOp::create(
+          b, loc, stride, getValueOrCreateConstantIndexOp(b, loc, sizes[d]));
+    }
+    Value offset = arith::MulIOp::create(b, loc, slot, stride);
+    auto type = MemRefType::get(
+        SmallVector<int64_t>(rank, ShapedType::kDynamic), b.getF32Type(),
+        StridedLayoutAttr::get(ctx, ShapedType::kDynamic,
+                               SmallVector<int64_t>(rank, ShapedType::kDynamic)));
+    return memref::ReinterpretCastOp::create(b, loc, type, buffer,
+                                             OpFoldResult(offset), sizes,
+                                             strides)
+        .getResult();
+  };
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      slotViews[p] = view(args[next++], {OpFoldResult(cIdx(b, 1))});
+  for (Value c : op.getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32()) {
+      Value cap = outside.lookup(c);
+      SmallVector<OpFoldResult> sizes;
+      for (int64_t d = 0; d < cast<MemRefType>(c.getType()).getRank(); ++d)
+        sizes.push_back(
+            memref::DimOp::create(b, loc, cap, d).getResult());
+      slotViews[c] = view(args[next++], sizes);
+    }
+}
+
+void BackwardBase::emitSinkGradient(OpBuilder &b, Value h32, Value rowLse,
+                                       Value delta, Value valid) {
+  if (!op.hasSink() || slotViews.empty())
+    return;
+  // The sink is one more softmax entry with no value row: its logit's
+  // gradient is p_sink (0 - delta).
+  auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, valid,
+                                /*withElseRegion=*/false);
+  OpBuilder tb = ifOp.getThenBodyBuilder();
+  Value sink = regions.inlineRegion(tb, op.getSink(), {h32});
+  Value pSink = math::ExpOp::create(
+      tb, loc, arith::SubFOp::create(tb, loc, sink, rowLse));
+  Value g = arith::NegFOp::create(
+      tb, loc, arith::MulFOp::create(tb, loc, pSink, delta));
+  regions.gradientOf = slotViews;
+  regions.inlineRegion(tb, op.getSinkGrad(), {h32, g});
+  regions.gradientOf.clear();
 }
 
 void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
@@ -205,6 +294,8 @@ void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value lseRows = sharedBuffer(func, {kOtherTile});
   Value deltaRows = sharedBuffer(func, {kOtherTile});
   setUpBackward(b);
+  if (firstGradArg)
+    setUpGradients(b, func, *firstGradArg, /*keyPhase=*/true);
   Value zero = cF32(b, 0.0);
   Value kTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value hkv = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
@@ -277,6 +368,8 @@ void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
 void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value dqAcc = sharedBuffer(func, {threads, D});
   setUpBackward(b);
+  if (firstGradArg)
+    setUpGradients(b, func, *firstGradArg, /*keyPhase=*/false);
   Value zero = cF32(b, 0.0);
   Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value h = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
@@ -318,6 +411,7 @@ void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
       });
     });
   });
+  emitSinkGradient(b, h32, rowLse, delta, qValid);
   auto ifValid = scf::IfOp::create(b, loc, TypeRange{}, qValid,
                                    /*withElseRegion=*/false);
   OpBuilder tb = ifValid.getThenBodyBuilder();
@@ -334,12 +428,27 @@ int64_t gpukernel::backwardRows(int64_t width, int64_t budget) {
 
 void gpukernel::emitSimtBackward(OpBuilder &b, gpu::GPUFuncOp func,
                                  AttentionOp op, const IRMapping &outside,
-                                 int phase, int64_t rows, int64_t threads) {
-  BackwardBuilder builder(op, outside, rows, threads);
+                                 int phase, int64_t rows, int64_t threads,
+                                 std::optional<size_t> firstGradArg) {
+  BackwardBuilder builder(op, outside, rows, threads, firstGradArg);
   if (phase == 0)
     builder.emitKeyKernel(b, func);
   else
     builder.emitQueryKernel(b, func);
+}
+
+size_t gpukernel::appendGradientBuffers(AttentionOp op,
+                                        SmallVector<Type> &types) {
+  size_t first = types.size();
+  auto flat = MemRefType::get({ShapedType::kDynamic},
+                              Float32Type::get(op.getContext()));
+  for (Value p : op.getParams())
+    if (p.getType().isF32())
+      types.push_back(flat);
+  for (Value c : op.getCaptures())
+    if (cast<MemRefType>(c.getType()).getElementType().isF32())
+      types.push_back(flat);
+  return first;
 }
 
 KernelSignature gpukernel::backwardSignature(AttentionOp op) {

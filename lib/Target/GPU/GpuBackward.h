@@ -14,6 +14,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace mlir::attn::gpukernel {
@@ -116,8 +117,25 @@ protected:
   void axpy(OpBuilder &b, Value dst, Value row, Value x, Value src,
             ValueRange si, int64_t n);
 
+  /// Gradients of f32 params and captured tensors, for kernels that take
+  /// their buffers (appendGradientBuffers; arguments from firstGradArg on):
+  /// this thread's slab of each buffer (slot = linear CTA x threads +
+  /// thread) becomes the op's param/capture gradient
+  /// (RegionInliner::gradientOf). bwd_kv (keyPhase) adds score_grad's and
+  /// scale_grad's accumulations in entry(); bwd_q adds only sink-logit
+  /// gradients (emitSinkGradient).
+  void setUpGradients(OpBuilder &b, gpu::GPUFuncOp func, size_t firstGradArg,
+                      bool keyPhase);
+  /// A query row's sink-logit gradient -exp(sink - lse) delta into the
+  /// thread's slabs (no-op without a sink or gradient buffers).
+  void emitSinkGradient(OpBuilder &b, Value h32, Value rowLse, Value delta,
+                        Value valid);
+
   /// Rows a CTA owns, and its threads.
   int64_t rows, threads;
+  bool phase0 = false;
+  Value slot;
+  llvm::DenseMap<Value, Value> slotViews;
   Value dO, dq, dk, dv;
   Value headsQ, headsKV, group, tid;
 };
@@ -129,10 +147,18 @@ int64_t backwardRows(int64_t width, int64_t budget);
 /// The SIMT kernel of `phase` (0: bwd_kv, 1: bwd_q) into `func` (made by
 /// createKernelFunc with backwardSignature(op) and `threads` threads, at
 /// least `rows`), at b's insertion point (the body's start); the caller
-/// adds the return.
+/// adds the return. With `firstGradArg`, the kernel also takes the
+/// gradient buffers of appendGradientBuffers from that argument on.
 void emitSimtBackward(OpBuilder &b, gpu::GPUFuncOp func, AttentionOp op,
                       const IRMapping &outside, int phase, int64_t rows,
-                      int64_t threads);
+                      int64_t threads,
+                      std::optional<size_t> firstGradArg = std::nullopt);
+
+/// Appends one flat f32 buffer type (memref<?xf32>) per f32 param and f32
+/// captured tensor of `op` (params first, declaration order), each holding
+/// a slab of the gradient's elements per thread of either backward launch,
+/// summed by the runtime in slot order; returns the first one's index.
+size_t appendGradientBuffers(AttentionOp op, SmallVector<Type> &types);
 
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
 /// gpu.module @attn_gpu the target's forward made in `host`:

@@ -35,6 +35,8 @@
 //===----------------------------------------------------------------------===//
 #include "lib/Target/NVPTX/NVPTXTarget.h"
 
+#include "lib/Target/GPU/GpuBackward.h"
+
 #include "dialect/Normalizers.h"
 #include "lib/Transforms/Transforms.h"
 
@@ -56,451 +58,6 @@ using namespace mlir::attn;
 
 namespace {
 
-/// Key rows per bwd_kv CTA and query rows per bwd_q CTA (one per thread),
-/// and the tile the other side is classified in: the accumulators
-/// ([rows, D] and [rows, Dv] f32) stay within 48 KiB of static shared
-/// memory.
-int64_t rowsFor(int64_t width) {
-  return width * 4 * 64 <= 40 * 1024 ? 64 : width * 4 * 32 <= 40 * 1024 ? 32
-                                                                        : 16;
-}
-constexpr int64_t kOtherTile = 64;
-
-class BackwardBuilder : public gpukernel::KernelBase {
-public:
-  BackwardBuilder(AttentionOp op, IRMapping outside, int64_t rows)
-      : KernelBase(op, std::move(outside), rows, rows), rows(rows),
-        threads(std::max<int64_t>(rows, 32)) {}
-
-  void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
-  void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
-  int64_t threadCount() const { return threads; }
-  void setFirstGradArg(size_t i) { firstGradArg = i; }
-
-protected:
-  void setUpBackward(OpBuilder &b);
-  Value sharedBuffer(gpu::GPUFuncOp func, ArrayRef<int64_t> shape,
-                     Type type = {});
-  Value toF32(OpBuilder &b, Value x) {
-    return x.getType().isF32()
-               ? x
-               : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
-  }
-  Value minU(OpBuilder &b, Value x, Value y) {
-    return arith::MinUIOp::create(b, loc, x, y);
-  }
-  Value ult(OpBuilder &b, Value x, Value y) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y);
-  }
-  /// The last valid index below `n` (0 for n = 0): reads of rows past the
-  /// end go there and are then ignored.
-  Value lastBelow(OpBuilder &b, Value n) {
-    return arith::SubIOp::create(
-        b, loc, arith::MaxUIOp::create(b, loc, n, cIdx(b, 1)), cIdx(b, 1));
-  }
-  void forLoop(OpBuilder &b, Value lb, Value ub, Value step,
-               function_ref<void(OpBuilder &, Value)> body) {
-    scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
-                       [&](OpBuilder &nb, Location, Value iv, ValueRange) {
-                         body(nb, iv);
-                         scf::YieldOp::create(nb, loc);
-                       });
-  }
-  void forLoop(OpBuilder &b, Value lb, Value ub,
-               function_ref<void(OpBuilder &, Value)> body) {
-    forLoop(b, lb, ub, cIdx(b, 1), body);
-  }
-  /// sum_d a[ai..., d] * c[ci..., d] over d < n, in f32.
-  Value dot(OpBuilder &b, Value a, ValueRange ai, Value c, ValueRange ci,
-            int64_t n);
-  /// dst[row, d] += x * src[si..., d] for d < n.
-  void axpy(OpBuilder &b, Value dst, Value row, Value x, Value src,
-            ValueRange si, int64_t n);
-  /// The classifier's verdict on query rows [qLo, qHi] of head h32 against
-  /// keys [kLo, kHi] (index values, inclusive bounds).
-  Value classify(OpBuilder &b, Value h32, Value qLo, Value qHi, Value kLo,
-                 Value kHi);
-  /// Whether `cls` is not EMPTY, and whether it is FULL.
-  Value notEmpty(OpBuilder &b, Value cls) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                                 cI32(b, kTileEmpty));
-  }
-  /// Runs body(withMask) under FULL (no mask) or not (mask).
-  void byClass(OpBuilder &b, Value cls, function_ref<void(OpBuilder &, bool)>
-                                            body);
-  /// (p, dS) of one entry: s = q . k, dp = dO . v, the row's lse and delta.
-  std::pair<Value, Value> entry(OpBuilder &b, Value s, Value dp, Value rowLse,
-                                Value delta, Value h32, Value q32, Value kv32,
-                                Value valid, bool withMask);
-
-  /// The gradients of f32 params and captures: this thread's slab of each
-  /// gradient buffer (arguments from firstGradArg on), as the op's
-  /// param/capture gradient (RegionInliner::gradientOf).
-  void setUpGradients(OpBuilder &b, gpu::GPUFuncOp func, size_t firstGradArg,
-                      bool keyPhase);
-  /// bwd_q: a query row's sink-logit gradient into the thread's slots.
-  void emitSinkGradient(OpBuilder &b, Value h32, Value rowLse, Value delta,
-                        Value valid);
-
-  int64_t rows, threads;
-  size_t firstGradArg = ~size_t(0);
-  bool phase0 = false;
-  Value slot;
-  llvm::DenseMap<Value, Value> slotViews;
-  Value dO, dq, dk, dv;
-  Value headsQ, headsKV, group, tid;
-};
-
-void BackwardBuilder::setUpBackward(OpBuilder &b) {
-  q = outside.lookup(op.getQuery());
-  k = outside.lookup(op.getKey());
-  v = outside.lookup(op.getValue());
-  o = outside.lookup(op.getOut());
-  lse = op.getLse() ? outside.lookup(op.getLse()) : Value();
-  dO = outside.lookup(op.getGradOut());
-  dq = outside.lookup(op.getGradQuery());
-  dk = outside.lookup(op.getGradKey());
-  dv = outside.lookup(op.getGradValue());
-  elt = cast<MemRefType>(q.getType()).getElementType();
-  Value batch = memref::DimOp::create(b, loc, q, 0);
-  headsQ = memref::DimOp::create(b, loc, q, 1);
-  seqQ = memref::DimOp::create(b, loc, q, 2);
-  headsKV = memref::DimOp::create(b, loc, k, 1);
-  seqKV = memref::DimOp::create(b, loc, k, 2);
-  // Launches check Hq % Hkv == 0 and Hkv > 0; max() keeps the division
-  // defined regardless.
-  group = arith::DivUIOp::create(
-      b, loc, headsQ, arith::MaxUIOp::create(b, loc, headsKV, cIdx(b, 1)));
-  Value dims[] = {batch, headsQ, headsKV, seqQ, seqKV};
-  for (int i = 0; i < 5; ++i)
-    regions.sizes[i] = toI32(b, dims[i]);
-  regions.sizes[static_cast<int>(Size::D)] = cI32(b, D);
-  regions.sizes[static_cast<int>(Size::Dv)] = cI32(b, Dv);
-  regions.computeCaptureBounds(b, loc);
-  scale = op.getScale() ? cF32(b, op.getScale()->convertToDouble())
-          : op.hasScaleExpr()
-              ? regions.inlineRegion(b, op.getScaleExpr(), {})
-              : cF32(b, 1.0 / std::sqrt(double(D)));
-  tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  bIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-  b32 = toI32(b, bIdx);
-}
-
-Value BackwardBuilder::sharedBuffer(gpu::GPUFuncOp func,
-                                    ArrayRef<int64_t> shape, Type type) {
-  MLIRContext *ctx = func.getContext();
-  auto space =
-      gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
-  return func.addWorkgroupAttribution(
-      MemRefType::get(shape, type ? type : Float32Type::get(ctx),
-                      MemRefLayoutAttrInterface(), space),
-      loc);
-}
-
-Value BackwardBuilder::dot(OpBuilder &b, Value a, ValueRange ai, Value c,
-                           ValueRange ci, int64_t n) {
-  Value zero = cF32(b, 0.0);
-  auto loop = scf::ForOp::create(
-      b, loc, cIdx(b, 0), cIdx(b, n), cIdx(b, 1), ValueRange{zero},
-      [&](OpBuilder &b, Location, Value d, ValueRange acc) {
-        SmallVector<Value> ia(ai), ic(ci);
-        ia.push_back(d);
-        ic.push_back(d);
-        Value x = toF32(b, memref::LoadOp::create(b, loc, a, ia));
-        Value y = toF32(b, memref::LoadOp::create(b, loc, c, ic));
-        Value sum = math::FmaOp::create(b, loc, x, y, acc[0]);
-        scf::YieldOp::create(b, loc, sum);
-      });
-  return loop.getResult(0);
-}
-
-void BackwardBuilder::axpy(OpBuilder &b, Value dst, Value row, Value x,
-                           Value src, ValueRange si, int64_t n) {
-  forLoop(b, cIdx(b, 0), cIdx(b, n), [&](OpBuilder &b, Value d) {
-    SmallVector<Value> is(si);
-    is.push_back(d);
-    Value y = toF32(b, memref::LoadOp::create(b, loc, src, is));
-    Value acc = memref::LoadOp::create(b, loc, dst, ValueRange{row, d});
-    memref::StoreOp::create(b, loc, math::FmaOp::create(b, loc, x, y, acc),
-                            dst, ValueRange{row, d});
-  });
-}
-
-Value BackwardBuilder::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
-                                Value kLo, Value kHi) {
-  // Without a classifier a mask is evaluated everywhere.
-  if (!op.hasClassify())
-    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
-  return regions.inlineRegion(b, op.getClassify(),
-                              {b32, h32, h32, toI32(b, qLo), toI32(b, qHi),
-                               toI32(b, kLo), toI32(b, kHi)});
-}
-
-void BackwardBuilder::byClass(OpBuilder &b, Value cls,
-                              function_ref<void(OpBuilder &, bool)> body) {
-  if (!op.hasMask()) {
-    body(b, false);
-    return;
-  }
-  Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
-                                     cI32(b, kTileFull));
-  auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, full,
-                                /*withElseRegion=*/true);
-  OpBuilder tb = ifOp.getThenBodyBuilder();
-  body(tb, false);
-  OpBuilder eb = ifOp.getElseBodyBuilder();
-  body(eb, true);
-}
-
-std::pair<Value, Value>
-BackwardBuilder::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
-                       Value delta, Value h32, Value q32, Value kv32,
-                       Value valid, bool withMask) {
-  Value zero = cF32(b, 0.0);
-  Value t = arith::MulFOp::create(b, loc, s, scale);
-  Value u = op.hasScore() ? regions.inlineRegion(b, op.getScore(),
-                                                 {t, b32, h32, q32, kv32})
-                          : t;
-  Value kept = valid;
-  if (withMask)
-    kept = arith::AndIOp::create(
-        b, loc, kept,
-        regions.inlineRegion(b, op.getMask(), {b32, h32, q32, kv32}));
-  // A row whose kept scores are all -inf has lse = -inf and no mass.
-  if (hasRowSum(norm))
-    kept = arith::AndIOp::create(
-        b, loc, kept,
-        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, rowLse,
-                              cF32(b, -INFINITY)));
-  auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, rowLse, delta);
-  p = arith::SelectOp::create(b, loc, kept, p, zero);
-  du = arith::SelectOp::create(b, loc, kept, du, zero);
-  // bwd_kv adds score_grad's and scale_grad's accumulations to this
-  // thread's slots; bwd_q recomputes the entries bwd_kv accounted for.
-  if (phase0)
-    regions.gradientOf = slotViews;
-  Value dt = op.hasScore()
-                 ? regions.inlineRegion(b, op.getScoreGrad(),
-                                        {t, b32, h32, q32, kv32, du})
-                 : du;
-  if (phase0 && op.hasScaleExpr()) {
-    // dL/dscale = sum dt * (q . k); the scale's adjoint is linear in it,
-    // so each entry passes its own share.
-    Value g = arith::SelectOp::create(
-        b, loc, kept, arith::MulFOp::create(b, loc, dt, s), zero);
-    regions.inlineRegion(b, op.getScaleGrad(), {g});
-  }
-  regions.gradientOf.clear();
-  Value ds = arith::SelectOp::create(
-      b, loc, kept, arith::MulFOp::create(b, loc, dt, scale), zero);
-  return {p, ds};
-}
-
-void BackwardBuilder::setUpGradients(OpBuilder &b, gpu::GPUFuncOp func,
-                                     size_t firstGradArg, bool keyPhase) {
-  phase0 = keyPhase;
-  ValueRange args = func.getArguments();
-  size_t next = firstGradArg;
-  if (next >= func.getFunctionType().getNumInputs())
-    return;
-  // The thread's slot: (linear CTA) x threads + thread; its slab of each
-  // buffer is slot x elements .. + elements.
-  Value linear = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-  for (auto [dim, id] : {std::pair{gpu::Dimension::y, gpu::Dimension::y},
-                         std::pair{gpu::Dimension::x, gpu::Dimension::x}})
-    linear = arith::AddIOp::create(
-        b, loc,
-        arith::MulIOp::create(b, loc, linear,
-                              gpu::GridDimOp::create(b, loc, dim)),
-        gpu::BlockIdOp::create(b, loc, id));
-  slot = arith::AddIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, linear, cIdx(b, threads)), tid);
-  MLIRContext *ctx = b.getContext();
-  auto view = [&](Value buffer, ArrayRef<OpFoldResult> sizes) {
-    // Row-major strides over `sizes`, offset slot x elements.
-    int64_t rank = int64_t(sizes.size());
-    SmallVector<OpFoldResult> strides(rank);
-    Value stride = cIdx(b, 1);
-    for (int64_t d = rank - 1; d >= 0; --d) {
-      strides[d] = stride;
-      stride = arith::MulIOp::create(
-          b, loc, stride, getValueOrCreateConstantIndexOp(b, loc, sizes[d]));
-    }
-    Value offset = arith::MulIOp::create(b, loc, slot, stride);
-    auto type = MemRefType::get(
-        SmallVector<int64_t>(rank, ShapedType::kDynamic), b.getF32Type(),
-        StridedLayoutAttr::get(ctx, ShapedType::kDynamic,
-                               SmallVector<int64_t>(rank, ShapedType::kDynamic)));
-    return memref::ReinterpretCastOp::create(b, loc, type, buffer,
-                                             OpFoldResult(offset), sizes,
-                                             strides)
-        .getResult();
-  };
-  for (Value p : op.getParams())
-    if (p.getType().isF32())
-      slotViews[p] = view(args[next++], {OpFoldResult(cIdx(b, 1))});
-  for (Value c : op.getCaptures())
-    if (cast<MemRefType>(c.getType()).getElementType().isF32()) {
-      Value cap = outside.lookup(c);
-      SmallVector<OpFoldResult> sizes;
-      for (int64_t d = 0; d < cast<MemRefType>(c.getType()).getRank(); ++d)
-        sizes.push_back(
-            memref::DimOp::create(b, loc, cap, d).getResult());
-      slotViews[c] = view(args[next++], sizes);
-    }
-}
-
-void BackwardBuilder::emitSinkGradient(OpBuilder &b, Value h32, Value rowLse,
-                                       Value delta, Value valid) {
-  if (!op.hasSink() || slotViews.empty())
-    return;
-  // The sink is one more softmax entry with no value row: its logit's
-  // gradient is p_sink (0 - delta).
-  auto ifOp = scf::IfOp::create(b, loc, TypeRange{}, valid,
-                                /*withElseRegion=*/false);
-  OpBuilder tb = ifOp.getThenBodyBuilder();
-  Value sink = regions.inlineRegion(tb, op.getSink(), {h32});
-  Value pSink = math::ExpOp::create(
-      tb, loc, arith::SubFOp::create(tb, loc, sink, rowLse));
-  Value g = arith::NegFOp::create(
-      tb, loc, arith::MulFOp::create(tb, loc, pSink, delta));
-  regions.gradientOf = slotViews;
-  regions.inlineRegion(tb, op.getSinkGrad(), {h32, g});
-  regions.gradientOf.clear();
-}
-
-void BackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
-  Value dkAcc = sharedBuffer(func, {threads, D});
-  Value dvAcc = sharedBuffer(func, {threads, Dv});
-  Value lseRows = sharedBuffer(func, {kOtherTile});
-  Value deltaRows = sharedBuffer(func, {kOtherTile});
-  setUpBackward(b);
-  setUpGradients(b, func, firstGradArg, /*keyPhase=*/true);
-  Value zero = cF32(b, 0.0);
-  Value kTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  Value hkv = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  Value k0 = arith::MulIOp::create(b, loc, kTile, cIdx(b, rows));
-  Value kpos = arith::AddIOp::create(b, loc, k0, tid);
-  Value keyValid = arith::AndIOp::create(b, loc, ult(b, tid, cIdx(b, rows)),
-                                         ult(b, kpos, seqKV));
-  Value kSafe = minU(b, kpos, lastBelow(b, seqKV));
-  Value kv32 = toI32(b, kpos);
-  Value kHi = lastBelow(b, minU(b, add(b, k0, rows), seqKV));
-  for (auto [acc, width] : {std::pair{dkAcc, D}, std::pair{dvAcc, Dv}})
-    forLoop(b, cIdx(b, 0), cIdx(b, width), [&](OpBuilder &b, Value d) {
-      memref::StoreOp::create(b, loc, zero, acc, ValueRange{tid, d});
-    });
-  Value h0 = arith::MulIOp::create(b, loc, hkv, group);
-  Value numQTiles = arith::CeilDivUIOp::create(b, loc, seqQ,
-                                               cIdx(b, kOtherTile));
-  forLoop(b, h0, arith::AddIOp::create(b, loc, h0, group),
-          [&](OpBuilder &b, Value h) {
-    Value h32 = toI32(b, h);
-    forLoop(b, cIdx(b, 0), numQTiles, [&](OpBuilder &b, Value qTile) {
-      Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, kOtherTile));
-      Value qEnd = minU(b, add(b, q0, kOtherTile), seqQ);
-      Value cls = classify(b, h32, q0, lastBelow(b, qEnd), k0, kHi);
-      auto ifKept = scf::IfOp::create(b, loc, TypeRange{}, notEmpty(b, cls),
-                                      /*withElseRegion=*/false);
-      OpBuilder tb = ifKept.getThenBodyBuilder();
-      // The previous tile's rows are read by every thread before they are
-      // replaced.
-      gpu::BarrierOp::create(tb, loc);
-      Value count = arith::SubIOp::create(tb, loc, qEnd, q0);
-      forLoop(tb, tid, count, cIdx(tb, threads), [&](OpBuilder &b, Value r) {
-        Value qpos = arith::AddIOp::create(b, loc, q0, r);
-        Value rowLse = lse ? memref::LoadOp::create(b, loc, lse,
-                                                    ValueRange{bIdx, h, qpos})
-                                 .getResult()
-                           : zero;
-        memref::StoreOp::create(b, loc, rowLse, lseRows, ValueRange{r});
-        Value delta = dot(b, dO, {bIdx, h, qpos}, o, {bIdx, h, qpos}, Dv);
-        memref::StoreOp::create(b, loc, delta, deltaRows, ValueRange{r});
-      });
-      gpu::BarrierOp::create(tb, loc);
-      byClass(tb, cls, [&](OpBuilder &b, bool withMask) {
-        forLoop(b, cIdx(b, 0), count, [&](OpBuilder &b, Value i) {
-          Value qpos = arith::AddIOp::create(b, loc, q0, i);
-          Value s = dot(b, q, {bIdx, h, qpos}, k, {bIdx, hkv, kSafe}, D);
-          Value dp = dot(b, dO, {bIdx, h, qpos}, v, {bIdx, hkv, kSafe}, Dv);
-          Value rowLse = memref::LoadOp::create(b, loc, lseRows, ValueRange{i});
-          Value delta = memref::LoadOp::create(b, loc, deltaRows, ValueRange{i});
-          auto [p, ds] = entry(b, s, dp, rowLse, delta, h32, toI32(b, qpos),
-                               kv32, keyValid, withMask);
-          axpy(b, dvAcc, tid, p, dO, {bIdx, h, qpos}, Dv);
-          axpy(b, dkAcc, tid, ds, q, {bIdx, h, qpos}, D);
-        });
-      });
-    });
-  });
-  auto ifValid = scf::IfOp::create(b, loc, TypeRange{}, keyValid,
-                                   /*withElseRegion=*/false);
-  OpBuilder tb = ifValid.getThenBodyBuilder();
-  for (auto [acc, out, width] :
-       {std::tuple{dkAcc, dk, D}, std::tuple{dvAcc, dv, Dv}})
-    forLoop(tb, cIdx(tb, 0), cIdx(tb, width), [&](OpBuilder &b, Value d) {
-      Value x = memref::LoadOp::create(b, loc, acc, ValueRange{tid, d});
-      memref::StoreOp::create(b, loc, arith::TruncFOp::create(b, loc, elt, x),
-                              out, ValueRange{bIdx, hkv, kpos, d});
-    });
-}
-
-void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
-  Value dqAcc = sharedBuffer(func, {threads, D});
-  setUpBackward(b);
-  setUpGradients(b, func, firstGradArg, /*keyPhase=*/false);
-  Value zero = cF32(b, 0.0);
-  Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  Value h = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  Value h32 = toI32(b, h);
-  Value hkv = arith::DivUIOp::create(
-      b, loc, h, arith::MaxUIOp::create(b, loc, group, cIdx(b, 1)));
-  Value q0 = arith::MulIOp::create(b, loc, qTile, cIdx(b, rows));
-  Value qpos = arith::AddIOp::create(b, loc, q0, tid);
-  Value qValid = arith::AndIOp::create(b, loc, ult(b, tid, cIdx(b, rows)),
-                                       ult(b, qpos, seqQ));
-  Value qSafe = minU(b, qpos, lastBelow(b, seqQ));
-  Value q32 = toI32(b, qpos);
-  Value qHi = lastBelow(b, minU(b, add(b, q0, rows), seqQ));
-  Value rowLse =
-      lse ? memref::LoadOp::create(b, loc, lse, ValueRange{bIdx, h, qSafe})
-                .getResult()
-          : zero;
-  Value delta = dot(b, dO, {bIdx, h, qSafe}, o, {bIdx, h, qSafe}, Dv);
-  forLoop(b, cIdx(b, 0), cIdx(b, D), [&](OpBuilder &b, Value d) {
-    memref::StoreOp::create(b, loc, zero, dqAcc, ValueRange{tid, d});
-  });
-  Value numKTiles =
-      arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, kOtherTile));
-  forLoop(b, cIdx(b, 0), numKTiles, [&](OpBuilder &b, Value kTile) {
-    Value k0 = arith::MulIOp::create(b, loc, kTile, cIdx(b, kOtherTile));
-    Value kEnd = minU(b, add(b, k0, kOtherTile), seqKV);
-    Value cls = classify(b, h32, q0, qHi, k0, lastBelow(b, kEnd));
-    auto ifKept = scf::IfOp::create(b, loc, TypeRange{}, notEmpty(b, cls),
-                                    /*withElseRegion=*/false);
-    OpBuilder tb = ifKept.getThenBodyBuilder();
-    byClass(tb, cls, [&](OpBuilder &b, bool withMask) {
-      forLoop(b, k0, kEnd, [&](OpBuilder &b, Value kpos) {
-        Value s = dot(b, q, {bIdx, h, qSafe}, k, {bIdx, hkv, kpos}, D);
-        Value dp = dot(b, dO, {bIdx, h, qSafe}, v, {bIdx, hkv, kpos}, Dv);
-        auto [p, ds] = entry(b, s, dp, rowLse, delta, h32, q32,
-                             toI32(b, kpos), qValid, withMask);
-        (void)p;
-        axpy(b, dqAcc, tid, ds, k, {bIdx, hkv, kpos}, D);
-      });
-    });
-  });
-  emitSinkGradient(b, h32, rowLse, delta, qValid);
-  auto ifValid = scf::IfOp::create(b, loc, TypeRange{}, qValid,
-                                   /*withElseRegion=*/false);
-  OpBuilder tb = ifValid.getThenBodyBuilder();
-  forLoop(tb, cIdx(tb, 0), cIdx(tb, D), [&](OpBuilder &b, Value d) {
-    Value x = memref::LoadOp::create(b, loc, dqAcc, ValueRange{tid, d});
-    memref::StoreOp::create(b, loc, arith::TruncFOp::create(b, loc, elt, x),
-                            dq, ValueRange{bIdx, h, qpos, d});
-  });
-}
-
 //===----------------------------------------------------------------------===//
 // Tensor cores: mma.sync.m16n8k16
 //===----------------------------------------------------------------------===//
@@ -508,21 +65,26 @@ void BackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
 /// One accumulator fragment: the 4 f32 a lane holds of a 16 x 8 tile.
 using Frag = std::array<Value, 4>;
 
-/// The same two kernels on tensor cores: 4 warps of 16 rows each (key rows
-/// in bwd_kv, query rows in bwd_q), the other side in tiles of `other`.
+/// The two kernels on tensor cores: 4 warps of 16 rows each (key rows in
+/// bwd_kv, query rows in bwd_q), the other side in tiles of `other`; the
+/// set-up, classifier and per-entry math are the shared BackwardBase's
+/// (lib/Target/GPU/GpuBackward.h), as are the scalar kernels of head dims
+/// past 128.
 /// Fragment layouts (PTX ISA, mma.m16n8k16): lane l holds rows l/4 and
 /// l/4 + 8 and columns 2 (l % 4) + {0, 1} (+ 8 for A's upper half) of A and
 /// C; B (k x n) holds k = 2 (l % 4) + {0, 1} (+ 8) of column n = l/4. An
 /// accumulator (C) pair of 16-column halves is an A operand as is, which
 /// is how P^T and dS^T (bwd_kv) and dS (bwd_q) feed the second products
-/// without leaving registers. Operands are read from global memory (L1
-/// serves their reuse in this version).
-class MmaBackwardBuilder : public BackwardBuilder {
+/// without leaving registers. bwd_kv reads its operands from shared memory
+/// (K and V staged once, Q and dO per query tile); bwd_q holds its Q and
+/// dO rows as A operands and reads K and V from global memory (L1 serves
+/// the reuse in this version).
+class MmaBackwardBuilder : public gpukernel::BackwardBase {
 public:
-  MmaBackwardBuilder(AttentionOp op, IRMapping outside, int64_t other)
-      : BackwardBuilder(op, std::move(outside), 64), other(other) {
-    threads = 128;
-  }
+  MmaBackwardBuilder(AttentionOp op, IRMapping outside, int64_t other,
+                     std::optional<size_t> firstGradArg)
+      : BackwardBase(op, std::move(outside), 64, 128), other(other),
+        firstGradArg(firstGradArg) {}
   void emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func);
   void emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -716,6 +278,7 @@ private:
   }
 
   int64_t other;
+  std::optional<size_t> firstGradArg;
   Value lane, warpRow, quadRow, quadCol;
 };
 
@@ -732,7 +295,8 @@ void MmaBackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   Value qS = sharedBuffer(func, {other, D}, eltType);
   Value doS = sharedBuffer(func, {other, Dv}, eltType);
   setUpBackward(b);
-  setUpGradients(b, func, firstGradArg, /*keyPhase=*/true);
+  if (firstGradArg)
+    setUpGradients(b, func, *firstGradArg, /*keyPhase=*/true);
   setUpLanes(b);
   Value zero = cF32(b, 0.0);
   Value kTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
@@ -873,7 +437,8 @@ void MmaBackwardBuilder::emitKeyKernel(OpBuilder &b, gpu::GPUFuncOp func) {
 
 void MmaBackwardBuilder::emitQueryKernel(OpBuilder &b, gpu::GPUFuncOp func) {
   setUpBackward(b);
-  setUpGradients(b, func, firstGradArg, /*keyPhase=*/false);
+  if (firstGradArg)
+    setUpGradients(b, func, *firstGradArg, /*keyPhase=*/false);
   setUpLanes(b);
   Value zero = cF32(b, 0.0);
   Value qTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
@@ -985,34 +550,20 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(&gpuModule.getBodyRegion().front());
 
-  SmallVector<Value> opValues = {op.getQuery(), op.getKey(), op.getValue(),
-                                 op.getOut()};
-  if (op.getLse())
-    opValues.push_back(op.getLse());
-  opValues.append(op.getParams().begin(), op.getParams().end());
-  opValues.append(op.getCaptures().begin(), op.getCaptures().end());
-  opValues.append({op.getGradOut(), op.getGradQuery(), op.getGradKey(),
-                   op.getGradValue()});
-  SmallVector<Type> types;
-  for (Value v : opValues)
-    types.push_back(v.getType());
-  // Then one flat f32 buffer per f32 param and f32 captured tensor (params
-  // first, declaration order): a slab of the gradient's elements per
-  // thread of either launch, summed by the runtime in slot order.
-  size_t firstGradArg = types.size();
-  auto flat = MemRefType::get({ShapedType::kDynamic}, b.getF32Type());
-  for (Value p : op.getParams())
-    if (p.getType().isF32())
-      types.push_back(flat);
-  for (Value c : op.getCaptures())
-    if (cast<MemRefType>(c.getType()).getElementType().isF32())
-      types.push_back(flat);
+  gpukernel::KernelSignature signature = gpukernel::backwardSignature(op);
+  SmallVector<Value> opValues = signature.opValues;
+  SmallVector<Type> types = signature.types;
+  // Then the gradients of f32 params and captured tensors: a slab per
+  // thread, summed by the runtime in slot order.
+  size_t firstGradArg = gpukernel::appendGradientBuffers(op, types);
 
   BackwardKernels out;
   for (int phase = 0; phase < 2; ++phase) {
-    int64_t rows = phase == 0 ? rowsFor(op.getHeadDim() +
-                                        op.getValueHeadDim())
-                              : rowsFor(op.getHeadDim());
+    // Scalar kernels: rows whose f32 accumulators fit 40 KiB of static
+    // shared memory.
+    int64_t rows = gpukernel::backwardRows(
+        phase == 0 ? op.getHeadDim() + op.getValueHeadDim() : op.getHeadDim(),
+        40 * 1024);
     // Tensor cores up to head dims of 128 (the accumulators of dK and dV,
     // or dQ, and one tile's S and dP stay in registers); scalar FMAs
     // beyond.
@@ -1035,19 +586,14 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
     OpBuilder body(ctx);
     body.setInsertionPointToStart(&func.getBody().front());
     if (tensorCores) {
-      MmaBackwardBuilder builder(op, outside, other);
-      builder.setFirstGradArg(firstGradArg);
+      MmaBackwardBuilder builder(op, outside, other, firstGradArg);
       if (phase == 0)
         builder.emitKeyKernel(body, func);
       else
         builder.emitQueryKernel(body, func);
     } else {
-      BackwardBuilder builder(op, outside, rows);
-      builder.setFirstGradArg(firstGradArg);
-      if (phase == 0)
-        builder.emitKeyKernel(body, func);
-      else
-        builder.emitQueryKernel(body, func);
+      gpukernel::emitSimtBackward(body, func, op, outside, phase, rows,
+                                  threads, firstGradArg);
     }
     gpu::ReturnOp::create(body, op.getLoc());
     BackwardKernel &k = phase == 0 ? out.keys : out.queries;
