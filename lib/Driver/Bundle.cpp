@@ -332,6 +332,7 @@ addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
     launch.backwardKvRows = g.code.backwardKvRows;
     launch.backwardQThreads = g.code.backwardQThreads;
     launch.backwardQRows = g.code.backwardQRows;
+    launch.backwardGradients = g.code.backwardGradients;
     launch.registers = g.registers;
     k.gpu = std::move(launch);
     kernels.push_back(std::move(k));

@@ -640,6 +640,7 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
     info->backwardQName = kernels->queries.name;
     info->backwardQThreads = kernels->queries.threads;
     info->backwardQRows = kernels->queries.rows;
+    info->backwardGradients = kernels->gradientBuffers;
   }
   if (plan.info.backward && !isAmdTarget(plan.info.target)) {
     mlir::attn::AttentionOp bwd;
@@ -663,6 +664,8 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
     info->backwardQName = kernels->queries.name;
     info->backwardQThreads = kernels->queries.threads;
     info->backwardQRows = kernels->queries.rows;
+    // nvptx::buildGpuBackwardKernels always appends the gradient buffers.
+    info->backwardGradients = true;
   }
   // The NVVM pipeline does not verify its input: catch malformed kernels
   // here rather than as wrong PTX.
@@ -726,6 +729,7 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.backwardKvRows = geometry.backwardKvRows;
   code.backwardQThreads = geometry.backwardQThreads;
   code.backwardQRows = geometry.backwardQRows;
+  code.backwardGradients = geometry.backwardGradients;
   out.info = plan.info;
   std::string error;
   if (isAmdTarget(plan.info.target)) {

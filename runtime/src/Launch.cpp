@@ -1344,14 +1344,16 @@ void runGpuBackward(const detail::KernelState &state, const Tensors &t,
   const detail::GpuCode &code = gpu.gpuCode();
   if (code.backwardKvEntry.empty() || code.backwardQEntry.empty())
     throw Error("", "the kernel's code lacks its backward entry points");
-  // NVIDIA backward kernels take one flat f32 buffer per f32 param and
-  // captured tensor (GpuCode); the others compute dq, dk and dv only.
-  bool gradients = code.chip.rfind("sm_", 0) == 0 && !bp.grads.empty();
+  // Backward kernels that say so (GpuCode::backwardGradients: NVIDIA and
+  // AMD code from this compiler) take one flat f32 buffer per f32 param and
+  // captured tensor; older code computes dq, dk and dv only.
+  bool gradients = code.backwardGradients && !bp.grads.empty();
   if (!g.named.empty() && !gradients)
     throw Error(g.named.front().first,
                 "gradients of params and captured tensors are not computed "
-                "by the " + info.target + " backward yet (it computes dq, "
-                "dk and dv; leave Gradients::named empty)");
+                "by this " + info.target + " kernel's backward (its code "
+                "predates them: recompile it; it computes dq, dk and dv; "
+                "leave Gradients::named empty)");
   const int64_t *sz = bp.launch.sizes;
   auto tiles = [](int64_t n, int64_t rows) { return (n + rows - 1) / rows; };
   std::array<int64_t, 3> grids[2] = {

@@ -277,6 +277,7 @@ Module Module::load(const std::string &path) {
       code.backwardKvRows = k.gpu->backwardKvRows;
       code.backwardQThreads = k.gpu->backwardQThreads;
       code.backwardQRows = k.gpu->backwardQRows;
+      code.backwardGradients = k.gpu->backwardGradients;
       // C++17 evaluates the right side of `=` first: keep the name.
       std::string name = info.name;
       state->kernels[name] =

@@ -461,9 +461,11 @@ KernelInfo kernelInfoFrom(const Field &v) {
 /// manifests and cache records alike; absent without a backward.
 void writeGpuBackward(Json &j, const std::string &kv, const std::string &q,
                       int64_t kvThreads, int64_t kvRows, int64_t qThreads,
-                      int64_t qRows) {
+                      int64_t qRows, bool gradients) {
   if (kv.empty())
     return;
+  if (gradients)
+    j["backward_gradients"] = true;
   j["backward_kv_entry"] = kv;
   j["backward_kv_threads"] = kvThreads;
   j["backward_kv_rows"] = kvRows;
@@ -473,9 +475,11 @@ void writeGpuBackward(Json &j, const std::string &kv, const std::string &q,
 }
 void readGpuBackward(const Field &j, std::string &kv, std::string &q,
                      int64_t &kvThreads, int64_t &kvRows, int64_t &qThreads,
-                     int64_t &qRows) {
+                     int64_t &qRows, bool &gradients) {
   if (!j["backward_kv_entry"].present())
     return;
+  // Absent in code that predates the gradient buffers.
+  gradients = j.booleanOr("backward_gradients", false);
   kv = j["backward_kv_entry"].name();
   kvThreads = j["backward_kv_threads"].integer(1, 1024);
   kvRows = j["backward_kv_rows"].integer(1, 1024);
@@ -523,7 +527,8 @@ std::string writeBundleManifest(const BundleManifest &m) {
       const GpuLaunch &g = *k.gpu;
       writeGpuBackward(v, g.backwardKvEntry, g.backwardQEntry,
                        g.backwardKvThreads, g.backwardKvRows,
-                       g.backwardQThreads, g.backwardQRows);
+                       g.backwardQThreads, g.backwardQRows,
+                       g.backwardGradients);
       v["registers"] = k.gpu->registers;
     }
     kernels.push_back(std::move(v));
@@ -636,7 +641,8 @@ BundleManifest readBundleManifest(std::string_view text,
         }
         readGpuBackward(k, g.backwardKvEntry, g.backwardQEntry,
                         g.backwardKvThreads, g.backwardKvRows,
-                        g.backwardQThreads, g.backwardQRows);
+                        g.backwardQThreads, g.backwardQRows,
+                       g.backwardGradients);
         if (e.info.backward && g.backwardKvEntry.empty())
           k["backward_kv_entry"].fail("a GPU kernel with \"backward\": true "
                                       "needs its backward entries");
@@ -711,7 +717,7 @@ std::string writeCacheRecord(const GpuCacheRecord &r) {
   j["select_entry"] = c.selectEntry;
   writeGpuBackward(j, c.backwardKvEntry, c.backwardQEntry,
                    c.backwardKvThreads, c.backwardKvRows, c.backwardQThreads,
-                   c.backwardQRows);
+                   c.backwardQRows, c.backwardGradients);
   j["binary_checksum"] = r.binaryChecksum;
   j["ptx_checksum"] = r.ptxChecksum;
   j["kernel"] = toJson(r.info);
@@ -762,7 +768,7 @@ GpuCacheRecord readGpuCacheRecord(std::string_view text,
     c.selectEntry = root["select_entry"].str();
     readGpuBackward(root, c.backwardKvEntry, c.backwardQEntry,
                     c.backwardKvThreads, c.backwardKvRows, c.backwardQThreads,
-                    c.backwardQRows);
+                    c.backwardQRows, c.backwardGradients);
     r.binaryChecksum = root["binary_checksum"].name();
     r.ptxChecksum = root["ptx_checksum"].name();
     r.info = kernelInfoFrom(root["kernel"]);

@@ -57,6 +57,7 @@ struct GpuLaunch {
   std::string backwardKvEntry, backwardQEntry;
   int64_t backwardKvThreads = 0, backwardKvRows = 0;
   int64_t backwardQThreads = 0, backwardQRows = 0;
+  bool backwardGradients = false; // detail::GpuCode::backwardGradients
 };
 
 /// One kernel of a bundle: what it expects and where its code is.

@@ -3,13 +3,15 @@
 // Variants compiled with backward for gfx942 (every variant) and gfx90a /
 // gfx950 (a few; bf16 inputs), the forward and then Kernel::backward
 // launched on host tensors through attnrt's HIP launcher on the functional
-// simulator (libattnsim_hip.so), and dq, dk, dv compared with the float64
-// referenceBackward under BackwardTest's bf16 bound: |g - r| <= 3e-2
-// max(1, max |r|) per tensor. Shapes are small and ragged (Sq = 70, Skv =
-// 100 in the causal case: tails in both directions, several workgroups and
-// key tiles). Also: two runs give the same bits, the gradients of params
-// and captured tensors are refused by name, and the code object's metadata
-// reports no spills and no scratch for the backward kernels.
+// simulator (libattnsim_hip.so), and dq, dk, dv and every f32 param's and
+// captured tensor's gradient compared with the float64 referenceBackward
+// under BackwardTest's bf16 bounds: |g - r| <= 3e-2 max(1, max |r|) per
+// tensor for dq, dk, dv and 1e-1 for param and capture gradients. Shapes
+// are small and ragged (Sq = 70, Skv = 100 in the causal case: tails in
+// both directions, several workgroups and key tiles). Also: two runs give
+// the same bits (param and capture gradients included), and the code
+// object's metadata reports no spills and no scratch for the backward
+// kernels.
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
@@ -112,6 +114,8 @@ void useAmdSimulator() {
 struct SimRun {
   std::vector<uint16_t> dq, dk, dv;
   double err[3] = {0, 0, 0};
+  /// Gradients of the f32 params and captured tensors, by name.
+  std::vector<std::pair<std::string, std::vector<float>>> named;
 };
 
 /// Forward and backward of `c` on `target` in the simulator; compares with
@@ -193,6 +197,21 @@ SimRun runOnSimulator(const Case &c, const std::string &target,
   g.dq = TensorRef(r.dq.data(), DType::bf16, t.q.shape);
   g.dk = TensorRef(r.dk.data(), DType::bf16, t.k.shape);
   g.dv = TensorRef(r.dv.data(), DType::bf16, t.v.shape);
+  // Every f32 param's and captured tensor's gradient too.
+  for (size_t i = 0; i < v.params.size(); ++i)
+    if (v.params[i].type == fe::Type::F32)
+      r.named.emplace_back(v.params[i].name, std::vector<float>(1, -7.0f));
+  for (size_t i = 0; i < v.tensors.size(); ++i)
+    r.named.emplace_back(v.tensors[i].name,
+                         std::vector<float>(p.captures[i].values.size(), -7.0f));
+  for (size_t i = 0; i < r.named.size(); ++i) {
+    std::vector<int64_t> shape = {1};
+    for (size_t j = 0; j < v.tensors.size(); ++j)
+      if (v.tensors[j].name == r.named[i].first)
+        shape = p.captures[j].shape;
+    g.named.emplace_back(r.named[i].first,
+                         TensorRef(r.named[i].second.data(), DType::f32, shape));
+  }
   kernel.backwardHost(t, TensorRef(dO.data(), DType::bf16, t.o.shape), g, params);
   if (!compare)
     return r;
@@ -226,9 +245,45 @@ SimRun runOnSimulator(const Case &c, const std::string &target,
         << where << ": got " << fromBf16((*got[i])[where]) << ", reference "
         << (*ref[i])[where];
   }
+  // Param and capture gradients: BackwardTest's bf16 bound, 1e-1.
+  for (const auto &[name, got] : r.named) {
+    const std::vector<double> *wantValues = nullptr;
+    std::vector<double> one;
+    for (size_t j = 0; j < v.params.size(); ++j)
+      if (v.params[j].name == name) {
+        one = {want.dparams[j]};
+        wantValues = &one;
+      }
+    for (size_t j = 0; j < v.tensors.size(); ++j)
+      if (v.tensors[j].name == name)
+        wantValues = &want.dcaptures[j].values;
+    EXPECT_NE(wantValues, nullptr) << name;
+    if (!wantValues)
+      continue;
+    EXPECT_EQ(got.size(), wantValues->size());
+    double scale = 1, err = 0;
+    for (double w : *wantValues)
+      scale = std::max(scale, std::fabs(w));
+    for (size_t j = 0; j < wantValues->size() && j < got.size(); ++j) {
+      double e = std::fabs(double(got[j]) - (*wantValues)[j]);
+      err = std::isnan(e) ? INFINITY : std::max(err, e);
+    }
+    char line[160];
+    std::snprintf(line, sizeof line, " d%s %.2e", name.c_str(), err / scale);
+    report += line;
+    EXPECT_LE(err / scale, 1e-1) << c.name << " on " << target << ": d" << name;
+  }
   std::printf("%s\n", report.c_str());
   return r;
 }
+
+const char *kAlibiParam =
+    "variant alibi_slopes {\n"
+    "  tensor slopes: f32[Hq];\n"
+    "  param bias: f32 = 0.25;\n"
+    "  score(s, b, h, q, kv) = s - slopes[h] * float(q - kv) + bias;\n"
+    "  mask(b, h, q, kv) = kv <= q;\n"
+    "}";
 
 // (A Case's shape must outlive the call: runOnSimulator reads it.)
 std::vector<Case> cases() {
@@ -265,7 +320,8 @@ std::vector<Case> cases() {
                 "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"sinks", "variant sinks {\n"
                 "  tensor sink_logit: f32[Hq];\n"
-                "  sink(h) = sink_logit[h];\n"
+                "  param sb: f32 = 0.3;\n"
+                "  sink(h) = sink_logit[h] + sb;\n"
                 "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"sigmoid", "variant sig {\n  normalize = sigmoid;\n"
                   "  score(s, b, h, q, kv) = s - log(float(Skv));\n}"},
@@ -307,47 +363,46 @@ TEST(AmdBackwardSimChips, Gfx90aAndGfx950MatchReference) {
 }
 
 TEST(AmdBackwardSimDeterminism, TwoRunsAreBitIdentical) {
-  Case c = cases()[1]; // causal, ragged
+  // Ragged (several workgroups and key tiles), with a capture's and a
+  // param's gradient summed over many slabs.
+  Shape ragged;
+  ragged.Sq = 70;
+  ragged.Skv = 100;
+  Case c = {"alibi_ragged", kAlibiParam, ragged};
   SimRun a = runOnSimulator(c, "gfx942", /*compare=*/false);
   SimRun b = runOnSimulator(c, "gfx942", /*compare=*/false);
   EXPECT_EQ(a.dq, b.dq);
   EXPECT_EQ(a.dk, b.dk);
   EXPECT_EQ(a.dv, b.dv);
+  ASSERT_EQ(a.named.size(), 2u);
+  ASSERT_EQ(b.named.size(), 2u);
+  for (size_t i = 0; i < a.named.size(); ++i)
+    EXPECT_EQ(std::memcmp(a.named[i].second.data(), b.named[i].second.data(),
+                          4 * a.named[i].second.size()),
+              0)
+        << a.named[i].first;
 }
 
-TEST(AmdBackwardSimErrors, ParamGradientsAreRefusedByName) {
-  useAmdSimulator();
-  Options o;
-  o.target = "gfx942";
-  o.headDim = 16;
-  o.dtype = "bf16";
-  o.lse = true;
-  o.backward = true;
-  Kernel kernel = jit().compile(
-      "variant s { param cap: f32 = 2.0; score(s, b, h, q, kv) = cap * "
-      "tanh(s / cap); }",
-      o);
-  std::vector<uint16_t> q(16 * 16, toBf16(0.5f)), out(16 * 16), grad(16 * 16);
-  std::vector<float> lse(16), dcap(1);
-  Tensors t;
-  t.q = t.k = t.v = TensorRef(q.data(), DType::bf16, {1, 1, 16, 16});
-  t.o = TensorRef(out.data(), DType::bf16, {1, 1, 16, 16});
-  t.lse = TensorRef(lse.data(), DType::f32, {1, 1, 16});
-  kernel.launchHost(t);
-  Gradients g;
-  g.dq = TensorRef(grad.data(), DType::bf16, {1, 1, 16, 16});
-  std::vector<uint16_t> dk(256), dv(256);
-  g.dk = TensorRef(dk.data(), DType::bf16, {1, 1, 16, 16});
-  g.dv = TensorRef(dv.data(), DType::bf16, {1, 1, 16, 16});
-  g.named.emplace_back("cap", TensorRef(dcap.data(), DType::f32, {1}));
-  try {
-    kernel.backwardHost(t, t.o, g);
-    ADD_FAILURE() << "expected an error naming cap";
-  } catch (const Error &e) {
-    EXPECT_EQ(e.argument(), "cap") << e.what();
-    EXPECT_NE(std::string(e.what()).find("not computed by the gfx942 backward"),
-              std::string::npos)
-        << e.what();
+// Gradients of f32 params and captured tensors (the cases above check
+// softcap's cap, ALiBi's slopes and the sinks' capture and param): a
+// capture and a param in one score, a T5 relative-bias table (several
+// entries per slab) and a param in the scale.
+TEST(AmdBackwardSimGradients, ParamAndCaptureGradientsMatchReference) {
+  std::vector<Case> more = {
+      {"alibi_capture_and_param", kAlibiParam},
+      {"bias_table", "variant t5 {\n"
+                     "  tensor rel: f32[32, Hq];\n"
+                     "  let n = max(q - kv, 0);\n"
+                     "  score(s, b, h, q, kv) = s + rel[min(n, 31), h];\n"
+                     "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"scale_param", "variant scaled {\n"
+                      "  param n_train: f32 = 4096.0;\n"
+                      "  scale = sqrt(log(float(Skv)) / log(n_train) / "
+                      "float(D));\n}"},
+  };
+  for (const Case &c : more) {
+    SimRun r = runOnSimulator(c, "gfx942");
+    EXPECT_FALSE(r.named.empty()) << c.name;
   }
 }
 

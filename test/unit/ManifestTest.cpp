@@ -633,6 +633,26 @@ TEST(Manifest, CacheRecordsRoundTrip) {
   EXPECT_TRUE(rg.code.binary.empty());
   expectSameInfo(rg.info, g.info);
 
+  // Backward kernels, and whether they take the param/capture gradient
+  // buffers: records without the flag (older code) read as "no".
+  g.code.backwardKvEntry = "attn_gpu_hopper_bwd_kv";
+  g.code.backwardQEntry = "attn_gpu_hopper_bwd_q";
+  g.code.backwardKvThreads = g.code.backwardQThreads = 64;
+  g.code.backwardKvRows = g.code.backwardQRows = 64;
+  g.code.backwardGradients = true;
+  text = manifest::writeCacheRecord(g);
+  rg = manifest::readGpuCacheRecord(text, "k.json");
+  EXPECT_EQ(manifest::writeCacheRecord(rg), text);
+  EXPECT_TRUE(rg.code.backwardGradients);
+  const std::string flag = "\"backward_gradients\": true, ";
+  size_t at = text.find(flag);
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string older = text;
+  older.erase(at, flag.size());
+  rg = manifest::readGpuCacheRecord(older, "k.json");
+  EXPECT_EQ(rg.code.backwardKvEntry, "attn_gpu_hopper_bwd_kv");
+  EXPECT_FALSE(rg.code.backwardGradients);
+
   // A CPU record is not a GPU one, a newer format is named, and JSON that
   // is not a record says which field is wrong.
   try {

@@ -735,5 +735,8 @@ rocm::buildGpuBackwardKernels(ModuleOp host, AttentionOp op, StringRef name,
   // wave (its other lanes idle either way), and the accumulators ([threads,
   // D + Dv] f32) stay within the 64 KiB of LDS at D = Dv = 128.
   bwd.minThreads = 1;
+  // The gradients of f32 params and captured tensors: a slab per thread,
+  // summed by the runtime (GpuCode::backwardGradients).
+  bwd.gradients = true;
   return buildBackwardKernels(host, op, name, bwd, error);
 }

@@ -15,10 +15,11 @@
 //
 // Per entry, as the CPU backward: s = q . k, t = s * scale, u = score(t),
 // kept by the bounds and (PARTIAL tiles only) the mask, p and du from the
-// forward's lse through normalizerAdjoint, dt = score_grad(t, .., du) with
-// its accumulate_grads dropped (gradients of params and captured tensors
-// are CPU-only so far), dS = dt * scale; rows whose lse is -inf have no
-// mass and give p = du = 0.
+// forward's lse through normalizerAdjoint, dt = score_grad(t, .., du) (its
+// accumulate_grads, the gradients of f32 params and captured tensors, go to
+// the thread's slabs of the gradient buffers where the target asks for them,
+// and are dropped otherwise), dS = dt * scale; rows whose lse is -inf have
+// no mass and give p = du = 0.
 //
 // Scalar f32 FMAs per thread, q, k, v, o and dO read from global memory
 // (the caches serve the reuse): the functional version every target can
@@ -223,14 +224,20 @@ void BackwardBase::setUpGradients(OpBuilder &b, gpu::GPUFuncOp func,
   if (next >= func.getFunctionType().getNumInputs())
     return;
   // The thread's slot: (linear CTA) x threads + thread; its slab of each
-  // buffer is slot x elements .. + elements.
+  // buffer is slot x elements .. + elements. The grid is the launch's
+  // (ceil(S / rows), heads, B) of this phase, from the operands' sizes
+  // (AMD's grid_dim would call the device library).
+  Value seq = keyPhase ? seqKV : seqQ;
+  Value gridDims[2] = {
+      arith::DivUIOp::create(
+          b, loc, arith::AddIOp::create(b, loc, seq, cIdx(b, rows - 1)),
+          cIdx(b, rows)),
+      keyPhase ? headsKV : headsQ};
   Value linear = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
-  for (auto [dim, id] : {std::pair{gpu::Dimension::y, gpu::Dimension::y},
-                         std::pair{gpu::Dimension::x, gpu::Dimension::x}})
+  for (auto [grid, id] : {std::pair{gridDims[1], gpu::Dimension::y},
+                          std::pair{gridDims[0], gpu::Dimension::x}})
     linear = arith::AddIOp::create(
-        b, loc,
-        arith::MulIOp::create(b, loc, linear,
-                              gpu::GridDimOp::create(b, loc, dim)),
+        b, loc, arith::MulIOp::create(b, loc, linear, grid),
         gpu::BlockIdOp::create(b, loc, id));
   slot = arith::AddIOp::create(
       b, loc, arith::MulIOp::create(b, loc, linear, cIdx(b, threads)), tid);
@@ -492,8 +499,15 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
   b.setInsertionPointToEnd(&gpuModule.getBodyRegion().front());
 
   KernelSignature signature = backwardSignature(op);
+  // Then, where the target asks for them, the gradients of f32 params and
+  // captured tensors: a slab per thread, summed by the runtime in slot
+  // order.
+  std::optional<size_t> firstGradArg;
+  if (cfg.gradients)
+    firstGradArg = appendGradientBuffers(op, signature.types);
 
   BackwardKernels out;
+  out.gradientBuffers = cfg.gradients;
   for (int phase = 0; phase < 2; ++phase) {
     int64_t width = phase == 0 ? op.getHeadDim() + op.getValueHeadDim()
                                : op.getHeadDim();
@@ -508,7 +522,8 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
       cfg.decorate(func, threads);
     OpBuilder body(ctx);
     body.setInsertionPointToStart(&func.getBody().front());
-    emitSimtBackward(body, func, op, outside, phase, rows, threads);
+    emitSimtBackward(body, func, op, outside, phase, rows, threads,
+                     firstGradArg);
     gpu::ReturnOp::create(body, op.getLoc());
     BackwardKernel &k = phase == 0 ? out.keys : out.queries;
     k.name = fname;

@@ -27,6 +27,9 @@ struct BackwardKernel {
 };
 struct BackwardKernels {
   BackwardKernel keys, queries;
+  /// Both kernels take the gradient buffers of appendGradientBuffers after
+  /// dv (detail::GpuCode::backwardGradients).
+  bool gradientBuffers = false;
 };
 
 /// What the targets' backward kernels differ in.
@@ -42,6 +45,9 @@ struct BackwardConfig {
   /// Adds the target's attributes to each kernel (launch bounds) given its
   /// thread count; may be empty.
   std::function<void(gpu::GPUFuncOp, int32_t threads)> decorate;
+  /// The kernels take the gradient buffers of appendGradientBuffers after
+  /// dv and compute the gradients of f32 params and captured tensors.
+  bool gradients = false;
 };
 
 /// The backward kernels' operands: q, k, v, o, [lse], params...,
@@ -163,10 +169,11 @@ size_t appendGradientBuffers(AttentionOp op, SmallVector<Type> &types);
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
 /// gpu.module @attn_gpu the target's forward made in `host`:
 /// `<name>_bwd_kv(q, k, v, o, [lse], params..., captures..., do, dq, dk,
-/// dv)` over grid (ceil(Skv / rows), Hkv, B) writing dk and dv, and
-/// `<name>_bwd_q(same)` over grid (ceil(Sq / rows), Hq, B) writing dq; the
-/// gradients of params and captured tensors are not computed
-/// (docs/backward.md).
+/// dv[, gradient buffers...])` over grid (ceil(Skv / rows), Hkv, B)
+/// writing dk and dv, and `<name>_bwd_q(same)` over grid (ceil(Sq / rows),
+/// Hq, B) writing dq; with cfg.gradients, both also add the gradients of
+/// f32 params and captured tensors to their threads' slabs
+/// (appendGradientBuffers; docs/backward.md).
 FailureOr<BackwardKernels> buildBackwardKernels(ModuleOp host, AttentionOp op,
                                                 StringRef name,
                                                 const BackwardConfig &cfg,

@@ -47,11 +47,15 @@ struct KernelInfo {
   /// select: the pre-pass kernels launched before this one (see
   /// buildSelectKernels).
   std::string selectPoolName, selectName;
-  /// Compiled with backward (NVIDIA so far): the two backward kernels (see
-  /// nvptx::buildGpuBackwardKernels), their threads and rows per CTA.
+  /// Compiled with backward: the two backward kernels (see
+  /// nvptx::buildGpuBackwardKernels, rocm::buildGpuBackwardKernels), their
+  /// threads and rows per CTA.
   std::string backwardKvName, backwardQName;
   int64_t backwardKvThreads = 0, backwardKvRows = 0;
   int64_t backwardQThreads = 0, backwardQRows = 0;
+  /// The backward kernels take the param/capture gradient buffers
+  /// (gpukernel::appendGradientBuffers) after dv.
+  bool backwardGradients = false;
 };
 
 /// Threads per block of the split-KV merge kernel.

@@ -384,12 +384,17 @@ struct GpuCode {
   /// select: the pre-pass (pool the keys, then choose the kept blocks)
   /// launched before the kernel; empty without select.
   std::string selectPoolEntry, selectEntry;
-  /// Kernels compiled with backward (KernelInfo::backward, NVIDIA): dk and
+  /// Kernels compiled with backward (KernelInfo::backward): dk and
   /// dv over (ceil(Skv / backwardKvRows), Hkv, B), then dq over
   /// (ceil(Sq / backwardQRows), Hq, B); empty otherwise.
   std::string backwardKvEntry, backwardQEntry;
   int64_t backwardKvThreads = 0, backwardKvRows = 0;
   int64_t backwardQThreads = 0, backwardQRows = 0;
+  /// The backward kernels take one flat f32 buffer per f32 param and f32
+  /// captured tensor after dv (a slab per thread, summed by the runtime):
+  /// the gradients of params and captured tensors. False for code that
+  /// predates the flag.
+  bool backwardGradients = false;
 };
 
 /// Builds a kernel around GPU code, launched through the CUDA driver
