@@ -33,6 +33,7 @@
 #include "lib/Frontend/Eval.h"
 #include "test/reference/ReferenceBackward.h"
 #include "test/numerics/Catalog.h"
+#include "test/support/BackwardSim.h"
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
@@ -321,41 +322,10 @@ struct Shape {
   int64_t blockQ = 16, blockKV = 16;
 };
 
-/// Sizes and params for the dimensions of captured tensors.
-class DimEnv : public fe::EvalEnv {
-public:
-  DimEnv(const fe::Variant &v, const ref::RefProblem &p) : v(v), p(p) {}
-  fe::Scalar index(fe::IndexVar) override { return fe::Scalar::ofInt(0); }
-  fe::Scalar size(fe::SizeVar sv) override {
-    int64_t values[] = {p.B, p.Hq, p.Hkv, p.Sq, p.Skv, p.D, p.Dv};
-    return fe::Scalar::ofInt(int32_t(values[int(sv)]));
-  }
-  fe::Scalar param(int i) override {
-    return v.params[i].type == fe::Type::I32
-               ? fe::Scalar::ofInt(int32_t(p.params[i]))
-               : fe::Scalar::ofFloat(p.params[i]);
-  }
-  fe::Scalar tensorElement(int, const std::vector<int32_t> &) override {
-    return fe::Scalar::ofInt(0);
-  }
-  fe::Scalar let(int) override { return fe::Scalar::ofInt(0); }
-
-private:
-  const fe::Variant &v;
-  const ref::RefProblem &p;
-};
-
-uint16_t toBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  return uint16_t((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-}
-float fromBf16(uint16_t b) {
-  uint32_t bits = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// Capture dims and bf16 conversions: test/support/BackwardSim.h.
+using attn::testing::DimEnv;
+using attn::testing::fromBf16;
+using attn::testing::toBf16;
 
 /// A host tensor in f32 or bf16 (bit patterns) with its values as doubles.
 struct Host {

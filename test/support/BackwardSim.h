@@ -1,0 +1,342 @@
+//===- BackwardSim.h - backward kernels on a simulator vs the reference ---===//
+//
+// What the NVIDIA and AMD simulator tests of the backward share: bf16
+// helpers, sizes for captured tensors' dimensions, and one run of a
+// variant's forward and backward (Kernel::backwardHost) on the GPU
+// simulator the caller opted into, compared with referenceBackward.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_TEST_SUPPORT_BACKWARDSIM_H
+#define ATTN_TEST_SUPPORT_BACKWARDSIM_H
+
+#include "attn/jit.h"
+#include "attn/runtime.h"
+#include "lib/Driver/Compiler.h"
+#include "lib/Frontend/Eval.h"
+#include "test/reference/ReferenceBackward.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace attn::testing {
+
+inline uint16_t toBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return uint16_t((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+inline float fromBf16(uint16_t b) {
+  uint32_t bits = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+struct Shape {
+  int64_t B = 1, Hq = 2, Hkv = 2, Sq = 37, Skv = 53, D = 32, Dv = 32;
+};
+
+struct Case {
+  const char *name;
+  const char *source;
+  Shape shape = {};
+};
+
+/// bf16 values in (-1, 1); `values` gets what the kernel reads.
+inline std::vector<uint16_t> randomBf16(int64_t n, std::mt19937 &rng,
+                                 std::vector<double> &values) {
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<uint16_t> x(n);
+  values.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = toBf16(uni(rng));
+    values[i] = fromBf16(x[i]);
+  }
+  return x;
+}
+
+/// Capture dims for the reference: sizes and params.
+class DimEnv : public fe::EvalEnv {
+public:
+  DimEnv(const fe::Variant &v, const ref::RefProblem &p) : v(v), p(p) {}
+  fe::Scalar index(fe::IndexVar) override { return fe::Scalar::ofInt(0); }
+  fe::Scalar size(fe::SizeVar sv) override {
+    int64_t values[] = {p.B, p.Hq, p.Hkv, p.Sq, p.Skv, p.D, p.Dv};
+    return fe::Scalar::ofInt(int32_t(values[int(sv)]));
+  }
+  fe::Scalar param(int i) override {
+    return v.params[i].type == fe::Type::I32
+               ? fe::Scalar::ofInt(int32_t(p.params[i]))
+               : fe::Scalar::ofFloat(p.params[i]);
+  }
+  fe::Scalar tensorElement(int, const std::vector<int32_t> &) override {
+    return fe::Scalar::ofInt(0);
+  }
+  fe::Scalar let(int) override { return fe::Scalar::ofInt(0); }
+
+private:
+  const fe::Variant &v;
+  const ref::RefProblem &p;
+};
+
+
+/// One Jit for every run of a test binary (kernels are cached in it).
+inline Jit &simJit() {
+  static Jit j;
+  return j;
+}
+
+struct SimRun {
+  std::vector<uint16_t> dq, dk, dv;
+  double err[3] = {0, 0, 0};
+  /// Gradients of the f32 params and captured tensors, by name.
+  std::vector<std::pair<std::string, std::vector<float>>> named;
+};
+
+/// Forward and backward of `c` on `target` in the simulator the caller
+/// opted into (bf16 inputs, random data, every f32 param's and captured
+/// tensor's gradient asked for); compares with the float64 reference when
+/// `compare`: |g - r| <= 3e-2 max(1, max |r|) per tensor for dq, dk, dv and
+/// 1e-1 for param and capture gradients (BackwardTest's bf16 bounds).
+inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
+                                     bool compare = true) {
+  const char *label = "<backward-sim-test>";
+  driver::Source src(c.source, label);
+  const fe::Variant &v = src.program.variants.at(0);
+  const Shape &sh = c.shape;
+  ref::RefProblem p;
+  p.B = sh.B, p.Hq = sh.Hq, p.Hkv = sh.Hkv, p.Sq = sh.Sq, p.Skv = sh.Skv;
+  p.D = sh.D, p.Dv = sh.Dv;
+  std::mt19937 rng(1234);
+  auto q = randomBf16(sh.B * sh.Hq * sh.Sq * sh.D, rng, p.q);
+  auto k = randomBf16(sh.B * sh.Hkv * sh.Skv * sh.D, rng, p.k);
+  auto vv = randomBf16(sh.B * sh.Hkv * sh.Skv * sh.Dv, rng, p.v);
+  Params params;
+  for (const fe::ParamDecl &d : v.params) {
+    double value = d.defaultValue ? *d.defaultValue : 0.0;
+    if (d.type == fe::Type::F32)
+      value = double(float(value));
+    p.params.push_back(value);
+    if (d.type == fe::Type::I32)
+      params.emplace_back(d.name, int64_t(value));
+    else
+      params.emplace_back(d.name, value);
+  }
+  std::vector<std::vector<float>> captures;
+  captures.reserve(v.tensors.size());
+  DimEnv env(v, p);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (const fe::TensorDecl &t : v.tensors) {
+    EXPECT_EQ(t.dtype, fe::DType::F32) << "the test makes f32 tensors";
+    ref::RefTensor rt;
+    int64_t n = 1;
+    for (const fe::ExprPtr &d : t.dims) {
+      rt.shape.push_back(fe::evaluate(*d, v, env).i);
+      n *= rt.shape.back();
+    }
+    captures.emplace_back(n);
+    for (int64_t i = 0; i < n; ++i) {
+      captures.back()[i] = uni(rng);
+      rt.values.push_back(captures.back()[i]);
+    }
+    params.emplace_back(t.name,
+                        TensorRef(captures.back().data(), DType::f32, rt.shape));
+    p.captures.push_back(std::move(rt));
+  }
+  std::vector<double> dout;
+  auto dO = randomBf16(sh.B * sh.Hq * sh.Sq * sh.Dv, rng, dout);
+
+  Options o;
+  o.target = target;
+  o.headDim = sh.D;
+  o.valueHeadDim = sh.Dv;
+  o.dtype = "bf16";
+  o.lse = v.hasRowSum();
+  o.backward = true;
+  Kernel kernel = simJit().compile(c.source, o, label);
+  EXPECT_TRUE(kernel.info().backward);
+
+  std::vector<uint16_t> out(sh.B * sh.Hq * sh.Sq * sh.Dv);
+  std::vector<float> lse(sh.B * sh.Hq * sh.Sq);
+  Tensors t;
+  t.q = TensorRef(q.data(), DType::bf16, {sh.B, sh.Hq, sh.Sq, sh.D});
+  t.k = TensorRef(k.data(), DType::bf16, {sh.B, sh.Hkv, sh.Skv, sh.D});
+  t.v = TensorRef(vv.data(), DType::bf16, {sh.B, sh.Hkv, sh.Skv, sh.Dv});
+  t.o = TensorRef(out.data(), DType::bf16, {sh.B, sh.Hq, sh.Sq, sh.Dv});
+  if (o.lse)
+    t.lse = TensorRef(lse.data(), DType::f32, {sh.B, sh.Hq, sh.Sq});
+  kernel.launchHost(t, params);
+
+  SimRun r;
+  r.dq.assign(q.size(), 0xdead);
+  r.dk.assign(k.size(), 0xdead);
+  r.dv.assign(vv.size(), 0xdead);
+  Gradients g;
+  g.dq = TensorRef(r.dq.data(), DType::bf16, t.q.shape);
+  g.dk = TensorRef(r.dk.data(), DType::bf16, t.k.shape);
+  g.dv = TensorRef(r.dv.data(), DType::bf16, t.v.shape);
+  // Every f32 param's and captured tensor's gradient too.
+  for (size_t i = 0; i < v.params.size(); ++i)
+    if (v.params[i].type == fe::Type::F32)
+      r.named.emplace_back(v.params[i].name, std::vector<float>(1, -7.0f));
+  for (size_t i = 0; i < v.tensors.size(); ++i)
+    r.named.emplace_back(v.tensors[i].name,
+                         std::vector<float>(p.captures[i].values.size(), -7.0f));
+  for (size_t i = 0; i < r.named.size(); ++i) {
+    std::vector<int64_t> shape = {1};
+    for (size_t j = 0; j < v.tensors.size(); ++j)
+      if (v.tensors[j].name == r.named[i].first)
+        shape = p.captures[j].shape;
+    g.named.emplace_back(r.named[i].first,
+                         TensorRef(r.named[i].second.data(), DType::f32, shape));
+  }
+  kernel.backwardHost(t, TensorRef(dO.data(), DType::bf16, t.o.shape), g, params);
+  if (!compare)
+    return r;
+
+  ref::RefGradients want = ref::referenceBackward(v, p, dout);
+  const char *names[3] = {"dq", "dk", "dv"};
+  const std::vector<uint16_t> *got[3] = {&r.dq, &r.dk, &r.dv};
+  const std::vector<double> *ref[3] = {&want.dq, &want.dk, &want.dv};
+  std::string report = std::string(c.name) + " " + target + ":";
+  for (int i = 0; i < 3; ++i) {
+    double scale = 1, err = 0;
+    size_t where = 0;
+    for (double w : *ref[i])
+      scale = std::max(scale, std::fabs(w));
+    EXPECT_EQ(got[i]->size(), ref[i]->size());
+    if (got[i]->size() != ref[i]->size())
+      continue;
+    for (size_t j = 0; j < ref[i]->size(); ++j) {
+      double e = std::fabs(double(fromBf16((*got[i])[j])) - (*ref[i])[j]);
+      if (!(e <= err)) { // NaN counts as the worst
+        err = std::isnan(e) ? INFINITY : e;
+        where = j;
+      }
+    }
+    r.err[i] = err / scale;
+    char line[160];
+    std::snprintf(line, sizeof line, " %s %.2e", names[i], r.err[i]);
+    report += line;
+    EXPECT_LE(r.err[i], 3e-2)
+        << c.name << " on " << target << ": " << names[i] << " at element "
+        << where << ": got " << fromBf16((*got[i])[where]) << ", reference "
+        << (*ref[i])[where];
+  }
+  // Param and capture gradients: BackwardTest's bf16 bound, 1e-1.
+  for (const auto &[name, got] : r.named) {
+    const std::vector<double> *wantValues = nullptr;
+    std::vector<double> one;
+    for (size_t j = 0; j < v.params.size(); ++j)
+      if (v.params[j].name == name) {
+        one = {want.dparams[j]};
+        wantValues = &one;
+      }
+    for (size_t j = 0; j < v.tensors.size(); ++j)
+      if (v.tensors[j].name == name)
+        wantValues = &want.dcaptures[j].values;
+    EXPECT_NE(wantValues, nullptr) << name;
+    if (!wantValues)
+      continue;
+    EXPECT_EQ(got.size(), wantValues->size());
+    double scale = 1, err = 0;
+    for (double w : *wantValues)
+      scale = std::max(scale, std::fabs(w));
+    for (size_t j = 0; j < wantValues->size() && j < got.size(); ++j) {
+      double e = std::fabs(double(got[j]) - (*wantValues)[j]);
+      err = std::isnan(e) ? INFINITY : std::max(err, e);
+    }
+    char line[160];
+    std::snprintf(line, sizeof line, " d%s %.2e", name.c_str(), err / scale);
+    report += line;
+    EXPECT_LE(err / scale, 1e-1) << c.name << " on " << target << ": d" << name;
+  }
+  std::printf("%s\n", report.c_str());
+  return r;
+}
+
+inline const char *kAlibiParam =
+    "variant alibi_slopes {\n"
+    "  tensor slopes: f32[Hq];\n"
+    "  param bias: f32 = 0.25;\n"
+    "  score(s, b, h, q, kv) = s - slopes[h] * float(q - kv) + bias;\n"
+    "  mask(b, h, q, kv) = kv <= q;\n"
+    "}";
+
+// (A Case's shape must outlive the call: runOnSimulator reads it.)
+/// The variants both vendors' backward tests run: every normalizer, masks
+/// and tails (Sq = 70, Skv = 100), GQA, Dv != D, D = 64, sinks, params and
+/// captured tensors read by the score and the scale.
+inline std::vector<Case> backwardSimCases() {
+  Shape ragged;
+  ragged.Sq = 70;
+  ragged.Skv = 100;
+  Shape gqa;
+  gqa.Hq = 4;
+  gqa.Hkv = 1;
+  Shape dv;
+  dv.Dv = 16;
+  Shape wide;
+  wide.D = 64;
+  wide.Dv = 64;
+  wide.Sq = 20;
+  wide.Skv = 24;
+  return {
+      {"dense", "variant dense {}"},
+      {"causal_ragged",
+       "variant causal {\n  mask(b, h, q, kv) = kv <= q + (Skv - Sq);\n}",
+       ragged},
+      {"gqa", "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}", gqa},
+      {"sliding_window", "variant sliding {\n"
+                         "  param window: i32 = 9;\n"
+                         "  mask(b, h, q, kv) = kv <= q && q - kv < window;\n"
+                         "}"},
+      {"softcap", "variant softcap {\n"
+                  "  param cap: f32 = 1.5;\n"
+                  "  score(s, b, h, q, kv) = cap * tanh(s / cap);\n"
+                  "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"alibi", "variant alibi {\n"
+                "  tensor slopes: f32[Hq];\n"
+                "  score(s, b, h, q, kv) = s - slopes[h] * float(q - kv);\n"
+                "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"sinks", "variant sinks {\n"
+                "  tensor sink_logit: f32[Hq];\n"
+                "  param sb: f32 = 0.3;\n"
+                "  sink(h) = sink_logit[h] + sb;\n"
+                "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"alibi_capture_and_param", kAlibiParam},
+      {"bias_table", "variant t5 {\n"
+                     "  tensor rel: f32[32, Hq];\n"
+                     "  let n = max(q - kv, 0);\n"
+                     "  score(s, b, h, q, kv) = s + rel[min(n, 31), h];\n"
+                     "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"scale_param", "variant scaled {\n"
+                      "  param n_train: f32 = 4096.0;\n"
+                      "  scale = sqrt(log(float(Skv)) / log(n_train) / "
+                      "float(D));\n}"},
+      {"sigmoid", "variant sig {\n  normalize = sigmoid;\n"
+                  "  score(s, b, h, q, kv) = s - log(float(Skv));\n}"},
+      {"softplus", "variant sp {\n  normalize = softplus;\n"
+                   "  score(s, b, h, q, kv) = log(float(q + 2)) * s;\n"
+                   "  mask(b, h, q, kv) = kv <= q;\n}"},
+      {"relu2", "variant r2 {\n  normalize = relu2;\n"
+                "  score(s, b, h, q, kv) = s / float(Skv);\n}"},
+      {"value_head_dim",
+       "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}", dv},
+      {"head_dim_64", "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}",
+       wide},
+      {"fully_masked_rows",
+       "variant holes {\n"
+       "  mask(b, h, q, kv) = kv <= q && q != 3 && q / 16 != 1;\n}"},
+  };
+}
+
+} // namespace attn::testing
+
+#endif // ATTN_TEST_SUPPORT_BACKWARDSIM_H
