@@ -472,20 +472,19 @@ KernelSignature gpukernel::backwardSignature(AttentionOp op) {
   return s;
 }
 
-FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
-    ModuleOp host, AttentionOp op, StringRef name, const BackwardConfig &cfg,
-    std::string &error) {
+FailureOr<gpu::GPUModuleOp>
+gpukernel::prepareBackwardBuild(ModuleOp host, AttentionOp op, StringRef units,
+                                std::string &error) {
   if (!op.isBackward()) {
     error = "internal: expected a backward attention op";
     return failure();
   }
-  if (failed(checkSupported(op, cfg.units, error)))
+  if (failed(checkSupported(op, units, error)))
     return failure();
   if (failed(differentiate(op))) {
     error = "differentiating the variant failed";
     return failure();
   }
-  MLIRContext *ctx = op.getContext();
   gpu::GPUModuleOp gpuModule;
   host.walk([&](gpu::GPUModuleOp m) {
     if (m.getName() == "attn_gpu")
@@ -495,8 +494,19 @@ FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
     error = "internal: build the forward kernel before the backward's";
     return failure();
   }
+  return gpuModule;
+}
+
+FailureOr<BackwardKernels> gpukernel::buildBackwardKernels(
+    ModuleOp host, AttentionOp op, StringRef name, const BackwardConfig &cfg,
+    std::string &error) {
+  FailureOr<gpu::GPUModuleOp> gpuModule =
+      prepareBackwardBuild(host, op, cfg.units, error);
+  if (failed(gpuModule))
+    return failure();
+  MLIRContext *ctx = op.getContext();
   OpBuilder b(ctx);
-  b.setInsertionPointToEnd(&gpuModule.getBodyRegion().front());
+  b.setInsertionPointToEnd(&gpuModule->getBodyRegion().front());
 
   KernelSignature signature = backwardSignature(op);
   // Then, where the target asks for them, the gradients of f32 params and

@@ -54,6 +54,14 @@ struct BackwardConfig {
 /// captures..., do, dq, dk, dv.
 KernelSignature backwardSignature(AttentionOp op);
 
+/// What every backward builder does first: checks that `op` is a backward
+/// op the target's `units` support, differentiates it, and finds the
+/// gpu.module the forward kernel was built in (where the backward kernels
+/// go). Fails with `error` set.
+FailureOr<gpu::GPUModuleOp> prepareBackwardBuild(ModuleOp host, AttentionOp op,
+                                                 StringRef units,
+                                                 std::string &error);
+
 /// The backward's per-CTA set-up and per-entry math, for the targets'
 /// backward builders (the SIMT one in GpuBackward.cpp; matrix-unit ones
 /// call entry() on their fragments' elements).

@@ -527,28 +527,13 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
                                            StringRef name,
                                            const KernelConfig &cfg,
                                            std::string &error) {
-  if (!op.isBackward()) {
-    error = "internal: expected a backward attention op";
+  FailureOr<gpu::GPUModuleOp> gpuModule =
+      gpukernel::prepareBackwardBuild(host, op, "tensor cores", error);
+  if (failed(gpuModule))
     return failure();
-  }
-  if (failed(gpukernel::checkSupported(op, "tensor cores", error)))
-    return failure();
-  if (failed(differentiate(op))) {
-    error = "differentiating the variant failed";
-    return failure();
-  }
   MLIRContext *ctx = op.getContext();
-  gpu::GPUModuleOp gpuModule;
-  host.walk([&](gpu::GPUModuleOp m) {
-    if (m.getName() == "attn_gpu")
-      gpuModule = m;
-  });
-  if (!gpuModule) {
-    error = "internal: build the forward kernel before the backward's";
-    return failure();
-  }
   OpBuilder b(ctx);
-  b.setInsertionPointToEnd(&gpuModule.getBodyRegion().front());
+  b.setInsertionPointToEnd(&gpuModule->getBodyRegion().front());
 
   gpukernel::KernelSignature signature = gpukernel::backwardSignature(op);
   SmallVector<Value> opValues = signature.opValues;
