@@ -2922,6 +2922,13 @@ def self_test_backward():
     expect(all(BY_NAME[b.catalog].flex for b in BACKWARD)
            and not check_catalog(), "flex expresses every backward row")
     q = parse_args(["--quick"])
+    sm = parse_args(["--smoke"])
+    expect(sm.quick and sm.no_flex and (sm.iters, sm.warmup) == (1, 0)
+           and plan_backward(sm, bspecs) == jobs[:len(BACKWARD)]
+           and "--no-flex" in forwarded(sm, None)
+           and "--quick" in forwarded(sm, None)
+           and parse_args(["--smoke", "--iters", "2"]).iters == 2,
+           "--smoke: tiny shapes, attnc's jobs only, one launch")
     expect(backward_placeholder("causal_bwd", q)["S"] == QUICK_SHAPE[2]
            and backward_placeholder("causal_bwd", a)["S"]
            == DEFAULT_SHAPE[2] and backward_placeholder(
@@ -3065,6 +3072,11 @@ def make_parser():
                    "of dq, dk or dv exceeds this")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few iterations: a smoke run")
+    p.add_argument("--smoke", action="store_true",
+                   help="correctness first: --quick's tiny shapes, attnc's "
+                   "kernels (and SDPA) checked against the reference with "
+                   "one timed launch each, no flex; run.sh runs it before "
+                   "the timed table")
     p.add_argument("--shape", help="B,H,S for every catalog variant")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--arch", default="sm_90a",
@@ -3108,6 +3120,17 @@ def parse_args(argv=None):
     a = make_parser().parse_args(argv)
     if a.no_cpasync:
         a.cpasync_bundles = ""
+    if a.smoke:
+        # Seconds per variant: what a smoke run proves is that every kernel
+        # loads, runs and matches the reference, not how fast it is.
+        a.quick = True
+        a.no_flex = True
+        for name in ("iters", "decode_iters"):
+            if getattr(a, name) is None:
+                setattr(a, name, 1)
+        for name in ("warmup", "decode_warmup"):
+            if getattr(a, name) is None:
+                setattr(a, name, 0)
     if a.iters is None:
         a.iters = 3 if a.quick else 20
     if a.warmup is None:

@@ -8,7 +8,7 @@
 #
 #   bash bench/gpu/prepare.sh
 #   ATTNC=/path/to/attnc ATTNRT_LIB=/path/to/libattnrt.so bash bench/gpu/prepare.sh
-#   TARGETS="sm_90a" HEAD_DIMS="64 128" bash bench/gpu/prepare.sh
+#   TARGETS="sm_90a sm_80" HEAD_DIMS="64 128" bash bench/gpu/prepare.sh
 #
 # The variants are bench.py's catalog (`bench.py --bundles`). The decode
 # section's bundles (`bench.py --decode-bundles`: bf16 K/V with split-KV
@@ -25,7 +25,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ATTNC=${ATTNC:-build/bin/attnc}
 ATTNRT_LIB=${ATTNRT_LIB:-build/runtime/libattnrt.so}
-TARGETS=${TARGETS:-sm_90a sm_80}
+# The GPUs lent to this project are Hoppers (H100, H200): sm_90a by default
+# keeps the prepare step and the carried folder small; an Ampere or other
+# card needs TARGETS="sm_80" (run.sh says so when its bundles are missing).
+TARGETS=${TARGETS:-sm_90a}
 HEAD_DIMS=${HEAD_DIMS:-128}
 JOBS=${JOBS:-$(nproc)}
 OUT=bench/gpu/out

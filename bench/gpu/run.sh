@@ -2,8 +2,9 @@
 # The GPU benchmark, one command on the GPU machine, from the repository root
 # (Python with torch >= 2.5 and Triton; no LLVM/MLIR needed):
 #
-#   bash bench/gpu/run.sh                 # the full table, under 10 minutes
-#   bash bench/gpu/run.sh --quick         # tiny shapes: a smoke run
+#   bash bench/gpu/run.sh                 # smoke run, then the full table: 9 minutes
+#   bash bench/gpu/run.sh --quick         # tiny shapes, timed: a quick run
+#   bash bench/gpu/run.sh --smoke         # correctness only, tiny shapes (< 1 minute)
 #   bash bench/gpu/run.sh --only dense,causal,dense_16k
 #   bash bench/gpu/run.sh --only-decode   # the decode section only (~1 minute)
 #   bash bench/gpu/run.sh --only-backward # the backward section only (~2 minutes)
@@ -47,10 +48,40 @@ case $CC in
        fi ;;
   *) ARCH=sm_80 ;;
 esac
+if [ ! -d "$PREP/bundles/$ARCH" ]; then
+  echo "run.sh: no $PREP/bundles/$ARCH for this compute capability $CC GPU: run TARGETS=\"$ARCH\" bash bench/gpu/prepare.sh where attnc is built (its default is sm_90a only), then carry $PREP" >&2
+  exit 1
+fi
 echo "== GPU compute capability $CC: $ARCH${CPASYNC:+ (TMA) and $CPASYNC} bundles; $(tr '\n' ';' < "$PREP/PREPARED")"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>/dev/null || true
 
 export ATTNRT_LIB=$PWD/$PREP/libattnrt.so
-"$PY" bench/gpu/bench.py --arch "$ARCH" ${CPASYNC:+--cpasync-bundles "$CPASYNC"} \
-  --prepared "$PREP" --out "$RESULTS" --budget-s "${BUDGET_S:-540}" "$@" 2>&1 \
-  | tee "$RESULTS/log.txt"
+BUDGET=${BUDGET_S:-540}
+bench() { # out folder, budget, flags...
+  local out=$1 budget=$2; shift 2
+  mkdir -p "$out"
+  "$PY" bench/gpu/bench.py --arch "$ARCH" ${CPASYNC:+--cpasync-bundles "$CPASYNC"} \
+    --prepared "$PREP" --out "$out" --budget-s "$budget" "$@" 2>&1 \
+    | tee "$out/log.txt"
+}
+
+# First the smoke run (every selected attnc kernel at tiny shapes against the
+# reference, no flex, one launch each; SMOKE_S, default 60 s), so a broken
+# kernel shows within the first minute of a GPU window; then the timed run
+# gets what is left of the budget. --quick / --smoke runs are smoke runs
+# themselves; SMOKE=0 skips it.
+smoke_status=0
+case " $* " in *" --quick "*|*" --smoke "*) SMOKE=0 ;; esac
+if [ "${SMOKE:-1}" != 0 ]; then
+  started=$SECONDS
+  echo "== smoke run (correctness at tiny shapes, ${SMOKE_S:-60} s at most): $RESULTS/smoke"
+  # The sections' shares shrink with the budget: backward 15 s, decode 10 s.
+  bench "$RESULTS/smoke" "${SMOKE_S:-60}" --smoke --backward-budget-s 15 \
+    --decode-budget-s 10 "$@" || smoke_status=$?
+  BUDGET=$((BUDGET - (SECONDS - started)))
+  echo "== timed run: $BUDGET s left of ${BUDGET_S:-540}"
+fi
+status=0
+bench "$RESULTS" "$BUDGET" "$@" || status=$?
+[ $smoke_status = 0 ] || echo "run.sh: the smoke run failed (exit $smoke_status): see $RESULTS/smoke/results.md" >&2
+exit $(( status ? status : smoke_status ))
