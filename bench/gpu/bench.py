@@ -506,7 +506,8 @@ def check_catalog():
         if spec is None:
             bad.append("%s: no catalog entry %s" % (b.name, b.catalog))
         elif spec.build in (b_moba, b_flex_prefill, b_block_theta):
-            bad.append("%s: select has no GPU backward" % b.name)
+            bad.append("%s: select rows fold their blocks into flex's mask "
+                       "only in the forward section" % b.name)
         elif not spec.flex:
             bad.append("%s: flex cannot express %s" % (b.name, b.catalog))
     for name, source, variant in entries:
@@ -574,7 +575,7 @@ UNSUPPORTED = "not supported on GPU yet"
 
 # ----------------------------------------------------------------------------
 # Backward (issue 20): the gradients dq, dk, dv of L = sum(o * dO) for the
-# catalog variants that both attnc's GPU backward (no select) and
+# catalog variants that both attnc's GPU backward (select not yet here) and
 # flex_attention's backward (softmax, score_mod / mask_mod) compute with the
 # same math, at the catalog's shapes. attnc: a bundle compiled with
 # --backward --lse (prepare.sh: backward/<--arch>/d<D>/), its forward with

@@ -373,9 +373,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
     const char *unsupported = kvQuant != fe::KVQuant::None ? "quantized K/V"
                               : options.paged > 0          ? "paged K/V"
                               : v.kvIndexTensor >= 0       ? "kv_index"
-                              : v.select && isGpuTarget(options.target)
-                                  ? "select on GPU targets"
-                                  : nullptr;
+                                                           : nullptr;
     if (unsupported) {
       fe::Diagnostics diags(source.file);
       diags.error(v.loc, std::string("variant '") + v.name +

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -786,6 +787,58 @@ void checkGpuLayout(const Tensors &t, bool pointers) {
   checkGpuAlignment("o", t.o, 2 * dtypeSize(t.o.dtype), pointers);
 }
 
+/// select's pre-pass on the device (GpuCode::selectPoolEntry, then
+/// selectEntry): pools the keys of N-token blocks and writes the kept map
+/// [B, Hq, ceil(Sq / N), ceil(Skv / N)] (i8, nonzero = kept) it returns,
+/// in scratch from `allocate` (device memory, stream order). The pre-pass
+/// kernels take the attention kernel's arguments, which `packKernelArgs`
+/// packs around the kept map, then their own.
+TensorRef launchGpuSelect(
+    const detail::GpuFunction &gpu, const KernelInfo &info,
+    const int64_t *sizes, const std::function<void *(size_t)> &allocate,
+    const std::function<void(PackedArgs &, const TensorRef &)> &packKernelArgs,
+    void *stream) {
+  int64_t N = info.selectBlock;
+  int64_t B = sizes[kB], H = sizes[kHq], S = sizes[kSq], Hkv = sizes[kHkv],
+          Skv = sizes[kSkv];
+  int64_t qBlocks = (S + N - 1) / N, kBlocks = (Skv + N - 1) / N;
+  int64_t pooled = checkedProduct("k", {B, Hkv, kBlocks, info.headDim},
+                                  "select's pooled keys");
+  int64_t entries = checkedProduct("q", {B, H, qBlocks, kBlocks},
+                                   "select's block scores");
+  int64_t bytes; // pooled keys and scores (f32), two i8 maps
+  if (__builtin_add_overflow(checkedProduct("k", {pooled, 4}, "select's "
+                                            "pooled keys"),
+                             checkedProduct("q", {entries, 6},
+                                            "select's block scores"),
+                             &bytes))
+    throw Error("q", "select's scratch has more bytes than fit in 64 "
+                     "bits");
+  auto *p = static_cast<char *>(allocate(size_t(bytes)));
+  TensorRef pooledK(p, DType::f32, {B, Hkv, kBlocks, info.headDim});
+  p += pooled * sizeof(float);
+  TensorRef scores(p, DType::f32, {B, H, qBlocks, kBlocks});
+  p += entries * sizeof(float);
+  TensorRef kept(p, DType::i8, {B, H, qBlocks, kBlocks});
+  TensorRef eligible(p + entries, DType::i8, {B, H, qBlocks, kBlocks});
+  if (B * H * S == 0)
+    return kept;
+  PackedArgs poolPacked, selectPacked;
+  packKernelArgs(poolPacked, kept);
+  poolPacked.memref(pooledK);
+  packKernelArgs(selectPacked, kept);
+  selectPacked.memref(pooledK);
+  selectPacked.memref(scores);
+  selectPacked.memref(eligible);
+  std::vector<void *> poolArgs(poolPacked.size()),
+      selectArgs(selectPacked.size());
+  poolPacked.pointers(poolArgs.data());
+  selectPacked.pointers(selectArgs.data());
+  gpu.launchSelect({kBlocks, Hkv, B}, {qBlocks, H, B}, std::move(poolArgs),
+                   std::move(selectArgs), stream);
+  return kept;
+}
+
 /// One grid over (query tiles, heads, batch); arguments q, k, v, o, [lse],
 /// params, captures as the generated kernel declares them. Tensors are
 /// device memory (the caller's, on `stream`).
@@ -819,9 +872,7 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
   static float none = 0;
   TensorRef oPart(&none, DType::f32, {0, 0, 0, 0, Dv});
   TensorRef lsePart(&none, DType::f32, {0, 0, 0, 0});
-  TensorRef pooledK(&none, DType::f32, {0, 0, 0, info.headDim});
-  TensorRef scores = lsePart, kept(&none, DType::i8, {0, 0, 0, 0}),
-            eligible = kept;
+  TensorRef kept(&none, DType::i8, {0, 0, 0, 0});
   try {
     if (parts > 1) {
       int64_t rows = checkedProduct("o", {parts, B, H, S},
@@ -835,32 +886,10 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
       lsePart = TensorRef(static_cast<float *>(p) + oElements, DType::f32,
                           {parts, B, H, S});
     }
-    if (N) {
-      int64_t qBlocks = (S + N - 1) / N, kBlocks = (Skv + N - 1) / N;
-      int64_t pooled = checkedProduct("k", {B, Hkv, kBlocks, info.headDim},
-                                      "select's pooled keys");
-      int64_t entries = checkedProduct("q", {B, H, qBlocks, kBlocks},
-                                       "select's block scores");
-      int64_t bytes; // pooled keys and scores (f32), two i8 maps
-      if (__builtin_add_overflow(checkedProduct("k", {pooled, 4}, "select's "
-                                                "pooled keys"),
-                                 checkedProduct("q", {entries, 6},
-                                                "select's block scores"),
-                                 &bytes))
-        throw Error("q", "select's scratch has more bytes than fit in 64 "
-                         "bits");
-      auto *p = static_cast<char *>(allocate(size_t(bytes)));
-      pooledK = TensorRef(p, DType::f32, {B, Hkv, kBlocks, info.headDim});
-      p += pooled * sizeof(float);
-      scores = TensorRef(p, DType::f32, {B, H, qBlocks, kBlocks});
-      p += entries * sizeof(float);
-      kept = TensorRef(p, DType::i8, {B, H, qBlocks, kBlocks});
-      eligible = TensorRef(p + entries, DType::i8, {B, H, qBlocks, kBlocks});
-    }
     // The kernel's arguments (the pre-pass kernels take them too, with one
     // part and no packing).
-    auto packKernelArgs = [&](PackedArgs &packed, int32_t parts,
-                              int32_t pack) {
+    auto packKernelArgs = [&](PackedArgs &packed, const TensorRef &kept,
+                              int32_t parts, int32_t pack) {
       packAttentionTensors(packed, t);
       packParamsAndCaptures(packed, info, plan);
       packScalesAndPages(packed, t);
@@ -871,23 +900,15 @@ void launchGpu(const detail::KernelState &state, const Tensors &t,
       packed.i32(parts);
       packed.i32(pack);
     };
-    if (N && B * H * S > 0) {
-      PackedArgs poolPacked, selectPacked;
-      packKernelArgs(poolPacked, 1, 1);
-      poolPacked.memref(pooledK);
-      packKernelArgs(selectPacked, 1, 1);
-      selectPacked.memref(pooledK);
-      selectPacked.memref(scores);
-      selectPacked.memref(eligible);
-      std::vector<void *> poolArgs(poolPacked.size()),
-          selectArgs(selectPacked.size());
-      poolPacked.pointers(poolArgs.data());
-      selectPacked.pointers(selectArgs.data());
-      gpu.launchSelect({(Skv + N - 1) / N, Hkv, B}, {(S + N - 1) / N, H, B},
-                       std::move(poolArgs), std::move(selectArgs), stream);
-    }
+    if (N)
+      kept = launchGpuSelect(
+          gpu, info, plan.sizes, allocate,
+          [&](PackedArgs &packed, const TensorRef &map) {
+            packKernelArgs(packed, map, 1, 1);
+          },
+          stream);
     PackedArgs packed;
-    packKernelArgs(packed, parts, static_cast<int32_t>(pack));
+    packKernelArgs(packed, kept, parts, static_cast<int32_t>(pack));
     std::vector<void *> args(packed.size());
     packed.pointers(args.data());
     PackedArgs mergePacked;
@@ -1394,6 +1415,43 @@ void runGpuBackward(const detail::KernelState &state, const Tensors &t,
   TensorRef partialsDevice;
   if (gradients)
     partialsDevice = scratch.copyIn(partialsHost);
+  // select: its pre-pass on the forward's inputs, as the forward ran it;
+  // the kernels read its kept map (select's choices are constants of the
+  // backward, its unselected blocks stay skipped). Stream-ordered scratch,
+  // released in stream order after the kernels.
+  struct StreamScratch {
+    const detail::GpuFunction &gpu;
+    void *stream;
+    std::vector<void *> blocks;
+    ~StreamScratch() {
+      for (void *p : blocks)
+        gpu.release(p, stream);
+    }
+  } selectScratch{gpu, stream, {}};
+  TensorRef kept;
+  if (info.selectBlock) {
+    static float none = 0;
+    TensorRef oPart(&none, DType::f32, {0, 0, 0, 0, info.valueHeadDim});
+    TensorRef lsePart(&none, DType::f32, {0, 0, 0, 0});
+    kept = launchGpuSelect(
+        gpu, info, sz,
+        [&](size_t bytes) {
+          selectScratch.blocks.push_back(
+              gpu.allocate(std::max<size_t>(bytes, 16), stream));
+          return selectScratch.blocks.back();
+        },
+        [&](PackedArgs &packed, const TensorRef &map) {
+          // The forward kernel's arguments: one part, no packing.
+          packAttentionTensors(packed, t);
+          packParamsAndCaptures(packed, info, plan);
+          packed.memref(map);
+          packed.memref(oPart);
+          packed.memref(lsePart);
+          packed.i32(1);
+          packed.i32(1);
+        },
+        stream);
+  }
   for (int phase = 0; phase < 2; ++phase) {
     PackedArgs packed;
     packAttentionTensors(packed, t);
@@ -1402,6 +1460,8 @@ void runGpuBackward(const detail::KernelState &state, const Tensors &t,
     packed.memref(dq);
     packed.memref(dk);
     packed.memref(dv);
+    if (info.selectBlock)
+      packed.memref(kept);
     if (gradients)
       for (const GradBuffer &b : bp.grads) {
         // Gradient b's slabs: every slot's b.elements floats, phase 0's

@@ -77,7 +77,8 @@ TEST_P(BackwardSim, Sm90aMatchesReference) {
   std::string name = GetParam().name;
   for (const char *subset : {"dense", "causal_ragged", "gqa", "softcap",
                              "sinks", "softplus", "fully_masked_rows",
-                             "head_dim_64", "alibi_capture_and_param"})
+                             "head_dim_64", "alibi_capture_and_param",
+                             "select_moba_gqa", "select_blocks_of_48"})
     if (name == subset) {
       runOnSimulator(GetParam(), "sm_90a");
       return;

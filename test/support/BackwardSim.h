@@ -272,7 +272,7 @@ inline const char *kAlibiParam =
 // (A Case's shape must outlive the call: runOnSimulator reads it.)
 /// The variants both vendors' backward tests run: every normalizer, masks
 /// and tails (Sq = 70, Skv = 100), GQA, Dv != D, D = 64, sinks, params and
-/// captured tensors read by the score and the scale.
+/// captured tensors read by the score and the scale, and select.
 inline std::vector<Case> backwardSimCases() {
   Shape ragged;
   ragged.Sq = 70;
@@ -287,6 +287,17 @@ inline std::vector<Case> backwardSimCases() {
   wide.Dv = 64;
   wide.Sq = 20;
   wide.Skv = 24;
+  // select: several 64-token blocks with a tail (4 and 12 blocks), GQA.
+  Shape selectGqa;
+  selectGqa.Hq = 4;
+  selectGqa.Sq = selectGqa.Skv = 200;
+  Shape selectLong;
+  selectLong.Hq = selectLong.Hkv = 1;
+  selectLong.Sq = selectLong.Skv = 720;
+  Shape selectRagged;
+  selectRagged.Sq = 150;
+  selectRagged.Skv = 190;
+  selectRagged.Dv = 16;
   return {
       {"dense", "variant dense {}"},
       {"causal_ragged",
@@ -334,6 +345,35 @@ inline std::vector<Case> backwardSimCases() {
       {"fully_masked_rows",
        "variant holes {\n"
        "  mask(b, h, q, kv) = kv <= q && q != 3 && q / 16 != 1;\n}"},
+      // examples/select.attn's three variants: the device pre-pass chooses
+      // the blocks from the forward's inputs, and the backward skips the
+      // rest. Lengths where each rule drops blocks: moba's k is 2 (the
+      // example's 4 keeps every past block of 4), flex_prefill's 90% of a
+      // near-uniform pooled softmax needs 12 blocks to drop one.
+      {"select_moba_gqa",
+       "variant moba {\n"
+       "  param k: i32 = 2;\n"
+       "  select(size = 64) = topk(k);\n"
+       "  mask(b, h, q, kv) = kv <= q;\n}",
+       selectGqa},
+      {"select_flex_prefill",
+       "variant flex_prefill {\n"
+       "  select(size = 64) = mass(0.9);\n"
+       "  mask(b, h, q, kv) = kv <= q;\n}",
+       selectLong},
+      {"select_block_theta",
+       "variant block_theta {\n"
+       "  param theta: f32 = 0.05;\n"
+       "  select(size = 64) = above(theta);\n}",
+       selectGqa},
+      // Blocks of 48 cut across the kernels' 64-row, 32- and 16-column
+      // tiles: tiles partly kept are PARTIAL, checked per entry.
+      {"select_blocks_of_48",
+       "variant moba48 {\n"
+       "  param k: i32 = 2;\n"
+       "  select(size = 48) = topk(k);\n"
+       "  mask(b, h, q, kv) = kv <= q + (Skv - Sq);\n}",
+       selectRagged},
   };
 }
 

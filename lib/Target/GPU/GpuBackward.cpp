@@ -76,6 +76,12 @@ void BackwardBase::setUpBackward(OpBuilder &b) {
   dq = outside.lookup(op.getGradQuery());
   dk = outside.lookup(op.getGradKey());
   dv = outside.lookup(op.getGradValue());
+  // select: the kept map the forward's pre-pass writes, the argument after
+  // dv (backwardSignature).
+  if (op.hasSelect()) {
+    auto dvArg = cast<BlockArgument>(dv);
+    keptMap = dvArg.getOwner()->getArgument(dvArg.getArgNumber() + 1);
+  }
   elt = cast<MemRefType>(q.getType()).getElementType();
   Value batch = memref::DimOp::create(b, loc, q, 0);
   headsQ = memref::DimOp::create(b, loc, q, 1);
@@ -144,11 +150,18 @@ void BackwardBase::axpy(OpBuilder &b, Value dst, Value row, Value x,
 Value BackwardBase::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
                                 Value kLo, Value kHi) {
   // Without a classifier a mask is evaluated everywhere.
-  if (!op.hasClassify())
-    return cI32(b, op.hasMask() ? kTilePartial : kTileFull);
-  return regions.inlineRegion(b, op.getClassify(),
-                              {b32, h32, h32, toI32(b, qLo), toI32(b, qHi),
-                               toI32(b, kLo), toI32(b, kHi)});
+  Value cls = op.hasClassify()
+                  ? regions.inlineRegion(b, op.getClassify(),
+                                         {b32, h32, h32, toI32(b, qLo),
+                                          toI32(b, qHi), toI32(b, kLo),
+                                          toI32(b, kHi)})
+                  : cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  if (!keptMap)
+    return cls;
+  // select's choices, constants of the backward: the forward's blocks.
+  return classifyKept(b, cls,
+                      arith::IndexCastOp::create(b, loc, b.getIndexType(), h32),
+                      qLo, qHi, kLo, kHi);
 }
 
 Value BackwardBase::notEmpty(OpBuilder &b, Value cls) {
@@ -158,7 +171,7 @@ Value BackwardBase::notEmpty(OpBuilder &b, Value cls) {
 
 void BackwardBase::byClass(OpBuilder &b, Value cls,
                               function_ref<void(OpBuilder &, bool)> body) {
-  if (!op.hasMask()) {
+  if (!hasPartialTiles()) {
     body(b, false);
     return;
   }
@@ -182,10 +195,12 @@ BackwardBase::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
                                                  {t, b32, h32, q32, kv32})
                           : t;
   Value kept = valid;
-  if (withMask)
+  if (withMask && op.hasMask())
     kept = arith::AndIOp::create(
         b, loc, kept,
         regions.inlineRegion(b, op.getMask(), {b32, h32, q32, kv32}));
+  if (withMask && keptMap)
+    kept = arith::AndIOp::create(b, loc, kept, keptAt(b, h32, q32, kv32));
   // A row whose kept scores are all -inf has lse = -inf and no mass.
   if (hasRowSum(norm))
     kept = arith::AndIOp::create(
@@ -469,6 +484,13 @@ KernelSignature gpukernel::backwardSignature(AttentionOp op) {
                      op.getGradValue()});
   for (Value v : s.opValues)
     s.types.push_back(v.getType());
+  // select: the forward pre-pass's kept map of N-token blocks (the GPU
+  // kernels read it as the forward does, not the CPU's tile classes).
+  if (op.hasSelect()) {
+    int64_t dyn = ShapedType::kDynamic;
+    s.types.push_back(MemRefType::get({dyn, dyn, dyn, dyn},
+                                      IntegerType::get(op.getContext(), 8)));
+  }
   return s;
 }
 

@@ -51,7 +51,9 @@ struct BackwardConfig {
 };
 
 /// The backward kernels' operands: q, k, v, o, [lse], params...,
-/// captures..., do, dq, dk, dv.
+/// captures..., do, dq, dk, dv, and with select the kept map
+/// [B, Hq, ceil(Sq / N), ceil(Skv / N)] (i8) of the forward's pre-pass
+/// (buildSelectKernels), whose choices the backward holds constant.
 KernelSignature backwardSignature(AttentionOp op);
 
 /// What every backward builder does first: checks that `op` is a backward
@@ -76,12 +78,17 @@ protected:
   /// scale, the batch (block z) and the thread (x).
   void setUpBackward(OpBuilder &b);
   /// The classifier's verdict on query rows [qLo, qHi] of head h32 against
-  /// keys [kLo, kHi] (index values, inclusive bounds).
+  /// keys [kLo, kHi] (index values, inclusive bounds), with select combined
+  /// with the kept map (EMPTY where no block under the tile is kept).
   Value classify(OpBuilder &b, Value h32, Value qLo, Value qHi, Value kLo,
                  Value kHi);
   /// Whether `cls` is not EMPTY.
   Value notEmpty(OpBuilder &b, Value cls);
-  /// Runs body(withMask) under FULL (no mask) or not (mask).
+  /// Whether some tiles are PARTIAL: entries there are checked against the
+  /// mask and select's kept blocks.
+  bool hasPartialTiles() { return op.hasMask() || keptMap; }
+  /// Runs body(withMask) under FULL (no mask) or not (mask and, with
+  /// select, the kept map).
   void byClass(OpBuilder &b, Value cls,
                function_ref<void(OpBuilder &, bool)> body);
   /// (p, dS) of one entry: s = q . k, dp = dO . v, the row's lse and

@@ -513,18 +513,20 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
       cI32(b, kTilePartial), cls);
   if (!keptMap)
     return cls;
-  // select: are all / any of the N-token blocks under the tile kept?
+  return classifyKept(
+      b, cls, hIdx, q0,
+      arith::IndexCastOp::create(b, loc, b.getIndexType(), qLast), k0,
+      kLastIdx);
+}
+
+Value KernelBase::classifyKept(OpBuilder &b, Value cls, Value head, Value qLo,
+                               Value qHi, Value kLo, Value kHi) {
+  // Are all / any of the N-token blocks under the tile kept?
   Value n = cIdx(b, *op.getSelectBlock()), one = cIdx(b, 1);
-  Value qbLo = arith::DivUIOp::create(b, loc, q0, n);
-  Value qbEnd = add(b,
-                    arith::DivUIOp::create(
-                        b, loc,
-                        arith::IndexCastOp::create(b, loc, b.getIndexType(),
-                                                   qLast),
-                        n),
-                    1);
-  Value kbLo = arith::DivUIOp::create(b, loc, k0, n);
-  Value kbEnd = add(b, arith::DivUIOp::create(b, loc, kLastIdx, n), 1);
+  Value qbLo = arith::DivUIOp::create(b, loc, qLo, n);
+  Value qbEnd = add(b, arith::DivUIOp::create(b, loc, qHi, n), 1);
+  Value kbLo = arith::DivUIOp::create(b, loc, kLo, n);
+  Value kbEnd = add(b, arith::DivUIOp::create(b, loc, kHi, n), 1);
   Value fls = arith::ConstantIntOp::create(b, loc, 0, 1);
   Value tru = arith::ConstantIntOp::create(b, loc, 1, 1);
   auto rows = scf::ForOp::create(
@@ -536,7 +538,7 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
               Value kept = arith::CmpIOp::create(
                   b, loc, arith::CmpIPredicate::ne,
                   memref::LoadOp::create(b, loc, keptMap,
-                                         ValueRange{bIdx, hIdx, qb, kb}),
+                                         ValueRange{bIdx, head, qb, kb}),
                   arith::ConstantIntOp::create(b, loc, 0, 8));
               scf::YieldOp::create(
                   b, loc,

@@ -153,6 +153,12 @@ protected:
   /// kept map: EMPTY when no block under the tile is kept, PARTIAL when
   /// some are not.
   Value classifyTile(OpBuilder &b, Value k0);
+  /// select: `cls` of the tile of query rows [qLo, qHi] of `head` and keys
+  /// [kLo, kHi] (index values, inclusive) combined with the kept map:
+  /// EMPTY when no N-token block under the tile is kept, PARTIAL when some
+  /// are not. Tiles of any size: they need not align with the blocks.
+  Value classifyKept(OpBuilder &b, Value cls, Value head, Value qLo,
+                     Value qHi, Value kLo, Value kHi);
   /// The class of key tile `t`, EMPTY past the last tile.
   Value classifyAt(OpBuilder &b, Value t);
   Value isVisited(OpBuilder &b, Value cls);

@@ -244,7 +244,7 @@ private:
       out.append(ds);
       return out;
     };
-    if (!op.hasMask())
+    if (!hasPartialTiles())
       return body(b, false);
     Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
                                        cI32(b, kTileFull));
