@@ -141,10 +141,32 @@ private:
     // int8 Q rows (qRows holds their codes): S^T's columns times these.
     Value qRowScale;
   };
+  /// A key tile's K and V rows for tiles of any row count: views of the
+  /// cache (whole tiles) or of the staged tile (the partial last one).
+  struct KeyValueRows {
+    Value k, v;
+  };
   /// Scores, normalizer and P.V of a staged key tile (or one read in
-  /// place: `direct`).
+  /// place: `direct` for few rows, `rowsIn` for any).
   void emitTileCompute(OpBuilder &b, Value k0, Value kn, Value fullTile,
-                       const TileOperands *direct = nullptr);
+                       const TileOperands *direct = nullptr,
+                       const KeyValueRows *rowsIn = nullptr);
+  /// Rows [row0, row0 + rows) x columns [0, width) of K or V at (batch or
+  /// page `outer`, this item's kv head), as a 2-D view.
+  Value cacheRows(OpBuilder &b, Value cache, Value outer, Value row0,
+                  int64_t rows, int64_t width) {
+    auto type = cast<MemRefType>(cache.getType());
+    SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
+                                         b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(rows),
+                                       b.getIndexAttr(width)};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    auto viewType = memref::SubViewOp::inferRankReducedResultType(
+        {rows, width}, type, offsets, sizes, strides);
+    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
+                                     cache, offsets, sizes, strides);
+  }
   /// The in-place tile at k0 (BK keys): for int8, V scales per row and
   /// Q's rows times the tile's K group scales; then the compute on the
   /// cache's rows.
@@ -285,6 +307,10 @@ private:
   Value posBuf, vScaleBuf;
   // int8 K/V read in place by decode's dot products (see TileOperands).
   bool directCodes = false;
+  // Whole key tiles of f32 K/V in contiguous rows (no pages, kv_index or
+  // codes) feed the matmuls from the cache at every row count: staging
+  // them was about a tenth of a dense prefill's time.
+  bool wholeTilesInPlace = false;
   Value qScaledBuf;
   // int8 caches: those rows rounded to int8, one scale per row and tile.
   Value qCodeBuf, qRowScaleBuf;
@@ -523,6 +549,17 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
         b.getI64IntegerAttr(64));
     qRowScaleBuf = buffer({kTinyRows * kRowGroups});
   }
+  auto contiguousF32Rows = [](Value cache) {
+    auto type = cast<MemRefType>(cache.getType());
+    SmallVector<int64_t> strides;
+    int64_t offset;
+    return type.getElementType().isF32() &&
+           succeeded(type.getStridesAndOffset(strides, offset)) &&
+           strides.back() == 1;
+  };
+  wholeTilesInPlace = !quant && !op.isPaged() && !op.getKvIndex() &&
+                      contiguousF32Rows(op.getKey()) &&
+                      contiguousF32Rows(op.getValue());
   kBuf = buffer({BK, D});
   vBuf = buffer({BK, Dv});
   sTBuf = buffer({BK, BQ});
@@ -1290,8 +1327,35 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
   Value kn =
       minIdx(b, cIdx(b, BK), arith::SubIOp::create(b, loc, keySlots, k0));
   auto staged = [&](OpBuilder &b) {
-    emitKeyRows(b, k0, kn);
-    emitTileCompute(b, k0, kn, fullTile);
+    if (!wholeTilesInPlace) {
+      emitKeyRows(b, k0, kn);
+      emitTileCompute(b, k0, kn, fullTile);
+      return;
+    }
+    // Whole tiles' matmuls read the cache's rows, the last, partial tile
+    // the staged (zero-padded) copy, through one type of view, so the
+    // tile's compute is emitted once.
+    Value kRows = cacheRows(b, op.getKey(), bIdx, k0, BK, D);
+    Value vRows = cacheRows(b, op.getValue(), bIdx, k0, BK, Dv);
+    auto kType = cast<MemRefType>(kRows.getType());
+    auto vType = cast<MemRefType>(vRows.getType());
+    Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
+                                        cIdx(b, BK));
+    auto rows = scf::IfOp::create(b, loc, TypeRange{kType, vType}, whole,
+                                  /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(rows.thenBlock());
+      scf::YieldOp::create(b, loc, ValueRange{kRows, vRows});
+      b.setInsertionPointToStart(rows.elseBlock());
+      emitKeyRows(b, k0, kn);
+      scf::YieldOp::create(
+          b, loc,
+          ValueRange{memref::CastOp::create(b, loc, kType, kBuf),
+                     memref::CastOp::create(b, loc, vType, vBuf)});
+    }
+    KeyValueRows inPlace{rows.getResult(0), rows.getResult(1)};
+    emitTileCompute(b, k0, kn, fullTile, /*direct=*/nullptr, &inPlace);
   };
   if (!directCodes) {
     staged(b);
@@ -1346,23 +1410,12 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
   for (int64_t part = 0; part < BK; part += partRows) {
     auto [outer, row0] = locateRow(b, arith::AddIOp::create(b, loc, k0,
                                                             cIdx(b, part)));
-    auto rowsView = [&](Value cache, int64_t width) -> Value {
-      auto type = cast<MemRefType>(cache.getType());
-      SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
-                                           b.getIndexAttr(0)};
-      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                         b.getIndexAttr(partRows),
-                                         b.getIndexAttr(width)};
-      SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-      auto viewType = memref::SubViewOp::inferRankReducedResultType(
-          {partRows, width}, type, offsets, sizes, strides);
-      return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
-                                       cache, offsets, sizes, strides);
-    };
     // int4 rows stay packed, two codes per byte.
     int64_t perByte = op.getKvQuant() == KVQuant::int4 ? 2 : 1;
-    direct.k.push_back(rowsView(op.getKey(), D / perByte));
-    direct.v.push_back(rowsView(op.getValue(), Dv / perByte));
+    direct.k.push_back(
+        cacheRows(b, op.getKey(), outer, row0, partRows, D / perByte));
+    direct.v.push_back(
+        cacheRows(b, op.getValue(), outer, row0, partRows, Dv / perByte));
   }
   llvm::SaveAndRestore<Value> compactScores(sTBuf, sTTinyBuf);
   if (!op.getKvQuant()) {
@@ -1495,7 +1548,8 @@ void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
 
 void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
                                      Value fullTile,
-                                     const TileOperands *direct) {
+                                     const TileOperands *direct,
+                                     const KeyValueRows *rowsIn) {
   // In place, the row count is known to be tiny.
   auto rowWidths = [&](OpBuilder &b,
                        function_ref<void(OpBuilder &, int64_t)> body) {
@@ -1509,8 +1563,12 @@ void AttentionTiler::emitTileCompute(OpBuilder &b, Value k0, Value kn,
                 : qRowBuf ? rowsOf(b, qRowBuf, kTinyRows)
                           : Value();
   // K/V row parts and the rows of a 2-D tile buffer each one covers.
-  SmallVector<Value> kParts = direct ? direct->k : SmallVector<Value>{kBuf};
-  SmallVector<Value> vParts = direct ? direct->v : SmallVector<Value>{vBuf};
+  SmallVector<Value> kParts = direct   ? direct->k
+                              : rowsIn ? SmallVector<Value>{rowsIn->k}
+                                       : SmallVector<Value>{kBuf};
+  SmallVector<Value> vParts = direct   ? direct->v
+                              : rowsIn ? SmallVector<Value>{rowsIn->v}
+                                       : SmallVector<Value>{vBuf};
   int64_t partRows = BK / int64_t(kParts.size());
   auto partOf = [&](OpBuilder &b, Value buf, size_t part) -> Value {
     if (kParts.size() == 1)

@@ -37,17 +37,26 @@
 //      Key tiles, by index (a split-KV part walks a sub-range of them):
 // CHECK: scf.for %[[T:.+]] = %c0{{.*}} to %[[NKT]] step %c1
 // CHECK: arith.muli %[[T]], %c64
+//      Whole key tiles are read where they are (views of K and V), the last,
+//      partial one from its staged copy (zero rows past the end), through
+//      one type of view, so the tile's compute is emitted once.
+// CHECK: %[[KV:.+]]:2 = scf.if %{{.+}} -> (memref<64x64xf32, strided<[64, 1], offset: ?>>, memref<64x32xf32, strided<[32, 1], offset: ?>>)
+// CHECK-NEXT: scf.yield %[[KROWS:subview[_0-9]*]], %[[VROWS:subview[_0-9]*]] :
+// CHECK: } else {
 // CHECK: memref.load %[[K]]
 // CHECK: memref.load %[[V]]
+// CHECK: %[[KC:.+]] = memref.cast %[[KB]] : memref<64x64xf32> to memref<64x64xf32, strided<[64, 1], offset: ?>>
+// CHECK: %[[VC:.+]] = memref.cast %[[VB]] : memref<64x32xf32> to memref<64x32xf32, strided<[32, 1], offset: ?>>
+// CHECK: scf.yield %[[KC]], %[[VC]]
 // CHECK: linalg.fill ins(%{{.+}} : f32) outs(%[[ST]] : memref<64x64xf32>)
-// CHECK: linalg.matmul ins(%[[KB]], %[[QTB]] : memref<64x64xf32>, memref<64x64xf32>) outs(%[[ST]] : memref<64x64xf32>)
+// CHECK: linalg.matmul ins(%[[KV]]#0, %[[QTB]] : memref<64x64xf32, strided<[64, 1], offset: ?>>, memref<64x64xf32>) outs(%[[ST]] : memref<64x64xf32>)
 //      Inlined mask (kv <= q), running max, exp2, rescale, then P V.
 // CHECK: arith.cmpi sle
 // CHECK: arith.maximumf
 // CHECK: math.exp2
 // CHECK: math.exp2
 // CHECK: arith.addf {{.*}} fastmath<reassoc,contract>
-// CHECK: linalg.matmul indexing_maps = [#{{.+}}, #{{.+}}, #{{.+}}] ins(%[[ST]], %[[VB]] : memref<64x64xf32>, memref<64x32xf32>) outs(%[[ACC]] : memref<64x32xf32>)
+// CHECK: linalg.matmul indexing_maps = [#{{.+}}, #{{.+}}, #{{.+}}] ins(%[[ST]], %[[KV]]#1 : memref<64x64xf32>, memref<64x32xf32, strided<[32, 1], offset: ?>>) outs(%[[ACC]] : memref<64x32xf32>)
 //      Epilogue: o = acc / l (0 when l == 0), lse = (m + log2 l) * ln 2.
 // CHECK: arith.cmpf oeq
 // CHECK: memref.store %{{.+}}, %[[O]]
@@ -149,5 +158,26 @@ func.func @dynamic_scale(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
     %r = math.rsqrt %f : f32
     attn.yield %r : f32
   }
+  return
+}
+
+// -----
+
+// K/V in bf16 are converted to f32 as a tile is staged, whole tiles too:
+// the matmuls read only the staged copies (in place, V's rows would be
+// converted once per block of query rows).
+
+// CHECK-LABEL: func.func @bf16_staged(
+// CHECK-NOT: scf.if %{{.+}} -> (memref
+// CHECK: arith.extf %{{.+}} : bf16 to f32
+// CHECK-NOT: scf.if %{{.+}} -> (memref
+// CHECK: linalg.matmul ins(%{{.+}}, %{{.+}} : memref<64x64xf32>, memref<64x64xf32>)
+// CHECK-NOT: scf.if %{{.+}} -> (memref
+// CHECK: } {attn.work_loop}
+func.func @bf16_staged(%q: memref<?x?x?x64xbf16>, %k: memref<?x?x?x64xbf16>,
+                       %v: memref<?x?x?x64xbf16>, %o: memref<?x?x?x64xbf16>) {
+  attn.attention ins(%q, %k, %v : memref<?x?x?x64xbf16>, memref<?x?x?x64xbf16>, memref<?x?x?x64xbf16>)
+      outs(%o : memref<?x?x?x64xbf16>)
+      normalize = softmax scale = 0.125
   return
 }
