@@ -396,11 +396,14 @@ void writeBundle(const Source &source, const Options &options,
                   ? addGpuKernels(source, plans, payloads)
                   : addCpuKernels(source, options, plans, payloads, temps);
   m.binaries = payloads.entries;
-  // Format 3 only where it is needed (fallback binaries): a single-CPU
-  // bundle stays readable by a format-2 attnrt.
-  for (const manifest::KernelEntry &k : m.kernels)
+  // Format 3 or 4 only where it is needed (fallback binaries, swizzled
+  // TMA tiles): other bundles stay readable by a format-2 attnrt.
+  for (const manifest::KernelEntry &k : m.kernels) {
     if (!k.fallbackBinaries.empty())
-      m.format = 3;
+      m.format = std::max<int64_t>(m.format, 3);
+    if (k.gpu && k.gpu->tensorMaps)
+      m.format = std::max<int64_t>(m.format, detail::kSwizzledTmaBundleFormat);
+  }
   // Payload offsets depend on the manifest's length, which depends on the
   // offsets' digits: settle them in a few rounds.
   std::string text;

@@ -40,6 +40,9 @@ struct alignas(128) TensorMap {
 // CUtensorMapDataType: TMA copies bits, so 16-bit elements are UINT16.
 constexpr int kTensorMapUint16 = 1;
 constexpr int kTensorMapL2Promotion128B = 2;
+// CUtensorMapSwizzle.
+constexpr int kTensorMapSwizzle32B = 1, kTensorMapSwizzle64B = 2,
+              kTensorMapSwizzle128B = 3;
 
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -158,8 +161,10 @@ void check(const Driver &d, CUresult r, const std::string &what) {
 
 namespace {
 
-/// The tensor map of a [B, H, S, D] tensor read in boxes of 8 columns x
-/// `rows` rows (no swizzle, zero fill past the edges).
+/// The tensor map of a [B, H, S, D] tensor read in boxes of `rows` rows
+/// (times `heads`) x W bytes, swizzled W bytes wide as the kernel's shared
+/// tiles are (W = detail::tmaSwizzleBytes of a row), zero fill past the
+/// edges.
 TensorMap encodeTensorMap(const Driver &d, const char *name,
                           const TensorRef &t, int64_t rows,
                           int64_t heads = 1) {
@@ -178,12 +183,17 @@ TensorMap encodeTensorMap(const Driver &d, const char *name,
                      : contiguous;
     contiguous = strides[i] * dims[i + 1];
   }
-  uint32_t box[4] = {8, static_cast<uint32_t>(rows),
+  int64_t swizzleBytes = detail::tmaSwizzleBytes(t.shape[3] * size);
+  uint32_t box[4] = {static_cast<uint32_t>(swizzleBytes / size),
+                     static_cast<uint32_t>(rows),
                      static_cast<uint32_t>(heads), 1};
+  int swizzle = swizzleBytes == 128  ? kTensorMapSwizzle128B
+                : swizzleBytes == 64 ? kTensorMapSwizzle64B
+                                     : kTensorMapSwizzle32B;
   uint32_t elementStrides[4] = {1, 1, 1, 1};
   if (CUresult r = d.cuTensorMapEncodeTiled(
           &map, kTensorMapUint16, 4, const_cast<void *>(t.data), dims,
-          strides, box, elementStrides, /*interleave=*/0, /*swizzle=*/0,
+          strides, box, elementStrides, /*interleave=*/0, swizzle,
           kTensorMapL2Promotion128B, /*oobFill=*/0);
       r != 0)
     throw Error(name, "cannot describe it to TMA (strides must be "

@@ -634,6 +634,13 @@ BundleManifest readBundleManifest(std::string_view text,
         g.rowsPerBlock = k["rows_per_block"].integer(1, kInt32Max);
         g.sharedBytes = k["shared_bytes"].integer(0, kInt32Max);
         g.tensorMaps = k.booleanOr("tensor_maps", false);
+        // Older TMA kernels read 16-byte-wide unswizzled boxes: the maps
+        // this attnrt encodes would land scrambled in their tiles.
+        if (g.tensorMaps && m.format < detail::kSwizzledTmaBundleFormat)
+          k["tensor_maps"].fail(
+              "this TMA kernel was compiled by an older attnc for "
+              "unswizzled tiles (bundle format " + std::to_string(m.format) +
+              "); recompile it with this attnc");
         if (e.info.selectBlock > 0) {
           // The pre-pass of select, which every launch runs.
           g.selectPoolEntry = k["select_pool_entry"].name();

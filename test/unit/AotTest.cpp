@@ -385,7 +385,7 @@ TEST(Bundle, BadFilesAreReported) {
   old[8] = 1;
   std::ofstream(dir + "/old.attnpkg", std::ios::binary) << old;
   expectBundleError(dir + "/old.attnpkg",
-                    "bundle format 1; this attnrt reads formats 2 to 3 "
+                    "bundle format 1; this attnrt reads formats 2 to 4 "
                     "(recompile it with this attnc)");
   std::string badJson = bytes;
   badJson[24] = '#';

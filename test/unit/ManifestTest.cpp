@@ -528,6 +528,22 @@ TEST(Manifest, FallbackBinariesRoundTrip) {
   expectSameInfo(manifest::readKernelInfo(json, "info"), info);
 }
 
+// TMA kernels of bundles before format 4 read unswizzled 16-byte boxes;
+// this attnrt encodes swizzled ones, so it refuses them rather than
+// launching them with maps they would misread.
+TEST(Manifest, OlderTmaKernelsAreRefused) {
+  std::string t = manifest::writeBundleManifest(sample());
+  EXPECT_CONTAINS(errorOf(replaced(t, kFormat, "\"format\": 3")),
+                  "kernels[1].tensor_maps: this TMA kernel was compiled by "
+                  "an older attnc for unswizzled tiles (bundle format 3); "
+                  "recompile it with this attnc");
+  // Kernels without tensor maps still read from format 2 on.
+  EXPECT_EQ(errorOf(replaced(replaced(t, kFormat, "\"format\": 2"),
+                             "\"tensor_maps\": true",
+                             "\"tensor_maps\": false")),
+            "");
+}
+
 TEST(Manifest, FallbackBinariesMustHoldTogether) {
   std::string t = manifest::writeBundleManifest(sampleWithTwoCpus());
   auto err = [&](const std::string &from, const std::string &to) {

@@ -22,6 +22,7 @@
 #include <functional>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -217,6 +218,17 @@ TEST(Nvptx, HopperQueryTiles) {
     EXPECT_EQ(g.code.blockThreads, c.threads);
     // Q: one 16-byte chunk column per 8 of D, 128 rows deep.
     EXPECT_GE(g.code.sharedBytes, c.rows * c.d * 2 + 2 * 2 * 64 * c.d * 2);
+    if (std::string(c.loads) == "tma") {
+      // 128-byte swizzled boxes of 64 columns: D / 64 TMA instructions per
+      // tile of Q, K or V (K and V once per buffer), not D / 8.
+      size_t boxes = 0;
+      for (size_t at = 0;
+           (at = g.code.ptx.find("cp.async.bulk.tensor.4d", at)) !=
+           std::string::npos;
+           ++at)
+        ++boxes;
+      EXPECT_EQ(int64_t(boxes), c.d / 64 * (1 + 2 * 2));
+    }
   }
   // At D = 128 the consumers need more than the 168 registers a thread of
   // 384 gets at launch: the producer's warpgroup drops to 56 and theirs
@@ -554,6 +566,35 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
   EXPECT_NE(manifest.find("\"rows_per_block\": 128"), std::string::npos);
   EXPECT_EQ(Module::load((dir / "hopper.attnpkg").string()).kernelNames(),
             (std::vector<std::string>{"a", "z"}));
+  // Their tiles are swizzled (bundle format 4); a format-3 bundle's TMA
+  // kernels read unswizzled 16-byte boxes, so one is refused, not launched
+  // with maps it would misread.
+  uint32_t format = 0;
+  std::memcpy(&format, manifest.data() + 8, 4);
+  EXPECT_EQ(format, 4u);
+  std::string old = manifest;
+  old[8] = 3;
+  size_t json = old.find("\"format\": 4");
+  ASSERT_NE(json, std::string::npos);
+  old[json + 10] = '3';
+  std::ofstream(dir / "old.attnpkg", std::ios::binary) << old;
+  try {
+    Module::load((dir / "old.attnpkg").string());
+    ADD_FAILURE() << "a format-3 bundle with TMA kernels loaded";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "compiled by an older attnc for unswizzled tiles (bundle "
+                  "format 3); recompile it with this attnc"),
+              std::string::npos)
+        << e.what();
+  }
+  // Bundles without TMA kernels keep the format older attnrts read.
+  {
+    std::ifstream in(dir / "two.attnpkg", std::ios::binary);
+    std::string sm80(std::istreambuf_iterator<char>(in), {});
+    std::memcpy(&format, sm80.data() + 8, 4);
+    EXPECT_EQ(format, 2u);
+  }
 }
 
 } // namespace

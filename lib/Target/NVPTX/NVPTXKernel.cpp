@@ -40,17 +40,26 @@
 // C; B (k x n) holds k = 2 (l % 4) + {0, 1} (+ 8) of column n = l/4.
 //
 // wgmma reads B (and Q as A of S = Q K^T) from shared memory through
-// matrix descriptors in the no-swizzle canonical layout: 8 rows x 16 bytes
-// "core matrices", stored here as 16-byte chunks indexed
-// (column chunk) * rows + row. For K and Q (K-major) that makes the
-// leading (K-direction) byte offset rows * 16 and the stride (8-row) offset
-// 128; warpgroup g's Q descriptors start 64 g rows (1024 g bytes) into
-// the BQ-row tile. V is read N-major (imm-trans-b = 1) from the same
-// layout, so its K direction is the key rows (LBO = 128) and N the Dv
-// chunks (SBO = rows * 16). P stays in registers as the A operand of
-// O += P V. Everything kept in registers is indexed statically: the
-// per-tile code is fully unrolled over the fragments, and only the
-// key-tile loop is a loop.
+// matrix descriptors (PTX ISA "Matrix Descriptor Format" and "Shared
+// Memory Matrix Layout"). With TMA, as in FlashAttention-3, each tile is
+// stored in column slabs ("atoms") of rows x W bytes, W the swizzle width
+// (128 bytes where the row is a multiple of it, else 64 or 32: see
+// attn::detail::tmaSwizzleBytes), one TMA box each, row r's 16-byte chunk
+// c at chunk c ^ (r % (W / 16)) of its W-byte line (the XOR phase taken
+// from the absolute address, so atoms are 8 W-byte aligned). Q and K are
+// read K-major in W-byte swizzle mode: a k16 step starts 32 bytes further
+// into the row (the next atom after W bytes), 8-row groups SBO = 8 W
+// apart, LBO unused; warpgroup g's Q starts 64 g rows (64 g W bytes) into
+// each atom. V is read MN-major (imm-trans-b = 1): Dv along N, W bytes
+// contiguous and atoms LBO = BK W apart; keys along K, rows W bytes and
+// 8-key groups SBO = 8 W apart. Without TMA (cp.async) tiles keep the
+// no-swizzle canonical layout: 8 rows x 16 bytes "core matrices", stored
+// as 16-byte chunks indexed (column chunk) * rows + row, so K-major Q and
+// K have LBO = rows * 16 and SBO = 128, and N-major V LBO = 128 and
+// SBO = rows * 16. P stays in registers as the A operand of O += P V.
+// Everything kept in registers is indexed statically: the per-tile code
+// is fully unrolled over the fragments, and only the key-tile loop is a
+// loop.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Target/NVPTX/NVPTXTarget.h"
@@ -68,6 +77,8 @@
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include "attn/runtime.h"
 
 #include <cmath>
 
@@ -140,11 +151,26 @@ bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg) {
          (!isFp8(*op.getKvQuant()) || nvptx::usesWgmma(cfg.chip));
 }
 
+/// Whether the kernel streams Q, K and V by TMA (sm_90a; raw rows only:
+/// quantized codes, pages and listed positions take cp.async).
+bool usesTma(AttentionOp op, const nvptx::KernelConfig &cfg) {
+  return nvptx::usesWgmma(cfg.chip) && cfg.tma && !op.getKvQuant() &&
+         !op.isPaged() && !op.getKvIndex();
+}
+
+/// 128-byte swizzled tiles repeat their XOR pattern every 1024 bytes, and
+/// TMA and wgmma take its phase from the address: with TMA every tile (and
+/// so every atom, whose size is a multiple of 8 W) starts 1024-aligned.
+constexpr int64_t kSwizzleAlign = 1024;
+
 SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BQ,
-                          int64_t BK, bool chunked, int64_t kCodeBytes = 0,
-                          int64_t vCodeBytes = 0, bool kCodeTiles = false) {
+                          int64_t BK, bool chunked, bool swizzled,
+                          int64_t kCodeBytes = 0, int64_t vCodeBytes = 0,
+                          bool kCodeTiles = false) {
   SharedLayout l;
-  if (chunked) { // wgmma: 16-byte chunks in core-matrix order
+  // wgmma: 16-byte chunks in core-matrix order, or (swizzled) the same
+  // bytes as W-wide atoms; the views only carve the bytes.
+  if (chunked) {
     l.q = {BQ * D / 8, 8};
     l.k = {2, BK * D / 8, 8};
     l.v = {2, BK * Dv / 8, 8};
@@ -157,11 +183,12 @@ SharedLayout sharedLayout(Type elt, int64_t D, int64_t Dv, int64_t BQ,
   // K codes feeding Q.K leave the f16/bf16 K tile unused.
   if (kCodeTiles)
     l.k = {1, 8, 8};
-  auto bytes = [](ArrayRef<int64_t> shape, int64_t elementBytes) {
+  int64_t align = swizzled ? kSwizzleAlign : 128;
+  auto bytes = [&](ArrayRef<int64_t> shape, int64_t elementBytes) {
     int64_t n = elementBytes;
     for (int64_t d : shape)
       n *= d;
-    return (n + 127) / 128 * 128;
+    return (n + align - 1) / align * align;
   };
   int64_t eltBytes = elt.getIntOrFloatBitWidth() / 8;
   l.kOffset = bytes(l.q, eltBytes);
@@ -202,7 +229,8 @@ SharedLayout sharedLayoutFor(AttentionOp op, const nvptx::KernelConfig &cfg) {
   bool quantized = op.getKvQuant().has_value();
   return sharedLayout(
       elt, op.getHeadDim(), op.getValueHeadDim(), cfg.blockQ, cfg.blockKV,
-      nvptx::usesWgmma(cfg.chip), quantized ? rowBytes(op.getKey()) : 0,
+      nvptx::usesWgmma(cfg.chip), usesTma(op, cfg),
+      quantized ? rowBytes(op.getKey()) : 0,
       quantized ? rowBytes(op.getValue()) : 0, codesFeedQK(op, cfg));
 }
 
@@ -212,9 +240,12 @@ public:
                       IRMapping outside)
       : KernelBase(op, std::move(outside), cfg.blockQ, cfg.blockKV),
         threads(32 * consumerWarps(cfg)), wgmma(nvptx::usesWgmma(cfg.chip)),
-        tma(wgmma && cfg.tma && !op.getKvQuant() && !op.isPaged() &&
-            !op.getKvIndex()),
-        codesQK(codesFeedQK(op, cfg)), config(cfg) {}
+        tma(usesTma(op, cfg)), codesQK(codesFeedQK(op, cfg)), config(cfg) {
+    if (tma) {
+      qkSwizzle = ::attn::detail::tmaSwizzleBytes(D * elementBytes());
+      vSwizzle = ::attn::detail::tmaSwizzleBytes(Dv * elementBytes());
+    }
+  }
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -262,7 +293,7 @@ private:
   Value stageAddress(OpBuilder &b, Value base, int64_t tileBytes);
   int64_t elementBytes() const { return 2; } // f16 and bf16
   Value descriptor(OpBuilder &b, Value base, int64_t offset, int64_t lbo,
-                   int64_t sbo);
+                   int64_t sbo, int64_t swizzleBytes = 0);
   SmallVector<Value> warpgroupMma(OpBuilder &b, int64_t n, ValueRange acc,
                                   ArrayRef<SmallVector<Value>> aPerStep,
                                   ArrayRef<Value> bPerStep, bool transB,
@@ -301,8 +332,8 @@ private:
   SmallVector<Value> asyncCopyLoop(OpBuilder &b, ValueRange init);
   void tmaPipeline(OpBuilder &b, ValueRange init, ValueRange tensorMaps);
   void tmaLoad(OpBuilder &b, Value map, Value barriers, int64_t barrier,
-               int64_t smemOffset, int64_t rows, int64_t cols, Value row0,
-               Value head);
+               int64_t smemOffset, int64_t rows, int64_t cols,
+               int64_t swizzleBytes, Value row0, Value head);
   void epilogue(OpBuilder &b, ValueRange state);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);
@@ -311,6 +342,9 @@ private:
   // cp.async, and the producer warp (TMA) comes after them.
   int64_t threads;
   bool wgmma, tma;
+  // With TMA, the swizzle width W in bytes of the Q and K tiles (D wide)
+  // and of the V tiles (Dv wide): atoms of rows x W (see the top comment).
+  int64_t qkSwizzle = 0, vSwizzle = 0;
   // Q.K runs on K's codes (int8 or fp8 tensor cores; see codesFeedQK).
   bool codesQK;
   nvptx::KernelConfig config;
@@ -541,17 +575,25 @@ Value GpuAttentionBuilder::stageAddress(OpBuilder &b, Value base,
 }
 
 /// A wgmma matrix descriptor (PTX ISA "Matrix Descriptor Format"): start
-/// address, leading and stride byte offsets, each >> 4; no swizzle.
+/// address, leading and stride byte offsets, each >> 4, base offset 0
+/// (every swizzled tile is 8 W-aligned), and in bits 62-63 the layout:
+/// 0 no swizzle, 1 128-byte, 2 64-byte, 3 32-byte swizzle.
 Value GpuAttentionBuilder::descriptor(OpBuilder &b, Value base, int64_t offset,
-                                      int64_t lbo, int64_t sbo) {
+                                      int64_t lbo, int64_t sbo,
+                                      int64_t swizzleBytes) {
   auto c64 = [&](int64_t v) {
     return arith::ConstantIntOp::create(b, loc, v, 64).getResult();
   };
   Value addr = arith::AddIOp::create(b, loc, base, c64(offset));
   Value start = arith::ShRUIOp::create(
       b, loc, arith::AndIOp::create(b, loc, addr, c64(0x3FFFF)), c64(4));
-  int64_t fields = ((lbo >> 4) << 16) | ((sbo >> 4) << 32);
-  return arith::OrIOp::create(b, loc, start, c64(fields));
+  uint64_t mode = swizzleBytes == 128  ? 1
+                  : swizzleBytes == 64 ? 2
+                  : swizzleBytes == 32 ? 3
+                                       : 0;
+  uint64_t fields =
+      uint64_t(lbo >> 4) << 16 | uint64_t(sbo >> 4) << 32 | mode << 62;
+  return arith::OrIOp::create(b, loc, start, c64(int64_t(fields)));
 }
 
 /// acc = sum over steps of A_s B_s on one warpgroup, as one asm statement:
@@ -681,6 +723,17 @@ SmallVector<Value> GpuAttentionBuilder::qkWgmma(OpBuilder &b, Value buffer,
   SmallVector<Value> bSteps;
   Value kBase = stageAddress(b, kAddr, BK * D * elementBytes());
   for (int64_t kc = 0; kc < D / 16; ++kc) {
+    if (tma) {
+      // K-major, swizzled: step kc's 32 bytes are in atom kc * 32 / W, that
+      // far into its rows. LBO is unused here; 16 bytes (1) as the ISA
+      // assumes.
+      int64_t w = qkSwizzle, atom = kc * 32 / w, within = kc * 32 % w;
+      aSteps.push_back(
+          {descriptor(b, qAddr, atom * BQ * w + within, 16, 8 * w, w)});
+      bSteps.push_back(
+          descriptor(b, kBase, atom * BK * w + within, 16, 8 * w, w));
+      continue;
+    }
     aSteps.push_back({descriptor(b, qAddr, 2 * kc * BQ * 16, BQ * 16, 128)});
     bSteps.push_back(descriptor(b, kBase, 2 * kc * BK * 16, BK * 16, 128));
   }
@@ -713,8 +766,16 @@ GpuAttentionBuilder::pvWgmma(OpBuilder &b, ArrayRef<SmallVector<Value>> a,
   stage = buffer;
   SmallVector<Value> bSteps;
   Value vBase = stageAddress(b, vAddr, BK * Dv * elementBytes());
-  for (int64_t kc = 0; kc < BK / 16; ++kc)
+  for (int64_t kc = 0; kc < BK / 16; ++kc) {
+    if (tma) {
+      // MN-major, swizzled: keys kc * 16.. are rows of every atom; atoms
+      // (W bytes of Dv each) BK W apart, 8-key groups 8 W apart.
+      int64_t w = vSwizzle;
+      bSteps.push_back(descriptor(b, vBase, kc * 16 * w, BK * w, 8 * w, w));
+      continue;
+    }
     bSteps.push_back(descriptor(b, vBase, kc * 256, 128, BK * 16));
+  }
   return warpgroupMma(b, Dv, acc, a, bSteps, true, wait);
 }
 
@@ -1320,26 +1381,30 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
 }
 
 /// rows x cols of a [B, H, S, cols] tensor (rows from row0, zero past S)
-/// into dynamic shared memory at smemOffset as 16-byte column chunks: one
-/// TMA box of rows x 8 elements per chunk lands as rows x 16 contiguous
-/// bytes, the core-matrix layout the wgmma descriptors read.
+/// into dynamic shared memory at smemOffset (8 W-aligned) as atoms of rows
+/// x W bytes: one TMA box of rows x W / 2 elements per atom, which the
+/// TMA unit stores swizzled (see the top comment), as the wgmma
+/// descriptors read it.
 void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
                                   int64_t barrier, int64_t smemOffset,
-                                  int64_t rows, int64_t cols, Value row0,
+                                  int64_t rows, int64_t cols,
+                                  int64_t swizzleBytes, Value row0,
                                   Value head) {
   auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                          gpu::AddressSpace::Workgroup);
-  // The map is 4-D ([B, H, S, D]); its box is 1 x 1 x rows x 8.
-  auto boxType = MemRefType::get({1, 1, rows, 8}, elt,
+  int64_t boxCols = swizzleBytes / elementBytes();
+  // The map is 4-D ([B, H, S, D]); its box is 1 x 1 x rows x W / 2.
+  auto boxType = MemRefType::get({1, 1, rows, boxCols}, elt,
                                  MemRefLayoutAttrInterface{}, smem);
-  for (int64_t c = 0; c < cols / 8; ++c) {
+  for (int64_t a = 0; a < cols / boxCols; ++a) {
     Value dst = memref::ViewOp::create(
-        b, loc, boxType, dynamicShared, cIdx(b, smemOffset + c * rows * 16),
-        ValueRange{});
+        b, loc, boxType, dynamicShared,
+        cIdx(b, smemOffset + a * rows * swizzleBytes), ValueRange{});
     // Coordinates innermost first: column, row, head, batch.
-    nvgpu::TmaAsyncLoadOp::create(b, loc, dst, barriers, map,
-                                  ValueRange{cIdx(b, c * 8), row0, head, bIdx},
-                                  cIdx(b, barrier), Value(), Value());
+    nvgpu::TmaAsyncLoadOp::create(
+        b, loc, dst, barriers, map,
+        ValueRange{cIdx(b, a * boxCols), row0, head, bIdx}, cIdx(b, barrier),
+        Value(), Value());
   }
 }
 
@@ -1359,22 +1424,27 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
   // The kernel takes plain pointers (a gpu.func signature cannot carry
   // nvgpu types through the NVVM lowering); the casts fold away once
   // nvgpu is lowered to the same pointers.
-  auto mapOf = [&](Value pointer, int64_t rows) {
+  auto mapOf = [&](Value pointer, int64_t rows, int64_t swizzleBytes) {
     auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                            gpu::AddressSpace::Workgroup);
+    nvgpu::TensorMapSwizzleKind swizzle =
+        swizzleBytes == 128  ? nvgpu::TensorMapSwizzleKind::SWIZZLE_128B
+        : swizzleBytes == 64 ? nvgpu::TensorMapSwizzleKind::SWIZZLE_64B
+                             : nvgpu::TensorMapSwizzleKind::SWIZZLE_32B;
     Type type = nvgpu::TensorMapDescriptorType::get(
         b.getContext(),
-        MemRefType::get({1, 1, rows, 8}, elt, MemRefLayoutAttrInterface{},
-                        smem),
-        nvgpu::TensorMapSwizzleKind::SWIZZLE_NONE,
+        MemRefType::get({1, 1, rows, swizzleBytes / elementBytes()}, elt,
+                        MemRefLayoutAttrInterface{}, smem),
+        swizzle,
         nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
         nvgpu::TensorMapOOBKind::OOB_ZERO,
         nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
     return UnrealizedConversionCastOp::create(b, loc, type, pointer)
         .getResult(0);
   };
-  Value qMap = mapOf(tensorMaps[0], BQ), kMap = mapOf(tensorMaps[1], BK),
-        vMap = mapOf(tensorMaps[2], BK);
+  Value qMap = mapOf(tensorMaps[0], BQ, qkSwizzle),
+        kMap = mapOf(tensorMaps[1], BK, qkSwizzle),
+        vMap = mapOf(tensorMaps[2], BK, vSwizzle);
   auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                          gpu::AddressSpace::Workgroup);
   auto groupType = nvgpu::MBarrierGroupType::get(b.getContext(), smem, 5);
@@ -1421,7 +1491,7 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
           nvgpu::MBarrierArriveExpectTxOp::create(
               b, loc, barriers, cIdx(b, BQ * D * elementBytes()), cIdx(b, 0),
               Value());
-          tmaLoad(b, qMap, barriers, 0, 0, BQ, D, q0, hIdx);
+          tmaLoad(b, qMap, barriers, 0, 0, BQ, D, qkSwizzle, q0, hIdx);
           auto loop = scf::ForOp::create(
               b, loc, tileBegin, numTiles, cIdx(b, 1), ValueRange{cIdx(b, 0)},
               [&](OpBuilder &b, Location, Value t, ValueRange iter) {
@@ -1448,10 +1518,10 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                             b, loc, isThis, [&](OpBuilder &b, Location) {
                               tmaLoad(b, kMap, barriers, 1 + which,
                                       layout.kOffset + which * kTile, BK, D,
-                                      k0, hkvIdx);
+                                      qkSwizzle, k0, hkvIdx);
                               tmaLoad(b, vMap, barriers, 1 + which,
                                       layout.vOffset + which * vTile, BK, Dv,
-                                      k0, hkvIdx);
+                                      vSwizzle, k0, hkvIdx);
                               scf::YieldOp::create(b, loc);
                             });
                       }
@@ -1607,7 +1677,7 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
 
   if (wgmma) {
     // Warpgroup g reads Q rows 64 g .. 64 g + 63: in each chunk column
-    // (BQ rows x 16 bytes) they start 64 g rows, 1024 g bytes, in.
+    // (BQ rows x 16 bytes) or atom (BQ rows x W) they start 64 g rows in.
     Value group = arith::IndexCastUIOp::create(
         b, loc, b.getI64Type(),
         arith::DivUIOp::create(b, loc, warp, cIdx(b, kWarpsPerGroup)));
@@ -1615,7 +1685,8 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
         b, loc, sharedAddress(b, qS),
         arith::MulIOp::create(
             b, loc, group,
-            arith::ConstantIntOp::create(b, loc, kRowsPerGroup * 16, 64)));
+            arith::ConstantIntOp::create(
+                b, loc, kRowsPerGroup * (tma ? qkSwizzle : 16), 64)));
     kAddr = sharedAddress(b, kS);
     vAddr = sharedAddress(b, vS);
     if (codesQK)
@@ -1687,8 +1758,7 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
             " rows on " + config.chip;
     return failure();
   }
-  bool tma = usesWgmma(config.chip) && config.tma && !op.getKvQuant() &&
-             !op.isPaged() && !op.getKvIndex();
+  bool tma = usesTma(op, config);
   gpukernel::KernelSignature signature = gpukernel::kernelSignature(op);
   if (tma) // q, k, v tensor maps, typed in the body (tensorMapView)
     signature.types.append(3, LLVM::LLVMPointerType::get(ctx));

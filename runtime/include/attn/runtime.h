@@ -376,7 +376,7 @@ struct GpuCode {
   std::string chip, entry, binary, ptx;
   int64_t blockThreads = 0, rowsPerBlock = 0, sharedBytes = 0;
   /// The kernel takes TMA tensor maps of q, k and v after its arguments
-  /// (boxes of 8 columns x rowsPerBlock or blockKV rows).
+  /// (boxes of rowsPerBlock or blockKV rows, detail::tmaSwizzleBytes wide).
   bool tensorMaps = false;
   int64_t blockKV = 0;
   /// Split-KV: combines the parts' partial results (see GpuKernel.h).
@@ -459,6 +459,17 @@ uint64_t checksum(const void *data, size_t size);
 /// CPU features a bundle may require, and whether this machine has each.
 const std::vector<std::pair<std::string, bool>> &hostCpuFeatures();
 
+/// The swizzle (bytes) of the shared-memory tiles an sm_90a TMA kernel
+/// stages rows of `rowBytes` in, which its tensor maps must match: the
+/// widest of 128, 64 and 32 bytes dividing a row (head dims are multiples
+/// of 16, so 2-byte rows are multiples of 32 bytes). Each TMA box is that
+/// many bytes of rowsPerBlock or blockKV rows, with CU_TENSOR_MAP_SWIZZLE_
+/// of the same width: a 128-element bf16 row takes two boxes, an 80-element
+/// one five 32-byte boxes.
+inline constexpr int64_t tmaSwizzleBytes(int64_t rowBytes) {
+  return rowBytes % 128 == 0 ? 128 : rowBytes % 64 == 0 ? 64 : 32;
+}
+
 /// Bundle layout: magic, format, manifest size, manifest JSON, payloads.
 inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'};
 // 2: sm_90a TMA kernels take their tensor maps by value (grid-constant
@@ -467,7 +478,13 @@ inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'}
 // CPUs), of which the loader picks one; a format-2 reader would load (and
 // check the features of) every payload. attnc writes format 3 only for
 // such bundles, so a single-CPU bundle still loads in a format-2 attnrt.
-inline constexpr uint32_t kBundleFormat = 3;
+// 4: sm_90a TMA kernels stage Q, K and V swizzled (tmaSwizzleBytes), so
+// their tensor maps differ from the 16-byte-wide unswizzled boxes of older
+// kernels; a format-2/3 bundle with tensor maps is refused. attnc writes
+// format 4 only for bundles with such kernels.
+inline constexpr uint32_t kBundleFormat = 4;
+/// The first format whose TMA kernels read tmaSwizzleBytes-wide boxes.
+inline constexpr uint32_t kSwizzledTmaBundleFormat = 4;
 /// The oldest format this attnrt reads.
 inline constexpr uint32_t kOldestBundleFormat = 2;
 } // namespace detail
