@@ -166,6 +166,12 @@ def main():
                                     max(1, warp.get("tensor_core", 0)),
                 "est_tflops": flops / bound_time / 1e12,
                 "times_us": {r: t * 1e6 for r, t in total.items()},
+                # Async copies into shared memory (the TMA unit or the
+                # LSU issues each): fewer, larger requests cost less.
+                "tma_requests": sum(l["tma_requests"] for l in launches),
+                "tma_bytes": sum(l["tma_bytes"] for l in launches),
+                "cp_async_requests": sum(l["cp_async_requests"]
+                                         for l in launches),
             }
             rows.append(row)
     print("Model (H100 SXM5 peaks; not a measurement): %s%s, B=%d H=%d "
@@ -174,12 +180,14 @@ def main():
               else "", args.batch, args.heads, args.kv_heads, args.seq,
               args.head_dim, args.dtype))
     print("| variant | bound per launch | tensor / bound | warp instr per "
-          "tensor instr | est. tensor TFLOP/s |")
-    print("|---|---|---|---|---|")
+          "tensor instr | TMA requests (bytes each) | est. tensor TFLOP/s |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %s | %.2f | %.1f | %.0f |" % (
+        tma = "%d (%d)" % (r["tma_requests"], r["tma_bytes"] //
+                           max(1, r["tma_requests"]))
+        print("| %s | %s | %.2f | %.1f | %s | %.0f |" % (
             r["variant"], r["bounds"], r["tensor_share"],
-            r["issue_per_tensor"], r["est_tflops"]))
+            r["issue_per_tensor"], tma, r["est_tflops"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
