@@ -561,8 +561,11 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
     int64_t other = phase == 0 || widest > 64 ? 16 : 32;
     if (tensorCores)
       rows = 64;
-    int32_t threads =
-        tensorCores ? 128 : int32_t(std::max<int64_t>(rows, 32));
+    // The scalar kernels' accumulators are [threads, width]: one thread per
+    // row, even where rows (16, past D + Dv = 320) leave half a warp idle;
+    // rounding up to a warp would double them past the 48 KiB of static
+    // shared memory (ptxas refused bwd_kv at D = Dv = 256).
+    int32_t threads = tensorCores ? 128 : int32_t(rows);
     std::string fname = (name + (phase == 0 ? "_bwd_kv" : "_bwd_q")).str();
     IRMapping outside;
     gpu::GPUFuncOp func = gpukernel::createKernelFunc(
