@@ -131,6 +131,39 @@ int64_t powerOfTwoFloor(int64_t x) {
   return p;
 }
 
+/// The outer-product kernel's block for C [M, N]: `v` vectors of C's row
+/// per column chunk, `rows` rows of them in registers, plus v registers for
+/// B's row and one for the broadcast. The most accumulators win (FMAs per
+/// load), then the wider chunk (fewer broadcasts): 16 registers (AVX2) take
+/// 6 rows x 2 vectors (12 accumulators, 8 loads per 12 FMAs) over 2 rows x
+/// 4 (8 accumulators: just the FMA latency times two ports, 6 loads per 8).
+/// Chunks stay powers of two vectors: a 3-vector chunk is one 24-lane
+/// vector, which LLVM legalizes badly on AVX2.
+std::pair<int64_t, int64_t> rowBlockShape(int64_t M, int64_t N, int64_t lanes,
+                                          int64_t registers) {
+  int64_t vecsNeeded = (N + lanes - 1) / lanes;
+  int64_t maxVecs = std::max<int64_t>(1, registers / 4);
+  // (N not a power-of-two number of vectors keeps its one chunk, as it
+  // always has: e.g. N = 48 on AVX-512.)
+  if (vecsNeeded <= maxVecs && powerOfTwoFloor(vecsNeeded) != vecsNeeded) {
+    int64_t rows = std::clamp<int64_t>(
+        powerOfTwoFloor(std::max<int64_t>(1, (registers - vecsNeeded - 1) /
+                                                 vecsNeeded)),
+        1, 8);
+    return {vecsNeeded, std::min(rows, M)};
+  }
+  int64_t bestV = 1, bestRows = 1;
+  for (int64_t v = 1; v <= std::min(vecsNeeded, maxVecs); v *= 2) {
+    int64_t rows = std::clamp<int64_t>((registers - v - 1) / v, 1, 8);
+    rows = std::min(rows, M);
+    if (v * rows >= bestV * bestRows) {
+      bestV = v;
+      bestRows = rows;
+    }
+  }
+  return {bestV, bestRows};
+}
+
 /// Emits rows [rowBegin, rowEnd) of C's columns [n0, n0 + nc) in blocks of
 /// `rows` rows.
 void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
@@ -1217,14 +1250,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
     return success();
   }
 
-  // Per column chunk: `v` registers per row of C, R rows, plus one register
-  // for the row of B and one for the broadcast.
-  int64_t maxVecs = std::max<int64_t>(1, registers / 4);
-  int64_t vecsNeeded = (N + lanes - 1) / lanes;
-  int64_t v = std::min(vecsNeeded, maxVecs);
-  int64_t rows = std::clamp<int64_t>(
-      powerOfTwoFloor(std::max<int64_t>(1, (registers - v - 1) / v)), 1, 8);
-  rows = std::min(rows, powerOfTwoFloor(M));
+  auto [v, rows] = rowBlockShape(M, N, lanes, registers);
   int64_t chunk = v * lanes;
 
   OpBuilder::InsertionGuard guard(rewriter);
@@ -1232,11 +1258,15 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   Location loc = op.getLoc();
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
     int64_t nc = std::min(chunk, N - n0);
-    int64_t mainRows = M - M % rows;
-    emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, 0,
-                  mainRows, rows, codesOf(op), unsignedA);
-    emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, mainRows, M,
-                  1, codesOf(op), unsignedA);
+    // Blocks of `rows`, then the rows left in power-of-two blocks (M = 64
+    // in blocks of 6: ten of them and one of 4).
+    for (int64_t begin = 0, block = rows; begin < M;
+         block = powerOfTwoFloor(M - begin)) {
+      int64_t end = begin + (M - begin) / block * block;
+      emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, begin,
+                    end, block, codesOf(op), unsignedA);
+      begin = end;
+    }
   }
   rewriter.eraseOp(op);
   return success();

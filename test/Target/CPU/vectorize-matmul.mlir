@@ -7,27 +7,33 @@
 // RUN: not attn-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(attn-cpu-vectorize-matmul{byte-dots=sse}))' 2>&1 | FileCheck %s --check-prefix=BAD
 // BAD: unknown byte-dots 'sse' (expected none, vnni or maddubs)
 
-// AVX-512, N = 64: 4 registers per row of C, 4 rows per block, the block
-// held in registers across the whole reduction.
+// AVX-512, N = 64: 4 registers per row of C, 6 rows per block (24
+// accumulators, 4 for B's row, 1 broadcast), the block held in registers
+// across the whole reduction; the 4 rows left over take one block of 4.
 
 // CHECK-LABEL: func.func @plain(
 // CHECK-SAME: %[[A:.+]]: memref<64x32xf32>, %[[B:.+]]: memref<32x64xf32>, %[[C:.+]]: memref<64x64xf32>)
 // CHECK-NOT: linalg.matmul
-// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c64 step %c4 {
-// CHECK-COUNT-4: vector.load %[[C]][%{{.+}}, %c0] : memref<64x64xf32>, vector<64xf32>
-// CHECK: scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args(%{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
+// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c60 step %c6 {
+// CHECK-COUNT-6: vector.load %[[C]][%{{.+}}, %c0] : memref<64x64xf32>, vector<64xf32>
+// CHECK: scf.for %[[K:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args(%{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}, %{{.+}} = %{{.+}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
 // CHECK: %[[BK:.+]] = vector.load %[[B]][%[[K]], %{{.+}}] : memref<32x64xf32>, vector<64xf32>
 // CHECK: memref.load %[[A]][%[[I0]], %[[K]]]
 // CHECK: vector.broadcast
 // CHECK: vector.fma %{{.+}}, %[[BK]], %{{.+}} : vector<64xf32>
-// CHECK-COUNT-4: vector.store %{{.+}}, %[[C]]
+// CHECK-COUNT-6: vector.store %{{.+}}, %[[C]]
+// CHECK: scf.for %{{.+}} = %c60{{.*}} to %c64 step %c4 {
+// CHECK-COUNT-4: vector.load %[[C]][%{{.+}}, %c0{{.*}}] : memref<64x64xf32>, vector<64xf32>
+// CHECK-NOT: scf.for %{{.+}} = %c{{[0-9]+}}{{.*}} to %c64 step
 
-// AVX2, N = 64: two column chunks of 32 floats, 2 rows per block.
+// AVX2, N = 64: 12 accumulators, as 6 rows x 2 vectors (four column chunks
+// of 16 floats) rather than 2 rows x 4 (8 accumulators); per chunk, ten
+// blocks of 6 rows and one of 4.
 // AVX2-LABEL: func.func @plain(
-// AVX2: scf.for %{{.+}} = %c0{{.*}} to %c64{{.*}} step %c2{{.*}} {
-// AVX2: vector<32xf32>
-// AVX2: scf.for %{{.+}} = %c0{{.*}} to %c64{{.*}} step %c2{{.*}} {
-// AVX2: vector<32xf32>
+// AVX2-COUNT-4: scf.for %{{.+}} = %c0{{.*}} to %c60{{.*}} step %c6{{.*}} {
+// AVX2-NOT: vector<32xf32>
+// AVX2: scf.for %{{.+}} = %c60{{.*}} to %c64{{.*}} step %c4{{.*}} {
+// AVX2: vector<16xf32>
 func.func @plain(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>) {
   linalg.matmul ins(%a, %b : memref<64x32xf32>, memref<32x64xf32>) outs(%c : memref<64x64xf32>)
   return
@@ -35,21 +41,22 @@ func.func @plain(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64x
 
 // -----
 
-// A read transposed (P^T in the P V product); 5 rows: blocks of 4, then a
-// row at a time for the remainder.
+// A read transposed (P^T in the P V product); 11 rows: a block of 8, then
+// the remainder in power-of-two blocks (2, then 1).
 
 // CHECK-LABEL: func.func @transposed_a(
-// CHECK-SAME: %[[A:.+]]: memref<16x5xf32>
-// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c4 step %c4{{.*}} {
+// CHECK-SAME: %[[A:.+]]: memref<16x11xf32>
+// CHECK: scf.for %[[I0:.+]] = %c0{{.*}} to %c8 step %c8{{.*}} {
 // CHECK: scf.for %[[K:.+]] = {{.*}} iter_args
 // CHECK: memref.load %[[A]][%[[K]], %[[I0]]]
-// CHECK: scf.for %{{.+}} = %c4{{.*}} to %c5 step %c1{{.*}} {
+// CHECK: scf.for %{{.+}} = %c8{{.*}} to %c10 step %c2{{.*}} {
+// CHECK: scf.for %{{.+}} = %c10{{.*}} to %c11 step %c1{{.*}} {
 #mapA = affine_map<(m, n, k) -> (k, m)>
 #mapB = affine_map<(m, n, k) -> (k, n)>
 #mapC = affine_map<(m, n, k) -> (m, n)>
-func.func @transposed_a(%a: memref<16x5xf32>, %b: memref<16x40xf32>, %c: memref<5x40xf32>) {
+func.func @transposed_a(%a: memref<16x11xf32>, %b: memref<16x40xf32>, %c: memref<11x40xf32>) {
   linalg.matmul indexing_maps = [#mapA, #mapB, #mapC]
-      ins(%a, %b : memref<16x5xf32>, memref<16x40xf32>) outs(%c : memref<5x40xf32>)
+      ins(%a, %b : memref<16x11xf32>, memref<16x40xf32>) outs(%c : memref<11x40xf32>)
   return
 }
 
