@@ -9,9 +9,11 @@
 //   per key tile of the workgroup's part (skipped when the classifier says
 //   EMPTY):
 //     the tile's K and V rows were loaded into registers during the
-//     previous tile's math (16 bytes per thread and step, zero past Skv,
-//     through the page table when paged, at the listed positions for
-//     kv_index); they are written to LDS, K row-major and V transposed
+//     previous tile's math (K 16 bytes per thread and step, V 4 rows of 8
+//     bytes per thread: 4 keys x 4 columns; through the page table when
+//     paged, at the listed positions for kv_index); nothing waits for them
+//     until they are written to LDS, zeroed past Skv there, K row-major and
+//     V transposed in registers (one 8-byte write of 4 keys per column)
 //     S^T = K Q^T in MFMA accumulators (BK x 16 per wave); for int8/int4
 //     (and fp8 on gfx942/gfx950) codes whose token groups cover the tile,
 //     K stays codes in LDS and meets Q rounded per query and tile on the
@@ -63,8 +65,13 @@ constexpr int64_t kRows = kWaves * kRowsPerWave;
 // LDS rows are padded by 8 bytes so the 16 rows one MFMA operand load
 // touches spread over the banks.
 constexpr int64_t kPad = 4;
-// Elements per 16-byte global load.
+// Elements per 16-byte global load of K.
 constexpr int64_t kChunk = 8;
+// V goes to LDS transposed in units of 4 keys x 4 columns per thread: one
+// 8-byte LDS write per column (4 keys, the 4 elements one lane's MFMA A
+// operand reads) instead of one 2-byte write per element.
+constexpr int64_t kUnitKeys = 4;
+constexpr int64_t kUnitColumns = 4;
 
 /// Whether Q.K runs on K's codes on the matrix cores: int8 (int4 ones
 /// unpacked to bytes) on the integer ones, fp8 on the fp8 ones (gfx942,
@@ -112,29 +119,83 @@ private:
   /// Sum or max of x over the 4 lane groups that share a query.
   Value acrossGroups(OpBuilder &b, Value x, bool isMax);
 
-  /// Chunk c of a key tile: (tile row, first column). K goes row by row
-  /// (one row's chunks to consecutive threads), V column block by column
-  /// block (consecutive rows to consecutive threads, so the transposed
-  /// LDS writes of neighbouring lanes are neighbouring addresses).
-  std::pair<Value, Value> chunkAt(OpBuilder &b, Value c, bool key);
-  int64_t chunks(bool key) const { return BK * (key ? D : Dv) / kChunk; }
-  int64_t steps(bool key) const {
-    return (chunks(key) + kThreads - 1) / kThreads;
+  /// K's share of a key tile is chunks of 8 elements of a row (16 bytes;
+  /// one row's chunks to consecutive threads), written row-major to LDS.
+  /// Chunk c: (tile row, first column).
+  std::pair<Value, Value> keyChunkAt(OpBuilder &b, Value c);
+  int64_t keyChunks() const { return BK * D / kChunk; }
+  int64_t keySteps() const { return (keyChunks() + kThreads - 1) / kThreads; }
+  /// V's share is units of kUnitKeys consecutive keys by kUnitColumns
+  /// columns: a thread loads the unit's 4 rows (8 bytes each), transposes
+  /// them in registers and writes 4 columns of 4 keys, one 8-byte LDS
+  /// write each, to V^T. Unit u: (first key, first column).
+  std::pair<Value, Value> valueUnitAt(OpBuilder &b, Value u);
+  int64_t valueUnits() const { return BK * Dv / (kUnitKeys * kUnitColumns); }
+  int64_t valueSteps() const {
+    return (valueUnits() + kThreads - 1) / kThreads;
   }
-  /// This thread's chunks of the tile at k0, K's then V's.
+  /// Registers a tile occupies while in flight: K's chunks, then V's rows.
+  int64_t tileLoads() const { return keySteps() + valueSteps() * kUnitKeys; }
+  /// Rows past Skv are zeroed when the registers are written to LDS, not
+  /// when loaded, so nothing waits for the loads before then. Whether a
+  /// row holds a key is recomputed there, except for kv_index (a listed
+  /// position, read from memory): then the loop carries it, one bit a row.
+  int64_t carriedBits() const { return kvIndex ? tileLoads() : 0; }
+  /// This thread's loads of the tile at k0 (tileLoads() registers, then
+  /// carriedBits() validity bits).
   SmallVector<Value> loadTile(OpBuilder &b, Value k0);
+  SmallVector<Value> loadTileRows(OpBuilder &b, Value k0);
+  /// Emission state: the tile being loaded or stored lies within the key
+  /// slots (no kv_index), so its rows need neither clamping nor zeroing.
+  bool wholeTile = false;
+  /// `emit` twice, under `if (k0 + BK <= key slots)` with wholeTile set and
+  /// in its else branch without (with kv_index once, without), returning
+  /// the results.
+  SmallVector<Value>
+  splitOnWholeTile(OpBuilder &b, Value k0,
+                   llvm::function_ref<SmallVector<Value>(OpBuilder &)> emit);
+  /// Whether V's rows of a unit lie at fixed offsets from its first one
+  /// (contiguous K/V, or pages holding whole units), so only that row's
+  /// address is computed.
+  bool unitRowsContiguous() {
+    return !kvIndex && (!pageTable || *op.getPageSize() % kUnitKeys == 0);
+  }
+  /// V as a 1-D view of its elements (for unitRowsContiguous) and its
+  /// strides.
+  Value vFlat;
+  SmallVector<Value> vStrides;
   SmallVector<Value> zeroTile(OpBuilder &b);
-  /// A register chunk: 8 elements, or for quantized K/V their raw codes
-  /// (8 bytes; 4 for int4).
-  VectorType chunkType(OpBuilder &b) {
+  /// A register of K: 8 elements, or for quantized K their raw codes (8
+  /// bytes; 4 for int4). Of V: a unit's row of 4 elements or codes (4
+  /// bytes; 2 for int4).
+  VectorType loadType(OpBuilder &b, bool key) {
+    int64_t n = key ? kChunk : kUnitColumns;
     if (!quant)
-      return vec(kChunk, elt);
-    return vec(*quant == KVQuant::int4 ? kChunk / 2 : kChunk, b.getI8Type());
+      return vec(n, elt);
+    return vec(*quant == KVQuant::int4 ? n / 2 : n, b.getI8Type());
   }
   /// Writes loadTile's registers for the tile at k0 to LDS (K row-major,
-  /// V transposed), dequantized on the way when quantized (K kept as codes
-  /// with codesQK).
+  /// V transposed), zero where no key, dequantized on the way when
+  /// quantized (K kept as codes with codesQK).
   void storeTile(OpBuilder &b, Value k0, ValueRange regs);
+  void storeTileRows(OpBuilder &b, Value k0, ValueRange regs);
+  /// `valid`: the rows' carried validity bits (empty when recomputed).
+  void storeKeyChunk(OpBuilder &b, Value k0, Value c, Value x, Value valid);
+  void storeValueUnit(OpBuilder &b, Value k0, Value u, ArrayRef<Value> rows,
+                      ArrayRef<Value> valid);
+  /// Zero where the row at `slot` holds no key (`carried`: its bit, when
+  /// the loop carries it).
+  Value zeroPastKeys(OpBuilder &b, Value x, Value slot, Value carried) {
+    if (wholeTile)
+      return x;
+    Value valid = carried ? carried
+                          : arith::CmpIOp::create(b, loc,
+                                                  arith::CmpIPredicate::ult,
+                                                  slot, keySlots)
+                                .getResult();
+    return arith::SelectOp::create(b, loc, valid, x,
+                                   zeros(b, cast<VectorType>(x.getType())));
+  }
   /// The tile's S^T, softmax update and O^T += V^T P^T; `state` is
   /// (m, l, O^T accumulators...).
   SmallVector<Value> computeTile(OpBuilder &b, Value k0, Value cls,
@@ -175,108 +236,269 @@ Value MfmaAttentionBuilder::acrossGroups(OpBuilder &b, Value x, bool isMax) {
   return x;
 }
 
-std::pair<Value, Value> MfmaAttentionBuilder::chunkAt(OpBuilder &b, Value c,
-                                                      bool key) {
-  if (key) {
-    Value perRow = cIdx(b, D / kChunk);
-    return {arith::DivUIOp::create(b, loc, c, perRow),
-            arith::MulIOp::create(b, loc,
-                                  arith::RemUIOp::create(b, loc, c, perRow),
-                                  cIdx(b, kChunk))};
-  }
-  return {arith::RemUIOp::create(b, loc, c, cIdx(b, BK)),
-          arith::MulIOp::create(
-              b, loc, arith::DivUIOp::create(b, loc, c, cIdx(b, BK)),
-              cIdx(b, kChunk))};
+std::pair<Value, Value> MfmaAttentionBuilder::keyChunkAt(OpBuilder &b,
+                                                         Value c) {
+  Value perRow = cIdx(b, D / kChunk);
+  return {arith::DivUIOp::create(b, loc, c, perRow),
+          arith::MulIOp::create(b, loc,
+                                arith::RemUIOp::create(b, loc, c, perRow),
+                                cIdx(b, kChunk))};
+}
+
+std::pair<Value, Value> MfmaAttentionBuilder::valueUnitAt(OpBuilder &b,
+                                                          Value u) {
+  // 16 consecutive units are 4 column blocks x 4 key groups: V^T rows are
+  // BK + 4 elements, 2 BK + 8 bytes, so column block c starts 8 c banks
+  // (mod 32) further and key group g 2 g: the 16 lanes' 8-byte writes hit
+  // 32 distinct banks. Each global load then reads 32 contiguous bytes of
+  // 4 rows per 16 lanes, the next 16 lanes continuing the same rows.
+  Value columnLow = arith::RemUIOp::create(b, loc, u, cIdx(b, 4));
+  Value keyLow = arith::RemUIOp::create(
+      b, loc, arith::DivUIOp::create(b, loc, u, cIdx(b, 4)), cIdx(b, 4));
+  Value rest = arith::DivUIOp::create(b, loc, u, cIdx(b, 16));
+  Value blocksHigh = cIdx(b, Dv / (4 * kUnitColumns));
+  Value columnBlock = arith::AddIOp::create(
+      b, loc, columnLow,
+      arith::MulIOp::create(
+          b, loc, arith::RemUIOp::create(b, loc, rest, blocksHigh),
+          cIdx(b, 4)));
+  Value keyGroup = arith::AddIOp::create(
+      b, loc, keyLow,
+      arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, rest, blocksHigh),
+          cIdx(b, 4)));
+  return {arith::MulIOp::create(b, loc, keyGroup, cIdx(b, kUnitKeys)),
+          arith::MulIOp::create(b, loc, columnBlock, cIdx(b, kUnitColumns))};
+}
+
+SmallVector<Value> MfmaAttentionBuilder::splitOnWholeTile(
+    OpBuilder &b, Value k0,
+    llvm::function_ref<SmallVector<Value>(OpBuilder &)> emit) {
+  if (kvIndex)
+    return emit(b);
+  Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule,
+                                      add(b, k0, BK), keySlots);
+  auto ifOp = scf::IfOp::create(
+      b, loc, whole,
+      [&](OpBuilder &b, Location) {
+        wholeTile = true;
+        scf::YieldOp::create(b, loc, emit(b));
+        wholeTile = false;
+      },
+      [&](OpBuilder &b, Location) { scf::YieldOp::create(b, loc, emit(b)); });
+  return SmallVector<Value>(ifOp.getResults());
 }
 
 SmallVector<Value> MfmaAttentionBuilder::loadTile(OpBuilder &b, Value k0) {
-  SmallVector<Value> regs;
-  VectorType type = chunkType(b);
-  Value zero = zeros(b, type);
-  for (bool key : {true, false}) {
-    Value src = key ? k : v;
-    for (int64_t s = 0; s < steps(key); ++s) {
-      Value c = add(b, tid, s * kThreads);
-      Value inRange;
-      if ((s + 1) * kThreads > chunks(key)) { // the tile's last, partial step
-        inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, c,
-                                        cIdx(b, chunks(key)));
-        c = arith::MinUIOp::create(b, loc, c, cIdx(b, chunks(key) - 1));
+  return splitOnWholeTile(b, k0, [&](OpBuilder &b) {
+    return loadTileRows(b, k0);
+  });
+}
+
+SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
+                                                      Value k0) {
+  // A whole tile's rows are the slots themselves (through the page table
+  // when paged).
+  auto rowOf = [&](Value slot, Value src) {
+    if (wholeTile && !pageTable)
+      return KeyRow{bIdx, slot, Value()};
+    return keyRow(b, slot, src);
+  };
+  SmallVector<Value> regs, valid;
+  auto load = [&](Value src, const KeyRow &r, Value column, VectorType type) {
+    // int4 codes: two per byte.
+    Value at = quant && *quant == KVQuant::int4
+                   ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
+                         .getResult()
+                   : column;
+    regs.push_back(vector::LoadOp::create(
+        b, loc, type, src, ValueRange{r.outer, hkvIdx, r.row, at}));
+    valid.push_back(r.valid);
+  };
+  // The tile's last step may be partial: its spare threads load the last
+  // chunk (unit) again, and storeTile skips them.
+  for (int64_t s = 0; s < keySteps(); ++s) {
+    Value c = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
+                                     cIdx(b, keyChunks() - 1));
+    auto [row, column] = keyChunkAt(b, c);
+    load(k, rowOf(arith::AddIOp::create(b, loc, k0, row), k), column,
+         loadType(b, true));
+  }
+  for (int64_t s = 0; s < valueSteps(); ++s) {
+    Value u = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
+                                     cIdx(b, valueUnits() - 1));
+    auto [key, column] = valueUnitAt(b, u);
+    Value first = arith::AddIOp::create(b, loc, k0, key);
+    if (!unitRowsContiguous()) {
+      for (int64_t j = 0; j < kUnitKeys; ++j)
+        load(v, keyRow(b, add(b, first, j), v), column, loadType(b, false));
+      continue;
+    }
+    // Row j is the first row's address plus j rows where it holds a key,
+    // else the first row again (a valid address; zeroed when stored): the
+    // first (key-aligned) row clamped into the tensor, and a unit never
+    // straddles a page.
+    KeyRow r = rowOf(first, v);
+    Value at = quant && *quant == KVQuant::int4
+                   ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
+                         .getResult()
+                   : column;
+    Value base = at;
+    SmallVector<Value, 3> indices = {r.outer, hkvIdx, r.row};
+    for (auto [index, stride] : llvm::zip(indices, vStrides))
+      base = arith::AddIOp::create(
+          b, loc, base, arith::MulIOp::create(b, loc, index, stride));
+    for (int64_t j = 0; j < kUnitKeys; ++j) {
+      Value at = base;
+      if (j && wholeTile) {
+        at = arith::AddIOp::create(
+            b, loc, base,
+            arith::MulIOp::create(b, loc, vStrides[2], cIdx(b, j)));
+      } else if (j) {
+        Value holds = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::ult, add(b, first, j), keySlots);
+        at = arith::AddIOp::create(
+            b, loc, base,
+            arith::SelectOp::create(
+                b, loc, holds,
+                arith::MulIOp::create(b, loc, vStrides[2], cIdx(b, j)),
+                cIdx(b, 0)));
       }
-      auto [row, column] = chunkAt(b, c, key);
-      KeyRow r = keyRow(b, arith::AddIOp::create(b, loc, k0, row), src);
-      Value valid = inRange ? arith::AndIOp::create(b, loc, r.valid, inRange)
-                                  .getResult()
-                            : r.valid;
-      // int4 codes: two per byte.
-      Value at = quant && *quant == KVQuant::int4
-                     ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
-                           .getResult()
-                     : column;
-      Value x = vector::LoadOp::create(b, loc, type, src,
-                                       ValueRange{r.outer, hkvIdx, r.row, at});
-      regs.push_back(arith::SelectOp::create(b, loc, valid, x, zero));
+      regs.push_back(
+          vector::LoadOp::create(b, loc, loadType(b, false), vFlat, at));
     }
   }
+  if (carriedBits())
+    regs.append(valid.begin(), valid.end());
   return regs;
 }
 
 SmallVector<Value> MfmaAttentionBuilder::zeroTile(OpBuilder &b) {
-  return SmallVector<Value>(steps(true) + steps(false),
-                            zeros(b, chunkType(b)));
+  SmallVector<Value> regs(keySteps(), zeros(b, loadType(b, true)));
+  regs.append(valueSteps() * kUnitKeys, zeros(b, loadType(b, false)));
+  regs.append(carriedBits(), arith::ConstantIntOp::create(b, loc, 0, 1));
+  return regs;
+}
+
+void MfmaAttentionBuilder::storeKeyChunk(OpBuilder &b, Value k0, Value c,
+                                         Value x, Value valid) {
+  auto [row, column] = keyChunkAt(b, c);
+  x = zeroPastKeys(b, x, arith::AddIOp::create(b, loc, k0, row), valid);
+  if (codesQK) {
+    if (*quant == KVQuant::int4) // sign-extended nibbles, low first
+      x = unpackInt4(b, x);
+    if (isFp8(*quant) && fnuz) {
+      // OCP bits read as FNUZ are half the value (bias one higher), which
+      // the row scale makes up for, except OCP's -0 (0x80): FNUZ's NaN,
+      // so it becomes +0.
+      VectorType bytes = vec(kChunk, b.getI8Type());
+      Value negZero =
+          splat(b, bytes, arith::ConstantIntOp::create(b, loc, -128, 8));
+      x = arith::SelectOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, negZero),
+          zeros(b, bytes), x);
+    }
+  } else if (quant) {
+    x = dequantizeChunk(
+        b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
+        column, /*key=*/true);
+  }
+  vector::StoreOp::create(b, loc, x, kS, ValueRange{row, column});
+}
+
+void MfmaAttentionBuilder::storeValueUnit(OpBuilder &b, Value k0, Value u,
+                                          ArrayRef<Value> rows,
+                                          ArrayRef<Value> valid) {
+  auto [key, column] = valueUnitAt(b, u);
+  SmallVector<Value> values;
+  for (auto [j, row] : llvm::enumerate(rows)) {
+    Value x = zeroPastKeys(
+        b, row, add(b, arith::AddIOp::create(b, loc, k0, key), int64_t(j)),
+        valid.empty() ? Value() : valid[j]);
+    if (quant) {
+      // The row's codes times its token's scale.
+      if (*quant == KVQuant::int4) {
+        auto [lo, hi] = splitInt4Codes(b, loc, x);
+        x = vector::ShuffleOp::create(b, loc, lo, hi,
+                                      ArrayRef<int64_t>{0, 2, 1, 3});
+      }
+      Value pos = scalePosition(
+          b, add(b, arith::AddIOp::create(b, loc, k0, key), int64_t(j)));
+      Value scale =
+          memref::LoadOp::create(b, loc, vScale, ValueRange{bIdx, hkvIdx, pos});
+      SmallVector<Value> decoded;
+      for (int64_t e = 0; e < kUnitColumns; ++e)
+        decoded.push_back(arith::TruncFOp::create(
+            b, loc, elt,
+            arith::MulFOp::create(
+                b, loc,
+                decodeKVCode(b, loc, *quant,
+                             vector::ExtractOp::create(b, loc, x, e)),
+                scale)));
+      x = vector::FromElementsOp::create(b, loc, vec(kUnitColumns, elt),
+                                         decoded);
+    }
+    values.push_back(x);
+  }
+  // The 4x4 transpose: column e of the unit is element e of every row
+  // (16-bit halves picked from two registers at a time: v_perm_b32).
+  for (int64_t e = 0; e < kUnitColumns; ++e) {
+    Value low = vector::ShuffleOp::create(b, loc, values[0], values[1],
+                                          ArrayRef<int64_t>{e, 4 + e});
+    Value high = vector::ShuffleOp::create(b, loc, values[2], values[3],
+                                           ArrayRef<int64_t>{e, 4 + e});
+    Value keys = vector::ShuffleOp::create(b, loc, low, high,
+                                           ArrayRef<int64_t>{0, 1, 2, 3});
+    // Keys 4 g .. 4 g + 3 of a V^T row: 8-byte aligned (rows are BK + 4
+    // elements), one ds_write_b64.
+    vector::StoreOp::create(b, loc, keys, vT, ValueRange{add(b, column, e), key},
+                            /*nontemporal=*/false, llvm::Align(8));
+  }
 }
 
 void MfmaAttentionBuilder::storeTile(OpBuilder &b, Value k0,
                                      ValueRange regs) {
-  size_t next = 0;
-  for (bool key : {true, false})
-    for (int64_t s = 0; s < steps(key); ++s) {
-      Value x = regs[next++];
-      Value c = add(b, tid, s * kThreads);
-      auto store = [&](OpBuilder &b) {
-        auto [row, column] = chunkAt(b, c, key);
-        if (key && codesQK) {
-          if (*quant == KVQuant::int4) // sign-extended nibbles, low first
-            x = unpackInt4(b, x);
-          if (isFp8(*quant) && fnuz) {
-            // OCP bits read as FNUZ are half the value (bias one higher),
-            // which the row scale makes up for, except OCP's -0 (0x80):
-            // FNUZ's NaN, so it becomes +0.
-            VectorType bytes = vec(kChunk, b.getI8Type());
-            Value negZero = splat(
-                b, bytes, arith::ConstantIntOp::create(b, loc, -128, 8));
-            x = arith::SelectOp::create(
-                b, loc,
-                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x,
-                                      negZero),
-                zeros(b, bytes), x);
-          }
-        } else if (quant) {
-          x = dequantizeChunk(
-              b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
-              column, key);
-        }
-        if (key) {
-          vector::StoreOp::create(b, loc, x, kS, ValueRange{row, column});
-          return;
-        }
-        for (int64_t e = 0; e < kChunk; ++e)
-          memref::StoreOp::create(
-              b, loc, vector::ExtractOp::create(b, loc, x, e), vT,
-              ValueRange{add(b, column, e), row});
-      };
-      if ((s + 1) * kThreads <= chunks(key)) {
-        store(b);
-        continue;
-      }
-      Value inRange = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::ult, c, cIdx(b, chunks(key)));
-      scf::IfOp::create(b, loc, inRange, [&](OpBuilder &b, Location) {
-        store(b);
-        scf::YieldOp::create(b, loc);
-      });
+  splitOnWholeTile(b, k0, [&](OpBuilder &b) {
+    storeTileRows(b, k0, regs);
+    return SmallVector<Value>();
+  });
+}
+
+void MfmaAttentionBuilder::storeTileRows(OpBuilder &b, Value k0,
+                                         ValueRange regs) {
+  SmallVector<Value> rows(regs.take_front(tileLoads()));
+  SmallVector<Value> bits(regs.drop_front(tileLoads()));
+  // A partial step's spare threads (index past `count`) store nothing.
+  auto guarded = [&](OpBuilder &b, Value index, int64_t s, int64_t count,
+                     llvm::function_ref<void(OpBuilder &)> store) {
+    if ((s + 1) * kThreads <= count) {
+      store(b);
+      return;
     }
+    Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                          index, cIdx(b, count));
+    scf::IfOp::create(b, loc, inRange, [&](OpBuilder &b, Location) {
+      store(b);
+      scf::YieldOp::create(b, loc);
+    });
+  };
+  for (int64_t s = 0; s < keySteps(); ++s) {
+    Value c = add(b, tid, s * kThreads);
+    guarded(b, c, s, keyChunks(),
+            [&](OpBuilder &b) {
+              storeKeyChunk(b, k0, c, rows[s], bits.empty() ? Value() : bits[s]);
+            });
+  }
+  for (int64_t s = 0; s < valueSteps(); ++s) {
+    Value u = add(b, tid, s * kThreads);
+    int64_t first = keySteps() + s * kUnitKeys;
+    guarded(b, u, s, valueUnits(), [&](OpBuilder &b) {
+      storeValueUnit(b, k0, u, ArrayRef(rows).slice(first, kUnitKeys),
+                     bits.empty() ? ArrayRef<Value>()
+                                  : ArrayRef(bits).slice(first, kUnitKeys));
+    });
+  }
 }
 
 SmallVector<Value> MfmaAttentionBuilder::scores(OpBuilder &b,
@@ -518,6 +740,29 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   kS = func.getWorkgroupAttributions()[0];
   vT = func.getWorkgroupAttributions()[1];
   setUp(b, func, /*extraArgs=*/0);
+  if (unitRowsContiguous()) {
+    // All of V's elements: 1 + sum (size - 1) stride (strides are
+    // non-negative; the runtime checks).
+    auto meta = memref::ExtractStridedMetadataOp::create(b, loc, v);
+    Value extent = cIdx(b, 1);
+    for (auto [size, stride] : llvm::zip(meta.getSizes(), meta.getStrides())) {
+      extent = arith::AddIOp::create(
+          b, loc, extent,
+          arith::MulIOp::create(
+              b, loc, arith::SubIOp::create(b, loc, size, cIdx(b, 1)),
+              stride));
+      vStrides.push_back(stride);
+    }
+    Type eltType = cast<MemRefType>(v.getType()).getElementType();
+    auto flatType = MemRefType::get(
+        {ShapedType::kDynamic}, eltType,
+        StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, {1}),
+        cast<MemRefType>(v.getType()).getMemorySpace());
+    vFlat = memref::ReinterpretCastOp::create(
+        b, loc, flatType, v, OpFoldResult(meta.getOffset()),
+        ArrayRef<OpFoldResult>{OpFoldResult(extent)},
+        ArrayRef<OpFoldResult>{OpFoldResult(b.getIndexAttr(1))});
+  }
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value wave = arith::DivUIOp::create(b, loc, tid, cIdx(b, kWaveSize));
@@ -583,7 +828,7 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // Key tiles, the next visited one's rows in flight in registers while
   // this one is computed. The class is the same for the whole workgroup,
   // so every barrier under it is reached by all threads or none.
-  int64_t numRegs = steps(true) + steps(false);
+  int64_t numRegs = tileLoads() + carriedBits();
   auto loadIfVisited = [&](OpBuilder &b, Value t, Value cls,
                            ValueRange otherwise) {
     auto ifOp = scf::IfOp::create(
