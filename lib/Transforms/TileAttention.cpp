@@ -1884,6 +1884,31 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       storeRows(b, mx, mUseBuf, {c0});
       return;
     }
+    if (!rowVectors && !withMask && !op.hasScore() && !posBuf) {
+      // Without a mask or score region only the partial last tile's rows
+      // past kn change (to -inf, once): the max then reads the scores and
+      // stores nothing back (one select and one store less per vector).
+      // It may drop a NaN (nnan: one vmaxps, not four instructions that
+      // keep it), which then still reaches p and O through exp2.
+      auto maxFlags = arith::FastMathFlagsAttr::get(
+          b.getContext(),
+          arith::FastMathFlags::nnan | arith::FastMathFlags::nsz);
+      forLoop(b, kn, cIdx(b, BK), 1, [&](OpBuilder &b, Value j) {
+        forRows(b, [&](OpBuilder &b, Value i) {
+          memref::StoreOp::create(b, loc, negInf, sTBuf, ValueRange{j, i});
+        });
+      });
+      forLoop(b, BK, [&](OpBuilder &b, Value j) {
+        forRows(b, [&](OpBuilder &b, Value i) {
+          Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
+          Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+          memref::StoreOp::create(
+              b, loc, arith::MaximumFOp::create(b, loc, mx, t, maxFlags),
+              mUseBuf, ValueRange{i});
+        });
+      });
+      return;
+    }
     forLoop(b, BK, [&](OpBuilder &b, Value j) {
       forRows(b, [&](OpBuilder &b, Value i) {
         Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});

@@ -171,7 +171,26 @@ func.func @dynamic_scale(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
 // CHECK-NOT: scf.if %{{.+}} -> (memref
 // CHECK: arith.extf %{{.+}} : bf16 to f32
 // CHECK-NOT: scf.if %{{.+}} -> (memref
-// CHECK: linalg.matmul ins(%{{.+}}, %{{.+}} : memref<64x64xf32>, memref<64x64xf32>)
+// CHECK: linalg.matmul ins(%{{.+}}, %[[QTB:.+]] : memref<64x64xf32>, memref<64x64xf32>) outs(%[[ST:.+]] : memref<64x64xf32>)
+//      No mask or score region: the rows past the tile's keys become -inf
+//      (only the last tile has any), then the row max only reads S.
+// CHECK: %[[NEGINF:.+]] = arith.constant 0xFF800000 : f32
+// CHECK: scf.for %[[J:.+]] = %[[KN:.+]] to %c64
+// CHECK-NEXT: arith.constant
+// CHECK-NEXT: arith.constant
+// CHECK-NEXT: scf.for %[[I:.+]] = %c0
+// CHECK-NEXT: memref.store %[[NEGINF]], %[[ST]][%[[J]], %[[I]]]
+// CHECK: scf.for %[[J2:.+]] = %c0{{.*}} to %c64
+// CHECK-NEXT: arith.constant
+// CHECK-NEXT: arith.constant
+// CHECK-NEXT: scf.for %[[I2:.+]] = %c0
+// CHECK-NEXT: %[[S:.+]] = memref.load %[[ST]][%[[J2]], %[[I2]]]
+// CHECK-NEXT: %[[M:.+]] = memref.load %[[MUSE:.+]][%[[I2]]]
+// CHECK-NEXT: %[[MX:.+]] = arith.maximumf %[[M]], %[[S]] fastmath<nnan,nsz> : f32
+// CHECK-NEXT: memref.store %[[MX]], %[[MUSE]][%[[I2]]]
+// CHECK-NEXT: }
+// CHECK-NEXT: }
+// CHECK: math.exp2
 // CHECK-NOT: scf.if %{{.+}} -> (memref
 // CHECK: } {attn.work_loop}
 func.func @bf16_staged(%q: memref<?x?x?x64xbf16>, %k: memref<?x?x?x64xbf16>,
