@@ -478,6 +478,7 @@ std::unique_ptr<CodeObject> loadCodeObject(const void *bytes, size_t size,
       mc.printer->printInst(&mci, in.address, "", *mc.sti, os);
       in.text = llvm::StringRef(printed).trim().str();
       in.mnemonic = baseMnemonic(in.text, in);
+      in.klass = classifyMnemonic(in.mnemonic);
       // Operands first: the binder inspects them (forms, widths, modifiers).
       if (decodeOperands(mc, mci, in))
         in.run = bind(in);
@@ -487,6 +488,46 @@ std::unique_ptr<CodeObject> loadCodeObject(const void *bytes, size_t size,
     offset += co->insts.back().size;
   }
   return co;
+}
+
+const char *instClassName(InstClass c) {
+  static const char *const names[kInstClasses] = {
+      "salu",      "smem",       "branch",   "wait",      "barrier",
+      "valu",      "mfma",       "vmem_load", "vmem_store", "lds_read",
+      "lds_write", "lds_other",  "other"};
+  return c < kInstClasses ? names[c] : "other";
+}
+
+InstClass classifyMnemonic(const std::string &mnemonic) {
+  llvm::StringRef m = mnemonic;
+  if (m.starts_with("v_mfma"))
+    return kMfma;
+  if (m.starts_with("v_"))
+    return kValu;
+  if (m.starts_with("ds_read"))
+    return kLdsRead;
+  if (m.starts_with("ds_write"))
+    return kLdsWrite;
+  if (m.starts_with("ds_"))
+    return kLdsOther;
+  if (m.starts_with("global_") || m.starts_with("flat_") ||
+      m.starts_with("buffer_") || m.starts_with("scratch_"))
+    return m.contains("_load") && !m.contains("atomic") ? kVmemLoad
+                                                         : kVmemStore;
+  if (m.starts_with("s_load") || m.starts_with("s_buffer_") ||
+      m.starts_with("s_store") || m.starts_with("s_dcache") ||
+      m.starts_with("s_memtime") || m.starts_with("s_memrealtime"))
+    return kSmem;
+  if (m == "s_barrier")
+    return kBarrier;
+  if (m.starts_with("s_waitcnt") || m == "s_nop" || m == "s_sleep")
+    return kWait;
+  if (m == "s_branch" || m.starts_with("s_cbranch") || m == "s_setpc_b64" ||
+      m == "s_swappc_b64" || m == "s_endpgm")
+    return kBranch;
+  if (m.starts_with("s_"))
+    return kSalu;
+  return kOther;
 }
 
 } // namespace attn::sim::amd

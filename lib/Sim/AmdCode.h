@@ -74,6 +74,28 @@ struct Operand {
   uint64_t imm = 0;
 };
 
+/// What an instruction occupies, for the per-class counts of
+/// ATTNSIM_STATS / ATTNSIM_PROFILE (the performance model's inputs).
+enum InstClass : uint8_t {
+  kSalu,      // scalar ALU (s_*, not below)
+  kSmem,      // scalar memory (s_load_*, s_buffer_load_*, ...)
+  kBranch,    // s_branch, s_cbranch_*, s_setpc/s_swappc, s_endpgm
+  kWait,      // s_waitcnt*, s_nop, s_sleep
+  kBarrier,   // s_barrier
+  kValu,      // vector ALU (v_*, not MFMA)
+  kMfma,      // v_mfma_*
+  kVmemLoad,  // global/flat/buffer loads
+  kVmemStore, // global/flat/buffer stores and atomics
+  kLdsRead,   // ds_read*
+  kLdsWrite,  // ds_write*
+  kLdsOther,  // other ds_* (permutes, swizzles, atomics)
+  kOther,
+  kInstClasses
+};
+const char *instClassName(InstClass c);
+/// The class of a mnemonic ("v_add_f32", encoding suffixes removed).
+InstClass classifyMnemonic(const std::string &mnemonic);
+
 /// Execution of one decoded instruction (see AmdMachine.cpp).
 struct Exec;
 struct Inst;
@@ -86,6 +108,7 @@ struct Inst {
   Handler run = nullptr; // null: not modelled (a hard error when reached)
   uint32_t aux = 0;      // handler-specific (operation, width, ...)
   uint8_t ndef = 0, nsrc = 0, nimm = 0;
+  InstClass klass = kOther;
   bool dpp = false, sdwa = false, vop3 = false;
   Operand def[2];
   Operand src[4];

@@ -3053,6 +3053,7 @@ void Workgroup::runWave(Wave &w, uint64_t quantum) {
       traceResults(x, *in);
     if (in->mnemonic[0] == 'v' && in->mnemonic[1] == '_')
       x.stats.laneInstructions += unsigned(std::popcount(w.exec()));
+    ++x.stats.byClass[in->klass];
     ++executed;
   }
   x.stats.waveInstructions += executed;
@@ -3192,6 +3193,8 @@ DispatchStats dispatch(const CodeObject &code, const Kernel &kernel,
     total.laneInstructions += s.laneInstructions;
     total.mfmaFlops += s.mfmaFlops;
     total.workgroups += s.workgroups;
+    for (int c = 0; c < kInstClasses; ++c)
+      total.byClass[c] += s.byClass[c];
   };
   if (workers <= 1) {
     work();

@@ -56,6 +56,7 @@ struct DispatchStats {
   uint64_t laneInstructions = 0; // vector instructions times active lanes
   uint64_t mfmaFlops = 0;        // 2 m n k blocks per MFMA
   uint64_t workgroups = 0;
+  uint64_t byClass[kInstClasses] = {}; // waveInstructions by InstClass
 };
 
 /// The handler of an instruction (null when the model lacks it); what

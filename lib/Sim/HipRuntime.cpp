@@ -51,6 +51,7 @@ struct State {
   std::string lastReport;
   hipError_t lastError = kSuccess;
   uint64_t instructions = 0, laneInstructions = 0;
+  uint64_t byClass[amd::kInstClasses] = {};
   double launchSeconds = 0;
   uint64_t launches = 0;
   int streams = 0;
@@ -155,6 +156,38 @@ void printStats() {
           static_cast<unsigned long long>(s.laneInstructions),
           s.launchSeconds,
           double(s.instructions) / std::max(s.launchSeconds, 1e-9) / 1e6);
+  fprintf(stderr, "attnsim-hip: wave instructions by class:");
+  for (int c = 0; c < amd::kInstClasses; ++c)
+    fprintf(stderr, " %s %llu", amd::instClassName(amd::InstClass(c)),
+            static_cast<unsigned long long>(s.byClass[c]));
+  fprintf(stderr, "\n");
+}
+
+/// One JSON object per launch (ATTNSIM_PROFILE=FILE), as the CUDA
+/// simulator writes: wave instructions by class, MFMA FLOPs.
+void appendProfile(const char *path, const amd::Kernel &k,
+                   const amd::DispatchConfig &c, uint64_t lds,
+                   const amd::DispatchStats &s) {
+  FILE *out = fopen(path, "a");
+  if (!out)
+    return;
+  fprintf(out,
+          "{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, "
+          "%u, %u], \"lds_bytes\": %llu, \"workgroups\": %llu, "
+          "\"wave_instructions\": %llu, \"lane_instructions\": %llu, "
+          "\"by_class\": {",
+          k.name.c_str(), c.grid[0], c.grid[1], c.grid[2], c.block[0],
+          c.block[1], c.block[2], static_cast<unsigned long long>(lds),
+          static_cast<unsigned long long>(s.workgroups),
+          static_cast<unsigned long long>(s.waveInstructions),
+          static_cast<unsigned long long>(s.laneInstructions));
+  for (int i = 0; i < amd::kInstClasses; ++i)
+    fprintf(out, "%s\"%s\": %llu", i ? ", " : "",
+            amd::instClassName(amd::InstClass(i)),
+            static_cast<unsigned long long>(s.byClass[i]));
+  fprintf(out, "}, \"mfma_flops\": %llu}\n",
+          static_cast<unsigned long long>(s.mfmaFlops));
+  fclose(out);
 }
 
 hipError_t checkDevice(const void *p, size_t bytes, const char *what) {
@@ -305,6 +338,10 @@ hipError_t hipModuleLaunchKernel(hipFunction_t function, unsigned gridX,
     std::lock_guard<std::mutex> lock(state().mutex);
     state().instructions += stats.waveInstructions;
     state().laneInstructions += stats.laneInstructions;
+    for (int c = 0; c < amd::kInstClasses; ++c)
+      state().byClass[c] += stats.byClass[c];
+    if (const char *profile = getenv("ATTNSIM_PROFILE"))
+      appendProfile(profile, k, config, lds, stats);
     state().launchSeconds += std::chrono::duration<double>(
                                  std::chrono::steady_clock::now() - start)
                                  .count();
