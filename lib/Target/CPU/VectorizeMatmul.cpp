@@ -165,11 +165,12 @@ std::pair<int64_t, int64_t> rowBlockShape(int64_t M, int64_t N, int64_t lanes,
 }
 
 /// Emits rows [rowBegin, rowEnd) of C's columns [n0, n0 + nc) in blocks of
-/// `rows` rows.
+/// `rows` rows; with `zeroC` (C was zero-filled) the sums start from zero
+/// instead of C's values.
 void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
                    Value B, Value C, int64_t K, int64_t n0, int64_t nc,
                    int64_t rowBegin, int64_t rowEnd, int64_t rows,
-                   mlir::attn::KVQuant codes, bool unsignedA) {
+                   mlir::attn::KVQuant codes, bool unsignedA, bool zeroC) {
   if (rowEnd <= rowBegin)
     return;
   auto vt = VectorType::get({nc}, b.getF32Type());
@@ -187,7 +188,12 @@ void emitRowBlocks(OpBuilder &b, Location loc, Value A, bool transposedA,
                                  .getResult();
           rowIdx.push_back(i);
           init.push_back(
-              vector::LoadOp::create(b, loc, vt, C, ValueRange{i, col}));
+              zeroC ? arith::ConstantOp::create(
+                          b, loc, vt,
+                          DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0)))
+                          .getResult()
+                    : vector::LoadOp::create(b, loc, vt, C, ValueRange{i, col})
+                          .getResult());
         }
         auto kLoop = scf::ForOp::create(
             b, loc, cIdx(0), cIdx(K), cIdx(1), init,
@@ -1256,6 +1262,9 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
   OpBuilder::InsertionGuard guard(rewriter);
   rewriter.setInsertionPoint(op);
   Location loc = op.getLoc();
+  // Every element of C is written below, so a zero fill right before
+  // (a tile's S = K Q^T) need not be stored and loaded back.
+  bool zeroC = takeZeroFill(rewriter, op, C);
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
     int64_t nc = std::min(chunk, N - n0);
     // Blocks of `rows`, then the rows left in power-of-two blocks (M = 64
@@ -1264,7 +1273,7 @@ LogicalResult mlir::attn::cpu::vectorizeMatmul(RewriterBase &rewriter,
          block = powerOfTwoFloor(M - begin)) {
       int64_t end = begin + (M - begin) / block * block;
       emitRowBlocks(rewriter, loc, A, transposedA, B, C, K, n0, nc, begin,
-                    end, block, codesOf(op), unsignedA);
+                    end, block, codesOf(op), unsignedA, zeroC);
       begin = end;
     }
   }

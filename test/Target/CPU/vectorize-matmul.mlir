@@ -62,6 +62,40 @@ func.func @transposed_a(%a: memref<16x11xf32>, %b: memref<16x40xf32>, %c: memref
 
 // -----
 
+// A zero fill of C right before the matmul (a tile's S = K Q^T) is dropped:
+// the sums start from zero vectors instead of loading C back.
+
+// CHECK-LABEL: func.func @zero_filled(
+// CHECK-SAME: %[[C:[a-z0-9]+]]: memref<64x64xf32>)
+// CHECK-NOT: linalg.fill
+// CHECK: scf.for
+// CHECK: arith.constant dense<0.000000e+00> : vector<64xf32>
+// CHECK-NOT: vector.load %[[C]]
+// CHECK: vector.store %{{.+}}, %[[C]]
+func.func @zero_filled(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%c : memref<64x64xf32>)
+  linalg.matmul ins(%a, %b : memref<64x32xf32>, memref<32x64xf32>) outs(%c : memref<64x64xf32>)
+  return
+}
+
+// -----
+
+// A fill of another value stays, and C is loaded.
+
+// CHECK-LABEL: func.func @one_filled(
+// CHECK-SAME: %[[C:[a-z0-9]+]]: memref<64x64xf32>)
+// CHECK: linalg.fill
+// CHECK: vector.load %[[C]]
+func.func @one_filled(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>) {
+  %one = arith.constant 1.0 : f32
+  linalg.fill ins(%one : f32) outs(%c : memref<64x64xf32>)
+  linalg.matmul ins(%a, %b : memref<64x32xf32>, memref<32x64xf32>) outs(%c : memref<64x64xf32>)
+  return
+}
+
+// -----
+
 // Dynamic shapes are left for the generic lowering.
 // CHECK-LABEL: func.func @dynamic(
 // CHECK: linalg.matmul
@@ -454,7 +488,9 @@ func.func @int4_p_v(%p: memref<32x4xi8>, %v: memref<32x64xi8, strided<[?, 1], of
 // -----
 
 // A zero fill of C right before the P . V codes product goes away: the
-// sums are stored, not added to C's zeros.
+// sums are stored, not added to C's zeros (without byte dots too: the
+// codes converted to f32 take the outer-product kernel, which starts
+// from zero).
 
 // DOTS-LABEL: func.func @int8_p_v_after_zero_fill(
 // DOTS-SAME: %[[O:[^:]+]]: memref<4x128xf32>
@@ -463,7 +499,11 @@ func.func @int4_p_v(%p: memref<32x4xi8>, %v: memref<32x64xi8, strided<[?, 1], of
 // DOTS-NOT: vector.load %[[O]]
 // DOTS: vector.store %{{.+}}, %[[O]]
 // CHECK-LABEL: func.func @int8_p_v_after_zero_fill(
-// CHECK: linalg.fill
+// CHECK-SAME: %[[O:[^:]+]]: memref<4x128xf32>
+// CHECK-NOT: linalg.fill
+// CHECK: arith.uitofp %{{.+}} : i8 to f32
+// CHECK-NOT: vector.load %[[O]]
+// CHECK: vector.store %{{.+}}, %[[O]]
 #pvA5 = affine_map<(m, n, k) -> (k, m)>
 #pvB5 = affine_map<(m, n, k) -> (k, n)>
 #pvC5 = affine_map<(m, n, k) -> (m, n)>
