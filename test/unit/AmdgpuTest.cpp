@@ -3,8 +3,9 @@
 // No AMD GPU in CI: every catalog variant and every language feature is
 // compiled for gfx90a and gfx942 at D = 64 and 128 into a linked code
 // object, whose metadata note must report no spills and no scratch and
-// whose disassembly (llvm-objdump) must use the MFMA instruction. Running
-// the kernels needs an AMD GPU and ROCm's HIP runtime.
+// whose disassembly (llvm-objdump) must use the MFMA instruction; the
+// backward kernels of every variant with a backward must not spill either.
+// Running the kernels needs an AMD GPU and ROCm's HIP runtime.
 //
 //===----------------------------------------------------------------------===//
 #include "test/numerics/Catalog.h"
@@ -155,6 +156,80 @@ TEST_P(AmdgpuCatalog, LinksWithoutSpills) {
 INSTANTIATE_TEST_SUITE_P(Examples, AmdgpuCatalog,
                          ::testing::ValuesIn(catalogCases()),
                          [](const auto &info) { return info.param.name; });
+
+/// A variant's backward kernels (GpuBackward.cpp's, on AMD) in the code
+/// object: both present, no VGPR spills and no scratch; prints their
+/// registers. Variants with forward-only features are skipped.
+void expectBackwardWithoutSpills(const std::string &source, Options o,
+                                 const std::string &what) {
+  SCOPED_TRACE(what);
+  o.backward = true;
+  driver::Source parsed(source, what + ".attn");
+  driver::KernelPlan plan;
+  try {
+    plan = driver::planKernel(parsed, o);
+  } catch (const CompileError &) {
+    return; // forward-only features (the catalog's kv_index variants)
+  }
+  driver::GpuObject g = driver::compileGpuObject(parsed, plan);
+  std::string error;
+  auto object = mlir::attn::rocm::inspectCodeObject(g.code.binary, error);
+  ASSERT_TRUE(succeeded(object)) << error;
+  static const std::regex line(
+      "(\\S+_bwd_(?:kv|q)): (\\d+) VGPRs, (\\d+) AGPRs, (\\d+) SGPRs, "
+      "(\\d+) VGPR spills, (\\d+) SGPR spills, (\\d+) bytes scratch");
+  int kernels = 0;
+  for (std::sregex_iterator it(object->report.begin(), object->report.end(),
+                               line),
+       end;
+       it != end; ++it, ++kernels) {
+    const std::smatch &m = *it;
+    std::printf("%s %s: %s VGPRs, %s AGPRs, %s VGPR spills, %s bytes "
+                "scratch\n",
+                what.c_str(), m[1].str().c_str(), m[2].str().c_str(),
+                m[3].str().c_str(), m[5].str().c_str(), m[7].str().c_str());
+    EXPECT_EQ(m[5].str(), "0") << m[1];
+    EXPECT_EQ(m[7].str(), "0") << m[1];
+  }
+  EXPECT_EQ(kernels, 2) << object->report;
+  EXPECT_EQ(object->scratchBytes, 0) << object->report;
+}
+
+// The backward kernels of every catalog variant with a backward: no spills,
+// no scratch. CI runs gfx90a at D = 64, where they use the most VGPRs (up
+// to 251 of 256; gfx942 up to 247, and under 100 at D = 128 and 256);
+// gfx942, D = 128 and gfx942's D = 256 (and the CPU benchmark's variants
+// below) with --gtest_also_run_disabled_tests.
+TEST_P(AmdgpuCatalog, BackwardLinksWithoutSpills) {
+  forEachGpuTarget(GetParam(), {{"gfx90a", 64}}, expectBackwardWithoutSpills);
+}
+
+TEST_P(AmdgpuCatalog, DISABLED_BackwardLinksWithoutSpillsEverywhere) {
+  forEachGpuTarget(
+      GetParam(),
+      {{"gfx90a", 128}, {"gfx942", 64}, {"gfx942", 128}, {"gfx942", 256}},
+      expectBackwardWithoutSpills);
+}
+
+/// bench/cpu/variants.attn's variants (the CPU benchmark's), likewise.
+TEST(Amdgpu, DISABLED_BenchVariantsBackwardLinksWithoutSpills) {
+  std::string source =
+      readText(std::string(ATTN_SOURCE_ROOT) + "/bench/cpu/variants.attn");
+  driver::Source parsed(source, "variants.attn");
+  for (const fe::Variant &v : parsed.program.variants)
+    for (auto [chip, d] : std::vector<std::pair<const char *, int64_t>>{
+             {"gfx90a", 64}, {"gfx90a", 128}, {"gfx942", 64},
+             {"gfx942", 128}, {"gfx942", 256}}) {
+      Options o;
+      o.target = chip;
+      o.headDim = d;
+      o.variant = v.name;
+      o.lse = v.hasRowSum();
+      expectBackwardWithoutSpills(source, o,
+                                  v.name + " " + chip + " D=" +
+                                      std::to_string(d));
+    }
+}
 
 // select over paged and quantized caches links too: its pre-pass kernels
 // read keys through the page table and decode codes.
