@@ -1888,11 +1888,9 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       // Without a mask or score region only the partial last tile's rows
       // past kn change (to -inf, once): the max then reads the scores and
       // stores nothing back (one select and one store less per vector).
-      // It may drop a NaN (nnan: one vmaxps, not four instructions that
-      // keep it), which then still reaches p and O through exp2.
-      auto maxFlags = arith::FastMathFlagsAttr::get(
-          b.getContext(),
-          arith::FastMathFlags::nnan | arith::FastMathFlags::nsz);
+      // The max is written as x86's vmaxps reads it (mx > t ? mx : t: one
+      // instruction; maximumf, even nnan, became four that keep a NaN). It
+      // may drop a NaN, which then still reaches p and O through exp2.
       forLoop(b, kn, cIdx(b, BK), 1, [&](OpBuilder &b, Value j) {
         forRows(b, [&](OpBuilder &b, Value i) {
           memref::StoreOp::create(b, loc, negInf, sTBuf, ValueRange{j, i});
@@ -1902,9 +1900,11 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
         forRows(b, [&](OpBuilder &b, Value i) {
           Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
           Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
+          Value larger = arith::CmpFOp::create(
+              b, loc, arith::CmpFPredicate::OGT, mx, t);
           memref::StoreOp::create(
-              b, loc, arith::MaximumFOp::create(b, loc, mx, t, maxFlags),
-              mUseBuf, ValueRange{i});
+              b, loc, arith::SelectOp::create(b, loc, larger, mx, t), mUseBuf,
+              ValueRange{i});
         });
       });
       return;

@@ -186,7 +186,8 @@ func.func @dynamic_scale(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
 // CHECK-NEXT: scf.for %[[I2:.+]] = %c0
 // CHECK-NEXT: %[[S:.+]] = memref.load %[[ST]][%[[J2]], %[[I2]]]
 // CHECK-NEXT: %[[M:.+]] = memref.load %[[MUSE:.+]][%[[I2]]]
-// CHECK-NEXT: %[[MX:.+]] = arith.maximumf %[[M]], %[[S]] fastmath<nnan,nsz> : f32
+// CHECK-NEXT: %[[GT:.+]] = arith.cmpf ogt, %[[M]], %[[S]] : f32
+// CHECK-NEXT: %[[MX:.+]] = arith.select %[[GT]], %[[M]], %[[S]] : f32
 // CHECK-NEXT: memref.store %[[MX]], %[[MUSE]][%[[I2]]]
 // CHECK-NEXT: }
 // CHECK-NEXT: }
