@@ -9,8 +9,9 @@
 // dv and 1e-1 for param and capture gradients.
 // Shapes are small and ragged (Sq = 70, Skv = 100 in the causal case: tails
 // in both directions, several CTAs and key tiles). Also: two runs give the
-// same bits (param and capture gradients included), and ptxas -v reports
-// no spills for the backward kernels.
+// same bits (param and capture gradients included), Kernel::backward on
+// the simulator's device memory gives backwardHost's bits, and ptxas -v
+// reports no spills for the backward kernels.
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
@@ -25,6 +26,9 @@
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
+
+#include <dlfcn.h>
+#include <link.h>
 
 #include <cmath>
 #include <cstdio>
@@ -154,6 +158,132 @@ TEST(BackwardSimPtxas, NoSpills) {
         EXPECT_EQ(m[3].str(), "0") << chip << kernel;
       }
     }
+}
+
+/// The simulator library attnrt opened (libattnsim_cuda.so), for device
+/// memory of its own: its allocation and copies, found among the loaded
+/// objects once a launch has loaded it.
+class SimulatorMemory {
+public:
+  SimulatorMemory() {
+    dl_iterate_phdr(
+        [](dl_phdr_info *info, size_t, void *self) {
+          if (info->dlpi_name &&
+              std::strstr(info->dlpi_name, "libattnsim_cuda"))
+            static_cast<SimulatorMemory *>(self)->path = info->dlpi_name;
+          return 0;
+        },
+        this);
+    void *lib = path.empty() ? nullptr
+                             : dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (!lib)
+      return;
+    alloc = reinterpret_cast<Alloc>(dlsym(lib, "cuMemAlloc_v2"));
+    free = reinterpret_cast<Free>(dlsym(lib, "cuMemFree_v2"));
+    toDevice = reinterpret_cast<ToDevice>(dlsym(lib, "cuMemcpyHtoD_v2"));
+    toHost = reinterpret_cast<ToHost>(dlsym(lib, "cuMemcpyDtoH_v2"));
+  }
+  ~SimulatorMemory() {
+    for (uint64_t p : blocks)
+      free(p);
+  }
+  bool loaded() const { return alloc && free && toDevice && toHost; }
+  /// A device copy of host bytes.
+  void *copyIn(const void *host, size_t bytes) {
+    uint64_t p = 0;
+    EXPECT_EQ(alloc(&p, bytes), 0);
+    blocks.push_back(p);
+    EXPECT_EQ(toDevice(p, host, bytes), 0);
+    return reinterpret_cast<void *>(p);
+  }
+  void copyOut(void *host, const void *device, size_t bytes) {
+    EXPECT_EQ(toHost(host, reinterpret_cast<uint64_t>(device), bytes), 0);
+  }
+
+private:
+  using Alloc = int (*)(uint64_t *, size_t);
+  using Free = int (*)(uint64_t);
+  using ToDevice = int (*)(uint64_t, const void *, size_t);
+  using ToHost = int (*)(void *, uint64_t, size_t);
+  std::string path;
+  Alloc alloc = nullptr;
+  Free free = nullptr;
+  ToDevice toDevice = nullptr;
+  ToHost toHost = nullptr;
+  std::vector<uint64_t> blocks;
+};
+
+// Kernel::backward on device memory (the simulator's), with select: its
+// device pre-pass and the backward kernels queued on the stream, no
+// staging; the same bits as backwardHost, which stages and runs the same
+// path.
+TEST(BackwardSimDevice, SelectOnDeviceMemoryMatchesBackwardHost) {
+  Shape shape;
+  shape.Hq = 4;
+  shape.Sq = shape.Skv = 200;
+  Case c = {"select_moba_device",
+            "variant moba {\n"
+            "  param k: i32 = 2;\n"
+            "  select(size = 64) = topk(k);\n"
+            "  mask(b, h, q, kv) = kv <= q;\n}",
+            shape};
+  SimRun host = runOnSimulator(c, "sm_80", /*compare=*/false);
+  SimulatorMemory device;
+  ASSERT_TRUE(device.loaded()) << "the simulator library is not loaded";
+
+  // The inputs runBackwardOnSimulator made (same seed and order).
+  std::mt19937 rng(1234);
+  std::vector<double> unused;
+  auto q = randomBf16(shape.Hq * shape.Sq * shape.D, rng, unused);
+  auto k = randomBf16(shape.Hkv * shape.Skv * shape.D, rng, unused);
+  auto v = randomBf16(shape.Hkv * shape.Skv * shape.Dv, rng, unused);
+  auto dO = randomBf16(shape.Hq * shape.Sq * shape.Dv, rng, unused);
+  Options o;
+  o.target = "sm_80";
+  o.headDim = shape.D;
+  o.valueHeadDim = shape.Dv;
+  o.dtype = "bf16";
+  o.lse = true;
+  o.backward = true;
+  Kernel kernel = simJit().compile(c.source, o, "<backward-sim-test>");
+  std::vector<uint16_t> out(dO.size());
+  std::vector<float> lse(shape.Hq * shape.Sq);
+  Tensors t;
+  t.q = TensorRef(q.data(), DType::bf16, {1, shape.Hq, shape.Sq, shape.D});
+  t.k = TensorRef(k.data(), DType::bf16, {1, shape.Hkv, shape.Skv, shape.D});
+  t.v = TensorRef(v.data(), DType::bf16, {1, shape.Hkv, shape.Skv, shape.Dv});
+  t.o = TensorRef(out.data(), DType::bf16, {1, shape.Hq, shape.Sq, shape.Dv});
+  t.lse = TensorRef(lse.data(), DType::f32, {1, shape.Hq, shape.Sq});
+  Params params = {{"k", int64_t(2)}};
+  kernel.launchHost(t, params);
+
+  auto onDevice = [&](const TensorRef &h) {
+    size_t bytes = dtypeSize(h.dtype);
+    for (int64_t n : h.shape)
+      bytes *= size_t(n);
+    return TensorRef(device.copyIn(h.data, bytes), h.dtype, h.shape);
+  };
+  Tensors d = t;
+  d.q = onDevice(t.q);
+  d.k = onDevice(t.k);
+  d.v = onDevice(t.v);
+  d.o = onDevice(t.o);
+  d.lse = onDevice(*t.lse);
+  TensorRef dODevice =
+      onDevice(TensorRef(dO.data(), DType::bf16, t.o.shape));
+  std::vector<uint16_t> dq(q.size(), 0xdead), dk(k.size(), 0xdead),
+      dv(v.size(), 0xdead);
+  Gradients g;
+  g.dq = onDevice(TensorRef(dq.data(), DType::bf16, t.q.shape));
+  g.dk = onDevice(TensorRef(dk.data(), DType::bf16, t.k.shape));
+  g.dv = onDevice(TensorRef(dv.data(), DType::bf16, t.v.shape));
+  kernel.backward(d, dODevice, g, params, /*stream=*/nullptr);
+  device.copyOut(dq.data(), g.dq.data, 2 * dq.size());
+  device.copyOut(dk.data(), g.dk.data, 2 * dk.size());
+  device.copyOut(dv.data(), g.dv.data, 2 * dv.size());
+  EXPECT_EQ(dq, host.dq);
+  EXPECT_EQ(dk, host.dk);
+  EXPECT_EQ(dv, host.dv);
 }
 
 /// What ptxas -v reports for the backward kernels (`<entry>_bwd_kv`,
