@@ -31,7 +31,8 @@
 //     (shuffles), p = exp2(t - m), O *= exp2(m_old - m)
 //     O += P V, P reused from the accumulators as the A operand (on
 //     sm_90a with TMA, issued together with the next tile's S so softmax
-//     overlaps the tensor cores)
+//     overlaps the tensor cores, and the two warpgroups take turns
+//     issuing, so one's softmax runs under the other's matmuls)
 //   o = O / l (l summed across the quad), lse = (m + log2 l) ln 2, or with
 //   split-KV each part's normalized partials for the generated merge.
 //
@@ -1256,10 +1257,65 @@ Value GpuAttentionBuilder::useParity(OpBuilder &b, Value n, bool previousUse) {
 /// for O; release tile j-1's buffer; rescale O. The first kept tile is
 /// peeled (it has no previous P) and the last P V drains after the loop,
 /// so no pending accumulator ever meets a branch.
+///
+/// With two consumer warpgroups the issues ping-pong (FlashAttention-3's
+/// warp scheduler barriers): each warpgroup issues its wgmma groups only
+/// in its turn, between bar.sync on its own named barrier and bar.arrive
+/// on the other's (256 threads each: its 128 syncing, the other's 128
+/// arriving), so one warpgroup's softmax runs while the other's matmuls
+/// occupy the tensor cores instead of both contending at once. Warpgroup
+/// 1 hands warpgroup 0 the first turn; both walk the same kept tiles, so
+/// their turns pair up, and warpgroup 0 takes one last turn after its loop
+/// that consumes warpgroup 1's final hand-over (no arrival outlives the
+/// CTA, also when no tile is kept).
 SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
                                                     Value barriers,
                                                     ValueRange init) {
   Value ticks = cIdx(b, 10000000);
+  bool pingPong = threads == 2 * kWarpsPerGroup * 32;
+  // Named barriers 1 and 2 (0 is the CTA barrier): warpgroup g's turn,
+  // as inline asm with immediate ids (one branch per warpgroup): the NVVM
+  // ops take the id in a register, for which ptxas reserves all 16
+  // barriers.
+  auto namedBarrier = [&](OpBuilder &b, int32_t id, bool arrive) {
+    LLVM::InlineAsmOp::create(
+        b, loc, TypeRange(), ValueRange(),
+        std::string(arrive ? "bar.arrive " : "bar.sync ") +
+            std::to_string(id) + ", " + std::to_string(threads) + ";",
+        "", /*has_side_effects=*/true, /*is_align_stack=*/false,
+        LLVM::tailcallkind::TailCallKind::None,
+        LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+        ArrayAttr());
+  };
+  Value isFirst;
+  if (pingPong) {
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    isFirst = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid,
+                                    cIdx(b, kWarpsPerGroup * 32));
+  }
+  // The turn of warpgroup 0 (first) or 1 with sync, or with arrive the
+  // other one's.
+  auto turnBarrier = [&](OpBuilder &b, bool arrive) {
+    if (!pingPong)
+      return;
+    auto emit = [&](int32_t id) {
+      return [&, id](OpBuilder &b, Location) {
+        namedBarrier(b, id, arrive);
+        scf::YieldOp::create(b, loc);
+      };
+    };
+    scf::IfOp::create(b, loc, isFirst, emit(arrive ? 2 : 1),
+                      emit(arrive ? 1 : 2));
+  };
+  auto awaitTurn = [&](OpBuilder &b) { turnBarrier(b, false); };
+  auto passTurn = [&](OpBuilder &b) { turnBarrier(b, true); };
+  if (pingPong) // warpgroup 1 hands warpgroup 0 the first turn
+    scf::IfOp::create(b, loc, isFirst, [&](OpBuilder &b, Location) {
+      scf::YieldOp::create(b, loc);
+    }, [&](OpBuilder &b, Location) {
+      namedBarrier(b, 1, true);
+      scf::YieldOp::create(b, loc);
+    });
   auto waitFull = [&](OpBuilder &b, Value n) {
     Value buffer = bufferOf(b, n);
     nvgpu::MBarrierTryWaitParityOp::create(b, loc, barriers,
@@ -1318,9 +1374,15 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
         Value k0 = arith::MulIOp::create(b, loc, t0, cIdx(b, BK));
         SmallVector<Value> p;
         Value alpha[2];
-        SmallVector<Value> ml =
-            softmaxStep(b, fragments(qkWgmma(b, first, true)), k0,
-                        classifyAt(b, t0), initMl, p, alpha);
+        awaitTurn(b);
+        SmallVector<Value> s0 = qkWgmma(b, first, !pingPong);
+        if (pingPong) {
+          passTurn(b);
+          s0 = waitWarpgroup(b, s0, 0);
+        }
+        SmallVector<Value> ml = softmaxStep(b, fragments(s0), k0,
+                                            classifyAt(b, t0), initMl, p,
+                                            alpha);
         // O is still zero: nothing to rescale.
         SmallVector<Value> loopInit = {cIdx(b, 1), first};
         loopInit.append(ml);
@@ -1337,9 +1399,11 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
                   b, loc, isVisited(b, cls),
                   [&](OpBuilder &b, Location) {
                     Value buffer = waitFull(b, n);
+                    awaitTurn(b);
                     SmallVector<Value> sPending = qkWgmma(b, buffer, false);
                     SmallVector<Value> oPending =
                         pvWgmma(b, regroup(pRegs), previous, o, false);
+                    passTurn(b);
                     SmallVector<Value> sReady =
                         waitWarpgroup(b, sPending, 1);
                     SmallVector<Value> p;
@@ -1377,6 +1441,13 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
         scf::YieldOp::create(b, loc, result);
       },
       [&](OpBuilder &b, Location) { scf::YieldOp::create(b, loc, init); });
+  if (pingPong) {
+    // Warpgroup 1's last hand-over (its first one when no tile is kept).
+    scf::IfOp::create(b, loc, isFirst, [&](OpBuilder &b, Location) {
+      namedBarrier(b, 1, false);
+      scf::YieldOp::create(b, loc);
+    });
+  }
   return SmallVector<Value>(top.getResults());
 }
 
