@@ -93,7 +93,7 @@ public:
         codeStep(cfg.chip == "gfx90a" ? 16 : 32),
         // gfx942's fp8 MFMA and conversions use the FNUZ formats; gfx950
         // the OCP ones the cache holds.
-        fnuz(cfg.chip == "gfx942") {}
+        fnuz(cfg.chip == "gfx942"), softwareBf16(cfg.chip != "gfx950") {}
 
   void emit(OpBuilder &b, gpu::GPUFuncOp func);
 
@@ -116,8 +116,19 @@ private:
   SmallVector<Value> quantizedQuery(OpBuilder &b, Value k0, Value &rowScale);
   /// S^T = K Q^T for the tile in LDS, one vector of 4 keys per 16.
   SmallVector<Value> keyQueryScores(OpBuilder &b);
-  /// Sum or max of x over the 4 lane groups that share a query.
-  Value acrossGroups(OpBuilder &b, Value x, bool isMax);
+  /// Sum, max (NaN-propagating) or rowMax of x over the 4 lane groups
+  /// that share a query.
+  enum class Combine { sum, max, rowMax };
+  Value acrossGroups(OpBuilder &b, Value x, Combine how);
+  /// The running max's step. maxnum, not maximum: a NaN score need not
+  /// reach m, since its p = exp2(NaN - m) is NaN and l (the sum of every
+  /// p) carries it into the row's output all the same; and maxnum is one
+  /// v_max_f32 (three in a row fuse into v_max3_f32) where maximum's NaN
+  /// propagation costs a compare and a select per entry.
+  Value rowMax(OpBuilder &b, Value x, Value y) {
+    return arith::MaxNumFOp::create(b, loc, x, y,
+                                    arith::FastMathFlags::nnan);
+  }
 
   /// K's share of a key tile is chunks of 8 elements of a row (16 bytes;
   /// one row's chunks to consecutive threads), written row-major to LDS.
@@ -160,10 +171,33 @@ private:
   bool unitRowsContiguous() {
     return !kvIndex && (!pageTable || *op.getPageSize() % kUnitKeys == 0);
   }
-  /// V as a 1-D view of its elements (for unitRowsContiguous) and its
+  /// Whether a tile's rows lie at fixed offsets from its first one
+  /// (contiguous K/V: no page table, no kv_index): then a whole tile's
+  /// loads are this thread's offsets, computed once before the key loop,
+  /// plus k0 times the row stride (scalar), not a row index times the row
+  /// stride per load and tile.
+  bool tileRowsAtFixedStride() { return !kvIndex && !pageTable; }
+  /// `tensor` as a 1-D view of its elements, and its strides.
+  Value flatView(OpBuilder &b, Value tensor, SmallVector<Value> &strides);
+  /// column + sum indices[i] strides[i].
+  Value flatIndex(OpBuilder &b, ValueRange indices, ArrayRef<Value> strides,
+                  Value column);
+  /// The element of the K (V) row where a chunk (unit) starts: int4 codes
+  /// are two per byte.
+  Value rowElement(OpBuilder &b, Value column) {
+    return quant && *quant == KVQuant::int4
+               ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
+                     .getResult()
+               : column;
+  }
+  /// K and V as 1-D views of their elements (kFlat for
+  /// tileRowsAtFixedStride, vFlat for unitRowsContiguous) and their
   /// strides.
-  Value vFlat;
-  SmallVector<Value> vStrides;
+  Value kFlat, vFlat;
+  SmallVector<Value> kStrides, vStrides;
+  /// With tileRowsAtFixedStride, per load step the offset in kFlat (vFlat)
+  /// of this thread's chunk (unit's first row) in the tile at key 0.
+  SmallVector<Value> keyOffsets, valueOffsets;
   SmallVector<Value> zeroTile(OpBuilder &b);
   /// A register of K: 8 elements, or for quantized K their raw codes (8
   /// bytes; 4 for int4). Of V: a unit's row of 4 elements or codes (4
@@ -202,6 +236,9 @@ private:
                                  ValueRange state);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Value> s, Value k0,
                             bool withMask);
+  /// p as an element of P^T's MFMA operand (f16/bf16), rounded to nearest
+  /// even.
+  Value probabilityOperand(OpBuilder &b, Value p);
   void epilogue(OpBuilder &b, ValueRange state);
 
   Value kS, vT; // LDS: K [BK, D + pad] (codes with codesQK), V^T [Dv, BK + pad]
@@ -213,6 +250,8 @@ private:
   bool codesQK;
   int64_t codeStep;
   bool fnuz;
+  /// gfx90a and gfx942 have no f32 -> bf16 conversion (gfx950 has).
+  bool softwareBf16;
   /// The MLIR type of the fp8 codes of `kind` as this chip's MFMA reads
   /// them.
   Type fp8Type(OpBuilder &b, KVQuant kind) {
@@ -225,13 +264,18 @@ private:
   SmallVector<Value> qRaw;
 };
 
-Value MfmaAttentionBuilder::acrossGroups(OpBuilder &b, Value x, bool isMax) {
+Value MfmaAttentionBuilder::acrossGroups(OpBuilder &b, Value x,
+                                         Combine how) {
   for (int32_t offset : {16, 32}) {
     Value other = gpu::ShuffleOp::create(b, loc, x, offset, kWaveSize,
                                          gpu::ShuffleMode::XOR)
                       .getShuffleResult();
-    x = isMax ? arith::MaximumFOp::create(b, loc, x, other).getResult()
-              : arith::AddFOp::create(b, loc, x, other).getResult();
+    if (how == Combine::rowMax)
+      x = rowMax(b, x, other);
+    else if (how == Combine::max)
+      x = arith::MaximumFOp::create(b, loc, x, other);
+    else
+      x = arith::AddFOp::create(b, loc, x, other);
   }
   return x;
 }
@@ -306,18 +350,24 @@ SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
   };
   SmallVector<Value> regs, valid;
   auto load = [&](Value src, const KeyRow &r, Value column, VectorType type) {
-    // int4 codes: two per byte.
-    Value at = quant && *quant == KVQuant::int4
-                   ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
-                         .getResult()
-                   : column;
     regs.push_back(vector::LoadOp::create(
-        b, loc, type, src, ValueRange{r.outer, hkvIdx, r.row, at}));
+        b, loc, type, src,
+        ValueRange{r.outer, hkvIdx, r.row, rowElement(b, column)}));
     valid.push_back(r.valid);
   };
   // The tile's last step may be partial: its spare threads load the last
   // chunk (unit) again, and storeTile skips them.
+  // A whole contiguous tile: the hoisted offsets plus k0's rows.
+  bool hoisted = wholeTile && tileRowsAtFixedStride();
   for (int64_t s = 0; s < keySteps(); ++s) {
+    if (hoisted) {
+      Value at = arith::AddIOp::create(
+          b, loc, keyOffsets[s],
+          arith::MulIOp::create(b, loc, k0, kStrides[2]));
+      regs.push_back(
+          vector::LoadOp::create(b, loc, loadType(b, true), kFlat, at));
+      continue;
+    }
     Value c = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
                                      cIdx(b, keyChunks() - 1));
     auto [row, column] = keyChunkAt(b, c);
@@ -325,6 +375,20 @@ SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
          loadType(b, true));
   }
   for (int64_t s = 0; s < valueSteps(); ++s) {
+    if (hoisted) {
+      Value base = arith::AddIOp::create(
+          b, loc, valueOffsets[s],
+          arith::MulIOp::create(b, loc, k0, vStrides[2]));
+      for (int64_t j = 0; j < kUnitKeys; ++j)
+        regs.push_back(vector::LoadOp::create(
+            b, loc, loadType(b, false), vFlat,
+            j ? arith::AddIOp::create(
+                    b, loc, base,
+                    arith::MulIOp::create(b, loc, vStrides[2], cIdx(b, j)))
+                    .getResult()
+              : base));
+      continue;
+    }
     Value u = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
                                      cIdx(b, valueUnits() - 1));
     auto [key, column] = valueUnitAt(b, u);
@@ -339,15 +403,8 @@ SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
     // first (key-aligned) row clamped into the tensor, and a unit never
     // straddles a page.
     KeyRow r = rowOf(first, v);
-    Value at = quant && *quant == KVQuant::int4
-                   ? arith::DivUIOp::create(b, loc, column, cIdx(b, 2))
-                         .getResult()
-                   : column;
-    Value base = at;
-    SmallVector<Value, 3> indices = {r.outer, hkvIdx, r.row};
-    for (auto [index, stride] : llvm::zip(indices, vStrides))
-      base = arith::AddIOp::create(
-          b, loc, base, arith::MulIOp::create(b, loc, index, stride));
+    Value base = flatIndex(b, {r.outer, hkvIdx, r.row}, vStrides,
+                           rowElement(b, column));
     for (int64_t j = 0; j < kUnitKeys; ++j) {
       Value at = base;
       if (j && wholeTile) {
@@ -517,6 +574,26 @@ SmallVector<Value> MfmaAttentionBuilder::scores(OpBuilder &b,
   return out;
 }
 
+Value MfmaAttentionBuilder::probabilityOperand(OpBuilder &b, Value p) {
+  // LLVM's bf16 rounding keeps NaN apart with a compare and a select (5
+  // VALU per element); with a row sum every p also enters l, whose NaN
+  // makes the row's output NaN anyway, so the plain integer round to
+  // nearest even suffices: bits + 0x7fff + bit 16, the high half (2 VALU;
+  // equal to LLVM's for every non-NaN p).
+  if (!elt.isBF16() || !softwareBf16 || !hasRowSum(norm))
+    return arith::TruncFOp::create(b, loc, elt, p);
+  Type i32 = b.getI32Type();
+  Value bits = arith::BitcastOp::create(b, loc, i32, p);
+  Value lsb = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, bits, cI32(b, 16)), cI32(b, 1));
+  Value rounded = arith::AddIOp::create(
+      b, loc, bits, arith::AddIOp::create(b, loc, lsb, cI32(b, 0x7fff)));
+  Value high = arith::TruncIOp::create(
+      b, loc, b.getI16Type(),
+      arith::ShRUIOp::create(b, loc, rounded, cI32(b, 16)));
+  return arith::BitcastOp::create(b, loc, elt, high);
+}
+
 SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
                                                         Value k0,
                                                         Value &rowScale) {
@@ -538,7 +615,7 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
         vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXIMUMF,
                                     math::AbsFOp::create(b, loc, x.back())));
   }
-  amax = acrossGroups(b, amax, true);
+  amax = acrossGroups(b, amax, Combine::max);
   // A query of zeros (past Sq) keeps zero codes and scale.
   Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
                                         amax, cF32(b, 0.0));
@@ -639,10 +716,14 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
   SmallVector<Value> out(state.begin() + 2, state.end());
   SmallVector<Value> p = t;
   if (hasRunningMax(norm)) {
-    Value mx = m;
+    // With deferScale, t is the unscaled s: its max times sScale joins the
+    // running max (scaled, log2 domain).
+    Value mx = deferScale ? cF32(b, -INFINITY) : m;
     for (Value x : t)
-      mx = arith::MaximumFOp::create(b, loc, mx, x);
-    mx = acrossGroups(b, mx, true);
+      mx = rowMax(b, mx, x);
+    mx = acrossGroups(b, mx, Combine::rowMax);
+    if (deferScale)
+      mx = rowMax(b, m, arith::MulFOp::create(b, loc, mx, sScale));
     // Nothing kept yet: exponentiate against 0, never -inf - -inf.
     Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mx,
                                        cF32(b, -INFINITY));
@@ -650,9 +731,14 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
     Value alpha = math::Exp2Op::create(
         b, loc, arith::SubFOp::create(b, loc, m, mUse));
     l = arith::MulFOp::create(b, loc, l, alpha);
+    Value minusM = arith::NegFOp::create(b, loc, mUse);
     for (Value &x : p) {
-      x = math::Exp2Op::create(b, loc,
-                               arith::SubFOp::create(b, loc, x, mUse));
+      // One FMA per entry instead of a multiply and a subtraction.
+      Value arg = deferScale
+                      ? math::FmaOp::create(b, loc, x, sScale, minusM)
+                            .getResult()
+                      : arith::SubFOp::create(b, loc, x, mUse).getResult();
+      x = math::Exp2Op::create(b, loc, arg);
       l = arith::AddFOp::create(b, loc, l, x);
     }
     m = mx;
@@ -668,7 +754,7 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
   for (int64_t kc = 0; kc < BK / 16; ++kc) {
     SmallVector<Value> four;
     for (int64_t i = 0; i < 4; ++i)
-      four.push_back(arith::TruncFOp::create(b, loc, elt, p[kc * 4 + i]));
+      four.push_back(probabilityOperand(b, p[kc * 4 + i]));
     Value bP = vector::FromElementsOp::create(b, loc, operand, four);
     for (int64_t db = 0; db < Dv / 16; ++db) {
       Value a = vector::LoadOp::create(
@@ -684,7 +770,7 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
 
 void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
   Type f32 = b.getF32Type();
-  Value l = acrossGroups(b, state[1], false);
+  Value l = acrossGroups(b, state[1], Combine::sum);
   auto [rowLse, inv] = finishRow(b, state[0], l);
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
@@ -736,33 +822,48 @@ void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
   });
 }
 
+Value MfmaAttentionBuilder::flatView(OpBuilder &b, Value tensor,
+                                     SmallVector<Value> &strides) {
+  // All of the tensor's elements: 1 + sum (size - 1) stride (strides are
+  // non-negative; the runtime checks).
+  auto meta = memref::ExtractStridedMetadataOp::create(b, loc, tensor);
+  Value extent = cIdx(b, 1);
+  for (auto [size, stride] : llvm::zip(meta.getSizes(), meta.getStrides())) {
+    extent = arith::AddIOp::create(
+        b, loc, extent,
+        arith::MulIOp::create(
+            b, loc, arith::SubIOp::create(b, loc, size, cIdx(b, 1)), stride));
+    strides.push_back(stride);
+  }
+  auto type = cast<MemRefType>(tensor.getType());
+  auto flatType = MemRefType::get(
+      {ShapedType::kDynamic}, type.getElementType(),
+      StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, {1}),
+      type.getMemorySpace());
+  return memref::ReinterpretCastOp::create(
+      b, loc, flatType, tensor, OpFoldResult(meta.getOffset()),
+      ArrayRef<OpFoldResult>{OpFoldResult(extent)},
+      ArrayRef<OpFoldResult>{OpFoldResult(b.getIndexAttr(1))});
+}
+
+Value MfmaAttentionBuilder::flatIndex(OpBuilder &b, ValueRange indices,
+                                      ArrayRef<Value> strides, Value column) {
+  Value at = column;
+  for (auto [index, stride] : llvm::zip(indices, strides))
+    at = arith::AddIOp::create(b, loc, at,
+                               arith::MulIOp::create(b, loc, index, stride));
+  return at;
+}
+
 void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   kS = func.getWorkgroupAttributions()[0];
   vT = func.getWorkgroupAttributions()[1];
   setUp(b, func, /*extraArgs=*/0);
-  if (unitRowsContiguous()) {
-    // All of V's elements: 1 + sum (size - 1) stride (strides are
-    // non-negative; the runtime checks).
-    auto meta = memref::ExtractStridedMetadataOp::create(b, loc, v);
-    Value extent = cIdx(b, 1);
-    for (auto [size, stride] : llvm::zip(meta.getSizes(), meta.getStrides())) {
-      extent = arith::AddIOp::create(
-          b, loc, extent,
-          arith::MulIOp::create(
-              b, loc, arith::SubIOp::create(b, loc, size, cIdx(b, 1)),
-              stride));
-      vStrides.push_back(stride);
-    }
-    Type eltType = cast<MemRefType>(v.getType()).getElementType();
-    auto flatType = MemRefType::get(
-        {ShapedType::kDynamic}, eltType,
-        StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, {1}),
-        cast<MemRefType>(v.getType()).getMemorySpace());
-    vFlat = memref::ReinterpretCastOp::create(
-        b, loc, flatType, v, OpFoldResult(meta.getOffset()),
-        ArrayRef<OpFoldResult>{OpFoldResult(extent)},
-        ArrayRef<OpFoldResult>{OpFoldResult(b.getIndexAttr(1))});
-  }
+  deferScale = scaleFoldsIntoExp;
+  if (unitRowsContiguous())
+    vFlat = flatView(b, v, vStrides);
+  if (tileRowsAtFixedStride())
+    kFlat = flatView(b, k, kStrides);
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value wave = arith::DivUIOp::create(b, loc, tid, cIdx(b, kWaveSize));
@@ -806,6 +907,25 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
                                   zeros(b, vec(width, elt)));
       qRaw.push_back(
           arith::ExtFOp::create(b, loc, vec(width, b.getF32Type()), x));
+    }
+  }
+
+  if (tileRowsAtFixedStride()) {
+    // The tile at key 0's offsets (the last step's spare threads repeat
+    // the last chunk / unit, as loadTileRows' clamped path does).
+    for (int64_t s = 0; s < keySteps(); ++s) {
+      Value c = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
+                                       cIdx(b, keyChunks() - 1));
+      auto [row, column] = keyChunkAt(b, c);
+      keyOffsets.push_back(flatIndex(b, {bIdx, hkvIdx, row}, kStrides,
+                                     rowElement(b, column)));
+    }
+    for (int64_t s = 0; s < valueSteps(); ++s) {
+      Value u = arith::MinUIOp::create(b, loc, add(b, tid, s * kThreads),
+                                       cIdx(b, valueUnits() - 1));
+      auto [key, column] = valueUnitAt(b, u);
+      valueOffsets.push_back(flatIndex(b, {bIdx, hkvIdx, key}, vStrides,
+                                       rowElement(b, column)));
     }
   }
 
