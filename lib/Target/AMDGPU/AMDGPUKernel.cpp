@@ -320,8 +320,12 @@ SmallVector<Value> MfmaAttentionBuilder::splitOnWholeTile(
     llvm::function_ref<SmallVector<Value>(OpBuilder &)> emit) {
   if (kvIndex)
     return emit(b);
+  // In i32 (key positions are i32 throughout): gfx9 has no scalar 64-bit
+  // ordered compare, so an index compare went to VALU through a VGPR pair
+  // (and the waitcnt pass made it wait for the loads in flight).
   Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule,
-                                      add(b, k0, BK), keySlots);
+                                      toI32(b, add(b, k0, BK)),
+                                      toI32(b, keySlots));
   auto ifOp = scf::IfOp::create(
       b, loc, whole,
       [&](OpBuilder &b, Location) {
