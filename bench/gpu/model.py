@@ -125,8 +125,14 @@ def main():
     p.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
     p.add_argument("--split-kv", default="1",
                    help="attnc's --split-kv for the simulated runs")
+    p.add_argument("--project-seq", type=int, default=0, metavar="S",
+                   help="also simulate at --seq / 2 and project each "
+                   "launch's resource times to sequence length S (see "
+                   "project())")
     p.add_argument("--json", help="write the table's rows here")
     args = p.parse_args()
+    if args.project_seq:
+        return project_main(args)
 
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -191,6 +197,92 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+
+
+RESOURCES = ("tensor", "issue", "sfu", "shared", "l2")
+
+
+def fit_quadratic(s1, t1, s2, t2):
+    """a, b with a s + b s^2 through (s1, t1) and (s2, t2)."""
+    b = (t2 / s2 - t1 / s1) / (s2 - s1)
+    return t1 / s1 - b * s1, b
+
+
+def project(args, variant, work):
+    """Each launch's time per resource, fitted as a S + b S^2 over two
+    simulated lengths and evaluated at --project-seq.
+
+    With Sq = Skv = S a prefill has S / BQ CTAs per (batch, head), each
+    paying a fixed cost (Q in, epilogue, O out) plus a cost per kept key
+    tile; dense and causal keep a number of tiles proportional to S per
+    CTA, windows a constant number, so every resource's total is a S +
+    b S^2 (b = 0 for windows). The two lengths must have the same launches
+    (no split-KV), and the projection inherits the model's assumptions."""
+    seq = args.seq
+    runs = []
+    for s in (seq // 2, seq):
+        args.seq = s
+        launches = run_variant(args, variant, work)
+        runs.append((s, [(model_launch(l)[0], l["tensor_flops"])
+                         for l in launches]))
+    args.seq = seq
+    (s1, first), (s2, second) = runs
+    if len(first) != len(second):
+        raise SystemExit("%s: %d launches at S = %d, %d at S = %d: cannot "
+                         "project" % (variant, len(first), s1, len(second),
+                                      s2))
+    target = args.project_seq
+    total_time, flops, bounds, shares = 0.0, 0.0, [], {}
+    for (t1, f1), (t2, f2) in zip(first, second):
+        times = {}
+        for r in RESOURCES:
+            a, b = fit_quadratic(s1, t1[r], s2, t2[r])
+            times[r] = max(0.0, a * target + b * target * target)
+        a, b = fit_quadratic(s1, f1, s2, f2)
+        flops += a * target + b * target * target
+        bound = max(times, key=times.get)
+        bounds.append(bound)
+        total_time += times[bound]
+        for r in RESOURCES:
+            shares[r] = shares.get(r, 0.0) + times[r]
+    elem = 2
+    hbm = elem * args.batch * target * args.head_dim * (
+        2 * args.heads + 2 * args.kv_heads) / PEAK["hbm"]
+    total_time = max(total_time, hbm)
+    return {
+        "variant": variant, "target": args.target,
+        "loads": args.gpu_loads if args.target == "sm_90a" else "",
+        "fitted_seq": [s1, s2], "seq": target, "head_dim": args.head_dim,
+        "bounds": " ".join(bounds),
+        "tensor_share": shares["tensor"] / total_time,
+        "times_us": {r: t * 1e6 for r, t in shares.items()},
+        "est_tflops": flops / total_time / 1e12,
+        "tensor_peak_fraction": flops / total_time / PEAK["tensor_wgmma"],
+    }
+
+
+def project_main(args):
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for variant in args.variants.split(","):
+            rows.append(project(args, variant, work))
+    print("Model projected to S=%d from S=%d and %d (H100 SXM5 peaks; not a "
+          "measurement): %s%s, B=%d H=%d Hkv=%d D=%d %s" % (
+              args.project_seq, args.seq // 2, args.seq, args.target,
+              " " + args.gpu_loads if args.target == "sm_90a" else "",
+              args.batch, args.heads, args.kv_heads, args.head_dim,
+              args.dtype))
+    print("| variant | bound per launch | tensor / bound | est. tensor "
+          "TFLOP/s | of the wgmma peak |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| %s | %s | %.2f | %.0f | %.2f |" % (
+            r["variant"], r["bounds"], r["tensor_share"], r["est_tflops"],
+            r["tensor_peak_fraction"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
