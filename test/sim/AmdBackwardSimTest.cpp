@@ -8,10 +8,11 @@
 // under BackwardTest's bf16 bounds: |g - r| <= 3e-2 max(1, max |r|) per
 // tensor for dq, dk, dv and 1e-1 for param and capture gradients. Shapes
 // are small and ragged (Sq = 70, Skv = 100 in the causal case: tails in
-// both directions, several workgroups and key tiles). Also: two runs give
-// the same bits (param and capture gradients included), and the code
-// object's metadata reports no spills and no scratch for the backward
-// kernels.
+// both directions, several workgroups and key tiles). Every catalog
+// variant (examples/*.attn) runs too, with BackwardTest's catalog data.
+// Also: two runs give the same bits (param and capture gradients
+// included), and the code object's metadata reports no spills and no
+// scratch for the backward kernels.
 //
 //===----------------------------------------------------------------------===//
 #include "attn/jit.h"
@@ -19,6 +20,7 @@
 #include "lib/Driver/Compiler.h"
 #include "lib/Frontend/Eval.h"
 #include "lib/Target/AMDGPU/AMDGPUTarget.h"
+#include "test/numerics/Catalog.h"
 #include "test/reference/ReferenceBackward.h"
 #include "test/support/BackwardSim.h"
 #include "test/support/Harness.h"
@@ -29,6 +31,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <regex>
 #include <string>
@@ -80,6 +83,42 @@ TEST(AmdBackwardSimChips, Gfx90aAndGfx950MatchReference) {
           std::string(c.name) == "select_blocks_of_48")
         runOnSimulator(c, chip);
 }
+
+/// Every catalog variant (examples/*.attn) with BackwardTest's catalog
+/// data (shapes, params, captures of any dtype, q scale; D = 32) on gfx942,
+/// and a rotating few on gfx90a and gfx950, which build the same kernels.
+/// Forward-only variants are skipped by the planner's error.
+class AmdBackwardSimCatalog
+    : public ::testing::TestWithParam<attn::testing::CatalogCase> {};
+
+void runCatalogOnSimulator(const attn::testing::CatalogCase &cc,
+                           const std::string &chip) {
+  Case c = catalogSimCase(cc, ATTN_SOURCE_ROOT);
+  if (std::optional<std::string> why = forwardOnlyReason(c, chip))
+    GTEST_SKIP() << "forward-only: " << *why;
+  runOnSimulator(c, chip);
+}
+
+TEST_P(AmdBackwardSimCatalog, Gfx942MatchesReference) {
+  runCatalogOnSimulator(GetParam(), "gfx942");
+}
+
+TEST_P(AmdBackwardSimCatalog, OtherChipsMatchReference) {
+  switch (catalogIndex(GetParam()) % 8) {
+  case 1:
+    return runCatalogOnSimulator(GetParam(), "gfx90a");
+  case 5:
+    return runCatalogOnSimulator(GetParam(), "gfx950");
+  default:
+    GTEST_SKIP() << "gfx90a and gfx950 each run one variant in eight; "
+                    "this one on gfx942";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, AmdBackwardSimCatalog,
+    ::testing::ValuesIn(attn::testing::catalogCases()),
+    [](const auto &info) { return info.param.name; });
 
 TEST(AmdBackwardSimDeterminism, TwoRunsAreBitIdentical) {
   // Ragged (several workgroups and key tiles), with a capture's and a

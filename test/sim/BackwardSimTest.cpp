@@ -8,7 +8,8 @@
 // bounds: |g - r| <= tol max(1, max |r|) per tensor, tol = 3e-2 for dq, dk,
 // dv and 1e-1 for param and capture gradients.
 // Shapes are small and ragged (Sq = 70, Skv = 100 in the causal case: tails
-// in both directions, several CTAs and key tiles). Also: two runs give the
+// in both directions, several CTAs and key tiles). Every catalog variant
+// (examples/*.attn) runs too, with BackwardTest's catalog data. Also: two runs give the
 // same bits (param and capture gradients included), Kernel::backward on
 // the simulator's device memory gives backwardHost's bits, and ptxas -v
 // reports no spills for the backward kernels.
@@ -33,6 +34,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <regex>
 #include <string>
@@ -99,6 +101,36 @@ TEST_P(BackwardSim, Sm90aMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, BackwardSim, ::testing::ValuesIn(cases()),
                          [](const auto &info) { return info.param.name; });
+
+/// Every catalog variant (examples/*.attn) with BackwardTest's catalog
+/// data (shapes, params, captures of any dtype, q scale; D = 32) on sm_80,
+/// and every third on sm_90a, whose backward is sm_80's builder after its
+/// own forward. Forward-only variants are skipped by the planner's error.
+class BackwardSimCatalogGradients
+    : public ::testing::TestWithParam<attn::testing::CatalogCase> {};
+
+void runCatalogOnSimulator(const attn::testing::CatalogCase &cc,
+                           const std::string &target) {
+  Case c = catalogSimCase(cc, ATTN_SOURCE_ROOT);
+  if (std::optional<std::string> why = forwardOnlyReason(c, target))
+    GTEST_SKIP() << "forward-only: " << *why;
+  runOnSimulator(c, target);
+}
+
+TEST_P(BackwardSimCatalogGradients, Sm80MatchesReference) {
+  runCatalogOnSimulator(GetParam(), "sm_80");
+}
+
+TEST_P(BackwardSimCatalogGradients, Sm90aMatchesReference) {
+  if (catalogIndex(GetParam()) % 3 != 0)
+    GTEST_SKIP() << "every third variant runs on sm_90a; this one on sm_80";
+  runCatalogOnSimulator(GetParam(), "sm_90a");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Examples, BackwardSimCatalogGradients,
+    ::testing::ValuesIn(attn::testing::catalogCases()),
+    [](const auto &info) { return info.param.name; });
 
 TEST(BackwardSimDeterminism, TwoRunsAreBitIdentical) {
   Shape ragged;

@@ -1,9 +1,10 @@
 //===- BackwardSim.h - backward kernels on a simulator vs the reference ---===//
 //
 // What the NVIDIA and AMD simulator tests of the backward share: bf16
-// helpers, sizes for captured tensors' dimensions, and one run of a
-// variant's forward and backward (Kernel::backwardHost) on the GPU
-// simulator the caller opted into, compared with referenceBackward.
+// helpers, sizes for captured tensors' dimensions, one run of a variant's
+// forward and backward (Kernel::backwardHost) on the GPU simulator the
+// caller opted into, compared with referenceBackward, and the catalog's
+// problems (test/numerics/Catalog.h) as such runs.
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_TEST_SUPPORT_BACKWARDSIM_H
@@ -13,13 +14,19 @@
 #include "attn/runtime.h"
 #include "lib/Driver/Compiler.h"
 #include "lib/Frontend/Eval.h"
+#include "test/numerics/Catalog.h"
+#include "test/reference/Reference.h"
 #include "test/reference/ReferenceBackward.h"
+#include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,19 +50,35 @@ struct Shape {
 };
 
 struct Case {
-  const char *name;
-  const char *source;
+  std::string name;
+  std::string source;
   Shape shape = {};
+  /// Which of the source's variants ("" = the first).
+  std::string variant = {};
+  /// Param values by name; the others take their defaults.
+  std::vector<std::pair<std::string, double>> params = {};
+  /// Captured tensors by name, values representable in the tensor's dtype
+  /// (the catalog's document ids, prefix lengths...). The others are made
+  /// up: floating ones uniform in (-1, 1), i32 ones in [0, intRange).
+  std::map<std::string, ref::RefTensor> captures = {};
+  int32_t intRange = 3;
+  /// q's values are scaled by this before rounding to bf16: > 1 spreads
+  /// scores (and select's pooled scores) apart.
+  double qScale = 1.0;
 };
 
-/// bf16 values in (-1, 1); `values` gets what the kernel reads.
+/// gtest names a Case by its name (not its bytes) in test listings.
+inline void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
+
+/// bf16 values in (-scale, scale); `values` gets what the kernel reads.
 inline std::vector<uint16_t> randomBf16(int64_t n, std::mt19937 &rng,
-                                 std::vector<double> &values) {
+                                        std::vector<double> &values,
+                                        double scale = 1.0) {
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   std::vector<uint16_t> x(n);
   values.resize(n);
   for (int64_t i = 0; i < n; ++i) {
-    x[i] = toBf16(uni(rng));
+    x[i] = toBf16(scale == 1.0 ? uni(rng) : float(uni(rng) * scale));
     values[i] = fromBf16(x[i]);
   }
   return x;
@@ -99,27 +122,97 @@ struct SimRun {
   std::vector<std::pair<std::string, std::vector<float>>> named;
 };
 
+inline DType runtimeDType(fe::DType t) {
+  switch (t) {
+  case fe::DType::F16:
+    return DType::f16;
+  case fe::DType::BF16:
+    return DType::bf16;
+  case fe::DType::I32:
+    return DType::i32;
+  default:
+    return DType::f32;
+  }
+}
+
+/// A captured tensor's bytes in its dtype; `values` become what the kernel
+/// reads.
+inline std::vector<uint8_t> storeAs(DType t, std::vector<double> &values) {
+  std::vector<uint8_t> bytes(values.size() * dtypeSize(t));
+  for (size_t i = 0; i < values.size(); ++i) {
+    double x = values[i] = roundTo(values[i], t);
+    if (t == DType::i32) {
+      int32_t n = int32_t(x);
+      std::memcpy(&bytes[4 * i], &n, 4);
+    } else if (t == DType::f32) {
+      float f = float(x);
+      std::memcpy(&bytes[4 * i], &f, 4);
+    } else if (t == DType::bf16) {
+      uint16_t b = toBf16(float(x));
+      std::memcpy(&bytes[2 * i], &b, 2);
+    } else {
+      _Float16 h = _Float16(float(x));
+      std::memcpy(&bytes[2 * i], &h, 2);
+    }
+  }
+  return bytes;
+}
+
+/// Why `c`'s variant has no backward on `target` (the planner's "... is
+/// forward-only" error, the one BackwardTest's catalog test skips on), or
+/// nothing when it has one. Any other compile error fails the test.
+inline std::optional<std::string> forwardOnlyReason(const Case &c,
+                                                    const std::string &target) {
+  try {
+    driver::Source src(c.source, "<backward-sim-test>");
+    Options o;
+    o.target = target;
+    o.headDim = c.shape.D;
+    o.valueHeadDim = c.shape.Dv;
+    o.dtype = "bf16";
+    o.variant = c.variant;
+    o.backward = true;
+    driver::planKernel(src, o);
+  } catch (const CompileError &e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("is forward-only"), std::string::npos) << what;
+    return what;
+  }
+  return std::nullopt;
+}
+
 /// Forward and backward of `c` on `target` in the simulator the caller
-/// opted into (bf16 inputs, random data, every f32 param's and captured
-/// tensor's gradient asked for); compares with the float64 reference when
-/// `compare`: |g - r| <= 3e-2 max(1, max |r|) per tensor for dq, dk, dv and
-/// 1e-1 for param and capture gradients (BackwardTest's bf16 bounds).
+/// opted into (bf16 inputs, random data and `c`'s given params and
+/// captures, every f32 param's and f32 captured tensor's gradient asked
+/// for; other tensors and i32 params have none, as in the reference);
+/// compares with the float64 reference when `compare`: |g - r| <= 3e-2
+/// max(1, max |r|) per tensor for dq, dk, dv and 1e-1 for param and capture
+/// gradients (BackwardTest's bf16 bounds).
 inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
                                      bool compare = true) {
   const char *label = "<backward-sim-test>";
   driver::Source src(c.source, label);
-  const fe::Variant &v = src.program.variants.at(0);
+  const fe::Variant *found = c.variant.empty()
+                                 ? &src.program.variants.at(0)
+                                 : src.program.find(c.variant);
+  EXPECT_NE(found, nullptr) << "no variant " << c.variant;
+  if (!found)
+    return {};
+  const fe::Variant &v = *found;
   const Shape &sh = c.shape;
   ref::RefProblem p;
   p.B = sh.B, p.Hq = sh.Hq, p.Hkv = sh.Hkv, p.Sq = sh.Sq, p.Skv = sh.Skv;
   p.D = sh.D, p.Dv = sh.Dv;
   std::mt19937 rng(1234);
-  auto q = randomBf16(sh.B * sh.Hq * sh.Sq * sh.D, rng, p.q);
+  auto q = randomBf16(sh.B * sh.Hq * sh.Sq * sh.D, rng, p.q, c.qScale);
   auto k = randomBf16(sh.B * sh.Hkv * sh.Skv * sh.D, rng, p.k);
   auto vv = randomBf16(sh.B * sh.Hkv * sh.Skv * sh.Dv, rng, p.v);
   Params params;
   for (const fe::ParamDecl &d : v.params) {
     double value = d.defaultValue ? *d.defaultValue : 0.0;
+    for (const auto &[name, given] : c.params)
+      if (name == d.name)
+        value = given;
     if (d.type == fe::Type::F32)
       value = double(float(value));
     p.params.push_back(value);
@@ -128,25 +221,30 @@ inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
     else
       params.emplace_back(d.name, value);
   }
-  std::vector<std::vector<float>> captures;
+  std::vector<std::vector<uint8_t>> captures;
   captures.reserve(v.tensors.size());
   DimEnv env(v, p);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::uniform_int_distribution<int32_t> ints(0, c.intRange - 1);
   for (const fe::TensorDecl &t : v.tensors) {
-    EXPECT_EQ(t.dtype, fe::DType::F32) << "the test makes f32 tensors";
     ref::RefTensor rt;
-    int64_t n = 1;
-    for (const fe::ExprPtr &d : t.dims) {
-      rt.shape.push_back(fe::evaluate(*d, v, env).i);
-      n *= rt.shape.back();
+    auto given = c.captures.find(t.name);
+    if (given != c.captures.end()) {
+      rt = given->second;
+    } else {
+      int64_t n = 1;
+      for (const fe::ExprPtr &d : t.dims) {
+        rt.shape.push_back(fe::evaluate(*d, v, env).i);
+        n *= rt.shape.back();
+      }
+      for (int64_t i = 0; i < n; ++i)
+        rt.values.push_back(t.dtype == fe::DType::I32 ? double(ints(rng))
+                                                      : double(uni(rng)));
     }
-    captures.emplace_back(n);
-    for (int64_t i = 0; i < n; ++i) {
-      captures.back()[i] = uni(rng);
-      rt.values.push_back(captures.back()[i]);
-    }
+    DType dtype = runtimeDType(t.dtype);
+    captures.push_back(storeAs(dtype, rt.values));
     params.emplace_back(t.name,
-                        TensorRef(captures.back().data(), DType::f32, rt.shape));
+                        TensorRef(captures.back().data(), dtype, rt.shape));
     p.captures.push_back(std::move(rt));
   }
   std::vector<double> dout;
@@ -157,6 +255,7 @@ inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
   o.headDim = sh.D;
   o.valueHeadDim = sh.Dv;
   o.dtype = "bf16";
+  o.variant = c.variant;
   o.lse = v.hasRowSum();
   o.backward = true;
   Kernel kernel = simJit().compile(c.source, o, label);
@@ -181,13 +280,15 @@ inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
   g.dq = TensorRef(r.dq.data(), DType::bf16, t.q.shape);
   g.dk = TensorRef(r.dk.data(), DType::bf16, t.k.shape);
   g.dv = TensorRef(r.dv.data(), DType::bf16, t.v.shape);
-  // Every f32 param's and captured tensor's gradient too.
+  // Every f32 param's and f32 captured tensor's gradient too.
   for (size_t i = 0; i < v.params.size(); ++i)
     if (v.params[i].type == fe::Type::F32)
       r.named.emplace_back(v.params[i].name, std::vector<float>(1, -7.0f));
   for (size_t i = 0; i < v.tensors.size(); ++i)
-    r.named.emplace_back(v.tensors[i].name,
-                         std::vector<float>(p.captures[i].values.size(), -7.0f));
+    if (v.tensors[i].dtype == fe::DType::F32)
+      r.named.emplace_back(
+          v.tensors[i].name,
+          std::vector<float>(p.captures[i].values.size(), -7.0f));
   for (size_t i = 0; i < r.named.size(); ++i) {
     std::vector<int64_t> shape = {1};
     for (size_t j = 0; j < v.tensors.size(); ++j)
@@ -200,11 +301,29 @@ inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
   if (!compare)
     return r;
 
+  std::string report = c.name + " " + target + ":";
+  if (v.select) {
+    // Skipping key blocks is what select adds to the backward: data where
+    // the rule keeps every block would test none of it.
+    driver::Source unselected(c.source, label);
+    int64_t kept = 0, keptUnselected = 0;
+    for (fe::Variant &other : unselected.program.variants)
+      if (other.name == v.name) {
+        other.select.reset();
+        for (uint8_t m : ref::referenceMask(v, p))
+          kept += m;
+        for (uint8_t m : ref::referenceMask(other, p))
+          keptUnselected += m;
+      }
+    EXPECT_LT(kept, keptUnselected)
+        << c.name << ": select keeps every block of these data";
+    report += " select keeps " + std::to_string(kept) + " of " +
+              std::to_string(keptUnselected) + " entries;";
+  }
   ref::RefGradients want = ref::referenceBackward(v, p, dout);
   const char *names[3] = {"dq", "dk", "dv"};
   const std::vector<uint16_t> *got[3] = {&r.dq, &r.dk, &r.dv};
   const std::vector<double> *ref[3] = {&want.dq, &want.dk, &want.dv};
-  std::string report = std::string(c.name) + " " + target + ":";
   for (int i = 0; i < 3; ++i) {
     double scale = 1, err = 0;
     size_t where = 0;
@@ -259,6 +378,44 @@ inline SimRun runBackwardOnSimulator(const Case &c, const std::string &target,
   }
   std::printf("%s\n", report.c_str());
   return r;
+}
+
+/// A catalog problem with BackwardTest's catalog data (catalogProblem at
+/// D = 32, examples/ under `root`) as a Case: its shape, params, given
+/// captures (document ids, prefix lengths, ancestor tables...), the range
+/// of its made-up i32 captures and its q scale.
+inline Case catalogSimCase(const CatalogCase &cc, const std::string &root) {
+  Problem problem = catalogProblem(cc, root, /*headDim=*/32);
+  Case c;
+  c.name = cc.name;
+  c.source = problem.source;
+  c.variant = problem.options.variant;
+  c.shape.B = problem.B, c.shape.Hq = problem.Hq, c.shape.Hkv = problem.Hkv;
+  c.shape.Sq = problem.Sq, c.shape.Skv = problem.Skv;
+  c.shape.D = c.shape.Dv = 32;
+  c.params = problem.params;
+  c.captures = problem.captures;
+  c.intRange = problem.intRange;
+  c.qScale = problem.qScale;
+  // The runner's q and k are uniform, not the catalog's normal values:
+  // pooled over 64 keys their scores are nearly even, and mass(0.9) keeps
+  // every one of flex_prefill_mass's 4 key blocks (and still all 8 at 460
+  // tokens). At 720 tokens (11 blocks and a tail of 16), as in
+  // select_flex_prefill, it drops some; one head pair keeps the run short.
+  if (cc.name == "flex_prefill_mass") {
+    c.shape.Hq = c.shape.Hkv = 1;
+    c.shape.Sq = c.shape.Skv = 720;
+  }
+  return c;
+}
+
+/// Where `cc` stands in catalogCases(), for spreading targets over them.
+inline size_t catalogIndex(const CatalogCase &cc) {
+  const std::vector<CatalogCase> &all = catalogCases();
+  for (size_t i = 0; i < all.size(); ++i)
+    if (all[i].name == cc.name)
+      return i;
+  return 0;
 }
 
 inline const char *kAlibiParam =
