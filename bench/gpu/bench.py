@@ -505,9 +505,6 @@ def check_catalog():
         spec = BY_NAME.get(b.catalog)
         if spec is None:
             bad.append("%s: no catalog entry %s" % (b.name, b.catalog))
-        elif spec.build in (b_moba, b_flex_prefill, b_block_theta):
-            bad.append("%s: select rows fold their blocks into flex's mask "
-                       "only in the forward section" % b.name)
         elif not spec.flex:
             bad.append("%s: flex cannot express %s" % (b.name, b.catalog))
     for name, source, variant in entries:
@@ -575,9 +572,14 @@ UNSUPPORTED = "not supported on GPU yet"
 
 # ----------------------------------------------------------------------------
 # Backward (issue 20): the gradients dq, dk, dv of L = sum(o * dO) for the
-# catalog variants that both attnc's GPU backward (select not yet here) and
-# flex_attention's backward (softmax, score_mod / mask_mod) compute with the
-# same math, at the catalog's shapes. attnc: a bundle compiled with
+# catalog variants that both attnc's GPU backward and flex_attention's
+# backward (softmax, score_mod / mask_mod) compute with the same math, at
+# the catalog's shapes. The select rows (moba, flex_prefill, block_theta)
+# choose their blocks in torch as the forward rows do (with_selection); the
+# choice is a constant of the backward (docs/backward.md), so the reference
+# and flex take it as part of their mask, flex's BlockMask built outside its
+# timing, while attnc's backward runs its own select pre-pass on the device
+# inside its timed call. attnc: a bundle compiled with
 # --backward --lse (prepare.sh: backward/<--arch>/d<D>/), its forward with
 # lse, then its backward timed alone; flex: torch.compile(flex_attention)
 # forward, then torch.autograd.grad of its output timed alone. Both are
@@ -595,7 +597,8 @@ class BackwardSpec:
 
 
 BACKWARD = [BackwardSpec(n + "_bwd", n) for n in (
-    "dense", "causal", "sliding_sink", "document_mask", "softcap", "alibi")]
+    "dense", "causal", "sliding_sink", "document_mask", "softcap", "alibi",
+    "moba", "flex_prefill", "block_theta")]
 BACKWARD_BY_NAME = {b.name: b for b in BACKWARD}
 BACKWARD_FLOPS = 2.5           # backward FLOPs / forward FLOPs (FA2-style)
 BACKWARD_GRADS = ("dq", "dk", "dv")
@@ -1311,7 +1314,10 @@ class Worker:
             q, k, v, do = (torch.randn(B, H, S, D, generator=g, device=self.dev,
                                        dtype=torch.bfloat16)
                            for _ in range(4))
-            case = cat.build(ctx)
+            # select rows: the blocks from these q, k, folded into the mask
+            # (the reference's and flex's); attnc chooses its own on the
+            # device inside its backward call.
+            case = with_selection(cat.build(ctx), q, k)
             row["params"] = case.params
             t = time.time()
             ref, grads, density = reference_backward(case, q, k, v, do)
@@ -2469,7 +2475,13 @@ def backward_markdown(a, rows):
              "against float32 autograd through the same math; attnc FAILs "
              "above %.0e in dq, dk or dv (and above the forward's bound in "
              "o); attnc vs flex: the same measure of attnc's gradients "
-             "against flex's."
+             "against flex's. select rows (moba, flex_prefill, block_theta): "
+             "the blocks are chosen from q, k by the same rule in torch "
+             "(mean-pooled 64-token blocks, plus the diagonal block) and "
+             "held constant, part of the reference's and flex's mask (flex's "
+             "BlockMask built outside its timing); attnc's backward time "
+             "includes its own select pre-pass on the device (so does its "
+             "forward time); density counts the selected entries only."
              % (a.head_dim, a.arch, a.iters, a.warmup, BACKWARD_FLOPS,
                 a.bwd_tol)]
 
@@ -2900,6 +2912,12 @@ def self_test_backward():
                        (["--only", "dense,backward"],
                         (["dense"], every, [])),
                        (["--only", "dense"], (["dense"], [], [])),
+                       (["--only", "moba_bwd,block_theta_bwd"],
+                        ([], ["moba_bwd", "block_theta_bwd"], [])),
+                       (["--only", "moba,flex_prefill_bwd"],
+                        (["moba"], ["flex_prefill_bwd"], [])),
+                       (["--only-backward", "--only", "moba"],
+                        ([], every, [])),
                        (["--no-backward"],
                         (names(CATALOG), [], names(DECODE))),
                        (["--only-decode"], ([], [], names(DECODE)))):
@@ -2918,6 +2936,22 @@ def self_test_backward():
     jobs = plan_backward(a, bspecs)
     expect([j["stages"] for j in jobs] == [["b_attnc"]] * len(BACKWARD)
            + [["b_flex"]] * len(BACKWARD), "attnc's jobs before flex's")
+    selects = ["moba_bwd", "flex_prefill_bwd", "block_theta_bwd"]
+    expect([j["name"] for j in jobs] == every + every
+           and every[-3:] == selects,
+           "jobs in BACKWARD's order, the select rows last: %s"
+           % [j["name"] for j in jobs])
+    expect(all(BY_NAME[n[:-4]].build in (b_moba, b_flex_prefill,
+                                         b_block_theta) for n in selects)
+           and [x for x in backward_bundles()
+                if x[1] == EX + "select.attn"]
+           == [(n[:-4], EX + "select.attn") for n in selects],
+           "prepare.sh's backward bundles include select.attn's three "
+           "variants: %s" % backward_bundles())
+    expect(backward_placeholder("moba_bwd", parse_args(["--quick"]))["S"]
+           == QUICK_SHAPE[2]
+           and backward_placeholder("moba_bwd", a)["S"] == DEFAULT_SHAPE[2],
+           "the select rows take the catalog's shapes")
     expect(plan_backward(parse_args(["--no-flex"]), bspecs)
            == jobs[:len(BACKWARD)], "--no-flex: attnc's jobs only")
     expect(all(BY_NAME[b.catalog].flex for b in BACKWARD)

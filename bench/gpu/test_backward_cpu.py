@@ -8,7 +8,12 @@ no flex_attention; Debian's python3-torch 1.13 is enough):
   (compiled --backward --lse, bf16 like the GPU bundles) with the row's
   params and captured tensors matches reference_backward within --bwd-tol
   (so the Case math the reference and flex use is the variant's, and the
-  bound has room for bf16 gradients);
+  bound has room for bf16 gradients); for the select rows (moba,
+  flex_prefill, block_theta) the reference takes the blocks bench.py's
+  torch rule chooses (with_selection, as the worker does) while attnc's
+  CPU backward runs its own pre-pass, at S = 1024 where each rule drops
+  blocks (checked: the selected density is below the mask's alone, and
+  attnc's gradients are beyond --bwd-tol from the unselected reference's);
 - the FLOP convention: backward = 2.5x the forward's 4*B*H*S*S*D*density;
 - the worker's backward stages themselves (bench.Worker.run_backward with
   b_attnc and b_flex) on the CPU: CPU bundles laid out as prepare.sh's,
@@ -19,6 +24,7 @@ no flex_attention; Debian's python3-torch 1.13 is enough):
 
 Exits 77 (skipped) where torch is not importable.
 """
+import dataclasses
 import math
 import os
 import subprocess
@@ -41,7 +47,12 @@ import bench  # noqa: E402
 
 bench.torch, bench.F = torch, torch.nn.functional
 torch.manual_seed(0)
+SELECT_BUILDS = (bench.b_moba, bench.b_flex_prefill, bench.b_block_theta)
 B, H, S, D = 1, 2, 96, 32
+# The select rows' length: 16 blocks of 64, so that top-4 (moba), 0.9 of
+# the pooled mass (flex_prefill) and the threshold (block_theta) all drop
+# blocks (at S = 96 there are two).
+S_SELECT = 1024
 
 
 def check_chunking(fails):
@@ -81,18 +92,37 @@ def check_attnc(attnc, work, fails):
                         "--dtype", "bf16", "--backward", "--lse", "-o", out],
                        check=True)
         kernel = attnrt.load(out + ".attnpkg").kernel(spec.variant)
-        ctx = bench.Ctx(B, H, S, D, seed=1 + bench.CATALOG.index(spec),
+        S_ = S_SELECT if spec.build in SELECT_BUILDS else S
+        ctx = bench.Ctx(B, H, S_, D, seed=1 + bench.CATALOG.index(spec),
                         dev="cpu")
-        case = spec.build(ctx)
-        q, k, v, do = (torch.randn(B, H, S, D).to(torch.bfloat16)
+        q, k, v, do = (torch.randn(B, H, S_, D).to(torch.bfloat16)
                        for _ in range(4))
+        unselected = spec.build(ctx)
+        case = bench.with_selection(unselected, q, k)
+        if case is not unselected:
+            # The same mask without the selection: the density the rule
+            # must lower (or the check would not tell selected from not).
+            _, base_grads, base = bench.reference_backward(
+                dataclasses.replace(unselected, select=None), q, k, v, do)
         kwargs = dict(case.params, **case.captures)
         o, lse = kernel(q, k, v, **kwargs)
         dq, dk, dv, _ = kernel.backward(q, k, v, o, lse, do, **kwargs)
         ref, grads, density = bench.reference_backward(case, q, k, v, do)
         o_err = bench.max_error(o, ref) / ref.abs().max().item()
         errs = [bench.rel_l1(x, g) for x, g in zip((dq, dk, dv), grads)]
-        flops = 2 * (D + D) * B * H * S * S * density
+        flops = 2 * (D + D) * B * H * S_ * S_ * density
+        if case is not unselected:
+            # attnc's gradients must be far from the unselected reference's
+            # (the check tells a selection from none).
+            off = min(bench.rel_l1(x, g) for x, g in zip((dq, dk, dv),
+                                                          base_grads))
+            print("%-18s S = %d: selected density %.3f, the mask's alone "
+                  "%.3f; attnc's gradients vs the unselected reference: "
+                  "rel-L1 >= %.1e" % (b.name, S_, density, base, off))
+            if not density < base or not off > a.bwd_tol:
+                fails.append("%s: the selection drops no block at S = %d "
+                             "(density %.3g of %.3g, rel-L1 %.2g)"
+                             % (b.name, S_, density, base, off))
         print("%-18s density %.3f  o max err %.1e of max|ref|  rel-L1 dq "
               "%.1e dk %.1e dv %.1e  (bound %.0e)  bwd GFLOP %.4f" % (
                   b.name, density, o_err, *errs, a.bwd_tol,
