@@ -10,8 +10,9 @@ peaks, and the assumptions marked below) and reports the resource that
 bounds each launch and the TFLOP/s that bound allows.
 
 This is a model, not a measurement: it assumes every resource runs at its
-peak and overlaps perfectly with the others, ignores latency, occupancy,
-tail effects and bank conflicts, and scales a small simulated problem's
+peak and overlaps perfectly with the others, ignores latency, occupancy
+and tail effects (bank conflicts count for ld/st.shared, ldmatrix and
+cp.async, not for wgmma or TMA), and scales a small simulated problem's
 per-tile costs to the whole GPU. It says which resource a kernel's
 instruction mix saturates first; only a GPU says how fast it runs.
 
@@ -50,6 +51,20 @@ PEAK = {
 }
 
 
+def shared_bytes(launch):
+    """Bytes' worth of shared-memory bandwidth a launch uses: operand reads
+    of the tensor cores, other loads and stores, and the async copies that
+    fill it. Where the simulator counted wavefronts (ld/st.shared, ldmatrix,
+    cp.async; PtxMachine.cpp states the bank rule), those accesses cost 128
+    bytes per wavefront, so bank conflicts show; wgmma and TMA stay bytes."""
+    moved = (launch["tensor_shared_bytes"] + launch["shared_bytes"] +
+             launch["tma_bytes"] + launch["cp_async_bytes"])
+    if "shared_wavefronts" not in launch:
+        return moved
+    return (moved - launch["shared_wavefront_bytes"] +
+            128 * launch["shared_wavefronts"])
+
+
 def model_launch(launch):
     """Seconds each resource needs for one launch, and the bound."""
     warp = launch["warp_instructions"]
@@ -60,11 +75,7 @@ def model_launch(launch):
                   (launch["tensor_flops"] - wgmma) / PEAK["tensor_mma_sync"],
         "issue": sum(warp.values()) / PEAK["issue"],
         "sfu": thread.get("sfu", 0) / PEAK["sfu"],
-        # Shared memory: operand reads of the tensor cores, other loads and
-        # stores, and the async copies that fill it.
-        "shared": (launch["tensor_shared_bytes"] + launch["shared_bytes"] +
-                   launch["tma_bytes"] + launch["cp_async_bytes"]) /
-                  PEAK["shared"],
+        "shared": shared_bytes(launch) / PEAK["shared"],
         "l2": (launch["global_read_bytes"] + launch["global_write_bytes"]) /
               PEAK["l2"],
     }
@@ -98,6 +109,8 @@ def run_variant(args, variant, workdir):
     cmd += ["--split-kv", args.split_kv]
     if args.target == "sm_90a":
         cmd += ["--gpu-loads", args.gpu_loads]
+    if args.kv_dtype != "same":
+        cmd += ["--kv-dtype", args.kv_dtype]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, ATTNSIM_PROFILE=profile)
@@ -123,6 +136,9 @@ def main():
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
+    p.add_argument("--kv-dtype", default="same",
+                   choices=["same", "int8", "int4", "fp8e4m3", "fp8e5m2"],
+                   help="attnc's --kv-dtype: quantized K/V codes")
     p.add_argument("--split-kv", default="1",
                    help="attnc's --split-kv for the simulated runs")
     p.add_argument("--project-seq", type=int, default=0, metavar="S",
@@ -178,6 +194,13 @@ def main():
                 "tma_bytes": sum(l["tma_bytes"] for l in launches),
                 "cp_async_requests": sum(l["cp_async_requests"]
                                          for l in launches),
+                # Bank conflicts: wavefronts taken per conflict-free one.
+                # None where no request was counted (wgmma and TMA only).
+                "wavefronts_per_ideal": (
+                    sum(l.get("shared_wavefronts", 0) for l in launches) /
+                    sum(l.get("shared_ideal_wavefronts", 0) for l in launches)
+                    if any(l.get("shared_ideal_wavefronts") for l in launches)
+                    else None),
             }
             rows.append(row)
     print("Model (H100 SXM5 peaks; not a measurement): %s%s, B=%d H=%d "
@@ -186,14 +209,18 @@ def main():
               else "", args.batch, args.heads, args.kv_heads, args.seq,
               args.head_dim, args.dtype))
     print("| variant | bound per launch | tensor / bound | warp instr per "
-          "tensor instr | TMA requests (bytes each) | est. tensor TFLOP/s |")
-    print("|---|---|---|---|---|---|")
+          "tensor instr | TMA requests (bytes each) | shared wavefronts "
+          "per ideal | est. tensor TFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         tma = "%d (%d)" % (r["tma_requests"], r["tma_bytes"] //
                            max(1, r["tma_requests"]))
-        print("| %s | %s | %.2f | %.1f | %s | %.0f |" % (
+        per_ideal = r["wavefronts_per_ideal"]
+        print("| %s | %s | %.2f | %.1f | %s | %s | %.0f |" % (
             r["variant"], r["bounds"], r["tensor_share"],
-            r["issue_per_tensor"], tma, r["est_tflops"]))
+            r["issue_per_tensor"], tma,
+            "-" if per_ideal is None else "%.2f" % per_ideal,
+            r["est_tflops"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

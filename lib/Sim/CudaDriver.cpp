@@ -94,7 +94,9 @@ void appendProfile(const char *path, const ptx::Function &k,
           "\"shared_bytes\": %llu, \"global_read_bytes\": %llu, "
           "\"global_write_bytes\": %llu, \"tma_requests\": %llu, "
           "\"tma_bytes\": %llu, \"cp_async_requests\": %llu, "
-          "\"cp_async_bytes\": %llu}\n",
+          "\"cp_async_bytes\": %llu, \"shared_wavefronts\": %llu, "
+          "\"shared_ideal_wavefronts\": %llu, "
+          "\"shared_wavefront_bytes\": %llu}\n",
           static_cast<unsigned long long>(s.tensorFlops),
           static_cast<unsigned long long>(s.wgmmaFlops),
           static_cast<unsigned long long>(s.tensorSharedBytes),
@@ -104,7 +106,10 @@ void appendProfile(const char *path, const ptx::Function &k,
           static_cast<unsigned long long>(s.tmaRequests),
           static_cast<unsigned long long>(s.tmaBytes),
           static_cast<unsigned long long>(s.cpAsyncRequests),
-          static_cast<unsigned long long>(s.cpAsyncBytes));
+          static_cast<unsigned long long>(s.cpAsyncBytes),
+          static_cast<unsigned long long>(s.sharedWavefronts),
+          static_cast<unsigned long long>(s.sharedIdealWavefronts),
+          static_cast<unsigned long long>(s.sharedWavefrontBytes));
   fclose(out);
 }
 

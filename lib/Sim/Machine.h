@@ -90,6 +90,11 @@ struct LaunchStats {
   uint64_t globalReadBytes = 0, globalWriteBytes = 0;
   uint64_t tmaRequests = 0, tmaBytes = 0;       // bulk (tensor) copies
   uint64_t cpAsyncRequests = 0, cpAsyncBytes = 0;
+  // Bank conflicts of ld/st.shared, ldmatrix/stmatrix and cp.async writes
+  // (PtxMachine.cpp states the rule): the wavefronts they took, the fewest
+  // they could have taken, and the bytes they moved.
+  uint64_t sharedWavefronts = 0, sharedIdealWavefronts = 0;
+  uint64_t sharedWavefrontBytes = 0;
   uint64_t ctas = 0;
   void add(const LaunchStats &o);
 };

@@ -30,6 +30,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace attn::sim {
@@ -210,10 +211,23 @@ struct ThreadState {
   std::deque<std::vector<AsyncCopy>> cpGroups;
   // Instructions executed, by class (performance counters).
   uint64_t byClass[ptx::kInstrClasses] = {};
+  // How often this thread reached each shared-memory access instruction
+  // (by pc), run or predicated off: its k-th visit joins the warp's k-th
+  // request of that instruction (see SharedRequest).
+  std::unordered_map<uint32_t, uint32_t> sharedVisits;
   // The last failed mbarrier.test_wait (see MbarTestWait).
   bool polling = false;
   uint32_t pollAddr = 0;
   uint64_t pollPhase = 0;
+};
+
+/// One warp-wide shared-memory request, gathered lane by lane: threads run
+/// one at a time here, so a lane's k-th execution of an instruction is
+/// matched with the other lanes' k-th.
+struct SharedRequest {
+  uint32_t lanes = 0;   // the lanes that issued it
+  uint8_t bytes = 0;    // per lane
+  uint32_t address[32]; // shared offset per lane
 };
 
 struct BarrierState {
@@ -229,6 +243,10 @@ public:
       Memory &memory, uint32_t x, uint32_t y, uint32_t z);
   uint64_t run();
   const LaunchStats &counters() {
+    for (uint32_t w = 0; w < pendingShared.size(); ++w)
+      for (auto &[key, request] : pendingShared[w])
+        countWavefronts(request);
+    pendingShared.clear();
     stats.instructions = executed;
     // A warp issues an instruction once for all the lanes that run it
     // together: per warp, the busiest lane's count of each class.
@@ -258,6 +276,9 @@ private:
   std::deque<BulkCopy> bulkQueue;
   std::vector<Warpgroup> warpgroups;
   std::vector<uint8_t> warpWaiting; // lanes of each warp at a collective
+  // Shared-memory requests of each warp still waiting for lanes, by
+  // (pc << 32 | visit).
+  std::vector<std::unordered_map<uint64_t, SharedRequest>> pendingShared;
   BarrierState barriers[16];
   uint32_t live;
   uint64_t executed = 0;
@@ -295,6 +316,22 @@ private:
   uint8_t *sharedAt(uint32_t address, uint32_t bytes, const Instr &in,
                     const char *what);
   Space spaceOf(Space space, uint64_t address) const;
+
+  // Shared-memory bank conflicts (the wavefront counters).
+  void noteSharedAccess(const Instr &in, uint32_t address, uint32_t bytes);
+  void skipSharedAccess(const Instr &in);
+  void countWavefronts(const SharedRequest &request);
+  void countPhase(const uint32_t *address, uint32_t lanes, uint32_t bytes);
+  void countMatrixRows(const uint64_t *rowAddr, int matrices) {
+    for (int i = 0; i < matrices; ++i) {
+      uint32_t rows[8];
+      for (int r = 0; r < 8; ++r) {
+        uint64_t a = rowAddr[8 * i + r];
+        rows[r] = uint32_t(a >= kSharedWindow ? a - kSharedWindow : a);
+      }
+      countPhase(rows, 0xFF, 16);
+    }
+  }
 
   /// Race detection on an access of shared [address, +bytes).
   void raceCheck(uint32_t agent, uint32_t address, uint32_t bytes, bool write,
@@ -378,6 +415,7 @@ Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
   local.assign(size_t(nthreads) * f.localBytes, 0);
   warpgroups.resize((nthreads + 127) / 128);
   warpWaiting.assign((nthreads + 31) / 32, 0);
+  pendingShared.resize((nthreads + 31) / 32);
   live = nthreads;
   if (cfg.raceCheck)
     races = std::make_unique<SharedRaces>(nthreads,
@@ -517,6 +555,9 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
     (in.op == Op::Ldmatrix || in.op == Op::Stmatrix ? stats.tensorSharedBytes
                                                      : stats.sharedBytes) +=
         bytes;
+    // ldmatrix/stmatrix are counted per matrix in their collectives.
+    if (in.op != Op::Ldmatrix && in.op != Op::Stmatrix)
+      noteSharedAccess(in, off, bytes);
     if (write)
       checkNotMbarrier(off, bytes, &in, "a store");
     return p;
@@ -548,6 +589,105 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
     return reinterpret_cast<uint8_t *>(address);
   }
   return nullptr;
+}
+
+//===----------------------------------------------------------------------===//
+// Shared-memory bank conflicts
+//===----------------------------------------------------------------------===//
+//
+// Shared memory has 32 banks of 4-byte words, successive words in successive
+// banks (CUDA C++ Programming Guide, compute capabilities 5.x and later,
+// "Shared Memory"). A warp's request is served in wavefronts of one word
+// per bank: a phase of lanes takes as many wavefronts as the most distinct
+// words it touches in one bank, and lanes reading the same word share it
+// (broadcast). Requests of 8 bytes per lane go in two phases of 16 lanes,
+// of 16 bytes in four phases of 8 lanes, so that a phase asks for at most
+// 128 bytes: the guide states banks for 32-bit accesses only, and this
+// split of wider ones is the commonly used rule, an assumption here (real
+// hardware may merge phases that touch the same words). ldmatrix and
+// stmatrix take one phase per 8x8 matrix, its 8 row addresses of 16 bytes
+// (conflict-free when the rows cover all 32 banks). cp.async writes count
+// as st.shared of their size. The ideal is one wavefront per 128 bytes a
+// phase moves, at least one.
+
+/// The current lane's access to shared [address, +bytes), joined to its
+/// warp's request; the request is counted once every live lane has come.
+void Cta::noteSharedAccess(const Instr &in, uint32_t address,
+                           uint32_t bytes) {
+  if (&in < f.code.data() || &in >= f.code.data() + f.code.size())
+    return;
+  uint32_t warp = tid / 32, lane = tid % 32;
+  uint32_t pc = static_cast<uint32_t>(&in - f.code.data());
+  uint32_t visit = threads[tid].sharedVisits[pc]++;
+  auto &pending = pendingShared[warp];
+  auto it = pending.try_emplace(uint64_t(pc) << 32 | visit).first;
+  SharedRequest &request = it->second;
+  request.lanes |= 1u << lane;
+  request.bytes = static_cast<uint8_t>(std::min<uint32_t>(bytes, 255));
+  request.address[lane] = address;
+  uint32_t live = 0;
+  for (uint32_t l = 0; l < 32 && warp * 32 + l < nthreads; ++l)
+    if (threads[warp * 32 + l].wait != Wait::Exited)
+      live |= 1u << l;
+  if ((request.lanes & live) == live) {
+    countWavefronts(request);
+    pending.erase(it);
+  }
+}
+
+/// A predicated-off access still counts as the lane's visit, so that its
+/// next one pairs with the other lanes' next.
+void Cta::skipSharedAccess(const Instr &in) {
+  bool mayBeShared = in.space == Space::Shared ||
+                     in.space == Space::SharedCluster ||
+                     in.space == Space::Generic;
+  switch (in.op) {
+  case Op::CpAsync:
+    break;
+  case Op::Ld: case Op::LdU: case Op::St: case Op::Atom: case Op::Red:
+    if (mayBeShared)
+      break;
+    return;
+  default:
+    return;
+  }
+  ++threads[tid].sharedVisits[static_cast<uint32_t>(&in - f.code.data())];
+}
+
+void Cta::countWavefronts(const SharedRequest &request) {
+  uint32_t perPhase = request.bytes <= 4 ? 32 : request.bytes <= 8 ? 16 : 8;
+  for (uint32_t first = 0; first < 32; first += perPhase) {
+    uint32_t lanes = request.lanes >> first;
+    if (perPhase < 32)
+      lanes &= (1u << perPhase) - 1;
+    if (lanes)
+      countPhase(request.address + first, lanes, request.bytes);
+  }
+}
+
+/// One phase: `lanes` (a mask over address[0..31]) each touch `bytes`.
+void Cta::countPhase(const uint32_t *address, uint32_t lanes,
+                     uint32_t bytes) {
+  // At most 32 lanes x 2 words, 16 x 3 or 8 x 5 (accesses are aligned).
+  uint32_t words[256];
+  uint32_t count = 0, active = 0;
+  for (uint32_t l = 0; l < 32; ++l)
+    if (lanes >> l & 1) {
+      ++active;
+      for (uint32_t w = address[l] / 4;
+           w <= (address[l] + bytes - 1) / 4 && count < 256; ++w)
+        words[count++] = w;
+    }
+  std::sort(words, words + count);
+  count = static_cast<uint32_t>(std::unique(words, words + count) - words);
+  uint32_t perBank[32] = {};
+  uint32_t most = 0;
+  for (uint32_t i = 0; i < count; ++i)
+    most = std::max(most, ++perBank[words[i] % 32]);
+  stats.sharedWavefronts += most;
+  stats.sharedIdealWavefronts += std::max<uint64_t>(
+      1, (uint64_t(active) * bytes + 127) / 128);
+  stats.sharedWavefrontBytes += uint64_t(active) * bytes;
 }
 
 //===----------------------------------------------------------------------===//
@@ -744,6 +884,7 @@ void Cta::runThread(uint32_t t, uint32_t quantum) {
     ++executed;
     ++ts.byClass[static_cast<int>(in.cls)];
     if (in.guard != kNoReg && ((R[in.guard] & 1) != 0) == in.guardNegate) {
+      skipSharedAccess(in);
       ++pc;
       continue;
     }
@@ -1656,6 +1797,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       memcpy(c.data, p, srcSize);
     }
     threads[tid].cpOpen.push_back(c);
+    // The copy's write into shared memory is a request like st.shared's.
+    noteSharedAccess(in, dst, size);
     ++stats.cpAsyncRequests;
     stats.cpAsyncBytes += size;
     break;
@@ -2178,6 +2321,7 @@ void Cta::execLdmatrix(const Instr &in, uint32_t warp) {
       fault(kMisalignedAddress, "ldmatrix row addresses are 16-byte aligned",
             &in);
   }
+  countMatrixRows(rowAddr, count);
   for (uint32_t l = 0; l < 32; ++l) {
     tid = lane0 + l;
     R = &regs[size_t(tid) * nregs];
@@ -2211,6 +2355,7 @@ void Cta::execStmatrix(const Instr &in, uint32_t warp) {
     R = &regs[size_t(tid) * nregs];
     rowAddr[l] = addressOf(in.ops[0]);
   }
+  countMatrixRows(rowAddr, count);
   for (uint32_t l = 0; l < 32; ++l) {
     tid = lane0 + l;
     R = &regs[size_t(tid) * nregs];
@@ -2819,6 +2964,9 @@ void LaunchStats::add(const LaunchStats &o) {
   tmaBytes += o.tmaBytes;
   cpAsyncRequests += o.cpAsyncRequests;
   cpAsyncBytes += o.cpAsyncBytes;
+  sharedWavefronts += o.sharedWavefronts;
+  sharedIdealWavefronts += o.sharedIdealWavefronts;
+  sharedWavefrontBytes += o.sharedWavefrontBytes;
   ctas += o.ctas;
 }
 

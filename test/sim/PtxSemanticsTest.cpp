@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -697,6 +699,130 @@ GO:
       EXPECT_EQ(tickets[t], t);
   }
   EXPECT_NE(shuffled, inOrder);
+}
+
+/// The bank-conflict counters of one launch of `body` by one warp.
+struct Wavefronts {
+  unsigned long long taken = 0, ideal = 0;
+};
+
+unsigned long long profileField(const std::string &line,
+                                const std::string &name) {
+  size_t at = line.find("\"" + name + "\": ");
+  if (at == std::string::npos)
+    return ~0ull;
+  return std::stoull(line.substr(at + name.size() + 4));
+}
+
+Wavefronts sharedWavefronts(const std::string &body) {
+  std::string path = ::testing::TempDir() + "attnsim_wavefronts.jsonl";
+  std::remove(path.c_str());
+  setenv("ATTNSIM_PROFILE", path.c_str(), 1);
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  .shared .align 128 .b8 buf[4096];
+  mov.u32 %r0, %tid.x;
+  mov.u32 %r1, buf;
+)" + body + "\n  ret;\n",
+                   32, out, 1024);
+  unsetenv("ATTNSIM_PROFILE");
+  EXPECT_EQ(r, 0) << errorText(r);
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  std::remove(path.c_str());
+  return {profileField(line, "shared_wavefronts"),
+          profileField(line, "shared_ideal_wavefronts")};
+}
+
+TEST(PtxProfile, SharedWavefrontsOfWordAccesses) {
+  // 32 banks of 4-byte words (CUDA C++ Programming Guide, "Shared Memory"):
+  // consecutive words are conflict-free, a stride of 2 words puts two
+  // lanes in each even bank, a stride of 32 words all 32 lanes in bank 0.
+  Wavefronts w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 4, %r1;
+  ld.shared.b32 %r3, [%r2];)");
+  EXPECT_EQ(w.taken, 1u);
+  EXPECT_EQ(w.ideal, 1u);
+  w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 8, %r1;
+  st.shared.b32 [%r2], %r0;)");
+  EXPECT_EQ(w.taken, 2u);
+  EXPECT_EQ(w.ideal, 1u);
+  w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 128, %r1;
+  ld.shared.b32 %r3, [%r2];)");
+  EXPECT_EQ(w.taken, 32u);
+  EXPECT_EQ(w.ideal, 1u);
+  // Every lane reads the same word, or two lanes each word: broadcasts.
+  w = sharedWavefronts(R"(
+  ld.shared.b32 %r3, [%r1+64];)");
+  EXPECT_EQ(w.taken, 1u);
+  w = sharedWavefronts(R"(
+  shr.u32 %r2, %r0, 1;
+  mad.lo.u32 %r2, %r2, 4, %r1;
+  ld.shared.b32 %r3, [%r2];)");
+  EXPECT_EQ(w.taken, 1u);
+}
+
+TEST(PtxProfile, SharedWavefrontsOfWideAccessesGoByPhase) {
+  // 16 bytes per lane: four phases of 8 lanes, each 128 contiguous bytes.
+  Wavefronts w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 16, %r1;
+  ld.shared.v4.b32 {%r3, %r4, %r5, %r6}, [%r2];)");
+  EXPECT_EQ(w.taken, 4u);
+  EXPECT_EQ(w.ideal, 4u);
+  // Rows 128 bytes apart: the 8 lanes of a phase share banks 0-3.
+  w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 128, %r1;
+  st.shared.v2.b64 [%r2], {%rd1, %rd1};)");
+  EXPECT_EQ(w.taken, 4u * 8u);
+  EXPECT_EQ(w.ideal, 4u);
+  // cp.async writes count like stores: 16-byte chunks at a 128-byte
+  // stride conflict, the same chunks XOR-swizzled by row (chunk ^ row % 8)
+  // do not.
+  w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 128, %r1;
+  cp.async.cg.shared.global [%r2], [%rd1], 16;
+  cp.async.wait_all;)");
+  EXPECT_EQ(w.taken, 32u);
+  EXPECT_EQ(w.ideal, 4u);
+  w = sharedWavefronts(R"(
+  and.b32 %r3, %r0, 7;
+  shl.b32 %r3, %r3, 4;
+  mad.lo.u32 %r2, %r0, 128, %r1;
+  add.u32 %r2, %r2, %r3;
+  and.b32 %r2, %r2, 4095;
+  cp.async.cg.shared.global [%r2], [%rd1], 16;
+  cp.async.wait_all;)");
+  EXPECT_EQ(w.taken, 4u);
+}
+
+TEST(PtxProfile, SharedWavefrontsOfLdmatrix) {
+  // ldmatrix .x4: lanes 8i..8i+7 give matrix i's row addresses, one phase
+  // per matrix. Rows 16 bytes apart cover the 32 banks; rows 128 bytes
+  // apart (a row-major tile of 64 halves) all start in bank 0, 8-way.
+  Wavefronts w = sharedWavefronts(R"(
+  mad.lo.u32 %r2, %r0, 16, %r1;
+  ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r3, %r4, %r5, %r6}, [%r2];)");
+  EXPECT_EQ(w.taken, 4u);
+  EXPECT_EQ(w.ideal, 4u);
+  w = sharedWavefronts(R"(
+  and.b32 %r2, %r0, 7;
+  mad.lo.u32 %r2, %r2, 128, %r1;
+  ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%r3, %r4, %r5, %r6}, [%r2];)");
+  EXPECT_EQ(w.taken, 32u);
+  EXPECT_EQ(w.ideal, 4u);
+  // The same rows with 16-byte chunk (lane / 8) XORed by row % 8.
+  w = sharedWavefronts(R"(
+  and.b32 %r2, %r0, 7;
+  shr.u32 %r3, %r0, 3;
+  xor.b32 %r3, %r3, %r2;
+  shl.b32 %r3, %r3, 4;
+  mad.lo.u32 %r2, %r2, 128, %r1;
+  add.u32 %r2, %r2, %r3;
+  ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r3, %r4, %r5, %r6}, [%r2];)");
+  EXPECT_EQ(w.taken, 4u);
 }
 
 TEST(PtxFaults, CubinsAreRefusedSoTheLauncherLoadsPtx) {
