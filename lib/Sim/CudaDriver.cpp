@@ -65,7 +65,8 @@ CUresult report(CUresult code, const std::string &text) {
 }
 
 /// One JSON object per launch (ATTNSIM_PROFILE=FILE): the counters the
-/// performance model reads (bench/gpu/model.py).
+/// performance model reads (bench/gpu/model.py). cta_shared_bytes is the
+/// CTA's allocation; shared_bytes the bytes its loads and stores moved.
 void appendProfile(const char *path, const ptx::Function &k,
                    const LaunchConfig &c, const LaunchStats &s) {
   FILE *out = fopen(path, "a");
@@ -73,7 +74,7 @@ void appendProfile(const char *path, const ptx::Function &k,
     return;
   fprintf(out,
           "{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, "
-          "%u, %u], \"shared_bytes\": %u, \"ctas\": %llu, "
+          "%u, %u], \"cta_shared_bytes\": %u, \"ctas\": %llu, "
           "\"thread_instructions\": %llu, \"by_class\": {",
           k.name.c_str(), c.grid[0], c.grid[1], c.grid[2], c.block[0],
           c.block[1], c.block[2], k.dynamicSharedOffset + c.dynamicShared,

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -733,6 +734,56 @@ Wavefronts sharedWavefronts(const std::string &body) {
   std::remove(path.c_str());
   return {profileField(line, "shared_wavefronts"),
           profileField(line, "shared_ideal_wavefronts")};
+}
+
+TEST(PtxProfile, EveryFieldIsNamedOnce) {
+  // The CTA's allocation once shared its name with the load/store bytes:
+  // JSON readers silently kept one of the two.
+  std::string path = ::testing::TempDir() + "attnsim_fields.jsonl";
+  std::remove(path.c_str());
+  setenv("ATTNSIM_PROFILE", path.c_str(), 1);
+  std::vector<uint32_t> out;
+  CUresult r = run(std::string(kPrologue) + R"(
+  .shared .align 16 .b8 buf[256];
+  mov.u32 %r1, buf;
+  ld.shared.b32 %r3, [%r1];
+  ret;
+)",
+                   32, out, 1024);
+  unsetenv("ATTNSIM_PROFILE");
+  ASSERT_EQ(r, 0) << errorText(r);
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  std::remove(path.c_str());
+  std::map<std::string, int> seen;
+  // Keys of the top-level object and of by_class/warp_instructions: count
+  // each per object by tracking the nesting depth.
+  int depth = 0;
+  std::string scope;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (c == '{')
+      ++depth;
+    else if (c == '}')
+      --depth;
+    else if (c == '"') {
+      size_t end = line.find('"', i + 1);
+      ASSERT_NE(end, std::string::npos) << line;
+      std::string word = line.substr(i + 1, end - i - 1);
+      if (line.compare(end + 1, 1, ":") == 0) {
+        if (depth == 1)
+          scope = word;
+        EXPECT_EQ(++seen[std::to_string(depth) + (depth == 1 ? "" : scope) +
+                         "/" + word],
+                  1)
+            << word << " twice in " << line;
+      }
+      i = end;
+    }
+  }
+  EXPECT_EQ(profileField(line, "cta_shared_bytes"), 256u) << line;
+  EXPECT_EQ(profileField(line, "shared_bytes"), 4u * 32) << line;
 }
 
 TEST(PtxProfile, SharedWavefrontsOfWordAccesses) {
