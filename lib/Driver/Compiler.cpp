@@ -188,8 +188,11 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   // ATTNC_TIMING=1 prints MLIR pass times to stderr (=llvm: LLVM's too).
   if (std::getenv("ATTNC_TIMING"))
     pm.enableTiming();
+  int64_t blockKV = plan.rows == "many" && plan.manyRowsBlockKV
+                        ? plan.manyRowsBlockKV
+                        : plan.blockKV;
   std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
-                      " block-kv=" + std::to_string(plan.blockKV);
+                      " block-kv=" + std::to_string(blockKV);
   std::string pipeline = "func.func(attn-classify-mask),attn-tile-backward{" +
                          tiles +
                          (plan.info.backwardOrderedDq ? " ordered-dq=1" : "") +
@@ -397,7 +400,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       !isGpuTarget(options.target)) {
     // Past D = 64, 32-key tiles: decode (which reads whole tiles in place,
     // see attn-tile) ran 1.3-1.6x faster than with 64 at D = 128 (bf16 and
-    // int8 caches), prefill the same within noise (D = 128 and 256).
+    // int8 caches). Prefill prefers 64 (manyRowsBlockKV below).
     plan.blockKV = 32;
   }
   if (v.select && !isGpuTarget(options.target)) {
@@ -428,6 +431,21 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       plan.blockKV /= 2;
     else
       break;
+  }
+  if (!options.blockKV && !isGpuTarget(options.target) && !v.select &&
+      plan.shape.headDim > 64 && plan.shape.headDim <= 128 &&
+      plan.blockQ > detail::kFewRows && !fe::hasBlockMap(v) &&
+      !options.backward && stackBytes(plan.blockQ, 64) <= kAutoBudget) {
+    // Prefill at D = 128 with 64-key tiles: the P.V reduction twice as
+    // long per C block load and store. One thread, CPU time of 11 dense
+    // launches (B 1, H 4, S 2048), 6 alternating rounds: AVX-512 778 ->
+    // 734 ms, AVX2 1234 -> 1232 ms (no loss). D = 256 was not measured.
+    // The JIT builds launches of many rows apart from decode's few
+    // (Jit.cpp), so only that class widens; code holding both classes
+    // (rows=all: AOT bundles) keeps 32 for decode. Block maps and the
+    // backward are laid out in KernelInfo::blockKV's tiles, so kernels
+    // with either keep one tile size.
+    plan.manyRowsBlockKV = 64;
   }
   if (stackBytes(plan.blockQ, plan.blockKV) > kMaxBudget)
     throw Error(options.blockQ ? "--block-q" : "--block-kv",

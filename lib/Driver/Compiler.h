@@ -56,6 +56,11 @@ struct KernelPlan {
   /// CPU: the query-tile widths to build (attn-tile's rows option): all,
   /// many (any launch) or few (launches with at most 16 rows per kv head).
   std::string rows = "all";
+  /// CPU: the key tile of the rows=many code when it differs from blockKV
+  /// (0: blockKV). blockKV (and info.blockKV) stay decode's, which the
+  /// rows=few and rows=all code use; launches only read info.blockKV to
+  /// size split-KV parts, whose tile ranges the kernel computes itself.
+  int64_t manyRowsBlockKV = 0;
   KernelInfo info;
 };
 

@@ -179,6 +179,45 @@ TEST(Jit, NarrowTilesHaveOneClass) {
   EXPECT_LT(maxDiff(run(other, 5, 1, 40), wide), 1e-5f);
 }
 
+// Past D = 64 the CPU key tile is 32 for decode (the few-rows class) and,
+// at D = 128, 64 for every other launch: the JIT builds the classes apart.
+// Kernels whose block maps or backward are laid out in info.blockKV, code
+// holding both classes (rows=all, as AOT bundles build it) and explicit
+// tiles keep one size.
+TEST(Jit, PrefillKeyTilesAreWiderThanDecodes) {
+  driver::Source source(kSource, "t.attn");
+  Options o = options("plain_relu");
+  o.headDim = 128;
+  driver::KernelPlan plan = driver::planKernel(source, o);
+  EXPECT_EQ(plan.blockKV, 32);
+  EXPECT_EQ(plan.info.blockKV, 32);
+  EXPECT_EQ(plan.manyRowsBlockKV, 64);
+  auto tiled = [&](driver::KernelPlan p, const std::string &rows) {
+    p.rows = rows;
+    return driver::emitStage(source, p, driver::Stage::Tiled);
+  };
+  auto explicitTiles = [&](int64_t blockKV) {
+    Options e = o;
+    e.blockKV = blockKV;
+    return driver::planKernel(source, e);
+  };
+  driver::KernelPlan wide = explicitTiles(64), narrow = explicitTiles(32);
+  EXPECT_EQ(wide.manyRowsBlockKV, 0);
+  EXPECT_EQ(narrow.manyRowsBlockKV, 0);
+  EXPECT_EQ(tiled(plan, "many"), tiled(wide, "many"));
+  EXPECT_EQ(tiled(plan, "few"), tiled(narrow, "few"));
+  EXPECT_EQ(tiled(plan, "all"), tiled(narrow, "all"));
+  EXPECT_NE(tiled(plan, "many"), tiled(narrow, "many"));
+
+  Options masked = options("window"); // a block map
+  masked.headDim = 128;
+  EXPECT_EQ(driver::planKernel(source, masked).manyRowsBlockKV, 0);
+  for (int64_t D : {64, 256}) {
+    o.headDim = D;
+    EXPECT_EQ(driver::planKernel(source, o).manyRowsBlockKV, 0) << D;
+  }
+}
+
 // GPU kernels too: the record (info, entries, launch geometry), the cubin
 // and the PTX; a damaged payload is rebuilt. (gpu_sim_tests runs a cached
 // kernel on the simulator.)
