@@ -757,6 +757,117 @@ SmallVector<int64_t> columnMajorMask(int64_t rows, int64_t cols) {
   return mask;
 }
 
+/// vpmaddwd: i32 lanes of the sums of their two 16-bit products x * y.
+Value wordPairProducts(OpBuilder &b, Location loc, Value x, Value y) {
+  auto words = cast<VectorType>(x.getType());
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, VectorType::get({words.getNumElements() / 2}, b.getI32Type()),
+             b.getStringAttr("llvm.x86.avx2.pmadd.wd"), ValueRange{x, y})
+      .getResult(0);
+}
+
+/// emitInt8RowProducts for int8 B on AVX2 without VNNI: P's codes and V's
+/// widened to 16 bits and multiplied a pair of keys at a time by vpmaddwd,
+/// exact in i32 for any codes. vpmaddubsw's saturating pair sums would
+/// need P's codes split at bit 7 (two vpmaddubsw, two vpmaddwd and two adds
+/// per 32 products); here 32 products take two vpmaddwd and two adds, and
+/// the widening of V (a sign-extending load and a word unpack per 8
+/// columns and key pair) is shared by the rows of C in a group.
+/// Operand layout: for the 16 columns 16 h .. 16 h + 15 of a 32-column
+/// chunk, rows k and k + 1 widened (128-bit lane L holds columns
+/// 16 h + 8 L .. + 7) and unpacked word by word, low and high: operand
+/// 2 h + s has (V[k, c], V[k + 1, c]) in i32 lane 4 L + i, c = 16 h + 8 L
+/// + 4 s + i.
+void emitInt8RowProductsByWords(OpBuilder &b, Location loc, Value A, Value B,
+                                Value C, int64_t M, int64_t N, int64_t K,
+                                int64_t registers, bool overwrite) {
+  auto cIdx = [&](int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v).getResult();
+  };
+  Type i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type();
+  constexpr int64_t lanes = 8, width = 32;
+  auto accType = VectorType::get({lanes}, i32);
+  auto wordType = VectorType::get({2 * lanes}, i16);
+  auto f32Lanes = VectorType::get({lanes}, b.getF32Type());
+  Value zero = splatInt(b, loc, accType, 0);
+  // Per row of C 4 accumulators; besides them the 4 operands of one key
+  // pair and a row's broadcast pair of P codes.
+  int64_t group = std::clamp<int64_t>((registers - 6) / 4, 1, M);
+  // Two rows of P^T ([2, M] bytes) column by column: each row of C's two
+  // codes next to each other, then zero-extended: one i32 per row of C.
+  SmallVector<int64_t> pairColumns = columnMajorMask(2, M);
+  for (int64_t n0 = 0; n0 < N; n0 += width)
+    for (int64_t m0 = 0; m0 < M; m0 += group) {
+      int64_t mEnd = std::min(M, m0 + group);
+      SmallVector<Value> init((mEnd - m0) * 4, zero);
+      auto kLoop = scf::ForOp::create(
+          b, loc, cIdx(0), cIdx(K), cIdx(2), init,
+          [&](OpBuilder &b, Location, Value k, ValueRange acc) {
+            Value next = arith::AddIOp::create(b, loc, k, cIdx(1));
+            SmallVector<Value> operands;
+            for (int64_t h = 0; h < 2; ++h) {
+              auto widened = [&](Value row) -> Value {
+                return arith::ExtSIOp::create(
+                    b, loc, wordType,
+                    vector::LoadOp::create(
+                        b, loc, VectorType::get({2 * lanes}, i8), B,
+                        ValueRange{row, cIdx(n0 + 16 * h)}));
+              };
+              Value first = widened(k), second = widened(next);
+              for (bool high : {false, true})
+                operands.push_back(vector::ShuffleOp::create(
+                    b, loc, first, second,
+                    unpackMask(2 * lanes, 8, high)));
+            }
+            Value block =
+                vector::LoadOp::create(b, loc, VectorType::get({2 * M}, i8), A,
+                                       ValueRange{k, cIdx(0)});
+            Value pairs = vector::BitCastOp::create(
+                b, loc, VectorType::get({M}, i32),
+                arith::ExtUIOp::create(
+                    b, loc, VectorType::get({2 * M}, i16),
+                    vector::ShuffleOp::create(b, loc, block, block,
+                                              pairColumns)));
+            SmallVector<Value> sums;
+            for (int64_t m = m0; m < mEnd; ++m) {
+              Value p = vector::BitCastOp::create(
+                  b, loc, wordType,
+                  vector::BroadcastOp::create(
+                      b, loc, accType,
+                      vector::ExtractOp::create(b, loc, pairs,
+                                                ArrayRef<int64_t>{m})));
+              for (int64_t c = 0; c < 4; ++c)
+                sums.push_back(arith::AddIOp::create(
+                    b, loc, acc[(m - m0) * 4 + c],
+                    wordPairProducts(b, loc, p, operands[c])));
+            }
+            scf::YieldOp::create(b, loc, sums);
+          });
+      for (int64_t m = m0; m < mEnd; ++m) {
+        Value s[4];
+        for (int64_t c = 0; c < 4; ++c)
+          s[c] = arith::SIToFPOp::create(b, loc, f32Lanes,
+                                         kLoop.getResult((m - m0) * 4 + c));
+        for (int64_t h = 0; h < 2; ++h) {
+          // Columns 16 h .. 16 h + 15 in order: the 128-bit lanes of
+          // operands 2 h and 2 h + 1 alternately.
+          Value sum = vector::ShuffleOp::create(
+              b, loc, s[2 * h], s[2 * h + 1],
+              ArrayRef<int64_t>{0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13,
+                                14, 15});
+          SmallVector<Value, 2> at = {cIdx(m), cIdx(n0 + 16 * h)};
+          if (!overwrite)
+            sum = arith::AddFOp::create(
+                b, loc,
+                vector::LoadOp::create(b, loc,
+                                       cast<VectorType>(sum.getType()), C, at),
+                sum);
+          vector::StoreOp::create(b, loc, sum, C, at);
+        }
+      }
+    }
+}
+
 /// C[m, n] += sum_k A[k, m] * B[k, n] with A unsigned 8-bit codes (P^T,
 /// contiguous [K, M]) and B signed ones (V's codes), K % 4 == 0, lanes 16
 /// or 8, N % (4 * lanes) == 0: per 4 rows of B and 4 * lanes columns, the
@@ -779,6 +890,9 @@ void emitInt8RowProducts(OpBuilder &b, Location loc, ByteDots byteDots, Value A,
                          Value B, Value C, int64_t M, int64_t N, int64_t K,
                          int64_t lanes, int64_t registers, bool int4B = false,
                          bool overwrite = false) {
+  if (byteDots == ByteDots::maddubs && lanes == 8 && !int4B)
+    return emitInt8RowProductsByWords(b, loc, A, B, C, M, N, K, registers,
+                                      overwrite);
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };

@@ -303,28 +303,46 @@ func.func @fp8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memre
 // DOTS: vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23] : vector<16xf32>, vector<16xf32>
 // DOTS: vector.store %{{.+}}, %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
 // Without VNNI, P's codes (0..255) times V's (-128..127) would saturate
-// vpmaddubsw's pair sums: P goes in as its top bit (the sums times 128 in
-// vpmaddwd) and its low 7 bits. 16 registers hold one row of C's 4
-// accumulators with the 4 operands (rows of C in groups of 1); 8 lanes:
-// 32 columns per chunk, 2 blocks of 16.
+// vpmaddubsw's pair sums: on AVX2 both go in as 16-bit words, a pair of
+// keys per vpmaddwd (exact in i32). V's rows k and k + 1 are sign-extended
+// 16 columns at a time and unpacked word by word (the 4 operands of a
+// 32-column chunk); P's two rows, column by column and zero-extended, give
+// each row of C one i32 of its two codes to broadcast. 16 registers hold
+// two rows of C's 4 accumulators (rows of C in groups of 2); the 128-bit
+// lanes of operands 0/1 and 2/3 are columns 0..15 and 16..31 of the chunk.
 // MADDUBS-LABEL: func.func @int8_p_v(
-// MADDUBS-SAME: %[[O:[^:]+]]: memref<4x128xf32>
-// MADDUBS: scf.for {{.+}} -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
-// MADDUBS: %[[LOW:.+]] = arith.andi %[[PB:.+]], %{{.+}} : vector<32xi8>
-// MADDUBS: %[[TOP:.+]] = arith.shrui %[[PB]], %{{.+}} : vector<32xi8>
-// MADDUBS: %[[TP:.+]] = llvm.call_intrinsic "llvm.x86.avx2.pmadd.ub.sw"(%[[TOP]], %[[V:.+]]) :
-// MADDUBS: %[[F128:.+]] = arith.constant dense<128> : vector<16xi16>
-// MADDUBS: llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"(%[[TP]], %[[F128]])
-// MADDUBS: llvm.call_intrinsic "llvm.x86.avx2.pmadd.ub.sw"(%[[LOW]], %[[V]])
+// MADDUBS-SAME: %[[P:[^:]+]]: memref<32x4xi8>, %[[V:[^:]+]]: memref<32x128xi8, strided<[?, 1], offset: ?>>, %[[O:[^:]+]]: memref<4x128xf32>
+// MADDUBS-NOT: pmadd.ub.sw
+// MADDUBS: scf.for %[[K:.+]] = %{{.+}} to %c32 step %c2 iter_args({{.+}}) -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
+// MADDUBS: %[[R0:.+]] = vector.load %[[V]][%[[K]], %{{.+}}] : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<16xi8>
+// MADDUBS: %[[W0:.+]] = arith.extsi %[[R0]] : vector<16xi8> to vector<16xi16>
+// MADDUBS: %[[R1:.+]] = vector.load %[[V]][%{{.+}}, %{{.+}}] : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<16xi8>
+// MADDUBS: %[[W1:.+]] = arith.extsi %[[R1]] : vector<16xi8> to vector<16xi16>
+// MADDUBS: %[[OP0:.+]] = vector.shuffle %[[W0]], %[[W1]] [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27] : vector<16xi16>, vector<16xi16>
+// MADDUBS: vector.shuffle %[[W0]], %[[W1]] [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31] : vector<16xi16>, vector<16xi16>
+// MADDUBS: %[[PB:.+]] = vector.load %[[P]][%[[K]], %{{.+}}] : memref<32x4xi8>, vector<8xi8>
+// MADDUBS: %[[PC:.+]] = vector.shuffle %[[PB]], %[[PB]] [0, 4, 1, 5, 2, 6, 3, 7] : vector<8xi8>, vector<8xi8>
+// MADDUBS: %[[PW:.+]] = arith.extui %[[PC]] : vector<8xi8> to vector<8xi16>
+// MADDUBS: %[[PAIRS:.+]] = vector.bitcast %[[PW]] : vector<8xi16> to vector<4xi32>
+// MADDUBS: %[[P0:.+]] = vector.extract %[[PAIRS]][0] : i32 from vector<4xi32>
+// MADDUBS: %[[B0:.+]] = vector.broadcast %[[P0]] : i32 to vector<8xi32>
+// MADDUBS: %[[BW0:.+]] = vector.bitcast %[[B0]] : vector<8xi32> to vector<16xi16>
+// MADDUBS: %[[PROD:.+]] = llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"(%[[BW0]], %[[OP0]]) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>
+// MADDUBS: arith.addi %{{.+}}, %[[PROD]] : vector<8xi32>
+// MADDUBS-COUNT-3: llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"(%[[BW0]], %{{.+}})
+// MADDUBS: vector.extract %[[PAIRS]][1] : i32 from vector<4xi32>
+// MADDUBS-COUNT-4: llvm.call_intrinsic "llvm.x86.avx2.pmadd.wd"
+// MADDUBS: scf.yield
 // MADDUBS: %[[S0:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
 // MADDUBS: %[[S1:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
 // MADDUBS: %[[S2:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
 // MADDUBS: %[[S3:.+]] = arith.sitofp {{.+}} : vector<8xi32> to vector<8xf32>
-// MADDUBS: %[[B01:.+]] = vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
-// MADDUBS: %[[B23:.+]] = vector.shuffle %[[S2]], %[[S3]] [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
-// MADDUBS: vector.shuffle %[[B01]], %[[B23]] [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
-// MADDUBS: vector.store %{{.+}}, %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
-// MADDUBS: scf.for {{.+}} -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
+// MADDUBS: %[[LO:.+]] = vector.shuffle %[[S0]], %[[S1]] [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
+// MADDUBS: %[[OLD:.+]] = vector.load %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
+// MADDUBS: %[[SUM:.+]] = arith.addf %[[OLD]], %[[LO]] : vector<16xf32>
+// MADDUBS: vector.store %[[SUM]], %[[O]][%{{.+}}, %{{.+}}] : memref<4x128xf32>, vector<16xf32>
+// MADDUBS: vector.shuffle %[[S2]], %[[S3]] [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
+// MADDUBS: scf.for {{.+}} step %c2 iter_args({{.+}}) -> (vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>, vector<8xi32>)
 // CHECK-LABEL: func.func @int8_p_v(
 // CHECK: arith.uitofp %{{.+}} : i8 to f32
 #pvA2 = affine_map<(m, n, k) -> (k, m)>
