@@ -57,18 +57,13 @@ int main(int argc, char **argv) {
   int64_t S = 8192, H = 4, D = 64, window = 256, docs = 8;
   int reps = 3;
   std::string cpu = "native", only, json;
-  // Options come in pairs: a lone one (--help, or a value left off) would
-  // otherwise be skipped and the run go on with the defaults.
-  if (argc % 2 == 0) {
-    bool help = std::string(argv[argc - 1]) == "--help";
-    std::fprintf(help ? stdout : stderr,
-                 "%susage: attn-bench-backward [--s N] [--h N] [--d N] "
-                 "[--reps N] [--cpu NAME] [--window N] [--docs N] "
-                 "[--only NAME] [--json FILE]\n",
-                 help ? "" : "attn-bench-backward: an option without its "
-                             "value\n");
-    return help ? 0 : 1;
-  }
+  if (int status = attn::bench::checkOptionPairs(
+          argc, argv, "attn-bench-backward",
+          "[--s N] [--h N] [--d N] [--reps N] [--cpu NAME] [--window N] "
+          "[--docs N] [--only NAME] [--json FILE]",
+          1);
+      status >= 0)
+    return status;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     const char *v = argv[i + 1];

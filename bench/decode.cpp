@@ -102,18 +102,13 @@ int main(int argc, char **argv) {
   int reps = 20;
   int64_t blockKV = 0;
   std::string json, only, cpu = "native";
-  // Options come in pairs: a lone one (--help, or a value left off) would
-  // otherwise be skipped and the run go on with the defaults.
-  if (argc % 2 == 0) {
-    bool help = std::string(argv[argc - 1]) == "--help";
-    std::fprintf(help ? stdout : stderr,
-                 "%susage: attn-bench-decode [--skv N] [--hq N] [--hkv N] "
-                 "[--d N] [--reps N] [--block-kv N] [--json FILE] "
-                 "[--only NAME] [--cpu NAME]\n",
-                 help ? "" : "attn-bench-decode: an option without its "
-                             "value\n");
-    return help ? 0 : 2;
-  }
+  if (int status = attn::bench::checkOptionPairs(
+          argc, argv, "attn-bench-decode",
+          "[--skv N] [--hq N] [--hkv N] [--d N] [--reps N] [--block-kv N] "
+          "[--json FILE] [--only NAME] [--cpu NAME]",
+          2);
+      status >= 0)
+    return status;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     int64_t v = std::atoll(argv[i + 1]);
