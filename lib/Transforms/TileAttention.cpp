@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Transforms/LoopBuilder.h"
+#include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/Transforms.h"
@@ -2116,8 +2117,8 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
       });
 }
 
-/// attn.merge_splits: per (b, h, q) row, the parts' results weighted by
-/// exp(lse_i - lse), or summed for normalizers without a row sum.
+/// attn.merge_splits: per (b, h, q) row, a work item merging the row's
+/// parts column by column (MergeSplits.h).
 FailureOr<scf::ParallelOp> lowerMergeSplits(RewriterBase &rw,
                                             MergeSplitsOp op) {
   Location loc = op.getLoc();
@@ -2126,11 +2127,6 @@ FailureOr<scf::ParallelOp> lowerMergeSplits(RewriterBase &rw,
   auto c = [&](OpBuilder &b, int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };
-  auto f = [&](OpBuilder &b, double v) {
-    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
-                                          APFloat(static_cast<float>(v)))
-        .getResult();
-  };
   Value parts = memref::DimOp::create(rw, loc, op.getOutPartial(), 0);
   Value out = op.getOut();
   Value B = memref::DimOp::create(rw, loc, out, 0);
@@ -2138,85 +2134,39 @@ FailureOr<scf::ParallelOp> lowerMergeSplits(RewriterBase &rw,
   Value S = memref::DimOp::create(rw, loc, out, 2);
   int64_t Dv = cast<MemRefType>(out.getType()).getShape().back();
   Type outElt = cast<MemRefType>(out.getType()).getElementType();
-  bool weighted = hasRowSum(op.getNormalize());
   Value zero = c(rw, 0), one = c(rw, 1);
   auto par = scf::ParallelOp::create(
       rw, loc, ValueRange{zero, zero, zero}, ValueRange{B, H, S},
       ValueRange{one, one, one},
       [&](OpBuilder &b, Location, ValueRange ivs) {
         Value bi = ivs[0], hi = ivs[1], qi = ivs[2];
-        auto lseOf = [&](OpBuilder &b, Value i) {
+        auto partLse = [&](OpBuilder &b, Value p) -> Value {
           return memref::LoadOp::create(b, loc, op.getLsePartial(),
-                                        ValueRange{i, bi, hi, qi})
-              .getResult();
+                                        ValueRange{p, bi, hi, qi});
         };
-        Value m = f(b, -INFINITY), total = f(b, 1.0), lse;
-        if (weighted) {
-          m = scf::ForOp::create(
-                  b, loc, zero, parts, one, ValueRange{f(b, -INFINITY)},
-                  [&](OpBuilder &b, Location, Value i, ValueRange acc) {
-                    scf::YieldOp::create(
-                        b, loc,
-                        ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
-                                                             lseOf(b, i))});
-                  })
-                  .getResult(0);
-        }
-        Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                           m, f(b, -INFINITY));
-        Value mSafe = arith::SelectOp::create(b, loc, none, f(b, 0.0), m);
-        auto weight = [&](OpBuilder &b, Value i) -> Value {
-          if (!weighted)
-            return f(b, 1.0);
-          return math::ExpOp::create(
-              b, loc, arith::SubFOp::create(b, loc, lseOf(b, i), mSafe));
+        MergeRow row =
+            emitMergeRow(b, loc, op.getNormalize(), {parts, partLse, {}});
+        auto storeLse = [&](OpBuilder &b, Value lse) {
+          memref::StoreOp::create(b, loc, lse, op.getLse(),
+                                  ValueRange{bi, hi, qi});
         };
-        if (weighted) {
-          total = scf::ForOp::create(
-                      b, loc, zero, parts, one, ValueRange{f(b, 0.0)},
-                      [&](OpBuilder &b, Location, Value i, ValueRange acc) {
-                        scf::YieldOp::create(
-                            b, loc,
-                            ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                                             weight(b, i))});
-                      })
-                      .getResult(0);
-          Value l = arith::AddFOp::create(b, loc, mSafe,
-                                          math::LogOp::create(b, loc, total));
-          lse = arith::SelectOp::create(b, loc, none, f(b, -INFINITY), l);
-        }
-        Value inv = arith::SelectOp::create(
-            b, loc, none, f(b, 0.0),
-            arith::DivFOp::create(b, loc, f(b, 1.0), total));
         scf::ForOp::create(
             b, loc, zero, c(b, Dv), one, ValueRange{},
             [&](OpBuilder &b, Location, Value d, ValueRange) {
-              Value sum =
-                  scf::ForOp::create(
-                      b, loc, zero, parts, one, ValueRange{f(b, 0.0)},
-                      [&](OpBuilder &b, Location, Value i, ValueRange acc) {
-                        Value x = memref::LoadOp::create(
-                            b, loc, op.getOutPartial(),
-                            ValueRange{i, bi, hi, qi, d});
-                        Value w = arith::MulFOp::create(b, loc, weight(b, i),
-                                                        x);
-                        scf::YieldOp::create(
-                            b, loc,
-                            ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                                             w)});
-                      })
-                      .getResult(0);
-              if (weighted)
-                sum = arith::MulFOp::create(b, loc, sum, inv);
-              if (outElt != b.getF32Type())
-                sum = arith::TruncFOp::create(b, loc, outElt, sum);
-              memref::StoreOp::create(b, loc, sum, out,
-                                      ValueRange{bi, hi, qi, d});
+              auto partOut = [&](OpBuilder &b, Value p) -> Value {
+                return memref::LoadOp::create(b, loc, op.getOutPartial(),
+                                              ValueRange{p, bi, hi, qi, d});
+              };
+              emitMergeColumn(
+                  b, loc, row, {parts, partLse, partOut}, d, outElt,
+                  [&](OpBuilder &b, Value o) {
+                    memref::StoreOp::create(b, loc, o, out,
+                                            ValueRange{bi, hi, qi, d});
+                  },
+                  op.getLse() ? function_ref<void(OpBuilder &, Value)>(storeLse)
+                              : nullptr);
               scf::YieldOp::create(b, loc);
             });
-        // As unsplit: normalizers without a row sum leave lse alone.
-        if (Value l = op.getLse(); l && lse)
-          memref::StoreOp::create(b, loc, lse, l, ValueRange{bi, hi, qi});
       });
   par->setAttr(kWorkLoopAttr, rw.getUnitAttr());
   rw.eraseOp(op);

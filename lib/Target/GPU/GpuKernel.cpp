@@ -1,6 +1,7 @@
 //===- GpuKernel.cpp - what NVIDIA and AMD attention kernels share --------===//
 #include "lib/Target/GPU/GpuKernel.h"
 
+#include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -113,15 +114,9 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
   auto cIdx = [&](int64_t v) {
     return arith::ConstantIndexOp::create(b, loc, v).getResult();
   };
-  auto cF32 = [&](double v) {
-    return arith::ConstantFloatOp::create(b, loc, f32,
-                                          APFloat(static_cast<float>(v)))
-        .getResult();
-  };
   Value oPart = func.getArgument(0), lsePart = func.getArgument(1),
         o = func.getArgument(2);
   Value lse = op.getLse() ? func.getArgument(3) : Value();
-  bool rowSum = op.hasRowSum();
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value x = arith::AddIOp::create(
       b, loc,
@@ -138,76 +133,27 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
   Value inside =
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qi, seqQ);
   scf::IfOp::create(b, loc, inside, [&](OpBuilder &b, Location) {
-    auto partLse = [&](Value p) {
+    auto partLse = [&](OpBuilder &b, Value p) -> Value {
       return memref::LoadOp::create(b, loc, lsePart,
-                                    ValueRange{p, bIdx, hIdx, qi})
-          .getResult();
+                                    ValueRange{p, bIdx, hIdx, qi});
     };
-    auto partO = [&](Value p) {
+    auto partO = [&](OpBuilder &b, Value p) -> Value {
       return memref::LoadOp::create(b, loc, oPart,
-                                    ValueRange{p, bIdx, hIdx, qi, col})
-          .getResult();
+                                    ValueRange{p, bIdx, hIdx, qi, col});
     };
-    Value result, rowLse;
-    if (rowSum) {
-      // Softmax and softplus parts are weighted by their row sums,
-      // exp(lse_p - max lse); other normalizers add up.
-      auto maxLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(-INFINITY)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
-                                                     partLse(p))});
-          });
-      Value m = maxLoop.getResult(0);
-      Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
-                                         cF32(-INFINITY));
-      Value mUse = arith::SelectOp::create(b, loc, none, cF32(0.0), m);
-      auto sumLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1),
-          ValueRange{cF32(0.0), cF32(0.0)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            Value w = math::ExpOp::create(
-                b, loc, arith::SubFOp::create(b, loc, partLse(p), mUse));
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::AddFOp::create(b, loc, acc[0], w),
-                           arith::AddFOp::create(
-                               b, loc, acc[1],
-                               arith::MulFOp::create(b, loc, w, partO(p)))});
-          });
-      Value wsum = sumLoop.getResult(0);
-      result = arith::SelectOp::create(
-          b, loc, none, cF32(0.0),
-          arith::DivFOp::create(b, loc, sumLoop.getResult(1), wsum));
-      rowLse = arith::SelectOp::create(
-          b, loc, none, cF32(-INFINITY),
-          arith::AddFOp::create(b, loc, m, math::LogOp::create(b, loc, wsum)));
-    } else {
-      auto sumLoop = scf::ForOp::create(
-          b, loc, cIdx(0), numParts, cIdx(1), ValueRange{cF32(0.0)},
-          [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::AddFOp::create(b, loc, acc[0], partO(p))});
-          });
-      result = sumLoop.getResult(0);
-    }
-    Type outElt = cast<MemRefType>(o.getType()).getElementType();
-    if (outElt != f32)
-      result = arith::TruncFOp::create(b, loc, outElt, result);
-    memref::StoreOp::create(b, loc, result, o,
-                            ValueRange{bIdx, hIdx, qi, col});
-    if (lse && rowSum) {
-      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                          col, cIdx(0));
-      scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
-        memref::StoreOp::create(b, loc, rowLse, lse,
-                                ValueRange{bIdx, hIdx, qi});
-        scf::YieldOp::create(b, loc);
-      });
-    }
+    SplitParts splitParts{numParts, partLse, partO};
+    MergeRow row = emitMergeRow(b, loc, op.getNormalize(), splitParts);
+    auto storeLse = [&](OpBuilder &b, Value rowLse) {
+      memref::StoreOp::create(b, loc, rowLse, lse, ValueRange{bIdx, hIdx, qi});
+    };
+    emitMergeColumn(
+        b, loc, row, splitParts, col,
+        cast<MemRefType>(o.getType()).getElementType(),
+        [&](OpBuilder &b, Value result) {
+          memref::StoreOp::create(b, loc, result, o,
+                                  ValueRange{bIdx, hIdx, qi, col});
+        },
+        lse ? function_ref<void(OpBuilder &, Value)>(storeLse) : nullptr);
     scf::YieldOp::create(b, loc);
   });
   gpu::ReturnOp::create(b, loc);
