@@ -393,6 +393,25 @@ TEST(Numerics, SplitKvMatchesTheReference) {
       }
 }
 
+TEST(Numerics, SplitKvRowsNoPartKeeps) {
+  // The merge (lib/Transforms/MergeSplits.h) of rows whose parts all kept
+  // nothing (every lse_i = -inf) gives o = 0 and lse = -inf, next to rows
+  // whose keys lie in some parts only; softmax and softplus (weighted by
+  // exp(lse_i)), relu (summed).
+  for (const char *norm : {"softmax", "softplus", "relu"})
+    for (const char *parts : {"3", "64"}) {
+      Problem p = make(std::string("variant gap { normalize = ") + norm +
+                       "; mask(b, h, q, kv) = q >= 10 && kv <= q && kv > q "
+                       "- 40; }");
+      p.Sq = 37, p.Skv = 301;
+      p.options.blockKV = 32;
+      p.options.splitKv = parts;
+      p.options.lse = std::string(norm) != "relu";
+      SCOPED_TRACE(std::string(norm) + " parts=" + parts);
+      expectClose(p);
+    }
+}
+
 } // namespace
 
 namespace {
