@@ -310,12 +310,14 @@ addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
       b.kind = kind;
       return b;
     };
-    bool nvidia = plan.info.target.rfind("sm_", 0) == 0;
     manifest::KernelEntry k;
     k.info = plan.info;
     k.binary = payloads.add(
-        g.code.binary, describe(nvidia ? "cubin" : "amdgpu_code_object"));
-    if (nvidia)
+        g.code.binary,
+        describe(targetFor(plan.info.target).binaryKind()));
+    // NVIDIA's PTX rides along: the driver JIT-compiles it for GPUs the
+    // cubin does not run on.
+    if (!g.code.ptx.empty())
       k.ptxBinary = payloads.add(g.code.ptx, describe("ptx"));
     k.entry = g.code.entry;
     k.mergeEntry = g.code.mergeEntry;

@@ -8,17 +8,8 @@
 #include "lib/Frontend/Parser.h"
 #include "lib/Target/CPU/CPUTarget.h"
 #include "lib/Target/CPU/Passes.h"
-#include "lib/Target/AMDGPU/AMDGPUTarget.h"
-#include "lib/Target/NVPTX/NVPTXTarget.h"
-#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
-#include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
-#include "mlir/Target/LLVM/ROCDL/Target.h"
-#include "mlir/Target/LLVMIR/Dialect/ROCDL/ROCDLToLLVMIRTranslation.h"
+#include "lib/Target/TargetInfo.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
-#include "mlir/Target/LLVM/NVVM/Target.h"
-#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/Transforms.h"
 
@@ -85,13 +76,6 @@ Source::Source(std::string text, std::string filename) {
 
 namespace {
 
-const char *kKnownTargets[] = {"cpu",    "sm_80",  "sm_90a", "gfx90a",
-                               "gfx942", "gfx950", "gfx1100"};
-
-bool isAmdTarget(const std::string &target) {
-  return target.rfind("gfx", 0) == 0;
-}
-
 fe::DType toFe(DType t) {
   switch (t) {
   case DType::f32: return fe::DType::F32;
@@ -117,15 +101,9 @@ void registerAll(DialectRegistry &registry) {
                   math::MathDialect, memref::MemRefDialect, func::FuncDialect,
                   scf::SCFDialect, cf::ControlFlowDialect,
                   vector::VectorDialect, linalg::LinalgDialect,
-                  LLVM::LLVMDialect, gpu::GPUDialect, NVVM::NVVMDialect,
-                  amdgpu::AMDGPUDialect, ROCDL::ROCDLDialect>();
+                  LLVM::LLVMDialect>();
   registerAllExtensions(registry);
-  cpu::registerTranslations(registry);
-  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
-  registerGPUDialectTranslation(registry);
-  registerNVVMDialectTranslation(registry);
-  ROCDL::registerROCDLTargetInterfaceExternalModels(registry);
-  registerROCDLDialectTranslation(registry);
+  mlir::attn::registerTargetDialects(registry);
 }
 
 void registerPassesOnce() {
@@ -249,21 +227,26 @@ std::unique_ptr<llvm::TargetMachine> targetMachine(const KernelPlan &plan) {
 
 } // namespace
 
+const mlir::attn::TargetInfo &targetFor(const std::string &name) {
+  const mlir::attn::TargetInfo *target = mlir::attn::lookupTarget(name);
+  if (!target) {
+    std::vector<std::string> names = mlir::attn::allTargetNames();
+    std::string list;
+    for (size_t i = 0; i < names.size(); ++i)
+      list += (i == 0                    ? ""
+               : i + 1 == names.size() ? " or "
+                                       : ", ") +
+              names[i];
+    throw Error("--target",
+                "unknown target '" + name + "'; expected " + list);
+  }
+  target->checkChip(name);
+  return *target;
+}
+
 KernelPlan planKernel(const Source &source, const Options &options) {
   KernelPlan plan;
-  bool knownTarget = false;
-  for (const char *t : kKnownTargets)
-    knownTarget |= options.target == t;
-  if (!knownTarget)
-    throw Error("--target", "unknown target '" + options.target +
-                                "'; expected cpu, sm_80, sm_90a, gfx90a, "
-                                "gfx942, gfx950 or gfx1100");
-  if (isAmdTarget(options.target) &&
-      !mlir::attn::rocm::isSupportedChip(options.target))
-    throw Error("--target", "target '" + options.target +
-                                "' (RDNA: wave32 WMMA) is not implemented "
-                                "yet; AMD kernels are built for the CDNA "
-                                "chips gfx90a, gfx942 and gfx950");
+  const mlir::attn::TargetInfo &target = targetFor(options.target);
   fe::KVQuant kvQuant = fe::KVQuant::None;
   if (options.kvDtype != "same") {
     static const std::pair<const char *, fe::KVQuant> known[] = {
@@ -290,8 +273,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw Error("--split-kv", "expected a positive count or 'auto', got '" +
                                     options.splitKv + "'");
   }
-  if (options.gpuLoads != "auto" && !isGpuTarget(options.target))
-    throw Error("--gpu-loads", "applies to GPU targets only");
+  target.checkOptions(options);
   for (auto [name, dim] : {std::pair{"--head-dim", options.headDim},
                            std::pair{"--v-head-dim", options.valueHeadDim}})
     if (dim < 0)
@@ -340,7 +322,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   const fe::Variant &v = *plan.variant;
 
   // DSL.md: f32 on the CPU, bf16 on GPUs unless given.
-  DType dtype = isGpuTarget(options.target) ? DType::bf16 : DType::f32;
+  DType dtype = target.defaultDType();
   if (!options.dtype.empty()) {
     auto d = parseDType(options.dtype);
     if (!d || *d == DType::i32)
@@ -385,137 +367,17 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       throw CompileError(diags.renderAll());
     }
   }
-  // Tile buffers live on the stack of the calling and worker threads: keep
-  // them well inside a typical 8 MB thread stack (and small enough to stay
-  // cache-resident). Auto tiles shrink until they fit; explicit ones that
-  // do not fit are an error.
-  auto stackBytes = [&](int64_t bq, int64_t bk) {
-    int64_t D = plan.shape.headDim, Dv = plan.shape.valueHeadDim;
-    return 4 * (D * bq + bk * D + bk * Dv + bk * bq + bq * Dv + 4 * bq);
-  };
-  constexpr int64_t kAutoBudget = 512 * 1024, kMaxBudget = 2 * 1024 * 1024;
+  mlir::attn::TileRequest tiles;
+  tiles.headDim = plan.shape.headDim;
+  tiles.valueHeadDim = plan.shape.valueHeadDim;
+  tiles.quantizedKV = kvQuant != fe::KVQuant::None;
+  tiles.kvIndex = v.kvIndex.has_value();
+  tiles.hasBlockMap = fe::hasBlockMap(v);
+  tiles.backward = options.backward;
+  tiles.selectBlock = v.select ? v.select->size : 0;
   plan.blockQ = options.blockQ ? options.blockQ : 64;
   plan.blockKV = options.blockKV ? options.blockKV : 64;
-  if (!options.blockKV && plan.shape.headDim > 64 &&
-      !isGpuTarget(options.target)) {
-    // Past D = 64, 32-key tiles: decode (which reads whole tiles in place,
-    // see attn-tile) ran 1.3-1.6x faster than with 64 at D = 128 (bf16 and
-    // int8 caches). Prefill prefers 64 (manyRowsBlockKV below).
-    plan.blockKV = 32;
-  }
-  if (v.select && !isGpuTarget(options.target)) {
-    // Tiles divide the select blocks, so a tile is kept or dropped whole
-    // (GPU kernels read a map of select blocks instead).
-    int64_t n = v.select->size, fit = 64;
-    while (n % fit != 0)
-      fit /= 2;
-    for (auto [name, given, tile] :
-         {std::tuple{"--block-q", options.blockQ, &plan.blockQ},
-          std::tuple{"--block-kv", options.blockKV, &plan.blockKV}}) {
-      if (!given)
-        *tile = fit;
-      else if (n % given != 0)
-        throw Error(name, "tiles of " + std::to_string(given) +
-                              " do not divide the select block size " +
-                              std::to_string(n));
-    }
-  }
-  while (stackBytes(plan.blockQ, plan.blockKV) > kAutoBudget) {
-    bool shrinkQ = !options.blockQ && plan.blockQ > 8 &&
-                   (plan.blockQ >= plan.blockKV || options.blockKV ||
-                    plan.blockKV <= 8);
-    bool shrinkKV = !options.blockKV && plan.blockKV > 8 && !shrinkQ;
-    if (shrinkQ)
-      plan.blockQ /= 2;
-    else if (shrinkKV)
-      plan.blockKV /= 2;
-    else
-      break;
-  }
-  if (!options.blockKV && !isGpuTarget(options.target) && !v.select &&
-      plan.shape.headDim > 64 && plan.shape.headDim <= 128 &&
-      plan.blockQ > detail::kFewRows && !fe::hasBlockMap(v) &&
-      !options.backward && stackBytes(plan.blockQ, 64) <= kAutoBudget) {
-    // Prefill at D = 128 with 64-key tiles: the P.V reduction twice as
-    // long per C block load and store. One thread, CPU time of 11 dense
-    // launches (B 1, H 4, S 2048), 6 alternating rounds: AVX-512 778 ->
-    // 734 ms, AVX2 1234 -> 1232 ms (no loss). D = 256 was not measured.
-    // The JIT builds launches of many rows apart from decode's few
-    // (Jit.cpp), so only that class widens; code holding both classes
-    // (rows=all: AOT bundles) keeps 32 for decode. Block maps and the
-    // backward are laid out in KernelInfo::blockKV's tiles, so kernels
-    // with either keep one tile size.
-    plan.manyRowsBlockKV = 64;
-  }
-  if (stackBytes(plan.blockQ, plan.blockKV) > kMaxBudget)
-    throw Error(options.blockQ ? "--block-q" : "--block-kv",
-                "tiles of " + std::to_string(plan.blockQ) + " x " +
-                    std::to_string(plan.blockKV) + " need " +
-                    std::to_string(stackBytes(plan.blockQ, plan.blockKV) /
-                                   1024) +
-                    " KiB of buffers per thread (limit " +
-                    std::to_string(kMaxBudget / 1024) +
-                    " KiB); choose smaller tiles");
-
-  if (isGpuTarget(options.target)) {
-    // Tensor-core tiles: warps of 16 query rows, 4 of them (64 rows) on
-    // sm_80 and AMD, two warpgroups of 4 sharing the K/V tiles (128 rows)
-    // on sm_90a, or one (64) when asked or when 128 rows spill; key tiles
-    // of 16-key multiples small enough for registers (S and O fragments)
-    // and 48 KiB of shared memory.
-    int64_t widest = std::max(plan.shape.headDim, plan.shape.valueHeadDim);
-    bool hopper = options.target == "sm_90a";
-    if (options.blockQ && options.blockQ != 64 &&
-        !(hopper && options.blockQ == 128))
-      throw Error("--block-q", hopper ? "sm_90a kernels use query tiles of "
-                                        "128 rows (two consumer "
-                                        "warpgroups) or 64 (one)"
-                                      : "GPU kernels use query tiles of 64 "
-                                        "rows");
-    if (options.blockKV && (options.blockKV % 16 || options.blockKV > 64))
-      throw Error("--block-kv", "GPU kernels take key tiles of 16, 32, 48 "
-                                "or 64");
-    plan.blockQ = options.blockQ ? options.blockQ : hopper ? 128 : 64;
-    plan.autoBlockQ = hopper && !options.blockQ;
-    if (options.gpuLoads != "auto" && options.gpuLoads != "tma" &&
-        options.gpuLoads != "cp.async")
-      throw Error("--gpu-loads", "expected auto, tma or cp.async, got '" +
-                                     options.gpuLoads + "'");
-    if (options.gpuLoads == "tma" && options.target != "sm_90a")
-      throw Error("--gpu-loads", "TMA needs --target sm_90a");
-    if (options.gpuLoads == "tma" &&
-        (kvQuant != fe::KVQuant::None || options.paged || v.kvIndex))
-      throw Error("--gpu-loads", "TMA loads take contiguous unquantized "
-                                 "K/V; quantized codes, pages and kv_index "
-                                 "rows stream with cp.async");
-    if (options.gpuLoads == "cp.async" && isAmdTarget(options.target))
-      throw Error("--gpu-loads", "cp.async is NVIDIA's; AMD kernels load "
-                                 "tiles through registers");
-    plan.tma = options.target == "sm_90a" && options.gpuLoads != "cp.async";
-    // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
-    // registers for 64-key tiles at D = 128; mma.sync would spill.
-    bool wideTiles = widest <= 64 || options.target == "sm_90a";
-    plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
-    plan.autoBlockKV = !options.blockKV;
-    if (isAmdTarget(options.target)) {
-      // LDS holds one K and one V^T tile. The widest tile within 32 KiB
-      // leaves room for two workgroups (8 waves) per CU's 64 KiB.
-      auto lds = [&](int64_t blockKV) {
-        return mlir::attn::rocm::ldsBytes(plan.shape.headDim,
-                                          plan.shape.valueHeadDim, blockKV);
-      };
-      if (options.blockKV && lds(options.blockKV) > 64 * 1024)
-        throw Error("--block-kv",
-                    std::to_string(options.blockKV) + "-key tiles need " +
-                        std::to_string(lds(options.blockKV)) +
-                        " bytes of LDS; a workgroup has 65536");
-      if (!options.blockKV) {
-        plan.blockKV = 64;
-        while (plan.blockKV > 16 && lds(plan.blockKV) > 32 * 1024)
-          plan.blockKV /= 2;
-      }
-    }
-  }
+  target.planTiles(plan, options, tiles);
   plan.cpu = options.cpu.empty() ? "native" : options.cpu;
   KernelInfo &info = plan.info;
   info.name = v.name;
@@ -535,7 +397,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
       v.select ? mlir::attn::selectRowsPerWorkItem(v.select->size) : 0;
   info.packedHeads = !v.select; // see attn-tile
   info.splitKv = options.splitKv == "auto" ? 0 : std::stol(options.splitKv);
-  if (isGpuTarget(options.target)) {
+  if (target.classifiesTilesInKernel()) {
     // GPU kernels classify their tiles themselves and run one query head
     // per block; split-KV parts are chosen at launch (from the SM count
     // for auto).
@@ -547,7 +409,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.pageSize = options.paged;
   info.backward = options.backward;
   info.backwardOrderedDq = options.backward &&
-                           !isGpuTarget(options.target) &&
+                           !target.classifiesTilesInKernel() &&
                            !fe::scoreOrScaleReadsF32Tensors(*plan.variant);
 
   for (const fe::ParamDecl &p : v.params)
@@ -589,18 +451,11 @@ std::string backwardSymbol(const std::string &variant) {
 }
 
 bool isGpuTarget(const std::string &target) {
-  return target.rfind("sm_", 0) == 0 || target.rfind("gfx", 0) == 0;
+  const mlir::attn::TargetInfo *t = mlir::attn::lookupTarget(target);
+  return t && t->isGpu();
 }
 
 namespace {
-
-mlir::attn::rocm::KernelConfig amdConfig(const KernelPlan &plan) {
-  mlir::attn::rocm::KernelConfig cfg;
-  cfg.chip = plan.info.target;
-  cfg.blockKV = plan.blockKV;
-  cfg.lld = cpu::findLld();
-  return cfg;
-}
 
 /// The variant's kernel classified, and its GPU kernel built next to it in
 /// `host` (a gpu.module); returns the launch geometry.
@@ -612,76 +467,19 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   if (failed(parsePassPipeline("func.func(attn-classify-mask)", pm, errs)) ||
       failed(pm.run(*built.module)))
     throw InternalError("classifying the mask failed: " + error);
-  mlir::attn::AttentionOp op;
-  built.module->walk([&](func::FuncOp f) {
-    if (f.getSymName() == plan.variant->name)
-      f.walk([&](mlir::attn::AttentionOp a) { op = a; });
-  });
-  if (!op)
-    throw InternalError("imported module lacks the kernel");
-  FailureOr<mlir::attn::gpukernel::KernelInfo> info;
-  if (isAmdTarget(plan.info.target)) {
-    info = mlir::attn::rocm::buildGpuKernel(
-        host, op, entrySymbol(plan.variant->name), amdConfig(plan), error);
-  } else {
-    mlir::attn::nvptx::KernelConfig cfg;
-    cfg.chip = plan.info.target;
-    cfg.blockKV = plan.blockKV;
-    cfg.blockQ = plan.blockQ;
-    cfg.shareRegisters = plan.shareRegisters;
-    cfg.tma = plan.tma;
-    cfg.scalarBackward = plan.scalarBackward;
-    info = mlir::attn::nvptx::buildGpuKernel(
-        host, op, entrySymbol(plan.variant->name), cfg, error);
-  }
-  if (failed(info))
-    throw Error("--target", error);
-  if (plan.info.backward && isAmdTarget(plan.info.target)) {
-    // The shared SIMT kernels (lib/Target/GPU/GpuBackward.cpp).
-    mlir::attn::AttentionOp bwd;
-    std::string bwdName = fe::backwardFunctionName(plan.variant->name);
-    built.module->walk([&](func::FuncOp f) {
-      if (f.getSymName() == bwdName)
-        f.walk([&](mlir::attn::AttentionOp a) { bwd = a; });
-    });
-    if (!bwd)
-      throw InternalError("imported module lacks the backward kernel");
-    auto kernels = mlir::attn::rocm::buildGpuBackwardKernels(
-        host, bwd, entrySymbol(plan.variant->name), amdConfig(plan), error);
-    if (failed(kernels))
-      throw Error("--backward", error);
-    info->backwardKvName = kernels->keys.name;
-    info->backwardKvThreads = kernels->keys.threads;
-    info->backwardKvRows = kernels->keys.rows;
-    info->backwardQName = kernels->queries.name;
-    info->backwardQThreads = kernels->queries.threads;
-    info->backwardQRows = kernels->queries.rows;
-    info->backwardGradients = kernels->gradientBuffers;
-  }
-  if (plan.info.backward && !isAmdTarget(plan.info.target)) {
-    mlir::attn::AttentionOp bwd;
-    std::string bwdName = fe::backwardFunctionName(plan.variant->name);
-    built.module->walk([&](func::FuncOp f) {
-      if (f.getSymName() == bwdName)
-        f.walk([&](mlir::attn::AttentionOp a) { bwd = a; });
-    });
-    if (!bwd)
-      throw InternalError("imported module lacks the backward kernel");
-    mlir::attn::nvptx::KernelConfig cfg;
-    cfg.chip = plan.info.target;
-    cfg.scalarBackward = plan.scalarBackward;
-    auto kernels = mlir::attn::nvptx::buildGpuBackwardKernels(
-        host, bwd, entrySymbol(plan.variant->name), cfg, error);
-    if (failed(kernels))
-      throw Error("--backward", error);
-    info->backwardKvName = kernels->keys.name;
-    info->backwardKvThreads = kernels->keys.threads;
-    info->backwardKvRows = kernels->keys.rows;
-    info->backwardQName = kernels->queries.name;
-    info->backwardQThreads = kernels->queries.threads;
-    info->backwardQRows = kernels->queries.rows;
-    // nvptx::buildGpuBackwardKernels always appends the gradient buffers.
-    info->backwardGradients = true;
+  std::string errorOption;
+  FailureOr<mlir::attn::gpukernel::KernelInfo> info =
+      targetFor(plan.info.target)
+          .buildKernels(*built.module, host, plan, plan.info.target,
+                        plan.variant->name,
+                        plan.info.backward
+                            ? fe::backwardFunctionName(plan.variant->name)
+                            : std::string(),
+                        entrySymbol(plan.variant->name), error, errorOption);
+  if (failed(info)) {
+    if (errorOption.empty())
+      throw InternalError(error);
+    throw Error(errorOption, error);
   }
   // The NVVM pipeline does not verify its input: catch malformed kernels
   // here rather than as wrong PTX.
@@ -703,22 +501,6 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
 } // namespace
 
 namespace {
-
-/// The spilled bytes ptxas -v reports for the backward kernels
-/// (`<entry>_bwd_kv`, `<entry>_bwd_q`).
-int64_t backwardSpills(const std::string &report) {
-  static const std::regex props(
-      "Function properties for (\\S+)\\s*\\n\\s*\\d+ bytes stack frame, "
-      "(\\d+) bytes spill stores, (\\d+) bytes spill loads");
-  int64_t bytes = 0;
-  for (std::sregex_iterator it(report.begin(), report.end(), props), end;
-       it != end; ++it) {
-    std::string name = (*it)[1];
-    if (name.find("_bwd_") != std::string::npos)
-      bytes += std::stoll((*it)[2]) + std::stoll((*it)[3]);
-  }
-  return bytes;
-}
 
 GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
                                bool assemble) {
@@ -748,37 +530,19 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.backwardGradients = geometry.backwardGradients;
   out.info = plan.info;
   std::string error;
-  if (isAmdTarget(plan.info.target)) {
-    auto object =
-        mlir::attn::rocm::lowerToCodeObject(*host, amdConfig(plan), error);
-    if (failed(object))
-      throw InternalError(error);
-    code.binary = std::move(object->object);
-    out.ptxasReport = std::move(object->report);
-    out.registers = object->vgprs;
-    // Spilled registers live in scratch (private segment) memory; SGPRs
-    // spilled into VGPR lanes cost no memory traffic.
-    out.spillStoreBytes = out.spillLoadBytes = object->scratchBytes;
-    return out;
-  }
-  mlir::attn::nvptx::KernelConfig cfg;
-  cfg.chip = plan.info.target;
-  FailureOr<std::string> ptx = mlir::attn::nvptx::lowerToPtx(*host, cfg, error);
-  if (failed(ptx))
+  FailureOr<mlir::attn::GpuBinary> binary =
+      targetFor(plan.info.target)
+          .lowerToBinary(*host, plan, plan.info.target, assemble, error);
+  if (failed(binary))
     throw InternalError(error);
-  code.ptx = std::move(*ptx);
-  if (assemble) {
-    auto cubin = mlir::attn::nvptx::runPtxas(code.ptx, cfg.chip, error);
-    if (failed(cubin))
-      throw InternalError(error);
-    code.binary = std::move(cubin->cubin);
-    out.ptxasReport = std::move(cubin->report);
-    out.registers = cubin->registers;
-    out.spillStoreBytes = cubin->spillStoreBytes;
-    out.spillLoadBytes = cubin->spillLoadBytes;
-    if (!code.backwardKvEntry.empty())
-      out.backwardSpillBytes = backwardSpills(out.ptxasReport);
-  }
+  code.binary = std::move(binary->binary);
+  code.ptx = std::move(binary->ptx);
+  out.ptxasReport = std::move(binary->report);
+  out.registers = binary->registers;
+  out.spillStoreBytes = binary->spillStoreBytes;
+  out.spillLoadBytes = binary->spillLoadBytes;
+  if (!code.backwardKvEntry.empty())
+    out.backwardSpillBytes = binary->backwardSpillBytes;
   return out;
 }
 
@@ -851,22 +615,15 @@ GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
 
 std::string emitStage(const Source &source, const KernelPlan &plan,
                       Stage stage) {
-  if (isGpuTarget(plan.info.target)) {
+  const mlir::attn::TargetInfo &target = targetFor(plan.info.target);
+  target.checkStage(stage);
+  if (target.isGpu()) {
     // The code a bundle would get, tile fallback included, when ptxas is
     // here to decide it (AMD code objects are always linked here).
-    bool amd = isAmdTarget(plan.info.target);
-    bool assemble = amd || mlir::attn::nvptx::havePtxas();
-    if (stage == Stage::PTX && amd)
-      throw Error("--stage", "ptx is for NVIDIA targets; AMD targets emit "
-                             "amdgcn (AMDGPU assembly)");
-    if (stage == Stage::AMDGCN && !amd)
-      throw Error("--stage", "amdgcn is AMDGPU assembly; NVIDIA targets "
-                             "emit ptx");
+    bool assemble = target.assemblesHere();
+    // PTX is what the bundle holds: the last of compileGpuObject's tries.
     if (stage == Stage::PTX)
       return compileGpuObject(source, plan, assemble).code.ptx;
-    if (stage == Stage::LLVM)
-      throw Error("--stage", "GPU targets emit attn, tiled (the gpu.module), "
-                             "ptx (NVIDIA) or amdgcn (AMD)");
     KernelPlan fitted = plan;
     fitted.shareRegisters = false; // unless ptxas confirms it
     if (stage != Stage::Attn && assemble &&
@@ -886,23 +643,17 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
     OwningOpRef<ModuleOp> host =
         ModuleOp::create(UnknownLoc::get(built.ctx.get()));
     buildGpuModule(built, fitted, *host);
-    if (stage == Stage::AMDGCN) {
+    if (stage != Stage::Tiled) {
       std::string error;
-      auto isa =
-          mlir::attn::rocm::lowerToAssembly(*host, amdConfig(fitted), error);
-      if (failed(isa))
+      auto assembly = target.lowerToText(*host, stage, fitted,
+                                         fitted.info.target, error);
+      if (failed(assembly))
         throw InternalError(error);
-      return *isa;
+      return *assembly;
     }
     host->print(os);
     return text;
   }
-  if (stage == Stage::PTX)
-    throw Error("--stage", "ptx needs a GPU target (--target sm_80 or "
-                           "sm_90a)");
-  if (stage == Stage::AMDGCN)
-    throw Error("--stage", "amdgcn needs an AMD target (--target gfx90a, "
-                           "gfx942 or gfx950)");
   if (stage != Stage::LLVM) {
     BuiltModule built = buildModule(source, plan, stage);
     std::string text;
@@ -1101,7 +852,7 @@ void emulateOnHost(OpBuilder &b, gpu::GPUFuncOp kernel) {
 
 HostPrePass compileSelectPrePassForHost(const Source &source,
                                         const KernelPlan &plan) {
-  if (!isGpuTarget(plan.info.target) || !plan.variant->select)
+  if (!targetFor(plan.info.target).isGpu() || !plan.variant->select)
     throw Error("--target", "expected a GPU plan of a variant with select");
   BuiltModule built = buildModule(source, plan, Stage::Attn);
   MLIRContext *ctx = built.ctx.get();

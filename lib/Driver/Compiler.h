@@ -11,6 +11,7 @@
 #include "attn/runtime.h"
 #include "lib/Frontend/AST.h"
 #include "lib/Frontend/Import.h"
+#include "lib/Target/TargetInfo.h"
 
 #include <memory>
 #include <optional>
@@ -25,7 +26,7 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-enum class Stage { Attn, Tiled, LLVM, PTX, AMDGCN };
+using Stage = mlir::attn::Stage;
 std::optional<Stage> parseStage(const std::string &name);
 
 /// A parsed and checked source file. Throws CompileError when it has errors.
@@ -38,29 +39,11 @@ struct Source {
   std::string warnings;
 };
 
-/// One variant with resolved options: what the pipeline compiles.
-struct KernelPlan {
+/// One variant with resolved options: what the pipeline compiles. The
+/// target's choices (tiles, threads, loads) are the TilePlan's fields.
+struct KernelPlan : mlir::attn::TilePlan {
   const fe::Variant *variant = nullptr;
   fe::KernelShape shape;
-  int64_t blockQ = 0, blockKV = 0;
-  std::string cpu = "native"; // code generation target (--cpu)
-  bool tma = false;           // sm_90a K/V by TMA (--gpu-loads)
-  bool autoBlockKV = false;   // GPU: halve the key tile while ptxas spills
-  bool autoBlockQ = false;    // sm_90a: 128 query rows, 64 if ptxas spills
-  /// sm_90a TMA, 128 query rows: setmaxnreg between the warpgroups (only
-  /// where ptxas confirms the launch registers it needs).
-  bool shareRegisters = true;
-  /// NVIDIA backward kernels of scalar FMAs instead of tensor cores: where
-  /// the tensor-core ones spill (compileGpuObject).
-  bool scalarBackward = false;
-  /// CPU: the query-tile widths to build (attn-tile's rows option): all,
-  /// many (any launch) or few (launches with at most 16 rows per kv head).
-  std::string rows = "all";
-  /// CPU: the key tile of the rows=many code when it differs from blockKV
-  /// (0: blockKV). blockKV (and info.blockKV) stay decode's, which the
-  /// rows=few and rows=all code use; launches only read info.blockKV to
-  /// size split-KV parts, whose tile ranges the kernel computes itself.
-  int64_t manyRowsBlockKV = 0;
   KernelInfo info;
 };
 
@@ -126,8 +109,13 @@ struct GpuObject {
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble = true);
 
-/// Whether a target name is a GPU (sm_*, gfx*).
+/// Whether a target name is a GPU's (its TargetInfo's isGpu; false for
+/// names no target owns).
 bool isGpuTarget(const std::string &target);
+
+/// The target owning `name`; throws attn::Error naming --target for a name
+/// no target owns or a chip that is not built.
+const mlir::attn::TargetInfo &targetFor(const std::string &name);
 
 /// Throws attn::Error naming --cpu when `plan`'s CPU is not one LLVM
 /// generates code for (what compiling would find out, without compiling).

@@ -1,0 +1,164 @@
+//===- AMDGPUTargetInfo.cpp - TargetInfo for AMD CDNA GPUs ----------------===//
+#include "lib/Target/AMDGPU/AMDGPUTargetInfo.h"
+
+#include "lib/Target/CPU/CPUTarget.h"
+
+#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
+#include "mlir/Target/LLVM/ROCDL/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/ROCDL/ROCDLToLLVMIRTranslation.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+rocm::KernelConfig configFor(const TilePlan &plan, const std::string &chip) {
+  rocm::KernelConfig cfg;
+  cfg.chip = chip;
+  cfg.blockKV = plan.blockKV;
+  cfg.lld = ::attn::cpu::findLld();
+  return cfg;
+}
+
+} // namespace
+
+llvm::ArrayRef<llvm::StringRef> rocm::AMDGPUTargetInfo::names() const {
+  static const llvm::StringRef names[] = {"gfx90a", "gfx942", "gfx950",
+                                          "gfx1100"};
+  return names;
+}
+
+void rocm::AMDGPUTargetInfo::checkChip(const std::string &name) const {
+  if (!isSupportedChip(name))
+    throw ::attn::Error("--target",
+                        "target '" + name +
+                            "' (RDNA: wave32 WMMA) is not implemented yet; "
+                            "AMD kernels are built for the CDNA chips "
+                            "gfx90a, gfx942 and gfx950");
+}
+
+void rocm::AMDGPUTargetInfo::planTiles(TilePlan &plan,
+                                       const ::attn::Options &options,
+                                       const TileRequest &request) const {
+  fitTileBuffers(plan, options, request);
+  // MFMA tiles: waves of 16 query rows, 4 of them (64 rows).
+  if (options.blockQ && options.blockQ != 64)
+    throw ::attn::Error("--block-q", "GPU kernels use query tiles of 64 rows");
+  checkKeyTileOption(options);
+  plan.blockQ = options.blockQ ? options.blockQ : 64;
+  checkGpuLoadsSpelling(options);
+  if (options.gpuLoads == "tma")
+    throw ::attn::Error("--gpu-loads", "TMA needs --target sm_90a");
+  if (options.gpuLoads == "cp.async")
+    throw ::attn::Error("--gpu-loads", "cp.async is NVIDIA's; AMD kernels "
+                                       "load tiles through registers");
+  int64_t widest = std::max(request.headDim, request.valueHeadDim);
+  plan.blockKV = options.blockKV ? options.blockKV : widest <= 64 ? 64 : 32;
+  plan.autoBlockKV = !options.blockKV;
+  // LDS holds one K and one V^T tile. The widest tile within 32 KiB
+  // leaves room for two workgroups (8 waves) per CU's 64 KiB.
+  auto lds = [&](int64_t blockKV) {
+    return ldsBytes(request.headDim, request.valueHeadDim, blockKV);
+  };
+  if (options.blockKV && lds(options.blockKV) > 64 * 1024)
+    throw ::attn::Error("--block-kv",
+                        std::to_string(options.blockKV) + "-key tiles need " +
+                            std::to_string(lds(options.blockKV)) +
+                            " bytes of LDS; a workgroup has 65536");
+  if (!options.blockKV) {
+    plan.blockKV = 64;
+    while (plan.blockKV > 16 && lds(plan.blockKV) > 32 * 1024)
+      plan.blockKV /= 2;
+  }
+}
+
+void rocm::AMDGPUTargetInfo::checkStage(Stage stage) const {
+  if (stage == Stage::PTX)
+    throw ::attn::Error("--stage", "ptx is for NVIDIA targets; AMD targets "
+                                   "emit amdgcn (AMDGPU assembly)");
+  if (stage == Stage::LLVM)
+    throw ::attn::Error("--stage", "GPU targets emit attn, tiled (the "
+                                   "gpu.module), ptx (NVIDIA) or amdgcn "
+                                   "(AMD)");
+}
+
+void rocm::AMDGPUTargetInfo::registerDialects(
+    DialectRegistry &registry) const {
+  registry.insert<gpu::GPUDialect, amdgpu::AMDGPUDialect,
+                  ROCDL::ROCDLDialect>();
+  ROCDL::registerROCDLTargetInterfaceExternalModels(registry);
+  registerGPUDialectTranslation(registry);
+  registerROCDLDialectTranslation(registry);
+}
+
+FailureOr<gpukernel::KernelInfo> rocm::AMDGPUTargetInfo::buildKernels(
+    ModuleOp module, ModuleOp host, const TilePlan &plan,
+    const std::string &chip, StringRef variant, StringRef backwardVariant,
+    StringRef entry, std::string &error, std::string &errorOption) const {
+  AttentionOp op = findAttention(module, variant);
+  if (!op) {
+    error = "imported module lacks the kernel";
+    errorOption.clear();
+    return failure();
+  }
+  KernelConfig cfg = configFor(plan, chip);
+  FailureOr<gpukernel::KernelInfo> info =
+      buildGpuKernel(host, op, entry, cfg, error);
+  if (failed(info)) {
+    errorOption = "--target";
+    return failure();
+  }
+  if (backwardVariant.empty())
+    return info;
+  AttentionOp bwd = findAttention(module, backwardVariant);
+  if (!bwd) {
+    error = "imported module lacks the backward kernel";
+    errorOption.clear();
+    return failure();
+  }
+  // The shared SIMT kernels (lib/Target/GPU/GpuBackward.cpp).
+  auto kernels = buildGpuBackwardKernels(host, bwd, entry, cfg, error);
+  if (failed(kernels)) {
+    errorOption = "--backward";
+    return failure();
+  }
+  info->backwardKvName = kernels->keys.name;
+  info->backwardKvThreads = kernels->keys.threads;
+  info->backwardKvRows = kernels->keys.rows;
+  info->backwardQName = kernels->queries.name;
+  info->backwardQThreads = kernels->queries.threads;
+  info->backwardQRows = kernels->queries.rows;
+  info->backwardGradients = kernels->gradientBuffers;
+  return info;
+}
+
+FailureOr<GpuBinary> rocm::AMDGPUTargetInfo::lowerToBinary(
+    ModuleOp host, const TilePlan &plan, const std::string &chip, bool,
+    std::string &error) const {
+  // Code objects are linked here whether or not asked: ld.lld is part of
+  // the compiler, unlike ptxas.
+  auto object = lowerToCodeObject(host, configFor(plan, chip), error);
+  if (failed(object))
+    return failure();
+  GpuBinary out;
+  out.binary = std::move(object->object);
+  out.report = std::move(object->report);
+  out.registers = object->vgprs;
+  // Spilled registers live in scratch (private segment) memory; SGPRs
+  // spilled into VGPR lanes cost no memory traffic.
+  out.spillStoreBytes = out.spillLoadBytes = object->scratchBytes;
+  return out;
+}
+
+FailureOr<std::string> rocm::AMDGPUTargetInfo::lowerToText(
+    ModuleOp host, Stage stage, const TilePlan &plan, const std::string &chip,
+    std::string &error) const {
+  if (stage != Stage::AMDGCN) {
+    error = "AMD targets print amdgcn past the gpu.module";
+    return failure();
+  }
+  return lowerToAssembly(host, configFor(plan, chip), error);
+}

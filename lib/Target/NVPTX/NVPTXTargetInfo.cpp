@@ -1,0 +1,175 @@
+//===- NVPTXTargetInfo.cpp - TargetInfo for NVIDIA GPUs -------------------===//
+#include "lib/Target/NVPTX/NVPTXTargetInfo.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+
+#include <regex>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// The spilled bytes ptxas -v reports for the backward kernels
+/// (`<entry>_bwd_kv`, `<entry>_bwd_q`).
+int64_t backwardSpills(const std::string &report) {
+  static const std::regex props(
+      "Function properties for (\\S+)\\s*\\n\\s*\\d+ bytes stack frame, "
+      "(\\d+) bytes spill stores, (\\d+) bytes spill loads");
+  int64_t bytes = 0;
+  for (std::sregex_iterator it(report.begin(), report.end(), props), end;
+       it != end; ++it) {
+    std::string name = (*it)[1];
+    if (name.find("_bwd_") != std::string::npos)
+      bytes += std::stoll((*it)[2]) + std::stoll((*it)[3]);
+  }
+  return bytes;
+}
+
+} // namespace
+
+llvm::ArrayRef<llvm::StringRef> nvptx::NVPTXTargetInfo::names() const {
+  static const llvm::StringRef names[] = {"sm_80", "sm_90a"};
+  return names;
+}
+
+void nvptx::NVPTXTargetInfo::planTiles(TilePlan &plan,
+                                       const ::attn::Options &options,
+                                       const TileRequest &request) const {
+  fitTileBuffers(plan, options, request);
+  // Tensor-core tiles: warps of 16 query rows, 4 of them (64 rows) on
+  // sm_80, two warpgroups of 4 sharing the K/V tiles (128 rows) on sm_90a,
+  // or one (64) when asked or when 128 rows spill.
+  int64_t widest = std::max(request.headDim, request.valueHeadDim);
+  bool hopper = usesWgmma(options.target);
+  if (options.blockQ && options.blockQ != 64 &&
+      !(hopper && options.blockQ == 128))
+    throw ::attn::Error("--block-q",
+                        hopper ? "sm_90a kernels use query tiles of 128 rows "
+                                 "(two consumer warpgroups) or 64 (one)"
+                               : "GPU kernels use query tiles of 64 rows");
+  checkKeyTileOption(options);
+  plan.blockQ = options.blockQ ? options.blockQ : hopper ? 128 : 64;
+  plan.autoBlockQ = hopper && !options.blockQ;
+  checkGpuLoadsSpelling(options);
+  if (options.gpuLoads == "tma" && !hopper)
+    throw ::attn::Error("--gpu-loads", "TMA needs --target sm_90a");
+  if (options.gpuLoads == "tma" &&
+      (request.quantizedKV || options.paged || request.kvIndex))
+    throw ::attn::Error("--gpu-loads",
+                        "TMA loads take contiguous unquantized K/V; quantized "
+                        "codes, pages and kv_index rows stream with cp.async");
+  plan.tma = hopper && options.gpuLoads != "cp.async";
+  // wgmma (sm_90a) reads Q and K from shared memory, which leaves the
+  // registers for 64-key tiles at D = 128; mma.sync would spill.
+  bool wideTiles = widest <= 64 || hopper;
+  plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
+  plan.autoBlockKV = !options.blockKV;
+}
+
+void nvptx::NVPTXTargetInfo::checkStage(Stage stage) const {
+  if (stage == Stage::AMDGCN)
+    throw ::attn::Error("--stage", "amdgcn is AMDGPU assembly; NVIDIA "
+                                   "targets emit ptx");
+  if (stage == Stage::LLVM)
+    throw ::attn::Error("--stage", "GPU targets emit attn, tiled (the "
+                                   "gpu.module), ptx (NVIDIA) or amdgcn "
+                                   "(AMD)");
+}
+
+void nvptx::NVPTXTargetInfo::registerDialects(
+    DialectRegistry &registry) const {
+  registry.insert<gpu::GPUDialect, NVVM::NVVMDialect>();
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerGPUDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+}
+
+FailureOr<gpukernel::KernelInfo> nvptx::NVPTXTargetInfo::buildKernels(
+    ModuleOp module, ModuleOp host, const TilePlan &plan,
+    const std::string &chip, StringRef variant, StringRef backwardVariant,
+    StringRef entry, std::string &error, std::string &errorOption) const {
+  AttentionOp op = findAttention(module, variant);
+  if (!op) {
+    error = "imported module lacks the kernel";
+    errorOption.clear();
+    return failure();
+  }
+  KernelConfig cfg;
+  cfg.chip = chip;
+  cfg.blockKV = plan.blockKV;
+  cfg.blockQ = plan.blockQ;
+  cfg.shareRegisters = plan.shareRegisters;
+  cfg.tma = plan.tma;
+  cfg.scalarBackward = plan.scalarBackward;
+  FailureOr<KernelInfo> info = buildGpuKernel(host, op, entry, cfg, error);
+  if (failed(info)) {
+    errorOption = "--target";
+    return failure();
+  }
+  if (backwardVariant.empty())
+    return info;
+  AttentionOp bwd = findAttention(module, backwardVariant);
+  if (!bwd) {
+    error = "imported module lacks the backward kernel";
+    errorOption.clear();
+    return failure();
+  }
+  KernelConfig bwdCfg;
+  bwdCfg.chip = chip;
+  bwdCfg.scalarBackward = plan.scalarBackward;
+  auto kernels = buildGpuBackwardKernels(host, bwd, entry, bwdCfg, error);
+  if (failed(kernels)) {
+    errorOption = "--backward";
+    return failure();
+  }
+  info->backwardKvName = kernels->keys.name;
+  info->backwardKvThreads = kernels->keys.threads;
+  info->backwardKvRows = kernels->keys.rows;
+  info->backwardQName = kernels->queries.name;
+  info->backwardQThreads = kernels->queries.threads;
+  info->backwardQRows = kernels->queries.rows;
+  // buildGpuBackwardKernels always appends the gradient buffers.
+  info->backwardGradients = true;
+  return info;
+}
+
+FailureOr<GpuBinary> nvptx::NVPTXTargetInfo::lowerToBinary(
+    ModuleOp host, const TilePlan &, const std::string &chip, bool assemble,
+    std::string &error) const {
+  KernelConfig cfg;
+  cfg.chip = chip;
+  FailureOr<std::string> ptx = lowerToPtx(host, cfg, error);
+  if (failed(ptx))
+    return failure();
+  GpuBinary out;
+  out.ptx = std::move(*ptx);
+  if (!assemble)
+    return out;
+  auto cubin = runPtxas(out.ptx, cfg.chip, error);
+  if (failed(cubin))
+    return failure();
+  out.binary = std::move(cubin->cubin);
+  out.report = std::move(cubin->report);
+  out.registers = cubin->registers;
+  out.spillStoreBytes = cubin->spillStoreBytes;
+  out.spillLoadBytes = cubin->spillLoadBytes;
+  out.backwardSpillBytes = backwardSpills(out.report);
+  return out;
+}
+
+FailureOr<std::string> nvptx::NVPTXTargetInfo::lowerToText(
+    ModuleOp host, Stage stage, const TilePlan &, const std::string &chip,
+    std::string &error) const {
+  if (stage != Stage::PTX) {
+    error = "NVIDIA targets print ptx past the gpu.module";
+    return failure();
+  }
+  KernelConfig cfg;
+  cfg.chip = chip;
+  return lowerToPtx(host, cfg, error);
+}

@@ -1,0 +1,203 @@
+//===- TargetInfo.h - what the Driver asks of each target -----------------===//
+//
+// One implementation per target directory (CPU/CPUTarget, NVPTX/NVPTXTarget,
+// AMDGPU/AMDGPUTarget). The Driver looks a target up once by its --target
+// name and asks it, instead of branching on the name: which options apply,
+// the tiles and threads of a kernel, the stages it emits, the dialects it
+// needs, and, for GPUs, how its kernels are built and turned into binaries.
+// Option errors are thrown as attn::Error naming the option, as attnc
+// reports them.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTN_TARGET_TARGETINFO_H
+#define ATTN_TARGET_TARGETINFO_H
+
+#include "attn/jit.h"
+#include "attn/runtime.h"
+#include "lib/Target/GPU/GpuKernel.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <string>
+
+namespace mlir {
+class OpPassManager;
+} // namespace mlir
+
+namespace mlir::attn {
+
+/// The IR `attnc emit --stage` prints.
+enum class Stage { Attn, Tiled, LLVM, PTX, AMDGCN };
+
+/// A plan's target choices: tiles, threads and how tiles are loaded.
+struct TilePlan {
+  int64_t blockQ = 0, blockKV = 0;
+  std::string cpu = "native"; // code generation target (--cpu)
+  bool tma = false;           // sm_90a K/V by TMA (--gpu-loads)
+  bool autoBlockKV = false;   // GPU: halve the key tile while ptxas spills
+  bool autoBlockQ = false;    // sm_90a: 128 query rows, 64 if ptxas spills
+  /// sm_90a TMA, 128 query rows: setmaxnreg between the warpgroups (only
+  /// where ptxas confirms the launch registers it needs).
+  bool shareRegisters = true;
+  /// NVIDIA backward kernels of scalar FMAs instead of tensor cores: where
+  /// the tensor-core ones spill (compileGpuObject).
+  bool scalarBackward = false;
+  /// CPU: the query-tile widths to build (attn-tile's rows option): all,
+  /// many (any launch) or few (launches with at most 16 rows per kv head).
+  std::string rows = "all";
+  /// CPU: the key tile of the rows=many code when it differs from blockKV
+  /// (0: blockKV). blockKV (and info.blockKV) stay decode's, which the
+  /// rows=few and rows=all code use; launches only read info.blockKV to
+  /// size split-KV parts, whose tile ranges the kernel computes itself.
+  int64_t manyRowsBlockKV = 0;
+};
+
+/// What a target's tile choice reads of the variant and its shape.
+struct TileRequest {
+  int64_t headDim = 0, valueHeadDim = 0;
+  bool quantizedKV = false;
+  bool kvIndex = false;
+  bool hasBlockMap = false;
+  bool backward = false;
+  int64_t selectBlock = 0; // 0 without select
+};
+
+/// Bytes of a CPU kernel's tile buffers (Q, K, V, S and O tiles and row
+/// state) for `blockQ` x `blockKV` tiles, which live on the stack of the
+/// calling and worker threads.
+inline int64_t tileBufferBytes(const TileRequest &r, int64_t blockQ,
+                               int64_t blockKV) {
+  int64_t D = r.headDim, Dv = r.valueHeadDim;
+  return 4 * (D * blockQ + blockKV * D + blockKV * Dv + blockKV * blockQ +
+              blockQ * Dv + 4 * blockQ);
+}
+/// Auto tiles shrink to this; explicit ones may use up to the limit.
+inline constexpr int64_t kTileBufferBudget = 512 * 1024;
+inline constexpr int64_t kTileBufferLimit = 2 * 1024 * 1024;
+
+/// Keeps tile buffers well inside a typical 8 MB thread stack (and small
+/// enough to stay cache-resident): halves the auto tiles of `plan` until
+/// they fit kTileBufferBudget, and throws when explicit ones pass
+/// kTileBufferLimit. Every target runs it first, so that too large tile
+/// options read the same everywhere.
+inline void fitTileBuffers(TilePlan &plan, const ::attn::Options &options,
+                           const TileRequest &request) {
+  while (tileBufferBytes(request, plan.blockQ, plan.blockKV) >
+         kTileBufferBudget) {
+    bool shrinkQ = !options.blockQ && plan.blockQ > 8 &&
+                   (plan.blockQ >= plan.blockKV || options.blockKV ||
+                    plan.blockKV <= 8);
+    bool shrinkKV = !options.blockKV && plan.blockKV > 8 && !shrinkQ;
+    if (shrinkQ)
+      plan.blockQ /= 2;
+    else if (shrinkKV)
+      plan.blockKV /= 2;
+    else
+      break;
+  }
+  int64_t bytes = tileBufferBytes(request, plan.blockQ, plan.blockKV);
+  if (bytes > kTileBufferLimit)
+    throw ::attn::Error(
+        options.blockQ ? "--block-q" : "--block-kv",
+        "tiles of " + std::to_string(plan.blockQ) + " x " +
+            std::to_string(plan.blockKV) + " need " +
+            std::to_string(bytes / 1024) +
+            " KiB of buffers per thread (limit " +
+            std::to_string(kTileBufferLimit / 1024) +
+            " KiB); choose smaller tiles");
+}
+
+/// A lowered GPU module: the binary the runtime loads and what the
+/// assembler reported.
+struct GpuBinary {
+  std::string binary;
+  std::string ptx; // NVIDIA: the PTX the cubin was assembled from
+  std::string report;
+  int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
+  /// Spilled bytes (stores + loads) of the backward kernels alone.
+  int64_t backwardSpillBytes = 0;
+};
+
+class TargetInfo {
+public:
+  virtual ~TargetInfo() = default;
+
+  /// The --target names this target compiles for.
+  virtual llvm::ArrayRef<llvm::StringRef> names() const = 0;
+  virtual bool isGpu() const = 0;
+  /// q/k/v's dtype when --dtype is not given.
+  virtual ::attn::DType defaultDType() const = 0;
+
+  /// Throws for a chip that is named but not built (checked before any
+  /// other option).
+  virtual void checkChip(const std::string &name) const {}
+  /// Throws for options that do not apply to this target (checked with the
+  /// options' own ranges, before the variant is looked at).
+  virtual void checkOptions(const ::attn::Options &options) const {}
+  /// Chooses plan's tiles (blockQ and blockKV start as the options' or 64)
+  /// and throws for tile options the target cannot take.
+  virtual void planTiles(TilePlan &plan, const ::attn::Options &options,
+                         const TileRequest &request) const = 0;
+  /// Whether its kernels classify tiles themselves and run one query head
+  /// per block (no block map, no packed heads, dq summed without order).
+  virtual bool classifiesTilesInKernel() const { return isGpu(); }
+  /// Throws attn::Error("--stage") for a stage this target does not emit.
+  virtual void checkStage(Stage stage) const = 0;
+  virtual void registerDialects(DialectRegistry &registry) const = 0;
+
+  // GPU targets.
+
+  /// Builds the kernels for `chip` of func.func @`variant` (imported into
+  /// `module`, its attention classified), and the backward kernels of
+  /// @`backwardVariant` unless it is empty, into a gpu.module in `host`,
+  /// named after `entry`. Fails with `error` and the option it is reported
+  /// under (empty: a compiler bug).
+  virtual FailureOr<gpukernel::KernelInfo>
+  buildKernels(ModuleOp module, ModuleOp host, const TilePlan &plan,
+               const std::string &chip, llvm::StringRef variant,
+               llvm::StringRef backwardVariant,
+               llvm::StringRef entry, std::string &error,
+               std::string &errorOption) const {
+    error = "internal: " + names().front().str() + " builds no GPU kernels";
+    errorOption = "--target";
+    return failure();
+  }
+  /// Whether binaries can be made on this machine (ptxas found, say).
+  virtual bool assemblesHere() const { return true; }
+  /// The bundle's kind for the binary lowerToBinary makes.
+  virtual const char *binaryKind() const { return ""; }
+  /// Lowers `host`'s gpu.module to a binary (or to PTX only when not
+  /// `assemble`, on NVIDIA).
+  virtual FailureOr<GpuBinary> lowerToBinary(ModuleOp host,
+                                             const TilePlan &plan,
+                                             const std::string &chip,
+                                             bool assemble,
+                                             std::string &error) const {
+    error = names().front().str() + " makes no GPU binaries";
+    return failure();
+  }
+  /// The text of `stage` past the gpu.module (PTX, AMDGPU assembly).
+  virtual FailureOr<std::string> lowerToText(ModuleOp host, Stage stage,
+                                             const TilePlan &plan,
+                                             const std::string &chip,
+                                             std::string &error) const {
+    error = names().front().str() + " has no GPU assembly";
+    return failure();
+  }
+};
+
+/// The target owning --target `name`, or null.
+const TargetInfo *lookupTarget(llvm::StringRef name);
+/// Every target name, in the order attnc lists them.
+std::vector<std::string> allTargetNames();
+/// The dialects and translations of every target, so that one context
+/// holds host and device code.
+void registerTargetDialects(DialectRegistry &registry);
+
+} // namespace mlir::attn
+
+#endif // ATTN_TARGET_TARGETINFO_H
