@@ -25,6 +25,7 @@
 #include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -50,7 +51,6 @@ using namespace mlir::attn;
 namespace {
 
 constexpr double kLog2E = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 /// How many key tiles ahead paged K/V rows are prefetched.
 constexpr int64_t kPrefetchTiles = 2;
 
@@ -595,23 +595,19 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
                                         qn);
     Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
     Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
-    Value mInit = cF32(b, -INFINITY), lInit = cF32(b, 0.0);
+    Value sinkM, first;
     if (op.hasSink()) {
       // With split-KV the sink joins the first part only.
       Value head32 = memref::LoadOp::create(b, loc, rowHead32Buf,
                                             ValueRange{i});
-      Value sink = inlineRegion(b, op.getSink(), {head32});
-      Value sinkM = arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E));
-      Value sinkL = cF32(b, 1.0);
-      if (op.getNumSplits()) {
-        Value first = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::eq, split, cIdx(b, 0));
-        sinkM = arith::SelectOp::create(b, loc, first, sinkM, mInit);
-        sinkL = arith::SelectOp::create(b, loc, first, sinkL, lInit);
-      }
-      mInit = sinkM;
-      lInit = sinkL;
+      sinkM = toNormalizerDomain(b, loc, norm,
+                                 inlineRegion(b, op.getSink(), {head32}));
+      if (op.getNumSplits())
+        first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, split,
+                                      cIdx(b, 0));
     }
+    Value mInit = initialRowMax(b, loc, sinkM, first);
+    Value lInit = initialRowSum(b, loc, op.hasSink(), first);
     forLoop(b, D, [&](OpBuilder &b, Value d) {
       Value x = memref::LoadOp::create(
           b, loc, op.getQuery(), ValueRange{bIdx, head, row, d});
@@ -1840,7 +1836,6 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
                                        Value fullTile, bool rowVectors,
                                        bool deferRescale) {
   Value negInf = cF32(b, -INFINITY);
-  Value log2e = cF32(b, kLog2E);
   Value fzero = cF32(b, 0.0);
   auto fm = fastMath(b);
   auto rowsType = VectorType::get({kTinyRows}, f32);
@@ -1849,9 +1844,6 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
   };
   auto storeRows = [&](OpBuilder &b, Value x, Value buf, ValueRange at) {
     vector::StoreOp::create(b, loc, x, buf, at);
-  };
-  auto splat = [&](OpBuilder &b, Value x) -> Value {
-    return vector::BroadcastOp::create(b, loc, rowsType, x);
   };
   Value c0 = cIdx(b, 0);
   // With rowVectors, sTBuf is the compact [BK, kTinyRows] tile: read as
@@ -1916,8 +1908,8 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
         Value keep;
         Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
         if (op.hasScore())
-          t = arith::MulFOp::create(b, loc, t, log2e);
-        t = arith::SelectOp::create(b, loc, keep, t, negInf);
+          t = toNormalizerDomain(b, loc, norm, t);
+        t = maskEntry(b, loc, norm, t, keep);
         memref::StoreOp::create(b, loc, t, sTBuf, ValueRange{j, i});
         Value mx = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
         mx = arith::MaximumFOp::create(b, loc, mx, t);
@@ -1925,27 +1917,16 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
       });
     });
   });
-  // Per query: rescale factor, new max; a row with nothing kept so far has
-  // m = -inf and exponentiates against 0 instead, so that
-  // exp2(-inf - -inf) never makes a NaN.
-  auto rescaleState = [&](OpBuilder &b, Value mOld, Value mNew, Value l,
-                          Value zero, Value minusInf) {
-    Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                            mNew, minusInf);
-    Value mUse = arith::SelectOp::create(b, loc, allMasked, zero, mNew);
-    Value alpha = math::Exp2Op::create(
-        b, loc, arith::SubFOp::create(b, loc, mOld, mUse));
-    return std::array<Value, 3>{mUse, alpha,
-                                arith::MulFOp::create(b, loc, l, alpha)};
-  };
+  // Per query: rescale factor, new max and what p exponentiates against
+  // (mUse: kept in mUseBuf from here on).
   if (rowVectors) {
     Value mNew = loadRows(b, mUseBuf, {c0});
-    auto [mUse, alpha, l] =
-        rescaleState(b, loadRows(b, mBuf, {c0}), mNew, loadRows(b, lBuf, {c0}),
-                     splat(b, fzero), splat(b, negInf));
+    RowRescale row = rescaleRow(b, loc, norm, loadRows(b, mBuf, {c0}), mNew,
+                                loadRows(b, lBuf, {c0}));
+    Value mUse = row.mUse, l = row.l;
     storeRows(b, mNew, mBuf, {c0});
     storeRows(b, mUse, mUseBuf, {c0});
-    storeRows(b, alpha, alphaBuf, {c0});
+    storeRows(b, row.alpha, alphaBuf, {c0});
     // p = exp2(t - m) for 4 keys x 4 rows at a time, summed per row.
     SmallVector<int64_t> keysTimes4;
     for (int64_t at = 0; at < kQuad; ++at)
@@ -1955,8 +1936,7 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
         b, loc, c0, cIdx(b, BK * kTinyRows), cIdx(b, kQuad),
         ValueRange{splatQuad(b, fzero)},
         [&](OpBuilder &b, Location, Value at, ValueRange acc) {
-          Value p = math::Exp2Op::create(
-              b, loc, arith::SubFOp::create(b, loc, loadQuad(b, at), mUseQuad));
+          Value p = entryProbability(b, loc, norm, loadQuad(b, at), mUseQuad);
           Value stored = p;
           if (vScaleBuf) {
             // V's scales of the 4 keys, each over its 4 rows.
@@ -1971,34 +1951,34 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
           vector::StoreOp::create(b, loc, stored, flatScores(b, sTBuf),
                                   ValueRange{at});
           scf::YieldOp::create(
-              b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], p, fm)});
+              b, loc,
+              ValueRange{addToRowSum(b, loc, norm, acc[0], p, fm.getValue())});
         });
     Value sum = l;
     for (Value key : keysOfQuad(b, sumLoop.getResult(0)))
-      sum = arith::AddFOp::create(b, loc, sum, key, fm);
+      sum = addToRowSum(b, loc, norm, sum, key, fm.getValue());
     storeRows(b, sum, lBuf, {c0});
   } else {
     forRows(b, [&](OpBuilder &b, Value i) {
       Value mNew = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
-      auto [mUse, alpha, l] = rescaleState(
-          b, memref::LoadOp::create(b, loc, mBuf, ValueRange{i}), mNew,
-          memref::LoadOp::create(b, loc, lBuf, ValueRange{i}), fzero, negInf);
-      memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
+      RowRescale row = rescaleRow(
+          b, loc, norm, memref::LoadOp::create(b, loc, mBuf, ValueRange{i}),
+          mNew, memref::LoadOp::create(b, loc, lBuf, ValueRange{i}));
+      memref::StoreOp::create(b, loc, row.l, lBuf, ValueRange{i});
       memref::StoreOp::create(b, loc, mNew, mBuf, ValueRange{i});
-      memref::StoreOp::create(b, loc, mUse, mUseBuf, ValueRange{i});
-      memref::StoreOp::create(b, loc, alpha, alphaBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, row.mUse, mUseBuf, ValueRange{i});
+      memref::StoreOp::create(b, loc, row.alpha, alphaBuf, ValueRange{i});
     });
     // p = exp2(t - m), summed per query.
     forLoop(b, BK, [&](OpBuilder &b, Value j) {
       forRows(b, [&](OpBuilder &b, Value i) {
         Value t = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
         Value mUse = memref::LoadOp::create(b, loc, mUseBuf, ValueRange{i});
-        Value p = math::Exp2Op::create(b, loc,
-                                       arith::SubFOp::create(b, loc, t, mUse));
+        Value p = entryProbability(b, loc, norm, t, mUse);
         memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
                                 ValueRange{j, i});
         Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-        l = arith::AddFOp::create(b, loc, l, p, fm);
+        l = addToRowSum(b, loc, norm, l, p, fm.getValue());
         memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
       });
     });
@@ -2026,20 +2006,18 @@ void AttentionTiler::emitScoresPointwise(OpBuilder &b, Value k0, Value kn,
 
 void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
                                        bool withMask) {
-  Value fzero = cF32(b, 0.0);
   auto fm = fastMath(b);
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
     forRows(b, [&](OpBuilder &b, Value i) {
       Value s = memref::LoadOp::create(b, loc, sTBuf, ValueRange{j, i});
       Value keep;
       Value t = emitScoreAndMask(b, s, i, j, k0, kn, withMask, keep);
-      Value p = arith::SelectOp::create(
-          b, loc, keep, normalizeScore(b, loc, norm, t), fzero);
+      Value p = maskEntry(b, loc, norm, t, keep);
       memref::StoreOp::create(b, loc, scaleByValueScale(b, p, j), sTBuf,
                               ValueRange{j, i});
-      if (hasRowSum(norm)) { // softplus: l += p
+      if (hasRowSum(norm)) { // only then does lBuf hold a row sum
         Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-        l = arith::AddFOp::create(b, loc, l, p, fm);
+        l = addToRowSum(b, loc, norm, l, p, fm.getValue());
         memref::StoreOp::create(b, loc, l, lBuf, ValueRange{i});
       }
     });
@@ -2047,27 +2025,18 @@ void AttentionTiler::emitPointwiseLoop(OpBuilder &b, Value k0, Value kn,
 }
 
 void AttentionTiler::emitEpilogue(OpBuilder &b) {
-  bool rowSum = hasRowSum(norm);
   Type outElt = cast<MemRefType>(op.getOut().getType()).getElementType();
-  Value fzero = cF32(b, 0.0), negInf = cF32(b, -INFINITY);
   // Writes o (or this part's partial result) and lse for valid rows.
   auto write = [&](OpBuilder &b, bool partial) {
     forLoop(b, cIdx(b, 0), qn, 1, [&](OpBuilder &b, Value i) {
       Value head = memref::LoadOp::create(b, loc, rowHeadBuf, ValueRange{i});
       Value row = memref::LoadOp::create(b, loc, rowQBuf, ValueRange{i});
-      Value inv, l, empty;
-      if (rowSum) {
-        // l == 0: every key masked (or underflowed); o = 0, lse = -inf.
-        l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
-        empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l,
-                                      fzero);
-        Value r = arith::DivFOp::create(b, loc, cF32(b, 1.0), l);
-        inv = arith::SelectOp::create(b, loc, empty, fzero, r);
-      }
+      Value l = memref::LoadOp::create(b, loc, lBuf, ValueRange{i});
+      RowNormalization end = normalizeRow(b, loc, norm, l);
       forLoop(b, Dv, [&](OpBuilder &b, Value d) {
         Value a = memref::LoadOp::create(b, loc, accBuf, ValueRange{i, d});
-        if (inv)
-          a = arith::MulFOp::create(b, loc, a, inv);
+        if (end.inv)
+          a = arith::MulFOp::create(b, loc, a, end.inv);
         if (partial) {
           memref::StoreOp::create(b, loc, a, op.getOutPartial(),
                                   ValueRange{split, bIdx, head, row, d});
@@ -2079,18 +2048,13 @@ void AttentionTiler::emitEpilogue(OpBuilder &b) {
                                 ValueRange{bIdx, head, row, d});
       });
       Value lse = partial ? op.getLsePartial() : op.getLse();
-      if (!lse || !rowSum)
+      Value value =
+          lse ? rowLse(b, loc, norm,
+                       memref::LoadOp::create(b, loc, mBuf, ValueRange{i}), l,
+                       end.empty)
+              : Value();
+      if (!value)
         return;
-      Value value;
-      if (hasRunningMax(norm)) { // l is relative to m, in the log2 domain
-        Value m = memref::LoadOp::create(b, loc, mBuf, ValueRange{i});
-        Value log2Sum = arith::AddFOp::create(
-            b, loc, m, math::Log2Op::create(b, loc, l));
-        value = arith::MulFOp::create(b, loc, log2Sum, cF32(b, kLn2));
-      } else {
-        value = math::LogOp::create(b, loc, l);
-      }
-      value = arith::SelectOp::create(b, loc, empty, negInf, value);
       if (partial)
         memref::StoreOp::create(b, loc, value, lse,
                                 ValueRange{split, bIdx, head, row});
