@@ -37,6 +37,7 @@
 //===----------------------------------------------------------------------===//
 #include "lib/Target/AMDGPU/AMDGPUTarget.h"
 
+#include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
@@ -716,10 +717,12 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
         return scores(b, s, k0, withMask);
       });
 
-  Value m = state[0], l = state[1];
+  Value m = state[0];
   SmallVector<Value> out(state.begin() + 2, state.end());
-  SmallVector<Value> p = t;
-  if (hasRunningMax(norm)) {
+  // The row max across the lane groups, for a running max only.
+  auto tileMax = [&]() -> Value {
+    if (!hasRunningMax(norm))
+      return Value();
     // With deferScale, t is the unscaled s: its max times sScale joins the
     // running max (scaled, log2 domain).
     Value mx = deferScale ? cF32(b, -INFINITY) : m;
@@ -728,30 +731,24 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
     mx = acrossGroups(b, mx, Combine::rowMax);
     if (deferScale)
       mx = rowMax(b, m, arith::MulFOp::create(b, loc, mx, sScale));
-    // Nothing kept yet: exponentiate against 0, never -inf - -inf.
-    Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mx,
-                                       cF32(b, -INFINITY));
-    Value mUse = arith::SelectOp::create(b, loc, none, cF32(b, 0.0), mx);
-    Value alpha = math::Exp2Op::create(
-        b, loc, arith::SubFOp::create(b, loc, m, mUse));
-    l = arith::MulFOp::create(b, loc, l, alpha);
-    Value minusM = arith::NegFOp::create(b, loc, mUse);
-    for (Value &x : p) {
-      // One FMA per entry instead of a multiply and a subtraction.
-      Value arg = deferScale
-                      ? math::FmaOp::create(b, loc, x, sScale, minusM)
-                            .getResult()
-                      : arith::SubFOp::create(b, loc, x, mUse).getResult();
-      x = math::Exp2Op::create(b, loc, arg);
-      l = arith::AddFOp::create(b, loc, l, x);
-    }
-    m = mx;
-    Value alphas = splat(b, acc, alpha);
+    return mx;
+  };
+  RowRescale row = rescaleRow(b, loc, norm, m, tileMax(), state[1],
+                              deferScale);
+  Value l = row.l;
+  SmallVector<Value> p = t;
+  for (Value &x : p) {
+    // With deferScale, one FMA per entry instead of a multiply and a
+    // subtraction.
+    x = deferScale ? entryProbabilityScaled(b, loc, norm, x, sScale, row)
+                   : entryProbability(b, loc, norm, x, row.mUse);
+    l = addToRowSum(b, loc, norm, l, x);
+  }
+  m = row.m;
+  if (row.alpha) {
+    Value alphas = splat(b, acc, row.alpha);
     for (Value &o : out)
       o = arith::MulFOp::create(b, loc, o, alphas);
-  } else if (hasRowSum(norm)) { // softplus: l += p
-    for (Value x : p)
-      l = arith::AddFOp::create(b, loc, l, x);
   }
 
   // O^T += V^T P^T: P^T's B operand for keys 16 kc.. is accumulator kc.
@@ -775,18 +772,25 @@ SmallVector<Value> MfmaAttentionBuilder::computeTile(OpBuilder &b, Value k0,
 void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
   Type f32 = b.getF32Type();
   Value l = acrossGroups(b, state[1], Combine::sum);
-  auto [rowLse, inv] = finishRow(b, state[0], l);
+  RowNormalization end = normalizeRow(b, loc, norm, l);
+  // Null without a row sum, whose split parts simply add up: the merge
+  // reads no lse_part then, but 0 is written there as the NVIDIA kernels
+  // do (see GpuAttentionBuilder::epilogue).
+  Value rowLse = mlir::attn::rowLse(b, loc, norm, state[0], l, end.empty);
+  Value partLse = rowLse ? rowLse : cF32(b, 0.0);
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
                                       parts, cIdx(b, 1));
   Value firstGroup =
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, grp, cIdx(b, 0));
   Value fourGrp = arith::MulIOp::create(b, loc, grp, cIdx(b, 4));
-  SmallVector<Value> values;
-  Value invs = splat(b, vec(4, f32), inv);
-  for (Value acc : state.drop_front(2))
-    values.push_back(arith::MulFOp::create(b, loc, acc, invs));
-  auto storeRow = [&](OpBuilder &b, Value mem, Value lseMem,
+  SmallVector<Value> values(state.drop_front(2));
+  if (end.inv) {
+    Value invs = splat(b, vec(4, f32), end.inv);
+    for (Value &x : values)
+      x = arith::MulFOp::create(b, loc, x, invs);
+  }
+  auto storeRow = [&](OpBuilder &b, Value mem, Value lseMem, Value lseValue,
                       ArrayRef<Value> at, Type type) {
     for (auto [db, x] : llvm::enumerate(values)) {
       Value y = x;
@@ -800,26 +804,25 @@ void MfmaAttentionBuilder::epilogue(OpBuilder &b, ValueRange state) {
                               llvm::Align(2 * type.getIntOrFloatBitWidth() /
                                           8));
     }
-    if (!lseMem)
+    if (!lseMem || !lseValue)
       return;
     scf::IfOp::create(b, loc, firstGroup, [&](OpBuilder &b, Location) {
-      memref::StoreOp::create(b, loc, rowLse, lseMem, at);
+      memref::StoreOp::create(b, loc, lseValue, lseMem, at);
       scf::YieldOp::create(b, loc);
     });
   };
-  bool rowSum = hasRowSum(norm);
   scf::IfOp::create(b, loc, queryValid, [&](OpBuilder &b, Location) {
     scf::IfOp::create(
         b, loc, split,
         [&](OpBuilder &b, Location) {
           // This part's normalized O and log-sum, combined by the merge
           // kernel.
-          storeRow(b, oPart, lsePart, {part, bIdx, head, query}, f32);
+          storeRow(b, oPart, lsePart, partLse, {part, bIdx, head, query},
+                   f32);
           scf::YieldOp::create(b, loc);
         },
         [&](OpBuilder &b, Location) {
-          storeRow(b, o, lse && rowSum ? lse : Value(), {bIdx, head, query},
-                   outElt);
+          storeRow(b, o, lse, rowLse, {bIdx, head, query}, outElt);
           scf::YieldOp::create(b, loc);
         });
     scf::YieldOp::create(b, loc);
@@ -936,16 +939,15 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // Running max and (per-lane partial) sum; a sink logit is one extra
   // entry with p = exp(sink - m): m = sink, l = 1, counted by lane group 0.
   Value mInit = sinkMax(b, head32);
-  Value lInit = cF32(b, 0.0);
-  if (op.hasSink()) {
-    Value counts = arith::AndIOp::create(
+  Value sinkCounts;
+  if (op.hasSink())
+    sinkCounts = arith::AndIOp::create(
         b, loc,
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, grp,
                               cIdx(b, 0)),
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part,
                               cIdx(b, 0)));
-    lInit = arith::SelectOp::create(b, loc, counts, cF32(b, 1.0), lInit);
-  }
+  Value lInit = initialRowSum(b, loc, op.hasSink(), sinkCounts);
   SmallVector<Value> state = {mInit, lInit};
   state.append(Dv / 16, zeros(b, vec(4, b.getF32Type())));
 

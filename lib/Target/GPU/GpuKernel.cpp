@@ -2,6 +2,7 @@
 #include "lib/Target/GPU/GpuKernel.h"
 
 #include "lib/Transforms/MergeSplits.h"
+#include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,7 +25,6 @@ using namespace mlir::attn::gpukernel;
 
 namespace {
 constexpr double kLog2E = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 } // namespace
 
 KernelSignature gpukernel::kernelSignature(AttentionOp op) {
@@ -619,8 +619,7 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
   Value t = deferScale ? s : arith::MulFOp::create(b, loc, s, sScale);
   if (op.hasScore()) {
     t = regions.inlineRegion(b, op.getScore(), {t, b32, head32, q32, kv32});
-    if (runsInLog2Domain(norm))
-      t = arith::MulFOp::create(b, loc, t, cF32(b, kLog2E));
+    t = toNormalizerDomain(b, loc, norm, t);
   }
   if (withMask && op.hasMask())
     keep = arith::AndIOp::create(
@@ -631,14 +630,7 @@ Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
   // Every key of a tile that is not PARTIAL exists (classifyTile), except
   // with kv_index, whose listed positions are data.
   bool checkKeys = withMask || kvIndex;
-  // A -inf score is a masked entry; max() with it changes nothing.
-  if (maskedScoreIsMinusInf(norm))
-    return checkKeys
-               ? arith::SelectOp::create(b, loc, keep, t, cF32(b, -INFINITY))
-               : t;
-  Value p = normalizeScore(b, loc, norm, t);
-  return checkKeys ? arith::SelectOp::create(b, loc, keep, p, cF32(b, 0.0))
-                   : p;
+  return maskEntry(b, loc, norm, t, checkKeys ? keep : Value());
 }
 
 SmallVector<Value> KernelBase::scoresMaskedWhereNeeded(
@@ -709,36 +701,13 @@ Value KernelBase::dequantizeChunk(OpBuilder &b, Value codes, Value pos,
 
 Value KernelBase::sinkMax(OpBuilder &b, Value head32) {
   if (!op.hasSink())
-    return cF32(b, -INFINITY);
+    return initialRowMax(b, loc, Value(), Value());
   // Under split-KV only part 0 counts the sink.
   Value partZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                          part, cIdx(b, 0));
   Value sink = regions.inlineRegion(b, op.getSink(), {head32});
-  return arith::SelectOp::create(
-      b, loc, partZero, arith::MulFOp::create(b, loc, sink, cF32(b, kLog2E)),
-      cF32(b, -INFINITY));
-}
-
-std::pair<Value, Value> KernelBase::finishRow(OpBuilder &b, Value m,
-                                              Value l) {
-  if (!hasRowSum(norm))
-    return {cF32(b, 0.0), cF32(b, 1.0)};
-  Value empty =
-      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l, cF32(b, 0));
-  Value inv = arith::SelectOp::create(
-      b, loc, empty, cF32(b, 0.0),
-      arith::DivFOp::create(b, loc, cF32(b, 1.0), l));
-  // Softmax's l is relative to the running max, in the log2 domain.
-  Value rowLse = hasRunningMax(norm)
-                     ? arith::MulFOp::create(
-                           b, loc,
-                           arith::AddFOp::create(
-                               b, loc, m, math::Log2Op::create(b, loc, l)),
-                           cF32(b, kLn2))
-                           .getResult()
-                     : math::LogOp::create(b, loc, l).getResult();
-  rowLse = arith::SelectOp::create(b, loc, empty, cF32(b, -INFINITY), rowLse);
-  return {rowLse, inv};
+  return initialRowMax(b, loc, toNormalizerDomain(b, loc, norm, sink),
+                       partZero);
 }
 
 //===----------------------------------------------------------------------===//

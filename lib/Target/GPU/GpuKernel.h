@@ -208,13 +208,10 @@ protected:
   Value dequantizeChunk(OpBuilder &b, Value codes, Value pos, Value col,
                         bool key);
 
-  /// The sink's initial running max (log2 domain) for a row of query head
-  /// head32 in part 0; -inf elsewhere and without a sink.
+  /// The running max a row of query head head32 starts with
+  /// (initialRowMax, lib/Transforms/RowState.h): the sink logit in part 0,
+  /// -inf elsewhere and without a sink.
   Value sinkMax(OpBuilder &b, Value head32);
-
-  /// The row's log-sum (natural log) from the running max and row sum, -inf
-  /// for a row with nothing kept; and 1/l (0 for such rows).
-  std::pair<Value, Value> finishRow(OpBuilder &b, Value m, Value l);
 
   AttentionOp op;
   Location loc;

@@ -66,6 +66,7 @@
 #include "lib/Target/NVPTX/NVPTXTarget.h"
 
 #include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -1121,7 +1122,6 @@ void GpuAttentionBuilder::rescale(OpBuilder &b, MutableArrayRef<Value> acc,
 SmallVector<Value> GpuAttentionBuilder::softmaxStep(
     OpBuilder &b, ArrayRef<Frag> s, Value k0, Value cls, ValueRange ml,
     SmallVector<Value> &p, Value alpha[2]) {
-  Value fzero = cF32(b, 0.0);
   // Scores, with the mask only where the classifier could not decide.
   SmallVector<Value> t =
       scoresMaskedWhereNeeded(b, cls, [&](OpBuilder &b, bool withMask) {
@@ -1130,54 +1130,40 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
 
   SmallVector<Value> next(ml.begin(), ml.end());
   p.assign(t.size(), Value());
-  alpha[0] = alpha[1] = Value();
-  if (hasRunningMax(norm)) {
-    for (int r = 0; r < 2; ++r) {
-      Value mx = deferScale ? cF32(b, -INFINITY) : ml[r];
-      for (int64_t nb = 0; nb < BK / 8; ++nb)
-        for (int i = 2 * r; i < 2 * r + 2; ++i)
-          mx = arith::MaximumFOp::create(b, loc, mx, t[nb * 4 + i]);
-      mx = quadReduce(b, mx, true);
-      // With deferScale, t is the unscaled s and the running max stays in
-      // the scaled log2 domain: one FMA per entry instead of a multiply and
-      // a subtraction.
-      if (deferScale)
-        mx = arith::MaximumFOp::create(
-            b, loc, ml[r], arith::MulFOp::create(b, loc, mx, sScale));
-      // Nothing kept yet: exponentiate against 0, never -inf - -inf.
-      Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mx,
-                                         cF32(b, -INFINITY));
-      Value mUse = arith::SelectOp::create(b, loc, none, fzero, mx);
-      alpha[r] = math::Exp2Op::create(
-          b, loc, arith::SubFOp::create(b, loc, ml[r], mUse));
-      Value l = arith::MulFOp::create(b, loc, ml[2 + r], alpha[r]);
-      Value minusM = arith::NegFOp::create(b, loc, mUse);
-      for (int64_t nb = 0; nb < BK / 8; ++nb)
-        for (int i = 2 * r; i < 2 * r + 2; ++i) {
-          Value x = t[nb * 4 + i];
-          Value arg = deferScale
-                          ? math::FmaOp::create(b, loc, x, sScale, minusM)
-                                .getResult()
-                          : arith::SubFOp::create(b, loc, x, mUse).getResult();
-          Value e = math::Exp2Op::create(b, loc, arg);
-          p[nb * 4 + i] = e;
-          l = arith::AddFOp::create(b, loc, l, e);
-        }
-      next[r] = mx;
-      next[2 + r] = l;
-    }
-  } else {
-    p = t;
-    if (hasRowSum(norm)) // softplus: l += p
-      for (int r = 0; r < 2; ++r) {
-        Value l = ml[2 + r];
-        for (int64_t nb = 0; nb < BK / 8; ++nb)
-          for (int i = 2 * r; i < 2 * r + 2; ++i)
-            l = arith::AddFOp::create(b, loc, l, p[nb * 4 + i]);
-        next[2 + r] = l;
+  // The row max across the quad's four lanes, for a running max only.
+  auto rowMax = [&](int r) -> Value {
+    if (!hasRunningMax(norm))
+      return Value();
+    Value mx = deferScale ? cF32(b, -INFINITY) : ml[r];
+    for (int64_t nb = 0; nb < BK / 8; ++nb)
+      for (int i = 2 * r; i < 2 * r + 2; ++i)
+        mx = arith::MaximumFOp::create(b, loc, mx, t[nb * 4 + i]);
+    mx = quadReduce(b, mx, true);
+    // With deferScale, t is the unscaled s and the running max stays in
+    // the scaled log2 domain: one FMA per entry instead of a multiply and
+    // a subtraction.
+    if (deferScale)
+      mx = arith::MaximumFOp::create(b, loc, ml[r],
+                                     arith::MulFOp::create(b, loc, mx, sScale));
+    return mx;
+  };
+  for (int r = 0; r < 2; ++r) {
+    RowRescale row = rescaleRow(b, loc, norm, ml[r], rowMax(r), ml[2 + r],
+                                deferScale);
+    alpha[r] = row.alpha;
+    Value l = row.l;
+    for (int64_t nb = 0; nb < BK / 8; ++nb)
+      for (int i = 2 * r; i < 2 * r + 2; ++i) {
+        Value x = t[nb * 4 + i];
+        Value e = deferScale
+                      ? entryProbabilityScaled(b, loc, norm, x, sScale, row)
+                      : entryProbability(b, loc, norm, x, row.mUse);
+        p[nb * 4 + i] = e;
+        l = addToRowSum(b, loc, norm, l, e);
       }
+    next[r] = row.m;
+    next[2 + r] = l;
   }
-
   return next;
 }
 
@@ -1614,7 +1600,6 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
 void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   Type f32 = b.getF32Type();
   auto state = [&](int64_t i) { return finalState[i]; };
-  bool rowSum = hasRowSum(norm);
   Type outElt = cast<MemRefType>(o.getType()).getElementType();
   Value pairCol = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2));
   Value split = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
@@ -1624,12 +1609,21 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
   for (int r = 0; r < 2; ++r) {
     Value m = state(r);
     Value l = quadReduce(b, state(2 + r), false);
-    auto [rowLse, inv] = finishRow(b, m, l);
+    RowNormalization end = normalizeRow(b, loc, norm, l);
+    // Null without a row sum, whose split parts simply add up: the merge
+    // reads no lse_part then, but 0 is written there anyway; without that
+    // store ptxas allocates sm_80's sigmoid kernel 96 registers and spills
+    // (127 and none with it), and its key tiles shrink from 64 to 16.
+    Value rowLse = mlir::attn::rowLse(b, loc, norm, m, l, end.empty);
+    Value partLse = rowLse ? rowLse : cF32(b, 0.0);
     SmallVector<Value> pairs[2];
     for (int64_t nb = 0; nb < Dv / 8; ++nb)
-      for (int e = 0; e < 2; ++e)
-        pairs[e].push_back(arith::MulFOp::create(
-            b, loc, state(4 + nb * 4 + 2 * r + e), inv));
+      for (int e = 0; e < 2; ++e) {
+        Value x = state(4 + nb * 4 + 2 * r + e);
+        pairs[e].push_back(
+            end.inv ? arith::MulFOp::create(b, loc, x, end.inv).getResult()
+                    : x);
+      }
     auto store = [&](OpBuilder &b, Type type, Value mem, ValueRange at0,
                      int64_t nb) {
       Value x0 = pairs[0][nb], x1 = pairs[1][nb];
@@ -1661,7 +1655,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
             scf::IfOp::create(b, loc, firstInQuad,
                               [&](OpBuilder &b, Location) {
                                 memref::StoreOp::create(
-                                    b, loc, rowLse, lsePart,
+                                    b, loc, partLse, lsePart,
                                     ValueRange{part, bIdx, hRow[r], qiIdx[r]});
                                 scf::YieldOp::create(b, loc);
                               });
@@ -1670,7 +1664,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
           [&](OpBuilder &b, Location) {
             for (int64_t nb = 0; nb < Dv / 8; ++nb)
               store(b, outElt, o, {bIdx, hRow[r], qiIdx[r]}, nb);
-            if (lse && rowSum)
+            if (lse && rowLse)
               scf::IfOp::create(b, loc, firstInQuad,
                                 [&](OpBuilder &b, Location) {
                                   memref::StoreOp::create(
@@ -1767,18 +1761,19 @@ void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // Running max and (per-lane partial) sum of both rows; a sink logit is
   // one extra entry with p = exp(sink - m): m = sink, l = 1, counted once
   // per quad (and only by part 0 under split-KV).
-  Value lInit[2] = {cF32(b, 0.0), cF32(b, 0.0)};
-  if (op.hasSink()) {
-    Value counts = arith::AndIOp::create(
+  // The sink's share of l is counted once per row: in part 0, by the
+  // quad's first lane (the epilogue sums l over the quad).
+  Value sinkCounts;
+  if (op.hasSink())
+    sinkCounts = arith::AndIOp::create(
         b, loc,
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, quadCol,
                               cIdx(b, 0)),
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part,
                               cIdx(b, 0)));
-    for (int r = 0; r < 2; ++r)
-      lInit[r] = arith::SelectOp::create(b, loc, counts, cF32(b, 1.0),
-                                         lInit[r]);
-  }
+  Value lInit[2];
+  for (int r = 0; r < 2; ++r)
+    lInit[r] = initialRowSum(b, loc, op.hasSink(), sinkCounts);
   // Packed rows differ in head, so each row has its own sink.
   SmallVector<Value> init = {sinkMax(b, hRow32[0]), sinkMax(b, hRow32[1]),
                              lInit[0], lInit[1]};
