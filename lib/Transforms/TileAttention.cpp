@@ -26,6 +26,7 @@
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/RowState.h"
+#include "lib/Transforms/SelectBlocks.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -121,12 +122,8 @@ private:
   /// Each key block's mean key row (this item's batch and K/V head) into
   /// pooledK [blocks, D].
   void emitPooledKeys(OpBuilder &b, Value numBlocks, Value pooledK);
-  void emitMeanRows(OpBuilder &b,
-                    function_ref<Value(OpBuilder &, Value, Value)> element,
-                    Value s, Value e, Value dst, ValueRange prefix);
-  Value anyKept(OpBuilder &b, Value qs, Value qe, Value ks, Value ke);
-  Value argmaxAvailable(OpBuilder &b, Value numBlocks, Value scores,
-                        Value eligible, Value kept);
+  /// The select pre-pass's loops, one worker: plain loops, no barriers.
+  SelectWork selectWork(OpBuilder &b);
   Value classifyRange(OpBuilder &b, Value lo, Value hi, Value qLo, Value qHi,
                       Value kvLo, Value kvEnd);
   void emitKeyTile(OpBuilder &b, Value k0, Value fullTile);
@@ -689,109 +686,39 @@ void AttentionTiler::emitRowTable(OpBuilder &b) {
                          arith::SubIOp::create(b, loc, seqQ, one)));
 }
 
-/// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke):
-/// the classifier decides most blocks; PARTIAL ones are scanned until the
-/// first kept entry.
-Value AttentionTiler::anyKept(OpBuilder &b, Value qs, Value qe, Value ks,
-                              Value ke) {
-  if (!op.hasMask())
-    return arith::ConstantIntOp::create(b, loc, 1, 1);
-  Value one = cIdx(b, 1);
-  Value cls = inlineRegion(
-      b, op.getClassify(),
-      {b32, h32, h32, toI32(b, qs),
-       toI32(b, arith::SubIOp::create(b, loc, qe, one)), toI32(b, ks),
-       toI32(b, arith::SubIOp::create(b, loc, ke, one))});
-  return anyEntryKept(b, loc, cls, qs, qe, ks, ke,
-                      [&](OpBuilder &b, Value q, Value kv) {
-                        return inlineRegion(
-                            b, op.getMask(),
-                            {b32, h32, toI32(b, q), toI32(b, kv)});
-                      });
-}
-
-/// The eligible, not yet kept block with the largest pooled score (lowest
-/// index on ties), or `numBlocks` when none is left.
-Value AttentionTiler::argmaxAvailable(OpBuilder &b, Value numBlocks,
-                                      Value scores, Value eligible,
-                                      Value kept) {
-  Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
-  auto loop = scf::ForOp::create(
-      b, loc, cIdx(b, 0), numBlocks, cIdx(b, 1),
-      ValueRange{numBlocks, cF32(b, -INFINITY)},
-      [&](OpBuilder &b, Location, Value kb, ValueRange best) {
-        Value e = memref::LoadOp::create(b, loc, eligible, ValueRange{kb});
-        Value k = memref::LoadOp::create(b, loc, kept, ValueRange{kb});
-        Value s = memref::LoadOp::create(b, loc, scores, ValueRange{kb});
-        Value open = arith::AndIOp::create(
-            b, loc,
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, e, zero8),
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, k, zero8));
-        Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                            best[0], numBlocks);
-        Value better = arith::OrIOp::create(
-            b, loc, first,
-            arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
-                                  best[1]));
-        Value take = arith::AndIOp::create(b, loc, open, better);
-        scf::YieldOp::create(
-            b, loc,
-            ValueRange{arith::SelectOp::create(b, loc, take, kb, best[0]),
-                       arith::SelectOp::create(b, loc, take, s, best[1])});
-      });
-  return loop.getResult(0);
-}
-
-/// dst[prefix..., d] = mean over rows [s, e) of element(r, d), for d < D.
-/// Rows outside, columns inside: each row is read contiguously (and
-/// vectorizes), while every column still sums its rows in order.
-void AttentionTiler::emitMeanRows(
-    OpBuilder &b, function_ref<Value(OpBuilder &, Value, Value)> element,
-    Value s, Value e, Value dst, ValueRange prefix) {
-  auto at = [&](Value d) {
-    SmallVector<Value> idx(prefix.begin(), prefix.end());
-    idx.push_back(d);
-    return idx;
+SelectWork AttentionTiler::selectWork(OpBuilder &b) {
+  SelectWork work;
+  work.first = cIdx(b, 0);
+  work.step = cIdx(b, 1);
+  work.barrier = [](OpBuilder &) {};
+  work.single = [](OpBuilder &b, function_ref<void(OpBuilder &)> body) {
+    body(b);
   };
-  Value rows = arith::UIToFPOp::create(
-      b, loc, f32,
-      arith::IndexCastOp::create(b, loc, b.getI64Type(),
-                                 arith::SubIOp::create(b, loc, e, s)));
-  Value inv = arith::DivFOp::create(b, loc, cF32(b, 1.0), rows);
-  forLoop(b, D, [&](OpBuilder &b, Value d) {
-    memref::StoreOp::create(b, loc, cF32(b, 0.0), dst, at(d));
-  });
-  forLoop(b, s, e, 1, [&](OpBuilder &b, Value r) {
-    forLoop(b, D, [&](OpBuilder &b, Value d) {
-      Value acc = memref::LoadOp::create(b, loc, dst, at(d));
-      memref::StoreOp::create(
-          b, loc, arith::AddFOp::create(b, loc, acc, element(b, r, d)), dst,
-          at(d));
-    });
-  });
-  forLoop(b, D, [&](OpBuilder &b, Value d) {
-    Value sum = memref::LoadOp::create(b, loc, dst, at(d));
-    memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, sum, inv),
-                            dst, at(d));
-  });
+  return work;
 }
 
 void AttentionTiler::emitPooledKeys(OpBuilder &b, Value numBlocks,
                                     Value pooledK) {
   int64_t N = *op.getSelectBlock();
+  SelectWork work = selectWork(b);
   forLoop(b, cIdx(b, 0), numBlocks, 1, [&](OpBuilder &b, Value kb) {
     Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
     Value ke = minIdx(b, arith::AddIOp::create(b, loc, ks, cIdx(b, N)), seqKV);
-    emitMeanRows(
-        b, [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
-        ks, ke, pooledK, ValueRange{kb});
+    emitPooledRows(
+        b, loc, work, D, ks, ke,
+        [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+        [&](OpBuilder &b, Value d, Value x) {
+          memref::StoreOp::create(b, loc, x, pooledK, ValueRange{kb, d});
+        },
+        [&](OpBuilder &b, Value d) -> Value {
+          return memref::LoadOp::create(b, loc, pooledK, ValueRange{kb, d});
+        });
   });
 }
 
-/// The select pre-pass for one query block (DSL.md `select`): mean-pooled
-/// q and k, pooled scores of the key blocks the mask leaves non-empty, the
-/// rule (topk / mass / above) plus the diagonal block, then the classes of
-/// the block's tiles: EMPTY outside kept key blocks, the mask's class
+/// The select pre-pass for one query block (DSL.md `select`, the rule in
+/// SelectBlocks.h) over per-block buffers on the stack, then the classes
+/// of the block's tiles: EMPTY outside kept key blocks, the mask's class
 /// inside them.
 void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock,
                                       Value pooledK) {
@@ -800,168 +727,82 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock,
   Value map = op.getBlockMap();
   Value qs = arith::MulIOp::create(b, loc, qBlock, cIdx(b, N));
   Value qe = minIdx(b, arith::AddIOp::create(b, loc, qs, cIdx(b, N)), seqQ);
-  auto vec = MemRefType::get({D}, f32);
-  Value pq = memref::AllocaOp::create(b, loc, vec);
-  emitMeanRows(
-      b,
+  SelectWork work = selectWork(b);
+  Value pq = memref::AllocaOp::create(b, loc, MemRefType::get({D}, f32));
+  emitPooledRows(
+      b, loc, work, D, qs, qe,
       [&](OpBuilder &b, Value r, Value d) {
         return toF32(b, memref::LoadOp::create(b, loc, op.getQuery(),
                                                ValueRange{bIdx, hIdx, r, d}));
       },
-      qs, qe, pq, {});
+      [&](OpBuilder &b, Value d, Value x) {
+        memref::StoreOp::create(b, loc, x, pq, ValueRange{d});
+      },
+      [&](OpBuilder &b, Value d) -> Value {
+        return memref::LoadOp::create(b, loc, pq, ValueRange{d});
+      });
 
   Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
-  auto dyn = [&](Type t) {
+  auto dyn = [&](Type t, Value size) {
     return memref::AllocaOp::create(
-        b, loc, MemRefType::get({ShapedType::kDynamic}, t),
-        ValueRange{numBlocks});
+        b, loc, MemRefType::get({ShapedType::kDynamic}, t), ValueRange{size});
   };
-  Value scores = dyn(f32), eligible = dyn(b.getI8Type()),
-        kept = dyn(b.getI8Type());
+  Value scores = dyn(f32, numBlocks), eligible = dyn(b.getI8Type(), numBlocks),
+        kept = dyn(b.getI8Type(), numBlocks);
   Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
-  Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
-  forLoop(b, zero, numBlocks, 1, [&](OpBuilder &b, Value kb) {
-    Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
-    Value ke = minIdx(b, arith::AddIOp::create(b, loc, ks, cIdx(b, N)), seqKV);
-    Value ok = anyKept(b, qs, qe, ks, ke);
+  auto load = [&](OpBuilder &b, Value buf, Value kb) -> Value {
+    return memref::LoadOp::create(b, loc, buf, ValueRange{kb});
+  };
+  auto flagAt = [&](OpBuilder &b, Value buf, Value kb) -> Value {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                 load(b, buf, kb), zero8);
+  };
+  SelectBlocks sel;
+  sel.work = work;
+  sel.blockSize = N;
+  sel.D = D;
+  sel.qs = qs;
+  sel.qe = qe;
+  sel.seqQ = seqQ;
+  sel.seqKV = seqKV;
+  sel.numBlocks = numBlocks;
+  sel.scale = scaleValue;
+  sel.eligible = [&](OpBuilder &b, Value ks, Value ke) {
+    return selectEligible(
+        b, loc, op, b32, h32, qs, qe, ks, ke,
+        [&](OpBuilder &b, Region &region, ValueRange args) {
+          return inlineRegion(b, region, args);
+        });
+  };
+  sel.pooledQueryAt = [&](OpBuilder &b, Value d) { return load(b, pq, d); };
+  sel.pooledKeyAt = [&](OpBuilder &b, Value kb, Value d) -> Value {
+    return memref::LoadOp::create(b, loc, pooledK, ValueRange{kb, d});
+  };
+  sel.record = [&](OpBuilder &b, Value kb, Value ok, Value score) {
     memref::StoreOp::create(
         b, loc, arith::ExtUIOp::create(b, loc, b.getI8Type(), ok), eligible,
         ValueRange{kb});
     memref::StoreOp::create(b, loc, zero8, kept, ValueRange{kb});
-    memref::StoreOp::create(b, loc, cF32(b, -INFINITY), scores,
-                            ValueRange{kb});
-    scf::IfOp::create(b, loc, ok, [&](OpBuilder &b, Location) {
-      auto dot = scf::ForOp::create(
-          b, loc, cIdx(b, 0), cIdx(b, D), one, ValueRange{cF32(b, 0.0)},
-          [&](OpBuilder &b, Location, Value d, ValueRange acc) {
-            Value x = arith::MulFOp::create(
-                b, loc, memref::LoadOp::create(b, loc, pq, ValueRange{d}),
-                memref::LoadOp::create(b, loc, pooledK, ValueRange{kb, d}));
-            scf::YieldOp::create(
-                b, loc, ValueRange{arith::AddFOp::create(b, loc, acc[0], x)});
-          });
-      memref::StoreOp::create(
-          b, loc, arith::MulFOp::create(b, loc, dot.getResult(0), scaleValue),
-          scores, ValueRange{kb});
-      scf::YieldOp::create(b, loc);
-    });
-  });
-
-  auto keep = [&](OpBuilder &b, Value kb) {
-    memref::StoreOp::create(b, loc, one8, kept, ValueRange{kb});
+    memref::StoreOp::create(b, loc, score, scores, ValueRange{kb});
   };
-  switch (*op.getSelect()) {
-  case SelectKind::topk: {
-    // K rounds of "take the best remaining block".
-    Value rounds =
-        minIdx(b, selectTopkCount(b, loc, selectArg), numBlocks);
-    forLoop(b, zero, rounds, 1, [&](OpBuilder &b, Value) {
-      Value best = argmaxAvailable(b, numBlocks, scores, eligible, kept);
-      Value found = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                          best, numBlocks);
-      scf::IfOp::create(b, loc, found, [&](OpBuilder &b, Location) {
-        keep(b, best);
-        scf::YieldOp::create(b, loc);
-      });
-    });
-    break;
-  }
-  case SelectKind::mass: {
-    // The fewest best blocks whose softmax mass reaches P.
-    auto reduce = [&](bool sumExp, Value m) {
-      return scf::ForOp::create(
-                 b, loc, zero, numBlocks, one,
-                 ValueRange{cF32(b, sumExp ? 0.0 : -INFINITY)},
-                 [&](OpBuilder &b, Location, Value kb, ValueRange acc) {
-                   Value s = memref::LoadOp::create(b, loc, scores,
-                                                    ValueRange{kb});
-                   Value r;
-                   if (sumExp) {
-                     Value e = math::ExpOp::create(
-                         b, loc, arith::SubFOp::create(b, loc, s, m));
-                     r = arith::AddFOp::create(b, loc, acc[0], e);
-                   } else {
-                     r = arith::MaximumFOp::create(b, loc, acc[0], s);
-                   }
-                   scf::YieldOp::create(b, loc, ValueRange{r});
-                 })
-          .getResult(0);
-    };
-    Value m = reduce(false, Value());
-    Value mSafe = arith::SelectOp::create(
-        b, loc,
-        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
-                              cF32(b, -INFINITY)),
-        cF32(b, 0.0), m);
-    Value total = reduce(true, mSafe);
-    // Blocks taken best first while their shares sum below P: by a sort
-    // (the GPU's), not by rounds of argmax (O(blocks^2)).
+  sel.eligibleAt = [&](OpBuilder &b, Value kb) {
+    return flagAt(b, eligible, kb);
+  };
+  sel.scoreAt = [&](OpBuilder &b, Value kb) { return load(b, scores, kb); };
+  sel.keptAt = [&](OpBuilder &b, Value kb) { return flagAt(b, kept, kb); };
+  sel.keep = [&](OpBuilder &b, Value kb) {
+    memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 1, 8),
+                            kept, ValueRange{kb});
+  };
+  // One worker: its candidate is the round's winner.
+  sel.bestOfWorkers = [](OpBuilder &, Value kb, Value) { return kb; };
+  // mass sorts every block (by a bitonic sort of the next power of two).
+  if (*op.getSelect() == SelectKind::mass) {
     Value cap = arith::MulIOp::create(b, loc, numBlocks, cIdx(b, 2));
-    MassSelection sel;
-    sel.numBlocks = numBlocks;
-    sel.mass = selectArg;
-    sel.mSafe = mSafe;
-    sel.total = total;
-    sel.sortScore = memref::AllocaOp::create(
-        b, loc, MemRefType::get({ShapedType::kDynamic}, f32), ValueRange{cap});
-    sel.sortKey = memref::AllocaOp::create(
-        b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
-        ValueRange{cap});
-    sel.eligibleAt = [&](OpBuilder &b, Value kb) {
-      return arith::CmpIOp::create(
-                 b, loc, arith::CmpIPredicate::ne,
-                 memref::LoadOp::create(b, loc, eligible, ValueRange{kb}),
-                 zero8)
-          .getResult();
-    };
-    sel.scoreAt = [&](OpBuilder &b, Value kb) {
-      return memref::LoadOp::create(b, loc, scores, ValueRange{kb})
-          .getResult();
-    };
-    sel.keep = keep;
-    sel.forEach = [&](OpBuilder &b, Value end,
-                      function_ref<void(OpBuilder &, Value)> body) {
-      forLoop(b, zero, end, 1, body);
-    };
-    sel.barrier = [](OpBuilder &) {};
-    sel.single = [](OpBuilder &b, function_ref<void(OpBuilder &)> body) {
-      body(b);
-    };
-    scf::IfOp::create(
-        b, loc,
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, numBlocks,
-                              zero),
-        [&](OpBuilder &b, Location) {
-          emitMassSelection(b, loc, sel);
-          scf::YieldOp::create(b, loc);
-        });
-    break;
+    sel.sortScore = dyn(f32, cap);
+    sel.sortKey = dyn(b.getI32Type(), cap);
   }
-  case SelectKind::above:
-    forLoop(b, zero, numBlocks, 1, [&](OpBuilder &b, Value kb) {
-      Value e = memref::LoadOp::create(b, loc, eligible, ValueRange{kb});
-      Value s = memref::LoadOp::create(b, loc, scores, ValueRange{kb});
-      Value take = arith::AndIOp::create(
-          b, loc,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, e, zero8),
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
-                                selectArg));
-      scf::IfOp::create(b, loc, take, [&](OpBuilder &b, Location) {
-        keep(b, kb);
-        scf::YieldOp::create(b, loc);
-      });
-    });
-    break;
-  }
-  // The diagonal block (holding the block's last query in key positions)
-  // is always kept.
-  Value diag = selectDiagonalBlock(b, loc, qe, seqQ, seqKV, N, numBlocks);
-  Value haveBlocks = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
-                                           numBlocks, zero);
-  scf::IfOp::create(b, loc, haveBlocks, [&](OpBuilder &b, Location) {
-    keep(b, diag);
-    scf::YieldOp::create(b, loc);
-  });
+  mlir::attn::emitSelectBlocks(b, loc, *op.getSelect(), selectArg, sel);
 
   // Tile classes for the block's query tiles.
   Value qtBegin = arith::DivUIOp::create(b, loc, qs, cIdx(b, BQ));

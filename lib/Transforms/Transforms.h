@@ -134,53 +134,12 @@ Operation *createInt4ValueProducts(OpBuilder &b, Location loc, Value pCodesT,
 void forEachHalving(OpBuilder &b, Location loc, Value start,
                     llvm::function_ref<void(OpBuilder &, Value)> body);
 
-/// mass(P)'s selection over `numBlocks` (>= 1) key blocks in the CPU's
-/// best-first order, done by sorting: the blocks' (score, key) pairs go
-/// into sortScore / sortKey (1-D f32 / i32 buffers of at least the next
-/// power of two of numBlocks entries), a bitonic sort orders them eligible
-/// first, then by score, then by index, and the walk keeps blocks in that
-/// order while the softmax shares exp(s - mSafe) / total kept so far sum
-/// below `mass`, adding in the same order as the CPU's rounds. The
-/// callbacks say how work is shared: forEach(end, body) runs body(i) for
-/// i < end (split over threads on GPUs), barrier separates the phases,
-/// single(body) runs the walk once.
-struct MassSelection {
-  Value numBlocks, mass, mSafe, total, sortScore, sortKey;
-  std::function<Value(OpBuilder &, Value)> eligibleAt, scoreAt;
-  std::function<void(OpBuilder &, Value)> keep;
-  std::function<void(OpBuilder &, Value,
-                     llvm::function_ref<void(OpBuilder &, Value)>)>
-      forEach;
-  std::function<void(OpBuilder &)> barrier;
-  std::function<void(OpBuilder &, llvm::function_ref<void(OpBuilder &)>)>
-      single;
-};
-void emitMassSelection(OpBuilder &b, Location loc, const MassSelection &sel);
-
 /// Query rows per work item of the CPU's select pre-pass (the block-map
 /// function): whole select blocks of `blockSize` rows, at least 512 rows,
 /// so the item's pooled keys serve many query blocks.
 inline int64_t selectRowsPerWorkItem(int64_t blockSize) {
   return blockSize * std::max<int64_t>(1, 512 / blockSize);
 }
-
-/// Whether a mask keeps any entry of queries [qs, qe) x keys [ks, ke)
-/// (index values) given the classifier's verdict `cls` on that block: FULL
-/// yes, EMPTY no, PARTIAL scans `maskAt(q, kv)` (i1) up to the first kept
-/// entry. The select pre-pass's eligibility test on every target.
-Value anyEntryKept(
-    OpBuilder &b, Location loc, Value cls, Value qs, Value qe, Value ks,
-    Value ke, llvm::function_ref<Value(OpBuilder &, Value, Value)> maskAt);
-
-/// The select block always kept for the query block ending at `qe`: the one
-/// holding its last query's key position (queries aligned to the end of
-/// the keys), clamped into [0, numBlocks). Index values.
-Value selectDiagonalBlock(OpBuilder &b, Location loc, Value qe, Value seqQ,
-                          Value seqKV, int64_t blockSize, Value numBlocks);
-
-/// topk(K)'s block count from its f32 argument: K clamped into [0, 1e9], 0
-/// for NaN, as an index.
-Value selectTopkCount(OpBuilder &b, Location loc, Value arg);
 
 /// Column `d` (index) of a quantized K row as f32, its code decoded and
 /// times `scale`; `load(col)` reads the row's byte at col (int4: two codes

@@ -3,6 +3,7 @@
 
 #include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/RowState.h"
+#include "lib/Transforms/SelectBlocks.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -720,17 +721,28 @@ namespace {
 /// memory (32 KiB: a score and a key each); more fall back to ranking.
 constexpr int64_t kSortBlocks = 4096;
 
-/// for (i = tid; i < end; i += blockDim.x) body(i): the only way the
-/// pre-pass splits work, so the kernels also run right with one thread
-/// (see driver::compileSelectPrePassForHost).
-void forEachStrided(OpBuilder &b, Location loc, Value tid, Value end,
-                    llvm::function_ref<void(OpBuilder &, Value)> body) {
-  Value step = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
-  scf::ForOp::create(b, loc, tid, end, step, ValueRange{},
-                     [&](OpBuilder &b, Location, Value i, ValueRange) {
-                       body(b, i);
-                       scf::YieldOp::create(b, loc);
-                     });
+/// How the pre-pass kernels spread work: threads stride over blocks and
+/// columns (for (i = tid; i < end; i += blockDim.x), so the kernels also
+/// run right with one thread: see driver::compileSelectPrePassForHost),
+/// block-wide barriers between phases, thread 0 for the serial parts.
+SelectWork threadWork(OpBuilder &b, Location loc) {
+  SelectWork work;
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  work.first = tid;
+  work.step = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  work.barrier = [loc](OpBuilder &b) { gpu::BarrierOp::create(b, loc); };
+  work.single = [loc, tid](OpBuilder &b,
+                           llvm::function_ref<void(OpBuilder &)> body) {
+    scf::IfOp::create(
+        b, loc,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
+                              arith::ConstantIndexOp::create(b, loc, 0)),
+        [&](OpBuilder &b, Location) {
+          body(b);
+          scf::YieldOp::create(b, loc);
+        });
+  };
+  return work;
 }
 
 Value toF32(OpBuilder &b, Location loc, Value x) {
@@ -739,39 +751,9 @@ Value toF32(OpBuilder &b, Location loc, Value x) {
              : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
 }
 
-/// store(d, mean over rows [s, e) of element(row, d)) for the thread's
-/// columns d = tid, tid + blockDim.x, ... < D.
-void poolRows(OpBuilder &b, Location loc, Value tid, int64_t D,
-              llvm::function_ref<Value(OpBuilder &, Value, Value)> element,
-              Value s, Value e,
-              llvm::function_ref<void(OpBuilder &, Value, Value)> store) {
-  FloatType f32 = b.getF32Type();
-  Value rows = arith::UIToFPOp::create(
-      b, loc, f32,
-      arith::IndexCastOp::create(b, loc, b.getI64Type(),
-                                 arith::SubIOp::create(b, loc, e, s)));
-  Value inv = arith::DivFOp::create(
-      b, loc, arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
-                                             APFloat(1.0f)),
-      rows);
-  forEachStrided(
-      b, loc, tid, arith::ConstantIndexOp::create(b, loc, D),
-      [&](OpBuilder &b, Value d) {
-        auto sum = scf::ForOp::create(
-            b, loc, s, e, arith::ConstantIndexOp::create(b, loc, 1),
-            ValueRange{arith::ConstantFloatOp::create(b, loc, f32,
-                                                      APFloat(0.0f))},
-            [&](OpBuilder &b, Location, Value r, ValueRange acc) {
-              scf::YieldOp::create(
-                  b, loc,
-                  ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                                   element(b, r, d))});
-            });
-        store(b, d, arith::MulFOp::create(b, loc, sum.getResult(0), inv));
-      });
-}
-
-/// The per-query-block kernel of the pre-pass (see buildSelectKernels).
+/// The per-query-block kernel of the pre-pass (see buildSelectKernels): the
+/// rule of SelectBlocks.h over the kernel's scratch maps, the pooled query
+/// in shared memory.
 class SelectKernelBuilder : public KernelBase {
 public:
   SelectKernelBuilder(AttentionOp op, IRMapping outside)
@@ -786,26 +768,22 @@ public:
     Value eligibleMap = func.getArgument(inputs - 1);
     Value pooledQ = func.getWorkgroupAttributions().front();
     int64_t N = BQ;
-    Value one = cIdx(b, 1);
-    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    SelectWork work = threadWork(b, loc);
     Value qb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
     Value qs = arith::MulIOp::create(b, loc, qb, cIdx(b, N));
     Value qe = arith::MinUIOp::create(b, loc, add(b, qs, N), seqQ);
-    poolRows(
-        b, loc, tid, D,
+    emitPooledRows(
+        b, loc, work, D, qs, qe,
         [&](OpBuilder &b, Value r, Value d) {
           return toF32(b, loc,
                        memref::LoadOp::create(b, loc, q,
                                               ValueRange{bIdx, hIdx, r, d}));
         },
-        qs, qe,
         [&](OpBuilder &b, Value d, Value mean) {
           memref::StoreOp::create(b, loc, mean, pooledQ, ValueRange{d});
         });
-    gpu::BarrierOp::create(b, loc);
+    work.barrier(b);
 
-    // Each key block's eligibility and pooled score.
-    Value numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
     auto at = [&](OpBuilder &b, Value map, Value kb) {
       return memref::LoadOp::create(b, loc, map,
                                     ValueRange{bIdx, hIdx, qb, kb})
@@ -814,345 +792,114 @@ public:
     auto store = [&](OpBuilder &b, Value x, Value map, Value kb) {
       memref::StoreOp::create(b, loc, x, map, ValueRange{bIdx, hIdx, qb, kb});
     };
-    Type i8 = b.getI8Type();
-    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
-      Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
-      Value ke = arith::MinUIOp::create(b, loc, add(b, ks, N), seqKV);
-      Value ok = eligible(b, qs, qe, ks, ke);
-      auto score = scf::IfOp::create(
-          b, loc, ok,
-          [&](OpBuilder &b, Location) {
-            auto dot = scf::ForOp::create(
-                b, loc, cIdx(b, 0), cIdx(b, D), one,
-                ValueRange{cF32(b, 0.0)},
-                [&](OpBuilder &b, Location, Value d, ValueRange acc) {
-                  Value x = arith::MulFOp::create(
-                      b, loc,
-                      memref::LoadOp::create(b, loc, pooledQ, ValueRange{d}),
-                      memref::LoadOp::create(b, loc, pooledK,
-                                             ValueRange{bIdx, hkvIdx, kb, d}));
-                  scf::YieldOp::create(
-                      b, loc,
-                      ValueRange{arith::AddFOp::create(b, loc, acc[0], x)});
-                });
-            scf::YieldOp::create(
-                b, loc,
-                ValueRange{arith::MulFOp::create(b, loc, dot.getResult(0),
-                                                 scale)});
-          },
-          [&](OpBuilder &b, Location) {
-            scf::YieldOp::create(b, loc, cF32(b, -INFINITY));
-          });
-      store(b, score.getResult(0), scores, kb);
-      store(b, arith::ExtUIOp::create(b, loc, i8, ok), eligibleMap, kb);
-    });
-    gpu::BarrierOp::create(b, loc);
-
-    // The rule. A block's rank is the number of eligible blocks ahead of it
-    // (higher score, or the same score and a lower index): the order the
-    // CPU's best-first rounds take them in.
-    Value arg = regions.inlineRegion(b, op.getSelectArg(), {});
-    Value diag = selectDiagonalBlock(b, loc, qe, seqQ, seqKV, N, numBlocks);
-    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
-    auto isEligible = [&](OpBuilder &b, Value kb) {
+    auto flagAt = [&](OpBuilder &b, Value map, Value kb) {
       return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                   at(b, eligibleMap, kb), zero8)
+                                   at(b, map, kb),
+                                   arith::ConstantIntOp::create(b, loc, 0, 8))
           .getResult();
     };
-    SelectKind kind = *op.getSelect();
-    Value mSafe, total;
-    if (kind == SelectKind::mass) {
-      // Softmax over the pooled scores (ineligible blocks score -inf).
-      auto reduce = [&](bool sumExp) {
-        return scf::ForOp::create(
-                   b, loc, cIdx(b, 0), numBlocks, one,
-                   ValueRange{cF32(b, sumExp ? 0.0 : -INFINITY)},
-                   [&](OpBuilder &b, Location, Value j, ValueRange acc) {
-                     Value s = at(b, scores, j);
-                     Value r =
-                         sumExp ? arith::AddFOp::create(
-                                      b, loc, acc[0],
-                                      math::ExpOp::create(
-                                          b, loc,
-                                          arith::SubFOp::create(b, loc, s,
-                                                                mSafe)))
-                                      .getResult()
-                                : arith::MaximumFOp::create(b, loc, acc[0], s)
-                                      .getResult();
-                     scf::YieldOp::create(b, loc, ValueRange{r});
-                   })
-            .getResult(0);
-      };
-      Value m = reduce(false);
-      mSafe = arith::SelectOp::create(
-          b, loc,
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m,
-                                cF32(b, -INFINITY)),
-          cF32(b, 0.0), m);
-      total = reduce(true);
-    }
-    if (kind == SelectKind::topk) {
-      emitTopkRounds(b, func, tid, numBlocks, selectTopkCount(b, loc, arg),
-                     diag, scores, eligibleMap, at, store);
-      return;
-    }
-    auto ranked = [&](OpBuilder &b) {
-      forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
-        Value e = isEligible(b, kb);
-        Value s = at(b, scores, kb);
-        Value keep;
-        if (kind == SelectKind::above) {
-          keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
-                                       arg);
-        } else {
-          // The softmax mass of the eligible blocks ahead of this one.
-          auto ahead = scf::ForOp::create(
-              b, loc, cIdx(b, 0), numBlocks, one, ValueRange{cF32(b, 0.0)},
-              [&](OpBuilder &b, Location, Value j, ValueRange a) {
-                Value sj = at(b, scores, j);
-                Value better = arith::OrIOp::create(
-                    b, loc,
-                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sj,
-                                          s),
-                    arith::AndIOp::create(
-                        b, loc,
-                        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                              sj, s),
-                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                              j, kb)));
-                better = arith::AndIOp::create(b, loc, better,
-                                               isEligible(b, j));
-                Value next = arith::AddFOp::create(
-                    b, loc, a[0],
-                    arith::SelectOp::create(
-                        b, loc, better,
-                        math::ExpOp::create(
-                            b, loc, arith::SubFOp::create(b, loc, sj, mSafe)),
-                        cF32(b, 0.0)));
-                scf::YieldOp::create(b, loc, ValueRange{next});
-              });
-          keep = arith::CmpFOp::create(
-              b, loc, arith::CmpFPredicate::OLT,
-              arith::DivFOp::create(b, loc, ahead.getResult(0), total), arg);
-        }
-        keep = arith::AndIOp::create(b, loc, e, keep);
-        keep = arith::OrIOp::create(
-            b, loc, keep,
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kb, diag));
-        store(b, arith::ExtUIOp::create(b, loc, i8, keep), keptMap, kb);
-      });
-    };
-    if (kind == SelectKind::mass) {
-      // Sorted in shared memory when the blocks fit, else ranked (which
-      // also covers no blocks at all).
-      Value fits = arith::AndIOp::create(
-          b, loc,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, numBlocks,
-                                cIdx(b, kSortBlocks)),
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, numBlocks,
-                                cIdx(b, 0)));
-      scf::IfOp::create(
-          b, loc, fits,
-          [&](OpBuilder &b, Location) {
-            emitMassBySort(b, func, tid, numBlocks, arg, mSafe, total, diag,
-                           scores, eligibleMap, at, store);
-            scf::YieldOp::create(b, loc);
-          },
-          [&](OpBuilder &b, Location) {
-            ranked(b);
-            scf::YieldOp::create(b, loc);
+    SelectBlocks sel;
+    sel.work = work;
+    sel.blockSize = N;
+    sel.D = D;
+    sel.qs = qs;
+    sel.qe = qe;
+    sel.seqQ = seqQ;
+    sel.seqKV = seqKV;
+    sel.numBlocks = arith::CeilDivUIOp::create(b, loc, seqKV, cIdx(b, N));
+    sel.scale = scale;
+    sel.eligible = [&](OpBuilder &b, Value ks, Value ke) {
+      return selectEligible(
+          b, loc, op, b32, h32, qs, qe, ks, ke,
+          [&](OpBuilder &b, Region &region, ValueRange args) {
+            return regions.inlineRegion(b, region, args);
           });
-      return;
+    };
+    sel.pooledQueryAt = [&](OpBuilder &b, Value d) -> Value {
+      return memref::LoadOp::create(b, loc, pooledQ, ValueRange{d});
+    };
+    sel.pooledKeyAt = [&](OpBuilder &b, Value kb, Value d) -> Value {
+      return memref::LoadOp::create(b, loc, pooledK,
+                                    ValueRange{bIdx, hkvIdx, kb, d});
+    };
+    sel.record = [&](OpBuilder &b, Value kb, Value ok, Value score) {
+      Type i8 = b.getI8Type();
+      store(b, score, scores, kb);
+      store(b, arith::ExtUIOp::create(b, loc, i8, ok), eligibleMap, kb);
+      store(b, arith::ConstantIntOp::create(b, loc, 0, 8), keptMap, kb);
+    };
+    sel.eligibleAt = [&](OpBuilder &b, Value kb) {
+      return flagAt(b, eligibleMap, kb);
+    };
+    sel.scoreAt = [&](OpBuilder &b, Value kb) { return at(b, scores, kb); };
+    sel.keptAt = [&](OpBuilder &b, Value kb) { return flagAt(b, keptMap, kb); };
+    sel.keep = [&](OpBuilder &b, Value kb) {
+      store(b, arith::ConstantIntOp::create(b, loc, 1, 8), keptMap, kb);
+    };
+    SelectKind kind = *op.getSelect();
+    if (kind == SelectKind::topk) {
+      sel.bestOfWorkers = [&](OpBuilder &b, Value kb, Value score) {
+        return bestOfThreads(b, func, work.first, sel.numBlocks, kb, score);
+      };
     }
-    ranked(b);
+    if (kind == SelectKind::mass) {
+      sel.sortScore = func.getWorkgroupAttributions()[1];
+      sel.sortKey = func.getWorkgroupAttributions()[2];
+      sel.sortCapacity = kSortBlocks;
+    }
+    Value arg = regions.inlineRegion(b, op.getSelectArg(), {});
+    emitSelectBlocks(b, loc, kind, arg, sel);
   }
 
 private:
-  using MapAt = llvm::function_ref<Value(OpBuilder &, Value, Value)>;
-  using MapStore = llvm::function_ref<void(OpBuilder &, Value, Value, Value)>;
-
-  /// topk(K) as K rounds of "take the best open block", as the CPU does,
-  /// each round a block-wide argmax: every thread scans its blocks (in
-  /// index order: the first open block, then strictly higher scores), then
-  /// a tree over the threads' candidates in shared memory (the higher score
-  /// wins, then the lower index). O(K (blocks / threads + log threads))
-  /// instead of ranking every block against every other.
-  void emitTopkRounds(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
-                      Value numBlocks, Value count, Value diag, Value scores,
-                      Value eligibleMap, MapAt at, MapStore store) {
-    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
-    Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
+  /// topk's round winner: each thread's candidate (index, numBlocks for
+  /// none; score) into shared memory, then a tree of selectGoesAhead
+  /// halving them until thread 0 holds the best. O(log threads) steps.
+  Value bestOfThreads(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
+                      Value numBlocks, Value kb, Value score) {
     Value bestScore = func.getWorkgroupAttributions()[1];
     Value bestIndex = func.getWorkgroupAttributions()[2];
     Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
     Value none = toI32(b, numBlocks);
-    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
-      store(b, zero8, keptMap, kb);
-    });
-    gpu::BarrierOp::create(b, loc);
     auto is = [&](OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
       return arith::CmpIOp::create(b, loc, p, x, y).getResult();
     };
-    Value rounds = arith::MinUIOp::create(b, loc, count, numBlocks);
-    scf::ForOp::create(
-        b, loc, cIdx(b, 0), rounds, cIdx(b, 1), ValueRange{},
-        [&](OpBuilder &b, Location, Value, ValueRange) {
-          auto local = scf::ForOp::create(
-              b, loc, tid, numBlocks, threads,
-              ValueRange{none, cF32(b, -INFINITY)},
-              [&](OpBuilder &b, Location, Value kb, ValueRange best) {
-                Value open = arith::AndIOp::create(
-                    b, loc,
-                    is(b, arith::CmpIPredicate::ne, at(b, eligibleMap, kb),
-                       zero8),
-                    is(b, arith::CmpIPredicate::eq, at(b, keptMap, kb), zero8));
-                Value s = at(b, scores, kb);
-                Value better = arith::OrIOp::create(
-                    b, loc, is(b, arith::CmpIPredicate::eq, best[0], none),
-                    arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s,
-                                          best[1]));
-                Value take = arith::AndIOp::create(b, loc, open, better);
-                scf::YieldOp::create(
-                    b, loc,
-                    ValueRange{arith::SelectOp::create(b, loc, take,
-                                                       toI32(b, kb), best[0]),
-                               arith::SelectOp::create(b, loc, take, s,
-                                                       best[1])});
+    memref::StoreOp::create(b, loc, toI32(b, kb), bestIndex, ValueRange{tid});
+    memref::StoreOp::create(b, loc, score, bestScore, ValueRange{tid});
+    gpu::BarrierOp::create(b, loc);
+    forEachHalving(
+        b, loc, arith::DivUIOp::create(b, loc, threads, cIdx(b, 2)),
+        [&](OpBuilder &b, Value stride) {
+          scf::IfOp::create(
+              b, loc, is(b, arith::CmpIPredicate::ult, tid, stride),
+              [&](OpBuilder &b, Location) {
+                Value other = arith::AddIOp::create(b, loc, tid, stride);
+                auto load = [&](Value buf, Value i) {
+                  return memref::LoadOp::create(b, loc, buf, ValueRange{i})
+                      .getResult();
+                };
+                Value ia = load(bestIndex, tid), sa = load(bestScore, tid);
+                Value ic = load(bestIndex, other), sc = load(bestScore, other);
+                Value wins = arith::AndIOp::create(
+                    b, loc, is(b, arith::CmpIPredicate::ne, ic, none),
+                    arith::OrIOp::create(
+                        b, loc, is(b, arith::CmpIPredicate::eq, ia, none),
+                        selectGoesAhead(b, loc, sc, ic, sa, ia)));
+                memref::StoreOp::create(
+                    b, loc, arith::SelectOp::create(b, loc, wins, ic, ia),
+                    bestIndex, ValueRange{tid});
+                memref::StoreOp::create(
+                    b, loc, arith::SelectOp::create(b, loc, wins, sc, sa),
+                    bestScore, ValueRange{tid});
+                scf::YieldOp::create(b, loc);
               });
-          memref::StoreOp::create(b, loc, local.getResult(0), bestIndex,
-                                  ValueRange{tid});
-          memref::StoreOp::create(b, loc, local.getResult(1), bestScore,
-                                  ValueRange{tid});
           gpu::BarrierOp::create(b, loc);
-          // Halve the candidates until thread 0 holds the round's winner.
-          forEachHalving(
-              b, loc, arith::DivUIOp::create(b, loc, threads, cIdx(b, 2)),
-              [&](OpBuilder &b, Value stride) {
-                scf::IfOp::create(
-                    b, loc, is(b, arith::CmpIPredicate::ult, tid, stride),
-                    [&](OpBuilder &b, Location) {
-                      Value other = arith::AddIOp::create(b, loc, tid, stride);
-                      auto load = [&](Value buf, Value i) {
-                        return memref::LoadOp::create(b, loc, buf,
-                                                      ValueRange{i})
-                            .getResult();
-                      };
-                      Value ia = load(bestIndex, tid), sa = load(bestScore, tid);
-                      Value ic = load(bestIndex, other),
-                            sc = load(bestScore, other);
-                      Value higher = arith::OrIOp::create(
-                          b, loc,
-                          arith::CmpFOp::create(b, loc,
-                                                arith::CmpFPredicate::OGT, sc,
-                                                sa),
-                          arith::AndIOp::create(
-                              b, loc,
-                              arith::CmpFOp::create(
-                                  b, loc, arith::CmpFPredicate::OEQ, sc, sa),
-                              is(b, arith::CmpIPredicate::ult, ic, ia)));
-                      Value wins = arith::AndIOp::create(
-                          b, loc, is(b, arith::CmpIPredicate::ne, ic, none),
-                          arith::OrIOp::create(
-                              b, loc, is(b, arith::CmpIPredicate::eq, ia, none),
-                              higher));
-                      memref::StoreOp::create(
-                          b, loc, arith::SelectOp::create(b, loc, wins, ic, ia),
-                          bestIndex, ValueRange{tid});
-                      memref::StoreOp::create(
-                          b, loc, arith::SelectOp::create(b, loc, wins, sc, sa),
-                          bestScore, ValueRange{tid});
-                      scf::YieldOp::create(b, loc);
-                    });
-                gpu::BarrierOp::create(b, loc);
-              });
-          Value winner = memref::LoadOp::create(b, loc, bestIndex,
-                                                ValueRange{cIdx(b, 0)});
-          Value write = arith::AndIOp::create(
-              b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
-              is(b, arith::CmpIPredicate::ne, winner, none));
-          scf::IfOp::create(b, loc, write, [&](OpBuilder &b, Location) {
-            store(b, one8,
-                  keptMap,
-                  arith::IndexCastOp::create(b, loc, b.getIndexType(), winner));
-            scf::YieldOp::create(b, loc);
-          });
-          gpu::BarrierOp::create(b, loc);
-          scf::YieldOp::create(b, loc);
         });
-    // The diagonal block, always.
-    Value write = arith::AndIOp::create(
-        b, loc, is(b, arith::CmpIPredicate::eq, tid, cIdx(b, 0)),
-        is(b, arith::CmpIPredicate::ugt, numBlocks, cIdx(b, 0)));
-    scf::IfOp::create(b, loc, write, [&](OpBuilder &b, Location) {
-      store(b, one8, keptMap, diag);
-      scf::YieldOp::create(b, loc);
-    });
-  }
-
-  /// mass(P) (at least one block) by emitMassSelection over shared memory:
-  /// threads share the fill and each sort stage; thread 0 walks.
-  void emitMassBySort(OpBuilder &b, gpu::GPUFuncOp func, Value tid,
-                      Value numBlocks, Value mass, Value mSafe, Value total,
-                      Value diag, Value scores, Value eligibleMap, MapAt at,
-                      MapStore store) {
-    Value zero8 = arith::ConstantIntOp::create(b, loc, 0, 8);
-    Value one8 = arith::ConstantIntOp::create(b, loc, 1, 8);
-    forEachStrided(b, loc, tid, numBlocks, [&](OpBuilder &b, Value kb) {
-      store(b, zero8, keptMap, kb);
-    });
-    MassSelection sel;
-    sel.numBlocks = numBlocks;
-    sel.mass = mass;
-    sel.mSafe = mSafe;
-    sel.total = total;
-    sel.sortScore = func.getWorkgroupAttributions()[1];
-    sel.sortKey = func.getWorkgroupAttributions()[2];
-    sel.eligibleAt = [&](OpBuilder &b, Value kb) {
-      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                   at(b, eligibleMap, kb), zero8)
-          .getResult();
-    };
-    sel.scoreAt = [&](OpBuilder &b, Value kb) { return at(b, scores, kb); };
-    sel.keep = [&](OpBuilder &b, Value kb) { store(b, one8, keptMap, kb); };
-    sel.forEach = [&](OpBuilder &b, Value end,
-                      llvm::function_ref<void(OpBuilder &, Value)> body) {
-      forEachStrided(b, loc, tid, end, body);
-    };
-    sel.barrier = [&](OpBuilder &b) { gpu::BarrierOp::create(b, loc); };
-    sel.single = [&](OpBuilder &b,
-                     llvm::function_ref<void(OpBuilder &)> body) {
-      scf::IfOp::create(
-          b, loc,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
-                                cIdx(b, 0)),
-          [&](OpBuilder &b, Location) {
-            body(b);
-            scf::YieldOp::create(b, loc);
-          });
-    };
-    emitMassSelection(b, loc, sel);
-    sel.single(b, [&](OpBuilder &b) { store(b, one8, keptMap, diag); });
-  }
-
-  /// Whether the mask keeps any entry of queries [qs, qe) x keys [ks, ke).
-  Value eligible(OpBuilder &b, Value qs, Value qe, Value ks, Value ke) {
-    if (!op.hasMask())
-      return arith::ConstantIntOp::create(b, loc, 1, 1);
-    Value cls =
-        op.hasClassify()
-            ? regions.inlineRegion(
-                  b, op.getClassify(),
-                  {b32, h32, h32, toI32(b, qs),
-                   toI32(b, arith::SubIOp::create(b, loc, qe, cIdx(b, 1))),
-                   toI32(b, ks),
-                   toI32(b, arith::SubIOp::create(b, loc, ke, cIdx(b, 1)))})
-            : cI32(b, kTilePartial);
-    return anyEntryKept(b, loc, cls, qs, qe, ks, ke,
-                        [&](OpBuilder &b, Value q, Value kv) {
-                          return regions.inlineRegion(
-                              b, op.getMask(),
-                              {b32, h32, toI32(b, q), toI32(b, kv)});
-                        });
+    // (Read before the round's closing barrier; the next round's stores
+    // come after it.)
+    Value winner =
+        memref::LoadOp::create(b, loc, bestIndex, ValueRange{cIdx(b, 0)});
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), winner);
   }
 };
 
@@ -1173,17 +920,16 @@ public:
     hkvIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
     int64_t N = BK;
     Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    SelectWork work = threadWork(b, loc);
     Value ks = arith::MulIOp::create(b, loc, kb, cIdx(b, N));
     Value ke = arith::MinUIOp::create(b, loc, add(b, ks, N), seqKV);
     // (Paged: blocks past this batch's length are never read.)
     Value some =
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, ks, ke);
     scf::IfOp::create(b, loc, some, [&](OpBuilder &b, Location) {
-      poolRows(
-          b, loc, tid, D,
+      emitPooledRows(
+          b, loc, work, D, ks, ke,
           [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
-          ks, ke,
           [&](OpBuilder &b, Value d, Value mean) {
             memref::StoreOp::create(b, loc, mean, pooled,
                                     ValueRange{bIdx, hkvIdx, kb, d});

@@ -102,8 +102,8 @@ gpu::GPUFuncOp buildMergeKernel(OpBuilder &b, AttentionOp op, StringRef name);
 ///   eligible)`: per query block (grid (ceil(Sq / N), Hq, B)) pools the queries, scores the key
 ///   blocks the mask leaves non-empty (scores and eligible are scratch
 ///   shaped like the kept map, f32 and i8) and writes the kept map: the
-///   rule's blocks (each thread ranks its blocks against all others, which
-///   picks what the CPU's best-first rounds pick) plus the diagonal block.
+///   rule's blocks plus the diagonal block, by the rule the CPU tiler runs
+///   (lib/Transforms/SelectBlocks.h), threads striding over blocks.
 /// Both take the arguments with a part count and pack of 1. Returns (pool,
 /// select).
 std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
