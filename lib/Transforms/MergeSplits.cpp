@@ -30,16 +30,15 @@ MergeRow mlir::attn::emitMergeRow(OpBuilder &b, Location loc, Normalize norm,
       b, loc, cIdx(b, loc, 0), parts.count, cIdx(b, loc, 1),
       ValueRange{cF32(b, loc, -INFINITY)},
       [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-        scf::YieldOp::create(
-            b, loc,
-            ValueRange{arith::MaximumFOp::create(b, loc, acc[0],
-                                                 parts.lse(b, p))});
+        scf::YieldOp::create(b, loc,
+                             ValueRange{arith::MaximumFOp::create(
+                                 b, loc, acc[0], parts.lse(b, p))});
       });
   row.maxLse = maxLoop.getResult(0);
   row.none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
                                    row.maxLse, cF32(b, loc, -INFINITY));
-  row.shift = arith::SelectOp::create(b, loc, row.none, cF32(b, loc, 0.0),
-                                      row.maxLse);
+  row.shift =
+      arith::SelectOp::create(b, loc, row.none, cF32(b, loc, 0.0), row.maxLse);
   return row;
 }
 
@@ -56,14 +55,15 @@ void mlir::attn::emitMergeColumn(
         ValueRange{cF32(b, loc, 0.0), cF32(b, loc, 0.0)},
         [&](OpBuilder &b, Location, Value p, ValueRange acc) {
           Value w = math::ExpOp::create(
-              b, loc, arith::SubFOp::create(b, loc, parts.lse(b, p), row.shift));
+              b, loc,
+              arith::SubFOp::create(b, loc, parts.lse(b, p), row.shift));
           scf::YieldOp::create(
               b, loc,
-              ValueRange{arith::AddFOp::create(b, loc, acc[0], w),
-                         arith::AddFOp::create(
-                             b, loc, acc[1],
-                             arith::MulFOp::create(b, loc, w,
-                                                   parts.out(b, p)))});
+              ValueRange{
+                  arith::AddFOp::create(b, loc, acc[0], w),
+                  arith::AddFOp::create(
+                      b, loc, acc[1],
+                      arith::MulFOp::create(b, loc, w, parts.out(b, p)))});
         });
     Value wsum = sumLoop.getResult(0);
     result = arith::SelectOp::create(
@@ -78,10 +78,9 @@ void mlir::attn::emitMergeColumn(
         b, loc, cIdx(b, loc, 0), parts.count, cIdx(b, loc, 1),
         ValueRange{cF32(b, loc, 0.0)},
         [&](OpBuilder &b, Location, Value p, ValueRange acc) {
-          scf::YieldOp::create(
-              b, loc,
-              ValueRange{arith::AddFOp::create(b, loc, acc[0],
-                                               parts.out(b, p))});
+          scf::YieldOp::create(b, loc,
+                               ValueRange{arith::AddFOp::create(
+                                   b, loc, acc[0], parts.out(b, p))});
         });
     result = sumLoop.getResult(0);
   }

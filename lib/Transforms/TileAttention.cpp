@@ -25,6 +25,7 @@
 #include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/RowState.h"
 #include "lib/Transforms/SelectBlocks.h"
 #include "lib/Transforms/Transforms.h"
@@ -838,19 +839,16 @@ void AttentionTiler::emitSelectBlocks(OpBuilder &b, Value qBlock,
 }
 
 /// The class of key tiles [lo, hi) for this query tile: from the given
-/// block map when there is one (EMPTY if all are, FULL if all are), else
-/// from the classifier on the key range [kvLo, kvEnd).
+/// block map when there is one, else from the classifier on the key range
+/// [kvLo, kvEnd).
 Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
                                     Value qLo, Value qHi, Value kvLo,
                                     Value kvEnd) {
-  Value one = cIdx(b, 1);
   auto fromClassifier = [&](OpBuilder &b) -> Value {
-    if (!op.hasClassify()) // no mask: only a selection can drop blocks
-      return arith::ConstantIntOp::create(b, loc, kTileFull, 32);
-    return inlineRegion(
-        b, op.getClassify(),
+    return classifyBlock(
+        b, loc, op, regions,
         {b32, tileHLo, tileHHi, qLo, qHi, toI32(b, kvLo),
-         toI32(b, arith::SubIOp::create(b, loc, kvEnd, one))});
+         toI32(b, arith::SubIOp::create(b, loc, kvEnd, cIdx(b, 1)))});
   };
   Value map = op.getTileClasses();
   if (!map)
@@ -862,41 +860,9 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
                                 /*withElseRegion=*/true);
   {
     OpBuilder tb = ifOp.getThenBodyBuilder();
-    // A map with one batch or head broadcasts over them.
-    auto clampTo = [&](Value i, unsigned d) {
-      Value last = arith::SubIOp::create(
-          tb, loc, memref::DimOp::create(tb, loc, map, d), one);
-      return minIdx(tb, i, last);
-    };
-    Value mb = clampTo(bIdx, 0), mh = clampTo(hIdx, 1);
-    Value fls = arith::ConstantIntOp::create(tb, loc, 0, 1);
-    Value tru = arith::ConstantIntOp::create(tb, loc, 1, 1);
-    auto scan = scf::ForOp::create(
-        tb, loc, lo, hi, one, ValueRange{fls, tru},
-        [&](OpBuilder &b, Location, Value t, ValueRange acc) {
-          Value c = memref::LoadOp::create(b, loc, map,
-                                           ValueRange{mb, mh, qTileIdx, t});
-          auto eq = [&](int32_t k) {
-            return arith::CmpIOp::create(
-                b, loc, arith::CmpIPredicate::eq, c,
-                arith::ConstantIntOp::create(b, loc, k, 8));
-          };
-          Value kept = arith::OrIOp::create(
-              b, loc, acc[0],
-              arith::XOrIOp::create(b, loc, eq(kTileEmpty),
-                                    arith::ConstantIntOp::create(b, loc, 1, 1)));
-          Value full = arith::AndIOp::create(b, loc, acc[1], eq(kTileFull));
-          scf::YieldOp::create(b, loc, ValueRange{kept, full});
-        });
-    auto c32 = [&](int32_t k) {
-      return arith::ConstantIntOp::create(tb, loc, k, 32);
-    };
-    Value cls = arith::SelectOp::create(
-        tb, loc, scan.getResult(0),
-        arith::SelectOp::create(tb, loc, scan.getResult(1), c32(kTileFull),
-                                c32(kTilePartial)),
-        c32(kTileEmpty));
-    scf::YieldOp::create(tb, loc, cls);
+    scf::YieldOp::create(
+        tb, loc,
+        classifyMappedTiles(tb, loc, map, bIdx, hIdx, qTileIdx, lo, hi));
   }
   {
     OpBuilder eb = ifOp.getElseBodyBuilder();
@@ -906,88 +872,28 @@ Value AttentionTiler::classifyRange(OpBuilder &b, Value lo, Value hi,
 }
 
 void AttentionTiler::emitKeyLoop(OpBuilder &b) {
-  if (!op.hasClassify() && !op.getTileClasses()) {
-    forLoop(b, tileBegin, tileEnd, 1, [&](OpBuilder &b, Value t) {
-      emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), Value());
-    });
-    return;
-  }
-  Type idx = b.getIndexType();
-  auto stackType = MemRefType::get({64}, idx);
-  Value stackLo = memref::AllocaOp::create(b, loc, stackType);
-  Value stackHi = memref::AllocaOp::create(b, loc, stackType);
-  Value zero = cIdx(b, 0), one = cIdx(b, 1), two = cIdx(b, 2);
-  memref::StoreOp::create(b, loc, tileBegin, stackLo, ValueRange{zero});
-  memref::StoreOp::create(b, loc, tileEnd, stackHi, ValueRange{zero});
-  Value haveTiles = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
-                                          tileEnd, tileBegin);
-  Value initSp = arith::SelectOp::create(b, loc, haveTiles, one, zero);
-  // Query rows of this tile, for the classifier.
-  Value qLo = tileQLo, qHi = tileQHi;
-  // The stack pointer lives in memory so the branches need no results.
-  Value spBuf = memref::AllocaOp::create(b, loc, MemRefType::get({}, idx));
-  memref::StoreOp::create(b, loc, initSp, spBuf, ValueRange{});
-  scf::WhileOp::create(
-      b, loc, TypeRange{}, ValueRange{},
-      [&](OpBuilder &b, Location, ValueRange) {
-        Value sp = memref::LoadOp::create(b, loc, spBuf, ValueRange{});
-        Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
-                                           sp, zero);
-        scf::ConditionOp::create(b, loc, more, ValueRange{});
-      },
-      [&](OpBuilder &b, Location, ValueRange) {
-        Value sp = memref::LoadOp::create(b, loc, spBuf, ValueRange{});
-        Value top = arith::SubIOp::create(b, loc, sp, one);
-        memref::StoreOp::create(b, loc, top, spBuf, ValueRange{});
-        Value lo = memref::LoadOp::create(b, loc, stackLo, ValueRange{top});
-        Value hi = memref::LoadOp::create(b, loc, stackHi, ValueRange{top});
-        Value kvLo = arith::MulIOp::create(b, loc, lo, cIdx(b, BK));
-        Value kvEnd = minIdx(b, arith::MulIOp::create(b, loc, hi, cIdx(b, BK)),
-                             seqKV);
-        Value cls = classifyRange(b, lo, hi, qLo, qHi, kvLo, kvEnd);
-        auto is = [&](int32_t c) {
-          return arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::eq, cls,
-              arith::ConstantIntOp::create(b, loc, c, 32));
-        };
-        Value full = is(kTileFull), partial = is(kTilePartial);
-        Value single = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::eq,
-            arith::SubIOp::create(b, loc, hi, lo), one);
-        Value visit = arith::OrIOp::create(
-            b, loc, full, arith::AndIOp::create(b, loc, partial, single));
-        Value split = arith::AndIOp::create(
-            b, loc, partial,
-            arith::XOrIOp::create(b, loc, single,
-                                  arith::ConstantIntOp::create(b, loc, 1, 1)));
-        scf::IfOp::create(b, loc, visit, [&](OpBuilder &b, Location) {
-          forLoop(b, lo, hi, 1, [&](OpBuilder &b, Value t) {
-            if (Value map = op.getBlockMap())
-              memref::StoreOp::create(
-                  b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), cls),
-                  map, ValueRange{bIdx, hIdx, qTileIdx, t});
-            else
-              emitKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)),
-                          full);
-          });
-          scf::YieldOp::create(b, loc);
-        });
-        // A PARTIAL range of several tiles splits in two, lower half on top
-        // so tiles run in order; an EMPTY range is dropped.
-        scf::IfOp::create(b, loc, split, [&](OpBuilder &b, Location) {
-          Value mid = arith::DivUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, lo, hi), two);
-          Value next = arith::AddIOp::create(b, loc, top, one);
-          memref::StoreOp::create(b, loc, mid, stackLo, ValueRange{top});
-          memref::StoreOp::create(b, loc, hi, stackHi, ValueRange{top});
-          memref::StoreOp::create(b, loc, lo, stackLo, ValueRange{next});
-          memref::StoreOp::create(b, loc, mid, stackHi, ValueRange{next});
-          memref::StoreOp::create(b, loc,
-                                  arith::AddIOp::create(b, loc, top, two),
-                                  spBuf, ValueRange{});
-          scf::YieldOp::create(b, loc);
-        });
-        scf::YieldOp::create(b, loc, ValueRange{});
+  // Bisection where there are classes to ask (a mostly empty or mostly
+  // full item asks few ranges); every tile otherwise.
+  bool classified = op.hasClassify() || op.getTileClasses();
+  auto classifyTiles = [&](OpBuilder &b, Value lo, Value hi) {
+    Value kvLo = arith::MulIOp::create(b, loc, lo, cIdx(b, BK));
+    Value kvEnd =
+        minIdx(b, arith::MulIOp::create(b, loc, hi, cIdx(b, BK)), seqKV);
+    return classifyRange(b, lo, hi, tileQLo, tileQHi, kvLo, kvEnd);
+  };
+  walkKeyTilesBisecting(
+      b, loc, tileBegin, tileEnd,
+      classified ? function_ref<Value(OpBuilder &, Value, Value)>(classifyTiles)
+                 : nullptr,
+      [&](OpBuilder &b, const TileVisit &tile) {
+        Value map = op.getBlockMap();
+        if (map && tile.cls)
+          memref::StoreOp::create(
+              b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), tile.cls),
+              map, ValueRange{bIdx, hIdx, qTileIdx, tile.tile});
+        else
+          emitKeyTile(b, arith::MulIOp::create(b, loc, tile.tile, cIdx(b, BK)),
+                      tile.full);
       });
 }
 

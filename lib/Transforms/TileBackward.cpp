@@ -31,6 +31,7 @@
 #include "lib/Transforms/LoopBuilder.h"
 #include "lib/Transforms/Passes.h"
 #include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -311,10 +312,6 @@ Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
                    arith::DivUIOp::create(b, loc, k0, cIdx(b, BK))});
     return arith::ExtUIOp::create(b, loc, b.getI32Type(), cls);
   }
-  // Without a classifier a mask is evaluated everywhere.
-  if (!op.hasClassify())
-    return arith::ConstantIntOp::create(
-        b, loc, op.hasMask() ? kTilePartial : kTileFull, 32);
   Value one = cIdx(b, 1);
   Value qHi = arith::SubIOp::create(
       b, loc, arith::MinUIOp::create(b, loc, add(b, q0, cIdx(b, BQ)), seqQ),
@@ -323,9 +320,9 @@ Value BackwardTiler::classify(OpBuilder &b, Value bI, Value hI, Value q0,
       b, loc, arith::MinUIOp::create(b, loc, add(b, k0, cIdx(b, BK)), seqKV),
       one);
   Value h = toI32(b, hI);
-  return regions.inlineRegion(b, op.getClassify(),
-                              {toI32(b, bI), h, h, toI32(b, q0), toI32(b, qHi),
-                               toI32(b, k0), toI32(b, kHi)});
+  return classifyBlock(b, loc, op, regions,
+                       {toI32(b, bI), h, h, toI32(b, q0), toI32(b, qHi),
+                        toI32(b, k0), toI32(b, kHi)});
 }
 
 void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,

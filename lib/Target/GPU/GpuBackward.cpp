@@ -30,6 +30,7 @@
 #include "lib/Target/GPU/GpuBackward.h"
 
 #include "dialect/Normalizers.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -149,13 +150,9 @@ void BackwardBase::axpy(OpBuilder &b, Value dst, Value row, Value x,
 
 Value BackwardBase::classify(OpBuilder &b, Value h32, Value qLo, Value qHi,
                                 Value kLo, Value kHi) {
-  // Without a classifier a mask is evaluated everywhere.
-  Value cls = op.hasClassify()
-                  ? regions.inlineRegion(b, op.getClassify(),
-                                         {b32, h32, h32, toI32(b, qLo),
-                                          toI32(b, qHi), toI32(b, kLo),
-                                          toI32(b, kHi)})
-                  : cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  Value cls = classifyBlock(b, loc, op, regions,
+                            {b32, h32, h32, toI32(b, qLo), toI32(b, qHi),
+                             toI32(b, kLo), toI32(b, kHi)});
   if (!keptMap)
     return cls;
   // select's choices, constants of the backward: the forward's blocks.

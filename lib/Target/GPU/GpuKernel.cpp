@@ -2,6 +2,7 @@
 #include "lib/Target/GPU/GpuKernel.h"
 
 #include "lib/Transforms/MergeSplits.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/RowState.h"
 #include "lib/Transforms/SelectBlocks.h"
 #include "lib/Transforms/Transforms.h"
@@ -438,26 +439,16 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
   Value kLastIdx = arith::SubIOp::create(
       b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
       cIdx(b, 1));
-  // Without a classifier a mask is evaluated everywhere (kv_index: key
-  // positions are data).
-  Value cls = op.hasClassify()
-                  ? regions.inlineRegion(b, op.getClassify(),
-                                         {b32, h32, hLast32, toI32(b, q0),
-                                          qLast, toI32(b, k0),
-                                          toI32(b, kLastIdx)})
-                  : cI32(b, op.hasMask() ? kTilePartial : kTileFull);
+  // (kv_index ops have no classifier: their key positions are data.)
+  Value cls = classifyBlock(b, loc, op, regions,
+                            {b32, h32, hLast32, toI32(b, q0), qLast,
+                             toI32(b, k0), toI32(b, kLastIdx)});
   // The tile reaching past the last key is PARTIAL whatever the mask: only
   // PARTIAL tiles check that keys exist (scoreEntry), so interior tiles
   // skip a compare and a select per score.
   Value ragged = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
                                        add(b, k0, BK), seqKV);
-  cls = arith::SelectOp::create(
-      b, loc,
-      arith::AndIOp::create(
-          b, loc, ragged,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
-                                cI32(b, kTileFull))),
-      cI32(b, kTilePartial), cls);
+  cls = partialWhere(b, loc, cls, ragged);
   if (!keptMap)
     return cls;
   return classifyKept(
@@ -525,24 +516,13 @@ Value KernelBase::keptAt(OpBuilder &b, Value head32, Value q32, Value kv32) {
 }
 
 Value KernelBase::isVisited(OpBuilder &b, Value cls) {
-  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                               cI32(b, kTileEmpty));
+  return isVisitedClass(b, loc, cls);
 }
 
 Value KernelBase::classifyAt(OpBuilder &b, Value t) {
-  Value exists =
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, t, numTiles);
-  auto ifOp = scf::IfOp::create(
-      b, loc, exists,
-      [&](OpBuilder &b, Location) {
-        scf::YieldOp::create(
-            b, loc,
-            classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
-      },
-      [&](OpBuilder &b, Location) {
-        scf::YieldOp::create(b, loc, cI32(b, kTileEmpty));
-      });
-  return ifOp.getResult(0);
+  return classifyTileBefore(b, loc, t, numTiles, [&](OpBuilder &b, Value t) {
+    return classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)));
+  });
 }
 
 Value KernelBase::positionOf(OpBuilder &b, Value slot) {

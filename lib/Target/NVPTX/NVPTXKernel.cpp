@@ -66,6 +66,7 @@
 #include "lib/Target/NVPTX/NVPTXTarget.h"
 
 #include "lib/Transforms/RegionInliner.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
@@ -1374,53 +1375,44 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
         loopInit.append(ml);
         loopInit.append(flatten(pOperands(b, p)));
         loopInit.append(initO.begin(), initO.end());
-        auto loop = scf::ForOp::create(
-            b, loc, add(b, t0, 1), numTiles, cIdx(b, 1), loopInit,
-            [&](OpBuilder &b, Location, Value t, ValueRange it) {
+        SmallVector<Value> final = walkKeyTilesCarrying(
+            b, loc, add(b, t0, 1), numTiles, loopInit,
+            [&](OpBuilder &b, Value t) { return classifyAt(b, t); },
+            [&](OpBuilder &b, Value t, Value cls,
+                ValueRange it) -> SmallVector<Value> {
               Value n = it[0], previous = it[1];
               ValueRange ml = it.slice(2, 4), pRegs = it.slice(6, numP),
                          o = it.drop_front(6 + numP);
-              Value cls = classifyAt(b, t);
-              auto ifOp = scf::IfOp::create(
-                  b, loc, isVisited(b, cls),
-                  [&](OpBuilder &b, Location) {
-                    Value buffer = waitFull(b, n);
-                    awaitTurn(b);
-                    SmallVector<Value> sPending = qkWgmma(b, buffer, false);
-                    SmallVector<Value> oPending =
-                        pvWgmma(b, regroup(pRegs), previous, o, false);
-                    passTurn(b);
-                    SmallVector<Value> sReady =
-                        waitWarpgroup(b, sPending, 1);
-                    SmallVector<Value> p;
-                    Value alpha[2];
-                    SmallVector<Value> nextMl = softmaxStep(
-                        b, fragments(sReady),
-                        arith::MulIOp::create(b, loc, t, cIdx(b, BK)), cls,
-                        ml, p, alpha);
-                    SmallVector<Value> nextO = waitWarpgroup(b, oPending, 0);
-                    // Packed only now: the carried P registers are still
-                    // being read by the P V in flight until the wait.
-                    SmallVector<Value> nextP = flatten(pOperands(b, p));
-                    release(b, previous);
-                    rescale(b, nextO, alpha);
-                    SmallVector<Value> yield = {add(b, n, 1), buffer};
-                    yield.append(nextMl);
-                    yield.append(nextP);
-                    yield.append(nextO);
-                    scf::YieldOp::create(b, loc, yield);
-                  },
-                  [&](OpBuilder &b, Location) {
-                    scf::YieldOp::create(b, loc, it);
-                  });
-              scf::YieldOp::create(b, loc, ifOp.getResults());
+              Value buffer = waitFull(b, n);
+              awaitTurn(b);
+              SmallVector<Value> sPending = qkWgmma(b, buffer, false);
+              SmallVector<Value> oPending =
+                  pvWgmma(b, regroup(pRegs), previous, o, false);
+              passTurn(b);
+              SmallVector<Value> sReady = waitWarpgroup(b, sPending, 1);
+              SmallVector<Value> p;
+              Value alpha[2];
+              SmallVector<Value> nextMl =
+                  softmaxStep(b, fragments(sReady),
+                              arith::MulIOp::create(b, loc, t, cIdx(b, BK)),
+                              cls, ml, p, alpha);
+              SmallVector<Value> nextO = waitWarpgroup(b, oPending, 0);
+              // Packed only now: the carried P registers are still
+              // being read by the P V in flight until the wait.
+              SmallVector<Value> nextP = flatten(pOperands(b, p));
+              release(b, previous);
+              rescale(b, nextO, alpha);
+              SmallVector<Value> yield = {add(b, n, 1), buffer};
+              yield.append(nextMl);
+              yield.append(nextP);
+              yield.append(nextO);
+              return yield;
             });
         // The last tile's P V.
-        ValueRange done = loop.getResults();
+        ValueRange done = final;
         Value last = done[1];
-        SmallVector<Value> o =
-            pvWgmma(b, regroup(done.slice(6, numP)), last,
-                    done.drop_front(6 + numP), true);
+        SmallVector<Value> o = pvWgmma(b, regroup(done.slice(6, numP)), last,
+                                       done.drop_front(6 + numP), true);
         release(b, last);
         SmallVector<Value> result(done.slice(2, 4));
         result.append(o);
@@ -1549,47 +1541,39 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
               b, loc, barriers, cIdx(b, BQ * D * elementBytes()), cIdx(b, 0),
               Value());
           tmaLoad(b, qMap, barriers, 0, 0, BQ, D, qkSwizzle, q0, hIdx);
-          auto loop = scf::ForOp::create(
-              b, loc, tileBegin, numTiles, cIdx(b, 1), ValueRange{cIdx(b, 0)},
-              [&](OpBuilder &b, Location, Value t, ValueRange iter) {
+          // (The count of tiles issued, which picks buffers and parities.)
+          walkKeyTilesCarrying(
+              b, loc, tileBegin, numTiles, ValueRange{cIdx(b, 0)},
+              [&](OpBuilder &b, Value t) { return classifyAt(b, t); },
+              [&](OpBuilder &b, Value t, Value cls,
+                  ValueRange iter) -> SmallVector<Value> {
                 Value n = iter[0];
-                Value cls = classifyAt(b, t);
-                auto ifOp = scf::IfOp::create(
-                    b, loc, isVisited(b, cls),
-                    [&](OpBuilder &b, Location) {
-                      Value buffer = bufferOf(b, n);
-                      nvgpu::MBarrierTryWaitParityOp::create(
-                          b, loc, barriers, useParity(b, n, true), ticks,
-                          add(b, buffer, 3));
-                      Value full = add(b, buffer, 1);
-                      nvgpu::MBarrierArriveExpectTxOp::create(
-                          b, loc, barriers, cIdx(b, kvBytes), full, Value());
-                      Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
-                      // Buffer offsets depend on the buffer: two branches
-                      // keep every view's offset static.
-                      for (int64_t which = 0; which < 2; ++which) {
-                        Value isThis = arith::CmpIOp::create(
-                            b, loc, arith::CmpIPredicate::eq, buffer,
-                            cIdx(b, which));
-                        scf::IfOp::create(
-                            b, loc, isThis, [&](OpBuilder &b, Location) {
-                              tmaLoad(b, kMap, barriers, 1 + which,
-                                      layout.kOffset + which * kTile, BK, D,
-                                      qkSwizzle, k0, hkvIdx);
-                              tmaLoad(b, vMap, barriers, 1 + which,
-                                      layout.vOffset + which * vTile, BK, Dv,
-                                      vSwizzle, k0, hkvIdx);
-                              scf::YieldOp::create(b, loc);
-                            });
-                      }
-                      scf::YieldOp::create(b, loc, add(b, n, 1));
-                    },
-                    [&](OpBuilder &b, Location) {
-                      scf::YieldOp::create(b, loc, n);
-                    });
-                scf::YieldOp::create(b, loc, ifOp.getResults());
+                Value buffer = bufferOf(b, n);
+                nvgpu::MBarrierTryWaitParityOp::create(
+                    b, loc, barriers, useParity(b, n, true), ticks,
+                    add(b, buffer, 3));
+                Value full = add(b, buffer, 1);
+                nvgpu::MBarrierArriveExpectTxOp::create(
+                    b, loc, barriers, cIdx(b, kvBytes), full, Value());
+                Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
+                // Buffer offsets depend on the buffer: two branches
+                // keep every view's offset static.
+                for (int64_t which = 0; which < 2; ++which) {
+                  Value isThis = arith::CmpIOp::create(
+                      b, loc, arith::CmpIPredicate::eq, buffer, cIdx(b, which));
+                  scf::IfOp::create(b, loc, isThis,
+                                    [&](OpBuilder &b, Location) {
+                                      tmaLoad(b, kMap, barriers, 1 + which,
+                                              layout.kOffset + which * kTile,
+                                              BK, D, qkSwizzle, k0, hkvIdx);
+                                      tmaLoad(b, vMap, barriers, 1 + which,
+                                              layout.vOffset + which * vTile,
+                                              BK, Dv, vSwizzle, k0, hkvIdx);
+                                      scf::YieldOp::create(b, loc);
+                                    });
+                }
+                return {add(b, n, 1)};
               });
-          (void)loop;
           scf::YieldOp::create(b, loc);
         });
         scf::YieldOp::create(b, loc);
