@@ -8,6 +8,7 @@
 #include "lib/Frontend/Parser.h"
 #include "lib/Target/CPU/CPUTarget.h"
 #include "lib/Target/CPU/Passes.h"
+#include "lib/Target/GPU/LaunchAttr.h"
 #include "lib/Target/TargetInfo.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "lib/Transforms/Passes.h"
@@ -110,7 +111,7 @@ void registerPassesOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
     mlir::attn::registerAttnPasses();
-    mlir::attn::cpu::registerAttnCPUPasses();
+    mlir::attn::registerTargetPasses();
     // The upstream passes our textual pipelines name.
     mlir::registerTransformsPasses();
     mlir::registerConversionPasses();
@@ -457,8 +458,33 @@ bool isGpuTarget(const std::string &target) {
 
 namespace {
 
-/// The variant's kernel classified, and its GPU kernel built next to it in
-/// `host` (a gpu.module); returns the launch geometry.
+/// Runs the target's kernel passes `pipeline` on `module`; what they refuse
+/// is reported under `option`.
+void runKernelPasses(ModuleOp module, const std::string &pipeline,
+                     const char *option) {
+  PassManager pm(module.getContext());
+  // buildGpuModule verifies the result: a kernel that does not verify is a
+  // compiler bug, not an unsupported variant.
+  pm.enableVerifier(false);
+  std::string error;
+  llvm::raw_string_ostream errs(error);
+  if (failed(parsePassPipeline(pipeline, pm, errs)))
+    throw InternalError("bad kernel pipeline '" + pipeline + "': " + error);
+  std::string message;
+  ScopedDiagnosticHandler handler(module.getContext(), [&](Diagnostic &d) {
+    if (d.getSeverity() == DiagnosticSeverity::Error && message.empty())
+      message = d.str();
+    return success();
+  });
+  if (succeeded(pm.run(module)))
+    return;
+  if (message.empty())
+    throw InternalError(pipeline + " failed");
+  throw Error(option, message);
+}
+
+/// The variant's kernel classified, and its GPU kernels built by the
+/// target's passes and moved into `host`; returns the launch geometry.
 mlir::attn::gpukernel::KernelInfo
 buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   PassManager pm(built.ctx.get());
@@ -467,20 +493,31 @@ buildGpuModule(BuiltModule &built, const KernelPlan &plan, ModuleOp host) {
   if (failed(parsePassPipeline("func.func(attn-classify-mask)", pm, errs)) ||
       failed(pm.run(*built.module)))
     throw InternalError("classifying the mask failed: " + error);
-  std::string errorOption;
-  FailureOr<mlir::attn::gpukernel::KernelInfo> info =
-      targetFor(plan.info.target)
-          .buildKernels(*built.module, host, plan, plan.info.target,
-                        plan.variant->name,
-                        plan.info.backward
-                            ? fe::backwardFunctionName(plan.variant->name)
-                            : std::string(),
-                        entrySymbol(plan.variant->name), error, errorOption);
-  if (failed(info)) {
-    if (errorOption.empty())
-      throw InternalError(error);
-    throw Error(errorOption, error);
-  }
+  const mlir::attn::TargetInfo &target = targetFor(plan.info.target);
+  const std::string &chip = plan.info.target;
+  runKernelPasses(*built.module,
+                  target.kernelPipeline(plan, chip, plan.variant->name,
+                                        entrySymbol(plan.variant->name)),
+                  "--target");
+  if (plan.info.backward)
+    runKernelPasses(
+        *built.module,
+        target.backwardPipeline(plan, chip,
+                                fe::backwardFunctionName(plan.variant->name)),
+        "--backward");
+  gpu::GPUModuleOp gpuModule =
+      mlir::attn::gpukernel::findKernelModule(*built.module);
+  FailureOr<mlir::attn::gpukernel::KernelInfo> info = failure();
+  if (gpuModule)
+    info = mlir::attn::gpukernel::readLaunch(gpuModule);
+  if (failed(info))
+    throw InternalError("the kernel passes left no gpu.module with " +
+                        std::string(mlir::attn::gpukernel::kLaunchAttr));
+  // The geometry travels in the bundle's manifest, not in the binary.
+  gpuModule->removeAttr(mlir::attn::gpukernel::kLaunchAttr);
+  host->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                UnitAttr::get(host.getContext()));
+  gpuModule->moveBefore(host.getBody(), host.getBody()->end());
   // The NVVM pipeline does not verify its input: catch malformed kernels
   // here rather than as wrong PTX.
   std::string diagnostics;

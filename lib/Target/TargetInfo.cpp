@@ -39,4 +39,9 @@ void registerTargetDialects(DialectRegistry &registry) {
     t->registerDialects(registry);
 }
 
+void registerTargetPasses() {
+  for (const TargetInfo *t : allTargets())
+    t->registerPasses();
+}
+
 } // namespace mlir::attn

@@ -148,23 +148,28 @@ public:
   /// Throws attn::Error("--stage") for a stage this target does not emit.
   virtual void checkStage(Stage stage) const = 0;
   virtual void registerDialects(DialectRegistry &registry) const = 0;
+  /// Registers the target's passes (for pipelines parsed from text).
+  virtual void registerPasses() const {}
 
   // GPU targets.
 
-  /// Builds the kernels for `chip` of func.func @`variant` (imported into
-  /// `module`, its attention classified), and the backward kernels of
-  /// @`backwardVariant` unless it is empty, into a gpu.module in `host`,
-  /// named after `entry`. Fails with `error` and the option it is reported
-  /// under (empty: a compiler bug).
-  virtual FailureOr<gpukernel::KernelInfo>
-  buildKernels(ModuleOp module, ModuleOp host, const TilePlan &plan,
-               const std::string &chip, llvm::StringRef variant,
-               llvm::StringRef backwardVariant,
-               llvm::StringRef entry, std::string &error,
-               std::string &errorOption) const {
-    error = "internal: " + names().front().str() + " builds no GPU kernels";
-    errorOption = "--target";
-    return failure();
+  /// The passes (attn-opt pipeline syntax, run on the module) that build
+  /// the kernels for `chip` of func.func @`variant`, its attention
+  /// classified, into gpu.module @attn_gpu with the main kernel named
+  /// `entry` and the launch geometry in its attn.launch dictionary
+  /// (lib/Target/GPU/LaunchAttr.h). Empty: no GPU kernels.
+  virtual std::string kernelPipeline(const TilePlan &plan,
+                                     const std::string &chip,
+                                     llvm::StringRef variant,
+                                     llvm::StringRef entry) const {
+    return "";
+  }
+  /// The passes that add the backward kernels of func.func @`variant` to
+  /// that gpu.module.
+  virtual std::string backwardPipeline(const TilePlan &plan,
+                                       const std::string &chip,
+                                       llvm::StringRef variant) const {
+    return "";
   }
   /// Whether binaries can be made on this machine (ptxas found, say).
   virtual bool assemblesHere() const { return true; }
@@ -197,6 +202,8 @@ std::vector<std::string> allTargetNames();
 /// The dialects and translations of every target, so that one context
 /// holds host and device code.
 void registerTargetDialects(DialectRegistry &registry);
+/// Every target's passes.
+void registerTargetPasses();
 
 } // namespace mlir::attn
 

@@ -1,7 +1,6 @@
 //===- attn-opt.cpp - mlir-opt with the attn dialect and passes ----------===//
 #include "dialect/AttnDialect.h"
-#include "lib/Target/CPU/CPUTarget.h"
-#include "lib/Target/CPU/Passes.h"
+#include "lib/Target/TargetInfo.h"
 #include "lib/Transforms/Passes.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllPasses.h"
@@ -13,8 +12,9 @@ int main(int argc, char **argv) {
   mlir::registerAllPasses();
   registry.insert<mlir::attn::AttnDialect>();
   mlir::attn::registerAttnPasses();
-  mlir::attn::cpu::registerAttnCPUPasses();
-  attn::cpu::registerCPUPipelines();
+  // The targets' passes: the CPU's, and the GPU kernel builders
+  // (attn-build-nvptx-kernel, attn-build-amdgpu-kernel, ...).
+  mlir::attn::registerTargetPasses();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "attn optimizer driver\n", registry));
 }

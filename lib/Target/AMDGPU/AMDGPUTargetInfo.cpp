@@ -1,6 +1,8 @@
 //===- AMDGPUTargetInfo.cpp - TargetInfo for AMD CDNA GPUs ----------------===//
 #include "lib/Target/AMDGPU/AMDGPUTargetInfo.h"
 
+#include "lib/Target/AMDGPU/Passes.h"
+
 #include "lib/Target/CPU/CPUTarget.h"
 
 #include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
@@ -94,45 +96,23 @@ void rocm::AMDGPUTargetInfo::registerDialects(
   registerROCDLDialectTranslation(registry);
 }
 
-FailureOr<gpukernel::KernelInfo> rocm::AMDGPUTargetInfo::buildKernels(
-    ModuleOp module, ModuleOp host, const TilePlan &plan,
-    const std::string &chip, StringRef variant, StringRef backwardVariant,
-    StringRef entry, std::string &error, std::string &errorOption) const {
-  AttentionOp op = findAttention(module, variant);
-  if (!op) {
-    error = "imported module lacks the kernel";
-    errorOption.clear();
-    return failure();
-  }
-  KernelConfig cfg = configFor(plan, chip);
-  FailureOr<gpukernel::KernelInfo> info =
-      buildGpuKernel(host, op, entry, cfg, error);
-  if (failed(info)) {
-    errorOption = "--target";
-    return failure();
-  }
-  if (backwardVariant.empty())
-    return info;
-  AttentionOp bwd = findAttention(module, backwardVariant);
-  if (!bwd) {
-    error = "imported module lacks the backward kernel";
-    errorOption.clear();
-    return failure();
-  }
-  // The shared SIMT kernels (lib/Target/GPU/GpuBackward.cpp).
-  auto kernels = buildGpuBackwardKernels(host, bwd, entry, cfg, error);
-  if (failed(kernels)) {
-    errorOption = "--backward";
-    return failure();
-  }
-  info->backwardKvName = kernels->keys.name;
-  info->backwardKvThreads = kernels->keys.threads;
-  info->backwardKvRows = kernels->keys.rows;
-  info->backwardQName = kernels->queries.name;
-  info->backwardQThreads = kernels->queries.threads;
-  info->backwardQRows = kernels->queries.rows;
-  info->backwardGradients = kernels->gradientBuffers;
-  return info;
+void rocm::AMDGPUTargetInfo::registerPasses() const {
+  registerAttnAMDGPUPasses();
+}
+
+std::string rocm::AMDGPUTargetInfo::kernelPipeline(const TilePlan &plan,
+                                                   const std::string &chip,
+                                                   StringRef variant,
+                                                   StringRef entry) const {
+  return "attn-build-amdgpu-kernel{chip=" + chip +
+         " block-kv=" + std::to_string(plan.blockKV) +
+         " func=" + variant.str() + " kernel=" + entry.str() + "}";
+}
+
+std::string rocm::AMDGPUTargetInfo::backwardPipeline(
+    const TilePlan &, const std::string &chip, StringRef variant) const {
+  return "attn-build-amdgpu-backward{chip=" + chip + " func=" +
+         variant.str() + "}";
 }
 
 FailureOr<GpuBinary> rocm::AMDGPUTargetInfo::lowerToBinary(

@@ -17,11 +17,12 @@ public:
                  const TileRequest &request) const override;
   void checkStage(Stage stage) const override;
   void registerDialects(DialectRegistry &registry) const override;
-  FailureOr<gpukernel::KernelInfo>
-  buildKernels(ModuleOp module, ModuleOp host, const TilePlan &plan,
-               const std::string &chip, llvm::StringRef variant,
-               llvm::StringRef backwardVariant, llvm::StringRef entry,
-               std::string &error, std::string &errorOption) const override;
+  void registerPasses() const override;
+  std::string kernelPipeline(const TilePlan &plan, const std::string &chip,
+                             llvm::StringRef variant,
+                             llvm::StringRef entry) const override;
+  std::string backwardPipeline(const TilePlan &plan, const std::string &chip,
+                               llvm::StringRef variant) const override;
   const char *binaryKind() const override { return "amdgpu_code_object"; }
   FailureOr<GpuBinary> lowerToBinary(ModuleOp host, const TilePlan &plan,
                                      const std::string &chip, bool assemble,

@@ -2,6 +2,7 @@
 #include "lib/Target/CPU/CPUTargetInfo.h"
 
 #include "lib/Target/CPU/CPUTarget.h"
+#include "lib/Target/CPU/Passes.h"
 
 #include <tuple>
 
@@ -73,6 +74,11 @@ void CPUTargetInfo::checkStage(mlir::attn::Stage stage) const {
 
 void CPUTargetInfo::registerDialects(mlir::DialectRegistry &registry) const {
   registerTranslations(registry);
+}
+
+void CPUTargetInfo::registerPasses() const {
+  mlir::attn::cpu::registerAttnCPUPasses();
+  registerCPUPipelines();
 }
 
 } // namespace attn::cpu

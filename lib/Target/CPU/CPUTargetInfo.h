@@ -18,6 +18,7 @@ public:
                  const mlir::attn::TileRequest &request) const override;
   void checkStage(mlir::attn::Stage stage) const override;
   void registerDialects(mlir::DialectRegistry &registry) const override;
+  void registerPasses() const override;
 };
 
 

@@ -1,17 +1,13 @@
 //===- GpuTargetInfo.h - what the GPU targets answer alike ----------------===//
 //
 // The part of TargetInfo that NVPTX and AMDGPU share: bf16 by default,
-// tiles of 16-key multiples, the --gpu-loads spellings, and finding the
-// attention op a kernel is built from.
+// tiles of 16-key multiples, and the --gpu-loads spellings.
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_TARGET_GPU_GPUTARGETINFO_H
 #define ATTN_TARGET_GPU_GPUTARGETINFO_H
 
-#include "dialect/AttnOps.h"
 #include "lib/Target/TargetInfo.h"
-
-#include "mlir/Dialect/Func/IR/FuncOps.h"
 
 namespace mlir::attn::gpukernel {
 
@@ -34,15 +30,6 @@ protected:
       throw ::attn::Error("--gpu-loads",
                           "expected auto, tma or cp.async, got '" +
                               options.gpuLoads + "'");
-  }
-  /// The attention op of func.func @`func` in `module`, or null.
-  static AttentionOp findAttention(ModuleOp module, StringRef func) {
-    AttentionOp op;
-    module.walk([&](func::FuncOp f) {
-      if (f.getSymName() == func)
-        f.walk([&](AttentionOp a) { op = a; });
-    });
-    return op;
   }
 };
 

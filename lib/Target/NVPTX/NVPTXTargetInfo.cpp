@@ -1,6 +1,8 @@
 //===- NVPTXTargetInfo.cpp - TargetInfo for NVIDIA GPUs -------------------===//
 #include "lib/Target/NVPTX/NVPTXTargetInfo.h"
 
+#include "lib/Target/NVPTX/Passes.h"
+
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Target/LLVM/NVVM/Target.h"
@@ -89,53 +91,28 @@ void nvptx::NVPTXTargetInfo::registerDialects(
   registerNVVMDialectTranslation(registry);
 }
 
-FailureOr<gpukernel::KernelInfo> nvptx::NVPTXTargetInfo::buildKernels(
-    ModuleOp module, ModuleOp host, const TilePlan &plan,
-    const std::string &chip, StringRef variant, StringRef backwardVariant,
-    StringRef entry, std::string &error, std::string &errorOption) const {
-  AttentionOp op = findAttention(module, variant);
-  if (!op) {
-    error = "imported module lacks the kernel";
-    errorOption.clear();
-    return failure();
-  }
-  KernelConfig cfg;
-  cfg.chip = chip;
-  cfg.blockKV = plan.blockKV;
-  cfg.blockQ = plan.blockQ;
-  cfg.shareRegisters = plan.shareRegisters;
-  cfg.tma = plan.tma;
-  cfg.scalarBackward = plan.scalarBackward;
-  FailureOr<KernelInfo> info = buildGpuKernel(host, op, entry, cfg, error);
-  if (failed(info)) {
-    errorOption = "--target";
-    return failure();
-  }
-  if (backwardVariant.empty())
-    return info;
-  AttentionOp bwd = findAttention(module, backwardVariant);
-  if (!bwd) {
-    error = "imported module lacks the backward kernel";
-    errorOption.clear();
-    return failure();
-  }
-  KernelConfig bwdCfg;
-  bwdCfg.chip = chip;
-  bwdCfg.scalarBackward = plan.scalarBackward;
-  auto kernels = buildGpuBackwardKernels(host, bwd, entry, bwdCfg, error);
-  if (failed(kernels)) {
-    errorOption = "--backward";
-    return failure();
-  }
-  info->backwardKvName = kernels->keys.name;
-  info->backwardKvThreads = kernels->keys.threads;
-  info->backwardKvRows = kernels->keys.rows;
-  info->backwardQName = kernels->queries.name;
-  info->backwardQThreads = kernels->queries.threads;
-  info->backwardQRows = kernels->queries.rows;
-  // buildGpuBackwardKernels always appends the gradient buffers.
-  info->backwardGradients = true;
-  return info;
+void nvptx::NVPTXTargetInfo::registerPasses() const {
+  registerAttnNVPTXPasses();
+}
+
+std::string nvptx::NVPTXTargetInfo::kernelPipeline(const TilePlan &plan,
+                                                   const std::string &chip,
+                                                   StringRef variant,
+                                                   StringRef entry) const {
+  auto flag = [](bool on) { return on ? "true" : "false"; };
+  return "attn-build-nvptx-kernel{chip=" + chip +
+         " block-q=" + std::to_string(plan.blockQ) +
+         " block-kv=" + std::to_string(plan.blockKV) +
+         " tma=" + flag(plan.tma) +
+         " share-registers=" + flag(plan.shareRegisters) +
+         " func=" + variant.str() + " kernel=" + entry.str() + "}";
+}
+
+std::string nvptx::NVPTXTargetInfo::backwardPipeline(
+    const TilePlan &plan, const std::string &chip, StringRef variant) const {
+  return "attn-build-nvptx-backward{chip=" + chip +
+         " scalar=" + (plan.scalarBackward ? "true" : "false") +
+         " func=" + variant.str() + "}";
 }
 
 FailureOr<GpuBinary> nvptx::NVPTXTargetInfo::lowerToBinary(

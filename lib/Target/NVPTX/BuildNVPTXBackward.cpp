@@ -1,0 +1,66 @@
+//===- BuildNVPTXBackward.cpp - backward attn.attention to NVIDIA kernels -===//
+#include "lib/Target/GPU/LaunchAttr.h"
+#include "lib/Target/NVPTX/NVPTXTarget.h"
+#include "lib/Target/NVPTX/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+namespace mlir::attn::nvptx {
+#define GEN_PASS_DEF_ATTNBUILDNVPTXBACKWARDPASS
+#include "lib/Target/NVPTX/Passes.h.inc"
+} // namespace mlir::attn::nvptx
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+struct AttnBuildNVPTXBackwardPass
+    : nvptx::impl::AttnBuildNVPTXBackwardPassBase<AttnBuildNVPTXBackwardPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    gpu::GPUModuleOp gpuModule = gpukernel::findKernelModule(module);
+    FailureOr<gpukernel::KernelInfo> info = failure();
+    if (gpuModule)
+      info = gpukernel::readLaunch(gpuModule);
+    if (failed(info)) {
+      module.emitError("no gpu.module with attn.launch; run "
+                       "attn-build-nvptx-kernel first");
+      return signalPassFailure();
+    }
+    FailureOr<AttentionOp> op =
+        gpukernel::findKernelSource(module, func, /*backward=*/true);
+    if (failed(op))
+      return signalPassFailure();
+    nvptx::KernelConfig cfg;
+    cfg.chip = chip;
+    cfg.scalarBackward = scalar;
+    std::string error;
+    auto kernels =
+        nvptx::buildGpuBackwardKernels(module, *op, info->name, cfg, error);
+    if (failed(kernels)) {
+      op->emitError(error);
+      return signalPassFailure();
+    }
+    info->backwardKvName = kernels->keys.name;
+    info->backwardKvThreads = kernels->keys.threads;
+    info->backwardKvRows = kernels->keys.rows;
+    info->backwardQName = kernels->queries.name;
+    info->backwardQThreads = kernels->queries.threads;
+    info->backwardQRows = kernels->queries.rows;
+    // buildGpuBackwardKernels always appends the gradient buffers.
+    info->backwardGradients = true;
+    gpukernel::recordLaunch(gpuModule, *info);
+  }
+};
+
+} // namespace
