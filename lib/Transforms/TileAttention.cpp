@@ -21,9 +21,11 @@
 // query per lane) instead of horizontal reductions.
 //
 //===----------------------------------------------------------------------===//
+#include "lib/Transforms/KeyRows.h"
 #include "lib/Transforms/LoopBuilder.h"
 #include "lib/Transforms/MergeSplits.h"
 #include "lib/Transforms/Passes.h"
+#include "lib/Transforms/QueryCodes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/RowState.h"
@@ -75,9 +77,18 @@ private:
   void emitSetup(OpBuilder &b);
   void emitScale(OpBuilder &b);
   void emitKeyRows(OpBuilder &b, Value k0, Value kn);
-  /// Where key position `p` lives in K/V: (batch, p), or in a paged pool
-  /// (its page from the table, clamped into the pool; its slot).
-  std::pair<Value, Value> locateRow(OpBuilder &b, Value p);
+  /// This item's K/V row lookup (batch, kv head, key slots, Skv).
+  KeyRows kvRows() {
+    return {op,       loc,
+            bIdx,     hkvIdx,
+            keySlots, seqKV,
+            sizeI32[static_cast<int>(Size::Skv)],
+            op.getPageTable(), op.getKvIndex()};
+  }
+  /// Where key position `p` lives in K/V (pages of K's pool).
+  std::pair<Value, Value> locateRow(OpBuilder &b, Value p) {
+    return kvRows().rowAt(b, p, op.getKey());
+  }
   /// Prefetches K's and V's row `row` of (page or batch) `outer`, every
   /// cache line of it, into L2 (prefetcht1): into L1 (t0) each prefetch
   /// holds one of the few L1 miss buffers, and a tile's worth of them
@@ -96,7 +107,6 @@ private:
             /*isWrite=*/false, /*localityHint=*/2, /*isDataCache=*/true);
     }
   }
-  Value decodeCode(OpBuilder &b, Value code);
   /// K[position pos, column d] in f32, whatever the layout: through the
   /// page table, decoded and scaled for quantized codes.
   Value keyElement(OpBuilder &b, Value pos, Value d);
@@ -916,10 +926,6 @@ void AttentionTiler::withMaskVariants(
       });
 }
 
-Value AttentionTiler::decodeCode(OpBuilder &b, Value code) {
-  return decodeKVCode(b, loc, *op.getKvQuant(), code);
-}
-
 Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
   auto [outer, row] = locateRow(b, pos);
   auto loadAt = [&](OpBuilder &b, Value col) -> Value {
@@ -929,7 +935,7 @@ Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
   auto quant = op.getKvQuant();
   if (!quant)
     return toF32(b, loadAt(b, d));
-  Value group = arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+  Value group = kvRows().keyScaleGroup(b, pos);
   return dequantizedKeyAt(
       b, loc, *quant, d,
       memref::LoadOp::create(b, loc, op.getKeyScale(),
@@ -941,27 +947,6 @@ Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
 /// kv_index) are zero. Paged rows go through the page table; quantized
 /// codes are decoded here, K's per-channel scales applied as the row is
 /// copied and V's per-token scale kept for P.
-std::pair<Value, Value> AttentionTiler::locateRow(OpBuilder &b, Value p) {
-  if (!op.isPaged())
-    return {bIdx, p};
-  Value P = cIdx(b, *op.getPageSize());
-  Value page32 = memref::LoadOp::create(
-      b, loc, op.getPageTable(),
-      ValueRange{bIdx, arith::DivUIOp::create(b, loc, p, P)});
-  // Clamped so a bad table entry reads a wrong page, never wild memory.
-  Value lastPage = toI32(
-      b, arith::SubIOp::create(
-             b, loc, memref::DimOp::create(b, loc, op.getKey(), 0),
-             cIdx(b, 1)));
-  page32 = arith::MinSIOp::create(
-      b, loc,
-      arith::MaxSIOp::create(b, loc, page32,
-                             arith::ConstantIntOp::create(b, loc, 0, 32)),
-      lastPage);
-  return {arith::IndexCastOp::create(b, loc, b.getIndexType(), page32),
-          arith::RemUIOp::create(b, loc, p, P)};
-}
-
 void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
   Value fzero = cF32(b, 0.0);
   auto quant = op.getKvQuant();
@@ -971,16 +956,10 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
     Value slot = arith::SelectOp::create(
         b, loc, valid, arith::AddIOp::create(b, loc, k0, j), k0);
     Value pos = slot;
-    if (Value index = op.getKvIndex()) {
-      Value p32 = memref::LoadOp::create(b, loc, index,
-                                         ValueRange{bIdx, hkvIdx, slot});
-      Value inRange = arith::AndIOp::create(
-          b, loc,
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, p32,
-                                arith::ConstantIntOp::create(b, loc, 0, 32)),
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, p32,
-                                sizeI32[static_cast<int>(Size::Skv)]));
-      valid = arith::AndIOp::create(b, loc, valid, inRange);
+    if (op.getKvIndex()) {
+      // slot < keySlots: the tile's first slot stands in past the end.
+      Value p32 = kvRows().listedAt(b, slot);
+      valid = arith::AndIOp::create(b, loc, valid, kvRows().isListed(b, p32));
       memref::StoreOp::create(
           b, loc,
           arith::SelectOp::create(b, loc, valid, p32,
@@ -1016,7 +995,7 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
       }
       Value group;
       if (quant)
-        group = arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
+        group = kvRows().keyScaleGroup(b, pos);
       auto store = [&](OpBuilder &b, Value x, Value dst, Value d, bool key) {
         if (key && quant)
           x = arith::MulFOp::create(
@@ -1033,8 +1012,8 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
                 b, loc, src, ValueRange{outer, hkvIdx, row, d2});
             auto [lo, hi] = splitInt4Codes(b, loc, byte);
             Value d = arith::MulIOp::create(b, loc, d2, cIdx(b, 2));
-            store(b, decodeCode(b, lo), dst, d, key);
-            store(b, decodeCode(b, hi), dst,
+            store(b, decodeKVCode(b, loc, *quant, lo), dst, d, key);
+            store(b, decodeKVCode(b, loc, *quant, hi), dst,
                   arith::AddIOp::create(b, loc, d, cIdx(b, 1)), key);
           });
           return;
@@ -1042,7 +1021,8 @@ void AttentionTiler::emitKeyRows(OpBuilder &b, Value k0, Value kn) {
         forLoop(b, width, [&](OpBuilder &b, Value d) {
           Value x = memref::LoadOp::create(b, loc, src,
                                            ValueRange{outer, hkvIdx, row, d});
-          store(b, quant ? decodeCode(b, x) : toF32(b, x), dst, d, key);
+          store(b, quant ? decodeKVCode(b, loc, *quant, x) : toF32(b, x), dst,
+                d, key);
         });
       };
       copy(op.getKey(), kBuf, D, true);
@@ -1179,7 +1159,7 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
   });
   // Q's rows for this tile's K group, recomputed only when the group
   // changes (groups span several tiles).
-  Value group = arith::DivUIOp::create(b, loc, k0, cIdx(b, *op.getKvGroup()));
+  Value group = kvRows().keyScaleGroup(b, k0);
   Value stale = arith::CmpIOp::create(
       b, loc, arith::CmpIPredicate::ne,
       memref::LoadOp::create(b, loc, qGroupBuf, ValueRange{cIdx(b, 0)}),
@@ -1234,7 +1214,6 @@ void AttentionTiler::forEachRowGroup(OpBuilder &b,
 void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
   Type i32Type = b.getI32Type();
   bool fp8Codes = isFp8(*op.getKvQuant());
-  Value fzero = cF32(b, 0.0);
   // Every row of the groups the tile's compute will take.
   Value rowsOfGroups =
       arith::MulIOp::create(b, loc, rowGroupCount(b), cIdx(b, kTinyRows));
@@ -1269,23 +1248,15 @@ void AttentionTiler::emitGroupQueryRows(OpBuilder &b, Value group) {
     // rounded to int8 against its absolute max; S^T's column is scaled
     // back by max / 127.
     Value amax = arith::BitcastOp::create(b, loc, f32, scaleLoop.getResult(0));
-    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
-                                          amax, fzero);
-    Value inv = arith::SelectOp::create(
-        b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, 127.0), amax),
-        fzero);
-    memref::StoreOp::create(
-        b, loc, arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / 127.0)),
-        qRowScaleBuf, ValueRange{i});
+    QueryRowScale rowScale =
+        queryRowScale(b, loc, amax, queryCodeLimit(KVQuant::int8));
+    memref::StoreOp::create(b, loc, rowScale.scale, qRowScaleBuf,
+                            ValueRange{i});
     forLoop(b, D, [&](OpBuilder &b, Value d) {
       Value x = memref::LoadOp::create(b, loc, qScaledBuf, ValueRange{i, d});
-      Value code = arith::FPToSIOp::create(
-          b, loc, i32Type,
-          math::RoundEvenOp::create(b, loc,
-                                    arith::MulFOp::create(b, loc, x, inv)));
-      memref::StoreOp::create(
-          b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), code),
-          qCodeBuf, ValueRange{i, d});
+      memref::StoreOp::create(b, loc,
+                              int8QueryCodes(b, loc, x, rowScale.inverse),
+                              qCodeBuf, ValueRange{i, d});
     });
   });
 }
