@@ -37,6 +37,7 @@
 //===----------------------------------------------------------------------===//
 #include "lib/Target/AMDGPU/AMDGPUTarget.h"
 
+#include "lib/Transforms/QueryCodes.h"
 #include "lib/Transforms/RowState.h"
 #include "lib/Transforms/Transforms.h"
 
@@ -351,7 +352,7 @@ SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
   auto rowOf = [&](Value slot, Value src) {
     if (wholeTile && !pageTable)
       return KeyRow{bIdx, slot, Value()};
-    return keyRow(b, slot, src);
+    return kvRows().keyRow(b, slot, src);
   };
   SmallVector<Value> regs, valid;
   auto load = [&](Value src, const KeyRow &r, Value column, VectorType type) {
@@ -400,7 +401,8 @@ SmallVector<Value> MfmaAttentionBuilder::loadTileRows(OpBuilder &b,
     Value first = arith::AddIOp::create(b, loc, k0, key);
     if (!unitRowsContiguous()) {
       for (int64_t j = 0; j < kUnitKeys; ++j)
-        load(v, keyRow(b, add(b, first, j), v), column, loadType(b, false));
+        load(v, kvRows().keyRow(b, add(b, first, j), v), column,
+             loadType(b, false));
       continue;
     }
     // Row j is the first row's address plus j rows where it holds a key,
@@ -448,7 +450,7 @@ void MfmaAttentionBuilder::storeKeyChunk(OpBuilder &b, Value k0, Value c,
   x = zeroPastKeys(b, x, arith::AddIOp::create(b, loc, k0, row), valid);
   if (codesQK) {
     if (*quant == KVQuant::int4) // sign-extended nibbles, low first
-      x = unpackInt4(b, x);
+      x = unpackInt4Codes(b, loc, x);
     if (isFp8(*quant) && fnuz) {
       // OCP bits read as FNUZ are half the value (bias one higher), which
       // the row scale makes up for, except OCP's -0 (0x80): FNUZ's NaN,
@@ -463,7 +465,8 @@ void MfmaAttentionBuilder::storeKeyChunk(OpBuilder &b, Value k0, Value c,
     }
   } else if (quant) {
     x = dequantizeChunk(
-        b, x, scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
+        b, x,
+        kvRows().scalePosition(b, arith::AddIOp::create(b, loc, k0, row)),
         column, /*key=*/true);
   }
   vector::StoreOp::create(b, loc, x, kS, ValueRange{row, column});
@@ -479,13 +482,11 @@ void MfmaAttentionBuilder::storeValueUnit(OpBuilder &b, Value k0, Value u,
         b, row, add(b, arith::AddIOp::create(b, loc, k0, key), int64_t(j)),
         valid.empty() ? Value() : valid[j]);
     if (quant) {
-      // The row's codes times its token's scale.
-      if (*quant == KVQuant::int4) {
-        auto [lo, hi] = splitInt4Codes(b, loc, x);
-        x = vector::ShuffleOp::create(b, loc, lo, hi,
-                                      ArrayRef<int64_t>{0, 2, 1, 3});
-      }
-      Value pos = scalePosition(
+      // The row's codes times its token's scale. (dequantizeChunk's op
+      // order would schedule gfx9's code differently.)
+      if (*quant == KVQuant::int4)
+        x = unpackInt4Codes(b, loc, x);
+      Value pos = kvRows().scalePosition(
           b, add(b, arith::AddIOp::create(b, loc, k0, key), int64_t(j)));
       Value scale =
           memref::LoadOp::create(b, loc, vScale, ValueRange{bIdx, hkvIdx, pos});
@@ -572,7 +573,7 @@ SmallVector<Value> MfmaAttentionBuilder::scores(OpBuilder &b,
   for (auto [nb, frag] : llvm::enumerate(s))
     for (int64_t i = 0; i < 4; ++i) {
       Value slot = add(b, keyBase, int64_t(nb) * 16 + i);
-      auto [kv32, keep] = keyPosition(b, slot);
+      auto [kv32, keep] = kvRows().keyPosition(b, slot);
       out.push_back(scoreEntry(b, vector::ExtractOp::create(b, loc, frag, i),
                                head32, query32, kv32, keep, withMask));
     }
@@ -605,8 +606,8 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
   Type f32 = b.getF32Type();
   int64_t width = codeStep / 4;
   VectorType lanes = vec(width, f32);
-  Value group = arith::DivUIOp::create(b, loc, scalePosition(b, k0),
-                                       cIdx(b, *op.getKvGroup()));
+  KeyRows rows = kvRows();
+  Value group = rows.keyScaleGroup(b, rows.scalePosition(b, k0));
   Value firstColumn = arith::MulIOp::create(b, loc, grp, cIdx(b, width));
   SmallVector<Value> x;
   Value amax = cF32(b, 0.0);
@@ -621,16 +622,11 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
                                     math::AbsFOp::create(b, loc, x.back())));
   }
   amax = acrossGroups(b, amax, Combine::max);
-  // A query of zeros (past Sq) keeps zero codes and scale.
-  Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
-                                        amax, cF32(b, 0.0));
   bool fp8 = isFp8(*quant);
-  // int8: 127 levels; e4m3: its largest finite value (448 OCP, 240 FNUZ).
-  double maxCode = !fp8 ? 127.0 : fnuz ? 240.0 : 448.0;
-  Value inv = arith::SelectOp::create(
-      b, loc, nonzero, arith::DivFOp::create(b, loc, cF32(b, maxCode), amax),
-      cF32(b, 0.0));
-  rowScale = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / maxCode));
+  QueryRowScale rounding =
+      queryRowScale(b, loc, amax, queryCodeLimit(*quant, fnuz));
+  Value inv = rounding.inverse;
+  rowScale = rounding.scale;
   if (fp8 && fnuz) // K's OCP codes read as FNUZ are half their value
     rowScale = arith::MulFOp::create(b, loc, rowScale, cF32(b, 2.0));
   SmallVector<Value> codes;
@@ -638,7 +634,7 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
     // e4m3, four at a time by the hardware's round-to-nearest conversion.
     Type qType = fp8Type(b, KVQuant::fp8e4m3);
     for (Value v : x) {
-      Value y = arith::MulFOp::create(b, loc, v, splat(b, lanes, inv));
+      Value y = scaleIntoCodeRange(b, loc, v, inv);
       SmallVector<Value> quads;
       for (int64_t q4 = 0; q4 < width; q4 += 4) {
         Value packed;
@@ -658,13 +654,8 @@ SmallVector<Value> MfmaAttentionBuilder::quantizedQuery(OpBuilder &b,
     }
     return codes;
   }
-  for (Value v : x) {
-    Value rounded = math::RoundEvenOp::create(
-        b, loc, arith::MulFOp::create(b, loc, v, splat(b, lanes, inv)));
-    codes.push_back(arith::TruncIOp::create(
-        b, loc, vec(width, b.getI8Type()),
-        arith::FPToSIOp::create(b, loc, vec(width, b.getI32Type()), rounded)));
-  }
+  for (Value v : x)
+    codes.push_back(int8QueryCodes(b, loc, v, inv));
   return codes;
 }
 

@@ -525,74 +525,12 @@ Value KernelBase::classifyAt(OpBuilder &b, Value t) {
   });
 }
 
-Value KernelBase::positionOf(OpBuilder &b, Value slot) {
-  Value safe = arith::MinUIOp::create(
-      b, loc, slot,
-      arith::SubIOp::create(
-          b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
-          cIdx(b, 1)));
-  return memref::LoadOp::create(b, loc, kvIndex,
-                                ValueRange{bIdx, hkvIdx, safe});
-}
-
-KernelBase::KeyRow KernelBase::keyRow(OpBuilder &b, Value slot, Value pool) {
-  KeyRow r;
-  r.valid =
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, slot, keySlots);
-  Value last = arith::SubIOp::create(
-      b, loc, arith::MaxUIOp::create(b, loc, keySlots, cIdx(b, 1)),
-      cIdx(b, 1));
-  r.row = arith::MinUIOp::create(b, loc, slot, last);
-  if (kvIndex) {
-    // The slot's listed position is the row; one outside [0, Skv) holds
-    // no key.
-    Value pos32 = positionOf(b, r.row);
-    Value listed = arith::AndIOp::create(
-        b, loc,
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, pos32,
-                              cI32(b, 0)),
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, pos32,
-                              toI32(b, seqKV)));
-    r.valid = arith::AndIOp::create(b, loc, r.valid, listed);
-    r.row = arith::IndexCastOp::create(
-        b, loc, b.getIndexType(),
-        arith::SelectOp::create(b, loc, listed, pos32, cI32(b, 0)));
-  }
-  r.outer = bIdx;
-  if (pageTable) {
-    // Logical row -> (page from the table, row in the page); page ids
-    // clamped into the pool.
-    Value P = cIdx(b, *op.getPageSize());
-    Value page32 = memref::LoadOp::create(
-        b, loc, pageTable,
-        ValueRange{bIdx, arith::DivUIOp::create(b, loc, r.row, P)});
-    Value lastPage = toI32(
-        b, arith::SubIOp::create(b, loc, memref::DimOp::create(b, loc, pool, 0),
-                                 cIdx(b, 1)));
-    page32 = arith::MinSIOp::create(
-        b, loc, arith::MaxSIOp::create(b, loc, page32, cI32(b, 0)), lastPage);
-    r.outer = arith::IndexCastOp::create(b, loc, b.getIndexType(), page32);
-    r.row = arith::RemUIOp::create(b, loc, r.row, P);
-  }
-  return r;
-}
-
-std::pair<Value, Value> KernelBase::keyPosition(OpBuilder &b, Value slot) {
-  Value kv32 = toI32(b, slot);
-  Value inSlots;
-  if (kvIndex) {
-    inSlots = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, slot,
-                                    keySlots);
-    kv32 = positionOf(b, slot);
-  }
-  Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, kv32,
-                                     toI32(b, seqKV));
-  if (kvIndex)
-    keep = arith::AndIOp::create(
-        b, loc, arith::AndIOp::create(b, loc, keep, inSlots),
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, kv32,
-                              cI32(b, 0)));
-  return {kv32, keep};
+KeyRows KernelBase::kvRows() {
+  return {op,       loc,
+          bIdx,     hkvIdx,
+          keySlots, seqKV,
+          Value(),  pageTable,
+          kvIndex};
 }
 
 Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
@@ -630,53 +568,33 @@ SmallVector<Value> KernelBase::scoresMaskedWhereNeeded(
   return SmallVector<Value>(ifOp.getResults());
 }
 
-Value KernelBase::scalePosition(OpBuilder &b, Value slot) {
-  Value lastRow = arith::SubIOp::create(b, loc, seqKV, cIdx(b, 1));
-  if (!kvIndex)
-    return arith::MinUIOp::create(b, loc, slot, lastRow);
-  Value safe = arith::MinUIOp::create(
-      b, loc, slot, arith::SubIOp::create(b, loc, keySlots, cIdx(b, 1)));
-  Value pos32 =
-      arith::MaxSIOp::create(b, loc, positionOf(b, safe), cI32(b, 0));
-  return arith::MinUIOp::create(
-      b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), pos32),
-      lastRow);
-}
-
-Value KernelBase::unpackInt4(OpBuilder &b, Value packed) {
-  // Both nibbles of all 4 bytes at once, then interleaved low, high.
-  auto [lo, hi] = splitInt4Codes(b, loc, packed);
-  return vector::ShuffleOp::create(b, loc, lo, hi,
-                                   ArrayRef<int64_t>{0, 4, 1, 5, 2, 6, 3, 7});
-}
-
 Value KernelBase::dequantizeChunk(OpBuilder &b, Value codes, Value pos,
                                   Value col, bool key) {
   Type f32 = b.getF32Type();
   if (*quant == KVQuant::int4)
-    codes = unpackInt4(b, codes);
+    codes = unpackInt4Codes(b, loc, codes);
+  int64_t n = cast<VectorType>(codes.getType()).getNumElements();
   SmallVector<Value> values;
-  for (int64_t e = 0; e < 8; ++e)
+  for (int64_t e = 0; e < n; ++e)
     values.push_back(vector::ExtractOp::create(b, loc, codes, e));
   Value scales, tokenScale;
   if (key) {
-    Value group =
-        arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
-    scales = vector::LoadOp::create(b, loc, VectorType::get({8}, f32), kScale,
+    Value group = kvRows().keyScaleGroup(b, pos);
+    scales = vector::LoadOp::create(b, loc, VectorType::get({n}, f32), kScale,
                                     ValueRange{bIdx, hkvIdx, group, col});
   } else {
     tokenScale =
         memref::LoadOp::create(b, loc, vScale, ValueRange{bIdx, hkvIdx, pos});
   }
   SmallVector<Value> out;
-  for (int64_t e = 0; e < 8; ++e) {
+  for (int64_t e = 0; e < n; ++e) {
     Value x = decodeKVCode(b, loc, *quant, values[e]);
     Value s = key ? vector::ExtractOp::create(b, loc, scales, e).getResult()
                   : tokenScale;
     out.push_back(arith::TruncFOp::create(b, loc, elt,
                                           arith::MulFOp::create(b, loc, x, s)));
   }
-  return vector::FromElementsOp::create(b, loc, VectorType::get({8}, elt),
+  return vector::FromElementsOp::create(b, loc, VectorType::get({n}, elt),
                                         out);
 }
 
@@ -920,7 +838,7 @@ public:
 
 private:
   Value keyElement(OpBuilder &b, Value pos, Value d) {
-    KeyRow at = keyRow(b, pos, k);
+    KeyRow at = kvRows().keyRow(b, pos, k);
     auto loadAt = [&](OpBuilder &b, Value col) -> Value {
       return memref::LoadOp::create(b, loc, k,
                                     ValueRange{at.outer, hkvIdx, at.row, col});

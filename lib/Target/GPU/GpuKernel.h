@@ -13,6 +13,7 @@
 #define ATTN_TARGET_GPU_GPUKERNEL_H
 
 #include "dialect/AttnOps.h"
+#include "lib/Transforms/KeyRows.h"
 #include "lib/Transforms/RegionInliner.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -162,20 +163,9 @@ protected:
   /// The class of key tile `t`, EMPTY past the last tile.
   Value classifyAt(OpBuilder &b, Value t);
   Value isVisited(OpBuilder &b, Value cls);
-  /// keep[b, hkv, slot] (an i32 position, any value; callers bound it).
-  Value positionOf(OpBuilder &b, Value slot);
-
-  /// A key slot's source row: (outer index: batch or page, row) and
-  /// whether it holds a key (slot < key slots; for kv_index, a listed
-  /// position in [0, Skv)). Rows of invalid slots are valid addresses.
-  struct KeyRow {
-    Value outer, row, valid;
-  };
-  KeyRow keyRow(OpBuilder &b, Value slot, Value pool);
-
-  /// The key position the regions see for a slot (the listed position for
-  /// kv_index), and whether the entry exists at all.
-  std::pair<Value, Value> keyPosition(OpBuilder &b, Value slot);
+  /// The CTA's K/V row lookup (paged rows, kv_index positions, the
+  /// positions scales are read at), from its current batch and kv head.
+  KeyRows kvRows();
 
   /// The normalizer's input for one score entry s = q.k of query row
   /// (head32, q32) and key position kv32: scaled, through the score
@@ -196,15 +186,10 @@ protected:
       OpBuilder &b, Value cls,
       llvm::function_ref<SmallVector<Value>(OpBuilder &, bool)> scores);
 
-  /// Quantized K/V: the position whose scales a key slot's codes take
-  /// (its listed position for kv_index), clamped into [0, Skv).
-  Value scalePosition(OpBuilder &b, Value slot);
-  /// Eight codes of a K or V row at `pos`, columns col .. col + 7, as
-  /// f16/bf16 times their scales: `codes` is vector<8xi8>, or for int4
-  /// vector<4xi8> of nibble pairs (low first).
-  /// Four bytes of int4 codes as eight sign-extended bytes (vector<8xi8>),
-  /// low nibble first.
-  Value unpackInt4(OpBuilder &b, Value packed);
+  /// N codes of a K or V row at `pos`, columns col .. col + N - 1, as
+  /// f16/bf16 times their scales (K's per-channel scales of the position's
+  /// group, V's per-token scale): `codes` is vector<N x i8>, or for int4
+  /// vector<N/2 x i8> of nibble pairs (low first).
   Value dequantizeChunk(OpBuilder &b, Value codes, Value pos, Value col,
                         bool key);
 

@@ -65,6 +65,7 @@
 //===----------------------------------------------------------------------===//
 #include "lib/Target/NVPTX/NVPTXTarget.h"
 
+#include "lib/Transforms/QueryCodes.h"
 #include "lib/Transforms/RegionInliner.h"
 #include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/RowState.h"
@@ -470,7 +471,7 @@ void GpuAttentionBuilder::copyTile(OpBuilder &b, Value src, Value i0, Value i1,
         if (keyRows) {
           // Through the page table / at the listed position; a slot
           // without a key reads nothing.
-          KeyRow r = keyRow(b, grow, src);
+          KeyRow r = kvRows().keyRow(b, grow, src);
           inside = r.valid;
           srcRow = r.row;
           outer = r.outer;
@@ -538,7 +539,8 @@ void GpuAttentionBuilder::dequantizeTile(OpBuilder &b, Value codes,
       [&](OpBuilder &b, Location, Value c, ValueRange) {
         auto [row, chunk] = tileChunk(b, c, BK, chunksPerRow, wgmma);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
-        Value pos = scalePosition(b, arith::AddIOp::create(b, loc, k0, row));
+        Value pos =
+            kvRows().scalePosition(b, arith::AddIOp::create(b, loc, k0, row));
         // Eight codes: eight bytes, or four bytes of two nibbles each.
         Value bytes =
             int4 ? vector::LoadOp::create(
@@ -793,7 +795,7 @@ SmallVector<Value> GpuAttentionBuilder::scores(OpBuilder &b, ArrayRef<Frag> s,
           b, loc, arith::MulIOp::create(b, loc, quadCol, cIdx(b, 2)),
           cIdx(b, int64_t(nb) * 8 + i % 2));
       auto [kv32, keep] =
-          keyPosition(b, arith::AddIOp::create(b, loc, k0, col));
+          kvRows().keyPosition(b, arith::AddIOp::create(b, loc, k0, col));
       out.push_back(scoreEntry(b, frag[i], hRow32[i / 2], qi32[i / 2], kv32,
                                keep, withMask));
     }
@@ -847,9 +849,8 @@ GpuAttentionBuilder::quantizedQuery(OpBuilder &b, Value k0,
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   auto v4f32 = VectorType::get({4}, f32);
   bool fp8 = isFp8(*quant);
-  double maxCode = fp8 ? 448.0 : 127.0;
-  Value group = arith::DivUIOp::create(b, loc, scalePosition(b, k0),
-                                       cIdx(b, *op.getKvGroup()));
+  KeyRows rows = kvRows();
+  Value group = rows.keyScaleGroup(b, rows.scalePosition(b, k0));
   Value col4 = arith::MulIOp::create(b, loc, quadCol, cIdx(b, 4));
   int64_t pieces = D / 16; // 4 columns each, per row
   SmallVector<Value> x[2];
@@ -874,26 +875,19 @@ GpuAttentionBuilder::quantizedQuery(OpBuilder &b, Value k0,
         b,
         vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXIMUMF, m),
         true);
-    // A row of zeros (padding past Sq) keeps zero codes and scale.
-    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
-                                          amax, cF32(b, 0.0));
-    inv[r] = arith::SelectOp::create(
-        b, loc, nonzero,
-        arith::DivFOp::create(b, loc, cF32(b, maxCode), amax), cF32(b, 0.0));
-    rowScale[r] = arith::MulFOp::create(b, loc, amax, cF32(b, 1.0 / maxCode));
+    QueryRowScale rounding =
+        queryRowScale(b, loc, amax, queryCodeLimit(*quant));
+    inv[r] = rounding.inverse;
+    rowScale[r] = rounding.scale;
   }
-  auto codes = [&](Value v, Value scale) -> Value {
-    Value y = arith::MulFOp::create(
-        b, loc, v, vector::BroadcastOp::create(b, loc, v4f32, scale));
+  // Four codes of a row as one A register.
+  auto codes = [&](Value v, Value inverse) -> Value {
     if (!fp8) {
-      Value i = arith::FPToSIOp::create(
-          b, loc, VectorType::get({4}, i32), math::RoundEvenOp::create(b, loc, y));
-      Value bytes = arith::TruncIOp::create(
-          b, loc, VectorType::get({4}, b.getI8Type()), i);
       Value word = vector::BitCastOp::create(
-          b, loc, VectorType::get({1}, i32), bytes);
+          b, loc, VectorType::get({1}, i32), int8QueryCodes(b, loc, v, inverse));
       return vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
     }
+    Value y = scaleIntoCodeRange(b, loc, v, inverse);
     // cvt.rn.satfinite.e4m3x2.f32 puts its first operand in the high byte.
     auto pairAt = [&](int64_t e) -> Value {
       Value lo = vector::ExtractOp::create(b, loc, y, ArrayRef<int64_t>{e});
@@ -1006,7 +1000,7 @@ void GpuAttentionBuilder::unpackInt4Tile(OpBuilder &b, Value buffer) {
             b, loc, VectorType::get({4}, b.getI8Type()), kCodes,
             ValueRange{buffer, row,
                        arith::MulIOp::create(b, loc, chunk, cIdx(b, 4))});
-        Value tile = unpackInt4(b, packed);
+        Value tile = unpackInt4Codes(b, loc, packed);
         Value col = arith::MulIOp::create(b, loc, chunk, cIdx(b, 8));
         SmallVector<Value> at = {cIdx(b, 0), row, col};
         if (wgmma) // 16-byte chunks: half col % 16 of chunk col / 16
