@@ -31,7 +31,8 @@ def Attn_NormalizeKind : I32EnumAttr<"Normalize", "row normalizer", [
   I32EnumAttrCase<"sigmoid", 1>,
   I32EnumAttrCase<"relu", 2>,
   I32EnumAttrCase<"relu2", 3>,
-  I32EnumAttrCase<"softplus", 4>
+  I32EnumAttrCase<"softplus", 4>,
+  I32EnumAttrCase<"laplace", 5>
 ]> {
   let cppNamespace = "::mlir::attn";
 }

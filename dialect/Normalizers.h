@@ -13,9 +13,11 @@
 //   softplus  p = log(1 + exp(t)), o = sum p v / sum p: a row sum with no
 //             max (p grows only linearly in t: nothing to shift);
 //             lse = log l.
-//   sigmoid, relu, relu2
+//   sigmoid, relu, relu2, laplace
 //             p = f(t), o = sum p v: neither a max nor a sum; no lse
-//             output, and split-KV parts simply add up.
+//             output, and split-KV parts simply add up. laplace is Mega's
+//             (Ma et al., ICLR 2023) p = 0.5 (1 + erf((t - mu) / (sigma
+//             sqrt 2))), mu = sqrt(1/2), sigma = sqrt(1/(4 pi)).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_DIALECT_NORMALIZERS_H

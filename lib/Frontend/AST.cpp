@@ -115,6 +115,7 @@ const char *normalizeName(NormalizeKind k) {
   case NormalizeKind::Relu: return "relu";
   case NormalizeKind::Relu2: return "relu2";
   case NormalizeKind::Softplus: return "softplus";
+  case NormalizeKind::Laplace: return "laplace";
   }
   return "?";
 }

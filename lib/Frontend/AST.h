@@ -125,7 +125,9 @@ struct FuncDef {
   ExprPtr body;
 };
 
-enum class NormalizeKind { Softmax, Sigmoid, Relu, Relu2, Softplus };
+// In the order of the dialect's Normalize (dialect/AttnBase.td): the import
+// casts one to the other.
+enum class NormalizeKind { Softmax, Sigmoid, Relu, Relu2, Softplus, Laplace };
 const char *normalizeName(NormalizeKind k);
 
 enum class SelectKind { TopK, Mass, Above };

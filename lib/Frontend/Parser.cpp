@@ -338,12 +338,13 @@ bool Parser::parseDecl(Variant &v) {
     std::string name;
     SourceLoc loc;
     if (!expectIdent(name, loc, "a normalizer (softmax, sigmoid, relu, relu2, "
-                                "softplus)"))
+                                "softplus, laplace)"))
       return false;
     static const std::pair<const char *, NormalizeKind> kinds[] = {
         {"softmax", NormalizeKind::Softmax}, {"sigmoid", NormalizeKind::Sigmoid},
         {"relu", NormalizeKind::Relu},       {"relu2", NormalizeKind::Relu2},
-        {"softplus", NormalizeKind::Softplus}};
+        {"softplus", NormalizeKind::Softplus},
+        {"laplace", NormalizeKind::Laplace}};
     bool found = false;
     std::vector<std::string> names;
     for (auto &[n, k] : kinds) {
@@ -357,8 +358,8 @@ bool Parser::parseDecl(Variant &v) {
       std::string hint = closestName(name, names);
       diags.error(loc, "unknown normalizer '" + name + "'" +
                            (hint.empty() ? std::string("; expected softmax, "
-                                                       "sigmoid, relu, relu2 "
-                                                       "or softplus")
+                                                       "sigmoid, relu, relu2, "
+                                                       "softplus or laplace")
                                          : "; did you mean '" + hint + "'?"));
       return false;
     }

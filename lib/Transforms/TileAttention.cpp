@@ -2072,6 +2072,18 @@ Value mlir::attn::normalizeScore(OpBuilder &b, Location loc, Normalize norm,
     Value r = arith::MaximumFOp::create(b, loc, t, fzero);
     return arith::MulFOp::create(b, loc, r, r);
   }
+  case Normalize::laplace: { // 0.5 + 0.5 erf(z), z as kLaplaceMean says
+    auto constant = [&](double v) -> Value {
+      return arith::ConstantFloatOp::create(b, loc, cast<FloatType>(f32),
+                                            APFloat(static_cast<float>(v)));
+    };
+    Value z = arith::MulFOp::create(
+        b, loc, arith::SubFOp::create(b, loc, t, constant(kLaplaceMean)),
+        constant(kLaplaceErfScale));
+    Value half = constant(0.5);
+    return math::FmaOp::create(b, loc, half, math::ErfOp::create(b, loc, z),
+                               half);
+  }
   default: { // softplus: max(t, 0) + log1p(exp(-|t|))
     Value pos = arith::MaximumFOp::create(b, loc, t, fzero);
     Value e = math::ExpOp::create(

@@ -927,6 +927,21 @@ std::pair<Value, Value> mlir::attn::normalizerAdjoint(OpBuilder &b,
                    b, loc, pos, arith::MulFOp::create(b, loc, dp, slope),
                    zero)};
   }
+  case Normalize::laplace: {
+    // dp/du is the normal density at u: sqrt 2 exp(-z^2) (kLaplaceMean).
+    Value z = arith::MulFOp::create(
+        b, loc,
+        arith::SubFOp::create(b, loc, u,
+                              constant(static_cast<float>(kLaplaceMean))),
+        constant(static_cast<float>(kLaplaceErfScale)));
+    Value density = arith::MulFOp::create(
+        b, loc, constant(static_cast<float>(std::sqrt(2.0))),
+        math::ExpOp::create(
+            b, loc,
+            arith::NegFOp::create(b, loc, arith::MulFOp::create(b, loc, z, z))));
+    return {normalizeScore(b, loc, norm, u),
+            arith::MulFOp::create(b, loc, dp, density)};
+  }
   }
   llvm_unreachable("unknown normalizer");
 }

@@ -98,3 +98,27 @@ func.func @relu(%q: memref<?x?x?x64xf32>, %o: memref<?x?x?x64xf32>) {
       outs(%o : memref<?x?x?x64xf32>) normalize = relu scale = 0.125
   return
 }
+
+// -----
+
+// laplace (Mega's normal CDF): pointwise like relu, p = 0.5 + 0.5 erf(z)
+// with z = (t - sqrt(1/2)) sqrt(2 pi), 0 where masked; no max, sum or lse.
+
+// CHECK-LABEL: func.func @laplace(
+// CHECK-NOT: math.exp2
+// CHECK: %[[MU:.+]] = arith.constant 0.707106769 : f32
+// CHECK-NEXT: %[[C:.+]] = arith.subf %{{.+}}, %[[MU]] : f32
+// CHECK-NEXT: %[[SCALE:.+]] = arith.constant 2.50662827 : f32
+// CHECK-NEXT: %[[Z:.+]] = arith.mulf %[[C]], %[[SCALE]] : f32
+// CHECK-NEXT: %[[HALF:.+]] = arith.constant 5.000000e-01 : f32
+// CHECK-NEXT: %[[ERF:.+]] = math.erf %[[Z]] : f32
+// CHECK-NEXT: %[[P:.+]] = math.fma %[[HALF]], %[[ERF]], %[[HALF]] : f32
+// CHECK: arith.select %{{.+}}, %[[P]], %{{.+}} : f32
+// CHECK-NOT: arith.divf
+// CHECK-NOT: math.log
+// CHECK: } {attn.work_loop}
+func.func @laplace(%q: memref<?x?x?x64xf32>, %o: memref<?x?x?x64xf32>) {
+  attn.attention ins(%q, %q, %q : memref<?x?x?x64xf32>, memref<?x?x?x64xf32>, memref<?x?x?x64xf32>)
+      outs(%o : memref<?x?x?x64xf32>) normalize = laplace scale = 0.125
+  return
+}

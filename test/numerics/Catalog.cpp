@@ -185,6 +185,8 @@ const std::vector<CatalogCase> kCases = {
        p.Sq = p.Skv = 150;
        p.params = {{"r", 3}, {"window", 40}};
      }},
+    // Appended, so the sims' per-index flavors of the cases above stay.
+    {"laplace_attn", "laplace.attn", "", [](Problem &) {}},
 };
 
 } // namespace

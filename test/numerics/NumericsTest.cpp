@@ -1,5 +1,6 @@
 //===- NumericsTest.cpp - language features against the reference ---------===//
 #include "test/numerics/Bounds.h"
+#include "test/numerics/Catalog.h"
 #include "test/support/Harness.h"
 
 #include <gtest/gtest.h>
@@ -95,7 +96,7 @@ TEST(Numerics, LogitsInTheHundreds) {
 }
 
 TEST(Numerics, Normalizers) {
-  for (const char *norm : {"sigmoid", "relu", "relu2", "softplus"}) {
+  for (const char *norm : {"sigmoid", "relu", "relu2", "softplus", "laplace"}) {
     Problem p = make(std::string("variant n { normalize = ") + norm +
                      "; mask(b, h, q, kv) = kv <= q; }");
     p.options.lse = std::string(norm) == "softplus";
@@ -378,6 +379,7 @@ TEST(Numerics, SplitKvMatchesTheReference) {
       "variant n { normalize = sigmoid; mask(b, h, q, kv) = kv <= q + (Skv - "
       "Sq); }",
       "variant p { normalize = softplus; }",
+      "variant l { normalize = laplace; }",
   };
   for (const char *src : variants)
     for (const char *parts : {"1", "2", "3", "7", "64"})
@@ -386,7 +388,7 @@ TEST(Numerics, SplitKvMatchesTheReference) {
         p.Hq = hq, p.Hkv = 2, p.Sq = sq, p.Skv = 301, p.B = 2;
         p.options.blockKV = 32;
         p.options.splitKv = parts;
-        p.options.lse = std::string(src).find("sigmoid") == std::string::npos;
+        p.options.lse = hasRowSum(p); // not for sigmoid and laplace
         SCOPED_TRACE(std::string(src) + " parts=" + parts + " hq=" +
                      std::to_string(hq));
         expectClose(p);

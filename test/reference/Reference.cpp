@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 #include <optional>
 
 namespace attn::ref {
@@ -40,6 +41,13 @@ double asDouble(Scalar s, fe::Type t) { return fe::promote(s, t).asDouble(); }
 
 double softplus(double x) {
   return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
+}
+
+/// Mega's Laplace attention function (Ma et al., ICLR 2023), spelled as the
+/// paper does: the normal CDF with mean sqrt(1/2), deviation sqrt(1/(4 pi)).
+double laplace(double x) {
+  const double mu = std::sqrt(0.5), sigma = std::sqrt(0.25 / std::numbers::pi);
+  return 0.5 * (1.0 + std::erf((x - mu) / (sigma * std::sqrt(2.0))));
 }
 
 } // namespace
@@ -237,6 +245,11 @@ RefResult referenceAttention(const fe::Variant &v, const RefProblem &p) {
           for (int64_t kv = 0; kv < p.Skv; ++kv)
             if (keep[kv])
               pr[kv] = std::max(t[kv], 0.0) * std::max(t[kv], 0.0);
+          break;
+        case fe::NormalizeKind::Laplace:
+          for (int64_t kv = 0; kv < p.Skv; ++kv)
+            if (keep[kv])
+              pr[kv] = laplace(t[kv]);
           break;
         }
         if (v.kvIndexTensor >= 0) {

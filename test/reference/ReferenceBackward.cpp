@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 #include <optional>
 #include <stdexcept>
 
@@ -52,6 +53,20 @@ double softplus(double x) {
   return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
 }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+/// Mega's Laplace attention function (the normal CDF with mean sqrt(1/2),
+/// deviation sqrt(1/(4 pi))) and its derivative, the normal density.
+const double kLaplaceMu = std::sqrt(0.5),
+             kLaplaceSigma = std::sqrt(0.25 / std::numbers::pi);
+double laplace(double x) {
+  return 0.5 *
+         (1.0 + std::erf((x - kLaplaceMu) / (kLaplaceSigma * std::sqrt(2.0))));
+}
+double laplaceDerivative(double x) {
+  double z = (x - kLaplaceMu) / kLaplaceSigma;
+  return std::exp(-0.5 * z * z) /
+         (kLaplaceSigma * std::sqrt(2.0 * std::numbers::pi));
+}
 
 /// Evaluates expressions at one (b, h, q, kv, s) point with the same values
 /// as fe::evaluate (and the reference's PointEnv), recording f32 operations.
@@ -478,6 +493,13 @@ RefGradients referenceBackward(const fe::Variant &v, const RefProblem &p,
               double r = std::max(t[kv], 0.0);
               a[kv] = listed[kv] * r * r;
               dt[kv] = listed[kv] * 2.0 * r * gv[kv];
+            }
+          break;
+        case fe::NormalizeKind::Laplace:
+          for (int64_t kv = 0; kv < p.Skv; ++kv)
+            if (keep[kv]) {
+              a[kv] = listed[kv] * laplace(t[kv]);
+              dt[kv] = listed[kv] * laplaceDerivative(t[kv]) * gv[kv];
             }
           break;
         }

@@ -236,7 +236,8 @@ TEST(ReferenceBackward, EveryNormalizer) {
   // softmax: it is shift-invariant.)
   // A score that spreads t over both signs (relu/relu2 see both sides of
   // their kink, never within a step of it for these inputs).
-  for (const char *norm : {"softmax", "sigmoid", "relu", "relu2", "softplus"}) {
+  for (const char *norm :
+       {"softmax", "sigmoid", "relu", "relu2", "softplus", "laplace"}) {
     SCOPED_TRACE(norm);
     std::printf(" normalize = %s\n", norm);
     checkVariant(std::string("variant n {\n"
