@@ -224,7 +224,8 @@ inline void sinks(const SimTarget &t) {
 
 /// Every normalizer without and with a row sum (lse for softplus).
 inline void normalizers(const SimTarget &t) {
-  for (const char *norm : {"sigmoid", "relu", "relu2", "softplus"}) {
+  for (const char *norm :
+       {"sigmoid", "relu", "relu2", "softplus", "laplace"}) {
     Problem p = t.make(std::string("variant n { normalize = ") + norm +
                        "; mask(b, h, q, kv) = kv <= q; }");
     p.options.lse = std::string(norm) == "softplus";

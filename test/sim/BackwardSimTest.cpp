@@ -89,7 +89,8 @@ TEST_P(BackwardSim, Sm90aMatchesReference) {
   // a subset keeps the suite short.
   std::string name = GetParam().name;
   for (const char *subset : {"dense", "causal_ragged", "gqa", "softcap",
-                             "sinks", "softplus", "fully_masked_rows",
+                             "sinks", "softplus", "laplace",
+                             "fully_masked_rows",
                              "head_dim_64", "alibi_capture_and_param",
                              "select_moba_gqa", "select_blocks_of_48"})
     if (name == subset) {

@@ -495,6 +495,9 @@ inline std::vector<Case> backwardSimCases() {
                    "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"relu2", "variant r2 {\n  normalize = relu2;\n"
                 "  score(s, b, h, q, kv) = s / float(Skv);\n}"},
+      {"laplace", "variant lap {\n  normalize = laplace;\n"
+                  "  score(s, b, h, q, kv) = s / float(q + 1);\n"
+                  "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"value_head_dim",
        "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}", dv},
       {"head_dim_64", "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}",

@@ -679,6 +679,9 @@ std::vector<Case> cases() {
                "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"relu2", "variant r2 {\n  normalize = relu2;\n"
                 "  score(s, b, h, q, kv) = s / float(Skv);\n}"},
+      {"laplace", "variant lap {\n  normalize = laplace;\n"
+                  "  score(s, b, h, q, kv) = s / float(q + 1);\n"
+                  "  mask(b, h, q, kv) = kv <= q;\n}"},
       {"gqa", "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}", gqa},
       {"mqa_with_capture", kAlibiSlopes, mqa},
       {"value_head_dim", "variant causal {\n  mask(b, h, q, kv) = kv <= q;\n}",
