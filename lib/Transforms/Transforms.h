@@ -4,6 +4,7 @@
 
 #include "dialect/AttnOps.h"
 #include "dialect/Normalizers.h"
+#include "lib/Transforms/NormalizerMath.h" // normalizeScore, normalizerAdjoint
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/PatternMatch.h"
 
@@ -71,33 +72,6 @@ FailureOr<scf::ParallelOp> tileAttentionBackward(RewriterBase &rewriter,
 /// attn.floordiv / attn.floormod -> arith.
 void populateExpandFloorDivPatterns(RewritePatternSet &patterns);
 
-/// The pointwise normalizer p = f(t) of a score t, for a normalizer without
-/// a running max (!hasRunningMax, dialect/Normalizers.h): sigmoid, relu,
-/// relu2, softplus (max(t, 0) + log1p(exp(-|t|))) or laplace (0.5 + 0.5
-/// erf((t - sqrt(1/2)) sqrt(2 pi))). Every target emits p through this; a
-/// masked entry's p is 0 afterwards.
-Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
-
-/// Mega's Laplace attention function (Ma et al., ICLR 2023) is the normal
-/// CDF with mean mu = sqrt(1/2) and deviation sigma = sqrt(1/(4 pi)): p =
-/// 0.5 (1 + erf(z)) with z = (t - mu) / (sigma sqrt 2) = (t - kLaplaceMean)
-/// kLaplaceErfScale, and dp/dt = exp(-z^2) / (sigma sqrt(2 pi)) = sqrt 2
-/// exp(-z^2).
-inline constexpr double kLaplaceMean = 0.70710678118654752;     // sqrt(1/2)
-inline constexpr double kLaplaceErfScale = 2.5066282746310002; // sqrt(2 pi)
-
-/// The backward of the normalizer at one entry, the math every target's
-/// backward kernel emits: given the score u (after the score region), dp =
-/// dO . v, the row's forward lse and delta = rowsum(dO * O), returns p (as
-/// the forward used it: exp(u - lse) for softmax, softplus(u) / exp(lse)
-/// for softplus, f(u) for the others) and du = dL/du (softmax:
-/// p (dp - delta); softplus: (dp - delta) sigmoid(u) / exp(lse); sigmoid:
-/// dp p (1 - p); relu, relu2: dp f'(u) with f'(0) = 0; laplace: dp sqrt 2
-/// exp(-z^2), z the erf's argument). The caller zeroes
-/// both where the entry is masked or the row has no mass (lse = -inf).
-std::pair<Value, Value> normalizerAdjoint(OpBuilder &b, Location loc,
-                                          Normalize norm, Value u, Value dp,
-                                          Value lse, Value delta);
 /// A quantized K/V code (i8: an int8, a sign-extended int4 nibble, or fp8
 /// bits) as f32, before its scale.
 Value decodeKVCode(OpBuilder &b, Location loc, KVQuant kind, Value code);
