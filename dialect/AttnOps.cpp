@@ -83,7 +83,8 @@ LogicalResult AttentionOp::verify() {
   if (getLse() && !hasRowSum())
     return emitOpError() << "expected no lse output with normalize = "
                          << stringifyNormalize(norm)
-                         << " (lse exists for softmax and softplus only)";
+                         << " (lse exists for " << rowSumNormalizerNames()
+                         << " only)";
   if (hasSink() && !allowsSink(norm))
     return emitOpError() << "expected normalize = softmax with a sink, got "
                          << stringifyNormalize(norm);

@@ -108,18 +108,6 @@ std::optional<SizeVar> lookupSizeVar(const std::string &name) {
   return std::nullopt;
 }
 
-const char *normalizeName(NormalizeKind k) {
-  switch (k) {
-  case NormalizeKind::Softmax: return "softmax";
-  case NormalizeKind::Sigmoid: return "sigmoid";
-  case NormalizeKind::Relu: return "relu";
-  case NormalizeKind::Relu2: return "relu2";
-  case NormalizeKind::Softplus: return "softplus";
-  case NormalizeKind::Laplace: return "laplace";
-  }
-  return "?";
-}
-
 namespace {
 bool readsF32Tensors(const Variant &v, const Expr &e, unsigned depth = 0) {
   // Lets form a DAG checked by Sema; the bound guards a malformed one.

@@ -9,6 +9,7 @@
 #define ATTN_FRONTEND_AST_H
 
 #include "lib/Frontend/Diagnostics.h"
+#include "runtime/support/Normalizers.h"
 
 #include <memory>
 #include <optional>
@@ -125,10 +126,13 @@ struct FuncDef {
   ExprPtr body;
 };
 
-// In the order of the dialect's Normalize (dialect/AttnBase.td): the import
-// casts one to the other.
-enum class NormalizeKind { Softmax, Sigmoid, Relu, Relu2, Softplus, Laplace };
-const char *normalizeName(NormalizeKind k);
+// The normalizers and their properties are runtime/support/Normalizers.h's
+// table; the import maps a kind to the dialect's Normalize by name.
+using ::attn::NormalizeKind;
+/// The DSL name (null-terminated: the table's names are string literals).
+inline const char *normalizeName(NormalizeKind k) {
+  return normalizerTraits(k).name.data();
+}
 
 enum class SelectKind { TopK, Mass, Above };
 struct SelectDecl {
@@ -161,10 +165,8 @@ struct Variant {
   SourceLoc kvIndexLoc;
   int kvIndexTensor = -1;
 
-  bool hasRowSum() const {
-    return normalize == NormalizeKind::Softmax ||
-           normalize == NormalizeKind::Softplus;
-  }
+  bool hasRowSum() const { return normalizerTraits(normalize).rowSum; }
+  bool allowsSink() const { return normalizerTraits(normalize).allowsSink; }
   int findParam(const std::string &n) const;
   int findTensor(const std::string &n) const;
 };

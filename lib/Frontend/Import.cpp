@@ -43,6 +43,17 @@ std::string mergeFunctionName(const std::string &variant) {
 
 namespace {
 
+/// The dialect's Normalize of `kind`: the case of the same name (the table
+/// in runtime/support/Normalizers.h and AttnBase.td's enum agree in length,
+/// dialect/Normalizers.cpp checks).
+mlir::attn::Normalize dialectNormalize(NormalizeKind kind) {
+  if (std::optional<mlir::attn::Normalize> norm =
+          mlir::attn::symbolizeNormalize(normalizeName(kind)))
+    return *norm;
+  llvm::report_fatal_error(llvm::Twine("normalizer '") + normalizeName(kind) +
+                           "' has no case in dialect/AttnBase.td");
+}
+
 mlir::Type elementType(MLIRContext *ctx, DType t) {
   switch (t) {
   case DType::F32: return Float32Type::get(ctx);
@@ -391,8 +402,11 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
   MLIRContext *ctx = module.getContext();
   if (shape.lse && !v.hasRowSum()) {
     diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
-                std::string("lse exists for softmax and softplus only; "
-                            "variant '") + v.name + "' uses normalize = " +
+                "lse exists for " +
+                    normalizerNames([](const NormalizerTraits &t) {
+                      return t.rowSum;
+                    }, " and ") +
+                    " only; variant '" + v.name + "' uses normalize = " +
                     normalizeName(v.normalize));
     return false;
   }
@@ -542,7 +556,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
       backward ? args.slice(gradArgs + 4 + numParamGrads, numCaptureGrads)
                : ValueRange(),
       backward ? args[splitArgs - 1] : Value(),
-      static_cast<mlir::attn::Normalize>(v.normalize), FloatAttr(),
+      dialectNormalize(v.normalize), FloatAttr(),
       mlir::attn::SelectKindAttr(), IntegerAttr(), mlir::attn::KVQuantAttr(),
       IntegerAttr(), IntegerAttr());
   if (quant) {
@@ -653,7 +667,7 @@ bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
     auto a = entry->getArguments();
     mlir::attn::MergeSplitsOp::create(
         b, loc, a[0], a[1], a[2], shape.lse ? a[3] : Value(),
-        static_cast<mlir::attn::Normalize>(v.normalize));
+        dialectNormalize(v.normalize));
     func::ReturnOp::create(b, loc);
     return true;
   };

@@ -337,29 +337,19 @@ bool Parser::parseDecl(Variant &v) {
       return false;
     std::string name;
     SourceLoc loc;
-    if (!expectIdent(name, loc, "a normalizer (softmax, sigmoid, relu, relu2, "
-                                "softplus, laplace)"))
+    if (!expectIdent(name, loc,
+                     ("a normalizer (" + allNormalizerNames(", ") + ")")
+                         .c_str()))
       return false;
-    static const std::pair<const char *, NormalizeKind> kinds[] = {
-        {"softmax", NormalizeKind::Softmax}, {"sigmoid", NormalizeKind::Sigmoid},
-        {"relu", NormalizeKind::Relu},       {"relu2", NormalizeKind::Relu2},
-        {"softplus", NormalizeKind::Softplus},
-        {"laplace", NormalizeKind::Laplace}};
-    bool found = false;
-    std::vector<std::string> names;
-    for (auto &[n, k] : kinds) {
-      names.push_back(n);
-      if (name == n) {
-        v.normalize = k;
-        found = true;
-      }
-    }
-    if (!found) {
+    if (const NormalizerTraits *known = findNormalizer(name)) {
+      v.normalize = known->kind;
+    } else {
+      std::vector<std::string> names;
+      for (const NormalizerTraits &t : kNormalizers)
+        names.emplace_back(t.name);
       std::string hint = closestName(name, names);
       diags.error(loc, "unknown normalizer '" + name + "'" +
-                           (hint.empty() ? std::string("; expected softmax, "
-                                                       "sigmoid, relu, relu2, "
-                                                       "softplus or laplace")
+                           (hint.empty() ? "; expected " + allNormalizerNames()
                                          : "; did you mean '" + hint + "'?"));
       return false;
     }

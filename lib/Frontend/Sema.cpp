@@ -848,7 +848,7 @@ void Sema::run() {
             {IndexVar::B, IndexVar::H, IndexVar::Q, IndexVar::KV},
             bit(IndexVar::HKV), Type::Bool);
   checkFunc(v.sink, "sink(h)", {IndexVar::H}, bit(IndexVar::HKV), Type::F32);
-  if (v.sink && v.normalize != NormalizeKind::Softmax)
+  if (v.sink && !v.allowsSink())
     diags.error(v.sink->loc,
                 std::string("a sink joins the softmax denominator; it needs "
                             "normalize = softmax, got ") +

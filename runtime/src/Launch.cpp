@@ -4,6 +4,7 @@
 #include "GpuFunction.h"
 #include "ThreadPool.h"
 #include "attn/IntMath.h"
+#include "runtime/support/Normalizers.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -1005,9 +1006,11 @@ private:
 // Backward
 //===----------------------------------------------------------------------===//
 
-/// Normalizers with a row sum, whose backward reads the forward's lse.
+/// Normalizers with a row sum, whose backward reads the forward's lse. A
+/// name the table lacks (a bundle from a newer compiler) has none.
 bool hasRowSum(const KernelInfo &info) {
-  return info.normalize == "softmax" || info.normalize == "softplus";
+  const NormalizerTraits *traits = findNormalizer(info.normalize);
+  return traits && traits->rowSum;
 }
 
 /// A param or capture gradient: f32, `shape`, any strides that fit and

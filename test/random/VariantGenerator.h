@@ -23,6 +23,7 @@
 #define ATTN_TEST_RANDOM_VARIANTGENERATOR_H
 
 #include "attn/jit.h"
+#include "runtime/support/Normalizers.h"
 
 #include <cstdint>
 #include <memory>
@@ -156,7 +157,8 @@ struct VariantSpec {
     return normalize.empty() ? "softmax" : normalize;
   }
   bool hasRowSum() const {
-    return normalizer() == "softmax" || normalizer() == "softplus";
+    const NormalizerTraits *traits = findNormalizer(normalizer());
+    return traits && traits->rowSum;
   }
 };
 

@@ -2,6 +2,8 @@
 #include "lib/Driver/Compiler.h"
 #include "lib/Frontend/Eval.h"
 #include "lib/Frontend/Parser.h"
+#include "dialect/Normalizers.h"
+#include "runtime/support/Normalizers.h"
 
 #include <gtest/gtest.h>
 
@@ -314,3 +316,28 @@ TEST(Frontend, MutatedExamplesNeverCrash) {
 }
 
 } // namespace
+
+// The table in runtime/support/Normalizers.h is the source of every
+// normalizer's name and properties: each row parses to its kind, names a
+// case of the dialect's enum (matched by name, AttnBase.td), and the
+// dialect's answers are the row's.
+TEST(Frontend, EveryNormalizerRowReachesTheDialect) {
+  for (const NormalizerTraits &row : kNormalizers) {
+    std::string name(row.name);
+    SourceFile file{"t.attn", "variant v { normalize = " + name + "; }"};
+    Diagnostics diags(file);
+    Program program = parseAndCheck(file, diags);
+    ASSERT_FALSE(diags.hasErrors()) << name << ": " << diags.renderAll();
+    EXPECT_EQ(program.variants[0].normalize, row.kind) << name;
+    EXPECT_EQ(normalizeName(row.kind), name);
+    std::optional<mlir::attn::Normalize> norm =
+        mlir::attn::symbolizeNormalize(name);
+    ASSERT_TRUE(norm.has_value()) << name << " is not a case of AttnBase.td";
+    EXPECT_EQ(mlir::attn::hasRowSum(*norm), row.rowSum) << name;
+    EXPECT_EQ(mlir::attn::hasRunningMax(*norm), row.runningMax) << name;
+    EXPECT_EQ(mlir::attn::runsInLog2Domain(*norm), row.log2Domain) << name;
+    EXPECT_EQ(mlir::attn::allowsSink(*norm), row.allowsSink) << name;
+  }
+  EXPECT_EQ(mlir::attn::rowSumNormalizerNames(), "softmax and softplus");
+  EXPECT_EQ(findNormalizer("softmaxx"), nullptr);
+}
