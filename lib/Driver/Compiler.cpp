@@ -346,10 +346,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
                               "even head dims");
   if (options.lse && !v.hasRowSum()) {
     fe::Diagnostics diags(source.file);
-    diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
-                std::string("lse exists for softmax and softplus only; "
-                            "variant '") + v.name + "' uses normalize = " +
-                    fe::normalizeName(v.normalize));
+    fe::reportLseUnavailable(v, diags);
     throw CompileError(diags.renderAll());
   }
   if (options.backward) {

@@ -397,17 +397,21 @@ bool hasBlockMap(const Variant &v) {
   return (v.mask || v.select) && !v.kvIndex;
 }
 
+void reportLseUnavailable(const Variant &v, Diagnostics &diags) {
+  diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
+              "lse exists for " +
+                  normalizerNames([](const NormalizerTraits &t) {
+                    return t.rowSum;
+                  }, " and ") +
+                  " only; variant '" + v.name + "' uses normalize = " +
+                  normalizeName(v.normalize));
+}
+
 bool importVariant(ModuleOp module, const Variant &v, const KernelShape &shape,
                    const SourceFile &file, Diagnostics &diags) {
   MLIRContext *ctx = module.getContext();
   if (shape.lse && !v.hasRowSum()) {
-    diags.error(v.normalizeLoc ? *v.normalizeLoc : v.loc,
-                "lse exists for " +
-                    normalizerNames([](const NormalizerTraits &t) {
-                      return t.rowSum;
-                    }, " and ") +
-                    " only; variant '" + v.name + "' uses normalize = " +
-                    normalizeName(v.normalize));
+    reportLseUnavailable(v, diags);
     return false;
   }
   // The kernel, and for masked variants its block-map function: the same

@@ -32,6 +32,11 @@ DType outputDType(const Variant &v, const KernelShape &shape);
 /// holding one `attn.attention` to `module`, and for a masked variant
 /// `@<variant>__block_map(..., block_map)`. Returns false (and reports to
 /// `diags`) when the options do not fit the variant.
+/// The error for asking a variant without a row sum for lse (at its
+/// normalize declaration), said the same by the import and the Driver's
+/// early option check.
+void reportLseUnavailable(const Variant &v, Diagnostics &diags);
+
 bool importVariant(mlir::ModuleOp module, const Variant &v,
                    const KernelShape &shape, const SourceFile &file,
                    Diagnostics &diags);
