@@ -29,15 +29,9 @@ struct AttnBuildAMDGPUBackwardPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    gpu::GPUModuleOp gpuModule = gpukernel::findKernelModule(module);
-    FailureOr<gpukernel::KernelInfo> info = failure();
-    if (gpuModule)
-      info = gpukernel::readLaunch(gpuModule);
-    if (failed(info)) {
-      module.emitError("no gpu.module with attn.launch; run "
-                       "attn-build-amdgpu-kernel first");
+    auto forward = gpukernel::builtForwardLaunch(module, "attn-build-amdgpu-kernel");
+    if (failed(forward))
       return signalPassFailure();
-    }
     FailureOr<AttentionOp> op =
         gpukernel::findKernelSource(module, func, /*backward=*/true);
     if (failed(op))
@@ -45,20 +39,15 @@ struct AttnBuildAMDGPUBackwardPass
     rocm::KernelConfig cfg;
     cfg.chip = chip;
     std::string error;
-    auto kernels =
-        rocm::buildGpuBackwardKernels(module, *op, info->name, cfg, error);
+    auto kernels = rocm::buildGpuBackwardKernels(module, *op,
+                                                 forward->second.name, cfg,
+                                                 error);
     if (failed(kernels)) {
       op->emitError(error);
       return signalPassFailure();
     }
-    info->backwardKvName = kernels->keys.name;
-    info->backwardKvThreads = kernels->keys.threads;
-    info->backwardKvRows = kernels->keys.rows;
-    info->backwardQName = kernels->queries.name;
-    info->backwardQThreads = kernels->queries.threads;
-    info->backwardQRows = kernels->queries.rows;
-    info->backwardGradients = kernels->gradientBuffers;
-    gpukernel::recordLaunch(gpuModule, *info);
+    gpukernel::recordBackwardLaunch(forward->first, forward->second,
+                                    *kernels);
   }
 };
 

@@ -35,11 +35,7 @@ struct AttnBuildAMDGPUKernelPass
     rocm::KernelConfig cfg;
     cfg.chip = chip;
     cfg.blockKV = blockKV;
-    std::string name = kernel.empty()
-                           ? (*op)->getParentOfType<func::FuncOp>()
-                                 .getSymName()
-                                 .str()
-                           : std::string(kernel);
+    std::string name = gpukernel::kernelNameFor(*op, kernel);
     std::string error;
     FailureOr<gpukernel::KernelInfo> info =
         rocm::buildGpuKernel(module, *op, name, cfg, error);

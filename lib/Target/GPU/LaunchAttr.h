@@ -10,6 +10,7 @@
 #define ATTN_TARGET_GPU_LAUNCHATTR_H
 
 #include "dialect/AttnOps.h"
+#include "lib/Target/GPU/GpuBackward.h"
 #include "lib/Target/GPU/GpuKernel.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -129,6 +130,44 @@ inline FailureOr<KernelInfo> readLaunch(gpu::GPUModuleOp gpuModule) {
   info.backwardQRows = number("backward_q_rows");
   info.backwardGradients = flag("backward_gradients");
   return info;
+}
+
+/// The name a kernel build pass gives the main kernel: its `kernel` option,
+/// or the name of the func holding `op`.
+inline std::string kernelNameFor(AttentionOp op, StringRef option) {
+  if (!option.empty())
+    return option.str();
+  return op->getParentOfType<func::FuncOp>().getSymName().str();
+}
+
+/// Where a backward build pass starts: the gpu.module the forward build
+/// pass `forwardPass` made and its launch record; an error on `module`
+/// saying to run that pass first when there is none.
+inline FailureOr<std::pair<gpu::GPUModuleOp, KernelInfo>>
+builtForwardLaunch(ModuleOp module, StringRef forwardPass) {
+  gpu::GPUModuleOp gpuModule = findKernelModule(module);
+  FailureOr<KernelInfo> info = failure();
+  if (gpuModule)
+    info = readLaunch(gpuModule);
+  if (failed(info)) {
+    module.emitError("no gpu.module with attn.launch; run ") << forwardPass
+                                                             << " first";
+    return failure();
+  }
+  return std::make_pair(gpuModule, *info);
+}
+
+/// Adds the backward kernels to the forward's launch record on `gpuModule`.
+inline void recordBackwardLaunch(gpu::GPUModuleOp gpuModule, KernelInfo info,
+                                 const BackwardKernels &kernels) {
+  info.backwardKvName = kernels.keys.name;
+  info.backwardKvThreads = kernels.keys.threads;
+  info.backwardKvRows = kernels.keys.rows;
+  info.backwardQName = kernels.queries.name;
+  info.backwardQThreads = kernels.queries.threads;
+  info.backwardQRows = kernels.queries.rows;
+  info.backwardGradients = kernels.gradientBuffers;
+  recordLaunch(gpuModule, info);
 }
 
 } // namespace mlir::attn::gpukernel

@@ -28,15 +28,9 @@ struct AttnBuildNVPTXBackwardPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    gpu::GPUModuleOp gpuModule = gpukernel::findKernelModule(module);
-    FailureOr<gpukernel::KernelInfo> info = failure();
-    if (gpuModule)
-      info = gpukernel::readLaunch(gpuModule);
-    if (failed(info)) {
-      module.emitError("no gpu.module with attn.launch; run "
-                       "attn-build-nvptx-kernel first");
+    auto forward = gpukernel::builtForwardLaunch(module, "attn-build-nvptx-kernel");
+    if (failed(forward))
       return signalPassFailure();
-    }
     FailureOr<AttentionOp> op =
         gpukernel::findKernelSource(module, func, /*backward=*/true);
     if (failed(op))
@@ -45,21 +39,15 @@ struct AttnBuildNVPTXBackwardPass
     cfg.chip = chip;
     cfg.scalarBackward = scalar;
     std::string error;
-    auto kernels =
-        nvptx::buildGpuBackwardKernels(module, *op, info->name, cfg, error);
+    auto kernels = nvptx::buildGpuBackwardKernels(module, *op,
+                                                 forward->second.name, cfg,
+                                                 error);
     if (failed(kernels)) {
       op->emitError(error);
       return signalPassFailure();
     }
-    info->backwardKvName = kernels->keys.name;
-    info->backwardKvThreads = kernels->keys.threads;
-    info->backwardKvRows = kernels->keys.rows;
-    info->backwardQName = kernels->queries.name;
-    info->backwardQThreads = kernels->queries.threads;
-    info->backwardQRows = kernels->queries.rows;
-    // buildGpuBackwardKernels always appends the gradient buffers.
-    info->backwardGradients = true;
-    gpukernel::recordLaunch(gpuModule, *info);
+    gpukernel::recordBackwardLaunch(forward->first, forward->second,
+                                    *kernels);
   }
 };
 

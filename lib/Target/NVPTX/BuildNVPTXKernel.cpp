@@ -38,11 +38,7 @@ struct AttnBuildNVPTXKernelPass
     cfg.blockKV = blockKV;
     cfg.tma = tma;
     cfg.shareRegisters = shareRegisters;
-    std::string name = kernel.empty()
-                           ? (*op)->getParentOfType<func::FuncOp>()
-                                 .getSymName()
-                                 .str()
-                           : std::string(kernel);
+    std::string name = gpukernel::kernelNameFor(*op, kernel);
     std::string error;
     FailureOr<nvptx::KernelInfo> info =
         nvptx::buildGpuKernel(module, *op, name, cfg, error);

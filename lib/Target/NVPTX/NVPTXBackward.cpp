@@ -543,6 +543,8 @@ mlir::attn::nvptx::buildGpuBackwardKernels(ModuleOp host, AttentionOp op,
   size_t firstGradArg = gpukernel::appendGradientBuffers(op, types);
 
   BackwardKernels out;
+  // appendGradientBuffers above: always.
+  out.gradientBuffers = true;
   for (int phase = 0; phase < 2; ++phase) {
     // Scalar kernels: rows whose f32 accumulators fit 40 KiB of static
     // shared memory.

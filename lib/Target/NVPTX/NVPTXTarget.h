@@ -3,6 +3,7 @@
 #define ATTN_TARGET_NVPTX_NVPTXTARGET_H
 
 #include "dialect/AttnOps.h"
+#include "lib/Target/GPU/GpuBackward.h"
 #include "lib/Target/GPU/GpuKernel.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -51,15 +52,8 @@ FailureOr<KernelInfo> buildGpuKernel(ModuleOp host, AttentionOp op,
                                      StringRef name, const KernelConfig &cfg,
                                      std::string &error);
 
-/// One backward kernel: `threads` threads a CTA, each owning one of its
-/// `rows` key rows (bwd_kv) or query rows (bwd_q).
-struct BackwardKernel {
-  std::string name;
-  int64_t threads = 0, rows = 0;
-};
-struct BackwardKernels {
-  BackwardKernel keys, queries;
-};
+using gpukernel::BackwardKernel;
+using gpukernel::BackwardKernels;
 
 /// Adds the backward of `op` (AttentionOp::isBackward, classified) to the
 /// gpu.module buildGpuKernel made in `host`: `<name>_bwd_kv(q, k, v, o,
