@@ -10,10 +10,9 @@ namespace mlir::attn {
 namespace {
 
 llvm::ArrayRef<const TargetInfo *> allTargets() {
-  static const ::attn::cpu::CPUTargetInfo cpu;
-  static const nvptx::NVPTXTargetInfo nvptx;
-  static const rocm::AMDGPUTargetInfo amdgpu;
-  static const TargetInfo *targets[] = {&cpu, &nvptx, &amdgpu};
+  static const TargetInfo *targets[] = {&::attn::cpu::cpuTargetInfo(),
+                                        &nvptx::nvptxTargetInfo(),
+                                        &rocm::amdgpuTargetInfo()};
   return targets;
 }
 

@@ -7,6 +7,33 @@
 #include <tuple>
 
 namespace attn::cpu {
+namespace {
+
+/// This machine's CPU or one named by --cpu: tiles sized for stack
+/// buffers, the tiled IR and LLVM IR stages.
+class CPUTargetInfo : public mlir::attn::TargetInfo {
+public:
+  llvm::ArrayRef<llvm::StringRef> names() const override;
+  bool isGpu() const override { return false; }
+  DType defaultDType() const override { return DType::f32; }
+  void checkOptions(const Options &options) const override;
+  void planTiles(mlir::attn::TilePlan &plan, const Options &options,
+                 const mlir::attn::TileRequest &request) const override;
+  void checkStage(mlir::attn::Stage stage) const override;
+  void registerDialects(mlir::DialectRegistry &registry) const override;
+  void registerPasses() const override;
+};
+
+} // namespace
+
+const mlir::attn::TargetInfo &cpuTargetInfo() {
+  static const CPUTargetInfo target;
+  return target;
+}
+
+} // namespace attn::cpu
+
+namespace attn::cpu {
 
 llvm::ArrayRef<llvm::StringRef> CPUTargetInfo::names() const {
   static const llvm::StringRef names[] = {"cpu"};
