@@ -120,6 +120,28 @@ Value KeyRows::keyScaleGroup(OpBuilder &b, Value pos) {
   return arith::DivUIOp::create(b, loc, pos, cIdx(b, loc, *op.getKvGroup()));
 }
 
+Value KeyRows::keyElement(OpBuilder &b, Value pos, Value d, Value key,
+                          Value keyScale) {
+  auto [outer, row] = rowAt(b, pos, key);
+  auto loadAt = [&](OpBuilder &b, Value col) -> Value {
+    return memref::LoadOp::create(b, loc, key,
+                                  ValueRange{outer, kvHead, row, col});
+  };
+  auto quant = op.getKvQuant();
+  if (!quant) {
+    Value x = loadAt(b, d);
+    return x.getType().isF32()
+               ? x
+               : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
+  }
+  Value group = keyScaleGroup(b, pos);
+  return dequantizedKeyAt(
+      b, loc, *quant, d,
+      memref::LoadOp::create(b, loc, keyScale,
+                             ValueRange{batch, kvHead, group, d}),
+      loadAt);
+}
+
 Value mlir::attn::unpackInt4Codes(OpBuilder &b, Location loc, Value packed) {
   // Both nibbles of every byte at once, then interleaved low, high.
   auto [lo, hi] = splitInt4Codes(b, loc, packed);

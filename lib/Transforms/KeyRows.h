@@ -70,6 +70,13 @@ struct KeyRows {
   Value scalePosition(OpBuilder &b, Value slot);
   /// The token group of K's per-channel scales that position `pos` takes.
   Value keyScaleGroup(OpBuilder &b, Value pos);
+  /// K[position pos, column d] in f32, for a key position pos < seqKV (not
+  /// a slot: select's pooling, the caller, excludes kv_index), so rowAt
+  /// needs no clamp: through the page table, quantized codes decoded and
+  /// times K's per-channel scale. `key`, `keyScale`: the target's K and
+  /// K-scale memrefs.
+  Value keyElement(OpBuilder &b, Value pos, Value d, Value key,
+                   Value keyScale);
 
 private:
   Value seqKVAsI32(OpBuilder &b);

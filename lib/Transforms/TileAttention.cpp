@@ -652,20 +652,7 @@ void AttentionTiler::withMaskVariants(
 }
 
 Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
-  auto [outer, row] = locateRow(b, pos);
-  auto loadAt = [&](OpBuilder &b, Value col) -> Value {
-    return memref::LoadOp::create(b, loc, op.getKey(),
-                                  ValueRange{outer, hkvIdx, row, col});
-  };
-  auto quant = op.getKvQuant();
-  if (!quant)
-    return toF32(b, loadAt(b, d));
-  Value group = kvRows().keyScaleGroup(b, pos);
-  return dequantizedKeyAt(
-      b, loc, *quant, d,
-      memref::LoadOp::create(b, loc, op.getKeyScale(),
-                             ValueRange{bIdx, hkvIdx, group, d}),
-      loadAt);
+  return kvRows().keyElement(b, pos, d, op.getKey(), op.getKeyScale());
 }
 
 /// K and V rows of a key tile in f32: rows past the slots (or skipped by

@@ -234,31 +234,15 @@ public:
     scf::IfOp::create(b, loc, some, [&](OpBuilder &b, Location) {
       emitPooledRows(
           b, loc, work, D, ks, ke,
-          [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+          [&](OpBuilder &b, Value r, Value d) {
+            return kvRows().keyElement(b, r, d, k, kScale);
+          },
           [&](OpBuilder &b, Value d, Value mean) {
             memref::StoreOp::create(b, loc, mean, pooled,
                                     ValueRange{bIdx, hkvIdx, kb, d});
           });
       scf::YieldOp::create(b, loc);
     });
-  }
-
-private:
-  Value keyElement(OpBuilder &b, Value pos, Value d) {
-    KeyRow at = kvRows().keyRow(b, pos, k);
-    auto loadAt = [&](OpBuilder &b, Value col) -> Value {
-      return memref::LoadOp::create(b, loc, k,
-                                    ValueRange{at.outer, hkvIdx, at.row, col});
-    };
-    if (!quant)
-      return toF32(b, loc, loadAt(b, d));
-    Value group =
-        arith::DivUIOp::create(b, loc, pos, cIdx(b, *op.getKvGroup()));
-    return dequantizedKeyAt(
-        b, loc, *quant, d,
-        memref::LoadOp::create(b, loc, kScale,
-                               ValueRange{bIdx, hkvIdx, group, d}),
-        loadAt);
   }
 };
 
