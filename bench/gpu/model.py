@@ -99,7 +99,8 @@ def run_variant(args, variant, workdir):
     profile = os.path.join(workdir, path + "_" + (name or "") + ".jsonl")
     if os.path.exists(profile):
         os.remove(profile)
-    cmd = [os.path.join(bin_dir, "attnc"), "run", source, "--target",
+    cmd = [args.attnc or os.path.join(bin_dir, "attnc"), "run", source,
+           "--target",
            args.target, "--simulate", "--dtype", args.dtype, "--q", q, "--k",
            k, "--v", v, "-o", os.path.join(workdir, "o.npy")]
     if name:
@@ -125,6 +126,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(root, "build"))
     p.add_argument("--examples", default=os.path.join(root, "examples"))
+    p.add_argument("--attnc", help="the attnc to simulate with (default: "
+                   "--build's), e.g. an older build for a before/after")
     p.add_argument("--target", default="sm_90a", choices=["sm_80", "sm_90a"])
     p.add_argument("--gpu-loads", default="tma", choices=["tma", "cp.async"])
     p.add_argument("--variants", default="causal",
