@@ -141,8 +141,11 @@ struct BuiltModule {
   OwningOpRef<ModuleOp> module;
 };
 
+/// The variant imported and, past Stage::Attn, built by the target's kernel
+/// passes (the CPU's tiling) and, at Stage::LLVM, lowered for `machine`.
 BuiltModule buildModule(const Source &source, const KernelPlan &plan,
-                        Stage stage, cpu::VectorShape shape = {}) {
+                        Stage stage,
+                        const llvm::TargetMachine *machine = nullptr) {
   registerPassesOnce();
   DialectRegistry registry;
   registerAll(registry);
@@ -167,21 +170,17 @@ BuiltModule buildModule(const Source &source, const KernelPlan &plan,
   // ATTNC_TIMING=1 prints MLIR pass times to stderr (=llvm: LLVM's too).
   if (std::getenv("ATTNC_TIMING"))
     pm.enableTiming();
-  int64_t blockKV = plan.rows == "many" && plan.manyRowsBlockKV
-                        ? plan.manyRowsBlockKV
-                        : plan.blockKV;
-  std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
-                      " block-kv=" + std::to_string(blockKV);
-  std::string pipeline = "func.func(attn-classify-mask),attn-tile-backward{" +
-                         tiles +
-                         (plan.info.backwardOrderedDq ? " ordered-dq=1" : "") +
-                         "},func.func(attn-tile{" + tiles +
-                         " rows=" + plan.rows + "},canonicalize,cse)";
+  const mlir::attn::TargetInfo &target = targetFor(plan.info.target);
+  std::string pipeline =
+      "func.func(attn-classify-mask)," +
+      target.kernelPipeline(plan, plan.info.target, plan.variant->name,
+                            entrySymbol(plan.variant->name));
   std::string error;
   llvm::raw_string_ostream errs(error);
   if (failed(parsePassPipeline(pipeline, pm, errs)))
     throw InternalError("bad tiling pipeline: " + error);
-  if (stage == Stage::LLVM && failed(cpu::addLoweringPasses(pm, shape, error)))
+  if (stage == Stage::LLVM &&
+      failed(parsePassPipeline(target.loweringPipeline(*machine), pm, errs)))
     throw InternalError("bad CPU pipeline: " + error);
   if (failed(pm.run(*built.module)))
     throw InternalError("compiling variant '" + plan.variant->name +
@@ -373,6 +372,8 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   tiles.hasBlockMap = fe::hasBlockMap(v);
   tiles.backward = options.backward;
   tiles.selectBlock = v.select ? v.select->size : 0;
+  tiles.scoreReadsF32Tensors =
+      options.backward && fe::scoreOrScaleReadsF32Tensors(v);
   plan.blockQ = options.blockQ ? options.blockQ : 64;
   plan.blockKV = options.blockKV ? options.blockKV : 64;
   target.planTiles(plan, options, tiles);
@@ -406,9 +407,7 @@ KernelPlan planKernel(const Source &source, const Options &options) {
   info.kvGroup = kvQuant == fe::KVQuant::None ? 0 : options.kvGroup;
   info.pageSize = options.paged;
   info.backward = options.backward;
-  info.backwardOrderedDq = options.backward &&
-                           !target.classifiesTilesInKernel() &&
-                           !fe::scoreOrScaleReadsF32Tensors(*plan.variant);
+  info.backwardOrderedDq = plan.orderedDq;
 
   for (const fe::ParamDecl &p : v.params)
     info.params.push_back({p.name,
@@ -585,65 +584,31 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble) {
   // Register pressure depends on the variant's regions (a 2-D neighborhood
-  // mask needs far more than a causal one): let ptxas (or LLVM's AMDGPU
-  // register allocator) decide.
+  // mask needs far more than a causal one): the target decides from what
+  // ptxas (or LLVM's AMDGPU register allocator) reports which plan to try
+  // next.
+  const mlir::attn::TargetInfo &target = targetFor(plan.info.target);
   KernelPlan p = plan;
-  // Only ptxas can confirm setmaxnreg's budget (see below).
+  // Only ptxas can confirm setmaxnreg's budget.
   if (!assemble)
     p.shareRegisters = false;
+  const mlir::attn::TilePlan first = p;
   while (true) {
     GpuObject g = compileGpuObjectOnce(source, p, assemble);
-    if (g.backwardSpillBytes > 0 && !p.scalarBackward) {
-      // The tensor-core backward keeps dK and dV (or dQ) fragments and a
-      // tile's S, dP, P and dS in registers; a heavy score region can push
-      // that past 255: the scalar backward then, the forward's tiles as
-      // they are.
-      p.scalarBackward = true;
-      continue;
-    }
-    bool spills = g.spillStoreBytes > 0 || g.spillLoadBytes > 0;
-    if (g.launchRegisters && (spills || g.registers < g.launchRegisters)) {
-      // setmaxnreg budgets the CTA's pool as launched with the launch
-      // bound's maximum. A kernel that fits in fewer registers is launched
-      // with fewer, and .inc would wait forever: it needs no sharing. One
-      // that spills may spill in the producer's share (which evaluates the
-      // classifier): the same tiles without sharing give every thread the
-      // launch bound's registers. Either way a kernel without setmaxnreg
-      // is taken if it does not spill; else the tiles shrink, with
-      // sharing again.
-      KernelPlan unshared = p;
-      unshared.shareRegisters = false;
-      GpuObject h = compileGpuObjectOnce(source, unshared, assemble);
-      if (h.spillStoreBytes == 0 && h.spillLoadBytes == 0)
-        return h;
-      g = std::move(h);
-      spills = true;
-    }
-    // Two consumer warpgroups (sm_90a, 128 query rows) keep key tiles of
-    // at least 32; past that, one warpgroup (64 rows: up to 255 registers
-    // a thread instead of 240) starts again from the first key tile.
-    bool wideQ = p.blockQ > 64;
-    if (spills && p.autoBlockKV && p.blockKV > (wideQ ? 32 : 16)) {
-      p.blockKV /= 2;
-      p.info.blockKV = p.blockKV;
-      continue;
-    }
-    if (spills && p.autoBlockQ && wideQ) {
-      p.blockQ = p.info.blockQ = 64;
-      p.blockKV = p.info.blockKV = plan.blockKV;
-      continue;
-    }
-    // Head dims past 128 are offered only where they fit in registers.
-    int64_t widest = std::max(p.info.headDim, p.info.valueHeadDim);
-    if (spills && widest > 128)
-      throw Error("--head-dim",
-                  "D = " + std::to_string(p.info.headDim) + ", Dv = " +
-                      std::to_string(p.info.valueHeadDim) + " does not fit "
-                      "in registers for this variant on " + p.info.target +
-                      " (spills " + std::to_string(g.spillStoreBytes) +
-                      " bytes even with " + std::to_string(p.blockKV) +
-                      "-key tiles); head dims up to 128 always fit");
-    return g;
+    mlir::attn::GpuFit fit;
+    fit.registers = g.registers;
+    fit.spillStoreBytes = g.spillStoreBytes;
+    fit.spillLoadBytes = g.spillLoadBytes;
+    fit.launchRegisters = g.launchRegisters;
+    fit.backwardSpillBytes = g.backwardSpillBytes;
+    std::optional<mlir::attn::TilePlan> next =
+        target.nextPlan(first, p, fit, p.info);
+    if (!next)
+      return g;
+    static_cast<mlir::attn::TilePlan &>(p) = *next;
+    // The object's info has the tiles used.
+    p.info.blockQ = p.blockQ;
+    p.info.blockKV = p.blockKV;
   }
 }
 
@@ -696,8 +661,7 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
     return text;
   }
   auto tm = targetMachine(plan);
-  BuiltModule built =
-      buildModule(source, plan, Stage::LLVM, cpu::vectorShape(*tm));
+  BuiltModule built = buildModule(source, plan, Stage::LLVM, tm.get());
   std::string error;
   llvm::LLVMContext llvmCtx;
   auto llvmModule =
@@ -736,8 +700,7 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   };
   auto tm = targetMachine(plan);
   lap("target machine");
-  BuiltModule built =
-      buildModule(source, plan, Stage::LLVM, cpu::vectorShape(*tm));
+  BuiltModule built = buildModule(source, plan, Stage::LLVM, tm.get());
   lap("import + MLIR pipeline");
   CpuObject out;
   out.entry = entrySymbol(plan.variant->name);

@@ -100,12 +100,14 @@ struct GpuObject {
   KernelInfo info;
 };
 
-/// Compiles `plan` (an sm_80/sm_90a target) to PTX and, when `assemble`,
-/// to a cubin with ptxas. While ptxas reports spills, an automatic sm_90a
-/// query tile of 128 rows drops to 64 (one consumer warpgroup, whose
-/// threads may use all 255 registers), then a key tile chosen
-/// automatically is halved (down to 16); the object's info has the tiles
-/// used.
+/// Compiles `plan` (a GPU target) to PTX and, when `assemble`, to a cubin
+/// with ptxas (AMD: to a code object). While the target's nextPlan asks
+/// for another plan from what ptxas (or LLVM's AMDGPU allocator) reported,
+/// compiles that instead (gpukernel::nextGpuPlan: on spills an automatic
+/// key tile is halved, down to 32 with sm_90a's 128 query rows and 16
+/// otherwise, then 128 automatic rows drop to 64, one consumer warpgroup
+/// whose threads may use all 255 registers); the object's info has the
+/// tiles used.
 GpuObject compileGpuObject(const Source &source, const KernelPlan &plan,
                            bool assemble = true);
 

@@ -4,7 +4,8 @@
 // AMDGPU/AMDGPUTarget). The Driver looks a target up once by its --target
 // name and asks it, instead of branching on the name: which options apply,
 // the tiles and threads of a kernel, the stages it emits, the dialects it
-// needs, and, for GPUs, how its kernels are built and turned into binaries.
+// needs, the passes that build its kernels, and, for GPUs, how kernels are
+// turned into binaries and which plan to try when one does not fit.
 // Option errors are thrown as attn::Error naming the option, as attnc
 // reports them.
 //
@@ -22,11 +23,12 @@
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <optional>
 #include <string>
 
-namespace mlir {
-class OpPassManager;
-} // namespace mlir
+namespace llvm {
+class TargetMachine;
+} // namespace llvm
 
 namespace mlir::attn {
 
@@ -54,6 +56,9 @@ struct TilePlan {
   /// rows=few and rows=all code use; launches only read info.blockKV to
   /// size split-KV parts, whose tile ranges the kernel computes itself.
   int64_t manyRowsBlockKV = 0;
+  /// CPU backward: dQ summed in key-tile order (attn-tile-backward's
+  /// ordered-dq; the kernel's KernelInfo::backwardOrderedDq).
+  bool orderedDq = false;
 };
 
 /// What a target's tile choice reads of the variant and its shape.
@@ -64,6 +69,9 @@ struct TileRequest {
   bool hasBlockMap = false;
   bool backward = false;
   int64_t selectBlock = 0; // 0 without select
+  /// The score or scale reads f32 captured tensors, whose gradients the
+  /// backward accumulates per entry (fe::scoreOrScaleReadsF32Tensors).
+  bool scoreReadsF32Tensors = false;
 };
 
 /// Bytes of a CPU kernel's tile buffers (Q, K, V, S and O tiles and row
@@ -122,6 +130,16 @@ struct GpuBinary {
   int64_t backwardSpillBytes = 0;
 };
 
+/// What one compile of a GPU plan reported, from which the target decides
+/// whether the plan fits (TargetInfo::nextPlan).
+struct GpuFit {
+  int64_t registers = 0, spillStoreBytes = 0, spillLoadBytes = 0;
+  /// The registers setmaxnreg's budget needs a thread to have at launch (0
+  /// without setmaxnreg).
+  int64_t launchRegisters = 0;
+  int64_t backwardSpillBytes = 0;
+};
+
 class TargetInfo {
 public:
   virtual ~TargetInfo() = default;
@@ -151,19 +169,28 @@ public:
   /// Registers the target's passes (for pipelines parsed from text).
   virtual void registerPasses() const {}
 
-  // GPU targets.
-
   /// The passes (attn-opt pipeline syntax, run on the module) that build
-  /// the kernels for `chip` of func.func @`variant`, its attention
-  /// classified, into gpu.module @attn_gpu with the main kernel named
-  /// `entry` and the launch geometry in its attn.launch dictionary
-  /// (lib/Target/GPU/LaunchAttr.h). Empty: no GPU kernels.
+  /// the kernel of func.func @`variant`, its attention classified, for
+  /// `chip`. GPUs: its kernels, in gpu.module @attn_gpu, with the main
+  /// kernel named `entry` and the launch geometry in its attn.launch
+  /// dictionary (lib/Target/GPU/LaunchAttr.h). The CPU: every attention of
+  /// the module (the backward's too) tiled in place, the tiled stage.
+  /// Empty: no kernels.
   virtual std::string kernelPipeline(const TilePlan &plan,
                                      const std::string &chip,
                                      llvm::StringRef variant,
                                      llvm::StringRef entry) const {
     return "";
   }
+  /// The passes that lower kernelPipeline's result to the LLVM dialect for
+  /// code `machine` generates (the CPU; GPUs lower in lowerToBinary).
+  virtual std::string loweringPipeline(const llvm::TargetMachine &machine)
+      const {
+    return "";
+  }
+
+  // GPU targets.
+
   /// The passes that add the backward kernels of func.func @`variant` to
   /// that gpu.module.
   virtual std::string backwardPipeline(const TilePlan &plan,
@@ -192,6 +219,17 @@ public:
                                              std::string &error) const {
     error = names().front().str() + " has no GPU assembly";
     return failure();
+  }
+  /// After compiling `tried` (which started as `first`, the plan asked
+  /// for) reported `fit`: the plan to compile instead (smaller tiles, say),
+  /// or none to keep `tried`'s kernel. Throws attn::Error for a kernel that
+  /// cannot fit; `info` (head dims, target) words the error.
+  virtual std::optional<TilePlan> nextPlan(const TilePlan &first,
+                                           const TilePlan &tried,
+                                           const GpuFit &fit,
+                                           const ::attn::KernelInfo &info)
+      const {
+    return std::nullopt;
   }
 };
 

@@ -6,10 +6,8 @@
 #include "lib/Target/CPU/CPUTarget.h"
 
 #include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
-#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
 #include "mlir/Target/LLVM/ROCDL/Target.h"
-#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/ROCDL/ROCDLToLLVMIRTranslation.h"
 
 using namespace mlir;
@@ -18,30 +16,40 @@ using namespace mlir::attn;
 namespace mlir::attn::rocm {
 namespace {
 
+const llvm::StringRef kChips[] = {"gfx90a", "gfx942", "gfx950", "gfx1100"};
+
 /// The CDNA chips gfx90a, gfx942 and gfx950 (MFMA); gfx1100 (RDNA) is
 /// named but refused.
 class AMDGPUTargetInfo : public gpukernel::GpuTargetInfo {
 public:
-  llvm::ArrayRef<llvm::StringRef> names() const override;
+  AMDGPUTargetInfo()
+      : GpuTargetInfo({kChips, "AMD", Stage::AMDGCN, "amdgcn",
+                       "ptx is for NVIDIA targets; AMD targets emit amdgcn "
+                       "(AMDGPU assembly)",
+                       "amdgpu_code_object"}) {}
   void checkChip(const std::string &name) const override;
   void planTiles(TilePlan &plan, const ::attn::Options &options,
                  const TileRequest &request) const override;
-  void checkStage(Stage stage) const override;
-  void registerDialects(DialectRegistry &registry) const override;
-  void registerPasses() const override;
+  void registerDialects(DialectRegistry &registry) const override {
+    gpukernel::registerGpuDialects(registry);
+    registry.insert<amdgpu::AMDGPUDialect, ROCDL::ROCDLDialect>();
+    ROCDL::registerROCDLTargetInterfaceExternalModels(registry);
+    registerROCDLDialectTranslation(registry);
+  }
+  void registerPasses() const override { registerAttnAMDGPUPasses(); }
   std::string kernelPipeline(const TilePlan &plan, const std::string &chip,
                              llvm::StringRef variant,
                              llvm::StringRef entry) const override;
   std::string backwardPipeline(const TilePlan &plan, const std::string &chip,
                                llvm::StringRef variant) const override;
-  const char *binaryKind() const override { return "amdgpu_code_object"; }
   FailureOr<GpuBinary> lowerToBinary(ModuleOp host, const TilePlan &plan,
                                      const std::string &chip, bool assemble,
                                      std::string &error) const override;
-  FailureOr<std::string> lowerToText(ModuleOp host, Stage stage,
-                                     const TilePlan &plan,
-                                     const std::string &chip,
-                                     std::string &error) const override;
+
+protected:
+  FailureOr<std::string> lowerToAssembly(ModuleOp host, const TilePlan &plan,
+                                         const std::string &chip,
+                                         std::string &error) const override;
 };
 
 } // namespace
@@ -64,12 +72,6 @@ rocm::KernelConfig configFor(const TilePlan &plan, const std::string &chip) {
 }
 
 } // namespace
-
-llvm::ArrayRef<llvm::StringRef> rocm::AMDGPUTargetInfo::names() const {
-  static const llvm::StringRef names[] = {"gfx90a", "gfx942", "gfx950",
-                                          "gfx1100"};
-  return names;
-}
 
 void rocm::AMDGPUTargetInfo::checkChip(const std::string &name) const {
   if (!isSupportedChip(name))
@@ -115,29 +117,6 @@ void rocm::AMDGPUTargetInfo::planTiles(TilePlan &plan,
   }
 }
 
-void rocm::AMDGPUTargetInfo::checkStage(Stage stage) const {
-  if (stage == Stage::PTX)
-    throw ::attn::Error("--stage", "ptx is for NVIDIA targets; AMD targets "
-                                   "emit amdgcn (AMDGPU assembly)");
-  if (stage == Stage::LLVM)
-    throw ::attn::Error("--stage", "GPU targets emit attn, tiled (the "
-                                   "gpu.module), ptx (NVIDIA) or amdgcn "
-                                   "(AMD)");
-}
-
-void rocm::AMDGPUTargetInfo::registerDialects(
-    DialectRegistry &registry) const {
-  registry.insert<gpu::GPUDialect, amdgpu::AMDGPUDialect,
-                  ROCDL::ROCDLDialect>();
-  ROCDL::registerROCDLTargetInterfaceExternalModels(registry);
-  registerGPUDialectTranslation(registry);
-  registerROCDLDialectTranslation(registry);
-}
-
-void rocm::AMDGPUTargetInfo::registerPasses() const {
-  registerAttnAMDGPUPasses();
-}
-
 std::string rocm::AMDGPUTargetInfo::kernelPipeline(const TilePlan &plan,
                                                    const std::string &chip,
                                                    StringRef variant,
@@ -171,12 +150,8 @@ FailureOr<GpuBinary> rocm::AMDGPUTargetInfo::lowerToBinary(
   return out;
 }
 
-FailureOr<std::string> rocm::AMDGPUTargetInfo::lowerToText(
-    ModuleOp host, Stage stage, const TilePlan &plan, const std::string &chip,
+FailureOr<std::string> rocm::AMDGPUTargetInfo::lowerToAssembly(
+    ModuleOp host, const TilePlan &plan, const std::string &chip,
     std::string &error) const {
-  if (stage != Stage::AMDGCN) {
-    error = "AMD targets print amdgcn past the gpu.module";
-    return failure();
-  }
-  return lowerToAssembly(host, configFor(plan, chip), error);
+  return rocm::lowerToAssembly(host, configFor(plan, chip), error);
 }

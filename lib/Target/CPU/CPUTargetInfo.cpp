@@ -22,6 +22,11 @@ public:
   void checkStage(mlir::attn::Stage stage) const override;
   void registerDialects(mlir::DialectRegistry &registry) const override;
   void registerPasses() const override;
+  std::string kernelPipeline(const mlir::attn::TilePlan &plan,
+                             const std::string &chip, llvm::StringRef variant,
+                             llvm::StringRef entry) const override;
+  std::string
+  loweringPipeline(const llvm::TargetMachine &machine) const override;
 };
 
 } // namespace
@@ -88,6 +93,10 @@ void CPUTargetInfo::planTiles(mlir::attn::TilePlan &plan,
     // with either keep one tile size.
     plan.manyRowsBlockKV = 64;
   }
+  // dQ summed in a fixed order unless the backward also accumulates the
+  // gradients of f32 tensors the score reads, which ordered-dq's first
+  // phase has no per-group copies for.
+  plan.orderedDq = request.backward && !request.scoreReadsF32Tensors;
 }
 
 void CPUTargetInfo::checkStage(mlir::attn::Stage stage) const {
@@ -106,6 +115,25 @@ void CPUTargetInfo::registerDialects(mlir::DialectRegistry &registry) const {
 void CPUTargetInfo::registerPasses() const {
   mlir::attn::cpu::registerAttnCPUPasses();
   registerCPUPipelines();
+}
+
+std::string CPUTargetInfo::kernelPipeline(const mlir::attn::TilePlan &plan,
+                                          const std::string &,
+                                          llvm::StringRef,
+                                          llvm::StringRef) const {
+  int64_t blockKV = plan.rows == "many" && plan.manyRowsBlockKV
+                        ? plan.manyRowsBlockKV
+                        : plan.blockKV;
+  std::string tiles = "block-q=" + std::to_string(plan.blockQ) +
+                      " block-kv=" + std::to_string(blockKV);
+  return "attn-tile-backward{" + tiles +
+         (plan.orderedDq ? " ordered-dq=1" : "") + "},func.func(attn-tile{" +
+         tiles + " rows=" + plan.rows + "},canonicalize,cse)";
+}
+
+std::string
+CPUTargetInfo::loweringPipeline(const llvm::TargetMachine &machine) const {
+  return cpu::loweringPipeline(vectorShape(machine));
 }
 
 } // namespace attn::cpu

@@ -3,10 +3,8 @@
 
 #include "lib/Target/NVPTX/Passes.h"
 
-#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Target/LLVM/NVVM/Target.h"
-#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 
 #include <regex>
@@ -17,29 +15,42 @@ using namespace mlir::attn;
 namespace mlir::attn::nvptx {
 namespace {
 
+const llvm::StringRef kChips[] = {"sm_80", "sm_90a"};
+
 /// sm_80 (mma.sync, cp.async) and sm_90a (wgmma, TMA).
 class NVPTXTargetInfo : public gpukernel::GpuTargetInfo {
 public:
-  llvm::ArrayRef<llvm::StringRef> names() const override;
+  NVPTXTargetInfo()
+      : GpuTargetInfo({kChips, "NVIDIA", Stage::PTX, "ptx",
+                       "amdgcn is AMDGPU assembly; NVIDIA targets emit ptx",
+                       "cubin"}) {}
   void planTiles(TilePlan &plan, const ::attn::Options &options,
                  const TileRequest &request) const override;
-  void checkStage(Stage stage) const override;
-  void registerDialects(DialectRegistry &registry) const override;
-  void registerPasses() const override;
+  void registerDialects(DialectRegistry &registry) const override {
+    gpukernel::registerGpuDialects(registry);
+    registry.insert<NVVM::NVVMDialect>();
+    NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+    registerNVVMDialectTranslation(registry);
+  }
+  void registerPasses() const override { registerAttnNVPTXPasses(); }
   std::string kernelPipeline(const TilePlan &plan, const std::string &chip,
                              llvm::StringRef variant,
                              llvm::StringRef entry) const override;
   std::string backwardPipeline(const TilePlan &plan, const std::string &chip,
                                llvm::StringRef variant) const override;
   bool assemblesHere() const override { return havePtxas(); }
-  const char *binaryKind() const override { return "cubin"; }
   FailureOr<GpuBinary> lowerToBinary(ModuleOp host, const TilePlan &plan,
                                      const std::string &chip, bool assemble,
                                      std::string &error) const override;
-  FailureOr<std::string> lowerToText(ModuleOp host, Stage stage,
-                                     const TilePlan &plan,
-                                     const std::string &chip,
-                                     std::string &error) const override;
+
+protected:
+  FailureOr<std::string> lowerToAssembly(ModuleOp host, const TilePlan &,
+                                         const std::string &chip,
+                                         std::string &error) const override {
+    KernelConfig cfg;
+    cfg.chip = chip;
+    return lowerToPtx(host, cfg, error);
+  }
 };
 
 } // namespace
@@ -70,11 +81,6 @@ int64_t backwardSpills(const std::string &report) {
 }
 
 } // namespace
-
-llvm::ArrayRef<llvm::StringRef> nvptx::NVPTXTargetInfo::names() const {
-  static const llvm::StringRef names[] = {"sm_80", "sm_90a"};
-  return names;
-}
 
 void nvptx::NVPTXTargetInfo::planTiles(TilePlan &plan,
                                        const ::attn::Options &options,
@@ -108,28 +114,6 @@ void nvptx::NVPTXTargetInfo::planTiles(TilePlan &plan,
   bool wideTiles = widest <= 64 || hopper;
   plan.blockKV = options.blockKV ? options.blockKV : wideTiles ? 64 : 32;
   plan.autoBlockKV = !options.blockKV;
-}
-
-void nvptx::NVPTXTargetInfo::checkStage(Stage stage) const {
-  if (stage == Stage::AMDGCN)
-    throw ::attn::Error("--stage", "amdgcn is AMDGPU assembly; NVIDIA "
-                                   "targets emit ptx");
-  if (stage == Stage::LLVM)
-    throw ::attn::Error("--stage", "GPU targets emit attn, tiled (the "
-                                   "gpu.module), ptx (NVIDIA) or amdgcn "
-                                   "(AMD)");
-}
-
-void nvptx::NVPTXTargetInfo::registerDialects(
-    DialectRegistry &registry) const {
-  registry.insert<gpu::GPUDialect, NVVM::NVVMDialect>();
-  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
-  registerGPUDialectTranslation(registry);
-  registerNVVMDialectTranslation(registry);
-}
-
-void nvptx::NVPTXTargetInfo::registerPasses() const {
-  registerAttnNVPTXPasses();
 }
 
 std::string nvptx::NVPTXTargetInfo::kernelPipeline(const TilePlan &plan,
@@ -174,16 +158,4 @@ FailureOr<GpuBinary> nvptx::NVPTXTargetInfo::lowerToBinary(
   out.spillLoadBytes = cubin->spillLoadBytes;
   out.backwardSpillBytes = backwardSpills(out.report);
   return out;
-}
-
-FailureOr<std::string> nvptx::NVPTXTargetInfo::lowerToText(
-    ModuleOp host, Stage stage, const TilePlan &, const std::string &chip,
-    std::string &error) const {
-  if (stage != Stage::PTX) {
-    error = "NVIDIA targets print ptx past the gpu.module";
-    return failure();
-  }
-  KernelConfig cfg;
-  cfg.chip = chip;
-  return lowerToPtx(host, cfg, error);
 }
