@@ -470,13 +470,73 @@ void GpuAttentionBuilder::rescale(OpBuilder &b, MutableArrayRef<Value> acc,
     acc[i] = arith::MulFOp::create(b, loc, acc[i], alpha[(i % 4) / 2]);
 }
 
+/// A tile PARTIAL for the CTA's BQ rows reclassified over the 16 rows of
+/// this warp: FULL where the classifier says so (both warpgroups of 64
+/// rows, or the 4 warps of sm_80, straddle a causal diagonal or a window's
+/// edge, but fewer of their tiles do), else PARTIAL (also where it says
+/// EMPTY: the tile's entries are then all dropped by the mask); other
+/// classes unchanged. Rows of one warp may span two packed heads, so the
+/// block is the heads [first, last] and, across a head boundary, every
+/// query of the CTA. (select's kept map and kv_index, whose keys are data,
+/// keep the CTA's class.)
+Value GpuAttentionBuilder::warpTileClass(OpBuilder &b, Value k0, Value cls) {
+  Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
+                                        cI32(b, kTilePartial));
+  auto ifOp = scf::IfOp::create(
+      b, loc, partial,
+      [&](OpBuilder &b, Location) {
+        Value first = warpRow, last = add(b, warpRow, kRowsPerWarp - 1);
+        auto headOf = [&](Value row) {
+          return arith::AddIOp::create(
+              b, loc, hIdx, arith::DivUIOp::create(b, loc, row, rowsPerHead));
+        };
+        auto queryOf = [&](Value row) {
+          return arith::AddIOp::create(
+              b, loc, q0, arith::RemUIOp::create(b, loc, row, rowsPerHead));
+        };
+        Value hLo = headOf(first), hHi = headOf(last);
+        Value oneHead = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                              hLo, hHi);
+        Value qLo = arith::SelectOp::create(b, loc, oneHead, queryOf(first), q0);
+        Value qHi = arith::SelectOp::create(
+            b, loc, oneHead, queryOf(last),
+            arith::SubIOp::create(
+                b, loc, arith::AddIOp::create(b, loc, q0, rowsPerHead),
+                cIdx(b, 1)));
+        Value kLast = arith::SubIOp::create(
+            b, loc, arith::MinUIOp::create(b, loc, add(b, k0, BK), seqKV),
+            cIdx(b, 1));
+        Value warpCls = classifyBlock(
+            b, loc, op, regions,
+            {b32, toI32(b, hLo), toI32(b, hHi), toI32(b, qLo),
+             arith::MinSIOp::create(b, loc, toI32(b, qHi), qLast),
+             toI32(b, k0), toI32(b, kLast)});
+        Value ragged = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt,
+                                             add(b, k0, BK), seqKV);
+        warpCls = partialWhere(b, loc, warpCls, ragged);
+        Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                           warpCls, cI32(b, kTileFull));
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::SelectOp::create(b, loc, full,
+                                               cI32(b, kTileFull),
+                                               cI32(b, kTilePartial))
+                           .getResult()});
+      },
+      [&](OpBuilder &b, Location) { scf::YieldOp::create(b, loc, cls); });
+  return ifOp.getResult(0);
+}
+
 /// The scores of S and the online-softmax update: returns the new
 /// (m0, m1, l0, l1) from `ml`, the normalized entries in `p` and, for
 /// softmax, the factors O must be rescaled by in `alpha`.
 SmallVector<Value> GpuAttentionBuilder::softmaxStep(
     OpBuilder &b, ArrayRef<Frag> s, Value k0, Value cls, ValueRange ml,
     SmallVector<Value> &p, Value alpha[2]) {
-  // Scores, with the mask only where the classifier could not decide.
+  // Scores, with the mask only where the classifier could not decide: for
+  // the CTA's rows, or on its PARTIAL tiles for this warp's 16 rows.
+  if (op.hasMask() && !keptMap && !kvIndex)
+    cls = warpTileClass(b, k0, cls);
   SmallVector<Value> t =
       scoresMaskedWhereNeeded(b, cls, [&](OpBuilder &b, bool withMask) {
         return scores(b, s, k0, withMask);

@@ -168,6 +168,7 @@ private:
   SmallVector<SmallVector<Value>> pOperands(OpBuilder &b, ArrayRef<Value> p);
   SmallVector<Value> pvWgmma(OpBuilder &b, ArrayRef<SmallVector<Value>> a,
                              Value buffer, ValueRange acc, bool wait);
+  Value warpTileClass(OpBuilder &b, Value k0, Value cls);
   SmallVector<Value> softmaxStep(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                                  Value cls, ValueRange ml,
                                  SmallVector<Value> &p, Value alpha[2]);
