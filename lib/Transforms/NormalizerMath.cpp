@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/Transforms/NormalizerMath.h"
+#include "dialect/Normalizers.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -146,4 +147,21 @@ std::pair<Value, Value> mlir::attn::normalizerAdjoint(OpBuilder &b,
   }
   }
   llvm_unreachable("unknown normalizer");
+}
+
+EntryAdjoint mlir::attn::keptNormalizerAdjoint(OpBuilder &b, Location loc,
+                                               Normalize norm, Value u,
+                                               Value dp, Value lse, Value delta,
+                                               Value kept) {
+  FloatType f32 = b.getF32Type();
+  if (hasRowSum(norm))
+    kept = arith::AndIOp::create(
+        b, loc, kept,
+        arith::CmpFOp::create(
+            b, loc, arith::CmpFPredicate::OGT, lse,
+            arith::ConstantFloatOp::create(b, loc, f32, APFloat(-INFINITY))));
+  auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, lse, delta);
+  Value zero = arith::ConstantFloatOp::create(b, loc, f32, APFloat(0.0f));
+  return {arith::SelectOp::create(b, loc, kept, p, zero),
+          arith::SelectOp::create(b, loc, kept, du, zero), kept};
 }

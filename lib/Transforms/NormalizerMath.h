@@ -30,11 +30,27 @@ Value normalizeScore(OpBuilder &b, Location loc, Normalize norm, Value t);
 /// dO . v, the row's forward lse and delta = rowsum(dO * O), returns p (as
 /// the forward used it: exp(u - lse) for softmax, f(u) / exp(lse) for the
 /// other normalizers with a row sum, f(u) for the rest) and du = dL/du
-/// (each normalizer's at its case in NormalizerMath.cpp). The caller zeroes
-/// both where the entry is masked or the row has no mass (lse = -inf).
+/// (each normalizer's at its case in NormalizerMath.cpp). Backward kernels
+/// call it through keptNormalizerAdjoint, which zeroes both where they do
+/// not count.
 std::pair<Value, Value> normalizerAdjoint(OpBuilder &b, Location loc,
                                           Normalize norm, Value u, Value dp,
                                           Value lse, Value delta);
+
+/// An entry's p and du in the backward, and whether it counts.
+struct EntryAdjoint {
+  Value p, du, kept;
+};
+
+/// normalizerAdjoint at an entry that counts where `kept` (i1: inside the
+/// problem and kept by the mask): for a normalizer with a row sum, an entry
+/// also needs its row to have mass (lse > -inf; a row whose kept scores are
+/// all -inf has o = 0 and nothing to differentiate, and exp(u - lse) would
+/// be NaN). p and du are 0 where the entry does not count; `kept` comes
+/// back with the row's verdict, for the caller's other terms.
+EntryAdjoint keptNormalizerAdjoint(OpBuilder &b, Location loc, Normalize norm,
+                                   Value u, Value dp, Value lse, Value delta,
+                                   Value kept);
 
 } // namespace mlir::attn
 

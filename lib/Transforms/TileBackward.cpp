@@ -353,16 +353,10 @@ void BackwardTiler::emitEntries(OpBuilder &b, Value bI, Value hI, Value q0,
       Value dp = memref::LoadOp::create(b, loc, dpTBuf, ValueRange{j, i});
       Value lse = memref::LoadOp::create(b, loc, lseBuf, ValueRange{i});
       Value delta = memref::LoadOp::create(b, loc, deltaBuf, ValueRange{i});
-      auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, lse, delta);
-      // A row whose kept scores are all -inf has lse = -inf and no mass:
-      // o = 0 and nothing to differentiate (exp(u - lse) would be NaN).
-      if (hasRowSum(norm))
-        kept = arith::AndIOp::create(
-            b, loc, kept,
-            arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, lse,
-                                  cF32(b, -INFINITY)));
-      p = arith::SelectOp::create(b, loc, kept, p, zero);
-      du = arith::SelectOp::create(b, loc, kept, du, zero);
+      EntryAdjoint entry =
+          keptNormalizerAdjoint(b, loc, norm, u, dp, lse, delta, kept);
+      Value p = entry.p, du = entry.du;
+      kept = entry.kept;
       // score_grad's accumulations leave this loop (they would keep it
       // from vectorizing): phase 0 makes them in emitScoreGradSums, and
       // phase 1 recomputes what phase 0 accounted for.

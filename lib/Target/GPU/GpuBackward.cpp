@@ -198,15 +198,10 @@ BackwardBase::entry(OpBuilder &b, Value s, Value dp, Value rowLse,
         regions.inlineRegion(b, op.getMask(), {b32, h32, q32, kv32}));
   if (withMask && keptMap)
     kept = arith::AndIOp::create(b, loc, kept, keptAt(b, h32, q32, kv32));
-  // A row whose kept scores are all -inf has lse = -inf and no mass.
-  if (hasRowSum(norm))
-    kept = arith::AndIOp::create(
-        b, loc, kept,
-        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, rowLse,
-                              cF32(b, -INFINITY)));
-  auto [p, du] = normalizerAdjoint(b, loc, norm, u, dp, rowLse, delta);
-  p = arith::SelectOp::create(b, loc, kept, p, zero);
-  du = arith::SelectOp::create(b, loc, kept, du, zero);
+  EntryAdjoint entry =
+      keptNormalizerAdjoint(b, loc, norm, u, dp, rowLse, delta, kept);
+  Value p = entry.p, du = entry.du;
+  kept = entry.kept;
   // bwd_kv adds score_grad's and scale_grad's accumulations to this
   // thread's slots; bwd_q recomputes the entries bwd_kv accounted for.
   if (phase0)
