@@ -22,10 +22,10 @@ are constants of the backward.
 - q, k, v and captured tensors are made contiguous where they are not
   (a copy); so is the incoming gradient of o.
 - For gradients the kernel must be compiled with --backward, and, for
-  softmax and softplus (whose backward reads the forward's log-sum-exp),
-  with --lse; forward() says so, naming the kernel, when a gradient is
-  needed and it was not. Without requires_grad (or under torch.no_grad())
-  any kernel runs.
+  normalizers with a row sum (softmax and softplus: kernel.info["row_sum"];
+  their backward reads the forward's log-sum-exp), with --lse; forward()
+  says so, naming the kernel, when a gradient is needed and it was not.
+  Without requires_grad (or under torch.no_grad()) any kernel runs.
 - CPU kernels take CPU tensors. GPU kernels take CUDA tensors and run
   forward and backward on torch's current stream (the backward on the
   stream autograd runs it on), or CPU tensors (staged copies: attnc's GPU
@@ -47,12 +47,12 @@ import attnrt
 
 __all__ = ["AttentionFunction", "attention"]
 
-# Normalizers whose backward reads the forward's lse (DSL.md).
-_ROW_SUM = ("softmax", "softplus")
-
 
 def _needs_lse(kernel):
-    return kernel.info.get("normalize", "softmax") in _ROW_SUM
+    """Whether the kernel's normalizer has a row sum, so its backward reads
+    the forward's lse: the kernel info's row_sum, from attnrt's normalizer
+    table (runtime/support/Normalizers.h)."""
+    return bool(kernel.info["row_sum"])
 
 
 def _kinds(kernel):

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/support/Manifest.h"
+#include "runtime/support/Normalizers.h"
 
 #include <nlohmann/json.hpp>
 
@@ -354,6 +355,13 @@ Json toJson(const KernelInfo &info) {
   v["value_head_dim"] = info.valueHeadDim;
   v["lse"] = info.lse;
   v["normalize"] = info.normalize;
+  // The normalizer table's row-sum property, for readers of the info that
+  // lack the table (attn_torch.py: whether the backward reads the lse);
+  // attnrt itself asks the table by name, so it is not read back, and
+  // older bundles' info gets it here too. False for a name the table lacks,
+  // as attnrt's backward treats it.
+  const NormalizerTraits *traits = findNormalizer(info.normalize);
+  v["row_sum"] = traits && traits->rowSum;
   v["block_q"] = info.blockQ;
   v["block_kv"] = info.blockKV;
   v["compiler"] = info.compilerVersion;

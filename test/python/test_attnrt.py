@@ -22,6 +22,14 @@ assert mod.names() == ["sliding_sink"], mod.names()
 kernel = mod.kernel("sliding_sink")
 assert kernel.info["head_dim"] == 32
 assert [p["name"] for p in kernel.info["params"]] == ["window", "sinks"]
+# The normalizer's row-sum property (attnrt's normalizer table), which
+# attn_torch asks whether a backward reads the forward's lse.
+assert kernel.info["row_sum"] is True, kernel.info
+out_relu = os.path.join(work, "relu")
+subprocess.run([attnc, "compile", os.path.join(examples, "relu.attn"),
+                "--head-dim", "32", "-o", out_relu], check=True)
+relu_info = attnrt.load(out_relu + ".attnpkg").kernel("relu_attn").info
+assert relu_info["normalize"] == "relu" and relu_info["row_sum"] is False
 
 rng = np.random.default_rng(0)
 B, H, S, D = 2, 3, 70, 32

@@ -259,6 +259,28 @@ TEST(Manifest, KeepsTheLayoutBundlesHaveAlwaysHad) {
                         "\"kind\": \"cubin\", \"size\": 9000, ");
 }
 
+TEST(Manifest, KernelInfoCarriesTheRowSumProperty) {
+  // Written from the normalizer table for readers without it (attn_torch),
+  // after "normalize"; a name the table lacks has no row sum.
+  KernelInfo info = sampleInfo("k", "cpu");
+  for (auto [name, rowSum] :
+       {std::pair{"softmax", true}, {"softplus", true}, {"sigmoid", false},
+        {"relu", false}, {"laplace", false}, {"from_the_future", false}}) {
+    info.normalize = name;
+    EXPECT_CONTAINS(manifest::writeKernelInfo(info),
+                    "\"normalize\": \"" + std::string(name) +
+                        "\", \"row_sum\": " + (rowSum ? "true" : "false"));
+  }
+  // Not read back: attnrt asks the table, so older bundles without the
+  // field read the same and their info gets it.
+  std::string text = manifest::writeKernelInfo(sampleInfo("k", "cpu"));
+  std::string old = replaced(text, ", \"row_sum\": true", "");
+  expectSameInfo(manifest::readKernelInfo(old, "old"),
+                 manifest::readKernelInfo(text, "new"));
+  EXPECT_EQ(manifest::writeKernelInfo(manifest::readKernelInfo(old, "old")),
+            text);
+}
+
 TEST(Manifest, ReadsWhatEarlierWritersWrote) {
   // The writer before this one printed non-finite defaults as bare words
   // (not JSON), and fields added after format 1 may be absent.
