@@ -678,7 +678,30 @@ std::string emitStage(const Source &source, const KernelPlan &plan,
   return text;
 }
 
+namespace {
+
+/// Whether the JIT defers `info`'s block-map entry: not when the variant
+/// selects blocks, whose every launch runs it.
+bool defersBlockMap(const KernelInfo &info) {
+  return info.hasBlockMap && !info.selectBlock;
+}
+
+/// compileCpuObject; with `deferred`, the merge and block-map entries go
+/// there as bitcode (cpu::deferEntries), stubs in the object, and with
+/// `deferredOnly` no object is built.
+CpuObject compileCpu(const Source &source, const KernelPlan &plan,
+                     std::string *deferred, bool deferredOnly);
+
+} // namespace
+
 CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
+  return compileCpu(source, plan, nullptr, false);
+}
+
+namespace {
+
+CpuObject compileCpu(const Source &source, const KernelPlan &plan,
+                     std::string *deferred, bool deferredOnly) {
   bool timing = std::getenv("ATTNC_TIMING") != nullptr;
   // Wall and CPU time of this thread: on a busy machine the wall time also
   // counts the time other processes held the core.
@@ -733,10 +756,18 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   }
   std::string error;
   llvm::LLVMContext llvmCtx;
-  auto llvmModule =
-      cpu::translateAndOptimize(*built.module, llvmCtx, *tm, error);
+  auto llvmModule = cpu::translateToLLVMIR(*built.module, llvmCtx, *tm, error);
   if (!llvmModule)
     throw InternalError(error);
+  if (deferred) {
+    std::vector<std::string> entries = {out.mergeEntry};
+    if (defersBlockMap(plan.info))
+      entries.push_back(out.blockMapEntry);
+    *deferred = cpu::deferEntries(*llvmModule, entries);
+    if (deferredOnly)
+      return out;
+  }
+  cpu::optimize(*llvmModule, *tm);
   lap("LLVM translate + -O3");
   FailureOr<std::string> object = cpu::emitObject(*llvmModule, *tm, error);
   if (failed(object))
@@ -744,6 +775,133 @@ CpuObject compileCpuObject(const Source &source, const KernelPlan &plan) {
   lap("LLVM codegen");
   out.object = std::move(*object);
   return out;
+}
+
+/// The code of a CpuJitCode's deferred entries, compiled at the first call
+/// of a stub, shared by its stubs.
+struct DeferredCode {
+  std::function<CpuObject()> build;
+  std::once_flag once;
+  detail::CpuCode code;
+  std::string error;
+};
+
+/// What a stub passes to deferredCall: its code and which entry it is.
+struct DeferredSlot {
+  DeferredCode *code = nullptr;
+  bool blockMap = false;
+};
+
+/// A CpuJitCode loaded: its JIT, and its deferred code once built.
+struct JitCodeOwner {
+  std::shared_ptr<void> jit;
+  DeferredCode deferred;
+  DeferredSlot slots[2];
+};
+
+/// cpu::kDeferredCall: builds the deferred code at the first call (the
+/// other threads of the launch wait for it), then runs the entry.
+void deferredCall(void **args, void *slotAddress) {
+  auto *slot = static_cast<DeferredSlot *>(slotAddress);
+  DeferredCode &deferred = *slot->code;
+  std::call_once(deferred.once, [&] {
+    try {
+      deferred.code = loadCpuCode(deferred.build());
+    } catch (const std::exception &e) {
+      deferred.error = e.what();
+    }
+  });
+  detail::CpuEntry entry =
+      slot->blockMap ? deferred.code.blockMap : deferred.code.merge;
+  if (!entry) {
+    // Called from generated code, which cannot pass an exception on. The
+    // kernel's own entry compiled, so this is a compiler bug.
+    std::fprintf(stderr,
+                 "attnc: internal error: compiling the %s entry failed: "
+                 "%s\n",
+                 slot->blockMap ? "block-map" : "split-KV merge",
+                 deferred.error.c_str());
+    std::abort();
+  }
+  entry(args);
+}
+
+} // namespace
+
+CpuJitCode compileCpuJitCode(const Source &source, const KernelPlan &plan) {
+  CpuJitCode code;
+  code.now = compileCpu(source, plan, &code.deferred, false);
+  return code;
+}
+
+CpuObject compileCpuDeferred(const Source &source, const KernelPlan &plan,
+                             const std::string &deferred) {
+  std::string bitcode = deferred;
+  if (bitcode.empty())
+    compileCpu(source, plan, &bitcode, true);
+  auto tm = targetMachine(plan);
+  std::string error;
+  llvm::LLVMContext llvmCtx;
+  std::unique_ptr<llvm::Module> module =
+      cpu::parseDeferred(bitcode, llvmCtx, error);
+  if (!module)
+    throw InternalError("the deferred entries' bitcode: " + error);
+  cpu::optimize(*module, *tm);
+  FailureOr<std::string> object = cpu::emitObject(*module, *tm, error);
+  if (failed(object))
+    throw InternalError(error);
+  CpuObject out;
+  out.object = std::move(*object);
+  out.entry = out.mergeEntry = mergeSymbol(plan.variant->name);
+  if (defersBlockMap(plan.info))
+    out.blockMapEntry = blockMapSymbol(plan.variant->name);
+  out.info = plan.info;
+  out.info.backward = false; // the backward entry stays in `now`
+  return out;
+}
+
+detail::CpuCode loadCpuJitCode(const CpuObject &now,
+                               std::function<CpuObject()> deferred) {
+  watchProcessExit();
+  auto owner = std::make_shared<JitCodeOwner>();
+  owner->deferred.build = std::move(deferred);
+  std::string error;
+  FailureOr<cpu::LoadedObject> loaded = cpu::loadObject(
+      now.object, now.entry, error,
+      {{cpu::kDeferredCall, reinterpret_cast<void *>(&deferredCall)}});
+  if (failed(loaded))
+    throw InternalError("loading the compiled kernel failed: " + error);
+  llvm::orc::LLJIT *jit = loaded->jit.release();
+  owner->jit = std::shared_ptr<void>(jit, destroyJit);
+  auto lookup = [&](const std::string &name, const char *what) {
+    auto symbol = jit->lookup(name);
+    if (!symbol)
+      throw InternalError(std::string("the ") + what + " is missing: " +
+                          llvm::toString(symbol.takeError()));
+    return symbol->getValue();
+  };
+  // A stub's slot gets the address of its DeferredSlot.
+  auto stub = [&](const std::string &name, int index, const char *what) {
+    DeferredSlot &slot = owner->slots[index];
+    slot.code = &owner->deferred;
+    slot.blockMap = index == 1;
+    *reinterpret_cast<DeferredSlot **>(
+        lookup(cpu::deferredSlot(name), what)) = &slot;
+    return reinterpret_cast<detail::CpuEntry>(lookup(name, what));
+  };
+  detail::CpuCode code;
+  code.entry = loaded->entry;
+  code.merge = stub(now.mergeEntry, 0, "split-KV merge entry");
+  if (!now.blockMapEntry.empty())
+    code.blockMap = defersBlockMap(now.info)
+                        ? stub(now.blockMapEntry, 1, "block-map entry")
+                        : reinterpret_cast<detail::CpuEntry>(
+                              lookup(now.blockMapEntry, "block-map entry"));
+  if (!now.backwardEntry.empty())
+    code.backward = reinterpret_cast<detail::CpuEntry>(
+        lookup(now.backwardEntry, "backward entry"));
+  code.owner = std::move(owner);
+  return code;
 }
 
 void checkCpu(const KernelPlan &plan) { targetMachine(plan); }

@@ -13,6 +13,7 @@
 #include "lib/Frontend/Import.h"
 #include "lib/Target/TargetInfo.h"
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -127,6 +128,25 @@ void checkCpu(const KernelPlan &plan);
 Kernel loadCpuKernel(const CpuObject &object);
 /// The same, as the entries of one class of launch of a lazy kernel.
 detail::CpuCode loadCpuCode(const CpuObject &object);
+
+/// What the JIT compiles for one class of launch (plan.rows) when it is
+/// first launched: `now`, an object whose merge and (unless the variant
+/// selects blocks, which every launch maps) block-map entries are stubs,
+/// and `deferred`, their code as LLVM bitcode, compiled when a stub is
+/// first called (see cpu::deferEntries).
+struct CpuJitCode {
+  CpuObject now;
+  std::string deferred;
+};
+CpuJitCode compileCpuJitCode(const Source &source, const KernelPlan &plan);
+/// The object of the deferred entries: from `deferred` (CpuJitCode's),
+/// or when that is empty (`now` came from the disk cache) from the source.
+CpuObject compileCpuDeferred(const Source &source, const KernelPlan &plan,
+                             const std::string &deferred);
+/// Loads a CpuJitCode's `now`; its stubs call `deferred` once, at the
+/// first call of either, for the object of the deferred entries.
+detail::CpuCode loadCpuJitCode(const CpuObject &now,
+                               std::function<CpuObject()> deferred);
 
 /// The exported packed entries of a variant's kernel and block map.
 std::string entrySymbol(const std::string &variant);

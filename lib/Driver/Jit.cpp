@@ -259,26 +259,42 @@ struct JitCache : std::enable_shared_from_this<JitCache> {
     std::shared_ptr<JitCache> cache = shared_from_this();
     return detail::makeLazyCpuKernel(
         plan.info, [cache, parsed, plan, key](detail::CpuRows rows) {
-          return cache->buildRows(*parsed, plan, key, rows);
+          return cache->buildRows(parsed, plan, key, rows);
         });
   }
 
   /// The code of `plan` for one class of launch, from the disk cache or
-  /// compiled (and then cached).
-  detail::CpuCode buildRows(const driver::Source &source,
+  /// compiled (and then cached). The merge and block-map entries are built
+  /// (or read from the cache) at their first call: most launches need
+  /// neither, and they were a fifth of a compile.
+  detail::CpuCode buildRows(std::shared_ptr<const driver::Source> source,
                             driver::KernelPlan plan, const std::string &key,
                             detail::CpuRows rows) {
     plan.rows = rows == detail::CpuRows::Few ? "few" : "many";
     std::string rowsKey = key + "-" + plan.rows;
-    if (auto cached = loadFromDisk(rowsKey)) {
-      ++diskHits;
-      return driver::loadCpuCode(*cached);
-    }
-    ++compiles;
+    // The deferred entries' bitcode, when this process compiled `now`.
+    auto bitcode = std::make_shared<std::string>();
+    std::shared_ptr<JitCache> cache = shared_from_this();
+    auto deferred = [cache, source, plan, rowsKey, bitcode] {
+      std::string deferredKey = rowsKey + "-deferred";
+      if (auto cached = cache->loadFromDisk(deferredKey))
+        return *cached;
+      driver::CpuObject object =
+          driver::compileCpuDeferred(*source, plan, *bitcode);
+      cache->storeToDisk(deferredKey, object);
+      bitcode->clear();
+      return object;
+    };
     try {
-      driver::CpuObject object = driver::compileCpuObject(source, plan);
-      storeToDisk(rowsKey, object);
-      return driver::loadCpuCode(object);
+      if (auto cached = loadFromDisk(rowsKey)) {
+        ++diskHits;
+        return driver::loadCpuJitCode(*cached, deferred);
+      }
+      ++compiles;
+      driver::CpuJitCode code = driver::compileCpuJitCode(*source, plan);
+      storeToDisk(rowsKey, code.now);
+      *bitcode = std::move(code.deferred);
+      return driver::loadCpuJitCode(code.now, deferred);
     } catch (const driver::InternalError &e) {
       throw InternalError(e.what());
     }

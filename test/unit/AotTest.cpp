@@ -100,6 +100,41 @@ float maxDiff(const std::vector<float> &a, const std::vector<float> &b) {
   return m;
 }
 
+// The JIT compiles a class's split-KV merge (and block-map) entries at
+// their first call, into a disk cache entry of their own; a Jit that finds
+// the kernel's object on disk but not theirs compiles them from the source.
+TEST(Jit, CompilesTheMergeAtItsFirstCall) {
+  std::string dir = freshDir("jit-deferred");
+  Options o = options("window");
+  o.splitKv = "4"; // 300 keys: 5 key tiles, 4 parts, then the merge
+  driver::writeBundle(driver::Source(kSource, "two.attn"), o,
+                      dir + "/bundle");
+  std::vector<float> expected =
+      run(Module::load(dir + "/bundle.attnpkg").kernel("window"), 5, 2, 300);
+  fs::remove(dir + "/bundle.attnpkg");
+  fs::remove(dir + "/bundle.h");
+  auto files = [&] {
+    return std::distance(fs::directory_iterator(dir),
+                         fs::directory_iterator());
+  };
+  {
+    Jit jit(dir);
+    Kernel k = jit.compile(kSource, o);
+    k.prepare(2, 2, 300);
+    EXPECT_EQ(files(), 2); // the kernel's object and record
+    EXPECT_EQ(run(k, 5, 2, 300), expected);
+    EXPECT_EQ(files(), 4); // and the merge's
+    EXPECT_EQ(jit.stats().compiles, 1u);
+  }
+  for (const auto &e : fs::directory_iterator(dir))
+    if (e.path().filename().string().find("-deferred") != std::string::npos)
+      fs::remove(e.path());
+  Jit again(dir);
+  EXPECT_EQ(run(again.compile(kSource, o), 5, 2, 300), expected);
+  EXPECT_EQ(again.stats().diskHits, 1u);
+  EXPECT_EQ(files(), 4);
+}
+
 // CPU kernels build the code of each class of launch (more than 16 rows
 // per K/V head, or at most 16: decode) at its first use, each class its own
 // disk cache entry; the results match a bundle's kernel, which holds every

@@ -9,7 +9,13 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 
+#include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/Bitcode/BitcodeWriter.h"
+#include "llvm/ExecutionEngine/Orc/AbsoluteSymbols.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/InstIterator.h"
+#include "llvm/Transforms/Utils/Cloning.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/PassTimingInfo.h"
 #include "llvm/Pass.h"
@@ -204,6 +210,17 @@ std::unique_ptr<llvm::Module> translateAndOptimize(ModuleOp module,
                                                    llvm::TargetMachine &tm,
                                                    std::string &error) {
   std::unique_ptr<llvm::Module> llvmModule =
+      translateToLLVMIR(module, ctx, tm, error);
+  if (llvmModule)
+    optimize(*llvmModule, tm);
+  return llvmModule;
+}
+
+std::unique_ptr<llvm::Module> translateToLLVMIR(ModuleOp module,
+                                                llvm::LLVMContext &ctx,
+                                                llvm::TargetMachine &tm,
+                                                std::string &error) {
+  std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(module, ctx);
   if (!llvmModule) {
     error = "translation to LLVM IR failed";
@@ -226,6 +243,10 @@ std::unique_ptr<llvm::Module> translateAndOptimize(ModuleOp module,
     if (vectorShape(tm).bits == 512)
       f.addFnAttr("prefer-vector-width", "512");
   }
+  return llvmModule;
+}
+
+void optimize(llvm::Module &llvmModule, llvm::TargetMachine &tm) {
   // The tile loops are already register-blocked by our own passes; LLVM's
   // unrolling of them doubled compile time and changed nothing measurable
   // at run time (sliding window, 4096^2: 106.6 vs 108.4 ms).
@@ -250,10 +271,86 @@ std::unique_ptr<llvm::Module> translateAndOptimize(ModuleOp module,
   builder.crossRegisterProxies(lam, fam, cgam, mam);
   llvm::ModulePassManager mpm =
       builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
-  mpm.run(*llvmModule, mam);
+  mpm.run(llvmModule, mam);
   if (passTimes)
     passTimes->print();
-  return llvmModule;
+}
+
+std::string deferredSlot(llvm::StringRef entry) {
+  return (entry + ".deferred").str();
+}
+
+std::string deferEntries(llvm::Module &module,
+                         llvm::ArrayRef<std::string> entries) {
+  // The entries and every function they reach: the kernels they call are
+  // internal and used by nothing else.
+  llvm::SmallPtrSet<const llvm::Function *, 8> moved;
+  llvm::SmallVector<llvm::Function *> work;
+  for (const std::string &name : entries)
+    if (llvm::Function *f = module.getFunction(name);
+        f && !f->isDeclaration() && moved.insert(f).second)
+      work.push_back(f);
+  while (!work.empty()) {
+    llvm::Function *f = work.pop_back_val();
+    for (llvm::Instruction &inst : llvm::instructions(*f))
+      if (auto *call = llvm::dyn_cast<llvm::CallBase>(&inst))
+        if (llvm::Function *callee = call->getCalledFunction();
+            callee && !callee->isDeclaration() && moved.insert(callee).second)
+          work.push_back(callee);
+  }
+  // Global variables (constants) are copied; functions not moved become
+  // declarations, which nothing in the copy calls.
+  llvm::ValueToValueMapTy map;
+  std::unique_ptr<llvm::Module> deferred =
+      llvm::CloneModule(module, map, [&](const llvm::GlobalValue *gv) {
+        auto *f = llvm::dyn_cast<llvm::Function>(gv);
+        return !f || moved.contains(f);
+      });
+  std::string bitcode;
+  llvm::raw_string_ostream os(bitcode);
+  llvm::WriteBitcodeToFile(*deferred, os);
+  os.flush();
+
+  llvm::LLVMContext &ctx = module.getContext();
+  auto *ptr = llvm::PointerType::get(ctx, 0);
+  llvm::FunctionCallee call = module.getOrInsertFunction(
+      kDeferredCall, llvm::FunctionType::get(llvm::Type::getVoidTy(ctx),
+                                             {ptr, ptr}, false));
+  for (const std::string &name : entries) {
+    llvm::Function *f = module.getFunction(name);
+    if (!f || f->isDeclaration())
+      continue;
+    f->deleteBody();
+    auto *slot = new llvm::GlobalVariable(
+        module, ptr, /*isConstant=*/false, llvm::GlobalValue::ExternalLinkage,
+        llvm::ConstantPointerNull::get(ptr), deferredSlot(name));
+    llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "", f));
+    b.CreateCall(call, {f->getArg(0), b.CreateLoad(ptr, slot)});
+    b.CreateRetVoid();
+  }
+  // The kernels only the moved entries called.
+  bool erased = true;
+  while (erased) {
+    erased = false;
+    for (llvm::Function &f : llvm::make_early_inc_range(module))
+      if (moved.contains(&f) && f.hasLocalLinkage() && f.use_empty()) {
+        f.eraseFromParent();
+        erased = true;
+      }
+  }
+  return bitcode;
+}
+
+std::unique_ptr<llvm::Module> parseDeferred(const std::string &bitcode,
+                                            llvm::LLVMContext &ctx,
+                                            std::string &error) {
+  auto parsed = llvm::parseBitcodeFile(
+      llvm::MemoryBufferRef(bitcode, "attn-deferred.bc"), ctx);
+  if (!parsed) {
+    error = llvm::toString(parsed.takeError());
+    return nullptr;
+  }
+  return std::move(*parsed);
 }
 
 FailureOr<std::string> emitObject(llvm::Module &module,
@@ -277,8 +374,9 @@ FailureOr<std::string> emitObject(llvm::Module &module,
   return std::string(buffer.begin(), buffer.end());
 }
 
-FailureOr<LoadedObject> loadObject(llvm::StringRef object,
-                                   llvm::StringRef entry, std::string &error) {
+FailureOr<LoadedObject>
+loadObject(llvm::StringRef object, llvm::StringRef entry, std::string &error,
+           llvm::ArrayRef<std::pair<std::string, void *>> hostSymbols) {
   initNativeTarget();
   auto jit = llvm::orc::LLJITBuilder().create();
   if (!jit) {
@@ -295,6 +393,17 @@ FailureOr<LoadedObject> loadObject(llvm::StringRef object,
     return failure();
   }
   (*jit)->getMainJITDylib().addGenerator(std::move(*generator));
+  llvm::orc::SymbolMap host;
+  for (const auto &[name, address] : hostSymbols)
+    host[(*jit)->mangleAndIntern(name)] = {
+        llvm::orc::ExecutorAddr::fromPtr(address),
+        llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable};
+  if (!host.empty())
+    if (llvm::Error err = (*jit)->getMainJITDylib().define(
+            llvm::orc::absoluteSymbols(std::move(host)))) {
+      error = llvm::toString(std::move(err));
+      return failure();
+    }
   if (llvm::Error err = (*jit)->addObjectFile(
           llvm::MemoryBuffer::getMemBufferCopy(object, "attn-kernel.o"))) {
     error = llvm::toString(std::move(err));

@@ -75,11 +75,41 @@ mlir::LogicalResult addPackedEntry(mlir::ModuleOp module,
                                    llvm::StringRef kernel,
                                    llvm::StringRef entry);
 
-/// LLVM-dialect module -> LLVM IR optimized at -O3 for `tm`.
+/// LLVM-dialect module -> LLVM IR optimized at -O3 for `tm`
+/// (translateToLLVMIR, then optimize).
 std::unique_ptr<llvm::Module> translateAndOptimize(mlir::ModuleOp module,
                                                    llvm::LLVMContext &ctx,
                                                    llvm::TargetMachine &tm,
                                                    std::string &error);
+
+/// LLVM-dialect module -> LLVM IR for `tm`, not optimized yet.
+std::unique_ptr<llvm::Module> translateToLLVMIR(mlir::ModuleOp module,
+                                                llvm::LLVMContext &ctx,
+                                                llvm::TargetMachine &tm,
+                                                std::string &error);
+
+/// Runs LLVM's -O3 pipeline (without loop unrolling) on `module`.
+void optimize(llvm::Module &module, llvm::TargetMachine &tm);
+
+/// The host function a deferred entry's stub calls: (args, its slot).
+inline constexpr const char *kDeferredCall = "attn_cpu_deferred_call";
+/// The global of the stub of `entry` that holds the pointer it passes.
+std::string deferredSlot(llvm::StringRef entry);
+
+/// Moves the packed entries `entries` of `module` (not optimized yet), and
+/// the functions only they use, into a module of their own, returned as
+/// bitcode; each entry left in `module` is a stub that calls
+/// kDeferredCall(args, <its deferredSlot>). The JIT compiles the moved
+/// code when a stub is first called: launches that never need an entry
+/// (most never merge split-KV parts or ask for a block map) do not pay
+/// for compiling it.
+std::string deferEntries(llvm::Module &module,
+                         llvm::ArrayRef<std::string> entries);
+
+/// Bitcode from deferEntries -> a module in `ctx`; null on error.
+std::unique_ptr<llvm::Module> parseDeferred(const std::string &bitcode,
+                                            llvm::LLVMContext &ctx,
+                                            std::string &error);
 
 /// LLVM IR -> an ELF relocatable object for `tm`.
 mlir::FailureOr<std::string> emitObject(llvm::Module &module,
@@ -91,9 +121,10 @@ struct LoadedObject {
   std::unique_ptr<llvm::orc::LLJIT> jit;
   void (*entry)(void **) = nullptr;
 };
-mlir::FailureOr<LoadedObject> loadObject(llvm::StringRef object,
-                                         llvm::StringRef entry,
-                                         std::string &error);
+/// `hostSymbols`: functions of this process the object may call by name.
+mlir::FailureOr<LoadedObject>
+loadObject(llvm::StringRef object, llvm::StringRef entry, std::string &error,
+           llvm::ArrayRef<std::pair<std::string, void *>> hostSymbols = {});
 
 /// ld.lld: $ATTNC_LLD, the one found at configure time, else on PATH;
 /// empty when there is none.
