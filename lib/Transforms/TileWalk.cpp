@@ -216,3 +216,40 @@ SmallVector<Value> mlir::attn::walkKeyTilesCarrying(
       });
   return SmallVector<Value>(loop.getResults());
 }
+
+SmallVector<Value> mlir::attn::walkKeyTilesLookingAhead(
+    OpBuilder &b, Location loc, Value begin, Value end, int64_t tileKeys,
+    ValueRange init, llvm::function_ref<Value(OpBuilder &, Value t)> classify,
+    const LookAheadSteps &steps) {
+  Value firstCls = classifyTileBefore(b, loc, begin, end, classify);
+  SmallVector<Value> loopInit = {firstCls};
+  llvm::append_range(loopInit, steps.stage(b, begin, firstCls, ValueRange{}));
+  size_t numStaged = loopInit.size() - 1;
+  llvm::append_range(loopInit, init);
+  auto loop = scf::ForOp::create(
+      b, loc, begin, end, cIdx(b, loc, 1), loopInit,
+      [&](OpBuilder &b, Location, Value t, ValueRange iter) {
+        Value cls = iter[0];
+        ValueRange staged = iter.slice(1, numStaged);
+        ValueRange carried = iter.drop_front(1 + numStaged);
+        if (steps.arrive)
+          steps.arrive(b, t, cls, staged);
+        Value nextT = arith::AddIOp::create(b, loc, t, cIdx(b, loc, 1));
+        Value nextCls = classifyTileBefore(b, loc, nextT, end, classify);
+        SmallVector<Value> yield = {nextCls};
+        llvm::append_range(yield, steps.stage(b, nextT, nextCls, staged));
+        Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, loc, tileKeys));
+        auto ifOp = scf::IfOp::create(
+            b, loc, isVisitedClass(b, loc, cls),
+            [&](OpBuilder &b, Location) {
+              scf::YieldOp::create(b, loc,
+                                   steps.body(b, k0, cls, staged, carried));
+            },
+            [&](OpBuilder &b, Location) {
+              scf::YieldOp::create(b, loc, carried);
+            });
+        llvm::append_range(yield, ifOp.getResults());
+        scf::YieldOp::create(b, loc, yield);
+      });
+  return SmallVector<Value>(loop.getResults().drop_front(1 + numStaged));
+}

@@ -10,9 +10,12 @@
 //   single tiles, so a mostly empty or mostly full item classifies few
 //   ranges; its state lives in memory;
 // - walkKeyTilesCarrying (the GPUs): one tile at a time, its state carried
-//   in registers. The loops that also prefetch the next tile (cp.async on
-//   sm_80, registers on AMDGPU) carry the next tile's class themselves,
-//   from classifyTileBefore and isVisitedClass.
+//   in registers;
+// - walkKeyTilesLookingAhead (the GPU loops that fetch tile t + 1 while
+//   tile t is computed: cp.async double buffers on sm_80, registers on
+//   AMDGPU): the same, with the next tile's class and what it staged
+//   (a buffer index, its rows) carried too; the target says how a tile is
+//   staged and what each iteration does before the next one is.
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_TRANSFORMS_TILEWALK_H
@@ -82,6 +85,42 @@ SmallVector<Value> walkKeyTilesCarrying(
     llvm::function_ref<SmallVector<Value>(OpBuilder &, Value t, Value cls,
                                           ValueRange carried)>
         body);
+
+/// What a look-ahead walk does with its tiles (walkKeyTilesLookingAhead).
+/// `staged` are the values staging a tile gives (a buffer index, registers
+/// holding its rows), carried from the iteration that staged the tile to
+/// the one that computes it.
+struct LookAheadSteps {
+  /// Stages tile t of class `cls` (EMPTY when t is past the end or the
+  /// classifier drops it: then nothing should be fetched, but the values
+  /// must still be given) and gives its staged values; `previous` are the
+  /// tile before's, empty for the first tile.
+  llvm::function_ref<SmallVector<Value>(OpBuilder &, Value t, Value cls,
+                                        ValueRange previous)>
+      stage;
+  /// Each iteration's first step, on tile t's class and staged values,
+  /// before tile t + 1 is staged (a barrier; rows moved from registers to
+  /// shared memory). May be null.
+  llvm::function_ref<void(OpBuilder &, Value t, Value cls, ValueRange staged)>
+      arrive;
+  /// Tile t, not EMPTY, whose first key is k0: the next carried values.
+  llvm::function_ref<SmallVector<Value>(OpBuilder &, Value k0, Value cls,
+                                        ValueRange staged, ValueRange carried)>
+      body;
+};
+
+/// The linear walk one tile ahead, over key tiles of `tileKeys` keys:
+/// stages tile `begin`, then for t in [begin, end): arrive on t, classify
+/// and stage t + 1 (EMPTY past `end`), then `body` on t unless EMPTY (the
+/// carried values pass unchanged past EMPTY tiles). `classify(b, t)` is
+/// the class of a tile t < end; the walk asks it only for those. Body's
+/// k0 = t * tileKeys is computed before the tile's branch, not in it (in
+/// it, sm_80's PTX kept 30 more 64-bit registers). Returns the final
+/// carried values.
+SmallVector<Value> walkKeyTilesLookingAhead(
+    OpBuilder &b, Location loc, Value begin, Value end, int64_t tileKeys,
+    ValueRange init, llvm::function_ref<Value(OpBuilder &, Value t)> classify,
+    const LookAheadSteps &steps);
 
 } // namespace mlir::attn
 

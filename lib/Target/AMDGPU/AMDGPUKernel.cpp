@@ -39,6 +39,7 @@
 
 #include "lib/Transforms/QueryCodes.h"
 #include "lib/Transforms/RowState.h"
+#include "lib/Transforms/TileWalk.h"
 #include "lib/Transforms/Transforms.h"
 
 #include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
@@ -943,59 +944,44 @@ void MfmaAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   state.append(Dv / 16, zeros(b, vec(4, b.getF32Type())));
 
   // Key tiles, the next visited one's rows in flight in registers while
-  // this one is computed. The class is the same for the whole workgroup,
-  // so every barrier under it is reached by all threads or none.
-  int64_t numRegs = tileLoads() + carriedBits();
-  auto loadIfVisited = [&](OpBuilder &b, Value t, Value cls,
-                           ValueRange otherwise) {
+  // this one is computed (staged: those registers). The class is the same
+  // for the whole workgroup, so every barrier under it is reached by all
+  // threads or none.
+  auto classify = [&](OpBuilder &b, Value t) {
+    return classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)));
+  };
+  auto stage = [&](OpBuilder &b, Value t, Value cls, ValueRange previous) {
+    // Past a tile not loaded the registers stay as they were: the tile's
+    // iteration stores nothing.
+    SmallVector<Value> otherwise =
+        previous.empty() ? zeroTile(b) : SmallVector<Value>(previous);
     auto ifOp = scf::IfOp::create(
         b, loc, isVisited(b, cls),
         [&](OpBuilder &b, Location) {
           scf::YieldOp::create(
-              b, loc, loadTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
+              b, loc,
+              loadTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK))));
         },
         [&](OpBuilder &b, Location) {
           scf::YieldOp::create(b, loc, otherwise);
         });
     return SmallVector<Value>(ifOp.getResults());
   };
-  Value firstCls = classifyAt(b, tileBegin);
-  SmallVector<Value> loopInit = {firstCls};
-  llvm::append_range(loopInit,
-                     loadIfVisited(b, tileBegin, firstCls, zeroTile(b)));
-  loopInit.append(state.begin(), state.end());
-  auto loop = scf::ForOp::create(
-      b, loc, tileBegin, numTiles, cIdx(b, 1), loopInit,
-      [&](OpBuilder &b, Location, Value t, ValueRange iter) {
-        Value cls = iter[0];
-        ValueRange regs = iter.slice(1, numRegs);
-        ValueRange carried = iter.drop_front(1 + numRegs);
-        Value visited = isVisited(b, cls);
-        scf::IfOp::create(b, loc, visited, [&](OpBuilder &b, Location) {
-          // Everyone is done reading the previous tile.
-          gpu::BarrierOp::create(b, loc);
-          storeTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), regs);
-          gpu::BarrierOp::create(b, loc);
-          scf::YieldOp::create(b, loc);
-        });
-        Value nextT = add(b, t, 1);
-        Value nextCls = classifyAt(b, nextT);
-        SmallVector<Value> nextRegs = loadIfVisited(b, nextT, nextCls, regs);
-        Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
-        auto ifOp = scf::IfOp::create(
-            b, loc, visited,
-            [&](OpBuilder &b, Location) {
-              scf::YieldOp::create(b, loc, computeTile(b, k0, cls, carried));
-            },
-            [&](OpBuilder &b, Location) {
-              scf::YieldOp::create(b, loc, carried);
-            });
-        SmallVector<Value> yield = {nextCls};
-        yield.append(nextRegs.begin(), nextRegs.end());
-        yield.append(ifOp.getResults().begin(), ifOp.getResults().end());
-        scf::YieldOp::create(b, loc, yield);
-      });
-  epilogue(b, loop.getResults().drop_front(1 + numRegs));
+  auto arrive = [&](OpBuilder &b, Value t, Value cls, ValueRange regs) {
+    scf::IfOp::create(b, loc, isVisited(b, cls), [&](OpBuilder &b, Location) {
+      // Everyone is done reading the previous tile.
+      gpu::BarrierOp::create(b, loc);
+      storeTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), regs);
+      gpu::BarrierOp::create(b, loc);
+      scf::YieldOp::create(b, loc);
+    });
+  };
+  auto body = [&](OpBuilder &b, Value k0, Value cls, ValueRange,
+                  ValueRange carried) {
+    return computeTile(b, k0, cls, carried);
+  };
+  epilogue(b, walkKeyTilesLookingAhead(b, loc, tileBegin, numTiles, BK, state,
+                                       classify, {stage, arrive, body}));
   gpu::ReturnOp::create(b, loc);
 }
 

@@ -268,48 +268,36 @@ void GpuAttentionBuilder::pvMmaSync(OpBuilder &b, ArrayRef<Value> p,
 /// next tile), so "all but the newest group" is always tile t's.
 SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
                                                       ValueRange init) {
+  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value(), false,
+           rowsPerHead);
+  auto classify = [&](OpBuilder &b, Value t) {
+    return classifyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)));
+  };
   // The class is the same for the whole CTA, so every barrier under these
-  // conditions is reached by all threads or none.
-  auto prefetch = [&](OpBuilder &b, Value t, Value cls, Value buffer) {
+  // conditions is reached by all threads or none. A tile's staged value is
+  // its buffer: 0 for the first, then alternating.
+  auto stage = [&](OpBuilder &b, Value t, Value cls, ValueRange previous) {
+    Value buffer = previous.empty()
+                       ? cIdx(b, 0)
+                       : arith::SubIOp::create(b, loc, cIdx(b, 1), previous[0])
+                             .getResult();
     scf::IfOp::create(b, loc, isVisited(b, cls), [&](OpBuilder &b, Location) {
       issueKeyTile(b, arith::MulIOp::create(b, loc, t, cIdx(b, BK)), buffer);
       scf::YieldOp::create(b, loc);
     });
     NVVM::CpAsyncCommitGroupOp::create(b, loc);
+    return SmallVector<Value>{buffer};
   };
-  copyTile(b, q, bIdx, hIdx, q0, BQ, D, seqQ, qS, Value(), false,
-           rowsPerHead);
-  Value firstCls = classifyAt(b, tileBegin);
-  prefetch(b, tileBegin, firstCls, cIdx(b, 0));
-
-  SmallVector<Value> loopInit = {firstCls, cIdx(b, 0)};
-  loopInit.append(init.begin(), init.end());
-  auto loop = scf::ForOp::create(
-      b, loc, tileBegin, numTiles, cIdx(b, 1), loopInit,
-      [&](OpBuilder &b, Location, Value tIdx, ValueRange iter) {
-        Value cls = iter[0], buffer = iter[1];
-        ValueRange carried = iter.drop_front(2);
-        // Buffer 1 - s was last read by tile t - 1: everyone is past it.
-        gpu::BarrierOp::create(b, loc);
-        Value nextT = add(b, tIdx, 1);
-        Value nextCls = classifyAt(b, nextT);
-        Value other = arith::SubIOp::create(b, loc, cIdx(b, 1), buffer);
-        prefetch(b, nextT, nextCls, other);
-        Value k0 = arith::MulIOp::create(b, loc, tIdx, cIdx(b, BK));
-        auto ifOp = scf::IfOp::create(
-            b, loc, isVisited(b, cls),
-            [&](OpBuilder &b, Location) {
-              scf::YieldOp::create(b, loc,
-                                   emitKeyTile(b, k0, cls, buffer, carried));
-            },
-            [&](OpBuilder &b, Location) {
-              scf::YieldOp::create(b, loc, carried);
-            });
-        SmallVector<Value> yield = {nextCls, other};
-        yield.append(ifOp.getResults().begin(), ifOp.getResults().end());
-        scf::YieldOp::create(b, loc, yield);
-      });
-  return SmallVector<Value>(loop.getResults().drop_front(2));
+  // Buffer 1 - s was last read by tile t - 1: everyone is past it.
+  auto arrive = [&](OpBuilder &b, Value, Value, ValueRange) {
+    gpu::BarrierOp::create(b, loc);
+  };
+  auto body = [&](OpBuilder &b, Value k0, Value cls, ValueRange staged,
+                  ValueRange carried) {
+    return emitKeyTile(b, k0, cls, staged[0], carried);
+  };
+  return walkKeyTilesLookingAhead(b, loc, tileBegin, numTiles, BK, init,
+                                  classify, {stage, arrive, body});
 }
 
 } // namespace mlir::attn::nvptx::kernel

@@ -22,11 +22,27 @@ func.func @causal(%q: !t, %k: !t, %v: !t, %o: !t, %classes: memref<?x?x?x?xi8>, 
 // CHECK: gpu.func @attn_entry_causal(
 // CHECK-SAME: workgroup(%[[KT:.+]] : memref<32x68xbf16, #gpu.address_space<workgroup>>, %[[VT:.+]] : memref<64x36xbf16, #gpu.address_space<workgroup>>)
 // CHECK-SAME: kernel attributes {known_block_size = array<i32: 256, 1, 1>}
-//      K and V^T tiles through registers into LDS, between barriers.
-// CHECK: gpu.barrier
-// CHECK: vector.store %{{.+}}, %[[KT]]
+//      K and V^T tiles through registers into LDS, between barriers, one
+//      tile ahead (walkKeyTilesLookingAhead): the first tile's class and,
+//      if visited, its rows in registers; the loop carries the tile's class
+//      and those registers. Each iteration: if visited, the registers into
+//      LDS between barriers; the next tile's class (EMPTY past the last)
+//      and rows; the tile's first key; then the tile under its class.
+// CHECK: %[[FIRST:[^ ]+]] = scf.if %{{.+}} -> (i32) {
+// CHECK: %[[ROWS:[^ ]+]]:5 = scf.if %{{.+}} -> (vector<8xbf16>,
+// CHECK: scf.for %[[T:[^ ]+]] = {{.+}} iter_args(%[[CLS:[^ ]+]] = %[[FIRST]], %[[KREG:[^ ]+]] = %[[ROWS]]#0, {{.+}}) -> (i32, vector<8xbf16>,
+// CHECK: %[[ARRIVE:[^ ]+]] = arith.cmpi ne, %[[CLS]], %c0_i32
+// CHECK-NEXT: scf.if %[[ARRIVE]] {
+// CHECK-NEXT: gpu.barrier
+// CHECK: vector.store %[[KREG]], %[[KT]]
 // CHECK: vector.store %{{.+}}, %[[VT]]
 // CHECK: gpu.barrier
+// CHECK: %[[NEXT:[^ ]+]] = arith.addi %[[T]], %c1{{[_0-9]*}} : index
+// CHECK-NEXT: arith.cmpi ult, %[[NEXT]]
+// CHECK: %[[NCLS:[^ ]+]] = scf.if %{{.+}} -> (i32) {
+// CHECK: %[[NROWS:[^ ]+]]:5 = scf.if %{{.+}} -> (vector<8xbf16>,
+// CHECK: arith.muli %[[T]], %c32
+// CHECK: scf.if %{{.+}} -> (f32, f32, vector<4xf32>
 //      S^T = K Q^T on the matrix cores, 16 x 16 x 16 bf16.
 // CHECK: %[[KROW:.+]] = vector.load %[[KT]]
 // CHECK: amdgpu.mfma 16x16x16 %[[KROW]] * %{{.+}} + %{{.+}} blgp =  none : vector<4xbf16>, vector<4xbf16>, vector<4xf32>
@@ -37,6 +53,7 @@ func.func @causal(%q: !t, %k: !t, %v: !t, %o: !t, %classes: memref<?x?x?x?xi8>, 
 //      O^T += V^T P^T.
 // CHECK: vector.load %[[VT]]
 // CHECK: amdgpu.mfma 16x16x16
+// CHECK: scf.yield %[[NCLS]], %[[NROWS]]#0,
 //      The row sum, once, at the end.
 // CHECK: gpu.shuffle  xor
 // CHECK: gpu.return

@@ -30,13 +30,32 @@ func.func @causal(%q: !t, %k: !t, %v: !t, %o: !t, %classes: memref<?x?x?x?xi8>, 
 // SM80-SAME: nvvm.maxntid = array<i32: 128, 1, 1>
 // SM80: gpu.dynamic_shared_memory
 // SM80: nvgpu.device_async_copy
+//      The key loop walks one tile ahead (walkKeyTilesLookingAhead): the
+//      first tile's class, its cp.async into buffer 0 and a commit group;
+//      the loop carries the tile's class and buffer. Each iteration: a
+//      barrier, the next tile's class (EMPTY past the last), its cp.async
+//      into the other buffer and one commit group, the tile's first key,
+//      then the tile under its class.
+// SM80: %[[FIRST:[^ ]+]] = scf.if %{{.+}} -> (i32) {
 // SM80: nvvm.cp.async.commit.group
-// SM80: nvvm.cp.async.wait.group
-// SM80: gpu.barrier
+// SM80: scf.for %[[T:[^ ]+]] = {{.+}} iter_args(%[[CLS:[^ ]+]] = %[[FIRST]], %[[BUF:[^ ]+]] = %c0{{[_0-9]*}}, {{.+}}) -> (i32, index, f32,
+// SM80-NEXT: gpu.barrier
+// SM80: %[[NEXT:[^ ]+]] = arith.addi %[[T]], %c1{{[_0-9]*}} : index
+// SM80-NEXT: arith.cmpi ult, %[[NEXT]]
+// SM80: %[[NCLS:[^ ]+]] = scf.if %{{.+}} -> (i32) {
+// SM80: %[[OTHER:[^ ]+]] = arith.subi %c1{{[_0-9]*}}, %[[BUF]] : index
+// SM80: nvgpu.device_async_copy {{.+}}[%[[OTHER]],
+// SM80: nvvm.cp.async.commit.group
+// SM80: arith.muli %[[T]], %c64
+// SM80: %[[VISIT:[^ ]+]] = arith.cmpi ne, %[[CLS]], %c0_i32
+// SM80-NEXT: scf.if %[[VISIT]] -> (f32,
+// SM80-NEXT: nvvm.cp.async.wait.group 1
+// SM80-NEXT: gpu.barrier
 // SM80: nvgpu.ldmatrix
 // SM80: nvvm.mma.sync {{.+}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
 // SM80: math.exp2
 // SM80: nvvm.mma.sync
+// SM80: scf.yield %[[NCLS]], %[[OTHER]], %{{[^ ]+}}#0,
 // SM80: gpu.return
 //      The merge kernel: 128 threads, one per (query, column) of o,
 //      weighing each part's o_part row by exp(lse_part - lse).
