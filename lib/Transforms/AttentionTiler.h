@@ -86,9 +86,6 @@ private:
             /*isWrite=*/false, /*localityHint=*/2, /*isDataCache=*/true);
     }
   }
-  /// K[position pos, column d] in f32, whatever the layout: through the
-  /// page table, decoded and scaled for quantized codes.
-  Value keyElement(OpBuilder &b, Value pos, Value d);
   /// Quantized V: P's entries for key row j carry that row's V scale (the
   /// row sums keep the unscaled p).
   Value scaleByValueScale(OpBuilder &b, Value p, Value j) {

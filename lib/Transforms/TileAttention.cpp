@@ -442,7 +442,9 @@ void AttentionTiler::emitPooledKeys(OpBuilder &b, Value numBlocks,
     Value ke = minIdx(b, arith::AddIOp::create(b, loc, ks, cIdx(b, N)), seqKV);
     emitPooledRows(
         b, loc, work, D, ks, ke,
-        [&](OpBuilder &b, Value r, Value d) { return keyElement(b, r, d); },
+        [&](OpBuilder &b, Value r, Value d) {
+          return kvRows().keyElement(b, r, d, op.getKey(), op.getKeyScale());
+        },
         [&](OpBuilder &b, Value d, Value x) {
           memref::StoreOp::create(b, loc, x, pooledK, ValueRange{kb, d});
         },
@@ -649,10 +651,6 @@ void AttentionTiler::withMaskVariants(
         body(b, true);
         scf::YieldOp::create(b, loc);
       });
-}
-
-Value AttentionTiler::keyElement(OpBuilder &b, Value pos, Value d) {
-  return kvRows().keyElement(b, pos, d, op.getKey(), op.getKeyScale());
 }
 
 /// K and V rows of a key tile in f32: rows past the slots (or skipped by
