@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace {
 
 std::string errorText(CUresult r) {
@@ -716,7 +718,12 @@ unsigned long long profileField(const std::string &line,
 }
 
 Wavefronts sharedWavefronts(const std::string &body) {
-  std::string path = ::testing::TempDir() + "attnsim_wavefronts.jsonl";
+  // One file per test: ctest runs the tests of this binary as parallel
+  // processes, and a shared name let one test remove another's profile.
+  std::string path =
+      ::testing::TempDir() + "attnsim_wavefronts_" +
+      ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+      std::to_string(getpid()) + ".jsonl";
   std::remove(path.c_str());
   setenv("ATTNSIM_PROFILE", path.c_str(), 1);
   std::vector<uint32_t> out;
@@ -739,7 +746,8 @@ Wavefronts sharedWavefronts(const std::string &body) {
 TEST(PtxProfile, EveryFieldIsNamedOnce) {
   // The CTA's allocation once shared its name with the load/store bytes:
   // JSON readers silently kept one of the two.
-  std::string path = ::testing::TempDir() + "attnsim_fields.jsonl";
+  std::string path = ::testing::TempDir() + "attnsim_fields_" +
+                     std::to_string(getpid()) + ".jsonl";
   std::remove(path.c_str());
   setenv("ATTNSIM_PROFILE", path.c_str(), 1);
   std::vector<uint32_t> out;
