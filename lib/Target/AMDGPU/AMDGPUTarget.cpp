@@ -81,8 +81,11 @@ FailureOr<std::string> lower(ModuleOp host, const rocm::KernelConfig &cfg,
   gpukernel::foldKnownBlockDims(host);
   RewritePatternSet floorDiv(host.getContext());
   populateExpandFloorDivPatterns(floorDiv);
+  // exp, tanh and sigmoid as v_exp_f32 and v_rcp_f32 (1 ulp each), then
   // exp2/log2/rsqrt straight to the hardware's transcendental unit (no
-  // denormal-range fixups: softmax's arguments never need them).
+  // denormal-range fixups: softmax's arguments never need them; a masked
+  // -inf still gives v_exp_f32 0).
+  gpukernel::lowerExpTanhSigmoid(host, "llvm.amdgcn.rcp");
   if (failed(applyPatternsGreedily(host, std::move(floorDiv))) ||
       failed(gpukernel::prepareMath(
           host, {"llvm.amdgcn.exp2", "llvm.amdgcn.log", "llvm.amdgcn.rsq"}))) {

@@ -15,6 +15,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #include "llvm/ADT/TypeSwitch.h"
@@ -160,6 +161,87 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
   });
   gpu::ReturnOp::create(b, loc);
   return func;
+}
+
+namespace {
+
+Value f32Constant(OpBuilder &b, Location loc, double v) {
+  return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                        APFloat(static_cast<float>(v)));
+}
+
+} // namespace
+
+void gpukernel::lowerExpTanhSigmoid(ModuleOp host, StringRef rcp) {
+  // 1 / x by the hardware's approximate reciprocal (1 ulp); x here is
+  // >= 1, +inf (-> 0) or NaN, so flushing subnormals never applies.
+  auto reciprocal = [&](OpBuilder &b, Location loc, Value x) {
+    return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
+                                         b.getStringAttr(rcp), ValueRange{x})
+        .getResult(0);
+  };
+  SmallVector<Operation *> ops;
+  host.walk([&](Operation *op) {
+    if (isa<math::ExpOp, math::TanhOp>(op) &&
+        op->getResult(0).getType().isF32())
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    OpBuilder b(op);
+    Location loc = op->getLoc();
+    Value x = op->getOperand(0), y;
+    if (isa<math::ExpOp>(op)) {
+      double factor = kLog2E;
+      if (auto neg = x.getDefiningOp<arith::NegFOp>()) {
+        x = neg.getOperand();
+        factor = -kLog2E;
+      }
+      y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, factor));
+      op->getResult(0).replaceAllUsesWith(math::Exp2Op::create(b, loc, y));
+      op->erase();
+      continue;
+    }
+    if (auto div = x.getDefiningOp<arith::DivFOp>()) {
+      // The factor where the divisor is defined, outside the key loop
+      // (LLVM's LICM leaves it in sm_90a's loop).
+      Value c = div.getRhs();
+      OpBuilder at(b.getContext());
+      if (Operation *def = c.getDefiningOp())
+        at.setInsertionPointAfter(def);
+      else
+        at.setInsertionPointToStart(cast<BlockArgument>(c).getOwner());
+      Value factor = arith::DivFOp::create(
+          at, loc, f32Constant(at, loc, 2 * kLog2E), c);
+      y = arith::MulFOp::create(b, loc, div.getLhs(), factor);
+    } else
+      y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, 2 * kLog2E));
+    Value one = f32Constant(b, loc, 1.0);
+    Value r = reciprocal(
+        b, loc,
+        arith::AddFOp::create(b, loc, one, math::Exp2Op::create(b, loc, y)));
+    op->getResult(0).replaceAllUsesWith(
+        math::FmaOp::create(b, loc, r, f32Constant(b, loc, -2.0), one));
+    op->erase();
+  }
+  SmallVector<arith::DivFOp> reciprocals;
+  host.walk([&](arith::DivFOp div) {
+    auto sum = div.getRhs().getDefiningOp<arith::AddFOp>();
+    if (!div.getType().isF32() || !matchPattern(div.getLhs(), m_OneFloat()) ||
+        !sum)
+      return;
+    for (auto [one, e] : {std::pair(sum.getLhs(), sum.getRhs()),
+                          std::pair(sum.getRhs(), sum.getLhs())})
+      if (matchPattern(one, m_OneFloat()) && e.getDefiningOp<math::Exp2Op>()) {
+        reciprocals.push_back(div);
+        return;
+      }
+  });
+  for (arith::DivFOp div : reciprocals) {
+    OpBuilder b(div);
+    div.getResult().replaceAllUsesWith(
+        reciprocal(b, div.getLoc(), div.getRhs()));
+    div.erase();
+  }
 }
 
 LogicalResult gpukernel::prepareMath(ModuleOp host,

@@ -111,6 +111,24 @@ std::pair<gpu::GPUFuncOp, gpu::GPUFuncOp>
 buildSelectKernels(OpBuilder &b, AttentionOp op, StringRef name,
                    const KernelSignature &signature);
 
+/// Scalar f32 exp, tanh and sigmoid on the hardware's exp2 and
+/// reciprocal instead of MLIR's polynomials (about 20 instructions each,
+/// plus an IEEE division for tanh and sigmoid): per score entry these were
+/// most of softcap's and sigmoid's instructions (issue 19). `rcp` names the
+/// f32 approximate-reciprocal intrinsic (1 ulp); exp2 becomes the chip's
+/// in prepareMath, which must run after this.
+///   exp(x) = 2^(x log2 e), exp(-x) = 2^(x (-log2 e)) (the product's
+///     rounding adds |x| 2^-24 relative);
+///   tanh(x) = 1 - 2 / (1 + 2^(2 log2(e) x)), absolute error about 2^-22:
+///     inside the 2^-21 the numerics tests allow a transcendental, and
+///     times a softcap's cap (30-50) far inside the 2e-4 bounds on o and
+///     lse (+-inf give +-1: 2^y is inf or 0). tanh(a / c) multiplies a by
+///     2 log2(e) / c, divided once where c is defined (a param or a
+///     constant: once per kernel), instead of per entry;
+///   1 / (1 + 2^y) (sigmoid, as the frontend and the sigmoid normalizer
+///     spell it): the approximate reciprocal instead of an IEEE one.
+void lowerExpTanhSigmoid(ModuleOp host, StringRef rcp);
+
 /// The chip-specific spellings of the math the kernels use without a
 /// device library: f32 intrinsics for exp2, log2 and rsqrt (the hardware's
 /// approximate instructions); everything else becomes LLVM intrinsics or

@@ -9,7 +9,6 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Math/Transforms/Approximation.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
-#include "mlir/IR/Matchers.h"
 #include "mlir/Pass/PassInstrumentation.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -30,109 +29,12 @@ using namespace mlir::attn;
 
 namespace {
 
-constexpr double kLog2E = 1.4426950408889634;
-
-Value f32Constant(OpBuilder &b, Location loc, double v) {
-  return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
-                                        APFloat(static_cast<float>(v)));
-}
-
-/// 1 / x by the SFU (rcp.approx.ftz: within 1 ulp; x here is >= 1 or
-/// NaN, so flushing subnormals never applies).
-Value approxReciprocal(OpBuilder &b, Location loc, Value x) {
-  return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
-                                       b.getStringAttr(
-                                           "llvm.nvvm.rcp.approx.ftz.f"),
-                                       ValueRange{x})
-      .getResult(0);
-}
-
-/// Scalar f32 exp, tanh and sigmoid on the SFU instead of MLIR's
-/// polynomials (about 20 instructions each, plus an IEEE division for
-/// tanh and sigmoid): per score entry these were most of softcap's and
-/// sigmoid's instructions (issue 19).
-///   exp(x) = 2^(x log2 e), exp(-x) = 2^(x (-log2 e)): ex2.approx.ftz
-///     (relative error 2^-22; the product's rounding adds |x| 2^-24);
-///   tanh(x) = 1 - 2 / (1 + 2^(2 log2(e) x)), absolute error about 2^-22:
-///     inside the 2^-21 the numerics tests allow a transcendental, and
-///     times a softcap's cap (30-50) far inside the 2e-4 bounds on o and
-///     lse. tanh.approx.f32 would be one instruction, but its 2^-11
-///     relative error is up to 0.02 on a logit capped at 50. tanh(a / c)
-///     multiplies a by 2 log2(e) / c, divided once where c is defined (a
-///     param or a constant: once per CTA), instead of per entry;
-///   1 / (1 + 2^y) (sigmoid, as the frontend and the sigmoid normalizer
-///     spell it): rcp.approx.ftz instead of an IEEE reciprocal.
-void lowerExpTanhSigmoid(ModuleOp host) {
-  SmallVector<Operation *> ops;
-  host.walk([&](Operation *op) {
-    if (isa<math::ExpOp, math::TanhOp>(op) &&
-        op->getResult(0).getType().isF32())
-      ops.push_back(op);
-  });
-  for (Operation *op : ops) {
-    OpBuilder b(op);
-    Location loc = op->getLoc();
-    Value x = op->getOperand(0), y;
-    if (isa<math::ExpOp>(op)) {
-      double factor = kLog2E;
-      if (auto neg = x.getDefiningOp<arith::NegFOp>()) {
-        x = neg.getOperand();
-        factor = -kLog2E;
-      }
-      y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, factor));
-      op->getResult(0).replaceAllUsesWith(math::Exp2Op::create(b, loc, y));
-      op->erase();
-      continue;
-    }
-    if (auto div = x.getDefiningOp<arith::DivFOp>()) {
-      // The factor where the divisor is defined, outside the key loop
-      // (LLVM's LICM leaves it in sm_90a's loop).
-      Value c = div.getRhs();
-      OpBuilder at(b.getContext());
-      if (Operation *def = c.getDefiningOp())
-        at.setInsertionPointAfter(def);
-      else
-        at.setInsertionPointToStart(cast<BlockArgument>(c).getOwner());
-      Value factor = arith::DivFOp::create(
-          at, loc, f32Constant(at, loc, 2 * kLog2E), c);
-      y = arith::MulFOp::create(b, loc, div.getLhs(), factor);
-    } else
-      y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, 2 * kLog2E));
-    Value one = f32Constant(b, loc, 1.0);
-    Value r = approxReciprocal(
-        b, loc,
-        arith::AddFOp::create(b, loc, one, math::Exp2Op::create(b, loc, y)));
-    op->getResult(0).replaceAllUsesWith(
-        math::FmaOp::create(b, loc, r, f32Constant(b, loc, -2.0), one));
-    op->erase();
-  }
-  SmallVector<arith::DivFOp> reciprocals;
-  host.walk([&](arith::DivFOp div) {
-    auto sum = div.getRhs().getDefiningOp<arith::AddFOp>();
-    if (!div.getType().isF32() || !matchPattern(div.getLhs(), m_OneFloat()) ||
-        !sum)
-      return;
-    for (auto [one, e] : {std::pair(sum.getLhs(), sum.getRhs()),
-                          std::pair(sum.getRhs(), sum.getLhs())})
-      if (matchPattern(one, m_OneFloat()) && e.getDefiningOp<math::Exp2Op>()) {
-        reciprocals.push_back(div);
-        return;
-      }
-  });
-  for (arith::DivFOp div : reciprocals) {
-    OpBuilder b(div);
-    div.getResult().replaceAllUsesWith(
-        approxReciprocal(b, div.getLoc(), div.getRhs()));
-    div.erase();
-  }
-}
-
 /// Math without libdevice, so the PTX is self-contained whether or not a
 /// CUDA toolkit is installed where compiling happens: exp2/log2/rsqrt to
 /// the SFU's approximate instructions (ex2 flushing subnormals, one SASS
 /// instruction fewer per exponential: a result below 2^-126 becomes 0).
 LogicalResult prepareMath(ModuleOp host) {
-  lowerExpTanhSigmoid(host);
+  gpukernel::lowerExpTanhSigmoid(host, "llvm.nvvm.rcp.approx.ftz.f");
   return gpukernel::prepareMath(host, {"llvm.nvvm.ex2.approx.ftz.f32",
                                        "llvm.nvvm.lg2.approx.f",
                                        "llvm.nvvm.rsqrt.approx.f"});
