@@ -163,19 +163,7 @@ private:
   Frag mma(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf, const Frag &c) {
     NVVM::MMATypes type = isa<BFloat16Type>(elt) ? NVVM::MMATypes::bf16
                                                  : NVVM::MMATypes::f16;
-    Type f32 = b.getF32Type();
-    auto resultType =
-        LLVM::LLVMStructType::getLiteral(b.getContext(), {f32, f32, f32, f32});
-    auto op = NVVM::MmaOp::create(
-        b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, 16},
-        std::nullopt, std::nullopt, std::array<NVVM::MMATypes, 2>{type, type},
-        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                       NVVM::MMALayout::col});
-    Frag d;
-    for (int i = 0; i < 4; ++i)
-      d[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(),
-                                          ArrayRef<int64_t>{i});
-    return d;
+    return nvptx::mmaSync(b, loc, a, bf, c, 16, type, b.getF32Type());
   }
   /// acc (flat fragments) += A_k . B_k over the steps, n fragments wide.
   void accumulate(OpBuilder &b, SmallVector<Value> &flat, ArrayRef<Value> a,

@@ -66,21 +66,7 @@ Frag GpuAttentionBuilder::mma(OpBuilder &b, ArrayRef<Value> a,
 Frag GpuAttentionBuilder::mmaSync(OpBuilder &b, ArrayRef<Value> a,
                                   ArrayRef<Value> bf, const Frag &c, int64_t k,
                                   NVVM::MMATypes type, Type accType) {
-  auto resultType = LLVM::LLVMStructType::getLiteral(
-      b.getContext(), {accType, accType, accType, accType});
-  std::optional<NVVM::MMAIntOverflow> overflow;
-  if (accType.isInteger(32))
-    overflow = NVVM::MMAIntOverflow::wrapped;
-  auto op = NVVM::MmaOp::create(
-      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, k},
-      std::nullopt, overflow, std::array<NVVM::MMATypes, 2>{type, type},
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
-  Frag d;
-  for (int i = 0; i < 4; ++i)
-    d[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(),
-                                        ArrayRef<int64_t>{i});
-  return d;
+  return nvptx::mmaSync(b, loc, a, bf, c, k, type, accType);
 }
 
 /// Starts copying rows x cols of src[i0, i1, rowBase + r, c] into the
@@ -301,3 +287,24 @@ SmallVector<Value> GpuAttentionBuilder::asyncCopyLoop(OpBuilder &b,
 }
 
 } // namespace mlir::attn::nvptx::kernel
+
+std::array<Value, 4> nvptx::mmaSync(OpBuilder &b, Location loc,
+                                    ArrayRef<Value> a, ArrayRef<Value> bf,
+                                    ArrayRef<Value> c, int64_t k,
+                                    NVVM::MMATypes type, Type accType) {
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), {accType, accType, accType, accType});
+  std::optional<NVVM::MMAIntOverflow> overflow;
+  if (accType.isInteger(32))
+    overflow = NVVM::MMAIntOverflow::wrapped;
+  auto op = NVVM::MmaOp::create(
+      b, loc, resultType, a, bf, ValueRange(c), ArrayRef<int64_t>{16, 8, k},
+      std::nullopt, overflow, std::array<NVVM::MMATypes, 2>{type, type},
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  std::array<Value, 4> d;
+  for (int i = 0; i < 4; ++i)
+    d[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(),
+                                        ArrayRef<int64_t>{i});
+  return d;
+}

@@ -5,6 +5,7 @@
 #include "dialect/AttnOps.h"
 #include "lib/Target/GPU/GpuBackward.h"
 #include "lib/Target/GPU/GpuKernel.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
@@ -93,6 +94,13 @@ bool usesWgmma(StringRef chip);
 
 /// A vector<2xf16|bf16> as the i32 register an mma operand takes.
 Value bitcastPair(OpBuilder &b, Value pair);
+
+/// One mma.sync.m16n8k`k` (A row-major, B column-major) of `type`
+/// operands: the four `accType` accumulators of c + a . bf (i32 wraps).
+/// The forward's and the backward's tensor-core steps both issue it.
+std::array<Value, 4> mmaSync(OpBuilder &b, Location loc, ArrayRef<Value> a,
+                             ArrayRef<Value> bf, ArrayRef<Value> c, int64_t k,
+                             NVVM::MMATypes type, Type accType);
 
 } // namespace mlir::attn::nvptx
 
