@@ -72,12 +72,17 @@ void appendProfile(const char *path, const ptx::Function &k,
   FILE *out = fopen(path, "a");
   if (!out)
     return;
+  uint32_t cluster[3];
+  for (int i = 0; i < 3; ++i)
+    cluster[i] = c.cluster[0] ? c.cluster[i]
+                 : k.reqCluster[0] ? k.reqCluster[i] : 1;
   fprintf(out,
           "{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, "
-          "%u, %u], \"cta_shared_bytes\": %u, \"ctas\": %llu, "
-          "\"thread_instructions\": %llu, \"by_class\": {",
+          "%u, %u], \"cluster\": [%u, %u, %u], \"cta_shared_bytes\": %u, "
+          "\"ctas\": %llu, \"thread_instructions\": %llu, \"by_class\": {",
           k.name.c_str(), c.grid[0], c.grid[1], c.grid[2], c.block[0],
-          c.block[1], c.block[2], k.dynamicSharedOffset + c.dynamicShared,
+          c.block[1], c.block[2], cluster[0], cluster[1], cluster[2],
+          k.dynamicSharedOffset + c.dynamicShared,
           static_cast<unsigned long long>(s.ctas),
           static_cast<unsigned long long>(s.instructions));
   for (int i = 0; i < ptx::kInstrClasses; ++i)
@@ -237,10 +242,14 @@ CUresult cuFuncSetAttribute(CUfunction function, int attribute, int value) {
   return kSuccess;
 }
 
-CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
-                        unsigned gridZ, unsigned blockX, unsigned blockY,
-                        unsigned blockZ, unsigned sharedBytes, CUstream,
-                        void **params, void **extra) {
+namespace {
+
+/// cuLaunchKernel and cuLaunchKernelEx; cluster {0, 0, 0}: the kernel's
+/// .reqnctapercluster, else none.
+CUresult launchKernel(CUfunction function, unsigned gridX, unsigned gridY,
+                      unsigned gridZ, unsigned blockX, unsigned blockY,
+                      unsigned blockZ, unsigned sharedBytes, void **params,
+                      void **extra, const unsigned cluster[3]) {
   auto *f = static_cast<LoadedFunction *>(function);
   if (!f)
     return kInvalidHandle;
@@ -271,6 +280,8 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
   config.block[1] = blockY;
   config.block[2] = blockZ;
   config.dynamicShared = sharedBytes;
+  for (int i = 0; i < 3; ++i)
+    config.cluster[i] = cluster[i];
   config.params = paramSpace.data();
   const char *raceCheck = getenv("ATTNSIM_RACECHECK");
   config.raceCheck = raceCheck && *raceCheck && *raceCheck != '0';
@@ -305,6 +316,43 @@ CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
     return report(fault.code, fault.what());
   }
   return kSuccess;
+}
+
+} // namespace
+
+CUresult cuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
+                        unsigned gridZ, unsigned blockX, unsigned blockY,
+                        unsigned blockZ, unsigned sharedBytes, CUstream,
+                        void **params, void **extra) {
+  // The kernel's .reqnctapercluster, if any, shapes its clusters.
+  const unsigned none[3] = {0, 0, 0};
+  return launchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
+                      sharedBytes, params, extra, none);
+}
+
+CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction function,
+                          void **params, void **extra) {
+  if (!config || (config->numAttrs && !config->attrs))
+    return kInvalidValue;
+  unsigned cluster[3] = {0, 0, 0};
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    const CUlaunchAttribute &a = config->attrs[i];
+    if (a.id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION) {
+      cluster[0] = a.value.clusterDim.x;
+      cluster[1] = a.value.clusterDim.y;
+      cluster[2] = a.value.clusterDim.z;
+      if (!cluster[0] || !cluster[1] || !cluster[2])
+        return report(kInvalidClusterSize, "cluster dimension attribute "
+                                           "with an empty dimension");
+    }
+    // Other attributes are scheduling hints (priorities, programmatic
+    // dependent launch, ...): no result of a launch that runs to
+    // completion depends on them.
+  }
+  return launchKernel(function, config->gridDimX, config->gridDimY,
+                      config->gridDimZ, config->blockDimX, config->blockDimY,
+                      config->blockDimZ, config->sharedMemBytes, params, extra,
+                      cluster);
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {

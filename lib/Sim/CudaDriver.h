@@ -8,8 +8,8 @@
 //
 // Launches run to completion inside cuLaunchKernel (streams are accepted
 // and ignored). A kernel fault returns an error code (700 illegal address,
-// 702 launch timeout for deadlocks, 719 launch failure, 209 no binary for
-// GPU for an image that is not PTX) and cuGetErrorString for that code
+// 702 launch timeout for deadlocks, 719 launch failure, 912 a bad cluster
+// shape, 209 no binary for GPU for an image that is not PTX) and cuGetErrorString for that code
 // returns the simulator's report: kernel, CTA, thread, instruction, why.
 //
 //===----------------------------------------------------------------------===//
@@ -47,6 +47,38 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gridX, unsigned gridY,
                         unsigned gridZ, unsigned blockX, unsigned blockY,
                         unsigned blockZ, unsigned sharedBytes,
                         CUstream stream, void **params, void **extra);
+/// cuLaunchKernelEx's configuration (cuda.h, CUDA 12): the grid, block,
+/// shared memory and stream of cuLaunchKernel plus launch attributes, of
+/// which the simulator reads CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION.
+typedef enum CUlaunchAttributeID_enum {
+  CU_LAUNCH_ATTRIBUTE_IGNORE = 0,
+  CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4,
+} CUlaunchAttributeID;
+typedef union CUlaunchAttributeValue_union {
+  char pad[64];
+  struct {
+    unsigned x, y, z;
+  } clusterDim;
+} CUlaunchAttributeValue;
+typedef struct CUlaunchAttribute_st {
+  CUlaunchAttributeID id;
+  char pad[8 - sizeof(CUlaunchAttributeID)];
+  CUlaunchAttributeValue value;
+} CUlaunchAttribute;
+typedef struct CUlaunchConfig_st {
+  unsigned gridDimX, gridDimY, gridDimZ;
+  unsigned blockDimX, blockDimY, blockDimZ;
+  unsigned sharedMemBytes;
+  CUstream hStream;
+  CUlaunchAttribute *attrs;
+  unsigned numAttrs;
+} CUlaunchConfig;
+/// Clusters: the attribute's shape (it must match the kernel's
+/// .reqnctapercluster if it has one), else the kernel's. Errors as
+/// cuLaunchKernel's, 912 (CUDA_ERROR_INVALID_CLUSTER_SIZE) for a cluster
+/// shape that does not divide the grid or has more than 8 CTAs.
+CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
+                          void **params, void **extra);
 CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes);
 CUresult cuMemFree_v2(CUdeviceptr pointer);
 CUresult cuMemAllocAsync(CUdeviceptr *pointer, size_t bytes, CUstream s);

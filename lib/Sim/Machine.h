@@ -23,6 +23,7 @@ constexpr int kLaunchTimeout = 702;      // deadlock
 constexpr int kIllegalInstruction = 715; // unmodelled instruction
 constexpr int kMisalignedAddress = 716;
 constexpr int kLaunchFailed = 719;
+constexpr int kInvalidClusterSize = 912; // CUDA_ERROR_INVALID_CLUSTER_SIZE
 
 /// Device memory: every allocation the driver stand-in made, so each
 /// global access can be checked against one.
@@ -65,6 +66,10 @@ constexpr uint32_t kTensorMapMagic = 0x41544d31; // "ATM1"
 struct LaunchConfig {
   uint32_t grid[3] = {1, 1, 1};
   uint32_t block[3] = {1, 1, 1};
+  /// CTAs per cluster; {0, 0, 0}: the kernel's .reqnctapercluster, else one
+  /// CTA (a launch without clusters is a grid of implicit 1x1x1 clusters).
+  /// The CTAs of a cluster run together, their threads interleaved.
+  uint32_t cluster[3] = {0, 0, 0};
   uint32_t dynamicShared = 0;
   /// The kernel's parameter space, laid out as its .param declarations.
   const uint8_t *params = nullptr;

@@ -56,6 +56,15 @@ constexpr uint64_t kLocalWindow = 2ull << 48;
 /// __grid_constant__ tensor map passed by value.
 constexpr uint64_t kParamWindow = 3ull << 48;
 constexpr uint64_t kWindowSize = 1ull << 32;
+/// Shared::cluster addresses (ISA 5.1.4: the CTA's .shared::cta window lies
+/// inside the cluster's .shared::cluster window): the low 24 bits are the
+/// offset in a CTA's shared memory, the bits above name the CTA as its
+/// %cluster_ctarank + 1, and 0 there is the executing CTA itself, so every
+/// shared::cta address is also the shared::cluster address of the same byte.
+/// mapa makes the other CTAs' addresses; a generic address adds
+/// kSharedWindow to either.
+constexpr uint32_t kClusterRankShift = 24;
+constexpr uint32_t kCtaOffsetMask = (1u << kClusterRankShift) - 1;
 
 enum class Special : uint8_t {
   TidX, TidY, TidZ, NtidX, NtidY, NtidZ, CtaidX, CtaidY, CtaidZ,
@@ -96,7 +105,7 @@ enum class Op : uint16_t {
   CpBulkCommit, CpBulkWait, Isspacep, Mapa, Getctarank,
   // Control
   Bra, Ret, Exit, Trap, Call, BarSync, BarArrive, BarRed, BarWarpSync,
-  Membar, Fence, Nop, Brkpt, Pmevent, Nanosleep, Griddep, Setmaxnreg,
+  BarClusterArrive, BarClusterWait, Membar, Fence, Nop, Brkpt, Pmevent, Nanosleep, Griddep, Setmaxnreg,
   // Warp collectives
   Shfl, Vote, Match, Redux, Elect, Activemask, Ldmatrix, Stmatrix, Mma,
   // mbarrier (ISA 9.7.13.15)
@@ -138,6 +147,7 @@ struct Instr {
   uint8_t layoutA = 0, layoutB = 0;        // mma .row(0)/.col(1)
   uint8_t dims = 0;                        // cp.async.bulk.tensor rank
   uint8_t bulkToGlobal = 0;                // tensor copy direction
+  bool multicast = false;                  // .multicast::cluster (ctaMask)
   uint32_t guard = kNoReg;                 // @%p / @!%p
   bool guardNegate = false;
   uint8_t nops = 0;
@@ -173,6 +183,11 @@ struct Function {
   uint32_t dynamicSharedOffset = 0; // where extern .shared begins
   uint32_t localBytes = 0;
   uint32_t maxThreads[3] = {0, 0, 0};
+  // Cluster directives (ISA 11.4): .reqnctapercluster (0: none),
+  // .explicitcluster, .maxclusterrank (0: none).
+  uint32_t reqCluster[3] = {0, 0, 0};
+  bool explicitCluster = false;
+  uint32_t maxClusterRank = 0;
   const std::string &sourceLine(const Instr &in) const;
 };
 

@@ -15,6 +15,13 @@
 // TMA writes when nothing else can run. Global and shared accesses are
 // checked against the allocations and the CTA's shared memory size.
 //
+// Thread-block clusters (ISA 2.2.2): the CTAs of a cluster run together in
+// one host thread, a scheduling pass visiting each CTA's threads in turn, so
+// they can wait on each other (barrier.cluster, mbarrier arrivals from a
+// peer, multicast copies); clusters are independent and spread over the
+// host's cores as CTAs are. A launch without clusters is a grid of 1x1x1
+// clusters and runs exactly as one CTA at a time.
+//
 //===----------------------------------------------------------------------===//
 #include "lib/Sim/Fragments.h"
 #include "lib/Sim/Machine.h"
@@ -179,8 +186,9 @@ struct MBarrier {
 struct BulkCopy {
   SharedRaces::Clock issued; // the issuing thread's clock (race checks)
   uint32_t line = 0;
-  uint32_t mbarrier;
+  uint32_t mbarrier;         // CTA-relative offsets in each destination
   uint32_t dst;
+  uint16_t ctaMask = 0;      // destination CTAs by %cluster_ctarank
   std::vector<uint8_t> data; // bytes in shared-memory order
   std::vector<uint32_t> addresses; // per 16-byte chunk (swizzled), or empty
   uint32_t thread;
@@ -200,7 +208,8 @@ struct Warpgroup {
   std::deque<std::vector<WgmmaOp>> committed;
 };
 
-enum class Wait : uint8_t { Ready, Exited, Barrier, Warp, Warpgroup, Mbar };
+enum class Wait : uint8_t { Ready, Exited, Barrier, Warp, Warpgroup, Mbar,
+                            ClusterBarrier };
 
 struct ThreadState {
   uint32_t pc = 0;
@@ -219,6 +228,9 @@ struct ThreadState {
   bool polling = false;
   uint32_t pollAddr = 0;
   uint64_t pollPhase = 0;
+  // barrier.cluster: arrived in phase clusterPhase and not yet waited.
+  bool clusterArrived = false;
+  uint64_t clusterPhase = 0;
 };
 
 /// One warp-wide shared-memory request, gathered lane by lane: threads run
@@ -237,11 +249,79 @@ struct BarrierState {
   SharedRaces::Clock release; // joined clocks of the arrivals
 };
 
+/// A CTA's view of its cluster's race detector (SharedRaces.h): the CTA's
+/// own agent numbers (threads 0..n-1, n the copy engine) and shared offsets,
+/// shifted to the cluster's.
+class CtaRaces {
+public:
+  CtaRaces(SharedRaces &all, uint32_t rank, uint32_t threads, uint32_t bytes)
+      : all(all), rank(rank), threads(threads), bytes(bytes) {}
+  SharedRaces::Clock &clock(uint32_t agent) { return all.clock(cluster(agent)); }
+  void tick(uint32_t agent) { all.tick(cluster(agent)); }
+  uint32_t engine() const { return threads; }
+  /// An access by `agent` of byte `address` of CTA `owner`'s shared memory.
+  std::string access(uint32_t agent, const SharedRaces::Clock &c,
+                     uint32_t address, uint32_t size, bool write,
+                     uint32_t line, uint32_t owner) {
+    return all.access(cluster(agent), c, owner * bytes + address, size, write,
+                      line);
+  }
+
+private:
+  SharedRaces &all;
+  uint32_t rank, threads, bytes;
+  uint32_t cluster(uint32_t agent) const {
+    return agent == threads ? all.engine() : rank * threads + agent;
+  }
+};
+
+class Cta;
+
+/// The CTAs of one cluster, run together; barrier.cluster's state.
+class Cluster {
+public:
+  Cluster(const Module &module, const Function &f, const LaunchConfig &config,
+          Memory &memory, const uint32_t shape[3], const uint32_t id[3],
+          bool isExplicit);
+  ~Cluster();
+  uint64_t run();
+  Cta &cta(uint32_t rank) { return *ctas[rank]; }
+  uint32_t size() const { return static_cast<uint32_t>(ctas.size()); }
+  uint32_t liveThreads() const;
+  /// barrier.cluster completes once every live thread has arrived (ISA
+  /// barrier.cluster: "all non-exited threads of the cluster").
+  void completeBarrierIfDone();
+
+  const Function &f;
+  const LaunchConfig &cfg;
+  uint32_t shape[3], id[3];
+  bool isExplicit;
+  std::vector<std::unique_ptr<Cta>> ctas;
+  std::unique_ptr<SharedRaces> races;
+  uint64_t barrierPhase = 0;   // completed barrier.cluster phases
+  uint32_t barrierArrived = 0; // live threads arrived in the current one
+  SharedRaces::Clock barrierRelease, barrierCompleted;
+
+private:
+  [[noreturn]] void deadlock();
+};
+
 class Cta {
 public:
   Cta(const Module &module, const Function &f, const LaunchConfig &config,
-      Memory &memory, uint32_t x, uint32_t y, uint32_t z);
-  uint64_t run();
+      Memory &memory, uint32_t x, uint32_t y, uint32_t z, Cluster &cluster,
+      uint32_t rank, const uint32_t clusterCtaid[3]);
+  /// One scheduling pass over the CTA's threads: true when any ran.
+  bool pass();
+  /// Barriers released or collectives completed after exits.
+  bool unblock() { return releaseBarriers() || recheckCollectives(); }
+  /// Lands cp.async copies never waited for; the instructions executed.
+  uint64_t finish();
+  uint32_t liveThreads() const { return live; }
+  /// "  threads a-b: what they wait on" lines.
+  std::string waiting() const;
+  [[noreturn]] void deadlock();
+  bool completeBulk(size_t most = ~size_t(0));
   const LaunchStats &counters() {
     for (uint32_t w = 0; w < pendingShared.size(); ++w)
       for (auto &[key, request] : pendingShared[w])
@@ -263,10 +343,21 @@ public:
   }
 
 private:
+  friend class Cluster;
   const Function &f;
   const LaunchConfig &cfg;
   Memory &memory;
   uint32_t ctaid[3];
+  Cluster &cluster;
+  uint32_t rank, clusterCtaid[3];
+  std::vector<uint32_t> order; // scheduling order of the threads
+  uint64_t rng = 0;            // schedule-seed random numbers
+  uint64_t nextRandom() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  }
   uint32_t nthreads, nregs;
   std::vector<uint64_t> regs;
   std::vector<ThreadState> threads;
@@ -283,7 +374,7 @@ private:
   uint32_t live;
   uint64_t executed = 0;
   LaunchStats stats;
-  std::unique_ptr<SharedRaces> races; // when the launch asks for checks
+  std::unique_ptr<CtaRaces> races; // when the launch asks for checks
   std::vector<uint64_t> regMask;
 
   // Per-thread execution context.
@@ -335,11 +426,13 @@ private:
 
   /// Race detection on an access of shared [address, +bytes).
   void raceCheck(uint32_t agent, uint32_t address, uint32_t bytes, bool write,
-                 const Instr *in, const SharedRaces::Clock *c = nullptr) {
+                 const Instr *in, const SharedRaces::Clock *c = nullptr,
+                 const Cta *owner = nullptr) {
     if (!races)
       return;
     std::string race = races->access(agent, c ? *c : races->clock(agent),
-                                     address, bytes, write, in ? in->line : 0);
+                                     address, bytes, write, in ? in->line : 0,
+                                     owner ? owner->rank : rank);
     if (!race.empty())
       fault(kLaunchFailed, race, in, agent < nthreads ? agent : ~0u);
   }
@@ -362,7 +455,9 @@ private:
   /// Data written over a live mbarrier object is undefined (ISA
   /// 9.7.13.15.1: only mbarrier instructions may access it until inval).
   void checkNotMbarrier(uint32_t address, uint32_t bytes, const Instr *in,
-                        const char *what) {
+                        const char *what, const Cta *owner = nullptr) {
+    const std::map<uint32_t, MBarrier> &mbarriers =
+        owner ? owner->mbarriers : this->mbarriers;
     if (mbarriers.empty())
       return;
     auto it = mbarriers.lower_bound(address >= 7 ? address - 7 : 0);
@@ -384,17 +479,37 @@ private:
   bool releaseBarriers();
   bool recheckCollectives();
 
+  // Distributed shared memory (Ptx.h: kClusterRankShift).
+  /// The CTA a shared::cluster address lies in; `offset` gets its offset
+  /// there. `ctaOnly`: the instruction's space is .shared::cta, where
+  /// another CTA's address is a fault.
+  Cta &sharedOwner(uint64_t address, const Instr &in, uint32_t &offset,
+                   bool ctaOnly, const char *what);
+  /// An address in this CTA's own shared memory (mbarrier.init, waits,
+  /// cp.async destinations, bulk store sources).
+  uint32_t localShared(uint64_t address, const Instr &in, const char *what) {
+    uint32_t offset;
+    sharedOwner(address, in, offset, true, what);
+    return offset;
+  }
+  /// The destination CTAs of a bulk copy into shared::cluster memory: the
+  /// ctaMask of .multicast::cluster, else the CTA of `dst` (whose mbarrier
+  /// must be in that CTA too).
+  uint16_t bulkDestinations(const Instr &in, uint64_t dst, uint64_t mbar,
+                            const Operand *mask, uint32_t &dstOffset,
+                            uint32_t &mbarOffset);
+
   // Asynchronous units.
   void cpAsyncWait(ThreadState &t, size_t keep, uint32_t line = 0);
-  MBarrier &mbarrierAt(uint32_t address, const Instr &in);
-  void mbarrierArrive(uint32_t address, uint32_t count, const Instr &in);
+  MBarrier &mbarrierAt(uint32_t address, const Instr &in,
+                       Cta *owner = nullptr);
+  void mbarrierArrive(uint32_t address, uint32_t count, const Instr &in,
+                      Cta *owner = nullptr);
   void mbarrierCompleteTx(uint32_t address, int64_t bytes);
   void phaseCompleted(uint32_t address);
-  bool completeBulk(size_t most = ~size_t(0));
   void tensorCopy(const Instr &in);
   void retireWgmma(uint32_t group, size_t keep);
   void executeWgmma(uint32_t group, const WgmmaOp &op);
-  [[noreturn]] void deadlock();
 
   void execMma(const Instr &in, uint32_t warp);
   void execLdmatrix(const Instr &in, uint32_t warp);
@@ -402,11 +517,14 @@ private:
 };
 
 Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
-         Memory &memory, uint32_t x, uint32_t y, uint32_t z)
-    : f(f), cfg(config), memory(memory) {
+         Memory &memory, uint32_t x, uint32_t y, uint32_t z, Cluster &cluster,
+         uint32_t rank, const uint32_t clusterCtaid[3])
+    : f(f), cfg(config), memory(memory), cluster(cluster), rank(rank) {
   ctaid[0] = x;
   ctaid[1] = y;
   ctaid[2] = z;
+  for (int i = 0; i < 3; ++i)
+    this->clusterCtaid[i] = clusterCtaid[i];
   nthreads = cfg.block[0] * cfg.block[1] * cfg.block[2];
   nregs = std::max<uint32_t>(f.numRegs, 1);
   regs.assign(size_t(nthreads) * nregs, 0);
@@ -417,9 +535,14 @@ Cta::Cta(const Module &module, const Function &f, const LaunchConfig &config,
   warpWaiting.assign((nthreads + 31) / 32, 0);
   pendingShared.resize((nthreads + 31) / 32);
   live = nthreads;
-  if (cfg.raceCheck)
-    races = std::make_unique<SharedRaces>(nthreads,
-                                          static_cast<uint32_t>(shared.size()));
+  if (cluster.races)
+    races = std::make_unique<CtaRaces>(*cluster.races, rank, nthreads,
+                                       static_cast<uint32_t>(shared.size()));
+  order.resize(nthreads);
+  for (uint32_t t = 0; t < nthreads; ++t)
+    order[t] = t;
+  rng = cfg.scheduleSeed * 0x9E3779B97F4A7C15ull +
+        (uint64_t(ctaid[0]) << 32 | ctaid[1] << 16 | ctaid[2]) + 1;
   regMask.resize(nregs);
   for (uint32_t r = 0; r < f.numRegs; ++r)
     regMask[r] = f.regBits[r] == 1 ? 1 : maskBits(f.regBits[r]);
@@ -429,6 +552,9 @@ std::string Cta::where(uint32_t thread) const {
   std::ostringstream os;
   os << "kernel " << f.name << ", CTA (" << ctaid[0] << "," << ctaid[1] << ","
      << ctaid[2] << ")";
+  if (cluster.size() > 1)
+    os << " [rank " << rank << " of cluster (" << cluster.id[0] << ","
+       << cluster.id[1] << "," << cluster.id[2] << ")]";
   if (thread != ~0u) {
     uint32_t tx = thread % cfg.block[0];
     uint32_t ty = thread / cfg.block[0] % cfg.block[1];
@@ -482,20 +608,24 @@ uint64_t Cta::special(Special s) const {
   case Special::LanemaskGe: return ~((1ull << lane) - 1) & 0xFFFFFFFFu;
   case Special::DynamicSmemSize: return cfg.dynamicShared;
   case Special::TotalSmemSize: return shared.size();
-  // A launch without clusters is a grid of one-CTA clusters.
-  case Special::ClusterCtaRank: return 0;
-  case Special::ClusterNCtaRank: return 1;
-  case Special::ClusterIdX: return ctaid[0];
-  case Special::ClusterIdY: return ctaid[1];
-  case Special::ClusterIdZ: return ctaid[2];
-  case Special::NClusterIdX: return cfg.grid[0];
-  case Special::NClusterIdY: return cfg.grid[1];
-  case Special::NClusterIdZ: return cfg.grid[2];
-  case Special::ClusterCtaIdX: case Special::ClusterCtaIdY:
-  case Special::ClusterCtaIdZ: return 0;
-  case Special::ClusterNCtaIdX: case Special::ClusterNCtaIdY:
-  case Special::ClusterNCtaIdZ: return 1;
-  case Special::IsExplicitCluster: return 0;
+  // ISA 10 (special registers): the CTA's rank in its cluster (x fastest,
+  // as its %cluster_ctaid), the cluster's position in the grid; a launch
+  // without clusters is a grid of implicit 1x1x1 clusters.
+  case Special::ClusterCtaRank: return rank;
+  case Special::ClusterNCtaRank: return cluster.size();
+  case Special::ClusterIdX: return cluster.id[0];
+  case Special::ClusterIdY: return cluster.id[1];
+  case Special::ClusterIdZ: return cluster.id[2];
+  case Special::NClusterIdX: return cfg.grid[0] / cluster.shape[0];
+  case Special::NClusterIdY: return cfg.grid[1] / cluster.shape[1];
+  case Special::NClusterIdZ: return cfg.grid[2] / cluster.shape[2];
+  case Special::ClusterCtaIdX: return clusterCtaid[0];
+  case Special::ClusterCtaIdY: return clusterCtaid[1];
+  case Special::ClusterCtaIdZ: return clusterCtaid[2];
+  case Special::ClusterNCtaIdX: return cluster.shape[0];
+  case Special::ClusterNCtaIdY: return cluster.shape[1];
+  case Special::ClusterNCtaIdZ: return cluster.shape[2];
+  case Special::IsExplicitCluster: return cluster.isExplicit;
   case Special::GridId: return 1;
   }
   return 0;
@@ -536,6 +666,77 @@ uint8_t *Cta::sharedAt(uint32_t address, uint32_t bytes, const Instr &in,
   return shared.data() + address;
 }
 
+Cta &Cta::sharedOwner(uint64_t address, const Instr &in, uint32_t &offset,
+                      bool ctaOnly, const char *what) {
+  uint32_t a = static_cast<uint32_t>(
+      address >= kSharedWindow && address < kSharedWindow + kWindowSize
+          ? address - kSharedWindow : address);
+  offset = a & kCtaOffsetMask;
+  uint32_t field = a >> kClusterRankShift;
+  if (field == 0 || field == rank + 1)
+    return *this;
+  std::ostringstream os;
+  os << std::hex << "shared " << what << " at 0x" << a << std::dec;
+  if (field > cluster.size()) {
+    os << " names CTA rank " << field - 1 << ", but the cluster has "
+       << cluster.size() << " CTA" << (cluster.size() > 1 ? "s" : "");
+    fault(kIllegalAddress, os.str(), &in);
+  }
+  if (ctaOnly) {
+    os << ": a .shared::cta access to the shared memory of CTA rank "
+       << field - 1 << " (this is rank " << rank
+       << "; another CTA's memory needs .shared::cluster or a generic "
+          "address)";
+    fault(kIllegalAddress, os.str(), &in);
+  }
+  Cta &owner = cluster.cta(field - 1);
+  if (owner.live == 0) {
+    // ISA 2.2.2: a CTA's shared memory is accessible to its cluster only
+    // while the CTA has not exited.
+    os << ": CTA rank " << field - 1 << " has exited, and its shared memory "
+          "with it (a barrier.cluster before exit keeps it alive)";
+    fault(kIllegalAddress, os.str(), &in);
+  }
+  return owner;
+}
+
+uint16_t Cta::bulkDestinations(const Instr &in, uint64_t dst, uint64_t mbar,
+                               const Operand *mask, uint32_t &dstOffset,
+                               uint32_t &mbarOffset) {
+  bool ctaOnly = in.space == Space::Shared;
+  if (mask) {
+    // ISA cp.async.bulk{.tensor}: bit r of the 16-bit ctaMask is the CTA of
+    // %cluster_ctarank r; the data and the complete-tx land at the same
+    // CTA-relative offsets of dstMem and mbar in each.
+    uint32_t bits = static_cast<uint32_t>(val(*mask)) & 0xFFFF;
+    dstOffset = static_cast<uint32_t>(dst) & kCtaOffsetMask;
+    mbarOffset = static_cast<uint32_t>(mbar) & kCtaOffsetMask;
+    if (bits == 0)
+      fault(kLaunchFailed, "multicast copy with an empty ctaMask", &in);
+    if (bits >> cluster.size()) {
+      std::ostringstream os;
+      os << "multicast ctaMask 0x" << std::hex << bits << std::dec
+         << " names CTA ranks past the cluster's " << cluster.size();
+      fault(kIllegalAddress, os.str(), &in);
+    }
+    for (uint32_t r = 0; r < cluster.size(); ++r)
+      if ((bits >> r & 1) && cluster.cta(r).live == 0)
+        fault(kIllegalAddress, "multicast copy into CTA rank " +
+                                   std::to_string(r) + ", which has exited",
+              &in);
+    return static_cast<uint16_t>(bits);
+  }
+  Cta &owner = sharedOwner(dst, in, dstOffset, ctaOnly, "bulk copy destination");
+  Cta &barOwner = sharedOwner(mbar, in, mbarOffset, ctaOnly, "mbarrier");
+  if (&owner != &barOwner)
+    fault(kLaunchFailed, "the mbarrier of a bulk copy must be in the "
+                         "destination's CTA (rank " +
+                             std::to_string(owner.rank) + ", not " +
+                             std::to_string(barOwner.rank) + ")",
+          &in);
+  return static_cast<uint16_t>(1u << owner.rank);
+}
+
 uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
                       const Instr &in, bool write) {
   const char *what = write ? "write" : "read";
@@ -548,10 +749,13 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
   switch (spaceOf(space, address)) {
   case Space::Shared:
   case Space::SharedCluster: {
-    uint32_t off = static_cast<uint32_t>(
-        address >= kSharedWindow ? address - kSharedWindow : address);
-    uint8_t *p = sharedAt(off, bytes, in, what);
-    raceCheck(tid, off, bytes, write, &in);
+    // Generic addresses cover the shared::cluster window (ISA 5.1.4).
+    uint32_t off;
+    Cta &owner = sharedOwner(address, in, off, space == Space::Shared, what);
+    // Every CTA of the launch has the same shared size.
+    uint8_t *p = sharedAt(off, bytes, in, what) - shared.data() +
+                 owner.shared.data();
+    raceCheck(tid, off, bytes, write, &in, nullptr, &owner);
     (in.op == Op::Ldmatrix || in.op == Op::Stmatrix ? stats.tensorSharedBytes
                                                      : stats.sharedBytes) +=
         bytes;
@@ -559,7 +763,7 @@ uint8_t *Cta::resolve(Space space, uint64_t address, uint32_t bytes,
     if (in.op != Op::Ldmatrix && in.op != Op::Stmatrix)
       noteSharedAccess(in, off, bytes);
     if (write)
-      checkNotMbarrier(off, bytes, &in, "a store");
+      checkNotMbarrier(off, bytes, &in, "a store", &owner);
     return p;
   }
   case Space::Local: {
@@ -694,53 +898,34 @@ void Cta::countPhase(const uint32_t *address, uint32_t lanes,
 // Scheduling
 //===----------------------------------------------------------------------===//
 
-uint64_t Cta::run() {
+bool Cta::pass() {
   // In order by default; with a schedule seed, each pass visits threads in
   // a random order, preempts them after a random number of instructions
   // and lands bulk copies at random points, to shake out ordering bugs.
-  std::vector<uint32_t> order(nthreads);
-  for (uint32_t t = 0; t < nthreads; ++t)
-    order[t] = t;
-  uint64_t rng = cfg.scheduleSeed * 0x9E3779B97F4A7C15ull +
-                 (uint64_t(ctaid[0]) << 32 | ctaid[1] << 16 | ctaid[2]) + 1;
-  auto next = [&] {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-  };
-  while (true) {
-    bool ran = false;
-    if (cfg.scheduleSeed) {
-      for (uint32_t i = nthreads; i > 1; --i)
-        std::swap(order[i - 1], order[next() % i]);
-      if (!bulkQueue.empty() && next() % 4 == 0)
-        completeBulk(1);
-    }
-    for (uint32_t t : order)
-      if (threads[t].wait == Wait::Ready) {
-        runThread(t, cfg.scheduleSeed ? 1 + next() % 256 : 1u << 20);
-        ran = true;
-      }
-    if (ran)
-      continue;
-    if (live == 0)
-      break;
-    if (releaseBarriers() || recheckCollectives())
-      continue;
-    if (completeBulk())
-      continue;
-    deadlock();
+  bool ran = false;
+  if (cfg.scheduleSeed) {
+    for (uint32_t i = nthreads; i > 1; --i)
+      std::swap(order[i - 1], order[nextRandom() % i]);
+    if (!bulkQueue.empty() && nextRandom() % 4 == 0)
+      completeBulk(1);
   }
+  for (uint32_t t : order)
+    if (threads[t].wait == Wait::Ready) {
+      runThread(t, cfg.scheduleSeed ? 1 + nextRandom() % 256 : 1u << 20);
+      ran = true;
+    }
+  return ran;
+}
+
+uint64_t Cta::finish() {
   for (ThreadState &t : threads)
     if (!t.cpOpen.empty() || !t.cpGroups.empty())
       cpAsyncWait(t, 0); // copies land even if never waited for
   return executed;
 }
 
-void Cta::deadlock() {
+std::string Cta::waiting() const {
   std::ostringstream os;
-  os << "deadlock: all " << live << " live threads wait";
   // Group consecutive threads waiting on the same thing.
   auto describe = [&](const ThreadState &t) {
     std::ostringstream d;
@@ -767,6 +952,10 @@ void Cta::deadlock() {
           << " transaction bytes outstanding)";
       break;
     }
+    case Wait::ClusterBarrier:
+      d << "at barrier.cluster.wait (" << cluster.barrierArrived << " of "
+        << cluster.liveThreads() << " live threads of the cluster arrived)";
+      break;
     default: d << "?"; break;
     }
     d << ", PTX line " << in.line << ": " << f.sourceLine(in);
@@ -784,7 +973,136 @@ void Cta::deadlock() {
       prev = cur;
     }
   }
-  throw Fault(kLaunchTimeout, where(~0u) + ": " + os.str());
+  return os.str();
+}
+
+void Cta::deadlock() {
+  throw Fault(kLaunchTimeout, where(~0u) + ": deadlock: all " +
+                                  std::to_string(live) +
+                                  " live threads wait" + waiting());
+}
+
+//===----------------------------------------------------------------------===//
+// Clusters
+//===----------------------------------------------------------------------===//
+
+Cluster::Cluster(const Module &module, const Function &f,
+                 const LaunchConfig &config, Memory &memory,
+                 const uint32_t shape[3], const uint32_t id[3],
+                 bool isExplicit)
+    : f(f), cfg(config), isExplicit(isExplicit) {
+  uint32_t n = shape[0] * shape[1] * shape[2];
+  uint32_t threads = cfg.block[0] * cfg.block[1] * cfg.block[2];
+  uint32_t sharedBytes = f.dynamicSharedOffset + cfg.dynamicShared;
+  if (cfg.raceCheck) {
+    races = std::make_unique<SharedRaces>(n * threads, n * sharedBytes);
+    if (n > 1)
+      races->nameCtas(threads, sharedBytes);
+  }
+  for (int i = 0; i < 3; ++i) {
+    this->shape[i] = shape[i];
+    this->id[i] = id[i];
+  }
+  // %cluster_ctarank runs x fastest over %cluster_ctaid.
+  for (uint32_t r = 0; r < n; ++r) {
+    uint32_t c[3] = {r % shape[0], r / shape[0] % shape[1],
+                     r / (shape[0] * shape[1])};
+    ctas.push_back(std::make_unique<Cta>(
+        module, f, cfg, memory, id[0] * shape[0] + c[0],
+        id[1] * shape[1] + c[1], id[2] * shape[2] + c[2], *this, r, c));
+  }
+}
+
+Cluster::~Cluster() = default;
+
+uint32_t Cluster::liveThreads() const {
+  uint32_t n = 0;
+  for (const auto &c : ctas)
+    n += c->live;
+  return n;
+}
+
+void Cluster::completeBarrierIfDone() {
+  if (barrierArrived == 0 || barrierArrived < liveThreads())
+    return;
+  // Complete, and reinitialized for the next phase (ISA barrier.cluster).
+  ++barrierPhase;
+  barrierArrived = 0;
+  barrierCompleted = std::move(barrierRelease);
+  barrierRelease.clear();
+  for (auto &c : ctas)
+    for (ThreadState &t : c->threads)
+      if (t.wait == Wait::ClusterBarrier)
+        t.wait = Wait::Ready; // re-executes its wait, which now succeeds
+}
+
+uint64_t Cluster::run() {
+  // One CTA: exactly the single-CTA schedule. Several: each pass gives
+  // every CTA a pass (in a random order under a schedule seed); only when
+  // no thread of any CTA can run do barriers, collectives and bulk copies
+  // move, and only when none can is it a deadlock.
+  std::vector<uint32_t> ctaOrder(ctas.size());
+  for (uint32_t r = 0; r < ctaOrder.size(); ++r)
+    ctaOrder[r] = r;
+  uint64_t rng = cfg.scheduleSeed * 0xD1B54A32D192ED03ull +
+                 (uint64_t(id[0]) << 32 | id[1] << 16 | id[2]) + 1;
+  while (true) {
+    if (cfg.scheduleSeed && ctas.size() > 1) {
+      for (size_t i = ctaOrder.size(); i > 1; --i) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::swap(ctaOrder[i - 1], ctaOrder[rng % i]);
+      }
+    }
+    bool ran = false;
+    for (uint32_t r : ctaOrder)
+      ran |= ctas[r]->pass();
+    if (ran)
+      continue;
+    if (liveThreads() == 0)
+      break;
+    bool moved = false;
+    for (uint32_t r : ctaOrder)
+      if ((moved = ctas[r]->unblock()))
+        break;
+    if (moved)
+      continue;
+    for (uint32_t r : ctaOrder)
+      if ((moved = ctas[r]->completeBulk()))
+        break;
+    if (moved)
+      continue;
+    deadlock();
+  }
+  uint64_t executed = 0;
+  for (auto &c : ctas)
+    executed += c->finish();
+  return executed;
+}
+
+void Cluster::deadlock() {
+  if (ctas.size() == 1)
+    ctas[0]->deadlock();
+  std::ostringstream os;
+  os << "kernel " << f.name << ", cluster (" << id[0] << "," << id[1] << ","
+     << id[2] << ") of " << ctas.size() << " CTAs: deadlock: all "
+     << liveThreads() << " live threads of the cluster wait";
+  for (auto &c : ctas) {
+    if (c->live == 0) {
+      os << "\n  CTA (" << c->ctaid[0] << "," << c->ctaid[1] << ","
+         << c->ctaid[2] << ") rank " << c->rank << ": exited";
+      continue;
+    }
+    os << "\n  CTA (" << c->ctaid[0] << "," << c->ctaid[1] << ","
+       << c->ctaid[2] << ") rank " << c->rank << ":";
+    std::string lines = c->waiting();
+    for (size_t at = 0; (at = lines.find("\n  ", at)) != std::string::npos;
+         at += 3)
+      lines.insert(at + 1, "  ");
+    os << lines;
+  }
+  throw Fault(kLaunchTimeout, os.str());
 }
 
 bool Cta::releaseBarriers() {
@@ -1673,16 +1991,54 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     break;
   }
   case Op::Isspacep: {
+    // isspacep.shared::cta: this CTA's window; .shared::cluster: any CTA's
+    // of the cluster (ISA 5.1.4: the former inside the latter).
     uint64_t a = val(o[1]);
-    set(o[0], spaceOf(Space::Generic, a) == in.space ||
-                  (in.space == Space::SharedCluster &&
-                   spaceOf(Space::Generic, a) == Space::Shared));
+    Space s = spaceOf(Space::Generic, a);
+    bool r = s == in.space;
+    if (s == Space::Shared) {
+      uint32_t field = static_cast<uint32_t>(a - kSharedWindow) >>
+                       kClusterRankShift;
+      r = in.space == Space::SharedCluster
+              ? field <= cluster.size()
+              : in.space == Space::Shared &&
+                    (field == 0 || field == rank + 1);
+    }
+    set(o[0], r);
     break;
   }
-  case Op::Mapa: case Op::Getctarank:
-    // One-CTA clusters: the only rank is 0 and addresses map to themselves.
-    set(o[0], in.op == Op::Mapa ? val(o[1]) : 0);
+  case Op::Mapa: {
+    // mapa{.shared::cluster}.type d, a, b (ISA mapa): the address in CTA
+    // rank b corresponding to a; generic in, generic out without a space.
+    uint64_t a = val(o[1]);
+    uint32_t target = static_cast<uint32_t>(val(o[2]));
+    bool generic = in.space != Space::SharedCluster;
+    if (target >= cluster.size())
+      fault(kIllegalAddress, "mapa to CTA rank " + std::to_string(target) +
+                                 ", but the cluster has " +
+                                 std::to_string(cluster.size()) + " CTA" +
+                                 (cluster.size() > 1 ? "s" : ""),
+            &in);
+    if (generic && spaceOf(Space::Generic, a) != Space::Shared)
+      fault(kIllegalAddress, "mapa of a generic address outside shared "
+                             "memory", &in);
+    uint32_t off;
+    sharedOwner(a, in, off, false, "mapa source");
+    uint32_t mapped =
+        target == rank ? off : (target + 1) << kClusterRankShift | off;
+    set(o[0], generic ? kSharedWindow + mapped : mapped);
     break;
+  }
+  case Op::Getctarank: {
+    uint64_t a = val(o[1]);
+    if (in.space != Space::SharedCluster &&
+        spaceOf(Space::Generic, a) != Space::Shared)
+      fault(kIllegalAddress, "getctarank of a generic address outside "
+                             "shared memory", &in);
+    uint32_t off;
+    set(o[0], sharedOwner(a, in, off, false, "getctarank source").rank);
+    break;
+  }
   case Op::Ld: case Op::LdU: {
     uint64_t addr = addressOf(o[1]);
     int eb = std::max(bits / 8, 1);
@@ -1773,7 +2129,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
   case Op::CpAsync: {
     // cp.async.{ca,cg}.shared.global [dst], [src], cp-size{, src-size}:
     // bytes past src-size are zero (ISA 9.7.9.25.3.1).
-    uint32_t dst = static_cast<uint32_t>(addressOf(o[0]));
+    uint32_t dst = localShared(addressOf(o[0]), in, "cp.async destination");
     uint64_t src = addressOf(o[1]);
     uint32_t size = uint32_t(val(o[2]));
     uint32_t srcSize = in.nops > 3 && o[3].kind != Operand::Sink
@@ -1828,7 +2184,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     ts.cpGroups.push_back(std::move(ts.cpOpen));
     ts.cpOpen.clear();
     cpAsyncWait(ts, 0);
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[0]));
+    uint32_t addr = localShared(addressOf(o[0]), in, "mbarrier");
     MBarrier &mb = mbarrierAt(addr, in);
     if (!(in.mode & 1))
       ++mb.pending;
@@ -1843,13 +2199,18 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     // [dst], [src], size, [mbar]
     if (in.bulkToGlobal == 1) {
       uint64_t dst = addressOf(o[0]);
-      uint32_t src = static_cast<uint32_t>(addressOf(o[1]));
+      uint32_t src = localShared(addressOf(o[1]), in, "bulk copy source");
       uint32_t size = uint32_t(val(o[2]));
       uint8_t *d = resolve(Space::Global, dst, size, in, true);
       memcpy(d, sharedAt(src, size, in, "bulk copy source"), size);
       break;
     }
-    uint32_t dst = static_cast<uint32_t>(addressOf(o[0]));
+    // [dstMem], [srcMem], size, [mbar]{, ctaMask}: into shared::cluster
+    // memory, of several CTAs with .multicast::cluster.
+    uint32_t dst, mbar;
+    uint16_t mask = bulkDestinations(in, addressOf(o[0]), addressOf(o[3]),
+                                     in.multicast ? &o[4] : nullptr, dst,
+                                     mbar);
     uint64_t src = addressOf(o[1]);
     uint32_t size = uint32_t(val(o[2]));
     if (size % 16 || dst % 16 || src % 16)
@@ -1862,12 +2223,16 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       races->tick(tid);
     }
     b.line = in.line;
-    b.mbarrier = static_cast<uint32_t>(addressOf(o[3]));
+    b.mbarrier = mbar;
     b.dst = dst;
+    b.ctaMask = mask;
     b.thread = tid;
+    // Read once, however many CTAs it lands in (the counters below too).
     uint8_t *p = resolve(Space::Global, src, size, in, false);
     b.data.assign(p, p + size);
-    mbarrierAt(b.mbarrier, in);
+    for (uint32_t r = 0; r < cluster.size(); ++r)
+      if (mask >> r & 1)
+        mbarrierAt(mbar, in, &cluster.cta(r));
     ++stats.tmaRequests;
     stats.tmaBytes += size;
     bulkQueue.push_back(std::move(b));
@@ -1878,7 +2243,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     break;
   // --- mbarrier (ISA 9.7.13.15) ---
   case Op::MbarInit: {
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[0]));
+    uint32_t addr = localShared(addressOf(o[0]), in, "mbarrier.init");
     if (addr % 8)
       fault(kMisalignedAddress, "mbarrier objects are 8-byte aligned", &in);
     sharedAt(addr, 8, in, "mbarrier.init");
@@ -1894,27 +2259,43 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     break;
   }
   case Op::MbarInval: {
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[0]));
+    uint32_t addr = localShared(addressOf(o[0]), in, "mbarrier.inval");
     mbarriers.erase(addr);
     break;
   }
+  // expect_tx, complete_tx, arrive and arrive_drop take shared::cluster
+  // addresses: another CTA's mbarrier through mapa (ISA mbarrier).
   case Op::MbarExpectTx: {
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[0]));
-    mbarrierAt(addr, in).tx += int64_t(val(o[1]));
+    uint32_t addr;
+    Cta &owner = sharedOwner(addressOf(o[0]), in, addr,
+                             in.space == Space::Shared, "mbarrier");
+    mbarrierAt(addr, in, &owner).tx += int64_t(val(o[1]));
     break;
   }
   case Op::MbarCompleteTx: {
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[0]));
-    mbarrierAt(addr, in);
-    mbarrierCompleteTx(addr, int64_t(val(o[1])));
+    uint32_t addr;
+    Cta &owner = sharedOwner(addressOf(o[0]), in, addr,
+                             in.space == Space::Shared, "mbarrier");
+    mbarrierAt(addr, in, &owner);
+    owner.mbarrierCompleteTx(addr, int64_t(val(o[1])));
     break;
   }
   case Op::MbarArrive: case Op::MbarArriveDrop: {
     // mbarrier.arrive{.expect_tx}{.noComplete} state, [addr]{, count|tx}
     bool hasState = o[0].kind != Operand::Addr;
     const Operand &addrOp = o[hasState ? 1 : 0];
-    uint32_t addr = static_cast<uint32_t>(addressOf(addrOp));
-    MBarrier &mb = mbarrierAt(addr, in);
+    uint32_t addr;
+    Cta &owner = sharedOwner(addressOf(addrOp), in, addr,
+                             in.space == Space::Shared, "mbarrier");
+    // "An mbarrier.arrive on an mbarrier object located in .shared::cluster
+    // but not in .shared::cta cannot return a value": the sink '_' is
+    // mandatory (ISA mbarrier.arrive).
+    if (&owner != this && hasState && o[0].kind != Operand::Sink)
+      fault(kLaunchFailed, "mbarrier.arrive on CTA rank " +
+                               std::to_string(owner.rank) +
+                               "'s mbarrier returns no state: its "
+                               "destination must be '_'", &in);
+    MBarrier &mb = mbarrierAt(addr, in, &owner);
     uint64_t state = mb.phase;
     bool expectTx = false;
     for (size_t i = 1; i < 2; ++i) {} // (modifier checked below)
@@ -1940,12 +2321,13 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       fault(kLaunchFailed, "mbarrier arrivals exceed the pending count", &in);
     if (hasState)
       set(o[0], state);
-    mbarrierArrive(addr, count, in);
+    mbarrierArrive(addr, count, in, &owner);
     break;
   }
   case Op::MbarTestWait: case Op::MbarTryWait: {
     // {test,try}_wait{.parity} waitComplete, [addr], state|parity{, hint}
-    uint32_t addr = static_cast<uint32_t>(addressOf(o[1]));
+    // (.shared::cta only: a thread waits on its own CTA's mbarriers).
+    uint32_t addr = localShared(addressOf(o[1]), in, "mbarrier wait");
     MBarrier &mb = mbarrierAt(addr, in);
     uint64_t arg = val(o[2]);
     bool complete;
@@ -1987,7 +2369,8 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
     return false;
   }
   case Op::MbarPendingCount:
-    set(o[0], mbarrierAt(static_cast<uint32_t>(addressOf(o[1])), in).pending);
+    set(o[0], mbarrierAt(static_cast<uint32_t>(addressOf(o[1])) &
+                             kCtaOffsetMask, in).pending);
     break;
   // --- Control (ISA 9.7.12) ---
   case Op::Bra:
@@ -1999,8 +2382,13 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
       cpAsyncWait(ts, 0);
     ts.wait = Wait::Exited;
     --live;
-    // Barriers and collectives may now be complete.
+    // Barriers and collectives may now be complete; barrier.cluster waits
+    // for the non-exited threads only (ISA exit, barrier.cluster).
     releaseBarriers();
+    if (ts.clusterArrived && ts.clusterPhase == cluster.barrierPhase)
+      --cluster.barrierArrived;
+    ts.clusterArrived = false;
+    cluster.completeBarrierIfDone();
     return false;
   }
   case Op::Trap:
@@ -2033,6 +2421,41 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
   }
   case Op::BarRed:
     fault(kIllegalInstruction, "bar.red is not modelled", &in);
+  case Op::BarClusterArrive: {
+    // ISA barrier.cluster: each thread arrives once per phase; the phase
+    // completes when every non-exited thread of the cluster has arrived,
+    // and the barrier starts the next. .relaxed arrivals are treated as
+    // .release (race checks: this can hide races, not invent them).
+    ThreadState &ts = threads[tid];
+    if (ts.clusterArrived && ts.clusterPhase == cluster.barrierPhase)
+      fault(kLaunchFailed, "barrier.cluster.arrive again before the barrier "
+                           "completed (each thread arrives once per phase)",
+            &in);
+    ts.clusterArrived = true;
+    ts.clusterPhase = cluster.barrierPhase;
+    ++cluster.barrierArrived;
+    if (races) {
+      SharedRaces::join(cluster.barrierRelease, races->clock(tid));
+      races->tick(tid);
+    }
+    cluster.completeBarrierIfDone();
+    break;
+  }
+  case Op::BarClusterWait: {
+    // Waits for the phase of this thread's last arrival.
+    ThreadState &ts = threads[tid];
+    if (!ts.clusterArrived)
+      fault(kLaunchFailed, "barrier.cluster.wait without a "
+                           "barrier.cluster.arrive before it", &in);
+    if (cluster.barrierPhase <= ts.clusterPhase) {
+      ts.wait = Wait::ClusterBarrier;
+      return false;
+    }
+    ts.clusterArrived = false;
+    if (races)
+      SharedRaces::join(races->clock(tid), cluster.barrierCompleted);
+    break;
+  }
   // --- Warp and warpgroup collectives ---
   case Op::BarWarpSync: case Op::Shfl: case Op::Vote: case Op::Match:
   case Op::Redux: case Op::Elect: case Op::Ldmatrix: case Op::Stmatrix:
@@ -2662,7 +3085,7 @@ void Cta::cpAsyncWait(ThreadState &t, size_t keep, uint32_t line) {
     for (const AsyncCopy &c : t.cpGroups.front()) {
       if (races) {
         std::string race = races->access(self, races->clock(self), c.dst,
-                                         c.bytes, true, line);
+                                         c.bytes, true, line, rank);
         if (!race.empty())
           fault(kLaunchFailed, race + " (a cp.async landing at its wait)",
                 nullptr, self);
@@ -2674,16 +3097,20 @@ void Cta::cpAsyncWait(ThreadState &t, size_t keep, uint32_t line) {
   }
 }
 
-MBarrier &Cta::mbarrierAt(uint32_t address, const Instr &in) {
-  auto it = mbarriers.find(address);
-  if (it == mbarriers.end() || !it->second.valid) {
+MBarrier &Cta::mbarrierAt(uint32_t address, const Instr &in, Cta *owner) {
+  if (!owner)
+    owner = this;
+  auto it = owner->mbarriers.find(address);
+  if (it == owner->mbarriers.end() || !it->second.valid) {
     std::ostringstream os;
-    os << "mbarrier at shared address 0x" << std::hex << address
-       << " is used before mbarrier.init";
+    os << "mbarrier at shared address 0x" << std::hex << address;
+    if (owner != this)
+      os << std::dec << " of CTA rank " << owner->rank;
+    os << " is used before mbarrier.init";
     fault(kLaunchFailed, os.str(), &in);
   }
   // Uses read the object mbarrier.init wrote (tid: the thread using it).
-  raceCheck(tid, address, 8, false, &in);
+  raceCheck(tid, address, 8, false, &in, nullptr, owner);
   return it->second;
 }
 
@@ -2699,15 +3126,18 @@ void Cta::phaseCompleted(uint32_t address) {
       t.wait = Wait::Ready; // re-executes its wait, which now succeeds
 }
 
-void Cta::mbarrierArrive(uint32_t address, uint32_t count, const Instr &in) {
-  MBarrier &mb = mbarrierAt(address, in);
+void Cta::mbarrierArrive(uint32_t address, uint32_t count, const Instr &in,
+                         Cta *owner) {
+  if (!owner)
+    owner = this;
+  MBarrier &mb = mbarrierAt(address, in, owner);
   if (races) {
     SharedRaces::join(mb.release, races->clock(tid));
     races->tick(tid);
   }
   mb.pending -= count;
   if (mb.pending == 0 && mb.tx == 0)
-    phaseCompleted(address);
+    owner->phaseCompleted(address);
 }
 
 void Cta::mbarrierCompleteTx(uint32_t address, int64_t bytes) {
@@ -2725,40 +3155,54 @@ bool Cta::completeBulk(size_t most) {
   for (size_t n = 0; n < most && !bulkQueue.empty(); ++n) {
     BulkCopy b = std::move(bulkQueue.front());
     bulkQueue.pop_front();
+    tid = b.thread;
+    uint32_t bytes = static_cast<uint32_t>(b.data.size());
+    // One engine for the cluster: its writes come after what the issuer
+    // knew, and each destination's complete-tx releases them.
+    uint32_t e = races ? races->engine() : 0;
     if (races) {
-      // The engine's writes come after what the issuer knew.
-      uint32_t e = races->engine();
       SharedRaces::join(races->clock(e), b.issued);
       races->tick(e);
-      auto check = [&](uint32_t addr, uint32_t bytes) {
-        std::string race =
-            races->access(e, races->clock(e), addr, bytes, true, b.line);
-        if (!race.empty())
-          throw Fault(kLaunchFailed,
-                      where(b.thread) + ": " + race +
-                          " (a bulk copy issued at PTX line " +
-                          std::to_string(b.line) + " landing)");
-      };
-      if (b.addresses.empty())
-        check(b.dst, static_cast<uint32_t>(b.data.size()));
-      else
-        for (uint32_t a : b.addresses)
-          check(a, 16);
-      SharedRaces::join(mbarriers[b.mbarrier].release, races->clock(e));
     }
-    tid = b.thread;
-    checkNotMbarrier(b.dst, static_cast<uint32_t>(b.data.size()), nullptr,
-                     "a bulk copy landing");
-    if (b.addresses.empty()) {
-      memcpy(shared.data() + b.dst, b.data.data(), b.data.size());
-    } else {
-      for (size_t i = 0; i < b.addresses.size(); ++i)
-        memcpy(shared.data() + b.addresses[i], b.data.data() + 16 * i, 16);
+    for (uint32_t r = 0; r < cluster.size(); ++r) {
+      if (!(b.ctaMask >> r & 1))
+        continue;
+      Cta &to = cluster.cta(r);
+      if (&to != this && to.live == 0)
+        throw Fault(kIllegalAddress,
+                    where(b.thread) + ": a bulk copy issued at PTX line " +
+                        std::to_string(b.line) + " lands in CTA rank " +
+                        std::to_string(r) + ", which has exited");
+      if (races) {
+        auto check = [&](uint32_t addr, uint32_t size) {
+          std::string race = races->access(e, races->clock(e), addr, size,
+                                           true, b.line, r);
+          if (!race.empty())
+            throw Fault(kLaunchFailed,
+                        where(b.thread) + ": " + race +
+                            " (a bulk copy issued at PTX line " +
+                            std::to_string(b.line) + " landing)");
+        };
+        if (b.addresses.empty())
+          check(b.dst, bytes);
+        else
+          for (uint32_t a : b.addresses)
+            check(a, 16);
+        SharedRaces::join(to.mbarriers[b.mbarrier].release, races->clock(e));
+      }
+      checkNotMbarrier(b.dst, bytes, nullptr, "a bulk copy landing", &to);
+      if (b.addresses.empty()) {
+        memcpy(to.shared.data() + b.dst, b.data.data(), bytes);
+      } else {
+        for (size_t i = 0; i < b.addresses.size(); ++i)
+          memcpy(to.shared.data() + b.addresses[i], b.data.data() + 16 * i,
+                 16);
+      }
+      if (getenv("ATTNSIM_TRACE"))
+        fprintf(stderr, "[bulk] %u bytes -> rank %u 0x%x, mbarrier 0x%x\n",
+                bytes, r, b.dst, b.mbarrier);
+      to.mbarrierCompleteTx(b.mbarrier, int64_t(bytes));
     }
-    if (getenv("ATTNSIM_TRACE"))
-      fprintf(stderr, "[bulk] %zu bytes -> 0x%x, mbarrier 0x%x\n",
-              b.data.size(), b.dst, b.mbarrier);
-    mbarrierCompleteTx(b.mbarrier, int64_t(b.data.size()));
   }
   return true;
 }
@@ -2802,7 +3246,18 @@ void Cta::tensorCopy(const Instr &in) {
   uint32_t rowBytes = cnt[0] * eb;
   uint32_t total = rowBytes * cnt[1] * cnt[2] * cnt[3] * cnt[4];
   const Operand &smemOp = in.ops[toGlobal ? mapIndex + 2 : 0];
-  uint32_t smem = static_cast<uint32_t>(addressOf(smemOp));
+  // Loads: [dstMem], [map, coords], [mbar]{, ctaMask} into shared::cluster
+  // memory, of several CTAs with .multicast::cluster; stores read this
+  // CTA's.
+  uint32_t smem, mbar = 0;
+  uint16_t mask = 0;
+  if (toGlobal)
+    smem = localShared(addressOf(smemOp), in, "TMA source");
+  else
+    mask = bulkDestinations(in, addressOf(smemOp),
+                            addressOf(in.ops[mapIndex + 2]),
+                            in.multicast ? &in.ops[mapIndex + 3] : nullptr,
+                            smem, mbar);
   if (smem % 128)
     fault(kMisalignedAddress, "TMA shared memory address must be 128-byte "
                               "aligned", &in);
@@ -2855,8 +3310,9 @@ void Cta::tensorCopy(const Instr &in) {
   stats.tmaBytes += total;
   if (toGlobal)
     return;
-  uint32_t mbar = static_cast<uint32_t>(addressOf(in.ops[mapIndex + 2]));
-  mbarrierAt(mbar, in);
+  for (uint32_t r = 0; r < cluster.size(); ++r)
+    if (mask >> r & 1)
+      mbarrierAt(mbar, in, &cluster.cta(r));
   BulkCopy b;
   if (races) {
     b.issued = races->clock(tid);
@@ -2865,6 +3321,7 @@ void Cta::tensorCopy(const Instr &in) {
   b.line = in.line;
   b.mbarrier = mbar;
   b.dst = smem;
+  b.ctaMask = mask;
   b.thread = tid;
   b.data = std::move(data);
   if (span) {
@@ -2897,10 +3354,60 @@ LaunchStats launch(const ptx::Module &module, const ptx::Function &kernel,
     throw Fault(kLaunchFailed, "kernel " + kernel.name + " needs " +
                                    std::to_string(sharedBytes) +
                                    " bytes of shared memory (227 KiB max)");
-  // CTAs are independent: spread them over the host's cores.
+  // The cluster shape (ISA 11.4 directives; CUDA programming guide, thread
+  // block clusters): the launch's, else the kernel's .reqnctapercluster,
+  // else 1x1x1; at most 8 CTAs (the portable size; the non-portable 16 is
+  // an opt-in the driver stand-in does not offer), dividing the grid.
+  uint32_t shape[3];
+  bool launchShape = config.cluster[0] || config.cluster[1] ||
+                     config.cluster[2];
+  bool kernelShape = kernel.reqCluster[0] != 0;
+  auto dims = [](const uint32_t *d) {
+    return "(" + std::to_string(d[0]) + "," + std::to_string(d[1]) + "," +
+           std::to_string(d[2]) + ")";
+  };
+  for (int i = 0; i < 3; ++i)
+    shape[i] = launchShape ? config.cluster[i]
+               : kernelShape ? kernel.reqCluster[i] : 1;
+  std::string who = "kernel " + kernel.name + ": ";
+  if (shape[0] == 0 || shape[1] == 0 || shape[2] == 0)
+    throw Fault(kInvalidClusterSize, who + "cluster shape " + dims(shape) +
+                                         " has an empty dimension");
+  if (launchShape && kernelShape &&
+      !std::equal(shape, shape + 3, kernel.reqCluster))
+    throw Fault(kInvalidClusterSize,
+                who + "launched with clusters of " + dims(shape) +
+                    " CTAs, but its .reqnctapercluster is " +
+                    dims(kernel.reqCluster));
+  if (kernel.explicitCluster && !launchShape && !kernelShape)
+    throw Fault(kInvalidClusterSize, who + ".explicitcluster kernel launched "
+                                           "without a cluster shape");
+  uint64_t clusterSize = uint64_t(shape[0]) * shape[1] * shape[2];
+  if (clusterSize > 8)
+    throw Fault(kInvalidClusterSize,
+                who + "clusters of " + std::to_string(clusterSize) +
+                    " CTAs " + dims(shape) +
+                    " (at most 8, the portable cluster size)");
+  if (kernel.maxClusterRank && clusterSize > kernel.maxClusterRank)
+    throw Fault(kInvalidClusterSize,
+                who + "clusters of " + std::to_string(clusterSize) +
+                    " CTAs exceed its .maxclusterrank " +
+                    std::to_string(kernel.maxClusterRank));
+  for (int i = 0; i < 3; ++i)
+    if (config.grid[i] % shape[i])
+      throw Fault(kInvalidClusterSize,
+                  who + "grid " + dims(config.grid) +
+                      " is not a multiple of the cluster shape " +
+                      dims(shape));
+  bool isExplicit = launchShape || kernelShape || kernel.explicitCluster;
+  uint32_t nclusters[3] = {config.grid[0] / shape[0],
+                           config.grid[1] / shape[1],
+                           config.grid[2] / shape[2]};
+  uint64_t clusters = ctas / clusterSize;
+  // Clusters are independent: spread them over the host's cores.
   unsigned workers = std::max(1u, std::min<unsigned>(
                                       std::thread::hardware_concurrency(),
-                                      static_cast<unsigned>(std::min<uint64_t>(ctas, 64))));
+                                      static_cast<unsigned>(std::min<uint64_t>(clusters, 64))));
   if (const char *env = getenv("ATTNSIM_THREADS"))
     workers = std::max(1, atoi(env));
   std::atomic<uint64_t> next{0}, executed{0};
@@ -2909,22 +3416,25 @@ LaunchStats launch(const ptx::Module &module, const ptx::Function &kernel,
   auto work = [&] {
     while (true) {
       uint64_t i = next.fetch_add(1);
-      if (i >= ctas)
+      if (i >= clusters)
         return;
       {
         std::lock_guard<std::mutex> lock(faultMutex);
         if (firstFault)
           return;
       }
-      uint32_t x = uint32_t(i % config.grid[0]);
-      uint32_t y = uint32_t(i / config.grid[0] % config.grid[1]);
-      uint32_t z = uint32_t(i / (uint64_t(config.grid[0]) * config.grid[1]));
+      uint32_t id[3] = {
+          uint32_t(i % nclusters[0]), uint32_t(i / nclusters[0] % nclusters[1]),
+          uint32_t(i / (uint64_t(nclusters[0]) * nclusters[1]))};
       try {
-        Cta cta(module, kernel, config, memory, x, y, z);
-        executed += cta.run();
+        Cluster cluster(module, kernel, config, memory, shape, id,
+                        isExplicit);
+        executed += cluster.run();
         std::lock_guard<std::mutex> lock(faultMutex);
-        stats.add(cta.counters());
-        ++stats.ctas;
+        for (uint32_t r = 0; r < cluster.size(); ++r) {
+          stats.add(cluster.cta(r).counters());
+          ++stats.ctas;
+        }
       } catch (const Fault &f) {
         std::lock_guard<std::mutex> lock(faultMutex);
         if (!firstFault)

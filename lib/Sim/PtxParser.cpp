@@ -100,6 +100,7 @@ InstrClass classify(const Instr &in) {
   case Op::Bra: case Op::Ret: case Op::Exit: case Op::Trap: case Op::Call:
     return InstrClass::Control;
   case Op::BarSync: case Op::BarArrive: case Op::BarRed: case Op::BarWarpSync:
+  case Op::BarClusterArrive: case Op::BarClusterWait:
   case Op::Membar: case Op::Fence:
     return InstrClass::Barrier;
   case Op::Shfl: case Op::Vote: case Op::Match: case Op::Redux: case Op::Elect:
@@ -618,11 +619,38 @@ void Parser::parseFunction(bool isKernel) {
   // Performance directives up to the body.
   while (c.peek() == '.') {
     std::string d = c.word();
+    if (d == ".explicitcluster" || d == ".noreturn") {
+      // Directives without operands: the next line is not theirs.
+      fn->explicitCluster |= d == ".explicitcluster";
+      continue;
+    }
     std::string rest = c.statementLine();
     if (d == ".maxntid" || d == ".reqntid") {
       std::vector<std::string> v = splitTop(rest, ',');
       for (size_t i = 0; i < v.size() && i < 3; ++i)
         fn->maxThreads[i] = static_cast<uint32_t>(std::stoul(v[i]));
+    }
+    // Cluster directives (ISA 11.4): .reqnctapercluster x{, y{, z}} fixes
+    // the cluster shape (missing dimensions are 1), .maxclusterrank bounds
+    // its size; .explicitcluster (above) requires a cluster launch.
+    auto number = [&](const std::string &v) {
+      try {
+        size_t used = 0;
+        unsigned long n = std::stoul(trim(v), &used, 0);
+        if (used == trim(v).size() && n > 0 && n <= 1024)
+          return static_cast<uint32_t>(n);
+      } catch (const std::exception &) {
+      }
+      fail("bad " + d + " value '" + trim(v) + "'");
+    };
+    if (d == ".reqnctapercluster") {
+      std::vector<std::string> v = splitTop(rest, ',');
+      if (v.empty() || v.size() > 3)
+        fail(".reqnctapercluster takes one to three dimensions");
+      for (int i = 0; i < 3; ++i)
+        fn->reqCluster[i] = i < int(v.size()) ? number(v[i]) : 1;
+    } else if (d == ".maxclusterrank") {
+      fn->maxClusterRank = number(rest);
     }
   }
   if (c.peek() == ';') { ++c.i; return; } // a prototype
@@ -1120,9 +1148,10 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
   // Opcode families that share a first word.
   if (base == "bar" || base == "barrier") {
     if (has("warp")) in.op = Op::BarWarpSync;
+    else if (has("cluster"))
+      in.op = has("wait") ? Op::BarClusterWait : Op::BarClusterArrive;
     else if (has("arrive")) in.op = Op::BarArrive;
     else if (has("red")) in.op = Op::BarRed;
-    else if (has("cluster")) throw ParseError("barrier.cluster is not modelled");
     else in.op = Op::BarSync;
   } else if (base == "cp") {
     if (!has("async")) throw ParseError("cp without .async");
@@ -1268,6 +1297,15 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
       if (m == "sync" || m == "arrive" || m == "warp" || m == "aligned")
         continue;
       break;
+    case Op::BarClusterArrive: case Op::BarClusterWait:
+      // barrier.cluster.arrive{.release|.relaxed}{.aligned},
+      // barrier.cluster.wait{.acquire}{.aligned}.
+      if (m == "cluster" || m == "arrive" || m == "wait" || m == "aligned" ||
+          (in.op == Op::BarClusterArrive &&
+           (m == "release" || m == "relaxed")) ||
+          (in.op == Op::BarClusterWait && m == "acquire"))
+        continue;
+      unknownModifier(m);
     case Op::CpAsync: case Op::CpAsyncCommit: case Op::CpAsyncWait:
     case Op::CpAsyncWaitAll: case Op::CpAsyncMbarrierArrive:
     case Op::CpBulkTensor: case Op::CpBulk: case Op::CpBulkCommit:
@@ -1284,8 +1322,7 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
         in.dims = static_cast<uint8_t>(m[0] - '0');
         continue;
       }
-      if (m == "multicast::cluster")
-        throw ParseError("TMA multicast is not modelled");
+      if (m == "multicast::cluster") { in.multicast = true; continue; }
       if (m == "im2col" || m == "im2col_no_offs")
         throw ParseError("TMA im2col mode is not modelled");
       if (Space s; parseSpace(m, s)) {
@@ -1312,7 +1349,8 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
       // consistent.
       if (m == "proxy" || m == "async" || m == "alias" ||
           m == "tensormap::generic" || m == "mbarrier_init" || m == "gl" ||
-          m.rfind("async::", 0) == 0 || m == "shared::cta" ||
+          m.rfind("async::", 0) == 0 || m.rfind("sync_restrict::", 0) == 0 ||
+          m == "shared::cta" ||
           m == "shared::cluster" || m == "global")
         continue;
       break;

@@ -10,6 +10,13 @@
 // acquires), and warp / warpgroup collectives (treated as synchronizing
 // their lanes, which can only hide races, never invent them).
 //
+// One detector serves a whole thread-block cluster: its agents are the
+// threads of every CTA (CTA rank r's thread t is agent r * threadsPerCta +
+// t) plus one copy engine, and its shadow covers every CTA's shared memory
+// (rank r's byte k at r * bytesPerCta + k), so accesses to a peer's shared
+// memory (mapa, ld/st.shared::cluster, multicast copies) are checked against
+// the peer's own, ordered by remote mbarrier arrivals and barrier.cluster.
+//
 //===----------------------------------------------------------------------===//
 #ifndef ATTN_SIM_SHAREDRACES_H
 #define ATTN_SIM_SHAREDRACES_H
@@ -33,6 +40,13 @@ public:
         shadow(sharedBytes) {
     for (uint32_t t = 0; t <= threads; ++t)
       clocks[t][t] = 1;
+  }
+
+  /// Names agents and addresses by CTA rank in reports (clusters of more
+  /// than one CTA).
+  void nameCtas(uint32_t threadsPerCta, uint32_t bytesPerCta) {
+    ctaThreads = threadsPerCta;
+    ctaBytes = bytesPerCta;
   }
 
   uint32_t engine() const { return threads; }
@@ -98,17 +112,26 @@ private:
     std::unique_ptr<Clock> readers;
   };
   uint32_t threads;
+  uint32_t ctaThreads = 0, ctaBytes = 0;
   std::vector<Clock> clocks;
   std::vector<Byte> shadow;
 
   std::string who(uint32_t agent) const {
-    return agent == threads ? std::string("the TMA engine")
-                            : "thread " + std::to_string(agent);
+    if (agent == threads)
+      return "the TMA engine";
+    if (!ctaThreads)
+      return "thread " + std::to_string(agent);
+    return "thread " + std::to_string(agent % ctaThreads) + " of CTA rank " +
+           std::to_string(agent / ctaThreads);
   }
   std::string describe(uint32_t agent, bool write, uint32_t other,
                        bool otherWrote, uint32_t otherLine,
                        uint32_t address) const {
-    return "shared-memory race at 0x" + hex(address) + ": " + who(agent) +
+    std::string at = "0x" + hex(address);
+    if (ctaBytes)
+      at = "0x" + hex(address % ctaBytes) + " of CTA rank " +
+           std::to_string(address / ctaBytes);
+    return "shared-memory race at " + at + ": " + who(agent) +
            (write ? " writes" : " reads") + " it, unordered with the " +
            (otherWrote ? "write" : "read") + " by " + who(other) +
            " (PTX line " + std::to_string(otherLine) +
