@@ -1330,6 +1330,10 @@ void Parser::decode(Instr &in, const std::vector<std::string> &mods,
         if (in.space == Space::Generic && !in.bulkToGlobal && i > 1) {
           in.space = s;
           in.bulkToGlobal = s == Space::Global ? 1 : 2;
+        } else if (in.bulkToGlobal == 2 && s == Space::Shared &&
+                   (in.op == Op::CpBulk || in.op == Op::CpBulkTensor)) {
+          throw ParseError("cp.async.bulk from shared memory to shared "
+                           "memory is not modelled");
         }
         continue;
       }

@@ -689,3 +689,23 @@ TEST(PtxClusterFaults, MulticastMaskPastTheCluster) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(PtxClusterFaults, SharedToSharedBulkCopiesAreRefusedAtLoad) {
+  std::vector<uint32_t> out;
+  Launch l;
+  CUresult r = runKernel(kernel(".reqnctapercluster 2", R"(
+  .shared .align 16 .b8 buf[16];
+  .shared .align 8 .b64 bar;
+  cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [buf], [buf], 16, [bar];
+  ret;
+)"),
+                         l, out, 1);
+  EXPECT_EQ(r, 218);
+  EXPECT_NE(errorText(r).find("from shared memory to shared memory is not "
+                              "modelled"),
+            std::string::npos) << errorText(r);
+}
+
+} // namespace
