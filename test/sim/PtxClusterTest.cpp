@@ -709,3 +709,79 @@ TEST(PtxClusterFaults, SharedToSharedBulkCopiesAreRefusedAtLoad) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(PtxCluster, TwoDimensionalClustersRankXFastest) {
+  // Clusters of 2 x 2 CTAs over a 4 x 2 grid: %cluster_ctarank runs x
+  // fastest over %cluster_ctaid, %clusterid is the cluster's position.
+  std::vector<uint32_t> out;
+  Launch l;
+  l.grid[0] = 4;
+  l.grid[1] = 2;
+  l.block = 1;
+  CUresult r = runKernel(kernel(".reqnctapercluster 2, 2, 1", R"(
+  mov.u32 %r4, %ctaid.y;
+  mad.lo.u32 %r5, %r4, 4, %r3;
+  mul.wide.u32 %rd2, %r5, 32;
+  add.s64 %rd3, %rd1, %rd2;
+  st.global.u32 [%rd3+0], %r2;
+  mov.u32 %r6, %cluster_ctaid.x;
+  st.global.u32 [%rd3+4], %r6;
+  mov.u32 %r6, %cluster_ctaid.y;
+  st.global.u32 [%rd3+8], %r6;
+  mov.u32 %r6, %clusterid.x;
+  st.global.u32 [%rd3+12], %r6;
+  mov.u32 %r6, %clusterid.y;
+  st.global.u32 [%rd3+16], %r6;
+  mov.u32 %r6, %nclusterid.y;
+  st.global.u32 [%rd3+20], %r6;
+  mov.u32 %r6, %cluster_nctaid.y;
+  st.global.u32 [%rd3+24], %r6;
+  mov.u32 %r6, %cluster_nctarank;
+  st.global.u32 [%rd3+28], %r6;
+  ret;
+)"),
+                         l, out, 64);
+  ASSERT_EQ(r, 0) << errorText(r);
+  for (unsigned y = 0; y < 2; ++y)
+    for (unsigned x = 0; x < 4; ++x) {
+      const uint32_t *w = &out[(y * 4 + x) * 8];
+      EXPECT_EQ(w[0], x % 2 + 2 * (y % 2)) << x << "," << y;
+      EXPECT_EQ(w[1], x % 2);
+      EXPECT_EQ(w[2], y % 2);
+      EXPECT_EQ(w[3], x / 2);
+      EXPECT_EQ(w[4], y / 2);
+      EXPECT_EQ(w[5], 1u);
+      EXPECT_EQ(w[6], 2u);
+      EXPECT_EQ(w[7], 4u);
+    }
+}
+
+} // namespace
+
+namespace {
+
+TEST(PtxClusterFaults, ClusterShapeAgainstTheKernelsDirectives) {
+  std::vector<uint32_t> out;
+  Launch l;
+  l.grid[0] = 4;
+  l.block = 1;
+  l.cluster[0] = 4;
+  l.cluster[1] = l.cluster[2] = 1;
+  CUresult r = runKernel(kernel(".reqnctapercluster 2", "ret;"), l, out, 1);
+  EXPECT_EQ(r, 912);
+  EXPECT_NE(errorText(r).find("launched with clusters of (4,1,1) CTAs, but "
+                              "its .reqnctapercluster is (2,1,1)"),
+            std::string::npos) << errorText(r);
+  r = runKernel(kernel(".maxclusterrank 2", "ret;"), l, out, 1);
+  EXPECT_EQ(r, 912);
+  EXPECT_NE(errorText(r).find("clusters of 4 CTAs exceed its "
+                              ".maxclusterrank 2"),
+            std::string::npos) << errorText(r);
+  l.cluster[0] = 2;
+  r = runKernel(kernel(".maxclusterrank 2", "ret;"), l, out, 1);
+  EXPECT_EQ(r, 0) << errorText(r);
+}
+
+} // namespace
