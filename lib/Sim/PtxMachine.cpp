@@ -1,4 +1,4 @@
-//===- PtxMachine.cpp - executes PTX kernels, one CTA at a time -----------===//
+//===- PtxMachine.cpp - executes PTX kernels, one cluster at a time -------===//
 //
 // Every thread has its own program counter and registers and runs until it
 // blocks (sm_70+ independent thread scheduling, ISA 3.3 / 9.7.13): at a
