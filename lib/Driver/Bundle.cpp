@@ -326,6 +326,7 @@ addGpuKernels(const Source &source, std::vector<KernelPlan> &plans,
     launch.rowsPerBlock = g.code.rowsPerBlock;
     launch.sharedBytes = g.code.sharedBytes;
     launch.tensorMaps = g.code.tensorMaps; // key tiles: the info's block_kv
+    launch.clusterCtas = g.code.clusterCtas;
     launch.selectPoolEntry = g.code.selectPoolEntry;
     launch.selectEntry = g.code.selectEntry;
     launch.backwardKvEntry = g.code.backwardKvEntry;
@@ -398,13 +399,15 @@ void writeBundle(const Source &source, const Options &options,
                   ? addGpuKernels(source, plans, payloads)
                   : addCpuKernels(source, options, plans, payloads, temps);
   m.binaries = payloads.entries;
-  // Format 3 or 4 only where it is needed (fallback binaries, swizzled
-  // TMA tiles): other bundles stay readable by a format-2 attnrt.
+  // Format 3, 4 or 5 only where it is needed (fallback binaries, swizzled
+  // TMA tiles, clusters): other bundles stay readable by a format-2 attnrt.
   for (const manifest::KernelEntry &k : m.kernels) {
     if (!k.fallbackBinaries.empty())
       m.format = std::max<int64_t>(m.format, 3);
     if (k.gpu && k.gpu->tensorMaps)
       m.format = std::max<int64_t>(m.format, detail::kSwizzledTmaBundleFormat);
+    if (k.gpu && k.gpu->clusterCtas > 1)
+      m.format = std::max<int64_t>(m.format, detail::kClusterBundleFormat);
   }
   // Payload offsets depend on the manifest's length, which depends on the
   // offsets' digits: settle them in a few rounds.

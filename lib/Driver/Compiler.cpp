@@ -553,6 +553,7 @@ GpuObject compileGpuObjectOnce(const Source &source, const KernelPlan &plan,
   code.rowsPerBlock = geometry.rowsPerBlock;
   code.sharedBytes = geometry.sharedBytes;
   code.tensorMaps = geometry.tensorMaps;
+  code.clusterCtas = geometry.clusterCtas;
   code.blockKV = geometry.blockKV;
   out.launchRegisters = geometry.launchRegisters;
   code.mergeEntry = geometry.mergeName;

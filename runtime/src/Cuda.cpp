@@ -385,6 +385,11 @@ void CudaFunction::launchSplit(int64_t batch, int64_t heads, int64_t seqQ,
     return;
   int64_t rowsPerHead = code.rowsPerBlock / pack;
   int64_t qTiles = (seqQ + rowsPerHead - 1) / rowsPerHead;
+  // A cluster's CTAs take adjacent query tiles of one split part
+  // (GpuKernel.cpp's setUp): whole clusters, the last one's extra tiles
+  // past Sq computing nothing they store.
+  int64_t cluster = std::max<int64_t>(code.clusterCtas, 1);
+  qTiles = (qTiles + cluster - 1) / cluster * cluster;
   // TMA kernels take q, k and v's tensor maps by value, as grid-constant
   // parameters: cuLaunchKernel copies their 128 bytes with the others, so a
   // launch needs no device allocation or copy (and stays capturable).

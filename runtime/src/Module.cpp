@@ -267,6 +267,7 @@ Module Module::load(const std::string &path) {
       code.rowsPerBlock = k.gpu->rowsPerBlock;
       code.sharedBytes = k.gpu->sharedBytes;
       code.tensorMaps = k.gpu->tensorMaps;
+      code.clusterCtas = k.gpu->clusterCtas;
       code.blockKV = info.blockKV;
       code.mergeEntry = k.mergeEntry;
       code.selectPoolEntry = k.gpu->selectPoolEntry;

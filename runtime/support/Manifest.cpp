@@ -523,6 +523,8 @@ std::string writeBundleManifest(const BundleManifest &m) {
       v["rows_per_block"] = k.gpu->rowsPerBlock;
       v["shared_bytes"] = k.gpu->sharedBytes;
       v["tensor_maps"] = k.gpu->tensorMaps; // key tiles: block_kv
+      if (k.gpu->clusterCtas > 1)
+        v["cluster_ctas"] = k.gpu->clusterCtas;
     }
     v["merge_entry"] = k.mergeEntry;
     if (!k.backwardEntry.empty())
@@ -642,6 +644,7 @@ BundleManifest readBundleManifest(std::string_view text,
         g.rowsPerBlock = k["rows_per_block"].integer(1, kInt32Max);
         g.sharedBytes = k["shared_bytes"].integer(0, kInt32Max);
         g.tensorMaps = k.booleanOr("tensor_maps", false);
+        g.clusterCtas = k.integerOr("cluster_ctas", 1, 1, 8);
         // Older TMA kernels read 16-byte-wide unswizzled boxes: the maps
         // this attnrt encodes would land scrambled in their tiles.
         if (g.tensorMaps && m.format < detail::kSwizzledTmaBundleFormat)
@@ -727,6 +730,8 @@ std::string writeCacheRecord(const GpuCacheRecord &r) {
   j["shared_bytes"] = c.sharedBytes;
   j["tensor_maps"] = c.tensorMaps;
   j["block_kv"] = c.blockKV;
+  if (c.clusterCtas > 1)
+    j["cluster_ctas"] = c.clusterCtas;
   j["merge_entry"] = c.mergeEntry;
   j["select_pool_entry"] = c.selectPoolEntry;
   j["select_entry"] = c.selectEntry;
@@ -778,6 +783,7 @@ GpuCacheRecord readGpuCacheRecord(std::string_view text,
     c.sharedBytes = root["shared_bytes"].integer(0, kInt32Max);
     c.tensorMaps = root["tensor_maps"].boolean();
     c.blockKV = root["block_kv"].integer(0, kInt32Max);
+    c.clusterCtas = root.integerOr("cluster_ctas", 1, 1, 8);
     c.mergeEntry = root["merge_entry"].name();
     c.selectPoolEntry = root["select_pool_entry"].str();
     c.selectEntry = root["select_entry"].str();

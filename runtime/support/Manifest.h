@@ -58,6 +58,7 @@ struct GpuLaunch {
   int64_t backwardKvThreads = 0, backwardKvRows = 0;
   int64_t backwardQThreads = 0, backwardQRows = 0;
   bool backwardGradients = false; // detail::GpuCode::backwardGradients
+  int64_t clusterCtas = 1;         // detail::GpuCode::clusterCtas
 };
 
 /// One kernel of a bundle: what it expects and where its code is.

@@ -283,6 +283,10 @@ TEST_P(GpuSim, SplitKv) {
   splitKv(sim(), variants, {"2", "7", "64"});
 }
 
+// Without a mask or select, sm_90a TMA kernels run in clusters sharing
+// K/V tiles by multicast (issue 19); sm_80 and cp.async run them plainly.
+TEST_P(GpuSim, MaskFreeVariants) { maskFreeVariants(sim()); }
+
 // Paged K/V: pages smaller than, equal to and larger than key tiles, and
 // odd sizes, with masks that read Skv and tensors, and split parts.
 TEST_P(GpuSimStreamed, PagedKV) {

@@ -272,6 +272,31 @@ inline std::vector<std::string> splitKvVariants() {
   };
 }
 
+/// Variants whose key tiles do not depend on the query rows (no mask, no
+/// select), which sm_90a's TMA kernels run in clusters of two CTAs sharing
+/// every K/V tile (TMA multicast; elsewhere they run as any kernel): odd
+/// query-tile counts (the last cluster's second CTA past Sq), GQA-packed
+/// decode rows, split-KV parts, head dims of one and two TMA boxes per
+/// tile, Dv != D, sinks and a score reading q.
+inline void maskFreeVariants(const SimTarget &t) {
+  const std::string bias =
+      "variant a { score(s, b, h, q, kv) = s - 0.03 * float(h + 1) * "
+      "float(q - kv); }";
+  const std::string sink = "variant s { sink(h) = 0.5 * float(h); }";
+  for (Shape s : {Shape{1, 2, 2, 300, 257}, Shape{2, 3, 3, 129, 200},
+                  Shape{2, 8, 2, 1, 300}})
+    t.expectMatches(withShape(t.make(bias, 128, "bf16"), s));
+  t.expectMatches(withShape(t.make(sink, 64, "f16"), Shape{1, 2, 1, 100, 7}));
+  t.expectMatches(withShape(t.make(bias, 32, "f16"), Shape{1, 2, 1, 65, 70}));
+  Problem narrowV = t.make(sink, 128, "bf16");
+  narrowV.options.valueHeadDim = 64;
+  t.expectMatches(withShape(narrowV, Shape{1, 2, 2, 191, 129}));
+  Problem split = t.make(bias, 64, "bf16");
+  split.options.splitKv = "3";
+  for (Shape s : {Shape{1, 2, 2, 300, 301}, Shape{2, 8, 2, 1, 301}})
+    t.expectMatches(withShape(split, s));
+}
+
 /// Split-KV with forced part counts (`parts`) for each of `variants`, for
 /// GQA decode rows and a prefill shape; lse through the merge kernel.
 inline void splitKv(const SimTarget &t,

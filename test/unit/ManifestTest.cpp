@@ -99,6 +99,7 @@ manifest::BundleManifest sample() {
   h.mergeEntry = "attn_gpu_merge_hopper";
   h.gpu = manifest::GpuLaunch{384, 128, 200704, true, "attn_pool_hopper",
                               "attn_select_hopper", 168};
+  h.gpu->clusterCtas = 2;
 
   manifest::KernelEntry a;
   a.info = sampleInfo("mi300", "gfx942");
@@ -210,6 +211,7 @@ TEST(Manifest, RoundTrips) {
       EXPECT_EQ(a.gpu->rowsPerBlock, b.gpu->rowsPerBlock);
       EXPECT_EQ(a.gpu->sharedBytes, b.gpu->sharedBytes);
       EXPECT_EQ(a.gpu->tensorMaps, b.gpu->tensorMaps);
+      EXPECT_EQ(a.gpu->clusterCtas, b.gpu->clusterCtas);
       EXPECT_EQ(a.gpu->selectPoolEntry, b.gpu->selectPoolEntry);
       EXPECT_EQ(a.gpu->selectEntry, b.gpu->selectEntry);
       EXPECT_EQ(a.gpu->registers, b.gpu->registers);
@@ -247,7 +249,8 @@ TEST(Manifest, KeepsTheLayoutBundlesHaveAlwaysHad) {
   EXPECT_CONTAINS(text, "\"binary\": 1, \"ptx_binary\": 2, \"entry\": "
                         "\"attn_gpu_hopper\", \"block_threads\": 384, "
                         "\"rows_per_block\": 128, \"shared_bytes\": 200704, "
-                        "\"tensor_maps\": true, \"merge_entry\": "
+                        "\"tensor_maps\": true, \"cluster_ctas\": 2, "
+                        "\"merge_entry\": "
                         "\"attn_gpu_merge_hopper\", \"select_pool_entry\": "
                         "\"attn_pool_hopper\", \"select_entry\": "
                         "\"attn_select_hopper\", \"registers\": 168}");
@@ -654,6 +657,7 @@ TEST(Manifest, CacheRecordsRoundTrip) {
   g.code.sharedBytes = 200704;
   g.code.tensorMaps = true;
   g.code.blockKV = 32;
+  g.code.clusterCtas = 2;
   g.code.mergeEntry = "attn_gpu_merge_hopper";
   g.code.selectPoolEntry = "attn_pool_hopper";
   g.code.selectEntry = "attn_select_hopper";
@@ -666,6 +670,7 @@ TEST(Manifest, CacheRecordsRoundTrip) {
   EXPECT_EQ(manifest::writeCacheRecord(rg), text);
   EXPECT_EQ(rg.code.chip, "sm_90a");
   EXPECT_EQ(rg.code.blockKV, 32);
+  EXPECT_EQ(rg.code.clusterCtas, 2);
   EXPECT_TRUE(rg.code.tensorMaps);
   EXPECT_EQ(rg.code.selectEntry, "attn_select_hopper");
   EXPECT_TRUE(rg.code.binary.empty());

@@ -79,6 +79,19 @@ driver::GpuObject expectTensorCoreKernel(const std::string &source, Options o,
     EXPECT_EQ(g.launchRegisters, 168);
     EXPECT_EQ(g.registers, 168) << g.ptxasReport;
   }
+  // Without a mask or select, TMA kernels run in clusters of two CTAs
+  // sharing each K/V tile by multicast (issue 19).
+  // (This variant's text: a file may hold others.)
+  size_t begin = source.find("variant " + g.info.name + " ");
+  size_t end = source.find("\nvariant ", begin);
+  std::string variantText = source.substr(begin, end - begin);
+  bool clustered = tma && variantText.find("mask(") == std::string::npos &&
+                   variantText.find("select(") == std::string::npos;
+  EXPECT_EQ(g.code.clusterCtas, clustered ? 2 : 1);
+  EXPECT_EQ(g.code.ptx.find(".reqnctapercluster 2, 1, 1") != std::string::npos,
+            clustered);
+  EXPECT_EQ(g.code.ptx.find("multicast::cluster") != std::string::npos,
+            clustered);
   if (o.target == "sm_90a") {
     EXPECT_NE(g.code.ptx.find("wgmma.mma_async.sync.aligned.m64n"),
               std::string::npos);
@@ -566,15 +579,17 @@ TEST(Nvptx, BundlesCarryCubinAndPtx) {
   EXPECT_NE(manifest.find("\"rows_per_block\": 128"), std::string::npos);
   EXPECT_EQ(Module::load((dir / "hopper.attnpkg").string()).kernelNames(),
             (std::vector<std::string>{"a", "z"}));
-  // Their tiles are swizzled (bundle format 4); a format-3 bundle's TMA
+  // z has no mask: its CTAs run in clusters of two (bundle format 5).
+  EXPECT_NE(manifest.find("\"cluster_ctas\": 2"), std::string::npos);
+  // Their tiles are swizzled (bundle format 4 on); a format-3 bundle's TMA
   // kernels read unswizzled 16-byte boxes, so one is refused, not launched
   // with maps it would misread.
   uint32_t format = 0;
   std::memcpy(&format, manifest.data() + 8, 4);
-  EXPECT_EQ(format, 4u);
+  EXPECT_EQ(format, 5u);
   std::string old = manifest;
   old[8] = 3;
-  size_t json = old.find("\"format\": 4");
+  size_t json = old.find("\"format\": 5");
   ASSERT_NE(json, std::string::npos);
   old[json + 10] = '3';
   std::ofstream(dir / "old.attnpkg", std::ios::binary) << old;

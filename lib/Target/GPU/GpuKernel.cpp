@@ -435,10 +435,25 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
   packedHeads = keptMap ? cIdx(b, 1) : positive(splitArgs[3]);
   rowsPerHead = arith::DivUIOp::create(b, loc, cIdx(b, BQ), packedHeads);
 
-  // Split-KV: blockIdx.x = query tile * parts + part.
+  // Split-KV: blockIdx.x = query tile * parts + part; in clusters of C
+  // CTAs, (query tile / C * parts + part) * C + query tile % C, so that a
+  // cluster's CTAs share a part (the runtime rounds the query tiles up to
+  // a multiple of C).
   Value blockX = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  Value qTile = arith::DivUIOp::create(b, loc, blockX, parts);
-  part = arith::RemUIOp::create(b, loc, blockX, parts);
+  Value qTile;
+  if (clusterCtas > 1) {
+    Value c = cIdx(b, clusterCtas);
+    Value cluster = arith::DivUIOp::create(b, loc, blockX, c);
+    qTile = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(
+            b, loc, arith::DivUIOp::create(b, loc, cluster, parts), c),
+        arith::RemUIOp::create(b, loc, blockX, c));
+    part = arith::RemUIOp::create(b, loc, cluster, parts);
+  } else {
+    qTile = arith::DivUIOp::create(b, loc, blockX, parts);
+    part = arith::RemUIOp::create(b, loc, blockX, parts);
+  }
   // The first of the CTA's query heads (grid y = Hq / pack).
   hIdx = arith::MulIOp::create(
       b, loc, gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), packedHeads);

@@ -40,6 +40,10 @@ struct KernelInfo {
   /// rows, no swizzle, zero fill.
   bool tensorMaps = false;
   int64_t blockKV = 0;
+  /// CTAs per thread-block cluster along x (the kernel's
+  /// .reqnctapercluster): the launch rounds its query tiles up to a
+  /// multiple (see KernelBase::clusterCtas). 1 without clusters.
+  int64_t clusterCtas = 1;
   /// setmaxnreg: the kernel hands registers between its warpgroups within
   /// the pool it is launched with, which holds enough only if ptxas gives
   /// it this many registers a thread (the launch bound's maximum); with
@@ -254,6 +258,10 @@ protected:
   // (kScale) and per token (vScale).
   std::optional<KVQuant> quant;
   Value kScale, vScale;
+  // CTAs per cluster along x (a target sets it before setUp): the CTAs of
+  // one cluster take adjacent query tiles of the same split part, so that
+  // they walk the same key tiles (see setUp).
+  int64_t clusterCtas = 1;
 };
 
 } // namespace mlir::attn::gpukernel

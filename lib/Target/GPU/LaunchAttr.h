@@ -18,6 +18,8 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
+#include <algorithm>
+
 namespace mlir::attn::gpukernel {
 
 inline constexpr const char kLaunchAttr[] = "attn.launch";
@@ -79,6 +81,8 @@ inline void recordLaunch(gpu::GPUModuleOp gpuModule, const KernelInfo &info) {
   entries.push_back(
       b.getNamedAttr("tensor_maps", b.getBoolAttr(info.tensorMaps)));
   number("launch_registers", info.launchRegisters);
+  if (info.clusterCtas > 1)
+    number("cluster_ctas", info.clusterCtas);
   text("select_pool", info.selectPoolName);
   text("select", info.selectName);
   if (!info.backwardKvName.empty()) {
@@ -120,6 +124,7 @@ inline FailureOr<KernelInfo> readLaunch(gpu::GPUModuleOp gpuModule) {
   info.blockKV = number("block_kv");
   info.tensorMaps = flag("tensor_maps");
   info.launchRegisters = number("launch_registers");
+  info.clusterCtas = std::max<int64_t>(number("cluster_ctas"), 1);
   info.selectPoolName = text("select_pool");
   info.selectName = text("select");
   info.backwardKvName = text("backward_kv");

@@ -12,7 +12,9 @@
 //   K/V tile, each with its own softmax state and wgmma chains (or 64,
 //   one warpgroup, with --block-q 64 or where 128 rows spill registers);
 //   rows are BQ queries of one head, or for short query blocks `pack`
-//   query heads of one K/V head (GQA packing);
+//   query heads of one K/V head (GQA packing); on sm_90a with TMA, for
+//   variants without a mask or select, clusters of two CTAs on adjacent
+//   query tiles share each K/V tile by TMA multicast (half the L2 reads);
 //   per key tile of the CTA's part (skipped when the classifier, which
 //   sees the CTA's BQ rows, says EMPTY):
 //     K and V tiles -> shared memory, double-buffered: cp.async by every
@@ -113,6 +115,15 @@ bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg) {
 bool usesTma(AttentionOp op, const nvptx::KernelConfig &cfg) {
   return nvptx::usesWgmma(cfg.chip) && cfg.tma && !op.getKvQuant() &&
          !op.isPaged() && !op.getKvIndex();
+}
+
+int64_t tmaClusterCtas(AttentionOp op, const nvptx::KernelConfig &cfg) {
+  // A cluster's CTAs consume every shared K/V tile, so they must walk the
+  // same key tiles: without a mask or select the walk does not depend on
+  // the query rows.
+  if (!usesTma(op, cfg) || op.hasMask() || op.hasSelect())
+    return 1;
+  return std::max<int64_t>(cfg.clusterCtas, 1);
 }
 
 } // namespace mlir::attn::nvptx::kernel
@@ -826,6 +837,15 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({threads, 1, 1}));
   if (tma)
     func->setAttr(nvptx::kTensorMapArgsAttr, b.getI32IntegerAttr(3));
+  int64_t cluster = tmaClusterCtas(op, config);
+  if (cluster > 8) {
+    error = "internal: clusters of " + std::to_string(cluster) +
+            " CTAs (8 at most)";
+    return failure();
+  }
+  if (cluster > 1) // .reqnctapercluster: cuLaunchKernel launches clusters
+    func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
+                  b.getDenseI32ArrayAttr({int32_t(cluster), 1, 1}));
 
   if (func.getBody().empty()) {
     error = "internal: gpu.func without a body";
@@ -860,6 +880,7 @@ mlir::attn::nvptx::buildGpuKernel(ModuleOp gpuModuleHost, AttentionOp op,
   if (tma && config.shareRegisters && consumers > kWarpsPerGroup * 32)
     info.launchRegisters = kLaunchRegisters;
   info.tensorMaps = tma;
+  info.clusterCtas = cluster;
   info.blockKV = config.blockKV;
   info.sharedBytes = sharedLayoutFor(op, config).bytes;
   return info;

@@ -84,6 +84,10 @@ bool codesFeedQK(AttentionOp op, const nvptx::KernelConfig &cfg);
 /// quantized codes, pages and listed positions take cp.async).
 bool usesTma(AttentionOp op, const nvptx::KernelConfig &cfg);
 
+/// The CTAs per cluster of `op`'s kernel (KernelConfig::clusterCtas where
+/// it applies, else 1).
+int64_t tmaClusterCtas(AttentionOp op, const nvptx::KernelConfig &cfg);
+
 class GpuAttentionBuilder : public gpukernel::KernelBase {
 public:
   GpuAttentionBuilder(AttentionOp op, const nvptx::KernelConfig &cfg,
@@ -91,6 +95,7 @@ public:
       : KernelBase(op, std::move(outside), cfg.blockQ, cfg.blockKV),
         threads(32 * consumerWarps(cfg)), wgmma(nvptx::usesWgmma(cfg.chip)),
         tma(usesTma(op, cfg)), codesQK(codesFeedQK(op, cfg)), config(cfg) {
+    clusterCtas = tmaClusterCtas(op, cfg);
     if (tma) {
       qkSwizzle = ::attn::detail::tmaSwizzleBytes(D * elementBytes());
       vSwizzle = ::attn::detail::tmaSwizzleBytes(Dv * elementBytes());
@@ -184,7 +189,10 @@ private:
   void tmaPipeline(OpBuilder &b, ValueRange init, ValueRange tensorMaps);
   void tmaLoad(OpBuilder &b, Value map, Value barriers, int64_t barrier,
                int64_t smemOffset, int64_t rows, int64_t cols,
-               int64_t swizzleBytes, Value row0, Value head);
+               int64_t swizzleBytes, Value row0, Value head,
+               llvm::function_ref<bool(int64_t)> issuesBox = nullptr,
+               Value multicastMask = Value());
+  void clusterBarrier(OpBuilder &b);
   void epilogue(OpBuilder &b, ValueRange state);
   SmallVector<Value> scores(OpBuilder &b, ArrayRef<Frag> s, Value k0,
                             bool withMask);

@@ -25,6 +25,12 @@ struct KernelConfig {
   /// sm_90a: TMA loads by a producer warp (mbarrier pipeline) instead of
   /// cp.async by all threads.
   bool tma = true;
+  /// sm_90a TMA kernels of variants whose key tiles do not depend on the
+  /// query rows (no mask, no select): CTAs per cluster, which take
+  /// adjacent query tiles and share every K/V tile, each loading its share
+  /// of the boxes by TMA multicast into all of them (L2 reads divided by
+  /// the cluster size). 1 for none; at most 8 (the portable limit).
+  int64_t clusterCtas = 2;
   /// Backward kernels of scalar FMAs instead of tensor cores (the first
   /// version, kept for head dims past 128 and as a cross-check).
   bool scalarBackward = false;

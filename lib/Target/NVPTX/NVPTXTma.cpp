@@ -129,10 +129,37 @@ SmallVector<Value> GpuAttentionBuilder::tmaConsumer(OpBuilder &b,
                                            add(b, buffer, 1));
     return buffer;
   };
+  Value leadLane;
+  if (clusterCtas > 1) {
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    leadLane = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::eq,
+        arith::RemUIOp::create(b, loc, tid, cIdx(b, 32)), cIdx(b, 0));
+  }
   auto release = [&](OpBuilder &b, Value buffer) {
-    nvgpu::MBarrierArriveOp::create(
-        b, loc, nvgpu::MBarrierTokenType::get(b.getContext()), barriers,
-        add(b, buffer, 3));
+    if (clusterCtas == 1) {
+      nvgpu::MBarrierArriveOp::create(
+          b, loc, nvgpu::MBarrierTokenType::get(b.getContext()), barriers,
+          add(b, buffer, 3));
+      return;
+    }
+    // Every CTA of the cluster refills this buffer in all of them: one
+    // arrival per warp (its wgmma reads of the buffer have retired for
+    // the whole warpgroup) on each CTA's empty barrier.
+    scf::IfOp::create(b, loc, leadLane, [&](OpBuilder &b, Location) {
+      Value address = nvgpu::MBarrierGetOp::create(
+          b, loc, b.getI32Type(), barriers, add(b, buffer, 3));
+      Value local = LLVM::IntToPtrOp::create(
+          b, loc, LLVM::LLVMPointerType::get(b.getContext(), 3), address);
+      auto clusterPtr = LLVM::LLVMPointerType::get(b.getContext(), 7);
+      for (int64_t rank = 0; rank < clusterCtas; ++rank) {
+        Value remote = NVVM::MapaOp::create(b, loc, clusterPtr, local,
+                                            cI32(b, rank));
+        NVVM::MBarrierArriveOp::create(b, loc, Type(), remote, Value(),
+                                       NVVM::MemScopeKind::CLUSTER, false);
+      }
+      scf::YieldOp::create(b, loc);
+    });
   };
   auto flatten = [](ArrayRef<SmallVector<Value>> steps) {
     SmallVector<Value> flat;
@@ -257,7 +284,9 @@ void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
                                   int64_t barrier, int64_t smemOffset,
                                   int64_t rows, int64_t cols,
                                   int64_t swizzleBytes, Value row0,
-                                  Value head) {
+                                  Value head,
+                                  llvm::function_ref<bool(int64_t)> issuesBox,
+                                  Value multicastMask) {
   auto smem = gpu::AddressSpaceAttr::get(b.getContext(),
                                          gpu::AddressSpace::Workgroup);
   int64_t boxCols = swizzleBytes / elementBytes();
@@ -265,6 +294,8 @@ void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
   auto boxType = MemRefType::get({1, 1, rows, boxCols}, elt,
                                  MemRefLayoutAttrInterface{}, smem);
   for (int64_t a = 0; a < cols / boxCols; ++a) {
+    if (issuesBox && !issuesBox(a))
+      continue;
     Value dst = memref::ViewOp::create(
         b, loc, boxType, dynamicShared,
         cIdx(b, smemOffset + a * rows * swizzleBytes), ValueRange{});
@@ -272,7 +303,7 @@ void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
     nvgpu::TmaAsyncLoadOp::create(
         b, loc, dst, barriers, map,
         ValueRange{cIdx(b, a * boxCols), row0, head, bIdx}, cIdx(b, barrier),
-        Value(), Value());
+        multicastMask, Value());
   }
 }
 
@@ -287,6 +318,18 @@ void GpuAttentionBuilder::tmaLoad(OpBuilder &b, Value map, Value barriers,
 /// empty phase (the opposite parity; a fresh barrier passes that wait at
 /// once). Both sides walk the same tiles, the classifier skipping EMPTY
 /// ones.
+///
+/// In a cluster of C CTAs (clusterCtas, variants whose tiles do not depend
+/// on the query rows), adjacent query tiles share each K/V tile: the
+/// producer of rank r loads the tile's TMA boxes r, r + C, ... (K's, then
+/// V's) with .multicast::cluster into every CTA, each CTA's full barrier
+/// expecting the whole tile; a buffer is free again when the consumer
+/// warps of all C CTAs are done with it, so each warp arrives once on
+/// every CTA's empty barrier (mapa, then a remote arrive). Cluster
+/// barriers order the barriers' initialization before any copy or arrival
+/// and keep every CTA alive until the others' last arrivals (PTX ISA,
+/// "Distributed Shared Memory": a CTA's shared memory must not be accessed
+/// after it exits).
 void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                                       ValueRange tensorMaps) {
   // The kernel takes plain pointers (a gpu.func signature cannot carry
@@ -320,18 +363,35 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
                                       cIdx(b, 0));
+  // An empty barrier waits for every consumer thread of the CTA, or in a
+  // cluster for one arrival per consumer warp of each CTA (see release).
+  int64_t emptyArrivals =
+      clusterCtas > 1 ? clusterCtas * (threads / 32) : threads;
   scf::IfOp::create(b, loc, first, [&](OpBuilder &b, Location) {
     for (int64_t i = 0; i < 5; ++i)
       nvgpu::MBarrierInitOp::create(
-          b, loc, barriers, cIdx(b, i < 3 ? 1 : threads), cIdx(b, i), Value());
+          b, loc, barriers, cIdx(b, i < 3 ? 1 : emptyArrivals), cIdx(b, i),
+          Value());
     // The TMA unit (async proxy) completes transactions on these barriers.
     fenceSharedToAsyncProxy(b);
+    // ... and the other CTAs of the cluster arrive on them.
+    if (clusterCtas > 1)
+      NVVM::FenceMbarrierInitOp::create(b, loc);
     scf::YieldOp::create(b, loc);
   });
-  gpu::BarrierOp::create(b, loc); // the only CTA-wide barrier
+  // The only CTA-wide barrier; in a cluster, every CTA's barriers are
+  // initialized before any CTA's copies or arrivals reach them.
+  if (clusterCtas > 1)
+    clusterBarrier(b);
+  else
+    gpu::BarrierOp::create(b, loc);
   Value ticks = cIdx(b, 10000000);
   int64_t kvBytes = BK * (D + Dv) * elementBytes();
   int64_t kTile = BK * D * elementBytes(), vTile = BK * Dv * elementBytes();
+  int64_t kBoxes = D * elementBytes() / qkSwizzle;
+  Value rank = clusterCtas > 1 ? NVVM::ClusterId::create(b, loc, b.getI32Type())
+                                     .getResult()
+                               : Value();
   Value consumer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid,
                                          cIdx(b, threads));
   // Two consumer warpgroups: the producer's is a whole warpgroup, which
@@ -377,19 +437,49 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
                 Value k0 = arith::MulIOp::create(b, loc, t, cIdx(b, BK));
                 // Buffer offsets depend on the buffer: two branches
                 // keep every view's offset static.
+                auto load = [&](OpBuilder &b, int64_t which,
+                                llvm::function_ref<bool(int64_t)> issuesBox,
+                                Value multicast) {
+                  tmaLoad(b, kMap, barriers, 1 + which,
+                          layout.kOffset + which * kTile, BK, D, qkSwizzle,
+                          k0, hkvIdx, issuesBox, multicast);
+                  tmaLoad(b, vMap, barriers, 1 + which,
+                          layout.vOffset + which * vTile, BK, Dv, vSwizzle,
+                          k0, hkvIdx,
+                          issuesBox ? [&](int64_t a) {
+                            return issuesBox(kBoxes + a);
+                          } : llvm::function_ref<bool(int64_t)>(),
+                          multicast);
+                };
                 for (int64_t which = 0; which < 2; ++which) {
                   Value isThis = arith::CmpIOp::create(
                       b, loc, arith::CmpIPredicate::eq, buffer, cIdx(b, which));
-                  scf::IfOp::create(b, loc, isThis,
-                                    [&](OpBuilder &b, Location) {
-                                      tmaLoad(b, kMap, barriers, 1 + which,
-                                              layout.kOffset + which * kTile,
-                                              BK, D, qkSwizzle, k0, hkvIdx);
-                                      tmaLoad(b, vMap, barriers, 1 + which,
-                                              layout.vOffset + which * vTile,
-                                              BK, Dv, vSwizzle, k0, hkvIdx);
-                                      scf::YieldOp::create(b, loc);
-                                    });
+                  scf::IfOp::create(b, loc, isThis, [&](OpBuilder &b,
+                                                        Location) {
+                    if (clusterCtas == 1) {
+                      load(b, which, nullptr, Value());
+                      scf::YieldOp::create(b, loc);
+                      return;
+                    }
+                    // In a cluster, CTA r loads the tile's boxes
+                    // r, r + C, ... (K's, then V's) into every CTA.
+                    Value mask = arith::ConstantIntOp::create(
+                        b, loc, (1 << clusterCtas) - 1, 16);
+                    for (int64_t r = 0; r < clusterCtas; ++r) {
+                      Value isRank = arith::CmpIOp::create(
+                          b, loc, arith::CmpIPredicate::eq, rank, cI32(b, r));
+                      scf::IfOp::create(b, loc, isRank,
+                                        [&](OpBuilder &b, Location) {
+                                          load(b, which,
+                                               [&](int64_t box) {
+                                                 return box % clusterCtas == r;
+                                               },
+                                               mask);
+                                          scf::YieldOp::create(b, loc);
+                                        });
+                    }
+                    scf::YieldOp::create(b, loc);
+                  });
                 }
                 return {add(b, n, 1)};
               });
@@ -397,6 +487,18 @@ void GpuAttentionBuilder::tmaPipeline(OpBuilder &b, ValueRange init,
         });
         scf::YieldOp::create(b, loc);
       });
+  // No CTA leaves while another may still arrive on its barriers (the
+  // consumers' last releases) or copy into its shared memory.
+  if (clusterCtas > 1)
+    clusterBarrier(b);
+}
+
+/// barrier.cluster.arrive (release) and .wait (acquire) by every thread of
+/// the cluster; not .aligned, since the producer's warp reaches it
+/// diverged.
+void GpuAttentionBuilder::clusterBarrier(OpBuilder &b) {
+  NVVM::ClusterArriveOp::create(b, loc, UnitAttr());
+  NVVM::ClusterWaitOp::create(b, loc, UnitAttr());
 }
 
 } // namespace mlir::attn::nvptx::kernel

@@ -379,6 +379,10 @@ struct GpuCode {
   /// (boxes of rowsPerBlock or blockKV rows, detail::tmaSwizzleBytes wide).
   bool tensorMaps = false;
   int64_t blockKV = 0;
+  /// CTAs per thread-block cluster along x (the kernel's
+  /// .reqnctapercluster): the launch rounds its query tiles up to a
+  /// multiple of it. 1 without clusters.
+  int64_t clusterCtas = 1;
   /// Split-KV: combines the parts' partial results (see GpuKernel.h).
   std::string mergeEntry;
   /// select: the pre-pass (pool the keys, then choose the kept blocks)
@@ -482,7 +486,12 @@ inline constexpr char kBundleMagic[8] = {'A', 'T', 'T', 'N', 'P', 'K', 'G', '1'}
 // their tensor maps differ from the 16-byte-wide unswizzled boxes of older
 // kernels; a format-2/3 bundle with tensor maps is refused. attnc writes
 // format 4 only for bundles with such kernels.
-inline constexpr uint32_t kBundleFormat = 4;
+// 5: sm_90a TMA kernels may run in thread-block clusters (cluster_ctas),
+// whose query tiles the launch rounds up; a format-4 attnrt would launch
+// an incomplete cluster. attnc writes format 5 only for such kernels.
+inline constexpr uint32_t kBundleFormat = 5;
+/// The first format with clustered kernels.
+inline constexpr uint32_t kClusterBundleFormat = 5;
 /// The first format whose TMA kernels read tmaSwizzleBytes-wide boxes.
 inline constexpr uint32_t kSwizzledTmaBundleFormat = 4;
 /// The oldest format this attnrt reads.
