@@ -57,8 +57,12 @@ def shared_bytes(launch):
     fill it. Where the simulator counted wavefronts (ld/st.shared, ldmatrix,
     cp.async; PtxMachine.cpp states the bank rule), those accesses cost 128
     bytes per wavefront, so bank conflicts show; wgmma and TMA stay bytes."""
+    # A TMA multicast reads L2 once but writes every destination CTA's
+    # shared memory: tma_shared_bytes counts each copy (older profiles
+    # without it had no multicast).
+    landed = launch.get("tma_shared_bytes", launch["tma_bytes"])
     moved = (launch["tensor_shared_bytes"] + launch["shared_bytes"] +
-             launch["tma_bytes"] + launch["cp_async_bytes"])
+             landed + launch["cp_async_bytes"])
     if "shared_wavefronts" not in launch:
         return moved
     return (moved - launch["shared_wavefront_bytes"] +

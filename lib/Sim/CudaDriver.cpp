@@ -99,7 +99,8 @@ void appendProfile(const char *path, const ptx::Function &k,
           "\"tensor_shared_bytes\": %llu, "
           "\"shared_bytes\": %llu, \"global_read_bytes\": %llu, "
           "\"global_write_bytes\": %llu, \"tma_requests\": %llu, "
-          "\"tma_bytes\": %llu, \"cp_async_requests\": %llu, "
+          "\"tma_bytes\": %llu, \"tma_shared_bytes\": %llu, "
+          "\"cp_async_requests\": %llu, "
           "\"cp_async_bytes\": %llu, \"shared_wavefronts\": %llu, "
           "\"shared_ideal_wavefronts\": %llu, "
           "\"shared_wavefront_bytes\": %llu}\n",
@@ -111,6 +112,7 @@ void appendProfile(const char *path, const ptx::Function &k,
           static_cast<unsigned long long>(s.globalWriteBytes),
           static_cast<unsigned long long>(s.tmaRequests),
           static_cast<unsigned long long>(s.tmaBytes),
+          static_cast<unsigned long long>(s.tmaSharedBytes),
           static_cast<unsigned long long>(s.cpAsyncRequests),
           static_cast<unsigned long long>(s.cpAsyncBytes),
           static_cast<unsigned long long>(s.sharedWavefronts),

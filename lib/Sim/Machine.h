@@ -94,6 +94,10 @@ struct LaunchStats {
   uint64_t sharedBytes = 0;       // other shared-memory loads and stores
   uint64_t globalReadBytes = 0, globalWriteBytes = 0;
   uint64_t tmaRequests = 0, tmaBytes = 0;       // bulk (tensor) copies
+  // Bytes bulk copies wrote into shared memory, once per destination CTA
+  // (a multicast reads global memory once but fills every CTA's tile:
+  // each SM's shared-memory bandwidth pays for its own copy).
+  uint64_t tmaSharedBytes = 0;
   uint64_t cpAsyncRequests = 0, cpAsyncBytes = 0;
   // Bank conflicts of ld/st.shared, ldmatrix/stmatrix and cp.async writes
   // (PtxMachine.cpp states the rule): the wavefronts they took, the fewest

@@ -2235,6 +2235,7 @@ bool Cta::step(const Instr &in, uint32_t &pc) {
         mbarrierAt(mbar, in, &cluster.cta(r));
     ++stats.tmaRequests;
     stats.tmaBytes += size;
+    stats.tmaSharedBytes += uint64_t(size) * __builtin_popcount(mask);
     bulkQueue.push_back(std::move(b));
     break;
   }
@@ -3308,6 +3309,7 @@ void Cta::tensorCopy(const Instr &in) {
           }
   ++stats.tmaRequests;
   stats.tmaBytes += total;
+  stats.tmaSharedBytes += uint64_t(total) * (toGlobal ? 1 : __builtin_popcount(mask));
   if (toGlobal)
     return;
   for (uint32_t r = 0; r < cluster.size(); ++r)
@@ -3472,6 +3474,7 @@ void LaunchStats::add(const LaunchStats &o) {
   globalWriteBytes += o.globalWriteBytes;
   tmaRequests += o.tmaRequests;
   tmaBytes += o.tmaBytes;
+  tmaSharedBytes += o.tmaSharedBytes;
   cpAsyncRequests += o.cpAsyncRequests;
   cpAsyncBytes += o.cpAsyncBytes;
   sharedWavefronts += o.sharedWavefronts;

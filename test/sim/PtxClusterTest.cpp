@@ -423,6 +423,8 @@ TEST(PtxCluster, TmaMulticastLandsInEveryCtaOfTheMask) {
   // many CTAs it landed in (plus the 128-byte tensor map per copy).
   EXPECT_EQ(profile.field("tma_requests"), 2u);
   EXPECT_EQ(profile.field("tma_bytes"), 512u);
+  // ... and filled the shared memory of both CTAs.
+  EXPECT_EQ(profile.field("tma_shared_bytes"), 2u * 512);
   EXPECT_EQ(profile.field("global_read_bytes"), 512u + 2 * 128);
   EXPECT_EQ(profile.field("ctas"), 2u);
 }
@@ -543,6 +545,7 @@ OUT:
           << "CTA " << c << " word " << i;
   EXPECT_EQ(profile.field("tma_requests"), 1u);
   EXPECT_EQ(profile.field("tma_bytes"), 256u);
+  EXPECT_EQ(profile.field("tma_shared_bytes"), 2u * 256);
   EXPECT_EQ(profile.field("global_read_bytes"), 256u);
 }
 
