@@ -165,12 +165,89 @@ gpu::GPUFuncOp gpukernel::buildMergeKernel(OpBuilder &b, AttentionOp op,
 
 namespace {
 
+/// How an i32 value of a mask region moves as the query position grows.
+enum class Trend { Constant, Rising, Falling, Unknown };
+
+Trend combine(Trend a, Trend b) {
+  if (a == Trend::Constant)
+    return b;
+  if (b == Trend::Constant || a == b)
+    return a;
+  return Trend::Unknown;
+}
+
+Trend opposite(Trend t) {
+  return t == Trend::Rising    ? Trend::Falling
+         : t == Trend::Falling ? Trend::Rising
+                               : t;
+}
+
+Trend trendInQuery(Value v, Value query, Region &region) {
+  if (v == query)
+    return Trend::Rising;
+  Operation *def = v.getDefiningOp();
+  // Other positions, params and values from outside the region.
+  if (!def || !region.isAncestor(def->getParentRegion()))
+    return Trend::Constant;
+  if (isa<arith::AddIOp>(def))
+    return combine(trendInQuery(def->getOperand(0), query, region),
+                   trendInQuery(def->getOperand(1), query, region));
+  if (isa<arith::SubIOp>(def))
+    return combine(trendInQuery(def->getOperand(0), query, region),
+                   opposite(trendInQuery(def->getOperand(1), query, region)));
+  if (isa<arith::ExtSIOp, arith::ExtUIOp, arith::TruncIOp,
+          arith::IndexCastOp>(def))
+    return trendInQuery(def->getOperand(0), query, region);
+  Trend t = Trend::Constant;
+  for (Value operand : def->getOperands())
+    if (trendInQuery(operand, query, region) != Trend::Constant)
+      t = Trend::Unknown;
+  return t;
+}
+
+bool keptGrowsWithQuery(Value kept, Value query, Region &region) {
+  Operation *def = kept.getDefiningOp();
+  if (isa_and_nonnull<arith::AndIOp, arith::OrIOp>(def))
+    return keptGrowsWithQuery(def->getOperand(0), query, region) &&
+           keptGrowsWithQuery(def->getOperand(1), query, region);
+  if (auto cmp = dyn_cast_or_null<arith::CmpIOp>(def)) {
+    Trend lhs = trendInQuery(cmp.getLhs(), query, region),
+          rhs = trendInQuery(cmp.getRhs(), query, region);
+    auto is = [](Trend t, Trend want) {
+      return t == Trend::Constant || t == want;
+    };
+    switch (cmp.getPredicate()) {
+    case arith::CmpIPredicate::slt: case arith::CmpIPredicate::sle:
+    case arith::CmpIPredicate::ult: case arith::CmpIPredicate::ule:
+      return is(lhs, Trend::Falling) && is(rhs, Trend::Rising);
+    case arith::CmpIPredicate::sgt: case arith::CmpIPredicate::sge:
+    case arith::CmpIPredicate::ugt: case arith::CmpIPredicate::uge:
+      return is(lhs, Trend::Rising) && is(rhs, Trend::Falling);
+    default:
+      return lhs == Trend::Constant && rhs == Trend::Constant;
+    }
+  }
+  return trendInQuery(kept, query, region) == Trend::Constant;
+}
+
 Value f32Constant(OpBuilder &b, Location loc, double v) {
   return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
                                         APFloat(static_cast<float>(v)));
 }
 
 } // namespace
+
+bool gpukernel::maskGrowsWithQuery(AttentionOp op) {
+  if (!op.hasMask())
+    return true;
+  Region &mask = op.getMask();
+  Block &body = mask.front();
+  auto yield = dyn_cast<mlir::attn::YieldOp>(body.getTerminator());
+  if (!yield || body.getNumArguments() != 4)
+    return false;
+  // Arguments (b, h, q, kv).
+  return keptGrowsWithQuery(yield.getOperand(0), body.getArgument(2), mask);
+}
 
 void gpukernel::lowerExpTanhSigmoid(ModuleOp host, StringRef rcp) {
   // 1 / x by the hardware's approximate reciprocal (1 ulp); x here is
@@ -450,6 +527,8 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
             b, loc, arith::DivUIOp::create(b, loc, cluster, parts), c),
         arith::RemUIOp::create(b, loc, blockX, c));
     part = arith::RemUIOp::create(b, loc, cluster, parts);
+    clusterFirstTile = arith::SubIOp::create(
+        b, loc, qTile, arith::RemUIOp::create(b, loc, blockX, c));
   } else {
     qTile = arith::DivUIOp::create(b, loc, blockX, parts);
     part = arith::RemUIOp::create(b, loc, blockX, parts);
@@ -540,6 +619,8 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
   Value cls = classifyBlock(b, loc, op, regions,
                             {b32, h32, hLast32, toI32(b, q0), qLast,
                              toI32(b, k0), toI32(b, kLastIdx)});
+  if (clusterCtas > 1 && op.hasMask())
+    cls = classifyForCluster(b, cls, k0, kLastIdx);
   // The tile reaching past the last key is PARTIAL whatever the mask: only
   // PARTIAL tiles check that keys exist (scoreEntry), so interior tiles
   // skip a compare and a select per score.
@@ -552,6 +633,53 @@ Value KernelBase::classifyTile(OpBuilder &b, Value k0) {
       b, cls, hIdx, q0,
       arith::IndexCastOp::create(b, loc, b.getIndexType(), qLast), k0,
       kLastIdx);
+}
+
+Value KernelBase::classifyForCluster(OpBuilder &b, Value cls, Value k0,
+                                     Value kLast) {
+  // The cluster's CTAs walk the same key tiles: a tile any of them keeps
+  // is visited by all, PARTIAL (every entry masked) where this CTA's rows
+  // keep none of it. Only tiles EMPTY for this CTA need the others'
+  // verdicts; a CTA past Sq (the last cluster's) keeps nothing of its own.
+  Value empty = cI32(b, kTileEmpty);
+  Value rowsExist =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, q0, seqQ);
+  cls = arith::SelectOp::create(b, loc, rowsExist, cls, empty);
+  Value ownEmpty =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls, empty);
+  auto ifOp = scf::IfOp::create(
+      b, loc, ownEmpty,
+      [&](OpBuilder &b, Location) {
+        Value any = arith::ConstantIntOp::create(b, loc, 0, 1);
+        for (int64_t r = 0; r < clusterCtas; ++r) {
+          Value rq0 = arith::MulIOp::create(b, loc, add(b, clusterFirstTile, r),
+                                            rowsPerHead);
+          Value rqLast = arith::SubIOp::create(
+              b, loc,
+              arith::MinUIOp::create(
+                  b, loc, arith::AddIOp::create(b, loc, rq0, rowsPerHead),
+                  seqQ),
+              cIdx(b, 1));
+          Value theirs = classifyBlock(
+              b, loc, op, regions,
+              {b32, h32, hLast32, toI32(b, rq0), toI32(b, rqLast),
+               toI32(b, k0), toI32(b, kLast)});
+          Value kept = arith::AndIOp::create(
+              b, loc,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, rq0,
+                                    seqQ),
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, theirs,
+                                    empty));
+          any = arith::OrIOp::create(b, loc, any, kept);
+        }
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::SelectOp::create(b, loc, any,
+                                               cI32(b, kTilePartial), empty)
+                           .getResult()});
+      },
+      [&](OpBuilder &b, Location) { scf::YieldOp::create(b, loc, cls); });
+  return ifOp.getResult(0);
 }
 
 Value KernelBase::classifyKept(OpBuilder &b, Value cls, Value head, Value qLo,

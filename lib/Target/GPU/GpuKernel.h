@@ -85,6 +85,14 @@ KernelSignature kernelSignature(AttentionOp op);
 LogicalResult checkSupported(AttentionOp op, StringRef units,
                              std::string &error);
 
+/// Whether `op`'s mask (true without one) keeps, for every key, a set of
+/// queries closed upwards: a row keeps every key an earlier row keeps, as
+/// with causal, prefix-LM and sink masks, not with windows or documents.
+/// Read syntactically (and, or and comparisons of sums of the positions);
+/// false where unsure. Clusters of CTAs on adjacent query tiles, which
+/// walk the union of their key tiles, waste little on such masks.
+bool maskGrowsWithQuery(AttentionOp op);
+
 /// `gpu.func @name(types) kernel` of `threads` threads at b's insertion
 /// point, with `outside` mapping signature.opValues to its arguments.
 gpu::GPUFuncOp createKernelFunc(OpBuilder &b, AttentionOp op, StringRef name,
@@ -182,6 +190,11 @@ protected:
   /// are not. Tiles of any size: they need not align with the blocks.
   Value classifyKept(OpBuilder &b, Value cls, Value head, Value qLo,
                      Value qHi, Value kLo, Value kHi);
+  /// In a cluster (clusterCtas > 1, a mask): `cls` of the key tile
+  /// [k0, kLast] for this CTA's rows widened to the cluster's walk: EMPTY
+  /// only when every CTA of the cluster leaves the tile out, else PARTIAL
+  /// where this CTA keeps none of it.
+  Value classifyForCluster(OpBuilder &b, Value cls, Value k0, Value kLast);
   /// The class of key tile `t`, EMPTY past the last tile.
   Value classifyAt(OpBuilder &b, Value t);
   Value isVisited(OpBuilder &b, Value cls);
@@ -262,6 +275,8 @@ protected:
   // one cluster take adjacent query tiles of the same split part, so that
   // they walk the same key tiles (see setUp).
   int64_t clusterCtas = 1;
+  // The query tile of the cluster's first CTA (with clusterCtas > 1).
+  Value clusterFirstTile;
 };
 
 } // namespace mlir::attn::gpukernel

@@ -118,10 +118,13 @@ bool usesTma(AttentionOp op, const nvptx::KernelConfig &cfg) {
 }
 
 int64_t tmaClusterCtas(AttentionOp op, const nvptx::KernelConfig &cfg) {
-  // A cluster's CTAs consume every shared K/V tile, so they must walk the
-  // same key tiles: without a mask or select the walk does not depend on
-  // the query rows.
-  if (!usesTma(op, cfg) || op.hasMask() || op.hasSelect())
+  // A cluster's CTAs consume every shared K/V tile, so they walk the union
+  // of their key tiles (KernelBase::classifyForCluster): without a mask
+  // the same tiles, with one that grows with the query only the later
+  // CTAs' few extra tiles (a causal diagonal's), elsewhere (windows,
+  // documents: tiles kept by one CTA only at both ends) too many.
+  // select's kept map is not combined across the cluster.
+  if (!usesTma(op, cfg) || op.hasSelect() || !gpukernel::maskGrowsWithQuery(op))
     return 1;
   return std::max<int64_t>(cfg.clusterCtas, 1);
 }
