@@ -691,9 +691,6 @@ TEST(PtxClusterFaults, MulticastMaskPastTheCluster) {
             std::string::npos) << errorText(r);
 }
 
-} // namespace
-
-namespace {
 
 TEST(PtxClusterFaults, SharedToSharedBulkCopiesAreRefusedAtLoad) {
   std::vector<uint32_t> out;
@@ -711,9 +708,6 @@ TEST(PtxClusterFaults, SharedToSharedBulkCopiesAreRefusedAtLoad) {
             std::string::npos) << errorText(r);
 }
 
-} // namespace
-
-namespace {
 
 TEST(PtxCluster, TwoDimensionalClustersRankXFastest) {
   // Clusters of 2 x 2 CTAs over a 4 x 2 grid: %cluster_ctarank runs x
@@ -761,9 +755,6 @@ TEST(PtxCluster, TwoDimensionalClustersRankXFastest) {
     }
 }
 
-} // namespace
-
-namespace {
 
 TEST(PtxClusterFaults, ClusterShapeAgainstTheKernelsDirectives) {
   std::vector<uint32_t> out;
