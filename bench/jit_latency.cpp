@@ -50,11 +50,83 @@ static double maxOf(const std::vector<double> &v) {
   return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
 }
 
+/// attn-jit-latency --dump OUT DIR...: the objects the compiler makes for
+/// every variant of every .attn file in the DIRs (the JIT's prefill and
+/// decode classes, each with its deferred entries, and the eager object
+/// with every class) for native and x86-64-v3 code, D = 64 and 128, f32
+/// and int8 K/V, written to OUT. Two compilers' OUTs compare byte for byte:
+/// a change to the compiler that keeps them equal keeps the machine code.
+static int dumpObjects(const std::string &out, std::vector<std::string> dirs) {
+  fs::create_directories(out);
+  std::vector<fs::path> files;
+  for (const std::string &dir : dirs)
+    for (const auto &e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".attn")
+        files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  struct Config {
+    const char *name;
+    int64_t headDim;
+    const char *kvDtype;
+  };
+  const Config configs[] = {
+      {"d64", 64, "same"}, {"d128", 128, "same"}, {"d128-int8", 128, "int8"}};
+  int written = 0;
+  auto write = [&](const std::string &name, const std::string &bytes) {
+    std::ofstream(fs::path(out) / name, std::ios::binary) << bytes;
+    ++written;
+  };
+  for (const fs::path &f : files) {
+    std::ifstream in(f);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    attn::driver::Source parsed(ss.str(), f.string());
+    std::string stem = f.parent_path().filename().string() + "-" +
+                       f.stem().string();
+    for (const auto &variant : parsed.program.variants)
+      for (const char *cpu : {"native", "x86-64-v3"})
+        for (const Config &c : configs) {
+          std::string base = stem + "." + variant.name + "." + cpu + "." +
+                             c.name;
+          attn::Options o;
+          o.variant = variant.name;
+          o.cpu = cpu;
+          o.headDim = c.headDim;
+          o.kvDtype = c.kvDtype;
+          try {
+            attn::driver::KernelPlan plan =
+                attn::driver::planKernel(parsed, o);
+            write(base + ".all.o",
+                  attn::driver::compileCpuObject(parsed, plan).object);
+            for (const char *rows : {"many", "few"}) {
+              plan.rows = rows;
+              attn::driver::CpuJitCode code =
+                  attn::driver::compileCpuJitCode(parsed, plan);
+              write(base + "." + rows + ".o", code.now.object);
+              write(base + "." + rows + ".deferred.o",
+                    attn::driver::compileCpuDeferred(parsed, plan,
+                                                     code.deferred)
+                        .object);
+            }
+          } catch (const std::exception &e) {
+            write(base + ".error", e.what());
+          }
+        }
+  }
+  std::printf("%d files written to %s\n", written, out.c_str());
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && std::string(argv[1]) == "--dump")
+    return dumpObjects(argv[2], std::vector<std::string>(argv + 3, argv + argc));
   // attn-jit-latency [EXAMPLES_DIR] [CPU]: CPU as attnc --cpu (e.g.
   // x86-64-v3 for AVX2 code; default native).
   std::string examples = argc > 1 ? argv[1] : "examples";
   std::string cpu = argc > 2 ? argv[2] : "native";
+  // A third argument "classes": only the JIT's classes (and the cache
+  // hits), not the eager and deferred baselines, for quicker comparisons.
+  bool classesOnly = argc > 3 && std::string(argv[3]) == "classes";
   fs::path cache = fs::temp_directory_path() / "attnc-jit-latency";
   fs::remove_all(cache);
   std::vector<fs::path> files;
@@ -81,14 +153,14 @@ int main(int argc, char **argv) {
     o.variant = source.substr(at + 8, end - at - 8);
     auto t0 = std::chrono::steady_clock::now();
     double cpu0 = cpuMs();
-    {
+    if (!classesOnly) {
       attn::driver::Source parsed(source, f.string());
       attn::driver::KernelPlan plan = attn::driver::planKernel(parsed, o);
       attn::driver::compileCpuObject(parsed, plan); // plan.rows = all
     }
     double e = msSince(t0), ec = cpuMs() - cpu0;
-    double dfc;
-    {
+    double dfc = 0;
+    if (!classesOnly) {
       attn::driver::Source parsed(source, f.string());
       attn::driver::KernelPlan plan = attn::driver::planKernel(parsed, o);
       plan.rows = "few";

@@ -760,6 +760,7 @@ CpuObject compileCpu(const Source &source, const KernelPlan &plan,
   auto llvmModule = cpu::translateToLLVMIR(*built.module, llvmCtx, *tm, error);
   if (!llvmModule)
     throw InternalError(error);
+  lap("LLVM translate");
   if (deferred) {
     std::vector<std::string> entries = {out.mergeEntry};
     if (defersBlockMap(plan.info))
@@ -767,9 +768,10 @@ CpuObject compileCpu(const Source &source, const KernelPlan &plan,
     *deferred = cpu::deferEntries(*llvmModule, entries);
     if (deferredOnly)
       return out;
+    lap("deferred entries split off");
   }
   cpu::optimize(*llvmModule, *tm);
-  lap("LLVM translate + -O3");
+  lap("LLVM -O3");
   FailureOr<std::string> object = cpu::emitObject(*llvmModule, *tm, error);
   if (failed(object))
     throw InternalError(error);
