@@ -1,6 +1,8 @@
 //===- CpuTargetTest.cpp - the CPU target's LLVM IR translation -----------===//
 #include "lib/Target/CPU/CPUTarget.h"
 
+#include "dialect/AttnDialect.h"
+
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -19,7 +21,9 @@ namespace {
 // diagnostics, keeps LLVM's own argument attributes and drops ours.
 TEST(CpuTarget, TranslationDropsOurArgumentAttributesQuietly) {
   mlir::DialectRegistry registry;
-  registry.insert<mlir::LLVM::LLVMDialect>();
+  // The attn dialect loaded, as in a compile: the translation then asks it
+  // to translate its attributes.
+  registry.insert<mlir::attn::AttnDialect, mlir::LLVM::LLVMDialect>();
   attn::cpu::registerTranslations(registry);
   mlir::MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
