@@ -459,7 +459,7 @@ TEST(Bundle, BadFilesAreReported) {
   old[8] = 1;
   std::ofstream(dir + "/old.attnpkg", std::ios::binary) << old;
   expectBundleError(dir + "/old.attnpkg",
-                    "bundle format 1; this attnrt reads formats 2 to 4 "
+                    "bundle format 1; this attnrt reads formats 2 to 5 "
                     "(recompile it with this attnc)");
   std::string badJson = bytes;
   badJson[24] = '#';
