@@ -590,6 +590,9 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
   scaleFoldsIntoExp = op.foldsLog2eIntoScale() &&
                       (op.getScale() ? op.getScale()->convertToDouble() > 0
                                      : !op.hasScaleExpr());
+  logitScaleDefers = op.hasScore() && hasRunningMax(norm) &&
+                     runsInLog2Domain(norm);
+  deferredScale = op.hasScore() ? cF32(b, kLog2E) : sScale;
   q0 = arith::MulIOp::create(b, loc, qTile, rowsPerHead);
 
   keySlots = seqKV;
@@ -760,10 +763,14 @@ KeyRows KernelBase::kvRows() {
 
 Value KernelBase::scoreEntry(OpBuilder &b, Value s, Value head32, Value q32,
                              Value kv32, Value keep, bool withMask) {
-  Value t = deferScale ? s : arith::MulFOp::create(b, loc, s, sScale);
+  // (Targets defer only where scaleFoldsIntoExp or logitScaleDefers.)
+  Value t = deferScale && !op.hasScore()
+                ? s
+                : arith::MulFOp::create(b, loc, s, sScale).getResult();
   if (op.hasScore()) {
     t = regions.inlineRegion(b, op.getScore(), {t, b32, head32, q32, kv32});
-    t = toNormalizerDomain(b, loc, norm, t);
+    if (!deferScale)
+      t = toNormalizerDomain(b, loc, norm, t);
   }
   if (withMask && op.hasMask())
     keep = arith::AndIOp::create(

@@ -254,9 +254,16 @@ protected:
   // the default 1/sqrt(D)): the row max of s * sScale is sScale times that
   // of s, so a target may ask scoreEntry for unscaled scores and fold the
   // scale into one FMA per entry, exp2(s * sScale - m) (see
-  // FlashAttention-3's softmax). Targets opt in through deferScale.
+  // FlashAttention-3's softmax). With a score region, softmax's log2(e)
+  // (toNormalizerDomain) folds into that FMA the same way: the region's
+  // result is the deferred score, deferredScale = log2(e). Targets opt in
+  // through deferScale (where scaleFoldsIntoExp or logitScaleDefers).
   bool scaleFoldsIntoExp = false;
+  bool logitScaleDefers = false;
   bool deferScale = false;
+  // What a deferred score is multiplied by in the exponent: sScale, or
+  // log2(e) after a score region.
+  Value deferredScale;
   // select: the kept map of N-token blocks.
   Value keptMap;
   // This CTA's key tiles [tileBegin, numTiles): all of them, or its part's

@@ -567,12 +567,12 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
       for (int i = 2 * r; i < 2 * r + 2; ++i)
         mx = arith::MaximumFOp::create(b, loc, mx, t[nb * 4 + i]);
     mx = quadReduce(b, mx, true);
-    // With deferScale, t is the unscaled s and the running max stays in
-    // the scaled log2 domain: one FMA per entry instead of a multiply and
-    // a subtraction.
+    // With deferScale, t is the unscaled s (or the score region's result
+    // before log2(e)) and the running max stays in the scaled log2
+    // domain: one FMA per entry instead of a multiply and a subtraction.
     if (deferScale)
-      mx = arith::MaximumFOp::create(b, loc, ml[r],
-                                     arith::MulFOp::create(b, loc, mx, sScale));
+      mx = arith::MaximumFOp::create(
+          b, loc, ml[r], arith::MulFOp::create(b, loc, mx, deferredScale));
     return mx;
   };
   for (int r = 0; r < 2; ++r) {
@@ -584,7 +584,8 @@ SmallVector<Value> GpuAttentionBuilder::softmaxStep(
       for (int i = 2 * r; i < 2 * r + 2; ++i) {
         Value x = t[nb * 4 + i];
         Value e = deferScale
-                      ? entryProbabilityScaled(b, loc, norm, x, sScale, row)
+                      ? entryProbabilityScaled(b, loc, norm, x, deferredScale,
+                                               row)
                       : entryProbability(b, loc, norm, x, row.mUse);
         p[nb * 4 + i] = e;
         l = addToRowSum(b, loc, norm, l, e);
@@ -681,7 +682,7 @@ void GpuAttentionBuilder::epilogue(OpBuilder &b, ValueRange finalState) {
 void GpuAttentionBuilder::emit(OpBuilder &b, gpu::GPUFuncOp func) {
   // After the split-KV arguments, with TMA, the tensor maps.
   setUp(b, func, tma ? 3 : 0);
-  deferScale = scaleFoldsIntoExp;
+  deferScale = scaleFoldsIntoExp || logitScaleDefers;
   // Q, then two buffers each of K and V, carved from dynamic shared memory
   // (80 KiB for D = 128 on sm_90a: past the 48 KiB of static shared).
   layout = sharedLayoutFor(op, config);
