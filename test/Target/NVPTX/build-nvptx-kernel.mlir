@@ -68,10 +68,12 @@ func.func @causal(%q: !t, %k: !t, %v: !t, %o: !t, %classes: memref<?x?x?x?xi8>, 
 // (384 threads); Q, K and V by TMA (the three tensor maps are the
 // kernel's last arguments) behind mbarriers; setmaxnreg hands the
 // producer's registers to the consumers; wgmma reads Q and K from shared
-// memory. The kernel is named after the function without kernel=.
-// SM90-LABEL: gpu.module @attn_gpu attributes {attn.launch = {block_kv = 64 : i64, block_threads = 384 : i64, entry = "causal", launch_registers = 168 : i64, merge = "causal_merge", rows_per_block = 128 : i64, shared_bytes = 49152 : i64, tensor_maps = true}}
+// memory. The kernel is named after the function without kernel=. A
+// causal mask grows with the query, so two CTAs form a cluster sharing
+// the K/V tiles (cluster.test has the multicast).
+// SM90-LABEL: gpu.module @attn_gpu attributes {attn.launch = {block_kv = 64 : i64, block_threads = 384 : i64, cluster_ctas = 2 : i64, entry = "causal", launch_registers = 168 : i64, merge = "causal_merge", rows_per_block = 128 : i64, shared_bytes = 49152 : i64, tensor_maps = true}}
 // SM90: gpu.func @causal({{.+}}, %{{.+}}: !llvm.ptr, %{{.+}}: !llvm.ptr, %{{.+}}: !llvm.ptr) kernel attributes {attn.tensor_map_args = 3 : i32
-// SM90-SAME: nvvm.maxntid = array<i32: 384, 1, 1>
+// SM90-SAME: nvvm.cluster_dim = array<i32: 2, 1, 1>, nvvm.maxntid = array<i32: 384, 1, 1>
 // SM90: nvgpu.mbarrier.init
 //      The consumers: take registers, wait for a tile, S = Q K^T, the
 //      softmax, O += P V.
