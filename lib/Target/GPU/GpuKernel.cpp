@@ -521,14 +521,11 @@ void KernelBase::setUp(OpBuilder &b, gpu::GPUFuncOp func, int64_t extraArgs) {
   if (clusterCtas > 1) {
     Value c = cIdx(b, clusterCtas);
     Value cluster = arith::DivUIOp::create(b, loc, blockX, c);
-    qTile = arith::AddIOp::create(
-        b, loc,
-        arith::MulIOp::create(
-            b, loc, arith::DivUIOp::create(b, loc, cluster, parts), c),
-        arith::RemUIOp::create(b, loc, blockX, c));
+    clusterFirstTile = arith::MulIOp::create(
+        b, loc, arith::DivUIOp::create(b, loc, cluster, parts), c);
+    qTile = arith::AddIOp::create(b, loc, clusterFirstTile,
+                                  arith::RemUIOp::create(b, loc, blockX, c));
     part = arith::RemUIOp::create(b, loc, cluster, parts);
-    clusterFirstTile = arith::SubIOp::create(
-        b, loc, qTile, arith::RemUIOp::create(b, loc, blockX, c));
   } else {
     qTile = arith::DivUIOp::create(b, loc, blockX, parts);
     part = arith::RemUIOp::create(b, loc, blockX, parts);
