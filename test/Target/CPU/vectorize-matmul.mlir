@@ -252,8 +252,10 @@ func.func @int8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memr
 // BF16: arith.constant dense<1.1529215E+18> : vector<32xf32>
 // BF16: arith.truncf {{.+}} : vector<32xf32> to vector<32xbf16>
 // BF16: %[[C:.+]] = vector.load %[[K]][%{{.+}}, %{{.+}}] : memref<32x128xi8, strided<[?, 1], offset: ?>>, vector<32xi8>
-// BF16: arith.extui %[[C]] : vector<32xi8> to vector<32xi16>
-// BF16: arith.bitcast %{{.+}} : vector<32xi16> to vector<32xbf16>
+// BF16: %[[CS:.+]] = arith.extsi %[[C]] : vector<32xi8> to vector<32xi16>
+// BF16: %[[CSH:.+]] = arith.shli %[[CS]], %{{.+}} : vector<32xi16>
+// BF16: %[[CB:.+]] = arith.andi %[[CSH]], %{{.+}} : vector<32xi16>
+// BF16: arith.bitcast %[[CB]] : vector<32xi16> to vector<32xbf16>
 // BF16: vector.load %[[QB]][%{{.+}}, %{{.+}}] : memref<4x128xbf16>, vector<32xbf16>
 // BF16: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"(%{{.+}}, %{{.+}}, %{{.+}}) : (vector<16xf32>, vector<32xbf16>, vector<32xbf16>) -> vector<16xf32>
 // BF16: arith.constant dense<1.1529215E+18> : vector<4xf32>
@@ -357,20 +359,30 @@ func.func @int8_p_v(%p: memref<32x4xi8>, %v: memref<32x128xi8, strided<[?, 1], o
 // -----
 
 // P . V on fp8 codes (decode's P rounded to bf16 times V's e4m3 codes) with
-// bf16-dots: per key pair and 64 columns, the two rows' codes are widened
-// to 16 bits and interleaved column by column, become bf16 pairs by bit
-// moves, and meet each row's two P values (times 2^60, broadcast as one
-// 32-bit pair) in vdpbf16ps; the sums come back by 2^60 into C. Without
-// bf16-dots, P converts from bf16 and the codes decode to f32.
+// bf16-dots: first each key pair's P values, times 2^60, become one 32-bit
+// bf16 pair per row of C in a [K / 2, M] buffer (once per matmul, not per
+// chunk of columns); then per key pair and 64 columns, the two rows' codes
+// are sign-extended to 16 bits and interleaved column by column, become
+// bf16 pairs by a shift and a mask, and meet each row's pair (one
+// broadcast load) in vdpbf16ps; the sums come back by 2^60 into C.
+// Without bf16-dots, P converts from bf16 and the codes decode to f32.
 
 // BF16-LABEL: func.func @fp8_p_v(
-// BF16: %[[R0:.+]] = arith.extui %{{.+}} : vector<64xi8> to vector<64xi16>
-// BF16: %[[R1:.+]] = arith.extui %{{.+}} : vector<64xi8> to vector<64xi16>
-// BF16: vector.shuffle %[[R0]], %[[R1]] [0, 64, 1, 65, 2, 66
-// BF16: vector.bitcast %{{.+}} : vector<32xi16> to vector<32xbf16>
+// BF16: %[[PAIRS:.+]] = memref.alloca() {alignment = 64 : i64} : memref<16x4xi32>
+// BF16: scf.for %[[PK:.+]] = %{{.+}} to %c16{{.*}} step %c1
 // BF16: %[[P:.+]] = vector.load %{{.+}} : memref<32x4xbf16>, vector<8xbf16>
 // BF16: arith.extf %[[P]] : vector<8xbf16> to vector<8xf32>
 // BF16: vector.shuffle %{{.+}}, %{{.+}} [0, 4, 1, 5, 2, 6, 3, 7] : vector<8xbf16>, vector<8xbf16>
+// BF16: vector.store %{{.+}}, %[[PAIRS]][%[[PK]], %{{.+}}] : memref<16x4xi32>, vector<4xi32>
+// BF16: scf.for %[[KP:.+]] = %{{.+}} to %c16{{.*}} step %c1
+// BF16: %[[R0:.+]] = arith.extsi %{{.+}} : vector<64xi8> to vector<64xi16>
+// BF16: %[[R1:.+]] = arith.extsi %{{.+}} : vector<64xi8> to vector<64xi16>
+// BF16: %[[W:.+]] = vector.shuffle %[[R0]], %[[R1]] [0, 64, 1, 65, 2, 66
+// BF16: %[[WSH:.+]] = arith.shli %[[W]], %{{.+}} : vector<128xi16>
+// BF16: arith.andi %[[WSH]], %{{.+}} : vector<128xi16>
+// BF16: vector.bitcast %{{.+}} : vector<32xi16> to vector<32xbf16>
+// BF16: %[[PM:.+]] = memref.load %[[PAIRS]][%[[KP]], %{{.+}}] : memref<16x4xi32>
+// BF16: vector.broadcast %[[PM]] : i32 to vector<16xi32>
 // BF16: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"
 // BF16: vector.fma
 // CHECK-LABEL: func.func @fp8_p_v(
