@@ -370,9 +370,68 @@ std::unique_ptr<llvm::Module> parseDeferred(const std::string &bitcode,
   return std::move(*parsed);
 }
 
+void carryBf16AsBits(llvm::Module &module) {
+  llvm::LLVMContext &ctx = module.getContext();
+  auto bitsType = [&](llvm::Type *type) -> llvm::Type * {
+    auto *i16 = llvm::Type::getInt16Ty(ctx);
+    if (auto *vector = llvm::dyn_cast<llvm::VectorType>(type))
+      return llvm::VectorType::get(i16, vector->getElementCount());
+    return i16;
+  };
+  auto isBf16 = [](llvm::Type *type) {
+    return type->getScalarType()->isBFloatTy();
+  };
+  for (llvm::Function &f : module) {
+    // bf16 phis become i16 phis of their incoming values' bits.
+    SmallVector<llvm::PHINode *> phis;
+    for (llvm::BasicBlock &block : f)
+      for (llvm::PHINode &phi : block.phis())
+        if (isBf16(phi.getType()))
+          phis.push_back(&phi);
+    for (llvm::PHINode *phi : phis) {
+      llvm::Type *bits = bitsType(phi->getType());
+      auto *carried = llvm::PHINode::Create(bits, phi->getNumIncomingValues(),
+                                            "", phi->getIterator());
+      for (unsigned i = 0; i < phi->getNumIncomingValues(); ++i) {
+        llvm::BasicBlock *from = phi->getIncomingBlock(i);
+        llvm::IRBuilder<> b(from->getTerminator());
+        carried->addIncoming(b.CreateBitCast(phi->getIncomingValue(i), bits),
+                             from);
+      }
+      llvm::IRBuilder<> b(&*phi->getParent()->getFirstInsertionPt());
+      phi->replaceAllUsesWith(b.CreateBitCast(carried, phi->getType()));
+      phi->eraseFromParent();
+    }
+    // Other bf16 values used in another block (or by a phi) reach it as
+    // bits, turned back into bf16 next to the use.
+    SmallVector<llvm::Instruction *> values;
+    for (llvm::Instruction &inst : llvm::instructions(f))
+      if (isBf16(inst.getType()) && !llvm::isa<llvm::PHINode>(inst))
+        values.push_back(&inst);
+    for (llvm::Instruction *value : values) {
+      llvm::Value *bits = nullptr;
+      for (llvm::Use &use : llvm::make_early_inc_range(value->uses())) {
+        auto *user = llvm::cast<llvm::Instruction>(use.getUser());
+        auto *phi = llvm::dyn_cast<llvm::PHINode>(user);
+        if (!phi && user->getParent() == value->getParent())
+          continue;
+        if (!bits) {
+          llvm::IRBuilder<> b(value->getParent(),
+                              std::next(value->getIterator()));
+          bits = b.CreateBitCast(value, bitsType(value->getType()));
+        }
+        llvm::IRBuilder<> b(phi ? phi->getIncomingBlock(use)->getTerminator()
+                                : user);
+        use.set(b.CreateBitCast(bits, value->getType()));
+      }
+    }
+  }
+}
+
 FailureOr<std::string> emitObject(llvm::Module &module,
                                   llvm::TargetMachine &tm,
                                   std::string &error) {
+  carryBf16AsBits(module);
   llvm::SmallVector<char, 0> buffer;
   llvm::raw_svector_ostream os(buffer);
   llvm::legacy::PassManager pm;

@@ -111,6 +111,14 @@ std::unique_ptr<llvm::Module> parseDeferred(const std::string &bitcode,
                                             llvm::LLVMContext &ctx,
                                             std::string &error);
 
+/// bf16 values that cross blocks (phis, uses in other blocks) carried as
+/// i16 bits instead: on x86 without AVX512-BF16 the code generator holds a
+/// bf16 in an f32 register across blocks and rounds it back by calling
+/// __truncsfbf2, which neither the JIT's process nor attnrt provides (and a
+/// call per value). The kernels' bf16 values are bit patterns already
+/// (arith-expand made every conversion integer work). emitObject runs it.
+void carryBf16AsBits(llvm::Module &module);
+
 /// LLVM IR -> an ELF relocatable object for `tm`.
 mlir::FailureOr<std::string> emitObject(llvm::Module &module,
                                         llvm::TargetMachine &tm,
