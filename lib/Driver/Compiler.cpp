@@ -36,6 +36,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Transforms/Passes.h"
 
+#include "llvm/Object/ELFObjectFile.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
@@ -780,6 +781,66 @@ CpuObject compileCpu(const Source &source, const KernelPlan &plan,
   return out;
 }
 
+/// ATTNC_PERF_MAP=1: each loaded CPU object's functions go to
+/// /tmp/perf-<pid>.map (perf's map of JIT code: perf report names the
+/// kernels) and the object to /tmp/attnc-<pid>-<address>.o, the address
+/// its .text was loaded at (objdump -d --adjust-vma=<address> it to see
+/// which instructions perf's samples fall on).
+/// The kernels are internal symbols ORC does not look up: they are placed
+/// by their offset from the entry, as JITLink keeps .text in one block.
+void writePerfMap(llvm::StringRef object, llvm::StringRef entry,
+                  const void *entryAddress) {
+  if (!std::getenv("ATTNC_PERF_MAP"))
+    return;
+  auto parsed = llvm::object::ObjectFile::createObjectFile(
+      llvm::MemoryBufferRef(object, "attn-kernel.o"));
+  if (!parsed) {
+    llvm::consumeError(parsed.takeError());
+    return;
+  }
+  struct Function {
+    std::string name;
+    uint64_t offset, size;
+  };
+  std::vector<Function> functions;
+  std::optional<uint64_t> entryOffset;
+  for (const llvm::object::SymbolRef &symbol : (*parsed)->symbols()) {
+    auto type = symbol.getType();
+    auto name = symbol.getName();
+    auto value = symbol.getValue();
+    if (!type || !name || !value) {
+      llvm::consumeError(type.takeError());
+      llvm::consumeError(name.takeError());
+      llvm::consumeError(value.takeError());
+      continue;
+    }
+    if (*type != llvm::object::SymbolRef::ST_Function)
+      continue;
+    uint64_t size = llvm::object::ELFSymbolRef(symbol).getSize();
+    functions.push_back({name->str(), *value, size});
+    if (*name == entry)
+      entryOffset = *value;
+  }
+  if (!entryOffset)
+    return;
+  auto base = reinterpret_cast<uintptr_t>(entryAddress) - *entryOffset;
+  std::string pid = std::to_string(::getpid());
+  if (FILE *map = std::fopen(("/tmp/perf-" + pid + ".map").c_str(), "a")) {
+    for (const Function &f : functions)
+      std::fprintf(map, "%llx %llx %s\n",
+                   (unsigned long long)(base + f.offset),
+                   (unsigned long long)f.size, f.name.c_str());
+    std::fclose(map);
+  }
+  char at[32];
+  std::snprintf(at, sizeof at, "%llx", (unsigned long long)base);
+  if (FILE *file = std::fopen(
+          ("/tmp/attnc-" + pid + "-" + at + ".o").c_str(), "wb")) {
+    std::fwrite(object.data(), 1, object.size(), file);
+    std::fclose(file);
+  }
+}
+
 /// The code of a CpuJitCode's deferred entries, compiled at the first call
 /// of a stub, shared by its stubs.
 struct DeferredCode {
@@ -874,6 +935,7 @@ detail::CpuCode loadCpuJitCode(const CpuObject &now,
       {{cpu::kDeferredCall, reinterpret_cast<void *>(&deferredCall)}});
   if (failed(loaded))
     throw InternalError("loading the compiled kernel failed: " + error);
+  writePerfMap(now.object, now.entry, reinterpret_cast<void *>(loaded->entry));
   llvm::orc::LLJIT *jit = loaded->jit.release();
   owner->jit = std::shared_ptr<void>(jit, destroyJit);
   auto lookup = [&](const std::string &name, const char *what) {
@@ -922,6 +984,8 @@ detail::CpuCode loadCpuCode(const CpuObject &object) {
       cpu::loadObject(object.object, object.entry, error);
   if (failed(loaded))
     throw InternalError("loading the compiled kernel failed: " + error);
+  writePerfMap(object.object, object.entry,
+               reinterpret_cast<void *>(loaded->entry));
   detail::CpuEntry blockMap = nullptr;
   if (!object.blockMapEntry.empty()) {
     auto symbol = loaded->jit->lookup(object.blockMapEntry);
