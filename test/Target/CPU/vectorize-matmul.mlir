@@ -544,3 +544,37 @@ func.func @int8_p_v_after_zero_fill(%p: memref<32x4xi8>, %v: memref<32x128xi8, s
       ins(%p, %v : memref<32x4xi8>, memref<32x128xi8, strided<[?, 1], offset: ?>>) outs(%o : memref<4x128xf32>) {attn.unsigned_lhs}
   return
 }
+
+// -----
+
+// Rows read in place (views of the kernel's arguments, with a static row
+// count) are prefetched one tile on (here 32 rows) at each load: decode
+// streams its cache and its dot loops stalled on the loads. Views placed
+// by a value loaded from memory (a page table) are not: the rows after a
+// page belong to another sequence.
+
+// CHECK-LABEL: func.func @prefetch_next_tile(
+// CHECK: %[[VIEW:.+]] = memref.subview
+// CHECK: scf.for %[[K:.+]] = %{{.+}} to %c64{{.*}} step %c16
+// CHECK: %[[AHEAD:.+]] = arith.addi %[[ROW:.+]], %c32{{.*}} : index
+// CHECK-NEXT: memref.prefetch %[[VIEW]][%[[AHEAD]], %[[K]]], read, locality<3>, data
+// CHECK-NEXT: vector.load %[[VIEW]][%[[ROW]], %[[K]]]
+// CHECK-LABEL: func.func @paged_rows_not_prefetched(
+// CHECK-NOT: memref.prefetch %subview
+// CHECK: return
+#pfA = affine_map<(m, n, k) -> (m, k)>
+#pfB = affine_map<(m, n, k) -> (n, k)>
+#pfC = affine_map<(m, n, k) -> (m, n)>
+func.func @prefetch_next_tile(%k: memref<?x64xf32>, %q: memref<4x64xf32>, %s: memref<32x4xf32>, %k0: index) {
+  %view = memref.subview %k[%k0, 0] [32, 64] [1, 1] : memref<?x64xf32> to memref<32x64xf32, strided<[64, 1], offset: ?>>
+  linalg.matmul indexing_maps = [#pfA, #pfB, #pfC]
+      ins(%view, %q : memref<32x64xf32, strided<[64, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>)
+  return
+}
+func.func @paged_rows_not_prefetched(%pool: memref<?x32x64xf32>, %table: memref<?xindex>, %q: memref<4x64xf32>, %s: memref<32x4xf32>, %i: index) {
+  %page = memref.load %table[%i] : memref<?xindex>
+  %view = memref.subview %pool[%page, 0, 0] [1, 32, 64] [1, 1, 1] : memref<?x32x64xf32> to memref<32x64xf32, strided<[64, 1], offset: ?>>
+  linalg.matmul indexing_maps = [#pfA, #pfB, #pfC]
+      ins(%view, %q : memref<32x64xf32, strided<[64, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>)
+  return
+}
