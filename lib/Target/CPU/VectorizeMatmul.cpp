@@ -86,20 +86,13 @@ Value fp8ViaHalf(OpBuilder &b, Location loc, VectorType f32Type, Value codes,
     return arith::ConstantOp::create(
         b, loc, words, DenseElementsAttr::get(words, b.getI16IntegerAttr(v)));
   };
-  // (signMagnitudeBits here, 3 instructions where this takes 5, made AVX2
-  // fp8 decode 9-15% slower in alternating runs on an Intel Xeon, for
-  // reasons the loops' instruction counts do not show; kept as it was.)
-  Value w = arith::ExtUIOp::create(b, loc, words, codes);
   Value bits;
-  if (kind == mlir::attn::KVQuant::fp8e5m2) {
-    bits = arith::ShLIOp::create(b, loc, w, splat(8));
-  } else {
-    Value magnitude = arith::ShLIOp::create(
-        b, loc, arith::AndIOp::create(b, loc, w, splat(0x7F)), splat(7));
-    Value sign = arith::ShLIOp::create(
-        b, loc, arith::AndIOp::create(b, loc, w, splat(0x80)), splat(8));
-    bits = arith::OrIOp::create(b, loc, magnitude, sign);
-  }
+  if (kind == mlir::attn::KVQuant::fp8e5m2)
+    bits = arith::ShLIOp::create(
+        b, loc, arith::ExtUIOp::create(b, loc, words, codes), splat(8));
+  else
+    bits = signMagnitudeBits(b, loc,
+                             arith::ExtSIOp::create(b, loc, words, codes), 7);
   Value half = arith::BitcastOp::create(
       b, loc, VectorType(f32Type.clone(b.getF16Type())), bits);
   Value x = arith::ExtFOp::create(b, loc, Type(f32Type), half);

@@ -162,15 +162,19 @@ func.func @int8_in_place(%k: memref<32x64xi8, strided<[?, 1], offset: ?>>, %q: m
 // -----
 
 // fp8 codes read in place: the matmul names their format and each loaded
-// vector of codes is decoded by bit moves into an f16 (e4m3: magnitude
-// << 7, sign << 8: the value times 2^-8), converted to f32 (vcvtph2ps)
-// and scaled by 2^8.
+// vector of codes is decoded by bit moves into an f16 (e4m3: the codes
+// sign-extended, shifted left by 7 and masked with 0xBF80: magnitude << 7,
+// sign at bit 15: the value times 2^-8), converted to f32 (vcvtph2ps) and
+// scaled by 2^8.
 
 // CHECK-LABEL: func.func @fp8_in_place(
 // CHECK: %[[C:.+]] = vector.load %{{.+}} : memref<32x64xi8, strided<[?, 1], offset: ?>>, vector<16xi8>
-// CHECK-NEXT: %[[U:.+]] = arith.extui %[[C]] : vector<16xi8> to vector<16xi16>
-// CHECK: arith.shli %{{.+}}, %{{.+}} : vector<16xi16>
-// CHECK: arith.bitcast %{{.+}} : vector<16xi16> to vector<16xf16>
+// CHECK-NEXT: %[[S:.+]] = arith.extsi %[[C]] : vector<16xi8> to vector<16xi16>
+// CHECK-NEXT: %[[SEVEN:.+]] = arith.constant dense<7> : vector<16xi16>
+// CHECK-NEXT: %[[SH:.+]] = arith.shli %[[S]], %[[SEVEN]] : vector<16xi16>
+// CHECK-NEXT: %[[MASK:.+]] = arith.constant dense<-16512> : vector<16xi16>
+// CHECK-NEXT: %[[BITS:.+]] = arith.andi %[[SH]], %[[MASK]] : vector<16xi16>
+// CHECK-NEXT: arith.bitcast %[[BITS]] : vector<16xi16> to vector<16xf16>
 // CHECK: arith.extf %{{.+}} : vector<16xf16> to vector<16xf32>
 // CHECK: arith.mulf %{{.+}}, %{{.+}} : vector<16xf32>
 // CHECK: vector.fma
@@ -260,15 +264,14 @@ func.func @int8_dots(%k: memref<32x128xi8, strided<[?, 1], offset: ?>>, %q: memr
 // BF16: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"(%{{.+}}, %{{.+}}, %{{.+}}) : (vector<16xf32>, vector<32xbf16>, vector<32xbf16>) -> vector<16xf32>
 // BF16: arith.constant dense<1.1529215E+18> : vector<4xf32>
 // Without bf16-dots (here 8 lanes), fp8 codes become f32 through f16
-// (vcvtph2ps): e4m3's magnitude << 7 and sign << 8 read as the value times
+// (vcvtph2ps): e4m3's magnitude << 7 and sign at bit 15 (the codes
+// sign-extended, shifted and masked with 0xBF80) read as the value times
 // 2^-8, so the f32 is scaled by 256.
 // AVX2-LABEL: func.func @fp8_dots(
-// AVX2: %[[C8:.+]] = arith.extui %{{.+}} : vector<8xi8> to vector<8xi16>
-// AVX2: %[[M:.+]] = arith.andi %[[C8]], %{{.+}} : vector<8xi16>
-// AVX2: arith.shli %[[M]], %{{.+}} : vector<8xi16>
-// AVX2: %[[S:.+]] = arith.andi %[[C8]], %{{.+}} : vector<8xi16>
-// AVX2: arith.shli %[[S]], %{{.+}} : vector<8xi16>
-// AVX2: %[[H:.+]] = arith.bitcast %{{.+}} : vector<8xi16> to vector<8xf16>
+// AVX2: %[[C8:.+]] = arith.extsi %{{.+}} : vector<8xi8> to vector<8xi16>
+// AVX2: %[[SH8:.+]] = arith.shli %[[C8]], %{{.+}} : vector<8xi16>
+// AVX2: %[[M8:.+]] = arith.andi %[[SH8]], %{{.+}} : vector<8xi16>
+// AVX2: %[[H:.+]] = arith.bitcast %[[M8]] : vector<8xi16> to vector<8xf16>
 // AVX2: %[[F:.+]] = arith.extf %[[H]] : vector<8xf16> to vector<8xf32>
 // AVX2: arith.mulf %[[F]], %{{.+}} : vector<8xf32>
 #f8A = affine_map<(m, n, k) -> (m, k)>
