@@ -36,6 +36,21 @@ void expectClose(const Problem &p, double tol = kTol) {
   }
 }
 
+/// The --cpu levels this host runs: native, x86-64-v4 (AVX-512 BW),
+/// x86-64-v3 (AVX2) and alderlake (AVX2 + AVX-VNNI: vpdpbusd on ymm), each
+/// where the CPU has it.
+std::vector<std::string> hostCpuLevels() {
+  __builtin_cpu_init();
+  std::vector<std::string> levels = {"native"};
+  if (__builtin_cpu_supports("avx512bw"))
+    levels.push_back("x86-64-v4");
+  if (__builtin_cpu_supports("avx2"))
+    levels.push_back("x86-64-v3");
+  if (__builtin_cpu_supports("avxvnni"))
+    levels.push_back("alderlake");
+  return levels;
+}
+
 TEST(Numerics, PlainSoftmax) {
   Problem p = make("variant plain {}");
   p.options.lse = true;
@@ -166,34 +181,23 @@ TEST(Numerics, ReducedPrecisionInputs) {
 // registers and rounded them back by calling __truncsfbf2, which the JIT
 // could not resolve ("compiling the block-map entry failed").
 TEST(Numerics, ReducedPrecisionOnEveryIsaLevel) {
-  __builtin_cpu_init();
-  struct Level {
-    const char *cpu;
-    bool present;
-  };
-  const Level levels[] = {
-      {"native", true},
-      {"x86-64-v4", bool(__builtin_cpu_supports("avx512bw"))},
-      {"x86-64-v3", bool(__builtin_cpu_supports("avx2"))},
-      {"x86-64-v2", true},
-  };
+  std::vector<std::string> levels = hostCpuLevels();
+  levels.push_back("x86-64-v2"); // no F16C: f16 converts in integer code
   // Decode's class without and with the merge, prefill's with it.
   const std::pair<const char *, int64_t> shapes[] = {
       {"1", 1}, {"3", 1}, {"3", 301}};
-  for (const Level &level : levels)
+  for (const std::string &level : levels)
     for (const char *dtype : {"f16", "bf16"})
       for (auto [parts, sq] : shapes)
         for (bool lse : {false, true}) {
-          if (!level.present)
-            continue;
           Problem p = make("variant c { mask(b, h, q, kv) = kv <= q + (Skv - "
                            "Sq); }");
           p.Hq = 8, p.Hkv = sq == 1 ? 2 : 8, p.Sq = sq, p.Skv = 301;
           p.options.dtype = dtype;
-          p.options.cpu = level.cpu;
+          p.options.cpu = level;
           p.options.splitKv = parts;
           p.options.lse = lse;
-          SCOPED_TRACE(std::string(level.cpu) + " " + dtype + " parts=" +
+          SCOPED_TRACE(level + " " + dtype + " parts=" +
                        parts + " sq=" + std::to_string(sq) +
                        " lse=" + std::to_string(lse));
           Outcome out = runAgainstReference(p);
@@ -713,19 +717,8 @@ TEST(Numerics, SelectOverQuantizedPagesEqualsContiguous) {
 // query codes, P codes of 255 from equal scores), where saturating pair
 // sums would show.
 TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
-  __builtin_cpu_init();
   const char *src = "variant d { mask(b, h, q, kv) = kv <= q + (Skv - Sq); }";
-  struct Level {
-    const char *cpu;
-    bool present;
-  };
-  const Level levels[] = {
-      {"native", true},
-      {"x86-64-v4", bool(__builtin_cpu_supports("avx512bw"))},
-      {"x86-64-v3", bool(__builtin_cpu_supports("avx2"))},
-      // AVX2 + AVX-VNNI, no AVX-512: vpdpbusd on ymm.
-      {"alderlake", bool(__builtin_cpu_supports("avxvnni"))},
-  };
+  const std::vector<std::string> levels = hostCpuLevels();
   for (const char *kv : {"int8", "int4", "fp8e4m3", "fp8e5m2"})
   // D = 64: int4's 64 codes per step fill one vector (nibbles side by
   // side); D = 128: 128 codes per step, the nibbles one vector each.
@@ -759,15 +752,13 @@ TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
       continue;
     std::vector<float> expect, expectLse;
     data.launch(jit.compile(src, converted), expect, expectLse, adjust);
-    for (const Level &level : levels) {
-      if (!level.present)
-        continue;
+    for (const std::string &level : levels) {
       Options dots = converted;
-      dots.cpu = level.cpu;
+      dots.cpu = level;
       std::vector<float> o, lse;
       data.launch(jit.compile(src, dots), o, lse, adjust);
       SCOPED_TRACE(std::string(kv) + " D = " + std::to_string(D) + " " +
-                   level.cpu + (extremes ? " extreme codes" : ""));
+                   level + (extremes ? " extreme codes" : ""));
       for (size_t i = 0; i < o.size(); ++i)
         ASSERT_NEAR(o[i], expect[i], bound) << i;
       for (size_t i = 0; i < lse.size(); ++i)
