@@ -152,6 +152,25 @@ private:
     return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
                                      cache, offsets, sizes, strides);
   }
+  /// The type cacheRows gives (`anyIndex` stands in for its dynamic
+  /// offsets).
+  MemRefType cacheRowsType(Value cache, Value anyIndex, int64_t rows,
+                           int64_t width) {
+    auto type = cast<MemRefType>(cache.getType());
+    Builder b(type.getContext());
+    SmallVector<OpFoldResult> offsets = {anyIndex, anyIndex, anyIndex,
+                                         b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(rows),
+                                       b.getIndexAttr(width)};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    return cast<MemRefType>(memref::SubViewOp::inferRankReducedResultType(
+        {rows, width}, type, offsets, sizes, strides));
+  }
+  /// The partial last key tile's K and V rows (k0 .. k0 + kn) copied as
+  /// they are in the cache (its dtype, codes packed) into rawKBuf and
+  /// rawVBuf, the rows past kn zero.
+  void emitRawKeyRows(OpBuilder &b, Value k0, Value kn);
   /// The in-place tile at k0 (BK keys): for int8, V scales per row and
   /// Q's rows times the tile's K group scales; then the compute on the
   /// cache's rows.
@@ -292,6 +311,12 @@ private:
   Value posBuf, vScaleBuf;
   // int8 K/V read in place by decode's dot products (see TileOperands).
   bool directCodes = false;
+  // Decode's partial last key tile runs the in-place tile's code on its
+  // rows copied raw (rawKBuf, rawVBuf: the cache's dtype, zero past the
+  // last key), rather than on a second, staged f32 copy of the tile's
+  // code; false where a cache's row views cannot take that buffer.
+  bool rawPartialTile = false;
+  Value rawKBuf, rawVBuf;
   // Whole key tiles of f32 K/V in contiguous rows (no pages, kv_index or
   // codes) feed the matmuls from the cache at every row count: staging
   // them was about a tenth of a dense prefill's time.

@@ -40,6 +40,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 
 #include "llvm/Support/SaveAndRestore.h"
 
@@ -306,6 +307,34 @@ void AttentionTiler::emitWorkItem(OpBuilder &b, Value bI, Value hI,
     stagedTiny = false;
     rowsUsed = arith::SelectOp::create(b, loc, narrow, cIdx(b, kNarrowRows),
                                        cIdx(b, BQ));
+    // The raw copy's rows (a part per page when pages are smaller than a
+    // tile) must fit the cache's row views, to which they are cast.
+    int64_t partRows =
+        op.isPaged() ? std::min<int64_t>(BK, *op.getPageSize()) : BK;
+    int64_t perByte = quant == KVQuant::int4 ? 2 : 1;
+    auto rawFits = [&](Value cache, int64_t width) {
+      Type elt = cast<MemRefType>(cache.getType()).getElementType();
+      MemRefType view = cacheRowsType(cache, qn, partRows, width);
+      for (int64_t part = 0; part < BK; part += partRows) {
+        auto rawPart = MemRefType::get(
+            {partRows, width}, elt,
+            StridedLayoutAttr::get(b.getContext(), part * width, {width, 1}));
+        if (!memref::CastOp::areCastCompatible(rawPart, view))
+          return false;
+      }
+      return true;
+    };
+    rawPartialTile = rawFits(op.getKey(), D / perByte) &&
+                     rawFits(op.getValue(), Dv / perByte);
+    auto rawBuf = [&](Value cache, int64_t width) -> Value {
+      Type elt = cast<MemRefType>(cache.getType()).getElementType();
+      return memref::AllocaOp::create(b, loc, MemRefType::get({BK, width}, elt),
+                                      b.getI64IntegerAttr(64));
+    };
+    if (rawPartialTile) {
+      rawKBuf = rawBuf(op.getKey(), D / perByte);
+      rawVBuf = rawBuf(op.getValue(), Dv / perByte);
+    }
   }
   accBuf = buffer({BQ, Dv});
   mBuf = buffer({BQ});
@@ -796,12 +825,21 @@ void AttentionTiler::emitKeyTile(OpBuilder &b, Value k0, Value fullTile) {
     return;
   }
   // Decode: whole tiles skip the f32 staging copy (it costs as much as the
-  // dot products); the last, partial one keeps it.
-  Value whole = arith::AndIOp::create(
-      b, loc,
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
-                            cIdx(b, BK)),
-      fewRows);
+  // dot products); the last, partial one is copied raw and takes the same
+  // code (rawPartialTile), or else is staged.
+  Value whole =
+      rawPartialTile
+          ? fewRows
+          : arith::AndIOp::create(b, loc,
+                                  arith::CmpIOp::create(
+                                      b, loc, arith::CmpIPredicate::eq, kn,
+                                      cIdx(b, BK)),
+                                  fewRows)
+                .getResult();
+  if (matchPattern(whole, m_One())) { // launches of few rows only
+    emitDirectTile(b, k0, kn, fullTile);
+    return;
+  }
   scf::IfOp::create(
       b, loc, whole,
       [&](OpBuilder &b, Location) {
@@ -1037,8 +1075,13 @@ void AttentionTiler::emitScoresSoftmax(OpBuilder &b, Value k0, Value kn,
     });
   withMaskVariants(b, fullTile, [&](OpBuilder &b, bool withMask) {
     if (rowVectors && !withMask && !op.hasScore()) {
-      // Every entry of a whole unmasked tile is kept as it is: the max of
-      // 4 keys x 4 rows at a time, then of the 4 keys.
+      // Every entry of an unmasked tile is kept as it is but for keys past
+      // kn (the partial last tile's zero rows: -inf): the max of 4 keys x
+      // 4 rows at a time, then of the 4 keys.
+      Value negInfRows = vector::BroadcastOp::create(b, loc, rowsType, negInf);
+      forLoop(b, kn, cIdx(b, BK), 1, [&](OpBuilder &b, Value j) {
+        storeRows(b, negInfRows, sTBuf, {j, c0});
+      });
       Value mx = loadRows(b, mUseBuf, {c0});
       for (Value key :
            keysOfQuad(b, maxOfQuads(b, flatScores(b, sTBuf),

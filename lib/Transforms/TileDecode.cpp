@@ -20,10 +20,12 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
       op.isPaged() ? std::min<int64_t>(BK, *op.getPageSize()) : BK;
   TileOperands direct;
   direct.qRows = qRowBuf;
-  if (op.isPaged()) {
+  if (op.isPaged() || rawPartialTile) {
     // Pages sit in any order, which defeats the hardware prefetcher: ask
     // for the rows of the tile after next, page by page, while this one
-    // runs.
+    // runs. (Contiguous rows too where the tile's views are a choice
+    // between the cache and the raw copy of a partial tile: the CPU
+    // target's prefetches follow only views of the cache.)
     Value next = arith::AddIOp::create(b, loc, k0, cIdx(b, kPrefetchTiles * BK));
     Value whole = arith::CmpIOp::create(
         b, loc, arith::CmpIPredicate::ule,
@@ -39,15 +41,63 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
       scf::YieldOp::create(b, loc);
     });
   }
-  for (int64_t part = 0; part < BK; part += partRows) {
-    auto [outer, row0] = locateRow(b, arith::AddIOp::create(b, loc, k0,
-                                                            cIdx(b, part)));
-    // int4 rows stay packed, two codes per byte.
-    int64_t perByte = op.getKvQuant() == KVQuant::int4 ? 2 : 1;
-    direct.k.push_back(
-        cacheRows(b, op.getKey(), outer, row0, partRows, D / perByte));
-    direct.v.push_back(
-        cacheRows(b, op.getValue(), outer, row0, partRows, Dv / perByte));
+  // int4 rows stay packed, two codes per byte.
+  int64_t perByte = op.getKvQuant() == KVQuant::int4 ? 2 : 1;
+  auto cacheParts = [&](OpBuilder &b) {
+    SmallVector<Value> parts; // K's, then V's
+    for (int64_t part = 0; part < BK; part += partRows) {
+      auto [outer, row0] =
+          locateRow(b, arith::AddIOp::create(b, loc, k0, cIdx(b, part)));
+      parts.push_back(
+          cacheRows(b, op.getKey(), outer, row0, partRows, D / perByte));
+      parts.push_back(
+          cacheRows(b, op.getValue(), outer, row0, partRows, Dv / perByte));
+    }
+    return parts;
+  };
+  SmallVector<Value> parts;
+  if (!rawPartialTile) {
+    parts = cacheParts(b);
+  } else {
+    // A partial tile's rows are copied, zero-padded, into rawKBuf/rawVBuf
+    // (seen through the cache views' types), so one copy of the code
+    // below runs every tile; its scores past kn are masked.
+    SmallVector<Type> types;
+    for (int64_t part = 0; part < BK; part += partRows) {
+      types.push_back(cacheRowsType(op.getKey(), k0, partRows, D / perByte));
+      types.push_back(cacheRowsType(op.getValue(), k0, partRows, Dv / perByte));
+    }
+    Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kn,
+                                        cIdx(b, BK));
+    auto rows = scf::IfOp::create(b, loc, types, whole,
+                                  /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(rows.thenBlock());
+      scf::YieldOp::create(b, loc, cacheParts(b));
+      b.setInsertionPointToStart(rows.elseBlock());
+      emitRawKeyRows(b, k0, kn);
+      SmallVector<Value> raw;
+      for (int64_t part = 0; part < BK; part += partRows) {
+        for (Value buf : {rawKBuf, rawVBuf}) {
+          auto type = cast<MemRefType>(buf.getType());
+          Value view = memref::SubViewOp::create(
+              b, loc, buf,
+              ArrayRef<OpFoldResult>{b.getIndexAttr(part), b.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(partRows),
+                                     b.getIndexAttr(type.getDimSize(1))},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+          raw.push_back(memref::CastOp::create(
+              b, loc, types[raw.size()], view));
+        }
+      }
+      scf::YieldOp::create(b, loc, raw);
+    }
+    parts.assign(rows.getResults().begin(), rows.getResults().end());
+  }
+  for (size_t at = 0; at < parts.size(); at += 2) {
+    direct.k.push_back(parts[at]);
+    direct.v.push_back(parts[at + 1]);
   }
   llvm::SaveAndRestore<Value> compactScores(sTBuf, sTTinyBuf);
   if (!op.getKvQuant()) {
@@ -57,12 +107,17 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
     });
     return;
   }
+  // (Keys past kn, in a partial tile, read the tile's first scale and
+  // keep 0.)
   forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    Value valid =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
+    Value pos = arith::SelectOp::create(
+        b, loc, valid, arith::AddIOp::create(b, loc, k0, j), k0);
+    Value scale = memref::LoadOp::create(b, loc, op.getValueScale(),
+                                         ValueRange{bIdx, hkvIdx, pos});
     memref::StoreOp::create(
-        b, loc,
-        memref::LoadOp::create(
-            b, loc, op.getValueScale(),
-            ValueRange{bIdx, hkvIdx, arith::AddIOp::create(b, loc, k0, j)}),
+        b, loc, arith::SelectOp::create(b, loc, valid, scale, cF32(b, 0.0)),
         vScaleBuf, ValueRange{j});
   });
   // Q's rows for this tile's K group, recomputed only when the group
@@ -81,6 +136,50 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
     direct.qRows = qCodeBuf ? qCodeBuf : qScaledBuf;
     direct.qRowScale = qRowScaleBuf;
     emitTileCompute(b, k0, kn, fullTile, &direct);
+  });
+}
+
+void AttentionTiler::emitRawKeyRows(OpBuilder &b, Value k0, Value kn) {
+  forLoop(b, BK, [&](OpBuilder &b, Value j) {
+    Value valid =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, kn);
+    auto eachBuf = [&](OpBuilder &b,
+                       function_ref<void(OpBuilder &, Value cache, Value buf,
+                                         Value d)>
+                           body) {
+      for (auto [cache, buf] : {std::pair(op.getKey(), rawKBuf),
+                                std::pair(op.getValue(), rawVBuf)}) {
+        int64_t width = cast<MemRefType>(buf.getType()).getDimSize(1);
+        forLoop(b, width,
+                [&](OpBuilder &b, Value d) { body(b, cache, buf, d); });
+      }
+    };
+    scf::IfOp::create(
+        b, loc, valid,
+        [&](OpBuilder &b, Location) {
+          auto [outer, row] =
+              locateRow(b, arith::AddIOp::create(b, loc, k0, j));
+          eachBuf(b, [&](OpBuilder &b, Value cache, Value buf, Value d) {
+            memref::StoreOp::create(
+                b, loc,
+                memref::LoadOp::create(b, loc, cache,
+                                       ValueRange{outer, hkvIdx, row, d}),
+                buf, ValueRange{j, d});
+          });
+          scf::YieldOp::create(b, loc);
+        },
+        [&](OpBuilder &b, Location) {
+          // Zero codes decode to 0 in every cache dtype: P . V stays finite.
+          eachBuf(b, [&](OpBuilder &b, Value, Value buf, Value d) {
+            Type elt = cast<MemRefType>(buf.getType()).getElementType();
+            memref::StoreOp::create(
+                b, loc,
+                arith::ConstantOp::create(b, loc, cast<TypedAttr>(
+                                                      b.getZeroAttr(elt))),
+                buf, ValueRange{j, d});
+          });
+          scf::YieldOp::create(b, loc);
+        });
   });
 }
 

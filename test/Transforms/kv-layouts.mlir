@@ -55,9 +55,14 @@ func.func @paged_fp8(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 
 // -----
 
-// int4: one byte gives two sign-extended nibbles, low first.
+// int4: one byte gives two sign-extended nibbles, low first. (Decode's
+// partial last key tile first copies its K and V rows packed as they are.)
 
 // CHECK-LABEL: func.func @int4(
+// CHECK: memref.load %{{.+}} : memref<?x?x?x32xi8>
+// CHECK-NEXT: memref.store %{{.+}} : memref<64x32xi8>
+// CHECK: memref.load %{{.+}} : memref<?x?x?x32xi8>
+// CHECK-NEXT: memref.store %{{.+}} : memref<64x32xi8>
 // CHECK: %[[BYTE:.+]] = memref.load %{{.+}} : memref<?x?x?x32xi8>
 // CHECK: %[[SHL:.+]] = arith.shli %[[BYTE]], %c4_i8
 // CHECK: %[[LO:.+]] = arith.shrsi %[[SHL]], %c4_i8
@@ -84,16 +89,31 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // dot products on the K view, each key's 4 scores times the rows' scales,
 // the softmax on 4 keys x 4 rows at a time (the tile's scores are a compact
 // [64, 4] buffer), and P . V as unsigned P codes times the V view's codes.
-// A partial tile (or more rows) stages decoded rows as before.
+// The partial last tile's rows are copied as they are (codes) into a
+// zero-padded buffer that the same code reads (its keys past the end
+// masked); with more rows, tiles stage decoded rows as before. The tile
+// after next is prefetched (the views are a choice, which the CPU
+// target's own prefetches do not follow).
 // (Unquantized caches are read in place the same way, without scales or
 // rounding.)
 
 // CHECK-LABEL: func.func @int8_in_place(
 // CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x64xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x64xi8>
-// CHECK: %[[WHOLE:.+]] = arith.andi %{{.+}}, %{{.+}} : i1
-// CHECK-NEXT: scf.if %[[WHOLE]] {
-// CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
-// CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: %[[RAWK:.+]] = memref.alloca() {{.*}} : memref<64x64xi8>
+// CHECK: %[[RAWV:.+]] = memref.alloca() {{.*}} : memref<64x64xi8>
+// CHECK: memref.prefetch %[[K]]
+// CHECK: memref.prefetch %[[V]]
+// CHECK: %[[WHOLE:.+]] = arith.cmpi eq, %{{.+}}, %c64
+// CHECK-NEXT: %[[ROWS:.+]]:2 = scf.if %[[WHOLE]] -> (memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<64x64xi8, strided<[64, 1], offset: ?>>) {
+// CHECK: memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 64] [1, 1, 1, 1] : memref<?x?x?x64xi8> to memref<64x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: } else {
+// CHECK: memref.store %{{.+}}, %[[RAWK]]
+// CHECK: memref.store %{{.+}}, %[[RAWV]]
+// CHECK: memref.store %c0_i8{{.*}}, %[[RAWK]]
+// CHECK: memref.cast %{{.+}} : memref<64x64xi8, strided<[64, 1]>> to memref<64x64xi8, strided<[64, 1], offset: ?>>
+// CHECK: scf.yield
+// CHECK: }
 // CHECK: memref.load %{{.+}}[%{{.+}}, %{{.+}}, %{{.+}}] : memref<?x?x?xf32>
 // CHECK: %[[G:.+]] = arith.divui %{{.+}}, %c64
 // CHECK: %[[STALE:.+]] = arith.cmpi ne, %{{.+}}, %[[G]] : index
@@ -113,7 +133,7 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: scf.for %[[GROUP:.+]] = %{{.+}} to %[[GROUPS]]
 // CHECK: %[[R0:.+]] = arith.muli %[[GROUP]], %c4
 // CHECK: %[[QGROUP:.+]] = memref.subview %[[QCODES]][%[[R0]], 0] [4, 64] [1, 1] : memref<16x64xi8> to memref<4x64xi8, strided<[64, 1], offset: ?>>
-// CHECK: linalg.matmul {{.*}}ins(%[[KT]], %[[QGROUP]] : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8, strided<[64, 1], offset: ?>>)
+// CHECK: linalg.matmul {{.*}}ins(%[[ROWS]]#0, %[[QGROUP]] : memref<64x64xi8, strided<[64, 1], offset: ?>>, memref<4x64xi8, strided<[64, 1], offset: ?>>)
 // CHECK: vector.load %{{.+}} : memref<4xf32, strided<[1], offset: ?>>, vector<4xf32>
 // CHECK: memref.collapse_shape %[[ST:.+]] {{\[}}[0, 1]] : memref<64x4xf32> into memref<256xf32>
 // CHECK: arith.maximumf %{{.+}} : vector<16xf32>
@@ -123,7 +143,7 @@ func.func @int4(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x32xi8>,
 // CHECK: arith.divf %cst{{.*}} : vector<4xf32>
 // CHECK: math.roundeven %{{.+}} : vector<16xf32>
 // CHECK: arith.trunci %{{.+}} : vector<16xi32> to vector<16xi8>
-// CHECK: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %[[VT]] : memref<64x4xi8>, memref<64x64xi8, strided<[64, 1], offset: ?>>) outs(%[[PV:.+]] : memref<4x64xf32>)
+// CHECK: linalg.matmul {{.*}} {attn.unsigned_lhs} ins(%{{.+}}, %[[ROWS]]#1 : memref<64x4xi8>, memref<64x64xi8, strided<[64, 1], offset: ?>>) outs(%[[PV:.+]] : memref<4x64xf32>)
 //      The accumulator takes its rescale (alpha, per row) in the same pass
 //      that adds the tile's P . V times the rows' P scales.
 // CHECK: %[[PSCALE:.+]] = memref.load %{{.+}}[%[[ROW:.+]]] : memref<4xf32>
@@ -157,14 +177,15 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 // CHECK-LABEL: func.func @int4_in_place(
 // CHECK-SAME: %{{[a-z0-9]+}}: memref<?x?x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x?x?x32xi8>, %[[V:[a-z0-9]+]]: memref<?x?x?x32xi8>
 // CHECK: scf.if %{{.+}} {
-// CHECK: %[[KT:.+]] = memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
-// CHECK: %[[VT:.+]] = memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
+// CHECK: %[[ROWS:.+]]:2 = scf.if %{{.+}} -> (memref<64x32xi8, strided<[32, 1], offset: ?>>, memref<64x32xi8, strided<[32, 1], offset: ?>>) {
+// CHECK: memref.subview %[[K]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
+// CHECK: memref.subview %[[V]][%{{.+}}, %{{.+}}, %{{.+}}, 0] [1, 1, 64, 32] [1, 1, 1, 1] : memref<?x?x?x32xi8> to memref<64x32xi8, strided<[32, 1], offset: ?>>
 // CHECK: memref.store %{{.+}}, %[[QCODES:.+]][%{{.+}}, %{{.+}}] : memref<16x64xi8>
 // CHECK-NOT: linalg.matmul
 // CHECK: %[[QGROUP:.+]] = memref.subview %[[QCODES]][%{{.+}}, 0] [4, 64] [1, 1] : memref<16x64xi8> to memref<4x64xi8, strided<[64, 1], offset: ?>>
 // CHECK: %[[QE:.+]] = memref.subview %[[QGROUP]][0, 0] [4, 32] [1, 2] : memref<4x64xi8, strided<[64, 1], offset: ?>> to memref<4x32xi8, strided<[64, 2], offset: ?>>
 // CHECK: %[[QO:.+]] = memref.subview %[[QGROUP]][0, 1] [4, 32] [1, 2] : memref<4x64xi8, strided<[64, 1], offset: ?>> to memref<4x32xi8, strided<[64, 2], offset: ?>>
-// CHECK: linalg.generic {{.*}} ins(%[[KT]], %[[QE]], %[[QO]] : {{.*}}) outs(%{{.+}} : memref<64x4xf32>) attrs = {attn.int4_pairs} {
+// CHECK: linalg.generic {{.*}} ins(%[[ROWS]]#0, %[[QE]], %[[QO]] : {{.*}}) outs(%{{.+}} : memref<64x4xf32>) attrs = {attn.int4_pairs} {
 // CHECK: ^bb0(%[[KB:.+]]: i8, %[[QEB:.+]]: i8, %[[QOB:.+]]: i8, %{{.+}}: f32):
 // CHECK: %[[SHL:.+]] = arith.shli %[[KB]], %c4_i8
 // CHECK: %[[LO:.+]] = arith.shrsi %[[SHL]], %c4_i8
@@ -176,7 +197,7 @@ func.func @int8_in_place(%q: memref<?x?x?x64xf32>, %k: memref<?x?x?x64xi8>,
 // CHECK: math.exp2 %{{.+}} : vector<16xf32>
 // CHECK: %[[PVE:.+]] = memref.subview %[[PV:.+]][0, 0] [4, 32] [1, 2] : memref<4x64xf32> to memref<4x32xf32, strided<[64, 2]>>
 // CHECK: %[[PVO:.+]] = memref.subview %[[PV]][0, 1] [4, 32] [1, 2] : memref<4x64xf32> to memref<4x32xf32, strided<[64, 2], offset: 1>>
-// CHECK: linalg.generic {{.*}} ins(%{{.+}}, %[[VT]] : memref<64x4xi8>, {{.*}}) outs(%[[PVE]], %[[PVO]] : {{.*}}) attrs = {attn.int4_pairs} {
+// CHECK: linalg.generic {{.*}} ins(%{{.+}}, %[[ROWS]]#1 : memref<64x4xi8>, {{.*}}) outs(%[[PVE]], %[[PVO]] : {{.*}}) attrs = {attn.int4_pairs} {
 // CHECK: arith.uitofp
 // CHECK: linalg.yield %{{.+}}, %{{.+}} : f32, f32
 // CHECK: } else {

@@ -28,6 +28,9 @@
 // CHECK: %[[KB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
 // CHECK: %[[VB:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
 // CHECK: %[[ST:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+//      (Decode's raw copy of a partial tile's K and V rows.)
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<64x64xf32>
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
 // CHECK: %[[ACC:.+]] = memref.alloca() {alignment = 64 : i64} : memref<64x32xf32>
 //      Query tile, transposed and scaled:
 // CHECK: memref.load %[[Q]]
@@ -37,6 +40,10 @@
 //      Key tiles, by index (a split-KV part walks a sub-range of them):
 // CHECK: scf.for %[[T:.+]] = %c0{{.*}} to %[[NKT]] step %c1
 // CHECK: arith.muli %[[T]], %c64
+//      Decode (at most 16 rows) reads whole tiles in place and the last,
+//      partial one from a raw copy of its rows, by the same code.
+// CHECK: scf.if %{{.+}} -> (memref<64x64xf32, strided<[64, 1], offset: ?>>, memref<64x32xf32, strided<[32, 1], offset: ?>>)
+// CHECK: memref.cast %{{.+}} : memref<64x64xf32, strided<[64, 1]>> to memref<64x64xf32, strided<[64, 1], offset: ?>>
 //      Whole key tiles are read where they are (views of K and V), the last,
 //      partial one from its staged copy (zero rows past the end), through
 //      one type of view, so the tile's compute is emitted once.
@@ -168,9 +175,9 @@ func.func @dynamic_scale(%q: memref<?x?x?x64xf16>, %o: memref<?x?x?x64xf16>) {
 // converted once per block of query rows).
 
 // CHECK-LABEL: func.func @bf16_staged(
-// CHECK-NOT: scf.if %{{.+}} -> (memref
+// CHECK-NOT: scf.if %{{.+}} -> (memref<{{.*}}xf32
 // CHECK: arith.extf %{{.+}} : bf16 to f32
-// CHECK-NOT: scf.if %{{.+}} -> (memref
+// CHECK-NOT: scf.if %{{.+}} -> (memref<{{.*}}xf32
 // CHECK: linalg.matmul ins(%{{.+}}, %[[QTB:.+]] : memref<64x64xf32>, memref<64x64xf32>) outs(%[[ST:.+]] : memref<64x64xf32>)
 //      No mask or score region: the rows past the tile's keys become -inf
 //      (only the last tile has any), then the row max only reads S.

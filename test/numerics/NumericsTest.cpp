@@ -412,6 +412,60 @@ TEST(Numerics, DecodeShapes) {
   }
 }
 
+TEST(Numerics, DecodePartialLastKeyTileOnEveryIsaLevel) {
+  // Decode reads whole key tiles in place and copies the last, partial one
+  // as it is in the cache (its dtype, zero rows past the last key) for the
+  // same code. Its keys past the end get probability 0 without a mask too
+  // (where the tile's max reads the scores as they are), rows whose keys
+  // are all masked (odd heads) give o = 0 and lse = -inf; every K/V kind,
+  // pages smaller than a tile, one and three groups of 4 rows, a key range
+  // shorter than one tile, on every ISA level this host runs.
+  struct Kind {
+    const char *dtype, *kv;
+    int64_t paged;
+  };
+  const Kind kinds[] = {{"f32", "same", 0},    {"f16", "same", 0},
+                        {"bf16", "same", 0},   {"f32", "same", 16},
+                        {"f32", "int8", 0},    {"f32", "int8", 16},
+                        {"f32", "int4", 0},    {"f32", "fp8e4m3", 0},
+                        {"f32", "fp8e5m2", 16}};
+  const char *variants[] = {
+      "variant plain {}",
+      "variant even { score(s, b, h, q, kv) = s + 0.1 * float(h); "
+      "mask(b, h, q, kv) = h % 2 == 0 && kv <= q + (Skv - Sq); }"};
+  Jit jit;
+  for (const std::string &level : hostCpuLevels())
+    for (Kind kind : kinds)
+      for (const char *src : variants)
+        for (int64_t sq : {1, 3})
+          for (int64_t skv : {45, 301}) {
+            Problem p = make(src);
+            p.Hq = 8, p.Hkv = 2, p.Sq = sq, p.Skv = skv, p.B = 2;
+            p.options.cpu = level;
+            p.options.dtype = kind.dtype;
+            p.options.kvDtype = kind.kv;
+            p.options.paged = kind.paged;
+            p.options.lse = true;
+            SCOPED_TRACE(level + " " + kind.dtype + " " + kind.kv +
+                         " paged " + std::to_string(kind.paged) + " " + src +
+                         " Sq " + std::to_string(sq) + " Skv " +
+                         std::to_string(skv));
+            Outcome out = runAgainstReference(p, &jit);
+            EXPECT_FALSE(out.hasNaN);
+            EXPECT_FALSE(out.lseInfMismatch);
+            if (std::string(kind.kv) != "same") {
+              EXPECT_LE(out.relL1O, quantBound(kind.kv));
+              continue;
+            }
+            double ulp = std::string(kind.dtype) == "f16" ? std::ldexp(1.0, -10)
+                         : std::string(kind.dtype) == "bf16"
+                             ? std::ldexp(1.0, -7)
+                             : 0.0;
+            EXPECT_LE(out.maxErrO, kTol + ulp * out.refMaxAbsO);
+            EXPECT_LE(out.maxErrLse, kTol + ulp);
+          }
+}
+
 } // namespace
 
 namespace {
@@ -771,8 +825,8 @@ TEST(Numerics, CodeDotProductsMatchConvertedCodes) {
 // folded into the query rows, fp8 decoded in vector registers), from
 // paged pools too when pages hold whole tiles or divide them; other page
 // sizes stage the rows. The same data through both paths agrees to f32
-// rounding, and the last, partial tile (700 = 10 x 64 + 60 or
-// 21 x 32 + 28) goes through the staging path.
+// rounding; the in-place kernels' last, partial tile (700 = 10 x 64 + 60
+// or 21 x 32 + 28) is copied raw and read by the same in-place code.
 TEST(Numerics, DecodeInPlaceMatchesStagedRows) {
   Jit jit;
   const char *src = "variant d { sink(h) = 0.25; mask(b, h, q, kv) = kv <= "
