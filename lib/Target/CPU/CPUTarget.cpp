@@ -141,14 +141,7 @@ std::string loweringPipeline(VectorShape shape) {
          "arith-expand{include-bf16=true},"
          "expand-strided-metadata,"
          "lower-affine,"
-         "finalize-memref-to-llvm,"
-         "convert-math-to-llvm,"
-         "convert-math-to-libm,"
-         "convert-arith-to-llvm,"
-         "convert-index-to-llvm,"
-         "convert-cf-to-llvm,"
-         "convert-func-to-llvm,"
-         "reconcile-unrealized-casts";
+         "attn-cpu-convert-to-llvm";
 }
 
 LogicalResult addLoweringPasses(OpPassManager &pm, VectorShape shape,

@@ -78,4 +78,24 @@ def AttnCPUVectorizeMatmulPass
                            "::mlir::LLVM::LLVMDialect"];
 }
 
+def AttnCPUConvertToLLVMPass : Pass<"attn-cpu-convert-to-llvm", "::mlir::ModuleOp"> {
+  let summary = "Lower arith, cf, func, index, math, memref, ub and vector to LLVM in one conversion";
+  let description = [{
+    One dialect conversion (upstream `convert-to-llvm`) with the patterns of
+    every dialect left after the CPU pre-lowering, instead of one conversion
+    pass per dialect followed by `reconcile-unrealized-casts`: each pass walks
+    the whole kernel and leaves casts for the next to fold, which made the
+    per-dialect chain a large part of a cold JIT compile. The patterns and
+    their options are the upstream defaults the separate passes used, so the
+    result is the same LLVM dialect IR. Math ops without an LLVM intrinsic
+    then become libm calls (`convert-math-to-libm`), as before.
+
+    The dialects' ConvertToLLVM interfaces are registered by this pass, so it
+    does not depend on the tool having registered all MLIR extensions, and it
+    fails if any non-LLVM op is left.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 #endif // ATTN_TARGET_CPU_PASSES_TD
