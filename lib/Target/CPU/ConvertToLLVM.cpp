@@ -12,6 +12,7 @@
 #include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
 #include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Pass/PassManager.h"
 
 namespace mlir::attn::cpu {
@@ -36,12 +37,24 @@ struct ConvertToLLVMPass
   }
 
   void runOnOperation() override {
-    OpPassManager pm(ModuleOp::getOperationName());
-    pm.addPass(createConvertToLLVMPass());
-    pm.addPass(createConvertMathToLibmPass());
-    pm.addPass(createConvertFuncToLLVMPass());
-    pm.addPass(createReconcileUnrealizedCastsPass());
-    if (failed(runPipeline(pm, getOperation())))
+    OpPassManager convert(ModuleOp::getOperationName());
+    convert.addPass(createConvertToLLVMPass());
+    if (failed(runPipeline(convert, getOperation())))
+      return signalPassFailure();
+    // Math ops without an LLVM intrinsic become libm calls. Kernels rarely
+    // have any, and each of these passes is a conversion over the whole
+    // module, so they only run when needed.
+    OpPassManager finish(ModuleOp::getOperationName());
+    WalkResult math = getOperation()->walk([](Operation *op) {
+      return isa<math::MathDialect>(op->getDialect()) ? WalkResult::interrupt()
+                                                      : WalkResult::advance();
+    });
+    if (math.wasInterrupted()) {
+      finish.addPass(createConvertMathToLibmPass());
+      finish.addPass(createConvertFuncToLLVMPass());
+    }
+    finish.addPass(createReconcileUnrealizedCastsPass());
+    if (failed(runPipeline(finish, getOperation())))
       return signalPassFailure();
     WalkResult left = getOperation()->walk<WalkOrder::PreOrder>([](Operation *op) {
       if (isa<ModuleOp>(op) || isa<LLVM::LLVMDialect>(op->getDialect()))
