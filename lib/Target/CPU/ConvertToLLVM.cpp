@@ -46,8 +46,9 @@ struct ConvertToLLVMPass
     // module, so they only run when needed.
     OpPassManager finish(ModuleOp::getOperationName());
     WalkResult math = getOperation()->walk([](Operation *op) {
-      return isa<math::MathDialect>(op->getDialect()) ? WalkResult::interrupt()
-                                                      : WalkResult::advance();
+      return isa_and_nonnull<math::MathDialect>(op->getDialect())
+                 ? WalkResult::interrupt()
+                 : WalkResult::advance();
     });
     if (math.wasInterrupted()) {
       finish.addPass(createConvertMathToLibmPass());
@@ -56,8 +57,10 @@ struct ConvertToLLVMPass
     finish.addPass(createReconcileUnrealizedCastsPass());
     if (failed(runPipeline(finish, getOperation())))
       return signalPassFailure();
-    WalkResult left = getOperation()->walk<WalkOrder::PreOrder>([](Operation *op) {
-      if (isa<ModuleOp>(op) || isa<LLVM::LLVMDialect>(op->getDialect()))
+    WalkResult left = getOperation()->walk<WalkOrder::PreOrder>(
+        [](Operation *op) {
+      // An unregistered op has no dialect: it is a leftover too.
+      if (isa<ModuleOp>(op) || isa_and_nonnull<LLVM::LLVMDialect>(op->getDialect()))
         return WalkResult::advance();
       op->emitOpError("was not lowered to the LLVM dialect");
       return WalkResult::interrupt();

@@ -1,4 +1,4 @@
-// RUN: attn-opt %s -split-input-file -verify-diagnostics --attn-cpu-convert-to-llvm | FileCheck %s
+// RUN: attn-opt %s -split-input-file -verify-diagnostics -allow-unregistered-dialect --attn-cpu-convert-to-llvm | FileCheck %s
 
 // One conversion lowers func, cf, arith, memref, vector and math together:
 // the memref descriptor is built from the unpacked arguments and no
@@ -54,5 +54,14 @@ func.func @erf(%x: f32) -> f32 {
 func.func @leftover() {
   // expected-error @+1 {{'tensor.empty' op was not lowered to the LLVM dialect}}
   %t = tensor.empty() : tensor<4xf32>
+  return
+}
+
+// -----
+
+// An unregistered op has no dialect: reported, not a crash.
+func.func @unregistered() {
+  // expected-error @+1 {{'foo.bar' op was not lowered to the LLVM dialect}}
+  "foo.bar"() : () -> ()
   return
 }
