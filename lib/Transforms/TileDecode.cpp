@@ -20,12 +20,11 @@ void AttentionTiler::emitDirectTile(OpBuilder &b, Value k0, Value kn,
       op.isPaged() ? std::min<int64_t>(BK, *op.getPageSize()) : BK;
   TileOperands direct;
   direct.qRows = qRowBuf;
-  if (op.isPaged() || rawPartialTile) {
+  if (op.isPaged()) {
     // Pages sit in any order, which defeats the hardware prefetcher: ask
     // for the rows of the tile after next, page by page, while this one
-    // runs. (Contiguous rows too where the tile's views are a choice
-    // between the cache and the raw copy of a partial tile: the CPU
-    // target's prefetches follow only views of the cache.)
+    // runs. (Contiguous rows: the CPU target prefetches the next tile at
+    // each load of its views.)
     Value next = arith::AddIOp::create(b, loc, k0, cIdx(b, kPrefetchTiles * BK));
     Value whole = arith::CmpIOp::create(
         b, loc, arith::CmpIPredicate::ule,

@@ -33,6 +33,7 @@
 #include "llvm/ADT/StringSwitch.h"
 
 #include <cmath>
+#include <functional>
 
 namespace mlir::attn::cpu {
 #define GEN_PASS_DEF_ATTNCPUVECTORIZEMATMULPASS
@@ -1274,29 +1275,42 @@ void prefetchNextTile(func::FuncOp func) {
     }
     return false;
   };
+  // Whether `view` reads the cache in place: views (not placed by a load)
+  // of a kernel argument, or a choice (scf.if) one of whose sides is one,
+  // as decode's tiles choose between the cache and the raw copy of a
+  // partial last tile (prefetching past that copy reads the stack: no
+  // fault, no use, once per row group).
+  std::function<bool(Value)> readsCache = [&](Value view) {
+    while (Operation *def = view.getDefiningOp()) {
+      if (auto sub = dyn_cast<memref::SubViewOp>(def)) {
+        if (placedByLoad(sub))
+          return false;
+        view = sub.getSource();
+      } else if (auto castOp = dyn_cast<memref::CastOp>(def)) {
+        view = castOp.getSource();
+      } else if (auto reinterpret = dyn_cast<memref::ReinterpretCastOp>(def)) {
+        view = reinterpret.getSource();
+      } else if (auto choice = dyn_cast<scf::IfOp>(def)) {
+        unsigned i = cast<OpResult>(view).getResultNumber();
+        for (Region *side : {&choice.getThenRegion(), &choice.getElseRegion()})
+          if (!side->empty() &&
+              readsCache(cast<scf::YieldOp>(side->front().getTerminator())
+                             .getOperand(i)))
+            return true;
+        return false;
+      } else {
+        return false; // a buffer of the kernel's own (alloca)
+      }
+    }
+    auto argument = dyn_cast<BlockArgument>(view);
+    return argument && argument.getOwner()->isEntryBlock() &&
+           isa<func::FuncOp>(argument.getOwner()->getParentOp());
+  };
   SmallVector<vector::LoadOp> loads;
   func.walk([&](vector::LoadOp load) {
     auto type = dyn_cast<MemRefType>(load.getBase().getType());
-    if (!type || type.getRank() != 2 || type.isDynamicDim(0) ||
-        !load->getParentOfType<scf::ForOp>())
-      return;
-    Value root = load.getBase();
-    while (Operation *def = root.getDefiningOp()) {
-      if (auto view = dyn_cast<memref::SubViewOp>(def)) {
-        if (placedByLoad(view))
-          return;
-        root = view.getSource();
-      }
-      else if (auto cast = dyn_cast<memref::CastOp>(def))
-        root = cast.getSource();
-      else if (auto cast = dyn_cast<memref::ReinterpretCastOp>(def))
-        root = cast.getSource();
-      else
-        return; // a buffer of the kernel's own (alloca), or a choice
-    }
-    auto argument = dyn_cast<BlockArgument>(root);
-    if (argument && argument.getOwner()->isEntryBlock() &&
-        isa<func::FuncOp>(argument.getOwner()->getParentOp()))
+    if (type && type.getRank() == 2 && !type.isDynamicDim(0) &&
+        load->getParentOfType<scf::ForOp>() && readsCache(load.getBase()))
       loads.push_back(load);
   });
   for (vector::LoadOp load : loads) {

@@ -581,3 +581,29 @@ func.func @paged_rows_not_prefetched(%pool: memref<?x32x64xf32>, %table: memref<
       ins(%view, %q : memref<32x64xf32, strided<[64, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>)
   return
 }
+
+// -----
+
+// A choice (scf.if) between the cache's rows and a copy of a partial tile,
+// as decode's tiles are, is prefetched too: one side reads the cache.
+
+// CHECK-LABEL: func.func @prefetch_through_choice(
+// CHECK: %[[ROWS:.+]] = scf.if
+// CHECK: memref.prefetch %[[ROWS]][%{{.+}}, %{{.+}}], read, locality<3>, data
+// CHECK-NEXT: vector.load %[[ROWS]]
+#chA = affine_map<(m, n, k) -> (m, k)>
+#chB = affine_map<(m, n, k) -> (n, k)>
+#chC = affine_map<(m, n, k) -> (m, n)>
+func.func @prefetch_through_choice(%k: memref<?x64xf32>, %q: memref<4x64xf32>, %s: memref<32x4xf32>, %k0: index, %whole: i1) {
+  %rows = scf.if %whole -> (memref<32x64xf32, strided<[64, 1], offset: ?>>) {
+    %view = memref.subview %k[%k0, 0] [32, 64] [1, 1] : memref<?x64xf32> to memref<32x64xf32, strided<[64, 1], offset: ?>>
+    scf.yield %view : memref<32x64xf32, strided<[64, 1], offset: ?>>
+  } else {
+    %copy = memref.alloca() : memref<32x64xf32>
+    %cast = memref.cast %copy : memref<32x64xf32> to memref<32x64xf32, strided<[64, 1], offset: ?>>
+    scf.yield %cast : memref<32x64xf32, strided<[64, 1], offset: ?>>
+  }
+  linalg.matmul indexing_maps = [#chA, #chB, #chC]
+      ins(%rows, %q : memref<32x64xf32, strided<[64, 1], offset: ?>>, memref<4x64xf32>) outs(%s : memref<32x4xf32>)
+  return
+}
