@@ -140,32 +140,36 @@ private:
   /// page `outer`, this item's kv head), as a 2-D view.
   Value cacheRows(OpBuilder &b, Value cache, Value outer, Value row0,
                   int64_t rows, int64_t width) {
-    auto type = cast<MemRefType>(cache.getType());
     SmallVector<OpFoldResult> offsets = {outer, hkvIdx, row0,
                                          b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                       b.getIndexAttr(rows),
-                                       b.getIndexAttr(width)};
-    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-    auto viewType = memref::SubViewOp::inferRankReducedResultType(
-        {rows, width}, type, offsets, sizes, strides);
-    return memref::SubViewOp::create(b, loc, cast<MemRefType>(viewType),
-                                     cache, offsets, sizes, strides);
+    return memref::SubViewOp::create(
+        b, loc, cacheRowsType(cache, offsets, rows, width), cache, offsets,
+        rowsSizes(b, rows, width),
+        SmallVector<OpFoldResult>(4, b.getIndexAttr(1)));
+  }
+  /// The sizes of a [rows, width] view of a 4-D cache.
+  static SmallVector<OpFoldResult> rowsSizes(Builder &b, int64_t rows,
+                                             int64_t width) {
+    return {b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(rows),
+            b.getIndexAttr(width)};
+  }
+  /// The type of a [rows, width] view of `cache` at `offsets`.
+  static MemRefType cacheRowsType(Value cache, ArrayRef<OpFoldResult> offsets,
+                                  int64_t rows, int64_t width) {
+    Builder b(cache.getContext());
+    return cast<MemRefType>(memref::SubViewOp::inferRankReducedResultType(
+        {rows, width}, cast<MemRefType>(cache.getType()), offsets,
+        rowsSizes(b, rows, width),
+        SmallVector<OpFoldResult>(4, b.getIndexAttr(1))));
   }
   /// The type cacheRows gives (`anyIndex` stands in for its dynamic
   /// offsets).
   MemRefType cacheRowsType(Value cache, Value anyIndex, int64_t rows,
                            int64_t width) {
-    auto type = cast<MemRefType>(cache.getType());
-    Builder b(type.getContext());
-    SmallVector<OpFoldResult> offsets = {anyIndex, anyIndex, anyIndex,
-                                         b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                       b.getIndexAttr(rows),
-                                       b.getIndexAttr(width)};
-    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-    return cast<MemRefType>(memref::SubViewOp::inferRankReducedResultType(
-        {rows, width}, type, offsets, sizes, strides));
+    Builder b(cache.getContext());
+    return cacheRowsType(
+        cache, {anyIndex, anyIndex, anyIndex, b.getIndexAttr(0)}, rows,
+        width);
   }
   /// The partial last key tile's K and V rows (k0 .. k0 + kn) copied as
   /// they are in the cache (its dtype, codes packed) into rawKBuf and
