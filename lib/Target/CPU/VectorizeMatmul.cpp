@@ -1280,31 +1280,39 @@ void prefetchNextTile(func::FuncOp func) {
   // as decode's tiles choose between the cache and the raw copy of a
   // partial last tile (prefetching past that copy reads the stack: no
   // fault, no use, once per row group).
-  std::function<bool(Value)> readsCache = [&](Value view) {
-    while (Operation *def = view.getDefiningOp()) {
-      if (auto sub = dyn_cast<memref::SubViewOp>(def)) {
-        if (placedByLoad(sub))
+  // (Memoized: a tile's view is loaded from at every row and step.)
+  DenseMap<Value, bool> known;
+  std::function<bool(Value)> readsCache = [&](Value start) {
+    if (auto it = known.find(start); it != known.end())
+      return it->second;
+    return known[start] = [&, view = start]() mutable {
+      while (Operation *def = view.getDefiningOp()) {
+        if (auto sub = dyn_cast<memref::SubViewOp>(def)) {
+          if (placedByLoad(sub))
+            return false;
+          view = sub.getSource();
+        } else if (auto castOp = dyn_cast<memref::CastOp>(def)) {
+          view = castOp.getSource();
+        } else if (auto reinterpret =
+                       dyn_cast<memref::ReinterpretCastOp>(def)) {
+          view = reinterpret.getSource();
+        } else if (auto choice = dyn_cast<scf::IfOp>(def)) {
+          unsigned i = cast<OpResult>(view).getResultNumber();
+          for (Region *side :
+               {&choice.getThenRegion(), &choice.getElseRegion()})
+            if (!side->empty() &&
+                readsCache(cast<scf::YieldOp>(side->front().getTerminator())
+                               .getOperand(i)))
+              return true;
           return false;
-        view = sub.getSource();
-      } else if (auto castOp = dyn_cast<memref::CastOp>(def)) {
-        view = castOp.getSource();
-      } else if (auto reinterpret = dyn_cast<memref::ReinterpretCastOp>(def)) {
-        view = reinterpret.getSource();
-      } else if (auto choice = dyn_cast<scf::IfOp>(def)) {
-        unsigned i = cast<OpResult>(view).getResultNumber();
-        for (Region *side : {&choice.getThenRegion(), &choice.getElseRegion()})
-          if (!side->empty() &&
-              readsCache(cast<scf::YieldOp>(side->front().getTerminator())
-                             .getOperand(i)))
-            return true;
-        return false;
-      } else {
-        return false; // a buffer of the kernel's own (alloca)
+        } else {
+          return false; // a buffer of the kernel's own (alloca)
+        }
       }
-    }
-    auto argument = dyn_cast<BlockArgument>(view);
-    return argument && argument.getOwner()->isEntryBlock() &&
-           isa<func::FuncOp>(argument.getOwner()->getParentOp());
+      auto argument = dyn_cast<BlockArgument>(view);
+      return argument && argument.getOwner()->isEntryBlock() &&
+             isa<func::FuncOp>(argument.getOwner()->getParentOp());
+    }();
   };
   SmallVector<vector::LoadOp> loads;
   func.walk([&](vector::LoadOp load) {
