@@ -57,14 +57,15 @@ struct ConvertToLLVMPass
     finish.addPass(createReconcileUnrealizedCastsPass());
     if (failed(runPipeline(finish, getOperation())))
       return signalPassFailure();
-    WalkResult left = getOperation()->walk<WalkOrder::PreOrder>(
-        [](Operation *op) {
-      // An unregistered op has no dialect: it is a leftover too.
-      if (isa<ModuleOp>(op) || isa_and_nonnull<LLVM::LLVMDialect>(op->getDialect()))
-        return WalkResult::advance();
-      op->emitOpError("was not lowered to the LLVM dialect");
-      return WalkResult::interrupt();
-    });
+    WalkResult left =
+        getOperation()->walk<WalkOrder::PreOrder>([](Operation *op) {
+          // An unregistered op has no dialect: it is a leftover too.
+          if (isa<ModuleOp>(op) ||
+              isa_and_nonnull<LLVM::LLVMDialect>(op->getDialect()))
+            return WalkResult::advance();
+          op->emitOpError("was not lowered to the LLVM dialect");
+          return WalkResult::interrupt();
+        });
     if (left.wasInterrupted())
       signalPassFailure();
   }
